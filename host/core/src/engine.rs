@@ -1,0 +1,279 @@
+//! The engine: one OS thread per loaded model that owns the weights and every running
+//! sequence's KV cache, and talks to requests over channels.
+//!
+//! Each loop turn admits new sequences, then runs one step: every running sequence advances
+//! by one forward (its whole prompt first, then one token at a time). Sequences are stepped
+//! one after another today; batching them into one forward is a change inside [`Engine::step`].
+//! A full event channel pauses a sequence; a closed one (client gone) cancels it at once.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::error::CoreError;
+use crate::llama::{KvCache, Llama};
+use crate::sampler::{Sampler, SamplingParams};
+use crate::stop::StopMatcher;
+use crate::tokenizer::{IncrementalDecoder, Tokenizer};
+
+/// Events buffered per request before the engine pauses that sequence.
+const EVENT_BUFFER: usize = 32;
+
+/// A generation to run, already validated against the model by [`EngineHandle::submit`].
+#[derive(Debug, Clone)]
+pub struct GenerateRequest {
+    pub prompt: Vec<u32>,
+    pub max_tokens: Option<u32>,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub top_logprobs: Option<u32>,
+}
+
+/// Why a generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+/// A sampled token's log-probability and the best alternatives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    pub token: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// What a request receives from the engine.
+#[derive(Debug)]
+pub enum GenEvent {
+    Delta { text: String, tokens: Vec<u32>, logprobs: Vec<TokenLogprob> },
+    Finished { reason: FinishReason, prompt_tokens: u32, completion_tokens: u32 },
+    Failed(CoreError),
+}
+
+struct Submission {
+    request: GenerateRequest,
+    events: mpsc::Sender<GenEvent>,
+}
+
+/// A cheap, cloneable way to reach a model's engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: std_mpsc::Sender<Submission>,
+    tokenizer: Arc<Tokenizer>,
+    context_length: usize,
+}
+
+impl EngineHandle {
+    /// Starts the engine thread for `model`.
+    pub fn spawn(name: &str, model: Llama, tokenizer: Arc<Tokenizer>) -> Result<Self, CoreError> {
+        let (tx, rx) = std_mpsc::channel();
+        let context_length = model.config().context_length;
+        let engine = Engine { model, tokenizer: tokenizer.clone(), running: Vec::new() };
+        std::thread::Builder::new()
+            .name(format!("engine-{name}"))
+            .spawn(move || engine.run(rx))
+            .map_err(|e| CoreError::Backend(format!("cannot start the engine thread: {e}")))?;
+        Ok(EngineHandle { tx, tokenizer, context_length })
+    }
+
+    /// Queues a generation. Events arrive on the returned channel; dropping it cancels.
+    pub fn submit(&self, request: GenerateRequest) -> Result<mpsc::Receiver<GenEvent>, CoreError> {
+        request.sampling.validate(self.tokenizer.vocab_size())?;
+        if request.prompt.is_empty() {
+            return Err(CoreError::invalid("the prompt is empty", "messages"));
+        }
+        if let Some(bad) = request.prompt.iter().find(|&&t| t as usize >= self.tokenizer.vocab_size()) {
+            return Err(CoreError::invalid(format!("token id {bad} is outside the vocabulary"), "prompt"));
+        }
+        if request.prompt.len() >= self.context_length {
+            return Err(CoreError::InvalidRequest {
+                message: format!(
+                    "This model's maximum context length is {} tokens, but the prompt has {} tokens.",
+                    self.context_length,
+                    request.prompt.len()
+                ),
+                param: Some("messages".into()),
+                code: Some("context_length_exceeded".into()),
+            });
+        }
+        if request.max_tokens == Some(0) {
+            return Err(CoreError::invalid("max_tokens must be at least 1", "max_tokens"));
+        }
+        if request.top_logprobs.is_some_and(|k| k > 20) {
+            return Err(CoreError::invalid("top_logprobs must be between 0 and 20", "top_logprobs"));
+        }
+        if request.stop.len() > 4 || request.stop.iter().any(String::is_empty) {
+            return Err(CoreError::invalid("stop takes up to 4 non-empty strings", "stop"));
+        }
+        let (events, rx) = mpsc::channel(EVENT_BUFFER);
+        self.tx.send(Submission { request, events }).map_err(|_| CoreError::EngineStopped)?;
+        Ok(rx)
+    }
+}
+
+struct Sequence {
+    request: GenerateRequest,
+    events: mpsc::Sender<GenEvent>,
+    cache: KvCache,
+    sampler: Sampler,
+    decoder: IncrementalDecoder,
+    stop: StopMatcher,
+    /// The last sampled token, fed on the next step; none before prefill.
+    last: Option<u32>,
+    generated: u32,
+    max_tokens: u32,
+    /// Events the channel had no room for yet; while any wait, the sequence is paused.
+    outbox: VecDeque<GenEvent>,
+    /// The final event is queued; the sequence ends once the outbox drains.
+    finished: bool,
+    /// Nothing more to do: finished and delivered, or the client is gone.
+    done: bool,
+}
+
+struct Engine {
+    model: Llama,
+    tokenizer: Arc<Tokenizer>,
+    running: Vec<Sequence>,
+}
+
+impl Engine {
+    fn run(mut self, rx: std_mpsc::Receiver<Submission>) {
+        loop {
+            if self.running.is_empty() {
+                match rx.recv() {
+                    Ok(s) => self.admit(s),
+                    Err(_) => return, // every handle dropped: shutdown
+                }
+            }
+            while let Ok(s) = rx.try_recv() {
+                self.admit(s);
+            }
+            let progressed = self.step();
+            self.running.retain(|s| !s.done);
+            if !progressed {
+                // Every client is slow: wait a little instead of spinning on full channels.
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+
+    fn admit(&mut self, s: Submission) {
+        let ctx = self.model.config().context_length;
+        let room = ctx.saturating_sub(s.request.prompt.len()) as u32;
+        let max_tokens = s.request.max_tokens.map_or(room, |m| m.min(room));
+        debug!(prompt_tokens = s.request.prompt.len(), max_tokens, "sequence admitted");
+        self.running.push(Sequence {
+            cache: self.model.new_cache(),
+            sampler: Sampler::new(s.request.sampling.clone()),
+            decoder: IncrementalDecoder::default(),
+            stop: StopMatcher::new(s.request.stop.clone()),
+            request: s.request,
+            events: s.events,
+            last: None,
+            generated: 0,
+            max_tokens,
+            outbox: VecDeque::new(),
+            finished: false,
+            done: false,
+        });
+    }
+
+    /// Advances every sequence that is not paused by one token; false if none could move.
+    fn step(&mut self) -> bool {
+        let mut progressed = false;
+        for seq in &mut self.running {
+            seq.flush();
+            if seq.done || !seq.outbox.is_empty() {
+                continue;
+            }
+            if seq.events.is_closed() {
+                debug!("client gone; sequence cancelled");
+                seq.done = true;
+                continue;
+            }
+            progressed = true;
+            let input: &[u32] = match &seq.last {
+                Some(t) => std::slice::from_ref(t),
+                None => &seq.request.prompt,
+            };
+            match self.model.forward(input, &mut seq.cache) {
+                Ok(mut logits) => seq.advance(&mut logits, &self.tokenizer, self.model.config().context_length),
+                Err(e) => {
+                    warn!(error = %e, "forward failed");
+                    seq.outbox.push_back(GenEvent::Failed(e));
+                    seq.finished = true;
+                }
+            }
+            seq.flush();
+        }
+        progressed
+    }
+}
+
+impl Sequence {
+    /// Samples the next token from `logits` and queues what it produces.
+    fn advance(&mut self, logits: &mut [f32], tokenizer: &Tokenizer, context_length: usize) {
+        let top = self.request.top_logprobs.map(|k| k as usize);
+        let sampled = self.sampler.sample(logits, top);
+        self.generated += 1;
+        self.last = Some(sampled.token);
+        let logprobs: Vec<TokenLogprob> = sampled
+            .logprobs
+            .map(|(logprob, top)| TokenLogprob { token: sampled.token, logprob, top })
+            .into_iter()
+            .collect();
+
+        let eog = tokenizer.is_eog(sampled.token);
+        let out_of_room = self.generated >= self.max_tokens || self.cache.len() + 1 >= context_length;
+        let mut finish = if eog {
+            Some(FinishReason::Stop)
+        } else if out_of_room {
+            Some(FinishReason::Length)
+        } else {
+            None
+        };
+        let mut text = if eog { String::new() } else { self.decoder.push(tokenizer.token_bytes(sampled.token)) };
+        if finish.is_some() {
+            text.push_str(&self.decoder.finish());
+        }
+        let (visible, stopped) = self.stop.push(&text, finish.is_some());
+        if stopped {
+            finish = Some(FinishReason::Stop);
+        }
+        self.outbox.push_back(GenEvent::Delta { text: visible, tokens: vec![sampled.token], logprobs });
+        if let Some(reason) = finish {
+            self.outbox.push_back(GenEvent::Finished {
+                reason,
+                prompt_tokens: self.request.prompt.len() as u32,
+                completion_tokens: self.generated,
+            });
+            self.finished = true;
+        }
+    }
+
+    /// Delivers queued events until the channel is full.
+    fn flush(&mut self) {
+        while let Some(ev) = self.outbox.pop_front() {
+            match self.events.try_send(ev) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    self.outbox.push_front(ev);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.done = true;
+                    self.outbox.clear();
+                    return;
+                }
+            }
+        }
+        if self.finished {
+            self.done = true;
+        }
+    }
+}

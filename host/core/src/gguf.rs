@@ -1,0 +1,385 @@
+//! A GGUF reader: the file is memory-mapped, metadata is parsed eagerly (it is small), tensor
+//! data stays in the map until a tensor is dequantized.
+//!
+//! Format: magic `GGUF`, version 2 or 3, tensor count, metadata count, metadata key/values,
+//! tensor infos, padding to `general.alignment`, then tensor data. All little-endian.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use half::f16;
+use memmap2::Mmap;
+
+use crate::error::CoreError;
+
+/// One metadata value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    String(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    /// The value as an unsigned integer, whatever integer width the file used.
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v.into()),
+            Value::U16(v) => Some(v.into()),
+            Value::U32(v) => Some(v.into()),
+            Value::U64(v) => Some(v),
+            Value::I8(v) => u64::try_from(v).ok(),
+            Value::I16(v) => u64::try_from(v).ok(),
+            Value::I32(v) => u64::try_from(v).ok(),
+            Value::I64(v) => u64::try_from(v).ok(),
+            _ => None,
+        }
+    }
+
+    /// The value as a float, whatever numeric type the file used.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v.into()),
+            Value::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// GGML tensor types this reader can dequantize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgmlType {
+    F32,
+    F16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+impl GgmlType {
+    fn from_id(id: u32) -> Option<Self> {
+        Some(match id {
+            0 => GgmlType::F32,
+            1 => GgmlType::F16,
+            2 => GgmlType::Q4_0,
+            3 => GgmlType::Q4_1,
+            8 => GgmlType::Q8_0,
+            _ => return None,
+        })
+    }
+
+    /// (elements per block, bytes per block).
+    fn block(self) -> (usize, usize) {
+        match self {
+            GgmlType::F32 => (1, 4),
+            GgmlType::F16 => (1, 2),
+            GgmlType::Q4_0 => (32, 18),
+            GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q8_0 => (32, 34),
+        }
+    }
+}
+
+/// Where one tensor lives in the file.
+#[derive(Debug, Clone)]
+pub struct TensorInfo {
+    pub name: String,
+    /// GGML order: `dims[0]` is the innermost (contiguous) dimension.
+    pub dims: Vec<u64>,
+    pub ty: GgmlType,
+    /// Byte offset from the start of the data section.
+    pub offset: u64,
+}
+
+impl TensorInfo {
+    pub fn n_elements(&self) -> usize {
+        self.dims.iter().product::<u64>() as usize
+    }
+
+    fn n_bytes(&self) -> usize {
+        let (per_block, bytes) = self.ty.block();
+        self.n_elements() / per_block * bytes
+    }
+}
+
+/// An opened GGUF file.
+pub struct Gguf {
+    mmap: Mmap,
+    pub metadata: HashMap<String, Value>,
+    pub tensors: HashMap<String, TensorInfo>,
+    data_start: usize,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], CoreError> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
+            CoreError::Weights(format!("GGUF truncated at byte {} (wanted {n} more)", self.pos))
+        })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], CoreError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn u32(&mut self) -> Result<u32, CoreError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, CoreError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+    fn string(&mut self) -> Result<String, CoreError> {
+        let len = self.u64()? as usize;
+        let bytes = self.take(len)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| CoreError::Weights(format!("GGUF string at byte {} is not UTF-8", self.pos)))
+    }
+    fn value(&mut self, ty: u32, depth: u32) -> Result<Value, CoreError> {
+        Ok(match ty {
+            0 => Value::U8(self.array::<1>()?[0]),
+            1 => Value::I8(self.array::<1>()?[0] as i8),
+            2 => Value::U16(u16::from_le_bytes(self.array()?)),
+            3 => Value::I16(i16::from_le_bytes(self.array()?)),
+            4 => Value::U32(self.u32()?),
+            5 => Value::I32(i32::from_le_bytes(self.array()?)),
+            6 => Value::F32(f32::from_le_bytes(self.array()?)),
+            7 => Value::Bool(self.array::<1>()?[0] != 0),
+            8 => Value::String(self.string()?),
+            9 if depth < 4 => {
+                let elem_ty = self.u32()?;
+                let n = self.u64()? as usize;
+                // Guard against absurd lengths before allocating.
+                if n > self.buf.len() {
+                    return Err(CoreError::Weights(format!("GGUF array of {n} items is longer than the file")));
+                }
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(elem_ty, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => Value::U64(self.u64()?),
+            11 => Value::I64(i64::from_le_bytes(self.array()?)),
+            12 => Value::F64(f64::from_le_bytes(self.array()?)),
+            other => return Err(CoreError::Weights(format!("unknown GGUF value type {other}"))),
+        })
+    }
+}
+
+impl Gguf {
+    pub fn open(path: &Path) -> Result<Self, CoreError> {
+        let file = File::open(path).map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        // SAFETY: the map is read-only; Cinder's model files are not modified while served
+        // (a replaced file gets a new inode, the old mapping stays valid).
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        Self::parse(mmap).map_err(|e| match e {
+            CoreError::Weights(m) => CoreError::Weights(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    fn parse(mmap: Mmap) -> Result<Self, CoreError> {
+        let mut c = Cursor { buf: &mmap, pos: 0 };
+        if c.take(4)? != b"GGUF" {
+            return Err(CoreError::Weights("not a GGUF file (bad magic)".into()));
+        }
+        let version = c.u32()?;
+        if !(2..=3).contains(&version) {
+            return Err(CoreError::Weights(format!("GGUF version {version} is not supported (2 or 3)")));
+        }
+        let n_tensors = c.u64()? as usize;
+        let n_kv = c.u64()? as usize;
+        let mut metadata = HashMap::new();
+        for _ in 0..n_kv {
+            let key = c.string()?;
+            let ty = c.u32()?;
+            let value = c.value(ty, 0)?;
+            metadata.insert(key, value);
+        }
+        let mut tensors = HashMap::new();
+        for _ in 0..n_tensors {
+            let name = c.string()?;
+            let n_dims = c.u32()? as usize;
+            if n_dims > 4 {
+                return Err(CoreError::Weights(format!("tensor {name} has {n_dims} dimensions")));
+            }
+            let dims = (0..n_dims).map(|_| c.u64()).collect::<Result<Vec<_>, _>>()?;
+            let ty_id = c.u32()?;
+            let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
+                CoreError::Weights(format!("tensor {name} has GGML type {ty_id}, which Cinder cannot read yet"))
+            })?;
+            let offset = c.u64()?;
+            tensors.insert(name.clone(), TensorInfo { name, dims, ty, offset });
+        }
+        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
+        let data_start = c.pos.div_ceil(alignment.max(1)) * alignment.max(1);
+        for t in tensors.values() {
+            let end = data_start as u64 + t.offset + t.n_bytes() as u64;
+            if end > mmap.len() as u64 || t.n_elements() % t.ty.block().0 != 0 {
+                return Err(CoreError::Weights(format!("tensor {} lies outside the file", t.name)));
+            }
+        }
+        Ok(Gguf { mmap, metadata, tensors, data_start })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    pub fn get_u64(&self, key: &str) -> Result<u64, CoreError> {
+        self.get(key)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| CoreError::Weights(format!("GGUF metadata `{key}` is missing or not an integer")))
+    }
+
+    pub fn get_f64(&self, key: &str) -> Result<f64, CoreError> {
+        self.get(key)
+            .and_then(Value::as_f64)
+            .ok_or_else(|| CoreError::Weights(format!("GGUF metadata `{key}` is missing or not a number")))
+    }
+
+    pub fn get_str(&self, key: &str) -> Result<&str, CoreError> {
+        self.get(key)
+            .and_then(Value::as_str)
+            .ok_or_else(|| CoreError::Weights(format!("GGUF metadata `{key}` is missing or not a string")))
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<&TensorInfo, CoreError> {
+        self.tensors.get(name).ok_or_else(|| CoreError::Weights(format!("tensor `{name}` is missing")))
+    }
+
+    fn bytes(&self, t: &TensorInfo) -> &[u8] {
+        let start = self.data_start + t.offset as usize;
+        &self.mmap[start..start + t.n_bytes()]
+    }
+
+    /// The tensor as f32 values in GGML order (row-major with `dims[0]` innermost).
+    pub fn dequantize(&self, name: &str) -> Result<Vec<f32>, CoreError> {
+        let t = self.tensor(name)?;
+        let mut out = vec![0f32; t.n_elements()];
+        dequantize_into(t.ty, self.bytes(t), &mut out);
+        Ok(out)
+    }
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantizes `bytes` of type `ty` into `out` (whose length is the element count).
+pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
+    let (per_block, block_bytes) = ty.block();
+    for (blk, dst) in bytes.chunks_exact(block_bytes).zip(out.chunks_exact_mut(per_block)) {
+        match ty {
+            GgmlType::F32 => dst[0] = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
+            GgmlType::F16 => dst[0] = f16_at(blk, 0),
+            GgmlType::Q8_0 => {
+                let d = f16_at(blk, 0);
+                for (o, &q) in dst.iter_mut().zip(&blk[2..34]) {
+                    *o = d * f32::from(q as i8);
+                }
+            }
+            GgmlType::Q4_0 => {
+                let d = f16_at(blk, 0);
+                let qs = &blk[2..18];
+                for (j, &q) in qs.iter().enumerate() {
+                    dst[j] = d * (f32::from(q & 0x0f) - 8.0);
+                    dst[j + 16] = d * (f32::from(q >> 4) - 8.0);
+                }
+            }
+            GgmlType::Q4_1 => {
+                let d = f16_at(blk, 0);
+                let m = f16_at(blk, 2);
+                let qs = &blk[4..20];
+                for (j, &q) in qs.iter().enumerate() {
+                    dst[j] = d * f32::from(q & 0x0f) + m;
+                    dst[j + 16] = d * f32::from(q >> 4) + m;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_1_block_low_nibbles_first() {
+        let mut blk = Vec::new();
+        blk.extend_from_slice(&f16::from_f32(0.5).to_le_bytes());
+        blk.extend_from_slice(&f16::from_f32(-1.0).to_le_bytes());
+        blk.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
+        let mut out = [0f32; 32];
+        dequantize_into(GgmlType::Q4_1, &blk, &mut out);
+        assert_eq!(out[0], -1.0);
+        assert_eq!(out[15], 0.5 * 15.0 - 1.0);
+        assert_eq!(out[16], 0.5 * 15.0 - 1.0);
+        assert_eq!(out[31], -1.0);
+    }
+
+    #[test]
+    fn q8_0_and_q4_0_blocks() {
+        let mut blk = f16::from_f32(0.25).to_le_bytes().to_vec();
+        blk.extend((0..32i8).map(|i| (i - 16) as u8));
+        let mut out = [0f32; 32];
+        dequantize_into(GgmlType::Q8_0, &blk, &mut out);
+        assert_eq!(out[0], -4.0);
+        assert_eq!(out[31], 15.0 * 0.25);
+
+        let mut blk = f16::from_f32(2.0).to_le_bytes().to_vec();
+        blk.extend(std::iter::repeat_n(0x8fu8, 16));
+        dequantize_into(GgmlType::Q4_0, &blk, &mut out);
+        assert_eq!(out[0], 14.0);
+        assert_eq!(out[16], 0.0);
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        let dir = std::env::temp_dir().join(format!("cinder-gguf-{}", std::process::id()));
+        std::fs::write(&dir, b"GGUF\x03\x00\x00\x00\xff").unwrap();
+        assert!(matches!(Gguf::open(&dir), Err(CoreError::Weights(_))));
+        std::fs::write(&dir, b"NOPE").unwrap();
+        assert!(matches!(Gguf::open(&dir), Err(CoreError::Weights(_))));
+        let _ = std::fs::remove_file(&dir);
+    }
+}

@@ -1,0 +1,25 @@
+//! Cinder's inference core: GGUF weights, the tokenizer, chat templates, the Llama
+//! architecture on burn, sampling, and one engine thread per model.
+//!
+//! This is the only crate that imports burn. Everything above it sees [`ModelRegistry`],
+//! [`LoadedModel`] and [`EngineHandle`].
+
+mod backend;
+mod engine;
+mod error;
+pub mod gguf;
+mod llama;
+mod registry;
+mod sampler;
+mod stop;
+mod template;
+mod tokenizer;
+
+pub use backend::{BackendKind, BackendPreference};
+pub use engine::{EngineHandle, FinishReason, GenEvent, GenerateRequest, TokenLogprob};
+pub use error::CoreError;
+pub use llama::{KvCache, Llama, LlamaConfig};
+pub use registry::{LoadedModel, ModelInfo, ModelRegistry, ModelSpec};
+pub use sampler::{Rng, SamplingParams, argmax};
+pub use template::{ChatTemplate, TemplateMessage};
+pub use tokenizer::{IncrementalDecoder, Tokenizer};

@@ -1,0 +1,134 @@
+//! Loaded models by id: each with its tokenizer, chat template and engine thread.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::info;
+
+use crate::backend::{BackendPreference, select_device};
+use crate::engine::EngineHandle;
+use crate::error::CoreError;
+use crate::gguf::Gguf;
+use crate::llama::Llama;
+use crate::template::ChatTemplate;
+use crate::tokenizer::Tokenizer;
+
+/// What to load.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    pub id: String,
+    pub path: PathBuf,
+    pub backend: BackendPreference,
+}
+
+/// What clients and plugins may know about a model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub id: String,
+    pub architecture: String,
+    pub context_length: u32,
+    pub vocab_size: u32,
+    /// Unix seconds when it was loaded.
+    pub created: u64,
+    /// Backend plus a digest of the weights: changes whenever outputs may change.
+    pub fingerprint: String,
+}
+
+/// One model, ready to serve.
+pub struct LoadedModel {
+    pub info: ModelInfo,
+    pub tokenizer: Arc<Tokenizer>,
+    pub template: ChatTemplate,
+    pub engine: EngineHandle,
+}
+
+impl LoadedModel {
+    /// Loads a GGUF model and starts its engine thread. Progress is logged.
+    pub fn load(spec: &ModelSpec) -> Result<Self, CoreError> {
+        info!(model = %spec.id, path = %spec.path.display(), "loading model");
+        let gguf = Gguf::open(&spec.path)?;
+        let architecture = gguf.get_str("general.architecture")?.to_owned();
+        if architecture != "llama" {
+            return Err(CoreError::Weights(format!("architecture `{architecture}` is not supported yet (llama only)")));
+        }
+        let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
+        let token_text = |id: Option<u32>| {
+            id.map(|i| gguf.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).and_then(|a| a.get(i as usize)).and_then(|v| v.as_str()).unwrap_or("").to_owned()).unwrap_or_default()
+        };
+        let template_src = gguf.get_str("tokenizer.chat_template")?;
+        let template = ChatTemplate::new(template_src, &token_text(tokenizer.bos_id), &token_text(tokenizer.eos_id))?;
+        let (device, backend) = select_device(spec.backend)?;
+        let model = Llama::from_gguf(&gguf, &device, |done, total| {
+            if done == total || done % (total / 10).max(1) == 0 {
+                info!(model = %spec.id, "loading weights: {done}/{total} tensors");
+            }
+        })?;
+        let config = model.config().clone();
+        let fingerprint = format!("fp_{}_{}", backend.name(), weights_digest(&gguf));
+        let engine = EngineHandle::spawn(&spec.id, model, tokenizer.clone())?;
+        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        info!(model = %spec.id, backend = backend.name(), context = config.context_length, "model ready");
+        Ok(LoadedModel {
+            info: ModelInfo {
+                id: spec.id.clone(),
+                architecture,
+                context_length: config.context_length as u32,
+                vocab_size: tokenizer.vocab_size() as u32,
+                created,
+                fingerprint,
+            },
+            tokenizer,
+            template,
+            engine,
+        })
+    }
+}
+
+/// A short digest of the tensor layout and metadata size: cheap, and different for different
+/// weights files in practice (hashing 100 MB on every start is not worth it).
+fn weights_digest(gguf: &Gguf) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut names: Vec<_> = gguf.tensors.values().map(|t| (t.name.as_str(), t.offset, t.dims.clone())).collect();
+    names.sort();
+    for (name, offset, dims) in names {
+        for b in name.bytes().chain(offset.to_le_bytes()).chain(dims.iter().flat_map(|d| d.to_le_bytes())) {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+    }
+    format!("{:08x}", h as u32)
+}
+
+/// Every loaded model, by id.
+#[derive(Default)]
+pub struct ModelRegistry {
+    models: HashMap<String, Arc<LoadedModel>>,
+    order: Vec<String>,
+}
+
+impl ModelRegistry {
+    pub fn load_all(specs: &[ModelSpec]) -> Result<Self, CoreError> {
+        let mut reg = ModelRegistry::default();
+        for spec in specs {
+            reg.insert(LoadedModel::load(spec)?);
+        }
+        Ok(reg)
+    }
+
+    pub fn insert(&mut self, model: LoadedModel) {
+        let id = model.info.id.clone();
+        if self.models.insert(id.clone(), Arc::new(model)).is_none() {
+            self.order.push(id);
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Result<&Arc<LoadedModel>, CoreError> {
+        self.models.get(id).ok_or_else(|| CoreError::UnknownModel(id.to_owned()))
+    }
+
+    /// Models in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
+        self.order.iter().filter_map(|id| self.models.get(id))
+    }
+}

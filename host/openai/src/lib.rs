@@ -1,0 +1,9 @@
+//! OpenAI wire types (serde) shared by the host and by plugins: requests, responses, stream
+//! chunks and the error envelope. No I/O, no heavy dependencies, so it builds for
+//! `wasm32-wasip2` too.
+
+pub mod chat;
+pub mod error;
+pub mod models;
+
+pub use error::{ErrorBody, ErrorDetail};

@@ -1,0 +1,255 @@
+//! The per-request host state and the host side of the WIT imports: `inference` (forwarded to
+//! the core's engine), `sink` (forwarded to the HTTP edge), `log` (into `tracing`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cinder_core::{CoreError, FinishReason, GenEvent, LoadedModel, ModelRegistry, SamplingParams, TemplateMessage};
+use tokio::sync::mpsc;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::{StoreLimits, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::cinder::plugin::{inference, log, sink, types};
+use crate::Output;
+
+/// Everything one plugin call may touch. A fresh one per request.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    pub(crate) models: Arc<ModelRegistry>,
+    pub(crate) plugin_id: Arc<str>,
+    pub(crate) out: mpsc::Sender<Output>,
+    pub(crate) response: ResponseState,
+    /// CPU budget left, in epoch ticks.
+    pub(crate) cpu_ticks_left: u64,
+    /// When the guest last got control back from an async host call: an epoch tick that
+    /// arrives right after is time spent parked, not running, and is not charged.
+    pub(crate) resumed_at: Instant,
+}
+
+/// Which shape the response has taken so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResponseState {
+    Nothing,
+    Streaming,
+    Whole,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The host object behind a guest's `response-sink` handle. The state lives in [`HostState`]:
+/// a request has exactly one sink.
+pub struct SinkHandle;
+
+/// The host object behind a guest's `generation` handle.
+pub struct GenerationHandle {
+    events: mpsc::Receiver<GenEvent>,
+    model: Arc<LoadedModel>,
+    finished: bool,
+}
+
+fn wit_error(e: CoreError) -> types::Error {
+    match e {
+        CoreError::InvalidRequest { message, param, code } => types::Error::InvalidRequest(types::ErrorDetail { message, param, code }),
+        CoreError::UnknownModel(id) => types::Error::NotFound(types::ErrorDetail {
+            message: format!("The model `{id}` does not exist"),
+            param: Some("model".into()),
+            code: Some("model_not_found".into()),
+        }),
+        CoreError::EngineStopped => types::Error::Unavailable(e.to_string()),
+        other => {
+            tracing::error!(error = %other, "inference core error");
+            types::Error::Internal(other.to_string())
+        }
+    }
+}
+
+impl HostState {
+    fn model(&self, id: &str) -> Result<Arc<LoadedModel>, types::Error> {
+        self.models.get(id).cloned().map_err(wit_error)
+    }
+
+    async fn send(&mut self, output: Output, shape: ResponseState) -> Result<(), sink::SinkError> {
+        match (self.response, shape) {
+            (ResponseState::Whole, _) | (ResponseState::Streaming, ResponseState::Whole) => {
+                return Err(sink::SinkError::AlreadyResponded);
+            }
+            _ => {}
+        }
+        self.response = shape;
+        let sent = self.out.send(output).await;
+        self.resumed_at = Instant::now();
+        sent.map_err(|_| sink::SinkError::Closed)
+    }
+}
+
+impl types::Host for HostState {}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        let plugin = &*self.plugin_id;
+        match level {
+            log::Level::Trace => tracing::trace!(plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(plugin, "{message}"),
+            log::Level::Info => tracing::info!(plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(plugin, "{message}"),
+            log::Level::Error => tracing::error!(plugin, "{message}"),
+        }
+        Ok(())
+    }
+}
+
+impl sink::HostResponseSink for HostState {
+    async fn send_event(&mut self, _sink: Resource<SinkHandle>, data: String) -> wasmtime::Result<Result<(), sink::SinkError>> {
+        Ok(self.send(Output::Event(data), ResponseState::Streaming).await)
+    }
+
+    async fn respond(&mut self, _sink: Resource<SinkHandle>, status: u16, body: String) -> wasmtime::Result<Result<(), sink::SinkError>> {
+        if !(200..=599).contains(&status) {
+            // A malformed response is a plugin bug: trap it, the request gets a 500.
+            return Err(wasmtime::Error::msg(format!("the plugin answered with HTTP status {status}")));
+        }
+        Ok(self.send(Output::Respond { status, body }, ResponseState::Whole).await)
+    }
+
+    fn drop(&mut self, rep: Resource<SinkHandle>) -> wasmtime::Result<()> {
+        // The host owns the sink and deletes it after the call; a guest drop of its borrow
+        // never reaches here, but an owned handle would.
+        self.table.delete(rep)?;
+        Ok(())
+    }
+}
+
+impl sink::Host for HostState {}
+
+fn token_logprob(model: &LoadedModel, token: u32, logprob: f32) -> inference::TopLogprob {
+    let bytes = model.tokenizer.token_bytes(token).to_vec();
+    inference::TopLogprob { token, text: String::from_utf8_lossy(&bytes).into_owned(), bytes, logprob }
+}
+
+impl inference::HostGeneration for HostState {
+    async fn next(&mut self, handle: Resource<GenerationHandle>) -> wasmtime::Result<Result<Option<inference::Event>, types::Error>> {
+        let g = self.table.get_mut(&handle)?;
+        if g.finished {
+            return Ok(Ok(None));
+        }
+        let event = g.events.recv().await;
+        self.resumed_at = Instant::now();
+        let g = self.table.get_mut(&handle)?;
+        Ok(match event {
+            Some(GenEvent::Delta { text, tokens, logprobs }) => {
+                let logprobs = logprobs
+                    .into_iter()
+                    .map(|lp| inference::TokenLogprob {
+                        sampled: token_logprob(&g.model, lp.token, lp.logprob),
+                        top: lp.top.into_iter().map(|(t, l)| token_logprob(&g.model, t, l)).collect(),
+                    })
+                    .collect();
+                Ok(Some(inference::Event::Delta(inference::Delta { text, tokens, logprobs })))
+            }
+            Some(GenEvent::Finished { reason, prompt_tokens, completion_tokens }) => {
+                g.finished = true;
+                let reason = match reason {
+                    FinishReason::Stop => types::FinishReason::Stop,
+                    FinishReason::Length => types::FinishReason::Length,
+                };
+                Ok(Some(inference::Event::Finished(inference::Finished {
+                    reason,
+                    usage: types::Usage { prompt_tokens, completion_tokens },
+                })))
+            }
+            Some(GenEvent::Failed(e)) => {
+                g.finished = true;
+                Err(wit_error(e))
+            }
+            None => {
+                g.finished = true;
+                Err(types::Error::Unavailable("the inference engine stopped".into()))
+            }
+        })
+    }
+
+    fn drop(&mut self, handle: Resource<GenerationHandle>) -> wasmtime::Result<()> {
+        // Dropping the receiver is what tells the engine to cancel the sequence.
+        self.table.delete(handle)?;
+        Ok(())
+    }
+}
+
+impl inference::Host for HostState {
+    fn generate(&mut self, request: inference::GenerateRequest) -> wasmtime::Result<Result<Resource<GenerationHandle>, types::Error>> {
+        let model = match self.model(&request.model) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        let s = request.sampling;
+        let core_request = cinder_core::GenerateRequest {
+            prompt: request.prompt,
+            max_tokens: request.max_tokens,
+            sampling: SamplingParams {
+                temperature: s.temperature,
+                top_p: s.top_p,
+                seed: s.seed,
+                presence_penalty: s.presence_penalty,
+                frequency_penalty: s.frequency_penalty,
+                logit_bias: s.logit_bias.into_iter().map(|b| (b.token, b.bias)).collect(),
+            },
+            stop: request.stop,
+            top_logprobs: request.top_logprobs,
+        };
+        match model.engine.submit(core_request) {
+            Ok(events) => Ok(Ok(self.table.push(GenerationHandle { events, model, finished: false })?)),
+            Err(e) => Ok(Err(wit_error(e))),
+        }
+    }
+
+    fn tokenize(&mut self, model: String, text: String, parse_special: bool) -> wasmtime::Result<Result<Vec<u32>, types::Error>> {
+        Ok(self.model(&model).and_then(|m| m.tokenizer.encode(&text, parse_special).map_err(wit_error)))
+    }
+
+    fn detokenize(&mut self, model: String, tokens: Vec<u32>) -> wasmtime::Result<Result<String, types::Error>> {
+        Ok(self.model(&model).and_then(|m| m.tokenizer.decode(&tokens).map_err(wit_error)))
+    }
+
+    fn apply_chat_template(
+        &mut self,
+        model: String,
+        messages: Vec<inference::ChatMessage>,
+        add_generation_prompt: bool,
+    ) -> wasmtime::Result<Result<String, types::Error>> {
+        let messages: Vec<TemplateMessage> = messages.into_iter().map(|m| TemplateMessage { role: m.role, content: m.content }).collect();
+        Ok(self.model(&model).and_then(|m| m.template.render(&messages, add_generation_prompt).map_err(wit_error)))
+    }
+
+    fn describe_model(&mut self, model: String) -> wasmtime::Result<Result<inference::ModelInfo, types::Error>> {
+        Ok(self.model(&model).map(|m| {
+            let i = &m.info;
+            inference::ModelInfo {
+                id: i.id.clone(),
+                architecture: i.architecture.clone(),
+                context_length: i.context_length,
+                vocab_size: i.vocab_size,
+                created: i.created,
+                fingerprint: i.fingerprint.clone(),
+            }
+        }))
+    }
+}
+
+/// The epoch callback's verdict: charge a tick if the guest has really been running.
+pub(crate) fn charge_tick(state: &mut HostState, tick: std::time::Duration) -> Result<(), wasmtime::Error> {
+    if state.resumed_at.elapsed() < tick {
+        return Ok(());
+    }
+    if state.cpu_ticks_left == 0 {
+        return Err(wasmtime::Error::from(Trap::Interrupt));
+    }
+    state.cpu_ticks_left -= 1;
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Plugins on disk (`<dir>/<name>/plugin.toml` + `plugin.wasm`), compiled into `InstancePre`s,
+//! and the route table that maps `method path` to a plugin.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use wasmtime::Engine;
+use wasmtime::component::{Component, Linker};
+
+use crate::bindings::ChatPluginPre;
+use crate::{HostState, RuntimeError};
+
+/// The WIT package a plugin must be built against (any 0.1.x).
+const WIT_PACKAGE: &str = "cinder:plugin/handler@";
+const WIT_MINOR: &str = "0.1.";
+
+/// `plugin.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Manifest {
+    id: String,
+    version: String,
+    world: String,
+    routes: Vec<RouteSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteSpec {
+    method: String,
+    path: String,
+}
+
+/// What `/health` and the logs say about a loaded plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginInfo {
+    pub id: String,
+    pub version: String,
+    /// The WIT version its handler export was built against, e.g. `0.1.0`.
+    pub wit_version: String,
+    /// `METHOD /path` for each route it owns.
+    pub routes: Vec<String>,
+}
+
+/// A compiled plugin, ready to instantiate.
+pub struct Plugin {
+    pub(crate) info: PluginInfo,
+    pub(crate) pre: ChatPluginPre<HostState>,
+}
+
+impl Plugin {
+    pub fn info(&self) -> &PluginInfo {
+        &self.info
+    }
+
+    /// Reads, compiles and links one plugin folder.
+    pub(crate) fn load(engine: &Engine, linker: &Linker<HostState>, dir: &Path) -> Result<Plugin, RuntimeError> {
+        let fail = |reason: String| RuntimeError::Plugin { path: dir.display().to_string(), reason };
+        let manifest_text = std::fs::read_to_string(dir.join("plugin.toml")).map_err(|e| fail(format!("plugin.toml: {e}")))?;
+        let manifest: Manifest = toml::from_str(&manifest_text).map_err(|e| fail(format!("plugin.toml: {e}")))?;
+        if manifest.world != "chat-plugin" {
+            return Err(fail(format!("world `{}` is not one this host serves (chat-plugin)", manifest.world)));
+        }
+        let bytes = std::fs::read(dir.join("plugin.wasm")).map_err(|e| fail(format!("plugin.wasm: {e}")))?;
+        let component = Component::new(engine, &bytes).map_err(|e| fail(format!("not a valid component: {e}")))?;
+
+        let ty = component.component_type();
+        let wit_version = ty
+            .exports(engine)
+            .find_map(|(name, _)| name.strip_prefix(WIT_PACKAGE).map(str::to_owned))
+            .ok_or_else(|| fail(format!("it does not export `{WIT_PACKAGE}{WIT_MINOR}x`")))?;
+        if !wit_version.starts_with(WIT_MINOR) {
+            return Err(fail(format!("it was built against WIT {wit_version}; this host serves {WIT_MINOR}x")));
+        }
+        let pre = linker.instantiate_pre(&component).map_err(|e| fail(format!("it cannot be linked: {e}")))?;
+        let pre = ChatPluginPre::new(pre).map_err(|e| fail(format!("it does not implement chat-plugin: {e}")))?;
+        let routes = manifest.routes.iter().map(|r| format!("{} {}", r.method.to_uppercase(), r.path)).collect();
+        Ok(Plugin { info: PluginInfo { id: manifest.id, version: manifest.version, wit_version, routes }, pre })
+    }
+}
+
+/// The outcome of looking up a route.
+pub enum RouteMatch {
+    Found(Arc<Plugin>),
+    /// The path exists, but not for this method.
+    MethodNotAllowed,
+    NotFound,
+}
+
+/// An immutable snapshot of loaded plugins; a reload builds a new one and swaps it in.
+#[derive(Default, Clone)]
+pub(crate) struct Registry {
+    plugins: Vec<Arc<Plugin>>,
+    /// (method, path, plugin index)
+    routes: Vec<(String, String, usize)>,
+}
+
+impl Registry {
+    pub(crate) fn load_dir(engine: &Engine, linker: &Linker<HostState>, dir: &Path) -> Result<Registry, RuntimeError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::Plugin { path: dir.display().to_string(), reason: e.to_string() })?;
+        let mut dirs: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join("plugin.toml").exists()).collect();
+        dirs.sort();
+        let mut registry = Registry::default();
+        for d in dirs {
+            registry.insert(Plugin::load(engine, linker, &d)?)?;
+        }
+        Ok(registry)
+    }
+
+    pub(crate) fn insert(&mut self, plugin: Plugin) -> Result<(), RuntimeError> {
+        // Replacing a plugin with the same id drops its old routes first.
+        if let Some(old) = self.plugins.iter().position(|p| p.info.id == plugin.info.id) {
+            self.plugins.remove(old);
+            self.routes.retain(|r| r.2 != old);
+            for r in &mut self.routes {
+                if r.2 > old {
+                    r.2 -= 1;
+                }
+            }
+        }
+        let index = self.plugins.len();
+        let mut new_routes = Vec::new();
+        for route in &plugin.info.routes {
+            let (method, path) = route.split_once(' ').unwrap_or(("POST", route));
+            if let Some(clash) = self.routes.iter().find(|r| r.0 == method && r.1 == path) {
+                return Err(RuntimeError::Plugin {
+                    path: plugin.info.id.clone(),
+                    reason: format!("route {route} is already owned by `{}`", self.plugins[clash.2].info.id),
+                });
+            }
+            new_routes.push((method.to_owned(), path.to_owned(), index));
+        }
+        self.routes.extend(new_routes);
+        self.plugins.push(Arc::new(plugin));
+        Ok(())
+    }
+
+    pub(crate) fn infos(&self) -> Vec<PluginInfo> {
+        self.plugins.iter().map(|p| p.info.clone()).collect()
+    }
+
+    pub(crate) fn route(&self, method: &str, path: &str) -> RouteMatch {
+        let path = path.trim_end_matches('/');
+        let mut path_known = false;
+        for (m, p, i) in &self.routes {
+            if p == path {
+                if m.eq_ignore_ascii_case(method) {
+                    return RouteMatch::Found(self.plugins[*i].clone());
+                }
+                path_known = true;
+            }
+        }
+        if path_known { RouteMatch::MethodNotAllowed } else { RouteMatch::NotFound }
+    }
+}

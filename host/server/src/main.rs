@@ -1,0 +1,95 @@
+//! `cinder`: an OpenAI-compatible server. Loads the configured models into the inference
+//! core, loads the plugins, and serves HTTP.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+mod error;
+mod routes;
+mod sse;
+
+/// Command-line arguments; they override the config file.
+#[derive(Debug, Parser)]
+#[command(name = "cinder", version, about = "An OpenAI-compatible server for local models")]
+struct Args {
+    /// The TOML config file.
+    #[arg(long, default_value = "cinder.toml")]
+    config: PathBuf,
+    /// Address to bind (overrides `server.host`).
+    #[arg(long)]
+    host: Option<String>,
+    /// Port to bind; 0 picks a free one (overrides `server.port`).
+    #[arg(long)]
+    port: Option<u16>,
+    /// Plugin folder (overrides `plugins.dir`).
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let config = cinder_config::Config::load(&args.config)?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let specs: Vec<cinder_core::ModelSpec> = config
+        .models
+        .iter()
+        .map(|m| cinder_core::ModelSpec {
+            id: m.id.clone(),
+            path: m.path.clone(),
+            backend: match m.backend {
+                cinder_config::Backend::Auto => cinder_core::BackendPreference::Auto,
+                cinder_config::Backend::Cpu => cinder_core::BackendPreference::Cpu,
+                cinder_config::Backend::Wgpu => cinder_core::BackendPreference::Wgpu,
+            },
+        })
+        .collect();
+    let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);
+
+    let limits = cinder_runtime::Limits {
+        memory_bytes: config.limits.plugin_memory_mib << 20,
+        cpu_ms: config.limits.plugin_cpu_ms,
+        timeout: std::time::Duration::from_secs(config.limits.request_timeout_secs),
+        max_instances: config.limits.max_concurrent_requests,
+    };
+    let runtime = cinder_runtime::Runtime::new(models.clone(), limits)?;
+    let plugin_dir = args.plugins.or(config.plugins.dir.clone()).context("no plugin folder: set plugins.dir or pass --plugins")?;
+    for p in runtime.load_dir(&plugin_dir)? {
+        info!(plugin = %p.id, version = %p.version, wit = %p.wit_version, routes = ?p.routes, "plugin loaded");
+    }
+
+    let host = args.host.unwrap_or(config.server.host.clone());
+    let port = args.port.unwrap_or(config.server.port);
+    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    tokio.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await.with_context(|| format!("binding {host}:{port}"))?;
+        let addr: SocketAddr = listener.local_addr()?;
+        let app = routes::router(routes::AppState { models, runtime, max_body_bytes: config.server.max_body_bytes });
+        info!("listening on http://{addr}");
+        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        info!("shut down");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

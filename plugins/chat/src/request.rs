@@ -1,0 +1,142 @@
+//! From the OpenAI request body to a validated plan: every parameter is honoured or refused
+//! with a 400 that names it.
+
+use cinder_sdk::inference::{ChatMessage, LogitBias, Sampling};
+use cinder_sdk::openai::chat::{ChatCompletionRequest, MessageContent};
+use cinder_sdk::{Error, invalid_request};
+use serde_json::Value;
+
+/// A validated chat request.
+pub struct Plan {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    pub sampling: Sampling,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub top_logprobs: Option<u32>,
+    pub stream: bool,
+    pub include_usage: bool,
+}
+
+fn not_supported(param: &str, what: &str) -> Error {
+    invalid_request(&format!("{what} is not supported by this server yet"), Some(param))
+}
+
+fn message_text(i: usize, content: Option<MessageContent>) -> Result<String, Error> {
+    match content {
+        None => Ok(String::new()),
+        Some(MessageContent::Text(t)) => Ok(t),
+        Some(MessageContent::Parts(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.kind.as_str(), part.text) {
+                    ("text", Some(t)) => text.push_str(&t),
+                    ("text", None) => {
+                        return Err(invalid_request("A text content part needs `text`", Some(&format!("messages[{i}].content"))));
+                    }
+                    (kind, _) => {
+                        return Err(not_supported(&format!("messages[{i}].content"), &format!("Content of type `{kind}`")));
+                    }
+                }
+            }
+            Ok(text)
+        }
+    }
+}
+
+impl Plan {
+    pub fn parse(body: &str) -> Result<Plan, Error> {
+        let req: ChatCompletionRequest = serde_json::from_str(body).map_err(|e| {
+            let b = cinder_sdk::openai::ErrorBody::from_json_error(&e);
+            invalid_request(&b.error.message, b.error.param.as_deref())
+        })?;
+        if !req.extra.is_empty() {
+            let keys: Vec<&str> = req.extra.keys().map(String::as_str).collect();
+            cinder_sdk::debug(&format!("ignoring unknown fields: {}", keys.join(", ")));
+        }
+        if req.messages.is_empty() {
+            return Err(invalid_request("`messages` must contain at least one message", Some("messages")));
+        }
+        if req.tools.as_ref().is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
+            return Err(not_supported("tools", "Tool calling"));
+        }
+        if req.tool_choice.as_ref().is_some_and(|c| !c.is_null() && c != &Value::from("none")) {
+            return Err(not_supported("tool_choice", "Tool calling"));
+        }
+        if req.functions.is_some() {
+            return Err(not_supported("functions", "Function calling"));
+        }
+        if req.function_call.is_some() {
+            return Err(not_supported("function_call", "Function calling"));
+        }
+        if let Some(format) = &req.response_format {
+            match format.get("type").and_then(Value::as_str) {
+                Some("text") => {}
+                Some(other) => return Err(not_supported("response_format", &format!("response_format `{other}`"))),
+                None => return Err(invalid_request("response_format needs a `type`", Some("response_format"))),
+            }
+        }
+        match req.n {
+            None | Some(1) => {}
+            Some(0) => return Err(invalid_request("n must be at least 1", Some("n"))),
+            Some(_) => return Err(not_supported("n", "n greater than 1")),
+        }
+
+        let mut messages = Vec::with_capacity(req.messages.len());
+        for (i, m) in req.messages.into_iter().enumerate() {
+            let role = match m.role.as_str() {
+                // `developer` is the newer name of `system`; chat templates know `system`.
+                "system" | "developer" => "system",
+                "user" => "user",
+                "assistant" => "assistant",
+                "tool" => "tool",
+                other => {
+                    return Err(invalid_request(
+                        &format!("Invalid role `{other}`: expected system, developer, user, assistant or tool"),
+                        Some(&format!("messages[{i}].role")),
+                    ));
+                }
+            };
+            if m.tool_calls.is_some() {
+                return Err(not_supported(&format!("messages[{i}].tool_calls"), "Tool calls in messages"));
+            }
+            if role != "assistant" && m.content.is_none() {
+                return Err(invalid_request("This message needs `content`", Some(&format!("messages[{i}].content"))));
+            }
+            messages.push(ChatMessage { role: role.to_owned(), content: message_text(i, m.content)? });
+        }
+
+        let mut logit_bias = Vec::new();
+        for (k, v) in req.logit_bias.unwrap_or_default() {
+            let token = k.parse::<u32>().map_err(|_| invalid_request(&format!("logit_bias key `{k}` is not a token id"), Some("logit_bias")))?;
+            logit_bias.push(LogitBias { token, bias: v });
+        }
+        let top_logprobs = match (req.logprobs, req.top_logprobs) {
+            (true, n) => Some(n.unwrap_or(0)),
+            (false, None) => None,
+            (false, Some(_)) => return Err(invalid_request("top_logprobs requires logprobs to be true", Some("top_logprobs"))),
+        };
+        let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
+        if req.stream_options.is_some() && !req.stream {
+            return Err(invalid_request("stream_options is only allowed when stream is true", Some("stream_options")));
+        }
+        Ok(Plan {
+            model: req.model,
+            messages,
+            sampling: Sampling {
+                temperature: req.temperature.unwrap_or(1.0),
+                top_p: req.top_p.unwrap_or(1.0),
+                // OpenAI takes any 64-bit integer; its bits are the seed.
+                seed: req.seed.map(|s| s as u64),
+                presence_penalty: req.presence_penalty.unwrap_or(0.0),
+                frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
+                logit_bias,
+            },
+            max_tokens: req.max_completion_tokens.or(req.max_tokens),
+            stop: req.stop.map(|s| s.into_vec()).unwrap_or_default(),
+            top_logprobs,
+            stream: req.stream,
+            include_usage,
+        })
+    }
+}

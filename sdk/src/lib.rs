@@ -1,0 +1,88 @@
+//! `cinder-sdk`: what a Cinder plugin depends on.
+//!
+//! A plugin is a `cdylib` built for `wasm32-wasip2` that implements [`Handler`] and exports it
+//! with [`export_chat_plugin!`]. It reaches the inference core through [`inference`], writes its
+//! response into a host-owned [`sink::ResponseSink`] (the host does the SSE framing), and logs
+//! through [`debug`]/[`info`]/[`warn`]. OpenAI wire types come from [`openai`].
+//!
+//! ```ignore
+//! struct Echo;
+//! impl cinder_sdk::Handler for Echo {
+//!     fn handle(req: cinder_sdk::Request, sink: &cinder_sdk::sink::ResponseSink) -> Result<(), cinder_sdk::Error> {
+//!         cinder_sdk::respond_json(sink, 200, &serde_json::json!({"echo": req.body}))
+//!     }
+//! }
+//! cinder_sdk::export_chat_plugin!(Echo);
+//! ```
+
+#![deny(missing_docs)]
+
+/// Generated WIT bindings (`cinder:plugin@0.1.0`, world `chat-plugin`).
+#[allow(missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit/v0.1",
+        world: "chat-plugin",
+        pub_export_macro: true,
+        export_macro_name: "export_chat_plugin_bindings",
+        default_bindings_module: "cinder_sdk::bindings",
+    });
+}
+
+pub use bindings::cinder::plugin::{inference, log, sink, types};
+pub use bindings::exports::cinder::plugin::handler::{Guest as Handler, Request};
+pub use cinder_openai as openai;
+pub use types::{Error, ErrorDetail};
+
+/// Exports a [`Handler`] implementation as the plugin's `handler` interface.
+#[macro_export]
+macro_rules! export_chat_plugin {
+    ($ty:ident) => {
+        $crate::bindings::export_chat_plugin_bindings!($ty with_types_in $crate::bindings);
+    };
+}
+
+/// A 400 `invalid_request_error` naming `param`.
+pub fn invalid_request(message: &str, param: Option<&str>) -> Error {
+    Error::InvalidRequest(ErrorDetail { message: message.to_owned(), param: param.map(str::to_owned), code: None })
+}
+
+/// Serializes `value` and sends it as one SSE event.
+pub fn send_json(sink: &sink::ResponseSink, value: &impl serde::Serialize) -> Result<(), Error> {
+    let data = serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing an event: {e}")))?;
+    sink.send_event(&data).map_err(sink_error)
+}
+
+/// Serializes `value` and sends it as the whole response with `status`.
+pub fn respond_json(sink: &sink::ResponseSink, status: u16, value: &impl serde::Serialize) -> Result<(), Error> {
+    let body = serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing the response: {e}")))?;
+    sink.respond(status, &body).map_err(sink_error)
+}
+
+fn sink_error(e: sink::SinkError) -> Error {
+    match e {
+        // The client is gone: nobody will read an error either; end the call quietly.
+        sink::SinkError::Closed => Error::Unavailable("the client closed the connection".into()),
+        sink::SinkError::AlreadyResponded => Error::Internal("the plugin wrote two responses".into()),
+    }
+}
+
+/// Seconds since the Unix epoch (OpenAI's `created`).
+pub fn unix_time() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Logs at debug level under the plugin's id.
+pub fn debug(message: &str) {
+    log::log(log::Level::Debug, message);
+}
+
+/// Logs at info level under the plugin's id.
+pub fn info(message: &str) {
+    log::log(log::Level::Info, message);
+}
+
+/// Logs at warn level under the plugin's id.
+pub fn warn(message: &str) {
+    log::log(log::Level::Warn, message);
+}

@@ -1,0 +1,157 @@
+//! `cargo xtask <serve | test | plugins | fetch-models | setup>`: Cinder's build orchestration.
+//! Every step a fresh machine needs (wasm target, Debian packages, Python venv, models) is
+//! here, idempotent, so the README's two commands are all a user runs.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+mod models;
+
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | plugins | fetch-models | setup>";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = args.split_first().map(|(c, r)| (c.as_str(), r)).unwrap_or(("", &[]));
+    let rest: Vec<String> = rest.iter().skip_while(|a| *a == "--").cloned().collect();
+    match cmd {
+        "serve" => serve(&rest),
+        "test" => test(),
+        "plugins" => build_plugins().map(|_| ()),
+        "fetch-models" => models::fetch().map(|_| ()),
+        "setup" => setup_test_machine(),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// The workspace root (the parent of `xtask/`).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Where cargo puts build output: `CARGO_TARGET_DIR` or `<root>/target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("CINDER_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/cinder")))
+        .unwrap_or_else(|| root().join(".cache"))
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: {cmd:?}");
+    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| path.display().to_string())?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// `rustup target add wasm32-wasip2` unless it is there already.
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustup").current_dir(root()).args(["target", "list", "--installed"]).output();
+    match out {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") => Ok(()),
+        _ => run(Command::new("rustup").current_dir(root()).args(["target", "add", "wasm32-wasip2"])),
+    }
+}
+
+/// Builds every plugin (release, wasm32-wasip2) and lays them out as the host loads them:
+/// `<target>/cinder-plugins/<id>/{plugin.toml, plugin.wasm}`. Returns that folder.
+fn build_plugins() -> Result<PathBuf> {
+    ensure_wasm_target()?;
+    let plugins = ["chat"];
+    let mut cmd = cargo();
+    cmd.args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"]);
+    for p in plugins {
+        cmd.args(["-p", &format!("cinder-plugin-{p}")]);
+    }
+    run(&mut cmd)?;
+    let dist = target_dir().join("cinder-plugins");
+    for p in plugins {
+        let dir = dist.join(p);
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(root().join("plugins").join(p).join("plugin.toml"), dir.join("plugin.toml"))?;
+        let wasm = target_dir().join("wasm32-wasip2/plugin").join(format!("cinder_plugin_{p}.wasm"));
+        // Copy then rename, so a watching server never sees half a file.
+        let tmp = dir.join("plugin.wasm.tmp");
+        std::fs::copy(&wasm, &tmp).with_context(|| wasm.display().to_string())?;
+        std::fs::rename(&tmp, dir.join("plugin.wasm"))?;
+    }
+    Ok(dist)
+}
+
+fn build_host() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "-p", "cinder-server"]))?;
+    Ok(target_dir().join("release/cinder"))
+}
+
+fn serve(args: &[String]) -> Result<()> {
+    models::fetch()?;
+    let plugins = build_plugins()?;
+    let cinder = build_host()?;
+    let mut cmd = Command::new(cinder);
+    cmd.arg("--config").arg(root().join("cinder.example.toml")).arg("--plugins").arg(plugins).args(args);
+    run(&mut cmd)
+}
+
+/// Debian packages, the wasm target and the Python venv the tests need.
+fn setup_test_machine() -> Result<()> {
+    ensure_wasm_target()?;
+    let have_lavapipe = Path::new("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json").exists()
+        && Command::new("sh").args(["-c", "ldconfig -p | grep -q libvulkan.so.1"]).status().is_ok_and(|s| s.success());
+    if !have_lavapipe {
+        let sudo = if Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0")) { "" } else { "sudo " };
+        run(Command::new("sh").args([
+            "-c",
+            &format!("{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q mesa-vulkan-drivers libvulkan1"),
+        ]))?;
+    }
+    let venv = venv_dir();
+    if !venv.join("bin/python").exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(root().join("tests/e2e/requirements.txt")))
+}
+
+fn venv_dir() -> PathBuf {
+    cache_dir().join("venv")
+}
+
+fn test() -> Result<()> {
+    setup_test_machine()?;
+    let models = models::fetch()?;
+    run(cargo().args(["fmt", "--all", "--check"]))?;
+    let plugins = build_plugins()?;
+    run(cargo().args(["clippy", "--release", "--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo()
+        .args(["test", "--release", "--workspace", "--exclude", "cinder-plugin-chat", "--exclude", "cinder-sdk"])
+        .env("CINDER_MODELS", &models)
+        .env("CINDER_PLUGINS", &plugins))?;
+    let cinder = build_host()?;
+    run(Command::new(venv_dir().join("bin/python"))
+        .args(["-m", "pytest", "-q", "tests/e2e"])
+        .current_dir(root())
+        .env("CINDER_BIN", cinder)
+        .env("CINDER_PLUGINS", &plugins)
+        .env("CINDER_MODELS", &models)
+        .env("CINDER_CONFIG", root().join("cinder.example.toml")))
+}
