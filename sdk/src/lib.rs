@@ -44,18 +44,28 @@ macro_rules! export_chat_plugin {
 
 /// A 400 `invalid_request_error` naming `param`.
 pub fn invalid_request(message: &str, param: Option<&str>) -> Error {
-    Error::InvalidRequest(ErrorDetail { message: message.to_owned(), param: param.map(str::to_owned), code: None })
+    Error::InvalidRequest(ErrorDetail {
+        message: message.to_owned(),
+        param: param.map(str::to_owned),
+        code: None,
+    })
 }
 
 /// Serializes `value` and sends it as one SSE event.
 pub fn send_json(sink: &sink::ResponseSink, value: &impl serde::Serialize) -> Result<(), Error> {
-    let data = serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing an event: {e}")))?;
+    let data = serde_json::to_string(value)
+        .map_err(|e| Error::Internal(format!("serializing an event: {e}")))?;
     sink.send_event(&data).map_err(sink_error)
 }
 
 /// Serializes `value` and sends it as the whole response with `status`.
-pub fn respond_json(sink: &sink::ResponseSink, status: u16, value: &impl serde::Serialize) -> Result<(), Error> {
-    let body = serde_json::to_string(value).map_err(|e| Error::Internal(format!("serializing the response: {e}")))?;
+pub fn respond_json(
+    sink: &sink::ResponseSink,
+    status: u16,
+    value: &impl serde::Serialize,
+) -> Result<(), Error> {
+    let body = serde_json::to_string(value)
+        .map_err(|e| Error::Internal(format!("serializing the response: {e}")))?;
     sink.respond(status, &body).map_err(sink_error)
 }
 
@@ -63,13 +73,18 @@ fn sink_error(e: sink::SinkError) -> Error {
     match e {
         // The client is gone: nobody will read an error either; end the call quietly.
         sink::SinkError::Closed => Error::Unavailable("the client closed the connection".into()),
-        sink::SinkError::AlreadyResponded => Error::Internal("the plugin wrote two responses".into()),
+        sink::SinkError::AlreadyResponded => {
+            Error::Internal("the plugin wrote two responses".into())
+        }
     }
 }
 
 /// Seconds since the Unix epoch (OpenAI's `created`).
 pub fn unix_time() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Logs at debug level under the plugin's id.

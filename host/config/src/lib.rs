@@ -9,9 +9,15 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
     #[error("{0}")]
     Invalid(String),
 }
@@ -46,7 +52,12 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { host: "127.0.0.1".into(), port: 8080, max_body_bytes: 4 << 20, log: "info".into() }
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            max_body_bytes: 4 << 20,
+            log: "info".into(),
+        }
     }
 }
 
@@ -75,7 +86,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { plugin_memory_mib: 64, plugin_cpu_ms: 10_000, request_timeout_secs: 600, max_concurrent_requests: 64 }
+        Limits {
+            plugin_memory_mib: 64,
+            plugin_cpu_ms: 10_000,
+            request_timeout_secs: 600,
+            max_concurrent_requests: 64,
+        }
     }
 }
 
@@ -107,8 +123,14 @@ pub struct ModelConfig {
 impl Config {
     /// Reads and validates a config file; relative model paths are resolved against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.into(),
+            source,
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for m in &mut config.models {
             m.path = resolve(base, &m.path);
@@ -124,11 +146,16 @@ impl Config {
         let mut seen = std::collections::HashSet::new();
         for m in &self.models {
             if m.id.is_empty() || !seen.insert(m.id.as_str()) {
-                return Err(ConfigError::Invalid(format!("model id `{}` is empty or used twice", m.id)));
+                return Err(ConfigError::Invalid(format!(
+                    "model id `{}` is empty or used twice",
+                    m.id
+                )));
             }
         }
         if self.limits.plugin_memory_mib == 0 || self.limits.max_concurrent_requests == 0 {
-            return Err(ConfigError::Invalid("limits must be greater than zero".into()));
+            return Err(ConfigError::Invalid(
+                "limits must be greater than zero".into(),
+            ));
         }
         Ok(())
     }
@@ -141,7 +168,11 @@ pub fn resolve(base: &Path, path: &Path) -> PathBuf {
     {
         return PathBuf::from(home).join(rest);
     }
-    if path.is_relative() { base.join(path) } else { path.to_path_buf() }
+    if path.is_relative() {
+        base.join(path)
+    } else {
+        path.to_path_buf()
+    }
 }
 
 #[cfg(test)]
@@ -164,7 +195,8 @@ mod tests {
 
     #[test]
     fn duplicate_ids_are_refused() {
-        let c: Config = toml::from_str("[[models]]\nid='a'\npath='x'\n[[models]]\nid='a'\npath='y'\n").unwrap();
+        let c: Config =
+            toml::from_str("[[models]]\nid='a'\npath='x'\n[[models]]\nid='a'\npath='y'\n").unwrap();
         assert!(c.validate().is_err());
     }
 }

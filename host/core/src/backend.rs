@@ -58,7 +58,9 @@ fn wgpu_device() -> Result<Device, CoreError> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_device() -> Result<Device, CoreError> {
-    Err(CoreError::Backend("this build has no wgpu backend (enable the `wgpu` cargo feature)".into()))
+    Err(CoreError::Backend(
+        "this build has no wgpu backend (enable the `wgpu` cargo feature)".into(),
+    ))
 }
 
 #[cfg(feature = "wgpu")]

@@ -50,8 +50,16 @@ pub struct TokenLogprob {
 /// What a request receives from the engine.
 #[derive(Debug)]
 pub enum GenEvent {
-    Delta { text: String, tokens: Vec<u32>, logprobs: Vec<TokenLogprob> },
-    Finished { reason: FinishReason, prompt_tokens: u32, completion_tokens: u32 },
+    Delta {
+        text: String,
+        tokens: Vec<u32>,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Finished {
+        reason: FinishReason,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
     Failed(CoreError),
 }
 
@@ -73,12 +81,20 @@ impl EngineHandle {
     pub fn spawn(name: &str, model: Llama, tokenizer: Arc<Tokenizer>) -> Result<Self, CoreError> {
         let (tx, rx) = std_mpsc::channel();
         let context_length = model.config().context_length;
-        let engine = Engine { model, tokenizer: tokenizer.clone(), running: Vec::new() };
+        let engine = Engine {
+            model,
+            tokenizer: tokenizer.clone(),
+            running: Vec::new(),
+        };
         std::thread::Builder::new()
             .name(format!("engine-{name}"))
             .spawn(move || engine.run(rx))
             .map_err(|e| CoreError::Backend(format!("cannot start the engine thread: {e}")))?;
-        Ok(EngineHandle { tx, tokenizer, context_length })
+        Ok(EngineHandle {
+            tx,
+            tokenizer,
+            context_length,
+        })
     }
 
     /// Queues a generation. Events arrive on the returned channel; dropping it cancels.
@@ -87,8 +103,15 @@ impl EngineHandle {
         if request.prompt.is_empty() {
             return Err(CoreError::invalid("the prompt is empty", "messages"));
         }
-        if let Some(bad) = request.prompt.iter().find(|&&t| t as usize >= self.tokenizer.vocab_size()) {
-            return Err(CoreError::invalid(format!("token id {bad} is outside the vocabulary"), "prompt"));
+        if let Some(bad) = request
+            .prompt
+            .iter()
+            .find(|&&t| t as usize >= self.tokenizer.vocab_size())
+        {
+            return Err(CoreError::invalid(
+                format!("token id {bad} is outside the vocabulary"),
+                "prompt",
+            ));
         }
         if request.prompt.len() >= self.context_length {
             return Err(CoreError::InvalidRequest {
@@ -102,16 +125,27 @@ impl EngineHandle {
             });
         }
         if request.max_tokens == Some(0) {
-            return Err(CoreError::invalid("max_tokens must be at least 1", "max_tokens"));
+            return Err(CoreError::invalid(
+                "max_tokens must be at least 1",
+                "max_tokens",
+            ));
         }
         if request.top_logprobs.is_some_and(|k| k > 20) {
-            return Err(CoreError::invalid("top_logprobs must be between 0 and 20", "top_logprobs"));
+            return Err(CoreError::invalid(
+                "top_logprobs must be between 0 and 20",
+                "top_logprobs",
+            ));
         }
         if request.stop.len() > 4 || request.stop.iter().any(String::is_empty) {
-            return Err(CoreError::invalid("stop takes up to 4 non-empty strings", "stop"));
+            return Err(CoreError::invalid(
+                "stop takes up to 4 non-empty strings",
+                "stop",
+            ));
         }
         let (events, rx) = mpsc::channel(EVENT_BUFFER);
-        self.tx.send(Submission { request, events }).map_err(|_| CoreError::EngineStopped)?;
+        self.tx
+            .send(Submission { request, events })
+            .map_err(|_| CoreError::EngineStopped)?;
         Ok(rx)
     }
 }
@@ -166,7 +200,10 @@ impl Engine {
         let ctx = self.model.config().context_length;
         let room = ctx.saturating_sub(s.request.prompt.len()) as u32;
         let max_tokens = s.request.max_tokens.map_or(room, |m| m.min(room));
-        debug!(prompt_tokens = s.request.prompt.len(), max_tokens, "sequence admitted");
+        debug!(
+            prompt_tokens = s.request.prompt.len(),
+            max_tokens, "sequence admitted"
+        );
         self.running.push(Sequence {
             cache: self.model.new_cache(),
             sampler: Sampler::new(s.request.sampling.clone()),
@@ -202,7 +239,11 @@ impl Engine {
                 None => &seq.request.prompt,
             };
             match self.model.forward(input, &mut seq.cache) {
-                Ok(mut logits) => seq.advance(&mut logits, &self.tokenizer, self.model.config().context_length),
+                Ok(mut logits) => seq.advance(
+                    &mut logits,
+                    &self.tokenizer,
+                    self.model.config().context_length,
+                ),
                 Err(e) => {
                     warn!(error = %e, "forward failed");
                     seq.outbox.push_back(GenEvent::Failed(e));
@@ -224,12 +265,17 @@ impl Sequence {
         self.last = Some(sampled.token);
         let logprobs: Vec<TokenLogprob> = sampled
             .logprobs
-            .map(|(logprob, top)| TokenLogprob { token: sampled.token, logprob, top })
+            .map(|(logprob, top)| TokenLogprob {
+                token: sampled.token,
+                logprob,
+                top,
+            })
             .into_iter()
             .collect();
 
         let eog = tokenizer.is_eog(sampled.token);
-        let out_of_room = self.generated >= self.max_tokens || self.cache.len() + 1 >= context_length;
+        let out_of_room =
+            self.generated >= self.max_tokens || self.cache.len() + 1 >= context_length;
         let mut finish = if eog {
             Some(FinishReason::Stop)
         } else if out_of_room {
@@ -237,7 +283,11 @@ impl Sequence {
         } else {
             None
         };
-        let mut text = if eog { String::new() } else { self.decoder.push(tokenizer.token_bytes(sampled.token)) };
+        let mut text = if eog {
+            String::new()
+        } else {
+            self.decoder.push(tokenizer.token_bytes(sampled.token))
+        };
         if finish.is_some() {
             text.push_str(&self.decoder.finish());
         }
@@ -245,7 +295,11 @@ impl Sequence {
         if stopped {
             finish = Some(FinishReason::Stop);
         }
-        self.outbox.push_back(GenEvent::Delta { text: visible, tokens: vec![sampled.token], logprobs });
+        self.outbox.push_back(GenEvent::Delta {
+            text: visible,
+            tokens: vec![sampled.token],
+            logprobs,
+        });
         if let Some(reason) = finish {
             self.outbox.push_back(GenEvent::Finished {
                 reason,

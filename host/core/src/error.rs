@@ -32,6 +32,10 @@ pub enum CoreError {
 
 impl CoreError {
     pub(crate) fn invalid(message: impl Into<String>, param: &str) -> Self {
-        CoreError::InvalidRequest { message: message.into(), param: Some(param.to_string()), code: None }
+        CoreError::InvalidRequest {
+            message: message.into(),
+            param: Some(param.to_string()),
+            code: None,
+        }
     }
 }

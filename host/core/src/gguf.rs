@@ -149,9 +149,16 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], CoreError> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            CoreError::Weights(format!("GGUF truncated at byte {} (wanted {n} more)", self.pos))
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.buf.len())
+            .ok_or_else(|| {
+                CoreError::Weights(format!(
+                    "GGUF truncated at byte {} (wanted {n} more)",
+                    self.pos
+                ))
+            })?;
         let s = &self.buf[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -170,8 +177,9 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Result<String, CoreError> {
         let len = self.u64()? as usize;
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| CoreError::Weights(format!("GGUF string at byte {} is not UTF-8", self.pos)))
+        String::from_utf8(bytes.to_vec()).map_err(|_| {
+            CoreError::Weights(format!("GGUF string at byte {} is not UTF-8", self.pos))
+        })
     }
     fn value(&mut self, ty: u32, depth: u32) -> Result<Value, CoreError> {
         Ok(match ty {
@@ -189,7 +197,9 @@ impl<'a> Cursor<'a> {
                 let n = self.u64()? as usize;
                 // Guard against absurd lengths before allocating.
                 if n > self.buf.len() {
-                    return Err(CoreError::Weights(format!("GGUF array of {n} items is longer than the file")));
+                    return Err(CoreError::Weights(format!(
+                        "GGUF array of {n} items is longer than the file"
+                    )));
                 }
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -200,17 +210,23 @@ impl<'a> Cursor<'a> {
             10 => Value::U64(self.u64()?),
             11 => Value::I64(i64::from_le_bytes(self.array()?)),
             12 => Value::F64(f64::from_le_bytes(self.array()?)),
-            other => return Err(CoreError::Weights(format!("unknown GGUF value type {other}"))),
+            other => {
+                return Err(CoreError::Weights(format!(
+                    "unknown GGUF value type {other}"
+                )));
+            }
         })
     }
 }
 
 impl Gguf {
     pub fn open(path: &Path) -> Result<Self, CoreError> {
-        let file = File::open(path).map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        let file =
+            File::open(path).map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
         // SAFETY: the map is read-only; Cinder's model files are not modified while served
         // (a replaced file gets a new inode, the old mapping stays valid).
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        let mmap = unsafe { Mmap::map(&file) }
+            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
         Self::parse(mmap).map_err(|e| match e {
             CoreError::Weights(m) => CoreError::Weights(format!("{}: {m}", path.display())),
             other => other,
@@ -224,7 +240,9 @@ impl Gguf {
         }
         let version = c.u32()?;
         if !(2..=3).contains(&version) {
-            return Err(CoreError::Weights(format!("GGUF version {version} is not supported (2 or 3)")));
+            return Err(CoreError::Weights(format!(
+                "GGUF version {version} is not supported (2 or 3)"
+            )));
         }
         let n_tensors = c.u64()? as usize;
         let n_kv = c.u64()? as usize;
@@ -240,25 +258,50 @@ impl Gguf {
             let name = c.string()?;
             let n_dims = c.u32()? as usize;
             if n_dims > 4 {
-                return Err(CoreError::Weights(format!("tensor {name} has {n_dims} dimensions")));
+                return Err(CoreError::Weights(format!(
+                    "tensor {name} has {n_dims} dimensions"
+                )));
             }
-            let dims = (0..n_dims).map(|_| c.u64()).collect::<Result<Vec<_>, _>>()?;
+            let dims = (0..n_dims)
+                .map(|_| c.u64())
+                .collect::<Result<Vec<_>, _>>()?;
             let ty_id = c.u32()?;
             let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
-                CoreError::Weights(format!("tensor {name} has GGML type {ty_id}, which Cinder cannot read yet"))
+                CoreError::Weights(format!(
+                    "tensor {name} has GGML type {ty_id}, which Cinder cannot read yet"
+                ))
             })?;
             let offset = c.u64()?;
-            tensors.insert(name.clone(), TensorInfo { name, dims, ty, offset });
+            tensors.insert(
+                name.clone(),
+                TensorInfo {
+                    name,
+                    dims,
+                    ty,
+                    offset,
+                },
+            );
         }
-        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
+        let alignment = metadata
+            .get("general.alignment")
+            .and_then(Value::as_u64)
+            .unwrap_or(32) as usize;
         let data_start = c.pos.div_ceil(alignment.max(1)) * alignment.max(1);
         for t in tensors.values() {
             let end = data_start as u64 + t.offset + t.n_bytes() as u64;
             if end > mmap.len() as u64 || t.n_elements() % t.ty.block().0 != 0 {
-                return Err(CoreError::Weights(format!("tensor {} lies outside the file", t.name)));
+                return Err(CoreError::Weights(format!(
+                    "tensor {} lies outside the file",
+                    t.name
+                )));
             }
         }
-        Ok(Gguf { mmap, metadata, tensors, data_start })
+        Ok(Gguf {
+            mmap,
+            metadata,
+            tensors,
+            data_start,
+        })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -266,25 +309,29 @@ impl Gguf {
     }
 
     pub fn get_u64(&self, key: &str) -> Result<u64, CoreError> {
-        self.get(key)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| CoreError::Weights(format!("GGUF metadata `{key}` is missing or not an integer")))
+        self.get(key).and_then(Value::as_u64).ok_or_else(|| {
+            CoreError::Weights(format!(
+                "GGUF metadata `{key}` is missing or not an integer"
+            ))
+        })
     }
 
     pub fn get_f64(&self, key: &str) -> Result<f64, CoreError> {
-        self.get(key)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| CoreError::Weights(format!("GGUF metadata `{key}` is missing or not a number")))
+        self.get(key).and_then(Value::as_f64).ok_or_else(|| {
+            CoreError::Weights(format!("GGUF metadata `{key}` is missing or not a number"))
+        })
     }
 
     pub fn get_str(&self, key: &str) -> Result<&str, CoreError> {
-        self.get(key)
-            .and_then(Value::as_str)
-            .ok_or_else(|| CoreError::Weights(format!("GGUF metadata `{key}` is missing or not a string")))
+        self.get(key).and_then(Value::as_str).ok_or_else(|| {
+            CoreError::Weights(format!("GGUF metadata `{key}` is missing or not a string"))
+        })
     }
 
     pub fn tensor(&self, name: &str) -> Result<&TensorInfo, CoreError> {
-        self.tensors.get(name).ok_or_else(|| CoreError::Weights(format!("tensor `{name}` is missing")))
+        self.tensors
+            .get(name)
+            .ok_or_else(|| CoreError::Weights(format!("tensor `{name}` is missing")))
     }
 
     fn bytes(&self, t: &TensorInfo) -> &[u8] {
@@ -308,7 +355,10 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// Dequantizes `bytes` of type `ty` into `out` (whose length is the element count).
 pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
     let (per_block, block_bytes) = ty.block();
-    for (blk, dst) in bytes.chunks_exact(block_bytes).zip(out.chunks_exact_mut(per_block)) {
+    for (blk, dst) in bytes
+        .chunks_exact(block_bytes)
+        .zip(out.chunks_exact_mut(per_block))
+    {
         match ty {
             GgmlType::F32 => dst[0] = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
             GgmlType::F16 => dst[0] = f16_at(blk, 0),

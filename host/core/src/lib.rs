@@ -18,6 +18,7 @@ mod tokenizer;
 pub use backend::{BackendKind, BackendPreference};
 pub use engine::{EngineHandle, FinishReason, GenEvent, GenerateRequest, TokenLogprob};
 pub use error::CoreError;
+pub use gguf::Gguf;
 pub use llama::{KvCache, Llama, LlamaConfig};
 pub use registry::{LoadedModel, ModelInfo, ModelRegistry, ModelSpec};
 pub use sampler::{Rng, SamplingParams, argmax};

@@ -9,6 +9,7 @@
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+use crate::backend::{BackendKind, BackendPreference, select_device};
 use crate::error::CoreError;
 use crate::gguf::Gguf;
 
@@ -33,16 +34,25 @@ impl LlamaConfig {
         let key = |k: &str| format!("{arch}.{k}");
         let n_heads = g.get_u64(&key("attention.head_count"))? as usize;
         let dim = g.get_u64(&key("embedding_length"))? as usize;
-        let vocab_size = g.tensor("token_embd.weight")?.dims.get(1).copied().unwrap_or(0) as usize;
+        let vocab_size = g
+            .tensor("token_embd.weight")?
+            .dims
+            .get(1)
+            .copied()
+            .unwrap_or(0) as usize;
         let config = LlamaConfig {
             n_layers: g.get_u64(&key("block_count"))? as usize,
             dim,
             ffn_dim: g.get_u64(&key("feed_forward_length"))? as usize,
             n_heads,
-            n_kv_heads: g.get_u64(&key("attention.head_count_kv")).unwrap_or(n_heads as u64) as usize,
+            n_kv_heads: g
+                .get_u64(&key("attention.head_count_kv"))
+                .unwrap_or(n_heads as u64) as usize,
             head_dim: if n_heads == 0 { 0 } else { dim / n_heads },
             rope_base: g.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0) as f32,
-            rms_eps: g.get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
+            rms_eps: g
+                .get_f64(&key("attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-5) as f32,
             vocab_size,
             context_length: g.get_u64(&key("context_length"))? as usize,
         };
@@ -53,7 +63,9 @@ impl LlamaConfig {
             || config.head_dim % 2 != 0
             || config.vocab_size == 0
         {
-            return Err(CoreError::Weights(format!("inconsistent llama hyper-parameters: {config:?}")));
+            return Err(CoreError::Weights(format!(
+                "inconsistent llama hyper-parameters: {config:?}"
+            )));
         }
         Ok(config)
     }
@@ -109,7 +121,10 @@ fn load_matrix(g: &Gguf, name: &str, device: &Device) -> Result<Tensor<2>, CoreE
         _ => return Err(CoreError::Weights(format!("tensor {name} is not a matrix"))),
     };
     let data = g.dequantize(name)?;
-    Ok(Tensor::from_data(TensorData::new(data, [rows, cols]), device))
+    Ok(Tensor::from_data(
+        TensorData::new(data, [rows, cols]),
+        device,
+    ))
 }
 
 fn load_vector(g: &Gguf, name: &str, device: &Device) -> Result<Tensor<1>, CoreError> {
@@ -141,7 +156,11 @@ fn rope_tables(config: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) 
 
 impl Llama {
     /// Loads every tensor from `g` onto `device`; `progress(done, total)` is called per tensor.
-    pub fn from_gguf(g: &Gguf, device: &Device, mut progress: impl FnMut(usize, usize)) -> Result<Self, CoreError> {
+    fn from_gguf(
+        g: &Gguf,
+        device: &Device,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self, CoreError> {
         let config = LlamaConfig::from_gguf(g)?;
         let total = config.n_layers * 9 + 3;
         let mut done = 0;
@@ -164,7 +183,17 @@ impl Llama {
             let ffn_norm = load_vector(g, &format!("blk.{i}.ffn_norm.weight"), device)?;
             step(&mut done);
             step(&mut done);
-            layers.push(Layer { attn_norm, wq, wk, wv, wo, ffn_norm, w_gate, w_up, w_down });
+            layers.push(Layer {
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm,
+                w_gate,
+                w_up,
+                w_down,
+            });
         }
         let out_norm = load_vector(g, "output_norm.weight", device)?;
         step(&mut done);
@@ -175,7 +204,26 @@ impl Llama {
         };
         step(&mut done);
         let (rope_cos, rope_sin) = rope_tables(&config, device);
-        Ok(Llama { config, device: device.clone(), embed, layers, out_norm, lm_head, rope_cos, rope_sin })
+        Ok(Llama {
+            config,
+            device: device.clone(),
+            embed,
+            layers,
+            out_norm,
+            lm_head,
+            rope_cos,
+            rope_sin,
+        })
+    }
+
+    /// Loads onto the backend `pref` selects; returns which one that was.
+    pub fn load(
+        g: &Gguf,
+        pref: BackendPreference,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<(Self, BackendKind), CoreError> {
+        let (device, kind) = select_device(pref)?;
+        Ok((Self::from_gguf(g, &device, progress)?, kind))
     }
 
     pub fn config(&self) -> &LlamaConfig {
@@ -183,11 +231,20 @@ impl Llama {
     }
 
     pub fn new_cache(&self) -> KvCache {
-        KvCache { layers: (0..self.config.n_layers).map(|_| None).collect(), len: 0 }
+        KvCache {
+            layers: (0..self.config.n_layers).map(|_| None).collect(),
+            len: 0,
+        }
     }
 
     fn rms_norm(&self, x: Tensor<2>, weight: &Tensor<1>) -> Tensor<2> {
-        let scale = x.clone().powf_scalar(2.0).mean_dim(1).add_scalar(self.config.rms_eps).sqrt().recip();
+        let scale = x
+            .clone()
+            .powf_scalar(2.0)
+            .mean_dim(1)
+            .add_scalar(self.config.rms_eps)
+            .sqrt()
+            .recip();
         x * scale * weight.clone().unsqueeze::<2>()
     }
 
@@ -195,11 +252,24 @@ impl Llama {
     fn rope(&self, x: Tensor<3>, offset: usize) -> Tensor<3> {
         let [heads, t, hd] = x.dims();
         let half = hd / 2;
-        let cos = self.rope_cos.clone().slice([offset..offset + t, 0..half]).unsqueeze::<3>();
-        let sin = self.rope_sin.clone().slice([offset..offset + t, 0..half]).unsqueeze::<3>();
+        let cos = self
+            .rope_cos
+            .clone()
+            .slice([offset..offset + t, 0..half])
+            .unsqueeze::<3>();
+        let sin = self
+            .rope_sin
+            .clone()
+            .slice([offset..offset + t, 0..half])
+            .unsqueeze::<3>();
         let pairs = x.reshape([heads, t, half, 2]);
-        let x0 = pairs.clone().slice([0..heads, 0..t, 0..half, 0..1]).reshape([heads, t, half]);
-        let x1 = pairs.slice([0..heads, 0..t, 0..half, 1..2]).reshape([heads, t, half]);
+        let x0 = pairs
+            .clone()
+            .slice([0..heads, 0..t, 0..half, 0..1])
+            .reshape([heads, t, half]);
+        let x1 = pairs
+            .slice([0..heads, 0..t, 0..half, 1..2])
+            .reshape([heads, t, half]);
         let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
         let r1 = x0 * sin + x1 * cos;
         Tensor::stack::<4>(vec![r0, r1], 3).reshape([heads, t, hd])
@@ -212,7 +282,9 @@ impl Llama {
             return x;
         }
         let [kv, len, hd] = x.dims();
-        x.reshape([kv, 1, len, hd]).expand([kv, groups, len, hd]).reshape([kv * groups, len, hd])
+        x.reshape([kv, 1, len, hd])
+            .expand([kv, groups, len, hd])
+            .reshape([kv * groups, len, hd])
     }
 
     /// Runs `tokens` (the next positions of the sequence in `cache`) through the model and
@@ -222,7 +294,14 @@ impl Llama {
         let t = tokens.len();
         let offset = cache.len;
         if t == 0 || offset + t > c.context_length {
-            return Err(CoreError::invalid(format!("{} tokens do not fit the context of {}", offset + t, c.context_length), "messages"));
+            return Err(CoreError::invalid(
+                format!(
+                    "{} tokens do not fit the context of {}",
+                    offset + t,
+                    c.context_length
+                ),
+                "messages",
+            ));
         }
         let ids: Vec<i64> = tokens.iter().map(|&id| i64::from(id)).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [t]), &self.device);
@@ -232,7 +311,12 @@ impl Llama {
 
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = self.rms_norm(x.clone(), &layer.attn_norm);
-            let heads = |w: &Tensor<2>, n: usize| h.clone().matmul(w.clone().transpose()).reshape([t, n, c.head_dim]).swap_dims(0, 1);
+            let heads = |w: &Tensor<2>, n: usize| {
+                h.clone()
+                    .matmul(w.clone().transpose())
+                    .reshape([t, n, c.head_dim])
+                    .swap_dims(0, 1)
+            };
             let q = self.rope(heads(&layer.wq, c.n_heads), offset);
             let k = self.rope(heads(&layer.wk, c.n_kv_heads), offset);
             let v = heads(&layer.wv, c.n_kv_heads);
@@ -247,7 +331,10 @@ impl Llama {
             if let Some(mask) = &mask {
                 scores = scores + mask.clone();
             }
-            let attn = softmax(scores, 2).matmul(v).swap_dims(0, 1).reshape([t, c.dim]);
+            let attn = softmax(scores, 2)
+                .matmul(v)
+                .swap_dims(0, 1)
+                .reshape([t, c.dim]);
             x = x + attn.matmul(layer.wo.clone().transpose());
 
             let h = self.rms_norm(x.clone(), &layer.ffn_norm);
@@ -258,7 +345,9 @@ impl Llama {
         cache.len += t;
 
         let last = x.slice([t - 1..t, 0..c.dim]);
-        let logits = self.rms_norm(last, &self.out_norm).matmul(self.lm_head.clone().transpose());
+        let logits = self
+            .rms_norm(last, &self.out_norm)
+            .matmul(self.lm_head.clone().transpose());
         logits
             .try_into_vec_as::<f32>()
             .map_err(|e| CoreError::Backend(format!("reading logits: {e:?}")))

@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::info;
 
-use crate::backend::{BackendPreference, select_device};
+use crate::backend::BackendPreference;
 use crate::engine::EngineHandle;
 use crate::error::CoreError;
 use crate::gguf::Gguf;
@@ -51,16 +51,13 @@ impl LoadedModel {
         let gguf = Gguf::open(&spec.path)?;
         let architecture = gguf.get_str("general.architecture")?.to_owned();
         if architecture != "llama" {
-            return Err(CoreError::Weights(format!("architecture `{architecture}` is not supported yet (llama only)")));
+            return Err(CoreError::Weights(format!(
+                "architecture `{architecture}` is not supported yet (llama only)"
+            )));
         }
         let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
-        let token_text = |id: Option<u32>| {
-            id.map(|i| gguf.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()).and_then(|a| a.get(i as usize)).and_then(|v| v.as_str()).unwrap_or("").to_owned()).unwrap_or_default()
-        };
-        let template_src = gguf.get_str("tokenizer.chat_template")?;
-        let template = ChatTemplate::new(template_src, &token_text(tokenizer.bos_id), &token_text(tokenizer.eos_id))?;
-        let (device, backend) = select_device(spec.backend)?;
-        let model = Llama::from_gguf(&gguf, &device, |done, total| {
+        let template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
+        let (model, backend) = Llama::load(&gguf, spec.backend, |done, total| {
             if done == total || done % (total / 10).max(1) == 0 {
                 info!(model = %spec.id, "loading weights: {done}/{total} tensors");
             }
@@ -68,7 +65,10 @@ impl LoadedModel {
         let config = model.config().clone();
         let fingerprint = format!("fp_{}_{}", backend.name(), weights_digest(&gguf));
         let engine = EngineHandle::spawn(&spec.id, model, tokenizer.clone())?;
-        let created = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         info!(model = %spec.id, backend = backend.name(), context = config.context_length, "model ready");
         Ok(LoadedModel {
             info: ModelInfo {
@@ -90,10 +90,18 @@ impl LoadedModel {
 /// weights files in practice (hashing 100 MB on every start is not worth it).
 fn weights_digest(gguf: &Gguf) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
-    let mut names: Vec<_> = gguf.tensors.values().map(|t| (t.name.as_str(), t.offset, t.dims.clone())).collect();
+    let mut names: Vec<_> = gguf
+        .tensors
+        .values()
+        .map(|t| (t.name.as_str(), t.offset, t.dims.clone()))
+        .collect();
     names.sort();
     for (name, offset, dims) in names {
-        for b in name.bytes().chain(offset.to_le_bytes()).chain(dims.iter().flat_map(|d| d.to_le_bytes())) {
+        for b in name
+            .bytes()
+            .chain(offset.to_le_bytes())
+            .chain(dims.iter().flat_map(|d| d.to_le_bytes()))
+        {
             h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
         }
     }
@@ -124,7 +132,9 @@ impl ModelRegistry {
     }
 
     pub fn get(&self, id: &str) -> Result<&Arc<LoadedModel>, CoreError> {
-        self.models.get(id).ok_or_else(|| CoreError::UnknownModel(id.to_owned()))
+        self.models
+            .get(id)
+            .ok_or_else(|| CoreError::UnknownModel(id.to_owned()))
     }
 
     /// Models in configuration order.

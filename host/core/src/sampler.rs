@@ -18,7 +18,14 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 1.0, top_p: 1.0, seed: None, presence_penalty: 0.0, frequency_penalty: 0.0, logit_bias: Vec::new() }
+        SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+        }
     }
 }
 
@@ -26,23 +33,41 @@ impl SamplingParams {
     pub fn validate(&self, vocab_size: usize) -> Result<(), CoreError> {
         let in_range = |v: f32, lo: f32, hi: f32| v.is_finite() && (lo..=hi).contains(&v);
         if !in_range(self.temperature, 0.0, 2.0) {
-            return Err(CoreError::invalid("temperature must be between 0 and 2", "temperature"));
+            return Err(CoreError::invalid(
+                "temperature must be between 0 and 2",
+                "temperature",
+            ));
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(CoreError::invalid("top_p must be greater than 0 and at most 1", "top_p"));
+            return Err(CoreError::invalid(
+                "top_p must be greater than 0 and at most 1",
+                "top_p",
+            ));
         }
         if !in_range(self.presence_penalty, -2.0, 2.0) {
-            return Err(CoreError::invalid("presence_penalty must be between -2 and 2", "presence_penalty"));
+            return Err(CoreError::invalid(
+                "presence_penalty must be between -2 and 2",
+                "presence_penalty",
+            ));
         }
         if !in_range(self.frequency_penalty, -2.0, 2.0) {
-            return Err(CoreError::invalid("frequency_penalty must be between -2 and 2", "frequency_penalty"));
+            return Err(CoreError::invalid(
+                "frequency_penalty must be between -2 and 2",
+                "frequency_penalty",
+            ));
         }
         for &(tok, bias) in &self.logit_bias {
             if tok as usize >= vocab_size {
-                return Err(CoreError::invalid(format!("logit_bias names token {tok}, outside the vocabulary"), "logit_bias"));
+                return Err(CoreError::invalid(
+                    format!("logit_bias names token {tok}, outside the vocabulary"),
+                    "logit_bias",
+                ));
             }
             if !in_range(bias, -100.0, 100.0) {
-                return Err(CoreError::invalid("logit_bias values must be between -100 and 100", "logit_bias"));
+                return Err(CoreError::invalid(
+                    "logit_bias values must be between -100 and 100",
+                    "logit_bias",
+                ));
             }
         }
         Ok(())
@@ -104,7 +129,11 @@ impl Sampler {
             use std::hash::{BuildHasher, RandomState};
             RandomState::new().hash_one(std::time::SystemTime::now())
         });
-        Sampler { rng: Rng::new(seed), params, counts: HashMap::new() }
+        Sampler {
+            rng: Rng::new(seed),
+            params,
+            counts: HashMap::new(),
+        }
     }
 
     /// Samples from `logits` (modified in place), recording the token for later penalties.
@@ -122,7 +151,11 @@ impl Sampler {
             }
         }
         let logprobs = top_logprobs.map(|k| log_softmax_top(logits, k));
-        let token = if self.params.temperature == 0.0 { argmax(logits) } else { self.sample_random(logits) };
+        let token = if self.params.temperature == 0.0 {
+            argmax(logits)
+        } else {
+            self.sample_random(logits)
+        };
         *self.counts.entry(token).or_default() += 1;
         let logprobs = logprobs.map(|(lse, top)| (logits[token as usize] - lse, top));
         Sampled { token, logprobs }
@@ -131,8 +164,11 @@ impl Sampler {
     fn sample_random(&mut self, logits: &[f32]) -> u32 {
         let inv_t = 1.0 / self.params.temperature;
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut probs: Vec<(u32, f32)> =
-            logits.iter().enumerate().map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp())).collect();
+        let mut probs: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, ((l - max) * inv_t).exp()))
+            .collect();
         let total: f32 = probs.iter().map(|p| p.1).sum();
         let mut mass = total;
         if self.params.top_p < 1.0 {
@@ -181,11 +217,24 @@ fn log_softmax_top(logits: &[f32], k: usize) -> (f32, Vec<(u32, f32)>) {
     let mut idx: Vec<u32> = (0..logits.len() as u32).collect();
     let k = k.min(idx.len());
     if k > 0 {
-        idx.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
+        idx.select_nth_unstable_by(k - 1, |&a, &b| {
+            logits[b as usize]
+                .total_cmp(&logits[a as usize])
+                .then(a.cmp(&b))
+        });
     }
     idx.truncate(k);
-    idx.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
-    (lse, idx.into_iter().map(|i| (i, logits[i as usize] - lse)).collect())
+    idx.sort_unstable_by(|&a, &b| {
+        logits[b as usize]
+            .total_cmp(&logits[a as usize])
+            .then(a.cmp(&b))
+    });
+    (
+        lse,
+        idx.into_iter()
+            .map(|i| (i, logits[i as usize] - lse))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -193,7 +242,12 @@ mod tests {
     use super::*;
 
     fn params(temperature: f32, top_p: f32, seed: u64) -> SamplingParams {
-        SamplingParams { temperature, top_p, seed: Some(seed), ..SamplingParams::default() }
+        SamplingParams {
+            temperature,
+            top_p,
+            seed: Some(seed),
+            ..SamplingParams::default()
+        }
     }
 
     #[test]
@@ -207,7 +261,9 @@ mod tests {
         let logits: Vec<f32> = (0..100).map(|i| (i % 7) as f32 * 0.3).collect();
         let run = |seed| {
             let mut s = Sampler::new(params(1.0, 0.9, seed));
-            (0..50).map(|_| s.sample(&mut logits.clone(), None).token).collect::<Vec<_>>()
+            (0..50)
+                .map(|_| s.sample(&mut logits.clone(), None).token)
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
@@ -246,9 +302,14 @@ mod tests {
 
     #[test]
     fn validation_names_the_param() {
-        let bad = SamplingParams { temperature: 3.0, ..SamplingParams::default() };
+        let bad = SamplingParams {
+            temperature: 3.0,
+            ..SamplingParams::default()
+        };
         match bad.validate(10) {
-            Err(CoreError::InvalidRequest { param, .. }) => assert_eq!(param.as_deref(), Some("temperature")),
+            Err(CoreError::InvalidRequest { param, .. }) => {
+                assert_eq!(param.as_deref(), Some("temperature"))
+            }
             other => panic!("{other:?}"),
         }
     }

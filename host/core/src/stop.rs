@@ -9,7 +9,10 @@ pub struct StopMatcher {
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> Self {
-        StopMatcher { stops, held: String::new() }
+        StopMatcher {
+            stops,
+            held: String::new(),
+        }
     }
 
     /// Adds `text`; returns what may be shown now and whether a stop string matched.
@@ -19,7 +22,11 @@ impl StopMatcher {
             return (text.to_owned(), false);
         }
         self.held.push_str(text);
-        let first_match = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min();
+        let first_match = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
         if let Some(at) = first_match {
             let visible = self.held[..at].to_owned();
             self.held.clear();

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
 
 use crate::error::CoreError;
@@ -44,7 +44,8 @@ fn byte_level_decode_table() -> HashMap<char, u8> {
     let mut table = HashMap::with_capacity(256);
     let mut next_extra = 0u32;
     for b in 0u32..=255 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable =
+            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         let c = if printable {
             b
         } else {
@@ -71,10 +72,20 @@ impl Tokenizer {
             .and_then(Value::as_array)
             .ok_or_else(|| tok_err("tokenizer.ggml.tokens is missing"))?
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| tok_err("a token is not a string")))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| tok_err("a token is not a string"))
+            })
             .collect::<Result<_, _>>()?;
-        let types: Vec<i64> = match gguf.get("tokenizer.ggml.token_type").and_then(Value::as_array) {
-            Some(a) => a.iter().map(|v| v.as_u64().map(|x| x as i64).unwrap_or(1)).collect(),
+        let types: Vec<i64> = match gguf
+            .get("tokenizer.ggml.token_type")
+            .and_then(Value::as_array)
+        {
+            Some(a) => a
+                .iter()
+                .map(|v| v.as_u64().map(|x| x as i64).unwrap_or(1))
+                .collect(),
             None => vec![1; tokens.len()],
         };
         let merges: Vec<(String, String)> = gguf
@@ -90,11 +101,21 @@ impl Tokenizer {
             })
             .collect::<Result<_, _>>()?;
 
-        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(tok_err)?;
+        let vocab: tokenizers::models::bpe::Vocab = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(tok_err)?;
         let mut hf = HfTokenizer::new(bpe);
 
-        let pre = gguf.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+        let pre = gguf
+            .get("tokenizer.ggml.pre")
+            .and_then(Value::as_str)
+            .unwrap_or("default");
         let byte_level = ByteLevel::new(false, true, true);
         let pre_tokenizer: PreTokenizerWrapper = match pre {
             // llama.cpp's `smollm` (and `default`, GPT-2's) is the GPT-2 regex; smollm also
@@ -102,7 +123,9 @@ impl Tokenizer {
             "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
             "default" | "gpt2" => byte_level.into(),
             other => {
-                return Err(CoreError::Tokenizer(format!("pre-tokenizer `{other}` is not supported yet")));
+                return Err(CoreError::Tokenizer(format!(
+                    "pre-tokenizer `{other}` is not supported yet"
+                )));
             }
         };
         hf.with_pre_tokenizer(Some(pre_tokenizer));
@@ -126,7 +149,10 @@ impl Tokenizer {
             .map(|(t, &ty)| match ty {
                 TOKEN_TYPE_CONTROL => Vec::new(),
                 TOKEN_TYPE_USER_DEFINED => t.as_bytes().to_vec(),
-                _ => t.chars().map(|c| table.get(&c).copied().unwrap_or(b'?')).collect(),
+                _ => t
+                    .chars()
+                    .map(|c| table.get(&c).copied().unwrap_or(b'?'))
+                    .collect(),
             })
             .collect();
 
@@ -139,7 +165,13 @@ impl Tokenizer {
         for (i, (t, &ty)) in tokens.iter().zip(&types).enumerate() {
             let eog_text = matches!(
                 t.as_str(),
-                "<|endoftext|>" | "<|im_end|>" | "<|eot_id|>" | "<|end|>" | "<end_of_turn>" | "<|eom_id|>" | "<reponame>"
+                "<|endoftext|>"
+                    | "<|im_end|>"
+                    | "<|eot_id|>"
+                    | "<|end|>"
+                    | "<end_of_turn>"
+                    | "<|eom_id|>"
+                    | "<reponame>"
             );
             if ty == TOKEN_TYPE_CONTROL && eog_text && !eog_ids.contains(&(i as u32)) {
                 eog_ids.push(i as u32);
@@ -147,7 +179,14 @@ impl Tokenizer {
         }
         eog_ids.sort_unstable();
 
-        Ok(Tokenizer { parse_special: hf, plain, token_bytes, eog_ids, bos_id: id("tokenizer.ggml.bos_token_id"), eos_id })
+        Ok(Tokenizer {
+            parse_special: hf,
+            plain,
+            token_bytes,
+            eog_ids,
+            bos_id: id("tokenizer.ggml.bos_token_id"),
+            eos_id,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -156,21 +195,37 @@ impl Tokenizer {
 
     /// Text to ids. No BOS is added: templates write their own control tokens.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, CoreError> {
-        let tok = if parse_special { &self.parse_special } else { &self.plain };
+        let tok = if parse_special {
+            &self.parse_special
+        } else {
+            &self.plain
+        };
         Ok(tok.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
     }
 
     /// The raw bytes a token prints (empty for control tokens).
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.token_bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Ids to text; control tokens are skipped, invalid UTF-8 is replaced.
     pub fn decode(&self, ids: &[u32]) -> Result<String, CoreError> {
-        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.token_bytes.len()) {
-            return Err(CoreError::invalid(format!("token id {bad} is outside the vocabulary"), "tokens"));
+        if let Some(bad) = ids
+            .iter()
+            .find(|&&id| id as usize >= self.token_bytes.len())
+        {
+            return Err(CoreError::invalid(
+                format!("token id {bad} is outside the vocabulary"),
+                "tokens",
+            ));
         }
-        let bytes: Vec<u8> = ids.iter().flat_map(|&id| self.token_bytes(id).iter().copied()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&id| self.token_bytes(id).iter().copied())
+            .collect();
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
@@ -201,7 +256,8 @@ impl IncrementalDecoder {
             }
         };
         let rest = self.pending.split_off(valid);
-        let text = String::from_utf8(std::mem::replace(&mut self.pending, rest)).unwrap_or_default();
+        let text =
+            String::from_utf8(std::mem::replace(&mut self.pending, rest)).unwrap_or_default();
         text
     }
 

@@ -97,7 +97,11 @@ pub struct Usage {
 
 impl Usage {
     pub fn new(prompt_tokens: u32, completion_tokens: u32) -> Self {
-        Usage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens }
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens + completion_tokens,
+        }
     }
 }
 
@@ -215,7 +219,11 @@ mod tests {
             choices: vec![],
             usage: Some(None),
         };
-        assert!(serde_json::to_string(&c).unwrap().contains(r#""usage":null"#));
+        assert!(
+            serde_json::to_string(&c)
+                .unwrap()
+                .contains(r#""usage":null"#)
+        );
         c.usage = None;
         assert!(!serde_json::to_string(&c).unwrap().contains("usage"));
     }

@@ -19,13 +19,30 @@ pub struct ErrorDetail {
 }
 
 impl ErrorBody {
-    pub fn new(kind: &str, message: impl Into<String>, param: Option<String>, code: Option<String>) -> Self {
-        ErrorBody { error: ErrorDetail { message: message.into(), kind: kind.to_owned(), param, code } }
+    pub fn new(
+        kind: &str,
+        message: impl Into<String>,
+        param: Option<String>,
+        code: Option<String>,
+    ) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                message: message.into(),
+                kind: kind.to_owned(),
+                param,
+                code,
+            },
+        }
     }
 
     /// A 400 `invalid_request_error`.
     pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {
-        Self::new("invalid_request_error", message, param.map(str::to_owned), None)
+        Self::new(
+            "invalid_request_error",
+            message,
+            param.map(str::to_owned),
+            None,
+        )
     }
 
     /// The parameter a serde error is about, when its message names one
@@ -39,7 +56,11 @@ impl ErrorBody {
     /// A 400 for a body that does not parse as the expected JSON.
     pub fn from_json_error(e: &serde_json::Error) -> Self {
         let message = e.to_string();
-        let param = if e.is_data() { Self::param_of_serde_error(&message) } else { None };
+        let param = if e.is_data() {
+            Self::param_of_serde_error(&message)
+        } else {
+            None
+        };
         let text = if e.is_syntax() || e.is_eof() {
             format!("We could not parse the JSON body of your request: {message}")
         } else {
@@ -49,7 +70,11 @@ impl ErrorBody {
     }
 
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| String::from(r#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#))
+        serde_json::to_string(self).unwrap_or_else(|_| {
+            String::from(
+                r#"{"error":{"message":"error","type":"server_error","param":null,"code":null}}"#,
+            )
+        })
     }
 }
 
@@ -59,7 +84,8 @@ mod tests {
 
     #[test]
     fn envelope_has_all_four_keys() {
-        let v: serde_json::Value = serde_json::from_str(&ErrorBody::invalid_request("bad", None).to_json()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&ErrorBody::invalid_request("bad", None).to_json()).unwrap();
         let e = &v["error"];
         for k in ["message", "type", "param", "code"] {
             assert!(e.get(k).is_some(), "{k}");
@@ -75,6 +101,9 @@ mod tests {
             messages: Vec<u8>,
         }
         let err = serde_json::from_str::<R>("{}").unwrap_err();
-        assert_eq!(ErrorBody::from_json_error(&err).error.param.as_deref(), Some("messages"));
+        assert_eq!(
+            ErrorBody::from_json_error(&err).error.param.as_deref(),
+            Some("messages")
+        );
     }
 }

@@ -15,7 +15,12 @@ pub struct Model {
 
 impl Model {
     pub fn new(id: impl Into<String>, created: u64) -> Self {
-        Model { id: id.into(), object: "model".into(), created, owned_by: "cinder".into() }
+        Model {
+            id: id.into(),
+            object: "model".into(),
+            created,
+            owned_by: "cinder".into(),
+        }
     }
 }
 
@@ -29,6 +34,9 @@ pub struct ModelList {
 
 impl ModelList {
     pub fn new(data: Vec<Model>) -> Self {
-        ModelList { object: "list".into(), data }
+        ModelList {
+            object: "list".into(),
+            data,
+        }
     }
 }

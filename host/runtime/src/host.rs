@@ -4,14 +4,16 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cinder_core::{CoreError, FinishReason, GenEvent, LoadedModel, ModelRegistry, SamplingParams, TemplateMessage};
+use cinder_core::{
+    CoreError, FinishReason, GenEvent, LoadedModel, ModelRegistry, SamplingParams, TemplateMessage,
+};
 use tokio::sync::mpsc;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{StoreLimits, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::cinder::plugin::{inference, log, sink, types};
 use crate::Output;
+use crate::bindings::cinder::plugin::{inference, log, sink, types};
 
 /// Everything one plugin call may touch. A fresh one per request.
 pub struct HostState {
@@ -39,7 +41,10 @@ pub(crate) enum ResponseState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -56,7 +61,15 @@ pub struct GenerationHandle {
 
 fn wit_error(e: CoreError) -> types::Error {
     match e {
-        CoreError::InvalidRequest { message, param, code } => types::Error::InvalidRequest(types::ErrorDetail { message, param, code }),
+        CoreError::InvalidRequest {
+            message,
+            param,
+            code,
+        } => types::Error::InvalidRequest(types::ErrorDetail {
+            message,
+            param,
+            code,
+        }),
         CoreError::UnknownModel(id) => types::Error::NotFound(types::ErrorDetail {
             message: format!("The model `{id}` does not exist"),
             param: Some("model".into()),
@@ -106,16 +119,31 @@ impl log::Host for HostState {
 }
 
 impl sink::HostResponseSink for HostState {
-    async fn send_event(&mut self, _sink: Resource<SinkHandle>, data: String) -> wasmtime::Result<Result<(), sink::SinkError>> {
-        Ok(self.send(Output::Event(data), ResponseState::Streaming).await)
+    async fn send_event(
+        &mut self,
+        _sink: Resource<SinkHandle>,
+        data: String,
+    ) -> wasmtime::Result<Result<(), sink::SinkError>> {
+        Ok(self
+            .send(Output::Event(data), ResponseState::Streaming)
+            .await)
     }
 
-    async fn respond(&mut self, _sink: Resource<SinkHandle>, status: u16, body: String) -> wasmtime::Result<Result<(), sink::SinkError>> {
+    async fn respond(
+        &mut self,
+        _sink: Resource<SinkHandle>,
+        status: u16,
+        body: String,
+    ) -> wasmtime::Result<Result<(), sink::SinkError>> {
         if !(200..=599).contains(&status) {
             // A malformed response is a plugin bug: trap it, the request gets a 500.
-            return Err(wasmtime::Error::msg(format!("the plugin answered with HTTP status {status}")));
+            return Err(wasmtime::Error::msg(format!(
+                "the plugin answered with HTTP status {status}"
+            )));
         }
-        Ok(self.send(Output::Respond { status, body }, ResponseState::Whole).await)
+        Ok(self
+            .send(Output::Respond { status, body }, ResponseState::Whole)
+            .await)
     }
 
     fn drop(&mut self, rep: Resource<SinkHandle>) -> wasmtime::Result<()> {
@@ -130,11 +158,19 @@ impl sink::Host for HostState {}
 
 fn token_logprob(model: &LoadedModel, token: u32, logprob: f32) -> inference::TopLogprob {
     let bytes = model.tokenizer.token_bytes(token).to_vec();
-    inference::TopLogprob { token, text: String::from_utf8_lossy(&bytes).into_owned(), bytes, logprob }
+    inference::TopLogprob {
+        token,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
+        logprob,
+    }
 }
 
 impl inference::HostGeneration for HostState {
-    async fn next(&mut self, handle: Resource<GenerationHandle>) -> wasmtime::Result<Result<Option<inference::Event>, types::Error>> {
+    async fn next(
+        &mut self,
+        handle: Resource<GenerationHandle>,
+    ) -> wasmtime::Result<Result<Option<inference::Event>, types::Error>> {
         let g = self.table.get_mut(&handle)?;
         if g.finished {
             return Ok(Ok(None));
@@ -143,17 +179,33 @@ impl inference::HostGeneration for HostState {
         self.resumed_at = Instant::now();
         let g = self.table.get_mut(&handle)?;
         Ok(match event {
-            Some(GenEvent::Delta { text, tokens, logprobs }) => {
+            Some(GenEvent::Delta {
+                text,
+                tokens,
+                logprobs,
+            }) => {
                 let logprobs = logprobs
                     .into_iter()
                     .map(|lp| inference::TokenLogprob {
                         sampled: token_logprob(&g.model, lp.token, lp.logprob),
-                        top: lp.top.into_iter().map(|(t, l)| token_logprob(&g.model, t, l)).collect(),
+                        top: lp
+                            .top
+                            .into_iter()
+                            .map(|(t, l)| token_logprob(&g.model, t, l))
+                            .collect(),
                     })
                     .collect();
-                Ok(Some(inference::Event::Delta(inference::Delta { text, tokens, logprobs })))
+                Ok(Some(inference::Event::Delta(inference::Delta {
+                    text,
+                    tokens,
+                    logprobs,
+                })))
             }
-            Some(GenEvent::Finished { reason, prompt_tokens, completion_tokens }) => {
+            Some(GenEvent::Finished {
+                reason,
+                prompt_tokens,
+                completion_tokens,
+            }) => {
                 g.finished = true;
                 let reason = match reason {
                     FinishReason::Stop => types::FinishReason::Stop,
@@ -161,7 +213,10 @@ impl inference::HostGeneration for HostState {
                 };
                 Ok(Some(inference::Event::Finished(inference::Finished {
                     reason,
-                    usage: types::Usage { prompt_tokens, completion_tokens },
+                    usage: types::Usage {
+                        prompt_tokens,
+                        completion_tokens,
+                    },
                 })))
             }
             Some(GenEvent::Failed(e)) => {
@@ -170,7 +225,9 @@ impl inference::HostGeneration for HostState {
             }
             None => {
                 g.finished = true;
-                Err(types::Error::Unavailable("the inference engine stopped".into()))
+                Err(types::Error::Unavailable(
+                    "the inference engine stopped".into(),
+                ))
             }
         })
     }
@@ -183,7 +240,10 @@ impl inference::HostGeneration for HostState {
 }
 
 impl inference::Host for HostState {
-    fn generate(&mut self, request: inference::GenerateRequest) -> wasmtime::Result<Result<Resource<GenerationHandle>, types::Error>> {
+    fn generate(
+        &mut self,
+        request: inference::GenerateRequest,
+    ) -> wasmtime::Result<Result<Resource<GenerationHandle>, types::Error>> {
         let model = match self.model(&request.model) {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
@@ -198,23 +258,44 @@ impl inference::Host for HostState {
                 seed: s.seed,
                 presence_penalty: s.presence_penalty,
                 frequency_penalty: s.frequency_penalty,
-                logit_bias: s.logit_bias.into_iter().map(|b| (b.token, b.bias)).collect(),
+                logit_bias: s
+                    .logit_bias
+                    .into_iter()
+                    .map(|b| (b.token, b.bias))
+                    .collect(),
             },
             stop: request.stop,
             top_logprobs: request.top_logprobs,
         };
         match model.engine.submit(core_request) {
-            Ok(events) => Ok(Ok(self.table.push(GenerationHandle { events, model, finished: false })?)),
+            Ok(events) => Ok(Ok(self.table.push(GenerationHandle {
+                events,
+                model,
+                finished: false,
+            })?)),
             Err(e) => Ok(Err(wit_error(e))),
         }
     }
 
-    fn tokenize(&mut self, model: String, text: String, parse_special: bool) -> wasmtime::Result<Result<Vec<u32>, types::Error>> {
-        Ok(self.model(&model).and_then(|m| m.tokenizer.encode(&text, parse_special).map_err(wit_error)))
+    fn tokenize(
+        &mut self,
+        model: String,
+        text: String,
+        parse_special: bool,
+    ) -> wasmtime::Result<Result<Vec<u32>, types::Error>> {
+        Ok(self
+            .model(&model)
+            .and_then(|m| m.tokenizer.encode(&text, parse_special).map_err(wit_error)))
     }
 
-    fn detokenize(&mut self, model: String, tokens: Vec<u32>) -> wasmtime::Result<Result<String, types::Error>> {
-        Ok(self.model(&model).and_then(|m| m.tokenizer.decode(&tokens).map_err(wit_error)))
+    fn detokenize(
+        &mut self,
+        model: String,
+        tokens: Vec<u32>,
+    ) -> wasmtime::Result<Result<String, types::Error>> {
+        Ok(self
+            .model(&model)
+            .and_then(|m| m.tokenizer.decode(&tokens).map_err(wit_error)))
     }
 
     fn apply_chat_template(
@@ -223,11 +304,24 @@ impl inference::Host for HostState {
         messages: Vec<inference::ChatMessage>,
         add_generation_prompt: bool,
     ) -> wasmtime::Result<Result<String, types::Error>> {
-        let messages: Vec<TemplateMessage> = messages.into_iter().map(|m| TemplateMessage { role: m.role, content: m.content }).collect();
-        Ok(self.model(&model).and_then(|m| m.template.render(&messages, add_generation_prompt).map_err(wit_error)))
+        let messages: Vec<TemplateMessage> = messages
+            .into_iter()
+            .map(|m| TemplateMessage {
+                role: m.role,
+                content: m.content,
+            })
+            .collect();
+        Ok(self.model(&model).and_then(|m| {
+            m.template
+                .render(&messages, add_generation_prompt)
+                .map_err(wit_error)
+        }))
     }
 
-    fn describe_model(&mut self, model: String) -> wasmtime::Result<Result<inference::ModelInfo, types::Error>> {
+    fn describe_model(
+        &mut self,
+        model: String,
+    ) -> wasmtime::Result<Result<inference::ModelInfo, types::Error>> {
         Ok(self.model(&model).map(|m| {
             let i = &m.info;
             inference::ModelInfo {
@@ -243,7 +337,10 @@ impl inference::Host for HostState {
 }
 
 /// The epoch callback's verdict: charge a tick if the guest has really been running.
-pub(crate) fn charge_tick(state: &mut HostState, tick: std::time::Duration) -> Result<(), wasmtime::Error> {
+pub(crate) fn charge_tick(
+    state: &mut HostState,
+    tick: std::time::Duration,
+) -> Result<(), wasmtime::Error> {
     if state.resumed_at.elapsed() < tick {
         return Ok(());
     }

@@ -16,7 +16,10 @@ use cinder_openai::ErrorBody;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{Instrument, debug, warn};
 use wasmtime::component::{Linker, Resource, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
+    UpdateDeadline,
+};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
@@ -24,8 +27,8 @@ mod host;
 mod plugin;
 
 pub use host::HostState;
-pub use plugin::{PluginInfo, RouteMatch};
 use plugin::{Plugin, Registry};
+pub use plugin::{PluginInfo, RouteMatch};
 
 /// Bindings for the `chat-plugin` world of `wit/v0.1`.
 pub(crate) mod bindings {
@@ -94,10 +97,37 @@ pub enum Output {
 pub(crate) fn error_output(e: &bindings::cinder::plugin::types::Error) -> Output {
     use bindings::cinder::plugin::types::Error as E;
     let (status, body) = match e {
-        E::InvalidRequest(d) => (400, ErrorBody::new("invalid_request_error", &d.message, d.param.clone(), d.code.clone())),
-        E::NotFound(d) => (404, ErrorBody::new("invalid_request_error", &d.message, d.param.clone(), d.code.clone())),
-        E::RateLimited(m) => (429, ErrorBody::new("rate_limit_error", m, None, Some("rate_limit_exceeded".into()))),
-        E::Unavailable(m) => (503, ErrorBody::new("server_error", m, None, Some("service_unavailable".into()))),
+        E::InvalidRequest(d) => (
+            400,
+            ErrorBody::new(
+                "invalid_request_error",
+                &d.message,
+                d.param.clone(),
+                d.code.clone(),
+            ),
+        ),
+        E::NotFound(d) => (
+            404,
+            ErrorBody::new(
+                "invalid_request_error",
+                &d.message,
+                d.param.clone(),
+                d.code.clone(),
+            ),
+        ),
+        E::RateLimited(m) => (
+            429,
+            ErrorBody::new(
+                "rate_limit_error",
+                m,
+                None,
+                Some("rate_limit_exceeded".into()),
+            ),
+        ),
+        E::Unavailable(m) => (
+            503,
+            ErrorBody::new("server_error", m, None, Some("service_unavailable".into())),
+        ),
         E::Internal(m) => (500, ErrorBody::new("server_error", m, None, None)),
     };
     Output::Error { status, body }
@@ -141,13 +171,18 @@ impl Runtime {
             Ok(e) => e,
             Err(e) => {
                 warn!(error = %e, "pooling allocator unavailable; using on-demand allocation");
-                Engine::new(&engine_config(&limits, false)).map_err(|e| RuntimeError::Engine(e.to_string()))?
+                Engine::new(&engine_config(&limits, false))
+                    .map_err(|e| RuntimeError::Engine(e.to_string()))?
             }
         };
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        bindings::ChatPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        bindings::ChatPlugin::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -162,7 +197,14 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
         let slots = Arc::new(Semaphore::new(limits.max_instances as usize));
-        Ok(Arc::new(Runtime { engine, linker, models, limits, registry: ArcSwap::from_pointee(Registry::default()), slots }))
+        Ok(Arc::new(Runtime {
+            engine,
+            linker,
+            models,
+            limits,
+            registry: ArcSwap::from_pointee(Registry::default()),
+            slots,
+        }))
     }
 
     /// Loads every plugin folder under `dir` and makes their routes live.
@@ -195,7 +237,11 @@ impl Runtime {
 
     /// Runs `plugin` on `request` in a fresh sandbox. Outputs arrive on the returned channel;
     /// dropping it (client gone) cancels the call and, with it, any generation.
-    pub fn call(self: &Arc<Self>, plugin: Arc<Plugin>, request: PluginRequest) -> mpsc::Receiver<Output> {
+    pub fn call(
+        self: &Arc<Self>,
+        plugin: Arc<Plugin>,
+        request: PluginRequest,
+    ) -> mpsc::Receiver<Output> {
         let (tx, rx) = mpsc::channel(8);
         let runtime = self.clone();
         let span = tracing::Span::current();
@@ -230,14 +276,25 @@ impl Runtime {
     }
 
     /// One call in a fresh store; `Err` carries the output that reports the failure.
-    async fn run(&self, plugin: &Plugin, request: PluginRequest, out: mpsc::Sender<Output>) -> Result<(), Output> {
+    async fn run(
+        &self,
+        plugin: &Plugin,
+        request: PluginRequest,
+        out: mpsc::Sender<Output>,
+    ) -> Result<(), Output> {
         let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
         let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
-        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
         let state = HostState {
             wasi,
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(self.limits.memory_bytes as usize).trap_on_grow_failure(true).build(),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_bytes as usize)
+                .trap_on_grow_failure(true)
+                .build(),
             models: self.models.clone(),
             plugin_id: plugin.info.id.as_str().into(),
             out: out.clone(),
@@ -263,7 +320,10 @@ impl Runtime {
                 body: request.body,
                 request_id: request.request_id,
             };
-            let r = instance.cinder_plugin_handler().call_handle(&mut store, &req, borrowed).await;
+            let r = instance
+                .cinder_plugin_handler()
+                .call_handle(&mut store, &req, borrowed)
+                .await;
             let _ = store.data_mut().table.delete(sink);
             r
         }
@@ -278,9 +338,19 @@ impl Runtime {
         let responded = store.data().response != host::ResponseState::Nothing;
         match result {
             Ok(Ok(())) if responded => Ok(()),
-            Ok(Ok(())) => Err(Output::Error { status: 500, body: ErrorBody::new("server_error", "The plugin returned without writing a response", None, None) }),
+            Ok(Ok(())) => Err(Output::Error {
+                status: 500,
+                body: ErrorBody::new(
+                    "server_error",
+                    "The plugin returned without writing a response",
+                    None,
+                    None,
+                ),
+            }),
             Ok(Err(e)) => {
-                if matches!(&e, bindings::cinder::plugin::types::Error::Unavailable(_)) && out.is_closed() {
+                if matches!(&e, bindings::cinder::plugin::types::Error::Unavailable(_))
+                    && out.is_closed()
+                {
                     return Ok(());
                 }
                 Err(error_output(&e))
@@ -288,7 +358,15 @@ impl Runtime {
             Err(trap) => {
                 let reason = describe_trap(&trap, store.data().cpu_ticks_left == 0);
                 warn!(plugin = %plugin.info.id, error = %format!("{trap:?}"), "plugin failed");
-                Err(Output::Error { status: 500, body: ErrorBody::new("server_error", format!("The plugin `{}` failed: {reason}", plugin.info.id), None, None) })
+                Err(Output::Error {
+                    status: 500,
+                    body: ErrorBody::new(
+                        "server_error",
+                        format!("The plugin `{}` failed: {reason}", plugin.info.id),
+                        None,
+                        None,
+                    ),
+                })
             }
         }
     }

@@ -55,15 +55,29 @@ impl Plugin {
     }
 
     /// Reads, compiles and links one plugin folder.
-    pub(crate) fn load(engine: &Engine, linker: &Linker<HostState>, dir: &Path) -> Result<Plugin, RuntimeError> {
-        let fail = |reason: String| RuntimeError::Plugin { path: dir.display().to_string(), reason };
-        let manifest_text = std::fs::read_to_string(dir.join("plugin.toml")).map_err(|e| fail(format!("plugin.toml: {e}")))?;
-        let manifest: Manifest = toml::from_str(&manifest_text).map_err(|e| fail(format!("plugin.toml: {e}")))?;
+    pub(crate) fn load(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        dir: &Path,
+    ) -> Result<Plugin, RuntimeError> {
+        let fail = |reason: String| RuntimeError::Plugin {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let manifest_text = std::fs::read_to_string(dir.join("plugin.toml"))
+            .map_err(|e| fail(format!("plugin.toml: {e}")))?;
+        let manifest: Manifest =
+            toml::from_str(&manifest_text).map_err(|e| fail(format!("plugin.toml: {e}")))?;
         if manifest.world != "chat-plugin" {
-            return Err(fail(format!("world `{}` is not one this host serves (chat-plugin)", manifest.world)));
+            return Err(fail(format!(
+                "world `{}` is not one this host serves (chat-plugin)",
+                manifest.world
+            )));
         }
-        let bytes = std::fs::read(dir.join("plugin.wasm")).map_err(|e| fail(format!("plugin.wasm: {e}")))?;
-        let component = Component::new(engine, &bytes).map_err(|e| fail(format!("not a valid component: {e}")))?;
+        let bytes = std::fs::read(dir.join("plugin.wasm"))
+            .map_err(|e| fail(format!("plugin.wasm: {e}")))?;
+        let component = Component::new(engine, &bytes)
+            .map_err(|e| fail(format!("not a valid component: {e}")))?;
 
         let ty = component.component_type();
         let wit_version = ty
@@ -71,12 +85,29 @@ impl Plugin {
             .find_map(|(name, _)| name.strip_prefix(WIT_PACKAGE).map(str::to_owned))
             .ok_or_else(|| fail(format!("it does not export `{WIT_PACKAGE}{WIT_MINOR}x`")))?;
         if !wit_version.starts_with(WIT_MINOR) {
-            return Err(fail(format!("it was built against WIT {wit_version}; this host serves {WIT_MINOR}x")));
+            return Err(fail(format!(
+                "it was built against WIT {wit_version}; this host serves {WIT_MINOR}x"
+            )));
         }
-        let pre = linker.instantiate_pre(&component).map_err(|e| fail(format!("it cannot be linked: {e}")))?;
-        let pre = ChatPluginPre::new(pre).map_err(|e| fail(format!("it does not implement chat-plugin: {e}")))?;
-        let routes = manifest.routes.iter().map(|r| format!("{} {}", r.method.to_uppercase(), r.path)).collect();
-        Ok(Plugin { info: PluginInfo { id: manifest.id, version: manifest.version, wit_version, routes }, pre })
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| fail(format!("it cannot be linked: {e}")))?;
+        let pre = ChatPluginPre::new(pre)
+            .map_err(|e| fail(format!("it does not implement chat-plugin: {e}")))?;
+        let routes = manifest
+            .routes
+            .iter()
+            .map(|r| format!("{} {}", r.method.to_uppercase(), r.path))
+            .collect();
+        Ok(Plugin {
+            info: PluginInfo {
+                id: manifest.id,
+                version: manifest.version,
+                wit_version,
+                routes,
+            },
+            pre,
+        })
     }
 }
 
@@ -97,9 +128,20 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
-    pub(crate) fn load_dir(engine: &Engine, linker: &Linker<HostState>, dir: &Path) -> Result<Registry, RuntimeError> {
-        let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::Plugin { path: dir.display().to_string(), reason: e.to_string() })?;
-        let mut dirs: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.join("plugin.toml").exists()).collect();
+    pub(crate) fn load_dir(
+        engine: &Engine,
+        linker: &Linker<HostState>,
+        dir: &Path,
+    ) -> Result<Registry, RuntimeError> {
+        let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::Plugin {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut dirs: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("plugin.toml").exists())
+            .collect();
         dirs.sort();
         let mut registry = Registry::default();
         for d in dirs {
@@ -110,7 +152,11 @@ impl Registry {
 
     pub(crate) fn insert(&mut self, plugin: Plugin) -> Result<(), RuntimeError> {
         // Replacing a plugin with the same id drops its old routes first.
-        if let Some(old) = self.plugins.iter().position(|p| p.info.id == plugin.info.id) {
+        if let Some(old) = self
+            .plugins
+            .iter()
+            .position(|p| p.info.id == plugin.info.id)
+        {
             self.plugins.remove(old);
             self.routes.retain(|r| r.2 != old);
             for r in &mut self.routes {
@@ -126,7 +172,10 @@ impl Registry {
             if let Some(clash) = self.routes.iter().find(|r| r.0 == method && r.1 == path) {
                 return Err(RuntimeError::Plugin {
                     path: plugin.info.id.clone(),
-                    reason: format!("route {route} is already owned by `{}`", self.plugins[clash.2].info.id),
+                    reason: format!(
+                        "route {route} is already owned by `{}`",
+                        self.plugins[clash.2].info.id
+                    ),
                 });
             }
             new_routes.push((method.to_owned(), path.to_owned(), index));
@@ -151,6 +200,10 @@ impl Registry {
                 path_known = true;
             }
         }
-        if path_known { RouteMatch::MethodNotAllowed } else { RouteMatch::NotFound }
+        if path_known {
+            RouteMatch::MethodNotAllowed
+        } else {
+            RouteMatch::NotFound
+        }
     }
 }

@@ -12,28 +12,69 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>, param: Option<&str>, code: Option<&str>) -> Self {
-        ApiError { status, body: ErrorBody::new(kind, message, param.map(str::to_owned), code.map(str::to_owned)) }
+    pub fn new(
+        status: StatusCode,
+        kind: &str,
+        message: impl Into<String>,
+        param: Option<&str>,
+        code: Option<&str>,
+    ) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody::new(
+                kind,
+                message,
+                param.map(str::to_owned),
+                code.map(str::to_owned),
+            ),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>, param: Option<&str>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request_error", message, param, None)
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            message,
+            param,
+            None,
+        )
     }
 
     pub fn not_found(message: impl Into<String>, code: Option<&str>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", message, None, code)
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            message,
+            None,
+            code,
+        )
     }
 
     pub fn model_not_found(id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "invalid_request_error", format!("The model `{id}` does not exist"), Some("model"), Some("model_not_found"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!("The model `{id}` does not exist"),
+            Some("model"),
+            Some("model_not_found"),
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message, None, None)
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            message,
+            None,
+            None,
+        )
     }
 
     pub fn from_parts(status: u16, body: ErrorBody) -> Self {
-        ApiError { status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), body }
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body,
+        }
     }
 }
 
@@ -45,7 +86,10 @@ impl IntoResponse for ApiError {
             tracing::debug!(status = %self.status, message = %self.body.error.message, "client error");
         }
         let mut res = (self.status, self.body.to_json()).into_response();
-        res.headers_mut().insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/json"));
+        res.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        );
         res
     }
 }

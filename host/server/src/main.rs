@@ -16,7 +16,11 @@ mod sse;
 
 /// Command-line arguments; they override the config file.
 #[derive(Debug, Parser)]
-#[command(name = "cinder", version, about = "An OpenAI-compatible server for local models")]
+#[command(
+    name = "cinder",
+    version,
+    about = "An OpenAI-compatible server for local models"
+)]
 struct Args {
     /// The TOML config file.
     #[arg(long, default_value = "cinder.toml")]
@@ -35,8 +39,12 @@ struct Args {
 fn main() -> Result<()> {
     let args = Args::parse();
     let config = cinder_config::Config::load(&args.config)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let specs: Vec<cinder_core::ModelSpec> = config
         .models
@@ -60,20 +68,33 @@ fn main() -> Result<()> {
         max_instances: config.limits.max_concurrent_requests,
     };
     let runtime = cinder_runtime::Runtime::new(models.clone(), limits)?;
-    let plugin_dir = args.plugins.or(config.plugins.dir.clone()).context("no plugin folder: set plugins.dir or pass --plugins")?;
+    let plugin_dir = args
+        .plugins
+        .or(config.plugins.dir.clone())
+        .context("no plugin folder: set plugins.dir or pass --plugins")?;
     for p in runtime.load_dir(&plugin_dir)? {
         info!(plugin = %p.id, version = %p.version, wit = %p.wit_version, routes = ?p.routes, "plugin loaded");
     }
 
     let host = args.host.unwrap_or(config.server.host.clone());
     let port = args.port.unwrap_or(config.server.port);
-    let tokio = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     tokio.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await.with_context(|| format!("binding {host}:{port}"))?;
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .with_context(|| format!("binding {host}:{port}"))?;
         let addr: SocketAddr = listener.local_addr()?;
-        let app = routes::router(routes::AppState { models, runtime, max_body_bytes: config.server.max_body_bytes });
+        let app = routes::router(routes::AppState {
+            models,
+            runtime,
+            max_body_bytes: config.server.max_body_bytes,
+        });
         info!("listening on http://{addr}");
-        axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
         info!("shut down");
         Ok(())
     })
@@ -85,7 +106,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };

@@ -44,8 +44,13 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One `request{id, method, path}` span per request; the id also goes to plugins.
 async fn request_span(mut req: Request, next: Next) -> Response {
-    let id = format!("{:x}{:06x}", std::process::id(), NEXT_ID.fetch_add(1, Ordering::Relaxed));
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let id = format!(
+        "{:x}{:06x}",
+        std::process::id(),
+        NEXT_ID.fetch_add(1, Ordering::Relaxed)
+    );
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     req.extensions_mut().insert(RequestId(id));
     next.run(req).instrument(span).await
 }
@@ -61,7 +66,8 @@ async fn health(State(s): State<AppState>) -> Response {
         .map(|p| serde_json::json!({"id": p.id, "version": p.version, "wit": p.wit_version, "routes": p.routes}))
         .collect();
     let models: Vec<_> = s.models.iter().map(|m| m.info.id.clone()).collect();
-    axum::Json(serde_json::json!({"status": "ok", "models": models, "plugins": plugins})).into_response()
+    axum::Json(serde_json::json!({"status": "ok", "models": models, "plugins": plugins}))
+        .into_response()
 }
 
 fn model_object(m: &cinder_core::LoadedModel) -> Model {
@@ -69,11 +75,20 @@ fn model_object(m: &cinder_core::LoadedModel) -> Model {
 }
 
 async fn list_models(State(s): State<AppState>) -> Response {
-    axum::Json(ModelList::new(s.models.iter().map(|m| model_object(m)).collect())).into_response()
+    axum::Json(ModelList::new(
+        s.models.iter().map(|m| model_object(m)).collect(),
+    ))
+    .into_response()
 }
 
-async fn get_model(State(s): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let m = s.models.get(&id).map_err(|_| ApiError::model_not_found(&id))?;
+async fn get_model(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let m = s
+        .models
+        .get(&id)
+        .map_err(|_| ApiError::model_not_found(&id))?;
     Ok(axum::Json(model_object(m)).into_response())
 }
 
@@ -89,20 +104,47 @@ async fn dispatch(
     let plugin = match s.runtime.route(method.as_str(), &path) {
         RouteMatch::Found(p) => p,
         RouteMatch::MethodNotAllowed => {
-            return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request_error", format!("{method} is not allowed on {path}"), None, Some("method_not_allowed")));
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "invalid_request_error",
+                format!("{method} is not allowed on {path}"),
+                None,
+                Some("method_not_allowed"),
+            ));
         }
         RouteMatch::NotFound => {
-            return Err(ApiError::not_found(format!("Unknown request URL: {method} {path}"), Some("unknown_url")));
+            return Err(ApiError::not_found(
+                format!("Unknown request URL: {method} {path}"),
+                Some("unknown_url"),
+            ));
         }
     };
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error", format!("The request body is larger than the limit of {} bytes", s.max_body_bytes), None, Some("request_too_large"))
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                format!(
+                    "The request body is larger than the limit of {} bytes",
+                    s.max_body_bytes
+                ),
+                None,
+                Some("request_too_large"),
+            )
         } else {
             ApiError::bad_request(format!("Could not read the request body: {e}"), None)
         }
     })?;
-    let body = String::from_utf8(body.to_vec()).map_err(|_| ApiError::bad_request("The request body is not valid UTF-8", None))?;
-    let outputs = s.runtime.call(plugin, PluginRequest { method: method.to_string(), path, body, request_id });
+    let body = String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("The request body is not valid UTF-8", None))?;
+    let outputs = s.runtime.call(
+        plugin,
+        PluginRequest {
+            method: method.to_string(),
+            path,
+            body,
+            request_id,
+        },
+    );
     respond(outputs).await
 }

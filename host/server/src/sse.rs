@@ -22,10 +22,13 @@ pub async fn respond(mut outputs: mpsc::Receiver<Output>) -> Result<Response, Ap
         Some(Output::Respond { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut res = (status, body).into_response();
-            res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             Ok(res)
         }
-        Some(Output::Event(first)) => Ok(Sse::new(event_stream(first, outputs)).keep_alive(KeepAlive::default()).into_response()),
+        Some(Output::Event(first)) => Ok(Sse::new(event_stream(first, outputs))
+            .keep_alive(KeepAlive::default())
+            .into_response()),
     }
 }
 
@@ -34,19 +37,33 @@ enum State {
     Done,
 }
 
-fn event_stream(first: String, rx: mpsc::Receiver<Output>) -> impl Stream<Item = Result<Event, Infallible>> {
+fn event_stream(
+    first: String,
+    rx: mpsc::Receiver<Output>,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     let rest = stream::unfold(State::Open(rx), |state| async move {
-        let State::Open(mut rx) = state else { return None };
+        let State::Open(mut rx) = state else {
+            return None;
+        };
         match rx.recv().await {
             Some(Output::Event(data)) => Some((Event::default().data(data), State::Open(rx))),
             // A shape change mid-stream is a plugin bug; surface it as an error event.
             Some(Output::Respond { .. }) => {
-                let body = cinder_openai::ErrorBody::new("server_error", "the plugin sent a whole response after streaming", None, None);
+                let body = cinder_openai::ErrorBody::new(
+                    "server_error",
+                    "the plugin sent a whole response after streaming",
+                    None,
+                    None,
+                );
                 Some((Event::default().data(body.to_json()), State::Done))
             }
-            Some(Output::Error { body, .. }) => Some((Event::default().data(body.to_json()), State::Done)),
+            Some(Output::Error { body, .. }) => {
+                Some((Event::default().data(body.to_json()), State::Done))
+            }
             None => Some((Event::default().data("[DONE]"), State::Done)),
         }
     });
-    stream::once(async move { Event::default().data(first) }).chain(rest).map(Ok)
+    stream::once(async move { Event::default().data(first) })
+        .chain(rest)
+        .map(Ok)
 }

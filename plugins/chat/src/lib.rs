@@ -6,8 +6,8 @@ mod request;
 
 use cinder_sdk::inference::{self, Event, GenerateRequest, Generation};
 use cinder_sdk::openai::chat::{
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice, Delta, TokenLogprob,
-    TopLogprob, Usage,
+    AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
+    Delta, TokenLogprob, TopLogprob, Usage,
 };
 use cinder_sdk::sink::ResponseSink;
 use cinder_sdk::{Error, Request};
@@ -19,7 +19,10 @@ struct Chat;
 impl cinder_sdk::Handler for Chat {
     fn handle(request: Request, sink: &ResponseSink) -> Result<(), Error> {
         if request.method != "POST" {
-            return Err(cinder_sdk::invalid_request("Only POST is allowed here", None));
+            return Err(cinder_sdk::invalid_request(
+                "Only POST is allowed here",
+                None,
+            ));
         }
         let plan = Plan::parse(&request.body)?;
         let info = inference::describe_model(&plan.model)?;
@@ -58,7 +61,11 @@ struct Meta {
 }
 
 fn logprobs_of(delta: &inference::Delta) -> Vec<TokenLogprob> {
-    let top = |t: &inference::TopLogprob| TopLogprob { token: t.text.clone(), logprob: t.logprob, bytes: Some(t.bytes.clone()) };
+    let top = |t: &inference::TopLogprob| TopLogprob {
+        token: t.text.clone(),
+        logprob: t.logprob,
+        bytes: Some(t.bytes.clone()),
+    };
     delta
         .logprobs
         .iter()
@@ -78,7 +85,12 @@ fn finish_reason(r: cinder_sdk::types::FinishReason) -> String {
     }
 }
 
-fn aggregate(plan: &Plan, meta: &Meta, generation: &Generation, sink: &ResponseSink) -> Result<(), Error> {
+fn aggregate(
+    plan: &Plan,
+    meta: &Meta,
+    generation: &Generation,
+    sink: &ResponseSink,
+) -> Result<(), Error> {
     let mut content = String::new();
     let mut logprobs = Vec::new();
     let (reason, usage) = loop {
@@ -90,7 +102,11 @@ fn aggregate(plan: &Plan, meta: &Meta, generation: &Generation, sink: &ResponseS
                 }
             }
             Some(Event::Finished(f)) => break (f.reason, f.usage),
-            None => return Err(Error::Internal("the generation ended without finishing".into())),
+            None => {
+                return Err(Error::Internal(
+                    "the generation ended without finishing".into(),
+                ));
+            }
         }
     };
     let response = ChatCompletion {
@@ -101,8 +117,15 @@ fn aggregate(plan: &Plan, meta: &Meta, generation: &Generation, sink: &ResponseS
         system_fingerprint: meta.fingerprint.clone(),
         choices: vec![Choice {
             index: 0,
-            message: AssistantMessage { role: "assistant".into(), content: Some(content), refusal: None },
-            logprobs: plan.top_logprobs.map(|_| ChoiceLogprobs { content: logprobs, refusal: None }),
+            message: AssistantMessage {
+                role: "assistant".into(),
+                content: Some(content),
+                refusal: None,
+            },
+            logprobs: plan.top_logprobs.map(|_| ChoiceLogprobs {
+                content: logprobs,
+                refusal: None,
+            }),
             finish_reason: Some(finish_reason(reason)),
         }],
         usage: Usage::new(usage.prompt_tokens, usage.completion_tokens),
@@ -110,40 +133,78 @@ fn aggregate(plan: &Plan, meta: &Meta, generation: &Generation, sink: &ResponseS
     cinder_sdk::respond_json(sink, 200, &response)
 }
 
-fn stream(plan: &Plan, meta: &Meta, generation: &Generation, sink: &ResponseSink) -> Result<(), Error> {
+fn stream(
+    plan: &Plan,
+    meta: &Meta,
+    generation: &Generation,
+    sink: &ResponseSink,
+) -> Result<(), Error> {
     // With include_usage every chunk carries `usage: null`, and one last chunk the numbers.
     let usage_field = plan.include_usage.then_some(None);
-    let chunk = |delta: Delta, logprobs: Option<ChoiceLogprobs>, finish: Option<String>| ChatCompletionChunk {
-        id: meta.id.clone(),
-        object: "chat.completion.chunk".into(),
-        created: meta.created,
-        model: meta.model.clone(),
-        system_fingerprint: meta.fingerprint.clone(),
-        choices: vec![ChunkChoice { index: 0, delta, logprobs, finish_reason: finish }],
-        usage: usage_field,
+    let chunk = |delta: Delta, logprobs: Option<ChoiceLogprobs>, finish: Option<String>| {
+        ChatCompletionChunk {
+            id: meta.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: meta.created,
+            model: meta.model.clone(),
+            system_fingerprint: meta.fingerprint.clone(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                logprobs,
+                finish_reason: finish,
+            }],
+            usage: usage_field,
+        }
     };
-    let first = Delta { role: Some("assistant".into()), content: Some(String::new()) };
+    let first = Delta {
+        role: Some("assistant".into()),
+        content: Some(String::new()),
+    };
     cinder_sdk::send_json(sink, &chunk(first, None, None))?;
     loop {
         match generation.next()? {
             Some(Event::Delta(d)) => {
-                let logprobs = plan.top_logprobs.map(|_| ChoiceLogprobs { content: logprobs_of(&d), refusal: None });
+                let logprobs = plan.top_logprobs.map(|_| ChoiceLogprobs {
+                    content: logprobs_of(&d),
+                    refusal: None,
+                });
                 if d.text.is_empty() && logprobs.as_ref().is_none_or(|l| l.content.is_empty()) {
                     continue;
                 }
-                cinder_sdk::send_json(sink, &chunk(Delta { role: None, content: Some(d.text) }, logprobs, None))?;
+                cinder_sdk::send_json(
+                    sink,
+                    &chunk(
+                        Delta {
+                            role: None,
+                            content: Some(d.text),
+                        },
+                        logprobs,
+                        None,
+                    ),
+                )?;
             }
             Some(Event::Finished(f)) => {
-                cinder_sdk::send_json(sink, &chunk(Delta::default(), None, Some(finish_reason(f.reason))))?;
+                cinder_sdk::send_json(
+                    sink,
+                    &chunk(Delta::default(), None, Some(finish_reason(f.reason))),
+                )?;
                 if plan.include_usage {
                     let mut last = chunk(Delta::default(), None, None);
                     last.choices.clear();
-                    last.usage = Some(Some(Usage::new(f.usage.prompt_tokens, f.usage.completion_tokens)));
+                    last.usage = Some(Some(Usage::new(
+                        f.usage.prompt_tokens,
+                        f.usage.completion_tokens,
+                    )));
                     cinder_sdk::send_json(sink, &last)?;
                 }
                 return Ok(());
             }
-            None => return Err(Error::Internal("the generation ended without finishing".into())),
+            None => {
+                return Err(Error::Internal(
+                    "the generation ended without finishing".into(),
+                ));
+            }
         }
     }
 }

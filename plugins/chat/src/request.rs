@@ -19,7 +19,10 @@ pub struct Plan {
 }
 
 fn not_supported(param: &str, what: &str) -> Error {
-    invalid_request(&format!("{what} is not supported by this server yet"), Some(param))
+    invalid_request(
+        &format!("{what} is not supported by this server yet"),
+        Some(param),
+    )
 }
 
 fn message_text(i: usize, content: Option<MessageContent>) -> Result<String, Error> {
@@ -32,10 +35,16 @@ fn message_text(i: usize, content: Option<MessageContent>) -> Result<String, Err
                 match (part.kind.as_str(), part.text) {
                     ("text", Some(t)) => text.push_str(&t),
                     ("text", None) => {
-                        return Err(invalid_request("A text content part needs `text`", Some(&format!("messages[{i}].content"))));
+                        return Err(invalid_request(
+                            "A text content part needs `text`",
+                            Some(&format!("messages[{i}].content")),
+                        ));
                     }
                     (kind, _) => {
-                        return Err(not_supported(&format!("messages[{i}].content"), &format!("Content of type `{kind}`")));
+                        return Err(not_supported(
+                            &format!("messages[{i}].content"),
+                            &format!("Content of type `{kind}`"),
+                        ));
                     }
                 }
             }
@@ -55,12 +64,23 @@ impl Plan {
             cinder_sdk::debug(&format!("ignoring unknown fields: {}", keys.join(", ")));
         }
         if req.messages.is_empty() {
-            return Err(invalid_request("`messages` must contain at least one message", Some("messages")));
+            return Err(invalid_request(
+                "`messages` must contain at least one message",
+                Some("messages"),
+            ));
         }
-        if req.tools.as_ref().is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
+        if req
+            .tools
+            .as_ref()
+            .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
+        {
             return Err(not_supported("tools", "Tool calling"));
         }
-        if req.tool_choice.as_ref().is_some_and(|c| !c.is_null() && c != &Value::from("none")) {
+        if req
+            .tool_choice
+            .as_ref()
+            .is_some_and(|c| !c.is_null() && c != &Value::from("none"))
+        {
             return Err(not_supported("tool_choice", "Tool calling"));
         }
         if req.functions.is_some() {
@@ -72,8 +92,18 @@ impl Plan {
         if let Some(format) = &req.response_format {
             match format.get("type").and_then(Value::as_str) {
                 Some("text") => {}
-                Some(other) => return Err(not_supported("response_format", &format!("response_format `{other}`"))),
-                None => return Err(invalid_request("response_format needs a `type`", Some("response_format"))),
+                Some(other) => {
+                    return Err(not_supported(
+                        "response_format",
+                        &format!("response_format `{other}`"),
+                    ));
+                }
+                None => {
+                    return Err(invalid_request(
+                        "response_format needs a `type`",
+                        Some("response_format"),
+                    ));
+                }
             }
         }
         match req.n {
@@ -92,33 +122,57 @@ impl Plan {
                 "tool" => "tool",
                 other => {
                     return Err(invalid_request(
-                        &format!("Invalid role `{other}`: expected system, developer, user, assistant or tool"),
+                        &format!(
+                            "Invalid role `{other}`: expected system, developer, user, assistant or tool"
+                        ),
                         Some(&format!("messages[{i}].role")),
                     ));
                 }
             };
             if m.tool_calls.is_some() {
-                return Err(not_supported(&format!("messages[{i}].tool_calls"), "Tool calls in messages"));
+                return Err(not_supported(
+                    &format!("messages[{i}].tool_calls"),
+                    "Tool calls in messages",
+                ));
             }
             if role != "assistant" && m.content.is_none() {
-                return Err(invalid_request("This message needs `content`", Some(&format!("messages[{i}].content"))));
+                return Err(invalid_request(
+                    "This message needs `content`",
+                    Some(&format!("messages[{i}].content")),
+                ));
             }
-            messages.push(ChatMessage { role: role.to_owned(), content: message_text(i, m.content)? });
+            messages.push(ChatMessage {
+                role: role.to_owned(),
+                content: message_text(i, m.content)?,
+            });
         }
 
         let mut logit_bias = Vec::new();
         for (k, v) in req.logit_bias.unwrap_or_default() {
-            let token = k.parse::<u32>().map_err(|_| invalid_request(&format!("logit_bias key `{k}` is not a token id"), Some("logit_bias")))?;
+            let token = k.parse::<u32>().map_err(|_| {
+                invalid_request(
+                    &format!("logit_bias key `{k}` is not a token id"),
+                    Some("logit_bias"),
+                )
+            })?;
             logit_bias.push(LogitBias { token, bias: v });
         }
         let top_logprobs = match (req.logprobs, req.top_logprobs) {
             (true, n) => Some(n.unwrap_or(0)),
             (false, None) => None,
-            (false, Some(_)) => return Err(invalid_request("top_logprobs requires logprobs to be true", Some("top_logprobs"))),
+            (false, Some(_)) => {
+                return Err(invalid_request(
+                    "top_logprobs requires logprobs to be true",
+                    Some("top_logprobs"),
+                ));
+            }
         };
         let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
         if req.stream_options.is_some() && !req.stream {
-            return Err(invalid_request("stream_options is only allowed when stream is true", Some("stream_options")));
+            return Err(invalid_request(
+                "stream_options is only allowed when stream is true",
+                Some("stream_options"),
+            ));
         }
         Ok(Plan {
             model: req.model,

@@ -1,0 +1,191 @@
+//! Golden tests against `../shared/reference/smollm2` (see its README for the tolerances):
+//! tokenizer ids, chat template text and ids, last-position logits on CPU and wgpu, and greedy
+//! continuations, all from the real GGUF.
+
+use std::sync::OnceLock;
+
+use cinder_core::{
+    BackendPreference, ChatTemplate, Gguf, Llama, TemplateMessage, Tokenizer, argmax,
+};
+
+use crate::{ids, read_json, reference_dir, smollm2_path};
+
+struct Loaded {
+    gguf: Gguf,
+    tokenizer: Tokenizer,
+}
+
+fn loaded() -> &'static Loaded {
+    static L: OnceLock<Loaded> = OnceLock::new();
+    L.get_or_init(|| {
+        let gguf = Gguf::open(&smollm2_path()).expect("GGUF opens");
+        let tokenizer = Tokenizer::from_gguf(&gguf).expect("tokenizer builds");
+        Loaded { gguf, tokenizer }
+    })
+}
+
+#[test]
+fn tokenizer_ids_match_llama_cpp_exactly() {
+    let r = read_json("smollm2/tokenize.json");
+    let tok = &loaded().tokenizer;
+    let mut checked = 0;
+    for input in r["inputs"].as_array().expect("inputs") {
+        let name = input["name"].as_str().expect("name");
+        let text = input["text"].as_str().expect("text");
+        let result = &r["llama_cpp"]["results"][name];
+        assert_eq!(
+            tok.encode(text, false).expect("encodes"),
+            ids(&result["ids"]),
+            "{name}: parse_special=false"
+        );
+        let special = if result["ids_parse_special"].is_null() {
+            &result["ids"]
+        } else {
+            &result["ids_parse_special"]
+        };
+        assert_eq!(
+            tok.encode(text, true).expect("encodes"),
+            ids(special),
+            "{name}: parse_special=true"
+        );
+        assert_eq!(
+            tok.decode(&ids(&result["ids"])).expect("decodes"),
+            text,
+            "{name}: round trip"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 24);
+}
+
+fn messages(v: &serde_json::Value) -> Vec<TemplateMessage> {
+    v.as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| TemplateMessage {
+            role: m["role"].as_str().expect("role").into(),
+            content: m["content"].as_str().expect("content").into(),
+        })
+        .collect()
+}
+
+#[test]
+fn chat_template_text_and_ids_match() {
+    let r = read_json("smollm2/chat_template.json");
+    let l = loaded();
+    let template = ChatTemplate::from_gguf(&l.gguf, &l.tokenizer).expect("template compiles");
+    let cases = r["jinja2_reference"].as_object().expect("cases");
+    assert_eq!(cases.len(), 5);
+    for (name, case) in cases {
+        let agp = case["add_generation_prompt"].as_bool().expect("agp");
+        let rendered = template
+            .render(&messages(&case["messages"]), agp)
+            .expect("renders");
+        assert_eq!(
+            rendered,
+            case["rendered"].as_str().expect("rendered"),
+            "{name}: text"
+        );
+        let expected = ids(&r["llama_cpp"]["cases"][name]["ids"]);
+        assert_eq!(
+            l.tokenizer.encode(&rendered, true).expect("encodes"),
+            expected,
+            "{name}: ids"
+        );
+    }
+}
+
+fn reference_logits(prompt: &str) -> Vec<f32> {
+    let path = reference_dir().join(format!("smollm2/logits/{prompt}.transformers.f32.bin"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn top_set(logits: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    idx.truncate(k);
+    idx.sort_unstable();
+    idx
+}
+
+/// Float32 compute on dequantized weights against the transformers float32 reference:
+/// max |Δ| within `tol`, same argmax, same top-20 set.
+fn check_logits(backend: BackendPreference, tol: f32) {
+    let r = read_json("smollm2/logits.json");
+    let (model, _) = Llama::load(&loaded().gguf, backend, |_, _| {}).expect("model loads");
+    let prompts = r["transformers"]["prompts"].as_object().expect("prompts");
+    assert_eq!(prompts.len(), 3);
+    for (name, p) in prompts {
+        let mut cache = model.new_cache();
+        let logits = model.forward(&ids(&p["ids"]), &mut cache).expect("forward");
+        let expected = reference_logits(name);
+        assert_eq!(logits.len(), expected.len());
+        let max_diff = logits
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        eprintln!("{backend:?} {name}: max |Δ| = {max_diff:e}");
+        assert!(max_diff <= tol, "{name}: max |Δ| {max_diff} > {tol}");
+        assert_eq!(argmax(&logits), argmax(&expected), "{name}: argmax");
+        assert_eq!(
+            top_set(&logits, 20),
+            top_set(&expected, 20),
+            "{name}: top-20 set"
+        );
+    }
+}
+
+#[test]
+fn logits_match_float32_reference_on_cpu() {
+    check_logits(BackendPreference::Cpu, 1e-3);
+}
+
+#[test]
+fn logits_match_float32_reference_on_wgpu() {
+    // Mesa lavapipe here (a GPU elsewhere): another summation order, same 1e-3 bound.
+    check_logits(BackendPreference::Wgpu, 1e-3);
+}
+
+#[test]
+fn greedy_continuations_match_float32_reference() {
+    let r = read_json("smollm2/greedy.json");
+    let l = loaded();
+    let (model, _) = Llama::load(&l.gguf, BackendPreference::Cpu, |_, _| {}).expect("model loads");
+    let max_new = r["max_new_tokens"].as_u64().expect("max_new_tokens") as usize;
+    let prompts = r["transformers"]["prompts"].as_object().expect("prompts");
+    assert_eq!(prompts.len(), 5);
+    for (name, p) in prompts {
+        let mut cache = model.new_cache();
+        let mut input = ids(&p["prompt_ids"]);
+        let mut out = Vec::new();
+        while out.len() < max_new {
+            let next = argmax(&model.forward(&input, &mut cache).expect("forward"));
+            out.push(next);
+            if l.tokenizer.is_eog(next) {
+                break;
+            }
+            input = vec![next];
+        }
+        assert_eq!(out, ids(&p["ids"]), "{name}");
+        let text_ids: Vec<u32> = out
+            .iter()
+            .copied()
+            .filter(|&t| !l.tokenizer.is_eog(t))
+            .collect();
+        assert_eq!(
+            l.tokenizer.decode(&text_ids).expect("decodes"),
+            p["text"].as_str().expect("text"),
+            "{name}: text"
+        );
+    }
+}
+
+#[test]
+fn eog_set_is_llama_cpps() {
+    assert_eq!(loaded().tokenizer.eog_ids, vec![0, 2, 4]);
+}

@@ -1,0 +1,169 @@
+//! Runtime tests with the `misbehave` fixture plugin (tests/fixtures/misbehave): a guest that
+//! panics, loops forever or allocates without end fails only its own request with an OpenAI
+//! error, and the next request on the same runtime succeeds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cinder_core::ModelRegistry;
+use cinder_runtime::{Limits, Output, PluginRequest, RouteMatch, Runtime};
+
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("CINDER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+            target.join("cinder-fixtures")
+        });
+    assert!(
+        dir.join("misbehave/plugin.wasm").exists(),
+        "fixture plugins missing in {}: run `cargo xtask test`",
+        dir.display()
+    );
+    dir
+}
+
+fn limits() -> Limits {
+    Limits {
+        memory_bytes: 32 << 20,
+        cpu_ms: 500,
+        timeout: Duration::from_secs(120),
+        max_instances: 4,
+    }
+}
+
+fn runtime(limits: Limits) -> Arc<Runtime> {
+    let rt = Runtime::new(Arc::new(ModelRegistry::default()), limits).expect("runtime starts");
+    rt.load_plugin(&fixtures().join("misbehave"))
+        .expect("fixture loads");
+    rt
+}
+
+async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
+    let RouteMatch::Found(plugin) = rt.route("POST", "/test/misbehave") else {
+        panic!("route missing")
+    };
+    let request = PluginRequest {
+        method: "POST".into(),
+        path: "/test/misbehave".into(),
+        body: body.into(),
+        request_id: "t".into(),
+    };
+    let mut rx = rt.call(plugin, request);
+    let mut outputs = Vec::new();
+    while let Some(o) = rx.recv().await {
+        outputs.push(o);
+    }
+    outputs
+}
+
+fn assert_ok(outputs: &[Output]) {
+    match outputs {
+        [Output::Respond { status: 200, body }] => assert_eq!(body, "\"fine\""),
+        other => panic!("expected one 200 response, got {other:?}"),
+    }
+}
+
+fn assert_server_error(outputs: &[Output], needle: &str) {
+    match outputs {
+        [Output::Error { status: 500, body }] => {
+            assert_eq!(body.error.kind, "server_error");
+            assert!(
+                body.error.message.contains(needle),
+                "{:?} does not mention {needle:?}",
+                body.error.message
+            );
+        }
+        other => panic!("expected one 500 error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_plugin_fails_only_its_request() {
+    let rt = runtime(limits());
+    assert_ok(&call(&rt, "ok").await);
+    assert_server_error(&call(&rt, "panic").await, "panicked");
+    assert_ok(&call(&rt, "ok").await);
+}
+
+#[tokio::test]
+async fn an_endless_loop_is_stopped_by_the_cpu_budget() {
+    let rt = runtime(limits());
+    assert_server_error(&call(&rt, "loop").await, "CPU budget");
+    assert_ok(&call(&rt, "ok").await);
+}
+
+#[tokio::test]
+async fn endless_allocation_is_stopped_by_the_memory_cap() {
+    let rt = runtime(limits());
+    let out = call(&rt, "alloc").await;
+    assert!(
+        matches!(out.as_slice(), [Output::Error { status: 500, .. }]),
+        "{out:?}"
+    );
+    assert_ok(&call(&rt, "ok").await);
+}
+
+#[tokio::test]
+async fn plugin_errors_become_openai_errors() {
+    let rt = runtime(limits());
+    match call(&rt, "dance").await.as_slice() {
+        [Output::Error { status: 400, body }] => {
+            assert_eq!(body.error.kind, "invalid_request_error");
+            assert_eq!(body.error.param.as_deref(), Some("body"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_server_error(&call(&rt, "silent").await, "without writing a response");
+}
+
+#[tokio::test]
+async fn streamed_events_arrive_in_order_then_the_channel_closes() {
+    let rt = runtime(limits());
+    match call(&rt, "stream").await.as_slice() {
+        [Output::Event(a), Output::Event(b)] => assert_eq!((a.as_str(), b.as_str()), ("1", "2")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn routes_know_methods_and_paths() {
+    let rt = runtime(limits());
+    assert!(matches!(
+        rt.route("GET", "/test/misbehave"),
+        RouteMatch::MethodNotAllowed
+    ));
+    assert!(matches!(
+        rt.route("POST", "/test/elsewhere"),
+        RouteMatch::NotFound
+    ));
+    let info = &rt.plugins()[0];
+    assert_eq!(
+        (info.id.as_str(), info.wit_version.as_str()),
+        ("misbehave", "0.1.0")
+    );
+}
+
+#[test]
+fn broken_plugins_are_refused_with_a_reason() {
+    let rt = Runtime::new(Arc::new(ModelRegistry::default()), limits()).expect("runtime starts");
+    let dir = std::env::temp_dir().join(format!("cinder-broken-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::copy(
+        fixtures().join("misbehave/plugin.toml"),
+        dir.join("plugin.toml"),
+    )
+    .expect("manifest");
+    std::fs::write(dir.join("plugin.wasm"), b"\0asm garbage").expect("garbage");
+    let err = rt
+        .load_plugin(&dir)
+        .err()
+        .expect("garbage is refused")
+        .to_string();
+    assert!(err.contains("not a valid component"), "{err}");
+    assert!(rt.plugins().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}
