@@ -160,8 +160,7 @@ fn broken_plugins_are_refused_with_a_reason() {
     std::fs::write(dir.join("plugin.wasm"), b"\0asm garbage").expect("garbage");
     let err = rt
         .load_plugin(&dir)
-        .err()
-        .expect("garbage is refused")
+        .expect_err("garbage is refused")
         .to_string();
     assert!(err.contains("not a valid component"), "{err}");
     assert!(rt.plugins().is_empty());

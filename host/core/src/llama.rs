@@ -48,7 +48,7 @@ impl LlamaConfig {
             n_kv_heads: g
                 .get_u64(&key("attention.head_count_kv"))
                 .unwrap_or(n_heads as u64) as usize,
-            head_dim: if n_heads == 0 { 0 } else { dim / n_heads },
+            head_dim: dim.checked_div(n_heads).unwrap_or(0),
             rope_base: g.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0) as f32,
             rms_eps: g
                 .get_f64(&key("attention.layer_norm_rms_epsilon"))
@@ -58,9 +58,9 @@ impl LlamaConfig {
         };
         if config.n_heads == 0
             || config.n_kv_heads == 0
-            || config.n_heads % config.n_kv_heads != 0
+            || !config.n_heads.is_multiple_of(config.n_kv_heads)
             || config.head_dim * config.n_heads != config.dim
-            || config.head_dim % 2 != 0
+            || !config.head_dim.is_multiple_of(2)
             || config.vocab_size == 0
         {
             return Err(CoreError::Weights(format!(
