@@ -149,7 +149,9 @@ fn build_wasm(dist: &str, crates: &[(&str, &str, &str)]) -> Result<PathBuf> {
 }
 
 fn build_host() -> Result<PathBuf> {
-    run(cargo().args(["build", "--release", "-p", "cinder-server"]))?;
+    // The whole default workspace, not `-p cinder-server`: the same package set as the test
+    // build resolves the same features, so dependencies are compiled once.
+    run(cargo().args(["build", "--release"]))?;
     Ok(target_dir().join("release/cinder"))
 }
 
