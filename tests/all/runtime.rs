@@ -43,12 +43,16 @@ fn runtime(limits: Limits) -> Arc<Runtime> {
 }
 
 async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
-    let RouteMatch::Found(plugin) = rt.route("POST", "/test/misbehave") else {
-        panic!("route missing")
+    call_at(rt, "/test/misbehave", body).await
+}
+
+async fn call_at(rt: &Arc<Runtime>, path: &str, body: &str) -> Vec<Output> {
+    let RouteMatch::Found(plugin) = rt.route("POST", path) else {
+        panic!("route {path} missing")
     };
     let request = PluginRequest {
         method: "POST".into(),
-        path: "/test/misbehave".into(),
+        path: path.into(),
         body: body.into(),
         request_id: "t".into(),
     };
@@ -165,4 +169,72 @@ fn broken_plugins_are_refused_with_a_reason() {
     assert!(err.contains("not a valid component"), "{err}");
     assert!(rt.plugins().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Polls `done` until it holds; the generous limit only bounds a broken run.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..600 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plugin_folder_hot_reloads_and_keeps_old_versions_of_broken_plugins() {
+    let root = std::env::temp_dir().join(format!("cinder-reload-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let first = root.join("misbehave");
+    std::fs::create_dir_all(&first).expect("temp dir");
+    for f in ["plugin.toml", "plugin.wasm"] {
+        std::fs::copy(fixtures().join("misbehave").join(f), first.join(f)).expect("copy fixture");
+    }
+    let rt = Runtime::new(Arc::new(ModelRegistry::default()), limits()).expect("runtime starts");
+    rt.load_dir(&root).expect("folder loads");
+    rt.watch(&root).expect("watch starts");
+    assert_ok(&call(&rt, "ok").await);
+
+    // Adding a plugin adds its routes.
+    let second = root.join("second");
+    std::fs::create_dir_all(&second).expect("dir");
+    std::fs::copy(first.join("plugin.wasm"), second.join("plugin.wasm")).expect("copy");
+    let manifest = std::fs::read_to_string(first.join("plugin.toml")).expect("manifest");
+    std::fs::write(
+        second.join("plugin.toml"),
+        manifest
+            .replace("\"misbehave\"", "\"second\"")
+            .replace("/test/misbehave", "/test/second"),
+    )
+    .expect("write");
+    eventually("the second plugin serves", || {
+        matches!(rt.route("POST", "/test/second"), RouteMatch::Found(_))
+    })
+    .await;
+    assert_ok(&call_at(&rt, "/test/second", "ok").await);
+
+    // A broken build is refused with a reason; the previous version keeps serving.
+    std::fs::write(first.join("plugin.wasm"), b"not wasm").expect("break");
+    eventually("the broken plugin is reported", || {
+        rt.failures()
+            .iter()
+            .any(|(path, _)| path.ends_with("misbehave"))
+    })
+    .await;
+    let (_, reason) = rt
+        .failures()
+        .into_iter()
+        .find(|(p, _)| p.ends_with("misbehave"))
+        .expect("failure");
+    assert!(reason.contains("not a valid component"), "{reason}");
+    assert_ok(&call(&rt, "ok").await);
+
+    // Removing a plugin removes its routes.
+    std::fs::remove_dir_all(&second).expect("remove");
+    eventually("the second plugin is gone", || {
+        matches!(rt.route("POST", "/test/second"), RouteMatch::NotFound)
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&root);
 }

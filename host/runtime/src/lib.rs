@@ -25,6 +25,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 mod host;
 mod plugin;
+mod reload;
 
 pub use host::HostState;
 use plugin::{Plugin, Registry};
@@ -142,6 +143,8 @@ pub struct Runtime {
     registry: ArcSwap<Registry>,
     /// Bounds live instances to the pool's size: excess requests wait instead of failing.
     slots: Arc<Semaphore>,
+    /// Keeps the plugin-folder watcher alive.
+    watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 fn engine_config(limits: &Limits, pooling: bool) -> Config {
@@ -204,20 +207,40 @@ impl Runtime {
             limits,
             registry: ArcSwap::from_pointee(Registry::default()),
             slots,
+            watcher: std::sync::Mutex::new(None),
         }))
     }
 
     /// Loads every plugin folder under `dir` and makes their routes live.
+    /// Unchanged plugins are kept as they are; a plugin that fails to load keeps its previous
+    /// version serving and is reported by [`Runtime::failures`]. In-flight requests finish on
+    /// the version they started with.
     pub fn load_dir(&self, dir: &Path) -> Result<Vec<PluginInfo>, RuntimeError> {
-        let registry = Registry::load_dir(&self.engine, &self.linker, dir)?;
+        let previous = self.registry.load_full();
+        let registry = Registry::load_dir(&self.engine, &self.linker, dir, &previous)?;
         let infos = registry.infos();
         self.registry.store(Arc::new(registry));
         Ok(infos)
     }
 
+    /// Plugin folders refused at the last load, with the reason.
+    pub fn failures(&self) -> Vec<(String, String)> {
+        self.registry.load().failures.clone()
+    }
+
+    /// Watches `dir` and reloads it whenever something in it changes (debounced), on a thread
+    /// of its own, so compilation never runs on the request path.
+    pub fn watch(self: &Arc<Self>, dir: &Path) -> Result<(), RuntimeError> {
+        let watcher = reload::watch(Arc::downgrade(self), dir.to_path_buf())?;
+        if let Ok(mut slot) = self.watcher.lock() {
+            *slot = Some(watcher);
+        }
+        Ok(())
+    }
+
     /// Loads one plugin from its `plugin.toml` + `plugin.wasm` folder, adding its routes.
     pub fn load_plugin(&self, dir: &Path) -> Result<PluginInfo, RuntimeError> {
-        let plugin = Plugin::load(&self.engine, &self.linker, dir)?;
+        let plugin = Arc::new(Plugin::load(&self.engine, &self.linker, dir)?);
         let info = plugin.info.clone();
         let mut next = (**self.registry.load()).clone();
         next.insert(plugin)?;

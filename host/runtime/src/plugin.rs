@@ -1,7 +1,7 @@
 //! Plugins on disk (`<dir>/<name>/plugin.toml` + `plugin.wasm`), compiled into `InstancePre`s,
 //! and the route table that maps `method path` to a plugin.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::Deserialize;
@@ -47,6 +47,26 @@ pub struct PluginInfo {
 pub struct Plugin {
     pub(crate) info: PluginInfo,
     pub(crate) pre: ChatPluginPre<HostState>,
+    /// The folder it was loaded from.
+    dir: PathBuf,
+    /// Digest of manifest + wasm: an unchanged plugin is not compiled again on reload.
+    digest: u64,
+}
+
+fn digest(manifest: &[u8], wasm: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    manifest.hash(&mut h);
+    wasm.hash(&mut h);
+    h.finish()
+}
+
+/// Digest of a plugin folder's two files, or `None` if they cannot be read.
+fn digest_of(dir: &Path) -> Option<u64> {
+    Some(digest(
+        &std::fs::read(dir.join("plugin.toml")).ok()?,
+        &std::fs::read(dir.join("plugin.wasm")).ok()?,
+    ))
 }
 
 impl Plugin {
@@ -107,6 +127,8 @@ impl Plugin {
                 routes,
             },
             pre,
+            dir: dir.to_path_buf(),
+            digest: digest(manifest_text.as_bytes(), &bytes),
         })
     }
 }
@@ -125,13 +147,19 @@ pub(crate) struct Registry {
     plugins: Vec<Arc<Plugin>>,
     /// (method, path, plugin index)
     routes: Vec<(String, String, usize)>,
+    /// Plugin folders refused at the last (re)load, with the reason.
+    pub(crate) failures: Vec<(String, String)>,
 }
 
 impl Registry {
+    /// Loads every plugin folder under `dir`. A folder that fails keeps its previous version
+    /// from `previous` (if any) and is listed in `failures`; unchanged folders are reused
+    /// without compiling.
     pub(crate) fn load_dir(
         engine: &Engine,
         linker: &Linker<HostState>,
         dir: &Path,
+        previous: &Registry,
     ) -> Result<Registry, RuntimeError> {
         let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::Plugin {
             path: dir.display().to_string(),
@@ -145,12 +173,29 @@ impl Registry {
         dirs.sort();
         let mut registry = Registry::default();
         for d in dirs {
-            registry.insert(Plugin::load(engine, linker, &d)?)?;
+            let old = previous.plugins.iter().find(|p| p.dir == d);
+            let loaded = match old {
+                Some(old) if digest_of(&d) == Some(old.digest) => Ok(old.clone()),
+                _ => Plugin::load(engine, linker, &d).map(Arc::new),
+            };
+            let result = loaded.and_then(|p| registry.insert(p));
+            if let Err(e) = result {
+                let reason = match &e {
+                    RuntimeError::Plugin { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                tracing::warn!(path = %d.display(), %reason, "plugin refused; its previous version (if any) keeps serving");
+                registry.failures.push((d.display().to_string(), reason));
+                if let Some(old) = old {
+                    // The previous version's routes were valid beside the others before.
+                    let _ = registry.insert(old.clone());
+                }
+            }
         }
         Ok(registry)
     }
 
-    pub(crate) fn insert(&mut self, plugin: Plugin) -> Result<(), RuntimeError> {
+    pub(crate) fn insert(&mut self, plugin: Arc<Plugin>) -> Result<(), RuntimeError> {
         // Replacing a plugin with the same id drops its old routes first.
         if let Some(old) = self
             .plugins
@@ -181,7 +226,7 @@ impl Registry {
             new_routes.push((method.to_owned(), path.to_owned(), index));
         }
         self.routes.extend(new_routes);
-        self.plugins.push(Arc::new(plugin));
+        self.plugins.push(plugin);
         Ok(())
     }
 

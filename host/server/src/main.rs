@@ -75,6 +75,7 @@ fn main() -> Result<()> {
     for p in runtime.load_dir(&plugin_dir)? {
         info!(plugin = %p.id, version = %p.version, wit = %p.wit_version, routes = ?p.routes, "plugin loaded");
     }
+    runtime.watch(&plugin_dir)?;
 
     let host = args.host.unwrap_or(config.server.host.clone());
     let port = args.port.unwrap_or(config.server.port);
