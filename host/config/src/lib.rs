@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// `tracing` filter, e.g. `info` or `cinder=debug,info`; `RUST_LOG` overrides it.
     pub log: String,
+    /// Bearer keys accepted on `/v1/*`; empty means no key is required.
+    pub api_keys: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -57,6 +59,7 @@ impl Default for ServerConfig {
             port: 8080,
             max_body_bytes: 4 << 20,
             log: "info".into(),
+            api_keys: Vec::new(),
         }
     }
 }

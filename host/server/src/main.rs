@@ -91,6 +91,7 @@ fn main() -> Result<()> {
             models,
             runtime,
             max_body_bytes: config.server.max_body_bytes,
+            api_keys: Arc::new(config.server.api_keys.clone()),
         });
         info!("listening on http://{addr}");
         axum::serve(listener, app)

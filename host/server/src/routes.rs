@@ -26,6 +26,8 @@ pub struct AppState {
     pub models: Arc<ModelRegistry>,
     pub runtime: Arc<Runtime>,
     pub max_body_bytes: usize,
+    /// Accepted bearer keys; empty: none required.
+    pub api_keys: Arc<Vec<String>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -36,8 +38,47 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{*id}", get(get_model))
         .fallback(dispatch)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
+}
+
+/// Compares in time independent of where the strings differ, so keys cannot be guessed
+/// byte by byte from response times.
+fn same_key(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// With `server.api_keys` set, `/v1/*` needs `Authorization: Bearer <one of them>`.
+async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if s.api_keys.is_empty() || !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let message = match given {
+        Some(key)
+            if s.api_keys
+                .iter()
+                .any(|k| same_key(k.as_bytes(), key.as_bytes())) =>
+        {
+            return next.run(req).await;
+        }
+        Some(_) => "Incorrect API key provided.",
+        None => "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
+    };
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_request_error",
+        message,
+        None,
+        Some("invalid_api_key"),
+    )
+    .into_response()
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -147,4 +188,86 @@ async fn dispatch(
         },
     );
     respond(outputs).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::{Body, to_bytes};
+    use axum::http::Request as HttpRequest;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app(keys: &[&str]) -> Router {
+        let models = Arc::new(ModelRegistry::default());
+        let limits = cinder_runtime::Limits {
+            memory_bytes: 16 << 20,
+            cpu_ms: 100,
+            timeout: std::time::Duration::from_secs(5),
+            max_instances: 2,
+        };
+        let runtime = Runtime::new(models.clone(), limits).unwrap();
+        router(AppState {
+            models,
+            runtime,
+            max_body_bytes: 1024,
+            api_keys: Arc::new(keys.iter().map(|k| k.to_string()).collect()),
+        })
+    }
+
+    async fn get(app: Router, path: &str, key: Option<&str>) -> (StatusCode, serde_json::Value) {
+        let mut req = HttpRequest::get(path);
+        if let Some(k) = key {
+            req = req.header("authorization", format!("Bearer {k}"));
+        }
+        let res = app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        let status = res.status();
+        let body = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    fn assert_envelope(v: &serde_json::Value, code: &str) {
+        let e = &v["error"];
+        for k in ["message", "type", "param", "code"] {
+            assert!(e.get(k).is_some(), "missing {k} in {v}");
+        }
+        assert_eq!(e["code"], code);
+    }
+
+    #[tokio::test]
+    async fn keys_guard_v1_but_not_health() {
+        let (status, body) = get(app(&["sk-right"]), "/v1/models", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_envelope(&body, "invalid_api_key");
+        let (status, _) = get(app(&["sk-right"]), "/v1/models", Some("sk-wrong")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, body) = get(app(&["sk-right"]), "/v1/models", Some("sk-right")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body["object"], "list");
+        let (status, _) = get(app(&["sk-right"]), "/health", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn no_keys_configured_means_any_key_works() {
+        let (status, _) = get(app(&[]), "/v1/models", Some("anything")).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn unknown_routes_and_models_are_404_envelopes() {
+        let (status, body) = get(app(&[]), "/v1/nope", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_envelope(&body, "unknown_url");
+        let (status, body) = get(app(&[]), "/v1/models/gpt-9", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_envelope(&body, "model_not_found");
+    }
+
+    #[test]
+    fn key_comparison() {
+        assert!(same_key(b"abc", b"abc"));
+        assert!(!same_key(b"abc", b"abd"));
+        assert!(!same_key(b"abc", b"abcd"));
+    }
 }
