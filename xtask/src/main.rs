@@ -31,8 +31,14 @@ fn main() -> Result<()> {
 }
 
 /// The workspace root (the parent of `xtask/`).
+///
+/// Read at run time: clones share one `CARGO_TARGET_DIR`, and cargo may reuse an xtask binary
+/// built in another clone, whose compiled-in path would point at the wrong tree.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))

@@ -28,14 +28,22 @@ impl cinder_sdk::Handler for Chat {
         let info = inference::describe_model(&plan.model)?;
         let prompt = inference::apply_chat_template(&plan.model, &plan.messages, true)?;
         let prompt_ids = inference::tokenize(&plan.model, &prompt, true)?;
-        let generation = inference::generate(&GenerateRequest {
-            model: plan.model.clone(),
-            prompt: prompt_ids,
-            max_tokens: plan.max_tokens,
-            sampling: plan.sampling.clone(),
-            stop: plan.stop.clone(),
-            top_logprobs: plan.top_logprobs,
-        })?;
+        // n choices are n independent sequences, all running in the engine at once. With a
+        // seed, choice i uses seed + i, so choices differ and each is reproducible.
+        let generations = (0..plan.n)
+            .map(|i| {
+                let mut sampling = plan.sampling.clone();
+                sampling.seed = sampling.seed.map(|s| s.wrapping_add(u64::from(i)));
+                inference::generate(&GenerateRequest {
+                    model: plan.model.clone(),
+                    prompt: prompt_ids.clone(),
+                    max_tokens: plan.max_tokens,
+                    sampling,
+                    stop: plan.stop.clone(),
+                    top_logprobs: plan.top_logprobs,
+                })
+            })
+            .collect::<Result<Vec<Generation>, Error>>()?;
         let meta = Meta {
             id: format!("chatcmpl-{}", request.request_id),
             created: cinder_sdk::unix_time(),
@@ -43,9 +51,9 @@ impl cinder_sdk::Handler for Chat {
             fingerprint: info.fingerprint,
         };
         if plan.stream {
-            stream(&plan, &meta, &generation, sink)
+            stream(&plan, &meta, &generations, sink)
         } else {
-            aggregate(&plan, &meta, &generation, sink)
+            aggregate(&plan, &meta, &generations, sink)
         }
     }
 }
@@ -88,35 +96,37 @@ fn finish_reason(r: cinder_sdk::types::FinishReason) -> String {
 fn aggregate(
     plan: &Plan,
     meta: &Meta,
-    generation: &Generation,
+    generations: &[Generation],
     sink: &ResponseSink,
 ) -> Result<(), Error> {
-    let mut content = String::new();
-    let mut logprobs = Vec::new();
-    let (reason, usage) = loop {
-        match generation.next()? {
-            Some(Event::Delta(d)) => {
-                content.push_str(&d.text);
-                if plan.top_logprobs.is_some() {
-                    logprobs.extend(logprobs_of(&d));
+    let mut choices = Vec::with_capacity(generations.len());
+    let mut usage = Usage::default();
+    for (index, generation) in (0u32..).zip(generations) {
+        let mut content = String::new();
+        let mut logprobs = Vec::new();
+        let (reason, u) = loop {
+            match generation.next()? {
+                Some(Event::Delta(d)) => {
+                    content.push_str(&d.text);
+                    if plan.top_logprobs.is_some() {
+                        logprobs.extend(logprobs_of(&d));
+                    }
+                }
+                Some(Event::Finished(f)) => break (f.reason, f.usage),
+                None => {
+                    return Err(Error::Internal(
+                        "the generation ended without finishing".into(),
+                    ));
                 }
             }
-            Some(Event::Finished(f)) => break (f.reason, f.usage),
-            None => {
-                return Err(Error::Internal(
-                    "the generation ended without finishing".into(),
-                ));
-            }
-        }
-    };
-    let response = ChatCompletion {
-        id: meta.id.clone(),
-        object: "chat.completion".into(),
-        created: meta.created,
-        model: meta.model.clone(),
-        system_fingerprint: meta.fingerprint.clone(),
-        choices: vec![Choice {
-            index: 0,
+        };
+        // The prompt is read once, whatever n is; completions add up.
+        usage = Usage::new(
+            u.prompt_tokens,
+            usage.completion_tokens + u.completion_tokens,
+        );
+        choices.push(Choice {
+            index,
             message: AssistantMessage {
                 role: "assistant".into(),
                 content: Some(content),
@@ -127,8 +137,16 @@ fn aggregate(
                 refusal: None,
             }),
             finish_reason: Some(finish_reason(reason)),
-        }],
-        usage: Usage::new(usage.prompt_tokens, usage.completion_tokens),
+        });
+    }
+    let response = ChatCompletion {
+        id: meta.id.clone(),
+        object: "chat.completion".into(),
+        created: meta.created,
+        model: meta.model.clone(),
+        system_fingerprint: meta.fingerprint.clone(),
+        choices,
+        usage,
     };
     cinder_sdk::respond_json(sink, 200, &response)
 }
@@ -136,75 +154,90 @@ fn aggregate(
 fn stream(
     plan: &Plan,
     meta: &Meta,
-    generation: &Generation,
+    generations: &[Generation],
     sink: &ResponseSink,
 ) -> Result<(), Error> {
     // With include_usage every chunk carries `usage: null`, and one last chunk the numbers.
     let usage_field = plan.include_usage.then_some(None);
-    let chunk = |delta: Delta, logprobs: Option<ChoiceLogprobs>, finish: Option<String>| {
-        ChatCompletionChunk {
-            id: meta.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: meta.created,
-            model: meta.model.clone(),
-            system_fingerprint: meta.fingerprint.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                logprobs,
-                finish_reason: finish,
-            }],
-            usage: usage_field,
-        }
+    let chunk = |index: u32,
+                 delta: Delta,
+                 logprobs: Option<ChoiceLogprobs>,
+                 finish: Option<String>| ChatCompletionChunk {
+        id: meta.id.clone(),
+        object: "chat.completion.chunk".into(),
+        created: meta.created,
+        model: meta.model.clone(),
+        system_fingerprint: meta.fingerprint.clone(),
+        choices: vec![ChunkChoice {
+            index,
+            delta,
+            logprobs,
+            finish_reason: finish,
+        }],
+        usage: usage_field,
     };
-    let first = Delta {
-        role: Some("assistant".into()),
-        content: Some(String::new()),
-    };
-    cinder_sdk::send_json(sink, &chunk(first, None, None))?;
-    loop {
-        match generation.next()? {
-            Some(Event::Delta(d)) => {
-                let logprobs = plan.top_logprobs.map(|_| ChoiceLogprobs {
-                    content: logprobs_of(&d),
-                    refusal: None,
-                });
-                if d.text.is_empty() && logprobs.as_ref().is_none_or(|l| l.content.is_empty()) {
-                    continue;
-                }
-                cinder_sdk::send_json(
-                    sink,
-                    &chunk(
-                        Delta {
-                            role: None,
-                            content: Some(d.text),
-                        },
-                        logprobs,
-                        None,
-                    ),
-                )?;
-            }
-            Some(Event::Finished(f)) => {
-                cinder_sdk::send_json(
-                    sink,
-                    &chunk(Delta::default(), None, Some(finish_reason(f.reason))),
-                )?;
-                if plan.include_usage {
-                    let mut last = chunk(Delta::default(), None, None);
-                    last.choices.clear();
-                    last.usage = Some(Some(Usage::new(
-                        f.usage.prompt_tokens,
-                        f.usage.completion_tokens,
-                    )));
-                    cinder_sdk::send_json(sink, &last)?;
-                }
-                return Ok(());
-            }
-            None => {
-                return Err(Error::Internal(
-                    "the generation ended without finishing".into(),
-                ));
-            }
-        }
+    for index in 0..generations.len() as u32 {
+        let first = Delta {
+            role: Some("assistant".into()),
+            content: Some(String::new()),
+        };
+        cinder_sdk::send_json(sink, &chunk(index, first, None, None))?;
     }
+    // Round robin over the running choices: the engine advances them all each step, so each
+    // `next` finds its event soon and the choices stream side by side.
+    let mut running: Vec<(u32, &Generation)> = (0u32..).zip(generations).collect();
+    let mut usage = Usage::default();
+    while !running.is_empty() {
+        let mut still = Vec::with_capacity(running.len());
+        for (index, generation) in running {
+            match generation.next()? {
+                Some(Event::Delta(d)) => {
+                    let logprobs = plan.top_logprobs.map(|_| ChoiceLogprobs {
+                        content: logprobs_of(&d),
+                        refusal: None,
+                    });
+                    if !d.text.is_empty()
+                        || logprobs.as_ref().is_some_and(|l| !l.content.is_empty())
+                    {
+                        cinder_sdk::send_json(
+                            sink,
+                            &chunk(
+                                index,
+                                Delta {
+                                    role: None,
+                                    content: Some(d.text),
+                                },
+                                logprobs,
+                                None,
+                            ),
+                        )?;
+                    }
+                    still.push((index, generation));
+                }
+                Some(Event::Finished(f)) => {
+                    usage = Usage::new(
+                        f.usage.prompt_tokens,
+                        usage.completion_tokens + f.usage.completion_tokens,
+                    );
+                    cinder_sdk::send_json(
+                        sink,
+                        &chunk(index, Delta::default(), None, Some(finish_reason(f.reason))),
+                    )?;
+                }
+                None => {
+                    return Err(Error::Internal(
+                        "the generation ended without finishing".into(),
+                    ));
+                }
+            }
+        }
+        running = still;
+    }
+    if plan.include_usage {
+        let mut last = chunk(0, Delta::default(), None, None);
+        last.choices.clear();
+        last.usage = Some(Some(usage));
+        cinder_sdk::send_json(sink, &last)?;
+    }
+    Ok(())
 }

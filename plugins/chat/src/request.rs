@@ -16,7 +16,12 @@ pub struct Plan {
     pub top_logprobs: Option<u32>,
     pub stream: bool,
     pub include_usage: bool,
+    /// How many choices to generate.
+    pub n: u32,
 }
+
+/// OpenAI's own upper bound for `n`.
+const MAX_N: u32 = 128;
 
 fn not_supported(param: &str, what: &str) -> Error {
     invalid_request(
@@ -106,10 +111,12 @@ impl Plan {
                 }
             }
         }
-        match req.n {
-            None | Some(1) => {}
-            Some(0) => return Err(invalid_request("n must be at least 1", Some("n"))),
-            Some(_) => return Err(not_supported("n", "n greater than 1")),
+        let n = req.n.unwrap_or(1);
+        if !(1..=MAX_N).contains(&n) {
+            return Err(invalid_request(
+                &format!("n must be between 1 and {MAX_N}"),
+                Some("n"),
+            ));
         }
 
         let mut messages = Vec::with_capacity(req.messages.len());
@@ -191,6 +198,7 @@ impl Plan {
             top_logprobs,
             stream: req.stream,
             include_usage,
+            n,
         })
     }
 }
