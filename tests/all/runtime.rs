@@ -230,6 +230,16 @@ async fn the_plugin_folder_hot_reloads_and_keeps_old_versions_of_broken_plugins(
     assert!(reason.contains("not a valid component"), "{reason}");
     assert_ok(&call(&rt, "ok").await);
 
+    // A reload reads the files; that must not trigger another reload.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let settled = rt.folder_loads();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        rt.folder_loads(),
+        settled,
+        "the folder keeps reloading with nothing changed"
+    );
+
     // Removing a plugin removes its routes.
     std::fs::remove_dir_all(&second).expect("remove");
     eventually("the second plugin is gone", || {

@@ -143,6 +143,8 @@ pub struct Runtime {
     registry: ArcSwap<Registry>,
     /// Bounds live instances to the pool's size: excess requests wait instead of failing.
     slots: Arc<Semaphore>,
+    /// How many times the plugin folder has been (re)loaded.
+    loads: std::sync::atomic::AtomicU64,
     /// Keeps the plugin-folder watcher alive.
     watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
 }
@@ -207,6 +209,7 @@ impl Runtime {
             limits,
             registry: ArcSwap::from_pointee(Registry::default()),
             slots,
+            loads: std::sync::atomic::AtomicU64::new(0),
             watcher: std::sync::Mutex::new(None),
         }))
     }
@@ -220,7 +223,14 @@ impl Runtime {
         let registry = Registry::load_dir(&self.engine, &self.linker, dir, &previous)?;
         let infos = registry.infos();
         self.registry.store(Arc::new(registry));
+        self.loads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(infos)
+    }
+
+    /// How many times the plugin folder has been loaded (start-up and every reload).
+    pub fn folder_loads(&self) -> u64 {
+        self.loads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Plugin folders refused at the last load, with the reason.
