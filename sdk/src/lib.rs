@@ -29,6 +29,8 @@ pub mod bindings {
     });
 }
 
+pub mod chat;
+
 pub use bindings::cinder::plugin::{inference, log, sink, types};
 pub use bindings::exports::cinder::plugin::handler::{Guest as Handler, Request};
 pub use cinder_openai as openai;

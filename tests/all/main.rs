@@ -3,6 +3,7 @@
 
 mod golden;
 mod runtime;
+mod sandbox;
 
 use std::path::PathBuf;
 

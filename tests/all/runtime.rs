@@ -9,7 +9,7 @@ use std::time::Duration;
 use cinder_core::ModelRegistry;
 use cinder_runtime::{Limits, Output, PluginRequest, RouteMatch, Runtime};
 
-fn fixtures() -> PathBuf {
+pub(crate) fn fixtures() -> PathBuf {
     let dir = std::env::var_os("CINDER_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -26,27 +26,29 @@ fn fixtures() -> PathBuf {
     dir
 }
 
-fn limits() -> Limits {
+pub(crate) fn limits() -> Limits {
     Limits {
         memory_bytes: 32 << 20,
         cpu_ms: 500,
         timeout: Duration::from_secs(120),
+        idle_timeout: Duration::from_secs(60),
         max_instances: 4,
     }
 }
 
-fn runtime(limits: Limits) -> Arc<Runtime> {
-    let rt = Runtime::new(Arc::new(ModelRegistry::default()), limits).expect("runtime starts");
+pub(crate) fn runtime(limits: Limits) -> Arc<Runtime> {
+    let rt =
+        Runtime::new(Arc::new(ModelRegistry::default()), limits, None).expect("runtime starts");
     rt.load_plugin(&fixtures().join("misbehave"))
         .expect("fixture loads");
     rt
 }
 
-async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
+pub(crate) async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
     call_at(rt, "/test/misbehave", body).await
 }
 
-async fn call_at(rt: &Arc<Runtime>, path: &str, body: &str) -> Vec<Output> {
+pub(crate) async fn call_at(rt: &Arc<Runtime>, path: &str, body: &str) -> Vec<Output> {
     let RouteMatch::Found(plugin) = rt.route("POST", path) else {
         panic!("route {path} missing")
     };
@@ -64,7 +66,7 @@ async fn call_at(rt: &Arc<Runtime>, path: &str, body: &str) -> Vec<Output> {
     outputs
 }
 
-fn assert_ok(outputs: &[Output]) {
+pub(crate) fn assert_ok(outputs: &[Output]) {
     match outputs {
         [Output::Respond { status: 200, body }] => assert_eq!(body, "\"fine\""),
         other => panic!("expected one 200 response, got {other:?}"),
@@ -153,7 +155,8 @@ async fn routes_know_methods_and_paths() {
 
 #[test]
 fn broken_plugins_are_refused_with_a_reason() {
-    let rt = Runtime::new(Arc::new(ModelRegistry::default()), limits()).expect("runtime starts");
+    let rt =
+        Runtime::new(Arc::new(ModelRegistry::default()), limits(), None).expect("runtime starts");
     let dir = std::env::temp_dir().join(format!("cinder-broken-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     std::fs::copy(
@@ -172,7 +175,7 @@ fn broken_plugins_are_refused_with_a_reason() {
 }
 
 /// Polls `done` until it holds; the generous limit only bounds a broken run.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     for _ in 0..600 {
         if done() {
             return;
@@ -191,7 +194,8 @@ async fn the_plugin_folder_hot_reloads_and_keeps_old_versions_of_broken_plugins(
     for f in ["plugin.toml", "plugin.wasm"] {
         std::fs::copy(fixtures().join("misbehave").join(f), first.join(f)).expect("copy fixture");
     }
-    let rt = Runtime::new(Arc::new(ModelRegistry::default()), limits()).expect("runtime starts");
+    let rt =
+        Runtime::new(Arc::new(ModelRegistry::default()), limits(), None).expect("runtime starts");
     rt.load_dir(&root).expect("folder loads");
     rt.watch(&root).expect("watch starts");
     assert_ok(&call(&rt, "ok").await);

@@ -93,14 +93,15 @@ def _required_env(name):
     return value
 
 
-@pytest.fixture(scope="session")
-def server():
+def start_server(config=None, plugins=None):
+    """Starts a `cinder` of its own (default config and plugins unless given) on a free port
+    and waits until it serves; fails the test with its output if it does not."""
     argv = [
         _required_env("CINDER_BIN"),
         "--config",
-        _required_env("CINDER_CONFIG"),
+        config or _required_env("CINDER_CONFIG"),
         "--plugins",
-        _required_env("CINDER_PLUGINS"),
+        plugins or _required_env("CINDER_PLUGINS"),
         "--host",
         "127.0.0.1",
         "--port",
@@ -111,6 +112,13 @@ def server():
     if problem is not None:
         srv.stop()
         pytest.fail(f"{problem}\ncommand: {' '.join(argv)}\n--- server output ---\n{srv.log()}", pytrace=False)
+    srv.url = f"http://127.0.0.1:{srv.port}"
+    return srv
+
+
+@pytest.fixture(scope="session")
+def server():
+    srv = start_server()
     yield srv
     died = srv.proc.poll()
     srv.stop()

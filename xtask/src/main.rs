@@ -118,11 +118,23 @@ fn build_plugins() -> Result<PathBuf> {
 fn build_fixtures() -> Result<PathBuf> {
     build_wasm(
         "cinder-fixtures",
-        &[(
-            "misbehave",
-            "tests/fixtures/misbehave",
-            "cinder_fixture_misbehave",
-        )],
+        &[
+            (
+                "misbehave",
+                "tests/fixtures/misbehave",
+                "cinder_fixture_misbehave",
+            ),
+            (
+                "future-wit",
+                "tests/fixtures/future-wit",
+                "cinder_fixture_future_wit",
+            ),
+            (
+                "frozen-v0.1",
+                "tests/fixtures/frozen-v0.1",
+                "cinder_fixture_frozen_v0_1",
+            ),
+        ],
     )
 }
 
@@ -137,21 +149,59 @@ fn build_wasm(dist: &str, crates: &[(&str, &str, &str)]) -> Result<PathBuf> {
     run(&mut cmd)?;
     let dist = target_dir().join(dist);
     for (p, src, lib) in crates {
-        let dir = dist.join(p);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::copy(
-            root().join(src).join("plugin.toml"),
-            dir.join("plugin.toml"),
-        )?;
         let wasm = target_dir()
             .join("wasm32-wasip2/plugin")
             .join(format!("{lib}.wasm"));
-        // Copy then rename, so a watching server never sees half a file.
-        let tmp = dir.join("plugin.wasm.tmp");
-        std::fs::copy(&wasm, &tmp).with_context(|| wasm.display().to_string())?;
-        std::fs::rename(&tmp, dir.join("plugin.wasm"))?;
+        install(&dist.join(p), &root().join(src), &wasm)?;
     }
     Ok(dist)
+}
+
+/// Lays out one plugin as the host loads it: `<dir>/{plugin.toml, plugin.wasm}`.
+fn install(dir: &Path, src: &Path, wasm: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::copy(src.join("plugin.toml"), dir.join("plugin.toml"))?;
+    // Copy then rename, so a watching server never sees half a file.
+    let tmp = dir.join("plugin.wasm.tmp");
+    std::fs::copy(wasm, &tmp).with_context(|| wasm.display().to_string())?;
+    std::fs::rename(&tmp, dir.join("plugin.wasm"))?;
+    Ok(())
+}
+
+/// Third-party example plugins: `(folder under examples/plugins, library name)`.
+const EXAMPLES: &[(&str, &str)] = &[("chat-redact", "chat_redact"), ("summarize", "summarize")];
+
+/// Builds each example as its author would: from its own folder, outside Cinder's workspace,
+/// its `.cargo/config.toml` choosing wasm32-wasip2. Its unit tests run natively first. Returns
+/// `<target>/cinder-examples`, one plugin folder per example.
+fn build_examples() -> Result<PathBuf> {
+    let dist = target_dir().join("cinder-examples");
+    let host = host_triple()?;
+    for (name, lib) in EXAMPLES {
+        let src = root().join("examples/plugins").join(name);
+        let cargo_here = || {
+            let mut c = cargo();
+            c.current_dir(&src).env("CARGO_TARGET_DIR", target_dir());
+            c
+        };
+        run(cargo_here().args(["fmt", "--check"]))?;
+        run(cargo_here().args(["test", "--locked", "--target", &host]))?;
+        run(cargo_here().args(["build", "--release", "--locked"]))?;
+        let wasm = target_dir()
+            .join("wasm32-wasip2/release")
+            .join(format!("{lib}.wasm"));
+        install(&dist.join(name), &src, &wasm)?;
+    }
+    Ok(dist)
+}
+
+/// The triple of this machine, for running an example's unit tests natively.
+fn host_triple() -> Result<String> {
+    let out = Command::new("rustc").arg("-vV").output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .context("rustc -vV names no host")
 }
 
 fn build_host() -> Result<PathBuf> {
@@ -216,6 +266,7 @@ fn test() -> Result<()> {
     run(cargo().args(["fmt", "--all", "--check"]))?;
     let plugins = build_plugins()?;
     let fixtures = build_fixtures()?;
+    let examples = build_examples()?;
     run(cargo().args([
         "clippy",
         "--release",
@@ -235,6 +286,7 @@ fn test() -> Result<()> {
         .current_dir(root())
         .env("CINDER_BIN", cinder)
         .env("CINDER_PLUGINS", &plugins)
+        .env("CINDER_EXAMPLES", &examples)
         .env("CINDER_MODELS", &models)
         .env("CINDER_CONFIG", root().join("cinder.example.toml")))
 }

@@ -65,12 +65,23 @@ impl Default for ServerConfig {
 }
 
 /// `[plugins]`.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginsConfig {
     /// Folder holding one sub-folder per plugin (`plugin.toml` + `plugin.wasm`);
     /// `--plugins` overrides it.
     pub dir: Option<PathBuf>,
+    /// Where compiled plugins are kept between reloads and restarts.
+    pub cache_dir: PathBuf,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        PluginsConfig {
+            dir: None,
+            cache_dir: PathBuf::from("~/.cache/cinder/compiled"),
+        }
+    }
 }
 
 /// `[limits]`: what one plugin call may use.
@@ -83,6 +94,9 @@ pub struct Limits {
     pub plugin_cpu_ms: u64,
     /// Wall-clock limit of one request, in seconds.
     pub request_timeout_secs: u64,
+    /// A request that makes no progress (no token, no write taken by the client) for this
+    /// long is ended with a 504, in seconds.
+    pub idle_timeout_secs: u64,
     /// Plugin instances alive at once; more concurrent requests wait for a slot.
     pub max_concurrent_requests: u32,
 }
@@ -93,6 +107,7 @@ impl Default for Limits {
             plugin_memory_mib: 64,
             plugin_cpu_ms: 10_000,
             request_timeout_secs: 600,
+            idle_timeout_secs: 120,
             max_concurrent_requests: 64,
         }
     }
@@ -141,6 +156,7 @@ impl Config {
         if let Some(dir) = &config.plugins.dir {
             config.plugins.dir = Some(resolve(base, dir));
         }
+        config.plugins.cache_dir = resolve(base, &config.plugins.cache_dir);
         config.validate()?;
         Ok(config)
     }
@@ -155,12 +171,98 @@ impl Config {
                 )));
             }
         }
-        if self.limits.plugin_memory_mib == 0 || self.limits.max_concurrent_requests == 0 {
+        let l = &self.limits;
+        if [
+            l.plugin_memory_mib,
+            l.plugin_cpu_ms,
+            l.request_timeout_secs,
+            l.idle_timeout_secs,
+            u64::from(l.max_concurrent_requests),
+        ]
+        .contains(&0)
+        {
             return Err(ConfigError::Invalid(
-                "limits must be greater than zero".into(),
+                "every [limits] value must be greater than zero".into(),
             ));
         }
         Ok(())
+    }
+
+    /// What changed from `self` to `new`, as dotted keys, split by whether a running server
+    /// can apply it.
+    pub fn changes(&self, new: &Config) -> Changes {
+        let mut c = Changes::default();
+        let (a, b) = (&self.server, &new.server);
+        c.note(a.host != b.host, "server.host", false);
+        c.note(a.port != b.port, "server.port", false);
+        c.note(
+            a.max_body_bytes != b.max_body_bytes,
+            "server.max_body_bytes",
+            true,
+        );
+        c.note(a.log != b.log, "server.log", true);
+        c.note(a.api_keys != b.api_keys, "server.api_keys", true);
+        c.note(self.plugins.dir != new.plugins.dir, "plugins.dir", false);
+        c.note(
+            self.plugins.cache_dir != new.plugins.cache_dir,
+            "plugins.cache_dir",
+            false,
+        );
+        let (a, b) = (&self.limits, &new.limits);
+        // The instance pool is sized from these two when the server starts.
+        c.note(
+            a.plugin_memory_mib != b.plugin_memory_mib,
+            "limits.plugin_memory_mib",
+            false,
+        );
+        c.note(
+            a.max_concurrent_requests != b.max_concurrent_requests,
+            "limits.max_concurrent_requests",
+            false,
+        );
+        c.note(
+            a.plugin_cpu_ms != b.plugin_cpu_ms,
+            "limits.plugin_cpu_ms",
+            true,
+        );
+        c.note(
+            a.request_timeout_secs != b.request_timeout_secs,
+            "limits.request_timeout_secs",
+            true,
+        );
+        c.note(
+            a.idle_timeout_secs != b.idle_timeout_secs,
+            "limits.idle_timeout_secs",
+            true,
+        );
+        // Loading and unloading models while serving is not built yet.
+        c.note(self.models != new.models, "models", false);
+        c
+    }
+}
+
+/// The result of [`Config::changes`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Keys applied without a restart.
+    pub live: Vec<&'static str>,
+    /// Keys that only take effect after a restart.
+    pub restart: Vec<&'static str>,
+}
+
+impl Changes {
+    fn note(&mut self, changed: bool, key: &'static str, live: bool) {
+        if changed {
+            if live {
+                self.live.push(key);
+            } else {
+                self.restart.push(key);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.restart.is_empty()
     }
 }
 
@@ -194,6 +296,24 @@ mod tests {
     fn unknown_keys_are_errors() {
         let err = toml::from_str::<Config>("[server]\nprot = 1\n").unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn changes_are_split_into_live_and_restart() {
+        let a: Config = toml::from_str("").unwrap();
+        let b: Config =
+            toml::from_str("[server]\nport = 9\napi_keys = ['k']\n[limits]\nplugin_cpu_ms = 5\n")
+                .unwrap();
+        let c = a.changes(&b);
+        assert_eq!(c.live, ["server.api_keys", "limits.plugin_cpu_ms"]);
+        assert_eq!(c.restart, ["server.port"]);
+        assert!(a.changes(&a.clone()).is_empty());
+    }
+
+    #[test]
+    fn zero_limits_are_refused() {
+        let c: Config = toml::from_str("[limits]\nidle_timeout_secs = 0\n").unwrap();
+        assert!(c.validate().is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the core's engine), `sink` (forwarded to the HTTP edge), `log` (into `tracing`).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use cinder_core::{
@@ -29,6 +30,10 @@ pub struct HostState {
     /// When the guest last got control back from an async host call: an epoch tick that
     /// arrives right after is time spent parked, not running, and is not charged.
     pub(crate) resumed_at: Instant,
+    /// Milliseconds from `started` to the last host call that returned (a token, a write the
+    /// client took): the idle timeout counts from there.
+    pub(crate) progress: Arc<AtomicU64>,
+    pub(crate) started: Instant,
 }
 
 /// Which shape the response has taken so far.
@@ -84,6 +89,14 @@ fn wit_error(e: CoreError) -> types::Error {
 }
 
 impl HostState {
+    /// Called whenever an async host call returns: the guest runs again (not charged for the
+    /// wait) and the call made progress (the idle clock restarts).
+    fn touch(&mut self) {
+        self.resumed_at = Instant::now();
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.progress.store(ms, Ordering::Relaxed);
+    }
+
     fn model(&self, id: &str) -> Result<Arc<LoadedModel>, types::Error> {
         self.models.get(id).cloned().map_err(wit_error)
     }
@@ -97,7 +110,7 @@ impl HostState {
         }
         self.response = shape;
         let sent = self.out.send(output).await;
-        self.resumed_at = Instant::now();
+        self.touch();
         sent.map_err(|_| sink::SinkError::Closed)
     }
 }
@@ -176,7 +189,7 @@ impl inference::HostGeneration for HostState {
             return Ok(Ok(None));
         }
         let event = g.events.recv().await;
-        self.resumed_at = Instant::now();
+        self.touch();
         let g = self.table.get_mut(&handle)?;
         Ok(match event {
             Some(GenEvent::Delta {

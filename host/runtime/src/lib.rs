@@ -6,8 +6,9 @@
 //!
 //! This is the only crate that imports wasmtime.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -20,14 +21,17 @@ use wasmtime::{
     Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimitsBuilder,
     UpdateDeadline,
 };
-use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtx};
 
+mod cache;
+mod guest_log;
 mod host;
+mod manifest;
 mod plugin;
 mod reload;
 
 pub use host::HostState;
+pub use manifest::Capability;
 use plugin::{Plugin, Registry};
 pub use plugin::{PluginInfo, RouteMatch};
 
@@ -52,8 +56,8 @@ pub(crate) mod bindings {
 
 /// How often the engine-wide epoch advances; one tick is the unit of the CPU budget.
 const TICK: Duration = Duration::from_millis(10);
-/// Guest stdout/stderr kept per request (panic messages land there).
-const GUEST_OUTPUT_BYTES: usize = 64 << 10;
+/// How long the smoke test (instantiating a new plugin once before it goes live) may take.
+const SMOKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the runtime can fail at (loading; request failures become [`Output::Error`]).
 #[derive(Debug, thiserror::Error)]
@@ -67,9 +71,16 @@ pub enum RuntimeError {
 /// Limits applied to every plugin call.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Linear memory cap per instance (also the pool's slot size: fixed at start).
     pub memory_bytes: u64,
+    /// CPU time the guest may spend running, per request.
     pub cpu_ms: u64,
+    /// Wall-clock limit per request.
     pub timeout: Duration,
+    /// Longest time a call may go without progress (a token from the engine, a write the
+    /// client took) before it is ended.
+    pub idle_timeout: Duration,
+    /// Live instances at once (the pool's size: fixed at start).
     pub max_instances: u32,
 }
 
@@ -139,7 +150,11 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     models: Arc<ModelRegistry>,
-    limits: Limits,
+    /// Swapped by [`Runtime::set_limits`]; each call reads them once when it starts.
+    limits: ArcSwap<Limits>,
+    /// What the engine's pool was sized for.
+    pool: Limits,
+    cache: cache::CompileCache,
     registry: ArcSwap<Registry>,
     /// Bounds live instances to the pool's size: excess requests wait instead of failing.
     slots: Arc<Semaphore>,
@@ -171,7 +186,13 @@ fn engine_config(limits: &Limits, pooling: bool) -> Config {
 impl Runtime {
     /// Builds the engine (pooling allocator, falling back to on-demand allocation where the
     /// machine refuses the reservation) and starts the epoch ticker.
-    pub fn new(models: Arc<ModelRegistry>, limits: Limits) -> Result<Arc<Self>, RuntimeError> {
+    /// `cache_dir` keeps compiled plugins across reloads and restarts (`None`: compile every
+    /// time).
+    pub fn new(
+        models: Arc<ModelRegistry>,
+        limits: Limits,
+        cache_dir: Option<PathBuf>,
+    ) -> Result<Arc<Self>, RuntimeError> {
         let engine = match Engine::new(&engine_config(&limits, true)) {
             Ok(e) => e,
             Err(e) => {
@@ -206,7 +227,9 @@ impl Runtime {
             engine,
             linker,
             models,
-            limits,
+            limits: ArcSwap::from_pointee(limits.clone()),
+            pool: limits,
+            cache: cache::CompileCache::new(cache_dir),
             registry: ArcSwap::from_pointee(Registry::default()),
             slots,
             loads: std::sync::atomic::AtomicU64::new(0),
@@ -220,7 +243,7 @@ impl Runtime {
     /// the version they started with.
     pub fn load_dir(&self, dir: &Path) -> Result<Vec<PluginInfo>, RuntimeError> {
         let previous = self.registry.load_full();
-        let registry = Registry::load_dir(&self.engine, &self.linker, dir, &previous)?;
+        let registry = Registry::load_dir(dir, &previous, |d| self.prepare(d))?;
         let infos = registry.infos();
         self.registry.store(Arc::new(registry));
         self.loads
@@ -250,7 +273,7 @@ impl Runtime {
 
     /// Loads one plugin from its `plugin.toml` + `plugin.wasm` folder, adding its routes.
     pub fn load_plugin(&self, dir: &Path) -> Result<PluginInfo, RuntimeError> {
-        let plugin = Arc::new(Plugin::load(&self.engine, &self.linker, dir)?);
+        let plugin = Arc::new(self.prepare(dir)?);
         let info = plugin.info.clone();
         let mut next = (**self.registry.load()).clone();
         next.insert(plugin)?;
@@ -268,6 +291,74 @@ impl Runtime {
         self.registry.load().route(method, path)
     }
 
+    /// Compiles (or takes from the cache), checks and smoke-tests one plugin folder.
+    fn prepare(&self, dir: &Path) -> Result<Plugin, RuntimeError> {
+        let plugin = Plugin::load(&self.engine, &self.linker, &self.cache, dir)?;
+        self.smoke(&plugin).map_err(|reason| RuntimeError::Plugin {
+            path: dir.display().to_string(),
+            reason,
+        })?;
+        Ok(plugin)
+    }
+
+    /// Instantiates a plugin once, in a sandbox like a request's, before it may serve: a
+    /// component that traps while starting or needs more memory than the cap is refused
+    /// here instead of failing every request. Runs on a thread of its own because reloads
+    /// come from a plain thread and start-up from inside the server's tokio runtime.
+    fn smoke(&self, plugin: &Plugin) -> Result<(), String> {
+        let (tx, _rx) = mpsc::channel(1);
+        let limits = self.limits.load_full();
+        let mut store = self.store(plugin, &limits, tx, Arc::new(AtomicU64::new(0)));
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .map_err(|e| e.to_string())?;
+                    rt.block_on(async {
+                        match tokio::time::timeout(
+                            SMOKE_TIMEOUT,
+                            plugin.pre.instantiate_async(&mut store),
+                        )
+                        .await
+                        {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(format!(
+                                "it fails to start: {}",
+                                describe_trap(&e, store.data().cpu_ticks_left == 0)
+                            )),
+                            Err(_) => Err(format!(
+                                "it did not start within {} s",
+                                SMOKE_TIMEOUT.as_secs()
+                            )),
+                        }
+                    })
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the smoke test panicked".into()))
+        })
+    }
+
+    /// Applies new limits to calls that start from now on. The instance pool's size and slot
+    /// memory are fixed when the engine is built: a larger memory cap or more instances than
+    /// at start need a restart, so those two are clamped to the start values.
+    pub fn set_limits(&self, mut limits: Limits) {
+        limits.memory_bytes = limits.memory_bytes.min(self.pool.memory_bytes);
+        limits.max_instances = self.pool.max_instances;
+        self.limits.store(Arc::new(limits));
+    }
+
+    /// The limits new calls get.
+    pub fn limits(&self) -> Limits {
+        (**self.limits.load()).clone()
+    }
+
+    /// How many plugins were loaded from the on-disk compile cache instead of compiled.
+    pub fn compile_cache_hits(&self) -> u64 {
+        self.cache.hits()
+    }
+
     /// Runs `plugin` on `request` in a fresh sandbox. Outputs arrive on the returned channel;
     /// dropping it (client gone) cancels the call and, with it, any generation.
     pub fn call(
@@ -281,25 +372,40 @@ impl Runtime {
         tokio::spawn(
             async move {
                 let Ok(_slot) = runtime.slots.clone().acquire_owned().await else { return };
+                let limits = runtime.limits.load_full();
                 let started = Instant::now();
-                let call = runtime.run(&plugin, request, tx.clone());
-                let outcome = tokio::select! {
-                    r = tokio::time::timeout(runtime.limits.timeout, call) => r,
-                    _ = tx.closed() => {
-                        debug!("client gone; plugin call dropped");
-                        return;
+                let progress = Arc::new(AtomicU64::new(0));
+                let call = runtime.run(&plugin, &limits, request, tx.clone(), progress.clone());
+                tokio::pin!(call);
+                let deadline = started + limits.timeout;
+                let outcome = loop {
+                    let idle_at = started + Duration::from_millis(progress.load(Ordering::Relaxed)) + limits.idle_timeout;
+                    tokio::select! {
+                        r = &mut call => break r,
+                        _ = tx.closed() => {
+                            debug!("client gone; plugin call dropped");
+                            return;
+                        }
+                        _ = tokio::time::sleep_until(deadline.min(idle_at).into()) => {
+                            let now = Instant::now();
+                            let idle_at = started + Duration::from_millis(progress.load(Ordering::Relaxed)) + limits.idle_timeout;
+                            let message = if now >= deadline {
+                                format!("The request took longer than {} s", limits.timeout.as_secs())
+                            } else if now >= idle_at {
+                                format!("The plugin made no progress for {} s", limits.idle_timeout.as_secs_f32())
+                            } else {
+                                continue;
+                            };
+                            warn!(plugin = %plugin.info.id, "{message}; call ended");
+                            break Err(Output::Error {
+                                status: 504,
+                                body: ErrorBody::new("server_error", message, None, Some("timeout".into())),
+                            });
+                        }
                     }
                 };
-                let failure = match outcome {
-                    Ok(Ok(())) => None,
-                    Ok(Err(output)) => Some(output),
-                    Err(_) => Some(Output::Error {
-                        status: 504,
-                        body: ErrorBody::new("server_error", format!("The request took longer than {} s", runtime.limits.timeout.as_secs()), None, Some("timeout".into())),
-                    }),
-                };
-                debug!(plugin = %plugin.info.id, elapsed_ms = started.elapsed().as_millis() as u64, failed = failure.is_some(), "plugin call done");
-                if let Some(output) = failure {
+                debug!(plugin = %plugin.info.id, elapsed_ms = started.elapsed().as_millis() as u64, failed = outcome.is_err(), "plugin call done");
+                if let Err(output) = outcome {
                     let _ = tx.send(output).await;
                 }
             }
@@ -308,32 +414,53 @@ impl Runtime {
         rx
     }
 
-    /// One call in a fresh store; `Err` carries the output that reports the failure.
-    async fn run(
+    /// A fresh store for one call of `plugin`: memory cap, CPU budget, guest output to the
+    /// log, and only what the manifest grants.
+    fn store(
         &self,
         plugin: &Plugin,
-        request: PluginRequest,
+        limits: &Limits,
         out: mpsc::Sender<Output>,
-    ) -> Result<(), Output> {
-        let stderr = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
-        let stdout = MemoryOutputPipe::new(GUEST_OUTPUT_BYTES);
-        let wasi = WasiCtx::builder()
-            .stdout(stdout.clone())
-            .stderr(stderr.clone())
-            .build();
+        progress: Arc<AtomicU64>,
+    ) -> Store<HostState> {
+        let id: Arc<str> = plugin.info.id.as_str().into();
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(guest_log::GuestLog::new(
+            id.clone(),
+            guest_log::Stream::Stdout,
+        ))
+        .stderr(guest_log::GuestLog::new(
+            id.clone(),
+            guest_log::Stream::Stderr,
+        ));
+        if plugin.capabilities.contains(&Capability::Network) {
+            wasi.inherit_network()
+                .allow_tcp(true)
+                .allow_udp(true)
+                .allow_ip_name_lookup(true);
+        }
+        let data = plugin.dir.join("data");
+        if plugin.capabilities.contains(&Capability::Filesystem)
+            && data.is_dir()
+            && let Err(e) = wasi.preopened_dir(&data, "/data", FsPerms::ReadOnly)
+        {
+            warn!(plugin = %id, error = %e, "cannot open the plugin's data folder");
+        }
         let state = HostState {
-            wasi,
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_bytes as usize)
+                .memory_size(limits.memory_bytes as usize)
                 .trap_on_grow_failure(true)
                 .build(),
             models: self.models.clone(),
-            plugin_id: plugin.info.id.as_str().into(),
-            out: out.clone(),
+            plugin_id: id,
+            out,
             response: host::ResponseState::Nothing,
-            cpu_ticks_left: (self.limits.cpu_ms / TICK.as_millis() as u64).max(1),
+            cpu_ticks_left: (limits.cpu_ms / TICK.as_millis() as u64).max(1),
             resumed_at: Instant::now(),
+            progress,
+            started: Instant::now(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -342,7 +469,19 @@ impl Runtime {
             host::charge_tick(ctx.data_mut(), TICK)?;
             Ok(UpdateDeadline::Yield(1))
         });
+        store
+    }
 
+    /// One call in a fresh store; `Err` carries the output that reports the failure.
+    async fn run(
+        &self,
+        plugin: &Plugin,
+        limits: &Limits,
+        request: PluginRequest,
+        out: mpsc::Sender<Output>,
+        progress: Arc<AtomicU64>,
+    ) -> Result<(), Output> {
+        let mut store = self.store(plugin, limits, out.clone(), progress);
         let result = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             let sink: Resource<host::SinkHandle> = store.data_mut().table.push(host::SinkHandle)?;
@@ -362,12 +501,6 @@ impl Runtime {
         }
         .await;
 
-        for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
-            let bytes = pipe.contents();
-            if !bytes.is_empty() {
-                warn!(plugin = %plugin.info.id, stream, "{}", String::from_utf8_lossy(&bytes).trim_end());
-            }
-        }
         let responded = store.data().response != host::ResponseState::Nothing;
         match result {
             Ok(Ok(())) if responded => Ok(()),

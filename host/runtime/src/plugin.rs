@@ -4,33 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde::Deserialize;
 use wasmtime::Engine;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 
 use crate::bindings::ChatPluginPre;
+use crate::cache::CompileCache;
+use crate::manifest::{Capability, Manifest, check_imports};
 use crate::{HostState, RuntimeError};
 
 /// The WIT package a plugin must be built against (any 0.1.x).
 const WIT_PACKAGE: &str = "cinder:plugin/handler@";
 const WIT_MINOR: &str = "0.1.";
-
-/// `plugin.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Manifest {
-    id: String,
-    version: String,
-    world: String,
-    routes: Vec<RouteSpec>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouteSpec {
-    method: String,
-    path: String,
-}
 
 /// What `/health` and the logs say about a loaded plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,8 +31,10 @@ pub struct PluginInfo {
 pub struct Plugin {
     pub(crate) info: PluginInfo,
     pub(crate) pre: ChatPluginPre<HostState>,
+    /// What its manifest grants beyond the baseline.
+    pub(crate) capabilities: Vec<Capability>,
     /// The folder it was loaded from.
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// Digest of manifest + wasm: an unchanged plugin is not compiled again on reload.
     digest: u64,
 }
@@ -78,6 +64,7 @@ impl Plugin {
     pub(crate) fn load(
         engine: &Engine,
         linker: &Linker<HostState>,
+        cache: &CompileCache,
         dir: &Path,
     ) -> Result<Plugin, RuntimeError> {
         let fail = |reason: String| RuntimeError::Plugin {
@@ -96,8 +83,9 @@ impl Plugin {
         }
         let bytes = std::fs::read(dir.join("plugin.wasm"))
             .map_err(|e| fail(format!("plugin.wasm: {e}")))?;
-        let component = Component::new(engine, &bytes)
-            .map_err(|e| fail(format!("not a valid component: {e}")))?;
+        let component = cache
+            .component(engine, &bytes)
+            .map_err(|e| fail(format!("not a valid component for this host: {e}")))?;
 
         let ty = component.component_type();
         let wit_version = ty
@@ -106,9 +94,14 @@ impl Plugin {
             .ok_or_else(|| fail(format!("it does not export `{WIT_PACKAGE}{WIT_MINOR}x`")))?;
         if !wit_version.starts_with(WIT_MINOR) {
             return Err(fail(format!(
-                "it was built against WIT {wit_version}; this host serves {WIT_MINOR}x"
+                "it was built against cinder:plugin@{wit_version}; this host serves cinder:plugin@{WIT_MINOR}x only (0.1 is the first released minor, so there is no older one to serve)"
             )));
         }
+        let imports: Vec<String> = ty
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        check_imports(imports.iter().map(String::as_str), &manifest.capabilities).map_err(fail)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("it cannot be linked: {e}")))?;
@@ -127,6 +120,7 @@ impl Plugin {
                 routes,
             },
             pre,
+            capabilities: manifest.capabilities,
             dir: dir.to_path_buf(),
             digest: digest(manifest_text.as_bytes(), &bytes),
         })
@@ -156,10 +150,9 @@ impl Registry {
     /// from `previous` (if any) and is listed in `failures`; unchanged folders are reused
     /// without compiling.
     pub(crate) fn load_dir(
-        engine: &Engine,
-        linker: &Linker<HostState>,
         dir: &Path,
         previous: &Registry,
+        load: impl Fn(&Path) -> Result<Plugin, RuntimeError>,
     ) -> Result<Registry, RuntimeError> {
         let entries = std::fs::read_dir(dir).map_err(|e| RuntimeError::Plugin {
             path: dir.display().to_string(),
@@ -176,7 +169,7 @@ impl Registry {
             let old = previous.plugins.iter().find(|p| p.dir == d);
             let loaded = match old {
                 Some(old) if digest_of(&d) == Some(old.digest) => Ok(old.clone()),
-                _ => Plugin::load(engine, linker, &d).map(Arc::new),
+                _ => load(&d).map(Arc::new),
             };
             let result = loaded.and_then(|p| registry.insert(p));
             if let Err(e) = result {

@@ -6,10 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
 use clap::Parser;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
+mod config_watch;
 mod error;
 mod routes;
 mod sse;
@@ -38,12 +42,16 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let config = cinder_config::Config::load(&args.config)?;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.server.log));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let config = config_watch::load(&args.config)?;
+    // RUST_LOG wins over server.log, and then config edits leave the filter alone.
+    let (filter, from_env) = match EnvFilter::try_from_default_env() {
+        Ok(f) => (f, true),
+        Err(_) => (EnvFilter::try_new(&config.server.log)?, false),
+    };
+    let (filter, log_handle) = tracing_subscriber::reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
 
     let specs: Vec<cinder_core::ModelSpec> = config
@@ -61,13 +69,11 @@ fn main() -> Result<()> {
         .collect();
     let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);
 
-    let limits = cinder_runtime::Limits {
-        memory_bytes: config.limits.plugin_memory_mib << 20,
-        cpu_ms: config.limits.plugin_cpu_ms,
-        timeout: std::time::Duration::from_secs(config.limits.request_timeout_secs),
-        max_instances: config.limits.max_concurrent_requests,
-    };
-    let runtime = cinder_runtime::Runtime::new(models.clone(), limits)?;
+    let runtime = cinder_runtime::Runtime::new(
+        models.clone(),
+        config_watch::limits(&config),
+        Some(config.plugins.cache_dir.clone()),
+    )?;
     let plugin_dir = args
         .plugins
         .or(config.plugins.dir.clone())
@@ -76,6 +82,16 @@ fn main() -> Result<()> {
         info!(plugin = %p.id, version = %p.version, wit = %p.wit_version, routes = ?p.routes, "plugin loaded");
     }
     runtime.watch(&plugin_dir)?;
+
+    let settings = Arc::new(ArcSwap::from_pointee(config_watch::settings(&config)));
+    let live = Arc::new(config_watch::Live {
+        path: args.config.clone(),
+        running: std::sync::Mutex::new(config.clone()),
+        settings: settings.clone(),
+        runtime: runtime.clone(),
+        log: (!from_env).then_some(log_handle),
+    });
+    let _config_watcher = config_watch::watch(live).context("watching the config file")?;
 
     let host = args.host.unwrap_or(config.server.host.clone());
     let port = args.port.unwrap_or(config.server.port);
@@ -90,8 +106,7 @@ fn main() -> Result<()> {
         let app = routes::router(routes::AppState {
             models,
             runtime,
-            max_body_bytes: config.server.max_body_bytes,
-            api_keys: Arc::new(config.server.api_keys.clone()),
+            settings,
         });
         info!("listening on http://{addr}");
         axum::serve(listener, app)

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use arc_swap::ArcSwap;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -25,19 +25,26 @@ use crate::sse::respond;
 pub struct AppState {
     pub models: Arc<ModelRegistry>,
     pub runtime: Arc<Runtime>,
+    /// The settings a config edit changes while serving.
+    pub settings: Arc<ArcSwap<Settings>>,
+}
+
+/// The part of the config the HTTP edge reads on every request.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
     pub max_body_bytes: usize,
     /// Accepted bearer keys; empty: none required.
-    pub api_keys: Arc<Vec<String>>,
+    pub api_keys: Vec<String>,
 }
 
 pub fn router(state: AppState) -> Router {
-    let limit = state.max_body_bytes;
     Router::new()
         .route("/health", get(health))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{*id}", get(get_model))
         .fallback(dispatch)
-        .layer(DefaultBodyLimit::max(limit))
+        // `dispatch` enforces the live `server.max_body_bytes` itself.
+        .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
@@ -51,7 +58,8 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
 
 /// With `server.api_keys` set, `/v1/*` needs `Authorization: Bearer <one of them>`.
 async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if s.api_keys.is_empty() || !req.uri().path().starts_with("/v1/") {
+    let settings = s.settings.load();
+    if settings.api_keys.is_empty() || !req.uri().path().starts_with("/v1/") {
         return next.run(req).await;
     }
     let given = req
@@ -62,7 +70,8 @@ async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Res
         .map(str::trim);
     let message = match given {
         Some(key)
-            if s.api_keys
+            if settings
+                .api_keys
                 .iter()
                 .any(|k| same_key(k.as_bytes(), key.as_bytes())) =>
         {
@@ -106,9 +115,21 @@ async fn health(State(s): State<AppState>) -> Response {
         .into_iter()
         .map(|p| serde_json::json!({"id": p.id, "version": p.version, "wit": p.wit_version, "routes": p.routes}))
         .collect();
+    // Plugin folders refused at the last load; their previous versions (if any) still serve.
+    let failures: Vec<_> = s
+        .runtime
+        .failures()
+        .into_iter()
+        .map(|(path, reason)| serde_json::json!({"path": path, "reason": reason}))
+        .collect();
     let models: Vec<_> = s.models.iter().map(|m| m.info.id.clone()).collect();
-    axum::Json(serde_json::json!({"status": "ok", "models": models, "plugins": plugins}))
-        .into_response()
+    axum::Json(serde_json::json!({
+        "status": "ok",
+        "models": models,
+        "plugins": plugins,
+        "plugin_failures": failures,
+    }))
+    .into_response()
 }
 
 fn model_object(m: &cinder_core::LoadedModel) -> Model {
@@ -139,7 +160,7 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let path = uri.path().to_owned();
     let plugin = match s.runtime.route(method.as_str(), &path) {
@@ -160,15 +181,15 @@ async fn dispatch(
             ));
         }
     };
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    let limit = s.settings.load().max_body_bytes;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+        if too_large {
             ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "invalid_request_error",
-                format!(
-                    "The request body is larger than the limit of {} bytes",
-                    s.max_body_bytes
-                ),
+                format!("The request body is larger than the limit of {limit} bytes"),
                 None,
                 Some("request_too_large"),
             )
@@ -178,6 +199,13 @@ async fn dispatch(
     })?;
     let body = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("The request body is not valid UTF-8", None))?;
+    // Which plugin build answered: operators and tests can see a hot swap take effect.
+    let served_by = axum::http::HeaderValue::from_str(&format!(
+        "{}@{}",
+        plugin.info().id,
+        plugin.info().version
+    ))
+    .ok();
     let outputs = s.runtime.call(
         plugin,
         PluginRequest {
@@ -187,7 +215,13 @@ async fn dispatch(
             request_id,
         },
     );
-    respond(outputs).await
+    let mut res = respond(outputs)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    if let Some(v) = served_by {
+        res.headers_mut().insert("x-cinder-plugin", v);
+    }
+    Ok(res)
 }
 
 #[cfg(test)]
@@ -204,14 +238,17 @@ mod tests {
             memory_bytes: 16 << 20,
             cpu_ms: 100,
             timeout: std::time::Duration::from_secs(5),
+            idle_timeout: std::time::Duration::from_secs(5),
             max_instances: 2,
         };
-        let runtime = Runtime::new(models.clone(), limits).unwrap();
+        let runtime = Runtime::new(models.clone(), limits, None).unwrap();
         router(AppState {
             models,
             runtime,
-            max_body_bytes: 1024,
-            api_keys: Arc::new(keys.iter().map(|k| k.to_string()).collect()),
+            settings: Arc::new(ArcSwap::from_pointee(Settings {
+                max_body_bytes: 1024,
+                api_keys: keys.iter().map(|k| k.to_string()).collect(),
+            })),
         })
     }
 

@@ -1,20 +1,29 @@
 //! From the OpenAI request body to a validated plan: every parameter is honoured or refused
 //! with a 400 that names it.
 
-use cinder_sdk::inference::{ChatMessage, LogitBias, Sampling};
-use cinder_sdk::openai::chat::{ChatCompletionRequest, MessageContent};
-use cinder_sdk::{Error, invalid_request};
+use crate::inference::{ChatMessage, LogitBias, Sampling};
+use crate::openai::chat::{ChatCompletionRequest, MessageContent};
+use crate::{Error, invalid_request};
 use serde_json::Value;
 
-/// A validated chat request.
+/// A validated chat request: what [`super::Chat::prepare`] may inspect and rewrite.
+#[derive(Debug, Clone)]
 pub struct Plan {
+    /// The model id (or alias) asked for.
     pub model: String,
+    /// The conversation, `developer` already mapped onto `system`.
     pub messages: Vec<ChatMessage>,
+    /// Sampling parameters, ranges checked.
     pub sampling: Sampling,
+    /// `max_completion_tokens` or `max_tokens`.
     pub max_tokens: Option<u32>,
+    /// Up to four stop strings.
     pub stop: Vec<String>,
+    /// `Some(k)` when logprobs were asked for, with k alternatives per token.
     pub top_logprobs: Option<u32>,
+    /// Whether to answer with an SSE stream.
     pub stream: bool,
+    /// `stream_options.include_usage`.
     pub include_usage: bool,
     /// How many choices to generate.
     pub n: u32,
@@ -59,14 +68,15 @@ fn message_text(i: usize, content: Option<MessageContent>) -> Result<String, Err
 }
 
 impl Plan {
+    /// Parses and validates an OpenAI chat request body.
     pub fn parse(body: &str) -> Result<Plan, Error> {
         let req: ChatCompletionRequest = serde_json::from_str(body).map_err(|e| {
-            let b = cinder_sdk::openai::ErrorBody::from_json_error(&e);
+            let b = crate::openai::ErrorBody::from_json_error(&e);
             invalid_request(&b.error.message, b.error.param.as_deref())
         })?;
         if !req.extra.is_empty() {
             let keys: Vec<&str> = req.extra.keys().map(String::as_str).collect();
-            cinder_sdk::debug(&format!("ignoring unknown fields: {}", keys.join(", ")));
+            crate::debug(&format!("ignoring unknown fields: {}", keys.join(", ")));
         }
         if req.messages.is_empty() {
             return Err(invalid_request(

@@ -1,0 +1,142 @@
+//! Hot reload of the config file. The folder holding it is watched (editors save by writing a
+//! new file and renaming it over the old one, which a watch on the file itself would lose);
+//! events are debounced, the file is parsed and validated again, and what changed is applied
+//! or reported as needing a restart. An invalid file changes nothing.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use cinder_config::Config;
+use cinder_runtime::Runtime;
+use notify::{RecursiveMode, Watcher};
+use tracing::{debug, info, warn};
+use tracing_subscriber::EnvFilter;
+
+use crate::routes::Settings;
+
+/// Quiet time after the last event before the file is read again.
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Swaps the log filter of the running subscriber.
+pub type LogHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// Everything a config edit can reach.
+pub struct Live {
+    pub path: PathBuf,
+    /// The configuration in effect: live keys as last applied, restart-only keys as at start.
+    pub running: Mutex<Config>,
+    pub settings: Arc<ArcSwap<Settings>>,
+    pub runtime: Arc<Runtime>,
+    /// `None` when `RUST_LOG` is set: it overrides `server.log`.
+    pub log: Option<LogHandle>,
+}
+
+/// The runtime limits a config asks for.
+pub fn limits(c: &Config) -> cinder_runtime::Limits {
+    cinder_runtime::Limits {
+        memory_bytes: c.limits.plugin_memory_mib << 20,
+        cpu_ms: c.limits.plugin_cpu_ms,
+        timeout: Duration::from_secs(c.limits.request_timeout_secs),
+        idle_timeout: Duration::from_secs(c.limits.idle_timeout_secs),
+        max_instances: c.limits.max_concurrent_requests,
+    }
+}
+
+pub fn settings(c: &Config) -> Settings {
+    Settings {
+        max_body_bytes: c.server.max_body_bytes,
+        api_keys: c.server.api_keys.clone(),
+    }
+}
+
+/// Reads and validates the file, including the log filter (which the config crate cannot
+/// check without depending on tracing).
+pub fn load(path: &Path) -> Result<Config> {
+    let config = Config::load(path)?;
+    EnvFilter::try_new(&config.server.log)
+        .with_context(|| format!("server.log `{}` is not a valid filter", config.server.log))?;
+    Ok(config)
+}
+
+impl Live {
+    /// Applies the file as it is now.
+    pub fn reload(&self) {
+        let new = match load(&self.path) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(path = %self.path.display(), "config rejected, the previous configuration stays live: {e:#}");
+                return;
+            }
+        };
+        let Ok(mut running) = self.running.lock() else {
+            return;
+        };
+        let changes = running.changes(&new);
+        if changes.is_empty() {
+            debug!(path = %self.path.display(), "config unchanged");
+            return;
+        }
+        if !changes.restart.is_empty() {
+            warn!(path = %self.path.display(), keys = ?changes.restart, "config change needs a restart to take effect; until then the running values stay");
+        }
+        if changes.live.is_empty() {
+            return;
+        }
+        running.server.max_body_bytes = new.server.max_body_bytes;
+        running.server.api_keys = new.server.api_keys.clone();
+        running.server.log = new.server.log.clone();
+        running.limits.plugin_cpu_ms = new.limits.plugin_cpu_ms;
+        running.limits.request_timeout_secs = new.limits.request_timeout_secs;
+        running.limits.idle_timeout_secs = new.limits.idle_timeout_secs;
+
+        self.settings.store(Arc::new(settings(&running)));
+        self.runtime.set_limits(limits(&running));
+        if changes.live.contains(&"server.log") {
+            match (&self.log, EnvFilter::try_new(&running.server.log)) {
+                (Some(handle), Ok(filter)) => {
+                    if let Err(e) = handle.reload(filter) {
+                        warn!(error = %e, "could not change the log filter");
+                    }
+                }
+                (None, _) => info!("RUST_LOG is set and overrides server.log"),
+                (_, Err(e)) => warn!(error = %e, "invalid log filter"),
+            }
+        }
+        info!(path = %self.path.display(), keys = ?changes.live, "config reloaded");
+    }
+}
+
+/// Watches the config file; the returned watcher must be kept alive.
+pub fn watch(live: Arc<Live>) -> Result<notify::RecommendedWatcher> {
+    let file = live
+        .path
+        .canonicalize()
+        .unwrap_or_else(|_| live.path.clone());
+    let name = file.file_name().map(ToOwned::to_owned);
+    let dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let (tx, rx) = mpsc::channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        let ours = event.paths.iter().any(|p| p.file_name() == name.as_deref());
+        if ours && !matches!(event.kind, notify::EventKind::Access(_)) {
+            let _ = tx.send(());
+        }
+    })?;
+    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    std::thread::Builder::new()
+        .name("config-reload".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                while rx.recv_timeout(DEBOUNCE).is_ok() {}
+                live.reload();
+            }
+        })?;
+    Ok(watcher)
+}

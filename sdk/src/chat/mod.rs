@@ -1,0 +1,73 @@
+//! The chat family: `POST /v1/chat/completions`.
+//!
+//! [`Chat`] carries the first-party behaviour in its default methods; a plugin overrides only
+//! what it changes and exports itself with [`export_chat!`](crate::export_chat). Cinder's own
+//! chat plugin is `impl Chat for FirstParty {}`.
+//!
+//! ```ignore
+//! /// Chat that never shows a digit.
+//! #[derive(Default)]
+//! struct NoDigits;
+//!
+//! impl cinder_sdk::chat::Chat for NoDigits {
+//!     fn rewrite(&self, _choice: u32, text: String) -> String {
+//!         text.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect()
+//!     }
+//! }
+//!
+//! cinder_sdk::export_chat!(NoDigits);
+//! ```
+
+mod plan;
+mod run;
+
+pub use plan::Plan;
+pub use run::complete;
+
+use crate::sink::ResponseSink;
+use crate::{Error, Request};
+
+/// A chat-completions plugin. Every method has the first-party behaviour as its default.
+pub trait Chat {
+    /// Sees the parsed, validated request before anything runs, and may change it (add a
+    /// system message, cap `max_tokens`, route to another model) or refuse it with an error.
+    fn prepare(&self, plan: Plan) -> Result<Plan, Error> {
+        Ok(plan)
+    }
+
+    /// Sees each piece of generated text of choice `choice` before it is streamed or
+    /// aggregated. Stop strings have already been applied; logprobs are not rewritten.
+    fn rewrite(&self, choice: u32, text: String) -> String {
+        let _ = choice;
+        text
+    }
+
+    /// Handles the whole request; override only to replace the pipeline itself.
+    fn complete(&self, request: Request, sink: &ResponseSink) -> Result<(), Error> {
+        complete(self, request, sink)
+    }
+}
+
+/// Exports a [`Chat`] implementation (which must implement `Default`) as the plugin's handler.
+#[macro_export]
+macro_rules! export_chat {
+    ($ty:ty) => {
+        #[doc(hidden)]
+        pub struct __CinderChatExport;
+
+        impl $crate::Handler for __CinderChatExport {
+            fn handle(
+                request: $crate::Request,
+                sink: &$crate::sink::ResponseSink,
+            ) -> ::core::result::Result<(), $crate::Error> {
+                <$ty as $crate::chat::Chat>::complete(
+                    &<$ty as ::core::default::Default>::default(),
+                    request,
+                    sink,
+                )
+            }
+        }
+
+        $crate::export_chat_plugin!(__CinderChatExport);
+    };
+}

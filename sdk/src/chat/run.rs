@@ -1,0 +1,238 @@
+//! The first-party chat pipeline: template, tokenize, generate n choices, then stream chunks
+//! or aggregate one response. [`super::Chat`]'s hooks are called on the way.
+
+use crate::inference::{self, Event, GenerateRequest, Generation};
+use crate::openai::chat::{
+    AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
+    Delta, TokenLogprob, TopLogprob, Usage,
+};
+use crate::sink::ResponseSink;
+use crate::{Error, Request};
+
+use super::{Chat, Plan};
+
+/// Runs one chat request the way the first-party plugin does.
+pub fn complete<C: Chat + ?Sized>(
+    chat: &C,
+    request: Request,
+    sink: &ResponseSink,
+) -> Result<(), Error> {
+    if request.method != "POST" {
+        return Err(crate::invalid_request("Only POST is allowed here", None));
+    }
+    let plan = chat.prepare(Plan::parse(&request.body)?)?;
+    let info = inference::describe_model(&plan.model)?;
+    let prompt = inference::apply_chat_template(&plan.model, &plan.messages, true)?;
+    let prompt_ids = inference::tokenize(&plan.model, &prompt, true)?;
+    // n choices are n independent sequences, all running in the engine at once. With a
+    // seed, choice i uses seed + i, so choices differ and each is reproducible.
+    let generations = (0..plan.n)
+        .map(|i| {
+            let mut sampling = plan.sampling.clone();
+            sampling.seed = sampling.seed.map(|s| s.wrapping_add(u64::from(i)));
+            inference::generate(&GenerateRequest {
+                model: plan.model.clone(),
+                prompt: prompt_ids.clone(),
+                max_tokens: plan.max_tokens,
+                sampling,
+                stop: plan.stop.clone(),
+                top_logprobs: plan.top_logprobs,
+            })
+        })
+        .collect::<Result<Vec<Generation>, Error>>()?;
+    let meta = Meta {
+        id: format!("chatcmpl-{}", request.request_id),
+        created: crate::unix_time(),
+        model: plan.model.clone(),
+        fingerprint: info.fingerprint,
+    };
+    if plan.stream {
+        stream(chat, &plan, &meta, &generations, sink)
+    } else {
+        aggregate(chat, &plan, &meta, &generations, sink)
+    }
+}
+
+/// What every chunk and response repeats.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+    fingerprint: String,
+}
+
+fn logprobs_of(delta: &inference::Delta) -> Vec<TokenLogprob> {
+    let top = |t: &inference::TopLogprob| TopLogprob {
+        token: t.text.clone(),
+        logprob: t.logprob,
+        bytes: Some(t.bytes.clone()),
+    };
+    delta
+        .logprobs
+        .iter()
+        .map(|lp| TokenLogprob {
+            token: lp.sampled.text.clone(),
+            logprob: lp.sampled.logprob,
+            bytes: Some(lp.sampled.bytes.clone()),
+            top_logprobs: lp.top.iter().map(top).collect(),
+        })
+        .collect()
+}
+
+fn finish_reason(r: crate::types::FinishReason) -> String {
+    match r {
+        crate::types::FinishReason::Stop => "stop".into(),
+        crate::types::FinishReason::Length => "length".into(),
+    }
+}
+
+fn aggregate<C: Chat + ?Sized>(
+    chat: &C,
+    plan: &Plan,
+    meta: &Meta,
+    generations: &[Generation],
+    sink: &ResponseSink,
+) -> Result<(), Error> {
+    let mut choices = Vec::with_capacity(generations.len());
+    let mut usage = Usage::default();
+    for (index, generation) in (0u32..).zip(generations) {
+        let mut content = String::new();
+        let mut logprobs = Vec::new();
+        let (reason, u) = loop {
+            match generation.next()? {
+                Some(Event::Delta(d)) => {
+                    content.push_str(&chat.rewrite(index, d.text.clone()));
+                    if plan.top_logprobs.is_some() {
+                        logprobs.extend(logprobs_of(&d));
+                    }
+                }
+                Some(Event::Finished(f)) => break (f.reason, f.usage),
+                None => {
+                    return Err(Error::Internal(
+                        "the generation ended without finishing".into(),
+                    ));
+                }
+            }
+        };
+        // The prompt is read once, whatever n is; completions add up.
+        usage = Usage::new(
+            u.prompt_tokens,
+            usage.completion_tokens + u.completion_tokens,
+        );
+        choices.push(Choice {
+            index,
+            message: AssistantMessage {
+                role: "assistant".into(),
+                content: Some(content),
+                refusal: None,
+            },
+            logprobs: plan.top_logprobs.map(|_| ChoiceLogprobs {
+                content: logprobs,
+                refusal: None,
+            }),
+            finish_reason: Some(finish_reason(reason)),
+        });
+    }
+    let response = ChatCompletion {
+        id: meta.id.clone(),
+        object: "chat.completion".into(),
+        created: meta.created,
+        model: meta.model.clone(),
+        system_fingerprint: meta.fingerprint.clone(),
+        choices,
+        usage,
+    };
+    crate::respond_json(sink, 200, &response)
+}
+
+fn stream<C: Chat + ?Sized>(
+    chat: &C,
+    plan: &Plan,
+    meta: &Meta,
+    generations: &[Generation],
+    sink: &ResponseSink,
+) -> Result<(), Error> {
+    // With include_usage every chunk carries `usage: null`, and one last chunk the numbers.
+    let usage_field = plan.include_usage.then_some(None);
+    let chunk = |index: u32,
+                 delta: Delta,
+                 logprobs: Option<ChoiceLogprobs>,
+                 finish: Option<String>| ChatCompletionChunk {
+        id: meta.id.clone(),
+        object: "chat.completion.chunk".into(),
+        created: meta.created,
+        model: meta.model.clone(),
+        system_fingerprint: meta.fingerprint.clone(),
+        choices: vec![ChunkChoice {
+            index,
+            delta,
+            logprobs,
+            finish_reason: finish,
+        }],
+        usage: usage_field,
+    };
+    for index in 0..generations.len() as u32 {
+        let first = Delta {
+            role: Some("assistant".into()),
+            content: Some(String::new()),
+        };
+        crate::send_json(sink, &chunk(index, first, None, None))?;
+    }
+    // Round robin over the running choices: the engine advances them all each step, so each
+    // `next` finds its event soon and the choices stream side by side.
+    let mut running: Vec<(u32, &Generation)> = (0u32..).zip(generations).collect();
+    let mut usage = Usage::default();
+    while !running.is_empty() {
+        let mut still = Vec::with_capacity(running.len());
+        for (index, generation) in running {
+            match generation.next()? {
+                Some(Event::Delta(d)) => {
+                    let logprobs = plan.top_logprobs.map(|_| ChoiceLogprobs {
+                        content: logprobs_of(&d),
+                        refusal: None,
+                    });
+                    if !d.text.is_empty()
+                        || logprobs.as_ref().is_some_and(|l| !l.content.is_empty())
+                    {
+                        crate::send_json(
+                            sink,
+                            &chunk(
+                                index,
+                                Delta {
+                                    role: None,
+                                    content: Some(chat.rewrite(index, d.text.clone())),
+                                },
+                                logprobs,
+                                None,
+                            ),
+                        )?;
+                    }
+                    still.push((index, generation));
+                }
+                Some(Event::Finished(f)) => {
+                    usage = Usage::new(
+                        f.usage.prompt_tokens,
+                        usage.completion_tokens + f.usage.completion_tokens,
+                    );
+                    crate::send_json(
+                        sink,
+                        &chunk(index, Delta::default(), None, Some(finish_reason(f.reason))),
+                    )?;
+                }
+                None => {
+                    return Err(Error::Internal(
+                        "the generation ended without finishing".into(),
+                    ));
+                }
+            }
+        }
+        running = still;
+    }
+    if plan.include_usage {
+        let mut last = chunk(0, Delta::default(), None, None);
+        last.choices.clear();
+        last.usage = Some(Some(usage));
+        crate::send_json(sink, &last)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! Sandbox and loading rules with fixture plugins: guest output goes to the log without limit
+//! on the guest, the idle timeout, parked time not charged as CPU, manifest capabilities held
+//! against the component's imports, WIT versions, the on-disk compile cache and the smoke test
+//! that runs before a plugin goes live.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cinder_core::ModelRegistry;
+use cinder_runtime::{Limits, Output, Runtime};
+
+use crate::runtime::{assert_ok, call, fixtures, limits, runtime};
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cinder-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A copy of the misbehave fixture whose manifest is edited by `edit`.
+fn misbehave_copy(name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+    let dir = temp(name);
+    std::fs::copy(
+        fixtures().join("misbehave/plugin.wasm"),
+        dir.join("plugin.wasm"),
+    )
+    .expect("copy");
+    let manifest = std::fs::read_to_string(fixtures().join("misbehave/plugin.toml")).expect("read");
+    std::fs::write(dir.join("plugin.toml"), edit(&manifest)).expect("write");
+    dir
+}
+
+fn bare_runtime(limits: Limits, cache: Option<&Path>) -> Arc<Runtime> {
+    Runtime::new(
+        Arc::new(ModelRegistry::default()),
+        limits,
+        cache.map(Path::to_path_buf),
+    )
+    .expect("runtime starts")
+}
+
+#[tokio::test]
+async fn guest_output_is_logged_without_failing_the_call() {
+    // 200 KiB of stdout: more than any fixed capture buffer the host could keep.
+    let rt = runtime(limits());
+    assert_ok(&call(&rt, "print").await);
+}
+
+#[tokio::test]
+async fn a_call_without_progress_ends_at_the_idle_timeout() {
+    let rt = runtime(Limits {
+        idle_timeout: Duration::from_secs(1),
+        ..limits()
+    });
+    let started = Instant::now();
+    match call(&rt, "sleep:60000").await.as_slice() {
+        [Output::Error { status: 504, body }] => {
+            assert!(body.error.message.contains("no progress"), "{body:?}")
+        }
+        other => panic!("expected a 504, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_ok(&call(&rt, "ok").await);
+}
+
+#[tokio::test]
+async fn time_parked_in_the_host_is_not_charged_as_cpu() {
+    // 2 s asleep against a 200 ms CPU budget: sleeping is waiting, not running.
+    let rt = runtime(Limits {
+        cpu_ms: 200,
+        ..limits()
+    });
+    assert_ok_with(&call(&rt, "sleep:2000").await, "\"fine\"");
+}
+
+fn assert_ok_with(outputs: &[Output], want: &str) {
+    match outputs {
+        [Output::Respond { status: 200, body }] => assert_eq!(body, want),
+        other => panic!("expected 200 {want}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn imports_beyond_the_manifest_are_refused_and_grants_work() {
+    let rt = bare_runtime(limits(), None);
+    let without = misbehave_copy("nonet", |m| m.replace("capabilities = [\"network\"]", ""));
+    let err = rt
+        .load_plugin(&without)
+        .expect_err("a socket import without `network` is refused")
+        .to_string();
+    assert!(
+        err.contains("wasi:sockets") && err.contains("`network`"),
+        "{err}"
+    );
+    assert!(rt.plugins().is_empty());
+
+    let unknown = misbehave_copy("badcap", |m| m.replace("\"network\"", "\"root\""));
+    let err = rt
+        .load_plugin(&unknown)
+        .expect_err("unknown capability")
+        .to_string();
+    assert!(err.contains("root"), "{err}");
+
+    // With the grant, the guest really reaches the network.
+    let rt = runtime(limits());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let port = listener.local_addr().expect("addr").port();
+    assert_ok_with(
+        &call(&rt, &format!("connect:{port}")).await,
+        "\"connected\"",
+    );
+    for d in [without, unknown] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn an_unsupported_wit_version_is_refused_naming_both_versions() {
+    let rt = bare_runtime(limits(), None);
+    let err = rt
+        .load_plugin(&fixtures().join("future-wit"))
+        .expect_err("a 0.9.0 plugin is refused")
+        .to_string();
+    assert!(err.contains("0.9.0") && err.contains("0.1."), "{err}");
+}
+
+#[tokio::test]
+async fn compiled_plugins_are_cached_on_disk_and_a_bad_artifact_is_recompiled() {
+    let cache = temp("compile-cache");
+    let plugin = fixtures().join("misbehave");
+
+    let first = bare_runtime(limits(), Some(&cache));
+    first.load_plugin(&plugin).expect("compiles");
+    assert_eq!(first.compile_cache_hits(), 0);
+    let artifacts: Vec<_> = std::fs::read_dir(&cache)
+        .expect("cache dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{artifacts:?}");
+
+    let second = bare_runtime(limits(), Some(&cache));
+    second.load_plugin(&plugin).expect("loads from cache");
+    assert_eq!(second.compile_cache_hits(), 1);
+    assert_ok(&crate::runtime::call(&second, "ok").await);
+
+    std::fs::write(&artifacts[0], b"not an artifact").expect("corrupt");
+    let third = bare_runtime(limits(), Some(&cache));
+    third.load_plugin(&plugin).expect("recompiles");
+    assert_eq!(third.compile_cache_hits(), 0);
+    assert_ok(&crate::runtime::call(&third, "ok").await);
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
+#[test]
+fn a_plugin_that_cannot_start_is_refused_before_it_serves() {
+    // The pool admits the component, but the per-store cap (lowered while running, as a
+    // config edit does) leaves less memory than it needs to instantiate.
+    let rt = bare_runtime(limits(), None);
+    rt.set_limits(Limits {
+        memory_bytes: 64 << 10,
+        ..limits()
+    });
+    let err = rt
+        .load_plugin(&fixtures().join("misbehave"))
+        .expect_err("refused by the smoke test")
+        .to_string();
+    assert!(err.contains("fails to start"), "{err}");
+    assert!(rt.plugins().is_empty());
+}
+
+#[tokio::test]
+async fn a_plugin_built_against_the_frozen_0_1_0_wit_still_loads_and_works() {
+    let rt = bare_runtime(limits(), None);
+    let info = rt
+        .load_plugin(&fixtures().join("frozen-v0.1"))
+        .expect("a 0.1.0 plugin loads in every 0.1.x host");
+    assert_eq!(info.wit_version, "0.1.0");
+    let out = crate::runtime::call_at(&rt, "/test/frozen", "").await;
+    assert_ok_with(&out, "\"not-found:model\"");
+}

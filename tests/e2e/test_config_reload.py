@@ -1,0 +1,113 @@
+"""Hot reload of the config file, on a server of its own with a config in a temporary folder.
+
+A valid edit applies without a restart (auth keys, body limit); an invalid one is logged and
+changes nothing; an edit to a key that needs a restart is logged as such, and the live keys in
+the same edit still apply.
+"""
+
+import os
+import shutil
+import tempfile
+import time
+
+import httpx
+import openai
+import pytest
+
+from conftest import _required_env, start_server
+
+APPLY_WITHIN_S = 10
+
+
+@pytest.fixture(scope="module")
+def cfg_server():
+    root = tempfile.mkdtemp(prefix="cinder-config-")
+    config = os.path.join(root, "cinder.toml")
+    shutil.copy(_required_env("CINDER_CONFIG"), config)
+    srv = start_server(config=config)
+    srv.config = config
+    srv.original = open(config).read()
+    yield srv
+    srv.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def write(srv, text):
+    with open(srv.config, "w") as f:
+        f.write(text)
+
+
+def edited(srv, **replacements):
+    text = srv.original
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    return text
+
+
+def models_status(srv, key=None):
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    return httpx.get(f"http://127.0.0.1:{srv.port}/v1/models", headers=headers, timeout=30).status_code
+
+
+def until(what, check, srv):
+    deadline = time.monotonic() + APPLY_WITHIN_S
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"not within {APPLY_WITHIN_S} s: {what}\n--- server output ---\n{srv.log()}")
+
+
+def logged(srv, needle):
+    return needle in srv.log()
+
+
+def test_valid_edit_applies_and_invalid_edit_keeps_the_old_config(cfg_server):
+    srv = cfg_server
+    assert models_status(srv) == 200
+
+    write(srv, edited(srv, **{"api_keys = []": 'api_keys = ["sk-live"]'}))
+    until("the new key is required", lambda: models_status(srv) == 401, srv)
+    assert models_status(srv, "sk-live") == 200
+    sdk = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.port}/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        sdk.models.list()
+    assert httpx.get(f"http://127.0.0.1:{srv.port}/health").status_code == 200
+
+    # An unknown key makes the whole file invalid: nothing of it applies.
+    write(srv, edited(srv, **{"api_keys = []": 'api_keys = ["sk-other"]\nbogus_key = 1'}))
+    until("the rejection is logged", lambda: logged(srv, "config rejected"), srv)
+    assert "bogus_key" in srv.log()
+    assert models_status(srv, "sk-live") == 200
+    assert models_status(srv, "sk-other") == 401
+
+
+def test_restart_only_keys_are_reported_and_live_keys_in_the_same_edit_apply(cfg_server):
+    srv = cfg_server
+    text = edited(
+        srv,
+        **{
+            "port = 8080": "port = 8089",
+            "max_body_bytes = 4194304": "max_body_bytes = 2000",
+        },
+    )
+    write(srv, text)
+    until("the restart-only change is logged", lambda: logged(srv, "needs a restart"), srv)
+    line = next(l for l in reversed(srv.log().splitlines()) if "needs a restart" in l)
+    assert "server.port" in line, line
+    big = {
+        "model": "smollm2-135m-instruct",
+        "messages": [{"role": "user", "content": "x" * 5000}],
+        "max_tokens": 1,
+    }
+    url = f"http://127.0.0.1:{srv.port}/v1/chat/completions"
+    until(
+        "the smaller body limit applies",
+        lambda: httpx.post(url, json=big, timeout=60).status_code == 413,
+        srv,
+    )
+    r = httpx.post(url, json=big, timeout=60)
+    assert r.json()["error"]["code"] == "request_too_large"
+    # Still serving on the port it started with.
+    assert httpx.get(f"http://127.0.0.1:{srv.port}/health").status_code == 200
