@@ -17,7 +17,7 @@
 
 #![deny(missing_docs)]
 
-/// Generated WIT bindings (`cinder:plugin@0.1.0`, world `chat-plugin`).
+/// Generated WIT bindings (`cinder:plugin@0.1.1`, world `chat-plugin`).
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
@@ -31,7 +31,7 @@ pub mod bindings {
 
 pub mod chat;
 
-pub use bindings::cinder::plugin::{inference, log, sink, types};
+pub use bindings::cinder::plugin::{config, inference, log, sink, types};
 pub use bindings::exports::cinder::plugin::handler::{Guest as Handler, Request};
 pub use cinder_openai as openai;
 pub use types::{Error, ErrorDetail};
@@ -79,6 +79,12 @@ fn sink_error(e: sink::SinkError) -> Error {
             Error::Internal("the plugin wrote two responses".into())
         }
     }
+}
+
+/// This plugin's setting `key` from the host's config file (`[plugins.settings.<id>]`), as it
+/// stands for this request. Edits to the file apply to the next request.
+pub fn setting(key: &str) -> Option<String> {
+    config::get(key)
 }
 
 /// Seconds since the Unix epoch (OpenAI's `created`).

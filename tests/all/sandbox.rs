@@ -182,3 +182,27 @@ async fn a_plugin_built_against_the_frozen_0_1_0_wit_still_loads_and_works() {
     let out = crate::runtime::call_at(&rt, "/test/frozen", "").await;
     assert_ok_with(&out, "\"not-found:model\"");
 }
+
+#[tokio::test]
+async fn plugins_read_their_own_settings_and_edits_apply_to_the_next_call() {
+    let rt = runtime(limits());
+    assert_ok_with(&call(&rt, "setting:greeting").await, "null");
+    let settings = |v: &str| {
+        std::collections::HashMap::from([
+            (
+                "misbehave".to_string(),
+                vec![("greeting".to_string(), v.to_string())],
+            ),
+            (
+                "someone-else".to_string(),
+                vec![("secret".to_string(), "x".to_string())],
+            ),
+        ])
+    };
+    rt.set_plugin_settings(settings("hello"));
+    assert_ok_with(&call(&rt, "setting:greeting").await, "\"hello\"");
+    rt.set_plugin_settings(settings("bye"));
+    assert_ok_with(&call(&rt, "setting:greeting").await, "\"bye\"");
+    // Another plugin's settings are not visible.
+    assert_ok_with(&call(&rt, "setting:secret").await, "null");
+}

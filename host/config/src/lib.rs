@@ -1,6 +1,7 @@
 //! Cinder's configuration: one TOML file (`cinder.example.toml` documents every key).
 //! Unknown keys are errors, so a typo never silently falls back to a default.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -73,6 +74,8 @@ pub struct PluginsConfig {
     pub dir: Option<PathBuf>,
     /// Where compiled plugins are kept between reloads and restarts.
     pub cache_dir: PathBuf,
+    /// Per plugin id, settings the plugin reads through the `config` WIT interface.
+    pub settings: BTreeMap<String, BTreeMap<String, toml::Value>>,
 }
 
 impl Default for PluginsConfig {
@@ -80,6 +83,7 @@ impl Default for PluginsConfig {
         PluginsConfig {
             dir: None,
             cache_dir: PathBuf::from("~/.cache/cinder/compiled"),
+            settings: BTreeMap::new(),
         }
     }
 }
@@ -138,6 +142,28 @@ pub struct ModelConfig {
     pub backend: Backend,
 }
 
+impl PluginsConfig {
+    /// Every plugin's settings as strings: TOML strings verbatim, other scalars as written.
+    pub fn settings_as_strings(&self) -> BTreeMap<String, Vec<(String, String)>> {
+        self.settings
+            .iter()
+            .map(|(id, kv)| {
+                let kv = kv
+                    .iter()
+                    .map(|(k, v)| {
+                        let v = match v {
+                            toml::Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect();
+                (id.clone(), kv)
+            })
+            .collect()
+    }
+}
+
 impl Config {
     /// Reads and validates a config file; relative model paths are resolved against its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -169,6 +195,15 @@ impl Config {
                     "model id `{}` is empty or used twice",
                     m.id
                 )));
+            }
+        }
+        for (id, settings) in &self.plugins.settings {
+            for (key, value) in settings {
+                if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
+                    return Err(ConfigError::Invalid(format!(
+                        "plugins.settings.{id}.{key}: a setting is a string, number or boolean"
+                    )));
+                }
             }
         }
         let l = &self.limits;
@@ -207,6 +242,11 @@ impl Config {
             self.plugins.cache_dir != new.plugins.cache_dir,
             "plugins.cache_dir",
             false,
+        );
+        c.note(
+            self.plugins.settings != new.plugins.settings,
+            "plugins.settings",
+            true,
         );
         let (a, b) = (&self.limits, &new.limits);
         // The instance pool is sized from these two when the server starts.
@@ -308,6 +348,25 @@ mod tests {
         assert_eq!(c.live, ["server.api_keys", "limits.plugin_cpu_ms"]);
         assert_eq!(c.restart, ["server.port"]);
         assert!(a.changes(&a.clone()).is_empty());
+    }
+
+    #[test]
+    fn plugin_settings_are_live_scalars() {
+        let a: Config = toml::from_str("").unwrap();
+        let b: Config =
+            toml::from_str("[plugins.settings.summarize]\ninstruction = 'Be brief.'\nlimit = 3\n")
+                .unwrap();
+        assert_eq!(a.changes(&b).live, ["plugins.settings"]);
+        let s = b.plugins.settings_as_strings();
+        assert_eq!(
+            s["summarize"],
+            [
+                ("instruction".to_string(), "Be brief.".to_string()),
+                ("limit".to_string(), "3".to_string())
+            ]
+        );
+        let bad: Config = toml::from_str("[plugins.settings.x]\nlist = [1]\n").unwrap();
+        assert!(bad.validate().is_err());
     }
 
     #[test]

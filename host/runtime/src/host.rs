@@ -14,7 +14,7 @@ use wasmtime::{StoreLimits, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::Output;
-use crate::bindings::cinder::plugin::{inference, log, sink, types};
+use crate::bindings::cinder::plugin::{config, inference, log, sink, types};
 
 /// Everything one plugin call may touch. A fresh one per request.
 pub struct HostState {
@@ -34,7 +34,12 @@ pub struct HostState {
     /// client took): the idle timeout counts from there.
     pub(crate) progress: Arc<AtomicU64>,
     pub(crate) started: Instant,
+    /// This plugin's `[plugins.settings.<id>]`, sorted by key, as of the call's start.
+    pub(crate) settings: Arc<Settings>,
 }
+
+/// One plugin's settings, sorted by key.
+pub type Settings = Vec<(String, String)>;
 
 /// Which shape the response has taken so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +121,20 @@ impl HostState {
 }
 
 impl types::Host for HostState {}
+
+impl config::Host for HostState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .settings
+            .binary_search_by(|(k, _)| k.as_str().cmp(&key))
+            .ok()
+            .map(|i| self.settings[i].1.clone()))
+    }
+
+    fn entries(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok((*self.settings).clone())
+    }
+}
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {

@@ -30,7 +30,7 @@ mod manifest;
 mod plugin;
 mod reload;
 
-pub use host::HostState;
+pub use host::{HostState, Settings};
 pub use manifest::Capability;
 use plugin::{Plugin, Registry};
 pub use plugin::{PluginInfo, RouteMatch};
@@ -155,6 +155,8 @@ pub struct Runtime {
     /// What the engine's pool was sized for.
     pool: Limits,
     cache: cache::CompileCache,
+    /// Per plugin id: its settings from the config file.
+    settings: ArcSwap<std::collections::HashMap<String, Arc<Settings>>>,
     registry: ArcSwap<Registry>,
     /// Bounds live instances to the pool's size: excess requests wait instead of failing.
     slots: Arc<Semaphore>,
@@ -230,6 +232,7 @@ impl Runtime {
             limits: ArcSwap::from_pointee(limits.clone()),
             pool: limits,
             cache: cache::CompileCache::new(cache_dir),
+            settings: ArcSwap::from_pointee(Default::default()),
             registry: ArcSwap::from_pointee(Registry::default()),
             slots,
             loads: std::sync::atomic::AtomicU64::new(0),
@@ -349,6 +352,19 @@ impl Runtime {
         self.limits.store(Arc::new(limits));
     }
 
+    /// Replaces every plugin's settings (plugin id → key → value); calls that start from now
+    /// on see the new ones.
+    pub fn set_plugin_settings(&self, settings: std::collections::HashMap<String, Settings>) {
+        let sorted = settings
+            .into_iter()
+            .map(|(id, mut kv)| {
+                kv.sort();
+                (id, Arc::new(kv))
+            })
+            .collect();
+        self.settings.store(Arc::new(sorted));
+    }
+
     /// The limits new calls get.
     pub fn limits(&self) -> Limits {
         (**self.limits.load()).clone()
@@ -461,6 +477,12 @@ impl Runtime {
             resumed_at: Instant::now(),
             progress,
             started: Instant::now(),
+            settings: self
+                .settings
+                .load()
+                .get(&plugin.info.id)
+                .cloned()
+                .unwrap_or_default(),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

@@ -29,7 +29,7 @@ pub(crate) struct RouteSpec {
 /// A capability a manifest may ask for.
 ///
 /// Every plugin gets, without asking: `cinder:plugin/types` and `sink` (a handler cannot answer
-/// without them) and the WASI interfaces Rust's standard library links in (clocks, random,
+/// without them), `config` (its own settings) and the WASI interfaces Rust's standard library links in (clocks, random,
 /// stdio, exit, environment, filesystem types). Those are inert by default: no environment
 /// variables, no preopened directories, no network.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -61,7 +61,7 @@ impl Capability {
 fn needed(import: &str) -> Result<Option<Capability>, ()> {
     let (package, _version) = import.split_once('@').unwrap_or((import, ""));
     match package {
-        "cinder:plugin/types" | "cinder:plugin/sink" => Ok(None),
+        "cinder:plugin/types" | "cinder:plugin/sink" | "cinder:plugin/config" => Ok(None),
         "cinder:plugin/inference" => Ok(Some(Capability::Inference)),
         "cinder:plugin/log" => Ok(Some(Capability::Log)),
         p if p.starts_with("wasi:sockets/") => Ok(Some(Capability::Network)),

@@ -15,6 +15,8 @@ use crate::{HostState, RuntimeError};
 /// The WIT package a plugin must be built against (any 0.1.x).
 const WIT_PACKAGE: &str = "cinder:plugin/handler@";
 const WIT_MINOR: &str = "0.1.";
+/// The newest WIT this host implements (`wit/v0.1/worlds.wit`).
+pub const WIT_SERVED: &str = "0.1.1";
 
 /// What `/health` and the logs say about a loaded plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +96,7 @@ impl Plugin {
             .ok_or_else(|| fail(format!("it does not export `{WIT_PACKAGE}{WIT_MINOR}x`")))?;
         if !wit_version.starts_with(WIT_MINOR) {
             return Err(fail(format!(
-                "it was built against cinder:plugin@{wit_version}; this host serves cinder:plugin@{WIT_MINOR}x only (0.1 is the first released minor, so there is no older one to serve)"
+                "it was built against cinder:plugin@{wit_version}; this host serves cinder:plugin@0.1.0 to @{WIT_SERVED} (0.1 is the first released minor, so there is no older one to serve)"
             )));
         }
         let imports: Vec<String> = ty

@@ -3,6 +3,7 @@
 //! events are debounced, the file is parsed and validated again, and what changed is applied
 //! or reported as needing a restart. An invalid file changes nothing.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,11 @@ pub fn limits(c: &Config) -> cinder_runtime::Limits {
         idle_timeout: Duration::from_secs(c.limits.idle_timeout_secs),
         max_instances: c.limits.max_concurrent_requests,
     }
+}
+
+/// `[plugins.settings]` as the runtime takes them.
+pub fn plugin_settings(c: &Config) -> HashMap<String, cinder_runtime::Settings> {
+    c.plugins.settings_as_strings().into_iter().collect()
 }
 
 pub fn settings(c: &Config) -> Settings {
@@ -92,9 +98,11 @@ impl Live {
         running.limits.plugin_cpu_ms = new.limits.plugin_cpu_ms;
         running.limits.request_timeout_secs = new.limits.request_timeout_secs;
         running.limits.idle_timeout_secs = new.limits.idle_timeout_secs;
+        running.plugins.settings = new.plugins.settings.clone();
 
         self.settings.store(Arc::new(settings(&running)));
         self.runtime.set_limits(limits(&running));
+        self.runtime.set_plugin_settings(plugin_settings(&running));
         if changes.live.contains(&"server.log") {
             match (&self.log, EnvFilter::try_new(&running.server.log)) {
                 (Some(handle), Ok(filter)) => {

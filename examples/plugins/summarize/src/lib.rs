@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 const DEFAULT_MAX_TOKENS: u32 = 64;
 const MAX_MAX_TOKENS: u32 = 1024;
+/// The system prompt unless the operator sets `[plugins.settings.summarize] instruction`.
 const INSTRUCTION: &str = "Summarize the user's text in one or two short sentences.";
 
 #[derive(Deserialize)]
