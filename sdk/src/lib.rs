@@ -30,6 +30,9 @@ pub mod bindings {
 }
 
 pub mod chat;
+pub mod host;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use bindings::cinder::plugin::{config, inference, log, sink, types};
 pub use bindings::exports::cinder::plugin::handler::{Guest as Handler, Request};
@@ -71,7 +74,7 @@ pub fn respond_json(
     sink.respond(status, &body).map_err(sink_error)
 }
 
-fn sink_error(e: sink::SinkError) -> Error {
+pub(crate) fn sink_error(e: sink::SinkError) -> Error {
     match e {
         // The client is gone: nobody will read an error either; end the call quietly.
         sink::SinkError::Closed => Error::Unavailable("the client closed the connection".into()),
@@ -95,17 +98,34 @@ pub fn unix_time() -> u64 {
         .unwrap_or(0)
 }
 
+/// Writes one log record under the plugin's id. Natively (unit tests with the `testing`
+/// feature) there is no host: records go to stderr.
+pub fn log_at(level: log::Level, message: &str) {
+    #[cfg(not(target_arch = "wasm32"))]
+    eprintln!("[{level:?}] {message}");
+    #[cfg(target_arch = "wasm32")]
+    log::log(level, message);
+}
+
 /// Logs at debug level under the plugin's id.
 pub fn debug(message: &str) {
-    log::log(log::Level::Debug, message);
+    log_at(log::Level::Debug, message);
 }
 
 /// Logs at info level under the plugin's id.
 pub fn info(message: &str) {
-    log::log(log::Level::Info, message);
+    log_at(log::Level::Info, message);
 }
 
 /// Logs at warn level under the plugin's id.
 pub fn warn(message: &str) {
-    log::log(log::Level::Warn, message);
+    log_at(log::Level::Warn, message);
+}
+
+/// `format!`-style logging at any level: `cinder_sdk::log!(Info, "loaded {} rules", n)`.
+#[macro_export]
+macro_rules! log {
+    ($level:ident, $($arg:tt)*) => {
+        $crate::log_at($crate::log::Level::$level, &::std::format!($($arg)*))
+    };
 }

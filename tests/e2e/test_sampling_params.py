@@ -4,6 +4,9 @@ At temperature 0 the float32 reference answers the France question with the toke
 [504 "The", 3575, 282, 4649, 314, 7042 " Paris", 30, 2] (../shared/reference/smollm2/greedy.json).
 """
 
+import openai
+import pytest
+
 MODEL = "smollm2-135m-instruct"
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -45,3 +48,27 @@ def test_logprobs_shape_and_values(client):
 def test_logit_bias_bans_a_token(client):
     r = greedy(client, max_tokens=4, logit_bias={"504": -100})
     assert not r.choices[0].message.content.startswith("The")
+
+
+@pytest.mark.parametrize(
+    "param,extra",
+    [
+        ("temperature", {"temperature": 2.5}),
+        ("top_p", {"top_p": 1.5}),
+        ("presence_penalty", {"presence_penalty": -3}),
+        ("frequency_penalty", {"frequency_penalty": 2.1}),
+        ("top_logprobs", {"logprobs": True, "top_logprobs": 21}),
+        ("stop", {"stop": ["a", "b", "c", "d", "e"]}),
+        ("logit_bias", {"logit_bias": {"5": 101}}),
+    ],
+)
+def test_out_of_range_parameters_get_a_400_naming_them(client, param, extra):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(
+            model="smollm2-135m-instruct",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=1,
+            **extra,
+        )
+    assert e.value.status_code == 400
+    assert e.value.body["param"] == param

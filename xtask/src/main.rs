@@ -275,6 +275,19 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The SDK compiles natively too: its chat pipeline is tested against the fake host.
+    run(cargo().args([
+        "clippy",
+        "-p",
+        "cinder-sdk",
+        "--features",
+        "testing",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(cargo().args(["test", "-p", "cinder-sdk", "--features", "testing"]))?;
     run(cargo()
         .args(["test", "--release"])
         .env("CINDER_MODELS", &models)

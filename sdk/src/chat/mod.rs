@@ -24,7 +24,7 @@ mod run;
 pub use plan::Plan;
 pub use run::complete;
 
-use crate::sink::ResponseSink;
+use crate::host::Host;
 use crate::{Error, Request};
 
 /// A chat-completions plugin. Every method has the first-party behaviour as its default.
@@ -42,9 +42,10 @@ pub trait Chat {
         text
     }
 
-    /// Handles the whole request; override only to replace the pipeline itself.
-    fn complete(&self, request: Request, sink: &ResponseSink) -> Result<(), Error> {
-        complete(self, request, sink)
+    /// Handles the whole request; override only to replace the pipeline itself. `host` is
+    /// the real host in a plugin, a fake in native tests (feature `testing`).
+    fn complete(&self, request: Request, host: &dyn Host) -> Result<(), Error> {
+        complete(self, request, host)
     }
 }
 
@@ -63,7 +64,7 @@ macro_rules! export_chat {
                 <$ty as $crate::chat::Chat>::complete(
                     &<$ty as ::core::default::Default>::default(),
                     request,
-                    sink,
+                    &$crate::host::Wasm { sink },
                 )
             }
         }

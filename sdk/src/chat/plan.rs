@@ -31,6 +31,20 @@ pub struct Plan {
 
 /// OpenAI's own upper bound for `n`.
 const MAX_N: u32 = 128;
+/// OpenAI's bounds for `top_logprobs` and the number of stop sequences.
+const MAX_TOP_LOGPROBS: u32 = 20;
+const MAX_STOP: usize = 4;
+
+/// A 400 naming `param` unless `value` is absent or within `[min, max]`.
+fn check_range(param: &str, value: Option<f32>, min: f32, max: f32) -> Result<(), Error> {
+    match value {
+        Some(v) if !(min..=max).contains(&v) => Err(invalid_request(
+            &format!("{param} must be between {min} and {max}, got {v}"),
+            Some(param),
+        )),
+        _ => Ok(()),
+    }
+}
 
 fn not_supported(param: &str, what: &str) -> Error {
     invalid_request(
@@ -164,6 +178,35 @@ impl Plan {
             });
         }
 
+        check_range("temperature", req.temperature, 0.0, 2.0)?;
+        check_range("top_p", req.top_p, 0.0, 1.0)?;
+        if req.top_p == Some(0.0) {
+            return Err(invalid_request(
+                "top_p must be greater than 0",
+                Some("top_p"),
+            ));
+        }
+        check_range("presence_penalty", req.presence_penalty, -2.0, 2.0)?;
+        check_range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?;
+        if let Some(k) = req.top_logprobs
+            && k > MAX_TOP_LOGPROBS
+        {
+            return Err(invalid_request(
+                &format!("top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}"),
+                Some("top_logprobs"),
+            ));
+        }
+        for (param, v) in [
+            ("max_tokens", req.max_tokens),
+            ("max_completion_tokens", req.max_completion_tokens),
+        ] {
+            if v == Some(0) {
+                return Err(invalid_request(
+                    &format!("{param} must be at least 1"),
+                    Some(param),
+                ));
+            }
+        }
         let mut logit_bias = Vec::new();
         for (k, v) in req.logit_bias.unwrap_or_default() {
             let token = k.parse::<u32>().map_err(|_| {
@@ -172,6 +215,7 @@ impl Plan {
                     Some("logit_bias"),
                 )
             })?;
+            check_range("logit_bias", Some(v), -100.0, 100.0)?;
             logit_bias.push(LogitBias { token, bias: v });
         }
         let top_logprobs = match (req.logprobs, req.top_logprobs) {
@@ -184,6 +228,13 @@ impl Plan {
                 ));
             }
         };
+        let stop = req.stop.map(|s| s.into_vec()).unwrap_or_default();
+        if stop.len() > MAX_STOP {
+            return Err(invalid_request(
+                &format!("stop takes at most {MAX_STOP} sequences"),
+                Some("stop"),
+            ));
+        }
         let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
         if req.stream_options.is_some() && !req.stream {
             return Err(invalid_request(
@@ -204,7 +255,7 @@ impl Plan {
                 logit_bias,
             },
             max_tokens: req.max_completion_tokens.or(req.max_tokens),
-            stop: req.stop.map(|s| s.into_vec()).unwrap_or_default(),
+            stop,
             top_logprobs,
             stream: req.stream,
             include_usage,

@@ -1,36 +1,37 @@
 //! The first-party chat pipeline: template, tokenize, generate n choices, then stream chunks
 //! or aggregate one response. [`super::Chat`]'s hooks are called on the way.
 
-use crate::inference::{self, Event, GenerateRequest, Generation};
+use crate::host::{Generation, Host};
+use crate::inference::{self, Event, GenerateRequest};
 use crate::openai::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
     Delta, TokenLogprob, TopLogprob, Usage,
 };
-use crate::sink::ResponseSink;
 use crate::{Error, Request};
 
 use super::{Chat, Plan};
 
-/// Runs one chat request the way the first-party plugin does.
+/// Runs one chat request the way the first-party plugin does, against `host` (the real one in
+/// a plugin, a fake in native unit tests).
 pub fn complete<C: Chat + ?Sized>(
     chat: &C,
     request: Request,
-    sink: &ResponseSink,
+    host: &dyn Host,
 ) -> Result<(), Error> {
     if request.method != "POST" {
         return Err(crate::invalid_request("Only POST is allowed here", None));
     }
     let plan = chat.prepare(Plan::parse(&request.body)?)?;
-    let info = inference::describe_model(&plan.model)?;
-    let prompt = inference::apply_chat_template(&plan.model, &plan.messages, true)?;
-    let prompt_ids = inference::tokenize(&plan.model, &prompt, true)?;
+    let info = host.describe_model(&plan.model)?;
+    let prompt = host.apply_chat_template(&plan.model, &plan.messages, true)?;
+    let prompt_ids = host.tokenize(&plan.model, &prompt, true)?;
     // n choices are n independent sequences, all running in the engine at once. With a
     // seed, choice i uses seed + i, so choices differ and each is reproducible.
     let generations = (0..plan.n)
         .map(|i| {
             let mut sampling = plan.sampling.clone();
             sampling.seed = sampling.seed.map(|s| s.wrapping_add(u64::from(i)));
-            inference::generate(&GenerateRequest {
+            host.generate(&GenerateRequest {
                 model: plan.model.clone(),
                 prompt: prompt_ids.clone(),
                 max_tokens: plan.max_tokens,
@@ -39,7 +40,7 @@ pub fn complete<C: Chat + ?Sized>(
                 top_logprobs: plan.top_logprobs,
             })
         })
-        .collect::<Result<Vec<Generation>, Error>>()?;
+        .collect::<Result<Vec<Box<dyn Generation>>, Error>>()?;
     let meta = Meta {
         id: format!("chatcmpl-{}", request.request_id),
         created: crate::unix_time(),
@@ -47,9 +48,9 @@ pub fn complete<C: Chat + ?Sized>(
         fingerprint: info.fingerprint,
     };
     if plan.stream {
-        stream(chat, &plan, &meta, &generations, sink)
+        stream(chat, &plan, &meta, &generations, host)
     } else {
-        aggregate(chat, &plan, &meta, &generations, sink)
+        aggregate(chat, &plan, &meta, &generations, host)
     }
 }
 
@@ -90,8 +91,8 @@ fn aggregate<C: Chat + ?Sized>(
     chat: &C,
     plan: &Plan,
     meta: &Meta,
-    generations: &[Generation],
-    sink: &ResponseSink,
+    generations: &[Box<dyn Generation>],
+    host: &dyn Host,
 ) -> Result<(), Error> {
     let mut choices = Vec::with_capacity(generations.len());
     let mut usage = Usage::default();
@@ -142,15 +143,15 @@ fn aggregate<C: Chat + ?Sized>(
         choices,
         usage,
     };
-    crate::respond_json(sink, 200, &response)
+    host.respond_json(200, &response)
 }
 
 fn stream<C: Chat + ?Sized>(
     chat: &C,
     plan: &Plan,
     meta: &Meta,
-    generations: &[Generation],
-    sink: &ResponseSink,
+    generations: &[Box<dyn Generation>],
+    host: &dyn Host,
 ) -> Result<(), Error> {
     // With include_usage every chunk carries `usage: null`, and one last chunk the numbers.
     let usage_field = plan.include_usage.then_some(None);
@@ -176,11 +177,11 @@ fn stream<C: Chat + ?Sized>(
             role: Some("assistant".into()),
             content: Some(String::new()),
         };
-        crate::send_json(sink, &chunk(index, first, None, None))?;
+        host.send_json(&chunk(index, first, None, None))?;
     }
     // Round robin over the running choices: the engine advances them all each step, so each
     // `next` finds its event soon and the choices stream side by side.
-    let mut running: Vec<(u32, &Generation)> = (0u32..).zip(generations).collect();
+    let mut running: Vec<(u32, &Box<dyn Generation>)> = (0u32..).zip(generations).collect();
     let mut usage = Usage::default();
     while !running.is_empty() {
         let mut still = Vec::with_capacity(running.len());
@@ -194,18 +195,15 @@ fn stream<C: Chat + ?Sized>(
                     if !d.text.is_empty()
                         || logprobs.as_ref().is_some_and(|l| !l.content.is_empty())
                     {
-                        crate::send_json(
-                            sink,
-                            &chunk(
-                                index,
-                                Delta {
-                                    role: None,
-                                    content: Some(chat.rewrite(index, d.text.clone())),
-                                },
-                                logprobs,
-                                None,
-                            ),
-                        )?;
+                        host.send_json(&chunk(
+                            index,
+                            Delta {
+                                role: None,
+                                content: Some(chat.rewrite(index, d.text.clone())),
+                            },
+                            logprobs,
+                            None,
+                        ))?;
                     }
                     still.push((index, generation));
                 }
@@ -214,10 +212,12 @@ fn stream<C: Chat + ?Sized>(
                         f.usage.prompt_tokens,
                         usage.completion_tokens + f.usage.completion_tokens,
                     );
-                    crate::send_json(
-                        sink,
-                        &chunk(index, Delta::default(), None, Some(finish_reason(f.reason))),
-                    )?;
+                    host.send_json(&chunk(
+                        index,
+                        Delta::default(),
+                        None,
+                        Some(finish_reason(f.reason)),
+                    ))?;
                 }
                 None => {
                     return Err(Error::Internal(
@@ -232,7 +232,7 @@ fn stream<C: Chat + ?Sized>(
         let mut last = chunk(0, Delta::default(), None, None);
         last.choices.clear();
         last.usage = Some(Some(usage));
-        crate::send_json(sink, &last)?;
+        host.send_json(&last)?;
     }
     Ok(())
 }

@@ -1,0 +1,116 @@
+//! What plugin logic needs from the host, as a trait: in a plugin it is the real host
+//! ([`Wasm`]); with the `testing` feature, unit tests run the same logic natively against
+//! [`crate::testing::FakeHost`].
+
+use crate::inference::{self, ChatMessage, Event, GenerateRequest, ModelInfo};
+use crate::sink::ResponseSink;
+use crate::{Error, sink_error};
+
+/// A running generation: yields deltas, then one `finished`, then `None`.
+pub trait Generation {
+    /// The next event; blocks (in a plugin: parks in the host) until there is one.
+    fn next(&self) -> Result<Option<Event>, Error>;
+}
+
+/// The inference core and the response sink of one request.
+pub trait Host {
+    /// What the host knows of `model` (an unknown id is a `not-found` error).
+    fn describe_model(&self, model: &str) -> Result<ModelInfo, Error>;
+    /// Renders `messages` with the model's own chat template.
+    fn apply_chat_template(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error>;
+    /// Token ids of `text`; `parse_special` makes control-token text special.
+    fn tokenize(&self, model: &str, text: &str, parse_special: bool) -> Result<Vec<u32>, Error>;
+    /// Starts a generation.
+    fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error>;
+    /// Sends one SSE event's data (the host frames it and ends the stream with `[DONE]`).
+    fn send_event(&self, data: &str) -> Result<(), Error>;
+    /// Sends the whole response.
+    fn respond(&self, status: u16, body: &str) -> Result<(), Error>;
+    /// The plugin's setting `key` from the config file (`[plugins.settings.<id>]`).
+    fn setting(&self, key: &str) -> Option<String>;
+
+    /// Serializes `value` and sends it as one SSE event.
+    fn send_json(&self, value: &dyn erased::Serialize) -> Result<(), Error> {
+        self.send_event(&erased::to_string(value)?)
+    }
+    /// Serializes `value` and sends it as the whole response.
+    fn respond_json(&self, status: u16, value: &dyn erased::Serialize) -> Result<(), Error> {
+        self.respond(status, &erased::to_string(value)?)
+    }
+}
+
+/// The real host, as seen from inside a plugin.
+pub struct Wasm<'a> {
+    /// The request's response sink.
+    pub sink: &'a ResponseSink,
+}
+
+impl Generation for inference::Generation {
+    fn next(&self) -> Result<Option<Event>, Error> {
+        inference::Generation::next(self)
+    }
+}
+
+impl Host for Wasm<'_> {
+    fn describe_model(&self, model: &str) -> Result<ModelInfo, Error> {
+        inference::describe_model(model)
+    }
+
+    fn apply_chat_template(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
+        inference::apply_chat_template(model, messages, add_generation_prompt)
+    }
+
+    fn tokenize(&self, model: &str, text: &str, parse_special: bool) -> Result<Vec<u32>, Error> {
+        inference::tokenize(model, text, parse_special)
+    }
+
+    fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error> {
+        Ok(Box::new(inference::generate(request)?))
+    }
+
+    fn send_event(&self, data: &str) -> Result<(), Error> {
+        self.sink.send_event(data).map_err(sink_error)
+    }
+
+    fn respond(&self, status: u16, body: &str) -> Result<(), Error> {
+        self.sink.respond(status, body).map_err(sink_error)
+    }
+
+    fn setting(&self, key: &str) -> Option<String> {
+        crate::config::get(key)
+    }
+}
+
+/// `dyn`-compatible serialization for [`Host::send_json`]: the response types are all
+/// `serde::Serialize`, which is not object safe, so they cross as this.
+pub mod erased {
+    use crate::Error;
+
+    /// A value that can render itself as JSON.
+    pub trait Serialize {
+        /// The value as a JSON string.
+        fn to_json(&self) -> Result<String, serde_json::Error>;
+    }
+
+    impl<T: serde::Serialize> Serialize for T {
+        fn to_json(&self) -> Result<String, serde_json::Error> {
+            serde_json::to_string(self)
+        }
+    }
+
+    pub(crate) fn to_string(value: &dyn Serialize) -> Result<String, Error> {
+        value
+            .to_json()
+            .map_err(|e| Error::Internal(format!("serializing the response: {e}")))
+    }
+}

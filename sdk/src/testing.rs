@@ -1,0 +1,239 @@
+//! Native unit tests for plugin logic (feature `testing`): [`FakeHost`] stands in for the
+//! inference core and the response sink, so `cargo test` runs a plugin's code on the build
+//! machine, without wasm or a model. What it generates is scripted by the test; it applies
+//! `max_tokens` but not stop strings (the real core does).
+//!
+//! ```ignore
+//! use cinder_sdk::chat::Chat;
+//! use cinder_sdk::testing::{FakeHost, post};
+//!
+//! let host = FakeHost::new("m").generating(&["call ", "555"]);
+//! MyChat.complete(post(&serde_json::json!({"model": "m", "messages": [
+//!     {"role": "user", "content": "hi"}]})), &host).unwrap();
+//! let (status, body) = host.response().unwrap();
+//! assert_eq!(body["choices"][0]["message"]["content"], "call ###");
+//! ```
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+
+use crate::host::{Generation, Host};
+use crate::inference::{ChatMessage, Delta, Event, Finished, GenerateRequest, ModelInfo};
+use crate::inference::{TokenLogprob, TopLogprob};
+use crate::types::{ErrorDetail, FinishReason, Usage};
+use crate::{Error, Request};
+
+/// A scripted host for one request.
+pub struct FakeHost {
+    model: ModelInfo,
+    scripts: Vec<Vec<String>>,
+    generated: RefCell<Vec<GenerateRequest>>,
+    events: RefCell<Vec<String>>,
+    response: RefCell<Option<(u16, String)>>,
+    settings: Vec<(String, String)>,
+}
+
+/// A `POST /v1/chat/completions` request with `body`.
+pub fn post(body: &serde_json::Value) -> Request {
+    Request {
+        method: "POST".into(),
+        path: "/v1/chat/completions".into(),
+        body: body.to_string(),
+        request_id: "test".into(),
+    }
+}
+
+impl FakeHost {
+    /// A host serving one model, `model`, with a 2048-token context.
+    pub fn new(model: &str) -> Self {
+        FakeHost {
+            model: ModelInfo {
+                id: model.into(),
+                architecture: "fake".into(),
+                context_length: 2048,
+                vocab_size: 256,
+                created: 0,
+                fingerprint: "fp_fake".into(),
+            },
+            scripts: Vec::new(),
+            generated: RefCell::new(Vec::new()),
+            events: RefCell::new(Vec::new()),
+            response: RefCell::new(None),
+            settings: Vec::new(),
+        }
+    }
+
+    /// Sets one of the plugin's settings, as `[plugins.settings.<id>]` would.
+    pub fn with_setting(mut self, key: &str, value: &str) -> Self {
+        self.settings.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Adds what one generation yields, one token per piece. The k-th `generate` call plays
+    /// the k-th script (the last one again when there are fewer).
+    pub fn generating(mut self, pieces: &[&str]) -> Self {
+        self.scripts
+            .push(pieces.iter().map(|p| (*p).to_owned()).collect());
+        self
+    }
+
+    /// The generate requests the plugin made, in order.
+    pub fn generate_requests(&self) -> Vec<GenerateRequest> {
+        self.generated.borrow().clone()
+    }
+
+    /// The SSE events sent, parsed as JSON.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.events
+            .borrow()
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap_or(serde_json::Value::String(e.clone())))
+            .collect()
+    }
+
+    /// The whole response, if one was sent: status and body parsed as JSON.
+    pub fn response(&self) -> Option<(u16, serde_json::Value)> {
+        self.response.borrow().as_ref().map(|(status, body)| {
+            let body = serde_json::from_str(body)
+                .unwrap_or_else(|_| serde_json::Value::String(body.clone()));
+            (*status, body)
+        })
+    }
+
+    fn unknown(&self, model: &str) -> Error {
+        Error::NotFound(ErrorDetail {
+            message: format!("The model `{model}` does not exist"),
+            param: Some("model".into()),
+            code: Some("model_not_found".into()),
+        })
+    }
+}
+
+struct FakeGeneration {
+    pieces: RefCell<VecDeque<String>>,
+    prompt_tokens: u32,
+    max_tokens: u32,
+    top_logprobs: Option<u32>,
+    produced: RefCell<u32>,
+    done: RefCell<bool>,
+}
+
+impl Generation for FakeGeneration {
+    fn next(&self) -> Result<Option<Event>, Error> {
+        if *self.done.borrow() {
+            return Ok(None);
+        }
+        let produced = *self.produced.borrow();
+        let finish = |reason| {
+            *self.done.borrow_mut() = true;
+            Ok(Some(Event::Finished(Finished {
+                reason,
+                usage: Usage {
+                    prompt_tokens: self.prompt_tokens,
+                    completion_tokens: produced,
+                },
+            })))
+        };
+        if produced >= self.max_tokens {
+            return finish(FinishReason::Length);
+        }
+        let Some(text) = self.pieces.borrow_mut().pop_front() else {
+            return finish(FinishReason::Stop);
+        };
+        *self.produced.borrow_mut() += 1;
+        let sampled = TopLogprob {
+            token: produced,
+            text: text.clone(),
+            bytes: text.clone().into_bytes(),
+            logprob: -0.5,
+        };
+        let logprobs = match self.top_logprobs {
+            Some(k) => vec![TokenLogprob {
+                top: vec![sampled.clone(); k as usize],
+                sampled,
+            }],
+            None => Vec::new(),
+        };
+        Ok(Some(Event::Delta(Delta {
+            tokens: vec![produced],
+            text,
+            logprobs,
+        })))
+    }
+}
+
+impl Host for FakeHost {
+    fn describe_model(&self, model: &str) -> Result<ModelInfo, Error> {
+        if model == self.model.id {
+            Ok(self.model.clone())
+        } else {
+            Err(self.unknown(model))
+        }
+    }
+
+    fn apply_chat_template(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
+        self.describe_model(model)?;
+        let mut prompt: String = messages
+            .iter()
+            .map(|m| format!("<|{}|>{}\n", m.role, m.content))
+            .collect();
+        if add_generation_prompt {
+            prompt.push_str("<|assistant|>");
+        }
+        Ok(prompt)
+    }
+
+    fn tokenize(&self, model: &str, text: &str, _parse_special: bool) -> Result<Vec<u32>, Error> {
+        self.describe_model(model)?;
+        Ok(text.bytes().map(u32::from).collect())
+    }
+
+    fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error> {
+        self.describe_model(&request.model)?;
+        let k = self.generated.borrow().len();
+        self.generated.borrow_mut().push(request.clone());
+        let script = self
+            .scripts
+            .get(k)
+            .or(self.scripts.last())
+            .cloned()
+            .unwrap_or_default();
+        Ok(Box::new(FakeGeneration {
+            pieces: RefCell::new(script.into()),
+            prompt_tokens: request.prompt.len() as u32,
+            max_tokens: request.max_tokens.unwrap_or(u32::MAX),
+            top_logprobs: request.top_logprobs,
+            produced: RefCell::new(0),
+            done: RefCell::new(false),
+        }))
+    }
+
+    fn send_event(&self, data: &str) -> Result<(), Error> {
+        if self.response.borrow().is_some() {
+            return Err(Error::Internal("the plugin wrote two responses".into()));
+        }
+        self.events.borrow_mut().push(data.to_owned());
+        Ok(())
+    }
+
+    fn respond(&self, status: u16, body: &str) -> Result<(), Error> {
+        if self.response.borrow().is_some() || !self.events.borrow().is_empty() {
+            return Err(Error::Internal("the plugin wrote two responses".into()));
+        }
+        *self.response.borrow_mut() = Some((status, body.to_owned()));
+        Ok(())
+    }
+
+    fn setting(&self, key: &str) -> Option<String> {
+        self.settings
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+    }
+}

@@ -1,0 +1,190 @@
+//! The SDK's chat pipeline, run natively against `testing::FakeHost`: the wire shapes of
+//! responses and streams, n, max_tokens, seeds, and the `Chat` hooks.
+
+use cinder_sdk::Error;
+use cinder_sdk::chat::{Chat, Plan};
+use cinder_sdk::testing::{FakeHost, post};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct FirstParty;
+impl Chat for FirstParty {}
+
+/// Upper-cases output and refuses `gpt-4`.
+#[derive(Default)]
+struct Hooked;
+impl Chat for Hooked {
+    fn prepare(&self, plan: Plan) -> Result<Plan, Error> {
+        if plan.model == "gpt-4" {
+            return Err(cinder_sdk::invalid_request("not here", Some("model")));
+        }
+        Ok(plan)
+    }
+    fn rewrite(&self, _choice: u32, text: String) -> String {
+        text.to_uppercase()
+    }
+}
+
+fn body(extra: Value) -> Value {
+    let mut b = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    for (k, v) in extra.as_object().expect("an object") {
+        b[k] = v.clone();
+    }
+    b
+}
+
+fn run(chat: &dyn Chat, host: &FakeHost, extra: Value) -> Result<(), Error> {
+    chat.complete(post(&body(extra)), host)
+}
+
+#[test]
+fn a_whole_response_has_openai_shape() {
+    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    run(&FirstParty, &host, json!({})).expect("completes");
+    let (status, r) = host.response().expect("a response");
+    assert_eq!(status, 200);
+    assert_eq!(r["object"], "chat.completion");
+    assert!(r["id"].as_str().expect("id").starts_with("chatcmpl-"));
+    assert_eq!(r["system_fingerprint"], "fp_fake");
+    assert_eq!(r["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(r["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    assert_eq!(r["usage"]["completion_tokens"], 2);
+    assert_eq!(
+        r["usage"]["total_tokens"],
+        r["usage"]["prompt_tokens"].as_u64().expect("n") + 2
+    );
+}
+
+#[test]
+fn max_tokens_ends_with_length_and_n_uses_seed_plus_i() {
+    let host = FakeHost::new("m").generating(&["a", "b", "c"]);
+    run(
+        &FirstParty,
+        &host,
+        json!({"max_tokens": 2, "n": 3, "seed": 7}),
+    )
+    .expect("completes");
+    let (_, r) = host.response().expect("a response");
+    let choices = r["choices"].as_array().expect("choices");
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["message"]["content"], "ab");
+        assert_eq!(c["finish_reason"], "length");
+    }
+    let seeds: Vec<_> = host
+        .generate_requests()
+        .iter()
+        .map(|g| g.sampling.seed)
+        .collect();
+    assert_eq!(seeds, [Some(7), Some(8), Some(9)]);
+}
+
+#[test]
+fn a_stream_with_usage_ends_with_a_usage_chunk() {
+    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    run(
+        &FirstParty,
+        &host,
+        json!({"stream": true, "stream_options": {"include_usage": true}}),
+    )
+    .expect("streams");
+    assert!(host.response().is_none());
+    let events = host.events();
+    assert_eq!(events[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello");
+    let last = events.last().expect("events");
+    assert_eq!(last["choices"], json!([]));
+    assert_eq!(last["usage"]["completion_tokens"], 2);
+    for e in &events[..events.len() - 1] {
+        assert_eq!(e["object"], "chat.completion.chunk");
+        assert!(e["usage"].is_null(), "{e}");
+    }
+    let finish = &events[events.len() - 2]["choices"][0]["finish_reason"];
+    assert_eq!(finish, "stop");
+}
+
+#[test]
+fn hooks_rewrite_output_and_refuse_requests() {
+    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    run(&Hooked, &host, json!({})).expect("completes");
+    assert_eq!(
+        host.response().expect("response").1["choices"][0]["message"]["content"],
+        "HELLO"
+    );
+    let host = FakeHost::new("m").generating(&["x"]);
+    run(&Hooked, &host, json!({"stream": true})).expect("streams");
+    assert!(
+        host.events()
+            .iter()
+            .any(|e| e["choices"][0]["delta"]["content"] == "X")
+    );
+    let host = FakeHost::new("gpt-4");
+    match run(&Hooked, &host, json!({"model": "gpt-4"})) {
+        Err(Error::InvalidRequest(d)) => assert_eq!(d.param.as_deref(), Some("model")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn errors_are_typed_and_name_the_param() {
+    let host = FakeHost::new("m");
+    match run(&FirstParty, &host, json!({"model": "other"})) {
+        Err(Error::NotFound(d)) => assert_eq!(d.code.as_deref(), Some("model_not_found")),
+        other => panic!("{other:?}"),
+    }
+    match run(&FirstParty, &host, json!({"temperature": 3})) {
+        Err(Error::InvalidRequest(d)) => assert_eq!(d.param.as_deref(), Some("temperature")),
+        other => panic!("{other:?}"),
+    }
+    assert!(host.response().is_none() && host.events().is_empty());
+}
+
+#[test]
+fn logprobs_have_openai_shape() {
+    let host = FakeHost::new("m").generating(&["a"]);
+    run(
+        &FirstParty,
+        &host,
+        json!({"logprobs": true, "top_logprobs": 2}),
+    )
+    .expect("completes");
+    let (_, r) = host.response().expect("response");
+    let content = &r["choices"][0]["logprobs"]["content"][0];
+    assert_eq!(content["token"], "a");
+    assert_eq!(content["bytes"], json!([97]));
+    assert_eq!(content["top_logprobs"].as_array().expect("top").len(), 2);
+}
+
+#[test]
+fn out_of_range_parameters_are_refused_by_name() {
+    let cases = [
+        ("temperature", json!({"temperature": 2.5})),
+        ("top_p", json!({"top_p": 1.5})),
+        ("top_p", json!({"top_p": 0})),
+        ("presence_penalty", json!({"presence_penalty": -3})),
+        ("frequency_penalty", json!({"frequency_penalty": 2.1})),
+        (
+            "top_logprobs",
+            json!({"logprobs": true, "top_logprobs": 21}),
+        ),
+        ("stop", json!({"stop": ["a", "b", "c", "d", "e"]})),
+        ("max_tokens", json!({"max_tokens": 0})),
+        ("logit_bias", json!({"logit_bias": {"5": 101}})),
+        ("n", json!({"n": 0})),
+    ];
+    for (param, extra) in cases {
+        let host = FakeHost::new("m").generating(&["x"]);
+        match run(&FirstParty, &host, extra.clone()) {
+            Err(Error::InvalidRequest(d)) => {
+                assert_eq!(d.param.as_deref(), Some(param), "{extra}")
+            }
+            other => panic!("{extra}: {other:?}"),
+        }
+    }
+}
