@@ -2,6 +2,7 @@
 //! Run through `cargo xtask test`, which fetches the models and builds the fixture plugins.
 
 mod golden;
+mod loading;
 mod runtime;
 mod sandbox;
 

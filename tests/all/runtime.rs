@@ -73,7 +73,7 @@ pub(crate) fn assert_ok(outputs: &[Output]) {
     }
 }
 
-fn assert_server_error(outputs: &[Output], needle: &str) {
+pub(crate) fn assert_server_error(outputs: &[Output], needle: &str) {
     match outputs {
         [Output::Error { status: 500, body }] => {
             assert_eq!(body.error.kind, "server_error");

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 use cinder_core::ModelRegistry;
 use cinder_runtime::{Limits, Output, Runtime};
 
-use crate::runtime::{assert_ok, call, fixtures, limits, runtime};
+use crate::runtime::{assert_ok, assert_server_error, call, fixtures, limits, runtime};
 
-fn temp(name: &str) -> PathBuf {
+pub(crate) fn temp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cinder-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -20,7 +20,7 @@ fn temp(name: &str) -> PathBuf {
 }
 
 /// A copy of the misbehave fixture whose manifest is edited by `edit`.
-fn misbehave_copy(name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
+pub(crate) fn misbehave_copy(name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
     let dir = temp(name);
     std::fs::copy(
         fixtures().join("misbehave/plugin.wasm"),
@@ -32,7 +32,7 @@ fn misbehave_copy(name: &str, edit: impl Fn(&str) -> String) -> PathBuf {
     dir
 }
 
-fn bare_runtime(limits: Limits, cache: Option<&Path>) -> Arc<Runtime> {
+pub(crate) fn bare_runtime(limits: Limits, cache: Option<&Path>) -> Arc<Runtime> {
     Runtime::new(
         Arc::new(ModelRegistry::default()),
         limits,
@@ -75,7 +75,7 @@ async fn time_parked_in_the_host_is_not_charged_as_cpu() {
     assert_ok_with(&call(&rt, "sleep:2000").await, "\"fine\"");
 }
 
-fn assert_ok_with(outputs: &[Output], want: &str) {
+pub(crate) fn assert_ok_with(outputs: &[Output], want: &str) {
     match outputs {
         [Output::Respond { status: 200, body }] => assert_eq!(body, want),
         other => panic!("expected 200 {want}, got {other:?}"),
@@ -205,4 +205,52 @@ async fn plugins_read_their_own_settings_and_edits_apply_to_the_next_call() {
     assert_ok_with(&call(&rt, "setting:greeting").await, "\"bye\"");
     // Another plugin's settings are not visible.
     assert_ok_with(&call(&rt, "setting:secret").await, "null");
+}
+
+#[tokio::test]
+async fn malformed_output_fails_only_its_request() {
+    let rt = runtime(limits());
+    assert_server_error(&call(&rt, "garbage").await, "not JSON");
+    assert_server_error(&call(&rt, "badstatus").await, "status 999");
+    assert_ok(&call(&rt, "ok").await);
+}
+
+#[tokio::test]
+async fn the_wall_clock_limit_ends_a_call_that_keeps_waiting() {
+    let rt = runtime(Limits {
+        timeout: Duration::from_secs(1),
+        ..limits()
+    });
+    match call(&rt, "sleep:60000").await.as_slice() {
+        [Output::Error { status: 504, body }] => {
+            assert!(body.error.message.contains("longer than 1 s"), "{body:?}")
+        }
+        other => panic!("expected a 504, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn no_environment_and_no_files_unless_granted() {
+    let rt = runtime(limits());
+    assert_ok_with(&call(&rt, "env").await, "0");
+    let denied = call(&rt, "read:/etc/hostname").await;
+    match denied.as_slice() {
+        [Output::Respond { status: 200, body }] => assert!(body.starts_with("\"error"), "{body}"),
+        other => panic!("{other:?}"),
+    }
+
+    // `filesystem` mounts the plugin's own data/ folder read-only at /data, nothing else.
+    let dir = misbehave_copy("fs", |m| {
+        m.replace("[\"network\"]", "[\"network\", \"filesystem\"]")
+    });
+    std::fs::create_dir_all(dir.join("data")).expect("data dir");
+    std::fs::write(dir.join("data/hello.txt"), "hi from data").expect("data file");
+    let rt = bare_runtime(limits(), None);
+    rt.load_plugin(&dir).expect("loads with filesystem");
+    assert_ok_with(&call(&rt, "read:/data/hello.txt").await, "\"hi from data\"");
+    match call(&rt, "read:/etc/hostname").await.as_slice() {
+        [Output::Respond { status: 200, body }] => assert!(body.starts_with("\"error"), "{body}"),
+        other => panic!("{other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

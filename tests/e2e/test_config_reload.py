@@ -111,3 +111,20 @@ def test_restart_only_keys_are_reported_and_live_keys_in_the_same_edit_apply(cfg
     assert r.json()["error"]["code"] == "request_too_large"
     # Still serving on the port it started with.
     assert httpx.get(f"http://127.0.0.1:{srv.port}/health").status_code == 200
+
+
+def test_the_log_filter_changes_without_a_restart(cfg_server):
+    srv = cfg_server
+    chat = {
+        "model": "smollm2-135m-instruct",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 1,
+    }
+    url = f"http://127.0.0.1:{srv.port}/v1/chat/completions"
+    assert httpx.post(url, json=chat, timeout=60).status_code == 200
+    # At the default `info`, per-call debug records are filtered out.
+    assert "plugin call done" not in srv.log()
+    write(srv, edited(srv, **{'log = "info"': 'log = "cinder_runtime=debug,info"'}))
+    until("server.log is applied", lambda: logged(srv, "server.log"), srv)
+    assert httpx.post(url, json=chat, timeout=60).status_code == 200
+    until("debug records appear", lambda: logged(srv, "plugin call done"), srv)

@@ -134,6 +134,11 @@ fn build_fixtures() -> Result<PathBuf> {
                 "tests/fixtures/frozen-v0.1",
                 "cinder_fixture_frozen_v0_1",
             ),
+            (
+                "wrong-world",
+                "tests/fixtures/wrong-world",
+                "cinder_fixture_wrong_world",
+            ),
         ],
     )
 }

@@ -156,6 +156,7 @@ impl sink::HostResponseSink for HostState {
         _sink: Resource<SinkHandle>,
         data: String,
     ) -> wasmtime::Result<Result<(), sink::SinkError>> {
+        ensure_json(&data, "an event")?;
         Ok(self
             .send(Output::Event(data), ResponseState::Streaming)
             .await)
@@ -169,10 +170,9 @@ impl sink::HostResponseSink for HostState {
     ) -> wasmtime::Result<Result<(), sink::SinkError>> {
         if !(200..=599).contains(&status) {
             // A malformed response is a plugin bug: trap it, the request gets a 500.
-            return Err(wasmtime::Error::msg(format!(
-                "the plugin answered with HTTP status {status}"
-            )));
+            return Err(PluginFault(format!("it answered with HTTP status {status}")).into());
         }
+        ensure_json(&body, "a response body")?;
         Ok(self
             .send(Output::Respond { status, body }, ResponseState::Whole)
             .await)
@@ -187,6 +187,28 @@ impl sink::HostResponseSink for HostState {
 }
 
 impl sink::Host for HostState {}
+
+/// A plugin bug the host caught (malformed output): it ends the call like a trap, and its
+/// message is what the client's 500 says.
+#[derive(Debug)]
+pub(crate) struct PluginFault(pub(crate) String);
+
+impl std::fmt::Display for PluginFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PluginFault {}
+
+/// Every body and event on OpenAI routes is JSON; anything else would reach clients as a
+/// parse error in their SDK, so it is refused here, where the plugin can be named.
+fn ensure_json(text: &str, what: &str) -> wasmtime::Result<()> {
+    match serde_json::from_str::<serde::de::IgnoredAny>(text) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(PluginFault(format!("it wrote {what} that is not JSON ({e})")).into()),
+    }
+}
 
 fn token_logprob(model: &LoadedModel, token: u32, logprob: f32) -> inference::TopLogprob {
     let bytes = model.tokenizer.token_bytes(token).to_vec();
@@ -381,4 +403,15 @@ pub(crate) fn charge_tick(
     }
     state.cpu_ticks_left -= 1;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_json_passes() {
+        assert!(super::ensure_json("{\"a\": [1, 2]}", "x").is_ok());
+        assert!(super::ensure_json("{not json", "x").is_err());
+        assert!(super::ensure_json("", "x").is_err());
+        assert!(super::ensure_json("1 2", "x").is_err());
+    }
 }

@@ -320,22 +320,31 @@ impl Runtime {
                         .build()
                         .map_err(|e| e.to_string())?;
                     rt.block_on(async {
-                        match tokio::time::timeout(
-                            SMOKE_TIMEOUT,
-                            plugin.pre.instantiate_async(&mut store),
-                        )
-                        .await
-                        {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err(e)) => Err(format!(
-                                "it fails to start: {}",
-                                describe_trap(&e, store.data().cpu_ticks_left == 0)
-                            )),
-                            Err(_) => Err(format!(
-                                "it did not start within {} s",
-                                SMOKE_TIMEOUT.as_secs()
-                            )),
-                        }
+                        let start = plugin.pre.instance_pre().instantiate_async(&mut store);
+                        let instance = match tokio::time::timeout(SMOKE_TIMEOUT, start).await {
+                            Ok(Ok(instance)) => instance,
+                            Ok(Err(e)) => {
+                                return Err(format!(
+                                    "it fails to start: {}",
+                                    describe_trap(&e, store.data().cpu_ticks_left == 0)
+                                ));
+                            }
+                            Err(_) => {
+                                return Err(format!(
+                                    "it did not start within {} s",
+                                    SMOKE_TIMEOUT.as_secs()
+                                ));
+                            }
+                        };
+                        // It started; do its exports have the world's types?
+                        bindings::ChatPlugin::new(&mut store, &instance)
+                            .map(|_| ())
+                            .map_err(|e| {
+                                format!(
+                                    "it does not match the chat-plugin world of cinder:plugin@{}: {e:#}",
+                                    plugin::WIT_SERVED
+                                )
+                            })
                     })
                 })
                 .join()
@@ -564,11 +573,16 @@ fn describe_trap(e: &wasmtime::Error, out_of_cpu: bool) -> String {
     if out_of_cpu {
         return "it used up its CPU budget".into();
     }
+    if let Some(fault) = e.downcast_ref::<host::PluginFault>() {
+        return fault.0.clone();
+    }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::UnreachableCodeReached) => "it panicked or aborted".into(),
         Some(wasmtime::Trap::Interrupt) => "it used up its CPU budget".into(),
         Some(t) => format!("it trapped ({t})"),
         None if format!("{e:?}").contains("memory") => "it ran out of memory".into(),
-        None => "it trapped".into(),
+        // Not a trap of the guest's own: a host-side refusal (e.g. its exports do not match
+        // the world's types); the chain says which.
+        None => format!("{e:#}"),
     }
 }

@@ -1,0 +1,55 @@
+//! Plugins the host must refuse at load, with a reason, while what was serving keeps serving:
+//! a component of another world and a route another plugin already owns.
+
+use crate::runtime::{assert_ok, call, fixtures, limits};
+use crate::sandbox::{bare_runtime, misbehave_copy, temp};
+
+#[test]
+fn a_component_of_another_world_is_refused_at_load() {
+    let rt = bare_runtime(limits(), None);
+    let err = rt
+        .load_plugin(&fixtures().join("wrong-world"))
+        .expect_err("a handler of the wrong shape is refused")
+        .to_string();
+    assert!(
+        err.contains("does not match the chat-plugin world") && err.contains("type mismatch"),
+        "{err}"
+    );
+
+    // A manifest naming a world the host does not serve is refused before compiling.
+    let dir = misbehave_copy("world", |m| {
+        m.replace("world = \"chat-plugin\"", "world = \"embeddings-plugin\"")
+    });
+    let err = rt.load_plugin(&dir).expect_err("unknown world").to_string();
+    assert!(err.contains("embeddings-plugin"), "{err}");
+    assert!(rt.plugins().is_empty());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_route_clash_is_refused_and_the_owner_keeps_serving() {
+    let root = temp("clash");
+    let owner = root.join("a-misbehave");
+    std::fs::create_dir_all(&owner).expect("dir");
+    for f in ["plugin.toml", "plugin.wasm"] {
+        std::fs::copy(fixtures().join("misbehave").join(f), owner.join(f)).expect("copy");
+    }
+    // Another id, the same route.
+    let intruder = misbehave_copy("intruder", |m| {
+        m.replace("id = \"misbehave\"", "id = \"intruder\"")
+    });
+    std::fs::rename(&intruder, root.join("b-intruder")).expect("move");
+
+    let rt = bare_runtime(limits(), None);
+    rt.load_dir(&root).expect("folder loads");
+    let failures = rt.failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].0.ends_with("b-intruder"), "{failures:?}");
+    assert!(
+        failures[0].1.contains("/test/misbehave") && failures[0].1.contains("`misbehave`"),
+        "{failures:?}"
+    );
+    assert_eq!(rt.plugins().len(), 1);
+    assert_ok(&call(&rt, "ok").await);
+    let _ = std::fs::remove_dir_all(root);
+}
