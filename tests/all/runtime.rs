@@ -33,6 +33,7 @@ pub(crate) fn limits() -> Limits {
         timeout: Duration::from_secs(120),
         idle_timeout: Duration::from_secs(60),
         max_instances: 4,
+        max_queued: 64,
     }
 }
 
@@ -251,4 +252,36 @@ async fn the_plugin_folder_hot_reloads_and_keeps_old_versions_of_broken_plugins(
     })
     .await;
     let _ = std::fs::remove_dir_all(&root);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_at_once_and_queued_requests_still_complete() {
+    let rt = runtime(Limits {
+        max_instances: 1,
+        max_queued: 1,
+        ..limits()
+    });
+    let busy = tokio::spawn({
+        let rt = rt.clone();
+        async move { call(&rt, "sleep:1500").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let queued = tokio::spawn({
+        let rt = rt.clone();
+        async move { call(&rt, "ok").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    match call(&rt, "ok").await.as_slice() {
+        [Output::Error { status: 429, body }] => {
+            assert_eq!(body.error.code.as_deref(), Some("rate_limit_exceeded"))
+        }
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    assert!(matches!(
+        busy.await.expect("join").as_slice(),
+        [Output::Respond { status: 200, .. }]
+    ));
+    assert_ok(&queued.await.expect("join"));
+    // With the queue drained, requests are served again.
+    assert_ok(&call(&rt, "ok").await);
 }

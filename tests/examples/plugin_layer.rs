@@ -29,6 +29,7 @@ fn limits() -> Limits {
         timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(60),
         max_instances: 8,
+        max_queued: 64,
     }
 }
 

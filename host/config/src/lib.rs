@@ -51,6 +51,8 @@ pub struct ServerConfig {
     pub log: String,
     /// Bearer keys accepted on `/v1/*`; empty means no key is required.
     pub api_keys: Vec<String>,
+    /// Browser origins CORS allows (`https://app.example:3000`); `*` allows any.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +63,7 @@ impl Default for ServerConfig {
             max_body_bytes: 4 << 20,
             log: "info".into(),
             api_keys: Vec::new(),
+            cors_origins: vec!["*".into()],
         }
     }
 }
@@ -103,6 +106,9 @@ pub struct Limits {
     pub idle_timeout_secs: u64,
     /// Plugin instances alive at once; more concurrent requests wait for a slot.
     pub max_concurrent_requests: u32,
+    /// Requests allowed to wait for a slot; beyond that the server answers 429 with
+    /// `Retry-After` at once instead of queueing without end.
+    pub max_queued_requests: u32,
 }
 
 impl Default for Limits {
@@ -113,6 +119,7 @@ impl Default for Limits {
             request_timeout_secs: 600,
             idle_timeout_secs: 120,
             max_concurrent_requests: 64,
+            max_queued_requests: 256,
         }
     }
 }
@@ -237,6 +244,11 @@ impl Config {
         );
         c.note(a.log != b.log, "server.log", true);
         c.note(a.api_keys != b.api_keys, "server.api_keys", true);
+        c.note(
+            a.cors_origins != b.cors_origins,
+            "server.cors_origins",
+            true,
+        );
         c.note(self.plugins.dir != new.plugins.dir, "plugins.dir", false);
         c.note(
             self.plugins.cache_dir != new.plugins.cache_dir,
@@ -268,6 +280,11 @@ impl Config {
         c.note(
             a.request_timeout_secs != b.request_timeout_secs,
             "limits.request_timeout_secs",
+            true,
+        );
+        c.note(
+            a.max_queued_requests != b.max_queued_requests,
+            "limits.max_queued_requests",
             true,
         );
         c.note(

@@ -27,6 +27,10 @@ pub struct ChatCompletionRequest {
     pub logprobs: bool,
     pub top_logprobs: Option<u32>,
     pub user: Option<String>,
+    pub metadata: Option<Value>,
+    pub store: Option<bool>,
+    pub service_tier: Option<String>,
+    pub parallel_tool_calls: Option<bool>,
     pub tools: Option<Value>,
     pub tool_choice: Option<Value>,
     pub functions: Option<Value>,
@@ -114,6 +118,9 @@ pub struct ChatCompletion {
     pub created: u64,
     pub model: String,
     pub system_fingerprint: String,
+    /// Echoed when the request named one: every request is served the same way, `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<String>,
     pub choices: Vec<Choice>,
     pub usage: Usage,
 }
@@ -168,6 +175,9 @@ pub struct ChatCompletionChunk {
     pub created: u64,
     pub model: String,
     pub system_fingerprint: String,
+    /// Echoed when the request named one: every request is served the same way, `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<String>,
     pub choices: Vec<ChunkChoice>,
     /// `null` on every chunk but the last when `stream_options.include_usage` is set.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -216,6 +226,7 @@ mod tests {
             created: 0,
             model: "m".into(),
             system_fingerprint: "f".into(),
+            service_tier: None,
             choices: vec![],
             usage: Some(None),
         };

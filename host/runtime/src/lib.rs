@@ -82,6 +82,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Live instances at once (the pool's size: fixed at start).
     pub max_instances: u32,
+    /// Requests waiting for an instance beyond which new ones get a 429 at once.
+    pub max_queued: u32,
 }
 
 /// One HTTP request handed to a plugin.
@@ -160,6 +162,8 @@ pub struct Runtime {
     registry: ArcSwap<Registry>,
     /// Bounds live instances to the pool's size: excess requests wait instead of failing.
     slots: Arc<Semaphore>,
+    /// Requests waiting for a slot; bounded by `Limits::max_queued`.
+    waiting: std::sync::atomic::AtomicUsize,
     /// How many times the plugin folder has been (re)loaded.
     loads: std::sync::atomic::AtomicU64,
     /// Keeps the plugin-folder watcher alive.
@@ -235,6 +239,7 @@ impl Runtime {
             settings: ArcSwap::from_pointee(Default::default()),
             registry: ArcSwap::from_pointee(Registry::default()),
             slots,
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             loads: std::sync::atomic::AtomicU64::new(0),
             watcher: std::sync::Mutex::new(None),
         }))
@@ -396,7 +401,27 @@ impl Runtime {
         let span = tracing::Span::current();
         tokio::spawn(
             async move {
-                let Ok(_slot) = runtime.slots.clone().acquire_owned().await else { return };
+                let _slot = match runtime.slots.clone().try_acquire_owned() {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        let limit = runtime.limits.load().max_queued as usize;
+                        let Some(_waiting) = Waiting::enter(&runtime.waiting, limit) else {
+                            debug!(queued = limit, "saturated; refusing with 429");
+                            let _ = tx.send(Output::Error {
+                                status: 429,
+                                body: ErrorBody::new(
+                                    "rate_limit_error",
+                                    "The server is busy with other requests; retry shortly",
+                                    None,
+                                    Some("rate_limit_exceeded".into()),
+                                ),
+                            }).await;
+                            return;
+                        };
+                        let Ok(slot) = runtime.slots.clone().acquire_owned().await else { return };
+                        slot
+                    }
+                };
                 let limits = runtime.limits.load_full();
                 let started = Instant::now();
                 let progress = Arc::new(AtomicU64::new(0));
@@ -566,6 +591,27 @@ impl Runtime {
                 })
             }
         }
+    }
+}
+
+/// One request counted as waiting for a slot while it lives.
+struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// Counts one more waiter unless `limit` are waiting already.
+    fn enter(count: &'a std::sync::atomic::AtomicUsize, limit: usize) -> Option<Self> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -44,6 +44,7 @@ pub fn limits(c: &Config) -> cinder_runtime::Limits {
         timeout: Duration::from_secs(c.limits.request_timeout_secs),
         idle_timeout: Duration::from_secs(c.limits.idle_timeout_secs),
         max_instances: c.limits.max_concurrent_requests,
+        max_queued: c.limits.max_queued_requests,
     }
 }
 
@@ -56,6 +57,7 @@ pub fn settings(c: &Config) -> Settings {
     Settings {
         max_body_bytes: c.server.max_body_bytes,
         api_keys: c.server.api_keys.clone(),
+        cors_origins: c.server.cors_origins.clone(),
     }
 }
 
@@ -94,10 +96,12 @@ impl Live {
         }
         running.server.max_body_bytes = new.server.max_body_bytes;
         running.server.api_keys = new.server.api_keys.clone();
+        running.server.cors_origins = new.server.cors_origins.clone();
         running.server.log = new.server.log.clone();
         running.limits.plugin_cpu_ms = new.limits.plugin_cpu_ms;
         running.limits.request_timeout_secs = new.limits.request_timeout_secs;
         running.limits.idle_timeout_secs = new.limits.idle_timeout_secs;
+        running.limits.max_queued_requests = new.limits.max_queued_requests;
         running.plugins.settings = new.plugins.settings.clone();
 
         self.settings.store(Arc::new(settings(&running)));

@@ -14,6 +14,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 mod config_watch;
+mod cors;
 mod error;
 mod routes;
 mod sse;

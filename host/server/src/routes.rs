@@ -35,6 +35,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Accepted bearer keys; empty: none required.
     pub api_keys: Vec<String>,
+    /// Browser origins allowed by CORS; `*` allows any.
+    pub cors_origins: Vec<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -46,6 +48,11 @@ pub fn router(state: AppState) -> Router {
         // `dispatch` enforces the live `server.max_body_bytes` itself.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
+        // Outside the key check: preflights carry no credentials.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::cors::cors,
+        ))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
 }
@@ -221,6 +228,12 @@ async fn dispatch(
     if let Some(v) = served_by {
         res.headers_mut().insert("x-cinder-plugin", v);
     }
+    if res.status() == StatusCode::TOO_MANY_REQUESTS {
+        // The SDKs honour it: they wait this long before their retry.
+        res.headers_mut()
+            .entry(axum::http::header::RETRY_AFTER)
+            .or_insert(axum::http::HeaderValue::from_static("1"));
+    }
     Ok(res)
 }
 
@@ -240,6 +253,7 @@ mod tests {
             timeout: std::time::Duration::from_secs(5),
             idle_timeout: std::time::Duration::from_secs(5),
             max_instances: 2,
+            max_queued: 8,
         };
         let runtime = Runtime::new(models.clone(), limits, None).unwrap();
         router(AppState {
@@ -248,6 +262,7 @@ mod tests {
             settings: Arc::new(ArcSwap::from_pointee(Settings {
                 max_body_bytes: 1024,
                 api_keys: keys.iter().map(|k| k.to_string()).collect(),
+                cors_origins: vec!["http://app.example".into()],
             })),
         })
     }
@@ -299,6 +314,45 @@ mod tests {
         let (status, body) = get(app(&[]), "/v1/models/gpt-9", None).await;
         assert_eq!(status, StatusCode::NOT_FOUND);
         assert_envelope(&body, "model_not_found");
+    }
+
+    #[tokio::test]
+    async fn cors_preflight_skips_auth_and_responses_carry_the_origin() {
+        let preflight = HttpRequest::builder()
+            .method("OPTIONS")
+            .uri("/v1/chat/completions")
+            .header("origin", "http://app.example")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type, x-stainless-lang, cookie",
+            )
+            .body(Body::empty())
+            .unwrap();
+        let res = app(&["sk-right"]).oneshot(preflight).await.unwrap();
+        assert_eq!(res.status(), StatusCode::NO_CONTENT);
+        let h = res.headers();
+        assert_eq!(h["access-control-allow-origin"], "http://app.example");
+        let allowed = h["access-control-allow-headers"].to_str().unwrap();
+        assert_eq!(allowed, "authorization, content-type, x-stainless-lang");
+
+        let get = HttpRequest::get("/v1/models")
+            .header("origin", "http://app.example")
+            .body(Body::empty())
+            .unwrap();
+        let res = app(&["sk-right"]).oneshot(get).await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            res.headers()["access-control-allow-origin"],
+            "http://app.example"
+        );
+
+        let other = HttpRequest::get("/health")
+            .header("origin", "http://evil.example")
+            .body(Body::empty())
+            .unwrap();
+        let res = app(&[]).oneshot(other).await.unwrap();
+        assert!(!res.headers().contains_key("access-control-allow-origin"));
     }
 
     #[test]

@@ -25,6 +25,10 @@ pub struct Plan {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// `user`: the end user's id, logged with the request.
+    pub user: Option<String>,
+    /// `service_tier` as asked; the response echoes `default`, the only tier served.
+    pub service_tier: Option<String>,
     /// How many choices to generate.
     pub n: u32,
 }
@@ -34,6 +38,33 @@ const MAX_N: u32 = 128;
 /// OpenAI's bounds for `top_logprobs` and the number of stop sequences.
 const MAX_TOP_LOGPROBS: u32 = 20;
 const MAX_STOP: usize = 4;
+
+/// The tiers OpenAI accepts; all are served alike here.
+const SERVICE_TIERS: [&str; 5] = ["auto", "default", "flex", "scale", "priority"];
+
+/// OpenAI's rules for `metadata`: up to 16 string pairs, keys ≤ 64 and values ≤ 512 chars.
+/// Valid metadata is accepted and not kept: nothing is stored (see `store`).
+fn check_metadata(metadata: Option<&Value>) -> Result<(), Error> {
+    let Some(metadata) = metadata.filter(|m| !m.is_null()) else {
+        return Ok(());
+    };
+    let bad = |why: &str| invalid_request(&format!("Invalid metadata: {why}"), Some("metadata"));
+    let map = metadata
+        .as_object()
+        .ok_or_else(|| bad("expected an object of strings"))?;
+    if map.len() > 16 {
+        return Err(bad("at most 16 keys"));
+    }
+    for (k, v) in map {
+        let v = v
+            .as_str()
+            .ok_or_else(|| bad(&format!("the value of `{k}` is not a string")))?;
+        if k.chars().count() > 64 || v.chars().count() > 512 {
+            return Err(bad("keys are at most 64 and values at most 512 characters"));
+        }
+    }
+    Ok(())
+}
 
 /// A 400 naming `param` unless `value` is absent or within `[min, max]`.
 fn check_range(param: &str, value: Option<f32>, min: f32, max: f32) -> Result<(), Error> {
@@ -134,6 +165,24 @@ impl Plan {
                     ));
                 }
             }
+        }
+        check_metadata(req.metadata.as_ref())?;
+        if req.store == Some(true) {
+            return Err(invalid_request(
+                "Stored completions are not supported by this server: leave `store` unset or false",
+                Some("store"),
+            ));
+        }
+        if let Some(tier) = &req.service_tier
+            && !SERVICE_TIERS.contains(&tier.as_str())
+        {
+            return Err(invalid_request(
+                &format!(
+                    "Invalid service_tier `{tier}`: expected one of {}",
+                    SERVICE_TIERS.join(", ")
+                ),
+                Some("service_tier"),
+            ));
         }
         let n = req.n.unwrap_or(1);
         if !(1..=MAX_N).contains(&n) {
@@ -259,6 +308,8 @@ impl Plan {
             top_logprobs,
             stream: req.stream,
             include_usage,
+            user: req.user,
+            service_tier: req.service_tier.map(|_| "default".to_owned()),
             n,
         })
     }

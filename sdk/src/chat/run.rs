@@ -41,11 +41,15 @@ pub fn complete<C: Chat + ?Sized>(
             })
         })
         .collect::<Result<Vec<Box<dyn Generation>>, Error>>()?;
+    if let Some(user) = &plan.user {
+        crate::debug(&format!("request {} for user {user}", request.request_id));
+    }
     let meta = Meta {
         id: format!("chatcmpl-{}", request.request_id),
         created: crate::unix_time(),
         model: plan.model.clone(),
         fingerprint: info.fingerprint,
+        service_tier: plan.service_tier.clone(),
     };
     if plan.stream {
         stream(chat, &plan, &meta, &generations, host)
@@ -60,6 +64,7 @@ struct Meta {
     created: u64,
     model: String,
     fingerprint: String,
+    service_tier: Option<String>,
 }
 
 fn logprobs_of(delta: &inference::Delta) -> Vec<TokenLogprob> {
@@ -140,6 +145,7 @@ fn aggregate<C: Chat + ?Sized>(
         created: meta.created,
         model: meta.model.clone(),
         system_fingerprint: meta.fingerprint.clone(),
+        service_tier: meta.service_tier.clone(),
         choices,
         usage,
     };
@@ -164,6 +170,7 @@ fn stream<C: Chat + ?Sized>(
         created: meta.created,
         model: meta.model.clone(),
         system_fingerprint: meta.fingerprint.clone(),
+        service_tier: meta.service_tier.clone(),
         choices: vec![ChunkChoice {
             index,
             delta,
