@@ -128,3 +128,14 @@ def test_the_log_filter_changes_without_a_restart(cfg_server):
     until("server.log is applied", lambda: logged(srv, "server.log"), srv)
     assert httpx.post(url, json=chat, timeout=60).status_code == 200
     until("debug records appear", lambda: logged(srv, "plugin call done"), srv)
+
+
+def test_aliases_hot_reload(cfg_server):
+    srv = cfg_server
+    url = f"http://127.0.0.1:{srv.port}/v1/models/house-model"
+    assert httpx.get(url).status_code == 404
+    write(srv, edited(srv, **{'aliases = ["gpt-4o-mini", "gpt-3.5-turbo"]': 'aliases = ["house-model"]'}))
+    until("the new alias resolves", lambda: httpx.get(url).status_code == 200, srv)
+    assert httpx.get(f"http://127.0.0.1:{srv.port}/v1/models/gpt-4o-mini").status_code == 404
+    line = next(l for l in reversed(srv.log().splitlines()) if "config reloaded" in l)
+    assert "models.aliases" in line, line

@@ -124,3 +124,13 @@ def test_saturation_is_a_429_with_retry_after(saturated):
     t.join(300)
     # Free again once the stream is done.
     assert sdk.chat.completions.create(model=MODEL, messages=HI, max_tokens=1).choices
+
+
+def test_aliases_are_listed_retrievable_and_served(client):
+    ids = [m.id for m in client.models.list().data]
+    assert ids[0] == MODEL
+    assert {"gpt-4o-mini", "gpt-3.5-turbo"} <= set(ids)
+    assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
+    r = client.chat.completions.create(model="gpt-3.5-turbo", messages=HI, max_tokens=1)
+    assert r.model == "gpt-3.5-turbo"
+    assert r.choices[0].finish_reason in ("stop", "length")

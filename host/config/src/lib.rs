@@ -147,6 +147,9 @@ pub struct ModelConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub backend: Backend,
+    /// Other names clients may use for this model (`gpt-4o-mini`); edits apply at once.
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 impl PluginsConfig {
@@ -202,6 +205,16 @@ impl Config {
                     "model id `{}` is empty or used twice",
                     m.id
                 )));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for m in &self.models {
+            for name in std::iter::once(&m.id).chain(&m.aliases) {
+                if name.is_empty() || !names.insert(name.as_str()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "model name `{name}` is empty or used twice (ids and aliases share one namespace)"
+                    )));
+                }
             }
         }
         for (id, settings) in &self.plugins.settings {
@@ -292,8 +305,23 @@ impl Config {
             "limits.idle_timeout_secs",
             true,
         );
-        // Loading and unloading models while serving is not built yet.
-        c.note(self.models != new.models, "models", false);
+        // Aliases apply live; loading and unloading models while serving is not built yet.
+        let without_aliases = |models: &[ModelConfig]| -> Vec<ModelConfig> {
+            models
+                .iter()
+                .map(|m| ModelConfig {
+                    aliases: Vec::new(),
+                    ..m.clone()
+                })
+                .collect()
+        };
+        let same_models = without_aliases(&self.models) == without_aliases(&new.models);
+        c.note(!same_models, "models", false);
+        c.note(
+            same_models && self.models != new.models,
+            "models.aliases",
+            true,
+        );
         c
     }
 }
@@ -384,6 +412,23 @@ mod tests {
         );
         let bad: Config = toml::from_str("[plugins.settings.x]\nlist = [1]\n").unwrap();
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn aliases_are_live_and_share_the_namespace_with_ids() {
+        let a: Config = toml::from_str("[[models]]\nid='m'\npath='x'\n").unwrap();
+        let b: Config =
+            toml::from_str("[[models]]\nid='m'\npath='x'\naliases=['gpt-4o-mini']\n").unwrap();
+        let c = a.changes(&b);
+        assert_eq!((c.live, c.restart), (vec!["models.aliases"], vec![]));
+        let moved: Config =
+            toml::from_str("[[models]]\nid='m'\npath='y'\naliases=['gpt-4o-mini']\n").unwrap();
+        assert_eq!(a.changes(&moved).restart, ["models"]);
+        let clash: Config = toml::from_str(
+            "[[models]]\nid='m'\npath='x'\n[[models]]\nid='n'\npath='y'\naliases=['m']\n",
+        )
+        .unwrap();
+        assert!(clash.validate().is_err());
     }
 
     #[test]

@@ -113,6 +113,9 @@ fn weights_digest(gguf: &Gguf) -> String {
 pub struct ModelRegistry {
     models: HashMap<String, Arc<LoadedModel>>,
     order: Vec<String>,
+    /// Other names for loaded models (alias → id), as OpenAI tools expect (`gpt-4o-mini`);
+    /// replaced as a whole when the config changes.
+    aliases: std::sync::RwLock<HashMap<String, String>>,
 }
 
 impl ModelRegistry {
@@ -131,14 +134,72 @@ impl ModelRegistry {
         }
     }
 
-    pub fn get(&self, id: &str) -> Result<&Arc<LoadedModel>, CoreError> {
-        self.models
-            .get(id)
-            .ok_or_else(|| CoreError::UnknownModel(id.to_owned()))
+    /// The model called `name`: its id or one of its aliases.
+    pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>, CoreError> {
+        if let Some(m) = self.models.get(name) {
+            return Ok(m.clone());
+        }
+        let aliases = self.aliases.read().map_err(|_| CoreError::EngineStopped)?;
+        aliases
+            .get(name)
+            .and_then(|id| self.models.get(id))
+            .cloned()
+            .ok_or_else(|| CoreError::UnknownModel(name.to_owned()))
+    }
+
+    /// Replaces every alias (alias → model id). Refused as a whole, leaving the old ones in
+    /// place, when an alias names a model that is not loaded or shadows a model id.
+    pub fn set_aliases(&self, aliases: HashMap<String, String>) -> Result<(), CoreError> {
+        for (alias, id) in &aliases {
+            if !self.models.contains_key(id) {
+                return Err(CoreError::invalid(
+                    format!("alias `{alias}` names `{id}`, which is not loaded"),
+                    "aliases",
+                ));
+            }
+            if self.models.contains_key(alias) {
+                return Err(CoreError::invalid(
+                    format!("alias `{alias}` is already a model id"),
+                    "aliases",
+                ));
+            }
+        }
+        let mut slot = self.aliases.write().map_err(|_| CoreError::EngineStopped)?;
+        *slot = aliases;
+        Ok(())
+    }
+
+    /// Every alias with the model id it names, sorted by alias.
+    pub fn aliases(&self) -> Vec<(String, String)> {
+        let mut all: Vec<_> = self
+            .aliases
+            .read()
+            .map(|a| a.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        all.sort();
+        all
     }
 
     /// Models in configuration order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
         self.order.iter().filter_map(|id| self.models.get(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_must_name_a_loaded_model() {
+        let reg = ModelRegistry::default();
+        let bad = HashMap::from([("gpt-4o-mini".to_string(), "missing".to_string())]);
+        assert!(reg.set_aliases(bad).is_err());
+        assert!(reg.aliases().is_empty());
+        assert!(matches!(
+            reg.get("gpt-4o-mini"),
+            Err(CoreError::UnknownModel(_))
+        ));
+        assert!(reg.set_aliases(HashMap::new()).is_ok());
     }
 }

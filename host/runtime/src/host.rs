@@ -103,7 +103,7 @@ impl HostState {
     }
 
     fn model(&self, id: &str) -> Result<Arc<LoadedModel>, types::Error> {
-        self.models.get(id).cloned().map_err(wit_error)
+        self.models.get(id).map_err(wit_error)
     }
 
     async fn send(&mut self, output: Output, shape: ResponseState) -> Result<(), sink::SinkError> {

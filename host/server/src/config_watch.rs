@@ -32,6 +32,7 @@ pub struct Live {
     pub running: Mutex<Config>,
     pub settings: Arc<ArcSwap<Settings>>,
     pub runtime: Arc<Runtime>,
+    pub models: Arc<cinder_core::ModelRegistry>,
     /// `None` when `RUST_LOG` is set: it overrides `server.log`.
     pub log: Option<LogHandle>,
 }
@@ -46,6 +47,14 @@ pub fn limits(c: &Config) -> cinder_runtime::Limits {
         max_instances: c.limits.max_concurrent_requests,
         max_queued: c.limits.max_queued_requests,
     }
+}
+
+/// alias → model id, from every `[[models]]` entry.
+pub fn aliases(c: &Config) -> HashMap<String, String> {
+    c.models
+        .iter()
+        .flat_map(|m| m.aliases.iter().map(|a| (a.clone(), m.id.clone())))
+        .collect()
 }
 
 /// `[plugins.settings]` as the runtime takes them.
@@ -103,6 +112,15 @@ impl Live {
         running.limits.idle_timeout_secs = new.limits.idle_timeout_secs;
         running.limits.max_queued_requests = new.limits.max_queued_requests;
         running.plugins.settings = new.plugins.settings.clone();
+        if changes.live.contains(&"models.aliases") {
+            if let Err(e) = self.models.set_aliases(aliases(&new)) {
+                warn!(error = %e, "aliases not applied");
+            } else {
+                for (m, n) in running.models.iter_mut().zip(&new.models) {
+                    m.aliases = n.aliases.clone();
+                }
+            }
+        }
 
         self.settings.store(Arc::new(settings(&running)));
         self.runtime.set_limits(limits(&running));

@@ -69,6 +69,9 @@ fn main() -> Result<()> {
         })
         .collect();
     let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);
+    models
+        .set_aliases(config_watch::aliases(&config))
+        .context("model aliases")?;
 
     let runtime = cinder_runtime::Runtime::new(
         models.clone(),
@@ -91,6 +94,7 @@ fn main() -> Result<()> {
         running: std::sync::Mutex::new(config.clone()),
         settings: settings.clone(),
         runtime: runtime.clone(),
+        models: models.clone(),
         log: (!from_env).then_some(log_handle),
     });
     let _config_watcher = config_watch::watch(live).context("watching the config file")?;

@@ -139,15 +139,20 @@ async fn health(State(s): State<AppState>) -> Response {
     .into_response()
 }
 
-fn model_object(m: &cinder_core::LoadedModel) -> Model {
-    Model::new(m.info.id.clone(), m.info.created)
-}
-
+/// Ids first, in config order, then aliases: OpenAI tools look for names such as
+/// `gpt-4o-mini` in this list before they use them.
 async fn list_models(State(s): State<AppState>) -> Response {
-    axum::Json(ModelList::new(
-        s.models.iter().map(|m| model_object(m)).collect(),
-    ))
-    .into_response()
+    let mut data: Vec<Model> = s
+        .models
+        .iter()
+        .map(|m| Model::new(m.info.id.clone(), m.info.created))
+        .collect();
+    for (alias, id) in s.models.aliases() {
+        if let Ok(m) = s.models.get(&id) {
+            data.push(Model::new(alias, m.info.created));
+        }
+    }
+    axum::Json(ModelList::new(data)).into_response()
 }
 
 async fn get_model(
@@ -158,7 +163,8 @@ async fn get_model(
         .models
         .get(&id)
         .map_err(|_| ApiError::model_not_found(&id))?;
-    Ok(axum::Json(model_object(m)).into_response())
+    // Under the name asked for, alias or id.
+    Ok(axum::Json(Model::new(id, m.info.created)).into_response())
 }
 
 /// Every other route: find the plugin that owns it and hand it the request.
