@@ -189,3 +189,23 @@ fn greedy_continuations_match_float32_reference() {
 fn eog_set_is_llama_cpps() {
     assert_eq!(loaded().tokenizer.eog_ids, vec![0, 2, 4]);
 }
+
+/// What `cinder models inspect` reads from the default model's header.
+#[test]
+fn the_default_model_summary_matches_smollm2_135m() {
+    let s = cinder_core::summarize(&crate::smollm2_path()).expect("summary");
+    assert_eq!(s.architecture, "llama");
+    assert_eq!(s.context_length, Some(8192));
+    assert_eq!(
+        (s.layers, s.embedding, s.heads, s.kv_heads),
+        (Some(30), Some(576), Some(9), Some(3))
+    );
+    assert_eq!(s.vocab_size, 49152);
+    assert!(
+        (130_000_000..140_000_000).contains(&s.parameters),
+        "{}",
+        s.parameters
+    );
+    assert!(s.tensor_types.contains_key("Q4_1"), "{:?}", s.tensor_types);
+    assert!(s.chat_template.is_some_and(|t| t.contains("<|im_start|>")));
+}

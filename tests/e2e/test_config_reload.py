@@ -139,3 +139,22 @@ def test_aliases_hot_reload(cfg_server):
     assert httpx.get(f"http://127.0.0.1:{srv.port}/v1/models/gpt-4o-mini").status_code == 404
     line = next(l for l in reversed(srv.log().splitlines()) if "config reloaded" in l)
     assert "models.aliases" in line, line
+
+
+def test_the_cli_alias_verb_edits_the_config_of_a_running_server(cfg_server):
+    import subprocess
+
+    srv = cfg_server
+    bin_ = _required_env("CINDER_BIN")
+    out = subprocess.run([bin_, "--config", srv.config, "models", "list"], capture_output=True, text=True, check=True)
+    assert "smollm2-135m-instruct" in out.stdout and "Q4_1" in out.stdout, out.stdout
+    out = subprocess.run([bin_, "--config", srv.config, "models", "inspect", "smollm2-135m-instruct"],
+                         capture_output=True, text=True, check=True)
+    assert "context       8192" in out.stdout, out.stdout
+    subprocess.run([bin_, "--config", srv.config, "models", "alias", "smollm2-135m-instruct", "cli-alias"],
+                   capture_output=True, text=True, check=True)
+    url = f"http://127.0.0.1:{srv.port}/v1/models/cli-alias"
+    until("the alias added by the CLI resolves", lambda: httpx.get(url).status_code == 200, srv)
+    bad = subprocess.run([bin_, "--config", srv.config, "models", "alias", "no-such-model", "x"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "no-such-model" in bad.stderr

@@ -12,6 +12,7 @@ mod llama;
 mod registry;
 mod sampler;
 mod stop;
+mod summary;
 mod template;
 mod tokenizer;
 
@@ -22,5 +23,6 @@ pub use gguf::Gguf;
 pub use llama::{KvCache, Llama, LlamaConfig};
 pub use registry::{LoadedModel, ModelInfo, ModelRegistry, ModelSpec};
 pub use sampler::{Rng, SamplingParams, argmax};
+pub use summary::{ModelSummary, summarize};
 pub use template::{ChatTemplate, TemplateMessage};
 pub use tokenizer::{IncrementalDecoder, Tokenizer};

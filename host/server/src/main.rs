@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+mod cli_models;
 mod config_watch;
 mod cors;
 mod error;
@@ -39,10 +40,74 @@ struct Args {
     /// Plugin folder (overrides `plugins.dir`).
     #[arg(long)]
     plugins: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Without a command, `cinder` serves.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// The configured models: list, inspect, alias.
+    Models {
+        #[command(subcommand)]
+        verb: ModelsVerb,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ModelsVerb {
+    /// Every `[[models]]` entry: id, path, backend, aliases, and what the file holds.
+    List,
+    /// Architecture, quantization, context, layers, vocabulary and chat template of a model
+    /// (a configured id or alias, or a GGUF path).
+    Inspect {
+        model: String,
+        /// Print the whole chat template.
+        #[arg(long)]
+        template: bool,
+    },
+    /// Adds aliases to a model in the config file (a running server applies them at once).
+    Alias {
+        /// The model id.
+        id: String,
+        /// The aliases to add (or remove).
+        #[arg(required = true)]
+        aliases: Vec<String>,
+        /// Remove these aliases instead.
+        #[arg(long)]
+        remove: bool,
+    },
+}
+
+/// Runs a `cinder models ...` verb; its output is the command's result, on stdout.
+fn models_verb(config_path: &std::path::Path, verb: ModelsVerb) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match verb {
+        ModelsVerb::List => cli_models::list(&cinder_config::Config::load(config_path)?, &mut out),
+        ModelsVerb::Inspect { model, template } => cli_models::inspect(
+            &cinder_config::Config::load(config_path)?,
+            &model,
+            template,
+            &mut out,
+        ),
+        ModelsVerb::Alias {
+            id,
+            aliases,
+            remove,
+        } => {
+            let now = cli_models::alias(config_path, &id, &aliases, remove)?;
+            use std::io::Write;
+            writeln!(out, "{id}: aliases = {now:?}")?;
+            Ok(())
+        }
+    }
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(Command::Models { verb }) = args.command {
+        return models_verb(&args.config, verb);
+    }
     let config = config_watch::load(&args.config)?;
     // RUST_LOG wins over server.log, and then config edits leave the filter alone.
     let (filter, from_env) = match EnvFilter::try_from_default_env() {
