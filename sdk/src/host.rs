@@ -25,6 +25,8 @@ pub trait Host {
     ) -> Result<String, Error>;
     /// Token ids of `text`; `parse_special` makes control-token text special.
     fn tokenize(&self, model: &str, text: &str, parse_special: bool) -> Result<Vec<u32>, Error>;
+    /// The text of token ids.
+    fn detokenize(&self, model: &str, tokens: &[u32]) -> Result<String, Error>;
     /// Starts a generation.
     fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error>;
     /// Sends one SSE event's data (the host frames it and ends the stream with `[DONE]`).
@@ -72,6 +74,10 @@ impl Host for Wasm<'_> {
 
     fn tokenize(&self, model: &str, text: &str, parse_special: bool) -> Result<Vec<u32>, Error> {
         inference::tokenize(model, text, parse_special)
+    }
+
+    fn detokenize(&self, model: &str, tokens: &[u32]) -> Result<String, Error> {
+        inference::detokenize(model, tokens)
     }
 
     fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error> {

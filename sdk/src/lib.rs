@@ -30,9 +30,11 @@ pub mod bindings {
 }
 
 pub mod chat;
+pub mod completions;
 pub mod host;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod validate;
 
 pub use bindings::cinder::plugin::{config, inference, log, sink, types};
 pub use bindings::exports::cinder::plugin::handler::{Guest as Handler, Request};

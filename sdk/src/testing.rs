@@ -193,6 +193,12 @@ impl Host for FakeHost {
         Ok(text.bytes().map(u32::from).collect())
     }
 
+    fn detokenize(&self, model: &str, tokens: &[u32]) -> Result<String, Error> {
+        self.describe_model(model)?;
+        let bytes: Vec<u8> = tokens.iter().map(|&t| t as u8).collect();
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
     fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error> {
         self.describe_model(&request.model)?;
         let k = self.generated.borrow().len();

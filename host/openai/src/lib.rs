@@ -3,6 +3,7 @@
 //! `wasm32-wasip2` too.
 
 pub mod chat;
+pub mod completions;
 pub mod error;
 pub mod models;
 

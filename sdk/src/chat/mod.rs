@@ -47,9 +47,17 @@ pub trait Chat {
     fn complete(&self, request: Request, host: &dyn Host) -> Result<(), Error> {
         complete(self, request, host)
     }
+
+    /// Handles `POST /v1/completions` (legacy text completions) when the plugin's manifest
+    /// routes it here; [`Chat::rewrite`] applies to its generated text too.
+    fn complete_legacy(&self, request: Request, host: &dyn Host) -> Result<(), Error> {
+        crate::completions::complete(self, request, host)
+    }
 }
 
-/// Exports a [`Chat`] implementation (which must implement `Default`) as the plugin's handler.
+/// Exports a [`Chat`] implementation (which must implement `Default`) as the plugin's handler:
+/// `/v1/completions` goes to [`Chat::complete_legacy`], every other route to
+/// [`Chat::complete`].
 #[macro_export]
 macro_rules! export_chat {
     ($ty:ty) => {
@@ -61,11 +69,13 @@ macro_rules! export_chat {
                 request: $crate::Request,
                 sink: &$crate::sink::ResponseSink,
             ) -> ::core::result::Result<(), $crate::Error> {
-                <$ty as $crate::chat::Chat>::complete(
-                    &<$ty as ::core::default::Default>::default(),
-                    request,
-                    &$crate::host::Wasm { sink },
-                )
+                let chat = <$ty as ::core::default::Default>::default();
+                let host = $crate::host::Wasm { sink };
+                if request.path == "/v1/completions" {
+                    <$ty as $crate::chat::Chat>::complete_legacy(&chat, request, &host)
+                } else {
+                    <$ty as $crate::chat::Chat>::complete(&chat, request, &host)
+                }
             }
         }
 

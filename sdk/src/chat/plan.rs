@@ -1,8 +1,9 @@
 //! From the OpenAI request body to a validated plan: every parameter is honoured or refused
 //! with a 400 that names it.
 
-use crate::inference::{ChatMessage, LogitBias, Sampling};
+use crate::inference::{ChatMessage, Sampling};
 use crate::openai::chat::{ChatCompletionRequest, MessageContent};
+use crate::validate;
 use crate::{Error, invalid_request};
 use serde_json::Value;
 
@@ -33,11 +34,8 @@ pub struct Plan {
     pub n: u32,
 }
 
-/// OpenAI's own upper bound for `n`.
-const MAX_N: u32 = 128;
-/// OpenAI's bounds for `top_logprobs` and the number of stop sequences.
+/// OpenAI's bound for `top_logprobs`.
 const MAX_TOP_LOGPROBS: u32 = 20;
-const MAX_STOP: usize = 4;
 
 /// The tiers OpenAI accepts; all are served alike here.
 const SERVICE_TIERS: [&str; 5] = ["auto", "default", "flex", "scale", "priority"];
@@ -64,17 +62,6 @@ fn check_metadata(metadata: Option<&Value>) -> Result<(), Error> {
         }
     }
     Ok(())
-}
-
-/// A 400 naming `param` unless `value` is absent or within `[min, max]`.
-fn check_range(param: &str, value: Option<f32>, min: f32, max: f32) -> Result<(), Error> {
-    match value {
-        Some(v) if !(min..=max).contains(&v) => Err(invalid_request(
-            &format!("{param} must be between {min} and {max}, got {v}"),
-            Some(param),
-        )),
-        _ => Ok(()),
-    }
 }
 
 fn not_supported(param: &str, what: &str) -> Error {
@@ -115,14 +102,8 @@ fn message_text(i: usize, content: Option<MessageContent>) -> Result<String, Err
 impl Plan {
     /// Parses and validates an OpenAI chat request body.
     pub fn parse(body: &str) -> Result<Plan, Error> {
-        let req: ChatCompletionRequest = serde_json::from_str(body).map_err(|e| {
-            let b = crate::openai::ErrorBody::from_json_error(&e);
-            invalid_request(&b.error.message, b.error.param.as_deref())
-        })?;
-        if !req.extra.is_empty() {
-            let keys: Vec<&str> = req.extra.keys().map(String::as_str).collect();
-            crate::debug(&format!("ignoring unknown fields: {}", keys.join(", ")));
-        }
+        let req: ChatCompletionRequest = validate::parse_body(body)?;
+        validate::log_unknown(&req.extra);
         if req.messages.is_empty() {
             return Err(invalid_request(
                 "`messages` must contain at least one message",
@@ -184,13 +165,7 @@ impl Plan {
                 Some("service_tier"),
             ));
         }
-        let n = req.n.unwrap_or(1);
-        if !(1..=MAX_N).contains(&n) {
-            return Err(invalid_request(
-                &format!("n must be between 1 and {MAX_N}"),
-                Some("n"),
-            ));
-        }
+        let n = validate::n(req.n)?;
 
         let mut messages = Vec::with_capacity(req.messages.len());
         for (i, m) in req.messages.into_iter().enumerate() {
@@ -227,16 +202,14 @@ impl Plan {
             });
         }
 
-        check_range("temperature", req.temperature, 0.0, 2.0)?;
-        check_range("top_p", req.top_p, 0.0, 1.0)?;
-        if req.top_p == Some(0.0) {
-            return Err(invalid_request(
-                "top_p must be greater than 0",
-                Some("top_p"),
-            ));
-        }
-        check_range("presence_penalty", req.presence_penalty, -2.0, 2.0)?;
-        check_range("frequency_penalty", req.frequency_penalty, -2.0, 2.0)?;
+        let sampling = validate::sampling(validate::SamplingFields {
+            temperature: req.temperature,
+            top_p: req.top_p,
+            seed: req.seed,
+            presence_penalty: req.presence_penalty,
+            frequency_penalty: req.frequency_penalty,
+            logit_bias: req.logit_bias,
+        })?;
         if let Some(k) = req.top_logprobs
             && k > MAX_TOP_LOGPROBS
         {
@@ -245,28 +218,8 @@ impl Plan {
                 Some("top_logprobs"),
             ));
         }
-        for (param, v) in [
-            ("max_tokens", req.max_tokens),
-            ("max_completion_tokens", req.max_completion_tokens),
-        ] {
-            if v == Some(0) {
-                return Err(invalid_request(
-                    &format!("{param} must be at least 1"),
-                    Some(param),
-                ));
-            }
-        }
-        let mut logit_bias = Vec::new();
-        for (k, v) in req.logit_bias.unwrap_or_default() {
-            let token = k.parse::<u32>().map_err(|_| {
-                invalid_request(
-                    &format!("logit_bias key `{k}` is not a token id"),
-                    Some("logit_bias"),
-                )
-            })?;
-            check_range("logit_bias", Some(v), -100.0, 100.0)?;
-            logit_bias.push(LogitBias { token, bias: v });
-        }
+        validate::at_least_one("max_tokens", req.max_tokens)?;
+        validate::at_least_one("max_completion_tokens", req.max_completion_tokens)?;
         let top_logprobs = match (req.logprobs, req.top_logprobs) {
             (true, n) => Some(n.unwrap_or(0)),
             (false, None) => None,
@@ -277,32 +230,12 @@ impl Plan {
                 ));
             }
         };
-        let stop = req.stop.map(|s| s.into_vec()).unwrap_or_default();
-        if stop.len() > MAX_STOP {
-            return Err(invalid_request(
-                &format!("stop takes at most {MAX_STOP} sequences"),
-                Some("stop"),
-            ));
-        }
-        let include_usage = req.stream_options.as_ref().is_some_and(|o| o.include_usage);
-        if req.stream_options.is_some() && !req.stream {
-            return Err(invalid_request(
-                "stream_options is only allowed when stream is true",
-                Some("stream_options"),
-            ));
-        }
+        let stop = validate::stop(req.stop)?;
+        let include_usage = validate::include_usage(req.stream_options.as_ref(), req.stream)?;
         Ok(Plan {
             model: req.model,
             messages,
-            sampling: Sampling {
-                temperature: req.temperature.unwrap_or(1.0),
-                top_p: req.top_p.unwrap_or(1.0),
-                // OpenAI takes any 64-bit integer; its bits are the seed.
-                seed: req.seed.map(|s| s as u64),
-                presence_penalty: req.presence_penalty.unwrap_or(0.0),
-                frequency_penalty: req.frequency_penalty.unwrap_or(0.0),
-                logit_bias,
-            },
+            sampling,
             max_tokens: req.max_completion_tokens.or(req.max_tokens),
             stop,
             top_logprobs,

@@ -1,0 +1,139 @@
+//! Validation shared by the text-generation families (chat and legacy completions): every
+//! parameter in range or a 400 that names it.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::inference::{LogitBias, Sampling};
+use crate::openai::chat::{StopSequences, StreamOptions};
+use crate::{Error, invalid_request};
+
+/// OpenAI's upper bound for `n`.
+pub(crate) const MAX_N: u32 = 128;
+/// OpenAI's bound for the number of stop sequences.
+const MAX_STOP: usize = 4;
+
+/// Parses a JSON body into `T`; a mistake becomes a 400 naming the field serde names.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, Error> {
+    serde_json::from_str(body).map_err(|e| {
+        let b = crate::openai::ErrorBody::from_json_error(&e);
+        invalid_request(&b.error.message, b.error.param.as_deref())
+    })
+}
+
+/// Unknown fields are ignored, never refused: newer SDKs send fields this server may not
+/// know yet. They are logged so an operator can see what was ignored.
+pub(crate) fn log_unknown(extra: &BTreeMap<String, Value>) {
+    if !extra.is_empty() {
+        let keys: Vec<&str> = extra.keys().map(String::as_str).collect();
+        crate::debug(&format!("ignoring unknown fields: {}", keys.join(", ")));
+    }
+}
+
+/// A 400 naming `param` unless `value` is absent or within `[min, max]`.
+pub(crate) fn check_range(
+    param: &str,
+    value: Option<f32>,
+    min: f32,
+    max: f32,
+) -> Result<(), Error> {
+    match value {
+        Some(v) if !(min..=max).contains(&v) => Err(invalid_request(
+            &format!("{param} must be between {min} and {max}, got {v}"),
+            Some(param),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A 400 naming `param` when it is `Some(0)`.
+pub(crate) fn at_least_one(param: &str, value: Option<u32>) -> Result<(), Error> {
+    if value == Some(0) {
+        return Err(invalid_request(
+            &format!("{param} must be at least 1"),
+            Some(param),
+        ));
+    }
+    Ok(())
+}
+
+/// The sampling fields both families share.
+pub(crate) struct SamplingFields {
+    pub(crate) temperature: Option<f32>,
+    pub(crate) top_p: Option<f32>,
+    pub(crate) seed: Option<i64>,
+    pub(crate) presence_penalty: Option<f32>,
+    pub(crate) frequency_penalty: Option<f32>,
+    pub(crate) logit_bias: Option<BTreeMap<String, f32>>,
+}
+
+/// Checks every sampling parameter's range and turns them into the WIT's `sampling`.
+pub(crate) fn sampling(f: SamplingFields) -> Result<Sampling, Error> {
+    check_range("temperature", f.temperature, 0.0, 2.0)?;
+    check_range("top_p", f.top_p, 0.0, 1.0)?;
+    if f.top_p == Some(0.0) {
+        return Err(invalid_request(
+            "top_p must be greater than 0",
+            Some("top_p"),
+        ));
+    }
+    check_range("presence_penalty", f.presence_penalty, -2.0, 2.0)?;
+    check_range("frequency_penalty", f.frequency_penalty, -2.0, 2.0)?;
+    let mut logit_bias = Vec::new();
+    for (k, v) in f.logit_bias.unwrap_or_default() {
+        let token = k.parse::<u32>().map_err(|_| {
+            invalid_request(
+                &format!("logit_bias key `{k}` is not a token id"),
+                Some("logit_bias"),
+            )
+        })?;
+        check_range("logit_bias", Some(v), -100.0, 100.0)?;
+        logit_bias.push(LogitBias { token, bias: v });
+    }
+    Ok(Sampling {
+        temperature: f.temperature.unwrap_or(1.0),
+        top_p: f.top_p.unwrap_or(1.0),
+        // OpenAI takes any 64-bit integer; its bits are the seed.
+        seed: f.seed.map(|s| s as u64),
+        presence_penalty: f.presence_penalty.unwrap_or(0.0),
+        frequency_penalty: f.frequency_penalty.unwrap_or(0.0),
+        logit_bias,
+    })
+}
+
+/// `stop` as a list of at most four strings.
+pub(crate) fn stop(stop: Option<StopSequences>) -> Result<Vec<String>, Error> {
+    let stop = stop.map(StopSequences::into_vec).unwrap_or_default();
+    if stop.len() > MAX_STOP {
+        return Err(invalid_request(
+            &format!("stop takes at most {MAX_STOP} sequences"),
+            Some("stop"),
+        ));
+    }
+    Ok(stop)
+}
+
+/// `n` within OpenAI's bounds (default 1).
+pub(crate) fn n(n: Option<u32>) -> Result<u32, Error> {
+    let n = n.unwrap_or(1);
+    if !(1..=MAX_N).contains(&n) {
+        return Err(invalid_request(
+            &format!("n must be between 1 and {MAX_N}"),
+            Some("n"),
+        ));
+    }
+    Ok(n)
+}
+
+/// `stream_options.include_usage`; `stream_options` without `stream` is refused.
+pub(crate) fn include_usage(options: Option<&StreamOptions>, stream: bool) -> Result<bool, Error> {
+    if options.is_some() && !stream {
+        return Err(invalid_request(
+            "stream_options is only allowed when stream is true",
+            Some("stream_options"),
+        ));
+    }
+    Ok(options.is_some_and(|o| o.include_usage))
+}

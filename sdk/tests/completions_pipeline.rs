@@ -1,0 +1,146 @@
+//! The legacy completions pipeline, run natively against `testing::FakeHost`.
+
+use cinder_sdk::Error;
+use cinder_sdk::chat::Chat;
+use cinder_sdk::testing::{FakeHost, post};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct FirstParty;
+impl Chat for FirstParty {}
+
+fn run(host: &FakeHost, body: Value) -> Result<(), Error> {
+    let mut b = json!({"model": "m", "prompt": "Once"});
+    for (k, v) in body.as_object().expect("object") {
+        b[k] = v.clone();
+    }
+    FirstParty.complete_legacy(post(&b), host)
+}
+
+fn param_of(r: Result<(), Error>) -> Option<String> {
+    match r {
+        Err(Error::InvalidRequest(d)) => d.param,
+        other => panic!("expected a 400, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_text_prompt_gets_a_text_completion() {
+    let host = FakeHost::new("m").generating(&[" upon", " a", " time"]);
+    run(&host, json!({})).expect("completes");
+    let (status, r) = host.response().expect("response");
+    assert_eq!(status, 200);
+    assert_eq!(r["object"], "text_completion");
+    assert!(r["id"].as_str().expect("id").starts_with("cmpl-"));
+    assert_eq!(r["choices"][0]["text"], " upon a time");
+    assert_eq!(r["choices"][0]["finish_reason"], "stop");
+    assert!(r["choices"][0]["logprobs"].is_null());
+    assert_eq!(r["usage"]["prompt_tokens"], 4);
+    assert_eq!(r["usage"]["completion_tokens"], 3);
+    // OpenAI's legacy default.
+    assert_eq!(host.generate_requests()[0].max_tokens, Some(16));
+}
+
+#[test]
+fn several_prompts_and_n_index_choices_prompt_major() {
+    let host = FakeHost::new("m").generating(&["x"]);
+    run(&host, json!({"prompt": ["a", "b"], "n": 2, "echo": true})).expect("completes");
+    let (_, r) = host.response().expect("response");
+    let choices = r["choices"].as_array().expect("choices");
+    let got: Vec<(u64, &str)> = choices
+        .iter()
+        .map(|c| {
+            (
+                c["index"].as_u64().expect("i"),
+                c["text"].as_str().expect("t"),
+            )
+        })
+        .collect();
+    assert_eq!(got, [(0, "ax"), (1, "ax"), (2, "bx"), (3, "bx")]);
+    assert_eq!(r["usage"]["prompt_tokens"], 2);
+    assert_eq!(r["usage"]["completion_tokens"], 4);
+}
+
+#[test]
+fn token_id_prompts_are_used_as_given() {
+    let host = FakeHost::new("m").generating(&["!"]);
+    run(&host, json!({"prompt": [[72, 105], [104]]})).expect("completes");
+    let prompts: Vec<Vec<u32>> = host
+        .generate_requests()
+        .into_iter()
+        .map(|g| g.prompt)
+        .collect();
+    assert_eq!(prompts, [vec![72, 105], vec![104]]);
+}
+
+#[test]
+fn legacy_logprobs_have_parallel_arrays_and_offsets() {
+    let host = FakeHost::new("m").generating(&["ab", "c", "de"]);
+    run(&host, json!({"logprobs": 2})).expect("completes");
+    let (_, r) = host.response().expect("response");
+    let lp = &r["choices"][0]["logprobs"];
+    assert_eq!(lp["tokens"], json!(["ab", "c", "de"]));
+    assert_eq!(lp["token_logprobs"].as_array().expect("a").len(), 3);
+    assert_eq!(lp["text_offset"], json!([0, 2, 3]));
+    assert_eq!(lp["top_logprobs"][0], json!({"ab": -0.5}));
+}
+
+#[test]
+fn best_of_generates_more_and_returns_n() {
+    let host = FakeHost::new("m").generating(&["x"]);
+    run(&host, json!({"best_of": 3, "n": 1, "seed": 5})).expect("completes");
+    let gens = host.generate_requests();
+    assert_eq!(gens.len(), 3);
+    assert!(gens.iter().all(|g| g.top_logprobs == Some(0)));
+    let seeds: Vec<_> = gens.iter().map(|g| g.sampling.seed).collect();
+    assert_eq!(seeds, [Some(5), Some(6), Some(7)]);
+    let (_, r) = host.response().expect("response");
+    assert_eq!(r["choices"].as_array().expect("c").len(), 1);
+    assert_eq!(r["usage"]["completion_tokens"], 3);
+}
+
+#[test]
+fn a_stream_has_text_completion_chunks_and_a_usage_chunk() {
+    let host = FakeHost::new("m").generating(&[" upon", " a"]);
+    run(
+        &host,
+        json!({"stream": true, "echo": true, "stream_options": {"include_usage": true}}),
+    )
+    .expect("streams");
+    let events = host.events();
+    assert!(events.iter().all(|e| e["object"] == "text_completion"));
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["text"].as_str())
+        .collect();
+    assert_eq!(text, "Once upon a");
+    let n = events.len();
+    assert_eq!(events[n - 2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(events[n - 1]["choices"], json!([]));
+    assert_eq!(events[n - 1]["usage"]["completion_tokens"], 2);
+}
+
+#[test]
+fn refusals_name_their_parameter() {
+    let host = FakeHost::new("m").generating(&["x"]);
+    let cases = [
+        (json!({"prompt": null}), "prompt"),
+        (json!({"prompt": ""}), "prompt"),
+        (json!({"prompt": []}), "prompt"),
+        (json!({"echo": true, "logprobs": 1}), "echo"),
+        (json!({"best_of": 1, "n": 2}), "best_of"),
+        (json!({"best_of": 2, "stream": true}), "best_of"),
+        (json!({"logprobs": 6}), "logprobs"),
+        (json!({"max_tokens": 0}), "max_tokens"),
+        (json!({"temperature": 3}), "temperature"),
+        // The fake tokenizer has no FIM control tokens.
+        (json!({"suffix": "end"}), "suffix"),
+    ];
+    for (body, param) in cases {
+        assert_eq!(
+            param_of(run(&host, body.clone())).as_deref(),
+            Some(param),
+            "{body}"
+        );
+    }
+}
