@@ -188,3 +188,22 @@ fn out_of_range_parameters_are_refused_by_name() {
         }
     }
 }
+
+#[test]
+fn a_participant_name_reaches_the_prompt() {
+    let host = FakeHost::new("m").generating(&["x"]);
+    let body =
+        json!({"model": "m", "messages": [{"role": "user", "name": "ada", "content": "hi"}]});
+    FirstParty.complete(post(&body), &host).expect("completes");
+    let prompt: Vec<u8> = host.generate_requests()[0]
+        .prompt
+        .iter()
+        .map(|&t| t as u8)
+        .collect();
+    assert!(String::from_utf8_lossy(&prompt).contains("ada: hi"));
+    let bad = json!({"model": "m", "messages": [{"role": "user", "name": "a b", "content": "hi"}]});
+    match FirstParty.complete(post(&bad), &host) {
+        Err(Error::InvalidRequest(d)) => assert_eq!(d.param.as_deref(), Some("messages[0].name")),
+        other => panic!("{other:?}"),
+    }
+}

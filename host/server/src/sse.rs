@@ -67,3 +67,68 @@ fn event_stream(
         .chain(rest)
         .map(Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn body_of(outputs: Vec<Output>) -> (StatusCode, String) {
+        let (tx, rx) = mpsc::channel(8);
+        for o in outputs {
+            tx.send(o).await.unwrap();
+        }
+        drop(tx);
+        let res = match respond(rx).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        };
+        let status = res.status();
+        let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_stream_ends_with_done() {
+        let (status, body) =
+            body_of(vec![Output::Event("1".into()), Output::Event("2".into())]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "data: 1\n\ndata: 2\n\ndata: [DONE]\n\n");
+    }
+
+    #[tokio::test]
+    async fn an_error_mid_stream_is_one_error_event_and_no_done() {
+        let error = cinder_openai::ErrorBody::new("server_error", "boom", None, None);
+        let (status, body) = body_of(vec![
+            Output::Event("1".into()),
+            Output::Error {
+                status: 500,
+                body: error,
+            },
+        ])
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "the status was sent with the first event"
+        );
+        let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(events.len(), 2, "{body}");
+        assert!(events[1].starts_with("data: {\"error\":"), "{body}");
+        assert!(!body.contains("[DONE]"));
+    }
+
+    #[tokio::test]
+    async fn an_error_before_anything_is_a_real_status() {
+        let error =
+            cinder_openai::ErrorBody::new("invalid_request_error", "no", Some("n".into()), None);
+        let (status, body) = body_of(vec![Output::Error {
+            status: 400,
+            body: error,
+        }])
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(body.contains("\"param\":\"n\""), "{body}");
+    }
+}

@@ -196,9 +196,26 @@ impl Plan {
                     Some(&format!("messages[{i}].content")),
                 ));
             }
+            let mut content = message_text(i, m.content)?;
+            if let Some(name) = &m.name {
+                // Chat templates have no field for a participant's name (nor has the WIT's
+                // chat-message), so it goes where the model can read it: before the text.
+                if name.is_empty()
+                    || name.len() > 64
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(invalid_request(
+                        "A name is 1 to 64 letters, digits, `_` or `-`",
+                        Some(&format!("messages[{i}].name")),
+                    ));
+                }
+                content = format!("{name}: {content}");
+            }
             messages.push(ChatMessage {
                 role: role.to_owned(),
-                content: message_text(i, m.content)?,
+                content,
             });
         }
 
