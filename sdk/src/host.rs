@@ -2,7 +2,7 @@
 //! ([`Wasm`]); with the `testing` feature, unit tests run the same logic natively against
 //! [`crate::testing::FakeHost`].
 
-use crate::inference::{self, ChatMessage, Event, GenerateRequest, ModelInfo};
+use crate::inference::{self, ChatMessage, Event, GenerateRequest, ModelInfo, TokenLogprob};
 use crate::sink::ResponseSink;
 use crate::{Error, sink_error};
 
@@ -27,6 +27,9 @@ pub trait Host {
     fn tokenize(&self, model: &str, text: &str, parse_special: bool) -> Result<Vec<u32>, Error>;
     /// The text of token ids.
     fn detokenize(&self, model: &str, tokens: &[u32]) -> Result<String, Error>;
+    /// For each token after the first, its logprob given the ones before it, with `top`
+    /// alternatives (WIT 0.1.2).
+    fn score(&self, model: &str, tokens: &[u32], top: u32) -> Result<Vec<TokenLogprob>, Error>;
     /// Starts a generation.
     fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error>;
     /// Sends one SSE event's data (the host frames it and ends the stream with `[DONE]`).
@@ -78,6 +81,10 @@ impl Host for Wasm<'_> {
 
     fn detokenize(&self, model: &str, tokens: &[u32]) -> Result<String, Error> {
         inference::detokenize(model, tokens)
+    }
+
+    fn score(&self, model: &str, tokens: &[u32], top: u32) -> Result<Vec<TokenLogprob>, Error> {
+        inference::score(model, tokens, top)
     }
 
     fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error> {

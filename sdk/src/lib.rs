@@ -17,7 +17,7 @@
 
 #![deny(missing_docs)]
 
-/// Generated WIT bindings (`cinder:plugin@0.1.1`, world `chat-plugin`).
+/// Generated WIT bindings (`cinder:plugin@0.1.2`, world `chat-plugin`).
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({

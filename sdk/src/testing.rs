@@ -199,6 +199,27 @@ impl Host for FakeHost {
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
+    /// Every token scores -1.0, with `top` copies of itself as the alternatives.
+    fn score(&self, model: &str, tokens: &[u32], top: u32) -> Result<Vec<TokenLogprob>, Error> {
+        self.describe_model(model)?;
+        Ok(tokens
+            .iter()
+            .skip(1)
+            .map(|&t| {
+                let sampled = TopLogprob {
+                    token: t,
+                    text: char::from(t as u8).to_string(),
+                    bytes: vec![t as u8],
+                    logprob: -1.0,
+                };
+                TokenLogprob {
+                    top: vec![sampled.clone(); top as usize],
+                    sampled,
+                }
+            })
+            .collect())
+    }
+
     fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error> {
         self.describe_model(&request.model)?;
         let k = self.generated.borrow().len();

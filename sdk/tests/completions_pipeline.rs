@@ -127,11 +127,9 @@ fn refusals_name_their_parameter() {
         (json!({"prompt": null}), "prompt"),
         (json!({"prompt": ""}), "prompt"),
         (json!({"prompt": []}), "prompt"),
-        (json!({"echo": true, "logprobs": 1}), "echo"),
         (json!({"best_of": 1, "n": 2}), "best_of"),
         (json!({"best_of": 2, "stream": true}), "best_of"),
         (json!({"logprobs": 6}), "logprobs"),
-        (json!({"max_tokens": 0}), "max_tokens"),
         (json!({"temperature": 3}), "temperature"),
         // The fake tokenizer has no FIM control tokens.
         (json!({"suffix": "end"}), "suffix"),
@@ -143,4 +141,31 @@ fn refusals_name_their_parameter() {
             "{body}"
         );
     }
+}
+
+#[test]
+fn echo_with_logprobs_scores_the_prompt_and_max_tokens_0_generates_nothing() {
+    let host = FakeHost::new("m").generating(&["x"]);
+    run(&host, json!({"echo": true, "logprobs": 1, "max_tokens": 0})).expect("completes");
+    assert!(host.generate_requests().is_empty(), "nothing generated");
+    let (_, r) = host.response().expect("response");
+    let c = &r["choices"][0];
+    assert_eq!(c["text"], "Once");
+    assert_eq!(c["finish_reason"], "length");
+    let lp = &c["logprobs"];
+    assert_eq!(lp["tokens"], json!(["O", "n", "c", "e"]));
+    assert_eq!(lp["token_logprobs"], json!([null, -1.0, -1.0, -1.0]));
+    assert!(lp["top_logprobs"][0].is_null());
+    assert_eq!(lp["text_offset"], json!([0, 1, 2, 3]));
+    assert_eq!(r["usage"]["completion_tokens"], 0);
+
+    // With generation, the generated tokens follow the prompt's.
+    let host = FakeHost::new("m").generating(&["!"]);
+    run(&host, json!({"echo": true, "logprobs": 0, "max_tokens": 1})).expect("completes");
+    let (_, r) = host.response().expect("response");
+    assert_eq!(r["choices"][0]["text"], "Once!");
+    assert_eq!(
+        r["choices"][0]["logprobs"]["text_offset"],
+        json!([0, 1, 2, 3, 4])
+    );
 }

@@ -209,3 +209,38 @@ fn the_default_model_summary_matches_smollm2_135m() {
     assert!(s.tensor_types.contains_key("Q4_1"), "{:?}", s.tensor_types);
     assert!(s.chat_template.is_some_and(|t| t.contains("<|im_start|>")));
 }
+
+/// Every position's logits at once (what scoring and `echo` + `logprobs` use): teacher-forcing
+/// the reference greedy continuation, each position's argmax is the next reference token, and
+/// the prompt's last row matches the single-position forward.
+#[test]
+fn all_position_logits_reproduce_the_greedy_reference() {
+    let r = read_json("smollm2/greedy.json");
+    let l = loaded();
+    let (model, _) = Llama::load(&l.gguf, BackendPreference::Cpu, |_, _| {}).expect("model loads");
+    let vocab = l.tokenizer.vocab_size();
+    for (name, p) in r["transformers"]["prompts"].as_object().expect("prompts") {
+        let prompt = ids(&p["prompt_ids"]);
+        let continuation = ids(&p["ids"]);
+        let all: Vec<u32> = prompt.iter().chain(&continuation).copied().collect();
+        let logits = model
+            .forward_all(&all, &mut model.new_cache())
+            .expect("forward_all");
+        assert_eq!(logits.len(), all.len() * vocab);
+        for (k, &next) in continuation.iter().enumerate() {
+            let row = prompt.len() - 1 + k;
+            let got = argmax(&logits[row * vocab..(row + 1) * vocab]);
+            assert_eq!(got, next, "{name}: position {row}");
+        }
+        let last = model
+            .forward(&prompt, &mut model.new_cache())
+            .expect("forward");
+        let row = prompt.len() - 1;
+        let max_diff = last
+            .iter()
+            .zip(&logits[row * vocab..(row + 1) * vocab])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(max_diff < 1e-4, "{name}: {max_diff}");
+    }
+}

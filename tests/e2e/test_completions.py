@@ -89,7 +89,6 @@ def test_streaming_matches_the_whole_response(client):
     "param,extra",
     [
         ("suffix", {"suffix": " and that is all."}),
-        ("echo", {"echo": True, "logprobs": 1}),
         ("best_of", {"best_of": 2, "stream": True}),
         ("logprobs", {"logprobs": 6}),
         ("prompt", {"prompt": ""}),
@@ -101,3 +100,26 @@ def test_refusals_name_the_param(client, param, extra):
     with pytest.raises(openai.BadRequestError) as e:
         client.completions.create(model=MODEL, **kw)
     assert e.value.body["param"] == param
+
+
+def test_echo_logprobs_score_the_prompt_like_generation_does(client):
+    """lm-eval style scoring: `echo` + `logprobs` + `max_tokens: 0` returns the prompt's token
+    logprobs; scoring prompt + greedy answer reproduces the logprobs generation reported."""
+    # Two tokens (" Paris", "."): text that tokenizes back to the same tokens, which longer
+    # output need not ("\n", "\n" generated, "\n\n" when re-tokenized).
+    gen = greedy(client, max_tokens=2, logprobs=1)
+    answer = gen.choices[0].text
+    scored = greedy(client, prompt=PROMPT + answer, echo=True, logprobs=1, max_tokens=0)
+    c = scored.choices[0]
+    assert c.text == PROMPT + answer
+    assert c.finish_reason == "length"
+    assert scored.usage.completion_tokens == 0
+    lp = c.logprobs
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    assert "".join(lp.tokens) == PROMPT + answer
+    assert lp.text_offset[0] == 0 and lp.text_offset == sorted(lp.text_offset)
+    # The answer's tokens, scored in context, have the logprobs generation gave them.
+    n = len(gen.choices[0].logprobs.tokens)
+    assert lp.tokens[-n:] == gen.choices[0].logprobs.tokens
+    for a, b in zip(lp.token_logprobs[-n:], gen.choices[0].logprobs.token_logprobs):
+        assert abs(a - b) < 2e-3, (a, b)

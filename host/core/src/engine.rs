@@ -68,10 +68,26 @@ struct Submission {
     events: mpsc::Sender<GenEvent>,
 }
 
+/// Logprobs of a whole token sequence (each token given the ones before it).
+struct ScoreJob {
+    tokens: Vec<u32>,
+    top: usize,
+    reply: tokio::sync::oneshot::Sender<Result<Vec<TokenLogprob>, CoreError>>,
+}
+
+/// What the engine thread is asked to do.
+enum Job {
+    Generate(Submission),
+    Score(ScoreJob),
+}
+
+/// Prompt positions scored per forward: bounds the logits held at once (64 × vocab floats).
+const SCORE_CHUNK: usize = 64;
+
 /// A cheap, cloneable way to reach a model's engine thread.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: std_mpsc::Sender<Submission>,
+    tx: std_mpsc::Sender<Job>,
     tokenizer: Arc<Tokenizer>,
     context_length: usize,
 }
@@ -144,7 +160,52 @@ impl EngineHandle {
         }
         let (events, rx) = mpsc::channel(EVENT_BUFFER);
         self.tx
-            .send(Submission { request, events })
+            .send(Job::Generate(Submission { request, events }))
+            .map_err(|_| CoreError::EngineStopped)?;
+        Ok(rx)
+    }
+
+    /// Queues scoring `tokens`: for each token after the first, its logprob given the ones
+    /// before it and the `top` most likely alternatives at that position.
+    pub fn score(
+        &self,
+        tokens: Vec<u32>,
+        top: u32,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<TokenLogprob>, CoreError>>, CoreError>
+    {
+        if tokens.is_empty() {
+            return Err(CoreError::invalid("nothing to score", "prompt"));
+        }
+        if let Some(bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.tokenizer.vocab_size())
+        {
+            return Err(CoreError::invalid(
+                format!("token id {bad} is outside the vocabulary"),
+                "prompt",
+            ));
+        }
+        if tokens.len() > self.context_length {
+            return Err(CoreError::InvalidRequest {
+                message: format!(
+                    "This model's maximum context length is {} tokens, but the prompt has {} tokens.",
+                    self.context_length,
+                    tokens.len()
+                ),
+                param: Some("prompt".into()),
+                code: Some("context_length_exceeded".into()),
+            });
+        }
+        if top > 20 {
+            return Err(CoreError::invalid("at most 20 alternatives", "logprobs"));
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job::Score(ScoreJob {
+                tokens,
+                top: top as usize,
+                reply,
+            }))
             .map_err(|_| CoreError::EngineStopped)?;
         Ok(rx)
     }
@@ -176,16 +237,16 @@ struct Engine {
 }
 
 impl Engine {
-    fn run(mut self, rx: std_mpsc::Receiver<Submission>) {
+    fn run(mut self, rx: std_mpsc::Receiver<Job>) {
         loop {
             if self.running.is_empty() {
                 match rx.recv() {
-                    Ok(s) => self.admit(s),
+                    Ok(job) => self.take(job),
                     Err(_) => return, // every handle dropped: shutdown
                 }
             }
-            while let Ok(s) = rx.try_recv() {
-                self.admit(s);
+            while let Ok(job) = rx.try_recv() {
+                self.take(job);
             }
             let progressed = self.step();
             self.running.retain(|s| !s.done);
@@ -194,6 +255,41 @@ impl Engine {
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
         }
+    }
+
+    fn take(&mut self, job: Job) {
+        match job {
+            Job::Generate(s) => self.admit(s),
+            // Scoring runs to the end at once: running sequences wait one prefill's time.
+            Job::Score(job) => {
+                let result = self.score(&job.tokens, job.top);
+                let _ = job.reply.send(result);
+            }
+        }
+    }
+
+    fn score(&self, tokens: &[u32], top: usize) -> Result<Vec<TokenLogprob>, CoreError> {
+        let vocab = self.tokenizer.vocab_size();
+        let mut cache = self.model.new_cache();
+        let mut out = Vec::with_capacity(tokens.len().saturating_sub(1));
+        for (c, chunk) in tokens.chunks(SCORE_CHUNK).enumerate() {
+            let logits = self.model.forward_all(chunk, &mut cache)?;
+            for (i, row) in logits.chunks(logits.len() / chunk.len()).enumerate() {
+                let Some(&next) = tokens.get(c * SCORE_CHUNK + i + 1) else {
+                    break;
+                };
+                let row = &row[..vocab.min(row.len())];
+                let (lse, top) = crate::sampler::log_softmax_top(row, top);
+                out.push(TokenLogprob {
+                    token: next,
+                    logprob: row
+                        .get(next as usize)
+                        .map_or(f32::NEG_INFINITY, |l| l - lse),
+                    top,
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn admit(&mut self, s: Submission) {

@@ -290,6 +290,28 @@ impl Llama {
     /// Runs `tokens` (the next positions of the sequence in `cache`) through the model and
     /// returns the logits of the last position.
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, CoreError> {
+        let x = self.hidden(tokens, cache)?;
+        let t = tokens.len();
+        self.head(x.slice([t - 1..t, 0..self.config.dim]))
+    }
+
+    /// Like [`Llama::forward`], but returns the logits of every position, row after row
+    /// (`tokens.len() × vocab`): what scoring a prompt needs.
+    pub fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, CoreError> {
+        let x = self.hidden(tokens, cache)?;
+        self.head(x)
+    }
+
+    /// Final norm and output head over `[rows, dim]` hidden states.
+    fn head(&self, x: Tensor<2>) -> Result<Vec<f32>, CoreError> {
+        self.rms_norm(x, &self.out_norm)
+            .matmul(self.lm_head.clone().transpose())
+            .try_into_vec_as::<f32>()
+            .map_err(|e| CoreError::Backend(format!("reading logits: {e:?}")))
+    }
+
+    /// The hidden states after the last layer, one row per token.
+    fn hidden(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor<2>, CoreError> {
         let c = &self.config;
         let t = tokens.len();
         let offset = cache.len;
@@ -343,14 +365,7 @@ impl Llama {
             x = x + (gate * up).matmul(layer.w_down.clone().transpose());
         }
         cache.len += t;
-
-        let last = x.slice([t - 1..t, 0..c.dim]);
-        let logits = self
-            .rms_norm(last, &self.out_norm)
-            .matmul(self.lm_head.clone().transpose());
-        logits
-            .try_into_vec_as::<f32>()
-            .map_err(|e| CoreError::Backend(format!("reading logits: {e:?}")))
+        Ok(x)
     }
 
     /// `[1, t, offset + t]`: 0 where query `i` may see key `j`, a large negative number where not.

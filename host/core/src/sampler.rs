@@ -210,7 +210,7 @@ pub fn argmax(logits: &[f32]) -> u32 {
 }
 
 /// Log-sum-exp of the logits and the `k` most likely tokens with their log-probabilities.
-fn log_softmax_top(logits: &[f32], k: usize) -> (f32, Vec<(u32, f32)>) {
+pub(crate) fn log_softmax_top(logits: &[f32], k: usize) -> (f32, Vec<(u32, f32)>) {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let sum: f64 = logits.iter().map(|&l| f64::from(l - max).exp()).sum();
     let lse = max + sum.ln() as f32;

@@ -52,8 +52,9 @@ pub struct CompletionRequest {
 pub struct LegacyLogprobs {
     pub tokens: Vec<String>,
     pub token_logprobs: Vec<Option<f32>>,
-    /// Per token: the alternatives, token text → logprob.
-    pub top_logprobs: Vec<BTreeMap<String, f32>>,
+    /// Per token: the alternatives, token text → logprob (`null` for an echoed prompt's
+    /// first token, which has nothing before it).
+    pub top_logprobs: Vec<Option<BTreeMap<String, f32>>>,
     /// Where each token starts in `text`, in characters.
     pub text_offset: Vec<u32>,
 }

@@ -294,6 +294,39 @@ impl inference::HostGeneration for HostState {
 }
 
 impl inference::Host for HostState {
+    async fn score(
+        &mut self,
+        model: String,
+        tokens: Vec<u32>,
+        top_logprobs: u32,
+    ) -> wasmtime::Result<Result<Vec<inference::TokenLogprob>, types::Error>> {
+        let model = match self.model(&model) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        let reply = match model.engine.score(tokens, top_logprobs) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(wit_error(e))),
+        };
+        let scored = reply.await;
+        self.touch();
+        Ok(match scored {
+            Ok(Ok(scored)) => Ok(scored
+                .into_iter()
+                .map(|lp| inference::TokenLogprob {
+                    sampled: token_logprob(&model, lp.token, lp.logprob),
+                    top: lp
+                        .top
+                        .into_iter()
+                        .map(|(t, l)| token_logprob(&model, t, l))
+                        .collect(),
+                })
+                .collect()),
+            Ok(Err(e)) => Err(wit_error(e)),
+            Err(_) => Err(wit_error(cinder_core::CoreError::EngineStopped)),
+        })
+    }
+
     fn generate(
         &mut self,
         request: inference::GenerateRequest,

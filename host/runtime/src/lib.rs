@@ -42,6 +42,7 @@ pub(crate) mod bindings {
         world: "chat-plugin",
         imports: {
             "cinder:plugin/inference.[method]generation.next": async | trappable,
+            "cinder:plugin/inference.score": async | trappable,
             "cinder:plugin/sink.[method]response-sink.send-event": async | trappable,
             "cinder:plugin/sink.[method]response-sink.respond": async | trappable,
             default: trappable,

@@ -16,7 +16,7 @@ use crate::{HostState, RuntimeError};
 const WIT_PACKAGE: &str = "cinder:plugin/handler@";
 const WIT_MINOR: &str = "0.1.";
 /// The newest WIT this host implements (`wit/v0.1/worlds.wit`).
-pub const WIT_SERVED: &str = "0.1.1";
+pub const WIT_SERVED: &str = "0.1.2";
 
 /// What `/health` and the logs say about a loaded plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -37,7 +37,8 @@ fn has_fim(host: &dyn Host, model: &str) -> Result<bool, Error> {
 /// One running choice.
 struct Job {
     prompt: usize,
-    generation: Box<dyn Generation>,
+    /// `None` with `max_tokens: 0`: the prompt is only echoed (and scored).
+    generation: Option<Box<dyn Generation>>,
     /// Its text so far (echoed prompt included), in characters: the next token's offset.
     chars: u32,
     text: String,
@@ -62,12 +63,12 @@ impl Job {
             if top_k.is_some() {
                 lp.tokens.push(t.sampled.text.clone());
                 lp.token_logprobs.push(Some(t.sampled.logprob));
-                lp.top_logprobs.push(
+                lp.top_logprobs.push(Some(
                     t.top
                         .iter()
                         .map(|a| (a.text.clone(), a.logprob))
                         .collect::<BTreeMap<_, _>>(),
-                );
+                ));
                 lp.text_offset.push(self.chars);
                 self.chars += t.sampled.text.chars().count() as u32;
             }
@@ -88,6 +89,35 @@ impl Job {
     fn mean_logprob(&self) -> f64 {
         self.logprob_sum / f64::from(self.completion_tokens.max(1))
     }
+}
+
+/// The legacy logprobs of a prompt's own tokens: the first has none (nothing precedes it).
+fn prompt_logprobs(
+    host: &dyn Host,
+    model: &str,
+    ids: &[u32],
+    k: u32,
+) -> Result<LegacyLogprobs, Error> {
+    let mut lp = LegacyLogprobs::default();
+    let Some(&first) = ids.first() else {
+        return Ok(lp);
+    };
+    let first = host.detokenize(model, &[first])?;
+    let mut chars = first.chars().count() as u32;
+    lp.tokens.push(first);
+    lp.token_logprobs.push(None);
+    lp.top_logprobs.push(None);
+    lp.text_offset.push(0);
+    for t in host.score(model, ids, k)? {
+        lp.text_offset.push(chars);
+        chars += t.sampled.text.chars().count() as u32;
+        lp.tokens.push(t.sampled.text);
+        lp.token_logprobs.push(Some(t.sampled.logprob));
+        lp.top_logprobs.push(Some(
+            t.top.into_iter().map(|a| (a.text, a.logprob)).collect(),
+        ));
+    }
+    Ok(lp)
 }
 
 fn reason(r: FinishReason) -> String {
@@ -146,29 +176,39 @@ pub fn complete<C: Chat + ?Sized>(
     let top_logprobs = plan.logprobs.or((plan.best_of > plan.n).then_some(0));
     let mut jobs = Vec::new();
     for (p, (ids, text)) in prompts.iter().enumerate() {
+        // With echo and logprobs, the prompt's own tokens come first in the logprobs.
+        let echoed_logprobs = match plan.logprobs {
+            Some(k) if plan.echo => prompt_logprobs(host, &plan.model, ids, k)?,
+            _ => LegacyLogprobs::default(),
+        };
         for j in 0..plan.best_of {
             let k = p as u64 * u64::from(plan.best_of) + u64::from(j);
             let mut sampling = plan.sampling.clone();
             sampling.seed = sampling.seed.map(|s| s.wrapping_add(k));
-            let generation = host.generate(&GenerateRequest {
-                model: plan.model.clone(),
-                prompt: ids.clone(),
-                max_tokens: Some(plan.max_tokens),
-                sampling,
-                stop: plan.stop.clone(),
-                top_logprobs,
-            })?;
+            let generation = if plan.max_tokens == 0 {
+                None
+            } else {
+                Some(host.generate(&GenerateRequest {
+                    model: plan.model.clone(),
+                    prompt: ids.clone(),
+                    max_tokens: Some(plan.max_tokens),
+                    sampling,
+                    stop: plan.stop.clone(),
+                    top_logprobs,
+                })?)
+            };
             let echoed = if plan.echo {
                 text.clone()
             } else {
                 String::new()
             };
+            // Offsets of generated tokens follow the echoed text, however its tokens split.
             jobs.push(Job {
                 prompt: p,
                 generation,
                 chars: echoed.chars().count() as u32,
                 text: echoed,
-                logprobs: LegacyLogprobs::default(),
+                logprobs: echoed_logprobs.clone(),
                 logprob_sum: 0.0,
                 finish: None,
                 completion_tokens: 0,
@@ -205,8 +245,12 @@ fn aggregate<C: Chat + ?Sized>(
 ) -> Result<(), Error> {
     for (k, job) in jobs.iter_mut().enumerate() {
         let index = k as u32;
+        let Some(generation) = job.generation.take() else {
+            job.finish = Some("length".into());
+            continue;
+        };
         loop {
-            match job.generation.next()? {
+            match generation.next()? {
                 Some(Event::Delta(d)) => {
                     job.absorb(chat, index, d, plan.logprobs);
                 }
@@ -265,7 +309,8 @@ fn stream<C: Chat + ?Sized>(
     // best_of == n here (checked in the plan), so job k is choice k.
     if plan.echo {
         for (k, job) in jobs.iter().enumerate() {
-            host.send_json(&chunk(k as u32, job.text.clone(), None, None))?;
+            let logprobs = plan.logprobs.map(|_| job.logprobs.clone());
+            host.send_json(&chunk(k as u32, job.text.clone(), logprobs, None))?;
         }
     }
     let mut running: Vec<usize> = (0..jobs.len()).collect();
@@ -274,7 +319,12 @@ fn stream<C: Chat + ?Sized>(
         for k in running {
             let index = k as u32;
             let job = &mut jobs[k];
-            match job.generation.next()? {
+            let Some(generation) = &job.generation else {
+                // max_tokens 0: nothing to generate.
+                host.send_json(&chunk(index, String::new(), None, Some("length".into())))?;
+                continue;
+            };
+            match generation.next()? {
                 Some(Event::Delta(d)) => {
                     let (text, lp) = job.absorb(chat, index, d, plan.logprobs);
                     if !text.is_empty() || !lp.tokens.is_empty() {

@@ -31,7 +31,7 @@ pub struct LegacyPlan {
     pub prompts: Vec<PromptInput>,
     /// Fill-in-the-middle: text after the insertion point.
     pub suffix: Option<String>,
-    /// Tokens per choice at most (OpenAI's legacy default is 16).
+    /// Tokens per choice at most (OpenAI's legacy default is 16); 0 generates nothing.
     pub max_tokens: u32,
     /// Sampling parameters, ranges checked.
     pub sampling: Sampling,
@@ -83,7 +83,7 @@ impl LegacyPlan {
             frequency_penalty: req.frequency_penalty,
             logit_bias: req.logit_bias,
         })?;
-        validate::at_least_one("max_tokens", req.max_tokens)?;
+        // 0 is allowed: with echo it scores the prompt without generating.
         let max_tokens = req.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS);
         let n = validate::n(req.n)?;
         let best_of = req.best_of.unwrap_or(n);
@@ -105,12 +105,6 @@ impl LegacyPlan {
             return Err(invalid_request(
                 &format!("logprobs must be between 0 and {MAX_LOGPROBS}"),
                 Some("logprobs"),
-            ));
-        }
-        if req.echo && req.logprobs.is_some() {
-            return Err(invalid_request(
-                "echo with logprobs would need logprobs of the prompt's tokens, which this server does not compute",
-                Some("echo"),
             ));
         }
         if req.echo && req.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
