@@ -53,3 +53,44 @@ async fn a_route_clash_is_refused_and_the_owner_keeps_serving() {
     assert_ok(&call(&rt, "ok").await);
     let _ = std::fs::remove_dir_all(root);
 }
+
+#[tokio::test]
+async fn routes_with_parameters_match_one_segment_and_clash_by_shape() {
+    use cinder_runtime::RouteMatch;
+    let dir = misbehave_copy("params", |m| {
+        m.replace("/test/misbehave", "/test/items/{id}")
+    });
+    let rt = bare_runtime(limits(), None);
+    rt.load_plugin(&dir).expect("loads");
+    assert!(matches!(
+        rt.route("POST", "/test/items/42"),
+        RouteMatch::Found(_)
+    ));
+    assert!(matches!(
+        rt.route("GET", "/test/items/42"),
+        RouteMatch::MethodNotAllowed
+    ));
+    assert!(matches!(
+        rt.route("POST", "/test/items"),
+        RouteMatch::NotFound
+    ));
+    assert!(matches!(
+        rt.route("POST", "/test/items/42/x"),
+        RouteMatch::NotFound
+    ));
+    let out = crate::runtime::call_at(&rt, "/test/items/42", "ok").await;
+    assert!(matches!(
+        out.as_slice(),
+        [cinder_runtime::Output::Respond { status: 200, .. }]
+    ));
+
+    let other = misbehave_copy("params2", |m| {
+        m.replace("/test/misbehave", "/test/items/{item}")
+            .replace("id = \"misbehave\"", "id = \"other\"")
+    });
+    let err = rt.load_plugin(&other).expect_err("same shape").to_string();
+    assert!(err.contains("already owned"), "{err}");
+    for d in [dir, other] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

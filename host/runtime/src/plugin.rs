@@ -209,7 +209,11 @@ impl Registry {
         let mut new_routes = Vec::new();
         for route in &plugin.info.routes {
             let (method, path) = route.split_once(' ').unwrap_or(("POST", route));
-            if let Some(clash) = self.routes.iter().find(|r| r.0 == method && r.1 == path) {
+            if let Some(clash) = self
+                .routes
+                .iter()
+                .find(|r| r.0 == method && same_shape(&r.1, path))
+            {
                 return Err(RuntimeError::Plugin {
                     path: plugin.info.id.clone(),
                     reason: format!(
@@ -233,7 +237,7 @@ impl Registry {
         let path = path.trim_end_matches('/');
         let mut path_known = false;
         for (m, p, i) in &self.routes {
-            if p == path {
+            if path_matches(p, path) {
                 if m.eq_ignore_ascii_case(method) {
                     return RouteMatch::Found(self.plugins[*i].clone());
                 }
@@ -245,5 +249,59 @@ impl Registry {
         } else {
             RouteMatch::NotFound
         }
+    }
+}
+
+/// Whether a route pattern's segment is a parameter (`{id}`): it matches any one segment.
+fn is_param(segment: &str) -> bool {
+    segment.len() > 2 && segment.starts_with('{') && segment.ends_with('}')
+}
+
+/// Whether `path` fits `pattern` (`/v1/files/{id}/content` fits `/v1/files/file-1/content`).
+fn path_matches(pattern: &str, path: &str) -> bool {
+    let (mut a, mut b) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return true,
+            (Some(p), Some(s)) if p == s || (is_param(p) && !s.is_empty()) => {}
+            _ => return false,
+        }
+    }
+}
+
+/// Whether two patterns match the same paths (parameter names aside): a route clash.
+fn same_shape(a: &str, b: &str) -> bool {
+    let norm = |p: &str| -> Vec<String> {
+        p.split('/')
+            .map(|s| {
+                if is_param(s) {
+                    "{}".into()
+                } else {
+                    s.to_owned()
+                }
+            })
+            .collect()
+    };
+    norm(a) == norm(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_one_segment_per_parameter() {
+        let p = "/v1/chat/completions/{id}";
+        assert!(path_matches(p, "/v1/chat/completions/chatcmpl-1"));
+        assert!(!path_matches(p, "/v1/chat/completions"));
+        assert!(!path_matches(p, "/v1/chat/completions/"));
+        assert!(!path_matches(p, "/v1/chat/completions/a/b"));
+        assert!(path_matches(
+            "/v1/files/{id}/content",
+            "/v1/files/f1/content"
+        ));
+        assert!(path_matches("/v1/models", "/v1/models"));
+        assert!(same_shape("/v1/files/{id}", "/v1/files/{file_id}"));
+        assert!(!same_shape("/v1/files/{id}", "/v1/files/list"));
     }
 }
