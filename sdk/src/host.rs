@@ -38,6 +38,20 @@ pub trait Host {
     fn respond(&self, status: u16, body: &str) -> Result<(), Error>;
     /// The plugin's setting `key` from the config file (`[plugins.settings.<id>]`).
     fn setting(&self, key: &str) -> Option<String>;
+    /// Writes a durable document (WIT `documents.put`; needs the `storage` capability).
+    fn put_document(&self, collection: &str, key: &str, value: &str) -> Result<(), Error>;
+    /// Reads a durable document.
+    fn get_document(&self, collection: &str, key: &str) -> Result<Option<String>, Error>;
+    /// Deletes a durable document; false if it was not there.
+    fn delete_document(&self, collection: &str, key: &str) -> Result<bool, Error>;
+    /// Up to `limit` documents in first-write order (or newest first), after the key `after`.
+    fn page_documents(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: u32,
+        newest_first: bool,
+    ) -> Result<Vec<(String, String)>, Error>;
 
     /// Serializes `value` and sends it as one SSE event.
     fn send_json(&self, value: &dyn erased::Serialize) -> Result<(), Error> {
@@ -101,6 +115,28 @@ impl Host for Wasm<'_> {
 
     fn setting(&self, key: &str) -> Option<String> {
         crate::config::get(key)
+    }
+
+    fn put_document(&self, collection: &str, key: &str, value: &str) -> Result<(), Error> {
+        crate::documents::put(collection, key, value)
+    }
+
+    fn get_document(&self, collection: &str, key: &str) -> Result<Option<String>, Error> {
+        crate::documents::get(collection, key)
+    }
+
+    fn delete_document(&self, collection: &str, key: &str) -> Result<bool, Error> {
+        crate::documents::delete(collection, key)
+    }
+
+    fn page_documents(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: u32,
+        newest_first: bool,
+    ) -> Result<Vec<(String, String)>, Error> {
+        crate::documents::page(collection, after, limit, newest_first)
     }
 }
 

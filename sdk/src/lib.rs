@@ -36,7 +36,7 @@ pub mod host;
 pub mod testing;
 mod validate;
 
-pub use bindings::cinder::plugin::{config, inference, log, sink, types};
+pub use bindings::cinder::plugin::{config, documents, inference, log, sink, types};
 pub use bindings::exports::cinder::plugin::handler::{Guest as Handler, Request};
 pub use cinder_openai as openai;
 pub use types::{Error, ErrorDetail};

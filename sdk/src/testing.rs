@@ -31,6 +31,8 @@ pub struct FakeHost {
     events: RefCell<Vec<String>>,
     response: RefCell<Option<(u16, String)>>,
     settings: Vec<(String, String)>,
+    /// (collection, key, value) in first-write order.
+    documents: RefCell<Vec<(String, String, String)>>,
 }
 
 /// A `POST /v1/chat/completions` request with `body`.
@@ -60,6 +62,7 @@ impl FakeHost {
             events: RefCell::new(Vec::new()),
             response: RefCell::new(None),
             settings: Vec::new(),
+            documents: RefCell::new(Vec::new()),
         }
     }
 
@@ -98,6 +101,15 @@ impl FakeHost {
                 .unwrap_or_else(|_| serde_json::Value::String(body.clone()));
             (*status, body)
         })
+    }
+
+    /// Takes the response (and forgets the events), so the same host, with its documents,
+    /// can serve the next request.
+    pub fn take_response(&self) -> Option<(u16, serde_json::Value)> {
+        let r = self.response();
+        *self.response.borrow_mut() = None;
+        self.events.borrow_mut().clear();
+        r
     }
 
     fn unknown(&self, model: &str) -> Error {
@@ -254,6 +266,56 @@ impl Host for FakeHost {
         }
         *self.response.borrow_mut() = Some((status, body.to_owned()));
         Ok(())
+    }
+
+    fn put_document(&self, collection: &str, key: &str, value: &str) -> Result<(), Error> {
+        let mut docs = self.documents.borrow_mut();
+        match docs
+            .iter_mut()
+            .find(|(c, k, _)| c == collection && k == key)
+        {
+            Some(doc) => doc.2 = value.to_owned(),
+            None => docs.push((collection.to_owned(), key.to_owned(), value.to_owned())),
+        }
+        Ok(())
+    }
+
+    fn get_document(&self, collection: &str, key: &str) -> Result<Option<String>, Error> {
+        Ok(self
+            .documents
+            .borrow()
+            .iter()
+            .find(|(c, k, _)| c == collection && k == key)
+            .map(|(_, _, v)| v.clone()))
+    }
+
+    fn delete_document(&self, collection: &str, key: &str) -> Result<bool, Error> {
+        let mut docs = self.documents.borrow_mut();
+        let before = docs.len();
+        docs.retain(|(c, k, _)| !(c == collection && k == key));
+        Ok(docs.len() < before)
+    }
+
+    fn page_documents(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: u32,
+        newest_first: bool,
+    ) -> Result<Vec<(String, String)>, Error> {
+        let docs = self.documents.borrow();
+        let mut all: Vec<(String, String)> = docs
+            .iter()
+            .filter(|(c, _, _)| c == collection)
+            .map(|(_, k, v)| (k.clone(), v.clone()))
+            .collect();
+        if newest_first {
+            all.reverse();
+        }
+        let start = after
+            .and_then(|a| all.iter().position(|(k, _)| k == a).map(|i| i + 1))
+            .unwrap_or(0);
+        Ok(all.into_iter().skip(start).take(limit as usize).collect())
     }
 
     fn setting(&self, key: &str) -> Option<String> {

@@ -207,3 +207,82 @@ fn a_participant_name_reaches_the_prompt() {
         other => panic!("{other:?}"),
     }
 }
+
+fn call(host: &FakeHost, method: &str, path: &str, body: Value) -> Value {
+    let request = cinder_sdk::Request {
+        method: method.into(),
+        path: path.into(),
+        body: body.to_string(),
+        request_id: "r".into(),
+    };
+    FirstParty.stored(request, host).expect("served");
+    host.take_response().expect("a response").1
+}
+
+#[test]
+fn stored_completions_can_be_listed_retrieved_updated_and_deleted() {
+    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    let mut b = body(json!({"metadata": {"team": "a"}}));
+    b["store"] = json!(true);
+    FirstParty.complete(post(&b), &host).expect("completes");
+    let id = host.take_response().expect("response").1["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let one = format!("/v1/chat/completions/{id}");
+
+    let got = call(&host, "GET", &one, json!(null));
+    assert_eq!(got["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(got["metadata"]["team"], "a");
+    let list = call(
+        &host,
+        "GET",
+        "/v1/chat/completions?metadata%5Bteam%5D=a&limit=5",
+        json!(null),
+    );
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"].as_array().expect("data").len(), 1);
+    assert_eq!(list["first_id"], id.as_str());
+    let none = call(
+        &host,
+        "GET",
+        "/v1/chat/completions?metadata[team]=b",
+        json!(null),
+    );
+    assert_eq!(none["data"], json!([]));
+    let updated = call(&host, "POST", &one, json!({"metadata": {"team": "b"}}));
+    assert_eq!(updated["metadata"]["team"], "b");
+    let msgs = call(&host, "GET", &format!("{one}/messages"), json!(null));
+    assert_eq!(msgs["data"][0]["content"], "hi");
+    assert_eq!(msgs["data"][0]["role"], "user");
+    let deleted = call(&host, "DELETE", &one, json!(null));
+    assert_eq!(deleted["deleted"], true);
+    let request = cinder_sdk::Request {
+        method: "GET".into(),
+        path: one,
+        body: String::new(),
+        request_id: "r".into(),
+    };
+    match FirstParty.stored(request, &host) {
+        Err(Error::NotFound(_)) => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_streamed_completion_is_stored_assembled() {
+    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    let mut b = body(json!({"stream": true}));
+    b["store"] = json!(true);
+    FirstParty.complete(post(&b), &host).expect("streams");
+    let id = host.events()[0]["id"].as_str().expect("id").to_owned();
+    host.take_response();
+    let got = call(
+        &host,
+        "GET",
+        &format!("/v1/chat/completions/{id}"),
+        json!(null),
+    );
+    assert_eq!(got["choices"][0]["message"]["content"], "Hello");
+    assert_eq!(got["choices"][0]["finish_reason"], "stop");
+}

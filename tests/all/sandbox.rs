@@ -254,3 +254,29 @@ async fn no_environment_and_no_files_unless_granted() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test]
+async fn documents_need_the_storage_grant_and_persist_across_runtimes() {
+    // The fixture's manifest does not ask for `storage`: every call fails, naming it.
+    let rt = runtime(limits());
+    assert_server_error(&call(&rt, "docput:a=1").await, "storage");
+
+    let dir = misbehave_copy("storage", |m| {
+        m.replace("[\"network\"]", "[\"network\", \"storage\"]")
+    });
+    let docs = temp("documents");
+    let rt = bare_runtime(limits(), None);
+    rt.set_storage_dir(docs.clone());
+    rt.load_plugin(&dir).expect("loads with storage");
+    assert_ok_with(&call(&rt, "docput:a=1").await, "\"stored\"");
+    assert_ok_with(&call(&rt, "docget:a").await, "\"1\"");
+    drop(rt);
+    let again = bare_runtime(limits(), None);
+    again.set_storage_dir(docs.clone());
+    again.load_plugin(&dir).expect("loads");
+    assert_ok_with(&call(&again, "docget:a").await, "\"1\"");
+    assert_ok_with(&call(&again, "docget:b").await, "null");
+    for d in [dir, docs] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

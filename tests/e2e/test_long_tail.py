@@ -44,14 +44,6 @@ def test_metadata_user_and_parallel_tool_calls_are_accepted(client):
     assert e.value.body["param"] == "metadata"
 
 
-def test_store_is_refused_by_name(client):
-    with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model=MODEL, messages=HI, max_tokens=1, store=True)
-    assert e.value.body["param"] == "store"
-    r = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=1, store=False)
-    assert r.choices
-
-
 def test_a_prompt_over_the_context_is_a_400_naming_messages(client):
     long = [{"role": "user", "content": "hello " * 9000}]
     with pytest.raises(openai.BadRequestError) as e:

@@ -34,6 +34,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
     pub models: Vec<ModelConfig>,
 }
 
@@ -87,6 +89,23 @@ impl Default for PluginsConfig {
             dir: None,
             cache_dir: PathBuf::from("~/.cache/cinder/compiled"),
             settings: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[storage]`: where plugins' durable documents live (stored completions, later files and
+/// threads).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// One sub-folder per plugin id, one append-only log per collection.
+    pub dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            dir: PathBuf::from("~/.local/share/cinder/documents"),
         }
     }
 }
@@ -193,6 +212,7 @@ impl Config {
             config.plugins.dir = Some(resolve(base, dir));
         }
         config.plugins.cache_dir = resolve(base, &config.plugins.cache_dir);
+        config.storage.dir = resolve(base, &config.storage.dir);
         config.validate()?;
         Ok(config)
     }
@@ -268,6 +288,7 @@ impl Config {
             "plugins.cache_dir",
             false,
         );
+        c.note(self.storage != new.storage, "storage.dir", false);
         c.note(
             self.plugins.settings != new.plugins.settings,
             "plugins.settings",

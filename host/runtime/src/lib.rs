@@ -24,6 +24,7 @@ use wasmtime::{
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
 mod cache;
+mod documents;
 mod guest_log;
 mod host;
 mod manifest;
@@ -158,6 +159,8 @@ pub struct Runtime {
     /// What the engine's pool was sized for.
     pool: Limits,
     cache: cache::CompileCache,
+    /// Plugins' durable documents (in memory until [`Runtime::set_storage_dir`]).
+    documents: ArcSwap<documents::DocumentStore>,
     /// Per plugin id: its settings from the config file.
     settings: ArcSwap<std::collections::HashMap<String, Arc<Settings>>>,
     registry: ArcSwap<Registry>,
@@ -237,6 +240,7 @@ impl Runtime {
             limits: ArcSwap::from_pointee(limits.clone()),
             pool: limits,
             cache: cache::CompileCache::new(cache_dir),
+            documents: ArcSwap::from_pointee(documents::DocumentStore::new(None)),
             settings: ArcSwap::from_pointee(Default::default()),
             registry: ArcSwap::from_pointee(Registry::default()),
             slots,
@@ -380,6 +384,12 @@ impl Runtime {
         self.settings.store(Arc::new(sorted));
     }
 
+    /// Keeps plugins' documents in `dir` from now on (set it before serving).
+    pub fn set_storage_dir(&self, dir: PathBuf) {
+        self.documents
+            .store(Arc::new(documents::DocumentStore::new(Some(dir))));
+    }
+
     /// The limits new calls get.
     pub fn limits(&self) -> Limits {
         (**self.limits.load()).clone()
@@ -512,6 +522,10 @@ impl Runtime {
             resumed_at: Instant::now(),
             progress,
             started: Instant::now(),
+            documents: plugin
+                .capabilities
+                .contains(&Capability::Storage)
+                .then(|| self.documents.load_full()),
             settings: self
                 .settings
                 .load()

@@ -43,6 +43,9 @@ pub enum Capability {
     Network,
     /// A read-only view of the plugin's own `data/` folder, mounted at `/data`.
     Filesystem,
+    /// Durable documents kept by the host (`cinder:plugin/documents`, which every plugin may
+    /// import; without this grant each call fails).
+    Storage,
 }
 
 impl Capability {
@@ -52,6 +55,7 @@ impl Capability {
             Capability::Log => "log",
             Capability::Network => "network",
             Capability::Filesystem => "filesystem",
+            Capability::Storage => "storage",
         }
     }
 }
@@ -61,7 +65,12 @@ impl Capability {
 fn needed(import: &str) -> Result<Option<Capability>, ()> {
     let (package, _version) = import.split_once('@').unwrap_or((import, ""));
     match package {
-        "cinder:plugin/types" | "cinder:plugin/sink" | "cinder:plugin/config" => Ok(None),
+        // `documents` is linked into every SDK plugin (the host trait is a vtable), so the
+        // import is baseline and the grant is checked per call, like WASI files and preopens.
+        "cinder:plugin/types"
+        | "cinder:plugin/sink"
+        | "cinder:plugin/config"
+        | "cinder:plugin/documents" => Ok(None),
         "cinder:plugin/inference" => Ok(Some(Capability::Inference)),
         "cinder:plugin/log" => Ok(Some(Capability::Log)),
         p if p.starts_with("wasi:sockets/") => Ok(Some(Capability::Network)),

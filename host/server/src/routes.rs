@@ -101,8 +101,16 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// One `request{id, method, path}` span per request; the id also goes to plugins.
 async fn request_span(mut req: Request, next: Next) -> Response {
+    // Unique across restarts too: stored completions keep their ids on disk.
+    static STARTED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let started = *STARTED.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    });
     let id = format!(
-        "{:x}{:06x}",
+        "{started:x}{:x}{:06x}",
         std::process::id(),
         NEXT_ID.fetch_add(1, Ordering::Relaxed)
     );
@@ -219,6 +227,10 @@ async fn dispatch(
         plugin.info().version
     ))
     .ok();
+    // Plugins get the query string too (list endpoints take `limit`, `after`, filters).
+    let path = uri
+        .path_and_query()
+        .map_or(path, |pq| pq.as_str().to_owned());
     let outputs = s.runtime.call(
         plugin,
         PluginRequest {

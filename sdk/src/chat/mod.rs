@@ -20,6 +20,7 @@
 
 mod plan;
 mod run;
+pub mod stored;
 
 pub use plan::Plan;
 pub use run::complete;
@@ -48,6 +49,13 @@ pub trait Chat {
         complete(self, request, host)
     }
 
+    /// Serves the stored-completions routes (`GET /v1/chat/completions`, `GET|POST|DELETE
+    /// /v1/chat/completions/{id}`, `GET /v1/chat/completions/{id}/messages`) when the
+    /// manifest routes them here (and grants `storage`).
+    fn stored(&self, request: Request, host: &dyn Host) -> Result<(), Error> {
+        stored::serve(request, host)
+    }
+
     /// Handles `POST /v1/completions` (legacy text completions) when the plugin's manifest
     /// routes it here; [`Chat::rewrite`] applies to its generated text too.
     fn complete_legacy(&self, request: Request, host: &dyn Host) -> Result<(), Error> {
@@ -56,8 +64,8 @@ pub trait Chat {
 }
 
 /// Exports a [`Chat`] implementation (which must implement `Default`) as the plugin's handler:
-/// `/v1/completions` goes to [`Chat::complete_legacy`], every other route to
-/// [`Chat::complete`].
+/// `/v1/completions` goes to [`Chat::complete_legacy`], the stored-completions routes to
+/// [`Chat::stored`], every other route to [`Chat::complete`].
 #[macro_export]
 macro_rules! export_chat {
     ($ty:ty) => {
@@ -71,8 +79,11 @@ macro_rules! export_chat {
             ) -> ::core::result::Result<(), $crate::Error> {
                 let chat = <$ty as ::core::default::Default>::default();
                 let host = $crate::host::Wasm { sink };
-                if request.path == "/v1/completions" {
+                let path = request.path.split('?').next().unwrap_or("");
+                if path == "/v1/completions" {
                     <$ty as $crate::chat::Chat>::complete_legacy(&chat, request, &host)
+                } else if $crate::chat::stored::is_stored_route(&request.method, &request.path) {
+                    <$ty as $crate::chat::Chat>::stored(&chat, request, &host)
                 } else {
                     <$ty as $crate::chat::Chat>::complete(&chat, request, &host)
                 }

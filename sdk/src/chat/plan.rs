@@ -30,6 +30,10 @@ pub struct Plan {
     pub user: Option<String>,
     /// `service_tier` as asked; the response echoes `default`, the only tier served.
     pub service_tier: Option<String>,
+    /// `store`: keep the completion for the stored-completions endpoints.
+    pub store: bool,
+    /// `metadata` (validated): kept with a stored completion, used to filter listings.
+    pub metadata: Option<Value>,
     /// How many choices to generate.
     pub n: u32,
 }
@@ -41,8 +45,8 @@ const MAX_TOP_LOGPROBS: u32 = 20;
 const SERVICE_TIERS: [&str; 5] = ["auto", "default", "flex", "scale", "priority"];
 
 /// OpenAI's rules for `metadata`: up to 16 string pairs, keys ≤ 64 and values ≤ 512 chars.
-/// Valid metadata is accepted and not kept: nothing is stored (see `store`).
-fn check_metadata(metadata: Option<&Value>) -> Result<(), Error> {
+/// Valid metadata is kept with a stored completion (`store: true`) and filters listings.
+pub(crate) fn check_metadata(metadata: Option<&Value>) -> Result<(), Error> {
     let Some(metadata) = metadata.filter(|m| !m.is_null()) else {
         return Ok(());
     };
@@ -148,12 +152,6 @@ impl Plan {
             }
         }
         check_metadata(req.metadata.as_ref())?;
-        if req.store == Some(true) {
-            return Err(invalid_request(
-                "Stored completions are not supported by this server: leave `store` unset or false",
-                Some("store"),
-            ));
-        }
         if let Some(tier) = &req.service_tier
             && !SERVICE_TIERS.contains(&tier.as_str())
         {
@@ -260,6 +258,8 @@ impl Plan {
             include_usage,
             user: req.user,
             service_tier: req.service_tier.map(|_| "default".to_owned()),
+            store: req.store.unwrap_or(false),
+            metadata: req.metadata.filter(|m| !m.is_null()),
             n,
         })
     }

@@ -149,6 +149,9 @@ fn aggregate<C: Chat + ?Sized>(
         choices,
         usage,
     };
+    if plan.store {
+        super::stored::save(host, &response, plan.metadata.as_ref(), &plan.messages)?;
+    }
     host.respond_json(200, &response)
 }
 
@@ -190,6 +193,9 @@ fn stream<C: Chat + ?Sized>(
     // `next` finds its event soon and the choices stream side by side.
     let mut running: Vec<(u32, &Box<dyn Generation>)> = (0u32..).zip(generations).collect();
     let mut usage = Usage::default();
+    // With `store`, the streamed choices are assembled into the completion that is kept.
+    let mut texts = vec![String::new(); generations.len()];
+    let mut finishes = vec![None; generations.len()];
     while !running.is_empty() {
         let mut still = Vec::with_capacity(running.len());
         for (index, generation) in running {
@@ -202,11 +208,15 @@ fn stream<C: Chat + ?Sized>(
                     if !d.text.is_empty()
                         || logprobs.as_ref().is_some_and(|l| !l.content.is_empty())
                     {
+                        let text = chat.rewrite(index, d.text.clone());
+                        if plan.store {
+                            texts[index as usize].push_str(&text);
+                        }
                         host.send_json(&chunk(
                             index,
                             Delta {
                                 role: None,
-                                content: Some(chat.rewrite(index, d.text.clone())),
+                                content: Some(text),
                             },
                             logprobs,
                             None,
@@ -219,6 +229,7 @@ fn stream<C: Chat + ?Sized>(
                         f.usage.prompt_tokens,
                         usage.completion_tokens + f.usage.completion_tokens,
                     );
+                    finishes[index as usize] = Some(finish_reason(f.reason));
                     host.send_json(&chunk(
                         index,
                         Delta::default(),
@@ -240,6 +251,32 @@ fn stream<C: Chat + ?Sized>(
         last.choices.clear();
         last.usage = Some(Some(usage));
         host.send_json(&last)?;
+    }
+    if plan.store {
+        let choices = (0u32..)
+            .zip(texts.into_iter().zip(finishes))
+            .map(|(index, (content, finish))| Choice {
+                index,
+                message: AssistantMessage {
+                    role: "assistant".into(),
+                    content: Some(content),
+                    refusal: None,
+                },
+                logprobs: None,
+                finish_reason: finish,
+            })
+            .collect();
+        let completion = ChatCompletion {
+            id: meta.id.clone(),
+            object: "chat.completion".into(),
+            created: meta.created,
+            model: meta.model.clone(),
+            system_fingerprint: meta.fingerprint.clone(),
+            service_tier: meta.service_tier.clone(),
+            choices,
+            usage,
+        };
+        super::stored::save(host, &completion, plan.metadata.as_ref(), &plan.messages)?;
     }
     Ok(())
 }

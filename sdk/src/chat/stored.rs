@@ -1,0 +1,306 @@
+//! Stored chat completions: a completion made with `store: true` is kept (with its metadata
+//! and input messages) in the host's durable documents, and served by
+//! `GET /v1/chat/completions` (list, filter by model and metadata), `GET|POST|DELETE
+//! /v1/chat/completions/{id}` and `GET /v1/chat/completions/{id}/messages`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::host::Host;
+use crate::inference::ChatMessage;
+use crate::openai::chat::ChatCompletion;
+use crate::types::ErrorDetail;
+use crate::{Error, Request, invalid_request};
+
+const COLLECTION: &str = "chat_completions";
+const BASE: &str = "/v1/chat/completions";
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+/// What is kept per completion.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    completion: Value,
+    metadata: Value,
+    messages: Vec<StoredMessage>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredMessage {
+    role: String,
+    content: String,
+}
+
+/// Keeps `completion` with the request's `metadata` and input `messages`.
+pub(crate) fn save(
+    host: &dyn Host,
+    completion: &ChatCompletion,
+    metadata: Option<&Value>,
+    messages: &[ChatMessage],
+) -> Result<(), Error> {
+    let stored = Stored {
+        completion: serde_json::to_value(completion)
+            .map_err(|e| Error::Internal(format!("storing the completion: {e}")))?,
+        metadata: metadata.cloned().unwrap_or_else(|| json!({})),
+        messages: messages
+            .iter()
+            .map(|m| StoredMessage {
+                role: m.role.clone(),
+                content: m.content.clone(),
+            })
+            .collect(),
+    };
+    let text = serde_json::to_string(&stored)
+        .map_err(|e| Error::Internal(format!("storing the completion: {e}")))?;
+    host.put_document(COLLECTION, &completion.id, &text)
+}
+
+/// Whether `method path` is one of the stored-completions routes (the macro dispatches on it).
+pub fn is_stored_route(method: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or(path);
+    (path == BASE && method == "GET") || path.starts_with("/v1/chat/completions/")
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(ErrorDetail {
+        message: format!("No stored chat completion with id `{id}`"),
+        param: Some("completion_id".into()),
+        code: None,
+    })
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// `%XX` and `+` decoding of one query component.
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The query string's pairs, decoded.
+fn query(path: &str) -> Vec<(String, String)> {
+    path.split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
+/// `limit`, `after` and `order` of a list request.
+struct Page {
+    limit: u32,
+    after: Option<String>,
+    newest_first: bool,
+}
+
+fn page(q: &[(String, String)]) -> Result<Page, Error> {
+    let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let limit = match get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|l| (1..=MAX_LIMIT).contains(l))
+            .ok_or_else(|| {
+                invalid_request(
+                    &format!("limit must be between 1 and {MAX_LIMIT}"),
+                    Some("limit"),
+                )
+            })?,
+    };
+    let newest_first = match get("order") {
+        None | Some("asc") => false,
+        Some("desc") => true,
+        Some(_) => return Err(invalid_request("order is `asc` or `desc`", Some("order"))),
+    };
+    Ok(Page {
+        limit,
+        after: get("after").map(str::to_owned),
+        newest_first,
+    })
+}
+
+fn list_body(data: Vec<Value>, has_more: bool) -> Value {
+    let id = |v: Option<&Value>| v.and_then(|v| v["id"].as_str()).map(str::to_owned);
+    json!({
+        "object": "list",
+        "first_id": id(data.first()),
+        "last_id": id(data.last()),
+        "has_more": has_more,
+        "data": data,
+    })
+}
+
+fn load(host: &dyn Host, id: &str) -> Result<Stored, Error> {
+    let text = host
+        .get_document(COLLECTION, id)?
+        .ok_or_else(|| not_found(id))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Internal(format!("a stored completion is unreadable: {e}")))
+}
+
+/// The completion as retrieved: OpenAI's object with its `metadata`.
+fn shown(s: &Stored) -> Value {
+    let mut c = s.completion.clone();
+    c["metadata"] = s.metadata.clone();
+    c
+}
+
+/// Serves one stored-completions request.
+pub fn serve(request: Request, host: &dyn Host) -> Result<(), Error> {
+    let path = request.path.split('?').next().unwrap_or("").to_owned();
+    let q = query(&request.path);
+    let rest = path.strip_prefix(BASE).unwrap_or("");
+    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match (request.method.as_str(), parts.as_slice()) {
+        ("GET", []) => list(host, &q),
+        ("GET", [id]) => host.respond_json(200, &shown(&load(host, id)?)),
+        ("POST", [id]) => update(host, id, &request.body),
+        ("DELETE", [id]) => {
+            if !host.delete_document(COLLECTION, id)? {
+                return Err(not_found(id));
+            }
+            host.respond_json(
+                200,
+                &json!({"object": "chat.completion.deleted", "id": id, "deleted": true}),
+            )
+        }
+        ("GET", [id, "messages"]) => messages(host, id, &q),
+        _ => Err(Error::NotFound(ErrorDetail {
+            message: format!("Unknown request URL: {} {path}", request.method),
+            param: None,
+            code: Some("unknown_url".into()),
+        })),
+    }
+}
+
+fn list(host: &dyn Host, q: &[(String, String)]) -> Result<(), Error> {
+    let p = page(q)?;
+    let model = q.iter().find(|(k, _)| k == "model").map(|(_, v)| v.clone());
+    let wanted: Vec<(String, String)> = q
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("metadata[")
+                .and_then(|k| k.strip_suffix(']'))
+                .map(|k| (k.to_owned(), v.clone()))
+        })
+        .collect();
+    let keep = |s: &Stored| {
+        model
+            .as_ref()
+            .is_none_or(|m| s.completion["model"].as_str() == Some(m.as_str()))
+            && wanted
+                .iter()
+                .all(|(k, v)| s.metadata[k.as_str()].as_str() == Some(v.as_str()))
+    };
+    // Filters apply while paging through the collection, so a page is always full.
+    let mut data = Vec::new();
+    let mut after = p.after.clone();
+    let mut has_more = false;
+    'scan: loop {
+        let batch = host.page_documents(COLLECTION, after.as_deref(), 100, p.newest_first)?;
+        if batch.is_empty() {
+            break;
+        }
+        for (key, text) in &batch {
+            after = Some(key.clone());
+            let Ok(s) = serde_json::from_str::<Stored>(text) else {
+                continue;
+            };
+            if keep(&s) {
+                if data.len() == p.limit as usize {
+                    has_more = true;
+                    break 'scan;
+                }
+                data.push(shown(&s));
+            }
+        }
+    }
+    host.respond_json(200, &list_body(data, has_more))
+}
+
+fn update(host: &dyn Host, id: &str, body: &str) -> Result<(), Error> {
+    #[derive(Deserialize)]
+    struct Update {
+        metadata: Option<Value>,
+    }
+    let u: Update = crate::validate::parse_body(body)?;
+    let metadata = u
+        .metadata
+        .ok_or_else(|| invalid_request("`metadata` is required", Some("metadata")))?;
+    super::plan::check_metadata(Some(&metadata))?;
+    let mut s = load(host, id)?;
+    s.metadata = metadata;
+    let text = serde_json::to_string(&s)
+        .map_err(|e| Error::Internal(format!("storing the completion: {e}")))?;
+    host.put_document(COLLECTION, id, &text)?;
+    host.respond_json(200, &shown(&s))
+}
+
+fn messages(host: &dyn Host, id: &str, q: &[(String, String)]) -> Result<(), Error> {
+    let p = page(q)?;
+    let s = load(host, id)?;
+    let mut all: Vec<Value> = s
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, m)| json!({"id": format!("{id}-{i}"), "role": m.role, "content": m.content}))
+        .collect();
+    if p.newest_first {
+        all.reverse();
+    }
+    let start = p
+        .after
+        .as_deref()
+        .and_then(|a| all.iter().position(|m| m["id"] == a).map(|i| i + 1))
+        .unwrap_or(0);
+    let rest: Vec<Value> = all.into_iter().skip(start).collect();
+    let has_more = rest.len() > p.limit as usize;
+    let data = rest.into_iter().take(p.limit as usize).collect();
+    host.respond_json(200, &list_body(data, has_more))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let q = query("/v1/chat/completions?metadata%5Bteam%5D=search+ops&limit=2&after=x");
+        assert_eq!(
+            q,
+            [
+                ("metadata[team]".to_string(), "search ops".to_string()),
+                ("limit".to_string(), "2".to_string()),
+                ("after".to_string(), "x".to_string())
+            ]
+        );
+        assert_eq!(decode("100%"), "100%");
+        assert!(is_stored_route("GET", "/v1/chat/completions?limit=1"));
+        assert!(!is_stored_route("POST", "/v1/chat/completions"));
+        assert!(is_stored_route("DELETE", "/v1/chat/completions/abc"));
+    }
+}

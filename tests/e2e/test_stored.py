@@ -1,0 +1,74 @@
+"""Stored chat completions (`store: true`) through the official SDK: retrieve, list with a
+metadata filter, messages, update, delete; streamed ones too; and they survive a restart."""
+
+import os
+import shutil
+import tempfile
+import uuid
+
+import openai
+import pytest
+
+from conftest import _required_env, start_server
+
+MODEL = "smollm2-135m-instruct"
+HI = [{"role": "user", "content": "hi"}]
+
+
+def test_the_stored_completions_api(client):
+    tag = uuid.uuid4().hex
+    r = client.chat.completions.create(model=MODEL, messages=HI, max_tokens=3, temperature=0, store=True, metadata={"run": tag})
+    got = client.chat.completions.retrieve(r.id)
+    assert got.id == r.id
+    assert got.choices[0].message.content == r.choices[0].message.content
+    assert got.to_dict()["metadata"] == {"run": tag}
+
+    listed = client.chat.completions.list(metadata={"run": tag}, limit=5)
+    assert [c.id for c in listed.data] == [r.id]
+    assert client.chat.completions.list(metadata={"run": tag + "-other"}).data == []
+
+    msgs = client.chat.completions.messages.list(r.id)
+    assert [(m.role, m.content) for m in msgs.data] == [("user", "hi")]
+
+    updated = client.chat.completions.update(r.id, metadata={"run": tag, "reviewed": "yes"})
+    assert updated.to_dict()["metadata"]["reviewed"] == "yes"
+
+    deleted = client.chat.completions.delete(r.id)
+    assert deleted.deleted and deleted.id == r.id
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.retrieve(r.id)
+
+
+def test_a_streamed_completion_is_stored_whole(client):
+    tag = uuid.uuid4().hex
+    chunks = list(client.chat.completions.create(
+        model=MODEL, messages=HI, max_tokens=4, temperature=0, stream=True, store=True, metadata={"run": tag}
+    ))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    got = client.chat.completions.retrieve(chunks[0].id)
+    assert got.choices[0].message.content == text
+    assert got.choices[0].finish_reason in ("stop", "length")
+    client.chat.completions.delete(chunks[0].id)
+
+
+def test_stored_completions_survive_a_restart():
+    root = tempfile.mkdtemp(prefix="cinder-storage-")
+    config = os.path.join(root, "cinder.toml")
+    text = open(_required_env("CINDER_CONFIG")).read()
+    old = 'dir = "~/.local/share/cinder/documents"'
+    assert old in text
+    with open(config, "w") as f:
+        f.write(text.replace(old, f'dir = "{root}/documents"'))
+    srv = start_server(config=config)
+    try:
+        c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
+        r = c.chat.completions.create(model=MODEL, messages=HI, max_tokens=2, store=True)
+    finally:
+        srv.stop()
+    srv = start_server(config=config)
+    try:
+        c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
+        assert c.chat.completions.retrieve(r.id).choices[0].message.content == r.choices[0].message.content
+    finally:
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
