@@ -67,6 +67,22 @@ struct Meta {
     service_tier: Option<String>,
 }
 
+impl Meta {
+    /// A whole `chat.completion` with these choices.
+    fn completion(&self, choices: Vec<Choice>, usage: Usage) -> ChatCompletion {
+        ChatCompletion {
+            id: self.id.clone(),
+            object: "chat.completion".into(),
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: self.fingerprint.clone(),
+            service_tier: self.service_tier.clone(),
+            choices,
+            usage,
+        }
+    }
+}
+
 fn logprobs_of(delta: &inference::Delta) -> Vec<TokenLogprob> {
     let top = |t: &inference::TopLogprob| TopLogprob {
         token: t.text.clone(),
@@ -139,16 +155,7 @@ fn aggregate<C: Chat + ?Sized>(
             finish_reason: Some(finish_reason(reason)),
         });
     }
-    let response = ChatCompletion {
-        id: meta.id.clone(),
-        object: "chat.completion".into(),
-        created: meta.created,
-        model: meta.model.clone(),
-        system_fingerprint: meta.fingerprint.clone(),
-        service_tier: meta.service_tier.clone(),
-        choices,
-        usage,
-    };
+    let response = meta.completion(choices, usage);
     if plan.store {
         super::stored::save(host, &response, plan.metadata.as_ref(), &plan.messages)?;
     }
@@ -266,16 +273,7 @@ fn stream<C: Chat + ?Sized>(
                 finish_reason: finish,
             })
             .collect();
-        let completion = ChatCompletion {
-            id: meta.id.clone(),
-            object: "chat.completion".into(),
-            created: meta.created,
-            model: meta.model.clone(),
-            system_fingerprint: meta.fingerprint.clone(),
-            service_tier: meta.service_tier.clone(),
-            choices,
-            usage,
-        };
+        let completion = meta.completion(choices, usage);
         super::stored::save(host, &completion, plan.metadata.as_ref(), &plan.messages)?;
     }
     Ok(())
