@@ -1,6 +1,7 @@
 //! Cinder's integration tests: one binary, one module per area.
 //! Run through `cargo xtask test`, which fetches the models and builds the fixture plugins.
 
+mod constrained;
 mod golden;
 mod loading;
 mod runtime;

@@ -13,11 +13,13 @@ use std::sync::mpsc as std_mpsc;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::constraint::{self, Constraint, LazyGrammars};
 use crate::error::CoreError;
 use crate::llama::{KvCache, Llama};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::stop::StopMatcher;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
+use llguidance::Matcher;
 
 /// Events buffered per request before the engine pauses that sequence.
 const EVENT_BUFFER: usize = 32;
@@ -30,6 +32,9 @@ pub struct GenerateRequest {
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub top_logprobs: Option<u32>,
+    /// What the output must match (JSON, schema, regex, grammar): tokens that cannot follow
+    /// are masked out at every step.
+    pub constraint: Option<Constraint>,
 }
 
 /// Why a generation ended.
@@ -66,6 +71,7 @@ pub enum GenEvent {
 struct Submission {
     request: GenerateRequest,
     events: mpsc::Sender<GenEvent>,
+    matcher: Option<Matcher>,
 }
 
 /// Logprobs of a whole token sequence (each token given the ones before it).
@@ -77,7 +83,7 @@ struct ScoreJob {
 
 /// What the engine thread is asked to do.
 enum Job {
-    Generate(Submission),
+    Generate(Box<Submission>),
     Score(ScoreJob),
 }
 
@@ -90,6 +96,8 @@ pub struct EngineHandle {
     tx: std_mpsc::Sender<Job>,
     tokenizer: Arc<Tokenizer>,
     context_length: usize,
+    /// The vocabulary compiled for grammars, built by the first constrained request.
+    grammars: Arc<LazyGrammars>,
 }
 
 impl EngineHandle {
@@ -110,6 +118,7 @@ impl EngineHandle {
             tx,
             tokenizer,
             context_length,
+            grammars: Arc::new(LazyGrammars::default()),
         })
     }
 
@@ -158,9 +167,23 @@ impl EngineHandle {
                 "stop",
             ));
         }
+        // Compiled here, on the caller's thread: a schema the engine cannot support is the
+        // client's 400 before anything runs, and the engine thread never waits on it.
+        let matcher = match &request.constraint {
+            Some(c) => Some(
+                self.grammars
+                    .get(&self.tokenizer)?
+                    .matcher(c, "response_format")?,
+            ),
+            None => None,
+        };
         let (events, rx) = mpsc::channel(EVENT_BUFFER);
         self.tx
-            .send(Job::Generate(Submission { request, events }))
+            .send(Job::Generate(Box::new(Submission {
+                request,
+                events,
+                matcher,
+            })))
             .map_err(|_| CoreError::EngineStopped)?;
         Ok(rx)
     }
@@ -214,6 +237,7 @@ impl EngineHandle {
 struct Sequence {
     request: GenerateRequest,
     events: mpsc::Sender<GenEvent>,
+    matcher: Option<Matcher>,
     cache: KvCache,
     sampler: Sampler,
     decoder: IncrementalDecoder,
@@ -259,7 +283,7 @@ impl Engine {
 
     fn take(&mut self, job: Job) {
         match job {
-            Job::Generate(s) => self.admit(s),
+            Job::Generate(s) => self.admit(*s),
             // Scoring runs to the end at once: running sequences wait one prefill's time.
             Job::Score(job) => {
                 let result = self.score(&job.tokens, job.top);
@@ -305,6 +329,7 @@ impl Engine {
             sampler: Sampler::new(s.request.sampling.clone()),
             decoder: IncrementalDecoder::default(),
             stop: StopMatcher::new(s.request.stop.clone()),
+            matcher: s.matcher,
             request: s.request,
             events: s.events,
             last: None,
@@ -356,7 +381,28 @@ impl Sequence {
     /// Samples the next token from `logits` and queues what it produces.
     fn advance(&mut self, logits: &mut [f32], tokenizer: &Tokenizer, context_length: usize) {
         let top = self.request.top_logprobs.map(|k| k as usize);
+        if let Some(m) = &mut self.matcher
+            && let Err(e) = constraint::mask(m, logits)
+        {
+            warn!(error = %e, "grammar failed; ending the sequence");
+            self.outbox.push_back(GenEvent::Failed(e));
+            self.finished = true;
+            return;
+        }
         let sampled = self.sampler.sample(logits, top);
+        // End-of-generation ends the sequence: the grammar, complete, has nothing to consume.
+        if let Some(m) = &mut self.matcher
+            && !tokenizer.is_eog(sampled.token)
+            && let Err(e) = m.consume_token(sampled.token)
+        {
+            // The mask allowed it, so this is an engine bug; say so rather than emit junk.
+            self.outbox
+                .push_back(GenEvent::Failed(CoreError::Backend(format!(
+                    "grammar: {e}"
+                ))));
+            self.finished = true;
+            return;
+        }
         self.generated += 1;
         self.last = Some(sampled.token);
         let logprobs: Vec<TokenLogprob> = sampled

@@ -5,6 +5,7 @@
 //! [`LoadedModel`] and [`EngineHandle`].
 
 mod backend;
+mod constraint;
 mod engine;
 mod error;
 pub mod gguf;
@@ -17,6 +18,7 @@ mod template;
 mod tokenizer;
 
 pub use backend::{BackendKind, BackendPreference};
+pub use constraint::{Constraint, Grammars, LazyGrammars};
 pub use engine::{EngineHandle, FinishReason, GenEvent, GenerateRequest, TokenLogprob};
 pub use error::CoreError;
 pub use gguf::Gguf;

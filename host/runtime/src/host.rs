@@ -426,6 +426,7 @@ impl inference::Host for HostState {
             },
             stop: request.stop,
             top_logprobs: request.top_logprobs,
+            constraint: None,
         };
         match model.engine.submit(core_request) {
             Ok(events) => Ok(Ok(self.table.push(GenerationHandle {

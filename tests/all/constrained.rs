@@ -1,0 +1,130 @@
+//! Grammar-constrained decoding on the real model through the engine: whatever a 135M model
+//! would rather say, the output matches the schema or regex, and a grammar the engine
+//! cannot support is a 400 naming `response_format` before anything runs.
+
+use std::sync::{Arc, OnceLock};
+
+use cinder_core::{
+    BackendPreference, Constraint, CoreError, FinishReason, GenEvent, GenerateRequest, LoadedModel,
+    ModelSpec, SamplingParams, TemplateMessage,
+};
+
+fn model() -> &'static Arc<LoadedModel> {
+    static M: OnceLock<Arc<LoadedModel>> = OnceLock::new();
+    M.get_or_init(|| {
+        Arc::new(
+            LoadedModel::load(&ModelSpec {
+                id: "smollm2".into(),
+                path: crate::smollm2_path(),
+                backend: BackendPreference::Cpu,
+            })
+            .expect("model loads"),
+        )
+    })
+}
+
+fn prompt(question: &str) -> Vec<u32> {
+    let m = model();
+    let text = m
+        .template
+        .render(
+            &[TemplateMessage {
+                role: "user".into(),
+                content: question.into(),
+            }],
+            true,
+        )
+        .expect("template renders");
+    m.tokenizer.encode(&text, true).expect("tokenizes")
+}
+
+fn request(question: &str, constraint: Constraint, max_tokens: u32) -> GenerateRequest {
+    GenerateRequest {
+        prompt: prompt(question),
+        max_tokens: Some(max_tokens),
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        },
+        stop: Vec::new(),
+        top_logprobs: None,
+        constraint: Some(constraint),
+    }
+}
+
+/// Runs a request to the end: (text, finish reason).
+fn run(request: GenerateRequest) -> (String, FinishReason) {
+    let mut rx = model().engine.submit(request).expect("submitted");
+    let mut text = String::new();
+    loop {
+        match rx.blocking_recv().expect("an event") {
+            GenEvent::Delta { text: t, .. } => text.push_str(&t),
+            GenEvent::Finished { reason, .. } => return (text, reason),
+            GenEvent::Failed(e) => panic!("generation failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn output_is_valid_against_a_json_schema() {
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 20},
+            "age": {"type": "integer", "minimum": 0, "maximum": 30},
+            "kind": {"enum": ["cat", "dog"]}
+        },
+        "required": ["name", "age", "kind"],
+        "additionalProperties": false
+    });
+    let (text, reason) = run(request(
+        "Describe a pet as JSON.",
+        Constraint::JsonSchema(schema),
+        80,
+    ));
+    assert_eq!(reason, FinishReason::Stop, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    assert!(
+        v["name"].as_str().is_some_and(|n| n.chars().count() <= 20),
+        "{v}"
+    );
+    assert!(v["age"].as_u64().is_some_and(|a| a <= 30), "{v}");
+    assert!(
+        ["cat", "dog"].contains(&v["kind"].as_str().unwrap_or("")),
+        "{v}"
+    );
+    assert_eq!(v.as_object().map(|o| o.len()), Some(3), "{v}");
+}
+
+#[test]
+fn a_regex_shapes_the_whole_output() {
+    let (text, reason) = run(request(
+        "What is the capital of France?",
+        Constraint::Regex("[0-9]{3}-[0-9]{2}".into()),
+        20,
+    ));
+    assert_eq!(reason, FinishReason::Stop);
+    assert_eq!(text.len(), 6, "{text}");
+    assert!(
+        text.chars()
+            .enumerate()
+            .all(|(i, c)| if i == 3 { c == '-' } else { c.is_ascii_digit() }),
+        "{text}"
+    );
+}
+
+#[test]
+fn unsupported_grammars_are_a_400_naming_response_format() {
+    for bad in [
+        Constraint::JsonSchema(serde_json::json!({"type": 5})),
+        Constraint::Regex("(unclosed".into()),
+    ] {
+        match model().engine.submit(request("hi", bad.clone(), 5)) {
+            Err(CoreError::InvalidRequest { param, .. }) => {
+                assert_eq!(param.as_deref(), Some("response_format"), "{bad:?}")
+            }
+            Err(other) => panic!("{bad:?}: {other}"),
+            Ok(_) => panic!("{bad:?} was accepted"),
+        }
+    }
+}
