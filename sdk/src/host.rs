@@ -2,7 +2,9 @@
 //! ([`Wasm`]); with the `testing` feature, unit tests run the same logic natively against
 //! [`crate::testing::FakeHost`].
 
-use crate::inference::{self, ChatMessage, Event, GenerateRequest, ModelInfo, TokenLogprob};
+use crate::inference::{
+    self, ChatMessage, Constraint, Event, GenerateRequest, ModelInfo, TokenLogprob,
+};
 use crate::sink::ResponseSink;
 use crate::{Error, sink_error};
 
@@ -32,6 +34,12 @@ pub trait Host {
     fn score(&self, model: &str, tokens: &[u32], top: u32) -> Result<Vec<TokenLogprob>, Error>;
     /// Starts a generation.
     fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error>;
+    /// Starts a generation whose output must match `constraint` (WIT 0.1.2).
+    fn generate_constrained(
+        &self,
+        request: &GenerateRequest,
+        constraint: &Constraint,
+    ) -> Result<Box<dyn Generation>, Error>;
     /// Sends one SSE event's data (the host frames it and ends the stream with `[DONE]`).
     fn send_event(&self, data: &str) -> Result<(), Error>;
     /// Sends the whole response.
@@ -103,6 +111,16 @@ impl Host for Wasm<'_> {
 
     fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error> {
         Ok(Box::new(inference::generate(request)?))
+    }
+
+    fn generate_constrained(
+        &self,
+        request: &GenerateRequest,
+        constraint: &Constraint,
+    ) -> Result<Box<dyn Generation>, Error> {
+        Ok(Box::new(inference::generate_constrained(
+            request, constraint,
+        )?))
     }
 
     fn send_event(&self, data: &str) -> Result<(), Error> {

@@ -18,7 +18,9 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use crate::host::{Generation, Host};
-use crate::inference::{ChatMessage, Delta, Event, Finished, GenerateRequest, ModelInfo};
+use crate::inference::{
+    ChatMessage, Constraint, Delta, Event, Finished, GenerateRequest, ModelInfo,
+};
 use crate::inference::{TokenLogprob, TopLogprob};
 use crate::types::{ErrorDetail, FinishReason, Usage};
 use crate::{Error, Request};
@@ -33,6 +35,7 @@ pub struct FakeHost {
     settings: Vec<(String, String)>,
     /// (collection, key, value) in first-write order.
     documents: RefCell<Vec<(String, String, String)>>,
+    constraints: RefCell<Vec<Constraint>>,
 }
 
 /// A `POST /v1/chat/completions` request with `body`.
@@ -63,6 +66,7 @@ impl FakeHost {
             response: RefCell::new(None),
             settings: Vec::new(),
             documents: RefCell::new(Vec::new()),
+            constraints: RefCell::new(Vec::new()),
         }
     }
 
@@ -78,6 +82,11 @@ impl FakeHost {
         self.scripts
             .push(pieces.iter().map(|p| (*p).to_owned()).collect());
         self
+    }
+
+    /// The constraints of constrained generations, in order.
+    pub fn constraints(&self) -> Vec<Constraint> {
+        self.constraints.borrow().clone()
     }
 
     /// The generate requests the plugin made, in order.
@@ -230,6 +239,16 @@ impl Host for FakeHost {
                 }
             })
             .collect())
+    }
+
+    /// Records the constraint and plays the script: the fake does not enforce grammars.
+    fn generate_constrained(
+        &self,
+        request: &GenerateRequest,
+        constraint: &Constraint,
+    ) -> Result<Box<dyn Generation>, Error> {
+        self.constraints.borrow_mut().push(constraint.clone());
+        self.generate(request)
     }
 
     fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error> {

@@ -286,3 +286,52 @@ fn a_streamed_completion_is_stored_assembled() {
     assert_eq!(got["choices"][0]["message"]["content"], "Hello");
     assert_eq!(got["choices"][0]["finish_reason"], "stop");
 }
+
+#[test]
+fn response_formats_become_constraints() {
+    use cinder_sdk::inference::Constraint;
+    let host = FakeHost::new("m").generating(&["{}"]);
+    run(
+        &FirstParty,
+        &host,
+        json!({"response_format": {"type": "json_object"}}),
+    )
+    .expect("ok");
+    host.take_response();
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    let format = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": true}});
+    run(&FirstParty, &host, json!({"response_format": format})).expect("ok");
+    host.take_response();
+    run(
+        &FirstParty,
+        &host,
+        json!({"response_format": {"type": "text"}}),
+    )
+    .expect("ok");
+    host.take_response();
+    let got = host.constraints();
+    assert_eq!(got.len(), 2);
+    assert!(matches!(got[0], Constraint::JsonObject));
+    match &got[1] {
+        Constraint::JsonSchema(s) => {
+            assert_eq!(serde_json::from_str::<Value>(s).expect("json"), schema)
+        }
+        other => panic!("{other:?}"),
+    }
+    for (bad, param) in [
+        (json!({"type": "xml"}), "response_format.type"),
+        (
+            json!({"type": "json_schema"}),
+            "response_format.json_schema",
+        ),
+        (
+            json!({"type": "json_schema", "json_schema": {"name": "x"}}),
+            "response_format.json_schema.schema",
+        ),
+    ] {
+        match run(&FirstParty, &host, json!({"response_format": bad})) {
+            Err(Error::InvalidRequest(d)) => assert_eq!(d.param.as_deref(), Some(param)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -404,38 +404,31 @@ impl inference::Host for HostState {
         &mut self,
         request: inference::GenerateRequest,
     ) -> wasmtime::Result<Result<Resource<GenerationHandle>, types::Error>> {
-        let model = match self.model(&request.model) {
-            Ok(m) => m,
-            Err(e) => return Ok(Err(e)),
-        };
-        let s = request.sampling;
-        let core_request = cinder_core::GenerateRequest {
-            prompt: request.prompt,
-            max_tokens: request.max_tokens,
-            sampling: SamplingParams {
-                temperature: s.temperature,
-                top_p: s.top_p,
-                seed: s.seed,
-                presence_penalty: s.presence_penalty,
-                frequency_penalty: s.frequency_penalty,
-                logit_bias: s
-                    .logit_bias
-                    .into_iter()
-                    .map(|b| (b.token, b.bias))
-                    .collect(),
+        self.start(request, None)
+    }
+
+    fn generate_constrained(
+        &mut self,
+        request: inference::GenerateRequest,
+        constraint: inference::Constraint,
+    ) -> wasmtime::Result<Result<Resource<GenerationHandle>, types::Error>> {
+        use inference::Constraint as C;
+        let constraint = match constraint {
+            C::JsonObject => cinder_core::Constraint::JsonObject,
+            C::JsonSchema(text) => match serde_json::from_str(&text) {
+                Ok(schema) => cinder_core::Constraint::JsonSchema(schema),
+                Err(e) => {
+                    return Ok(Err(types::Error::InvalidRequest(types::ErrorDetail {
+                        message: format!("The JSON schema is not valid JSON: {e}"),
+                        param: Some("response_format".into()),
+                        code: None,
+                    })));
+                }
             },
-            stop: request.stop,
-            top_logprobs: request.top_logprobs,
-            constraint: None,
+            C::Regex(rx) => cinder_core::Constraint::Regex(rx),
+            C::Lark(lark) => cinder_core::Constraint::Lark(lark),
         };
-        match model.engine.submit(core_request) {
-            Ok(events) => Ok(Ok(self.table.push(GenerationHandle {
-                events,
-                model,
-                finished: false,
-            })?)),
-            Err(e) => Ok(Err(wit_error(e))),
-        }
+        self.start(request, Some(constraint))
     }
 
     fn tokenize(
@@ -510,6 +503,48 @@ pub(crate) fn charge_tick(
     }
     state.cpu_ticks_left -= 1;
     Ok(())
+}
+
+impl HostState {
+    /// Starts a generation, constrained or not.
+    fn start(
+        &mut self,
+        request: inference::GenerateRequest,
+        constraint: Option<cinder_core::Constraint>,
+    ) -> wasmtime::Result<Result<Resource<GenerationHandle>, types::Error>> {
+        let model = match self.model(&request.model) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        let s = request.sampling;
+        let core_request = cinder_core::GenerateRequest {
+            prompt: request.prompt,
+            max_tokens: request.max_tokens,
+            sampling: SamplingParams {
+                temperature: s.temperature,
+                top_p: s.top_p,
+                seed: s.seed,
+                presence_penalty: s.presence_penalty,
+                frequency_penalty: s.frequency_penalty,
+                logit_bias: s
+                    .logit_bias
+                    .into_iter()
+                    .map(|b| (b.token, b.bias))
+                    .collect(),
+            },
+            stop: request.stop,
+            top_logprobs: request.top_logprobs,
+            constraint,
+        };
+        match model.engine.submit(core_request) {
+            Ok(events) => Ok(Ok(self.table.push(GenerationHandle {
+                events,
+                model,
+                finished: false,
+            })?)),
+            Err(e) => Ok(Err(wit_error(e))),
+        }
+    }
 }
 
 #[cfg(test)]

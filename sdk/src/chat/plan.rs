@@ -1,7 +1,7 @@
 //! From the OpenAI request body to a validated plan: every parameter is honoured or refused
 //! with a 400 that names it.
 
-use crate::inference::{ChatMessage, Sampling};
+use crate::inference::{ChatMessage, Constraint, Sampling};
 use crate::openai::chat::{ChatCompletionRequest, MessageContent};
 use crate::validate;
 use crate::{Error, invalid_request};
@@ -34,12 +34,53 @@ pub struct Plan {
     pub store: bool,
     /// `metadata` (validated): kept with a stored completion, used to filter listings.
     pub metadata: Option<Value>,
+    /// From `response_format`: what the output must match (`None` for plain text).
+    pub constraint: Option<Constraint>,
     /// How many choices to generate.
     pub n: u32,
 }
 
 /// OpenAI's bound for `top_logprobs`.
 const MAX_TOP_LOGPROBS: u32 = 20;
+
+/// `response_format`: `text`, `json_object`, or `json_schema` with `json_schema.schema`.
+fn response_format(format: Option<&Value>) -> Result<Option<Constraint>, Error> {
+    let Some(format) = format.filter(|f| !f.is_null()) else {
+        return Ok(None);
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(Constraint::JsonObject)),
+        Some("json_schema") => {
+            let spec = format.get("json_schema").ok_or_else(|| {
+                invalid_request(
+                    "response_format `json_schema` needs a `json_schema` object",
+                    Some("response_format.json_schema"),
+                )
+            })?;
+            let schema = spec
+                .get("schema")
+                .filter(|s| s.is_object())
+                .ok_or_else(|| {
+                    invalid_request(
+                        "json_schema needs a `schema` object",
+                        Some("response_format.json_schema.schema"),
+                    )
+                })?;
+            Ok(Some(Constraint::JsonSchema(schema.to_string())))
+        }
+        Some(other) => Err(invalid_request(
+            &format!(
+                "Invalid response_format type `{other}`: expected text, json_object or json_schema"
+            ),
+            Some("response_format.type"),
+        )),
+        None => Err(invalid_request(
+            "response_format needs a `type`",
+            Some("response_format"),
+        )),
+    }
+}
 
 /// The tiers OpenAI accepts; all are served alike here.
 const SERVICE_TIERS: [&str; 5] = ["auto", "default", "flex", "scale", "priority"];
@@ -134,23 +175,7 @@ impl Plan {
         if req.function_call.is_some() {
             return Err(not_supported("function_call", "Function calling"));
         }
-        if let Some(format) = &req.response_format {
-            match format.get("type").and_then(Value::as_str) {
-                Some("text") => {}
-                Some(other) => {
-                    return Err(not_supported(
-                        "response_format",
-                        &format!("response_format `{other}`"),
-                    ));
-                }
-                None => {
-                    return Err(invalid_request(
-                        "response_format needs a `type`",
-                        Some("response_format"),
-                    ));
-                }
-            }
-        }
+        let constraint = response_format(req.response_format.as_ref())?;
         check_metadata(req.metadata.as_ref())?;
         if let Some(tier) = &req.service_tier
             && !SERVICE_TIERS.contains(&tier.as_str())
@@ -260,6 +285,7 @@ impl Plan {
             service_tier: req.service_tier.map(|_| "default".to_owned()),
             store: req.store.unwrap_or(false),
             metadata: req.metadata.filter(|m| !m.is_null()),
+            constraint,
             n,
         })
     }

@@ -31,14 +31,18 @@ pub fn complete<C: Chat + ?Sized>(
         .map(|i| {
             let mut sampling = plan.sampling.clone();
             sampling.seed = sampling.seed.map(|s| s.wrapping_add(u64::from(i)));
-            host.generate(&GenerateRequest {
+            let request = GenerateRequest {
                 model: plan.model.clone(),
                 prompt: prompt_ids.clone(),
                 max_tokens: plan.max_tokens,
                 sampling,
                 stop: plan.stop.clone(),
                 top_logprobs: plan.top_logprobs,
-            })
+            };
+            match &plan.constraint {
+                Some(c) => host.generate_constrained(&request, c),
+                None => host.generate(&request),
+            }
         })
         .collect::<Result<Vec<Box<dyn Generation>>, Error>>()?;
     if let Some(user) = &plan.user {
