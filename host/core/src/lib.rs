@@ -18,7 +18,7 @@ mod template;
 mod tokenizer;
 
 pub use backend::{BackendKind, BackendPreference};
-pub use constraint::{Constraint, Grammars, LazyGrammars};
+pub use constraint::{Constraint, Grammars, LazyGrammars, mask as constraint_mask};
 pub use engine::{EngineHandle, FinishReason, GenEvent, GenerateRequest, TokenLogprob};
 pub use error::CoreError;
 pub use gguf::Gguf;
