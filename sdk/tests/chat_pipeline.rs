@@ -335,3 +335,65 @@ fn response_formats_become_constraints() {
         }
     }
 }
+
+#[test]
+fn tool_calls_come_back_as_tool_calls() {
+    let tools = json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let host = FakeHost::new("m").generating(&[
+        r#"[{"name": "get_weather", "#,
+        r#""arguments": {"city": "Paris"}}]"#,
+    ]);
+    run(
+        &FirstParty,
+        &host,
+        json!({"tools": tools, "tool_choice": "required"}),
+    )
+    .expect("ok");
+    let (_, r) = host.take_response().expect("response");
+    let m = &r["choices"][0]["message"];
+    assert!(m["content"].is_null(), "{r}");
+    assert_eq!(m["tool_calls"][0]["type"], "function");
+    assert_eq!(m["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        m["tool_calls"][0]["function"]["arguments"],
+        r#"{"city":"Paris"}"#
+    );
+    assert!(
+        m["tool_calls"][0]["id"]
+            .as_str()
+            .expect("id")
+            .starts_with("call_")
+    );
+    assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(host.constraints().len(), 1, "required is constrained");
+
+    // auto: a text answer stays text, and nothing is constrained.
+    let host = FakeHost::new("m").generating(&["It is sunny."]);
+    run(&FirstParty, &host, json!({"tools": tools})).expect("ok");
+    let (_, r) = host.take_response().expect("response");
+    assert_eq!(r["choices"][0]["message"]["content"], "It is sunny.");
+    assert!(r["choices"][0]["message"].get("tool_calls").is_none());
+    assert!(host.constraints().is_empty());
+
+    // The conversation goes on: calls and results render into the next prompt.
+    let host = FakeHost::new("m").generating(&["Sunny."]);
+    let body = json!({"model": "m", "tools": tools, "messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "21 C"}]});
+    FirstParty.complete(post(&body), &host).expect("ok");
+    let prompt: Vec<u8> = host.generate_requests()[0]
+        .prompt
+        .iter()
+        .map(|&t| t as u8)
+        .collect();
+    let prompt = String::from_utf8_lossy(&prompt);
+    assert!(
+        prompt.contains(r#"[{"arguments":{"city":"Paris"},"name":"get_weather"}]"#)
+            || prompt.contains(r#""name":"get_weather""#),
+        "{prompt}"
+    );
+    assert!(prompt.contains("<|tool|>21 C"), "{prompt}");
+}

@@ -21,6 +21,7 @@
 mod plan;
 mod run;
 pub mod stored;
+pub mod tools;
 
 pub use plan::Plan;
 pub use run::complete;

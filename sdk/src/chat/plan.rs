@@ -4,6 +4,8 @@
 use crate::inference::{ChatMessage, Constraint, Sampling};
 use crate::openai::chat::{ChatCompletionRequest, MessageContent};
 use crate::validate;
+
+use super::tools;
 use crate::{Error, invalid_request};
 use serde_json::Value;
 
@@ -34,8 +36,11 @@ pub struct Plan {
     pub store: bool,
     /// `metadata` (validated): kept with a stored completion, used to filter listings.
     pub metadata: Option<Value>,
-    /// From `response_format`: what the output must match (`None` for plain text).
+    /// From `response_format`, or the tool-call grammar: what the output must match (`None`
+    /// for plain text).
     pub constraint: Option<Constraint>,
+    /// `tools` the model may call, and how (`None` when it may call none).
+    pub tools: Option<tools::ToolUse>,
     /// How many choices to generate.
     pub n: u32,
 }
@@ -155,19 +160,13 @@ impl Plan {
                 Some("messages"),
             ));
         }
-        if req
-            .tools
-            .as_ref()
-            .is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty()))
-        {
-            return Err(not_supported("tools", "Tool calling"));
-        }
-        if req
-            .tool_choice
-            .as_ref()
-            .is_some_and(|c| !c.is_null() && c != &Value::from("none"))
-        {
-            return Err(not_supported("tool_choice", "Tool calling"));
+        let tools = tools::parse(
+            req.tools.as_ref(),
+            req.tool_choice.as_ref(),
+            req.parallel_tool_calls,
+        )?;
+        if tools.is_some() && req.stream {
+            return Err(not_supported("stream", "Streaming tool calls"));
         }
         if req.functions.is_some() {
             return Err(not_supported("functions", "Function calling"));
@@ -175,7 +174,7 @@ impl Plan {
         if req.function_call.is_some() {
             return Err(not_supported("function_call", "Function calling"));
         }
-        let constraint = response_format(req.response_format.as_ref())?;
+        let mut constraint = response_format(req.response_format.as_ref())?;
         check_metadata(req.metadata.as_ref())?;
         if let Some(tier) = &req.service_tier
             && !SERVICE_TIERS.contains(&tier.as_str())
@@ -207,12 +206,6 @@ impl Plan {
                     ));
                 }
             };
-            if m.tool_calls.is_some() {
-                return Err(not_supported(
-                    &format!("messages[{i}].tool_calls"),
-                    "Tool calls in messages",
-                ));
-            }
             if role != "assistant" && m.content.is_none() {
                 return Err(invalid_request(
                     "This message needs `content`",
@@ -220,6 +213,15 @@ impl Plan {
                 ));
             }
             let mut content = message_text(i, m.content)?;
+            // Calls the assistant made go back to the model in the format it calls in.
+            if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_null()) {
+                let rendered = tools::render_calls(calls);
+                content = if content.is_empty() {
+                    rendered
+                } else {
+                    format!("{content}\n{rendered}")
+                };
+            }
             if let Some(name) = &m.name {
                 // Chat templates have no field for a participant's name (nor has the WIT's
                 // chat-message), so it goes where the model can read it: before the text.
@@ -270,6 +272,18 @@ impl Plan {
                 ));
             }
         };
+        if let Some(use_) = &tools {
+            tools::add_instructions(&mut messages, use_);
+            if let Some(calls) = tools::constraint(use_) {
+                if constraint.is_some() {
+                    return Err(invalid_request(
+                        "response_format cannot be combined with a required or named tool call",
+                        Some("response_format"),
+                    ));
+                }
+                constraint = Some(calls);
+            }
+        }
         let stop = validate::stop(req.stop)?;
         let include_usage = validate::include_usage(req.stream_options.as_ref(), req.stream)?;
         Ok(Plan {
@@ -286,6 +300,7 @@ impl Plan {
             store: req.store.unwrap_or(false),
             metadata: req.metadata.filter(|m| !m.is_null()),
             constraint,
+            tools,
             n,
         })
     }

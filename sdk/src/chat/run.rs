@@ -145,18 +145,28 @@ fn aggregate<C: Chat + ?Sized>(
             u.prompt_tokens,
             usage.completion_tokens + u.completion_tokens,
         );
+        // An answer in the tool-call format is calls, not text.
+        let calls = plan.tools.as_ref().and_then(|t| {
+            let prefix = format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
+            super::tools::calls(&content, t, &prefix)
+        });
+        let finish = match (&calls, reason) {
+            (Some(_), crate::types::FinishReason::Stop) => "tool_calls".to_owned(),
+            _ => finish_reason(reason),
+        };
         choices.push(Choice {
             index,
             message: AssistantMessage {
                 role: "assistant".into(),
-                content: Some(content),
+                content: if calls.is_some() { None } else { Some(content) },
                 refusal: None,
+                tool_calls: calls,
             },
             logprobs: plan.top_logprobs.map(|_| ChoiceLogprobs {
                 content: logprobs,
                 refusal: None,
             }),
-            finish_reason: Some(finish_reason(reason)),
+            finish_reason: Some(finish),
         });
     }
     let response = meta.completion(choices, usage);
@@ -272,6 +282,7 @@ fn stream<C: Chat + ?Sized>(
                     role: "assistant".into(),
                     content: Some(content),
                     refusal: None,
+                    tool_calls: None,
                 },
                 logprobs: None,
                 finish_reason: finish,
