@@ -397,3 +397,47 @@ fn tool_calls_come_back_as_tool_calls() {
     );
     assert!(prompt.contains("<|tool|>21 C"), "{prompt}");
 }
+
+#[test]
+fn streamed_tool_calls_have_openai_deltas_and_text_still_streams() {
+    let tools = json!([{"type": "function", "function": {"name": "f",
+        "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}]);
+    let host =
+        FakeHost::new("m").generating(&[" [{\"name\": \"f\", ", "\"arguments\": {\"x\": 1}}]"]);
+    run(&FirstParty, &host, json!({"tools": tools, "stream": true})).expect("ok");
+    let events = host.events();
+    let calls: Vec<&Value> = events
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(calls.len(), 2, "{events:?}");
+    assert_eq!(calls[0][0]["index"], 0);
+    assert_eq!(calls[0][0]["type"], "function");
+    assert_eq!(calls[0][0]["function"]["name"], "f");
+    assert_eq!(calls[0][0]["function"]["arguments"], "");
+    assert_eq!(calls[1][0]["function"]["arguments"], r#"{"x":1}"#);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["choices"][0]["delta"]["content"] != " [{\"name\": \"f\", ")
+    );
+    let finish = events
+        .iter()
+        .rev()
+        .find_map(|e| e["choices"][0]["finish_reason"].as_str());
+    assert_eq!(finish, Some("tool_calls"));
+
+    host.take_response();
+    let host = FakeHost::new("m").generating(&["  Hi", " there"]);
+    run(&FirstParty, &host, json!({"tools": tools, "stream": true})).expect("ok");
+    let text: String = host
+        .events()
+        .iter()
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "  Hi there");
+}

@@ -1,4 +1,4 @@
-"""Tool calling, first increment (inside the chat plugin; not streamed yet): every
+"""Tool calling, first increment (inside the chat plugin): every
 `tool_choice` mode with the real model, arguments valid against the function's schema by
 construction, parallel calls off, and the conversation going on after a tool result."""
 
@@ -87,7 +87,22 @@ def test_bad_tool_requests_name_their_param(client):
         client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=5,
             tools=[{"type": "function", "function": {"name": "bad name"}}])
     assert e.value.body["param"] == "tools[0].function.name"
-    # Not built yet: streamed tool calls are refused by name rather than answered wrongly.
-    with pytest.raises(openai.BadRequestError) as e:
-        ask(client, tool_choice="required", stream=True)
-    assert e.value.body["param"] == "stream"
+
+
+def test_streamed_calls_rebuild_in_the_sdk_accumulator(client):
+    with client.chat.completions.stream(
+        model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required", temperature=0, max_tokens=120
+    ) as stream:
+        final = stream.get_final_completion()
+    assert final.choices[0].finish_reason == "tool_calls"
+    check_calls(final.choices[0].message)
+
+
+def test_streamed_call_deltas_carry_an_index(client):
+    chunks = list(ask(client, tool_choice="required", stream=True))
+    deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+    assert deltas
+    assert all(isinstance(d.index, int) for d in deltas)
+    first = deltas[0]
+    assert first.id.startswith("call_") and first.type == "function" and first.function.name
+    assert first.function.arguments == ""

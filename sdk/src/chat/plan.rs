@@ -165,9 +165,6 @@ impl Plan {
             req.tool_choice.as_ref(),
             req.parallel_tool_calls,
         )?;
-        if tools.is_some() && req.stream {
-            return Err(not_supported("stream", "Streaming tool calls"));
-        }
         if req.functions.is_some() {
             return Err(not_supported("functions", "Function calling"));
         }

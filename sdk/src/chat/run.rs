@@ -204,9 +204,11 @@ fn stream<C: Chat + ?Sized>(
         usage: usage_field,
     };
     for index in 0..generations.len() as u32 {
+        // OpenAI starts a choice that may turn out to be calls with no content at all.
         let first = Delta {
             role: Some("assistant".into()),
-            content: Some(String::new()),
+            content: plan.tools.is_none().then(String::new),
+            tool_calls: None,
         };
         host.send_json(&chunk(index, first, None, None))?;
     }
@@ -217,6 +219,13 @@ fn stream<C: Chat + ?Sized>(
     // With `store`, the streamed choices are assembled into the completion that is kept.
     let mut texts = vec![String::new(); generations.len()];
     let mut finishes = vec![None; generations.len()];
+    // With tools, text that may be a call is held back until it is known to be one.
+    let start = match &plan.tools {
+        None => Hold::Stream,
+        Some(_) if plan.constraint.is_some() => Hold::Calls(String::new()),
+        Some(_) => Hold::Undecided(String::new()),
+    };
+    let mut holds = vec![start; generations.len()];
     while !running.is_empty() {
         let mut still = Vec::with_capacity(running.len());
         for (index, generation) in running {
@@ -226,22 +235,14 @@ fn stream<C: Chat + ?Sized>(
                         content: logprobs_of(&d),
                         refusal: None,
                     });
-                    if !d.text.is_empty()
-                        || logprobs.as_ref().is_some_and(|l| !l.content.is_empty())
+                    let text = chat.rewrite(index, d.text.clone());
+                    if plan.store {
+                        texts[index as usize].push_str(&text);
+                    }
+                    let text = holds[index as usize].take(text);
+                    if !text.is_empty() || logprobs.as_ref().is_some_and(|l| !l.content.is_empty())
                     {
-                        let text = chat.rewrite(index, d.text.clone());
-                        if plan.store {
-                            texts[index as usize].push_str(&text);
-                        }
-                        host.send_json(&chunk(
-                            index,
-                            Delta {
-                                role: None,
-                                content: Some(text),
-                            },
-                            logprobs,
-                            None,
-                        ))?;
+                        host.send_json(&chunk(index, text_delta(text), logprobs, None))?;
                     }
                     still.push((index, generation));
                 }
@@ -250,13 +251,34 @@ fn stream<C: Chat + ?Sized>(
                         f.usage.prompt_tokens,
                         usage.completion_tokens + f.usage.completion_tokens,
                     );
-                    finishes[index as usize] = Some(finish_reason(f.reason));
-                    host.send_json(&chunk(
-                        index,
-                        Delta::default(),
-                        None,
-                        Some(finish_reason(f.reason)),
-                    ))?;
+                    let mut finish = finish_reason(f.reason);
+                    let held = std::mem::replace(&mut holds[index as usize], Hold::Stream);
+                    let (calls, rest) = match (held, &plan.tools) {
+                        (Hold::Calls(buf), Some(t)) => {
+                            let prefix =
+                                format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
+                            match super::tools::calls(&buf, t, &prefix) {
+                                Some(calls) => (calls, String::new()),
+                                // Cut short or not a call after all: it was text.
+                                None => (Vec::new(), buf),
+                            }
+                        }
+                        (Hold::Undecided(buf) | Hold::Calls(buf), _) => (Vec::new(), buf),
+                        (Hold::Stream, _) => (Vec::new(), String::new()),
+                    };
+                    if !rest.is_empty() {
+                        host.send_json(&chunk(index, text_delta(rest), None, None))?;
+                    }
+                    for (i, call) in (0u32..).zip(&calls) {
+                        for piece in call_deltas(i, call) {
+                            host.send_json(&chunk(index, piece, None, None))?;
+                        }
+                    }
+                    if !calls.is_empty() && f.reason == crate::types::FinishReason::Stop {
+                        finish = "tool_calls".into();
+                    }
+                    finishes[index as usize] = Some(finish.clone());
+                    host.send_json(&chunk(index, Delta::default(), None, Some(finish)))?;
                 }
                 None => {
                     return Err(Error::Internal(
@@ -292,4 +314,80 @@ fn stream<C: Chat + ?Sized>(
         super::stored::save(host, &completion, plan.metadata.as_ref(), &plan.messages)?;
     }
     Ok(())
+}
+
+/// Where a streamed choice's text goes while tools may be called.
+#[derive(Clone)]
+enum Hold {
+    /// Straight to the client.
+    Stream,
+    /// Held until its first non-blank character says text (stream it) or a call (`[`).
+    Undecided(String),
+    /// Held to the end, then sent as tool calls.
+    Calls(String),
+}
+
+impl Hold {
+    /// Takes a piece of text; returns what may be sent now.
+    fn take(&mut self, text: String) -> String {
+        match self {
+            Hold::Stream => text,
+            Hold::Calls(buf) => {
+                buf.push_str(&text);
+                String::new()
+            }
+            Hold::Undecided(buf) => {
+                buf.push_str(&text);
+                let start = buf.trim_start();
+                if start.is_empty() {
+                    String::new()
+                } else if start.starts_with('[') {
+                    *self = Hold::Calls(std::mem::take(buf));
+                    String::new()
+                } else {
+                    let out = std::mem::take(buf);
+                    *self = Hold::Stream;
+                    out
+                }
+            }
+        }
+    }
+}
+
+fn text_delta(text: String) -> Delta {
+    Delta {
+        role: None,
+        content: Some(text),
+        tool_calls: None,
+    }
+}
+
+/// A call as OpenAI streams it: `id`, `type` and name with empty arguments, then the arguments.
+fn call_deltas(index: u32, call: &crate::openai::chat::ToolCall) -> [Delta; 2] {
+    use crate::openai::chat::{ToolCallDelta, ToolCallDeltaFunction};
+    let delta = |d: ToolCallDelta| Delta {
+        role: None,
+        content: None,
+        tool_calls: Some(vec![d]),
+    };
+    [
+        delta(ToolCallDelta {
+            index,
+            id: Some(call.id.clone()),
+            kind: Some("function".into()),
+            function: ToolCallDeltaFunction {
+                name: Some(call.function.name.clone()),
+                arguments: String::new(),
+            },
+        }),
+        delta(ToolCallDelta {
+            index,
+            id: None,
+            kind: None,
+            function: ToolCallDeltaFunction {
+                name: None,
+                arguments: call.function.arguments.clone(),
+            },
+        }),
+    ]
 }
