@@ -106,3 +106,23 @@ def test_streamed_call_deltas_carry_an_index(client):
     first = deltas[0]
     assert first.id.startswith("call_") and first.type == "function" and first.function.name
     assert first.function.arguments == ""
+
+
+def test_deprecated_functions_answer_with_function_call(client):
+    functions = [t["function"] for t in TOOLS]
+    r = client.chat.completions.create(
+        model=MODEL, messages=ASK, functions=functions, function_call={"name": "get_weather"},
+        temperature=0, max_tokens=120,
+    )
+    m = r.choices[0].message
+    assert r.choices[0].finish_reason == "function_call"
+    assert m.content is None and m.tool_calls is None
+    assert m.function_call.name == "get_weather"
+    jsonschema.validate(json.loads(m.function_call.arguments), WEATHER_PARAMS)
+    # The function's result goes back with the old `function` role.
+    follow = ASK + [
+        {"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": m.function_call.arguments}},
+        {"role": "function", "name": "get_weather", "content": "Sunny, 21 C"},
+    ]
+    r = client.chat.completions.create(model=MODEL, messages=follow, functions=functions, function_call="none", max_tokens=10)
+    assert isinstance(r.choices[0].message.content, str)

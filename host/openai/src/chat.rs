@@ -142,6 +142,9 @@ pub struct AssistantMessage {
     pub refusal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tool_calls: Option<Vec<ToolCall>>,
+    /// The deprecated single call, for requests that used `functions`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub function_call: Option<ToolCallFunction>,
 }
 
 /// One function call in `message.tool_calls`.
@@ -222,6 +225,9 @@ pub struct Delta {
     pub content: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// The deprecated single call, streamed: the name first, then the arguments.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub function_call: Option<ToolCallDeltaFunction>,
 }
 
 /// A piece of a streamed tool call: the first for a call carries `id`, `type` and the

@@ -41,6 +41,8 @@ pub struct Plan {
     pub constraint: Option<Constraint>,
     /// `tools` the model may call, and how (`None` when it may call none).
     pub tools: Option<tools::ToolUse>,
+    /// The request used the deprecated `functions`: answer with `message.function_call`.
+    pub legacy_functions: bool,
     /// How many choices to generate.
     pub n: u32,
 }
@@ -160,17 +162,30 @@ impl Plan {
                 Some("messages"),
             ));
         }
-        let tools = tools::parse(
-            req.tools.as_ref(),
-            req.tool_choice.as_ref(),
-            req.parallel_tool_calls,
-        )?;
-        if req.functions.is_some() {
-            return Err(not_supported("functions", "Function calling"));
-        }
-        if req.function_call.is_some() {
-            return Err(not_supported("function_call", "Function calling"));
-        }
+        let legacy_functions = req.functions.as_ref().is_some_and(|f| !f.is_null());
+        let tools = if legacy_functions {
+            if req.tools.as_ref().is_some_and(|t| !t.is_null()) {
+                return Err(invalid_request(
+                    "Use `tools` or the deprecated `functions`, not both",
+                    Some("functions"),
+                ));
+            }
+            let (tools, choice) =
+                tools::from_legacy(req.functions.as_ref(), req.function_call.as_ref())?;
+            tools::parse(Some(&tools), choice.as_ref(), Some(false))?
+        } else {
+            if req.function_call.as_ref().is_some_and(|c| !c.is_null()) {
+                return Err(invalid_request(
+                    "function_call needs `functions`",
+                    Some("function_call"),
+                ));
+            }
+            tools::parse(
+                req.tools.as_ref(),
+                req.tool_choice.as_ref(),
+                req.parallel_tool_calls,
+            )?
+        };
         let mut constraint = response_format(req.response_format.as_ref())?;
         check_metadata(req.metadata.as_ref())?;
         if let Some(tier) = &req.service_tier
@@ -193,7 +208,8 @@ impl Plan {
                 "system" | "developer" => "system",
                 "user" => "user",
                 "assistant" => "assistant",
-                "tool" => "tool",
+                // The deprecated `function` role carried a function's result.
+                "tool" | "function" => "tool",
                 other => {
                     return Err(invalid_request(
                         &format!(
@@ -298,6 +314,7 @@ impl Plan {
             metadata: req.metadata.filter(|m| !m.is_null()),
             constraint,
             tools,
+            legacy_functions,
             n,
         })
     }

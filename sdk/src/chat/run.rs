@@ -150,17 +150,28 @@ fn aggregate<C: Chat + ?Sized>(
             let prefix = format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
             super::tools::calls(&content, t, &prefix)
         });
+        let called = if plan.legacy_functions {
+            "function_call"
+        } else {
+            "tool_calls"
+        };
         let finish = match (&calls, reason) {
-            (Some(_), crate::types::FinishReason::Stop) => "tool_calls".to_owned(),
+            (Some(_), crate::types::FinishReason::Stop) => called.to_owned(),
             _ => finish_reason(reason),
         };
+        let (tool_calls, function_call) = match calls {
+            Some(c) if plan.legacy_functions => (None, c.into_iter().next().map(|c| c.function)),
+            other => (other, None),
+        };
+        let has_calls = tool_calls.is_some() || function_call.is_some();
         choices.push(Choice {
             index,
             message: AssistantMessage {
                 role: "assistant".into(),
-                content: if calls.is_some() { None } else { Some(content) },
+                content: if has_calls { None } else { Some(content) },
                 refusal: None,
-                tool_calls: calls,
+                tool_calls,
+                function_call,
             },
             logprobs: plan.top_logprobs.map(|_| ChoiceLogprobs {
                 content: logprobs,
@@ -209,6 +220,7 @@ fn stream<C: Chat + ?Sized>(
             role: Some("assistant".into()),
             content: plan.tools.is_none().then(String::new),
             tool_calls: None,
+            function_call: None,
         };
         host.send_json(&chunk(index, first, None, None))?;
     }
@@ -270,12 +282,16 @@ fn stream<C: Chat + ?Sized>(
                         host.send_json(&chunk(index, text_delta(rest), None, None))?;
                     }
                     for (i, call) in (0u32..).zip(&calls) {
-                        for piece in call_deltas(i, call) {
+                        for piece in call_deltas(i, call, plan.legacy_functions) {
                             host.send_json(&chunk(index, piece, None, None))?;
                         }
                     }
                     if !calls.is_empty() && f.reason == crate::types::FinishReason::Stop {
-                        finish = "tool_calls".into();
+                        finish = if plan.legacy_functions {
+                            "function_call".into()
+                        } else {
+                            "tool_calls".into()
+                        };
                     }
                     finishes[index as usize] = Some(finish.clone());
                     host.send_json(&chunk(index, Delta::default(), None, Some(finish)))?;
@@ -305,6 +321,7 @@ fn stream<C: Chat + ?Sized>(
                     content: Some(content),
                     refusal: None,
                     tool_calls: None,
+                    function_call: None,
                 },
                 logprobs: None,
                 finish_reason: finish,
@@ -359,16 +376,37 @@ fn text_delta(text: String) -> Delta {
         role: None,
         content: Some(text),
         tool_calls: None,
+        function_call: None,
     }
 }
 
-/// A call as OpenAI streams it: `id`, `type` and name with empty arguments, then the arguments.
-fn call_deltas(index: u32, call: &crate::openai::chat::ToolCall) -> [Delta; 2] {
+/// A call as OpenAI streams it: `id`, `type` and name with empty arguments, then the arguments
+/// (for `functions` requests, `function_call` with the name, then the arguments).
+fn call_deltas(index: u32, call: &crate::openai::chat::ToolCall, legacy: bool) -> [Delta; 2] {
     use crate::openai::chat::{ToolCallDelta, ToolCallDeltaFunction};
+    if legacy {
+        let delta = |f: ToolCallDeltaFunction| Delta {
+            role: None,
+            content: None,
+            tool_calls: None,
+            function_call: Some(f),
+        };
+        return [
+            delta(ToolCallDeltaFunction {
+                name: Some(call.function.name.clone()),
+                arguments: String::new(),
+            }),
+            delta(ToolCallDeltaFunction {
+                name: None,
+                arguments: call.function.arguments.clone(),
+            }),
+        ];
+    }
     let delta = |d: ToolCallDelta| Delta {
         role: None,
         content: None,
         tool_calls: Some(vec![d]),
+        function_call: None,
     };
     [
         delta(ToolCallDelta {

@@ -154,6 +154,35 @@ fn tool(i: usize, t: &Value) -> Result<Tool, Error> {
     })
 }
 
+/// The deprecated `functions` / `function_call` as `tools` / `tool_choice` (one call at most,
+/// as the old API had).
+pub(crate) fn from_legacy(
+    functions: Option<&Value>,
+    function_call: Option<&Value>,
+) -> Result<(Value, Option<Value>), Error> {
+    let functions = functions
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("`functions` must be an array", "functions"))?;
+    let tools = functions
+        .iter()
+        .map(|f| json!({"type": "function", "function": f}))
+        .collect();
+    let choice = match function_call.filter(|c| !c.is_null()) {
+        None => None,
+        Some(Value::String(s)) => Some(Value::String(s.clone())),
+        Some(c) => {
+            let name = c["name"].as_str().ok_or_else(|| {
+                bad(
+                    "function_call is none, auto or {\"name\": ...}",
+                    "function_call",
+                )
+            })?;
+            Some(json!({"type": "function", "function": {"name": name}}))
+        }
+    };
+    Ok((Value::Array(tools), choice))
+}
+
 /// The system text that tells the model about the tools and the call format.
 pub(crate) fn instructions(use_: &ToolUse) -> String {
     let listed: Vec<Value> = use_
