@@ -347,6 +347,29 @@ impl Config {
     }
 }
 
+impl Config {
+    /// Takes every key a running server applies live from `new` (the `live` keys of
+    /// [`Config::changes`]); restart-only keys keep their values.
+    pub fn apply_live(&mut self, new: &Config) {
+        let (s, n) = (&mut self.server, &new.server);
+        s.max_body_bytes = n.max_body_bytes;
+        s.log = n.log.clone();
+        s.api_keys = n.api_keys.clone();
+        s.cors_origins = n.cors_origins.clone();
+        self.plugins.settings = new.plugins.settings.clone();
+        let (l, n) = (&mut self.limits, &new.limits);
+        l.plugin_cpu_ms = n.plugin_cpu_ms;
+        l.request_timeout_secs = n.request_timeout_secs;
+        l.idle_timeout_secs = n.idle_timeout_secs;
+        l.max_queued_requests = n.max_queued_requests;
+        if self.changes(new).live.contains(&"models.aliases") {
+            for (m, n) in self.models.iter_mut().zip(&new.models) {
+                m.aliases = n.aliases.clone();
+            }
+        }
+    }
+}
+
 /// The result of [`Config::changes`].
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Changes {
@@ -450,6 +473,23 @@ mod tests {
         )
         .unwrap();
         assert!(clash.validate().is_err());
+    }
+
+    #[test]
+    fn apply_live_takes_exactly_the_live_keys() {
+        let a: Config = toml::from_str("[[models]]\nid='m'\npath='x'\n").unwrap();
+        let b: Config = toml::from_str(
+            "[server]\nport = 9\napi_keys = ['k']\ncors_origins = []\nlog = 'debug'\nmax_body_bytes = 5\n\
+             [plugins.settings.p]\nk = 1\n[limits]\nplugin_cpu_ms = 5\nrequest_timeout_secs = 6\n\
+             idle_timeout_secs = 7\nmax_queued_requests = 8\nmax_concurrent_requests = 9\n\
+             [[models]]\nid='m'\npath='x'\naliases=['g']\n",
+        )
+        .unwrap();
+        let mut running = a.clone();
+        running.apply_live(&b);
+        let left = running.changes(&b);
+        assert!(left.live.is_empty(), "{left:?}");
+        assert_eq!(left.restart, a.changes(&b).restart);
     }
 
     #[test]

@@ -205,19 +205,17 @@ impl DocumentStore {
         newest_first: bool,
     ) -> Result<Vec<(String, String)>, String> {
         self.with(plugin, collection, |c| {
-            let entries: Box<dyn Iterator<Item = &(String, String)>> = if newest_first {
-                Box::new(c.by_seq.values().rev())
-            } else {
-                Box::new(c.by_seq.values())
-            };
-            let mut entries = entries.peekable();
-            if let Some(after) = after {
-                for (k, _) in entries.by_ref() {
-                    if k == after {
-                        break;
-                    }
-                }
-            }
+            // Start right after `after` through its sequence number, not by scanning: listing
+            // pages through a collection one page at a time.
+            let entries: Box<dyn Iterator<Item = &(String, String)>> =
+                match (after.map(|a| c.seq_of.get(a)), newest_first) {
+                    // An unknown key has nothing after it.
+                    (Some(None), _) => return Ok(Vec::new()),
+                    (Some(Some(&seq)), false) => Box::new(c.by_seq.range(seq + 1..).map(|e| e.1)),
+                    (Some(Some(&seq)), true) => Box::new(c.by_seq.range(..seq).rev().map(|e| e.1)),
+                    (None, false) => Box::new(c.by_seq.values()),
+                    (None, true) => Box::new(c.by_seq.values().rev()),
+                };
             Ok(entries.take(limit as usize).cloned().collect())
         })
     }

@@ -103,24 +103,16 @@ impl Live {
         if changes.live.is_empty() {
             return;
         }
-        running.server.max_body_bytes = new.server.max_body_bytes;
-        running.server.api_keys = new.server.api_keys.clone();
-        running.server.cors_origins = new.server.cors_origins.clone();
-        running.server.log = new.server.log.clone();
-        running.limits.plugin_cpu_ms = new.limits.plugin_cpu_ms;
-        running.limits.request_timeout_secs = new.limits.request_timeout_secs;
-        running.limits.idle_timeout_secs = new.limits.idle_timeout_secs;
-        running.limits.max_queued_requests = new.limits.max_queued_requests;
-        running.plugins.settings = new.plugins.settings.clone();
-        if changes.live.contains(&"models.aliases") {
-            if let Err(e) = self.models.set_aliases(aliases(&new)) {
-                warn!(error = %e, "aliases not applied");
-            } else {
-                for (m, n) in running.models.iter_mut().zip(&new.models) {
-                    m.aliases = n.aliases.clone();
-                }
-            }
+        let mut next = running.clone();
+        next.apply_live(&new);
+        if changes.live.contains(&"models.aliases")
+            && let Err(e) = self.models.set_aliases(aliases(&next))
+        {
+            warn!(error = %e, "aliases not applied");
+            // Only aliases can differ here (other model changes need a restart).
+            next.models = running.models.clone();
         }
+        *running = next;
 
         self.settings.store(Arc::new(settings(&running)));
         self.runtime.set_limits(limits(&running));
