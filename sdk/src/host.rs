@@ -6,6 +6,7 @@ use crate::inference::{
     self, ChatMessage, Constraint, Event, GenerateRequest, ModelInfo, TokenLogprob,
 };
 use crate::sink::ResponseSink;
+use crate::tools::{Call, Message, Prompt, ToolUse};
 use crate::{Error, sink_error};
 
 /// A running generation: yields deltas, then one `finished`, then `None`.
@@ -40,6 +41,31 @@ pub trait Host {
         request: &GenerateRequest,
         constraint: &Constraint,
     ) -> Result<Box<dyn Generation>, Error>;
+    /// Renders `messages` with the model's template, given as OpenAI-shaped JSON, passing
+    /// `tools` (JSON) to templates that read them (WIT 0.1.3).
+    fn apply_chat_template_json(
+        &self,
+        model: &str,
+        messages: &str,
+        tools: Option<&str>,
+        add_generation_prompt: bool,
+    ) -> Result<String, Error>;
+    /// Whether the model's template renders `tools` itself (WIT 0.1.3).
+    fn template_has_tools(&self, model: &str) -> Result<bool, Error>;
+    /// Renders a conversation with tool calling, through the loaded tools plugin (WIT 0.1.3).
+    fn render_tools(
+        &self,
+        model: &str,
+        messages: &[Message],
+        tools: Option<&ToolUse>,
+    ) -> Result<Prompt, Error>;
+    /// Reads the calls out of a finished answer, through the loaded tools plugin.
+    fn parse_tool_calls(
+        &self,
+        model: &str,
+        text: &str,
+        tools: &ToolUse,
+    ) -> Result<Option<Vec<Call>>, Error>;
     /// Sends one SSE event's data (the host frames it and ends the stream with `[DONE]`).
     fn send_event(&self, data: &str) -> Result<(), Error>;
     /// Sends the whole response.
@@ -73,8 +99,25 @@ pub trait Host {
 
 /// The real host, as seen from inside a plugin.
 pub struct Wasm<'a> {
-    /// The request's response sink.
-    pub sink: &'a ResponseSink,
+    /// The request's response sink (none in a tools call, which answers with its result).
+    sink: Option<&'a ResponseSink>,
+}
+
+impl<'a> Wasm<'a> {
+    /// The host of an HTTP request, answering into `sink`.
+    pub fn new(sink: &'a ResponseSink) -> Self {
+        Wasm { sink: Some(sink) }
+    }
+
+    /// The host of a call that has no response to write (a tools call).
+    pub fn without_sink() -> Wasm<'static> {
+        Wasm { sink: None }
+    }
+
+    fn sink(&self) -> Result<&ResponseSink, Error> {
+        self.sink
+            .ok_or_else(|| Error::Internal("this call has no HTTP response to write".into()))
+    }
 }
 
 impl Generation for inference::Generation {
@@ -123,12 +166,44 @@ impl Host for Wasm<'_> {
         )?))
     }
 
+    fn apply_chat_template_json(
+        &self,
+        model: &str,
+        messages: &str,
+        tools: Option<&str>,
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
+        inference::apply_chat_template_json(model, messages, tools, add_generation_prompt)
+    }
+
+    fn template_has_tools(&self, model: &str) -> Result<bool, Error> {
+        inference::template_has_tools(model)
+    }
+
+    fn render_tools(
+        &self,
+        model: &str,
+        messages: &[Message],
+        tools: Option<&ToolUse>,
+    ) -> Result<Prompt, Error> {
+        crate::bindings::cinder::plugin::tools::render(model, messages, tools)
+    }
+
+    fn parse_tool_calls(
+        &self,
+        model: &str,
+        text: &str,
+        tools: &ToolUse,
+    ) -> Result<Option<Vec<Call>>, Error> {
+        crate::bindings::cinder::plugin::tools::parse(model, text, tools)
+    }
+
     fn send_event(&self, data: &str) -> Result<(), Error> {
-        self.sink.send_event(data).map_err(sink_error)
+        self.sink()?.send_event(data).map_err(sink_error)
     }
 
     fn respond(&self, status: u16, body: &str) -> Result<(), Error> {
-        self.sink.respond(status, body).map_err(sink_error)
+        self.sink()?.respond(status, body).map_err(sink_error)
     }
 
     fn setting(&self, key: &str) -> Option<String> {

@@ -17,14 +17,15 @@
 
 #![deny(missing_docs)]
 
-/// Generated WIT bindings (`cinder:plugin@0.1.2`, world `chat-plugin`).
+/// Generated WIT bindings (`cinder:plugin@0.1.3`, world `sdk`: every family's imports and
+/// exports; the host uses the exports of the world a plugin's manifest names).
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit/v0.1",
-        world: "chat-plugin",
+        world: "sdk",
         pub_export_macro: true,
-        export_macro_name: "export_chat_plugin_bindings",
+        export_macro_name: "export_sdk_bindings",
         default_bindings_module: "cinder_sdk::bindings",
     });
 }
@@ -34,6 +35,7 @@ pub mod completions;
 pub mod host;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tools;
 mod validate;
 
 pub use bindings::cinder::plugin::{config, documents, inference, log, sink, types};
@@ -41,11 +43,43 @@ pub use bindings::exports::cinder::plugin::handler::{Guest as Handler, Request};
 pub use cinder_openai as openai;
 pub use types::{Error, ErrorDetail};
 
-/// Exports a [`Handler`] implementation as the plugin's `handler` interface.
+/// Exports a [`Handler`] implementation as the plugin's `handler` interface (for a
+/// `chat-plugin` manifest). The component also exports `tools`, as every SDK plugin does;
+/// here it answers that this plugin does not provide tools.
 #[macro_export]
 macro_rules! export_chat_plugin {
     ($ty:ident) => {
-        $crate::bindings::export_chat_plugin_bindings!($ty with_types_in $crate::bindings);
+        #[doc(hidden)]
+        pub struct __CinderHandlerExport;
+
+        impl $crate::Handler for __CinderHandlerExport {
+            fn handle(
+                request: $crate::Request,
+                sink: &$crate::sink::ResponseSink,
+            ) -> ::core::result::Result<(), $crate::Error> {
+                <$ty as $crate::Handler>::handle(request, sink)
+            }
+        }
+
+        impl $crate::bindings::exports::cinder::plugin::tools::Guest for __CinderHandlerExport {
+            fn render(
+                _model: ::std::string::String,
+                _messages: ::std::vec::Vec<$crate::bindings::exports::cinder::plugin::tools::Message>,
+                _tools: ::core::option::Option<$crate::bindings::exports::cinder::plugin::tools::ToolUse>,
+            ) -> ::core::result::Result<$crate::bindings::exports::cinder::plugin::tools::Prompt, $crate::Error> {
+                ::core::result::Result::Err($crate::tools::export::not_provided())
+            }
+
+            fn parse(
+                _model: ::std::string::String,
+                _text: ::std::string::String,
+                _tools: $crate::bindings::exports::cinder::plugin::tools::ToolUse,
+            ) -> ::core::result::Result<::core::option::Option<::std::vec::Vec<$crate::bindings::exports::cinder::plugin::tools::Call>>, $crate::Error> {
+                ::core::result::Result::Err($crate::tools::export::not_provided())
+            }
+        }
+
+        $crate::bindings::export_sdk_bindings!(__CinderHandlerExport with_types_in $crate::bindings);
     };
 }
 

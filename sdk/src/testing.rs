@@ -22,6 +22,7 @@ use crate::inference::{
     ChatMessage, Constraint, Delta, Event, Finished, GenerateRequest, ModelInfo,
 };
 use crate::inference::{TokenLogprob, TopLogprob};
+use crate::tools::{Call, FirstParty, Message, Prompt, ToolUse, Tools};
 use crate::types::{ErrorDetail, FinishReason, Usage};
 use crate::{Error, Request};
 
@@ -36,6 +37,10 @@ pub struct FakeHost {
     /// (collection, key, value) in first-write order.
     documents: RefCell<Vec<(String, String, String)>>,
     constraints: RefCell<Vec<Constraint>>,
+    /// Whether the fake model's template renders `tools` itself.
+    template_tools: bool,
+    /// The loaded tools plugin (`None`: none is loaded).
+    tools_plugin: Option<Box<dyn Tools>>,
 }
 
 /// A `POST /v1/chat/completions` request with `body`.
@@ -67,7 +72,28 @@ impl FakeHost {
             settings: Vec::new(),
             documents: RefCell::new(Vec::new()),
             constraints: RefCell::new(Vec::new()),
+            template_tools: false,
+            tools_plugin: Some(Box::new(FirstParty)),
         }
+    }
+
+    /// Makes the fake model's template one with `tools` support: it renders OpenAI-shaped
+    /// messages as `<|role|>{json}` lines and the tools as a `<|tools|>` line.
+    pub fn with_template_tools(mut self) -> Self {
+        self.template_tools = true;
+        self
+    }
+
+    /// As if no tools plugin were loaded: tool calls are unavailable.
+    pub fn without_tools_plugin(mut self) -> Self {
+        self.tools_plugin = None;
+        self
+    }
+
+    /// Serves tool calls with `tools` instead of the first-party tools plugin.
+    pub fn with_tools(mut self, tools: impl Tools + 'static) -> Self {
+        self.tools_plugin = Some(Box::new(tools));
+        self
     }
 
     /// Sets one of the plugin's settings, as `[plugins.settings.<id>]` would.
@@ -119,6 +145,12 @@ impl FakeHost {
         *self.response.borrow_mut() = None;
         self.events.borrow_mut().clear();
         r
+    }
+
+    fn tools_plugin(&self) -> Result<&dyn Tools, Error> {
+        self.tools_plugin
+            .as_deref()
+            .ok_or_else(|| Error::Unavailable("no tools plugin is loaded".into()))
     }
 
     fn unknown(&self, model: &str) -> Error {
@@ -207,6 +239,50 @@ impl Host for FakeHost {
             prompt.push_str("<|assistant|>");
         }
         Ok(prompt)
+    }
+
+    fn apply_chat_template_json(
+        &self,
+        model: &str,
+        messages: &str,
+        tools: Option<&str>,
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
+        self.describe_model(model)?;
+        let parsed: Vec<serde_json::Value> = serde_json::from_str(messages)
+            .map_err(|e| Error::Internal(format!("messages are not a JSON array: {e}")))?;
+        let mut prompt = tools.map(|t| format!("<|tools|>{t}\n")).unwrap_or_default();
+        for m in parsed {
+            prompt.push_str(&format!("<|{}|>{m}\n", m["role"].as_str().unwrap_or("")));
+        }
+        if add_generation_prompt {
+            prompt.push_str("<|assistant|>");
+        }
+        Ok(prompt)
+    }
+
+    fn template_has_tools(&self, model: &str) -> Result<bool, Error> {
+        self.describe_model(model)?;
+        Ok(self.template_tools)
+    }
+
+    fn render_tools(
+        &self,
+        model: &str,
+        messages: &[Message],
+        tools: Option<&ToolUse>,
+    ) -> Result<Prompt, Error> {
+        self.tools_plugin()?
+            .render(model, messages.to_vec(), tools.cloned(), self)
+    }
+
+    fn parse_tool_calls(
+        &self,
+        model: &str,
+        text: &str,
+        tools: &ToolUse,
+    ) -> Result<Option<Vec<Call>>, Error> {
+        self.tools_plugin()?.parse(model, text, tools, self)
     }
 
     fn tokenize(&self, model: &str, text: &str, _parse_special: bool) -> Result<Vec<u32>, Error> {

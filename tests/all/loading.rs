@@ -1,5 +1,6 @@
 //! Plugins the host must refuse at load, with a reason, while what was serving keeps serving:
-//! a component of another world and a route another plugin already owns.
+//! a component of another world, a route another plugin already owns, a second tools plugin,
+//! a tools plugin with routes.
 
 use crate::runtime::{assert_ok, call, fixtures, limits};
 use crate::sandbox::{bare_runtime, misbehave_copy, temp};
@@ -93,4 +94,51 @@ async fn routes_with_parameters_match_one_segment_and_clash_by_shape() {
     for d in [dir, other] {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// A copy of the first-party tools plugin (built beside the fixtures) in `dir`, its manifest
+/// edited by `edit`.
+fn tools_copy(dir: &std::path::Path, edit: impl Fn(&str) -> String) {
+    let built = fixtures()
+        .parent()
+        .expect("the fixtures folder has a parent")
+        .join("cinder-plugins/tools");
+    std::fs::create_dir_all(dir).expect("dir");
+    std::fs::copy(built.join("plugin.wasm"), dir.join("plugin.wasm")).expect("copy");
+    let manifest = std::fs::read_to_string(built.join("plugin.toml")).expect("read");
+    std::fs::write(dir.join("plugin.toml"), edit(&manifest)).expect("write");
+}
+
+#[test]
+fn one_tools_plugin_serves_and_it_owns_no_routes() {
+    let root = temp("tools");
+    tools_copy(&root.join("a-tools"), str::to_owned);
+    tools_copy(&root.join("b-more-tools"), |m| {
+        m.replace("id = \"tools\"", "id = \"more-tools\"")
+    });
+    let rt = bare_runtime(limits(), None);
+    rt.load_dir(&root).expect("folder loads");
+    let failures = rt.failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].0.ends_with("b-more-tools"), "{failures:?}");
+    assert!(
+        failures[0].1.contains("`tools` is already loaded"),
+        "{failures:?}"
+    );
+    let plugins = rt.plugins();
+    assert_eq!(plugins.len(), 1);
+    assert_eq!(plugins[0].world, "tools-plugin");
+    assert_eq!(plugins[0].wit_version, "0.1.3");
+    assert!(plugins[0].routes.is_empty());
+
+    let routed = root.join("c-routed");
+    tools_copy(&routed, |m| {
+        format!("{m}routes = [{{ method = \"POST\", path = \"/v1/tools\" }}]\n")
+    });
+    let err = rt
+        .load_plugin(&routed)
+        .expect_err("routes refused")
+        .to_string();
+    assert!(err.contains("serves other plugins, not routes"), "{err}");
+    let _ = std::fs::remove_dir_all(root);
 }

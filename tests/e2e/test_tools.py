@@ -1,6 +1,7 @@
-"""Tool calling, first increment (inside the chat plugin): every
-`tool_choice` mode with the real model, arguments valid against the function's schema by
-construction, parallel calls off, and the conversation going on after a tool result."""
+"""Tool calling with the real model: every `tool_choice` mode, arguments valid against the
+function's schema by construction, parallel calls off, and the conversation going on after a
+tool result. Chat asks the tools plugin (a component of its own) through the host; see
+test_tools_plugin.py for swapping it."""
 
 import json
 
@@ -126,3 +127,30 @@ def test_deprecated_functions_answer_with_function_call(client):
     ]
     r = client.chat.completions.create(model=MODEL, messages=follow, functions=functions, function_call="none", max_tokens=10)
     assert isinstance(r.choices[0].message.content, str)
+
+
+def test_a_tool_schema_the_engine_cannot_support_is_a_400_naming_tools(client):
+    bad = [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=ASK, max_tokens=5, tools=bad, tool_choice="required")
+    assert e.value.body["param"] == "tools"
+
+
+def test_legacy_function_call_history_goes_on(client):
+    """A conversation from the `functions` era: the assistant's `function_call` and the
+    `function` role's result render into the prompt, and the model answers in text."""
+    r = client.chat.completions.create(
+        model=MODEL,
+        temperature=0,
+        max_tokens=30,
+        functions=[TOOLS[0]["function"]],
+        messages=ASK + [
+            {"role": "assistant", "content": None,
+             "function_call": {"name": "get_weather", "arguments": '{"city": "Paris", "unit": "c"}'}},
+            {"role": "function", "name": "get_weather", "content": "21 C and sunny"},
+        ],
+        function_call="none",
+    )
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert r.choices[0].message.content
+    assert r.usage.prompt_tokens > 60

@@ -110,7 +110,10 @@ fn build_plugins() -> Result<PathBuf> {
     ensure_wasm_target()?;
     build_wasm(
         "cinder-plugins",
-        &[("chat", "plugins/chat", "cinder_plugin_chat")],
+        &[
+            ("chat", "plugins/chat", "cinder_plugin_chat"),
+            ("tools", "plugins/tools", "cinder_plugin_tools"),
+        ],
     )
 }
 
@@ -174,7 +177,11 @@ fn install(dir: &Path, src: &Path, wasm: &Path) -> Result<()> {
 }
 
 /// Third-party example plugins: `(folder under examples/plugins, library name)`.
-const EXAMPLES: &[(&str, &str)] = &[("chat-redact", "chat_redact"), ("summarize", "summarize")];
+const EXAMPLES: &[(&str, &str)] = &[
+    ("chat-redact", "chat_redact"),
+    ("summarize", "summarize"),
+    ("tools-terse", "tools_terse"),
+];
 
 /// Builds each example as its author would: from its own folder, outside Cinder's workspace,
 /// its `.cargo/config.toml` choosing wasm32-wasip2. Its unit tests run natively first. Returns

@@ -31,7 +31,8 @@ pub enum CoreError {
 }
 
 impl CoreError {
-    pub(crate) fn invalid(message: impl Into<String>, param: &str) -> Self {
+    /// A client mistake naming the request parameter at fault.
+    pub fn invalid(message: impl Into<String>, param: &str) -> Self {
         CoreError::InvalidRequest {
             message: message.into(),
             param: Some(param.to_string()),

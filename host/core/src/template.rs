@@ -71,27 +71,74 @@ impl ChatTemplate {
         messages: &[TemplateMessage],
         add_generation_prompt: bool,
     ) -> Result<String, CoreError> {
+        self.render_with(
+            minijinja::Value::from_serialize(messages),
+            None,
+            add_generation_prompt,
+        )
+    }
+
+    /// Whether the template reads a `tools` variable (its own tool-calling format).
+    pub fn has_tools(&self) -> bool {
+        self.env
+            .get_template(NAME)
+            .is_ok_and(|t| t.undeclared_variables(false).contains("tools"))
+    }
+
+    /// Renders OpenAI-shaped messages (`tool_calls`, `tool_call_id` and the rest passed
+    /// through as the template sees them), with `tools` for templates that read them.
+    pub fn render_json(
+        &self,
+        messages: &serde_json::Value,
+        tools: Option<&serde_json::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, CoreError> {
+        if !messages.is_array() {
+            return Err(CoreError::invalid(
+                "messages must be a JSON array",
+                "messages",
+            ));
+        }
+        self.render_with(
+            minijinja::Value::from_serialize(messages),
+            tools.map(minijinja::Value::from_serialize),
+            add_generation_prompt,
+        )
+    }
+
+    fn render_with(
+        &self,
+        messages: minijinja::Value,
+        tools: Option<minijinja::Value>,
+        add_generation_prompt: bool,
+    ) -> Result<String, CoreError> {
         let tmpl = self
             .env
             .get_template(NAME)
             .map_err(|e| CoreError::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
+            // Absent tools stay undefined, as jinja2 callers leave them (`tools is defined`).
+            tools => tools.unwrap_or(minijinja::Value::UNDEFINED),
             add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token,
             eos_token => self.eos_token,
         })
-        .map_err(|e| match e.kind() {
-            // The template refused these messages (e.g. roles out of order): the client's mistake.
-            ErrorKind::InvalidOperation => CoreError::invalid(
-                format!(
-                    "the model's chat template rejected the messages: {}",
-                    e.detail().unwrap_or("")
-                ),
-                "messages",
+        .map_err(rendering_error)
+    }
+}
+
+fn rendering_error(e: minijinja::Error) -> CoreError {
+    match e.kind() {
+        // The template refused these messages (e.g. roles out of order): the client's mistake.
+        ErrorKind::InvalidOperation => CoreError::invalid(
+            format!(
+                "the model's chat template rejected the messages: {}",
+                e.detail().unwrap_or("")
             ),
-            _ => CoreError::Template(e.to_string()),
-        })
+            "messages",
+        ),
+        _ => CoreError::Template(e.to_string()),
     }
 }
 
@@ -131,5 +178,45 @@ mod tests {
             content: "  hi  ".into(),
         }];
         assert_eq!(t.render(&msgs, false).unwrap(), "hi|");
+    }
+
+    /// A Hermes-style template with tool support (the shape Qwen2.5's has), written for
+    /// this test.
+    const TOOLS_TEMPLATE: &str = "{%- if tools %}<|im_start|>system\n<tools>\n{%- for tool in tools %}\n{{ tool | tojson }}\n{%- endfor %}\n</tools><|im_end|>\n{% endif %}\n{%- for message in messages %}\n{%- if message.role == 'assistant' and message.tool_calls %}<|im_start|>assistant\n{%- for tc in message.tool_calls %}\n<tool_call>\n{\"name\": \"{{ tc.function.name }}\", \"arguments\": {{ tc.function.arguments | tojson }}}\n</tool_call>\n{%- endfor %}<|im_end|>\n{% elif message.role == 'tool' %}<|im_start|>user\n<tool_response>\n{{ message.content }}\n</tool_response><|im_end|>\n{% else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endif %}\n{%- endfor %}\n{%- if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+    #[test]
+    fn templates_with_tools_get_them_and_the_calls() {
+        let t = ChatTemplate::new(TOOLS_TEMPLATE, "", "").unwrap();
+        assert!(t.has_tools());
+        let plain = ChatTemplate::new(
+            "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}",
+            "",
+            "",
+        )
+        .unwrap();
+        assert!(!plain.has_tools());
+        let messages = serde_json::json!([
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "", "tool_calls": [{"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "21 C"}
+        ]);
+        let tools = serde_json::json!([{"type": "function", "function": {"name": "get_weather"}}]);
+        let text = t.render_json(&messages, Some(&tools), true).unwrap();
+        assert!(text.starts_with("<|im_start|>system\n<tools>{"), "{text}");
+        assert!(text.contains("get_weather"), "{text}");
+        assert!(
+            text.contains("<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":"),
+            "{text}"
+        );
+        assert!(
+            text.contains("<tool_response>\n21 C\n</tool_response>"),
+            "{text}"
+        );
+        assert!(text.ends_with("<|im_start|>assistant\n"), "{text}");
+        assert!(matches!(
+            t.render_json(&serde_json::json!({"role": "user"}), None, true),
+            Err(CoreError::InvalidRequest { .. })
+        ));
     }
 }

@@ -73,6 +73,8 @@ pub struct ChatMessage {
     pub name: Option<String>,
     pub tool_calls: Option<Value>,
     pub tool_call_id: Option<String>,
+    /// The deprecated single call of an assistant message (`functions` era).
+    pub function_call: Option<Value>,
 }
 
 /// `content`: a string or an array of parts.

@@ -153,6 +153,14 @@ impl Runtime {
                 .get(&plugin.info.id)
                 .cloned()
                 .unwrap_or_default(),
+            tools: match plugin.pre {
+                crate::plugin::Pre::Chat(_) => crate::tools_link::ToolsLink::Chat {
+                    plugin: self.registry.load().tools(),
+                    runtime: self.me.clone(),
+                    session: None,
+                },
+                crate::plugin::Pre::Tools(_) => crate::tools_link::ToolsLink::None,
+            },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -175,7 +183,10 @@ impl Runtime {
     ) -> Result<(), Output> {
         let mut store = self.store(plugin, limits, out.clone(), progress);
         let result = async {
-            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            let crate::plugin::Pre::Chat(pre) = &plugin.pre else {
+                return Err(wasmtime::Error::msg("a tools plugin serves no routes"));
+            };
+            let instance = pre.instantiate_async(&mut store).await?;
             let sink: Resource<host::SinkHandle> = store.data_mut().table.push(host::SinkHandle)?;
             let borrowed = Resource::new_borrow(sink.rep());
             let req = bindings::exports::cinder::plugin::handler::Request {

@@ -38,6 +38,8 @@ pub struct HostState {
     pub(crate) settings: Arc<Settings>,
     /// `None` unless the manifest grants `storage`.
     pub(crate) documents: Option<Arc<crate::documents::DocumentStore>>,
+    /// The tools plugin this call may reach through the `tools` import.
+    pub(crate) tools: crate::tools_link::ToolsLink,
 }
 
 /// One plugin's settings, sorted by key.
@@ -470,6 +472,38 @@ impl inference::Host for HostState {
                 .render(&messages, add_generation_prompt)
                 .map_err(wit_error)
         }))
+    }
+
+    fn apply_chat_template_json(
+        &mut self,
+        model: String,
+        messages: String,
+        tools: Option<String>,
+        add_generation_prompt: bool,
+    ) -> wasmtime::Result<Result<String, types::Error>> {
+        let parse = |text: &str, param: &str| {
+            serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+                wit_error(CoreError::invalid(
+                    format!("{param} is not valid JSON: {e}"),
+                    param,
+                ))
+            })
+        };
+        Ok((|| {
+            let messages = parse(&messages, "messages")?;
+            let tools = tools.as_deref().map(|t| parse(t, "tools")).transpose()?;
+            self.model(&model)?
+                .template
+                .render_json(&messages, tools.as_ref(), add_generation_prompt)
+                .map_err(wit_error)
+        })())
+    }
+
+    fn template_has_tools(
+        &mut self,
+        model: String,
+    ) -> wasmtime::Result<Result<bool, types::Error>> {
+        Ok(self.model(&model).map(|m| m.template.has_tools()))
     }
 
     fn describe_model(

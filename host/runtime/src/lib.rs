@@ -27,6 +27,7 @@ mod host;
 mod manifest;
 mod plugin;
 mod reload;
+mod tools_link;
 
 use call::describe_trap;
 pub use host::{HostState, Settings};
@@ -44,12 +45,32 @@ pub(crate) mod bindings {
             "cinder:plugin/inference.score": async | trappable,
             "cinder:plugin/sink.[method]response-sink.send-event": async | trappable,
             "cinder:plugin/sink.[method]response-sink.respond": async | trappable,
+            // Forwarded to the tools plugin, which runs in a store of its own.
+            "cinder:plugin/tools.render": async | trappable,
+            "cinder:plugin/tools.parse": async | trappable,
             default: trappable,
         },
         exports: { default: async },
         with: {
             "cinder:plugin/inference.generation": crate::host::GenerationHandle,
             "cinder:plugin/sink.response-sink": crate::host::SinkHandle,
+        },
+    });
+}
+
+/// Bindings for the `tools-plugin` world; the interfaces it shares with `chat-plugin` are
+/// the same Rust types (and the same host implementations).
+pub(crate) mod tools_bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1",
+        world: "tools-plugin",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "cinder:plugin/types": crate::bindings::cinder::plugin::types,
+            "cinder:plugin/log": crate::bindings::cinder::plugin::log,
+            "cinder:plugin/inference": crate::bindings::cinder::plugin::inference,
+            "cinder:plugin/config": crate::bindings::cinder::plugin::config,
         },
     });
 }
@@ -105,6 +126,8 @@ pub enum Output {
     Respond { status: u16, body: String },
     /// The call failed; nothing follows.
     Error { status: u16, body: ErrorBody },
+    /// The call used another plugin (`id@version`; the tools plugin), before its response.
+    Uses(String),
 }
 
 /// Maps a WIT error onto an HTTP status and OpenAI's envelope.
@@ -170,6 +193,8 @@ pub struct Runtime {
     loads: std::sync::atomic::AtomicU64,
     /// Keeps the plugin-folder watcher alive.
     watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
+    /// Itself, for stores that call another plugin (chat calling tools) later on.
+    me: std::sync::Weak<Runtime>,
 }
 
 fn engine_config(limits: &Limits, pooling: bool) -> Config {
@@ -177,7 +202,8 @@ fn engine_config(limits: &Limits, pooling: bool) -> Config {
     config.epoch_interruption(true);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
-        let n = limits.max_instances;
+        // Each call may hold a second instance: the tools plugin it calls through the host.
+        let n = limits.max_instances * 2;
         pool.total_component_instances(n);
         pool.total_core_instances(n * 16);
         pool.max_core_instances_per_component(16);
@@ -231,7 +257,7 @@ impl Runtime {
             .map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
         let slots = Arc::new(Semaphore::new(limits.max_instances as usize));
-        Ok(Arc::new(Runtime {
+        Ok(Arc::new_cyclic(|me| Runtime {
             engine,
             linker,
             models,
@@ -245,6 +271,7 @@ impl Runtime {
             waiting: std::sync::atomic::AtomicUsize::new(0),
             loads: std::sync::atomic::AtomicU64::new(0),
             watcher: std::sync::Mutex::new(None),
+            me: me.clone(),
         }))
     }
 
@@ -345,11 +372,13 @@ impl Runtime {
                             }
                         };
                         // It started; do its exports have the world's types?
-                        bindings::ChatPlugin::new(&mut store, &instance)
-                            .map(|_| ())
+                        plugin
+                            .pre
+                            .check_exports(&mut store, &instance)
                             .map_err(|e| {
                                 format!(
-                                    "it does not match the chat-plugin world of cinder:plugin@{}: {e:#}",
+                                    "it does not match the {} world of cinder:plugin@{}: {e:#}",
+                                    plugin.pre.world(),
                                     plugin::WIT_SERVED
                                 )
                             })

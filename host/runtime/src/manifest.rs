@@ -13,6 +13,8 @@ pub(crate) struct Manifest {
     pub(crate) id: String,
     pub(crate) version: String,
     pub(crate) world: String,
+    /// The routes it owns (none for a tools plugin, which serves other plugins).
+    #[serde(default)]
     pub(crate) routes: Vec<RouteSpec>,
     /// What the plugin may reach beyond the baseline; see [`Capability`].
     #[serde(default)]
@@ -70,7 +72,9 @@ fn needed(import: &str) -> Result<Option<Capability>, ()> {
         "cinder:plugin/types"
         | "cinder:plugin/sink"
         | "cinder:plugin/config"
-        | "cinder:plugin/documents" => Ok(None),
+        | "cinder:plugin/documents"
+        // Calls into the tools plugin: it can reach no more than the caller could.
+        | "cinder:plugin/tools" => Ok(None),
         "cinder:plugin/inference" => Ok(Some(Capability::Inference)),
         "cinder:plugin/log" => Ok(Some(Capability::Log)),
         p if p.starts_with("wasi:sockets/") => Ok(Some(Capability::Network)),

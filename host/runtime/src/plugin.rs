@@ -10,13 +10,58 @@ use wasmtime::component::Linker;
 use crate::bindings::ChatPluginPre;
 use crate::cache::CompileCache;
 use crate::manifest::{Capability, Manifest, check_imports};
+use crate::tools_bindings::ToolsPluginPre;
 use crate::{HostState, RuntimeError};
 
-/// The WIT package a plugin must be built against (any 0.1.x).
-const WIT_PACKAGE: &str = "cinder:plugin/handler@";
+/// The WIT minor a plugin must be built against (any 0.1.x).
 const WIT_MINOR: &str = "0.1.";
 /// The newest WIT this host implements (`wit/v0.1/worlds.wit`).
-pub const WIT_SERVED: &str = "0.1.2";
+pub const WIT_SERVED: &str = "0.1.3";
+
+/// A compiled plugin of one of the worlds this host serves.
+pub(crate) enum Pre {
+    /// `chat-plugin`: serves HTTP routes through `handler`.
+    Chat(ChatPluginPre<HostState>),
+    /// `tools-plugin`: serves other plugins through `tools`.
+    Tools(ToolsPluginPre<HostState>),
+}
+
+impl Pre {
+    pub(crate) fn world(&self) -> &'static str {
+        match self {
+            Pre::Chat(_) => "chat-plugin",
+            Pre::Tools(_) => "tools-plugin",
+        }
+    }
+
+    pub(crate) fn instance_pre(&self) -> &wasmtime::component::InstancePre<HostState> {
+        match self {
+            Pre::Chat(p) => p.instance_pre(),
+            Pre::Tools(p) => p.instance_pre(),
+        }
+    }
+
+    /// Whether a started instance's exports have the world's types.
+    pub(crate) fn check_exports(
+        &self,
+        store: &mut wasmtime::Store<HostState>,
+        instance: &wasmtime::component::Instance,
+    ) -> wasmtime::Result<()> {
+        match self {
+            Pre::Chat(_) => crate::bindings::ChatPlugin::new(store, instance).map(|_| ()),
+            Pre::Tools(_) => crate::tools_bindings::ToolsPlugin::new(store, instance).map(|_| ()),
+        }
+    }
+}
+
+/// The export that names a world's WIT version.
+fn versioned_export(world: &str) -> Option<&'static str> {
+    match world {
+        "chat-plugin" => Some("cinder:plugin/handler@"),
+        "tools-plugin" => Some("cinder:plugin/tools@"),
+        _ => None,
+    }
+}
 
 /// What `/health` and the logs say about a loaded plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,12 +72,14 @@ pub struct PluginInfo {
     pub wit_version: String,
     /// `METHOD /path` for each route it owns.
     pub routes: Vec<String>,
+    /// The world it implements (`chat-plugin`, `tools-plugin`).
+    pub world: String,
 }
 
 /// A compiled plugin, ready to instantiate.
 pub struct Plugin {
     pub(crate) info: PluginInfo,
-    pub(crate) pre: ChatPluginPre<HostState>,
+    pub(crate) pre: Pre,
     /// What its manifest grants beyond the baseline.
     pub(crate) capabilities: Vec<Capability>,
     /// The folder it was loaded from.
@@ -77,11 +124,17 @@ impl Plugin {
             .map_err(|e| fail(format!("plugin.toml: {e}")))?;
         let manifest: Manifest =
             toml::from_str(&manifest_text).map_err(|e| fail(format!("plugin.toml: {e}")))?;
-        if manifest.world != "chat-plugin" {
+        let Some(export) = versioned_export(&manifest.world) else {
             return Err(fail(format!(
-                "world `{}` is not one this host serves (chat-plugin)",
+                "world `{}` is not one this host serves (chat-plugin, tools-plugin)",
                 manifest.world
             )));
+        };
+        if manifest.world == "tools-plugin" && !manifest.routes.is_empty() {
+            return Err(fail(
+                "a tools plugin serves other plugins, not routes: its plugin.toml has `routes`"
+                    .into(),
+            ));
         }
         let bytes = std::fs::read(dir.join("plugin.wasm"))
             .map_err(|e| fail(format!("plugin.wasm: {e}")))?;
@@ -92,8 +145,8 @@ impl Plugin {
         let ty = component.component_type();
         let wit_version = ty
             .exports(engine)
-            .find_map(|(name, _)| name.strip_prefix(WIT_PACKAGE).map(str::to_owned))
-            .ok_or_else(|| fail(format!("it does not export `{WIT_PACKAGE}{WIT_MINOR}x`")))?;
+            .find_map(|(name, _)| name.strip_prefix(export).map(str::to_owned))
+            .ok_or_else(|| fail(format!("it does not export `{export}{WIT_MINOR}x`")))?;
         if !wit_version.starts_with(WIT_MINOR) {
             return Err(fail(format!(
                 "it was built against cinder:plugin@{wit_version}; this host serves cinder:plugin@0.1.0 to @{WIT_SERVED} (0.1 is the first released minor, so there is no older one to serve)"
@@ -101,14 +154,18 @@ impl Plugin {
         }
         let imports: Vec<String> = ty
             .imports(engine)
+            .filter(|(name, item)| !type_only(engine, name, &item.ty))
             .map(|(name, _)| name.to_owned())
             .collect();
         check_imports(imports.iter().map(String::as_str), &manifest.capabilities).map_err(fail)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("it cannot be linked: {e}")))?;
-        let pre = ChatPluginPre::new(pre)
-            .map_err(|e| fail(format!("it does not implement chat-plugin: {e}")))?;
+        let pre = match manifest.world.as_str() {
+            "tools-plugin" => ToolsPluginPre::new(pre).map(Pre::Tools),
+            _ => ChatPluginPre::new(pre).map(Pre::Chat),
+        }
+        .map_err(|e| fail(format!("it does not implement {}: {e}", manifest.world)))?;
         let routes = manifest
             .routes
             .iter()
@@ -120,6 +177,7 @@ impl Plugin {
                 version: manifest.version,
                 wit_version,
                 routes,
+                world: manifest.world,
             },
             pre,
             capabilities: manifest.capabilities,
@@ -127,6 +185,20 @@ impl Plugin {
             digest: digest(manifest_text.as_bytes(), &bytes),
         })
     }
+}
+
+/// An imported Cinder interface the component uses only for its types (every SDK plugin
+/// exports `tools`, whose records name `inference.constraint`): nothing callable comes in, so
+/// it needs no capability.
+fn type_only(
+    engine: &Engine,
+    name: &str,
+    item: &wasmtime::component::types::ComponentItem,
+) -> bool {
+    use wasmtime::component::types::ComponentItem;
+    name.starts_with("cinder:plugin/")
+        && matches!(item, ComponentItem::ComponentInstance(i)
+            if !i.exports(engine).any(|(_, e)| matches!(e.ty, ComponentItem::ComponentFunc(_))))
 }
 
 /// The outcome of looking up a route.
@@ -145,6 +217,16 @@ pub(crate) struct Registry {
     routes: Vec<(String, String, usize)>,
     /// Plugin folders refused at the last (re)load, with the reason.
     pub(crate) failures: Vec<(String, String)>,
+}
+
+impl Registry {
+    /// The loaded tools plugin, if any (at most one is loaded).
+    pub(crate) fn tools(&self) -> Option<Arc<Plugin>> {
+        self.plugins
+            .iter()
+            .find(|p| matches!(p.pre, Pre::Tools(_)))
+            .cloned()
+    }
 }
 
 impl Registry {
@@ -204,6 +286,15 @@ impl Registry {
                     r.2 -= 1;
                 }
             }
+        }
+        if let (Pre::Tools(_), Some(other)) = (&plugin.pre, self.tools()) {
+            return Err(RuntimeError::Plugin {
+                path: plugin.info.id.clone(),
+                reason: format!(
+                    "the tools plugin `{}` is already loaded; one serves at a time",
+                    other.info.id
+                ),
+            });
         }
         let index = self.plugins.len();
         let mut new_routes = Vec::new();

@@ -78,7 +78,7 @@ pub async fn cors(State(s): State<AppState>, req: Request, next: Next) -> Respon
         allow_origin(h, &origin);
         h.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("x-cinder-plugin, retry-after"),
+            HeaderValue::from_static("x-cinder-plugin, x-cinder-uses, retry-after"),
         );
     }
     res

@@ -128,7 +128,7 @@ async fn health(State(s): State<AppState>) -> Response {
         .runtime
         .plugins()
         .into_iter()
-        .map(|p| serde_json::json!({"id": p.id, "version": p.version, "wit": p.wit_version, "routes": p.routes}))
+        .map(|p| serde_json::json!({"id": p.id, "version": p.version, "wit": p.wit_version, "routes": p.routes, "world": p.world}))
         .collect();
     // Plugin folders refused at the last load; their previous versions (if any) still serve.
     let failures: Vec<_> = s

@@ -15,21 +15,37 @@ use tokio::sync::mpsc;
 use crate::error::ApiError;
 
 /// Waits for the plugin's first output, which decides the shape of the response.
+/// Other plugins the call used (the tools plugin) are named in `x-cinder-uses`.
 pub async fn respond(mut outputs: mpsc::Receiver<Output>) -> Result<Response, ApiError> {
-    match outputs.recv().await {
-        None => Err(ApiError::internal("the plugin ended without a response")),
-        Some(Output::Error { status, body }) => Err(ApiError::from_parts(status, body)),
-        Some(Output::Respond { status, body }) => {
-            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            let mut res = (status, body).into_response();
-            res.headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            Ok(res)
+    let mut uses = Vec::new();
+    let mut res = loop {
+        match outputs.recv().await {
+            Some(Output::Uses(u)) => uses.push(u),
+            None => return Err(ApiError::internal("the plugin ended without a response")),
+            Some(Output::Error { status, body }) => {
+                return Err(ApiError::from_parts(status, body));
+            }
+            Some(Output::Respond { status, body }) => {
+                let status =
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                let mut res = (status, body).into_response();
+                res.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                break res;
+            }
+            Some(Output::Event(first)) => {
+                break Sse::new(event_stream(first, outputs))
+                    .keep_alive(KeepAlive::default())
+                    .into_response();
+            }
         }
-        Some(Output::Event(first)) => Ok(Sse::new(event_stream(first, outputs))
-            .keep_alive(KeepAlive::default())
-            .into_response()),
+    };
+    if let Ok(v) = HeaderValue::from_str(&uses.join(", "))
+        && !uses.is_empty()
+    {
+        res.headers_mut().insert("x-cinder-uses", v);
     }
+    Ok(res)
 }
 
 enum State {
@@ -45,7 +61,12 @@ fn event_stream(
         let State::Open(mut rx) = state else {
             return None;
         };
-        match rx.recv().await {
+        let mut next = rx.recv().await;
+        while let Some(Output::Uses(_)) = next {
+            next = rx.recv().await;
+        }
+        match next {
+            Some(Output::Uses(_)) => None,
             Some(Output::Event(data)) => Some((Event::default().data(data), State::Open(rx))),
             // A shape change mid-stream is a plugin bug; surface it as an error event.
             Some(Output::Respond { .. }) => {

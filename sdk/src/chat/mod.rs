@@ -79,7 +79,7 @@ macro_rules! export_chat {
                 sink: &$crate::sink::ResponseSink,
             ) -> ::core::result::Result<(), $crate::Error> {
                 let chat = <$ty as ::core::default::Default>::default();
-                let host = $crate::host::Wasm { sink };
+                let host = $crate::host::Wasm::new(sink);
                 let path = request.path.split('?').next().unwrap_or("");
                 if path == "/v1/completions" {
                     <$ty as $crate::chat::Chat>::complete_legacy(&chat, request, &host)

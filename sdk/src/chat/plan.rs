@@ -1,8 +1,9 @@
 //! From the OpenAI request body to a validated plan: every parameter is honoured or refused
 //! with a 400 that names it.
 
-use crate::inference::{ChatMessage, Constraint, Sampling};
+use crate::inference::{Constraint, Sampling};
 use crate::openai::chat::{ChatCompletionRequest, MessageContent};
+use crate::tools::{Call, Message, ToolUse};
 use crate::validate;
 
 use super::tools;
@@ -14,8 +15,9 @@ use serde_json::Value;
 pub struct Plan {
     /// The model id (or alias) asked for.
     pub model: String,
-    /// The conversation, `developer` already mapped onto `system`.
-    pub messages: Vec<ChatMessage>,
+    /// The conversation, `developer` already mapped onto `system`, with the calls assistant
+    /// messages made and the call ids tool results answer.
+    pub messages: Vec<Message>,
     /// Sampling parameters, ranges checked.
     pub sampling: Sampling,
     /// `max_completion_tokens` or `max_tokens`.
@@ -36,11 +38,11 @@ pub struct Plan {
     pub store: bool,
     /// `metadata` (validated): kept with a stored completion, used to filter listings.
     pub metadata: Option<Value>,
-    /// From `response_format`, or the tool-call grammar: what the output must match (`None`
-    /// for plain text).
+    /// From `response_format`: what the output must match (`None` for plain text). Required
+    /// and named tool calls get their grammar from the tools plugin instead.
     pub constraint: Option<Constraint>,
     /// `tools` the model may call, and how (`None` when it may call none).
-    pub tools: Option<tools::ToolUse>,
+    pub tools: Option<ToolUse>,
     /// The request used the deprecated `functions`: answer with `message.function_call`.
     pub legacy_functions: bool,
     /// How many choices to generate.
@@ -186,7 +188,7 @@ impl Plan {
                 req.parallel_tool_calls,
             )?
         };
-        let mut constraint = response_format(req.response_format.as_ref())?;
+        let constraint = response_format(req.response_format.as_ref())?;
         check_metadata(req.metadata.as_ref())?;
         if let Some(tier) = &req.service_tier
             && !SERVICE_TIERS.contains(&tier.as_str())
@@ -226,15 +228,13 @@ impl Plan {
                 ));
             }
             let mut content = message_text(i, m.content)?;
-            // Calls the assistant made go back to the model in the format it calls in.
-            if let Some(calls) = m.tool_calls.as_ref().filter(|c| !c.is_null()) {
-                let rendered = tools::render_calls(calls);
-                content = if content.is_empty() {
-                    rendered
-                } else {
-                    format!("{content}\n{rendered}")
-                };
-            }
+            // Calls the assistant made go back to the model (the tools plugin renders them
+            // the way the model calls).
+            let calls = if role == "assistant" {
+                history_calls(i, m.tool_calls.as_ref(), m.function_call.as_ref())?
+            } else {
+                Vec::new()
+            };
             if let Some(name) = &m.name {
                 // Chat templates have no field for a participant's name (nor has the WIT's
                 // chat-message), so it goes where the model can read it: before the text.
@@ -251,9 +251,11 @@ impl Plan {
                 }
                 content = format!("{name}: {content}");
             }
-            messages.push(ChatMessage {
+            messages.push(Message {
                 role: role.to_owned(),
                 content,
+                calls,
+                tool_call_id: m.tool_call_id.filter(|_| role == "tool"),
             });
         }
 
@@ -285,17 +287,18 @@ impl Plan {
                 ));
             }
         };
-        if let Some(use_) = &tools {
-            tools::add_instructions(&mut messages, use_);
-            if let Some(calls) = tools::constraint(use_) {
-                if constraint.is_some() {
-                    return Err(invalid_request(
-                        "response_format cannot be combined with a required or named tool call",
-                        Some("response_format"),
-                    ));
-                }
-                constraint = Some(calls);
-            }
+        if constraint.is_some()
+            && tools.as_ref().is_some_and(|t| {
+                matches!(
+                    t.choice,
+                    crate::tools::ToolChoice::Required | crate::tools::ToolChoice::Function(_)
+                )
+            })
+        {
+            return Err(invalid_request(
+                "response_format cannot be combined with a required or named tool call",
+                Some("response_format"),
+            ));
         }
         let stop = validate::stop(req.stop)?;
         let include_usage = validate::include_usage(req.stream_options.as_ref(), req.stream)?;
@@ -318,4 +321,55 @@ impl Plan {
             n,
         })
     }
+}
+
+/// The calls an assistant message made: `tool_calls`, or the deprecated `function_call`
+/// (which had no id; one is made up so the tool result can follow it).
+fn history_calls(
+    i: usize,
+    tool_calls: Option<&Value>,
+    function_call: Option<&Value>,
+) -> Result<Vec<Call>, Error> {
+    let bad = |what: &str, param: String| invalid_request(what, Some(&param));
+    let function = |f: &Value, param: String| -> Result<(String, String), Error> {
+        let name = f["name"]
+            .as_str()
+            .ok_or_else(|| bad("A call needs a function `name`", format!("{param}.name")))?;
+        let arguments = match &f["arguments"] {
+            Value::String(s) => s.clone(),
+            Value::Null => "{}".to_owned(),
+            other => other.to_string(),
+        };
+        Ok((name.to_owned(), arguments))
+    };
+    let mut calls = Vec::new();
+    match tool_calls.filter(|c| !c.is_null()) {
+        None => {}
+        Some(Value::Array(items)) => {
+            for (k, c) in items.iter().enumerate() {
+                let param = format!("messages[{i}].tool_calls[{k}]");
+                let (name, arguments) = function(&c["function"], format!("{param}.function"))?;
+                calls.push(Call {
+                    id: c["id"].as_str().unwrap_or("").to_owned(),
+                    name,
+                    arguments,
+                });
+            }
+        }
+        Some(_) => {
+            return Err(bad(
+                "`tool_calls` must be an array",
+                format!("messages[{i}].tool_calls"),
+            ));
+        }
+    }
+    if let Some(f) = function_call.filter(|c| !c.is_null()) {
+        let (name, arguments) = function(f, format!("messages[{i}].function_call"))?;
+        calls.push(Call {
+            id: format!("call_function_{i}"),
+            name,
+            arguments,
+        });
+    }
+    Ok(calls)
 }

@@ -5,7 +5,7 @@ use crate::host::{Generation, Host};
 use crate::inference::{self, Event, GenerateRequest};
 use crate::openai::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
-    Delta, TokenLogprob, TopLogprob, Usage,
+    Delta, TokenLogprob, ToolCall, ToolCallFunction, TopLogprob, Usage,
 };
 use crate::{Error, Request};
 
@@ -23,7 +23,7 @@ pub fn complete<C: Chat + ?Sized>(
     }
     let plan = chat.prepare(Plan::parse(&request.body)?)?;
     let info = host.describe_model(&plan.model)?;
-    let prompt = host.apply_chat_template(&plan.model, &plan.messages, true)?;
+    let (prompt, calling) = render(&plan, host)?;
     let prompt_ids = host.tokenize(&plan.model, &prompt, true)?;
     // n choices are n independent sequences, all running in the engine at once. With a
     // seed, choice i uses seed + i, so choices differ and each is reproducible.
@@ -39,9 +39,11 @@ pub fn complete<C: Chat + ?Sized>(
                 stop: plan.stop.clone(),
                 top_logprobs: plan.top_logprobs,
             };
-            match &plan.constraint {
-                Some(c) => host.generate_constrained(&request, c),
-                None => host.generate(&request),
+            match (&calling.constraint, &plan.constraint) {
+                // The tools plugin's grammar: a schema the engine refuses is the tool's fault.
+                (Some(c), _) => host.generate_constrained(&request, c).map_err(blame_tools),
+                (None, Some(c)) => host.generate_constrained(&request, c),
+                (None, None) => host.generate(&request),
             }
         })
         .collect::<Result<Vec<Box<dyn Generation>>, Error>>()?;
@@ -56,10 +58,89 @@ pub fn complete<C: Chat + ?Sized>(
         service_tier: plan.service_tier.clone(),
     };
     if plan.stream {
-        stream(chat, &plan, &meta, &generations, host)
+        stream(chat, &plan, &calling, &meta, &generations, host)
     } else {
         aggregate(chat, &plan, &meta, &generations, host)
     }
+}
+
+/// What the tools plugin said about calls in this request.
+#[derive(Default)]
+struct Calling {
+    /// The grammar of required and named calls.
+    constraint: Option<inference::Constraint>,
+    /// What an answer that is a call starts with.
+    prefixes: Vec<String>,
+}
+
+/// The prompt: through the tools plugin when the request has tools or its history has calls
+/// or tool results, straight through the template otherwise (so chat without tools needs no
+/// tools plugin).
+fn render(plan: &Plan, host: &dyn Host) -> Result<(String, Calling), Error> {
+    let tool_history = plan
+        .messages
+        .iter()
+        .any(|m| !m.calls.is_empty() || m.role == "tool");
+    if plan.tools.is_none() && !tool_history {
+        let plain: Vec<inference::ChatMessage> = plan
+            .messages
+            .iter()
+            .map(|m| inference::ChatMessage {
+                role: m.role.clone(),
+                content: m.content.clone(),
+            })
+            .collect();
+        let prompt = host.apply_chat_template(&plan.model, &plain, true)?;
+        return Ok((prompt, Calling::default()));
+    }
+    let prompt = host.render_tools(&plan.model, &plan.messages, plan.tools.as_ref())?;
+    let calling = Calling {
+        constraint: prompt.constraint.filter(|_| plan.tools.is_some()),
+        prefixes: prompt.call_prefixes,
+    };
+    Ok((prompt.text, calling))
+}
+
+/// A grammar error from the tools plugin's constraint names `tools`, not `response_format`.
+fn blame_tools(e: Error) -> Error {
+    match e {
+        Error::InvalidRequest(mut d) if d.param.as_deref() == Some("response_format") => {
+            d.param = Some("tools".into());
+            Error::InvalidRequest(d)
+        }
+        other => other,
+    }
+}
+
+/// The calls in a finished answer (via the tools plugin), with ids where the model's format
+/// has none.
+fn read_calls(
+    plan: &Plan,
+    text: &str,
+    id_prefix: &str,
+    host: &dyn Host,
+) -> Result<Option<Vec<ToolCall>>, Error> {
+    let Some(tools) = &plan.tools else {
+        return Ok(None);
+    };
+    let calls = host.parse_tool_calls(&plan.model, text, tools)?;
+    Ok(calls.map(|calls| {
+        (0..)
+            .zip(calls)
+            .map(|(i, c)| ToolCall {
+                id: if c.id.is_empty() {
+                    format!("call_{id_prefix}_{i}")
+                } else {
+                    c.id
+                },
+                kind: "function".into(),
+                function: ToolCallFunction {
+                    name: c.name,
+                    arguments: c.arguments,
+                },
+            })
+            .collect()
+    }))
 }
 
 /// What every chunk and response repeats.
@@ -146,10 +227,8 @@ fn aggregate<C: Chat + ?Sized>(
             usage.completion_tokens + u.completion_tokens,
         );
         // An answer in the tool-call format is calls, not text.
-        let calls = plan.tools.as_ref().and_then(|t| {
-            let prefix = format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
-            super::tools::calls(&content, t, &prefix)
-        });
+        let prefix = format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
+        let calls = read_calls(plan, &content, &prefix, host)?;
         let called = if plan.legacy_functions {
             "function_call"
         } else {
@@ -190,6 +269,7 @@ fn aggregate<C: Chat + ?Sized>(
 fn stream<C: Chat + ?Sized>(
     chat: &C,
     plan: &Plan,
+    calling: &Calling,
     meta: &Meta,
     generations: &[Box<dyn Generation>],
     host: &dyn Host,
@@ -234,7 +314,7 @@ fn stream<C: Chat + ?Sized>(
     // With tools, text that may be a call is held back until it is known to be one.
     let start = match &plan.tools {
         None => Hold::Stream,
-        Some(_) if plan.constraint.is_some() => Hold::Calls(String::new()),
+        Some(_) if calling.constraint.is_some() => Hold::Calls(String::new()),
         Some(_) => Hold::Undecided(String::new()),
     };
     let mut holds = vec![start; generations.len()];
@@ -251,7 +331,7 @@ fn stream<C: Chat + ?Sized>(
                     if plan.store {
                         texts[index as usize].push_str(&text);
                     }
-                    let text = holds[index as usize].take(text);
+                    let text = holds[index as usize].take(text, &calling.prefixes);
                     if !text.is_empty() || logprobs.as_ref().is_some_and(|l| !l.content.is_empty())
                     {
                         host.send_json(&chunk(index, text_delta(text), logprobs, None))?;
@@ -265,18 +345,18 @@ fn stream<C: Chat + ?Sized>(
                     );
                     let mut finish = finish_reason(f.reason);
                     let held = std::mem::replace(&mut holds[index as usize], Hold::Stream);
-                    let (calls, rest) = match (held, &plan.tools) {
-                        (Hold::Calls(buf), Some(t)) => {
+                    let (calls, rest) = match held {
+                        Hold::Calls(buf) => {
                             let prefix =
                                 format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
-                            match super::tools::calls(&buf, t, &prefix) {
+                            match read_calls(plan, &buf, &prefix, host)? {
                                 Some(calls) => (calls, String::new()),
                                 // Cut short or not a call after all: it was text.
                                 None => (Vec::new(), buf),
                             }
                         }
-                        (Hold::Undecided(buf) | Hold::Calls(buf), _) => (Vec::new(), buf),
-                        (Hold::Stream, _) => (Vec::new(), String::new()),
+                        Hold::Undecided(buf) => (Vec::new(), buf),
+                        Hold::Stream => (Vec::new(), String::new()),
                     };
                     if !rest.is_empty() {
                         host.send_json(&chunk(index, text_delta(rest), None, None))?;
@@ -338,7 +418,8 @@ fn stream<C: Chat + ?Sized>(
 enum Hold {
     /// Straight to the client.
     Stream,
-    /// Held until its first non-blank character says text (stream it) or a call (`[`).
+    /// Held until its start says text (stream it) or a call (one of the tools plugin's call
+    /// prefixes).
     Undecided(String),
     /// Held to the end, then sent as tool calls.
     Calls(String),
@@ -346,7 +427,7 @@ enum Hold {
 
 impl Hold {
     /// Takes a piece of text; returns what may be sent now.
-    fn take(&mut self, text: String) -> String {
+    fn take(&mut self, text: String, prefixes: &[String]) -> String {
         match self {
             Hold::Stream => text,
             Hold::Calls(buf) => {
@@ -356,9 +437,10 @@ impl Hold {
             Hold::Undecided(buf) => {
                 buf.push_str(&text);
                 let start = buf.trim_start();
-                if start.is_empty() {
+                if start.is_empty() || prefixes.iter().any(|p| p.starts_with(start)) {
+                    // Blank, or still the beginning of a call prefix (`<tool_` of `<tool_call>`).
                     String::new()
-                } else if start.starts_with('[') {
+                } else if prefixes.iter().any(|p| start.starts_with(p.as_str())) {
                     *self = Hold::Calls(std::mem::take(buf));
                     String::new()
                 } else {

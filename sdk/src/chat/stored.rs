@@ -7,7 +7,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::host::Host;
-use crate::inference::ChatMessage;
 use crate::openai::chat::ChatCompletion;
 use crate::types::ErrorDetail;
 use crate::{Error, Request, invalid_request};
@@ -36,7 +35,7 @@ pub(crate) fn save(
     host: &dyn Host,
     completion: &ChatCompletion,
     metadata: Option<&Value>,
-    messages: &[ChatMessage],
+    messages: &[crate::tools::Message],
 ) -> Result<(), Error> {
     let stored = Stored {
         completion: serde_json::to_value(completion)

@@ -1,0 +1,212 @@
+//! The call formats the first-party tools plugin speaks.
+//!
+//! The fallback, for templates without `tools` support (SmolLM2's): tools are described in a
+//! system message and the model calls by answering with only a JSON array
+//! `[{"name": ..., "arguments": {...}}]`. Answers are also read in the formats templates with
+//! `tools` support teach their models: Hermes/Qwen `<tool_call>{...}</tool_call>` blocks, a
+//! bare call object (Llama 3.1, with `parameters`), and Mistral's `[TOOL_CALLS]` prefix.
+
+use serde_json::{Value, json};
+
+use super::{Call, ToolChoice, ToolUse};
+use crate::inference::Constraint;
+
+/// What a streamed answer that is a call may start with.
+pub(crate) const CALL_PREFIXES: [&str; 4] = ["[", "{", "<tool_call>", "[TOOL_CALLS]"];
+
+fn schema_of(parameters: &str) -> Value {
+    serde_json::from_str(parameters).unwrap_or_else(|_| json!({"type": "object"}))
+}
+
+/// The system text that tells the model about the tools and the call format.
+pub(crate) fn instructions(tools: &ToolUse) -> String {
+    let listed: Vec<Value> = tools
+        .functions
+        .iter()
+        .map(|f| json!({"name": f.name, "description": f.description, "parameters": schema_of(&f.parameters)}))
+        .collect();
+    format!(
+        "You can call these functions:\n{}\nTo call functions, answer with only a JSON array of calls, \
+         like [{{\"name\": \"function_name\", \"arguments\": {{...}}}}]. Otherwise answer normally.",
+        Value::Array(listed)
+    )
+}
+
+/// For `required` and named calls: a JSON array of calls to the allowed functions, with
+/// arguments valid against their schemas (at most one without `parallel`).
+pub(crate) fn constraint(tools: &ToolUse) -> Option<Constraint> {
+    let allowed = tools.functions.iter().filter(|f| match &tools.choice {
+        ToolChoice::Required => true,
+        ToolChoice::Function(name) => &f.name == name,
+        ToolChoice::Auto => false,
+    });
+    let calls: Vec<Value> = allowed
+        .map(|f| {
+            json!({
+                "type": "object",
+                "properties": {"name": {"const": f.name}, "arguments": schema_of(&f.parameters)},
+                "required": ["name", "arguments"],
+                "additionalProperties": false
+            })
+        })
+        .collect();
+    if calls.is_empty() {
+        return None;
+    }
+    let mut schema = json!({"type": "array", "items": {"anyOf": calls}, "minItems": 1});
+    if !tools.parallel || matches!(tools.choice, ToolChoice::Function(_)) {
+        schema["maxItems"] = json!(1);
+    }
+    Some(Constraint::JsonSchema(schema.to_string()))
+}
+
+/// Calls an assistant made, in the fallback format (so the model sees its own calls again
+/// the way it was asked to make them).
+pub(crate) fn render_calls(calls: &[Call]) -> String {
+    let rendered: Vec<Value> = calls
+        .iter()
+        .map(|c| json!({"name": c.name, "arguments": arguments_value(&c.arguments)}))
+        .collect();
+    Value::Array(rendered).to_string()
+}
+
+/// A call's arguments as a JSON value (templates iterate over them as a mapping).
+pub(crate) fn arguments_value(arguments: &str) -> Value {
+    serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()))
+}
+
+/// Reads calls out of a finished answer; `None` when it is ordinary text (not a call, a call
+/// to an unknown function, arguments that are not an object, or cut short).
+pub(crate) fn parse(text: &str, tools: &ToolUse) -> Option<Vec<Call>> {
+    let text = text.trim();
+    let text = text.strip_prefix("[TOOL_CALLS]").unwrap_or(text).trim();
+    let items: Vec<Value> = if text.starts_with("<tool_call>") {
+        tagged(text)?
+    } else {
+        match serde_json::from_str(text).ok()? {
+            Value::Array(items) => items,
+            object @ Value::Object(_) => vec![object],
+            _ => return None,
+        }
+    };
+    if items.is_empty() {
+        return None;
+    }
+    let limit = if tools.parallel { items.len() } else { 1 };
+    items.iter().take(limit).map(|c| call(c, tools)).collect()
+}
+
+/// `<tool_call>{...}</tool_call>` blocks, whitespace between them; the last closing tag may be
+/// missing (generation stops at the end-of-turn token).
+fn tagged(mut text: &str) -> Option<Vec<Value>> {
+    let mut items = Vec::new();
+    while let Some(rest) = text.strip_prefix("<tool_call>") {
+        let (body, after) = match rest.find("</tool_call>") {
+            Some(end) => (&rest[..end], &rest[end + "</tool_call>".len()..]),
+            None => (rest, ""),
+        };
+        items.push(serde_json::from_str(body.trim()).ok()?);
+        text = after.trim_start();
+    }
+    text.is_empty().then_some(items)
+}
+
+fn call(c: &Value, tools: &ToolUse) -> Option<Call> {
+    let name = c["name"].as_str()?;
+    tools.functions.iter().find(|f| f.name == name)?;
+    let args = match c.get("arguments").or_else(|| c.get("parameters"))? {
+        object @ Value::Object(_) => object.to_string(),
+        // Some models write the arguments as a JSON string, as the API returns them.
+        Value::String(s) => match serde_json::from_str::<Value>(s).ok()? {
+            object @ Value::Object(_) => object.to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(Call {
+        id: c["id"].as_str().unwrap_or("").to_owned(),
+        name: name.to_owned(),
+        arguments: args,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tools::Function;
+
+    fn weather(parallel: bool) -> ToolUse {
+        ToolUse {
+            functions: vec![Function {
+                name: "get_weather".into(),
+                description: None,
+                parameters: r#"{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}"#.into(),
+            }],
+            choice: ToolChoice::Auto,
+            parallel,
+        }
+    }
+
+    #[test]
+    fn recorded_outputs_parse_into_calls_or_text() {
+        let u = weather(true);
+        // Recorded from SmolLM2-135M under the fallback format.
+        let c = parse(
+            r#"[{"name": "get_weather", "arguments": {"city": "Paris"}}]"#,
+            &u,
+        )
+        .unwrap();
+        assert_eq!(c[0].name, "get_weather");
+        assert_eq!(c[0].id, "");
+        assert_eq!(c[0].arguments, r#"{"city":"Paris"}"#);
+        // Malformed or unknown: ordinary text.
+        assert!(parse("The weather is nice.", &u).is_none());
+        assert!(parse(r#"[{"name": "other", "arguments": {}}]"#, &u).is_none());
+        assert!(parse(r#"[{"name": "get_weather", "arguments": "Paris"}]"#, &u).is_none());
+        assert!(parse("[]", &u).is_none());
+        assert!(parse(r#"[{"name": "get_weather""#, &u).is_none());
+        assert!(parse("[1, 2]", &u).is_none());
+    }
+
+    #[test]
+    fn template_formats_parse_too() {
+        let u = weather(true);
+        let hermes = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}";
+        let c = parse(hermes, &u).unwrap();
+        assert_eq!(c.len(), 2);
+        assert_eq!(c[1].arguments, r#"{"city":"Rome"}"#);
+        let llama = r#"{"name": "get_weather", "parameters": {"city": "Lima"}}"#;
+        assert_eq!(parse(llama, &u).unwrap()[0].arguments, r#"{"city":"Lima"}"#);
+        let mistral =
+            r#"[TOOL_CALLS] [{"name": "get_weather", "arguments": "{\"city\": \"Bern\"}"}]"#;
+        assert_eq!(
+            parse(mistral, &u).unwrap()[0].arguments,
+            r#"{"city":"Bern"}"#
+        );
+        assert!(parse("<tool_call>\n{\"name\": \"get_weather\"} trailing", &u).is_none());
+        assert!(parse("<tool_call>{}</tool_call> and then text", &u).is_none());
+    }
+
+    #[test]
+    fn parallel_off_keeps_one_call_and_constraint_caps_it() {
+        let two = r#"[{"name": "get_weather", "arguments": {"city": "A"}}, {"name": "get_weather", "arguments": {"city": "B"}}]"#;
+        assert_eq!(parse(two, &weather(false)).unwrap().len(), 1);
+        assert_eq!(parse(two, &weather(true)).unwrap().len(), 2);
+        let mut u = weather(false);
+        assert!(constraint(&u).is_none(), "auto is not constrained");
+        u.choice = ToolChoice::Required;
+        let Some(Constraint::JsonSchema(s)) = constraint(&u) else {
+            panic!("required is constrained")
+        };
+        let s: Value = serde_json::from_str(&s).unwrap();
+        assert_eq!(s["maxItems"], 1);
+        assert_eq!(
+            s["items"]["anyOf"][0]["properties"]["name"]["const"],
+            "get_weather"
+        );
+        assert_eq!(
+            s["items"]["anyOf"][0]["properties"]["arguments"]["required"][0],
+            "city"
+        );
+    }
+}
