@@ -5,22 +5,13 @@
 use std::sync::{Arc, OnceLock};
 
 use cinder_core::{
-    BackendPreference, Constraint, CoreError, FinishReason, GenEvent, GenerateRequest, LoadedModel,
-    ModelSpec, SamplingParams, TemplateMessage,
+    Constraint, CoreError, FinishReason, GenEvent, GenerateRequest, LoadedModel, SamplingParams,
+    TemplateMessage,
 };
 
 fn model() -> &'static Arc<LoadedModel> {
     static M: OnceLock<Arc<LoadedModel>> = OnceLock::new();
-    M.get_or_init(|| {
-        Arc::new(
-            LoadedModel::load(&ModelSpec {
-                id: "smollm2".into(),
-                path: crate::smollm2_path(),
-                backend: BackendPreference::Cpu,
-            })
-            .expect("model loads"),
-        )
-    })
+    M.get_or_init(|| Arc::new(crate::load_smollm2()))
 }
 
 fn prompt(question: &str) -> Vec<u32> {

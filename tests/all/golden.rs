@@ -116,7 +116,7 @@ fn top_set(logits: &[f32], k: usize) -> Vec<usize> {
 /// max |Δ| within `tol`, same argmax, same top-20 set.
 fn check_logits(backend: BackendPreference, tol: f32) {
     let r = read_json("smollm2/logits.json");
-    let (model, _) = Llama::load(&loaded().gguf, backend, |_, _| {}).expect("model loads");
+    let (model, _) = Llama::load(&loaded().gguf, backend, 2, |_, _| {}).expect("model loads");
     let prompts = r["transformers"]["prompts"].as_object().expect("prompts");
     assert_eq!(prompts.len(), 3);
     for (name, p) in prompts {
@@ -146,6 +146,12 @@ fn logits_match_float32_reference_on_cpu() {
 }
 
 #[test]
+fn logits_match_float32_reference_on_flex() {
+    // burn's CPU backend on f32 weights: the fallback the fast path is checked against.
+    check_logits(BackendPreference::Flex, 1e-3);
+}
+
+#[test]
 fn logits_match_float32_reference_on_wgpu() {
     // Mesa lavapipe here (a GPU elsewhere): another summation order, same 1e-3 bound.
     check_logits(BackendPreference::Wgpu, 1e-3);
@@ -155,7 +161,8 @@ fn logits_match_float32_reference_on_wgpu() {
 fn greedy_continuations_match_float32_reference() {
     let r = read_json("smollm2/greedy.json");
     let l = loaded();
-    let (model, _) = Llama::load(&l.gguf, BackendPreference::Cpu, |_, _| {}).expect("model loads");
+    let (model, _) =
+        Llama::load(&l.gguf, BackendPreference::Cpu, 2, |_, _| {}).expect("model loads");
     let max_new = r["max_new_tokens"].as_u64().expect("max_new_tokens") as usize;
     let prompts = r["transformers"]["prompts"].as_object().expect("prompts");
     assert_eq!(prompts.len(), 5);
@@ -217,7 +224,8 @@ fn the_default_model_summary_matches_smollm2_135m() {
 fn all_position_logits_reproduce_the_greedy_reference() {
     let r = read_json("smollm2/greedy.json");
     let l = loaded();
-    let (model, _) = Llama::load(&l.gguf, BackendPreference::Cpu, |_, _| {}).expect("model loads");
+    let (model, _) =
+        Llama::load(&l.gguf, BackendPreference::Cpu, 2, |_, _| {}).expect("model loads");
     let vocab = l.tokenizer.vocab_size();
     for (name, p) in r["transformers"]["prompts"].as_object().expect("prompts") {
         let prompt = ids(&p["prompt_ids"]);

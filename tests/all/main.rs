@@ -1,6 +1,7 @@
 //! Cinder's integration tests: one binary, one module per area.
 //! Run through `cargo xtask test`, which fetches the models and builds the fixture plugins.
 
+mod batching;
 mod constrained;
 mod golden;
 mod loading;
@@ -45,4 +46,15 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .iter()
         .map(|x| x.as_u64().expect("an id") as u32)
         .collect()
+}
+
+/// The default chat model loaded on the CPU path, with its engine thread.
+pub fn load_smollm2() -> cinder_core::LoadedModel {
+    cinder_core::LoadedModel::load(&cinder_core::ModelSpec {
+        id: "smollm2".into(),
+        path: smollm2_path(),
+        backend: cinder_core::BackendPreference::Cpu,
+        threads: None,
+    })
+    .expect("model loads")
 }

@@ -1,4 +1,5 @@
-//! `cargo xtask <serve | test | plugins | fetch-models | setup>`: Cinder's build orchestration.
+//! `cargo xtask <serve | test | bench | plugins | fetch-models | setup>`: Cinder's build
+//! orchestration.
 //! Every step a fresh machine needs (wasm target, Debian packages, Python venv, models) is
 //! here, idempotent, so the README's two commands are all a user runs.
 
@@ -8,10 +9,10 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
+mod bench;
 mod models;
 
-const USAGE: &str =
-    "usage: cargo xtask <serve [-- cinder args] | test | plugins | fetch-models | setup>";
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server] | plugins | fetch-models | setup>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,6 +24,7 @@ fn main() -> Result<()> {
     match cmd {
         "serve" => serve(&rest),
         "test" => test(),
+        "bench" => bench::bench(&rest),
         "plugins" => build_plugins().map(|_| ()),
         "fetch-models" => models::fetch().map(|_| ()),
         "setup" => setup_test_machine(),

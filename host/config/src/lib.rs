@@ -150,8 +150,10 @@ pub enum Backend {
     /// A GPU through wgpu when one is present, else the CPU.
     #[default]
     Auto,
-    /// burn's CPU backend.
+    /// The CPU's fast path: weights kept quantized, SIMD kernels.
     Cpu,
+    /// burn's CPU backend with every weight dequantized to f32 (slower; a cross-check).
+    Flex,
     /// burn-wgpu (any adapter, including a software one such as Mesa lavapipe).
     Wgpu,
 }
@@ -166,6 +168,9 @@ pub struct ModelConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub backend: Backend,
+    /// Threads the CPU path's kernels use (default: every core the machine has).
+    #[serde(default)]
+    pub threads: Option<usize>,
     /// Other names clients may use for this model (`gpt-4o-mini`); edits apply at once.
     #[serde(default)]
     pub aliases: Vec<String>,

@@ -1,11 +1,13 @@
-//! Choosing where a model runs. The only place that knows which burn backends exist; the
-//! choice is configuration (`auto | cpu | wgpu`), never a code edit.
+//! Choosing where a model runs. The only place that knows which backends exist; the choice is
+//! configuration (`auto | cpu | flex | wgpu`), never a code edit.
 //!
-//! - `cpu`: burn's `flex` backend (pure Rust, SIMD gemm, rayon).
+//! - `cpu`: the CPU's fast path (`cpu_llama.rs`): weights kept quantized, SIMD kernels.
+//! - `flex`: burn's own CPU backend with every weight dequantized to f32 (the slow fallback,
+//!   kept as a cross-check of the fast path).
 //! - `wgpu`: burn-wgpu on whatever adapter wgpu finds, a software one (Mesa lavapipe) included.
 //!   Needs the `wgpu` cargo feature (on by default).
 //! - `auto`: a real GPU through wgpu when one is present, else `cpu` (a software Vulkan device
-//!   is slower than `flex`, so it is never picked automatically).
+//!   is slower than the CPU path, so it is never picked automatically).
 
 use burn::tensor::Device;
 
@@ -17,6 +19,7 @@ pub enum BackendPreference {
     #[default]
     Auto,
     Cpu,
+    Flex,
     Wgpu,
 }
 
@@ -24,6 +27,7 @@ pub enum BackendPreference {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
     Cpu,
+    Flex,
     Wgpu,
 }
 
@@ -31,19 +35,29 @@ impl BackendKind {
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Cpu => "cpu",
+            BackendKind::Flex => "flex",
             BackendKind::Wgpu => "wgpu",
         }
     }
 }
 
-/// The burn device for a preference.
-pub fn select_device(pref: BackendPreference) -> Result<(Device, BackendKind), CoreError> {
+/// Where a model will run.
+pub(crate) enum Target {
+    /// The CPU fast path (no burn device).
+    Cpu,
+    /// A burn device.
+    Burn(Device, BackendKind),
+}
+
+/// The target for a preference.
+pub(crate) fn select(pref: BackendPreference) -> Result<Target, CoreError> {
     match pref {
-        BackendPreference::Cpu => Ok((Device::flex(), BackendKind::Cpu)),
-        BackendPreference::Wgpu => wgpu_device().map(|d| (d, BackendKind::Wgpu)),
+        BackendPreference::Cpu => Ok(Target::Cpu),
+        BackendPreference::Flex => Ok(Target::Burn(Device::flex(), BackendKind::Flex)),
+        BackendPreference::Wgpu => wgpu_device().map(|d| Target::Burn(d, BackendKind::Wgpu)),
         BackendPreference::Auto => Ok(match hardware_gpu() {
-            Some(d) => (d, BackendKind::Wgpu),
-            None => (Device::flex(), BackendKind::Cpu),
+            Some(d) => Target::Burn(d, BackendKind::Wgpu),
+            None => Target::Cpu,
         }),
     }
 }

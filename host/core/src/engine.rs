@@ -1,10 +1,12 @@
 //! The engine: one OS thread per loaded model that owns the weights and every running
 //! sequence's KV cache, and talks to requests over channels.
 //!
-//! Each loop turn admits new sequences, then runs one step: every running sequence advances
-//! by one forward (its whole prompt first, then one token at a time). Sequences are stepped
-//! one after another today; batching them into one forward is a change inside [`Engine::step`].
-//! A full event channel pauses a sequence; a closed one (client gone) cancels it at once.
+//! Each loop turn admits new sequences, then runs one step: one forward over every running
+//! sequence at once (continuous batching): each decoding sequence contributes its last token,
+//! and waiting prompts contribute chunks under a token budget (chunked prefill), so a long
+//! prompt never stalls the streams already running and new requests join between steps.
+//! A full event channel pauses a sequence; a closed one (client gone) cancels it at once and
+//! frees its KV cache.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use tracing::{debug, warn};
 
 use crate::constraint::{self, Constraint, LazyGrammars};
 use crate::error::CoreError;
-use crate::llama::{KvCache, Llama};
+use crate::model::{KvCache, Llama};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::stop::StopMatcher;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
@@ -86,6 +88,10 @@ enum Job {
     Generate(Box<Submission>),
     Score(ScoreJob),
 }
+
+/// Prompt tokens one step may take across all waiting prompts (chunked prefill): bounds how
+/// long one step keeps the decoding sequences waiting.
+const PREFILL_BUDGET: usize = 256;
 
 /// Prompt positions scored per forward: bounds the logits held at once (64 × vocab floats).
 const SCORE_CHUNK: usize = 64;
@@ -244,6 +250,8 @@ struct Sequence {
     stop: StopMatcher,
     /// The last sampled token, fed on the next step; none before prefill.
     last: Option<u32>,
+    /// Prompt tokens already in the cache (chunked prefill).
+    prefilled: usize,
     generated: u32,
     max_tokens: u32,
     /// Events the channel had no room for yet; while any wait, the sequence is paused.
@@ -333,6 +341,7 @@ impl Engine {
             request: s.request,
             events: s.events,
             last: None,
+            prefilled: 0,
             generated: 0,
             max_tokens,
             outbox: VecDeque::new(),
@@ -341,10 +350,13 @@ impl Engine {
         });
     }
 
-    /// Advances every sequence that is not paused by one token; false if none could move.
+    /// Advances every sequence that is not paused (one token, or a chunk of its prompt) in
+    /// one batched forward; false if none could move.
     fn step(&mut self) -> bool {
-        let mut progressed = false;
-        for seq in &mut self.running {
+        // Who runs: every decoding sequence, then prompt chunks while the budget lasts.
+        let mut plan: Vec<(usize, Input)> = Vec::new();
+        let mut waiting = Vec::new();
+        for (i, seq) in self.running.iter_mut().enumerate() {
             seq.flush();
             if seq.done || !seq.outbox.is_empty() {
                 continue;
@@ -354,27 +366,86 @@ impl Engine {
                 seq.done = true;
                 continue;
             }
-            progressed = true;
-            let input: &[u32] = match &seq.last {
-                Some(t) => std::slice::from_ref(t),
-                None => &seq.request.prompt,
-            };
-            match self.model.forward(input, &mut seq.cache) {
-                Ok(mut logits) => seq.advance(
-                    &mut logits,
-                    &self.tokenizer,
-                    self.model.config().context_length,
-                ),
-                Err(e) => {
-                    warn!(error = %e, "forward failed");
-                    seq.outbox.push_back(GenEvent::Failed(e));
-                    seq.finished = true;
+            if seq.last.is_some() {
+                plan.push((i, Input::Decode));
+            } else {
+                waiting.push(i);
+            }
+        }
+        let mut budget = PREFILL_BUDGET;
+        for i in waiting {
+            let seq = &self.running[i];
+            let n = (seq.request.prompt.len() - seq.prefilled).min(budget);
+            if n == 0 {
+                break;
+            }
+            budget -= n;
+            plan.push((i, Input::Prompt(seq.prefilled..seq.prefilled + n)));
+        }
+        if plan.is_empty() {
+            return false;
+        }
+        plan.sort_by_key(|(i, _)| *i);
+
+        let result = {
+            let mut items: Vec<(&[u32], &mut KvCache)> = Vec::with_capacity(plan.len());
+            let mut next = plan.iter().peekable();
+            for (i, seq) in self.running.iter_mut().enumerate() {
+                let Some((j, input)) = next.peek() else { break };
+                if *j != i {
+                    continue;
+                }
+                let Sequence {
+                    request,
+                    cache,
+                    last,
+                    ..
+                } = seq;
+                let tokens: &[u32] = match (input, last) {
+                    (Input::Decode, Some(t)) => std::slice::from_ref(t),
+                    (Input::Prompt(r), _) => &request.prompt[r.clone()],
+                    (Input::Decode, None) => &[],
+                };
+                items.push((tokens, cache));
+                next.next();
+            }
+            self.model.forward_batch(&mut items)
+        };
+        let ctx = self.model.config().context_length;
+        match result {
+            Ok(all) => {
+                for ((i, input), mut logits) in plan.into_iter().zip(all) {
+                    let seq = &mut self.running[i];
+                    if let Input::Prompt(r) = input {
+                        seq.prefilled = r.end;
+                        if r.end < seq.request.prompt.len() {
+                            continue; // more prompt to go: these logits are not needed
+                        }
+                    }
+                    seq.advance(&mut logits, &self.tokenizer, ctx);
+                    seq.flush();
                 }
             }
-            seq.flush();
+            Err(e) => {
+                warn!(error = %e, sequences = plan.len(), "forward failed");
+                for (i, _) in plan {
+                    let seq = &mut self.running[i];
+                    seq.outbox.push_back(GenEvent::Failed(e.clone()));
+                    seq.finished = true;
+                    seq.flush();
+                }
+            }
         }
-        progressed
+        true
     }
+}
+
+/// What a sequence feeds in one step.
+enum Input {
+    /// Its last sampled token.
+    Decode,
+    /// These positions of its prompt.
+    Prompt(std::ops::Range<usize>),
 }
 
 impl Sequence {

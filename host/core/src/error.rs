@@ -1,7 +1,7 @@
 //! The core's one error type. `cinder-runtime` maps it onto the WIT error variant.
 
 /// What can go wrong in the inference core.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CoreError {
     /// The weights file is unreadable, malformed or uses something not supported yet.
     #[error("weights: {0}")]

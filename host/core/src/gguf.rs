@@ -101,7 +101,7 @@ impl GgmlType {
     }
 
     /// (elements per block, bytes per block).
-    fn block(self) -> (usize, usize) {
+    pub(crate) fn block(self) -> (usize, usize) {
         match self {
             GgmlType::F32 => (1, 4),
             GgmlType::F16 => (1, 2),
@@ -337,6 +337,11 @@ impl Gguf {
     fn bytes(&self, t: &TensorInfo) -> &[u8] {
         let start = self.data_start + t.offset as usize;
         &self.mmap[start..start + t.n_bytes()]
+    }
+
+    /// The tensor's bytes as stored (blocks for the quantized types).
+    pub fn tensor_bytes(&self, name: &str) -> Result<&[u8], CoreError> {
+        Ok(self.bytes(self.tensor(name)?))
     }
 
     /// The tensor as f32 values in GGML order (row-major with `dims[0]` innermost).

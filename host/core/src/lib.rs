@@ -1,15 +1,19 @@
 //! Cinder's inference core: GGUF weights, the tokenizer, chat templates, the Llama
-//! architecture on burn, sampling, and one engine thread per model.
+//! architecture (on burn for GPUs, in plain Rust on quantized weights for the CPU), sampling,
+//! and one engine thread per model.
 //!
 //! This is the only crate that imports burn. Everything above it sees [`ModelRegistry`],
 //! [`LoadedModel`] and [`EngineHandle`].
 
 mod backend;
 mod constraint;
+mod cpu_llama;
 mod engine;
 mod error;
 pub mod gguf;
 mod llama;
+mod model;
+pub mod quant;
 mod registry;
 mod sampler;
 mod stop;
@@ -22,7 +26,8 @@ pub use constraint::{Constraint, Grammars, LazyGrammars, mask as constraint_mask
 pub use engine::{EngineHandle, FinishReason, GenEvent, GenerateRequest, TokenLogprob};
 pub use error::CoreError;
 pub use gguf::Gguf;
-pub use llama::{KvCache, Llama, LlamaConfig};
+pub use llama::LlamaConfig;
+pub use model::{KvCache, Llama};
 pub use registry::{LoadedModel, ModelInfo, ModelRegistry, ModelSpec};
 pub use sampler::{Rng, SamplingParams, argmax};
 pub use summary::{ModelSummary, summarize};

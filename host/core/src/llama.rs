@@ -2,14 +2,14 @@
 //! GGUF's interleaved-pair layout, grouped-query attention, SwiGLU, a tied or separate output
 //! head, and a per-sequence KV cache kept apart from the weights.
 //!
-//! Weights are dequantized to f32 at load (see ARCHITECTURE.md: quantized kernels come with the
-//! performance work). GGUF stores a `[in, out]` matrix with `in` innermost, i.e. row-major
-//! `[out, in]`; linear layers compute `x · Wᵀ` on that layout directly.
+//! Weights are dequantized to f32 at load: this is the path for burn-wgpu (GPUs) and the
+//! explicit `flex` backend; the CPU's fast path with quantized weights is `cpu_llama.rs`.
+//! GGUF stores a `[in, out]` matrix with `in` innermost, i.e. row-major `[out, in]`; linear
+//! layers compute `x · Wᵀ` on that layout directly.
 
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::backend::{BackendKind, BackendPreference, select_device};
 use crate::error::CoreError;
 use crate::gguf::Gguf;
 
@@ -83,8 +83,8 @@ struct Layer {
     w_down: Tensor<2>,
 }
 
-/// A loaded Llama model: weights on one device, no per-sequence state.
-pub struct Llama {
+/// A loaded Llama model on a burn device: weights on it, no per-sequence state.
+pub struct BurnLlama {
     config: LlamaConfig,
     device: Device,
     embed: Tensor<2>,
@@ -98,12 +98,12 @@ pub struct Llama {
 }
 
 /// The keys and values one sequence has seen, per layer: `[n_kv_heads, len, head_dim]`.
-pub struct KvCache {
+pub struct BurnCache {
     layers: Vec<Option<(Tensor<3>, Tensor<3>)>>,
     len: usize,
 }
 
-impl KvCache {
+impl BurnCache {
     /// Positions already in the cache.
     pub fn len(&self) -> usize {
         self.len
@@ -154,7 +154,7 @@ fn rope_tables(config: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) 
     )
 }
 
-impl Llama {
+impl BurnLlama {
     /// Loads every tensor from `g` onto `device`; `progress(done, total)` is called per tensor.
     fn from_gguf(
         g: &Gguf,
@@ -204,7 +204,7 @@ impl Llama {
         };
         step(&mut done);
         let (rope_cos, rope_sin) = rope_tables(&config, device);
-        Ok(Llama {
+        Ok(BurnLlama {
             config,
             device: device.clone(),
             embed,
@@ -216,22 +216,21 @@ impl Llama {
         })
     }
 
-    /// Loads onto the backend `pref` selects; returns which one that was.
+    /// Loads onto `device`.
     pub fn load(
         g: &Gguf,
-        pref: BackendPreference,
+        device: &Device,
         progress: impl FnMut(usize, usize),
-    ) -> Result<(Self, BackendKind), CoreError> {
-        let (device, kind) = select_device(pref)?;
-        Ok((Self::from_gguf(g, &device, progress)?, kind))
+    ) -> Result<Self, CoreError> {
+        Self::from_gguf(g, device, progress)
     }
 
     pub fn config(&self) -> &LlamaConfig {
         &self.config
     }
 
-    pub fn new_cache(&self) -> KvCache {
-        KvCache {
+    pub fn new_cache(&self) -> BurnCache {
+        BurnCache {
             layers: (0..self.config.n_layers).map(|_| None).collect(),
             len: 0,
         }
@@ -289,15 +288,19 @@ impl Llama {
 
     /// Runs `tokens` (the next positions of the sequence in `cache`) through the model and
     /// returns the logits of the last position.
-    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, CoreError> {
+    pub fn forward(&self, tokens: &[u32], cache: &mut BurnCache) -> Result<Vec<f32>, CoreError> {
         let x = self.hidden(tokens, cache)?;
         let t = tokens.len();
         self.head(x.slice([t - 1..t, 0..self.config.dim]))
     }
 
-    /// Like [`Llama::forward`], but returns the logits of every position, row after row
+    /// Like [`BurnLlama::forward`], but returns the logits of every position, row after row
     /// (`tokens.len() × vocab`): what scoring a prompt needs.
-    pub fn forward_all(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<f32>, CoreError> {
+    pub fn forward_all(
+        &self,
+        tokens: &[u32],
+        cache: &mut BurnCache,
+    ) -> Result<Vec<f32>, CoreError> {
         let x = self.hidden(tokens, cache)?;
         self.head(x)
     }
@@ -311,7 +314,7 @@ impl Llama {
     }
 
     /// The hidden states after the last layer, one row per token.
-    fn hidden(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Tensor<2>, CoreError> {
+    fn hidden(&self, tokens: &[u32], cache: &mut BurnCache) -> Result<Tensor<2>, CoreError> {
         let c = &self.config;
         let t = tokens.len();
         let offset = cache.len;

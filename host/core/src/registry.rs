@@ -11,7 +11,7 @@ use crate::backend::BackendPreference;
 use crate::engine::EngineHandle;
 use crate::error::CoreError;
 use crate::gguf::Gguf;
-use crate::llama::Llama;
+use crate::model::Llama;
 use crate::template::ChatTemplate;
 use crate::tokenizer::Tokenizer;
 
@@ -21,6 +21,8 @@ pub struct ModelSpec {
     pub id: String,
     pub path: PathBuf,
     pub backend: BackendPreference,
+    /// Threads for the CPU path (`None`: every core).
+    pub threads: Option<usize>,
 }
 
 /// What clients and plugins may know about a model.
@@ -57,7 +59,10 @@ impl LoadedModel {
         }
         let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
         let template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
-        let (model, backend) = Llama::load(&gguf, spec.backend, |done, total| {
+        let threads = spec.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        let (model, backend) = Llama::load(&gguf, spec.backend, threads, |done, total| {
             if done == total || done % (total / 10).max(1) == 0 {
                 info!(model = %spec.id, "loading weights: {done}/{total} tensors");
             }

