@@ -126,6 +126,14 @@ pub fn setting(key: &str) -> Option<String> {
     config::get(key)
 }
 
+/// OpenAI's `finish_reason` for a generation that ended this way.
+pub(crate) fn finish_reason(r: types::FinishReason) -> String {
+    match r {
+        types::FinishReason::Stop => "stop".into(),
+        types::FinishReason::Length => "length".into(),
+    }
+}
+
 /// Seconds since the Unix epoch (OpenAI's `created`).
 pub fn unix_time() -> u64 {
     std::time::SystemTime::now()

@@ -52,10 +52,6 @@ impl CpuCache {
     }
 }
 
-fn vector(g: &Gguf, name: &str) -> Result<Vec<f32>, CoreError> {
-    g.dequantize(name)
-}
-
 impl CpuLlama {
     /// Loads every tensor from `g`; `threads` bounds the cores its kernels use.
     pub fn load(
@@ -71,12 +67,12 @@ impl CpuLlama {
         for i in 0..config.n_layers {
             let m = |s: &str| QMatrix::from_gguf(g, &format!("blk.{i}.{s}.weight"));
             layers.push(Layer {
-                attn_norm: vector(g, &format!("blk.{i}.attn_norm.weight"))?,
+                attn_norm: g.dequantize(&format!("blk.{i}.attn_norm.weight"))?,
                 wq: m("attn_q")?,
                 wk: m("attn_k")?,
                 wv: m("attn_v")?,
                 wo: m("attn_output")?,
-                ffn_norm: vector(g, &format!("blk.{i}.ffn_norm.weight"))?,
+                ffn_norm: g.dequantize(&format!("blk.{i}.ffn_norm.weight"))?,
                 w_gate: m("ffn_gate")?,
                 w_up: m("ffn_up")?,
                 w_down: m("ffn_down")?,
@@ -88,7 +84,7 @@ impl CpuLlama {
         } else {
             embed.clone()
         };
-        let (cos, sin) = rope_tables(&config);
+        let (cos, sin) = config.rope_tables();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("cpu-kernel-{i}"))
@@ -96,7 +92,7 @@ impl CpuLlama {
             .map_err(|e| CoreError::Backend(format!("starting the CPU thread pool: {e}")))?;
         progress(total, total);
         Ok(CpuLlama {
-            out_norm: vector(g, "output_norm.weight")?,
+            out_norm: g.dequantize("output_norm.weight")?,
             config,
             embed,
             layers,
@@ -310,22 +306,6 @@ impl CpuLlama {
         }
         out
     }
-}
-
-fn rope_tables(config: &LlamaConfig) -> (Vec<f32>, Vec<f32>) {
-    let half = config.head_dim / 2;
-    let mut cos = Vec::with_capacity(config.context_length * half);
-    let mut sin = Vec::with_capacity(config.context_length * half);
-    for pos in 0..config.context_length {
-        for i in 0..half {
-            // In f64, as the burn path and the references compute them.
-            let freq = f64::from(config.rope_base).powf(-2.0 * i as f64 / config.head_dim as f64);
-            let angle = pos as f64 * freq;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
-    (cos, sin)
 }
 
 /// Each row scaled by the reciprocal of its root mean square, then by `weight`.

@@ -101,7 +101,7 @@ impl GgmlType {
     }
 
     /// (elements per block, bytes per block).
-    pub(crate) fn block(self) -> (usize, usize) {
+    fn block(self) -> (usize, usize) {
         match self {
             GgmlType::F32 => (1, 4),
             GgmlType::F16 => (1, 2),
@@ -353,7 +353,8 @@ impl Gguf {
     }
 }
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
+/// The little-endian f16 at byte `i` of `b`, as f32.
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 

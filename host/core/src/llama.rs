@@ -71,6 +71,27 @@ impl LlamaConfig {
     }
 }
 
+impl LlamaConfig {
+    /// `[context, head_dim / 2]` RoPE rotation tables (cos, sin), row-major; both model paths
+    /// use these.
+    pub(crate) fn rope_tables(&self) -> (Vec<f32>, Vec<f32>) {
+        let half = self.head_dim / 2;
+        let mut cos = Vec::with_capacity(self.context_length * half);
+        let mut sin = Vec::with_capacity(self.context_length * half);
+        for pos in 0..self.context_length {
+            for i in 0..half {
+                // Computed in f64 so the tables match the reference implementations to the
+                // last bit that f32 can hold.
+                let freq = f64::from(self.rope_base).powf(-2.0 * i as f64 / self.head_dim as f64);
+                let angle = pos as f64 * freq;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        (cos, sin)
+    }
+}
+
 struct Layer {
     attn_norm: Tensor<1>,
     wq: Tensor<2>,
@@ -134,23 +155,11 @@ fn load_vector(g: &Gguf, name: &str, device: &Device) -> Result<Tensor<1>, CoreE
 }
 
 fn rope_tables(config: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) {
-    let half = config.head_dim / 2;
-    let ctx = config.context_length;
-    let mut cos = Vec::with_capacity(ctx * half);
-    let mut sin = Vec::with_capacity(ctx * half);
-    for pos in 0..ctx {
-        for i in 0..half {
-            // Computed in f64 so the tables match the reference implementations to the last bit
-            // that f32 can hold.
-            let freq = f64::from(config.rope_base).powf(-2.0 * i as f64 / config.head_dim as f64);
-            let angle = pos as f64 * freq;
-            cos.push(angle.cos() as f32);
-            sin.push(angle.sin() as f32);
-        }
-    }
+    let (cos, sin) = config.rope_tables();
+    let shape = [config.context_length, config.head_dim / 2];
     (
-        Tensor::from_data(TensorData::new(cos, [ctx, half]), device),
-        Tensor::from_data(TensorData::new(sin, [ctx, half]), device),
+        Tensor::from_data(TensorData::new(cos, shape), device),
+        Tensor::from_data(TensorData::new(sin, shape), device),
     )
 }
 

@@ -61,27 +61,26 @@ fn event_stream(
         let State::Open(mut rx) = state else {
             return None;
         };
-        let mut next = rx.recv().await;
-        while let Some(Output::Uses(_)) = next {
-            next = rx.recv().await;
-        }
-        match next {
-            Some(Output::Uses(_)) => None,
-            Some(Output::Event(data)) => Some((Event::default().data(data), State::Open(rx))),
-            // A shape change mid-stream is a plugin bug; surface it as an error event.
-            Some(Output::Respond { .. }) => {
-                let body = cinder_openai::ErrorBody::new(
-                    "server_error",
-                    "the plugin sent a whole response after streaming",
-                    None,
-                    None,
-                );
-                Some((Event::default().data(body.to_json()), State::Done))
-            }
-            Some(Output::Error { body, .. }) => {
-                Some((Event::default().data(body.to_json()), State::Done))
-            }
-            None => Some((Event::default().data("[DONE]"), State::Done)),
+        loop {
+            return match rx.recv().await {
+                // Which other plugins the call used only matters before the headers are sent.
+                Some(Output::Uses(_)) => continue,
+                Some(Output::Event(data)) => Some((Event::default().data(data), State::Open(rx))),
+                // A shape change mid-stream is a plugin bug; surface it as an error event.
+                Some(Output::Respond { .. }) => {
+                    let body = cinder_openai::ErrorBody::new(
+                        "server_error",
+                        "the plugin sent a whole response after streaming",
+                        None,
+                        None,
+                    );
+                    Some((Event::default().data(body.to_json()), State::Done))
+                }
+                Some(Output::Error { body, .. }) => {
+                    Some((Event::default().data(body.to_json()), State::Done))
+                }
+                None => Some((Event::default().data("[DONE]"), State::Done)),
+            };
         }
     });
     stream::once(async move { Event::default().data(first) })

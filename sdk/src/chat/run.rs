@@ -186,13 +186,6 @@ fn logprobs_of(delta: &inference::Delta) -> Vec<TokenLogprob> {
         .collect()
 }
 
-fn finish_reason(r: crate::types::FinishReason) -> String {
-    match r {
-        crate::types::FinishReason::Stop => "stop".into(),
-        crate::types::FinishReason::Length => "length".into(),
-    }
-}
-
 fn aggregate<C: Chat + ?Sized>(
     chat: &C,
     plan: &Plan,
@@ -236,7 +229,7 @@ fn aggregate<C: Chat + ?Sized>(
         };
         let finish = match (&calls, reason) {
             (Some(_), crate::types::FinishReason::Stop) => called.to_owned(),
-            _ => finish_reason(reason),
+            _ => crate::finish_reason(reason),
         };
         let (tool_calls, function_call) = match calls {
             Some(c) if plan.legacy_functions => (None, c.into_iter().next().map(|c| c.function)),
@@ -343,7 +336,7 @@ fn stream<C: Chat + ?Sized>(
                         f.usage.prompt_tokens,
                         usage.completion_tokens + f.usage.completion_tokens,
                     );
-                    let mut finish = finish_reason(f.reason);
+                    let mut finish = crate::finish_reason(f.reason);
                     let held = std::mem::replace(&mut holds[index as usize], Hold::Stream);
                     let (calls, rest) = match held {
                         Hold::Calls(buf) => {

@@ -18,7 +18,6 @@ use crate::host::{Generation, Host};
 use crate::inference::{Delta, Event, GenerateRequest};
 use crate::openai::chat::Usage;
 use crate::openai::completions::{Completion, CompletionChoice, LegacyLogprobs};
-use crate::types::FinishReason;
 use crate::{Error, Request, invalid_request};
 
 const FIM: [&str; 3] = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"];
@@ -118,13 +117,6 @@ fn prompt_logprobs(
         ));
     }
     Ok(lp)
-}
-
-fn reason(r: FinishReason) -> String {
-    match r {
-        FinishReason::Stop => "stop".into(),
-        FinishReason::Length => "length".into(),
-    }
 }
 
 /// Runs one legacy completion request the way the first-party plugin does.
@@ -255,7 +247,7 @@ fn aggregate<C: Chat + ?Sized>(
                     job.absorb(chat, index, d, plan.logprobs);
                 }
                 Some(Event::Finished(f)) => {
-                    job.finish = Some(reason(f.reason));
+                    job.finish = Some(crate::finish_reason(f.reason));
                     job.completion_tokens = f.usage.completion_tokens;
                     break;
                 }
@@ -334,7 +326,12 @@ fn stream<C: Chat + ?Sized>(
                 }
                 Some(Event::Finished(f)) => {
                     job.completion_tokens = f.usage.completion_tokens;
-                    host.send_json(&chunk(index, String::new(), None, Some(reason(f.reason))))?;
+                    host.send_json(&chunk(
+                        index,
+                        String::new(),
+                        None,
+                        Some(crate::finish_reason(f.reason)),
+                    ))?;
                 }
                 None => {
                     return Err(Error::Internal(

@@ -1,0 +1,230 @@
+//! The x86-64 kernels of [`super::QMatrix`]: AVX2 + FMA, chosen at run time
+//! ([`available`]). Each block is widened to f32 in registers and multiplied with f32
+//! activations, so results are f32 math on the dequantized weights.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+pub(super) fn available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn hsum(v: __m256) -> f32 {
+    let hi = _mm256_extractf128_ps(v, 1);
+    let lo = _mm256_castps256_ps128(v);
+    let s = _mm_add_ps(hi, lo);
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Eight u8 → eight f32.
+#[target_feature(enable = "avx2,fma")]
+fn widen_u8(v: __m128i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v))
+}
+
+/// Eight i8 → eight f32.
+#[target_feature(enable = "avx2,fma")]
+fn widen_i8(v: __m128i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
+}
+
+/// Four FMAs of a widened block with 32 values of `x` starting at `at`, into `acc`.
+///
+/// # Safety
+/// `x` has at least `at + 32` values.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn block(w: &[__m256; 4], x: &[f32], at: usize, d: __m256, acc: __m256) -> __m256 {
+    // SAFETY: the caller guarantees 32 readable values from `at`.
+    unsafe {
+        let p = x.as_ptr().add(at);
+        let mut b = _mm256_mul_ps(w[0], _mm256_loadu_ps(p));
+        b = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(p.add(8)), b);
+        b = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(p.add(16)), b);
+        b = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(p.add(24)), b);
+        _mm256_fmadd_ps(d, b, acc)
+    }
+}
+
+/// One Q4_1 weight row times `M` activation rows: each block is widened once and used for
+/// every row; `dst[i] = Σ_b d_b·(q_b·x_i,b) + m_b·Σ x_i,b`. The accumulators stay in
+/// registers because `M` is a constant.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `x` holds `M` rows of `32 · scales.len()` values, `sums` `M`
+/// rows of `scales.len()` block sums, `dst` `M` values.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q4_1<const M: usize>(
+    scales: &[[f32; 2]],
+    quants: &[[u8; 16]],
+    x: &[f32],
+    sums: &[f32],
+    dst: &mut [f32],
+) {
+    let bpr = scales.len();
+    let cols = bpr * 32;
+    let mask = _mm_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); M];
+    let mut offset = [0f32; M];
+    for (b, (&[d, mn], q)) in scales.iter().zip(quants).enumerate() {
+        // SAFETY: `q` is 16 bytes.
+        let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+        let lo = _mm_and_si128(q, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        let w = [
+            widen_u8(lo),
+            widen_u8(_mm_srli_si128(lo, 8)),
+            widen_u8(hi),
+            widen_u8(_mm_srli_si128(hi, 8)),
+        ];
+        let d = _mm256_set1_ps(d);
+        for (i, (a, o)) in acc.iter_mut().zip(offset.iter_mut()).enumerate() {
+            // SAFETY: row i has `cols` values, so 32 from `b · 32`.
+            *a = unsafe { block(&w, x, i * cols + b * 32, d, *a) };
+            *o += mn * sums[i * bpr + b];
+        }
+    }
+    for ((out, a), o) in dst.iter_mut().zip(acc).zip(offset) {
+        *out = hsum(a) + o;
+    }
+}
+
+/// One Q8_0 weight row times `M` activation rows.
+///
+/// # Safety
+/// As [`q4_1`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8_0<const M: usize>(scales: &[f32], quants: &[[i8; 32]], x: &[f32], dst: &mut [f32]) {
+    let cols = scales.len() * 32;
+    let mut acc = [_mm256_setzero_ps(); M];
+    for (b, (&d, q)) in scales.iter().zip(quants).enumerate() {
+        // SAFETY: `q` is 32 bytes.
+        let (q0, q1) = unsafe {
+            (
+                _mm_loadu_si128(q.as_ptr().cast()),
+                _mm_loadu_si128(q.as_ptr().add(16).cast()),
+            )
+        };
+        let w = [
+            widen_i8(q0),
+            widen_i8(_mm_srli_si128(q0, 8)),
+            widen_i8(q1),
+            widen_i8(_mm_srli_si128(q1, 8)),
+        ];
+        let d = _mm256_set1_ps(d);
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: row i has `cols` values.
+            *a = unsafe { block(&w, x, i * cols + b * 32, d, *a) };
+        }
+    }
+    for (out, a) in dst.iter_mut().zip(acc) {
+        *out = hsum(a);
+    }
+}
+
+/// Q4_1 blocks to f32: `d·q + m`, eight values per instruction.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `out` has room for `32 · scales.len()` values.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dequant_q4_1(scales: &[[f32; 2]], quants: &[[u8; 16]], out: &mut [f32]) {
+    let mask = _mm_set1_epi8(0x0f);
+    for ((&[d, m], q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
+        let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+        // SAFETY: a block is 16 bytes; `dst` is 32 values.
+        unsafe {
+            let q = _mm_loadu_si128(q.as_ptr().cast());
+            let lo = _mm_and_si128(q, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+            let p = dst.as_mut_ptr();
+            _mm256_storeu_ps(p, _mm256_fmadd_ps(widen_u8(lo), d, m));
+            _mm256_storeu_ps(
+                p.add(8),
+                _mm256_fmadd_ps(widen_u8(_mm_srli_si128(lo, 8)), d, m),
+            );
+            _mm256_storeu_ps(p.add(16), _mm256_fmadd_ps(widen_u8(hi), d, m));
+            _mm256_storeu_ps(
+                p.add(24),
+                _mm256_fmadd_ps(widen_u8(_mm_srli_si128(hi, 8)), d, m),
+            );
+        }
+    }
+}
+
+/// Q8_0 blocks to f32: `d·q`.
+///
+/// # Safety
+/// As [`dequant_q4_1`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dequant_q8_0(scales: &[f32], quants: &[[i8; 32]], out: &mut [f32]) {
+    for ((&d, q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
+        let d = _mm256_set1_ps(d);
+        // SAFETY: a block is 32 bytes; `dst` is 32 values.
+        unsafe {
+            let q0 = _mm_loadu_si128(q.as_ptr().cast());
+            let q1 = _mm_loadu_si128(q.as_ptr().add(16).cast());
+            let p = dst.as_mut_ptr();
+            _mm256_storeu_ps(p, _mm256_mul_ps(widen_i8(q0), d));
+            _mm256_storeu_ps(p.add(8), _mm256_mul_ps(widen_i8(_mm_srli_si128(q0, 8)), d));
+            _mm256_storeu_ps(p.add(16), _mm256_mul_ps(widen_i8(q1), d));
+            _mm256_storeu_ps(p.add(24), _mm256_mul_ps(widen_i8(_mm_srli_si128(q1, 8)), d));
+        }
+    }
+}
+
+/// [`q4_1`] for `n` (1 to 8) rows.
+///
+/// # Safety
+/// As [`q4_1`] with `M = n`.
+pub(super) unsafe fn q4_1_rows(
+    n: usize,
+    scales: &[[f32; 2]],
+    quants: &[[u8; 16]],
+    x: &[f32],
+    sums: &[f32],
+    dst: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match n {
+            1 => q4_1::<1>(scales, quants, x, sums, dst),
+            2 => q4_1::<2>(scales, quants, x, sums, dst),
+            3 => q4_1::<3>(scales, quants, x, sums, dst),
+            4 => q4_1::<4>(scales, quants, x, sums, dst),
+            5 => q4_1::<5>(scales, quants, x, sums, dst),
+            6 => q4_1::<6>(scales, quants, x, sums, dst),
+            7 => q4_1::<7>(scales, quants, x, sums, dst),
+            _ => q4_1::<8>(scales, quants, x, sums, dst),
+        }
+    }
+}
+
+/// [`q8_0`] for `n` (1 to 8) rows.
+///
+/// # Safety
+/// As [`q8_0`] with `M = n`.
+pub(super) unsafe fn q8_0_rows(
+    n: usize,
+    scales: &[f32],
+    quants: &[[i8; 32]],
+    x: &[f32],
+    dst: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match n {
+            1 => q8_0::<1>(scales, quants, x, dst),
+            2 => q8_0::<2>(scales, quants, x, dst),
+            3 => q8_0::<3>(scales, quants, x, dst),
+            4 => q8_0::<4>(scales, quants, x, dst),
+            5 => q8_0::<5>(scales, quants, x, dst),
+            6 => q8_0::<6>(scales, quants, x, dst),
+            7 => q8_0::<7>(scales, quants, x, dst),
+            _ => q8_0::<8>(scales, quants, x, dst),
+        }
+    }
+}
