@@ -12,6 +12,10 @@ use crate::error::CoreError;
 use crate::gguf::Gguf;
 use crate::llama::LlamaConfig;
 use crate::quant::QMatrix;
+use crate::vecmath::{self, HeadCache, dot};
+
+/// Positions (summed over a run of heads) worth one hand-off to another thread.
+const ATTENTION_GRAIN: usize = 2048;
 
 struct Layer {
     attn_norm: Vec<f32>,
@@ -225,9 +229,7 @@ impl CpuLlama {
                 let mut up = vec![0f32; t * c.ffn_dim];
                 layer.w_gate.matmul(&h, t, &mut gate);
                 layer.w_up.matmul(&h, t, &mut up);
-                for (g, u) in gate.iter_mut().zip(&up) {
-                    *g = *g / (1.0 + (-*g).exp()) * u;
-                }
+                vecmath::silu_mul(&mut gate, &up);
                 let mut down = vec![0f32; t * c.dim];
                 layer.w_down.matmul(&gate, t, &mut down);
                 add(&mut x, &down);
@@ -274,35 +276,35 @@ impl CpuLlama {
         let groups = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = vec![0f32; rows.len() * c.dim];
-        let work = |(idx, dst): (usize, &mut [f32])| {
+        let work = |scores: &mut Vec<f32>, (idx, dst): (usize, &mut [f32])| {
             let (i, h) = (idx / c.n_heads, idx % c.n_heads);
             let (s, pos) = rows[i];
-            let (keys, values) = (&items[s].1.k[l], &items[s].1.v[l]);
-            let g = h / groups;
+            let cache = HeadCache {
+                keys: &items[s].1.k[l],
+                values: &items[s].1.v[l],
+                stride: kv_dim,
+                offset: (h / groups) * hd,
+                len: pos + 1,
+            };
             let qh = &q[i * c.dim + h * hd..i * c.dim + (h + 1) * hd];
-            let mut scores: Vec<f32> = (0..=pos)
-                .map(|j| dot(qh, &keys[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd]) * scale)
-                .collect();
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for s in &mut scores {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            for (j, p) in scores.iter().enumerate() {
-                let vj = &values[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd];
-                for (o, v) in dst.iter_mut().zip(vj) {
-                    *o += p / sum * v;
-                }
-            }
+            vecmath::attend(qh, cache, scale, scores, dst);
         };
-        // Parallel (per row and head) only when there is enough work to pay for the hand-off:
-        // a decode step's few rows become worth it as the context grows.
-        let work_size: usize = rows.iter().map(|&(_, pos)| pos + 1).sum();
-        if work_size * c.n_heads > 1024 {
-            out.par_chunks_mut(hd).enumerate().for_each(work);
+        // One work item per row and head, handed out in runs of about ATTENTION_GRAIN
+        // positions: a hand-off costs about as much as attending over a few hundred.
+        let positions: usize = rows.iter().map(|&(_, pos)| pos + 1).sum();
+        let heads = rows.len() * c.n_heads;
+        if positions * c.n_heads <= ATTENTION_GRAIN {
+            let mut scores = Vec::new();
+            out.chunks_mut(hd)
+                .enumerate()
+                .for_each(|item| work(&mut scores, item));
         } else {
-            out.chunks_mut(hd).enumerate().for_each(work);
+            let per_item = (positions / rows.len()).max(1);
+            let run = (ATTENTION_GRAIN / per_item).clamp(1, heads);
+            out.par_chunks_mut(hd)
+                .enumerate()
+                .with_min_len(run)
+                .for_each_init(Vec::new, work);
         }
         out
     }
@@ -326,22 +328,4 @@ fn add(x: &mut [f32], y: &[f32]) {
     for (a, b) in x.iter_mut().zip(y) {
         *a += b;
     }
-}
-
-/// A dot product in eight lanes, which the compiler turns into SIMD.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            lanes[k] += x[k] * y[k];
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }

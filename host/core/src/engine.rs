@@ -294,7 +294,10 @@ impl Engine {
             Job::Generate(s) => self.admit(*s),
             // Scoring runs to the end at once: running sequences wait one prefill's time.
             Job::Score(job) => {
-                let result = self.score(&job.tokens, job.top);
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.score(&job.tokens, job.top)
+                }))
+                .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
                 let _ = job.reply.send(result);
             }
         }
@@ -409,7 +412,12 @@ impl Engine {
                 items.push((tokens, cache));
                 next.next();
             }
-            self.model.forward_batch(&mut items)
+            // A bug in a kernel must fail this step's requests, not stop the engine for
+            // every later one; the failed sequences (and their caches) are dropped below.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.model.forward_batch(&mut items)
+            }))
+            .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
         };
         let ctx = self.model.config().context_length;
         match result {
@@ -438,6 +446,17 @@ impl Engine {
         }
         true
     }
+}
+
+/// The error for a forward pass that panicked (a bug, logged with its message).
+fn panicked(panic: &(dyn std::any::Any + Send)) -> CoreError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(panic = %what, "the forward pass panicked");
+    CoreError::Backend(format!("the model's forward pass failed: {what}"))
 }
 
 /// What a sequence feeds in one step.

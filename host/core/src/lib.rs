@@ -20,6 +20,7 @@ mod stop;
 mod summary;
 mod template;
 mod tokenizer;
+mod vecmath;
 
 pub use backend::{BackendKind, BackendPreference};
 pub use constraint::{Constraint, Grammars, LazyGrammars, mask as constraint_mask};

@@ -8,12 +8,18 @@
 //! At load the blocks are split into their parts: f32 scales (and Q4_1 minimums) in one
 //! array, the quantized values in another, so the kernels never convert f16 on the hot path.
 //!
-//! Two kernels, picked by the number of activation rows:
-//! - up to 16 rows (decode, batched decode): each weight block is widened to f32 in registers
-//!   once and multiplied into every activation row while it is hot (AVX2 + FMA when the CPU
-//!   has them, a portable loop otherwise); weight rows are split across threads;
+//! Three kernels, picked by the number of activation rows:
+//! - 1 or 2 rows (decode): each weight block is widened to f32 in registers, multiplied
+//!   with the rows, and scaled after (`d·(q·x) + m·Σx`): the fewest instructions per block
+//!   for a pass that memory bandwidth bounds anyway;
+//! - 3 to 16 rows (batched decode): each block is dequantized (`d·q + m`) in registers once
+//!   and multiplied into a group of rows that stays in L1; each work item takes its run of
+//!   weight rows through every group, so a step reads the weights from memory once;
 //! - more rows (prefill): a tile of weight rows is dequantized into an f32 buffer once and
 //!   multiplied with all activation rows by `gemm`.
+//!
+//! The first two use AVX2 + FMA when the CPU has them and a portable loop otherwise; weight
+//! rows are split across the threads of the current rayon pool.
 
 use rayon::prelude::*;
 
@@ -30,6 +36,14 @@ const FUSED_CHUNK: usize = 32;
 const BLOCKS_PER_ITEM: usize = 2048;
 /// Weight rows dequantized per tile in the tiled kernel (256 × 576 f32 ≈ 590 KB: L2-sized).
 const TILE_ROWS: usize = 256;
+/// Bytes of activation rows the fused kernel keeps in L1 while the weights stream past.
+const FUSED_L1_BYTES: usize = 24 * 1024;
+
+/// Activation rows the fused kernel multiplies per pass over the weights: up to 8 (its
+/// registers), fewer for wide matrices so the rows stay in L1.
+fn fused_group(cols: usize) -> usize {
+    (FUSED_L1_BYTES / (cols * 4)).clamp(SCALED_MAX_ROWS + 1, 8)
+}
 
 /// How a matrix's values are kept.
 enum Values {
@@ -158,23 +172,36 @@ impl QMatrix {
     }
 
     fn matmul_fused(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        // Eight activation rows at a time, so they stay in L1 while every weight row passes
-        // (sixteen rows of a 576-wide matrix already spill, and the output head has 49,152
-        // weight rows to pass).
-        if m > 8 {
-            for (xg, og) in x.chunks(8 * self.cols).zip(out.chunks_mut(8 * self.rows)) {
-                self.matmul_fused(xg, xg.len() / self.cols, og);
-            }
-            return;
-        }
-        // Per activation row and block, the sum of its values (Q4_1's minimum term).
-        let sums: Vec<f32> = x.chunks_exact(32).map(|b| b.iter().sum()).collect();
+        let cols = self.cols;
+        // Activation rows go through the kernel a group at a time, small enough to stay in
+        // L1 while weight rows pass. Each work item takes a run of weight rows through every
+        // group in turn, so a batch reads the weights from memory once (they are in L2 for
+        // the later groups), not once per group.
+        let group = fused_group(cols);
+        // Per activation row and block, the sum of its values: Q4_1's minimum term in the
+        // scale-after kernels.
+        let sums: Vec<f32> = if m <= SCALED_MAX_ROWS {
+            x.chunks_exact(32).map(|b| b.iter().sum()).collect()
+        } else {
+            Vec::new()
+        };
         // Work items of about BLOCKS_PER_ITEM blocks: a hand-off costs about a microsecond,
         // as much as a few dozen short rows of work at decode.
-        let chunk = (BLOCKS_PER_ITEM / (self.cols / 32).max(1)).max(FUSED_CHUNK);
+        let chunk = (BLOCKS_PER_ITEM / (cols / 32).max(1)).max(FUSED_CHUNK);
         let fill = |(c, dst): (usize, &mut [f32])| {
-            for (k, d) in dst.chunks_exact_mut(m).enumerate() {
-                self.row_times(c * chunk + k, x, m, &sums, d);
+            let first = c * chunk;
+            let n_rows = dst.len() / m;
+            for g in (0..m).step_by(group) {
+                let n = group.min(m - g);
+                let xs = &x[g * cols..(g + n) * cols];
+                let ss = if sums.is_empty() {
+                    &sums[..]
+                } else {
+                    &sums[g * cols / 32..]
+                };
+                for k in 0..n_rows {
+                    self.row_times(first + k, xs, n, ss, &mut dst[k * m + g..k * m + g + n]);
+                }
             }
         };
         if m == 1 {
@@ -191,47 +218,47 @@ impl QMatrix {
         }
     }
 
-    /// Weight row `r` times each of the `m` activation rows in `x`, into `dst[m]`.
+    /// Weight row `r` times each of the `m` (at most 8) activation rows in `x`, into `dst[m]`;
+    /// `sums` holds the block sums of `x` when the whole batch takes the scale-after kernels
+    /// (`m ≤ SCALED_MAX_ROWS`), and is empty otherwise.
     fn row_times(&self, r: usize, x: &[f32], m: usize, sums: &[f32], dst: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if simd::available() && !matches!(self.values, Values::F32(_)) {
-            let (cols, bpr) = (self.cols, self.cols / 32);
+            let bpr = self.cols / 32;
             let blocks = r * bpr..(r + 1) * bpr;
-            let mut i = 0;
-            while i < m {
-                let n = (m - i).min(8);
-                let (xs, ss, d) = (&x[i * cols..], &sums[i * bpr..], &mut dst[i..i + n]);
-                // SAFETY: AVX2 and FMA are present; `xs` holds at least `n` rows of `cols`
-                // values, `ss` `n` rows of `bpr` sums, `d` `n` values: what the kernels read.
-                unsafe {
-                    match &self.values {
-                        Values::Q4_1 { scales, quants } => simd::q4_1_rows(
-                            n,
-                            &scales[blocks.clone()],
-                            &quants[blocks.clone()],
-                            xs,
-                            ss,
-                            d,
-                        ),
-                        Values::Q8_0 { scales, quants } => simd::q8_0_rows(
-                            n,
-                            &scales[blocks.clone()],
-                            &quants[blocks.clone()],
-                            xs,
-                            d,
-                        ),
-                        Values::F32(_) => {}
+            // The caller computed sums exactly when the batch is small enough for these.
+            let scaled = !sums.is_empty();
+            // SAFETY: AVX2 and FMA are present; `x` holds `m` (≤ 8) rows of `cols` values,
+            // `sums` `m` rows of `bpr` sums when `scaled`, `dst` `m` values: what the kernels
+            // read.
+            unsafe {
+                match &self.values {
+                    Values::Q4_1 { scales, quants } => {
+                        let (s, q) = (&scales[blocks.clone()], &quants[blocks]);
+                        if scaled {
+                            simd::q4_1_scaled_rows(m, s, q, x, sums, dst);
+                        } else {
+                            simd::q4_1_rows(m, s, q, x, dst);
+                        }
                     }
+                    Values::Q8_0 { scales, quants } => {
+                        let (s, q) = (&scales[blocks.clone()], &quants[blocks]);
+                        if scaled {
+                            simd::q8_0_scaled_rows(m, s, q, x, dst);
+                        } else {
+                            simd::q8_0_rows(m, s, q, x, dst);
+                        }
+                    }
+                    Values::F32(_) => {}
                 }
-                i += n;
             }
             return;
         }
-        self.row_portable(r, x, m, sums, dst);
+        self.row_portable(r, x, m, dst);
     }
 
     /// [`QMatrix::row_times`] without SIMD intrinsics (any CPU; also checked in the tests).
-    fn row_portable(&self, r: usize, x: &[f32], m: usize, sums: &[f32], dst: &mut [f32]) {
+    fn row_portable(&self, r: usize, x: &[f32], m: usize, dst: &mut [f32]) {
         let cols = self.cols;
         let bpr = cols / 32;
         let blocks = r * bpr..(r + 1) * bpr;
@@ -241,25 +268,25 @@ impl QMatrix {
                 Values::Q4_1 { scales, quants } => blocks
                     .clone()
                     .zip(xi.chunks_exact(32))
-                    .zip(&sums[i * bpr..(i + 1) * bpr])
-                    .map(|((b, xb), &s)| {
+                    .map(|(b, xb)| {
+                        let [d, mn] = scales[b];
                         let mut acc = 0f32;
                         for (j, &q) in quants[b].iter().enumerate() {
-                            acc += f32::from(q & 0x0f) * xb[j] + f32::from(q >> 4) * xb[j + 16];
+                            acc += (d * f32::from(q & 0x0f) + mn) * xb[j]
+                                + (d * f32::from(q >> 4) + mn) * xb[j + 16];
                         }
-                        scales[b][0] * acc + scales[b][1] * s
+                        acc
                     })
                     .sum(),
                 Values::Q8_0 { scales, quants } => blocks
                     .clone()
                     .zip(xi.chunks_exact(32))
                     .map(|(b, xb)| {
-                        let acc: f32 = quants[b]
+                        quants[b]
                             .iter()
                             .zip(xb)
-                            .map(|(&q, &v)| f32::from(q) * v)
-                            .sum();
-                        scales[b] * acc
+                            .map(|(&q, &v)| scales[b] * f32::from(q) * v)
+                            .sum::<f32>()
                     })
                     .sum(),
                 Values::F32(v) => xi
@@ -326,6 +353,11 @@ impl QMatrix {
 
 #[cfg(target_arch = "x86_64")]
 mod simd;
+#[cfg(target_arch = "x86_64")]
+use simd::SCALED_MAX_ROWS;
+/// Without the x86 kernels every row count takes the portable loop.
+#[cfg(not(target_arch = "x86_64"))]
+const SCALED_MAX_ROWS: usize = 0;
 
 #[cfg(test)]
 mod tests {
@@ -394,8 +426,10 @@ mod tests {
     fn every_kernel_matches_dequantized_f64_math() {
         for q4 in [true, false] {
             let w = matrix(q4, 300, 96, 7);
-            // 1 and 3 rows: fused; 40: tiled through gemm.
-            for m in [1, 3, 40] {
+            // 1 and 2 rows: fused, scales after the products; 3, 10 and 11: fused on
+            // dequantized blocks (10 and 11 in two groups, the last of 2 and 3 rows); 40:
+            // tiled through gemm.
+            for m in [1, 2, 3, 10, 11, 40] {
                 let x: Vec<f32> = (0..m * 96)
                     .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
                     .collect();
@@ -406,9 +440,8 @@ mod tests {
                 // gemm sums in another order; values are sums of ~100 products.
                 assert!(e < 1e-4, "q4={q4} m={m}: {e}");
                 // The portable loop (CPUs without AVX2) agrees too.
-                let sums: Vec<f32> = x.chunks_exact(32).map(|b| b.iter().sum()).collect();
                 let mut one = vec![0f32; m];
-                w.row_portable(5, &x, m, &sums, &mut one);
+                w.row_portable(5, &x, m, &mut one);
                 let want5: Vec<f32> = (0..m).map(|i| want[i * w.rows + 5]).collect();
                 assert!(worst(&want5, &one) < 1e-5, "portable q4={q4} m={m}");
             }

@@ -1,5 +1,5 @@
 //! The x86-64 kernels of [`super::QMatrix`]: AVX2 + FMA, chosen at run time
-//! ([`available`]). Each block is widened to f32 in registers and multiplied with f32
+//! ([`available`]). Each block is dequantized to f32 in registers and multiplied with f32
 //! activations, so results are f32 math on the dequantized weights.
 
 use std::arch::x86_64::*;
@@ -32,13 +32,107 @@ fn widen_i8(v: __m128i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
 }
 
-/// Four FMAs of a widened block with 32 values of `x` starting at `at`, into `acc`.
+/// Every activation row's 32 values of block `b` times the block's dequantized weights `w`,
+/// into the row's accumulator. Weight vector after weight vector, row after row: each
+/// accumulator's dependent FMAs are `M` instructions apart, which hides their latency.
+///
+/// # Safety
+/// `x` holds `M` rows of `cols` values, and `b · 32 + 32 ≤ cols`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_times_block<const M: usize>(
+    w: &[__m256; 4],
+    x: &[f32],
+    cols: usize,
+    b: usize,
+    acc: &mut [__m256; M],
+) {
+    let p = x.as_ptr();
+    for (k, wk) in w.iter().enumerate() {
+        for (i, a) in acc.iter_mut().enumerate() {
+            // SAFETY: row `i` < M has `cols` values; `b · 32 + 8k + 8 ≤ cols`.
+            let v = unsafe { _mm256_loadu_ps(p.add(i * cols + b * 32 + 8 * k)) };
+            *a = _mm256_fmadd_ps(*wk, v, *a);
+        }
+    }
+}
+
+/// One Q4_1 weight row times `M` activation rows: each block is dequantized (`d·q + m`, the
+/// reference's f32 weights) into registers once and used for every row. The accumulators
+/// stay in registers because `M` is a constant.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `x` holds `M` rows of `32 · scales.len()` values, `dst` `M`
+/// values.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q4_1<const M: usize>(
+    scales: &[[f32; 2]],
+    quants: &[[u8; 16]],
+    x: &[f32],
+    dst: &mut [f32],
+) {
+    let cols = scales.len() * 32;
+    let mask = _mm_set1_epi8(0x0f);
+    let mut acc = [_mm256_setzero_ps(); M];
+    for (b, (&[d, mn], q)) in scales.iter().zip(quants).enumerate() {
+        // SAFETY: `q` is 16 bytes.
+        let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+        let lo = _mm_and_si128(q, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        let (d, mn) = (_mm256_set1_ps(d), _mm256_set1_ps(mn));
+        let w = [
+            _mm256_fmadd_ps(widen_u8(lo), d, mn),
+            _mm256_fmadd_ps(widen_u8(_mm_srli_si128(lo, 8)), d, mn),
+            _mm256_fmadd_ps(widen_u8(hi), d, mn),
+            _mm256_fmadd_ps(widen_u8(_mm_srli_si128(hi, 8)), d, mn),
+        ];
+        // SAFETY: `x` holds M rows of `cols` values and block `b` is inside them.
+        unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
+    }
+    for (out, a) in dst.iter_mut().zip(acc) {
+        *out = hsum(a);
+    }
+}
+
+/// One Q8_0 weight row times `M` activation rows, as [`q4_1`] with `d·q`.
+///
+/// # Safety
+/// As [`q4_1`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8_0<const M: usize>(scales: &[f32], quants: &[[i8; 32]], x: &[f32], dst: &mut [f32]) {
+    let cols = scales.len() * 32;
+    let mut acc = [_mm256_setzero_ps(); M];
+    for (b, (&d, q)) in scales.iter().zip(quants).enumerate() {
+        // SAFETY: `q` is 32 bytes.
+        let (q0, q1) = unsafe {
+            (
+                _mm_loadu_si128(q.as_ptr().cast()),
+                _mm_loadu_si128(q.as_ptr().add(16).cast()),
+            )
+        };
+        let d = _mm256_set1_ps(d);
+        let w = [
+            _mm256_mul_ps(widen_i8(q0), d),
+            _mm256_mul_ps(widen_i8(_mm_srli_si128(q0, 8)), d),
+            _mm256_mul_ps(widen_i8(q1), d),
+            _mm256_mul_ps(widen_i8(_mm_srli_si128(q1, 8)), d),
+        ];
+        // SAFETY: as in `q4_1`.
+        unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
+    }
+    for (out, a) in dst.iter_mut().zip(acc) {
+        *out = hsum(a);
+    }
+}
+
+/// Four FMAs of a widened block with 32 values of `x` starting at `at`, scaled by `d`, into
+/// `acc`.
 ///
 /// # Safety
 /// `x` has at least `at + 32` values.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block(w: &[__m256; 4], x: &[f32], at: usize, d: __m256, acc: __m256) -> __m256 {
+unsafe fn scaled_block(w: &[__m256; 4], x: &[f32], at: usize, d: __m256, acc: __m256) -> __m256 {
     // SAFETY: the caller guarantees 32 readable values from `at`.
     unsafe {
         let p = x.as_ptr().add(at);
@@ -50,15 +144,14 @@ unsafe fn block(w: &[__m256; 4], x: &[f32], at: usize, d: __m256, acc: __m256) -
     }
 }
 
-/// One Q4_1 weight row times `M` activation rows: each block is widened once and used for
-/// every row; `dst[i] = Σ_b d_b·(q_b·x_i,b) + m_b·Σ x_i,b`. The accumulators stay in
-/// registers because `M` is a constant.
+/// One Q4_1 weight row times `M` (few) activation rows with the scales applied after the
+/// block's products: `Σ_b d_b·(q_b·x_b) + m_b·Σ x_b`. Fewer instructions per block than
+/// dequantizing first, which only pays off when many rows share the dequantized block.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `x` holds `M` rows of `32 · scales.len()` values, `sums` `M`
-/// rows of `scales.len()` block sums, `dst` `M` values.
+/// As [`q4_1`], and `sums` holds `M` rows of `scales.len()` block sums of `x`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn q4_1<const M: usize>(
+unsafe fn q4_1_scaled<const M: usize>(
     scales: &[[f32; 2]],
     quants: &[[u8; 16]],
     x: &[f32],
@@ -84,7 +177,7 @@ unsafe fn q4_1<const M: usize>(
         let d = _mm256_set1_ps(d);
         for (i, (a, o)) in acc.iter_mut().zip(offset.iter_mut()).enumerate() {
             // SAFETY: row i has `cols` values, so 32 from `b · 32`.
-            *a = unsafe { block(&w, x, i * cols + b * 32, d, *a) };
+            *a = unsafe { scaled_block(&w, x, i * cols + b * 32, d, *a) };
             *o += mn * sums[i * bpr + b];
         }
     }
@@ -93,12 +186,17 @@ unsafe fn q4_1<const M: usize>(
     }
 }
 
-/// One Q8_0 weight row times `M` activation rows.
+/// [`q8_0`] with the scale applied after the block's products, as [`q4_1_scaled`].
 ///
 /// # Safety
 /// As [`q4_1`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn q8_0<const M: usize>(scales: &[f32], quants: &[[i8; 32]], x: &[f32], dst: &mut [f32]) {
+unsafe fn q8_0_scaled<const M: usize>(
+    scales: &[f32],
+    quants: &[[i8; 32]],
+    x: &[f32],
+    dst: &mut [f32],
+) {
     let cols = scales.len() * 32;
     let mut acc = [_mm256_setzero_ps(); M];
     for (b, (&d, q)) in scales.iter().zip(quants).enumerate() {
@@ -118,7 +216,7 @@ unsafe fn q8_0<const M: usize>(scales: &[f32], quants: &[[i8; 32]], x: &[f32], d
         let d = _mm256_set1_ps(d);
         for (i, a) in acc.iter_mut().enumerate() {
             // SAFETY: row i has `cols` values.
-            *a = unsafe { block(&w, x, i * cols + b * 32, d, *a) };
+            *a = unsafe { scaled_block(&w, x, i * cols + b * 32, d, *a) };
         }
     }
     for (out, a) in dst.iter_mut().zip(acc) {
@@ -176,11 +274,14 @@ pub(super) unsafe fn dequant_q8_0(scales: &[f32], quants: &[[i8; 32]], out: &mut
     }
 }
 
-/// [`q4_1`] for `n` (1 to 8) rows.
+/// Rows up to which the scale-after kernels win (`cargo run --release --example kernels`).
+pub(super) const SCALED_MAX_ROWS: usize = 2;
+
+/// [`q4_1_scaled`] for `n` (1 to [`SCALED_MAX_ROWS`]) rows.
 ///
 /// # Safety
-/// As [`q4_1`] with `M = n`.
-pub(super) unsafe fn q4_1_rows(
+/// As [`q4_1_scaled`] with `M = n`.
+pub(super) unsafe fn q4_1_scaled_rows(
     n: usize,
     scales: &[[f32; 2]],
     quants: &[[u8; 16]],
@@ -191,14 +292,54 @@ pub(super) unsafe fn q4_1_rows(
     // SAFETY: forwarded from the caller.
     unsafe {
         match n {
-            1 => q4_1::<1>(scales, quants, x, sums, dst),
-            2 => q4_1::<2>(scales, quants, x, sums, dst),
-            3 => q4_1::<3>(scales, quants, x, sums, dst),
-            4 => q4_1::<4>(scales, quants, x, sums, dst),
-            5 => q4_1::<5>(scales, quants, x, sums, dst),
-            6 => q4_1::<6>(scales, quants, x, sums, dst),
-            7 => q4_1::<7>(scales, quants, x, sums, dst),
-            _ => q4_1::<8>(scales, quants, x, sums, dst),
+            1 => q4_1_scaled::<1>(scales, quants, x, sums, dst),
+            _ => q4_1_scaled::<2>(scales, quants, x, sums, dst),
+        }
+    }
+}
+
+/// [`q8_0_scaled`] for `n` (1 to [`SCALED_MAX_ROWS`]) rows.
+///
+/// # Safety
+/// As [`q8_0_scaled`] with `M = n`.
+pub(super) unsafe fn q8_0_scaled_rows(
+    n: usize,
+    scales: &[f32],
+    quants: &[[i8; 32]],
+    x: &[f32],
+    dst: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match n {
+            1 => q8_0_scaled::<1>(scales, quants, x, dst),
+            _ => q8_0_scaled::<2>(scales, quants, x, dst),
+        }
+    }
+}
+
+/// [`q4_1`] for `n` (1 to 8) rows.
+///
+/// # Safety
+/// As [`q4_1`] with `M = n`.
+pub(super) unsafe fn q4_1_rows(
+    n: usize,
+    scales: &[[f32; 2]],
+    quants: &[[u8; 16]],
+    x: &[f32],
+    dst: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match n {
+            1 => q4_1::<1>(scales, quants, x, dst),
+            2 => q4_1::<2>(scales, quants, x, dst),
+            3 => q4_1::<3>(scales, quants, x, dst),
+            4 => q4_1::<4>(scales, quants, x, dst),
+            5 => q4_1::<5>(scales, quants, x, dst),
+            6 => q4_1::<6>(scales, quants, x, dst),
+            7 => q4_1::<7>(scales, quants, x, dst),
+            _ => q4_1::<8>(scales, quants, x, dst),
         }
     }
 }
