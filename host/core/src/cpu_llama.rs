@@ -43,7 +43,8 @@ pub struct CpuLlama {
     pool: rayon::ThreadPool,
 }
 
-/// One sequence's keys and values: per layer, one `[kv_heads × head_dim]` row per position.
+/// One sequence's keys and values: per layer and KV head, one `head_dim` row per position,
+/// so attending one head streams through contiguous memory.
 pub struct CpuCache {
     k: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
@@ -113,8 +114,8 @@ impl CpuLlama {
 
     pub fn new_cache(&self) -> CpuCache {
         CpuCache {
-            k: vec![Vec::new(); self.config.n_layers],
-            v: vec![Vec::new(); self.config.n_layers],
+            k: vec![Vec::new(); self.config.n_layers * self.config.n_kv_heads],
+            v: vec![Vec::new(); self.config.n_layers * self.config.n_kv_heads],
             len: 0,
         }
     }
@@ -215,8 +216,16 @@ impl CpuLlama {
                 let mut start = 0;
                 for (tokens, cache) in items.iter_mut() {
                     let end = start + tokens.len();
-                    cache.k[l].extend_from_slice(&k[start * kv_dim..end * kv_dim]);
-                    cache.v[l].extend_from_slice(&v[start * kv_dim..end * kv_dim]);
+                    let heads = l * c.n_kv_heads..(l + 1) * c.n_kv_heads;
+                    for (src, dst) in [(&k, &mut cache.k), (&v, &mut cache.v)] {
+                        for row in src[start * kv_dim..end * kv_dim].chunks_exact(kv_dim) {
+                            for (head, d) in
+                                row.chunks_exact(c.head_dim).zip(&mut dst[heads.clone()])
+                            {
+                                d.extend_from_slice(head);
+                            }
+                        }
+                    }
                     start = end;
                 }
                 let attn = self.attention(&q, items, l, &rows);
@@ -272,18 +281,18 @@ impl CpuLlama {
     ) -> Vec<f32> {
         let c = &self.config;
         let hd = c.head_dim;
-        let kv_dim = c.n_kv_heads * hd;
         let groups = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = vec![0f32; rows.len() * c.dim];
         let work = |scores: &mut Vec<f32>, (idx, dst): (usize, &mut [f32])| {
             let (i, h) = (idx / c.n_heads, idx % c.n_heads);
             let (s, pos) = rows[i];
+            let kv = l * c.n_kv_heads + h / groups;
             let cache = HeadCache {
-                keys: &items[s].1.k[l],
-                values: &items[s].1.v[l],
-                stride: kv_dim,
-                offset: (h / groups) * hd,
+                keys: &items[s].1.k[kv],
+                values: &items[s].1.v[kv],
+                stride: hd,
+                offset: 0,
                 len: pos + 1,
             };
             let qh = &q[i * c.dim + h * hd..i * c.dim + (h + 1) * hd];
