@@ -3,20 +3,9 @@
 //! prompt at once (decode steps and prompt chunks sharing forwards), reproduces each
 //! reference continuation token for token.
 
-use cinder_core::{BackendPreference, GenEvent, GenerateRequest, Gguf, Llama, SamplingParams};
+use cinder_core::{BackendPreference, GenEvent, Gguf, Llama};
 
-fn read_json(rel: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(crate::reference_dir().join(rel)).expect("reference file");
-    serde_json::from_str(&text).expect("reference JSON")
-}
-
-fn ids(v: &serde_json::Value) -> Vec<u32> {
-    v.as_array()
-        .expect("ids")
-        .iter()
-        .map(|i| i.as_u64().expect("id") as u32)
-        .collect()
-}
+use crate::{greedy_request, ids, read_json};
 
 #[test]
 fn a_batch_gives_each_sequence_the_logits_it_gets_alone() {
@@ -78,17 +67,7 @@ fn the_engine_batches_every_greedy_reference_at_once_and_matches_each() {
         .map(|(name, p)| {
             let rx = model
                 .engine
-                .submit(GenerateRequest {
-                    prompt: ids(&p["prompt_ids"]),
-                    max_tokens: Some(max_new),
-                    sampling: SamplingParams {
-                        temperature: 0.0,
-                        ..SamplingParams::default()
-                    },
-                    stop: Vec::new(),
-                    top_logprobs: None,
-                    constraint: None,
-                })
+                .submit(greedy_request(ids(&p["prompt_ids"]), max_new))
                 .expect("submitted");
             (name.clone(), ids(&p["ids"]), rx)
         })

@@ -5,6 +5,7 @@ mod batching;
 mod constrained;
 mod golden;
 mod loading;
+mod prefix;
 mod runtime;
 mod sandbox;
 
@@ -40,6 +41,21 @@ pub fn read_json(rel: &str) -> serde_json::Value {
     serde_json::from_str(&text).expect("reference JSON parses")
 }
 
+/// A greedy (temperature 0) generation of up to `max_tokens` after `prompt`.
+pub fn greedy_request(prompt: Vec<u32>, max_tokens: u32) -> cinder_core::GenerateRequest {
+    cinder_core::GenerateRequest {
+        prompt,
+        max_tokens: Some(max_tokens),
+        sampling: cinder_core::SamplingParams {
+            temperature: 0.0,
+            ..cinder_core::SamplingParams::default()
+        },
+        stop: Vec::new(),
+        top_logprobs: None,
+        constraint: None,
+    }
+}
+
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
     v.as_array()
         .expect("an id list")
@@ -50,11 +66,21 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
 
 /// The default chat model loaded on the CPU path, with its engine thread.
 pub fn load_smollm2() -> cinder_core::LoadedModel {
+    load_smollm2_with(None)
+}
+
+/// The same with prefix reuse turned off.
+pub fn load_smollm2_without_prefix_cache() -> cinder_core::LoadedModel {
+    load_smollm2_with(Some(0))
+}
+
+fn load_smollm2_with(prefix_cache_mib: Option<usize>) -> cinder_core::LoadedModel {
     cinder_core::LoadedModel::load(&cinder_core::ModelSpec {
         id: "smollm2".into(),
         path: smollm2_path(),
         backend: cinder_core::BackendPreference::Cpu,
         threads: None,
+        prefix_cache_mib,
     })
     .expect("model loads")
 }

@@ -171,6 +171,11 @@ pub struct ModelConfig {
     /// Threads the CPU path's kernels use (default: every core the machine has).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// MiB of KV cache blocks the CPU path keeps for prompts that start like earlier ones
+    /// (same system prompt, a multi-turn history), beyond those running requests hold
+    /// (default 64; 0 turns prefix reuse off).
+    #[serde(default)]
+    pub prefix_cache_mib: Option<usize>,
     /// Other names clients may use for this model (`gpt-4o-mini`); edits apply at once.
     #[serde(default)]
     pub aliases: Vec<String>,

@@ -10,9 +10,10 @@ use rayon::prelude::*;
 
 use crate::error::CoreError;
 use crate::gguf::Gguf;
+use crate::kv_blocks::{CpuCache, Shape};
 use crate::llama::LlamaConfig;
 use crate::quant::QMatrix;
-use crate::vecmath::{self, HeadCache, dot};
+use crate::vecmath::{self, dot};
 
 /// Positions (summed over a run of heads) worth one hand-off to another thread.
 const ATTENTION_GRAIN: usize = 2048;
@@ -41,20 +42,6 @@ pub struct CpuLlama {
     cos: Vec<f32>,
     sin: Vec<f32>,
     pool: rayon::ThreadPool,
-}
-
-/// One sequence's keys and values: per layer and KV head, one `head_dim` row per position,
-/// so attending one head streams through contiguous memory.
-pub struct CpuCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
-    len: usize,
-}
-
-impl CpuCache {
-    pub fn len(&self) -> usize {
-        self.len
-    }
 }
 
 impl CpuLlama {
@@ -112,12 +99,17 @@ impl CpuLlama {
         &self.config
     }
 
-    pub fn new_cache(&self) -> CpuCache {
-        CpuCache {
-            k: vec![Vec::new(); self.config.n_layers * self.config.n_kv_heads],
-            v: vec![Vec::new(); self.config.n_layers * self.config.n_kv_heads],
-            len: 0,
+    /// The shape of this model's KV cache blocks.
+    pub fn cache_shape(&self) -> Shape {
+        Shape {
+            layers: self.config.n_layers,
+            kv_heads: self.config.n_kv_heads,
+            head_dim: self.config.head_dim,
         }
+    }
+
+    pub fn new_cache(&self) -> CpuCache {
+        CpuCache::new(self.cache_shape())
     }
 
     /// The logits of the last of `tokens` (the next positions of `cache`'s sequence).
@@ -168,11 +160,11 @@ impl CpuLlama {
     fn hidden(&self, items: &mut [(&[u32], &mut CpuCache)]) -> Result<Vec<f32>, CoreError> {
         let c = &self.config;
         for (tokens, cache) in items.iter() {
-            if tokens.is_empty() || cache.len + tokens.len() > c.context_length {
+            if tokens.is_empty() || cache.len() + tokens.len() > c.context_length {
                 return Err(CoreError::invalid(
                     format!(
                         "{} tokens do not fit the context of {}",
-                        cache.len + tokens.len(),
+                        cache.len() + tokens.len(),
                         c.context_length
                     ),
                     "messages",
@@ -190,7 +182,7 @@ impl CpuLlama {
             .iter()
             .enumerate()
             .flat_map(|(s, (tokens, cache))| {
-                (cache.len..cache.len + tokens.len()).map(move |p| (s, p))
+                (cache.len()..cache.len() + tokens.len()).map(move |p| (s, p))
             })
             .collect();
         let t = rows.len();
@@ -200,6 +192,9 @@ impl CpuLlama {
             .zip(items.iter().flat_map(|(tokens, _)| tokens.iter()))
         {
             self.embed.dequantize_row(id as usize, row);
+        }
+        for (tokens, cache) in items.iter_mut() {
+            cache.extend(tokens);
         }
         let kv_dim = c.n_kv_heads * c.head_dim;
         self.pool.install(|| {
@@ -213,20 +208,9 @@ impl CpuLlama {
                 layer.wv.matmul(&h, t, &mut v);
                 self.rope(&mut q, c.n_heads, &rows);
                 self.rope(&mut k, c.n_kv_heads, &rows);
-                let mut start = 0;
-                for (tokens, cache) in items.iter_mut() {
-                    let end = start + tokens.len();
-                    let heads = l * c.n_kv_heads..(l + 1) * c.n_kv_heads;
-                    for (src, dst) in [(&k, &mut cache.k), (&v, &mut cache.v)] {
-                        for row in src[start * kv_dim..end * kv_dim].chunks_exact(kv_dim) {
-                            for (head, d) in
-                                row.chunks_exact(c.head_dim).zip(&mut dst[heads.clone()])
-                            {
-                                d.extend_from_slice(head);
-                            }
-                        }
-                    }
-                    start = end;
+                for (i, &(s, pos)) in rows.iter().enumerate() {
+                    let at = i * kv_dim..(i + 1) * kv_dim;
+                    items[s].1.write(l, pos, &k[at.clone()], &v[at]);
                 }
                 let attn = self.attention(&q, items, l, &rows);
                 let mut o = vec![0f32; t * c.dim];
@@ -245,7 +229,7 @@ impl CpuLlama {
             }
         });
         for (tokens, cache) in items.iter_mut() {
-            cache.len += tokens.len();
+            cache.commit(tokens.len());
         }
         Ok(x)
     }
@@ -287,16 +271,9 @@ impl CpuLlama {
         let work = |scores: &mut Vec<f32>, (idx, dst): (usize, &mut [f32])| {
             let (i, h) = (idx / c.n_heads, idx % c.n_heads);
             let (s, pos) = rows[i];
-            let kv = l * c.n_kv_heads + h / groups;
-            let cache = HeadCache {
-                keys: &items[s].1.k[kv],
-                values: &items[s].1.v[kv],
-                stride: hd,
-                offset: 0,
-                len: pos + 1,
-            };
+            let segs = items[s].1.segments(l, h / groups, pos + 1);
             let qh = &q[i * c.dim + h * hd..i * c.dim + (h + 1) * hd];
-            vecmath::attend(qh, cache, scale, scores, dst);
+            vecmath::attend(qh, &segs, scale, scores, dst);
         };
         // One work item per row and head, handed out in runs of about ATTENTION_GRAIN
         // positions: a hand-off costs about as much as attending over a few hundred.

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use crate::constraint::{self, Constraint, LazyGrammars};
 use crate::error::CoreError;
+use crate::kv_blocks::PrefixCache;
 use crate::model::{KvCache, Llama};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::stop::StopMatcher;
@@ -66,6 +67,8 @@ pub enum GenEvent {
         reason: FinishReason,
         prompt_tokens: u32,
         completion_tokens: u32,
+        /// Prompt tokens whose keys and values came from the prefix cache.
+        cached_tokens: u32,
     },
     Failed(CoreError),
 }
@@ -107,11 +110,24 @@ pub struct EngineHandle {
 }
 
 impl EngineHandle {
-    /// Starts the engine thread for `model`.
-    pub fn spawn(name: &str, model: Llama, tokenizer: Arc<Tokenizer>) -> Result<Self, CoreError> {
+    /// Starts the engine thread for `model`, keeping up to `prefix_bytes` of KV blocks for
+    /// prompts that start like earlier ones (CPU path).
+    pub fn spawn(
+        name: &str,
+        model: Llama,
+        tokenizer: Arc<Tokenizer>,
+        prefix_bytes: usize,
+    ) -> Result<Self, CoreError> {
         let (tx, rx) = std_mpsc::channel();
         let context_length = model.config().context_length;
+        let prefix = match &model {
+            Llama::Cpu(m) if prefix_bytes > 0 => {
+                Some(PrefixCache::new(m.cache_shape(), prefix_bytes))
+            }
+            _ => None,
+        };
         let engine = Engine {
+            prefix,
             model,
             tokenizer: tokenizer.clone(),
             running: Vec::new(),
@@ -252,6 +268,8 @@ struct Sequence {
     last: Option<u32>,
     /// Prompt tokens already in the cache (chunked prefill).
     prefilled: usize,
+    /// Prompt tokens the prefix cache supplied.
+    cached: u32,
     generated: u32,
     max_tokens: u32,
     /// Events the channel had no room for yet; while any wait, the sequence is paused.
@@ -264,6 +282,8 @@ struct Sequence {
 
 struct Engine {
     model: Llama,
+    /// KV blocks of earlier sequences, by prefix (CPU path).
+    prefix: Option<PrefixCache>,
     tokenizer: Arc<Tokenizer>,
     running: Vec<Sequence>,
 }
@@ -281,10 +301,25 @@ impl Engine {
                 self.take(job);
             }
             let progressed = self.step();
+            self.share_blocks();
             self.running.retain(|s| !s.done);
             if !progressed {
                 // Every client is slow: wait a little instead of spinning on full channels.
                 std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// Offers the blocks sequences filled in the last step to the prefix cache.
+    fn share_blocks(&mut self) {
+        let Some(prefix) = &mut self.prefix else {
+            return;
+        };
+        for seq in &mut self.running {
+            if let KvCache::Cpu(c) = &mut seq.cache {
+                for block in c.take_fresh() {
+                    prefix.insert(block);
+                }
             }
         }
     }
@@ -331,12 +366,20 @@ impl Engine {
         let ctx = self.model.config().context_length;
         let room = ctx.saturating_sub(s.request.prompt.len()) as u32;
         let max_tokens = s.request.max_tokens.map_or(room, |m| m.min(room));
+        let (cache, reused) = match self
+            .prefix
+            .as_mut()
+            .and_then(|p| p.lookup(&s.request.prompt))
+        {
+            Some(r) => (KvCache::Cpu(r.cache), r.positions),
+            None => (self.model.new_cache(), 0),
+        };
         debug!(
             prompt_tokens = s.request.prompt.len(),
-            max_tokens, "sequence admitted"
+            reused, max_tokens, "sequence admitted"
         );
         self.running.push(Sequence {
-            cache: self.model.new_cache(),
+            cache,
             sampler: Sampler::new(s.request.sampling.clone()),
             decoder: IncrementalDecoder::default(),
             stop: StopMatcher::new(s.request.stop.clone()),
@@ -344,7 +387,8 @@ impl Engine {
             request: s.request,
             events: s.events,
             last: None,
-            prefilled: 0,
+            prefilled: reused,
+            cached: reused as u32,
             generated: 0,
             max_tokens,
             outbox: VecDeque::new(),
@@ -537,6 +581,7 @@ impl Sequence {
                 reason,
                 prompt_tokens: self.request.prompt.len() as u32,
                 completion_tokens: self.generated,
+                cached_tokens: self.cached,
             });
             self.finished = true;
         }

@@ -11,6 +11,7 @@ mod cpu_llama;
 mod engine;
 mod error;
 pub mod gguf;
+mod kv_blocks;
 mod llama;
 mod model;
 pub mod quant;

@@ -3,9 +3,10 @@
 //! burn's own CPU backend, `flex`). The engine and the tests see only this.
 
 use crate::backend::{BackendKind, BackendPreference, Target, select};
-use crate::cpu_llama::{CpuCache, CpuLlama};
+use crate::cpu_llama::CpuLlama;
 use crate::error::CoreError;
 use crate::gguf::Gguf;
+use crate::kv_blocks::CpuCache;
 use crate::llama::{BurnCache, BurnLlama, LlamaConfig};
 
 /// A loaded Llama model.

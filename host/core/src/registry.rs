@@ -23,7 +23,12 @@ pub struct ModelSpec {
     pub backend: BackendPreference,
     /// Threads for the CPU path (`None`: every core).
     pub threads: Option<usize>,
+    /// MiB of KV blocks kept for prefix reuse on the CPU path (`None`: the default).
+    pub prefix_cache_mib: Option<usize>,
 }
+
+/// The prefix cache's size when the config does not say.
+pub const DEFAULT_PREFIX_CACHE_MIB: usize = 64;
 
 /// What clients and plugins may know about a model.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +74,8 @@ impl LoadedModel {
         })?;
         let config = model.config().clone();
         let fingerprint = format!("fp_{}_{}", backend.name(), weights_digest(&gguf));
-        let engine = EngineHandle::spawn(&spec.id, model, tokenizer.clone())?;
+        let prefix_bytes = spec.prefix_cache_mib.unwrap_or(DEFAULT_PREFIX_CACHE_MIB) << 20;
+        let engine = EngineHandle::spawn(&spec.id, model, tokenizer.clone(), prefix_bytes)?;
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())

@@ -334,6 +334,7 @@ impl inference::HostGeneration for HostState {
                 reason,
                 prompt_tokens,
                 completion_tokens,
+                ..
             }) => {
                 g.finished = true;
                 let reason = match reason {

@@ -133,6 +133,7 @@ fn main() -> Result<()> {
                 cinder_config::Backend::Wgpu => cinder_core::BackendPreference::Wgpu,
             },
             threads: m.threads,
+            prefix_cache_mib: m.prefix_cache_mib,
         })
         .collect();
     let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);

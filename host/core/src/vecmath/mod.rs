@@ -9,37 +9,32 @@
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-/// One attention head's view of a sequence's cache: position `j`'s key is
-/// `keys[j · stride + offset ..][..head_dim]`, its value likewise in `values`.
-#[derive(Clone, Copy)]
-pub struct HeadCache<'a> {
-    pub keys: &'a [f32],
-    pub values: &'a [f32],
-    pub stride: usize,
-    pub offset: usize,
-    /// Positions attended to: `0..len`.
-    pub len: usize,
-}
+/// One attention head's keys and values of consecutive positions: segment after segment
+/// (the blocks of the KV cache), each `[n × head_dim]` keys and the same of values.
+pub type Segments<'a> = [(&'a [f32], &'a [f32])];
 
-/// Softmax attention of query `q` over `cache`: `out = Σ_j softmax(q·k_j · scale)_j v_j`.
-/// `scores` is scratch space, reused between calls to save allocations.
-pub fn attend(q: &[f32], cache: HeadCache<'_>, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
+/// Softmax attention of query `q` over the positions in `segs`:
+/// `out = Σ_j softmax(q·k_j · scale)_j v_j`. `scores` is scratch space, reused between calls.
+pub fn attend(q: &[f32], segs: &Segments<'_>, scale: f32, scores: &mut Vec<f32>, out: &mut [f32]) {
     let hd = q.len();
     debug_assert_eq!(out.len(), hd);
-    debug_assert!(cache.len >= 1);
-    debug_assert!((cache.len - 1) * cache.stride + cache.offset + hd <= cache.keys.len());
-    debug_assert!((cache.len - 1) * cache.stride + cache.offset + hd <= cache.values.len());
+    debug_assert!(
+        segs.iter()
+            .all(|(k, v)| k.len() == v.len() && k.len() % hd == 0)
+    );
+    let len: usize = segs.iter().map(|(k, _)| k.len() / hd).sum();
+    debug_assert!(len >= 1);
     // Rounded up to whole vectors so the kernels never need a scalar tail.
     scores.clear();
-    scores.resize(cache.len.div_ceil(8) * 8, f32::NEG_INFINITY);
+    scores.resize(len.div_ceil(8) * 8, f32::NEG_INFINITY);
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
-        // SAFETY: AVX2 and FMA are present; the asserts above are the kernel's bounds, and
-        // `scores` holds `len` rounded up to a multiple of 8.
+        // SAFETY: AVX2 and FMA are present; every segment holds whole rows of `hd` values
+        // for keys and values alike, and `scores` holds their count rounded up to 8.
         let done = unsafe {
             match hd {
-                64 => x86::attend::<8>(q, cache, scale, scores, out),
-                128 => x86::attend::<16>(q, cache, scale, scores, out),
+                64 => x86::attend::<8>(q, segs, scale, scores, out),
+                128 => x86::attend::<16>(q, segs, scale, scores, out),
                 _ => false,
             }
         };
@@ -47,22 +42,24 @@ pub fn attend(q: &[f32], cache: HeadCache<'_>, scale: f32, scores: &mut Vec<f32>
             return;
         }
     }
-    attend_portable(q, cache, scale, scores, out);
+    attend_portable(q, segs, scale, scores, out);
 }
 
 fn attend_portable(
     q: &[f32],
-    cache: HeadCache<'_>,
+    segs: &Segments<'_>,
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
     let hd = q.len();
-    let at = |j: usize| j * cache.stride + cache.offset..j * cache.stride + cache.offset + hd;
-    for (j, s) in scores.iter_mut().enumerate().take(cache.len) {
-        *s = dot(q, &cache.keys[at(j)]) * scale;
+    let keys = segs.iter().flat_map(|(k, _)| k.chunks_exact(hd));
+    let mut len = 0;
+    for (s, k) in scores.iter_mut().zip(keys) {
+        *s = dot(q, k) * scale;
+        len += 1;
     }
-    let scores = &mut scores[..cache.len];
+    let scores = &mut scores[..len];
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0f32;
     for s in scores.iter_mut() {
@@ -70,8 +67,9 @@ fn attend_portable(
         sum += *s;
     }
     out.fill(0.0);
-    for (j, p) in scores.iter().enumerate() {
-        for (o, v) in out.iter_mut().zip(&cache.values[at(j)]) {
+    let values = segs.iter().flat_map(|(_, v)| v.chunks_exact(hd));
+    for (p, v) in scores.iter().zip(values) {
+        for (o, v) in out.iter_mut().zip(v) {
             *o += p * v;
         }
     }
@@ -129,19 +127,15 @@ mod tests {
             .collect()
     }
 
-    /// Softmax attention in f64, straight from the definition.
-    fn reference(q: &[f32], c: HeadCache<'_>, scale: f32) -> Vec<f64> {
+    /// Softmax attention in f64, straight from the definition, over contiguous rows.
+    fn reference(q: &[f32], keys: &[f32], values: &[f32], scale: f32) -> Vec<f64> {
         let hd = q.len();
-        let row = |m: &[f32], j: usize| -> Vec<f64> {
-            let at = j * c.stride + c.offset;
-            m[at..at + hd].iter().map(|&v| f64::from(v)).collect()
-        };
-        let s: Vec<f64> = (0..c.len)
-            .map(|j| {
-                let k = row(c.keys, j);
+        let s: Vec<f64> = keys
+            .chunks_exact(hd)
+            .map(|k| {
                 q.iter()
-                    .zip(&k)
-                    .map(|(&a, b)| f64::from(a) * b)
+                    .zip(k)
+                    .map(|(&a, &b)| f64::from(a) * f64::from(b))
                     .sum::<f64>()
                     * f64::from(scale)
             })
@@ -150,9 +144,9 @@ mod tests {
         let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
         let sum: f64 = e.iter().sum();
         let mut out = vec![0f64; hd];
-        for (j, p) in e.iter().enumerate() {
-            for (o, v) in out.iter_mut().zip(row(c.values, j)) {
-                *o += p / sum * v;
+        for (p, v) in e.iter().zip(values.chunks_exact(hd)) {
+            for (o, &v) in out.iter_mut().zip(v) {
+                *o += p / sum * f64::from(v);
             }
         }
         out
@@ -163,27 +157,29 @@ mod tests {
         let mut scores = Vec::new();
         for hd in [64, 128, 48] {
             for len in [1, 3, 4, 5, 8, 9, 31, 200] {
-                let (heads, offset) = (3, hd);
-                let stride = heads * hd;
                 // Large scores make the softmax peaky, as trained models' often are.
-                let keys: Vec<f32> = noise(len * stride, 7).iter().map(|v| v * 4.0).collect();
-                let values = noise(len * stride, 8);
+                let keys: Vec<f32> = noise(len * hd, 7).iter().map(|v| v * 4.0).collect();
+                let values = noise(len * hd, 8);
                 let q = noise(hd, len as u32);
-                let cache = HeadCache {
-                    keys: &keys,
-                    values: &values,
-                    stride,
-                    offset,
-                    len,
-                };
                 let scale = 1.0 / (hd as f32).sqrt();
-                let want = reference(&q, cache, scale);
+                let want = reference(&q, &keys, &values, scale);
+                // Whole rows in segments of uneven sizes (1, 2, 3, … positions), as blocks
+                // of a cache with a partial last one.
+                let mut segs = Vec::new();
+                let (mut at, mut n) = (0, 1);
+                while at < len {
+                    let take = n.min(len - at);
+                    let r = at * hd..(at + take) * hd;
+                    segs.push((&keys[r.clone()], &values[r]));
+                    at += take;
+                    n += 1;
+                }
                 let mut fast = vec![f32::NAN; hd];
-                attend(&q, cache, scale, &mut scores, &mut fast);
+                attend(&q, &segs, scale, &mut scores, &mut fast);
                 let mut slow = vec![f32::NAN; hd];
                 scores.clear();
                 scores.resize(len.div_ceil(8) * 8, f32::NEG_INFINITY);
-                attend_portable(&q, cache, scale, &mut scores, &mut slow);
+                attend_portable(&q, &segs, scale, &mut scores, &mut slow);
                 for (got, name) in [(&fast, "dispatched"), (&slow, "portable")] {
                     let worst = got
                         .iter()

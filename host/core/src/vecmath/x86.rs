@@ -3,7 +3,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::HeadCache;
+use super::Segments;
 
 pub(super) fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
@@ -70,53 +70,54 @@ fn hmax(v: __m256) -> f32 {
 /// (returns true).
 ///
 /// # Safety
-/// AVX2 and FMA are present; `q` and `out` hold `8 · C` values; every position's key and
-/// value row is inside `cache`'s slices; `scores` holds `cache.len` rounded up to a
-/// multiple of 8, filled with −∞.
+/// AVX2 and FMA are present; `q` and `out` hold `8 · C` values; every segment's keys and
+/// values are whole rows of `8 · C` values, equally many; `scores` holds their count rounded
+/// up to a multiple of 8, filled with −∞.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn attend<const C: usize>(
     q: &[f32],
-    cache: HeadCache<'_>,
+    segs: &Segments<'_>,
     scale: f32,
     scores: &mut [f32],
     out: &mut [f32],
 ) -> bool {
-    let n = cache.len;
-    let (kp, vp) = (cache.keys.as_ptr(), cache.values.as_ptr());
-    let row = |j: usize| j * cache.stride + cache.offset;
-    // SAFETY (whole body): the caller guarantees every `row(j) + 8 · C` for `j < n` is in
-    // bounds of both caches, `q`/`out` hold `8 · C` values and `scores` a multiple of 8 ≥ n.
+    let hd = 8 * C;
+    // SAFETY (whole body): the caller guarantees the row shapes above, so every pointer
+    // offset below stays inside its segment, `q`, `out` or `scores`.
     unsafe {
         let mut qv = [_mm256_setzero_ps(); C];
         for (c, v) in qv.iter_mut().enumerate() {
             *v = _mm256_loadu_ps(q.as_ptr().add(8 * c));
         }
-        let sc = _mm256_set1_ps(scale);
-        // Four positions at a time: four independent FMA chains, one shared reduction.
+        let sc = _mm_set1_ps(scale);
         let mut j = 0;
-        while j + 4 <= n {
-            let mut a = [_mm256_setzero_ps(); 4];
-            for (c, qc) in qv.iter().enumerate() {
-                for (t, at) in a.iter_mut().enumerate() {
-                    let k = _mm256_loadu_ps(kp.add(row(j + t) + 8 * c));
-                    *at = _mm256_fmadd_ps(*qc, k, *at);
+        for (keys, _) in segs {
+            let n = keys.len() / hd;
+            let kp = keys.as_ptr();
+            // Four positions at a time: four independent FMA chains, one shared reduction.
+            let mut i = 0;
+            while i + 4 <= n {
+                let mut a = [_mm256_setzero_ps(); 4];
+                for (c, qc) in qv.iter().enumerate() {
+                    for (t, at) in a.iter_mut().enumerate() {
+                        let k = _mm256_loadu_ps(kp.add((i + t) * hd + 8 * c));
+                        *at = _mm256_fmadd_ps(*qc, k, *at);
+                    }
                 }
+                let s = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+                let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+                _mm_storeu_ps(scores.as_mut_ptr().add(j + i), _mm_mul_ps(s, sc));
+                i += 4;
             }
-            let s = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-            let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-            _mm_storeu_ps(
-                scores.as_mut_ptr().add(j),
-                _mm_mul_ps(s, _mm256_castps256_ps128(sc)),
-            );
-            j += 4;
-        }
-        while j < n {
-            let mut a = _mm256_setzero_ps();
-            for (c, qc) in qv.iter().enumerate() {
-                a = _mm256_fmadd_ps(*qc, _mm256_loadu_ps(kp.add(row(j) + 8 * c)), a);
+            while i < n {
+                let mut a = _mm256_setzero_ps();
+                for (c, qc) in qv.iter().enumerate() {
+                    a = _mm256_fmadd_ps(*qc, _mm256_loadu_ps(kp.add(i * hd + 8 * c)), a);
+                }
+                scores[j + i] = hsum(a) * scale;
+                i += 1;
             }
-            scores[j] = hsum(a) * scale;
-            j += 1;
+            j += n;
         }
 
         let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -132,11 +133,16 @@ pub(super) unsafe fn attend<const C: usize>(
         }
 
         let mut acc = [_mm256_setzero_ps(); C];
-        for (j, &p) in scores.iter().enumerate().take(n) {
-            let p = _mm256_set1_ps(p);
-            for (c, a) in acc.iter_mut().enumerate() {
-                *a = _mm256_fmadd_ps(p, _mm256_loadu_ps(vp.add(row(j) + 8 * c)), *a);
+        let mut j = 0;
+        for (_, values) in segs {
+            let vp = values.as_ptr();
+            for i in 0..values.len() / hd {
+                let p = _mm256_set1_ps(scores[j + i]);
+                for (c, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(p, _mm256_loadu_ps(vp.add(i * hd + 8 * c)), *a);
+                }
             }
+            j += values.len() / hd;
         }
         let inv = _mm256_set1_ps(1.0 / hsum(sum));
         for (c, a) in acc.iter().enumerate() {
