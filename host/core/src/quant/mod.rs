@@ -208,14 +208,30 @@ impl QMatrix {
             out.par_chunks_mut(chunk).enumerate().for_each(fill);
             return;
         }
-        // `[rows × m]`, then transposed into `out`'s `[m × rows]`.
-        let mut by_row = vec![0f32; self.rows * m];
-        by_row.par_chunks_mut(chunk * m).enumerate().for_each(fill);
-        for (r, vals) in by_row.chunks_exact(m).enumerate() {
-            for (i, v) in vals.iter().enumerate() {
-                out[i * self.rows + r] = *v;
+        // Each work item computes its run of weight rows as `[run × m]` and writes it into
+        // `out`'s `[m × rows]` itself: the transposition happens on the workers, in cache,
+        // not afterwards on one thread.
+        let mut pieces: Vec<Vec<&mut [f32]>> = (0..self.rows.div_ceil(chunk))
+            .map(|_| Vec::with_capacity(m))
+            .collect();
+        for row in out.chunks_mut(self.rows) {
+            for (c, piece) in row.chunks_mut(chunk).enumerate() {
+                pieces[c].push(piece);
             }
         }
+        pieces
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(c, mut slices)| {
+                let run = slices.first().map_or(0, |s| s.len());
+                let mut dst = vec![0f32; run * m];
+                fill((c, &mut dst));
+                for (k, vals) in dst.chunks_exact(m).enumerate() {
+                    for (slice, v) in slices.iter_mut().zip(vals) {
+                        slice[k] = *v;
+                    }
+                }
+            });
     }
 
     /// Weight row `r` times each of the `m` (at most 8) activation rows in `x`, into `dst[m]`;
