@@ -92,3 +92,49 @@ fn minilm_embeddings_match_sentence_transformers_on_cpu() {
 fn minilm_embeddings_match_sentence_transformers_on_wgpu() {
     golden(BackendPreference::Wgpu);
 }
+
+#[test]
+fn concurrent_requests_each_get_their_own_vectors_in_order() {
+    let (embedder, _) =
+        Embedder::load(&minilm_dir(), BackendPreference::Cpu).expect("embedder loads");
+    let handle = cinder_core::EmbedHandle::spawn("minilm", embedder).expect("engine starts");
+    let r = read_json("minilm/embeddings.json");
+    let sentences: Vec<(Vec<u32>, Vec<f32>)> = r["sentences"]
+        .as_array()
+        .expect("sentences")
+        .iter()
+        .map(|s| (ids(&s["ids"]), floats(&s["embedding"])))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    // Five requests of three sentences each (rotated), all in flight at once.
+    let requests: Vec<Vec<usize>> = (0..5)
+        .map(|k| (0..3).map(|i| (k * 3 + i) % sentences.len()).collect())
+        .collect();
+    let answers = rt.block_on(async {
+        let mut set = tokio::task::JoinSet::new();
+        for (k, idx) in requests.iter().enumerate() {
+            let inputs: Vec<Vec<u32>> = idx.iter().map(|&i| sentences[i].0.clone()).collect();
+            let handle = handle.clone();
+            set.spawn(async move { (k, handle.embed(inputs).await) });
+        }
+        let mut answers: Vec<_> = set.join_all().await;
+        answers.sort_by_key(|(k, _)| *k);
+        answers.into_iter().map(|(_, a)| a).collect::<Vec<_>>()
+    });
+    for (idx, answer) in requests.iter().zip(answers) {
+        let vectors = answer.expect("embeds");
+        assert_eq!(vectors.len(), idx.len());
+        for (&i, got) in idx.iter().zip(&vectors) {
+            let (worst, _, _) = compare(got, &sentences[i].1);
+            assert!(worst <= 1e-5, "sentence {i}: max |Δ| {worst}");
+        }
+    }
+    // A bad input fails its own request with a client error, before any batch.
+    let bad = rt.block_on(handle.embed(vec![sentences[0].0.clone(), vec![40_000]]));
+    let e = bad.expect_err("out-of-vocabulary id");
+    assert!(e.to_string().contains("vocabulary"), "{e}");
+    let long = rt.block_on(handle.embed(vec![vec![101; 257]]));
+    assert!(long.is_err());
+}

@@ -131,14 +131,19 @@ impl Embedder {
         self.max_tokens
     }
 
+    /// Token ids the vocabulary has.
+    pub fn vocab_size(&self) -> usize {
+        self.bert.config().vocab_size
+    }
+
+    pub(crate) fn tokenizer(&self) -> &tokenizers::Tokenizer {
+        &self.tokenizer
+    }
+
     /// `text`'s token ids with the model's special tokens, truncated to
     /// [`Embedder::max_tokens`], and whether it was truncated.
     pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool), CoreError> {
-        let enc = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| CoreError::invalid(format!("cannot tokenize the input: {e}"), "input"))?;
-        Ok((enc.get_ids().to_vec(), !enc.get_overflowing().is_empty()))
+        tokenize(&self.tokenizer, text)
     }
 
     /// One vector per input (token ids as [`Embedder::tokenize`] gives them), in one batch.
@@ -156,4 +161,15 @@ impl Embedder {
         }
         Ok(out)
     }
+}
+
+/// `text` through an embedder's tokenizer (special tokens added, truncation as configured).
+pub(crate) fn tokenize(
+    tokenizer: &tokenizers::Tokenizer,
+    text: &str,
+) -> Result<(Vec<u32>, bool), CoreError> {
+    let enc = tokenizer
+        .encode(text, true)
+        .map_err(|e| CoreError::invalid(format!("cannot tokenize the input: {e}"), "input"))?;
+    Ok((enc.get_ids().to_vec(), !enc.get_overflowing().is_empty()))
 }

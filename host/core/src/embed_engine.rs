@@ -1,0 +1,170 @@
+//! One thread per embedding model that batches concurrent requests: every input waiting when
+//! the thread comes round goes into the next forward passes, sorted by length and cut into
+//! batches under a padded-token budget (so one long input does not pad a hundred short
+//! ones), and each request gets its vectors back in its own order.
+
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use tracing::{debug, warn};
+
+use crate::embedder::Embedder;
+use crate::error::CoreError;
+
+/// Padded tokens (inputs × longest input) per forward pass.
+const BATCH_TOKENS: usize = 8192;
+
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, CoreError>>;
+
+struct Job {
+    inputs: Vec<Vec<u32>>,
+    reply: Reply,
+}
+
+/// What the rest of the server holds for an embedding model.
+#[derive(Clone)]
+pub struct EmbedHandle {
+    tx: std_mpsc::Sender<Job>,
+    tokenizer: Arc<tokenizers::Tokenizer>,
+    dimensions: usize,
+    max_tokens: usize,
+    vocab_size: usize,
+}
+
+impl EmbedHandle {
+    /// Starts the thread that owns `embedder`.
+    pub fn spawn(name: &str, embedder: Embedder) -> Result<Self, CoreError> {
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        let handle = EmbedHandle {
+            tx,
+            tokenizer: Arc::new(embedder.tokenizer().clone()),
+            dimensions: embedder.dimensions(),
+            max_tokens: embedder.max_tokens(),
+            vocab_size: embedder.vocab_size(),
+        };
+        std::thread::Builder::new()
+            .name(format!("embed-{name}"))
+            .spawn(move || run(&embedder, &rx))
+            .map_err(|e| CoreError::Backend(format!("cannot start the embedding thread: {e}")))?;
+        Ok(handle)
+    }
+
+    pub fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    /// Tokens per input, special tokens included.
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// `text`'s ids with the model's special tokens, truncated to [`EmbedHandle::max_tokens`],
+    /// and whether it was truncated.
+    pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool), CoreError> {
+        crate::embedder::tokenize(&self.tokenizer, text)
+    }
+
+    /// One vector per input, in order. Requests arriving together share forward passes, so
+    /// each request's inputs are checked here: one bad input must not fail its neighbours.
+    pub async fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, CoreError> {
+        for (i, input) in inputs.iter().enumerate() {
+            if input.is_empty() || input.len() > self.max_tokens {
+                return Err(CoreError::invalid(
+                    format!(
+                        "input {i} has {} tokens; this model takes 1 to {}",
+                        input.len(),
+                        self.max_tokens
+                    ),
+                    "input",
+                ));
+            }
+            if let Some(bad) = input.iter().find(|&&id| id as usize >= self.vocab_size) {
+                return Err(CoreError::invalid(
+                    format!("input {i}: token id {bad} is outside the vocabulary"),
+                    "input",
+                ));
+            }
+        }
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx.send(Job { inputs, reply }).map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> CoreError {
+    CoreError::Backend("the embedding engine for this model has stopped".into())
+}
+
+fn run(embedder: &Embedder, rx: &std_mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while let Ok(job) = rx.try_recv() {
+            jobs.push(job);
+        }
+        serve(embedder, jobs);
+    }
+}
+
+/// Embeds every input of `jobs` in as few padded batches as the budget allows.
+fn serve(embedder: &Embedder, jobs: Vec<Job>) {
+    // (job, index in job, input), shortest first.
+    let mut all: Vec<(usize, usize, &[u32])> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| {
+            job.inputs
+                .iter()
+                .enumerate()
+                .map(move |(i, v)| (j, i, &v[..]))
+        })
+        .collect();
+    all.sort_by_key(|(_, _, v)| v.len());
+    let mut results: Vec<Vec<Option<Vec<f32>>>> =
+        jobs.iter().map(|j| vec![None; j.inputs.len()]).collect();
+    let mut failed: Vec<Option<CoreError>> = vec![None; jobs.len()];
+    let mut start = 0;
+    while start < all.len() {
+        // Grow the batch while its padded size (count × longest, the last one) fits.
+        let mut end = start + 1;
+        while end < all.len() && (end + 1 - start) * all[end].2.len() <= BATCH_TOKENS {
+            end += 1;
+        }
+        let batch: Vec<Vec<u32>> = all[start..end].iter().map(|(_, _, v)| v.to_vec()).collect();
+        debug!(
+            inputs = batch.len(),
+            longest = batch.last().map_or(0, Vec::len),
+            "embedding batch"
+        );
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| embedder.embed(&batch)))
+            .unwrap_or_else(|_| {
+                Err(CoreError::Backend(
+                    "the embedding forward pass failed".into(),
+                ))
+            });
+        match out {
+            Ok(vectors) => {
+                for ((j, i, _), v) in all[start..end].iter().zip(vectors) {
+                    results[*j][*i] = Some(v);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "embedding batch failed");
+                for (j, _, _) in &all[start..end] {
+                    failed[*j] = Some(e.clone());
+                }
+            }
+        }
+        start = end;
+    }
+    for ((job, result), failure) in jobs.into_iter().zip(results).zip(failed) {
+        let answer = match failure {
+            Some(e) => Err(e),
+            None => Ok(result.into_iter().map(Option::unwrap_or_default).collect()),
+        };
+        // A requester that went away needs no answer.
+        let _ = job.reply.send(answer);
+    }
+}
