@@ -62,12 +62,24 @@ pub(crate) fn select(pref: BackendPreference) -> Result<Target, CoreError> {
     }
 }
 
+/// wgpu's runtime can be started once per process: a second `init` fails with "service already
+/// initialized", and two at once race. So every model on wgpu (a chat model and an embedder,
+/// or the tests' several) shares the device opened first.
 #[cfg(feature = "wgpu")]
 fn wgpu_device() -> Result<Device, CoreError> {
     use burn::tensor::DeviceKind;
-    Device::wgpu_options().device_kind(DeviceKind::DefaultDevice).init().map_err(|e| {
-        CoreError::Backend(format!("no wgpu adapter could be opened ({e}); install a Vulkan driver, e.g. Debian's mesa-vulkan-drivers"))
-    })
+    static DEVICE: std::sync::OnceLock<Result<Device, String>> = std::sync::OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            Device::wgpu_options()
+                .device_kind(DeviceKind::DefaultDevice)
+                .init()
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| {
+            CoreError::Backend(format!("no wgpu adapter could be opened ({e}); install a Vulkan driver, e.g. Debian's mesa-vulkan-drivers"))
+        })
 }
 
 #[cfg(not(feature = "wgpu"))]
@@ -77,12 +89,17 @@ fn wgpu_device() -> Result<Device, CoreError> {
     ))
 }
 
+/// A discrete or integrated GPU, looked for once per process (see [`wgpu_device`]).
 #[cfg(feature = "wgpu")]
 fn hardware_gpu() -> Option<Device> {
     use burn::tensor::DeviceKind;
-    [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0)]
-        .into_iter()
-        .find_map(|kind| Device::wgpu_options().device_kind(kind).init().ok())
+    static GPU: std::sync::OnceLock<Option<Device>> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        [DeviceKind::DiscreteGpu(0), DeviceKind::IntegratedGpu(0)]
+            .into_iter()
+            .find_map(|kind| Device::wgpu_options().device_kind(kind).init().ok())
+    })
+    .clone()
 }
 
 #[cfg(not(feature = "wgpu"))]
