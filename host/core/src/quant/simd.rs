@@ -32,6 +32,64 @@ fn widen_i8(v: __m128i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v))
 }
 
+/// A Q4_1 block's 32 quantized values (0–15), in order, as four vectors of f32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q4_1_values(q: &[u8; 16]) -> [__m256; 4] {
+    let mask = _mm_set1_epi8(0x0f);
+    // SAFETY: `q` is 16 bytes.
+    let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
+    let lo = _mm_and_si128(q, mask);
+    let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+    [
+        widen_u8(lo),
+        widen_u8(_mm_srli_si128(lo, 8)),
+        widen_u8(hi),
+        widen_u8(_mm_srli_si128(hi, 8)),
+    ]
+}
+
+/// A Q8_0 block's 32 quantized values, in order, as four vectors of f32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn q8_0_values(q: &[i8; 32]) -> [__m256; 4] {
+    // SAFETY: `q` is 32 bytes.
+    let (q0, q1) = unsafe {
+        (
+            _mm_loadu_si128(q.as_ptr().cast()),
+            _mm_loadu_si128(q.as_ptr().add(16).cast()),
+        )
+    };
+    [
+        widen_i8(q0),
+        widen_i8(_mm_srli_si128(q0, 8)),
+        widen_i8(q1),
+        widen_i8(_mm_srli_si128(q1, 8)),
+    ]
+}
+
+/// Q4_1's dequantization of a block's values: `d·q + m`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn affine(mut v: [__m256; 4], d: f32, m: f32) -> [__m256; 4] {
+    let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
+    for x in &mut v {
+        *x = _mm256_fmadd_ps(*x, d, m);
+    }
+    v
+}
+
+/// Q8_0's dequantization of a block's values: `d·q`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn scaled(mut v: [__m256; 4], d: f32) -> [__m256; 4] {
+    let d = _mm256_set1_ps(d);
+    for x in &mut v {
+        *x = _mm256_mul_ps(*x, d);
+    }
+    v
+}
+
 /// Every activation row's 32 values of block `b` times the block's dequantized weights `w`,
 /// into the row's accumulator. Weight vector after weight vector, row after row: each
 /// accumulator's dependent FMAs are `M` instructions apart, which hides their latency.
@@ -72,20 +130,9 @@ unsafe fn q4_1<const M: usize>(
     dst: &mut [f32],
 ) {
     let cols = scales.len() * 32;
-    let mask = _mm_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); M];
     for (b, (&[d, mn], q)) in scales.iter().zip(quants).enumerate() {
-        // SAFETY: `q` is 16 bytes.
-        let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
-        let lo = _mm_and_si128(q, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-        let (d, mn) = (_mm256_set1_ps(d), _mm256_set1_ps(mn));
-        let w = [
-            _mm256_fmadd_ps(widen_u8(lo), d, mn),
-            _mm256_fmadd_ps(widen_u8(_mm_srli_si128(lo, 8)), d, mn),
-            _mm256_fmadd_ps(widen_u8(hi), d, mn),
-            _mm256_fmadd_ps(widen_u8(_mm_srli_si128(hi, 8)), d, mn),
-        ];
+        let w = affine(q4_1_values(q), d, mn);
         // SAFETY: `x` holds M rows of `cols` values and block `b` is inside them.
         unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
     }
@@ -103,20 +150,7 @@ unsafe fn q8_0<const M: usize>(scales: &[f32], quants: &[[i8; 32]], x: &[f32], d
     let cols = scales.len() * 32;
     let mut acc = [_mm256_setzero_ps(); M];
     for (b, (&d, q)) in scales.iter().zip(quants).enumerate() {
-        // SAFETY: `q` is 32 bytes.
-        let (q0, q1) = unsafe {
-            (
-                _mm_loadu_si128(q.as_ptr().cast()),
-                _mm_loadu_si128(q.as_ptr().add(16).cast()),
-            )
-        };
-        let d = _mm256_set1_ps(d);
-        let w = [
-            _mm256_mul_ps(widen_i8(q0), d),
-            _mm256_mul_ps(widen_i8(_mm_srli_si128(q0, 8)), d),
-            _mm256_mul_ps(widen_i8(q1), d),
-            _mm256_mul_ps(widen_i8(_mm_srli_si128(q1, 8)), d),
-        ];
+        let w = scaled(q8_0_values(q), d);
         // SAFETY: as in `q4_1`.
         unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
     }
@@ -160,20 +194,10 @@ unsafe fn q4_1_scaled<const M: usize>(
 ) {
     let bpr = scales.len();
     let cols = bpr * 32;
-    let mask = _mm_set1_epi8(0x0f);
     let mut acc = [_mm256_setzero_ps(); M];
     let mut offset = [0f32; M];
     for (b, (&[d, mn], q)) in scales.iter().zip(quants).enumerate() {
-        // SAFETY: `q` is 16 bytes.
-        let q = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
-        let lo = _mm_and_si128(q, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-        let w = [
-            widen_u8(lo),
-            widen_u8(_mm_srli_si128(lo, 8)),
-            widen_u8(hi),
-            widen_u8(_mm_srli_si128(hi, 8)),
-        ];
+        let w = q4_1_values(q);
         let d = _mm256_set1_ps(d);
         for (i, (a, o)) in acc.iter_mut().zip(offset.iter_mut()).enumerate() {
             // SAFETY: row i has `cols` values, so 32 from `b · 32`.
@@ -200,19 +224,7 @@ unsafe fn q8_0_scaled<const M: usize>(
     let cols = scales.len() * 32;
     let mut acc = [_mm256_setzero_ps(); M];
     for (b, (&d, q)) in scales.iter().zip(quants).enumerate() {
-        // SAFETY: `q` is 32 bytes.
-        let (q0, q1) = unsafe {
-            (
-                _mm_loadu_si128(q.as_ptr().cast()),
-                _mm_loadu_si128(q.as_ptr().add(16).cast()),
-            )
-        };
-        let w = [
-            widen_i8(q0),
-            widen_i8(_mm_srli_si128(q0, 8)),
-            widen_i8(q1),
-            widen_i8(_mm_srli_si128(q1, 8)),
-        ];
+        let w = q8_0_values(q);
         let d = _mm256_set1_ps(d);
         for (i, a) in acc.iter_mut().enumerate() {
             // SAFETY: row i has `cols` values.
@@ -230,26 +242,9 @@ unsafe fn q8_0_scaled<const M: usize>(
 /// The CPU has AVX2 and FMA; `out` has room for `32 · scales.len()` values.
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn dequant_q4_1(scales: &[[f32; 2]], quants: &[[u8; 16]], out: &mut [f32]) {
-    let mask = _mm_set1_epi8(0x0f);
     for ((&[d, m], q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
-        let (d, m) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
-        // SAFETY: a block is 16 bytes; `dst` is 32 values.
-        unsafe {
-            let q = _mm_loadu_si128(q.as_ptr().cast());
-            let lo = _mm_and_si128(q, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-            let p = dst.as_mut_ptr();
-            _mm256_storeu_ps(p, _mm256_fmadd_ps(widen_u8(lo), d, m));
-            _mm256_storeu_ps(
-                p.add(8),
-                _mm256_fmadd_ps(widen_u8(_mm_srli_si128(lo, 8)), d, m),
-            );
-            _mm256_storeu_ps(p.add(16), _mm256_fmadd_ps(widen_u8(hi), d, m));
-            _mm256_storeu_ps(
-                p.add(24),
-                _mm256_fmadd_ps(widen_u8(_mm_srli_si128(hi, 8)), d, m),
-            );
-        }
+        // SAFETY: `dst` is 32 values.
+        unsafe { store(affine(q4_1_values(q), d, m), dst) };
     }
 }
 
@@ -260,17 +255,21 @@ pub(super) unsafe fn dequant_q4_1(scales: &[[f32; 2]], quants: &[[u8; 16]], out:
 #[target_feature(enable = "avx2,fma")]
 pub(super) unsafe fn dequant_q8_0(scales: &[f32], quants: &[[i8; 32]], out: &mut [f32]) {
     for ((&d, q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
-        let d = _mm256_set1_ps(d);
-        // SAFETY: a block is 32 bytes; `dst` is 32 values.
-        unsafe {
-            let q0 = _mm_loadu_si128(q.as_ptr().cast());
-            let q1 = _mm_loadu_si128(q.as_ptr().add(16).cast());
-            let p = dst.as_mut_ptr();
-            _mm256_storeu_ps(p, _mm256_mul_ps(widen_i8(q0), d));
-            _mm256_storeu_ps(p.add(8), _mm256_mul_ps(widen_i8(_mm_srli_si128(q0, 8)), d));
-            _mm256_storeu_ps(p.add(16), _mm256_mul_ps(widen_i8(q1), d));
-            _mm256_storeu_ps(p.add(24), _mm256_mul_ps(widen_i8(_mm_srli_si128(q1, 8)), d));
-        }
+        // SAFETY: `dst` is 32 values.
+        unsafe { store(scaled(q8_0_values(q), d), dst) };
+    }
+}
+
+/// A block's 32 values into `dst`.
+///
+/// # Safety
+/// `dst` holds at least 32 values.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store(v: [__m256; 4], dst: &mut [f32]) {
+    for (k, x) in v.iter().enumerate() {
+        // SAFETY: 8 values at `8k` < 32.
+        unsafe { _mm256_storeu_ps(dst.as_mut_ptr().add(8 * k), *x) };
     }
 }
 
