@@ -9,7 +9,7 @@ use std::sync::mpsc as std_mpsc;
 use tracing::{debug, warn};
 
 use crate::embedder::Embedder;
-use crate::error::CoreError;
+use crate::error::{CoreError, catch_panic};
 
 /// Padded tokens (inputs × longest input) per forward pass.
 const BATCH_TOKENS: usize = 8192;
@@ -138,12 +138,7 @@ fn serve(embedder: &Embedder, jobs: Vec<Job>) {
             longest = batch.last().map_or(0, Vec::len),
             "embedding batch"
         );
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| embedder.embed(&batch)))
-            .unwrap_or_else(|_| {
-                Err(CoreError::Backend(
-                    "the embedding forward pass failed".into(),
-                ))
-            });
+        let out = catch_panic(|| embedder.embed(&batch));
         match out {
             Ok(vectors) => {
                 for ((j, i, _), v) in all[start..end].iter().zip(vectors) {

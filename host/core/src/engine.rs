@@ -15,11 +15,12 @@ use std::sync::mpsc as std_mpsc;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::constraint::{self, Constraint, LazyGrammars};
-use crate::error::CoreError;
+use crate::constraint::{Constraint, LazyGrammars};
+use crate::error::{CoreError, catch_panic};
 use crate::kv_blocks::PrefixCache;
 use crate::model::{KvCache, Llama};
 use crate::sampler::{Sampler, SamplingParams};
+use crate::sequence::Sequence;
 use crate::stop::StopMatcher;
 use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 use llguidance::Matcher;
@@ -256,30 +257,6 @@ impl EngineHandle {
     }
 }
 
-struct Sequence {
-    request: GenerateRequest,
-    events: mpsc::Sender<GenEvent>,
-    matcher: Option<Matcher>,
-    cache: KvCache,
-    sampler: Sampler,
-    decoder: IncrementalDecoder,
-    stop: StopMatcher,
-    /// The last sampled token, fed on the next step; none before prefill.
-    last: Option<u32>,
-    /// Prompt tokens already in the cache (chunked prefill).
-    prefilled: usize,
-    /// Prompt tokens the prefix cache supplied.
-    cached: u32,
-    generated: u32,
-    max_tokens: u32,
-    /// Events the channel had no room for yet; while any wait, the sequence is paused.
-    outbox: VecDeque<GenEvent>,
-    /// The final event is queued; the sequence ends once the outbox drains.
-    finished: bool,
-    /// Nothing more to do: finished and delivered, or the client is gone.
-    done: bool,
-}
-
 struct Engine {
     model: Llama,
     /// KV blocks of earlier sequences, by prefix (CPU path).
@@ -329,10 +306,7 @@ impl Engine {
             Job::Generate(s) => self.admit(*s),
             // Scoring runs to the end at once: running sequences wait one prefill's time.
             Job::Score(job) => {
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.score(&job.tokens, job.top)
-                }))
-                .unwrap_or_else(|panic| Err(panicked(panic.as_ref())));
+                let result = catch_panic(|| self.score(&job.tokens, job.top));
                 let _ = job.reply.send(result);
             }
         }
@@ -458,10 +432,7 @@ impl Engine {
             }
             // A bug in a kernel must fail this step's requests, not stop the engine for
             // every later one; the failed sequences (and their caches) are dropped below.
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                self.model.forward_batch(&mut items)
-            }))
-            .unwrap_or_else(|panic| Err(panicked(panic.as_ref())))
+            catch_panic(|| self.model.forward_batch(&mut items))
         };
         let ctx = self.model.config().context_length;
         match result {
@@ -492,119 +463,10 @@ impl Engine {
     }
 }
 
-/// The error for a forward pass that panicked (a bug, logged with its message).
-fn panicked(panic: &(dyn std::any::Any + Send)) -> CoreError {
-    let what = panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_default();
-    tracing::error!(panic = %what, "the forward pass panicked");
-    CoreError::Backend(format!("the model's forward pass failed: {what}"))
-}
-
 /// What a sequence feeds in one step.
 enum Input {
     /// Its last sampled token.
     Decode,
     /// These positions of its prompt.
     Prompt(std::ops::Range<usize>),
-}
-
-impl Sequence {
-    /// Samples the next token from `logits` and queues what it produces.
-    fn advance(&mut self, logits: &mut [f32], tokenizer: &Tokenizer, context_length: usize) {
-        let top = self.request.top_logprobs.map(|k| k as usize);
-        if let Some(m) = &mut self.matcher
-            && let Err(e) = constraint::mask(m, logits)
-        {
-            warn!(error = %e, "grammar failed; ending the sequence");
-            self.outbox.push_back(GenEvent::Failed(e));
-            self.finished = true;
-            return;
-        }
-        let sampled = self.sampler.sample(logits, top);
-        // End-of-generation ends the sequence: the grammar, complete, has nothing to consume.
-        if let Some(m) = &mut self.matcher
-            && !tokenizer.is_eog(sampled.token)
-            && let Err(e) = m.consume_token(sampled.token)
-        {
-            // The mask allowed it, so this is an engine bug; say so rather than emit junk.
-            self.outbox
-                .push_back(GenEvent::Failed(CoreError::Backend(format!(
-                    "grammar: {e}"
-                ))));
-            self.finished = true;
-            return;
-        }
-        self.generated += 1;
-        self.last = Some(sampled.token);
-        let logprobs: Vec<TokenLogprob> = sampled
-            .logprobs
-            .map(|(logprob, top)| TokenLogprob {
-                token: sampled.token,
-                logprob,
-                top,
-            })
-            .into_iter()
-            .collect();
-
-        let eog = tokenizer.is_eog(sampled.token);
-        let out_of_room =
-            self.generated >= self.max_tokens || self.cache.len() + 1 >= context_length;
-        let mut finish = if eog {
-            Some(FinishReason::Stop)
-        } else if out_of_room {
-            Some(FinishReason::Length)
-        } else {
-            None
-        };
-        let mut text = if eog {
-            String::new()
-        } else {
-            self.decoder.push(tokenizer.token_bytes(sampled.token))
-        };
-        if finish.is_some() {
-            text.push_str(&self.decoder.finish());
-        }
-        let (visible, stopped) = self.stop.push(&text, finish.is_some());
-        if stopped {
-            finish = Some(FinishReason::Stop);
-        }
-        self.outbox.push_back(GenEvent::Delta {
-            text: visible,
-            tokens: vec![sampled.token],
-            logprobs,
-        });
-        if let Some(reason) = finish {
-            self.outbox.push_back(GenEvent::Finished {
-                reason,
-                prompt_tokens: self.request.prompt.len() as u32,
-                completion_tokens: self.generated,
-                cached_tokens: self.cached,
-            });
-            self.finished = true;
-        }
-    }
-
-    /// Delivers queued events until the channel is full.
-    fn flush(&mut self) {
-        while let Some(ev) = self.outbox.pop_front() {
-            match self.events.try_send(ev) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(ev)) => {
-                    self.outbox.push_front(ev);
-                    return;
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.done = true;
-                    self.outbox.clear();
-                    return;
-                }
-            }
-        }
-        if self.finished {
-            self.done = true;
-        }
-    }
 }

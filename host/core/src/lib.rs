@@ -20,6 +20,7 @@ mod model;
 pub mod quant;
 mod registry;
 mod sampler;
+mod sequence;
 mod stop;
 mod summary;
 mod template;
