@@ -67,24 +67,7 @@ impl EmbedHandle {
     /// One vector per input, in order. Requests arriving together share forward passes, so
     /// each request's inputs are checked here: one bad input must not fail its neighbours.
     pub async fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, CoreError> {
-        for (i, input) in inputs.iter().enumerate() {
-            if input.is_empty() || input.len() > self.max_tokens {
-                return Err(CoreError::invalid(
-                    format!(
-                        "input {i} has {} tokens; this model takes 1 to {}",
-                        input.len(),
-                        self.max_tokens
-                    ),
-                    "input",
-                ));
-            }
-            if let Some(bad) = input.iter().find(|&&id| id as usize >= self.vocab_size) {
-                return Err(CoreError::invalid(
-                    format!("input {i}: token id {bad} is outside the vocabulary"),
-                    "input",
-                ));
-            }
-        }
+        crate::embedder::check_inputs(&inputs, self.max_tokens, self.vocab_size)?;
         if inputs.is_empty() {
             return Ok(Vec::new());
         }

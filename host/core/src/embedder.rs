@@ -148,6 +148,7 @@ impl Embedder {
 
     /// One vector per input (token ids as [`Embedder::tokenize`] gives them), in one batch.
     pub fn embed(&self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, CoreError> {
+        check_inputs(inputs, self.max_tokens, self.vocab_size())?;
         let mut out = self.bert.mean_pooled(inputs)?;
         if self.normalize {
             for v in &mut out {
@@ -172,4 +173,31 @@ pub(crate) fn tokenize(
         .encode(text, true)
         .map_err(|e| CoreError::invalid(format!("cannot tokenize the input: {e}"), "input"))?;
     Ok((enc.get_ids().to_vec(), !enc.get_overflowing().is_empty()))
+}
+
+/// Each input has 1 to `max_tokens` ids, all inside the vocabulary: a client error naming
+/// `input` otherwise.
+pub(crate) fn check_inputs(
+    inputs: &[Vec<u32>],
+    max_tokens: usize,
+    vocab_size: usize,
+) -> Result<(), CoreError> {
+    for (i, input) in inputs.iter().enumerate() {
+        if input.is_empty() || input.len() > max_tokens {
+            return Err(CoreError::invalid(
+                format!(
+                    "input {i} has {} tokens; this model takes 1 to {max_tokens}",
+                    input.len()
+                ),
+                "input",
+            ));
+        }
+        if let Some(bad) = input.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(CoreError::invalid(
+                format!("input {i}: token id {bad} is outside the vocabulary"),
+                "input",
+            ));
+        }
+    }
+    Ok(())
 }

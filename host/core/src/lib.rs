@@ -28,7 +28,6 @@ mod tokenizer;
 mod vecmath;
 
 pub use backend::{BackendKind, BackendPreference};
-pub use bert::BertConfig;
 pub use constraint::{Constraint, Grammars, LazyGrammars, mask as constraint_mask};
 pub use embed_engine::EmbedHandle;
 pub use embedder::Embedder;
