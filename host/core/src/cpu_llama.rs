@@ -268,29 +268,30 @@ impl CpuLlama {
         let groups = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let mut out = vec![0f32; rows.len() * c.dim];
-        let work = |scores: &mut Vec<f32>, (idx, dst): (usize, &mut [f32])| {
+        // Scratch reused across a thread's work items: the scores, and the cache's segments.
+        let work = |(scores, segs): &mut (Vec<f32>, Vec<_>), (idx, dst): (usize, &mut [f32])| {
             let (i, h) = (idx / c.n_heads, idx % c.n_heads);
             let (s, pos) = rows[i];
-            let segs = items[s].1.segments(l, h / groups, pos + 1);
+            items[s].1.segments_into(l, h / groups, pos + 1, segs);
             let qh = &q[i * c.dim + h * hd..i * c.dim + (h + 1) * hd];
-            vecmath::attend(qh, &segs, scale, scores, dst);
+            vecmath::attend(qh, segs, scale, scores, dst);
         };
         // One work item per row and head, handed out in runs of about ATTENTION_GRAIN
         // positions: a hand-off costs about as much as attending over a few hundred.
         let positions: usize = rows.iter().map(|&(_, pos)| pos + 1).sum();
         let heads = rows.len() * c.n_heads;
         if positions * c.n_heads <= ATTENTION_GRAIN {
-            let mut scores = Vec::new();
+            let mut scratch = (Vec::new(), Vec::new());
             out.chunks_mut(hd)
                 .enumerate()
-                .for_each(|item| work(&mut scores, item));
+                .for_each(|item| work(&mut scratch, item));
         } else {
             let per_item = (positions / rows.len()).max(1);
             let run = (ATTENTION_GRAIN / per_item).clamp(1, heads);
             out.par_chunks_mut(hd)
                 .enumerate()
                 .with_min_len(run)
-                .for_each_init(Vec::new, work);
+                .for_each_init(|| (Vec::new(), Vec::new()), work);
         }
         out
     }

@@ -148,8 +148,16 @@ impl CpuCache {
     }
 
     /// Layer `l`, KV head `g`: keys and values of positions `0..upto`, block by block
-    /// (`[n × head_dim]` each).
-    pub(crate) fn segments(&self, l: usize, g: usize, upto: usize) -> Vec<(&[f32], &[f32])> {
+    /// (`[n × head_dim]` each), into `out` (cleared first; reused across calls, since this
+    /// runs per token, layer and head).
+    pub(crate) fn segments_into<'a>(
+        &'a self,
+        l: usize,
+        g: usize,
+        upto: usize,
+        out: &mut Vec<(&'a [f32], &'a [f32])>,
+    ) {
+        out.clear();
         let s = &self.shape;
         let (k0, v0) = (s.at(l, g, 0), s.at(l, g, 1));
         let blocks = self
@@ -157,7 +165,6 @@ impl CpuCache {
             .iter()
             .map(|b| &b.kv[..])
             .chain(self.open.iter().map(|b| &b.kv[..]));
-        let mut out = Vec::with_capacity(upto.div_ceil(BLOCK));
         for (i, kv) in blocks.enumerate() {
             let n = upto.saturating_sub(i * BLOCK).min(BLOCK);
             if n == 0 {
@@ -166,6 +173,12 @@ impl CpuCache {
             let len = n * s.head_dim;
             out.push((&kv[k0..k0 + len], &kv[v0..v0 + len]));
         }
+    }
+
+    #[cfg(test)]
+    fn segments(&self, l: usize, g: usize, upto: usize) -> Vec<(&[f32], &[f32])> {
+        let mut out = Vec::new();
+        self.segments_into(l, g, upto, &mut out);
         out
     }
 
