@@ -2,6 +2,7 @@
 //! ([`Wasm`]); with the `testing` feature, unit tests run the same logic natively against
 //! [`crate::testing::FakeHost`].
 
+use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
 use crate::inference::{
     self, ChatMessage, Constraint, Event, GenerateRequest, ModelInfo, TokenLogprob,
 };
@@ -13,6 +14,11 @@ use crate::{Error, sink_error};
 pub trait Generation {
     /// The next event; blocks (in a plugin: parks in the host) until there is one.
     fn next(&self) -> Result<Option<Event>, Error>;
+    /// Prompt tokens served from the core's prefix cache; meaningful once `finished` has
+    /// been returned (WIT 0.1.4).
+    fn cached_tokens(&self) -> u32 {
+        0
+    }
 }
 
 /// The inference core and the response sink of one request.
@@ -66,6 +72,15 @@ pub trait Host {
         text: &str,
         tools: &ToolUse,
     ) -> Result<Option<Vec<Call>>, Error>;
+    /// What the host knows of the embedding model `model` (WIT 0.1.4).
+    fn describe_embedder(&self, model: &str) -> Result<EmbedderInfo, Error>;
+    /// One vector per input, in order, with the tokens read (WIT 0.1.4).
+    fn embed(
+        &self,
+        model: &str,
+        inputs: &[EmbedInput],
+        overflow: Overflow,
+    ) -> Result<Embedded, Error>;
     /// Sends one SSE event's data (the host frames it and ends the stream with `[DONE]`).
     fn send_event(&self, data: &str) -> Result<(), Error>;
     /// Sends the whole response.
@@ -123,6 +138,10 @@ impl<'a> Wasm<'a> {
 impl Generation for inference::Generation {
     fn next(&self) -> Result<Option<Event>, Error> {
         inference::Generation::next(self)
+    }
+
+    fn cached_tokens(&self) -> u32 {
+        inference::Generation::cached_tokens(self)
     }
 }
 
@@ -196,6 +215,19 @@ impl Host for Wasm<'_> {
         tools: &ToolUse,
     ) -> Result<Option<Vec<Call>>, Error> {
         crate::bindings::cinder::plugin::tools::parse(model, text, tools)
+    }
+
+    fn describe_embedder(&self, model: &str) -> Result<EmbedderInfo, Error> {
+        crate::bindings::cinder::plugin::embeddings::describe_embedder(model)
+    }
+
+    fn embed(
+        &self,
+        model: &str,
+        inputs: &[EmbedInput],
+        overflow: Overflow,
+    ) -> Result<Embedded, Error> {
+        crate::bindings::cinder::plugin::embeddings::embed(model, inputs, overflow)
     }
 
     fn send_event(&self, data: &str) -> Result<(), Error> {

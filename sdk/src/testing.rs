@@ -17,6 +17,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
+use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
 use crate::host::{Generation, Host};
 use crate::inference::{
     ChatMessage, Constraint, Delta, Event, Finished, GenerateRequest, ModelInfo,
@@ -41,6 +42,10 @@ pub struct FakeHost {
     template_tools: bool,
     /// The loaded tools plugin (`None`: none is loaded).
     tools_plugin: Option<Box<dyn Tools>>,
+    /// The embedding model, if any (see [`FakeHost::with_embedder`]).
+    embedder: Option<EmbedderInfo>,
+    /// Every `embed` call's inputs, in order.
+    embedded: RefCell<Vec<Vec<EmbedInput>>>,
 }
 
 /// A `POST /v1/chat/completions` request with `body`.
@@ -74,6 +79,41 @@ impl FakeHost {
             constraints: RefCell::new(Vec::new()),
             template_tools: false,
             tools_plugin: Some(Box::new(FirstParty)),
+            embedder: None,
+            embedded: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Adds an embedding model `id` with unit vectors of `dimensions` that reads up to
+    /// `max_tokens` tokens: text becomes one token per character (its code point), and a
+    /// vector depends only on the input's tokens.
+    pub fn with_embedder(mut self, id: &str, dimensions: u32, max_tokens: u32) -> Self {
+        self.embedder = Some(EmbedderInfo {
+            id: id.into(),
+            architecture: "fake".into(),
+            dimensions,
+            max_tokens,
+            normalized: true,
+            created: 0,
+            fingerprint: "fp_fake".into(),
+        });
+        self
+    }
+
+    /// The inputs of every `embed` call, in order.
+    pub fn embed_calls(&self) -> Vec<Vec<EmbedInput>> {
+        self.embedded.borrow().clone()
+    }
+
+    fn embedder(&self, model: &str) -> Result<&EmbedderInfo, Error> {
+        match &self.embedder {
+            Some(e) if e.id == model => Ok(e),
+            _ if model == self.model.id => Err(Error::InvalidRequest(ErrorDetail {
+                message: format!("The model `{model}` does not serve embeddings"),
+                param: Some("model".into()),
+                code: Some("model_not_supported".into()),
+            })),
+            _ => Err(self.unknown(model)),
         }
     }
 
@@ -411,6 +451,53 @@ impl Host for FakeHost {
             .and_then(|a| all.iter().position(|(k, _)| k == a).map(|i| i + 1))
             .unwrap_or(0);
         Ok(all.into_iter().skip(start).take(limit as usize).collect())
+    }
+
+    fn describe_embedder(&self, model: &str) -> Result<EmbedderInfo, Error> {
+        self.embedder(model).cloned()
+    }
+
+    fn embed(
+        &self,
+        model: &str,
+        inputs: &[EmbedInput],
+        overflow: Overflow,
+    ) -> Result<Embedded, Error> {
+        let info = self.embedder(model)?;
+        self.embedded.borrow_mut().push(inputs.to_vec());
+        let max = info.max_tokens as usize;
+        let (mut vectors, mut prompt_tokens, mut truncated) = (Vec::new(), 0, 0);
+        for (i, input) in inputs.iter().enumerate() {
+            let mut ids: Vec<u32> = match input {
+                EmbedInput::Text(t) => t.chars().map(u32::from).collect(),
+                EmbedInput::Tokens(ids) => ids.clone(),
+            };
+            if ids.len() > max {
+                if matches!(overflow, Overflow::Refuse) {
+                    return Err(crate::invalid_request(
+                        &format!("input {i} is longer than {max} tokens"),
+                        Some("input"),
+                    ));
+                }
+                ids.truncate(max);
+                truncated += 1;
+            }
+            prompt_tokens += ids.len() as u32;
+            let v: Vec<f64> = (0..info.dimensions)
+                .map(|j| {
+                    ids.iter()
+                        .map(|&t| (f64::from(t + 1) * f64::from(j + 1)).sin())
+                        .sum()
+                })
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+            vectors.push(v.iter().map(|x| (x / norm) as f32).collect());
+        }
+        Ok(Embedded {
+            vectors,
+            prompt_tokens,
+            truncated,
+        })
     }
 
     fn setting(&self, key: &str) -> Option<String> {

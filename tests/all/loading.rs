@@ -19,10 +19,10 @@ fn a_component_of_another_world_is_refused_at_load() {
 
     // A manifest naming a world the host does not serve is refused before compiling.
     let dir = misbehave_copy("world", |m| {
-        m.replace("world = \"chat-plugin\"", "world = \"embeddings-plugin\"")
+        m.replace("world = \"chat-plugin\"", "world = \"images-plugin\"")
     });
     let err = rt.load_plugin(&dir).expect_err("unknown world").to_string();
-    assert!(err.contains("embeddings-plugin"), "{err}");
+    assert!(err.contains("images-plugin"), "{err}");
     assert!(rt.plugins().is_empty());
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -128,7 +128,7 @@ fn one_tools_plugin_serves_and_it_owns_no_routes() {
     let plugins = rt.plugins();
     assert_eq!(plugins.len(), 1);
     assert_eq!(plugins[0].world, "tools-plugin");
-    assert_eq!(plugins[0].wit_version, "0.1.3");
+    assert_eq!(plugins[0].wit_version, "0.1.4");
     assert!(plugins[0].routes.is_empty());
 
     let routed = root.join("c-routed");

@@ -220,3 +220,21 @@ def test_concurrent_streams(root_url):
         assert 0 < usage["completion_tokens"] <= max_tokens
         ids.add(chunks[0]["id"])
     assert len(ids) == len(prompts), "concurrent requests share a completion id"
+
+
+def test_usage_reports_prompt_tokens_from_the_prefix_cache(client):
+    # A prompt no other test sends, asked twice. The engine shares KV blocks of 16 positions
+    # once they are full; the first run filled every position of its prompt and of its answer
+    # but the last token. The second run reuses those blocks (a partly matching block is
+    # copied), except that the last prompt token always runs, for its logits (kv_blocks.rs).
+    messages = [{"role": "user", "content": "Cached-prefix check: list two rivers of Europe."}]
+    first = chat(client, messages, max_tokens=2, temperature=0)
+    second = chat(client, messages, max_tokens=2, temperature=0)
+    p, c = first.usage.prompt_tokens, first.usage.completion_tokens
+    assert second.usage.prompt_tokens == p
+    expected = min(p - 1, 16 * ((p + c - 1) // 16))
+    assert first.usage.prompt_tokens_details.cached_tokens < expected
+    assert second.usage.prompt_tokens_details.cached_tokens == expected
+    # Streamed, the last chunk's usage says the same.
+    chunks = stream_chunks(client, messages, max_tokens=2, temperature=0, stream_options={"include_usage": True})
+    assert chunks[-1].usage.prompt_tokens_details.cached_tokens == expected

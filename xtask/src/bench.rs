@@ -113,6 +113,12 @@ pub fn bench(args: &[String]) -> Result<()> {
     let config = target_dir().join("bench/cinder.toml");
     std::fs::create_dir_all(config.parent().context("bench dir")?)?;
     let example = std::fs::read_to_string(root().join("cinder.example.toml"))?;
+    // Only the chat model: the embedding model's memory is not llama-server's to match.
+    let example = example
+        .split("\n# The default embedding model")
+        .next()
+        .unwrap_or(&example)
+        .to_owned();
     let with_threads = example.replacen(
         "backend = \"auto\"",
         &format!("backend = \"auto\"\nthreads = {}", o.threads),

@@ -115,6 +115,11 @@ fn build_plugins() -> Result<PathBuf> {
         &[
             ("chat", "plugins/chat", "cinder_plugin_chat"),
             ("tools", "plugins/tools", "cinder_plugin_tools"),
+            (
+                "embeddings",
+                "plugins/embeddings",
+                "cinder_plugin_embeddings",
+            ),
         ],
     )
 }
@@ -315,5 +320,6 @@ fn test() -> Result<()> {
         .env("CINDER_PLUGINS", &plugins)
         .env("CINDER_EXAMPLES", &examples)
         .env("CINDER_MODELS", &models)
+        .env("CINDER_REFERENCE", root().join("../shared/reference"))
         .env("CINDER_CONFIG", root().join("cinder.example.toml")))
 }

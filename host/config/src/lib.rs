@@ -164,7 +164,8 @@ pub enum Backend {
 pub struct ModelConfig {
     /// The id clients put in `model`.
     pub id: String,
-    /// A GGUF file; `~` and paths relative to the config file are resolved.
+    /// A GGUF file (a chat model) or a sentence-transformers folder (an embedding model); `~`
+    /// and paths relative to the config file are resolved.
     pub path: PathBuf,
     #[serde(default)]
     pub backend: Backend,

@@ -27,6 +27,13 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// `bert`, `roberta`, ...: what clients are told the architecture is.
+    #[serde(default = "default_model_type")]
+    pub model_type: String,
+}
+
+fn default_model_type() -> String {
+    "bert".into()
 }
 
 fn default_eps() -> f64 {

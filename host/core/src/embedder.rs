@@ -131,6 +131,16 @@ impl Embedder {
         self.max_tokens
     }
 
+    /// Whether vectors come out with unit length (a Normalize module).
+    pub fn normalized(&self) -> bool {
+        self.normalize
+    }
+
+    /// The encoder's `model_type` (`bert`).
+    pub fn architecture(&self) -> &str {
+        &self.bert.config().model_type
+    }
+
     /// Token ids the vocabulary has.
     pub fn vocab_size(&self) -> usize {
         self.bert.config().vocab_size

@@ -36,7 +36,9 @@ pub use error::CoreError;
 pub use gguf::Gguf;
 pub use llama::LlamaConfig;
 pub use model::{KvCache, Llama};
-pub use registry::{LoadedModel, ModelInfo, ModelRegistry, ModelSpec};
+pub use registry::{
+    EmbedderInfo, LoadedEmbedder, LoadedModel, ModelInfo, ModelRegistry, ModelSpec,
+};
 pub use sampler::{Rng, SamplingParams, argmax};
 pub use summary::{ModelSummary, summarize};
 pub use template::{ChatTemplate, TemplateMessage};

@@ -8,6 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::info;
 
 use crate::backend::BackendPreference;
+use crate::embed_engine::EmbedHandle;
+use crate::embedder::Embedder;
 use crate::engine::EngineHandle;
 use crate::error::CoreError;
 use crate::gguf::Gguf;
@@ -25,6 +27,13 @@ pub struct ModelSpec {
     pub threads: Option<usize>,
     /// MiB of KV blocks kept for prefix reuse on the CPU path (`None`: the default).
     pub prefix_cache_mib: Option<usize>,
+}
+
+impl ModelSpec {
+    /// A folder is a sentence-transformers model (embeddings); a file is a GGUF (chat).
+    pub fn is_embedder(&self) -> bool {
+        self.path.is_dir()
+    }
 }
 
 /// The prefix cache's size when the config does not say.
@@ -76,10 +85,7 @@ impl LoadedModel {
         let fingerprint = format!("fp_{}_{}", backend.name(), weights_digest(&gguf));
         let prefix_bytes = spec.prefix_cache_mib.unwrap_or(DEFAULT_PREFIX_CACHE_MIB) << 20;
         let engine = EngineHandle::spawn(&spec.id, model, tokenizer.clone(), prefix_bytes)?;
-        let created = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let created = unix_now();
         info!(model = %spec.id, backend = backend.name(), context = config.context_length, "model ready");
         Ok(LoadedModel {
             info: ModelInfo {
@@ -97,32 +103,94 @@ impl LoadedModel {
     }
 }
 
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What clients and plugins may know about an embedding model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedderInfo {
+    pub id: String,
+    /// `bert`, from the folder's `config.json`.
+    pub architecture: String,
+    /// The vector length.
+    pub dimensions: u32,
+    /// Tokens per input, special tokens included; longer inputs are truncated or refused.
+    pub max_tokens: u32,
+    /// Whether vectors come out with unit length.
+    pub normalized: bool,
+    /// Unix seconds when it was loaded.
+    pub created: u64,
+    /// Backend plus a digest of the weights.
+    pub fingerprint: String,
+}
+
+/// One embedding model, ready to serve.
+pub struct LoadedEmbedder {
+    pub info: EmbedderInfo,
+    pub engine: EmbedHandle,
+}
+
+impl LoadedEmbedder {
+    /// Loads a sentence-transformers folder and starts its batching thread.
+    pub fn load(spec: &ModelSpec) -> Result<Self, CoreError> {
+        info!(model = %spec.id, path = %spec.path.display(), "loading embedding model");
+        let (embedder, backend) = Embedder::load(&spec.path, spec.backend)?;
+        let size = std::fs::metadata(spec.path.join("model.safetensors"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        let config = std::fs::read(spec.path.join("config.json")).unwrap_or_default();
+        let digest = fnv(config.iter().copied().chain(size.to_le_bytes()));
+        let info = EmbedderInfo {
+            id: spec.id.clone(),
+            architecture: embedder.architecture().to_owned(),
+            dimensions: embedder.dimensions() as u32,
+            max_tokens: embedder.max_tokens() as u32,
+            normalized: embedder.normalized(),
+            created: unix_now(),
+            fingerprint: format!("fp_{}_{:08x}", backend.name(), digest as u32),
+        };
+        let engine = EmbedHandle::spawn(&spec.id, embedder)?;
+        info!(model = %spec.id, backend = backend.name(), dimensions = info.dimensions, "embedding model ready");
+        Ok(LoadedEmbedder { info, engine })
+    }
+}
+
+fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
 /// A short digest of the tensor layout and metadata size: cheap, and different for different
 /// weights files in practice (hashing 100 MB on every start is not worth it).
 fn weights_digest(gguf: &Gguf) -> String {
-    let mut h: u64 = 0xcbf29ce484222325;
     let mut names: Vec<_> = gguf
         .tensors
         .values()
         .map(|t| (t.name.as_str(), t.offset, t.dims.clone()))
         .collect();
     names.sort();
-    for (name, offset, dims) in names {
-        for b in name
-            .bytes()
+    let h = fnv(names.into_iter().flat_map(|(name, offset, dims)| {
+        name.bytes()
             .chain(offset.to_le_bytes())
-            .chain(dims.iter().flat_map(|d| d.to_le_bytes()))
-        {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-        }
-    }
+            .chain(dims.into_iter().flat_map(|d| d.to_le_bytes()))
+            .collect::<Vec<_>>()
+    }));
     format!("{:08x}", h as u32)
 }
 
-/// Every loaded model, by id.
+/// Every loaded model, by id: chat models and embedding models share one namespace.
 #[derive(Default)]
 pub struct ModelRegistry {
     models: HashMap<String, Arc<LoadedModel>>,
+    embedders: HashMap<String, Arc<LoadedEmbedder>>,
+    /// Every id, chat and embedding, in configuration order.
     order: Vec<String>,
     /// Other names for loaded models (alias → id), as OpenAI tools expect (`gpt-4o-mini`);
     /// replaced as a whole when the config changes.
@@ -133,7 +201,11 @@ impl ModelRegistry {
     pub fn load_all(specs: &[ModelSpec]) -> Result<Self, CoreError> {
         let mut reg = ModelRegistry::default();
         for spec in specs {
-            reg.insert(LoadedModel::load(spec)?);
+            if spec.is_embedder() {
+                reg.insert_embedder(LoadedEmbedder::load(spec)?);
+            } else {
+                reg.insert(LoadedModel::load(spec)?);
+            }
         }
         Ok(reg)
     }
@@ -145,30 +217,77 @@ impl ModelRegistry {
         }
     }
 
-    /// The model called `name`: its id or one of its aliases.
-    pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>, CoreError> {
-        if let Some(m) = self.models.get(name) {
-            return Ok(m.clone());
+    pub fn insert_embedder(&mut self, model: LoadedEmbedder) {
+        let id = model.info.id.clone();
+        if self.embedders.insert(id.clone(), Arc::new(model)).is_none() {
+            self.order.push(id);
+        }
+    }
+
+    /// The id `name` stands for (itself, or the id an alias names); `None` if no model has it.
+    fn resolve(&self, name: &str) -> Result<Option<String>, CoreError> {
+        if self.models.contains_key(name) || self.embedders.contains_key(name) {
+            return Ok(Some(name.to_owned()));
         }
         let aliases = self.aliases.read().map_err(|_| CoreError::EngineStopped)?;
-        aliases
-            .get(name)
-            .and_then(|id| self.models.get(id))
-            .cloned()
-            .ok_or_else(|| CoreError::UnknownModel(name.to_owned()))
+        Ok(aliases.get(name).cloned())
+    }
+
+    /// The text-generation model called `name`: its id or one of its aliases.
+    pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>, CoreError> {
+        let id = self.resolve(name)?;
+        if let Some(m) = id.as_ref().and_then(|id| self.models.get(id)) {
+            return Ok(m.clone());
+        }
+        if id.is_some_and(|id| self.embedders.contains_key(&id)) {
+            return Err(CoreError::InvalidRequest {
+                message: format!(
+                    "The model `{name}` is an embedding model: it serves /v1/embeddings, not text generation"
+                ),
+                param: Some("model".into()),
+                code: Some("model_not_supported".into()),
+            });
+        }
+        Err(CoreError::UnknownModel(name.to_owned()))
+    }
+
+    /// The embedding model called `name`: its id or one of its aliases.
+    pub fn embedder(&self, name: &str) -> Result<Arc<LoadedEmbedder>, CoreError> {
+        let id = self.resolve(name)?;
+        if let Some(m) = id.as_ref().and_then(|id| self.embedders.get(id)) {
+            return Ok(m.clone());
+        }
+        if id.is_some_and(|id| self.models.contains_key(&id)) {
+            return Err(CoreError::InvalidRequest {
+                message: format!("The model `{name}` does not serve embeddings"),
+                param: Some("model".into()),
+                code: Some("model_not_supported".into()),
+            });
+        }
+        Err(CoreError::UnknownModel(name.to_owned()))
+    }
+
+    /// When the model called `name` (id or alias, of either kind) was loaded.
+    pub fn created(&self, name: &str) -> Option<u64> {
+        let id = self.resolve(name).ok()??;
+        self.models
+            .get(&id)
+            .map(|m| m.info.created)
+            .or_else(|| self.embedders.get(&id).map(|m| m.info.created))
     }
 
     /// Replaces every alias (alias → model id). Refused as a whole, leaving the old ones in
     /// place, when an alias names a model that is not loaded or shadows a model id.
     pub fn set_aliases(&self, aliases: HashMap<String, String>) -> Result<(), CoreError> {
+        let known = |id: &str| self.models.contains_key(id) || self.embedders.contains_key(id);
         for (alias, id) in &aliases {
-            if !self.models.contains_key(id) {
+            if !known(id) {
                 return Err(CoreError::invalid(
                     format!("alias `{alias}` names `{id}`, which is not loaded"),
                     "aliases",
                 ));
             }
-            if self.models.contains_key(alias) {
+            if known(alias) {
                 return Err(CoreError::invalid(
                     format!("alias `{alias}` is already a model id"),
                     "aliases",
@@ -191,9 +310,14 @@ impl ModelRegistry {
         all
     }
 
-    /// Models in configuration order.
+    /// Text-generation models in configuration order.
     pub fn iter(&self) -> impl Iterator<Item = &Arc<LoadedModel>> {
         self.order.iter().filter_map(|id| self.models.get(id))
+    }
+
+    /// Every model's id, chat and embedding, in configuration order.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.order.iter().map(String::as_str)
     }
 }
 

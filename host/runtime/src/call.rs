@@ -154,7 +154,7 @@ impl Runtime {
                 .cloned()
                 .unwrap_or_default(),
             tools: match plugin.pre {
-                crate::plugin::Pre::Chat(_) => crate::tools_link::ToolsLink::Chat {
+                crate::plugin::Pre::Handler(..) => crate::tools_link::ToolsLink::Chat {
                     plugin: self.registry.load().tools(),
                     runtime: self.me.clone(),
                     session: None,
@@ -183,7 +183,7 @@ impl Runtime {
     ) -> Result<(), Output> {
         let mut store = self.store(plugin, limits, out.clone(), progress);
         let result = async {
-            let crate::plugin::Pre::Chat(pre) = &plugin.pre else {
+            let crate::plugin::Pre::Handler(pre, _) = &plugin.pre else {
                 return Err(wasmtime::Error::msg("a tools plugin serves no routes"));
             };
             let instance = pre.instantiate_async(&mut store).await?;

@@ -71,9 +71,11 @@ pub struct GenerationHandle {
     events: mpsc::Receiver<GenEvent>,
     model: Arc<LoadedModel>,
     finished: bool,
+    /// Prompt tokens served from the prefix cache, once finished.
+    cached_tokens: u32,
 }
 
-fn wit_error(e: CoreError) -> types::Error {
+pub(crate) fn wit_error(e: CoreError) -> types::Error {
     match e {
         CoreError::InvalidRequest {
             message,
@@ -100,7 +102,7 @@ fn wit_error(e: CoreError) -> types::Error {
 impl HostState {
     /// Called whenever an async host call returns: the guest runs again (not charged for the
     /// wait) and the call made progress (the idle clock restarts).
-    fn touch(&mut self) {
+    pub(crate) fn touch(&mut self) {
         self.resumed_at = Instant::now();
         let ms = self.started.elapsed().as_millis() as u64;
         self.progress.store(ms, Ordering::Relaxed);
@@ -334,9 +336,10 @@ impl inference::HostGeneration for HostState {
                 reason,
                 prompt_tokens,
                 completion_tokens,
-                ..
+                cached_tokens,
             }) => {
                 g.finished = true;
+                g.cached_tokens = cached_tokens;
                 let reason = match reason {
                     FinishReason::Stop => types::FinishReason::Stop,
                     FinishReason::Length => types::FinishReason::Length,
@@ -360,6 +363,10 @@ impl inference::HostGeneration for HostState {
                 ))
             }
         })
+    }
+
+    fn cached_tokens(&mut self, handle: Resource<GenerationHandle>) -> wasmtime::Result<u32> {
+        Ok(self.table.get(&handle)?.cached_tokens)
     }
 
     fn drop(&mut self, handle: Resource<GenerationHandle>) -> wasmtime::Result<()> {
@@ -576,6 +583,7 @@ impl HostState {
                 events,
                 model,
                 finished: false,
+                cached_tokens: 0,
             })?)),
             Err(e) => Ok(Err(wit_error(e))),
         }

@@ -22,6 +22,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 mod cache;
 mod call;
 mod documents;
+mod embed_host;
 mod guest_log;
 mod host;
 mod manifest;
@@ -70,6 +71,26 @@ pub(crate) mod tools_bindings {
             "cinder:plugin/types": crate::bindings::cinder::plugin::types,
             "cinder:plugin/log": crate::bindings::cinder::plugin::log,
             "cinder:plugin/inference": crate::bindings::cinder::plugin::inference,
+            "cinder:plugin/config": crate::bindings::cinder::plugin::config,
+        },
+    });
+}
+
+/// Bindings for the `embeddings-plugin` world (`@since 0.1.4`): only its `embeddings` import
+/// is new; it exports `handler` like a chat plugin, and is instantiated as one.
+pub(crate) mod embed_bindings {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1",
+        world: "embeddings-plugin",
+        imports: {
+            "cinder:plugin/embeddings.embed": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
+        with: {
+            "cinder:plugin/types": crate::bindings::cinder::plugin::types,
+            "cinder:plugin/log": crate::bindings::cinder::plugin::log,
+            "cinder:plugin/sink": crate::bindings::cinder::plugin::sink,
             "cinder:plugin/config": crate::bindings::cinder::plugin::config,
         },
     });
@@ -242,6 +263,11 @@ impl Runtime {
             &mut linker,
             |s| s,
         )
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        embed_bindings::cinder::plugin::embeddings::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut linker, |s| s)
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
         let weak = engine.weak();

@@ -37,7 +37,8 @@ pub(crate) struct RouteSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Capability {
-    /// `cinder:plugin/inference`: tokenize, templates, generation.
+    /// `cinder:plugin/inference` (tokenize, templates, generation) and
+    /// `cinder:plugin/embeddings`.
     Inference,
     /// `cinder:plugin/log`: structured log records.
     Log,
@@ -75,7 +76,7 @@ fn needed(import: &str) -> Result<Option<Capability>, ()> {
         | "cinder:plugin/documents"
         // Calls into the tools plugin: it can reach no more than the caller could.
         | "cinder:plugin/tools" => Ok(None),
-        "cinder:plugin/inference" => Ok(Some(Capability::Inference)),
+        "cinder:plugin/inference" | "cinder:plugin/embeddings" => Ok(Some(Capability::Inference)),
         "cinder:plugin/log" => Ok(Some(Capability::Log)),
         p if p.starts_with("wasi:sockets/") => Ok(Some(Capability::Network)),
         p if p.starts_with("wasi:io/")

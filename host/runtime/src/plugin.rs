@@ -16,12 +16,13 @@ use crate::{HostState, RuntimeError};
 /// The WIT minor a plugin must be built against (any 0.1.x).
 const WIT_MINOR: &str = "0.1.";
 /// The newest WIT this host implements (`wit/v0.1/worlds.wit`).
-pub const WIT_SERVED: &str = "0.1.3";
+pub const WIT_SERVED: &str = "0.1.4";
 
 /// A compiled plugin of one of the worlds this host serves.
 pub(crate) enum Pre {
-    /// `chat-plugin`: serves HTTP routes through `handler`.
-    Chat(ChatPluginPre<HostState>),
+    /// `chat-plugin` or `embeddings-plugin` (the world named): serves HTTP routes through
+    /// `handler`. The two differ in their imports only, which the linker provides for both.
+    Handler(ChatPluginPre<HostState>, &'static str),
     /// `tools-plugin`: serves other plugins through `tools`.
     Tools(ToolsPluginPre<HostState>),
 }
@@ -29,14 +30,14 @@ pub(crate) enum Pre {
 impl Pre {
     pub(crate) fn world(&self) -> &'static str {
         match self {
-            Pre::Chat(_) => "chat-plugin",
+            Pre::Handler(_, world) => world,
             Pre::Tools(_) => "tools-plugin",
         }
     }
 
     pub(crate) fn instance_pre(&self) -> &wasmtime::component::InstancePre<HostState> {
         match self {
-            Pre::Chat(p) => p.instance_pre(),
+            Pre::Handler(p, _) => p.instance_pre(),
             Pre::Tools(p) => p.instance_pre(),
         }
     }
@@ -48,7 +49,7 @@ impl Pre {
         instance: &wasmtime::component::Instance,
     ) -> wasmtime::Result<()> {
         match self {
-            Pre::Chat(_) => crate::bindings::ChatPlugin::new(store, instance).map(|_| ()),
+            Pre::Handler(..) => crate::bindings::ChatPlugin::new(store, instance).map(|_| ()),
             Pre::Tools(_) => crate::tools_bindings::ToolsPlugin::new(store, instance).map(|_| ()),
         }
     }
@@ -57,7 +58,7 @@ impl Pre {
 /// The export that names a world's WIT version.
 fn versioned_export(world: &str) -> Option<&'static str> {
     match world {
-        "chat-plugin" => Some("cinder:plugin/handler@"),
+        "chat-plugin" | "embeddings-plugin" => Some("cinder:plugin/handler@"),
         "tools-plugin" => Some("cinder:plugin/tools@"),
         _ => None,
     }
@@ -72,7 +73,7 @@ pub struct PluginInfo {
     pub wit_version: String,
     /// `METHOD /path` for each route it owns.
     pub routes: Vec<String>,
-    /// The world it implements (`chat-plugin`, `tools-plugin`).
+    /// The world it implements (`chat-plugin`, `embeddings-plugin`, `tools-plugin`).
     pub world: String,
 }
 
@@ -126,7 +127,7 @@ impl Plugin {
             toml::from_str(&manifest_text).map_err(|e| fail(format!("plugin.toml: {e}")))?;
         let Some(export) = versioned_export(&manifest.world) else {
             return Err(fail(format!(
-                "world `{}` is not one this host serves (chat-plugin, tools-plugin)",
+                "world `{}` is not one this host serves (chat-plugin, embeddings-plugin, tools-plugin)",
                 manifest.world
             )));
         };
@@ -163,7 +164,10 @@ impl Plugin {
             .map_err(|e| fail(format!("it cannot be linked: {e}")))?;
         let pre = match manifest.world.as_str() {
             "tools-plugin" => ToolsPluginPre::new(pre).map(Pre::Tools),
-            _ => ChatPluginPre::new(pre).map(Pre::Chat),
+            "embeddings-plugin" => {
+                ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "embeddings-plugin"))
+            }
+            _ => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "chat-plugin")),
         }
         .map_err(|e| fail(format!("it does not implement {}: {e}", manifest.world)))?;
         let routes = manifest

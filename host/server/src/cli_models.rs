@@ -21,6 +21,10 @@ pub fn list(config: &Config, out: &mut impl Write) -> Result<()> {
         if !m.aliases.is_empty() {
             writeln!(out, "  aliases  {}", m.aliases.join(", "))?;
         }
+        if m.path.is_dir() {
+            writeln!(out, "  model    embeddings (sentence-transformers folder)")?;
+            continue;
+        }
         match cinder_core::summarize(&m.path) {
             Ok(s) => writeln!(
                 out,

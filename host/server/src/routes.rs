@@ -137,7 +137,7 @@ async fn health(State(s): State<AppState>) -> Response {
         .into_iter()
         .map(|(path, reason)| serde_json::json!({"path": path, "reason": reason}))
         .collect();
-    let models: Vec<_> = s.models.iter().map(|m| m.info.id.clone()).collect();
+    let models: Vec<_> = s.models.ids().collect();
     axum::Json(serde_json::json!({
         "status": "ok",
         "models": models,
@@ -152,12 +152,12 @@ async fn health(State(s): State<AppState>) -> Response {
 async fn list_models(State(s): State<AppState>) -> Response {
     let mut data: Vec<Model> = s
         .models
-        .iter()
-        .map(|m| Model::new(m.info.id.clone(), m.info.created))
+        .ids()
+        .filter_map(|id| Some(Model::new(id, s.models.created(id)?)))
         .collect();
     for (alias, id) in s.models.aliases() {
-        if let Ok(m) = s.models.get(&id) {
-            data.push(Model::new(alias, m.info.created));
+        if let Some(created) = s.models.created(&id) {
+            data.push(Model::new(alias, created));
         }
     }
     axum::Json(ModelList::new(data)).into_response()
@@ -167,12 +167,12 @@ async fn get_model(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let m = s
+    let created = s
         .models
-        .get(&id)
-        .map_err(|_| ApiError::model_not_found(&id))?;
+        .created(&id)
+        .ok_or_else(|| ApiError::model_not_found(&id))?;
     // Under the name asked for, alias or id.
-    Ok(axum::Json(Model::new(id, m.info.created)).into_response())
+    Ok(axum::Json(Model::new(id, created)).into_response())
 }
 
 /// Every other route: find the plugin that owns it and hand it the request.

@@ -214,11 +214,17 @@ fn aggregate<C: Chat + ?Sized>(
                 }
             }
         };
-        // The prompt is read once, whatever n is; completions add up.
+        // The prompt is read once, whatever n is; completions add up. The first choice's
+        // prompt is the one that counts as read, cached or not.
+        let cached = match usage.prompt_tokens_details {
+            Some(d) => d.cached_tokens,
+            None => generation.cached_tokens(),
+        };
         usage = Usage::new(
             u.prompt_tokens,
             usage.completion_tokens + u.completion_tokens,
-        );
+        )
+        .with_cached(cached);
         // An answer in the tool-call format is calls, not text.
         let prefix = format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
         let calls = read_calls(plan, &content, &prefix, host)?;
@@ -332,10 +338,15 @@ fn stream<C: Chat + ?Sized>(
                     still.push((index, generation));
                 }
                 Some(Event::Finished(f)) => {
+                    let cached = match usage.prompt_tokens_details {
+                        Some(d) => d.cached_tokens,
+                        None => generation.cached_tokens(),
+                    };
                     usage = Usage::new(
                         f.usage.prompt_tokens,
                         usage.completion_tokens + f.usage.completion_tokens,
-                    );
+                    )
+                    .with_cached(cached);
                     let mut finish = crate::finish_reason(f.reason);
                     let held = std::mem::replace(&mut holds[index as usize], Hold::Stream);
                     let (calls, rest) = match held {

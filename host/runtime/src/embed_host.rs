@@ -1,0 +1,99 @@
+//! The host side of the `embeddings` import (WIT 0.1.4): inputs become token ids here (text
+//! through the model's own tokenizer), and the core's batching thread for the model embeds
+//! them together with whatever other requests are waiting.
+
+use cinder_core::{CoreError, LoadedEmbedder};
+
+use crate::HostState;
+use crate::bindings::cinder::plugin::types;
+use crate::embed_bindings::cinder::plugin::embeddings::{
+    self, EmbedInput, Embedded, EmbedderInfo, Overflow,
+};
+use crate::host::wit_error;
+
+impl embeddings::Host for HostState {
+    fn describe_embedder(
+        &mut self,
+        model: String,
+    ) -> wasmtime::Result<Result<EmbedderInfo, types::Error>> {
+        Ok(self.models.embedder(&model).map_err(wit_error).map(|m| {
+            let i = &m.info;
+            EmbedderInfo {
+                id: i.id.clone(),
+                architecture: i.architecture.clone(),
+                dimensions: i.dimensions,
+                max_tokens: i.max_tokens,
+                normalized: i.normalized,
+                created: i.created,
+                fingerprint: i.fingerprint.clone(),
+            }
+        }))
+    }
+
+    async fn embed(
+        &mut self,
+        model: String,
+        inputs: Vec<EmbedInput>,
+        overflow: Overflow,
+    ) -> wasmtime::Result<Result<Embedded, types::Error>> {
+        let model = match self.models.embedder(&model) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(wit_error(e))),
+        };
+        let (ids, truncated) = match token_ids(&model, inputs, overflow) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(wit_error(e))),
+        };
+        let prompt_tokens = ids.iter().map(|v| v.len() as u32).sum();
+        let vectors = model.engine.embed(ids).await;
+        self.touch();
+        Ok(vectors.map_err(wit_error).map(|vectors| Embedded {
+            vectors,
+            prompt_tokens,
+            truncated,
+        }))
+    }
+}
+
+/// Every input as the model's token ids, cut to its limit or refused as `overflow` says,
+/// and how many were cut.
+fn token_ids(
+    model: &LoadedEmbedder,
+    inputs: Vec<EmbedInput>,
+    overflow: Overflow,
+) -> Result<(Vec<Vec<u32>>, u32), CoreError> {
+    let max = model.info.max_tokens as usize;
+    let mut truncated = 0;
+    let mut out = Vec::with_capacity(inputs.len());
+    for (i, input) in inputs.into_iter().enumerate() {
+        let (mut ids, cut) = match input {
+            EmbedInput::Text(text) if text.is_empty() => {
+                return Err(CoreError::invalid(
+                    format!("input {i} is an empty string"),
+                    "input",
+                ));
+            }
+            EmbedInput::Text(text) => model.engine.tokenize(&text)?,
+            EmbedInput::Tokens(ids) => {
+                let cut = ids.len() > max;
+                (ids, cut)
+            }
+        };
+        if cut {
+            if matches!(overflow, Overflow::Refuse) {
+                return Err(CoreError::InvalidRequest {
+                    message: format!(
+                        "input {i} is longer than the {max} tokens `{}` reads; shorten it",
+                        model.info.id
+                    ),
+                    param: Some("input".into()),
+                    code: Some("context_length_exceeded".into()),
+                });
+            }
+            ids.truncate(max);
+            truncated += 1;
+        }
+        out.push(ids);
+    }
+    Ok((out, truncated))
+}
