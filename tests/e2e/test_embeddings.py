@@ -204,31 +204,53 @@ def test_models_of_the_wrong_kind(client, http):
         client.completions.create(model=MODEL, prompt="hi")
 
 
-def test_refusing_long_inputs_when_configured(reference):
-    """A server with only the embedding model and `truncate = false`: an input over 256
-    tokens is a 400 naming `input`; everything within the limit is served as before."""
+@pytest.fixture(scope="module")
+def alt():
+    """A server of its own: `truncate = false`, and the chat model declared an embedder
+    (`embeddings = true`)."""
     root = tempfile.mkdtemp(prefix="cinder-embed-")
     config = os.path.join(root, "cinder.toml")
     with open(_required_env("CINDER_CONFIG")) as f:
         text = f.read()
-    # Keep the embedding model's entry only (it is the file's last) and refuse long inputs.
-    head, _, embed = text.partition("\n# The default embedding model")
-    head = head.split("\n[[models]]")[0].replace("truncate = true", "truncate = false")
+    text = text.replace("truncate = true", "truncate = false")
+    assert "embeddings = false" in text
+    text = text.replace("embeddings = false", "embeddings = true", 1)
     with open(config, "w") as f:
-        f.write(head + "\n# The default embedding model" + embed)
+        f.write(text)
     srv = start_server(config=config)
-    try:
-        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
-        assert [m.id for m in c.models.list().data][0] == MODEL
-        long = next(s for s in reference if s["truncated"])
-        with pytest.raises(openai.BadRequestError) as exc:
-            c.embeddings.create(model=MODEL, input=["short", long["text"]])
-        assert exc.value.body["param"] == "input"
-        assert exc.value.body["code"] == "context_length_exceeded"
-        with pytest.raises(openai.BadRequestError):
-            c.embeddings.create(model=MODEL, input=[[101] * 257])
-        ok = c.embeddings.create(model=MODEL, input=reference[0]["text"])
-        assert_close(ok.data[0].embedding, reference[0]["embedding"], "within the limit")
-    finally:
-        srv.stop()
-        shutil.rmtree(root, ignore_errors=True)
+    yield openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+    srv.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_long_inputs_are_refused_when_configured(alt, reference):
+    long = next(s for s in reference if s["truncated"])
+    with pytest.raises(openai.BadRequestError) as exc:
+        alt.embeddings.create(model=MODEL, input=["short", long["text"]])
+    assert exc.value.body["param"] == "input"
+    assert exc.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError):
+        alt.embeddings.create(model=MODEL, input=[[101] * 257])
+    # Everything within the limit is served as before.
+    ok = alt.embeddings.create(model=MODEL, input=reference[0]["text"])
+    assert_close(ok.data[0].embedding, reference[0]["embedding"], "within the limit")
+
+
+def test_a_chat_model_declared_an_embedder_serves_both(alt):
+    # Against tests/fixtures/smollm2-embeddings (float64 NumPy, llama.cpp's token ids).
+    path = os.path.join(os.path.dirname(__file__), "..", "fixtures", "smollm2-embeddings", "embeddings.json")
+    with open(path) as f:
+        cases = [c for c in json.load(f)["cases"] if c["text"]]
+    chat_model = "smollm2-135m-instruct"
+    r = alt.embeddings.create(model=chat_model, input=[c["text"] for c in cases])
+    assert r.model == chat_model
+    for d, c in zip(r.data, cases):
+        assert len(d.embedding) == 576
+        worst = max(abs(g - w) for g, w in zip(d.embedding, c["embedding"]))
+        assert worst <= 2e-5, f"{c['name']}: max |Δ| {worst}"
+    # True counts: the model's own tokens (SmolLM2 adds no BOS).
+    assert r.usage.prompt_tokens == sum(len(c["ids"]) for c in cases)
+    # Its aliases name the same model, and it still chats.
+    assert len(alt.embeddings.create(model="gpt-4o-mini", input="hi", dimensions=32).data[0].embedding) == 32
+    reply = alt.chat.completions.create(model=chat_model, messages=[{"role": "user", "content": "Hi"}], max_tokens=1)
+    assert reply.choices[0].finish_reason in ("stop", "length")

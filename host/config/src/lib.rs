@@ -177,6 +177,10 @@ pub struct ModelConfig {
     /// (default 64; 0 turns prefix reuse off).
     #[serde(default)]
     pub prefix_cache_mib: Option<usize>,
+    /// A chat model that also serves `/v1/embeddings`: the mean of its final-normed hidden
+    /// states, unit length (a sentence-transformers folder always serves embeddings).
+    #[serde(default)]
+    pub embeddings: bool,
     /// Other names clients may use for this model (`gpt-4o-mini`); edits apply at once.
     #[serde(default)]
     pub aliases: Vec<String>,

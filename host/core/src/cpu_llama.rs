@@ -147,6 +147,16 @@ impl CpuLlama {
         Ok(self.logits(&x, tokens.len()))
     }
 
+    /// Every new token's hidden state after the final norm, all items concatenated
+    /// (`[Σ t × dim]`): what a chat model's mean-pooled embeddings average.
+    pub fn forward_normed(
+        &self,
+        items: &mut [(&[u32], &mut CpuCache)],
+    ) -> Result<Vec<f32>, CoreError> {
+        let x = self.hidden(items)?;
+        Ok(rms_norm(&x, &self.out_norm, self.config.rms_eps))
+    }
+
     fn logits(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let normed = rms_norm(x, &self.out_norm, self.config.rms_eps);
         let mut out = vec![0f32; rows * self.head.rows()];

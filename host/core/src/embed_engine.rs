@@ -1,7 +1,11 @@
-//! One thread per embedding model that batches concurrent requests: every input waiting when
-//! the thread comes round goes into the next forward passes, sorted by length and cut into
-//! batches under a padded-token budget (so one long input does not pad a hundred short
-//! ones), and each request gets its vectors back in its own order.
+//! What the server holds for an embedding model ([`EmbedHandle`]), whichever kind serves it:
+//!
+//! - a sentence-transformers model gets one thread that batches concurrent requests: every
+//!   input waiting when the thread comes round goes into the next forward passes, sorted by
+//!   length and cut into batches under a padded-token budget (so one long input does not pad
+//!   a hundred short ones), and each request gets its vectors back in its own order;
+//! - a chat model declared an embedder hands its requests to its own engine thread
+//!   (`llama_embed.rs`), which interleaves them with generation.
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -9,6 +13,7 @@ use std::sync::mpsc as std_mpsc;
 use tracing::{debug, warn};
 
 use crate::embedder::Embedder;
+use crate::engine::EngineHandle;
 use crate::error::{CoreError, catch_panic};
 
 /// Padded tokens (inputs × longest input) per forward pass.
@@ -21,11 +26,22 @@ struct Job {
     reply: Reply,
 }
 
+/// Where an embedding model's requests go.
+#[derive(Clone)]
+enum Route {
+    /// The batching thread of a sentence-transformers model.
+    Encoder {
+        tx: std_mpsc::Sender<Job>,
+        tokenizer: Arc<tokenizers::Tokenizer>,
+    },
+    /// A chat model's engine thread.
+    Chat(EngineHandle),
+}
+
 /// What the rest of the server holds for an embedding model.
 #[derive(Clone)]
 pub struct EmbedHandle {
-    tx: std_mpsc::Sender<Job>,
-    tokenizer: Arc<tokenizers::Tokenizer>,
+    route: Route,
     dimensions: usize,
     max_tokens: usize,
     vocab_size: usize,
@@ -36,8 +52,10 @@ impl EmbedHandle {
     pub fn spawn(name: &str, embedder: Embedder) -> Result<Self, CoreError> {
         let (tx, rx) = std_mpsc::channel::<Job>();
         let handle = EmbedHandle {
-            tx,
-            tokenizer: Arc::new(embedder.tokenizer().clone()),
+            route: Route::Encoder {
+                tx,
+                tokenizer: Arc::new(embedder.tokenizer().clone()),
+            },
             dimensions: embedder.dimensions(),
             max_tokens: embedder.max_tokens(),
             vocab_size: embedder.vocab_size(),
@@ -47,6 +65,17 @@ impl EmbedHandle {
             .spawn(move || run(&embedder, &rx))
             .map_err(|e| CoreError::Backend(format!("cannot start the embedding thread: {e}")))?;
         Ok(handle)
+    }
+
+    /// Embeddings from a chat model: mean-pooled, final-normed hidden states of `dim`
+    /// floats, any input up to the context length, run on the model's engine thread.
+    pub fn for_chat_model(engine: EngineHandle, dim: usize) -> Self {
+        EmbedHandle {
+            dimensions: dim,
+            max_tokens: engine.context_length(),
+            vocab_size: engine.tokenizer().vocab_size(),
+            route: Route::Chat(engine),
+        }
     }
 
     pub fn dimensions(&self) -> usize {
@@ -61,7 +90,16 @@ impl EmbedHandle {
     /// `text`'s ids with the model's special tokens, truncated to [`EmbedHandle::max_tokens`],
     /// and whether it was truncated.
     pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool), CoreError> {
-        crate::embedder::tokenize(&self.tokenizer, text)
+        match &self.route {
+            Route::Encoder { tokenizer, .. } => crate::embedder::tokenize(tokenizer, text),
+            Route::Chat(engine) => {
+                // Plain text: control-token text is not special, as in a user message.
+                let mut ids = engine.tokenizer().encode(text, false)?;
+                let cut = ids.len() > self.max_tokens;
+                ids.truncate(self.max_tokens);
+                Ok((ids, cut))
+            }
+        }
     }
 
     /// One vector per input, in order. Requests arriving together share forward passes, so
@@ -71,9 +109,14 @@ impl EmbedHandle {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx.send(Job { inputs, reply }).map_err(|_| stopped())?;
-        rx.await.map_err(|_| stopped())?
+        match &self.route {
+            Route::Encoder { tx, .. } => {
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                tx.send(Job { inputs, reply }).map_err(|_| stopped())?;
+                rx.await.map_err(|_| stopped())?
+            }
+            Route::Chat(engine) => engine.embed(inputs)?.await.map_err(|_| stopped())?,
+        }
     }
 }
 

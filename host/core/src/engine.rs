@@ -18,6 +18,7 @@ use tracing::{debug, warn};
 use crate::constraint::{Constraint, LazyGrammars};
 use crate::error::{CoreError, catch_panic};
 use crate::kv_blocks::PrefixCache;
+use crate::llama_embed::EmbedWork;
 use crate::model::{KvCache, Llama};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::sequence::Sequence;
@@ -91,6 +92,7 @@ struct ScoreJob {
 enum Job {
     Generate(Box<Submission>),
     Score(ScoreJob),
+    Embed(EmbedWork),
 }
 
 /// Prompt tokens one step may take across all waiting prompts (chunked prefill): bounds how
@@ -99,6 +101,9 @@ const PREFILL_BUDGET: usize = 256;
 
 /// Prompt positions scored per forward: bounds the logits held at once (64 × vocab floats).
 const SCORE_CHUNK: usize = 64;
+
+/// Where the vectors of [`EngineHandle::embed`] arrive.
+pub(crate) type EmbedReceiver = tokio::sync::oneshot::Receiver<Result<Vec<Vec<f32>>, CoreError>>;
 
 /// A cheap, cloneable way to reach a model's engine thread.
 #[derive(Clone)]
@@ -132,6 +137,7 @@ impl EngineHandle {
             model,
             tokenizer: tokenizer.clone(),
             running: Vec::new(),
+            embeds: VecDeque::new(),
         };
         std::thread::Builder::new()
             .name(format!("engine-{name}"))
@@ -255,6 +261,29 @@ impl EngineHandle {
             .map_err(|_| CoreError::EngineStopped)?;
         Ok(rx)
     }
+
+    /// Queues embedding `inputs` (each non-empty, in the vocabulary and within the context:
+    /// checked by the caller): one mean-pooled, unit-length vector per input, in order.
+    pub(crate) fn embed(
+        &self,
+        inputs: Vec<Vec<u32>>,
+    ) -> Result<EmbedReceiver, CoreError> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send(Job::Embed(EmbedWork::new(inputs, reply)))
+            .map_err(|_| CoreError::EngineStopped)?;
+        Ok(rx)
+    }
+
+    /// The model's tokenizer.
+    pub fn tokenizer(&self) -> &Arc<Tokenizer> {
+        &self.tokenizer
+    }
+
+    /// The model's context length in tokens.
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
 }
 
 struct Engine {
@@ -263,12 +292,14 @@ struct Engine {
     prefix: Option<PrefixCache>,
     tokenizer: Arc<Tokenizer>,
     running: Vec<Sequence>,
+    /// Embedding requests, served one forward pass per loop turn, oldest first.
+    embeds: VecDeque<EmbedWork>,
 }
 
 impl Engine {
     fn run(mut self, rx: std_mpsc::Receiver<Job>) {
         loop {
-            if self.running.is_empty() {
+            if self.running.is_empty() && self.embeds.is_empty() {
                 match rx.recv() {
                     Ok(job) => self.take(job),
                     Err(_) => return, // every handle dropped: shutdown
@@ -280,7 +311,8 @@ impl Engine {
             let progressed = self.step();
             self.share_blocks();
             self.running.retain(|s| !s.done);
-            if !progressed {
+            let embedded = self.embed_pass();
+            if !progressed && !embedded {
                 // Every client is slow: wait a little instead of spinning on full channels.
                 std::thread::sleep(std::time::Duration::from_millis(1));
             }
@@ -309,7 +341,19 @@ impl Engine {
                 let result = catch_panic(|| self.score(&job.tokens, job.top));
                 let _ = job.reply.send(result);
             }
+            Job::Embed(work) => self.embeds.push_back(work),
         }
+    }
+
+    /// One forward pass of the oldest embedding request; false if there is none.
+    fn embed_pass(&mut self) -> bool {
+        let Some(work) = self.embeds.front_mut() else {
+            return false;
+        };
+        if work.pass(&self.model) {
+            self.embeds.pop_front();
+        }
+        true
     }
 
     fn score(&self, tokens: &[u32], top: usize) -> Result<Vec<TokenLogprob>, CoreError> {

@@ -16,6 +16,7 @@ mod error;
 pub mod gguf;
 mod kv_blocks;
 mod llama;
+mod llama_embed;
 mod model;
 pub mod quant;
 mod registry;

@@ -314,6 +314,19 @@ impl BurnLlama {
         self.head(x)
     }
 
+    /// Every token's hidden state after the final norm, row after row
+    /// (`tokens.len() × dim`).
+    pub fn forward_normed(
+        &self,
+        tokens: &[u32],
+        cache: &mut BurnCache,
+    ) -> Result<Vec<f32>, CoreError> {
+        let x = self.hidden(tokens, cache)?;
+        self.rms_norm(x, &self.out_norm)
+            .try_into_vec_as::<f32>()
+            .map_err(|e| CoreError::Backend(format!("reading hidden states: {e:?}")))
+    }
+
     /// Final norm and output head over `[rows, dim]` hidden states.
     fn head(&self, x: Tensor<2>) -> Result<Vec<f32>, CoreError> {
         self.rms_norm(x, &self.out_norm)

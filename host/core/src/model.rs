@@ -36,6 +36,19 @@ impl KvCache {
     }
 }
 
+/// The CPU caches of a batch's items (every one must be a CPU cache).
+fn cpu_items<'a, 't>(
+    items: &'a mut [(&'t [u32], &mut KvCache)],
+) -> Result<Vec<(&'t [u32], &'a mut CpuCache)>, CoreError> {
+    items
+        .iter_mut()
+        .map(|(tokens, cache)| match &mut **cache {
+            KvCache::Cpu(c) => Ok((*tokens, c)),
+            KvCache::Burn(_) => Err(mismatch()),
+        })
+        .collect()
+}
+
 fn mismatch() -> CoreError {
     CoreError::Backend("a KV cache was used with a model on another backend".into())
 }
@@ -93,20 +106,32 @@ impl Llama {
         items: &mut [(&[u32], &mut KvCache)],
     ) -> Result<Vec<Vec<f32>>, CoreError> {
         match self {
-            Llama::Cpu(m) => {
-                let mut cpu = Vec::with_capacity(items.len());
-                for (tokens, cache) in items.iter_mut() {
-                    match cache {
-                        KvCache::Cpu(c) => cpu.push((*tokens, c)),
-                        KvCache::Burn(_) => return Err(mismatch()),
-                    }
-                }
-                m.forward_batch(&mut cpu)
-            }
+            Llama::Cpu(m) => m.forward_batch(&mut cpu_items(items)?),
             Llama::Burn(_) => items
                 .iter_mut()
                 .map(|(tokens, cache)| self.forward(tokens, cache))
                 .collect(),
+        }
+    }
+
+    /// Every new token's hidden state after the final norm, the items' rows one after
+    /// another (`[Σ t × dim]`). On the CPU path one forward for all items.
+    pub fn forward_normed(
+        &self,
+        items: &mut [(&[u32], &mut KvCache)],
+    ) -> Result<Vec<f32>, CoreError> {
+        match self {
+            Llama::Cpu(m) => m.forward_normed(&mut cpu_items(items)?),
+            Llama::Burn(m) => {
+                let mut rows = Vec::new();
+                for (tokens, cache) in items.iter_mut() {
+                    match cache {
+                        KvCache::Burn(c) => rows.extend(m.forward_normed(tokens, c)?),
+                        KvCache::Cpu(_) => return Err(mismatch()),
+                    }
+                }
+                Ok(rows)
+            }
         }
     }
 

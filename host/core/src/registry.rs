@@ -27,6 +27,8 @@ pub struct ModelSpec {
     pub threads: Option<usize>,
     /// MiB of KV blocks kept for prefix reuse on the CPU path (`None`: the default).
     pub prefix_cache_mib: Option<usize>,
+    /// A chat model that also serves embeddings (mean-pooled last hidden states).
+    pub embeddings: bool,
 }
 
 impl ModelSpec {
@@ -46,6 +48,8 @@ pub struct ModelInfo {
     pub architecture: String,
     pub context_length: u32,
     pub vocab_size: u32,
+    /// The width of its hidden states (the length of its embeddings, when it serves them).
+    pub hidden_size: u32,
     /// Unix seconds when it was loaded.
     pub created: u64,
     /// Backend plus a digest of the weights: changes whenever outputs may change.
@@ -93,6 +97,7 @@ impl LoadedModel {
                 architecture,
                 context_length: config.context_length as u32,
                 vocab_size: tokenizer.vocab_size() as u32,
+                hidden_size: config.dim as u32,
                 created,
                 fingerprint,
             },
@@ -157,6 +162,24 @@ impl LoadedEmbedder {
         info!(model = %spec.id, backend = backend.name(), dimensions = info.dimensions, "embedding model ready");
         Ok(LoadedEmbedder { info, engine })
     }
+
+    /// A chat model's embeddings: its final-normed hidden states averaged over the input's
+    /// tokens, unit length, any input up to its context length.
+    pub fn from_chat_model(model: &LoadedModel) -> Self {
+        let i = &model.info;
+        LoadedEmbedder {
+            info: EmbedderInfo {
+                id: i.id.clone(),
+                architecture: i.architecture.clone(),
+                dimensions: i.hidden_size,
+                max_tokens: i.context_length,
+                normalized: true,
+                created: i.created,
+                fingerprint: i.fingerprint.clone(),
+            },
+            engine: EmbedHandle::for_chat_model(model.engine.clone(), i.hidden_size as usize),
+        }
+    }
 }
 
 fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
@@ -204,23 +227,34 @@ impl ModelRegistry {
             if spec.is_embedder() {
                 reg.insert_embedder(LoadedEmbedder::load(spec)?);
             } else {
-                reg.insert(LoadedModel::load(spec)?);
+                let model = LoadedModel::load(spec)?;
+                if spec.embeddings {
+                    reg.insert_embedder(LoadedEmbedder::from_chat_model(&model));
+                }
+                reg.insert(model);
             }
         }
         Ok(reg)
     }
 
+    /// Adds a chat model (replacing one with its id).
     pub fn insert(&mut self, model: LoadedModel) {
         let id = model.info.id.clone();
-        if self.models.insert(id.clone(), Arc::new(model)).is_none() {
-            self.order.push(id);
-        }
+        self.listed(&id);
+        self.models.insert(id, Arc::new(model));
     }
 
+    /// Adds an embedding model (replacing one with its id); a chat model with the same id
+    /// serves both.
     pub fn insert_embedder(&mut self, model: LoadedEmbedder) {
         let id = model.info.id.clone();
-        if self.embedders.insert(id.clone(), Arc::new(model)).is_none() {
-            self.order.push(id);
+        self.listed(&id);
+        self.embedders.insert(id, Arc::new(model));
+    }
+
+    fn listed(&mut self, id: &str) {
+        if !self.order.iter().any(|o| o == id) {
+            self.order.push(id.to_owned());
         }
     }
 

@@ -21,6 +21,9 @@ pub fn list(config: &Config, out: &mut impl Write) -> Result<()> {
         if !m.aliases.is_empty() {
             writeln!(out, "  aliases  {}", m.aliases.join(", "))?;
         }
+        if m.embeddings {
+            writeln!(out, "  serves   chat and embeddings")?;
+        }
         if m.path.is_dir() {
             writeln!(out, "  model    embeddings (sentence-transformers folder)")?;
             continue;

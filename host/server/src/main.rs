@@ -134,6 +134,7 @@ fn main() -> Result<()> {
             },
             threads: m.threads,
             prefix_cache_mib: m.prefix_cache_mib,
+            embeddings: m.embeddings,
         })
         .collect();
     let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);
