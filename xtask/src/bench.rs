@@ -3,6 +3,7 @@
 //! with concurrent streaming clients (`xtask/bench/drive.py`); with `--compare llama-server`
 //! it also builds llama.cpp's server once (from the llama-cpp-python sdist, into the cache
 //! folder) and runs the same load against it in the same run, alternating, and prints ratios.
+//! `--embeddings` benches `/v1/embeddings` instead (`bench_embed.rs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -63,7 +64,7 @@ fn options(args: &[String]) -> Result<Options> {
 }
 
 /// A server process that is killed when this goes out of scope.
-struct Server(Child);
+pub(crate) struct Server(pub(crate) Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -72,12 +73,36 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// Starts `cinder` (quiet) on a free port with `config` and `plugins`; returns once it serves.
+pub(crate) fn start_cinder(
+    cinder: &mut Command,
+    config: &std::path::Path,
+    plugins: &std::path::Path,
+) -> Result<(Server, u16)> {
+    let port = free_port()?;
+    let server = Server(
+        cinder
+            .arg("--config")
+            .arg(config)
+            .arg("--plugins")
+            .arg(plugins)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting cinder")?,
+    );
+    wait_http_ok(port, "/health", Duration::from_secs(300))?;
+    Ok((server, port))
+}
+
 /// Waits until `GET path` answers 200.
-fn wait_http_ok(port: u16, path: &str, timeout: Duration) -> Result<()> {
+pub(crate) fn wait_http_ok(port: u16, path: &str, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
@@ -97,6 +122,9 @@ fn wait_http_ok(port: u16, path: &str, timeout: Duration) -> Result<()> {
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--embeddings") {
+        return crate::bench_embed::bench(args);
+    }
     let o = options(args)?;
     setup_test_machine()?;
     let models = models::fetch()?;
@@ -129,21 +157,7 @@ pub fn bench(args: &[String]) -> Result<()> {
         &format!("path = \"{}\"", gguf.display()),
     );
     std::fs::write(&config, with_threads)?;
-    let port = free_port()?;
-    let cinder = Server(
-        Command::new(&cinder_bin)
-            .arg("--config")
-            .arg(&config)
-            .arg("--plugins")
-            .arg(&plugins)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting cinder")?,
-    );
-    wait_http_ok(port, "/health", Duration::from_secs(300))?;
+    let (cinder, port) = start_cinder(&mut Command::new(&cinder_bin), &config, &plugins)?;
     let mut servers = vec![format!("cinder=http://127.0.0.1:{port},{}", cinder.0.id())];
 
     let _llama = match llama_bin {

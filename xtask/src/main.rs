@@ -10,9 +10,10 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 mod bench;
+mod bench_embed;
 mod models;
 
-const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server] | plugins | fetch-models | setup>";
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server] [--embeddings [--compare sentence-transformers]] | plugins | fetch-models | setup>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

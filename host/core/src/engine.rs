@@ -264,10 +264,7 @@ impl EngineHandle {
 
     /// Queues embedding `inputs` (each non-empty, in the vocabulary and within the context:
     /// checked by the caller): one mean-pooled, unit-length vector per input, in order.
-    pub(crate) fn embed(
-        &self,
-        inputs: Vec<Vec<u32>>,
-    ) -> Result<EmbedReceiver, CoreError> {
+    pub(crate) fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<EmbedReceiver, CoreError> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx
             .send(Job::Embed(EmbedWork::new(inputs, reply)))
