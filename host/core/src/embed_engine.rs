@@ -16,9 +16,6 @@ use crate::embedder::Embedder;
 use crate::engine::EngineHandle;
 use crate::error::{CoreError, catch_panic};
 
-/// Padded tokens (inputs × longest input) per forward pass.
-const BATCH_TOKENS: usize = 8192;
-
 type Reply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, CoreError>>;
 
 struct Job {
@@ -155,7 +152,7 @@ fn serve(embedder: &Embedder, jobs: Vec<Job>) {
     while start < all.len() {
         // Grow the batch while its padded size (count × longest, the last one) fits.
         let mut end = start + 1;
-        while end < all.len() && (end + 1 - start) * all[end].2.len() <= BATCH_TOKENS {
+        while end < all.len() && (end + 1 - start) * all[end].2.len() <= embedder.batch_tokens() {
             end += 1;
         }
         let batch: Vec<Vec<u32>> = all[start..end].iter().map(|(_, _, v)| v.to_vec()).collect();

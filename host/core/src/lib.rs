@@ -8,6 +8,7 @@
 mod backend;
 mod bert;
 mod constraint;
+mod cpu_bert;
 mod cpu_llama;
 mod embed_engine;
 mod embedder;

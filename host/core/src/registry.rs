@@ -143,7 +143,7 @@ impl LoadedEmbedder {
     /// Loads a sentence-transformers folder and starts its batching thread.
     pub fn load(spec: &ModelSpec) -> Result<Self, CoreError> {
         info!(model = %spec.id, path = %spec.path.display(), "loading embedding model");
-        let (embedder, backend) = Embedder::load(&spec.path, spec.backend)?;
+        let (embedder, backend) = Embedder::load(&spec.path, spec.backend, spec.threads)?;
         let size = std::fs::metadata(spec.path.join("model.safetensors"))
             .map(|m| m.len())
             .unwrap_or(0);

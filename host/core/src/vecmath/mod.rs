@@ -93,6 +93,39 @@ pub fn silu_mul(gate: &mut [f32], up: &[f32]) {
     }
 }
 
+/// The error function's approximation 7.1.26 of Abramowitz and Stegun (absolute error under
+/// 1.5e-7): `erf(z) = 1 − t·(a1 + a2·t + … + a5·t⁴)·e^(−z²)`, `t = 1/(1 + p·z)`, z ≥ 0.
+mod erf {
+    pub(super) const P: f32 = 0.327_591_1;
+    pub(super) const A: [f32; 5] = [
+        0.254_829_6,
+        -0.284_496_72,
+        1.421_413_8,
+        -1.453_152,
+        1.061_405_4,
+    ];
+
+    pub(super) fn erf(z: f32) -> f32 {
+        let a = z.abs();
+        let t = 1.0 / (1.0 + P * a);
+        let poly = A.iter().rev().fold(0.0, |acc, c| acc * t + c) * t;
+        (1.0 - poly * (-a * a).exp()).copysign(z)
+    }
+}
+
+/// BERT's exact GELU, in place: `x · (1 + erf(x/√2)) / 2`.
+pub fn gelu(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if x86::available() {
+        // SAFETY: AVX2 and FMA are present.
+        unsafe { x86::gelu(x) };
+        return;
+    }
+    for v in x.iter_mut() {
+        *v = 0.5 * *v * (1.0 + erf::erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
 /// A dot product in eight lanes, which the compiler turns into SIMD.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
@@ -215,6 +248,54 @@ mod tests {
                 let tol = 1e-6 * w.abs().max(1.0);
                 assert!((f64::from(*g) - w).abs() <= tol, "n {n} at {i}: {g} vs {w}");
             }
+        }
+    }
+
+    /// erf in f64: its Taylor series up to |z| = 3 (at most 3 digits lost to cancellation),
+    /// the asymptotic series of erfc beyond.
+    fn erf64(z: f64) -> f64 {
+        if z.abs() > 3.0 {
+            let a = z.abs();
+            let (mut term, mut sum) = (1.0, 1.0);
+            for n in 1..8 {
+                term *= -((2 * n - 1) as f64) / (2.0 * a * a);
+                sum += term;
+            }
+            let erfc = (-a * a).exp() / (a * std::f64::consts::PI.sqrt()) * sum;
+            return (1.0 - erfc).copysign(z);
+        }
+        let (mut term, mut sum) = (z, z);
+        for n in 1..200 {
+            term *= -z * z / n as f64;
+            sum += term / (2 * n + 1) as f64;
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    }
+
+    #[test]
+    fn gelu_matches_the_exact_erf_form() {
+        let xs: Vec<f32> = (-800..=800)
+            .map(|i| i as f32 / 100.0)
+            .chain([0.0, -0.0])
+            .collect();
+        let mut got = xs.clone();
+        gelu(&mut got);
+        let mut portable = xs.clone();
+        for v in portable.iter_mut() {
+            *v = 0.5 * *v * (1.0 + erf::erf(*v * std::f32::consts::FRAC_1_SQRT_2));
+        }
+        for ((x, g), p) in xs.iter().zip(&got).zip(&portable) {
+            let x64 = f64::from(*x);
+            let want = 0.5 * x64 * (1.0 + erf64(x64 / std::f64::consts::SQRT_2));
+            let tol = 2e-7 * (1.0 + x64.abs());
+            assert!(
+                (f64::from(*g) - want).abs() <= tol,
+                "gelu({x}) = {g}, want {want}"
+            );
+            assert!(
+                (f64::from(*p) - want).abs() <= tol,
+                "portable gelu({x}) = {p}, want {want}"
+            );
         }
     }
 }

@@ -186,3 +186,43 @@ pub(super) unsafe fn silu_mul(gate: &mut [f32], up: &[f32]) {
         gt.copy_from_slice(&g8[..gt.len()]);
     }
 }
+
+/// [`super::gelu`].
+///
+/// # Safety
+/// AVX2 and FMA are present.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn gelu(x: &mut [f32]) {
+    use super::erf::{A, P};
+    let one = _mm256_set1_ps(1.0);
+    let half = _mm256_set1_ps(0.5);
+    let sign_bit = _mm256_set1_ps(-0.0);
+    let lane = |v: __m256| {
+        // erf(z) for z = v/√2, on |z| with the sign put back.
+        let z = _mm256_mul_ps(v, _mm256_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+        let sign = _mm256_and_ps(z, sign_bit);
+        let a = _mm256_andnot_ps(sign_bit, z);
+        let t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(P), a, one));
+        let mut poly = _mm256_set1_ps(A[4]);
+        for &c in A[..4].iter().rev() {
+            poly = _mm256_fmadd_ps(poly, t, _mm256_set1_ps(c));
+        }
+        poly = _mm256_mul_ps(poly, t);
+        let e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), _mm256_mul_ps(a, a)));
+        let erf = _mm256_or_ps(_mm256_fnmadd_ps(poly, e, one), sign);
+        _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erf))
+    };
+    let mut xs = x.chunks_exact_mut(8);
+    for c in &mut xs {
+        // SAFETY: the chunk is 8 values.
+        unsafe { _mm256_storeu_ps(c.as_mut_ptr(), lane(_mm256_loadu_ps(c.as_ptr()))) };
+    }
+    let tail = xs.into_remainder();
+    if !tail.is_empty() {
+        let mut v8 = [0f32; 8];
+        v8[..tail.len()].copy_from_slice(tail);
+        // SAFETY: the array is 8 values.
+        unsafe { _mm256_storeu_ps(v8.as_mut_ptr(), lane(_mm256_loadu_ps(v8.as_ptr()))) };
+        tail.copy_from_slice(&v8[..tail.len()]);
+    }
+}
