@@ -137,3 +137,27 @@ fn concurrent_requests_each_get_their_own_vectors_in_order() {
     let long = rt.block_on(handle.embed(vec![vec![101; 257]]));
     assert!(long.is_err());
 }
+
+#[test]
+fn a_model_folder_summarizes_from_its_config_and_safetensors_header() {
+    let s = cinder_core::summarize(&minilm_dir()).expect("summarizes");
+    assert_eq!(s.architecture, "bert");
+    assert_eq!(
+        s.context_length,
+        Some(256),
+        "sentence_bert_config's max_seq_length"
+    );
+    assert_eq!(
+        (s.layers, s.embedding, s.heads),
+        (Some(6), Some(384), Some(12))
+    );
+    assert_eq!(s.vocab_size, 30522);
+    // all-MiniLM-L6-v2 has 22.7M weights (and one I64 buffer of position ids).
+    assert!(
+        (22_500_000..23_000_000).contains(&s.parameters),
+        "{}",
+        s.parameters
+    );
+    assert_eq!(s.tensor_types.get("F32"), Some(&103));
+    assert!(s.chat_template.is_none());
+}

@@ -109,11 +109,17 @@ pub(crate) fn f32_values(
 /// A checkpoint folder's `config.json` (checked: GELU, heads dividing the width) and the
 /// bytes of its `model.safetensors`.
 pub(crate) fn read_checkpoint(dir: &Path) -> Result<(BertConfig, Vec<u8>), CoreError> {
-    let read = |name: &str| {
-        std::fs::read(dir.join(name))
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", dir.join(name).display())))
-    };
-    let config: BertConfig = serde_json::from_slice(&read("config.json")?)
+    Ok((read_config(dir)?, read(dir, "model.safetensors")?))
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, CoreError> {
+    std::fs::read(dir.join(name))
+        .map_err(|e| CoreError::Weights(format!("{}: {e}", dir.join(name).display())))
+}
+
+/// A checkpoint folder's `config.json`, checked: GELU, heads dividing the width.
+pub(crate) fn read_config(dir: &Path) -> Result<BertConfig, CoreError> {
+    let config: BertConfig = serde_json::from_slice(&read(dir, "config.json")?)
         .map_err(|e| CoreError::Weights(format!("config.json: {e}")))?;
     if config.hidden_act != "gelu" {
         return Err(CoreError::Weights(format!(
@@ -130,7 +136,7 @@ pub(crate) fn read_checkpoint(dir: &Path) -> Result<(BertConfig, Vec<u8>), CoreE
             "hidden_size is not a multiple of num_attention_heads".into(),
         ));
     }
-    Ok((config, read("model.safetensors")?))
+    Ok(config)
 }
 
 /// Where the encoder's tensors start: checkpoints saved from `BertForX` heads prefix them

@@ -1,5 +1,6 @@
 //! What `cinder models inspect` shows of a GGUF file, read from its header and tensor table
-//! alone (the file is mapped, no weights are read or loaded).
+//! alone (the file is mapped, no weights are read or loaded), or of a sentence-transformers
+//! folder, read from its `config.json` and the header of its `model.safetensors`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,8 +31,11 @@ pub struct ModelSummary {
     pub chat_template: Option<String>,
 }
 
-/// Reads the summary of the GGUF file at `path`.
+/// Reads the summary of the GGUF file (or sentence-transformers folder) at `path`.
 pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
+    if path.is_dir() {
+        return summarize_folder(path);
+    }
     let gguf = Gguf::open(path)?;
     let architecture = gguf.get_str("general.architecture")?.to_owned();
     let arch_u64 = |key: &str| {
@@ -66,5 +70,57 @@ pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
             .and_then(|v| v.as_str())
             .map(str::to_owned),
         architecture,
+    })
+}
+
+/// A sentence-transformers folder: its encoder's `config.json`, the token limit of
+/// `sentence_bert_config.json`, and parameter counts from the safetensors header (8 bytes of
+/// length, then JSON), without reading the weights.
+fn summarize_folder(dir: &Path) -> Result<ModelSummary, CoreError> {
+    use std::io::Read;
+    let weights = |e: std::io::Error| CoreError::Weights(format!("{}: {e}", dir.display()));
+    let config = crate::bert::read_config(dir)?;
+    let max_seq = std::fs::read(dir.join("sentence_bert_config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["max_seq_length"].as_u64());
+    let path = dir.join("model.safetensors");
+    let mut file = std::fs::File::open(&path).map_err(weights)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(weights)?;
+    let mut header = vec![0u8; u64::from_le_bytes(len).min(100 << 20) as usize];
+    file.read_exact(&mut header).map_err(weights)?;
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+    let mut parameters = 0;
+    let mut tensor_types = BTreeMap::new();
+    for (name, t) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = t["shape"].as_array().map_or(0, |s| {
+            s.iter().map(|d| d.as_u64().unwrap_or(0)).product::<u64>()
+        });
+        parameters += shape;
+        let dtype = t["dtype"].as_str().unwrap_or("?").to_owned();
+        *tensor_types.entry(dtype).or_insert(0) += 1;
+    }
+    let usize_u64 = |v: usize| Some(v as u64);
+    Ok(ModelSummary {
+        architecture: config.model_type.clone(),
+        name: dir
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned()),
+        context_length: max_seq.or(usize_u64(config.max_position_embeddings)),
+        layers: usize_u64(config.num_hidden_layers),
+        embedding: usize_u64(config.hidden_size),
+        heads: usize_u64(config.num_attention_heads),
+        kv_heads: usize_u64(config.num_attention_heads),
+        vocab_size: config.vocab_size,
+        parameters,
+        tensor_types,
+        file_bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+        chat_template: None,
     })
 }

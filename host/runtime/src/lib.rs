@@ -22,6 +22,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 mod cache;
 mod call;
 mod documents;
+mod documents_host;
 mod embed_host;
 mod guest_log;
 mod host;

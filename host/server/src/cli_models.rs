@@ -24,10 +24,6 @@ pub fn list(config: &Config, out: &mut impl Write) -> Result<()> {
         if m.embeddings {
             writeln!(out, "  serves   chat and embeddings")?;
         }
-        if m.path.is_dir() {
-            writeln!(out, "  model    embeddings (sentence-transformers folder)")?;
-            continue;
-        }
         match cinder_core::summarize(&m.path) {
             Ok(s) => writeln!(
                 out,
@@ -66,7 +62,7 @@ pub fn inspect(config: &Config, model: &str, template: bool, out: &mut impl Writ
         .unwrap_or_else(|| model.into());
     let s = cinder_core::summarize(&path).with_context(|| {
         format!(
-            "`{model}` is no configured model and {} no readable GGUF file",
+            "`{model}` is no configured model and {} no readable GGUF file or model folder",
             path.display()
         )
     })?;
