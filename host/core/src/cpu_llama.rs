@@ -207,12 +207,17 @@ impl CpuLlama {
             cache.extend(tokens);
         }
         let kv_dim = c.n_kv_heads * c.head_dim;
+        // Every matmul writes all of its output: the buffers serve every layer.
+        let mut q = vec![0f32; t * c.dim];
+        let mut k = vec![0f32; t * kv_dim];
+        let mut v = vec![0f32; t * kv_dim];
+        let mut o = vec![0f32; t * c.dim];
+        let mut gate = vec![0f32; t * c.ffn_dim];
+        let mut up = vec![0f32; t * c.ffn_dim];
+        let mut down = vec![0f32; t * c.dim];
         self.pool.install(|| {
             for (l, layer) in self.layers.iter().enumerate() {
                 let h = rms_norm(&x, &layer.attn_norm, c.rms_eps);
-                let mut q = vec![0f32; t * c.dim];
-                let mut k = vec![0f32; t * kv_dim];
-                let mut v = vec![0f32; t * kv_dim];
                 layer.wq.matmul(&h, t, &mut q);
                 layer.wk.matmul(&h, t, &mut k);
                 layer.wv.matmul(&h, t, &mut v);
@@ -223,17 +228,13 @@ impl CpuLlama {
                     items[s].1.write(l, pos, &k[at.clone()], &v[at]);
                 }
                 let attn = self.attention(&q, items, l, &rows);
-                let mut o = vec![0f32; t * c.dim];
                 layer.wo.matmul(&attn, t, &mut o);
                 add(&mut x, &o);
 
                 let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps);
-                let mut gate = vec![0f32; t * c.ffn_dim];
-                let mut up = vec![0f32; t * c.ffn_dim];
                 layer.w_gate.matmul(&h, t, &mut gate);
                 layer.w_up.matmul(&h, t, &mut up);
                 vecmath::silu_mul(&mut gate, &up);
-                let mut down = vec![0f32; t * c.dim];
                 layer.w_down.matmul(&gate, t, &mut down);
                 add(&mut x, &down);
             }
