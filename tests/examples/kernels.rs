@@ -77,7 +77,7 @@ fn main() {
         println!("== {threads} thread(s)");
         for (name, w) in &matrices {
             let w = w.as_ref().expect("matrix");
-            for m in [1usize, 2, 4, 8, 16, 64, 512] {
+            for m in [1usize, 2, 4, 8, 16, 32, 64, 512] {
                 if m == 512 && w.rows() > 10_000 {
                     continue;
                 }

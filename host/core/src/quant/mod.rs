@@ -30,6 +30,19 @@ use crate::gguf::{GgmlType, Gguf, f16_at};
 /// machine (`cargo run --release --example kernels`), the tiled kernel wins from about 16 rows
 /// since its dequantization is vectorised.
 const FUSED_MAX_ROWS: usize = 16;
+/// The tile kernels' shape: weight rows by activation rows (measured with
+/// `cargo run --release --example kernels`: 2 × 8 beat 3 × 4, 4 × 4, 3 × 8, 2 × 16).
+const TILE_R: usize = 2;
+const TILE_M: usize = 8;
+/// Up to how many activation rows the tile kernels beat dequantizing into tiles for gemm.
+const TILE_MAX_ROWS: usize = 32;
+
+fn tiles_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return simd::wide_available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
 /// Fewest weight rows per parallel work item in the fused kernel.
 const FUSED_CHUNK: usize = 32;
 /// Weight blocks per parallel work item in the fused kernel.
@@ -164,7 +177,7 @@ impl QMatrix {
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         debug_assert_eq!(x.len(), m * self.cols);
         debug_assert_eq!(out.len(), m * self.rows);
-        if m <= FUSED_MAX_ROWS {
+        if m <= FUSED_MAX_ROWS || (m <= TILE_MAX_ROWS && tiles_available()) {
             self.matmul_fused(x, m, out);
         } else {
             self.matmul_tiled(x, m, out);
@@ -191,6 +204,10 @@ impl QMatrix {
         let fill = |(c, dst): (usize, &mut [f32])| {
             let first = c * chunk;
             let n_rows = dst.len() / m;
+            #[cfg(target_arch = "x86_64")]
+            if self.fill_tiles(first, n_rows, x, m, dst) {
+                return;
+            }
             for g in (0..m).step_by(group) {
                 let n = group.min(m - g);
                 let xs = &x[g * cols..(g + n) * cols];
@@ -237,6 +254,65 @@ impl QMatrix {
     /// Weight row `r` times each of the `m` (at most 8) activation rows in `x`, into `dst[m]`;
     /// `sums` holds the block sums of `x` when the whole batch takes the scale-after kernels
     /// (`m ≤ SCALED_MAX_ROWS`), and is empty otherwise.
+    /// A work item (weight rows `first..first + n_rows`, all `m` activation rows, `dst` as
+    /// `[n_rows × m]`) through the tile kernels: `TILE_M` activation rows at a time, `TILE_R`
+    /// weight rows at a time; leftover rows of either kind through [`QMatrix::row_times`].
+    /// False when the tiles do not apply (few rows, no AVX-512VL, f32 values).
+    #[cfg(target_arch = "x86_64")]
+    fn fill_tiles(
+        &self,
+        first: usize,
+        n_rows: usize,
+        x: &[f32],
+        m: usize,
+        dst: &mut [f32],
+    ) -> bool {
+        const R: usize = TILE_R;
+        const M: usize = TILE_M;
+        if m < M || matches!(self.values, Values::F32(_)) || !simd::wide_available() {
+            return false;
+        }
+        let cols = self.cols;
+        let bpr = cols / 32;
+        for g in (0..m).step_by(M) {
+            let n = M.min(m - g);
+            let xs = &x[g * cols..(g + n) * cols];
+            let mut k = 0;
+            while n == M && k + R <= n_rows {
+                let blocks = (first + k) * bpr..(first + k + R) * bpr;
+                let mut out = [[0f32; M]; R];
+                // SAFETY: AVX-512VL is present; the blocks are R whole rows; `xs` is M rows.
+                unsafe {
+                    match &self.values {
+                        Values::Q4_1 { scales, quants } => simd::q4_1_tile::<R, M>(
+                            &scales[blocks.clone()],
+                            &quants[blocks],
+                            bpr,
+                            xs,
+                            &mut out,
+                        ),
+                        Values::Q8_0 { scales, quants } => simd::q8_0_tile::<R, M>(
+                            &scales[blocks.clone()],
+                            &quants[blocks],
+                            bpr,
+                            xs,
+                            &mut out,
+                        ),
+                        Values::F32(_) => {}
+                    }
+                }
+                for (r, vals) in out.iter().enumerate() {
+                    dst[(k + r) * m + g..(k + r) * m + g + M].copy_from_slice(vals);
+                }
+                k += R;
+            }
+            for k in k..n_rows {
+                self.row_times(first + k, xs, n, &[], &mut dst[k * m + g..k * m + g + n]);
+            }
+        }
+        true
+    }
+
     fn row_times(&self, r: usize, x: &[f32], m: usize, sums: &[f32], dst: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if simd::available() && !matches!(self.values, Values::F32(_)) {
@@ -440,12 +516,14 @@ mod tests {
 
     #[test]
     fn every_kernel_matches_dequantized_f64_math() {
-        for q4 in [true, false] {
-            let w = matrix(q4, 300, 96, 7);
+        for (q4, rows) in [(true, 300), (false, 300), (true, 301), (false, 301)] {
+            let w = matrix(q4, rows, 96, 7);
             // 1 and 2 rows: fused, scales after the products; 3, 10 and 11: fused on
-            // dequantized blocks (10 and 11 in two groups, the last of 2 and 3 rows); 40:
-            // tiled through gemm.
-            for m in [1, 2, 3, 10, 11, 40] {
+            // dequantized blocks (10 and 11 in two groups, the last of 2 and 3 rows), or, with
+            // AVX-512VL, 8 rows through the tile kernel and the rest one row at a time; 8,
+            // 16: tiles of 2 × 8 (301 weight rows leave one row); 19 and 40: tiled through
+            // gemm.
+            for m in [1, 2, 3, 8, 10, 11, 16, 19, 40] {
                 let x: Vec<f32> = (0..m * 96)
                     .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
                     .collect();
