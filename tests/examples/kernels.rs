@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the CPU path's kernels on the default model's real weights: the
 //! quantized matmul at decode (1 row), batched-decode (16 rows) and prefill (512 rows) shapes,
 //! for a Q4_1 FFN matrix and the Q8_0 output head, and one whole decode step (30 layers and
-//! the head) after a 64-token prompt, alone and as 16 sequences in one batch; with 1 and 2
-//! threads. Medians of repeated runs.
+//! the head) after a 64-token prompt, alone (and per decoder layer: the step without the
+//! head, divided by the layers) and as 16 sequences in one batch; with 1 and 2 threads.
+//! Medians of repeated runs.
 //!
 //! `cargo xtask fetch-models`, then `cargo run --release --example kernels`.
 
@@ -75,6 +76,7 @@ fn main() {
             .build()
             .expect("pool");
         println!("== {threads} thread(s)");
+        let mut head_decode = Duration::ZERO;
         for (name, w) in &matrices {
             let w = w.as_ref().expect("matrix");
             for m in [1usize, 2, 4, 8, 16, 32, 64, 512] {
@@ -87,6 +89,9 @@ fn main() {
                 let mut out = vec![0f32; m * w.rows()];
                 let runs = if m == 512 { 5 } else { 50 };
                 let d = pool.install(|| time(runs, || w.matmul(&x, m, &mut out)));
+                if m == 1 && name.starts_with("head") {
+                    head_decode = d;
+                }
                 let gflops = 2.0 * (m * w.rows() * w.cols()) as f64 / d.as_secs_f64() / 1e9;
                 println!(
                     "{name:24} m={m:3}: {:9.1} µs  {gflops:6.1} GFLOP/s",
@@ -112,6 +117,12 @@ fn main() {
             "decode step (30 layers + head, 64-96 positions): {:.2} ms = {:.1} tokens/s",
             step.as_secs_f64() * 1e3,
             1.0 / step.as_secs_f64()
+        );
+        // One decoder layer: the step without the output head, per layer.
+        let layers = model.config().n_layers as u32;
+        println!(
+            "one decoder layer at decode (step minus head, per layer): {:.1} µs",
+            step.saturating_sub(head_decode).as_secs_f64() * 1e6 / f64::from(layers)
         );
         let step = batched_step(&model, 32);
         println!(
