@@ -486,7 +486,7 @@ impl Host for FakeHost {
             let v: Vec<f64> = (0..info.dimensions)
                 .map(|j| {
                     ids.iter()
-                        .map(|&t| (f64::from(t + 1) * f64::from(j + 1)).sin())
+                        .map(|&t| ((f64::from(t) + 1.0) * (f64::from(j) + 1.0)).sin())
                         .sum()
                 })
                 .collect();

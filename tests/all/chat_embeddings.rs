@@ -63,6 +63,7 @@ fn golden(model: &LoadedModel) {
     }
     // Every case in one request: the short ones share passes, the long one runs in chunks.
     let together = embed(handle, inputs);
+    assert_eq!(together.len(), cases.len());
     for (c, got) in cases.iter().zip(&together) {
         let delta = max_delta(got, &floats(&c["embedding"]));
         assert!(

@@ -161,3 +161,26 @@ fn a_model_folder_summarizes_from_its_config_and_safetensors_header() {
     assert_eq!(s.tensor_types.get("F32"), Some(&103));
     assert!(s.chat_template.is_none());
 }
+
+#[test]
+fn a_roberta_folder_is_refused_not_embedded_as_bert() {
+    // Same tensor names, positions counted from padding_idx + 1: loading it as BERT would give
+    // wrong vectors without a word, so it is refused at load.
+    let src = minilm_dir();
+    let dir = std::env::temp_dir().join(format!("cinder-roberta-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("1_Pooling")).expect("temp folder");
+    for f in ["modules.json", "1_Pooling/config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.join(f)).expect("copy");
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).expect("config"))
+            .expect("JSON");
+    config["model_type"] = "roberta".into();
+    std::fs::write(dir.join("config.json"), config.to_string()).expect("write");
+    let err = Embedder::load(&dir, BackendPreference::Cpu, None)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("model_type `roberta`"), "{err}");
+    let _ = std::fs::remove_dir_all(dir);
+}

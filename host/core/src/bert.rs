@@ -121,6 +121,14 @@ fn read(dir: &Path, name: &str) -> Result<Vec<u8>, CoreError> {
 pub(crate) fn read_config(dir: &Path) -> Result<BertConfig, CoreError> {
     let config: BertConfig = serde_json::from_slice(&read(dir, "config.json")?)
         .map_err(|e| CoreError::Weights(format!("config.json: {e}")))?;
+    // RoBERTa-family checkpoints load with the same tensor names but count positions from
+    // `padding_idx + 1`: embedding them as BERT would be silently wrong.
+    if config.model_type != "bert" {
+        return Err(CoreError::Weights(format!(
+            "model_type `{}` is not supported (bert only)",
+            config.model_type
+        )));
+    }
     if config.hidden_act != "gelu" {
         return Err(CoreError::Weights(format!(
             "hidden_act `{}` is not supported (gelu only)",

@@ -28,6 +28,8 @@ impl Dense {
     /// `[m × in]` → `[m × out]`.
     fn forward(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (n, k) = (self.outputs(), self.w.len() / self.outputs());
+        // The shapes were checked at load; a mismatch here would be a bug in this file.
+        assert_eq!(x.len(), m * k, "dense layer input");
         let mut y: Vec<f32> = Vec::with_capacity(m * n);
         for _ in 0..m {
             y.extend_from_slice(&self.b);
@@ -169,6 +171,18 @@ impl CpuBert {
         }
         if model.position.len() != model.config.max_position_embeddings * h {
             return Err(bad("position_embeddings"));
+        }
+        if model.token_type.len() != h {
+            return Err(bad("token_type_embeddings"));
+        }
+        let norms = std::iter::once(&model.embed_norm).chain(
+            model
+                .layers
+                .iter()
+                .flat_map(|l| [&l.attn_norm, &l.out_norm]),
+        );
+        if norms.into_iter().any(|n| n.w.len() != h || n.b.len() != h) {
+            return Err(bad("a LayerNorm"));
         }
         for l in &model.layers {
             let i = model.config.intermediate_size;

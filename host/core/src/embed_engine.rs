@@ -127,6 +127,8 @@ fn run(embedder: &Embedder, rx: &std_mpsc::Receiver<Job>) {
         while let Ok(job) = rx.try_recv() {
             jobs.push(job);
         }
+        // Requesters that went away while waiting need no vectors.
+        jobs.retain(|job| !job.reply.is_closed());
         serve(embedder, jobs);
     }
 }

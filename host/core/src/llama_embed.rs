@@ -55,13 +55,19 @@ impl EmbedWork {
             let mut tokens = 0;
             while let Some(input) = self.inputs.get(self.next) {
                 let first = input.len().min(CHUNK);
-                if !self.group.is_empty() && tokens + first > PASS_TOKENS {
+                // An input longer than a chunk keeps its cache over several passes: it goes
+                // alone, so the work holds at most one long cache (like one chat sequence).
+                let long = input.len() > CHUNK;
+                if !self.group.is_empty() && (long || tokens + first > PASS_TOKENS) {
                     break;
                 }
                 tokens += first;
                 self.group.push((self.next, model.new_cache(), 0));
                 self.sums.push(vec![0.0; model.config().dim]);
                 self.next += 1;
+                if long {
+                    break;
+                }
             }
         }
         let EmbedWork {

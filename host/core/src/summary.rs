@@ -92,16 +92,18 @@ fn summarize_folder(dir: &Path) -> Result<ModelSummary, CoreError> {
     file.read_exact(&mut header).map_err(weights)?;
     let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
         .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
-    let mut parameters = 0;
+    let mut parameters: u64 = 0;
     let mut tensor_types = BTreeMap::new();
     for (name, t) in &header {
         if name == "__metadata__" {
             continue;
         }
         let shape = t["shape"].as_array().map_or(0, |s| {
-            s.iter().map(|d| d.as_u64().unwrap_or(0)).product::<u64>()
+            s.iter()
+                .map(|d| d.as_u64().unwrap_or(0))
+                .fold(1u64, u64::saturating_mul)
         });
-        parameters += shape;
+        parameters = parameters.saturating_add(shape);
         let dtype = t["dtype"].as_str().unwrap_or("?").to_owned();
         *tensor_types.entry(dtype).or_insert(0) += 1;
     }

@@ -60,7 +60,7 @@ pub fn plan(body: &str, host: &dyn Host) -> Result<Plan, Error> {
         Some(d) if d >= 1 && d <= i64::from(u32::MAX) => Some(d as u32),
         Some(d) => {
             return Err(invalid_request(
-                &format!("dimensions must be at least 1, got {d}"),
+                &format!("dimensions must be between 1 and {}, got {d}", u32::MAX),
                 Some("dimensions"),
             ));
         }

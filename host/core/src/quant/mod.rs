@@ -181,7 +181,9 @@ impl QMatrix {
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         debug_assert_eq!(x.len(), m * self.cols);
         debug_assert_eq!(out.len(), m * self.rows);
-        if m <= FUSED_MAX_ROWS || (m <= TILE_MAX_ROWS && tiles_available()) {
+        let tiles =
+            m <= TILE_MAX_ROWS && !matches!(self.values, Values::F32(_)) && tiles_available();
+        if m <= FUSED_MAX_ROWS || tiles {
             self.matmul_fused(x, m, out);
         } else {
             self.matmul_tiled(x, m, out);
@@ -204,7 +206,10 @@ impl QMatrix {
         };
         // Work items of about BLOCKS_PER_ITEM blocks: a hand-off costs about a microsecond,
         // as much as a few dozen short rows of work at decode.
-        let chunk = (BLOCKS_PER_ITEM / (cols / 32).max(1)).max(FUSED_CHUNK);
+        // A whole number of tiles' weight rows, so no item leaves a row to the slow path.
+        let chunk = (BLOCKS_PER_ITEM / (cols / 32).max(1))
+            .max(FUSED_CHUNK)
+            .next_multiple_of(TILE_R);
         let fill = |(c, dst): (usize, &mut [f32])| {
             let first = c * chunk;
             let n_rows = dst.len() / m;
@@ -525,8 +530,9 @@ mod tests {
             // 1 and 2 rows: fused, scales after the products; 3, 10 and 11: fused on
             // dequantized blocks (10 and 11 in two groups, the last of 2 and 3 rows), or, with
             // AVX-512VL, 8 rows through the tile kernel and the rest one row at a time; 8,
-            // 16: tiles of 2 × 8 (301 weight rows leave one row); 19 and 40: tiled through
-            // gemm.
+            // 16 and 19: tiles of 2 × 8 (19 leaves 3 rows; 301 weight rows leave one); 40:
+            // tiled through gemm. The tiles need AVX-512VL (this project's machines have it);
+            // elsewhere 8 to 16 rows take the fused kernel and 19 the gemm path.
             for m in [1, 2, 3, 8, 10, 11, 16, 19, 40] {
                 let x: Vec<f32> = (0..m * 96)
                     .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
