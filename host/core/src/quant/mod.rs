@@ -181,17 +181,24 @@ impl QMatrix {
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         debug_assert_eq!(x.len(), m * self.cols);
         debug_assert_eq!(out.len(), m * self.rows);
-        let tiles =
-            m <= TILE_MAX_ROWS && !matches!(self.values, Values::F32(_)) && tiles_available();
-        if m <= FUSED_MAX_ROWS || tiles {
+        if m <= FUSED_MAX_ROWS || self.uses_tiles(m) {
             self.matmul_fused(x, m, out);
         } else {
             self.matmul_tiled(x, m, out);
         }
     }
 
+    /// Whether `m` activation rows go through the register tiles ([`QMatrix::fill_tiles`]).
+    fn uses_tiles(&self, m: usize) -> bool {
+        (TILE_M..=TILE_MAX_ROWS).contains(&m)
+            && !matches!(self.values, Values::F32(_))
+            && tiles_available()
+    }
+
     fn matmul_fused(&self, x: &[f32], m: usize, out: &mut [f32]) {
         let cols = self.cols;
+        #[cfg(target_arch = "x86_64")]
+        let tiles = self.uses_tiles(m);
         // Activation rows go through the kernel a group at a time, small enough to stay in
         // L1 while weight rows pass. Each work item takes a run of weight rows through every
         // group in turn, so a batch reads the weights from memory once (they are in L2 for
@@ -214,7 +221,8 @@ impl QMatrix {
             let first = c * chunk;
             let n_rows = dst.len() / m;
             #[cfg(target_arch = "x86_64")]
-            if self.fill_tiles(first, n_rows, x, m, dst) {
+            if tiles {
+                self.fill_tiles(first, n_rows, x, m, dst);
                 return;
             }
             for g in (0..m).step_by(group) {
@@ -260,27 +268,14 @@ impl QMatrix {
             });
     }
 
-    /// Weight row `r` times each of the `m` (at most 8) activation rows in `x`, into `dst[m]`;
-    /// `sums` holds the block sums of `x` when the whole batch takes the scale-after kernels
-    /// (`m ≤ SCALED_MAX_ROWS`), and is empty otherwise.
     /// A work item (weight rows `first..first + n_rows`, all `m` activation rows, `dst` as
     /// `[n_rows × m]`) through the tile kernels: `TILE_M` activation rows at a time, `TILE_R`
     /// weight rows at a time; leftover rows of either kind through [`QMatrix::row_times`].
-    /// False when the tiles do not apply (few rows, no AVX-512VL, f32 values).
+    /// Only for batches that [`QMatrix::uses_tiles`].
     #[cfg(target_arch = "x86_64")]
-    fn fill_tiles(
-        &self,
-        first: usize,
-        n_rows: usize,
-        x: &[f32],
-        m: usize,
-        dst: &mut [f32],
-    ) -> bool {
+    fn fill_tiles(&self, first: usize, n_rows: usize, x: &[f32], m: usize, dst: &mut [f32]) {
         const R: usize = TILE_R;
         const M: usize = TILE_M;
-        if m < M || matches!(self.values, Values::F32(_)) || !simd::wide_available() {
-            return false;
-        }
         let cols = self.cols;
         let bpr = cols / 32;
         for g in (0..m).step_by(M) {
@@ -319,9 +314,11 @@ impl QMatrix {
                 self.row_times(first + k, xs, n, &[], &mut dst[k * m + g..k * m + g + n]);
             }
         }
-        true
     }
 
+    /// Weight row `r` times each of the `m` (at most 8) activation rows in `x`, into `dst[m]`;
+    /// `sums` holds the block sums of `x` when the whole batch takes the scale-after kernels
+    /// (`m ≤ SCALED_MAX_ROWS`), and is empty otherwise.
     fn row_times(&self, r: usize, x: &[f32], m: usize, sums: &[f32], dst: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
         if simd::available() && !matches!(self.values, Values::F32(_)) {

@@ -317,6 +317,23 @@ pub(super) unsafe fn q8_0_scaled_rows(
     }
 }
 
+/// `$kernel::<n>(args)` for a run-time row count `n` of 1 to 8: the kernels take it as a
+/// constant so their accumulators stay in registers.
+macro_rules! by_rows {
+    ($n:expr, $kernel:ident($($arg:expr),*)) => {
+        match $n {
+            1 => $kernel::<1>($($arg),*),
+            2 => $kernel::<2>($($arg),*),
+            3 => $kernel::<3>($($arg),*),
+            4 => $kernel::<4>($($arg),*),
+            5 => $kernel::<5>($($arg),*),
+            6 => $kernel::<6>($($arg),*),
+            7 => $kernel::<7>($($arg),*),
+            _ => $kernel::<8>($($arg),*),
+        }
+    };
+}
+
 /// [`q4_1`] for `n` (1 to 8) rows.
 ///
 /// # Safety
@@ -329,18 +346,7 @@ pub(super) unsafe fn q4_1_rows(
     dst: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match n {
-            1 => q4_1::<1>(scales, quants, x, dst),
-            2 => q4_1::<2>(scales, quants, x, dst),
-            3 => q4_1::<3>(scales, quants, x, dst),
-            4 => q4_1::<4>(scales, quants, x, dst),
-            5 => q4_1::<5>(scales, quants, x, dst),
-            6 => q4_1::<6>(scales, quants, x, dst),
-            7 => q4_1::<7>(scales, quants, x, dst),
-            _ => q4_1::<8>(scales, quants, x, dst),
-        }
-    }
+    unsafe { by_rows!(n, q4_1(scales, quants, x, dst)) }
 }
 
 /// [`q8_0`] for `n` (1 to 8) rows.
@@ -355,18 +361,7 @@ pub(super) unsafe fn q8_0_rows(
     dst: &mut [f32],
 ) {
     // SAFETY: forwarded from the caller.
-    unsafe {
-        match n {
-            1 => q8_0::<1>(scales, quants, x, dst),
-            2 => q8_0::<2>(scales, quants, x, dst),
-            3 => q8_0::<3>(scales, quants, x, dst),
-            4 => q8_0::<4>(scales, quants, x, dst),
-            5 => q8_0::<5>(scales, quants, x, dst),
-            6 => q8_0::<6>(scales, quants, x, dst),
-            7 => q8_0::<7>(scales, quants, x, dst),
-            _ => q8_0::<8>(scales, quants, x, dst),
-        }
-    }
+    unsafe { by_rows!(n, q8_0(scales, quants, x, dst)) }
 }
 
 /// Whether the tile kernels can run: AVX-512VL gives 32 vector registers, enough for a
