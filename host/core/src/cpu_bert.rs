@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::bert::{BertConfig, f32_values, read_checkpoint, tensor_prefix};
 use crate::error::CoreError;
-use crate::vecmath::{dot, gelu};
+use crate::vecmath::{attend, dot, gelu};
 
 /// `y = x·Wᵀ + b` with `W` as PyTorch stores it, `[out × in]`.
 struct Dense {
@@ -271,47 +271,35 @@ impl CpuBert {
         let h = self.config.hidden_size;
         let heads = self.config.num_attention_heads;
         let hd = h / heads;
+        let total = qkv.len() / (3 * h);
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut ctx = vec![0f32; qkv.len() / 3];
-        // One work item per (input, query row): its output row, all heads.
-        let mut rows: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(ctx.len() / h);
-        let mut start = 0;
-        let mut rest = &mut ctx[..];
-        for input in batch {
-            for _ in 0..input.len() {
-                let (row, tail) = rest.split_at_mut(h);
-                rows.push((start, input.len(), row));
-                rest = tail;
+        // Each head's keys and values of every token, contiguous (`[heads × Σ t × hd]`), so
+        // an input's positions are one segment for `vecmath::attend`.
+        let (mut keys, mut values) = (vec![0f32; total * h], vec![0f32; total * h]);
+        for (t, row) in qkv.chunks_exact(3 * h).enumerate() {
+            for head in 0..heads {
+                let at = (head * total + t) * hd;
+                keys[at..at + hd].copy_from_slice(&row[h + head * hd..][..hd]);
+                values[at..at + hd].copy_from_slice(&row[2 * h + head * hd..][..hd]);
             }
-            start += input.len();
         }
-        rows.par_iter_mut()
-            .enumerate()
+        // One work item per token: its output row, all heads, over its own input's tokens.
+        let mut spans = Vec::with_capacity(total);
+        let mut first = 0;
+        for input in batch {
+            spans.extend(std::iter::repeat_n((first, input.len()), input.len()));
+            first += input.len();
+        }
+        let mut ctx = vec![0f32; total * h];
+        ctx.par_chunks_mut(h)
+            .zip(qkv.par_chunks(3 * h))
+            .zip(spans.par_iter())
             .with_min_len(4)
-            .for_each_init(Vec::new, |scores: &mut Vec<f32>, (r, (first, n, out))| {
-                let q_row = &qkv[r * 3 * h..r * 3 * h + h];
-                for head in 0..heads {
-                    let q = &q_row[head * hd..(head + 1) * hd];
-                    scores.clear();
-                    scores.extend((0..*n).map(|j| {
-                        let k = &qkv[(*first + j) * 3 * h + h + head * hd..][..hd];
-                        dot(q, k) * scale
-                    }));
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0f32;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        sum += *s;
-                    }
-                    let o = &mut out[head * hd..(head + 1) * hd];
-                    for (j, p) in scores.iter().enumerate() {
-                        let v = &qkv[(*first + j) * 3 * h + 2 * h + head * hd..][..hd];
-                        for (o, v) in o.iter_mut().zip(v) {
-                            *o += p * v;
-                        }
-                    }
-                    let inv = 1.0 / sum;
-                    o.iter_mut().for_each(|v| *v *= inv);
+            .for_each_init(Vec::new, |scores, ((out, row), &(first, n))| {
+                for (head, out) in out.chunks_exact_mut(hd).enumerate() {
+                    let span = (head * total + first) * hd..(head * total + first + n) * hd;
+                    let seg = [(&keys[span.clone()], &values[span])];
+                    attend(&row[head * hd..][..hd], &seg, scale, scores, out);
                 }
             });
         ctx
