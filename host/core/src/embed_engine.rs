@@ -39,7 +39,7 @@ enum Route {
 #[derive(Clone)]
 pub struct EmbedHandle {
     route: Route,
-    dimensions: usize,
+    /// Tokens per input, special tokens included.
     max_tokens: usize,
     vocab_size: usize,
 }
@@ -53,7 +53,6 @@ impl EmbedHandle {
                 tx,
                 tokenizer: Arc::new(embedder.tokenizer().clone()),
             },
-            dimensions: embedder.dimensions(),
             max_tokens: embedder.max_tokens(),
             vocab_size: embedder.vocab_size(),
         };
@@ -64,24 +63,14 @@ impl EmbedHandle {
         Ok(handle)
     }
 
-    /// Embeddings from a chat model: mean-pooled, final-normed hidden states of `dim`
-    /// floats, any input up to the context length, run on the model's engine thread.
-    pub fn for_chat_model(engine: EngineHandle, dim: usize) -> Self {
+    /// Embeddings from a chat model: mean-pooled, final-normed hidden states, any input up
+    /// to the context length, run on the model's engine thread.
+    pub fn for_chat_model(engine: EngineHandle) -> Self {
         EmbedHandle {
-            dimensions: dim,
             max_tokens: engine.context_length(),
             vocab_size: engine.tokenizer().vocab_size(),
             route: Route::Chat(engine),
         }
-    }
-
-    pub fn dimensions(&self) -> usize {
-        self.dimensions
-    }
-
-    /// Tokens per input, special tokens included.
-    pub fn max_tokens(&self) -> usize {
-        self.max_tokens
     }
 
     /// `text`'s ids with the model's special tokens, truncated to [`EmbedHandle::max_tokens`],
@@ -150,11 +139,12 @@ fn serve(embedder: &Embedder, jobs: Vec<Job>) {
     let mut results: Vec<Vec<Option<Vec<f32>>>> =
         jobs.iter().map(|j| vec![None; j.inputs.len()]).collect();
     let mut failed: Vec<Option<CoreError>> = vec![None; jobs.len()];
+    let budget = embedder.batch_tokens();
     let mut start = 0;
     while start < all.len() {
         // Grow the batch while its padded size (count × longest, the last one) fits.
         let mut end = start + 1;
-        while end < all.len() && (end + 1 - start) * all[end].2.len() <= embedder.batch_tokens() {
+        while end < all.len() && (end + 1 - start) * all[end].2.len() <= budget {
             end += 1;
         }
         let batch: Vec<Vec<u32>> = all[start..end].iter().map(|(_, _, v)| v.to_vec()).collect();

@@ -204,16 +204,18 @@ impl Embedder {
         };
         if self.normalize {
             for v in &mut out {
-                let norm = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
-                // sentence-transformers' F.normalize: divide by max(‖v‖, 1e-12).
-                let inv = 1.0 / norm.max(1e-12);
-                for x in v.iter_mut() {
-                    *x = (f64::from(*x) * inv) as f32;
-                }
+                *v = unit_length(v.iter().map(|x| f64::from(*x)));
             }
         }
         Ok(out)
     }
+}
+
+/// `v` scaled to unit length as sentence-transformers' `F.normalize` does: divided by
+/// max(‖v‖, 1e-12), in f64.
+pub(crate) fn unit_length(v: impl Iterator<Item = f64> + Clone) -> Vec<f32> {
+    let inv = 1.0 / v.clone().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+    v.map(|x| (x * inv) as f32).collect()
 }
 
 /// `text` through an embedder's tokenizer (special tokens added, truncation as configured).

@@ -7,6 +7,7 @@
 
 use tokio::sync::oneshot;
 
+use crate::embedder::unit_length;
 use crate::error::{CoreError, catch_panic};
 use crate::model::{KvCache, Llama};
 
@@ -108,15 +109,12 @@ impl EmbedWork {
         if !group.is_empty() || self.next < self.inputs.len() {
             return false;
         }
+        // The mean's direction is the sum's: scaling to unit length makes the division by
+        // the token count unnecessary.
         let vectors = self
             .sums
             .iter()
-            .map(|sum| {
-                // The mean's direction is the sum's: scaling to unit length makes the
-                // division by the token count unnecessary.
-                let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-                sum.iter().map(|x| (x / norm) as f32).collect()
-            })
+            .map(|sum| unit_length(sum.iter().copied()))
             .collect();
         self.answer(Ok(vectors));
         true

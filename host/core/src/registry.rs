@@ -177,7 +177,7 @@ impl LoadedEmbedder {
                 created: i.created,
                 fingerprint: i.fingerprint.clone(),
             },
-            engine: EmbedHandle::for_chat_model(model.engine.clone(), i.hidden_size as usize),
+            engine: EmbedHandle::for_chat_model(model.engine.clone()),
         }
     }
 }
