@@ -267,38 +267,39 @@ impl ModelRegistry {
         Ok(aliases.get(name).cloned())
     }
 
-    /// The text-generation model called `name`: its id or one of its aliases.
-    pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>, CoreError> {
-        let id = self.resolve(name)?;
-        if let Some(m) = id.as_ref().and_then(|id| self.models.get(id)) {
-            return Ok(m.clone());
-        }
-        if id.is_some_and(|id| self.embedders.contains_key(&id)) {
-            return Err(CoreError::InvalidRequest {
-                message: format!(
-                    "The model `{name}` is an embedding model: it serves /v1/embeddings, not text generation"
-                ),
+    /// The model called `name` (id or alias) in `kind`'s map; a model of the other kind is a
+    /// client error saying `wrong_kind`. Every id `resolve` finds is in one map or the other
+    /// (aliases are checked when set).
+    fn lookup<T>(
+        &self,
+        name: &str,
+        kind: &HashMap<String, Arc<T>>,
+        wrong_kind: &str,
+    ) -> Result<Arc<T>, CoreError> {
+        let Some(id) = self.resolve(name)? else {
+            return Err(CoreError::UnknownModel(name.to_owned()));
+        };
+        kind.get(&id)
+            .cloned()
+            .ok_or_else(|| CoreError::InvalidRequest {
+                message: format!("The model `{name}` {wrong_kind}"),
                 param: Some("model".into()),
                 code: Some("model_not_supported".into()),
-            });
-        }
-        Err(CoreError::UnknownModel(name.to_owned()))
+            })
+    }
+
+    /// The text-generation model called `name`: its id or one of its aliases.
+    pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>, CoreError> {
+        self.lookup(
+            name,
+            &self.models,
+            "is an embedding model: it serves /v1/embeddings, not text generation",
+        )
     }
 
     /// The embedding model called `name`: its id or one of its aliases.
     pub fn embedder(&self, name: &str) -> Result<Arc<LoadedEmbedder>, CoreError> {
-        let id = self.resolve(name)?;
-        if let Some(m) = id.as_ref().and_then(|id| self.embedders.get(id)) {
-            return Ok(m.clone());
-        }
-        if id.is_some_and(|id| self.models.contains_key(&id)) {
-            return Err(CoreError::InvalidRequest {
-                message: format!("The model `{name}` does not serve embeddings"),
-                param: Some("model".into()),
-                code: Some("model_not_supported".into()),
-            });
-        }
-        Err(CoreError::UnknownModel(name.to_owned()))
+        self.lookup(name, &self.embedders, "does not serve embeddings")
     }
 
     /// When the model called `name` (id or alias, of either kind) was loaded.
