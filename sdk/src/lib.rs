@@ -34,6 +34,7 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod host;
+pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod tools;

@@ -15,12 +15,11 @@ pub(crate) const MAX_N: u32 = 128;
 /// OpenAI's bound for the number of stop sequences.
 const MAX_STOP: usize = 4;
 
-/// Parses a JSON body into `T`; a mistake becomes a 400 naming the field serde names.
+/// Parses a JSON body into `T`; a mistake becomes a 400 naming the path of the field at fault
+/// (`max_tokens`, `messages[0].role`).
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, Error> {
-    serde_json::from_str(body).map_err(|e| {
-        let b = crate::openai::ErrorBody::from_json_error(&e);
-        invalid_request(&b.error.message, b.error.param.as_deref())
-    })
+    crate::openai::ErrorBody::parse_json(body)
+        .map_err(|b| invalid_request(&b.error.message, b.error.param.as_deref()))
 }
 
 /// Unknown fields are ignored, never refused: newer SDKs send fields this server may not

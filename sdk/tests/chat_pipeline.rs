@@ -314,7 +314,10 @@ fn response_formats_become_constraints() {
     assert!(matches!(got[0], Constraint::JsonObject));
     match &got[1] {
         Constraint::JsonSchema(s) => {
-            assert_eq!(serde_json::from_str::<Value>(s).expect("json"), schema)
+            // Closed: a missing `additionalProperties` means `false` to the grammar.
+            let mut closed = schema.clone();
+            closed["additionalProperties"] = json!(false);
+            assert_eq!(serde_json::from_str::<Value>(s).expect("json"), closed)
         }
         other => panic!("{other:?}"),
     }

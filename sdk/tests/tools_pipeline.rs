@@ -37,7 +37,10 @@ fn a_template_with_tools_support_renders_them_and_its_calls() {
     FirstParty.complete(post(&body), &host).expect("ok");
     let prompt = prompt_of(&host);
     // The tools went to the template, not into a system message; calls as objects.
-    assert!(prompt.starts_with("<|tools|>[{\"function\""), "{prompt}");
+    assert!(
+        prompt.starts_with("<|tools|>[{\"type\":\"function\",\"function\""),
+        "{prompt}"
+    );
     assert!(!prompt.contains("You can call these functions"), "{prompt}");
     assert!(
         prompt.contains(r#""arguments":{"city":"Rome"}"#),
@@ -103,7 +106,7 @@ fn legacy_function_call_history_renders_into_the_prompt() {
     FirstParty.complete(post(&body), &host).expect("ok");
     let prompt = prompt_of(&host);
     assert!(
-        prompt.contains(r#"<|assistant|>[{"arguments":{"city":"Lima"},"name":"get_weather"}]"#),
+        prompt.contains(r#"<|assistant|>[{"name":"get_weather","arguments":{"city":"Lima"}}]"#),
         "{prompt}"
     );
     assert!(prompt.contains("<|tool|>get_weather: 18 C"), "{prompt}");

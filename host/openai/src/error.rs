@@ -55,16 +55,44 @@ impl ErrorBody {
 
     /// A 400 for a body that does not parse as the expected JSON.
     pub fn from_json_error(e: &serde_json::Error) -> Self {
+        Self::from_path_error(e, "")
+    }
+
+    /// `body` as a `T`; a mistake is a 400 whose `param` is the path of the field at fault
+    /// (`max_tokens`, `messages[0].role`, `tools[1].function.name`), found by
+    /// serde_path_to_error instead of guessed from serde's message.
+    pub fn parse_json<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Self> {
+        let de = &mut serde_json::Deserializer::from_str(body);
+        let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            Self::from_path_error(e.inner(), if path == "." { "" } else { &path })
+        })?;
+        Ok(value)
+    }
+
+    /// `path` is where the error happened (`""` for the top level); a missing field's name
+    /// is added to it, since serde reports the object that lacks it.
+    fn from_path_error(e: &serde_json::Error, path: &str) -> Self {
         let message = e.to_string();
         let param = if e.is_data() {
-            Self::param_of_serde_error(&message)
+            match (Self::param_of_serde_error(&message), path) {
+                (Some(field), "") if message.starts_with("missing field") => Some(field),
+                (Some(field), p) if message.starts_with("missing field") => {
+                    Some(format!("{p}.{field}"))
+                }
+                (field, "") => field,
+                (_, p) => Some(p.to_owned()),
+            }
         } else {
             None
         };
         let text = if e.is_syntax() || e.is_eof() {
             format!("We could not parse the JSON body of your request: {message}")
         } else {
-            format!("Invalid request body: {message}")
+            match &param {
+                Some(p) => format!("Invalid value for `{p}`: {message}"),
+                None => format!("Invalid request body: {message}"),
+            }
         };
         Self::new("invalid_request_error", text, param, None)
     }
@@ -105,5 +133,49 @@ mod tests {
             ErrorBody::from_json_error(&err).error.param.as_deref(),
             Some("messages")
         );
+    }
+
+    #[test]
+    fn param_is_the_path_of_the_field_at_fault() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct M {
+            role: String,
+            content: Option<String>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct R {
+            model: String,
+            messages: Vec<M>,
+            max_tokens: Option<u32>,
+            stream: Option<bool>,
+        }
+        let param = |body: &str| ErrorBody::parse_json::<R>(body).unwrap_err().error.param;
+        let ok = r#""model":"m","messages":[{"role":"user"}]"#;
+        assert_eq!(
+            param(&format!(r#"{{{ok},"max_tokens":"10"}}"#)).as_deref(),
+            Some("max_tokens")
+        );
+        assert_eq!(
+            param(&format!(r#"{{{ok},"stream":1}}"#)).as_deref(),
+            Some("stream")
+        );
+        assert_eq!(
+            param(r#"{"model":123,"messages":[]}"#).as_deref(),
+            Some("model")
+        );
+        assert_eq!(
+            param(r#"{"model":"m","messages":[{"role":"user"},{"role":5}]}"#).as_deref(),
+            Some("messages[1].role")
+        );
+        assert_eq!(
+            param(r#"{"model":"m","messages":[{"content":"x"}]}"#).as_deref(),
+            Some("messages[0].role")
+        );
+        assert_eq!(param(r#"{"messages":[]}"#).as_deref(), Some("model"));
+        let syntax = ErrorBody::parse_json::<R>("{").unwrap_err().error;
+        assert_eq!(syntax.param, None);
+        assert!(syntax.message.starts_with("We could not parse"));
     }
 }

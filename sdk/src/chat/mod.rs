@@ -18,6 +18,7 @@
 //! cinder_sdk::export_chat!(NoDigits);
 //! ```
 
+mod calls;
 mod plan;
 mod run;
 pub mod stored;

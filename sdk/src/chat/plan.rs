@@ -76,7 +76,8 @@ fn response_format(format: Option<&Value>) -> Result<Option<Constraint>, Error> 
                         Some("response_format.json_schema.schema"),
                     )
                 })?;
-            Ok(Some(Constraint::JsonSchema(schema.to_string())))
+            let closed = crate::schema::close_objects(schema.clone());
+            Ok(Some(Constraint::JsonSchema(closed.to_string())))
         }
         Some(other) => Err(invalid_request(
             &format!(

@@ -5,10 +5,11 @@ use crate::host::{Generation, Host};
 use crate::inference::{self, Event, GenerateRequest};
 use crate::openai::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
-    Delta, TokenLogprob, ToolCall, ToolCallFunction, TopLogprob, Usage,
+    Delta, TokenLogprob, TopLogprob, Usage,
 };
 use crate::{Error, Request};
 
+use super::calls::{self, Ending, Hold};
 use super::{Chat, Plan};
 
 /// Runs one chat request the way the first-party plugin does, against `host` (the real one in
@@ -57,10 +58,23 @@ pub fn complete<C: Chat + ?Sized>(
         fingerprint: info.fingerprint,
         service_tier: plan.service_tier.clone(),
     };
+    let prompt_tokens = prompt_ids.len() as u32;
     if plan.stream {
-        stream(chat, &plan, &calling, &meta, &generations, host)
+        stream(
+            chat,
+            (&plan, &calling, &meta),
+            prompt_tokens,
+            generations,
+            host,
+        )
     } else {
-        aggregate(chat, &plan, &meta, &generations, host)
+        aggregate(
+            chat,
+            (&plan, &calling, &meta),
+            prompt_tokens,
+            generations,
+            host,
+        )
     }
 }
 
@@ -112,37 +126,6 @@ fn blame_tools(e: Error) -> Error {
     }
 }
 
-/// The calls in a finished answer (via the tools plugin), with ids where the model's format
-/// has none.
-fn read_calls(
-    plan: &Plan,
-    text: &str,
-    id_prefix: &str,
-    host: &dyn Host,
-) -> Result<Option<Vec<ToolCall>>, Error> {
-    let Some(tools) = &plan.tools else {
-        return Ok(None);
-    };
-    let calls = host.parse_tool_calls(&plan.model, text, tools)?;
-    Ok(calls.map(|calls| {
-        (0..)
-            .zip(calls)
-            .map(|(i, c)| ToolCall {
-                id: if c.id.is_empty() {
-                    format!("call_{id_prefix}_{i}")
-                } else {
-                    c.id
-                },
-                kind: "function".into(),
-                function: ToolCallFunction {
-                    name: c.name,
-                    arguments: c.arguments,
-                },
-            })
-            .collect()
-    }))
-}
-
 /// What every chunk and response repeats.
 struct Meta {
     id: String,
@@ -186,27 +169,109 @@ fn logprobs_of(delta: &inference::Delta) -> Vec<TokenLogprob> {
         .collect()
 }
 
+/// One choice while it runs: its generation (dropped to stop it), what it has said, and
+/// where its text goes while it may be a call.
+struct Running {
+    index: u32,
+    generation: Box<dyn Generation>,
+    hold: Hold,
+    /// Everything it said (after `rewrite`).
+    text: String,
+    /// Tokens generated, for the usage of an answer chat stops itself.
+    tokens: u32,
+}
+
+impl Running {
+    fn new(index: u32, generation: Box<dyn Generation>, plan: &Plan, calling: &Calling) -> Self {
+        let hold = match &plan.tools {
+            None => Hold::Stream,
+            Some(_) if calling.constraint.is_some() => Hold::Calls(String::new()),
+            Some(_) => Hold::Undecided(String::new()),
+        };
+        Running {
+            index,
+            generation,
+            hold,
+            text: String::new(),
+            tokens: 0,
+        }
+    }
+
+    /// Takes a delta's (rewritten) text; returns what may be streamed now, and whether the
+    /// answer must end here because the model repeated a call.
+    fn take(
+        &mut self,
+        text: String,
+        tokens: usize,
+        plan: &Plan,
+        calling: &Calling,
+        host: &dyn Host,
+    ) -> Result<(String, bool), Error> {
+        self.tokens += tokens as u32;
+        self.text.push_str(&text);
+        let out = self.hold.take(text, &calling.prefixes);
+        let repeated = match self.hold.calls() {
+            Some(envelope) => calls::repeats(plan, envelope, host)?,
+            None => false,
+        };
+        Ok((out, repeated))
+    }
+}
+
+/// The usage of a choice chat stopped itself (no `finished` event comes for it).
+fn stopped_usage(prompt_tokens: u32, running: &Running) -> crate::types::Usage {
+    crate::types::Usage {
+        prompt_tokens,
+        completion_tokens: running.tokens,
+    }
+}
+
+/// Adds a choice's usage: the prompt is read once, whatever n is; completions add up. The
+/// first choice's prompt is the one that counts as read, cached or not.
+fn add_usage(total: Usage, u: crate::types::Usage, generation: &dyn Generation) -> Usage {
+    let cached = match total.prompt_tokens_details {
+        Some(d) => d.cached_tokens,
+        None => generation.cached_tokens(),
+    };
+    Usage::new(
+        u.prompt_tokens,
+        total.completion_tokens + u.completion_tokens,
+    )
+    .with_cached(cached)
+}
+
 fn aggregate<C: Chat + ?Sized>(
     chat: &C,
-    plan: &Plan,
-    meta: &Meta,
-    generations: &[Box<dyn Generation>],
+    (plan, calling, meta): (&Plan, &Calling, &Meta),
+    prompt_tokens: u32,
+    generations: Vec<Box<dyn Generation>>,
     host: &dyn Host,
 ) -> Result<(), Error> {
     let mut choices = Vec::with_capacity(generations.len());
     let mut usage = Usage::default();
     for (index, generation) in (0u32..).zip(generations) {
-        let mut content = String::new();
+        let mut choice = Running::new(index, generation, plan, calling);
         let mut logprobs = Vec::new();
-        let (reason, u) = loop {
-            match generation.next()? {
+        let ending = loop {
+            match choice.generation.next()? {
                 Some(Event::Delta(d)) => {
-                    content.push_str(&chat.rewrite(index, d.text.clone()));
                     if plan.top_logprobs.is_some() {
                         logprobs.extend(logprobs_of(&d));
                     }
+                    let text = chat.rewrite(index, d.text);
+                    if choice.take(text, d.tokens.len(), plan, calling, host)?.1 {
+                        usage = add_usage(
+                            usage,
+                            stopped_usage(prompt_tokens, &choice),
+                            &*choice.generation,
+                        );
+                        break Ending::Repeat;
+                    }
                 }
-                Some(Event::Finished(f)) => break (f.reason, f.usage),
+                Some(Event::Finished(f)) => {
+                    usage = add_usage(usage, f.usage, &*choice.generation);
+                    break Ending::Engine(f.reason);
+                }
                 None => {
                     return Err(Error::Internal(
                         "the generation ended without finishing".into(),
@@ -214,29 +279,14 @@ fn aggregate<C: Chat + ?Sized>(
                 }
             }
         };
-        // The prompt is read once, whatever n is; completions add up. The first choice's
-        // prompt is the one that counts as read, cached or not.
-        let cached = match usage.prompt_tokens_details {
-            Some(d) => d.cached_tokens,
-            None => generation.cached_tokens(),
-        };
-        usage = Usage::new(
-            u.prompt_tokens,
-            usage.completion_tokens + u.completion_tokens,
-        )
-        .with_cached(cached);
-        // An answer in the tool-call format is calls, not text.
+        // Dropping the generation stops it in the core (a repeat); it has finished otherwise.
+        let Running {
+            generation, text, ..
+        } = choice;
+        drop(generation);
         let prefix = format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
-        let calls = read_calls(plan, &content, &prefix, host)?;
-        let called = if plan.legacy_functions {
-            "function_call"
-        } else {
-            "tool_calls"
-        };
-        let finish = match (&calls, reason) {
-            (Some(_), crate::types::FinishReason::Stop) => called.to_owned(),
-            _ => crate::finish_reason(reason),
-        };
+        let settled = calls::settle(plan, text, ending, &prefix, host)?;
+        let calls = (!settled.calls.is_empty()).then_some(settled.calls);
         let (tool_calls, function_call) = match calls {
             Some(c) if plan.legacy_functions => (None, c.into_iter().next().map(|c| c.function)),
             other => (other, None),
@@ -246,7 +296,11 @@ fn aggregate<C: Chat + ?Sized>(
             index,
             message: AssistantMessage {
                 role: "assistant".into(),
-                content: if has_calls { None } else { Some(content) },
+                content: if has_calls {
+                    None
+                } else {
+                    Some(settled.content)
+                },
                 refusal: None,
                 tool_calls,
                 function_call,
@@ -255,7 +309,7 @@ fn aggregate<C: Chat + ?Sized>(
                 content: logprobs,
                 refusal: None,
             }),
-            finish_reason: Some(finish),
+            finish_reason: Some(settled.finish),
         });
     }
     let response = meta.completion(choices, usage);
@@ -267,10 +321,9 @@ fn aggregate<C: Chat + ?Sized>(
 
 fn stream<C: Chat + ?Sized>(
     chat: &C,
-    plan: &Plan,
-    calling: &Calling,
-    meta: &Meta,
-    generations: &[Box<dyn Generation>],
+    (plan, calling, meta): (&Plan, &Calling, &Meta),
+    prompt_tokens: u32,
+    generations: Vec<Box<dyn Generation>>,
     host: &dyn Host,
 ) -> Result<(), Error> {
     // With include_usage every chunk carries `usage: null`, and one last chunk the numbers.
@@ -305,86 +358,110 @@ fn stream<C: Chat + ?Sized>(
     }
     // Round robin over the running choices: the engine advances them all each step, so each
     // `next` finds its event soon and the choices stream side by side.
-    let mut running: Vec<(u32, &Box<dyn Generation>)> = (0u32..).zip(generations).collect();
+    let mut running: Vec<Running> = (0u32..)
+        .zip(generations)
+        .map(|(i, g)| Running::new(i, g, plan, calling))
+        .collect();
     let mut usage = Usage::default();
     // With `store`, the streamed choices are assembled into the completion that is kept.
-    let mut texts = vec![String::new(); generations.len()];
-    let mut finishes = vec![None; generations.len()];
-    // With tools, text that may be a call is held back until it is known to be one.
-    let start = match &plan.tools {
-        None => Hold::Stream,
-        Some(_) if calling.constraint.is_some() => Hold::Calls(String::new()),
-        Some(_) => Hold::Undecided(String::new()),
-    };
-    let mut holds = vec![start; generations.len()];
+    let mut kept: Vec<Option<Choice>> = vec![None; running.len()];
     while !running.is_empty() {
         let mut still = Vec::with_capacity(running.len());
-        for (index, generation) in running {
-            match generation.next()? {
+        for mut choice in running {
+            let index = choice.index;
+            let ending = match choice.generation.next()? {
                 Some(Event::Delta(d)) => {
                     let logprobs = plan.top_logprobs.map(|_| ChoiceLogprobs {
                         content: logprobs_of(&d),
                         refusal: None,
                     });
-                    let text = chat.rewrite(index, d.text.clone());
-                    if plan.store {
-                        texts[index as usize].push_str(&text);
-                    }
-                    let text = holds[index as usize].take(text, &calling.prefixes);
+                    let text = chat.rewrite(index, d.text);
+                    let (text, repeated) =
+                        choice.take(text, d.tokens.len(), plan, calling, host)?;
                     if !text.is_empty() || logprobs.as_ref().is_some_and(|l| !l.content.is_empty())
                     {
                         host.send_json(&chunk(index, text_delta(text), logprobs, None))?;
                     }
-                    still.push((index, generation));
+                    if !repeated {
+                        still.push(choice);
+                        continue;
+                    }
+                    usage = add_usage(
+                        usage,
+                        stopped_usage(prompt_tokens, &choice),
+                        &*choice.generation,
+                    );
+                    Ending::Repeat
                 }
                 Some(Event::Finished(f)) => {
-                    let cached = match usage.prompt_tokens_details {
-                        Some(d) => d.cached_tokens,
-                        None => generation.cached_tokens(),
-                    };
-                    usage = Usage::new(
-                        f.usage.prompt_tokens,
-                        usage.completion_tokens + f.usage.completion_tokens,
-                    )
-                    .with_cached(cached);
-                    let mut finish = crate::finish_reason(f.reason);
-                    let held = std::mem::replace(&mut holds[index as usize], Hold::Stream);
-                    let (calls, rest) = match held {
-                        Hold::Calls(buf) => {
-                            let prefix =
-                                format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
-                            match read_calls(plan, &buf, &prefix, host)? {
-                                Some(calls) => (calls, String::new()),
-                                // Cut short or not a call after all: it was text.
-                                None => (Vec::new(), buf),
-                            }
-                        }
-                        Hold::Undecided(buf) => (Vec::new(), buf),
-                        Hold::Stream => (Vec::new(), String::new()),
-                    };
-                    if !rest.is_empty() {
-                        host.send_json(&chunk(index, text_delta(rest), None, None))?;
-                    }
-                    for (i, call) in (0u32..).zip(&calls) {
-                        for piece in call_deltas(i, call, plan.legacy_functions) {
-                            host.send_json(&chunk(index, piece, None, None))?;
-                        }
-                    }
-                    if !calls.is_empty() && f.reason == crate::types::FinishReason::Stop {
-                        finish = if plan.legacy_functions {
-                            "function_call".into()
-                        } else {
-                            "tool_calls".into()
-                        };
-                    }
-                    finishes[index as usize] = Some(finish.clone());
-                    host.send_json(&chunk(index, Delta::default(), None, Some(finish)))?;
+                    usage = add_usage(usage, f.usage, &*choice.generation);
+                    Ending::Engine(f.reason)
                 }
                 None => {
                     return Err(Error::Internal(
                         "the generation ended without finishing".into(),
                     ));
                 }
+            };
+            // Dropping the generation stops it in the core (a repeat); it has finished otherwise.
+            let Running {
+                generation,
+                hold,
+                text,
+                ..
+            } = choice;
+            drop(generation);
+            let prefix = format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
+            let (settled, rest) = match hold {
+                Hold::Calls(buf) => {
+                    let settled = calls::settle(plan, buf.clone(), ending, &prefix, host)?;
+                    // Not a call after all: it was text, held back until now.
+                    let rest = if settled.envelope { String::new() } else { buf };
+                    (settled, rest)
+                }
+                Hold::Undecided(buf) => (
+                    calls::settle(plan, String::new(), ending, &prefix, host)?,
+                    buf,
+                ),
+                Hold::Stream => (
+                    calls::settle(plan, String::new(), ending, &prefix, host)?,
+                    String::new(),
+                ),
+            };
+            if !rest.is_empty() {
+                host.send_json(&chunk(index, text_delta(rest), None, None))?;
+            }
+            for (i, call) in (0u32..).zip(&settled.calls) {
+                for piece in calls::call_deltas(i, call, plan.legacy_functions) {
+                    host.send_json(&chunk(index, piece, None, None))?;
+                }
+            }
+            host.send_json(&chunk(
+                index,
+                Delta::default(),
+                None,
+                Some(settled.finish.clone()),
+            ))?;
+            if plan.store {
+                let has_calls = !settled.calls.is_empty();
+                kept[index as usize] = Some(Choice {
+                    index,
+                    message: AssistantMessage {
+                        role: "assistant".into(),
+                        content: (!has_calls).then(|| {
+                            if settled.envelope {
+                                String::new()
+                            } else {
+                                text
+                            }
+                        }),
+                        refusal: None,
+                        tool_calls: has_calls.then_some(settled.calls),
+                        function_call: None,
+                    },
+                    logprobs: None,
+                    finish_reason: Some(settled.finish),
+                });
             }
         }
         running = still;
@@ -396,65 +473,10 @@ fn stream<C: Chat + ?Sized>(
         host.send_json(&last)?;
     }
     if plan.store {
-        let choices = (0u32..)
-            .zip(texts.into_iter().zip(finishes))
-            .map(|(index, (content, finish))| Choice {
-                index,
-                message: AssistantMessage {
-                    role: "assistant".into(),
-                    content: Some(content),
-                    refusal: None,
-                    tool_calls: None,
-                    function_call: None,
-                },
-                logprobs: None,
-                finish_reason: finish,
-            })
-            .collect();
-        let completion = meta.completion(choices, usage);
+        let completion = meta.completion(kept.into_iter().flatten().collect(), usage);
         super::stored::save(host, &completion, plan.metadata.as_ref(), &plan.messages)?;
     }
     Ok(())
-}
-
-/// Where a streamed choice's text goes while tools may be called.
-#[derive(Clone)]
-enum Hold {
-    /// Straight to the client.
-    Stream,
-    /// Held until its start says text (stream it) or a call (one of the tools plugin's call
-    /// prefixes).
-    Undecided(String),
-    /// Held to the end, then sent as tool calls.
-    Calls(String),
-}
-
-impl Hold {
-    /// Takes a piece of text; returns what may be sent now.
-    fn take(&mut self, text: String, prefixes: &[String]) -> String {
-        match self {
-            Hold::Stream => text,
-            Hold::Calls(buf) => {
-                buf.push_str(&text);
-                String::new()
-            }
-            Hold::Undecided(buf) => {
-                buf.push_str(&text);
-                let start = buf.trim_start();
-                if start.is_empty() || prefixes.iter().any(|p| p.starts_with(start)) {
-                    // Blank, or still the beginning of a call prefix (`<tool_` of `<tool_call>`).
-                    String::new()
-                } else if prefixes.iter().any(|p| start.starts_with(p.as_str())) {
-                    *self = Hold::Calls(std::mem::take(buf));
-                    String::new()
-                } else {
-                    let out = std::mem::take(buf);
-                    *self = Hold::Stream;
-                    out
-                }
-            }
-        }
-    }
 }
 
 fn text_delta(text: String) -> Delta {
@@ -464,54 +486,4 @@ fn text_delta(text: String) -> Delta {
         tool_calls: None,
         function_call: None,
     }
-}
-
-/// A call as OpenAI streams it: `id`, `type` and name with empty arguments, then the arguments
-/// (for `functions` requests, `function_call` with the name, then the arguments).
-fn call_deltas(index: u32, call: &crate::openai::chat::ToolCall, legacy: bool) -> [Delta; 2] {
-    use crate::openai::chat::{ToolCallDelta, ToolCallDeltaFunction};
-    if legacy {
-        let delta = |f: ToolCallDeltaFunction| Delta {
-            role: None,
-            content: None,
-            tool_calls: None,
-            function_call: Some(f),
-        };
-        return [
-            delta(ToolCallDeltaFunction {
-                name: Some(call.function.name.clone()),
-                arguments: String::new(),
-            }),
-            delta(ToolCallDeltaFunction {
-                name: None,
-                arguments: call.function.arguments.clone(),
-            }),
-        ];
-    }
-    let delta = |d: ToolCallDelta| Delta {
-        role: None,
-        content: None,
-        tool_calls: Some(vec![d]),
-        function_call: None,
-    };
-    [
-        delta(ToolCallDelta {
-            index,
-            id: Some(call.id.clone()),
-            kind: Some("function".into()),
-            function: ToolCallDeltaFunction {
-                name: Some(call.function.name.clone()),
-                arguments: String::new(),
-            },
-        }),
-        delta(ToolCallDelta {
-            index,
-            id: None,
-            kind: None,
-            function: ToolCallDeltaFunction {
-                name: None,
-                arguments: call.function.arguments.clone(),
-            },
-        }),
-    ]
 }

@@ -18,6 +18,12 @@ fn schema_of(parameters: &str) -> Value {
     serde_json::from_str(parameters).unwrap_or_else(|_| json!({"type": "object"}))
 }
 
+/// A function's parameters as the grammar reads them: objects that declare properties and
+/// say nothing of `additionalProperties` are closed (see [`crate::schema`]).
+fn grammar_schema_of(parameters: &str) -> Value {
+    crate::schema::close_objects(schema_of(parameters))
+}
+
 /// The system text that tells the model about the tools and the call format.
 pub(crate) fn instructions(tools: &ToolUse) -> String {
     let listed: Vec<Value> = tools
@@ -44,7 +50,8 @@ pub(crate) fn constraint(tools: &ToolUse) -> Option<Constraint> {
         .map(|f| {
             json!({
                 "type": "object",
-                "properties": {"name": {"const": f.name}, "arguments": schema_of(&f.parameters)},
+                // `name` first: the model chooses the function before writing its arguments.
+                "properties": {"name": {"const": f.name}, "arguments": grammar_schema_of(&f.parameters)},
                 "required": ["name", "arguments"],
                 "additionalProperties": false
             })
@@ -75,40 +82,112 @@ pub(crate) fn arguments_value(arguments: &str) -> Value {
     serde_json::from_str(arguments).unwrap_or_else(|_| Value::String(arguments.to_owned()))
 }
 
-/// Reads calls out of a finished answer; `None` when it is ordinary text (not a call, a call
-/// to an unknown function, arguments that are not an object, or cut short).
+/// Reads calls out of an answer, finished or cut short.
+///
+/// - `None`: ordinary text (not in a call format, a call to an unknown function, arguments
+///   that are not an object, or JSON that is complete but not calls).
+/// - `Some(calls)`: the answer is a call envelope. `calls` are its complete calls in order; a
+///   call cut short (by `max_tokens`, say) is dropped, so an envelope cut before its first
+///   call completed is `Some([])`: no calls, and no text either.
 pub(crate) fn parse(text: &str, tools: &ToolUse) -> Option<Vec<Call>> {
     let text = text.trim();
     let text = text.strip_prefix("[TOOL_CALLS]").unwrap_or(text).trim();
     let items: Vec<Value> = if text.starts_with("<tool_call>") {
         tagged(text)?
     } else {
-        match serde_json::from_str(text).ok()? {
-            Value::Array(items) => items,
-            object @ Value::Object(_) => vec![object],
-            _ => return None,
+        match serde_json::from_str(text) {
+            Ok(Value::Array(items)) if !items.is_empty() => items,
+            Ok(object @ Value::Object(_)) => vec![object],
+            Ok(_) => return None,
+            Err(e) if e.is_eof() && looks_like_a_call(text) => complete_items(text),
+            Err(_) => return None,
         }
     };
-    if items.is_empty() {
-        return None;
-    }
     let limit = if tools.parallel { items.len() } else { 1 };
     items.iter().take(limit).map(|c| call(c, tools)).collect()
 }
 
+/// Whether JSON cut short is the start of a call: an object (alone or first in an array)
+/// whose first key is, or may still become, `name` (or `arguments`/`parameters`, which some
+/// models write first).
+fn looks_like_a_call(text: &str) -> bool {
+    let rest = text.strip_prefix('[').unwrap_or(text).trim_start();
+    let Some(rest) = rest.strip_prefix('{') else {
+        return rest.is_empty();
+    };
+    let rest = rest.trim_start();
+    let Some(key) = rest.strip_prefix('"') else {
+        return rest.is_empty();
+    };
+    match key.split_once('"') {
+        Some((key, _)) => ["name", "arguments", "parameters"].contains(&key),
+        None => ["name", "arguments", "parameters"]
+            .iter()
+            .any(|k| k.starts_with(key)),
+    }
+}
+
+/// The complete items of a JSON array (or a lone object) that was cut short: each item that
+/// closed before the text ended. A lone object that never closed has none.
+fn complete_items(text: &str) -> Vec<Value> {
+    let Some(body) = text.strip_prefix('[') else {
+        return Vec::new();
+    };
+    let mut items = Vec::new();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut start = None;
+    for (i, ch) in body.char_indices() {
+        if in_string {
+            match (escaped, ch) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match ch {
+            '"' => in_string = true,
+            '{' | '[' => {
+                if depth == 0 {
+                    start = Some(i);
+                }
+                depth += 1;
+            }
+            '}' | ']' if depth > 0 => {
+                depth -= 1;
+                if depth == 0
+                    && let Some(s) = start.take()
+                    && let Ok(v) = serde_json::from_str(&body[s..=i])
+                {
+                    items.push(v);
+                }
+            }
+            _ => {}
+        }
+    }
+    items
+}
+
 /// `<tool_call>{...}</tool_call>` blocks, whitespace between them; the last closing tag may be
-/// missing (generation stops at the end-of-turn token).
+/// missing (generation stops at the end-of-turn token), and a last block cut short is
+/// dropped.
 fn tagged(mut text: &str) -> Option<Vec<Value>> {
     let mut items = Vec::new();
     while let Some(rest) = text.strip_prefix("<tool_call>") {
-        let (body, after) = match rest.find("</tool_call>") {
-            Some(end) => (&rest[..end], &rest[end + "</tool_call>".len()..]),
-            None => (rest, ""),
+        let (body, after, closed) = match rest.find("</tool_call>") {
+            Some(end) => (&rest[..end], &rest[end + "</tool_call>".len()..], true),
+            None => (rest, "", false),
         };
-        items.push(serde_json::from_str(body.trim()).ok()?);
+        match serde_json::from_str(body.trim()) {
+            Ok(v) => items.push(v),
+            Err(e) if !closed && e.is_eof() => {}
+            Err(_) => return None,
+        }
         text = after.trim_start();
     }
-    text.is_empty().then_some(items)
+    // A tag cut short (`<tool_ca`) after complete blocks is part of the envelope too.
+    (text.is_empty() || (!items.is_empty() && "<tool_call>".starts_with(text))).then_some(items)
 }
 
 fn call(c: &Value, tools: &ToolUse) -> Option<Call> {
@@ -164,8 +243,63 @@ mod tests {
         assert!(parse(r#"[{"name": "other", "arguments": {}}]"#, &u).is_none());
         assert!(parse(r#"[{"name": "get_weather", "arguments": "Paris"}]"#, &u).is_none());
         assert!(parse("[]", &u).is_none());
-        assert!(parse(r#"[{"name": "get_weather""#, &u).is_none());
         assert!(parse("[1, 2]", &u).is_none());
+        assert!(parse("[Note] it is sunny", &u).is_none());
+    }
+
+    #[test]
+    fn an_envelope_cut_short_keeps_its_complete_calls_only() {
+        let u = weather(true);
+        // Recorded from SmolLM2-135M with `required` and max_tokens 48.
+        let cut = r#"[{"name":"get_weather","arguments":{"city":"Paris"}},{"name":"get_weather","arguments":{"city":"City of"#;
+        let c = parse(cut, &u).unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].arguments, r#"{"city":"Paris"}"#);
+        // Cut before any call completed: an envelope with no calls, not text.
+        for cut in [
+            "[",
+            "[{",
+            r#"[{"na"#,
+            r#"[{"name":"get_weather","argu"#,
+            r#"{"name": "get_weather", "arguments": {"city": "Pa"#,
+            r#"[{"arguments":{"city":"Paris"}"#,
+        ] {
+            assert_eq!(parse(cut, &u).map(|c| c.len()), Some(0), "{cut}");
+        }
+        // JSON cut short that is not a call stays text.
+        assert!(parse(r#"[{"title": "A"#, &u).is_none());
+        assert!(parse(r#"{"answer": "it is"#, &u).is_none());
+        assert!(parse(r#"["Paris", "Lon"#, &u).is_none());
+        // Hermes blocks: the last one cut short is dropped.
+        let tagged = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_wea";
+        assert_eq!(parse(tagged, &u).unwrap().len(), 1);
+        assert_eq!(parse("<tool_call>\n{\"name\"", &u).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn the_grammar_writes_name_before_arguments_and_closes_objects() {
+        let mut u = weather(true);
+        u.choice = ToolChoice::Required;
+        let Some(Constraint::JsonSchema(s)) = constraint(&u) else {
+            panic!("required is constrained")
+        };
+        let s: Value = serde_json::from_str(&s).unwrap();
+        let call = &s["items"]["anyOf"][0];
+        let keys: Vec<&String> = call["properties"].as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["name", "arguments"]);
+        assert_eq!(
+            call["properties"]["arguments"]["additionalProperties"],
+            false
+        );
+        assert!(instructions(&u).find("\"name\"") < instructions(&u).find("\"parameters\""));
+        assert_eq!(
+            render_calls(&[Call {
+                id: String::new(),
+                name: "f".into(),
+                arguments: r#"{"z":1,"a":2}"#.into()
+            }]),
+            r#"[{"name":"f","arguments":{"z":1,"a":2}}]"#
+        );
     }
 
     #[test]

@@ -44,7 +44,10 @@ pub trait Tools {
         format::instructions(tools)
     }
 
-    /// Reads the calls out of a finished answer; `None` when it is ordinary text.
+    /// Reads the calls out of an answer, finished or cut short: `None` when it is ordinary
+    /// text, else the complete calls in order (a call cut short is dropped, so `Some([])` is
+    /// an envelope cut before its first call completed). Chat also calls it on a partial
+    /// answer while it is generated, to end the answer when the model repeats a call.
     fn parse(
         &self,
         model: &str,
@@ -300,7 +303,7 @@ mod tests {
         };
         assert_eq!(
             fallback_message(&m).content,
-            r#"[{"arguments":{"a":1},"name":"f"}]"#
+            r#"[{"name":"f","arguments":{"a":1}}]"#
         );
         let v = openai_message(&m);
         assert_eq!(v["tool_calls"][0]["function"]["arguments"]["a"], 1);
