@@ -109,13 +109,52 @@ fn unsupported_grammars_are_a_400_naming_response_format() {
     for bad in [
         Constraint::JsonSchema(serde_json::json!({"type": 5})),
         Constraint::Regex("(unclosed".into()),
+        // A $ref cycle with no terminal compiles, then has no first token.
+        Constraint::JsonSchema(serde_json::json!({
+            "$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}},
+            "$ref": "#/$defs/a"
+        })),
+        // Nothing satisfies it.
+        Constraint::JsonSchema(
+            serde_json::json!({"allOf": [{"type": "string"}, {"type": "integer"}]}),
+        ),
+        Constraint::Lark("start: a\na: a".into()),
     ] {
         match model().engine.submit(request("hi", bad.clone(), 5)) {
-            Err(CoreError::InvalidRequest { param, .. }) => {
-                assert_eq!(param.as_deref(), Some("response_format"), "{bad:?}")
+            Err(CoreError::InvalidRequest { param, message, .. }) => {
+                assert_eq!(param.as_deref(), Some("response_format"), "{bad:?}");
+                assert!(!message.contains('\n'), "{bad:?}: {message}");
             }
             Err(other) => panic!("{bad:?}: {other}"),
             Ok(_) => panic!("{bad:?} was accepted"),
+        }
+    }
+}
+
+#[test]
+fn constrained_json_is_compact() {
+    // Free whitespace would let the model pad until max_tokens cuts the JSON.
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"zeta": {"type": "string"}, "alpha": {"type": "array", "items": {"type": "integer"}}},
+        "required": ["zeta", "alpha"],
+        "additionalProperties": false
+    });
+    for c in [Constraint::JsonSchema(schema), Constraint::JsonObject] {
+        let (text, _) = run(request("Describe Paris as JSON.", c.clone(), 60));
+        let mut in_string = false;
+        let mut escaped = false;
+        for ch in text.chars() {
+            match (in_string, escaped, ch) {
+                (true, true, _) => escaped = false,
+                (true, false, '\\') => escaped = true,
+                (_, false, '"') => in_string = !in_string,
+                (false, _, w) => assert!(!w.is_whitespace(), "{c:?}: {text:?}"),
+                _ => {}
+            }
+        }
+        if matches!(c, Constraint::JsonSchema(_)) {
+            assert!(text.starts_with("{\"zeta\":"), "schema order: {text}");
         }
     }
 }

@@ -57,25 +57,61 @@ impl Grammars {
     }
 
     /// A fresh matcher for `constraint`; a grammar the engine cannot support is a 400 naming
-    /// `param`.
+    /// `param`, decided here on the caller's thread before anything runs: one that does not
+    /// compile, and one whose first step already fails or allows no token at all (a `$ref`
+    /// cycle with no way out, an unsatisfiable schema). The message never carries the
+    /// parser's internal state.
     pub fn matcher(&self, constraint: &Constraint, param: &str) -> Result<Matcher, CoreError> {
         let grammar = match constraint {
             Constraint::JsonObject => {
-                TopLevelGrammar::from_json_schema(serde_json::json!({"type": "object"}))
+                TopLevelGrammar::from_json_schema(compact(serde_json::json!({"type": "object"})))
             }
-            Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(schema.clone()),
+            Constraint::JsonSchema(schema) => {
+                TopLevelGrammar::from_json_schema(compact(schema.clone()))
+            }
             Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
             Constraint::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
         };
-        let matcher = Matcher::new(self.factory.create_parser(grammar));
-        match matcher.get_error() {
-            Some(e) => Err(CoreError::invalid(
-                format!("This grammar or schema is not supported: {e}"),
+        let refuse = |why: &str| {
+            CoreError::invalid(
+                format!("This grammar or schema is not supported: {why}"),
                 param,
-            )),
-            None => Ok(matcher),
+            )
+        };
+        let mut matcher = Matcher::new(self.factory.create_parser(grammar));
+        if let Some(e) = matcher.get_error() {
+            return Err(refuse(first_line(&e)));
+        }
+        match matcher.compute_mask() {
+            Err(e) => {
+                tracing::debug!(error = %e, "grammar fails at its first token");
+                Err(refuse(
+                    "it cannot produce any output (a cycle with no terminal, or an unsatisfiable schema)",
+                ))
+            }
+            Ok(mask) if mask.is_zero() => Err(refuse("it allows no output at all")),
+            Ok(_) => Ok(matcher),
         }
     }
+}
+
+/// JSON with no free whitespace: llguidance's default lets a model pad JSON with spaces and
+/// newlines until `max_tokens` cuts it, which a small model does. Separators are `,` and `:`,
+/// as `json.dumps(separators=(",", ":"))` writes them. This replaces any `x-guidance` a
+/// client sent.
+fn compact(mut schema: serde_json::Value) -> serde_json::Value {
+    if let Some(map) = schema.as_object_mut() {
+        map.insert(
+            "x-guidance".into(),
+            serde_json::json!({"whitespace_flexible": false, "item_separator": ",", "key_separator": ":"}),
+        );
+    }
+    schema
+}
+
+/// The first line of an llguidance error, without the parser state it may append.
+fn first_line(e: &str) -> &str {
+    e.lines().next().unwrap_or(e).trim()
 }
 
 /// A model's grammars, built on first use.
@@ -95,9 +131,11 @@ impl LazyGrammars {
 /// complete only end-of-generation remains. A matcher in an error state allows nothing new:
 /// it ends the sequence.
 pub fn mask(matcher: &mut Matcher, logits: &mut [f32]) -> Result<(), CoreError> {
-    let allowed = matcher
-        .compute_mask_or_eos()
-        .map_err(|e| CoreError::Backend(format!("grammar mask: {e}")))?;
+    let allowed = matcher.compute_mask_or_eos().map_err(|e| {
+        // The parser's state is for the log; the client hears what happened.
+        tracing::warn!(error = %e, "grammar mask failed");
+        CoreError::Backend("the output grammar could not continue".into())
+    })?;
     for (id, l) in logits.iter_mut().enumerate() {
         if !allowed.is_allowed(id as u32) {
             *l = f32::NEG_INFINITY;

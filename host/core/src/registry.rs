@@ -259,12 +259,30 @@ impl ModelRegistry {
     }
 
     /// The id `name` stands for (itself, or the id an alias names); `None` if no model has it.
+    /// An exact match wins; otherwise ids and aliases match regardless of case, as model
+    /// hubs and READMEs spell them (`all-MiniLM-L6-v2` for `all-minilm-l6-v2`).
     fn resolve(&self, name: &str) -> Result<Option<String>, CoreError> {
         if self.models.contains_key(name) || self.embedders.contains_key(name) {
             return Ok(Some(name.to_owned()));
         }
         let aliases = self.aliases.read().map_err(|_| CoreError::EngineStopped)?;
-        Ok(aliases.get(name).cloned())
+        if let Some(id) = aliases.get(name) {
+            return Ok(Some(id.clone()));
+        }
+        let folded = name.to_lowercase();
+        let same = |other: &str| other.to_lowercase() == folded;
+        if let Some(id) = self.order.iter().find(|id| same(id)) {
+            return Ok(Some(id.clone()));
+        }
+        let mut matching: Vec<(&String, &String)> =
+            aliases.iter().filter(|(alias, _)| same(alias)).collect();
+        matching.sort();
+        Ok(matching.first().map(|(_, id)| (*id).clone()))
+    }
+
+    /// The canonical id of the model called `name` (id or alias, any case).
+    pub fn canonical(&self, name: &str) -> Option<String> {
+        self.resolve(name).ok().flatten()
     }
 
     /// The model called `name` (id or alias) in `kind`'s map; a model of the other kind is a
@@ -315,6 +333,10 @@ impl ModelRegistry {
     /// place, when an alias names a model that is not loaded or shadows a model id.
     pub fn set_aliases(&self, aliases: HashMap<String, String>) -> Result<(), CoreError> {
         let known = |id: &str| self.models.contains_key(id) || self.embedders.contains_key(id);
+        let shadows = |alias: &str| {
+            let folded = alias.to_lowercase();
+            self.order.iter().any(|id| id.to_lowercase() == folded)
+        };
         for (alias, id) in &aliases {
             if !known(id) {
                 return Err(CoreError::invalid(
@@ -322,9 +344,9 @@ impl ModelRegistry {
                     "aliases",
                 ));
             }
-            if known(alias) {
+            if shadows(alias) {
                 return Err(CoreError::invalid(
-                    format!("alias `{alias}` is already a model id"),
+                    format!("alias `{alias}` is already a model id (ids match in any case)"),
                     "aliases",
                 ));
             }

@@ -333,7 +333,8 @@ impl Registry {
         let mut path_known = false;
         for (m, p, i) in &self.routes {
             if path_matches(p, path) {
-                if m.eq_ignore_ascii_case(method) {
+                // Methods are case-sensitive (RFC 9110): `post` is not POST.
+                if m == method {
                     return RouteMatch::Found(self.plugins[*i].clone());
                 }
                 path_known = true;

@@ -1,6 +1,8 @@
 //! `ApiError`: the one way the HTTP edge answers with an error, always in OpenAI's envelope.
 
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cinder_openai::ErrorBody;
 
@@ -92,4 +94,44 @@ impl IntoResponse for ApiError {
         );
         res
     }
+}
+
+/// Every error answer carries OpenAI's envelope as JSON: an error response that is not JSON
+/// (one axum or a layer made, with an empty or plain-text body) gets the envelope, with its
+/// status and a message from its reason phrase and body.
+pub async fn envelope_errors(req: Request, next: Next) -> Response {
+    let res = next.run(req).await;
+    let status = res.status();
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return res;
+    }
+    let (parts, body) = res.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let message = if text.is_empty() {
+        reason.to_owned()
+    } else {
+        format!("{reason}: {text}")
+    };
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    let mut fixed = ApiError::new(status, kind, message, None, None).into_response();
+    // Keep what the original said besides its body (`Allow`, `Retry-After`, CORS).
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            fixed.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    fixed
 }

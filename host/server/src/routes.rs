@@ -41,10 +41,23 @@ pub struct Settings {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/health", get(health))
-        .route("/v1/models", get(list_models))
-        .route("/v1/models/{*id}", get(get_model))
+        .route("/health", get(health).fallback(host_method_not_allowed))
+        .route("/health/", get(health).fallback(host_method_not_allowed))
+        .route(
+            "/v1/models",
+            get(list_models).fallback(host_method_not_allowed),
+        )
+        .route(
+            "/v1/models/",
+            get(list_models).fallback(host_method_not_allowed),
+        )
+        .route(
+            "/v1/models/{*id}",
+            get(get_model).fallback(host_method_not_allowed),
+        )
         .fallback(dispatch)
+        // Inside the span and the key check: what they answer is already in the envelope.
+        .layer(middleware::from_fn(crate::error::envelope_errors))
         // `dispatch` enforces the live `server.max_body_bytes` itself.
         .layer(DefaultBodyLimit::disable())
         .layer(middleware::from_fn_with_state(state.clone(), require_key))
@@ -167,12 +180,40 @@ async fn get_model(
     State(s): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let id = normalised(&id).trim_start_matches('/').to_owned();
     let created = s
         .models
         .created(&id)
         .ok_or_else(|| ApiError::model_not_found(&id))?;
-    // Under the name asked for, alias or id.
-    Ok(axum::Json(Model::new(id, created)).into_response())
+    // Under the name asked for when it is an alias, else under the id as listed (the name
+    // may differ from it in case).
+    let canonical = s.models.canonical(&id).unwrap_or_else(|| id.clone());
+    let name = if canonical.eq_ignore_ascii_case(&id) {
+        canonical
+    } else {
+        id
+    };
+    Ok(axum::Json(Model::new(name, created)).into_response())
+}
+
+/// A host route asked with a method it does not serve (`POST /v1/models`).
+async fn host_method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("{method} is not allowed on {}", uri.path()),
+        None,
+        Some("method_not_allowed"),
+    )
+}
+
+/// `path` without trailing slashes (`/v1/completions/` is `/v1/completions`), so the route
+/// table and the plugin see one spelling of it.
+fn normalised(path: &str) -> &str {
+    match path.trim_end_matches('/') {
+        "" => "/",
+        trimmed => trimmed,
+    }
 }
 
 /// Every other route: find the plugin that owns it and hand it the request.
@@ -183,7 +224,7 @@ async fn dispatch(
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let path = uri.path().to_owned();
+    let path = normalised(uri.path()).to_owned();
     let plugin = match s.runtime.route(method.as_str(), &path) {
         RouteMatch::Found(p) => p,
         RouteMatch::MethodNotAllowed => {
@@ -228,9 +269,10 @@ async fn dispatch(
     ))
     .ok();
     // Plugins get the query string too (list endpoints take `limit`, `after`, filters).
-    let path = uri
-        .path_and_query()
-        .map_or(path, |pq| pq.as_str().to_owned());
+    let path = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
     let outputs = s.runtime.call(
         plugin,
         PluginRequest {
@@ -316,6 +358,50 @@ mod tests {
         assert_eq!(body["object"], "list");
         let (status, _) = get(app(&["sk-right"]), "/health", None).await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    async fn send(
+        app: Router,
+        method: &str,
+        path: &str,
+    ) -> (StatusCode, String, serde_json::Value) {
+        let req = HttpRequest::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::from("{}"))
+            .unwrap();
+        let res = app.oneshot(req).await.unwrap();
+        let status = res.status();
+        let ct = res.headers()["content-type"].to_str().unwrap().to_owned();
+        let body = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        (
+            status,
+            ct,
+            serde_json::from_slice(&body).expect("a JSON body"),
+        )
+    }
+
+    #[tokio::test]
+    async fn wrong_methods_on_host_routes_are_405_envelopes() {
+        for (method, path) in [
+            ("POST", "/v1/models"),
+            ("POST", "/health"),
+            ("DELETE", "/v1/models/some-model"),
+            ("PUT", "/v1/models/"),
+        ] {
+            let (status, ct, body) = send(app(&[]), method, path).await;
+            assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_eq!(ct, "application/json");
+            assert_envelope(&body, "method_not_allowed");
+        }
+        // A trailing slash is the same route.
+        let (status, _) = get(app(&[]), "/v1/models/", None).await;
+        assert_eq!(status, StatusCode::OK);
+        // Methods are case-sensitive: `get` is not GET, and nothing routes it.
+        let (status, ct, body) = send(app(&[]), "get", "/v1/embeddings").await;
+        assert!(status.is_client_error(), "{status}");
+        assert_eq!(ct, "application/json");
+        assert!(body["error"]["message"].is_string(), "{body}");
     }
 
     #[tokio::test]

@@ -19,11 +19,13 @@
 //! cinder_sdk::export_embeddings!(Strict);
 //! ```
 
+mod openai_ids;
 mod plan;
 
 pub use crate::bindings::cinder::plugin::embeddings::{
     EmbedInput, Embedded, EmbedderInfo, Overflow,
 };
+pub use openai_ids::{TokenIds, decode_cl100k, token_ids_of};
 pub use plan::{Encoding, Plan, plan};
 
 use crate::host::Host;
@@ -51,8 +53,11 @@ pub fn embed<E: Embeddings + ?Sized>(
     request: Request,
     host: &dyn Host,
 ) -> Result<(), Error> {
-    let plan = family.prepare(plan(&request.body, host)?)?;
+    let mut plan = family.prepare(plan(&request.body, host)?)?;
     let info = host.describe_embedder(&plan.model)?;
+    if plan.token_ids == TokenIds::Cl100k {
+        plan.inputs = decode_cl100k(std::mem::take(&mut plan.inputs))?;
+    }
     if let Some(d) = plan.dimensions
         && (d == 0 || d > info.dimensions)
     {

@@ -36,6 +36,9 @@ pub struct Plan {
     pub overflow: Overflow,
     /// `user`: the end user's id.
     pub user: Option<String>,
+    /// The vocabulary of token-id inputs: OpenAI's `cl100k_base` under an OpenAI embedding
+    /// model's name, the model's own otherwise.
+    pub token_ids: super::TokenIds,
 }
 
 /// Parses and validates a `/v1/embeddings` body.
@@ -75,6 +78,7 @@ pub fn plan(body: &str, host: &dyn Host) -> Result<Plan, Error> {
         }
     };
     Ok(Plan {
+        token_ids: super::token_ids_of(&req.model),
         model: req.model,
         inputs: inputs(&req.input)?,
         encoding,
