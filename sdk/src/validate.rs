@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use crate::inference::{LogitBias, Sampling};
 use crate::openai::chat::{StopSequences, StreamOptions};
@@ -16,19 +15,16 @@ pub(crate) const MAX_N: u32 = 128;
 const MAX_STOP: usize = 4;
 
 /// Parses a JSON body into `T`; a mistake becomes a 400 naming the path of the field at fault
-/// (`max_tokens`, `messages[0].role`).
+/// (`max_tokens`, `messages[0].role`). Fields `T` does not know are ignored, never refused:
+/// newer SDKs send fields this server may not know yet. They are logged so an operator can
+/// see what was ignored.
 pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, Error> {
-    crate::openai::ErrorBody::parse_json(body)
-        .map_err(|b| invalid_request(&b.error.message, b.error.param.as_deref()))
-}
-
-/// Unknown fields are ignored, never refused: newer SDKs send fields this server may not
-/// know yet. They are logged so an operator can see what was ignored.
-pub(crate) fn log_unknown(extra: &BTreeMap<String, Value>) {
-    if !extra.is_empty() {
-        let keys: Vec<&str> = extra.keys().map(String::as_str).collect();
-        crate::debug(&format!("ignoring unknown fields: {}", keys.join(", ")));
+    let (value, unknown) = crate::openai::ErrorBody::parse_json(body)
+        .map_err(|b| invalid_request(&b.error.message, b.error.param.as_deref()))?;
+    if !unknown.is_empty() {
+        crate::debug(&format!("ignoring unknown fields: {}", unknown.join(", ")));
     }
+    Ok(value)
 }
 
 /// A 400 naming `param` unless `value` is absent or within `[min, max]`.

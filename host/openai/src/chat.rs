@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A chat completion request. Fields Cinder does not know land in `extra` and are ignored.
+/// A chat completion request. Fields Cinder does not know are ignored (and logged).
 #[derive(Debug, Clone, Deserialize)]
 pub struct ChatCompletionRequest {
     pub model: String,
@@ -36,8 +36,6 @@ pub struct ChatCompletionRequest {
     pub functions: Option<Value>,
     pub function_call: Option<Value>,
     pub response_format: Option<Value>,
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
 }
 
 /// `stream_options`.
@@ -276,13 +274,13 @@ mod tests {
 
     #[test]
     fn parses_sdk_request_with_unknown_fields() {
-        let r: ChatCompletionRequest = serde_json::from_str(
+        let (r, unknown): (ChatCompletionRequest, _) = crate::ErrorBody::parse_json(
             r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],
                 "stop":"x","stream":true,"stream_options":{"include_usage":true},"brand_new":1}"#,
         )
         .unwrap();
         assert!(r.stream);
-        assert!(r.extra.contains_key("brand_new"));
+        assert_eq!(unknown, ["brand_new"]);
         assert_eq!(r.stop.unwrap().into_vec(), vec!["x"]);
     }
 
@@ -305,5 +303,40 @@ mod tests {
         );
         c.usage = None;
         assert!(!serde_json::to_string(&c).unwrap().contains("usage"));
+    }
+
+    #[test]
+    fn type_errors_in_a_real_request_name_their_path() {
+        let param = |change: &str| {
+            let messages = if change.contains("messages") {
+                ""
+            } else {
+                r#""messages":[{"role":"user","content":"hi"}],"#
+            };
+            let body = format!(r#"{{"model":"m",{messages}{change}}}"#);
+            crate::ErrorBody::parse_json::<ChatCompletionRequest>(&body)
+                .map(|_| ())
+                .unwrap_err()
+                .error
+                .param
+        };
+        for (change, want) in [
+            (r#""max_tokens":"10""#, "max_tokens"),
+            (r#""stream":1"#, "stream"),
+            (r#""n":-1"#, "n"),
+            (r#""stop":7"#, "stop"),
+            (r#""logprobs":"yes""#, "logprobs"),
+            (r#""temperature":"hot""#, "temperature"),
+            (
+                r#""messages":[{"role":5,"content":"x"}]"#,
+                "messages[0].role",
+            ),
+            (
+                r#""messages":[{"role":"user","content":"x"},{"content":"x"}]"#,
+                "messages[1].role",
+            ),
+        ] {
+            assert_eq!(param(change).as_deref(), Some(want), "{change}");
+        }
     }
 }

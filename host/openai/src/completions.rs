@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::chat::{StopSequences, StreamOptions, Usage};
 
@@ -18,7 +17,7 @@ pub enum Prompt {
     TokenLists(Vec<Vec<u32>>),
 }
 
-/// A legacy completion request. Unknown fields land in `extra` and are ignored.
+/// A legacy completion request. Unknown fields are ignored (and logged).
 #[derive(Debug, Clone, Deserialize)]
 pub struct CompletionRequest {
     pub model: String,
@@ -43,8 +42,6 @@ pub struct CompletionRequest {
     pub logit_bias: Option<BTreeMap<String, f32>>,
     pub user: Option<String>,
     pub seed: Option<i64>,
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
 }
 
 /// The legacy logprobs shape: parallel arrays over the tokens of `text`.
@@ -87,6 +84,7 @@ pub struct Completion {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn every_prompt_form_parses() {

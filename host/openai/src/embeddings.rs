@@ -1,7 +1,5 @@
 //! `/v1/embeddings` request and response bodies.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -20,9 +18,6 @@ pub struct EmbeddingRequest {
     /// The end user's id.
     #[serde(default)]
     pub user: Option<String>,
-    /// Fields this server does not know, ignored.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
 }
 
 /// One vector as it goes on the wire.

@@ -58,16 +58,24 @@ impl ErrorBody {
         Self::from_path_error(e, "")
     }
 
-    /// `body` as a `T`; a mistake is a 400 whose `param` is the path of the field at fault
+    /// `body` as a `T`, with the paths of the fields `T` does not know (`brand_new`,
+    /// `messages[0].extra`), which callers log and ignore: newer SDKs send fields a server
+    /// may not know yet. A mistake is a 400 whose `param` is the path of the field at fault
     /// (`max_tokens`, `messages[0].role`, `tools[1].function.name`), found by
     /// serde_path_to_error instead of guessed from serde's message.
-    pub fn parse_json<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Self> {
-        let de = &mut serde_json::Deserializer::from_str(body);
-        let value: T = serde_path_to_error::deserialize(de).map_err(|e| {
+    pub fn parse_json<T: serde::de::DeserializeOwned>(
+        body: &str,
+    ) -> Result<(T, Vec<String>), Self> {
+        let mut unknown = Vec::new();
+        let mut de = serde_json::Deserializer::from_str(body);
+        let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let ignoring = serde_ignored::Deserializer::new(&mut de, &mut note);
+        let value: T = serde_path_to_error::deserialize(ignoring).map_err(|e| {
             let path = e.path().to_string();
             Self::from_path_error(e.inner(), if path == "." { "" } else { &path })
         })?;
-        Ok(value)
+        de.end().map_err(|e| Self::from_json_error(&e))?;
+        Ok((value, unknown))
     }
 
     /// `path` is where the error happened (`""` for the top level); a missing field's name
@@ -151,7 +159,13 @@ mod tests {
             max_tokens: Option<u32>,
             stream: Option<bool>,
         }
-        let param = |body: &str| ErrorBody::parse_json::<R>(body).unwrap_err().error.param;
+        let param = |body: &str| {
+            ErrorBody::parse_json::<R>(body)
+                .map(|_| ())
+                .unwrap_err()
+                .error
+                .param
+        };
         let ok = r#""model":"m","messages":[{"role":"user"}]"#;
         assert_eq!(
             param(&format!(r#"{{{ok},"max_tokens":"10"}}"#)).as_deref(),
@@ -174,7 +188,16 @@ mod tests {
             Some("messages[0].role")
         );
         assert_eq!(param(r#"{"messages":[]}"#).as_deref(), Some("model"));
-        let syntax = ErrorBody::parse_json::<R>("{").unwrap_err().error;
+        let syntax = ErrorBody::parse_json::<R>("{")
+            .map(|_| ())
+            .unwrap_err()
+            .error;
+        let trailing = r#"{"model":"m","messages":[]} x"#;
+        assert!(ErrorBody::parse_json::<R>(trailing).is_err());
+        let (_, unknown) =
+            ErrorBody::parse_json::<R>(r#"{"model":"m","messages":[{"role":"u","x":1}],"new":{}}"#)
+                .unwrap();
+        assert_eq!(unknown, ["messages.0.x", "new"]);
         assert_eq!(syntax.param, None);
         assert!(syntax.message.starts_with("We could not parse"));
     }

@@ -158,7 +158,6 @@ impl Plan {
     /// Parses and validates an OpenAI chat request body.
     pub fn parse(body: &str) -> Result<Plan, Error> {
         let req: ChatCompletionRequest = validate::parse_body(body)?;
-        validate::log_unknown(&req.extra);
         if req.messages.is_empty() {
             return Err(invalid_request(
                 "`messages` must contain at least one message",

@@ -57,7 +57,6 @@ impl LegacyPlan {
     /// Parses and validates a `/v1/completions` body.
     pub fn parse(body: &str) -> Result<LegacyPlan, Error> {
         let req: CompletionRequest = validate::parse_body(body)?;
-        validate::log_unknown(&req.extra);
         let prompts = match req.prompt {
             None => return Err(invalid_request("`prompt` is required", Some("prompt"))),
             Some(Prompt::Text(t)) => vec![PromptInput::Text(t)],

@@ -44,7 +44,6 @@ pub struct Plan {
 /// Parses and validates a `/v1/embeddings` body.
 pub fn plan(body: &str, host: &dyn Host) -> Result<Plan, Error> {
     let req: EmbeddingRequest = validate::parse_body(body)?;
-    validate::log_unknown(&req.extra);
     if req.model.is_empty() {
         return Err(invalid_request("model must not be empty", Some("model")));
     }
