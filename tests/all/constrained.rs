@@ -158,3 +158,49 @@ fn constrained_json_is_compact() {
         }
     }
 }
+
+/// A chain of `n` `$ref` hops ending in a short string.
+fn ref_chain(n: usize) -> serde_json::Value {
+    let mut defs = serde_json::Map::new();
+    for i in 0..n {
+        defs.insert(
+            format!("d{i}"),
+            serde_json::json!({"$ref": format!("#/$defs/d{}", i + 1)}),
+        );
+    }
+    defs.insert(
+        format!("d{n}"),
+        serde_json::json!({"type": "string", "maxLength": 3}),
+    );
+    serde_json::json!({"$defs": defs, "$ref": "#/$defs/d0"})
+}
+
+#[test]
+fn killer_schemas_are_refused_or_compiled_without_taking_the_process_down() {
+    // Over the budget: a 400 before llguidance sees them (each once aborted the server).
+    let wide: serde_json::Map<String, serde_json::Value> = (0..8000)
+        .map(|i| (format!("p{i}"), serde_json::json!({"type": "integer"})))
+        .collect();
+    let required: Vec<String> = (0..8000).map(|i| format!("p{i}")).collect();
+    for bad in [
+        ref_chain(1000),
+        ref_chain(3000),
+        serde_json::json!({"type": "object", "properties": wide, "required": required}),
+    ] {
+        match model()
+            .engine
+            .submit(request("hi", Constraint::JsonSchema(bad), 5))
+        {
+            Err(CoreError::InvalidRequest { param, message, .. }) => {
+                assert_eq!(param.as_deref(), Some("response_format"));
+                assert!(message.contains("more than"), "{message}");
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("accepted"),
+        }
+    }
+    // Within it, a long chain compiles on the grammar thread's stack (500 hops overflowed a
+    // 2 MiB stack) and generates.
+    let (text, _) = run(request("hi", Constraint::JsonSchema(ref_chain(900)), 8));
+    assert!(text.starts_with('"'), "{text}");
+}

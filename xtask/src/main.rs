@@ -322,5 +322,38 @@ fn test() -> Result<()> {
         .env("CINDER_EXAMPLES", &examples)
         .env("CINDER_MODELS", &models)
         .env("CINDER_REFERENCE", root().join("../shared/reference"))
+        .env("CINDER_CL100K", cl100k_ranks()?)
         .env("CINDER_CONFIG", root().join("cinder.example.toml")))
+}
+
+/// OpenAI's cl100k_base ranks file as the tiktoken-rs crate ships it: the e2e tests hand it
+/// to Python's tiktoken (which would download the same file, checked by the same sha256),
+/// so LangChain's default `OpenAIEmbeddings` runs offline.
+fn cl100k_ranks() -> Result<PathBuf> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .output()
+        .context("cargo metadata")?;
+    if !out.status.success() {
+        bail!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let manifest = meta["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "tiktoken-rs")
+        .and_then(|p| p["manifest_path"].as_str())
+        .context("tiktoken-rs is not in the dependency graph")?;
+    let ranks = Path::new(manifest)
+        .parent()
+        .context("tiktoken-rs manifest path")?
+        .join("assets/cl100k_base.tiktoken");
+    if !ranks.exists() {
+        bail!("{} is missing", ranks.display());
+    }
+    Ok(ranks)
 }

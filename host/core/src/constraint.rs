@@ -10,7 +10,13 @@ use llguidance::toktrie::{ApproximateTokEnv, TokEnv, TokRxInfo, TokTrie};
 use llguidance::{Matcher, ParserFactory};
 
 use crate::error::CoreError;
+use crate::grammar_budget::GrammarLimits;
 use crate::tokenizer::Tokenizer;
+
+/// The stack of the thread a grammar compiles on: llguidance's schema compiler recurses per
+/// `$ref` hop and per property (~3 KB a level); the budget keeps a schema far below what
+/// this holds, and only the pages used are touched.
+const COMPILE_STACK: usize = 64 << 20;
 
 /// What the output must match.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,6 +34,7 @@ pub enum Constraint {
 /// A model's compiled vocabulary for grammars.
 pub struct Grammars {
     factory: ParserFactory,
+    limits: GrammarLimits,
 }
 
 /// Marks a token as special for llguidance (never matched by grammar text).
@@ -53,7 +60,12 @@ impl Grammars {
         let mut factory = ParserFactory::new_simple(&env)
             .map_err(|e| CoreError::Backend(format!("grammar engine: {e}")))?;
         factory.quiet();
-        Ok(Grammars { factory })
+        // Errors name the problem; the parser's state and the grammar stay out of them.
+        factory.limits_mut().verbose_errors = false;
+        Ok(Grammars {
+            factory,
+            limits: GrammarLimits::default(),
+        })
     }
 
     /// A fresh matcher for `constraint`; a grammar the engine cannot support is a 400 naming
@@ -62,6 +74,18 @@ impl Grammars {
     /// cycle with no way out, an unsatisfiable schema). The message never carries the
     /// parser's internal state.
     pub fn matcher(&self, constraint: &Constraint, param: &str) -> Result<Matcher, CoreError> {
+        let refuse = |why: &str| {
+            CoreError::invalid(
+                format!("This grammar or schema is not supported: {why}"),
+                param,
+            )
+        };
+        let budget = match constraint {
+            Constraint::JsonObject => Ok(()),
+            Constraint::JsonSchema(schema) => self.limits.check_schema(schema),
+            Constraint::Regex(text) | Constraint::Lark(text) => self.limits.check_text(text),
+        };
+        budget.map_err(|why| refuse(&why))?;
         let grammar = match constraint {
             Constraint::JsonObject => {
                 TopLevelGrammar::from_json_schema(compact(serde_json::json!({"type": "object"})))
@@ -72,25 +96,34 @@ impl Grammars {
             Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
             Constraint::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
         };
-        let refuse = |why: &str| {
-            CoreError::invalid(
-                format!("This grammar or schema is not supported: {why}"),
-                param,
-            )
-        };
-        let mut matcher = Matcher::new(self.factory.create_parser(grammar));
-        if let Some(e) = matcher.get_error() {
-            return Err(refuse(first_line(&e)));
-        }
-        match matcher.compute_mask() {
-            Err(e) => {
-                tracing::debug!(error = %e, "grammar fails at its first token");
-                Err(refuse(
-                    "it cannot produce any output (a cycle with no terminal, or an unsatisfiable schema)",
-                ))
-            }
-            Ok(mask) if mask.is_zero() => Err(refuse("it allows no output at all")),
-            Ok(_) => Ok(matcher),
+        // Off the caller's stack (in a plugin call, a 2 MiB wasmtime fiber): compilation
+        // recurses on the grammar's shape.
+        let compiled = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("grammar".into())
+                .stack_size(COMPILE_STACK)
+                .spawn_scoped(scope, || {
+                    let mut matcher = Matcher::new(self.factory.create_parser(grammar));
+                    if let Some(e) = matcher.get_error() {
+                        return Err(refuse(first_line(&e)));
+                    }
+                    match matcher.compute_mask() {
+                        Err(e) => {
+                            tracing::debug!(error = %e, "grammar fails at its first token");
+                            Err(refuse(
+                                "it cannot produce any output (a cycle with no terminal, or an unsatisfiable schema)",
+                            ))
+                        }
+                        Ok(mask) if mask.is_zero() => Err(refuse("it allows no output at all")),
+                        Ok(_) => Ok(matcher),
+                    }
+                })
+                .map(|t| t.join())
+        });
+        match compiled {
+            Ok(Ok(done)) => done,
+            Ok(Err(_)) => Err(refuse("compiling it failed")),
+            Err(e) => Err(CoreError::Backend(format!("grammar thread: {e}"))),
         }
     }
 }

@@ -15,6 +15,7 @@ mod embedder;
 mod engine;
 mod error;
 pub mod gguf;
+mod grammar_budget;
 mod kv_blocks;
 mod llama;
 mod llama_embed;
@@ -36,6 +37,7 @@ pub use embedder::Embedder;
 pub use engine::{EngineHandle, FinishReason, GenEvent, GenerateRequest, TokenLogprob};
 pub use error::CoreError;
 pub use gguf::Gguf;
+pub use grammar_budget::GrammarLimits;
 pub use llama::LlamaConfig;
 pub use model::{KvCache, Llama};
 pub use registry::{

@@ -128,8 +128,11 @@ pub(super) fn settle(
         Ending::Repeat => "stop".into(),
     };
     let parsed = match &plan.tools {
-        Some(tools) => host.parse_tool_calls(&plan.model, &text, tools)?,
-        None => None,
+        // Nothing held back (streamed as text already): no call to ask the tools plugin about.
+        Some(tools) if !text.trim().is_empty() => {
+            host.parse_tool_calls(&plan.model, &text, tools)?
+        }
+        _ => None,
     };
     let Some(calls) = parsed else {
         return Ok(Settled {

@@ -1,0 +1,149 @@
+//! Bounds on a grammar before llguidance sees it.
+//!
+//! llguidance 1.9.1 compiles `$ref` chains and object properties by recursion with no depth
+//! guard: a chain of ~1000 `$ref` hops (a 34 KB body) or an object with ~8000 required
+//! properties overflows a 2 MiB stack and aborts the process (a stack overflow is not a panic
+//! that can be caught). Reported upstream as a missing recursion guard in the JSON schema
+//! compiler (github.com/guidance-ai/llguidance, `json/compiler.rs`). So every schema is walked
+//! here first, iteratively, against a node budget, and compilation itself runs on a thread
+//! with a large stack (see `constraint.rs`) as a second line.
+
+use serde_json::Value;
+
+/// What one grammar may contain. The defaults admit every schema OpenAI's structured
+/// outputs accept (5000 properties in all, 10 levels of nesting) with room to spare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrammarLimits {
+    /// JSON values in the whole schema.
+    pub max_nodes: usize,
+    /// Nesting of JSON values.
+    pub max_depth: usize,
+    /// `$ref` keywords in the schema.
+    pub max_refs: usize,
+    /// Entries of `$defs` and `definitions` together.
+    pub max_definitions: usize,
+    /// Properties (and `required` names) of one object schema.
+    pub max_properties: usize,
+    /// Bytes of a regex or Lark grammar's text.
+    pub max_text_bytes: usize,
+}
+
+impl Default for GrammarLimits {
+    fn default() -> Self {
+        GrammarLimits {
+            max_nodes: 50_000,
+            max_depth: 64,
+            max_refs: 1_000,
+            max_definitions: 1_000,
+            max_properties: 2_000,
+            max_text_bytes: 256 << 10,
+        }
+    }
+}
+
+impl GrammarLimits {
+    /// Why `schema` is over budget, if it is.
+    pub fn check_schema(&self, schema: &Value) -> Result<(), String> {
+        let (mut nodes, mut refs, mut definitions) = (0usize, 0usize, 0usize);
+        // Iterative: the point is to never recurse on client input.
+        let mut stack: Vec<(&Value, usize)> = vec![(schema, 1)];
+        while let Some((v, depth)) = stack.pop() {
+            nodes += 1;
+            if nodes > self.max_nodes {
+                return Err(format!("it has more than {} JSON values", self.max_nodes));
+            }
+            if depth > self.max_depth {
+                return Err(format!("it nests deeper than {} levels", self.max_depth));
+            }
+            match v {
+                Value::Object(map) => {
+                    if map.contains_key("$ref") {
+                        refs += 1;
+                        if refs > self.max_refs {
+                            return Err(format!("it has more than {} `$ref`s", self.max_refs));
+                        }
+                    }
+                    for key in ["$defs", "definitions"] {
+                        if let Some(Value::Object(defs)) = map.get(key) {
+                            definitions += defs.len();
+                        }
+                    }
+                    if definitions > self.max_definitions {
+                        return Err(format!(
+                            "it has more than {} definitions",
+                            self.max_definitions
+                        ));
+                    }
+                    let properties = match map.get("properties") {
+                        Some(Value::Object(p)) => p.len(),
+                        _ => 0,
+                    };
+                    let required = match map.get("required") {
+                        Some(Value::Array(r)) => r.len(),
+                        _ => 0,
+                    };
+                    if properties.max(required) > self.max_properties {
+                        return Err(format!(
+                            "an object has more than {} properties",
+                            self.max_properties
+                        ));
+                    }
+                    stack.extend(map.values().map(|c| (c, depth + 1)));
+                }
+                Value::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a regex or Lark grammar's text is over budget, if it is.
+    pub fn check_text(&self, text: &str) -> Result<(), String> {
+        if text.len() > self.max_text_bytes {
+            return Err(format!("it is longer than {} bytes", self.max_text_bytes));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A chain of `n` `$ref` hops ending in a string.
+    pub(crate) fn ref_chain(n: usize) -> Value {
+        let mut defs = serde_json::Map::new();
+        for i in 0..n {
+            defs.insert(
+                format!("d{i}"),
+                json!({"$ref": format!("#/$defs/d{}", i + 1)}),
+            );
+        }
+        defs.insert(format!("d{n}"), json!({"type": "string"}));
+        json!({"$defs": defs, "$ref": "#/$defs/d0"})
+    }
+
+    fn wide(n: usize) -> Value {
+        let props: serde_json::Map<String, Value> = (0..n)
+            .map(|i| (format!("p{i}"), json!({"type": "integer"})))
+            .collect();
+        let required: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+        json!({"type": "object", "properties": props, "required": required})
+    }
+
+    #[test]
+    fn killer_schemas_are_over_budget() {
+        let l = GrammarLimits::default();
+        assert!(l.check_schema(&ref_chain(100)).is_ok());
+        assert!(l.check_schema(&ref_chain(3000)).is_err());
+        assert!(l.check_schema(&wide(500)).is_ok());
+        assert!(l.check_schema(&wide(8000)).is_err());
+        let mut deep = json!({"type": "string"});
+        for _ in 0..100 {
+            deep = json!({"type": "array", "items": deep});
+        }
+        assert!(l.check_schema(&deep).unwrap_err().contains("nests"));
+        assert!(l.check_text(&"a".repeat(300 << 10)).is_err());
+    }
+}
