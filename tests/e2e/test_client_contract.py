@@ -173,17 +173,21 @@ def test_structured_output_keeps_the_schemas_key_order(client):
         alpha: int
 
     for seed in SEEDS[:4]:
-        r = client.chat.completions.parse(
-            model=MODEL,
-            messages=[{"role": "user", "content": "Give me a word and a number."}],
-            response_format=Zeta,
-            max_tokens=64,
-            seed=seed,
-        )
+        try:
+            r = client.chat.completions.parse(
+                model=MODEL,
+                messages=[{"role": "user", "content": "Give me a word and a number."}],
+                response_format=Zeta,
+                max_tokens=64,
+                seed=seed,
+            )
+        except openai.LengthFinishReasonError as e:
+            # Cut by the limit: still the schema's order, as far as it got.
+            assert e.completion.choices[0].message.content.startswith('{"zeta":')
+            continue
         c = r.choices[0]
-        if c.finish_reason == "stop":
-            assert keys_in_order(c.message.content) == ["zeta", "alpha"]
-            assert isinstance(c.message.parsed, Zeta)
+        assert keys_in_order(c.message.content) == ["zeta", "alpha"]
+        assert isinstance(c.message.parsed, Zeta)
 
 
 def test_tool_arguments_keep_the_schemas_key_order_and_invent_no_keys(client):
@@ -204,21 +208,39 @@ def test_tool_arguments_keep_the_schemas_key_order_and_invent_no_keys(client):
             assert keys == ["name", "country"], keys
 
 
-def test_a_schema_without_additional_properties_gets_only_its_keys(client):
+def person_answers(client, temperature=None):
     fmt = {"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}}
-    for seed in SEEDS:
-        r = client.chat.completions.create(
-            model=MODEL,
-            messages=[{"role": "user", "content": "Describe a famous scientist as JSON."}],
-            response_format=fmt,
-            max_tokens=64,
-            seed=seed,
-        )
-        c = r.choices[0]
-        # A 64-token answer to a two-field schema is complete, compact JSON.
+    extra = {} if temperature is None else {"temperature": temperature}
+    for prompt in ["Describe a famous scientist as JSON.", "Marie Curie was born in Poland. Record her as JSON."]:
+        for seed in SEEDS:
+            r = client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": prompt}],
+                response_format=fmt,
+                max_tokens=64,
+                seed=seed,
+                **extra,
+            )
+            yield seed, r.choices[0]
+
+
+def test_a_schema_without_additional_properties_gets_only_its_keys(client):
+    # At the default temperature the 135M model sometimes rambles inside a string until the
+    # limit: that answer is a compact prefix of the schema's JSON, with finish `length`.
+    for seed, c in person_answers(client):
+        text = c.message.content
+        assert no_free_whitespace(text), text
+        if c.finish_reason == "stop":
+            assert keys_in_order(text) == ["name", "country"], (seed, text)
+        else:
+            assert c.finish_reason == "length" and text.startswith('{"name":"'), (seed, text)
+
+
+def test_a_64_token_answer_to_a_two_field_schema_is_complete(client):
+    # No token goes to whitespace, so 64 tokens hold the whole object.
+    for seed, c in person_answers(client, temperature=0.5):
         assert c.finish_reason == "stop", (seed, c.message.content)
         assert keys_in_order(c.message.content) == ["name", "country"]
-        assert no_free_whitespace(c.message.content), c.message.content
 
 
 def test_json_object_is_compact(client):
@@ -318,12 +340,21 @@ def test_langchain_default_openai_embeddings_match_the_text_path(base_url, clien
 def test_the_models_own_name_keeps_its_own_token_ids(client, tiktoken_cache):
     import tiktoken
 
-    ids = tiktoken.get_encoding("cl100k_base").encode(TEXTS[0])
-    text = client.embeddings.create(model="all-minilm-l6-v2", input=TEXTS[0]).data[0].embedding
-    as_openai = client.embeddings.create(model="text-embedding-ada-002", input=[ids]).data[0].embedding
-    as_own = client.embeddings.create(model="all-minilm-l6-v2", input=[ids]).data[0].embedding
+    with open(os.path.join(os.environ["CINDER_REFERENCE"], "minilm", "embeddings.json")) as f:
+        ref = next(s for s in json.load(f)["sentences"] if s["text"])
+    text = client.embeddings.create(model="all-minilm-l6-v2", input=ref["text"]).data[0].embedding
+    # The model's own ids under its own name; OpenAI's ids under an OpenAI name.
+    own = client.embeddings.create(model="all-minilm-l6-v2", input=[ref["ids"]]).data[0].embedding
+    cl100k = tiktoken.get_encoding("cl100k_base").encode(ref["text"])
+    as_openai = client.embeddings.create(model="text-embedding-ada-002", input=[cl100k]).data[0].embedding
+    assert cosine(own, text) > 0.999
     assert cosine(as_openai, text) > 0.999
-    assert cosine(as_own, text) < 0.9, "the model's own name reads ids in its own vocabulary"
+    # cl100k ids are not the model's own: under its own name they are refused or mean other tokens.
+    try:
+        wrong = client.embeddings.create(model="all-minilm-l6-v2", input=[cl100k]).data[0].embedding
+        assert cosine(wrong, text) < 0.9
+    except openai.BadRequestError as e:
+        assert e.body["param"] == "input"
     with pytest.raises(openai.BadRequestError) as e:
         client.embeddings.create(model="text-embedding-3-small", input=[[4_000_000]])
     assert e.value.body["param"] == "input"
