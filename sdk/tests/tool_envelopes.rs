@@ -30,8 +30,8 @@ fn answer(host: &FakeHost, stream: bool) -> (String, Vec<(String, String)>, Stri
                     .map(|c| {
                         let f = &c["function"];
                         (
-                            f["name"].as_str().unwrap().to_owned(),
-                            f["arguments"].as_str().unwrap().to_owned(),
+                            f["name"].as_str().expect("a string").to_owned(),
+                            f["arguments"].as_str().expect("a string").to_owned(),
                         )
                     })
                     .collect()
@@ -46,7 +46,7 @@ fn answer(host: &FakeHost, stream: bool) -> (String, Vec<(String, String)>, Stri
             calls,
             r["choices"][0]["finish_reason"]
                 .as_str()
-                .unwrap()
+                .expect("a finish reason")
                 .to_owned(),
         );
     }
@@ -56,7 +56,7 @@ fn answer(host: &FakeHost, stream: bool) -> (String, Vec<(String, String)>, Stri
         let c = &e["choices"][0];
         content.push_str(c["delta"]["content"].as_str().unwrap_or(""));
         for d in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
-            let i = d["index"].as_u64().unwrap() as usize;
+            let i = d["index"].as_u64().expect("an index") as usize;
             if calls.len() <= i {
                 calls.push((String::new(), String::new()));
             }
