@@ -144,6 +144,40 @@ def test_pydantic_function_tool_strict_gets_a_call(client):
             assert isinstance(call.function.parsed_arguments, GetWeather)
 
 
+def test_a_tool_with_nested_models_keeps_its_refs(client):
+    # pydantic writes nested models as `$defs` with `#/$defs/...` refs; inside the call
+    # envelope's grammar they must still resolve.
+    class Address(pydantic.BaseModel):
+        city: str
+        country: str
+
+    class SavePerson(pydantic.BaseModel):
+        """Save a person and their address."""
+
+        name: str
+        home: Address
+
+    tool = openai.pydantic_function_tool(SavePerson)
+    assert "$defs" in tool["function"]["parameters"]
+    ok = 0
+    for seed in SEEDS[:4]:
+        r = client.chat.completions.parse(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Marie Curie lived in Paris, France. Save her."}],
+            tools=[tool],
+            tool_choice="required",
+            max_tokens=64,
+            seed=seed,
+            temperature=0.5,
+        )
+        c = r.choices[0]
+        assert_no_envelope(c.message.content)
+        for call in c.message.tool_calls or []:
+            assert isinstance(call.function.parsed_arguments, SavePerson)
+            ok += 1
+    assert ok, "no seed completed a call"
+
+
 def test_langchain_bind_tools_any_gets_tool_calls(base_url):
     from langchain_openai import ChatOpenAI
 
@@ -442,7 +476,7 @@ def test_methods_are_case_sensitive(root_url):
     body = json.dumps(BASE).encode()
     with socket.create_connection((u.hostname, u.port), timeout=30) as s:
         s.sendall(
-            b"post /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"post /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
             + body
         )

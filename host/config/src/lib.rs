@@ -53,8 +53,26 @@ pub struct ServerConfig {
     pub log: String,
     /// Bearer keys accepted on `/v1/*`; empty means no key is required.
     pub api_keys: Vec<String>,
-    /// Browser origins CORS allows (`https://app.example:3000`); `*` allows any.
+    /// Browser origins CORS allows (`https://app.example:3000`, `http://localhost:*` for any
+    /// port); `*` allows any. A request from another origin may read nothing and change
+    /// nothing. Default: pages served from this machine (loopback origins).
     pub cors_origins: Vec<String>,
+    /// Host names, besides loopback ones, a server bound to a loopback address answers for
+    /// (a reverse proxy's name); `*` turns the check off. It stops DNS rebinding: a web page
+    /// whose name resolves to 127.0.0.1 still sends its own name as `Host`.
+    pub allowed_hosts: Vec<String>,
+}
+
+/// The default `server.cors_origins`: pages served from this machine, any port.
+pub fn loopback_origins() -> Vec<String> {
+    ["http", "https"]
+        .iter()
+        .flat_map(|scheme| {
+            ["localhost", "127.0.0.1", "[::1]"]
+                .iter()
+                .map(move |h| format!("{scheme}://{h}:*"))
+        })
+        .collect()
 }
 
 impl Default for ServerConfig {
@@ -65,7 +83,8 @@ impl Default for ServerConfig {
             max_body_bytes: 4 << 20,
             log: "info".into(),
             api_keys: Vec::new(),
-            cors_origins: vec!["*".into()],
+            cors_origins: loopback_origins(),
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -109,6 +128,14 @@ impl Default for StorageConfig {
         }
     }
 }
+
+/// `limits.*_secs` and `plugin_cpu_ms` at most a day.
+const MAX_SECONDS: u64 = 86_400;
+/// wasm32's whole address space.
+const MAX_PLUGIN_MEMORY_MIB: u64 = 4096;
+/// Instances alive at once (each reserves its memory's address space in the pool).
+const MAX_CONCURRENT: u64 = 4096;
+const MAX_QUEUED: u64 = 1_000_000;
 
 /// `[limits]`: what one plugin call may use.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -262,18 +289,38 @@ impl Config {
             }
         }
         let l = &self.limits;
-        if [
-            l.plugin_memory_mib,
-            l.plugin_cpu_ms,
-            l.request_timeout_secs,
-            l.idle_timeout_secs,
-            u64::from(l.max_concurrent_requests),
-        ]
-        .contains(&0)
-        {
-            return Err(ConfigError::Invalid(
-                "every [limits] value must be greater than zero".into(),
-            ));
+        // Upper bounds: a huge timeout overflows the deadline arithmetic of every request, a
+        // huge pool reserves address space for every instance.
+        for (key, value, max) in [
+            (
+                "plugin_memory_mib",
+                l.plugin_memory_mib,
+                MAX_PLUGIN_MEMORY_MIB,
+            ),
+            ("plugin_cpu_ms", l.plugin_cpu_ms, MAX_SECONDS * 1000),
+            ("request_timeout_secs", l.request_timeout_secs, MAX_SECONDS),
+            ("idle_timeout_secs", l.idle_timeout_secs, MAX_SECONDS),
+            (
+                "max_concurrent_requests",
+                u64::from(l.max_concurrent_requests),
+                MAX_CONCURRENT,
+            ),
+            (
+                "max_queued_requests",
+                u64::from(l.max_queued_requests),
+                MAX_QUEUED,
+            ),
+        ] {
+            if value == 0 && key != "max_queued_requests" {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} must be greater than zero"
+                )));
+            }
+            if value > max {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{key} is {value}; at most {max}"
+                )));
+            }
         }
         Ok(())
     }
@@ -295,6 +342,11 @@ impl Config {
         c.note(
             a.cors_origins != b.cors_origins,
             "server.cors_origins",
+            true,
+        );
+        c.note(
+            a.allowed_hosts != b.allowed_hosts,
+            "server.allowed_hosts",
             true,
         );
         c.note(self.plugins.dir != new.plugins.dir, "plugins.dir", false);
@@ -437,6 +489,35 @@ mod tests {
         let c = Config::load(&path).unwrap();
         assert_eq!(c.models[0].id, "smollm2-135m-instruct");
         assert!(c.models[0].path.is_absolute());
+        // The shipped file says what the built-in defaults are.
+        assert_eq!(c.server.cors_origins, loopback_origins());
+        assert_eq!(
+            c.server,
+            ServerConfig {
+                port: c.server.port,
+                ..ServerConfig::default()
+            }
+        );
+    }
+
+    #[test]
+    fn limits_have_upper_bounds() {
+        for bad in [
+            "request_timeout_secs = 18446744073709551615",
+            "idle_timeout_secs = 86401",
+            "plugin_memory_mib = 5000",
+            "max_concurrent_requests = 100000",
+            "plugin_cpu_ms = 0",
+        ] {
+            let c: Config = toml::from_str(&format!("[limits]\n{bad}\n")).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            let key = bad.split(' ').next().unwrap();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let ok: Config =
+            toml::from_str("[limits]\nrequest_timeout_secs = 86400\nmax_queued_requests = 0\n")
+                .unwrap();
+        assert!(ok.validate().is_ok());
     }
 
     #[test]

@@ -45,6 +45,7 @@ impl GrammarLimits {
     /// Why `schema` is over budget, if it is.
     pub fn check_schema(&self, schema: &Value) -> Result<(), String> {
         let (mut nodes, mut refs, mut definitions) = (0usize, 0usize, 0usize);
+        let mut ref_nodes: Vec<&serde_json::Map<String, Value>> = Vec::new();
         // Iterative: the point is to never recurse on client input.
         let mut stack: Vec<(&Value, usize)> = vec![(schema, 1)];
         while let Some((v, depth)) = stack.pop() {
@@ -58,6 +59,7 @@ impl GrammarLimits {
             match v {
                 Value::Object(map) => {
                     if map.contains_key("$ref") {
+                        ref_nodes.push(map);
                         refs += 1;
                         if refs > self.max_refs {
                             return Err(format!("it has more than {} `$ref`s", self.max_refs));
@@ -94,6 +96,14 @@ impl GrammarLimits {
                 _ => {}
             }
         }
+        for start in ref_nodes {
+            if ref_cycle(schema, start, self.max_refs) {
+                return Err(
+                    "it has a `$ref` cycle with no terminal (each schema in it is only a `$ref` to the next)"
+                        .into(),
+                );
+            }
+        }
         Ok(())
     }
 
@@ -104,6 +114,45 @@ impl GrammarLimits {
         }
         Ok(())
     }
+}
+
+/// Keywords that do not constrain a value: a schema with only these and `$ref` is the
+/// schema it points at.
+const ANNOTATIONS: [&str; 6] = [
+    "$ref",
+    "title",
+    "description",
+    "$comment",
+    "default",
+    "examples",
+];
+
+/// Whether following `$ref`s from `start`, through schemas that are nothing but a `$ref`,
+/// comes back to one already seen: no value can ever match (llguidance compiles it, then
+/// fails at the first token that reaches it).
+fn ref_cycle(root: &Value, start: &serde_json::Map<String, Value>, max_hops: usize) -> bool {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut node = start;
+    for _ in 0..=max_hops {
+        if !node.keys().all(|k| ANNOTATIONS.contains(&k.as_str())) {
+            return false;
+        }
+        let Some(Value::String(target)) = node.get("$ref") else {
+            return false;
+        };
+        if seen.contains(&target.as_str()) {
+            return true;
+        }
+        seen.push(target);
+        let Some(pointer) = target.strip_prefix('#') else {
+            return false;
+        };
+        match root.pointer(pointer) {
+            Some(Value::Object(next)) => node = next,
+            _ => return false,
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -145,5 +194,23 @@ mod tests {
         }
         assert!(l.check_schema(&deep).unwrap_err().contains("nests"));
         assert!(l.check_text(&"a".repeat(300 << 10)).is_err());
+    }
+
+    #[test]
+    fn ref_cycles_with_no_terminal_are_found_wherever_they_sit() {
+        let l = GrammarLimits::default();
+        let cycle =
+            json!({"a": {"$ref": "#/$defs/b", "description": "x"}, "b": {"$ref": "#/$defs/a"}});
+        let top = json!({"$defs": cycle, "$ref": "#/$defs/a"});
+        assert!(l.check_schema(&top).unwrap_err().contains("cycle"));
+        // Deep inside, as a tool's parameters sit inside the call envelope.
+        let nested = json!({"type": "array", "items": {"type": "object",
+            "properties": {"x": {"$ref": "#/$defs/fn0/$defs/a"}}},
+            "$defs": {"fn0": {"$defs": {"a": {"$ref": "#/$defs/fn0/$defs/a"}}}}});
+        assert!(l.check_schema(&nested).is_err());
+        // Recursion through real structure is fine (a tree).
+        let tree = json!({"$defs": {"node": {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/$defs/node"}}}}}, "$ref": "#/$defs/node"});
+        assert!(l.check_schema(&tree).is_ok());
+        assert!(l.check_schema(&ref_chain(50)).is_ok());
     }
 }

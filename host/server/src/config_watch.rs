@@ -67,6 +67,7 @@ pub fn settings(c: &Config) -> Settings {
         max_body_bytes: c.server.max_body_bytes,
         api_keys: c.server.api_keys.clone(),
         cors_origins: c.server.cors_origins.clone(),
+        allowed_hosts: c.server.allowed_hosts.clone(),
     }
 }
 

@@ -20,9 +20,7 @@ fn header_allowed(name: &str) -> bool {
         || name.starts_with("x-stainless-")
 }
 
-fn origin_allowed(origins: &[String], origin: &str) -> bool {
-    origins.iter().any(|o| o == "*" || o == origin)
-}
+use crate::guard::origin_allowed;
 
 fn allow_origin(headers: &mut HeaderMap, origin: &HeaderValue) {
     // The origin is mirrored rather than `*`, so requests made with credentials work too.

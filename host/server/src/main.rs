@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use clap::Parser;
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -17,6 +17,7 @@ mod cli_models;
 mod config_watch;
 mod cors;
 mod error;
+mod guard;
 mod routes;
 mod sse;
 
@@ -179,10 +180,18 @@ fn main() -> Result<()> {
             .await
             .with_context(|| format!("binding {host}:{port}"))?;
         let addr: SocketAddr = listener.local_addr()?;
+        let bound_loopback = addr.ip().is_loopback();
+        if !bound_loopback && settings.load().api_keys.is_empty() {
+            warn!(
+                %addr,
+                "LISTENING BEYOND THIS MACHINE WITH NO API KEYS: anyone who can reach {addr} can run models and read stored data; set server.api_keys"
+            );
+        }
         let app = routes::router(routes::AppState {
             models,
             runtime,
             settings,
+            bound_loopback,
         });
         info!("listening on http://{addr}");
         axum::serve(listener, app)

@@ -27,6 +27,8 @@ pub struct AppState {
     pub runtime: Arc<Runtime>,
     /// The settings a config edit changes while serving.
     pub settings: Arc<ArcSwap<Settings>>,
+    /// The server listens on a loopback address only: `Host` must name this machine.
+    pub bound_loopback: bool,
 }
 
 /// The part of the config the HTTP edge reads on every request.
@@ -37,6 +39,8 @@ pub struct Settings {
     pub api_keys: Vec<String>,
     /// Browser origins allowed by CORS; `*` allows any.
     pub cors_origins: Vec<String>,
+    /// Host names answered besides loopback ones when bound to loopback.
+    pub allowed_hosts: Vec<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -65,6 +69,11 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             crate::cors::cors,
+        ))
+        // Before CORS answers anything: a foreign Host or origin, or a body that is not JSON.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::guard,
         ))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
@@ -323,7 +332,9 @@ mod tests {
                 max_body_bytes: 1024,
                 api_keys: keys.iter().map(|k| k.to_string()).collect(),
                 cors_origins: vec!["http://app.example".into()],
+                allowed_hosts: Vec::new(),
             })),
+            bound_loopback: true,
         })
     }
 
@@ -402,6 +413,60 @@ mod tests {
         assert!(status.is_client_error(), "{status}");
         assert_eq!(ct, "application/json");
         assert!(body["error"]["message"].is_string(), "{body}");
+    }
+
+    async fn status_of(app: Router, req: HttpRequest<Body>) -> (StatusCode, serde_json::Value) {
+        let res = app.oneshot(req).await.unwrap();
+        let status = res.status();
+        let body = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap_or_default())
+    }
+
+    #[tokio::test]
+    async fn foreign_hosts_origins_and_plain_text_bodies_are_refused() {
+        let req = |method: &str, headers: &[(&str, &str)], body: &'static str| {
+            let mut r = HttpRequest::builder().method(method).uri("/v1/nope");
+            for (k, v) in headers {
+                r = r.header(*k, *v);
+            }
+            r.body(Body::from(body)).unwrap()
+        };
+        // DNS rebinding: a page's own name, resolved to 127.0.0.1.
+        let (status, body) = status_of(
+            app(&[]),
+            req("GET", &[("host", "rebind.evil.example:8080")], ""),
+        )
+        .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_envelope(&body, "host_not_allowed");
+        // A page from another origin may not change anything.
+        let json = [
+            ("host", "localhost:8080"),
+            ("origin", "http://evil.example"),
+            ("content-type", "application/json"),
+        ];
+        let (status, body) = status_of(app(&[]), req("POST", &json, "{}")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_envelope(&body, "origin_not_allowed");
+        // A CORS "simple request" body.
+        let plain = [
+            ("host", "127.0.0.1:8080"),
+            ("content-type", "text/plain"),
+            ("content-length", "2"),
+        ];
+        let (status, body) = status_of(app(&[]), req("POST", &plain, "{}")).await;
+        assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert_envelope(&body, "unsupported_media_type");
+        // What a local client sends goes through (to a 404: no plugin owns /v1/nope here).
+        let ok = [
+            ("host", "localhost:8080"),
+            ("origin", "http://app.example"),
+            ("content-type", "application/json; charset=utf-8"),
+            ("content-length", "2"),
+        ];
+        let (status, body) = status_of(app(&[]), req("POST", &ok, "{}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_envelope(&body, "unknown_url");
     }
 
     #[tokio::test]

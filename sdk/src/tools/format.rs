@@ -46,12 +46,21 @@ pub(crate) fn constraint(tools: &ToolUse) -> Option<Constraint> {
         ToolChoice::Function(name) => &f.name == name,
         ToolChoice::Auto => false,
     });
+    // Each function's parameters live under `$defs` of the envelope's schema, and their
+    // root-relative `$ref`s (pydantic's `#/$defs/Model`) are rewritten to point there: nested
+    // inside the envelope, `#` is no longer their root.
+    let mut defs = serde_json::Map::new();
     let calls: Vec<Value> = allowed
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
+            let key = format!("fn{i}");
+            let mut params = grammar_schema_of(&f.parameters);
+            rebase_refs(&mut params, &format!("#/$defs/{key}"));
+            defs.insert(key.clone(), params);
             json!({
                 "type": "object",
                 // `name` first: the model chooses the function before writing its arguments.
-                "properties": {"name": {"const": f.name}, "arguments": grammar_schema_of(&f.parameters)},
+                "properties": {"name": {"const": f.name}, "arguments": {"$ref": format!("#/$defs/{key}")}},
                 "required": ["name", "arguments"],
                 "additionalProperties": false
             })
@@ -60,11 +69,34 @@ pub(crate) fn constraint(tools: &ToolUse) -> Option<Constraint> {
     if calls.is_empty() {
         return None;
     }
-    let mut schema = json!({"type": "array", "items": {"anyOf": calls}, "minItems": 1});
+    let mut schema =
+        json!({"type": "array", "items": {"anyOf": calls}, "minItems": 1, "$defs": defs});
     if !tools.parallel || matches!(tools.choice, ToolChoice::Function(_)) {
         schema["maxItems"] = json!(1);
     }
     Some(Constraint::JsonSchema(schema.to_string()))
+}
+
+/// Points every local `$ref` of `schema` (`#`, `#/...`) at `base` instead of the root.
+/// Iterative: the schema is the client's.
+fn rebase_refs(schema: &mut Value, base: &str) {
+    let mut stack = vec![schema];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get_mut("$ref") {
+                    if r == "#" {
+                        *r = base.to_owned();
+                    } else if let Some(rest) = r.strip_prefix("#/") {
+                        *r = format!("{base}/{rest}");
+                    }
+                }
+                stack.extend(map.values_mut());
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            _ => {}
+        }
+    }
 }
 
 /// Calls an assistant made, in the fallback format (so the model sees its own calls again
@@ -287,10 +319,8 @@ mod tests {
         let call = &s["items"]["anyOf"][0];
         let keys: Vec<&String> = call["properties"].as_object().unwrap().keys().collect();
         assert_eq!(keys, ["name", "arguments"]);
-        assert_eq!(
-            call["properties"]["arguments"]["additionalProperties"],
-            false
-        );
+        assert_eq!(call["properties"]["arguments"]["$ref"], "#/$defs/fn0");
+        assert_eq!(s["$defs"]["fn0"]["additionalProperties"], false);
         assert!(instructions(&u).find("\"name\"") < instructions(&u).find("\"parameters\""));
         assert_eq!(
             render_calls(&[Call {
@@ -338,9 +368,36 @@ mod tests {
             s["items"]["anyOf"][0]["properties"]["name"]["const"],
             "get_weather"
         );
+        assert_eq!(s["$defs"]["fn0"]["required"][0], "city");
+    }
+
+    #[test]
+    fn nested_models_keep_their_refs_inside_the_envelope() {
+        // What pydantic (and so LangChain, instructor, the OpenAI SDK) sends for nested models.
+        let params = json!({
+            "type": "object",
+            "properties": {"home": {"$ref": "#/$defs/Address"}, "tree": {"$ref": "#"}},
+            "$defs": {"Address": {"type": "object", "properties": {"city": {"type": "string"}}}}
+        });
+        let u = ToolUse {
+            functions: vec![Function {
+                name: "save".into(),
+                description: None,
+                parameters: params.to_string(),
+            }],
+            choice: ToolChoice::Required,
+            parallel: true,
+        };
+        let Some(Constraint::JsonSchema(s)) = constraint(&u) else {
+            panic!("constrained")
+        };
+        let s: Value = serde_json::from_str(&s).unwrap();
+        let fn0 = &s["$defs"]["fn0"];
         assert_eq!(
-            s["items"]["anyOf"][0]["properties"]["arguments"]["required"][0],
-            "city"
+            fn0["properties"]["home"]["$ref"],
+            "#/$defs/fn0/$defs/Address"
         );
+        assert_eq!(fn0["properties"]["tree"]["$ref"], "#/$defs/fn0");
+        assert_eq!(fn0["$defs"]["Address"]["additionalProperties"], false);
     }
 }
