@@ -142,3 +142,37 @@ fn one_tools_plugin_serves_and_it_owns_no_routes() {
     assert!(err.contains("serves other plugins, not routes"), "{err}");
     let _ = std::fs::remove_dir_all(root);
 }
+
+#[tokio::test]
+async fn bad_and_duplicate_ids_are_refused() {
+    // An id names the storage folder: a path must never get that far.
+    let rt = bare_runtime(limits(), None);
+    for bad in ["../../escape", "Misbehave", ""] {
+        let dir = misbehave_copy("badid", |m| {
+            m.replace("id = \"misbehave\"", &format!("id = \"{bad}\""))
+        });
+        let err = rt.load_plugin(&dir).expect_err("refused").to_string();
+        assert!(err.contains("is not allowed"), "{bad}: {err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    assert!(rt.plugins().is_empty());
+
+    // Two folders with one id: the first (by name) keeps it, the second is refused and listed.
+    let root = temp("dupid");
+    let first = root.join("a-first");
+    std::fs::create_dir_all(&first).expect("dir");
+    for f in ["plugin.toml", "plugin.wasm"] {
+        std::fs::copy(fixtures().join("misbehave").join(f), first.join(f)).expect("copy");
+    }
+    // The same id on another route, so only the id clashes.
+    let second = misbehave_copy("dup", |m| m.replace("/test/misbehave", "/test/other"));
+    std::fs::rename(&second, root.join("b-second")).expect("move");
+    rt.load_dir(&root).expect("folder loads");
+    let failures = rt.failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].0.ends_with("b-second"), "{failures:?}");
+    assert!(failures[0].1.contains("already taken"), "{failures:?}");
+    assert_eq!(rt.plugins().len(), 1);
+    assert_ok(&call(&rt, "ok").await);
+    let _ = std::fs::remove_dir_all(root);
+}

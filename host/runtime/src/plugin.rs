@@ -125,6 +125,14 @@ impl Plugin {
             .map_err(|e| fail(format!("plugin.toml: {e}")))?;
         let manifest: Manifest =
             toml::from_str(&manifest_text).map_err(|e| fail(format!("plugin.toml: {e}")))?;
+        // The id names the plugin's storage folder and its settings: a path (`../../x`) or a
+        // name another plugin could shadow by spelling must never get that far.
+        if !valid_id(&manifest.id) {
+            return Err(fail(format!(
+                "id `{}` is not allowed: ids are 1 to 64 characters of a-z, 0-9, `_` and `-`, starting with a letter or digit",
+                manifest.id
+            )));
+        }
         let Some(export) = versioned_export(&manifest.world) else {
             return Err(fail(format!(
                 "world `{}` is not one this host serves (chat-plugin, embeddings-plugin, tools-plugin)",
@@ -259,7 +267,21 @@ impl Registry {
                 Some(old) if digest_of(&d) == Some(old.digest) => Ok(old.clone()),
                 _ => load(&d).map(Arc::new),
             };
-            let result = loaded.and_then(|p| registry.insert(p));
+            // Two folders may not share an id (it names storage and settings): the first
+            // folder, in name order, keeps it and the other is refused.
+            let result = loaded.and_then(|p| {
+                match registry.plugins.iter().find(|o| o.info.id == p.info.id) {
+                    Some(other) => Err(RuntimeError::Plugin {
+                        path: d.display().to_string(),
+                        reason: format!(
+                            "id `{}` is already taken by the plugin in {}",
+                            p.info.id,
+                            other.dir.display()
+                        ),
+                    }),
+                    None => registry.insert(p),
+                }
+            });
             if let Err(e) = result {
                 let reason = match &e {
                     RuntimeError::Plugin { reason, .. } => reason.clone(),
@@ -348,6 +370,16 @@ impl Registry {
     }
 }
 
+/// `[a-z0-9][a-z0-9_-]{0,63}`.
+fn valid_id(id: &str) -> bool {
+    let mut bytes = id.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && id.len() <= 64
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
 /// Whether a route pattern's segment is a parameter (`{id}`): it matches any one segment.
 fn is_param(segment: &str) -> bool {
     segment.len() > 2 && segment.starts_with('{') && segment.ends_with('}')
@@ -399,5 +431,24 @@ mod tests {
         assert!(path_matches("/v1/models", "/v1/models"));
         assert!(same_shape("/v1/files/{id}", "/v1/files/{file_id}"));
         assert!(!same_shape("/v1/files/{id}", "/v1/files/list"));
+    }
+
+    #[test]
+    fn ids_are_plain_names() {
+        for ok in ["chat", "tools-terse", "frozen-v0-1", "a_b", "9lives"] {
+            assert!(valid_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "../../x",
+            "Chat",
+            "-x",
+            "a/b",
+            "a.b",
+            "x y",
+            &"a".repeat(65),
+        ] {
+            assert!(!valid_id(bad), "{bad}");
+        }
     }
 }
