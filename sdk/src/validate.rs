@@ -13,6 +13,20 @@ use crate::{Error, invalid_request};
 pub(crate) const MAX_N: u32 = 128;
 /// OpenAI's bound for the number of stop sequences.
 const MAX_STOP: usize = 4;
+/// Bytes in one stop sequence.
+const MAX_STOP_BYTES: usize = 1024;
+/// Sequences one request may run at once (prompts × `best_of`, or `n`), unless the plugin
+/// setting `max_sequences_per_request` says otherwise: each holds its own KV cache.
+pub(crate) const MAX_SEQUENCES: u32 = 128;
+
+/// The cap on sequences per request: the plugin setting `max_sequences_per_request`, else
+/// [`MAX_SEQUENCES`].
+pub(crate) fn max_sequences(host: &dyn crate::host::Host) -> u32 {
+    host.setting("max_sequences_per_request")
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &u32| n >= 1)
+        .unwrap_or(MAX_SEQUENCES)
+}
 
 /// Parses a JSON body into `T`; a mistake becomes a 400 naming the path of the field at fault
 /// (`max_tokens`, `messages[0].role`). Fields `T` does not know are ignored, never refused:
@@ -104,6 +118,16 @@ pub(crate) fn stop(stop: Option<StopSequences>) -> Result<Vec<String>, Error> {
     if stop.len() > MAX_STOP {
         return Err(invalid_request(
             &format!("stop takes at most {MAX_STOP} sequences"),
+            Some("stop"),
+        ));
+    }
+    // The engine matches stop strings against held-back text after every token.
+    if let Some(long) = stop.iter().find(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(invalid_request(
+            &format!(
+                "a stop sequence is at most {MAX_STOP_BYTES} bytes, got {}",
+                long.len()
+            ),
             Some("stop"),
         ));
     }

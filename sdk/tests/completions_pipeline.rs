@@ -169,3 +169,47 @@ fn echo_with_logprobs_scores_the_prompt_and_max_tokens_0_generates_nothing() {
         json!([0, 1, 2, 3, 4])
     );
 }
+
+#[test]
+fn fan_out_is_bounded_per_request() {
+    let host = FakeHost::new("m").generating(&["x"]);
+    // 512 one-token prompts once held both cores for minutes.
+    let prompts: Vec<String> = (0..512).map(|i| format!("p{i}")).collect();
+    let r = run(
+        &host,
+        json!({"model": "m", "prompt": prompts, "max_tokens": 1}),
+    );
+    assert_eq!(param_of(r).as_deref(), Some("prompt"));
+    let r = run(
+        &host,
+        json!({"model": "m", "prompt": vec!["a"; 10], "best_of": 20, "max_tokens": 1}),
+    );
+    assert_eq!(param_of(r).as_deref(), Some("prompt"));
+    let r = run(
+        &host,
+        json!({"model": "m", "prompt": "a", "n": 20, "best_of": 20, "max_tokens": 1}),
+    );
+    assert!(r.is_ok());
+    let too_many: Vec<String> = (0..2049).map(|i| format!("p{i}")).collect();
+    let r = run(&host, json!({"model": "m", "prompt": too_many}));
+    assert_eq!(param_of(r).as_deref(), Some("prompt"));
+    let r = run(
+        &host,
+        json!({"model": "m", "prompt": "a", "stop": ["x".repeat(2000)]}),
+    );
+    assert_eq!(param_of(r).as_deref(), Some("stop"));
+    // The operator's cap.
+    let small = FakeHost::new("m")
+        .generating(&["x"])
+        .with_setting("max_sequences_per_request", "4");
+    let r = run(
+        &small,
+        json!({"model": "m", "prompt": ["a", "b"], "n": 2, "best_of": 3, "max_tokens": 1}),
+    );
+    assert_eq!(param_of(r).as_deref(), Some("prompt"));
+    let r = run(
+        &small,
+        json!({"model": "m", "prompt": ["a", "b"], "n": 2, "max_tokens": 1}),
+    );
+    assert!(r.is_ok());
+}

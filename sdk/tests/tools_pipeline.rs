@@ -128,3 +128,24 @@ fn malformed_history_calls_name_their_param() {
         Some("messages[1].tool_calls[0].function.name")
     );
 }
+
+#[test]
+fn tools_and_choices_are_bounded() {
+    let host = FakeHost::new("m").generating(&["x"]);
+    let tool = |i: usize| json!({"type": "function", "function": {"name": format!("f{i}"), "parameters": {"type": "object"}}});
+    let tools: Vec<Value> = (0..129).map(tool).collect();
+    let body =
+        json!({"model": "m", "tools": tools, "messages": [{"role": "user", "content": "x"}]});
+    let Err(Error::InvalidRequest(d)) = FirstParty.complete(post(&body), &host) else {
+        panic!("a 400")
+    };
+    assert_eq!(d.param.as_deref(), Some("tools"));
+    let small = FakeHost::new("m")
+        .generating(&["x"])
+        .with_setting("max_sequences_per_request", "2");
+    let body = json!({"model": "m", "n": 3, "messages": [{"role": "user", "content": "x"}]});
+    let Err(Error::InvalidRequest(d)) = FirstParty.complete(post(&body), &small) else {
+        panic!("a 400")
+    };
+    assert_eq!(d.param.as_deref(), Some("n"));
+}

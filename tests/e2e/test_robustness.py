@@ -88,3 +88,19 @@ def test_a_plain_text_body_is_415(http):
     assert r.json()["error"]["code"] == "unsupported_media_type"
     r = http.post("/v1/chat/completions", content=json.dumps(BASE).encode())
     assert r.status_code == 415
+
+
+def test_fan_out_is_bounded_per_request(http):
+    # 512 one-token prompts (a 3.2 KB body) once kept both cores busy for minutes.
+    body = {"model": MODEL, "prompt": [f"p{i}" for i in range(512)], "max_tokens": 48}
+    r = http.post("/v1/completions", json=body)
+    assert r.status_code == 400, r.text[:300]
+    assert r.json()["error"]["param"] == "prompt"
+    r = http.post("/v1/completions", json={"model": MODEL, "prompt": ["a"] * 10, "best_of": 20, "max_tokens": 1})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    tools = [{"type": "function", "function": {"name": f"f{i}", "parameters": {"type": "object"}}} for i in range(129)]
+    r = http.post("/v1/chat/completions", json={**BASE, "tools": tools})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+    r = http.post("/v1/chat/completions", json={**BASE, "stop": ["x" * 5000]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stop"
+    still_serving(http)

@@ -23,6 +23,13 @@ pub fn complete<C: Chat + ?Sized>(
         return Err(crate::invalid_request("Only POST is allowed here", None));
     }
     let plan = chat.prepare(Plan::parse(&request.body)?)?;
+    let cap = crate::validate::max_sequences(host);
+    if plan.n > cap {
+        return Err(crate::invalid_request(
+            &format!("n is {}; at most {cap} per request", plan.n),
+            Some("n"),
+        ));
+    }
     let info = host.describe_model(&plan.model)?;
     let (prompt, calling) = render(&plan, host)?;
     let prompt_ids = host.tokenize(&plan.model, &prompt, true)?;

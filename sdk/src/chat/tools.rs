@@ -8,6 +8,9 @@ use serde_json::{Value, json};
 use crate::tools::{Function, ToolChoice, ToolUse};
 use crate::{Error, invalid_request};
 
+/// OpenAI's bound on `tools` per request.
+const MAX_TOOLS: usize = 128;
+
 fn bad(message: &str, param: &str) -> Error {
     invalid_request(message, Some(param))
 }
@@ -20,6 +23,15 @@ pub(crate) fn parse(
 ) -> Result<Option<ToolUse>, Error> {
     let list = match tools.filter(|t| !t.is_null()) {
         None => Vec::new(),
+        Some(Value::Array(items)) if items.len() > MAX_TOOLS => {
+            return Err(bad(
+                &format!(
+                    "tools has {} functions; at most {MAX_TOOLS} per request",
+                    items.len()
+                ),
+                "tools",
+            ));
+        }
         Some(Value::Array(items)) => items
             .iter()
             .enumerate()

@@ -129,6 +129,22 @@ pub fn complete<C: Chat + ?Sized>(
         return Err(invalid_request("Only POST is allowed here", None));
     }
     let plan = LegacyPlan::parse(&request.body)?;
+    let cap = crate::validate::max_sequences(host);
+    let sequences = plan.prompts.len() as u64 * u64::from(plan.best_of);
+    if sequences > u64::from(cap) {
+        return Err(invalid_request(
+            &format!(
+                "{} prompts × best_of {} is {sequences} sequences; at most {cap} per request",
+                plan.prompts.len(),
+                plan.best_of
+            ),
+            Some(if plan.prompts.len() > 1 {
+                "prompt"
+            } else {
+                "best_of"
+            }),
+        ));
+    }
     let info = host.describe_model(&plan.model)?;
     if plan.suffix.is_some() && !has_fim(host, &plan.model)? {
         return Err(invalid_request(

@@ -11,6 +11,8 @@ const DEFAULT_MAX_TOKENS: u32 = 16;
 /// OpenAI's bounds for legacy `logprobs` and `best_of`.
 const MAX_LOGPROBS: u32 = 5;
 const MAX_BEST_OF: u32 = 20;
+/// OpenAI's bound on prompts per request.
+const MAX_PROMPTS: usize = 2048;
 
 /// One prompt as given: text (tokenized with control tokens parsed, as llama.cpp's server
 /// does) or token ids.
@@ -68,6 +70,15 @@ impl LegacyPlan {
             PromptInput::Text(t) => t.is_empty(),
             PromptInput::Ids(ids) => ids.is_empty(),
         };
+        if prompts.len() > MAX_PROMPTS {
+            return Err(invalid_request(
+                &format!(
+                    "prompt has {} prompts; at most {MAX_PROMPTS} per request",
+                    prompts.len()
+                ),
+                Some("prompt"),
+            ));
+        }
         if prompts.is_empty() || prompts.iter().any(empty) {
             return Err(invalid_request(
                 "`prompt` must not be empty (nor contain an empty prompt)",
