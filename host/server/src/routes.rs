@@ -85,27 +85,37 @@ fn same_key(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// With `server.api_keys` set, `/v1/*` needs `Authorization: Bearer <one of them>`.
-async fn require_key(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let settings = s.settings.load();
-    if settings.api_keys.is_empty() || !req.uri().path().starts_with("/v1/") {
-        return next.run(req).await;
-    }
+/// Whether the request carries one of the configured keys (`Authorization: Bearer <key>`).
+fn key_given(settings: &Settings, req: &Request) -> Option<bool> {
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)?;
+    Some(
+        settings
+            .api_keys
+            .iter()
+            .any(|k| same_key(k.as_bytes(), given.as_bytes())),
+    )
+}
+
+/// Marks a request that presented a valid key (or needed none), for `/health`'s details.
+#[derive(Clone, Copy)]
+struct Trusted(bool);
+
+/// With `server.api_keys` set, every route but `/health` needs `Authorization: Bearer <one
+/// of them>`: plugin routes outside `/v1/` too.
+async fn require_key(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    let settings = s.settings.load();
+    let given = key_given(&settings, &req);
+    let trusted = settings.api_keys.is_empty() || given == Some(true);
+    req.extensions_mut().insert(Trusted(trusted));
+    if trusted || normalised(req.uri().path()) == "/health" {
+        return next.run(req).await;
+    }
     let message = match given {
-        Some(key)
-            if settings
-                .api_keys
-                .iter()
-                .any(|k| same_key(k.as_bytes(), key.as_bytes())) =>
-        {
-            return next.run(req).await;
-        }
         Some(_) => "Incorrect API key provided.",
         None => "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
     };
@@ -145,7 +155,10 @@ async fn request_span(mut req: Request, next: Next) -> Response {
 #[derive(Clone)]
 struct RequestId(String);
 
-async fn health(State(s): State<AppState>) -> Response {
+/// Status, models and plugin ids for anyone; plugin folders and why one was refused only with
+/// a key when keys are configured (they name paths on this machine).
+async fn health(State(s): State<AppState>, trusted: Option<axum::Extension<Trusted>>) -> Response {
+    let trusted = trusted.is_some_and(|t| t.0.0);
     let plugins: Vec<_> = s
         .runtime
         .plugins()
@@ -160,6 +173,16 @@ async fn health(State(s): State<AppState>) -> Response {
         .map(|(path, reason)| serde_json::json!({"path": path, "reason": reason}))
         .collect();
     let models: Vec<_> = s.models.ids().collect();
+    if !trusted {
+        let ids: Vec<_> = s.runtime.plugins().into_iter().map(|p| p.id).collect();
+        return axum::Json(serde_json::json!({
+            "status": "ok",
+            "models": models,
+            "plugins": ids,
+            "plugin_failures": failures.len(),
+        }))
+        .into_response();
+    }
     axum::Json(serde_json::json!({
         "status": "ok",
         "models": models,
@@ -367,8 +390,16 @@ mod tests {
         let (status, body) = get(app(&["sk-right"]), "/v1/models", Some("sk-right")).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body["object"], "list");
-        let (status, _) = get(app(&["sk-right"]), "/health", None).await;
+        let (status, body) = get(app(&["sk-right"]), "/health", None).await;
         assert_eq!(status, StatusCode::OK);
+        // Without the key: no folder paths, only how many plugins were refused.
+        assert_eq!(body["plugin_failures"], 0);
+        let (_, body) = get(app(&["sk-right"]), "/health", Some("sk-right")).await;
+        assert!(body["plugin_failures"].is_array(), "{body}");
+        // Plugin routes outside /v1/ are guarded too.
+        let (status, body) = get(app(&["sk-right"]), "/test/anything", None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_envelope(&body, "invalid_api_key");
     }
 
     async fn send(
