@@ -51,7 +51,7 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// `tracing` filter, e.g. `info` or `cinder=debug,info`; `RUST_LOG` overrides it.
     pub log: String,
-    /// Bearer keys accepted on `/v1/*`; empty means no key is required.
+    /// Bearer keys every route but `/health` needs; empty means no key is required.
     pub api_keys: Vec<String>,
     /// Browser origins CORS allows (`https://app.example:3000`, `http://localhost:*` for any
     /// port); `*` allows any. A request from another origin may read nothing and change
