@@ -47,7 +47,7 @@ async fn a_route_clash_is_refused_and_the_owner_keeps_serving() {
     assert_eq!(failures.len(), 1, "{failures:?}");
     assert!(failures[0].0.ends_with("b-intruder"), "{failures:?}");
     assert!(
-        failures[0].1.contains("/test/misbehave") && failures[0].1.contains("`misbehave`"),
+        failures[0].1.contains("/v1/test/misbehave") && failures[0].1.contains("`misbehave`"),
         "{failures:?}"
     );
     assert_eq!(rt.plugins().len(), 1);
@@ -59,34 +59,34 @@ async fn a_route_clash_is_refused_and_the_owner_keeps_serving() {
 async fn routes_with_parameters_match_one_segment_and_clash_by_shape() {
     use cinder_runtime::RouteMatch;
     let dir = misbehave_copy("params", |m| {
-        m.replace("/test/misbehave", "/test/items/{id}")
+        m.replace("/v1/test/misbehave", "/v1/test/items/{id}")
     });
     let rt = bare_runtime(limits(), None);
     rt.load_plugin(&dir).expect("loads");
     assert!(matches!(
-        rt.route("POST", "/test/items/42"),
+        rt.route("POST", "/v1/test/items/42"),
         RouteMatch::Found(_)
     ));
     assert!(matches!(
-        rt.route("GET", "/test/items/42"),
+        rt.route("GET", "/v1/test/items/42"),
         RouteMatch::MethodNotAllowed
     ));
     assert!(matches!(
-        rt.route("POST", "/test/items"),
+        rt.route("POST", "/v1/test/items"),
         RouteMatch::NotFound
     ));
     assert!(matches!(
-        rt.route("POST", "/test/items/42/x"),
+        rt.route("POST", "/v1/test/items/42/x"),
         RouteMatch::NotFound
     ));
-    let out = crate::runtime::call_at(&rt, "/test/items/42", "ok").await;
+    let out = crate::runtime::call_at(&rt, "/v1/test/items/42", "ok").await;
     assert!(matches!(
         out.as_slice(),
         [cinder_runtime::Output::Respond { status: 200, .. }]
     ));
 
     let other = misbehave_copy("params2", |m| {
-        m.replace("/test/misbehave", "/test/items/{item}")
+        m.replace("/v1/test/misbehave", "/v1/test/items/{item}")
             .replace("id = \"misbehave\"", "id = \"other\"")
     });
     let err = rt.load_plugin(&other).expect_err("same shape").to_string();
@@ -144,7 +144,7 @@ fn one_tools_plugin_serves_and_it_owns_no_routes() {
 }
 
 #[tokio::test]
-async fn bad_and_duplicate_ids_are_refused() {
+async fn bad_ids_duplicate_ids_and_routes_outside_v1_are_refused() {
     // An id names the storage folder: a path must never get that far.
     let rt = bare_runtime(limits(), None);
     for bad in ["../../escape", "Misbehave", ""] {
@@ -157,6 +157,14 @@ async fn bad_and_duplicate_ids_are_refused() {
     }
     assert!(rt.plugins().is_empty());
 
+    // Routes outside /v1/ are refused.
+    for route in ["/health", "/admin", "/v1x/y"] {
+        let dir = misbehave_copy("outside", |m| m.replace("/v1/test/misbehave", route));
+        let err = rt.load_plugin(&dir).expect_err("refused").to_string();
+        assert!(err.contains("outside /v1/"), "{route}: {err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     // Two folders with one id: the first (by name) keeps it, the second is refused and listed.
     let root = temp("dupid");
     let first = root.join("a-first");
@@ -165,7 +173,7 @@ async fn bad_and_duplicate_ids_are_refused() {
         std::fs::copy(fixtures().join("misbehave").join(f), first.join(f)).expect("copy");
     }
     // The same id on another route, so only the id clashes.
-    let second = misbehave_copy("dup", |m| m.replace("/test/misbehave", "/test/other"));
+    let second = misbehave_copy("dup", |m| m.replace("/v1/test/misbehave", "/v1/test/other"));
     std::fs::rename(&second, root.join("b-second")).expect("move");
     rt.load_dir(&root).expect("folder loads");
     let failures = rt.failures();

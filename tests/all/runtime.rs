@@ -46,7 +46,7 @@ pub(crate) fn runtime(limits: Limits) -> Arc<Runtime> {
 }
 
 pub(crate) async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
-    call_at(rt, "/test/misbehave", body).await
+    call_at(rt, "/v1/test/misbehave", body).await
 }
 
 pub(crate) async fn call_at(rt: &Arc<Runtime>, path: &str, body: &str) -> Vec<Output> {
@@ -140,11 +140,11 @@ async fn streamed_events_arrive_in_order_then_the_channel_closes() {
 async fn routes_know_methods_and_paths() {
     let rt = runtime(limits());
     assert!(matches!(
-        rt.route("GET", "/test/misbehave"),
+        rt.route("GET", "/v1/test/misbehave"),
         RouteMatch::MethodNotAllowed
     ));
     assert!(matches!(
-        rt.route("POST", "/test/elsewhere"),
+        rt.route("POST", "/v1/test/elsewhere"),
         RouteMatch::NotFound
     ));
     let info = &rt.plugins()[0];
@@ -210,14 +210,14 @@ async fn the_plugin_folder_hot_reloads_and_keeps_old_versions_of_broken_plugins(
         second.join("plugin.toml"),
         manifest
             .replace("\"misbehave\"", "\"second\"")
-            .replace("/test/misbehave", "/test/second"),
+            .replace("/v1/test/misbehave", "/v1/test/second"),
     )
     .expect("write");
     eventually("the second plugin serves", || {
-        matches!(rt.route("POST", "/test/second"), RouteMatch::Found(_))
+        matches!(rt.route("POST", "/v1/test/second"), RouteMatch::Found(_))
     })
     .await;
-    assert_ok(&call_at(&rt, "/test/second", "ok").await);
+    assert_ok(&call_at(&rt, "/v1/test/second", "ok").await);
 
     // A broken build is refused with a reason; the previous version keeps serving.
     std::fs::write(first.join("plugin.wasm"), b"not wasm").expect("break");
@@ -248,7 +248,7 @@ async fn the_plugin_folder_hot_reloads_and_keeps_old_versions_of_broken_plugins(
     // Removing a plugin removes its routes.
     std::fs::remove_dir_all(&second).expect("remove");
     eventually("the second plugin is gone", || {
-        matches!(rt.route("POST", "/test/second"), RouteMatch::NotFound)
+        matches!(rt.route("POST", "/v1/test/second"), RouteMatch::NotFound)
     })
     .await;
     let _ = std::fs::remove_dir_all(&root);

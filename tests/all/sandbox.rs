@@ -179,7 +179,7 @@ async fn a_plugin_built_against_the_frozen_0_1_0_wit_still_loads_and_works() {
         .load_plugin(&fixtures().join("frozen-v0.1"))
         .expect("a 0.1.0 plugin loads in every 0.1.x host");
     assert_eq!(info.wit_version, "0.1.0");
-    let out = crate::runtime::call_at(&rt, "/test/frozen", "").await;
+    let out = crate::runtime::call_at(&rt, "/v1/test/frozen", "").await;
     assert_ok_with(&out, "\"not-found:model\"");
 }
 

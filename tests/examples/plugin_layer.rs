@@ -34,14 +34,14 @@ fn limits() -> Limits {
 }
 
 async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
-    let RouteMatch::Found(plugin) = rt.route("POST", "/test/misbehave") else {
+    let RouteMatch::Found(plugin) = rt.route("POST", "/v1/test/misbehave") else {
         panic!("fixture route missing")
     };
     let mut rx = rt.call(
         plugin,
         PluginRequest {
             method: "POST".into(),
-            path: "/test/misbehave".into(),
+            path: "/v1/test/misbehave".into(),
             body: body.into(),
             request_id: "bench".into(),
         },

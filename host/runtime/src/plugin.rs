@@ -133,6 +133,14 @@ impl Plugin {
                 manifest.id
             )));
         }
+        // The API's namespace: a plugin cannot claim `/health` or a path a proxy or the host
+        // may give another meaning.
+        if let Some(r) = manifest.routes.iter().find(|r| !r.path.starts_with("/v1/")) {
+            return Err(fail(format!(
+                "route {} {} is outside /v1/: plugins serve the API's routes only",
+                r.method, r.path
+            )));
+        }
         let Some(export) = versioned_export(&manifest.world) else {
             return Err(fail(format!(
                 "world `{}` is not one this host serves (chat-plugin, embeddings-plugin, tools-plugin)",
