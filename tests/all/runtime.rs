@@ -285,3 +285,39 @@ async fn a_full_queue_answers_429_at_once_and_queued_requests_still_complete() {
     // With the queue drained, requests are served again.
     assert_ok(&call(&rt, "ok").await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_the_queue_frees_its_place() {
+    let rt = runtime(Limits {
+        max_instances: 1,
+        max_queued: 1,
+        ..limits()
+    });
+    let busy = tokio::spawn({
+        let rt = rt.clone();
+        async move { call(&rt, "sleep:1500").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Queued, then gone (its receiver dropped, as when the HTTP client disconnects).
+    let RouteMatch::Found(plugin) = rt.route("POST", "/v1/test/misbehave") else {
+        panic!("route missing")
+    };
+    let gone = rt.call(
+        plugin,
+        PluginRequest {
+            method: "POST".into(),
+            path: "/v1/test/misbehave".into(),
+            body: "ok".into(),
+            request_id: "gone".into(),
+        },
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(gone);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Its place is free: this one queues instead of getting a 429.
+    assert_ok(&call(&rt, "ok").await);
+    assert!(matches!(
+        busy.await.expect("join").as_slice(),
+        [Output::Respond { status: 200, .. }]
+    ));
+}

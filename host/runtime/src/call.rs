@@ -50,8 +50,18 @@ impl Runtime {
                             }).await;
                             return;
                         };
-                        let Ok(slot) = runtime.slots.clone().acquire_owned().await else { return };
-                        slot
+                        // A client that leaves while queued leaves the queue at once, instead
+                        // of holding its place until a slot frees.
+                        tokio::select! {
+                            slot = runtime.slots.clone().acquire_owned() => match slot {
+                                Ok(slot) => slot,
+                                Err(_) => return,
+                            },
+                            _ = tx.closed() => {
+                                debug!("client gone while queued");
+                                return;
+                            }
+                        }
                     }
                 };
                 let limits = runtime.limits.load_full();
