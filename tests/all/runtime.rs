@@ -53,18 +53,21 @@ pub(crate) async fn call_at(rt: &Arc<Runtime>, path: &str, body: &str) -> Vec<Ou
     let RouteMatch::Found(plugin) = rt.route("POST", path) else {
         panic!("route {path} missing")
     };
-    let request = PluginRequest {
-        method: "POST".into(),
-        path: path.into(),
-        body: body.into(),
-        request_id: "t".into(),
-    };
-    let mut rx = rt.call(plugin, request);
+    let mut rx = rt.call(plugin, post(path, body));
     let mut outputs = Vec::new();
     while let Some(o) = rx.recv().await {
         outputs.push(o);
     }
     outputs
+}
+
+fn post(path: &str, body: &str) -> PluginRequest {
+    PluginRequest {
+        method: "POST".into(),
+        path: path.into(),
+        body: body.into(),
+        request_id: "t".into(),
+    }
 }
 
 pub(crate) fn assert_ok(outputs: &[Output]) {
@@ -254,8 +257,8 @@ async fn the_plugin_folder_hot_reloads_and_keeps_old_versions_of_broken_plugins(
     let _ = std::fs::remove_dir_all(&root);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_queue_answers_429_at_once_and_queued_requests_still_complete() {
+/// A runtime with one instance and room for one waiting request, its instance busy for 1.5 s.
+async fn one_busy_slot() -> (Arc<Runtime>, tokio::task::JoinHandle<Vec<Output>>) {
     let rt = runtime(Limits {
         max_instances: 1,
         max_queued: 1,
@@ -266,6 +269,12 @@ async fn a_full_queue_answers_429_at_once_and_queued_requests_still_complete() {
         async move { call(&rt, "sleep:1500").await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
+    (rt, busy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_answers_429_at_once_and_queued_requests_still_complete() {
+    let (rt, busy) = one_busy_slot().await;
     let queued = tokio::spawn({
         let rt = rt.clone();
         async move { call(&rt, "ok").await }
@@ -288,29 +297,12 @@ async fn a_full_queue_answers_429_at_once_and_queued_requests_still_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_leaves_the_queue_frees_its_place() {
-    let rt = runtime(Limits {
-        max_instances: 1,
-        max_queued: 1,
-        ..limits()
-    });
-    let busy = tokio::spawn({
-        let rt = rt.clone();
-        async move { call(&rt, "sleep:1500").await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (rt, busy) = one_busy_slot().await;
     // Queued, then gone (its receiver dropped, as when the HTTP client disconnects).
     let RouteMatch::Found(plugin) = rt.route("POST", "/v1/test/misbehave") else {
         panic!("route missing")
     };
-    let gone = rt.call(
-        plugin,
-        PluginRequest {
-            method: "POST".into(),
-            path: "/v1/test/misbehave".into(),
-            body: "ok".into(),
-            request_id: "gone".into(),
-        },
-    );
+    let gone = rt.call(plugin, post("/v1/test/misbehave", "ok"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     drop(gone);
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -213,13 +213,17 @@ async fn get_model(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = normalised(&id).trim_start_matches('/').to_owned();
+    // Resolved once (any case, aliases); `created` then looks the exact id up.
+    let canonical = s
+        .models
+        .canonical(&id)
+        .ok_or_else(|| ApiError::model_not_found(&id))?;
     let created = s
         .models
-        .created(&id)
+        .created(&canonical)
         .ok_or_else(|| ApiError::model_not_found(&id))?;
     // Under the name asked for when it is an alias, else under the id as listed (the name
     // may differ from it in case).
-    let canonical = s.models.canonical(&id).unwrap_or_else(|| id.clone());
     let name = if canonical.eq_ignore_ascii_case(&id) {
         canonical
     } else {

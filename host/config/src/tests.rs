@@ -1,0 +1,127 @@
+//! The config crate's unit tests: parsing, validation, live/restart changes.
+
+use super::*;
+
+#[test]
+fn example_config_parses() {
+    // Read at run time: a test binary built in another clone sharing the target dir
+    // must still read this clone's file.
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let path = Path::new(&dir).join("../../cinder.example.toml");
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.models[0].id, "smollm2-135m-instruct");
+    assert!(c.models[0].path.is_absolute());
+    // The shipped file says what the built-in defaults are.
+    assert_eq!(c.server.cors_origins, loopback_origins());
+    assert_eq!(
+        c.server,
+        ServerConfig {
+            port: c.server.port,
+            ..ServerConfig::default()
+        }
+    );
+}
+
+#[test]
+fn limits_have_upper_bounds() {
+    for bad in [
+        "request_timeout_secs = 18446744073709551615",
+        "idle_timeout_secs = 86401",
+        "plugin_memory_mib = 5000",
+        "max_concurrent_requests = 100000",
+        "plugin_cpu_ms = 0",
+    ] {
+        let c: Config = toml::from_str(&format!("[limits]\n{bad}\n")).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        let key = bad.split(' ').next().unwrap();
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+    let ok: Config =
+        toml::from_str("[limits]\nrequest_timeout_secs = 86400\nmax_queued_requests = 0\n")
+            .unwrap();
+    assert!(ok.validate().is_ok());
+}
+
+#[test]
+fn unknown_keys_are_errors() {
+    let err = toml::from_str::<Config>("[server]\nprot = 1\n").unwrap_err();
+    assert!(err.to_string().contains("prot"), "{err}");
+}
+
+#[test]
+fn changes_are_split_into_live_and_restart() {
+    let a: Config = toml::from_str("").unwrap();
+    let b: Config =
+        toml::from_str("[server]\nport = 9\napi_keys = ['k']\n[limits]\nplugin_cpu_ms = 5\n")
+            .unwrap();
+    let c = a.changes(&b);
+    assert_eq!(c.live, ["server.api_keys", "limits.plugin_cpu_ms"]);
+    assert_eq!(c.restart, ["server.port"]);
+    assert!(a.changes(&a.clone()).is_empty());
+}
+
+#[test]
+fn plugin_settings_are_live_scalars() {
+    let a: Config = toml::from_str("").unwrap();
+    let b: Config =
+        toml::from_str("[plugins.settings.summarize]\ninstruction = 'Be brief.'\nlimit = 3\n")
+            .unwrap();
+    assert_eq!(a.changes(&b).live, ["plugins.settings"]);
+    let s = b.plugins.settings_as_strings();
+    assert_eq!(
+        s["summarize"],
+        [
+            ("instruction".to_string(), "Be brief.".to_string()),
+            ("limit".to_string(), "3".to_string())
+        ]
+    );
+    let bad: Config = toml::from_str("[plugins.settings.x]\nlist = [1]\n").unwrap();
+    assert!(bad.validate().is_err());
+}
+
+#[test]
+fn aliases_are_live_and_share_the_namespace_with_ids() {
+    let a: Config = toml::from_str("[[models]]\nid='m'\npath='x'\n").unwrap();
+    let b: Config =
+        toml::from_str("[[models]]\nid='m'\npath='x'\naliases=['gpt-4o-mini']\n").unwrap();
+    let c = a.changes(&b);
+    assert_eq!((c.live, c.restart), (vec!["models.aliases"], vec![]));
+    let moved: Config =
+        toml::from_str("[[models]]\nid='m'\npath='y'\naliases=['gpt-4o-mini']\n").unwrap();
+    assert_eq!(a.changes(&moved).restart, ["models"]);
+    let clash: Config = toml::from_str(
+        "[[models]]\nid='m'\npath='x'\n[[models]]\nid='n'\npath='y'\naliases=['m']\n",
+    )
+    .unwrap();
+    assert!(clash.validate().is_err());
+}
+
+#[test]
+fn apply_live_takes_exactly_the_live_keys() {
+    let a: Config = toml::from_str("[[models]]\nid='m'\npath='x'\n").unwrap();
+    let b: Config = toml::from_str(
+        "[server]\nport = 9\napi_keys = ['k']\ncors_origins = []\nlog = 'debug'\nmax_body_bytes = 5\n\
+         [plugins.settings.p]\nk = 1\n[limits]\nplugin_cpu_ms = 5\nrequest_timeout_secs = 6\n\
+         idle_timeout_secs = 7\nmax_queued_requests = 8\nmax_concurrent_requests = 9\n\
+         [[models]]\nid='m'\npath='x'\naliases=['g']\n",
+    )
+    .unwrap();
+    let mut running = a.clone();
+    running.apply_live(&b);
+    let left = running.changes(&b);
+    assert!(left.live.is_empty(), "{left:?}");
+    assert_eq!(left.restart, a.changes(&b).restart);
+}
+
+#[test]
+fn zero_limits_are_refused() {
+    let c: Config = toml::from_str("[limits]\nidle_timeout_secs = 0\n").unwrap();
+    assert!(c.validate().is_err());
+}
+
+#[test]
+fn duplicate_ids_are_refused() {
+    let c: Config =
+        toml::from_str("[[models]]\nid='a'\npath='x'\n[[models]]\nid='a'\npath='y'\n").unwrap();
+    assert!(c.validate().is_err());
+}
