@@ -223,13 +223,15 @@ impl Running {
         };
         Ok((out, repeated))
     }
-}
 
-/// The usage of a choice chat stopped itself (no `finished` event comes for it).
-fn stopped_usage(prompt_tokens: u32, running: &Running) -> crate::types::Usage {
-    crate::types::Usage {
-        prompt_tokens,
-        completion_tokens: running.tokens,
+    /// `total` with this choice's usage added, when chat stopped it itself (no `finished`
+    /// event comes for it): the tokens it saw generated.
+    fn add_stopped_usage(&self, total: Usage, prompt_tokens: u32) -> Usage {
+        let own = crate::types::Usage {
+            prompt_tokens,
+            completion_tokens: self.tokens,
+        };
+        add_usage(total, own, &*self.generation)
     }
 }
 
@@ -267,11 +269,7 @@ fn aggregate<C: Chat + ?Sized>(
                     }
                     let text = chat.rewrite(index, d.text);
                     if choice.take(text, d.tokens.len(), plan, calling, host)?.1 {
-                        usage = add_usage(
-                            usage,
-                            stopped_usage(prompt_tokens, &choice),
-                            &*choice.generation,
-                        );
+                        usage = choice.add_stopped_usage(usage, prompt_tokens);
                         break Ending::Repeat;
                     }
                 }
@@ -393,11 +391,7 @@ fn stream<C: Chat + ?Sized>(
                         still.push(choice);
                         continue;
                     }
-                    usage = add_usage(
-                        usage,
-                        stopped_usage(prompt_tokens, &choice),
-                        &*choice.generation,
-                    );
+                    usage = choice.add_stopped_usage(usage, prompt_tokens);
                     Ending::Repeat
                 }
                 Some(Event::Finished(f)) => {
