@@ -105,6 +105,7 @@ fn load_smollm2_with(
         threads: None,
         prefix_cache_mib,
         embeddings: false,
+        raw_control_tokens: false,
     })
     .expect("model loads")
 }

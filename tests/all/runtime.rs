@@ -67,6 +67,7 @@ fn post(path: &str, body: &str) -> PluginRequest {
         path: path.into(),
         body: body.into(),
         request_id: "t".into(),
+        owner: cinder_runtime::LOCAL_OWNER.into(),
     }
 }
 

@@ -44,6 +44,7 @@ async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
             path: "/v1/test/misbehave".into(),
             body: body.into(),
             request_id: "bench".into(),
+            owner: cinder_runtime::LOCAL_OWNER.into(),
         },
     );
     let mut out = Vec::new();

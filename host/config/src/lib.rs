@@ -61,6 +61,14 @@ pub struct ServerConfig {
     /// (a reverse proxy's name); `*` turns the check off. It stops DNS rebinding: a web page
     /// whose name resolves to 127.0.0.1 still sends its own name as `Host`.
     pub allowed_hosts: Vec<String>,
+    /// A client must send a request's headers within this many seconds of starting it (or of
+    /// the previous response on a kept-alive connection), else the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A client must send the whole request body within this many seconds of its headers,
+    /// else it gets a 408: a client sending one byte a second cannot hold a connection.
+    pub body_read_timeout_secs: u64,
+    /// Client connections open at once; further ones wait in the kernel's backlog.
+    pub max_connections: u32,
 }
 
 /// The default `server.cors_origins`: pages served from this machine, any port.
@@ -85,6 +93,9 @@ impl Default for ServerConfig {
             api_keys: Vec::new(),
             cors_origins: loopback_origins(),
             allowed_hosts: Vec::new(),
+            header_read_timeout_secs: 30,
+            body_read_timeout_secs: 60,
+            max_connections: 1024,
         }
     }
 }
@@ -208,6 +219,11 @@ pub struct ModelConfig {
     /// states, unit length (a sentence-transformers folder always serves embeddings).
     #[serde(default)]
     pub embeddings: bool,
+    /// Let control-token text in user and tool messages (`<|im_start|>system`) act as control
+    /// tokens, as a raw template would. Off by default: such text is read as text, so a user
+    /// message cannot open a system turn.
+    #[serde(default)]
+    pub raw_control_tokens: bool,
     /// Other names clients may use for this model (`gpt-4o-mini`); edits apply at once.
     #[serde(default)]
     pub aliases: Vec<String>,
@@ -322,6 +338,22 @@ impl Config {
                 )));
             }
         }
+        let s = &self.server;
+        for (key, value, max) in [
+            ("header_read_timeout_secs", s.header_read_timeout_secs, 3600),
+            (
+                "body_read_timeout_secs",
+                s.body_read_timeout_secs,
+                MAX_SECONDS,
+            ),
+            ("max_connections", u64::from(s.max_connections), 1 << 20),
+        ] {
+            if value == 0 || value > max {
+                return Err(ConfigError::Invalid(format!(
+                    "server.{key} is {value}; it must be between 1 and {max}"
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -347,6 +379,22 @@ impl Config {
         c.note(
             a.allowed_hosts != b.allowed_hosts,
             "server.allowed_hosts",
+            true,
+        );
+        // The accept loop and each connection's parser are set up when the server starts.
+        c.note(
+            a.header_read_timeout_secs != b.header_read_timeout_secs,
+            "server.header_read_timeout_secs",
+            false,
+        );
+        c.note(
+            a.max_connections != b.max_connections,
+            "server.max_connections",
+            false,
+        );
+        c.note(
+            a.body_read_timeout_secs != b.body_read_timeout_secs,
+            "server.body_read_timeout_secs",
             true,
         );
         c.note(self.plugins.dir != new.plugins.dir, "plugins.dir", false);

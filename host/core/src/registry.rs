@@ -29,6 +29,8 @@ pub struct ModelSpec {
     pub prefix_cache_mib: Option<usize>,
     /// A chat model that also serves embeddings (mean-pooled last hidden states).
     pub embeddings: bool,
+    /// Control-token text in user and tool content acts as control tokens (off: it is text).
+    pub raw_control_tokens: bool,
 }
 
 impl ModelSpec {
@@ -76,7 +78,10 @@ impl LoadedModel {
             )));
         }
         let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
-        let template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
+        let mut template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;
+        if !spec.raw_control_tokens {
+            template = template.guard_control_texts(tokenizer.control_texts())?;
+        }
         let threads = spec.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });

@@ -21,6 +21,13 @@ use crate::gguf::{Gguf, Value};
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
+/// Opens a span [`Tokenizer::encode`] reads as plain text even when it parses control tokens
+/// elsewhere. Unicode noncharacters: reserved for a program's internal use, never meaningful
+/// in interchanged text.
+pub const PLAIN_OPEN: char = '\u{FDD0}';
+/// Closes a span opened by [`PLAIN_OPEN`].
+pub const PLAIN_CLOSE: char = '\u{FDD1}';
+
 /// A model's tokenizer.
 pub struct Tokenizer {
     /// Matches control-token text (`<|im_start|>`) as the control token.
@@ -29,6 +36,8 @@ pub struct Tokenizer {
     plain: HfTokenizer,
     /// The raw bytes of every token; empty for control tokens, which never print.
     token_bytes: Vec<Vec<u8>>,
+    /// The text of every control token, for templates that keep it out of user content.
+    control_texts: Vec<String>,
     /// Ids that end a generation.
     pub eog_ids: Vec<u32>,
     pub bos_id: Option<u32>,
@@ -179,9 +188,16 @@ impl Tokenizer {
         }
         eog_ids.sort_unstable();
 
+        let control_texts = tokens
+            .iter()
+            .zip(&types)
+            .filter(|(_, ty)| **ty == TOKEN_TYPE_CONTROL)
+            .map(|(t, _)| t.clone())
+            .collect();
         Ok(Tokenizer {
             parse_special: hf,
             plain,
+            control_texts,
             token_bytes,
             eog_ids,
             bos_id: id("tokenizer.ggml.bos_token_id"),
@@ -193,14 +209,50 @@ impl Tokenizer {
         self.token_bytes.len()
     }
 
+    /// The text of every control token (`<|im_start|>`).
+    pub fn control_texts(&self) -> &[String] {
+        &self.control_texts
+    }
+
     /// Text to ids. No BOS is added: templates write their own control tokens.
+    ///
+    /// With `parse_special`, control-token text becomes the control token, except between
+    /// [`PLAIN_OPEN`] and [`PLAIN_CLOSE`]: a chat template puts user content that spells a
+    /// control token there, so it stays text. The markers themselves never become tokens.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, CoreError> {
-        let tok = if parse_special {
-            &self.parse_special
-        } else {
-            &self.plain
+        let one = |tok: &HfTokenizer, text: &str| -> Result<Vec<u32>, CoreError> {
+            Ok(tok.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
         };
-        Ok(tok.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+        if !text.contains([PLAIN_OPEN, PLAIN_CLOSE]) {
+            let tok = if parse_special {
+                &self.parse_special
+            } else {
+                &self.plain
+            };
+            return one(tok, text);
+        }
+        let mut ids = Vec::new();
+        let mut plain = false;
+        for part in text.split_inclusive([PLAIN_OPEN, PLAIN_CLOSE]) {
+            let (body, marker) = match part.chars().next_back() {
+                Some(c @ (PLAIN_OPEN | PLAIN_CLOSE)) => {
+                    (&part[..part.len() - c.len_utf8()], Some(c))
+                }
+                _ => (part, None),
+            };
+            if !body.is_empty() {
+                let tok = if parse_special && !plain {
+                    &self.parse_special
+                } else {
+                    &self.plain
+                };
+                ids.extend(one(tok, body)?);
+            }
+            if let Some(m) = marker {
+                plain = m == PLAIN_OPEN;
+            }
+        }
+        Ok(ids)
     }
 
     /// The raw bytes a token prints (empty for control tokens).

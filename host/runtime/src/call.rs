@@ -114,6 +114,7 @@ impl Runtime {
         limits: &Limits,
         out: mpsc::Sender<Output>,
         progress: Arc<AtomicU64>,
+        owner: &str,
     ) -> Store<HostState> {
         let id: Arc<str> = plugin.info.id.as_str().into();
         let mut wasi = WasiCtx::builder();
@@ -147,6 +148,7 @@ impl Runtime {
                 .build(),
             models: self.models.clone(),
             plugin_id: id,
+            owner: owner.into(),
             out,
             response: host::ResponseState::Nothing,
             cpu_ticks_left: (limits.cpu_ms / TICK.as_millis() as u64).max(1),
@@ -191,7 +193,7 @@ impl Runtime {
         out: mpsc::Sender<Output>,
         progress: Arc<AtomicU64>,
     ) -> Result<(), Output> {
-        let mut store = self.store(plugin, limits, out.clone(), progress);
+        let mut store = self.store(plugin, limits, out.clone(), progress, &request.owner);
         let result = async {
             let crate::plugin::Pre::Handler(pre, _) = &plugin.pre else {
                 return Err(wasmtime::Error::msg("a tools plugin serves no routes"));

@@ -3,6 +3,11 @@
 //! synced before the call returns. A collection is replayed into memory the first time it is
 //! used; after that reads come from memory. Without a folder (tests), documents live in
 //! memory only.
+//!
+//! Every document belongs to the owner whose call wrote it (a hash of the API key, or
+//! [`LOCAL_OWNER`] when the server takes no keys). A call sees only its owner's documents: a
+//! plugin cannot hand one key's stored completions (or files, threads) to another, whatever
+//! its code does.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -15,31 +20,62 @@ use serde::{Deserialize, Serialize};
 const MAX_VALUE: usize = 4 << 20;
 const MAX_KEY: usize = 256;
 
+/// The owner of documents written while the server takes no API keys (and of lines written
+/// before owners were recorded).
+pub const LOCAL_OWNER: &str = "local";
+
+fn local_owner() -> String {
+    LOCAL_OWNER.to_owned()
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 enum Line {
-    Put { key: String, value: String },
-    Del { key: String },
+    Put {
+        key: String,
+        value: String,
+        #[serde(default = "local_owner")]
+        owner: String,
+    },
+    Del {
+        key: String,
+    },
+}
+
+/// A stored document.
+struct Entry {
+    key: String,
+    value: String,
+    owner: String,
 }
 
 #[derive(Default)]
 struct Collection {
     /// Listing order: the sequence number of each key's first write.
-    by_seq: BTreeMap<u64, (String, String)>,
+    by_seq: BTreeMap<u64, Entry>,
     seq_of: HashMap<String, u64>,
     next: u64,
     log: Option<File>,
 }
 
 impl Collection {
+    /// The document under `key` if `owner` owns it.
+    fn owned(&self, key: &str, owner: &str) -> Option<(u64, &Entry)> {
+        let seq = *self.seq_of.get(key)?;
+        self.by_seq
+            .get(&seq)
+            .filter(|e| e.owner == owner)
+            .map(|e| (seq, e))
+    }
+
     fn apply(&mut self, line: Line) -> bool {
         match line {
-            Line::Put { key, value } => {
+            Line::Put { key, value, owner } => {
                 let seq = *self.seq_of.entry(key.clone()).or_insert_with(|| {
                     self.next += 1;
                     self.next
                 });
-                self.by_seq.insert(seq, (key, value));
+                self.by_seq.insert(seq, Entry { key, value, owner });
                 true
             }
             Line::Del { key } => match self.seq_of.remove(&key) {
@@ -148,6 +184,7 @@ impl DocumentStore {
     pub(crate) fn put(
         &self,
         plugin: &str,
+        owner: &str,
         collection: &str,
         key: String,
         value: String,
@@ -159,7 +196,15 @@ impl DocumentStore {
             return Err(format!("a value is at most {MAX_VALUE} bytes"));
         }
         self.with(plugin, collection, |c| {
-            let line = Line::Put { key, value };
+            if c.seq_of.contains_key(&key) && c.owned(&key, owner).is_none() {
+                // Ids are generated, so this is a plugin writing over a key it was never shown.
+                return Err(format!("the key `{key}` belongs to another owner"));
+            }
+            let line = Line::Put {
+                key,
+                value,
+                owner: owner.to_owned(),
+            };
             c.append(&line)?;
             c.apply(line);
             Ok(())
@@ -169,25 +214,24 @@ impl DocumentStore {
     pub(crate) fn get(
         &self,
         plugin: &str,
+        owner: &str,
         collection: &str,
         key: &str,
     ) -> Result<Option<String>, String> {
         self.with(plugin, collection, |c| {
-            Ok(c.seq_of
-                .get(key)
-                .and_then(|s| c.by_seq.get(s))
-                .map(|(_, v)| v.clone()))
+            Ok(c.owned(key, owner).map(|(_, e)| e.value.clone()))
         })
     }
 
     pub(crate) fn delete(
         &self,
         plugin: &str,
+        owner: &str,
         collection: &str,
         key: String,
     ) -> Result<bool, String> {
         self.with(plugin, collection, |c| {
-            if !c.seq_of.contains_key(&key) {
+            if c.owned(&key, owner).is_none() {
                 return Ok(false);
             }
             let line = Line::Del { key };
@@ -199,6 +243,7 @@ impl DocumentStore {
     pub(crate) fn list(
         &self,
         plugin: &str,
+        owner: &str,
         collection: &str,
         after: Option<&str>,
         limit: u32,
@@ -207,16 +252,20 @@ impl DocumentStore {
         self.with(plugin, collection, |c| {
             // Start right after `after` through its sequence number, not by scanning: listing
             // pages through a collection one page at a time.
-            let entries: Box<dyn Iterator<Item = &(String, String)>> =
-                match (after.map(|a| c.seq_of.get(a)), newest_first) {
-                    // An unknown key has nothing after it.
-                    (Some(None), _) => return Ok(Vec::new()),
-                    (Some(Some(&seq)), false) => Box::new(c.by_seq.range(seq + 1..).map(|e| e.1)),
-                    (Some(Some(&seq)), true) => Box::new(c.by_seq.range(..seq).rev().map(|e| e.1)),
-                    (None, false) => Box::new(c.by_seq.values()),
-                    (None, true) => Box::new(c.by_seq.values().rev()),
-                };
-            Ok(entries.take(limit as usize).cloned().collect())
+            let after = after.map(|a| c.owned(a, owner).map(|(seq, _)| seq));
+            let entries: Box<dyn Iterator<Item = &Entry>> = match (after, newest_first) {
+                // An unknown key (or another owner's) has nothing after it.
+                (Some(None), _) => return Ok(Vec::new()),
+                (Some(Some(seq)), false) => Box::new(c.by_seq.range(seq + 1..).map(|e| e.1)),
+                (Some(Some(seq)), true) => Box::new(c.by_seq.range(..seq).rev().map(|e| e.1)),
+                (None, false) => Box::new(c.by_seq.values()),
+                (None, true) => Box::new(c.by_seq.values().rev()),
+            };
+            Ok(entries
+                .filter(|e| e.owner == owner)
+                .take(limit as usize)
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect())
         })
     }
 }
@@ -231,31 +280,86 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let s = DocumentStore::new(Some(dir.clone()));
         for k in ["a", "b", "c"] {
-            s.put("p", "col", k.into(), format!("v{k}")).unwrap();
+            s.put("p", "me", "col", k.into(), format!("v{k}")).unwrap();
         }
-        s.put("p", "col", "a".into(), "v2".into()).unwrap();
-        assert!(s.delete("p", "col", "b".into()).unwrap());
-        assert!(!s.delete("p", "col", "zz".into()).unwrap());
+        s.put("p", "me", "col", "a".into(), "v2".into()).unwrap();
+        assert!(s.delete("p", "me", "col", "b".into()).unwrap());
+        assert!(!s.delete("p", "me", "col", "zz".into()).unwrap());
         // Another plugin's collection of the same name is another collection.
-        assert_eq!(s.get("q", "col", "a").unwrap(), None);
+        assert_eq!(s.get("q", "me", "col", "a").unwrap(), None);
 
         let again = DocumentStore::new(Some(dir.clone()));
-        assert_eq!(again.get("p", "col", "a").unwrap().as_deref(), Some("v2"));
+        assert_eq!(
+            again.get("p", "me", "col", "a").unwrap().as_deref(),
+            Some("v2")
+        );
         let keys = |v: Vec<(String, String)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert_eq!(
-            keys(again.list("p", "col", None, 10, false).unwrap()),
+            keys(again.list("p", "me", "col", None, 10, false).unwrap()),
             ["a", "c"]
         );
         assert_eq!(
-            keys(again.list("p", "col", None, 10, true).unwrap()),
+            keys(again.list("p", "me", "col", None, 10, true).unwrap()),
             ["c", "a"]
         );
         assert_eq!(
-            keys(again.list("p", "col", Some("a"), 10, false).unwrap()),
+            keys(again.list("p", "me", "col", Some("a"), 10, false).unwrap()),
             ["c"]
         );
-        assert_eq!(keys(again.list("p", "col", None, 1, false).unwrap()), ["a"]);
-        assert!(again.put("p", "Bad Name", "k".into(), "v".into()).is_err());
+        assert_eq!(
+            keys(again.list("p", "me", "col", None, 1, false).unwrap()),
+            ["a"]
+        );
+        assert!(
+            again
+                .put("p", "me", "Bad Name", "k".into(), "v".into())
+                .is_err()
+        );
+
+        // Another owner sees none of them, cannot page from them, delete or overwrite them.
+        assert_eq!(again.get("p", "you", "col", "a").unwrap(), None);
+        assert!(
+            again
+                .list("p", "you", "col", None, 10, false)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            again
+                .list("p", "you", "col", Some("a"), 10, false)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!again.delete("p", "you", "col", "a".into()).unwrap());
+        assert!(
+            again
+                .put("p", "you", "col", "a".into(), "x".into())
+                .is_err()
+        );
+        again
+            .put("p", "you", "col", "y".into(), "vy".into())
+            .unwrap();
+        // Pages of one owner skip the other's documents in between.
+        again
+            .put("p", "me", "col", "d".into(), "vd".into())
+            .unwrap();
+        assert_eq!(
+            keys(again.list("p", "me", "col", Some("c"), 10, false).unwrap()),
+            ["d"]
+        );
+        assert_eq!(
+            keys(again.list("p", "you", "col", None, 10, true).unwrap()),
+            ["y"]
+        );
+        // Lines written before owners were recorded belong to the local owner.
+        let old = dir.join("p").join("old.jsonl");
+        std::fs::write(&old, "{\"op\":\"put\",\"key\":\"k\",\"value\":\"v\"}\n").unwrap();
+        let third = DocumentStore::new(Some(dir.clone()));
+        assert_eq!(
+            third.get("p", LOCAL_OWNER, "old", "k").unwrap().as_deref(),
+            Some("v")
+        );
+        assert_eq!(third.get("p", "me", "old", "k").unwrap(), None);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

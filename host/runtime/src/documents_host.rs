@@ -1,5 +1,5 @@
 //! The host side of the `documents` import: each call goes to the document store under the
-//! calling plugin's id, if its manifest granted `storage`.
+//! calling plugin's id and the caller's owner, if its manifest granted `storage`.
 
 use crate::HostState;
 use crate::bindings::cinder::plugin::{documents, types};
@@ -28,7 +28,7 @@ impl documents::Host for HostState {
         value: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
         Ok(self.documents().and_then(|d| {
-            d.put(&self.plugin_id, &collection, key, value)
+            d.put(&self.plugin_id, &self.owner, &collection, key, value)
                 .map_err(storage_error)
         }))
     }
@@ -39,7 +39,7 @@ impl documents::Host for HostState {
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, types::Error>> {
         Ok(self.documents().and_then(|d| {
-            d.get(&self.plugin_id, &collection, &key)
+            d.get(&self.plugin_id, &self.owner, &collection, &key)
                 .map_err(storage_error)
         }))
     }
@@ -50,7 +50,7 @@ impl documents::Host for HostState {
         key: String,
     ) -> wasmtime::Result<Result<bool, types::Error>> {
         Ok(self.documents().and_then(|d| {
-            d.delete(&self.plugin_id, &collection, key)
+            d.delete(&self.plugin_id, &self.owner, &collection, key)
                 .map_err(storage_error)
         }))
     }
@@ -65,6 +65,7 @@ impl documents::Host for HostState {
         Ok(self.documents().and_then(|d| {
             d.list(
                 &self.plugin_id,
+                &self.owner,
                 &collection,
                 after.as_deref(),
                 limit,

@@ -23,6 +23,8 @@ pub struct HostState {
     pub(crate) limits: StoreLimits,
     pub(crate) models: Arc<ModelRegistry>,
     pub(crate) plugin_id: Arc<str>,
+    /// Whose request this is: the documents it may see (`documents::LOCAL_OWNER` without keys).
+    pub(crate) owner: Arc<str>,
     pub(crate) out: mpsc::Sender<Output>,
     pub(crate) response: ResponseState,
     /// CPU budget left, in epoch ticks.

@@ -32,6 +32,7 @@ mod reload;
 mod tools_link;
 
 use call::describe_trap;
+pub use documents::LOCAL_OWNER;
 pub use host::{HostState, Settings};
 pub use manifest::Capability;
 use plugin::{Plugin, Registry};
@@ -136,6 +137,9 @@ pub struct PluginRequest {
     pub path: String,
     pub body: String,
     pub request_id: String,
+    /// Who is asking: the stored documents the call may see and writes under. A hash of the
+    /// API key, or [`LOCAL_OWNER`] when the server takes no keys.
+    pub owner: String,
 }
 
 /// What a plugin call produces, in order, on its channel. The channel closing after events
@@ -373,7 +377,13 @@ impl Runtime {
     fn smoke(&self, plugin: &Plugin) -> Result<(), String> {
         let (tx, _rx) = mpsc::channel(1);
         let limits = self.limits.load_full();
-        let mut store = self.store(plugin, &limits, tx, Arc::new(AtomicU64::new(0)));
+        let mut store = self.store(
+            plugin,
+            &limits,
+            tx,
+            Arc::new(AtomicU64::new(0)),
+            LOCAL_OWNER,
+        );
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {

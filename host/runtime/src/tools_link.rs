@@ -61,8 +61,13 @@ impl HostState {
                 return Err(types::Error::Internal("not a tools plugin".into()));
             };
             let limits = runtime.limits.load_full();
-            let mut store =
-                runtime.store(&plugin, &limits, self.out.clone(), self.progress.clone());
+            let mut store = runtime.store(
+                &plugin,
+                &limits,
+                self.out.clone(),
+                self.progress.clone(),
+                &self.owner,
+            );
             let tools = match pre.instantiate_async(&mut store).await {
                 Ok(t) => t,
                 Err(e) => return Err(failed(&plugin.info.id, &e, &store)),

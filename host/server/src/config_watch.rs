@@ -68,6 +68,7 @@ pub fn settings(c: &Config) -> Settings {
         api_keys: c.server.api_keys.clone(),
         cors_origins: c.server.cors_origins.clone(),
         allowed_hosts: c.server.allowed_hosts.clone(),
+        body_read_timeout: Duration::from_secs(c.server.body_read_timeout_secs),
     }
 }
 

@@ -13,12 +13,14 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+mod auth;
 mod cli_models;
 mod config_watch;
 mod cors;
 mod error;
 mod guard;
 mod routes;
+mod serve;
 mod sse;
 
 /// Command-line arguments; they override the config file.
@@ -136,6 +138,7 @@ fn main() -> Result<()> {
             threads: m.threads,
             prefix_cache_mib: m.prefix_cache_mib,
             embeddings: m.embeddings,
+            raw_control_tokens: m.raw_control_tokens,
         })
         .collect();
     let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);
@@ -170,6 +173,10 @@ fn main() -> Result<()> {
     });
     let _config_watcher = config_watch::watch(live).context("watching the config file")?;
 
+    let connection_limits = serve::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_secs(config.server.header_read_timeout_secs),
+        max_connections: config.server.max_connections,
+    };
     let host = args.host.unwrap_or(config.server.host.clone());
     let port = args.port.unwrap_or(config.server.port);
     let tokio = tokio::runtime::Builder::new_multi_thread()
@@ -194,9 +201,7 @@ fn main() -> Result<()> {
             bound_loopback,
         });
         info!("listening on http://{addr}");
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await?;
+        serve::serve(listener, app, connection_limits, shutdown_signal()).await?;
         info!("shut down");
         Ok(())
     })

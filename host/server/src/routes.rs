@@ -41,6 +41,8 @@ pub struct Settings {
     pub cors_origins: Vec<String>,
     /// Host names answered besides loopback ones when bound to loopback.
     pub allowed_hosts: Vec<String>,
+    /// How long a client may take to send a request body.
+    pub body_read_timeout: std::time::Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -64,7 +66,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(crate::error::envelope_errors))
         // `dispatch` enforces the live `server.max_body_bytes` itself.
         .layer(DefaultBodyLimit::disable())
-        .layer(middleware::from_fn_with_state(state.clone(), require_key))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::require_key,
+        ))
         // Outside the key check: preflights carry no credentials.
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -77,56 +82,6 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn(request_span))
         .with_state(state)
-}
-
-/// Compares in time independent of where the strings differ, so keys cannot be guessed
-/// byte by byte from response times.
-fn same_key(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Whether the request carries one of the configured keys (`Authorization: Bearer <key>`).
-fn key_given(settings: &Settings, req: &Request) -> Option<bool> {
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)?;
-    Some(
-        settings
-            .api_keys
-            .iter()
-            .any(|k| same_key(k.as_bytes(), given.as_bytes())),
-    )
-}
-
-/// Marks a request that presented a valid key (or needed none), for `/health`'s details.
-#[derive(Clone, Copy)]
-struct Trusted(bool);
-
-/// With `server.api_keys` set, every route but `/health` needs `Authorization: Bearer <one
-/// of them>`: plugin routes outside `/v1/` too.
-async fn require_key(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
-    let settings = s.settings.load();
-    let given = key_given(&settings, &req);
-    let trusted = settings.api_keys.is_empty() || given == Some(true);
-    req.extensions_mut().insert(Trusted(trusted));
-    if trusted || normalised(req.uri().path()) == "/health" {
-        return next.run(req).await;
-    }
-    let message = match given {
-        Some(_) => "Incorrect API key provided.",
-        None => "You didn't provide an API key. Send it as `Authorization: Bearer <key>`.",
-    };
-    ApiError::new(
-        StatusCode::UNAUTHORIZED,
-        "invalid_request_error",
-        message,
-        None,
-        Some("invalid_api_key"),
-    )
-    .into_response()
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -157,7 +112,10 @@ struct RequestId(String);
 
 /// Status, models and plugin ids for anyone; plugin folders and why one was refused only with
 /// a key when keys are configured (they name paths on this machine).
-async fn health(State(s): State<AppState>, trusted: Option<axum::Extension<Trusted>>) -> Response {
+async fn health(
+    State(s): State<AppState>,
+    trusted: Option<axum::Extension<crate::auth::Trusted>>,
+) -> Response {
     let trusted = trusted.is_some_and(|t| t.0.0);
     let plugins: Vec<_> = s
         .runtime
@@ -245,7 +203,7 @@ async fn host_method_not_allowed(method: Method, uri: Uri) -> ApiError {
 
 /// `path` without trailing slashes (`/v1/completions/` is `/v1/completions`), so the route
 /// table and the plugin see one spelling of it.
-fn normalised(path: &str) -> &str {
+pub(crate) fn normalised(path: &str) -> &str {
     match path.trim_end_matches('/') {
         "" => "/",
         trimmed => trimmed,
@@ -258,6 +216,7 @@ async fn dispatch(
     method: Method,
     uri: Uri,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
+    axum::Extension(crate::auth::Owner(owner)): axum::Extension<crate::auth::Owner>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let path = normalised(uri.path()).to_owned();
@@ -279,22 +238,39 @@ async fn dispatch(
             ));
         }
     };
-    let limit = s.settings.load().max_body_bytes;
-    let body = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
-        if too_large {
+    let (limit, read_timeout) = {
+        let settings = s.settings.load();
+        (settings.max_body_bytes, settings.body_read_timeout)
+    };
+    let body = tokio::time::timeout(read_timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| {
             ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
+                StatusCode::REQUEST_TIMEOUT,
                 "invalid_request_error",
-                format!("The request body is larger than the limit of {limit} bytes"),
+                format!(
+                    "The request body did not arrive within {} s",
+                    read_timeout.as_secs()
+                ),
                 None,
-                Some("request_too_large"),
+                Some("request_timeout"),
             )
-        } else {
-            ApiError::bad_request(format!("Could not read the request body: {e}"), None)
-        }
-    })?;
+        })?
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request_error",
+                    format!("The request body is larger than the limit of {limit} bytes"),
+                    None,
+                    Some("request_too_large"),
+                )
+            } else {
+                ApiError::bad_request(format!("Could not read the request body: {e}"), None)
+            }
+        })?;
     let body = String::from_utf8(body.to_vec())
         .map_err(|_| ApiError::bad_request("The request body is not valid UTF-8", None))?;
     // Which plugin build answered: operators and tests can see a hot swap take effect.
@@ -316,6 +292,7 @@ async fn dispatch(
             path,
             body,
             request_id,
+            owner,
         },
     );
     let mut res = respond(outputs)
@@ -360,6 +337,7 @@ mod tests {
                 api_keys: keys.iter().map(|k| k.to_string()).collect(),
                 cors_origins: vec!["http://app.example".into()],
                 allowed_hosts: Vec::new(),
+                body_read_timeout: std::time::Duration::from_secs(5),
             })),
             bound_loopback: true,
         })
@@ -557,12 +535,5 @@ mod tests {
             .unwrap();
         let res = app(&[]).oneshot(other).await.unwrap();
         assert!(!res.headers().contains_key("access-control-allow-origin"));
-    }
-
-    #[test]
-    fn key_comparison() {
-        assert!(same_key(b"abc", b"abc"));
-        assert!(!same_key(b"abc", b"abd"));
-        assert!(!same_key(b"abc", b"abcd"));
     }
 }
