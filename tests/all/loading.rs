@@ -90,10 +90,53 @@ async fn routes_with_parameters_match_one_segment_and_clash_by_shape() {
             .replace("id = \"misbehave\"", "id = \"other\"")
     });
     let err = rt.load_plugin(&other).expect_err("same shape").to_string();
-    assert!(err.contains("already owned"), "{err}");
-    for d in [dir, other] {
+    assert!(err.contains("overlaps"), "{err}");
+    // Not the same shape, but some paths match both: routing would go by load order.
+    let wider = misbehave_copy("params3", |m| {
+        m.replace("/v1/test/misbehave", "/v1/test/{what}/7")
+            .replace("id = \"misbehave\"", "id = \"wider\"")
+    });
+    let err = rt.load_plugin(&wider).expect_err("overlap").to_string();
+    assert!(err.contains("overlaps POST /v1/test/items/{id}"), "{err}");
+    // Paths the host answers itself are nobody's.
+    for route in ["/v1/models", "/v1/models/{id}", "/v1/{x}"] {
+        let d = misbehave_copy("hostroute", |m| {
+            m.replace("/v1/test/misbehave", route)
+                .replace("id = \"misbehave\"", "id = \"hostroute\"")
+        });
+        let err = rt.load_plugin(&d).expect_err("host route").to_string();
+        assert!(err.contains("the host serves"), "{route}: {err}");
         let _ = std::fs::remove_dir_all(d);
     }
+    for d in [dir, other, wider] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_added_later_cannot_take_a_live_plugins_routes() {
+    let root = temp("latecomer");
+    let owner = root.join("b-owner");
+    std::fs::create_dir_all(&owner).expect("dir");
+    for f in ["plugin.toml", "plugin.wasm"] {
+        std::fs::copy(fixtures().join("misbehave").join(f), owner.join(f)).expect("copy");
+    }
+    let rt = bare_runtime(limits(), None);
+    rt.load_dir(&root).expect("folder loads");
+    // A folder that sorts first, claiming a pattern that covers the live route.
+    let late = misbehave_copy("late", |m| {
+        m.replace("/v1/test/misbehave", "/v1/test/{x}")
+            .replace("id = \"misbehave\"", "id = \"late\"")
+    });
+    std::fs::rename(&late, root.join("a-late")).expect("move");
+    rt.load_dir(&root).expect("folder reloads");
+    let failures = rt.failures();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert!(failures[0].0.ends_with("a-late"), "{failures:?}");
+    assert_eq!(rt.plugins().len(), 1);
+    assert_eq!(rt.plugins()[0].id, "misbehave");
+    assert_ok(&call(&rt, "ok").await);
+    let _ = std::fs::remove_dir_all(root);
 }
 
 /// A copy of the first-party tools plugin (built beside the fixtures) in `dir`, its manifest

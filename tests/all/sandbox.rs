@@ -248,10 +248,31 @@ async fn no_environment_and_no_files_unless_granted() {
     let rt = bare_runtime(limits(), None);
     rt.load_plugin(&dir).expect("loads with filesystem");
     assert_ok_with(&call(&rt, "read:/data/hello.txt").await, "\"hi from data\"");
-    match call(&rt, "read:/etc/hostname").await.as_slice() {
-        [Output::Respond { status: 200, body }] => assert!(body.starts_with("\"error"), "{body}"),
-        other => panic!("{other:?}"),
+    // Links inside data/ that lead out of it are not followed, whether absolute or `..`.
+    std::os::unix::fs::symlink("/etc/hostname", dir.join("data/abs")).expect("link");
+    std::os::unix::fs::symlink("../plugin.toml", dir.join("data/up")).expect("link");
+    for path in [
+        "/etc/hostname",
+        "/data/abs",
+        "/data/up",
+        "/data/../plugin.toml",
+    ] {
+        match call(&rt, &format!("read:{path}")).await.as_slice() {
+            [Output::Respond { status: 200, body }] => {
+                assert!(body.starts_with("\"error"), "{path}: {body}")
+            }
+            other => panic!("{path}: {other:?}"),
+        }
     }
+    // A data/ that is itself a link is refused when the plugin loads.
+    let linked = misbehave_copy("fslink", |m| {
+        m.replace("[\"network\"]", "[\"network\", \"filesystem\"]")
+            .replace("id = \"misbehave\"", "id = \"fslink\"")
+    });
+    std::os::unix::fs::symlink("/etc", linked.join("data")).expect("link");
+    let err = rt.load_plugin(&linked).expect_err("refused").to_string();
+    assert!(err.contains("symbolic link"), "{err}");
+    let _ = std::fs::remove_dir_all(linked);
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -149,6 +149,7 @@ impl Runtime {
             models: self.models.clone(),
             plugin_id: id,
             owner: owner.into(),
+            quota: crate::quota::Quota::default(),
             out,
             response: host::ResponseState::Nothing,
             cpu_ticks_left: (limits.cpu_ms / TICK.as_millis() as u64).max(1),
@@ -216,6 +217,10 @@ impl Runtime {
         }
         .await;
 
+        let dropped = store.data().quota.log_dropped;
+        if dropped > 0 {
+            warn!(plugin = %plugin.info.id, bytes = dropped, "log messages past the request's budget were dropped");
+        }
         let responded = store.data().response != host::ResponseState::Nothing;
         match result {
             Ok(Ok(())) if responded => Ok(()),

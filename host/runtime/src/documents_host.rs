@@ -27,6 +27,9 @@ impl documents::Host for HostState {
         key: String,
         value: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
+        if let Err(e) = self.quota.store(key.len() + value.len()) {
+            return Ok(Err(storage_error(e)));
+        }
         Ok(self.documents().and_then(|d| {
             d.put(&self.plugin_id, &self.owner, &collection, key, value)
                 .map_err(storage_error)

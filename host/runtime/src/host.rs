@@ -40,6 +40,8 @@ pub struct HostState {
     pub(crate) settings: Arc<Settings>,
     /// `None` unless the manifest grants `storage`.
     pub(crate) documents: Option<Arc<crate::documents::DocumentStore>>,
+    /// Host resources the call holds (open generations, log volume, stored bytes).
+    pub(crate) quota: crate::quota::Quota,
     /// The tools plugin this call may reach through the `tools` import.
     pub(crate) tools: crate::tools_link::ToolsLink,
 }
@@ -147,6 +149,9 @@ impl config::Host for HostState {
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         let plugin = &*self.plugin_id;
+        let Some(message) = self.quota.log(&message) else {
+            return Ok(());
+        };
         match level {
             log::Level::Trace => tracing::trace!(plugin, "{message}"),
             log::Level::Debug => tracing::debug!(plugin, "{message}"),
@@ -303,6 +308,7 @@ impl inference::HostGeneration for HostState {
     fn drop(&mut self, handle: Resource<GenerationHandle>) -> wasmtime::Result<()> {
         // Dropping the receiver is what tells the engine to cancel the sequence.
         self.table.delete(handle)?;
+        self.quota.open_generations = self.quota.open_generations.saturating_sub(1);
         Ok(())
     }
 }
@@ -485,6 +491,12 @@ impl HostState {
         request: inference::GenerateRequest,
         constraint: Option<cinder_core::Constraint>,
     ) -> wasmtime::Result<Result<Resource<GenerationHandle>, types::Error>> {
+        if self.quota.open_generations >= crate::quota::MAX_OPEN_GENERATIONS {
+            return Ok(Err(types::Error::Internal(format!(
+                "the plugin has {} generations open; a request may hold at most that many",
+                crate::quota::MAX_OPEN_GENERATIONS
+            ))));
+        }
         let model = match self.model(&request.model) {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
@@ -510,12 +522,15 @@ impl HostState {
             constraint,
         };
         match model.engine.submit(core_request) {
-            Ok(events) => Ok(Ok(self.table.push(GenerationHandle {
-                events,
-                model,
-                finished: false,
-                cached_tokens: 0,
-            })?)),
+            Ok(events) => {
+                self.quota.open_generations += 1;
+                Ok(Ok(self.table.push(GenerationHandle {
+                    events,
+                    model,
+                    finished: false,
+                    cached_tokens: 0,
+                })?))
+            }
             Err(e) => Ok(Err(wit_error(e))),
         }
     }

@@ -28,6 +28,7 @@ mod guest_log;
 mod host;
 mod manifest;
 mod plugin;
+mod quota;
 mod reload;
 mod tools_link;
 

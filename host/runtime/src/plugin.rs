@@ -147,6 +147,27 @@ impl Plugin {
                 manifest.world
             )));
         };
+        if let Some(r) = manifest
+            .routes
+            .iter()
+            .find(|r| HOST_ROUTES.iter().any(|h| overlaps(h, &r.path)))
+        {
+            return Err(fail(format!(
+                "route {} {} overlaps a route the host serves itself (/v1/models)",
+                r.method, r.path
+            )));
+        }
+        // The guest sees data/ through a capability-based directory handle that never
+        // follows a link out of it; a data/ that is itself a link would aim that handle
+        // anywhere.
+        let data = dir.join("data");
+        if manifest.capabilities.contains(&Capability::Filesystem)
+            && std::fs::symlink_metadata(&data).is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Err(fail(
+                "data/ is a symbolic link: the filesystem grant mounts a real folder only".into(),
+            ));
+        }
         if manifest.world == "tools-plugin" && !manifest.routes.is_empty() {
             return Err(fail(
                 "a tools plugin serves other plugins, not routes: its plugin.toml has `routes`"
@@ -267,7 +288,9 @@ impl Registry {
             .map(|e| e.path())
             .filter(|p| p.join("plugin.toml").exists())
             .collect();
-        dirs.sort();
+        // Folders already serving first, then new ones by name: a plugin added later cannot
+        // take the id or the routes of one that is live.
+        dirs.sort_by_key(|d| (!previous.plugins.iter().any(|p| &p.dir == d), d.clone()));
         let mut registry = Registry::default();
         for d in dirs {
             let old = previous.plugins.iter().find(|p| p.dir == d);
@@ -334,16 +357,18 @@ impl Registry {
         let mut new_routes = Vec::new();
         for route in &plugin.info.routes {
             let (method, path) = route.split_once(' ').unwrap_or(("POST", route));
+            // Routing takes the first match, so any path both patterns match would be
+            // decided by load order: `/v1/{x}/completions` must not take chat's requests.
             if let Some(clash) = self
                 .routes
                 .iter()
-                .find(|r| r.0 == method && same_shape(&r.1, path))
+                .find(|r| r.0 == method && overlaps(&r.1, path))
             {
                 return Err(RuntimeError::Plugin {
                     path: plugin.info.id.clone(),
                     reason: format!(
-                        "route {route} is already owned by `{}`",
-                        self.plugins[clash.2].info.id
+                        "route {route} overlaps {} {} of `{}`",
+                        clash.0, clash.1, self.plugins[clash.2].info.id
                     ),
                 });
             }
@@ -405,20 +430,22 @@ fn path_matches(pattern: &str, path: &str) -> bool {
     }
 }
 
-/// Whether two patterns match the same paths (parameter names aside): a route clash.
-fn same_shape(a: &str, b: &str) -> bool {
-    let norm = |p: &str| -> Vec<String> {
-        p.split('/')
-            .map(|s| {
-                if is_param(s) {
-                    "{}".into()
-                } else {
-                    s.to_owned()
-                }
-            })
-            .collect()
-    };
-    norm(a) == norm(b)
+/// Routes the host answers before any plugin is asked (`/v1/models/{*id}` takes every path
+/// below it).
+const HOST_ROUTES: [&str; 2] = ["/v1/models", "/v1/models/{*}"];
+
+/// Whether some path matches both patterns: a route clash. A `{*}` segment (the host's
+/// catch-all) matches one segment or more.
+fn overlaps(a: &str, b: &str) -> bool {
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
+    let rest = |p: &[&str]| p.last() == Some(&"{*}");
+    let fits = |x: &str, y: &str| x == y || is_param(x) || is_param(y);
+    let n = a.len().min(b.len());
+    let heads_fit = a[..n].iter().zip(&b[..n]).all(|(x, y)| fits(x, y));
+    heads_fit
+        && (a.len() == b.len()
+            || (rest(&a) && b.len() >= a.len())
+            || (rest(&b) && a.len() >= b.len()))
 }
 
 #[cfg(test)]
@@ -437,8 +464,18 @@ mod tests {
             "/v1/files/f1/content"
         ));
         assert!(path_matches("/v1/models", "/v1/models"));
-        assert!(same_shape("/v1/files/{id}", "/v1/files/{file_id}"));
-        assert!(!same_shape("/v1/files/{id}", "/v1/files/list"));
+        assert!(overlaps("/v1/files/{id}", "/v1/files/{file_id}"));
+        assert!(overlaps("/v1/files/{id}", "/v1/files/list"));
+        assert!(overlaps("/v1/{x}/completions", "/v1/chat/completions"));
+        assert!(!overlaps(
+            "/v1/{x}/completions",
+            "/v1/chat/completions/{id}"
+        ));
+        assert!(!overlaps("/v1/files/{id}", "/v1/batches/{id}"));
+        assert!(overlaps("/v1/models/{*}", "/v1/models/a/b"));
+        assert!(overlaps("/v1/{x}/{y}", "/v1/models/{*}"));
+        assert!(!overlaps("/v1/models/{*}", "/v1/models"));
+        assert!(!overlaps("/v1/test/misbehave", "/v1/models/{*}"));
     }
 
     #[test]
