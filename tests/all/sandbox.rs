@@ -147,11 +147,40 @@ async fn compiled_plugins_are_cached_on_disk_and_a_bad_artifact_is_recompiled() 
     assert_eq!(second.compile_cache_hits(), 1);
     assert_ok(&crate::runtime::call(&second, "ok").await);
 
+    // The folder is this user's only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cache)
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+
     std::fs::write(&artifacts[0], b"not an artifact").expect("corrupt");
     let third = bare_runtime(limits(), Some(&cache));
     third.load_plugin(&plugin).expect("recompiles");
     assert_eq!(third.compile_cache_hits(), 0);
     assert_ok(&crate::runtime::call(&third, "ok").await);
+
+    // One flipped bit deep inside (wasmtime's header checks would pass): not run, recompiled.
+    let mut bytes = std::fs::read(&artifacts[0]).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    std::fs::write(&artifacts[0], &bytes).expect("flip");
+    let fourth = bare_runtime(limits(), Some(&cache));
+    fourth.load_plugin(&plugin).expect("recompiles");
+    assert_eq!(fourth.compile_cache_hits(), 0);
+    assert_ok(&crate::runtime::call(&fourth, "ok").await);
+
+    // A folder others can write is made private again before it is trusted.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let fifth = bare_runtime(limits(), Some(&cache));
+    fifth.load_plugin(&plugin).expect("loads");
+    assert_eq!(fifth.compile_cache_hits(), 1);
+    let mode = std::fs::metadata(&cache)
+        .expect("meta")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
     let _ = std::fs::remove_dir_all(&cache);
 }
 
