@@ -5,6 +5,7 @@ mod batching;
 mod chat_embeddings;
 mod constrained;
 mod embeddings;
+mod faults;
 mod golden;
 mod loading;
 mod prefix;

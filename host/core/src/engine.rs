@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::constraint::{Constraint, LazyGrammars};
-use crate::error::{CoreError, catch_panic};
+use crate::error::{CoreError, catch_panic, contain, panic_message};
 use crate::kv_blocks::PrefixCache;
 use crate::llama_embed::EmbedWork;
 use crate::model::{KvCache, Llama};
@@ -141,7 +141,7 @@ impl EngineHandle {
         };
         std::thread::Builder::new()
             .name(format!("engine-{name}"))
-            .spawn(move || engine.run(rx))
+            .spawn(move || engine.serve(&rx))
             .map_err(|e| CoreError::Backend(format!("cannot start the engine thread: {e}")))?;
         Ok(EngineHandle {
             tx,
@@ -294,7 +294,43 @@ struct Engine {
 }
 
 impl Engine {
-    fn run(mut self, rx: std_mpsc::Receiver<Job>) {
+    /// Runs the loop until every handle is dropped. A panic that escapes the per-sequence
+    /// guards (a bug in admission, batching, the prefix cache) fails the work in flight and
+    /// starts the loop again with the same weights, instead of leaving the model dead until a
+    /// restart.
+    fn serve(mut self, rx: &std_mpsc::Receiver<Job>) {
+        loop {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(rx))) {
+                Ok(()) => return,
+                Err(panic) => {
+                    let what = panic_message(&*panic);
+                    tracing::error!(panic = %what, running = self.running.len(), "the engine loop panicked; failing the work in flight and starting again");
+                    self.recover(&what);
+                }
+            }
+        }
+    }
+
+    /// Fails every sequence and embedding in flight and forgets shared state a panic may
+    /// have left half-updated.
+    fn recover(&mut self, what: &str) {
+        let error = || {
+            CoreError::Backend(format!(
+                "the engine restarted after an internal error: {what}"
+            ))
+        };
+        for seq in self.running.drain(..) {
+            let _ = seq.events.try_send(GenEvent::Failed(error()));
+        }
+        for work in self.embeds.drain(..) {
+            work.fail(error());
+        }
+        if let Some(prefix) = &mut self.prefix {
+            prefix.clear();
+        }
+    }
+
+    fn run(&mut self, rx: &std_mpsc::Receiver<Job>) {
         loop {
             if self.running.is_empty() && self.embeds.is_empty() {
                 match rx.recv() {
@@ -378,6 +414,14 @@ impl Engine {
     }
 
     fn admit(&mut self, s: Submission) {
+        #[cfg(feature = "fault-injection")]
+        if s.request
+            .stop
+            .iter()
+            .any(|x| x == crate::FAULT_IN_ADMISSION)
+        {
+            panic!("fault injected in admission");
+        }
         let ctx = self.model.config().context_length;
         let room = ctx.saturating_sub(s.request.prompt.len()) as u32;
         let max_tokens = s.request.max_tokens.map_or(room, |m| m.min(room));
@@ -486,7 +530,16 @@ impl Engine {
                             continue; // more prompt to go: these logits are not needed
                         }
                     }
-                    seq.advance(&mut logits, &self.tokenizer, ctx);
+                    // Masking, sampling, detokenizing, stop matching: a bug there fails this
+                    // sequence only.
+                    let advanced = contain("generating a token", || {
+                        seq.advance(&mut logits, &self.tokenizer, ctx);
+                        Ok(())
+                    });
+                    if let Err(e) = advanced {
+                        seq.outbox.push_back(GenEvent::Failed(e));
+                        seq.finished = true;
+                    }
                     seq.flush();
                 }
             }

@@ -44,15 +44,27 @@ impl CoreError {
 /// Runs a forward pass, turning a panic (a bug) into an error for the requests it served, so
 /// the thread that owns the model keeps serving the others. The panic's message is logged.
 pub(crate) fn catch_panic<T>(f: impl FnOnce() -> Result<T, CoreError>) -> Result<T, CoreError> {
+    contain("the model's forward pass", f)
+}
+
+/// Runs `f`, turning a panic in it into an error that names `stage`: the work of one request
+/// fails, the engine thread goes on.
+pub(crate) fn contain<T>(
+    stage: &str,
+    f: impl FnOnce() -> Result<T, CoreError>,
+) -> Result<T, CoreError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
-        tracing::error!(panic = %what, "the forward pass panicked");
-        Err(CoreError::Backend(format!(
-            "the model's forward pass failed: {what}"
-        )))
+        let what = panic_message(&*panic);
+        tracing::error!(panic = %what, stage, "panicked");
+        Err(CoreError::Backend(format!("{stage} failed: {what}")))
     })
+}
+
+/// What a caught panic says.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
 }

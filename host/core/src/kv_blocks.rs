@@ -223,6 +223,12 @@ impl PrefixCache {
         }
     }
 
+    /// Forgets every block kept.
+    pub fn clear(&mut self) {
+        self.children.clear();
+        self.count = 0;
+    }
+
     /// Adds a frozen block (a no-op if the same tokens after the same parent are kept).
     pub fn insert(&mut self, block: Arc<Block>) {
         if self.capacity == 0 {

@@ -47,3 +47,12 @@ pub use sampler::{Rng, SamplingParams, argmax};
 pub use summary::{ModelSummary, summarize};
 pub use template::{ChatTemplate, TemplateMessage};
 pub use tokenizer::{IncrementalDecoder, Tokenizer};
+
+/// With the `fault-injection` feature, a `stop` string equal to this panics in the per-token
+/// path on a sequence's second token.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_IN_TOKEN: &str = "\u{1}cinder-fault:token\u{1}";
+/// With the `fault-injection` feature, a `stop` string equal to this panics while the engine
+/// admits the sequence, outside any per-sequence guard: the engine loop restarts.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_IN_ADMISSION: &str = "\u{1}cinder-fault:admit\u{1}";

@@ -120,6 +120,11 @@ impl EmbedWork {
         true
     }
 
+    /// Ends the work with `error`.
+    pub(crate) fn fail(mut self, error: CoreError) {
+        self.answer(Err(error));
+    }
+
     fn answer(&mut self, result: Result<Vec<Vec<f32>>, CoreError>) {
         if let Some(reply) = self.reply.take() {
             // A requester that went away needs no answer.

@@ -49,6 +49,10 @@ impl Sequence {
         tokenizer: &Tokenizer,
         context_length: usize,
     ) {
+        #[cfg(feature = "fault-injection")]
+        if self.generated == 1 && self.request.stop.iter().any(|x| x == crate::FAULT_IN_TOKEN) {
+            panic!("fault injected in the per-token path");
+        }
         let top = self.request.top_logprobs.map(|k| k as usize);
         if let Some(m) = &mut self.matcher
             && let Err(e) = constraint::mask(m, logits)
