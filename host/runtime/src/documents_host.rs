@@ -1,8 +1,12 @@
 //! The host side of the `documents` import: each call goes to the document store under the
-//! calling plugin's id and the caller's owner, if its manifest granted `storage`.
+//! calling plugin's id and the caller's owner, if its manifest granted `storage`. Writes are
+//! synced to disk, so every call runs on a blocking thread.
+
+use std::sync::Arc;
 
 use crate::HostState;
 use crate::bindings::cinder::plugin::{documents, types};
+use crate::documents::DocumentStore;
 
 /// Storage failures are the host's or the plugin's fault, never the client's: a 500.
 fn storage_error(e: String) -> types::Error {
@@ -10,71 +14,97 @@ fn storage_error(e: String) -> types::Error {
 }
 
 impl HostState {
-    fn documents(&self) -> Result<&crate::documents::DocumentStore, types::Error> {
-        self.documents.as_deref().ok_or_else(|| {
-            storage_error(format!(
+    /// The store with the plugin's id and the caller's owner, if `storage` was granted.
+    fn documents(&self) -> Result<(Arc<DocumentStore>, Arc<str>, Arc<str>), types::Error> {
+        match &self.documents {
+            Some(d) => Ok((d.clone(), self.plugin_id.clone(), self.owner.clone())),
+            None => Err(storage_error(format!(
                 "the plugin `{}` was not granted the `storage` capability",
                 self.plugin_id
-            ))
-        })
+            ))),
+        }
     }
 }
 
 impl documents::Host for HostState {
-    fn put(
+    async fn put(
         &mut self,
         collection: String,
         key: String,
         value: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
+        let (store, plugin, owner) = match self.documents() {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
         if let Err(e) = self.quota.store(key.len() + value.len()) {
             return Ok(Err(storage_error(e)));
         }
-        Ok(self.documents().and_then(|d| {
-            d.put(&self.plugin_id, &self.owner, &collection, key, value)
+        self.blocking(move || {
+            store
+                .put(&plugin, &owner, &collection, key, value)
                 .map_err(storage_error)
-        }))
+        })
+        .await
     }
 
-    fn get(
+    async fn get(
         &mut self,
         collection: String,
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, types::Error>> {
-        Ok(self.documents().and_then(|d| {
-            d.get(&self.plugin_id, &self.owner, &collection, &key)
+        let (store, plugin, owner) = match self.documents() {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.blocking(move || {
+            store
+                .get(&plugin, &owner, &collection, &key)
                 .map_err(storage_error)
-        }))
+        })
+        .await
     }
 
-    fn delete(
+    async fn delete(
         &mut self,
         collection: String,
         key: String,
     ) -> wasmtime::Result<Result<bool, types::Error>> {
-        Ok(self.documents().and_then(|d| {
-            d.delete(&self.plugin_id, &self.owner, &collection, key)
+        let (store, plugin, owner) = match self.documents() {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.blocking(move || {
+            store
+                .delete(&plugin, &owner, &collection, key)
                 .map_err(storage_error)
-        }))
+        })
+        .await
     }
 
-    fn page(
+    async fn page(
         &mut self,
         collection: String,
         after: Option<String>,
         limit: u32,
         newest_first: bool,
     ) -> wasmtime::Result<Result<Vec<(String, String)>, types::Error>> {
-        Ok(self.documents().and_then(|d| {
-            d.list(
-                &self.plugin_id,
-                &self.owner,
-                &collection,
-                after.as_deref(),
-                limit,
-                newest_first,
-            )
-            .map_err(storage_error)
-        }))
+        let (store, plugin, owner) = match self.documents() {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.blocking(move || {
+            store
+                .list(
+                    &plugin,
+                    &owner,
+                    &collection,
+                    after.as_deref(),
+                    limit,
+                    newest_first,
+                )
+                .map_err(storage_error)
+        })
+        .await
     }
 }

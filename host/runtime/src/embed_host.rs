@@ -40,9 +40,15 @@ impl embeddings::Host for HostState {
             Ok(m) => m,
             Err(e) => return Ok(Err(wit_error(e))),
         };
-        let (ids, truncated) = match token_ids(&model, inputs, overflow) {
+        // Tokenizing 2048 inputs is real work: off the async workers.
+        let tokenized = {
+            let model = model.clone();
+            self.blocking(move || token_ids(&model, inputs, overflow).map_err(wit_error))
+                .await?
+        };
+        let (ids, truncated) = match tokenized {
             Ok(t) => t,
-            Err(e) => return Ok(Err(wit_error(e))),
+            Err(e) => return Ok(Err(e)),
         };
         let prompt_tokens = ids.iter().map(|v| v.len() as u32).sum();
         let vectors = model.engine.embed(ids).await;

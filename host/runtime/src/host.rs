@@ -347,14 +347,14 @@ impl inference::Host for HostState {
         })
     }
 
-    fn generate(
+    async fn generate(
         &mut self,
         request: inference::GenerateRequest,
     ) -> wasmtime::Result<Result<Resource<GenerationHandle>, types::Error>> {
-        self.start(request, None)
+        self.start(request, None).await
     }
 
-    fn generate_constrained(
+    async fn generate_constrained(
         &mut self,
         request: inference::GenerateRequest,
         constraint: inference::Constraint,
@@ -375,73 +375,88 @@ impl inference::Host for HostState {
             C::Regex(rx) => cinder_core::Constraint::Regex(rx),
             C::Lark(lark) => cinder_core::Constraint::Lark(lark),
         };
-        self.start(request, Some(constraint))
+        self.start(request, Some(constraint)).await
     }
 
-    fn tokenize(
+    async fn tokenize(
         &mut self,
         model: String,
         text: String,
         parse_special: bool,
     ) -> wasmtime::Result<Result<Vec<u32>, types::Error>> {
-        Ok(self
-            .model(&model)
-            .and_then(|m| m.tokenizer.encode(&text, parse_special).map_err(wit_error)))
+        let m = match self.model(&model) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.blocking(move || m.tokenizer.encode(&text, parse_special).map_err(wit_error))
+            .await
     }
 
-    fn detokenize(
+    async fn detokenize(
         &mut self,
         model: String,
         tokens: Vec<u32>,
     ) -> wasmtime::Result<Result<String, types::Error>> {
-        Ok(self
-            .model(&model)
-            .and_then(|m| m.tokenizer.decode(&tokens).map_err(wit_error)))
+        let m = match self.model(&model) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.blocking(move || m.tokenizer.decode(&tokens).map_err(wit_error))
+            .await
     }
 
-    fn apply_chat_template(
+    async fn apply_chat_template(
         &mut self,
         model: String,
         messages: Vec<inference::ChatMessage>,
         add_generation_prompt: bool,
     ) -> wasmtime::Result<Result<String, types::Error>> {
-        let messages: Vec<TemplateMessage> = messages
-            .into_iter()
-            .map(|m| TemplateMessage {
-                role: m.role,
-                content: m.content,
-            })
-            .collect();
-        Ok(self.model(&model).and_then(|m| {
+        let m = match self.model(&model) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.blocking(move || {
+            let messages: Vec<TemplateMessage> = messages
+                .into_iter()
+                .map(|m| TemplateMessage {
+                    role: m.role,
+                    content: m.content,
+                })
+                .collect();
             m.template
                 .render(&messages, add_generation_prompt)
                 .map_err(wit_error)
-        }))
+        })
+        .await
     }
 
-    fn apply_chat_template_json(
+    async fn apply_chat_template_json(
         &mut self,
         model: String,
         messages: String,
         tools: Option<String>,
         add_generation_prompt: bool,
     ) -> wasmtime::Result<Result<String, types::Error>> {
-        let parse = |text: &str, param: &str| {
-            serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
-                wit_error(CoreError::invalid(
-                    format!("{param} is not valid JSON: {e}"),
-                    param,
-                ))
-            })
+        let m = match self.model(&model) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(e)),
         };
-        Ok((|| {
+        self.blocking(move || {
+            let parse = |text: &str, param: &str| {
+                serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
+                    wit_error(CoreError::invalid(
+                        format!("{param} is not valid JSON: {e}"),
+                        param,
+                    ))
+                })
+            };
             let messages = parse(&messages, "messages")?;
             let tools = tools.as_deref().map(|t| parse(t, "tools")).transpose()?;
-            self.model(&model)?
-                .template
+            m.template
                 .render_json(&messages, tools.as_ref(), add_generation_prompt)
                 .map_err(wit_error)
-        })())
+        })
+        .await
     }
 
     fn template_has_tools(
@@ -485,8 +500,8 @@ pub(crate) fn charge_tick(
 }
 
 impl HostState {
-    /// Starts a generation, constrained or not.
-    fn start(
+    /// Starts a generation, constrained or not (a grammar compiles on a blocking thread).
+    async fn start(
         &mut self,
         request: inference::GenerateRequest,
         constraint: Option<cinder_core::Constraint>,
@@ -521,7 +536,11 @@ impl HostState {
             top_logprobs: request.top_logprobs,
             constraint,
         };
-        match model.engine.submit(core_request) {
+        let engine = model.engine.clone();
+        let submitted = self
+            .blocking(move || engine.submit(core_request).map_err(wit_error))
+            .await?;
+        match submitted {
             Ok(events) => {
                 self.quota.open_generations += 1;
                 Ok(Ok(self.table.push(GenerationHandle {
@@ -531,7 +550,7 @@ impl HostState {
                     cached_tokens: 0,
                 })?))
             }
-            Err(e) => Ok(Err(wit_error(e))),
+            Err(e) => Ok(Err(e)),
         }
     }
 }

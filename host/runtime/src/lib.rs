@@ -19,6 +19,7 @@ use tracing::warn;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+mod blocking;
 mod cache;
 mod call;
 mod documents;
@@ -47,6 +48,18 @@ pub(crate) mod bindings {
         imports: {
             "cinder:plugin/inference.[method]generation.next": async | trappable,
             "cinder:plugin/inference.score": async | trappable,
+            // Synchronous work (tokenizing, rendering, compiling a grammar, syncing a
+            // document) runs on blocking threads: the async workers keep serving.
+            "cinder:plugin/inference.generate": async | trappable,
+            "cinder:plugin/inference.generate-constrained": async | trappable,
+            "cinder:plugin/inference.tokenize": async | trappable,
+            "cinder:plugin/inference.detokenize": async | trappable,
+            "cinder:plugin/inference.apply-chat-template": async | trappable,
+            "cinder:plugin/inference.apply-chat-template-json": async | trappable,
+            "cinder:plugin/documents.put": async | trappable,
+            "cinder:plugin/documents.get": async | trappable,
+            "cinder:plugin/documents.delete": async | trappable,
+            "cinder:plugin/documents.page": async | trappable,
             "cinder:plugin/sink.[method]response-sink.send-event": async | trappable,
             "cinder:plugin/sink.[method]response-sink.respond": async | trappable,
             // Forwarded to the tools plugin, which runs in a store of its own.
