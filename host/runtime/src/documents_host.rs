@@ -13,9 +13,12 @@ fn storage_error(e: String) -> types::Error {
     types::Error::Internal(format!("document storage: {e}"))
 }
 
+/// The store, the plugin's id and the caller's owner: what a blocking thread needs.
+type Scope = (Arc<DocumentStore>, Arc<str>, Arc<str>);
+
 impl HostState {
     /// The store with the plugin's id and the caller's owner, if `storage` was granted.
-    fn documents(&self) -> Result<(Arc<DocumentStore>, Arc<str>, Arc<str>), types::Error> {
+    fn documents(&self) -> Result<Scope, types::Error> {
         match &self.documents {
             Some(d) => Ok((d.clone(), self.plugin_id.clone(), self.owner.clone())),
             None => Err(storage_error(format!(
