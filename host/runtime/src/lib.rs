@@ -27,6 +27,7 @@ mod documents_host;
 mod embed_host;
 mod guest_log;
 mod host;
+mod inference_host;
 mod manifest;
 mod plugin;
 mod quota;
@@ -69,7 +70,7 @@ pub(crate) mod bindings {
         },
         exports: { default: async },
         with: {
-            "cinder:plugin/inference.generation": crate::host::GenerationHandle,
+            "cinder:plugin/inference.generation": crate::inference_host::GenerationHandle,
             "cinder:plugin/sink.response-sink": crate::host::SinkHandle,
         },
     });
