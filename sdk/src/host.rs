@@ -19,10 +19,25 @@ pub trait Generation {
     fn cached_tokens(&self) -> u32 {
         0
     }
+    /// The WIT resource behind it, for [`Host::next_of`] (`None` for fakes).
+    fn wit(&self) -> Option<&inference::Generation> {
+        None
+    }
 }
 
 /// The inference core and the response sink of one request.
 pub trait Host {
+    /// The next event of whichever of `generations` has one first, with its index (WIT
+    /// 0.1.5). Read several generations with it, never one after another: a generation the
+    /// engine has not admitted yet (it is busy) would hold up the others, which stay paused
+    /// with their caches. Hosts that cannot wait on several (fakes) read the first; callers
+    /// rotate the list so that every generation gets its turn.
+    fn next_of(&self, generations: &[&dyn Generation]) -> (usize, Result<Option<Event>, Error>) {
+        match generations.first() {
+            Some(g) => (0, g.next()),
+            None => (0, Err(Error::Internal("next_of needs a generation".into()))),
+        }
+    }
     /// What the host knows of `model` (an unknown id is a `not-found` error).
     fn describe_model(&self, model: &str) -> Result<ModelInfo, Error>;
     /// Renders `messages` with the model's own chat template.
@@ -143,9 +158,28 @@ impl Generation for inference::Generation {
     fn cached_tokens(&self) -> u32 {
         inference::Generation::cached_tokens(self)
     }
+
+    fn wit(&self) -> Option<&inference::Generation> {
+        Some(self)
+    }
 }
 
 impl Host for Wasm<'_> {
+    fn next_of(&self, generations: &[&dyn Generation]) -> (usize, Result<Option<Event>, Error>) {
+        let wit: Option<Vec<&inference::Generation>> =
+            generations.iter().map(|g| g.wit()).collect();
+        match wit {
+            Some(handles) if !handles.is_empty() => {
+                let (index, event) = inference::next_of(&handles);
+                (index as usize, event)
+            }
+            _ => match generations.first() {
+                Some(g) => (0, g.next()),
+                None => (0, Err(Error::Internal("next_of needs a generation".into()))),
+            },
+        }
+    }
+
     fn describe_model(&self, model: &str) -> Result<ModelInfo, Error> {
         inference::describe_model(model)
     }

@@ -17,7 +17,7 @@
 
 #![deny(missing_docs)]
 
-/// Generated WIT bindings (`cinder:plugin@0.1.4`, world `sdk`: every family's imports and
+/// Generated WIT bindings (`cinder:plugin@0.1.5`, world `sdk`: every family's imports and
 /// exports; the host uses the exports of the world a plugin's manifest names).
 #[allow(missing_docs)]
 pub mod bindings {
@@ -33,6 +33,7 @@ pub mod bindings {
 pub mod chat;
 pub mod completions;
 pub mod embeddings;
+mod fan_in;
 pub mod host;
 pub mod schema;
 #[cfg(feature = "testing")]

@@ -40,6 +40,7 @@ fn request(question: &str, constraint: Constraint, max_tokens: u32) -> GenerateR
         stop: Vec::new(),
         top_logprobs: None,
         constraint: Some(constraint),
+        group: 0,
     }
 }
 

@@ -6,7 +6,7 @@
 use cinder_core::{FAULT_IN_ADMISSION, FAULT_IN_TOKEN, GenEvent, LoadedModel};
 use tokio::sync::mpsc::Receiver;
 
-use crate::greedy_request;
+use crate::story_request;
 
 /// How a generation ended: `Ok(tokens)` when finished, `Err(message)` when it failed, and
 /// `Err("closed")` when the channel closed without a word.
@@ -23,13 +23,7 @@ fn outcome(rx: &mut Receiver<GenEvent>) -> Result<usize, String> {
 }
 
 fn submit(model: &LoadedModel, max_tokens: u32, stop: &[&str]) -> Receiver<GenEvent> {
-    let mut request = greedy_request(
-        model
-            .tokenizer
-            .encode("Once upon a time", false)
-            .expect("encodes"),
-        max_tokens,
-    );
+    let mut request = story_request(model, max_tokens);
     request.stop = stop.iter().map(|s| s.to_string()).collect();
     model.engine.submit(request).expect("submitted")
 }

@@ -171,7 +171,7 @@ fn one_tools_plugin_serves_and_it_owns_no_routes() {
     let plugins = rt.plugins();
     assert_eq!(plugins.len(), 1);
     assert_eq!(plugins[0].world, "tools-plugin");
-    assert_eq!(plugins[0].wit_version, "0.1.4");
+    assert_eq!(plugins[0].wit_version, "0.1.5");
     assert!(plugins[0].routes.is_empty());
 
     let routed = root.join("c-routed");

@@ -1,6 +1,7 @@
 //! Cinder's integration tests: one binary, one module per area.
 //! Run through `cargo xtask test`, which fetches the models and builds the fixture plugins.
 
+mod admission;
 mod batching;
 mod chat_embeddings;
 mod constrained;
@@ -60,7 +61,20 @@ pub fn greedy_request(prompt: Vec<u32>, max_tokens: u32) -> cinder_core::Generat
         stop: Vec::new(),
         top_logprobs: None,
         constraint: None,
+        group: 0,
     }
+}
+
+/// A greedy generation of up to `max_tokens` after "Once upon a time".
+pub fn story_request(
+    model: &cinder_core::LoadedModel,
+    max_tokens: u32,
+) -> cinder_core::GenerateRequest {
+    let prompt = model
+        .tokenizer
+        .encode("Once upon a time", false)
+        .expect("encodes");
+    greedy_request(prompt, max_tokens)
 }
 
 pub fn ids(v: &serde_json::Value) -> Vec<u32> {
@@ -95,9 +109,26 @@ pub fn load_smollm2_on(backend: cinder_core::BackendPreference) -> cinder_core::
     load_smollm2_with(None, backend)
 }
 
+/// The default chat model with its engine under `limits`.
+pub fn load_smollm2_limited(limits: cinder_core::EngineLimits) -> cinder_core::LoadedModel {
+    load_smollm2_full(None, cinder_core::BackendPreference::Cpu, limits)
+}
+
 fn load_smollm2_with(
     prefix_cache_mib: Option<usize>,
     backend: cinder_core::BackendPreference,
+) -> cinder_core::LoadedModel {
+    load_smollm2_full(
+        prefix_cache_mib,
+        backend,
+        cinder_core::EngineLimits::default(),
+    )
+}
+
+fn load_smollm2_full(
+    prefix_cache_mib: Option<usize>,
+    backend: cinder_core::BackendPreference,
+    engine: cinder_core::EngineLimits,
 ) -> cinder_core::LoadedModel {
     cinder_core::LoadedModel::load(&cinder_core::ModelSpec {
         id: "smollm2".into(),
@@ -107,6 +138,7 @@ fn load_smollm2_with(
         prefix_cache_mib,
         embeddings: false,
         raw_control_tokens: false,
+        engine,
     })
     .expect("model loads")
 }

@@ -7,10 +7,13 @@ on stderr once the models are loaded.
 """
 
 import collections
+import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -114,6 +117,30 @@ def start_server(config=None, plugins=None):
         pytest.fail(f"{problem}\ncommand: {' '.join(argv)}\n--- server output ---\n{srv.log()}", pytrace=False)
     srv.url = f"http://127.0.0.1:{srv.port}"
     return srv
+
+
+@contextlib.contextmanager
+def own_server(prefix, edits):
+    """A server of its own on a copy of the default config with `edits` ({old: new}, each
+    `old` must be in the file) and its documents in a fresh folder; stopped and removed after,
+    failing the test if it died on the way."""
+    root = tempfile.mkdtemp(prefix=prefix)
+    config = os.path.join(root, "cinder.toml")
+    text = open(_required_env("CINDER_CONFIG")).read()
+    edits = {'dir = "~/.local/share/cinder/documents"': f'dir = "{root}/documents"', **edits}
+    for old, new in edits.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    with open(config, "w") as f:
+        f.write(text)
+    srv = start_server(config=config)
+    try:
+        yield srv
+    finally:
+        died = srv.proc.poll()
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    assert died is None, srv.log()
 
 
 @pytest.fixture(scope="session")

@@ -3,17 +3,14 @@ with API keys each key sees only the stored objects it created. On a server of i
 short timeouts, a small connection cap and two keys.
 """
 
-import os
-import shutil
 import socket
-import tempfile
 import time
 
 import httpx
 import openai
 import pytest
 
-from conftest import _required_env, start_server
+from conftest import own_server
 
 MODEL = "smollm2-135m-instruct"
 KEYS = ("sk-alice", "sk-bob")
@@ -24,26 +21,14 @@ MAX_CONNECTIONS = 3
 
 @pytest.fixture(scope="module")
 def srv():
-    root = tempfile.mkdtemp(prefix="cinder-connections-")
-    config = os.path.join(root, "cinder.toml")
-    text = open(_required_env("CINDER_CONFIG")).read()
-    for old, new in {
+    edits = {
         "api_keys = []": f"api_keys = {list(KEYS)!r}".replace("'", '"'),
         "header_read_timeout_secs = 30": f"header_read_timeout_secs = {HEADER_TIMEOUT_S}",
         "body_read_timeout_secs = 60": f"body_read_timeout_secs = {BODY_TIMEOUT_S}",
         "max_connections = 1024": f"max_connections = {MAX_CONNECTIONS}",
-        'dir = "~/.local/share/cinder/documents"': f'dir = "{root}/documents"',
-    }.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    with open(config, "w") as f:
-        f.write(text)
-    s = start_server(config=config)
-    yield s
-    died = s.proc.poll()
-    s.stop()
-    shutil.rmtree(root, ignore_errors=True)
-    assert died is None, s.log()
+    }
+    with own_server("cinder-connections-", edits) as s:
+        yield s
 
 
 def sdk(srv, key):

@@ -1,16 +1,13 @@
 """The long tail of the chat surface: fields accepted and honoured or refused by name, the
 context limit, CORS for browsers, and 429 with Retry-After when the server is saturated."""
 
-import os
-import shutil
-import tempfile
 import threading
 
 import httpx
 import openai
 import pytest
 
-from conftest import _required_env, start_server
+from conftest import own_server
 
 MODEL = "smollm2-135m-instruct"
 HI = [{"role": "user", "content": "hi"}]
@@ -78,18 +75,9 @@ def test_cors_preflight_and_headers_on_streams(http):
 @pytest.fixture(scope="module")
 def saturated():
     """A server with one instance and no queue: a second concurrent request is refused."""
-    root = tempfile.mkdtemp(prefix="cinder-busy-")
-    config = os.path.join(root, "cinder.toml")
-    text = open(_required_env("CINDER_CONFIG")).read()
-    for old, new in (("max_concurrent_requests = 64", "max_concurrent_requests = 1"), ("max_queued_requests = 256", "max_queued_requests = 0")):
-        assert old in text
-        text = text.replace(old, new)
-    with open(config, "w") as f:
-        f.write(text)
-    srv = start_server(config=config)
-    yield srv
-    srv.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    edits = {"max_concurrent_requests = 64": "max_concurrent_requests = 1", "max_queued_requests = 256": "max_queued_requests = 0"}
+    with own_server("cinder-busy-", edits) as srv:
+        yield srv
 
 
 def test_saturation_is_a_429_with_retry_after(saturated):

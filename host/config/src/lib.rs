@@ -166,6 +166,14 @@ pub struct Limits {
     /// Requests allowed to wait for a slot; beyond that the server answers 429 with
     /// `Retry-After` at once instead of queueing without end.
     pub max_queued_requests: u32,
+    /// Sequences (choices, prompts) each model generates at once; more wait, holding no
+    /// cache, and are admitted fairly between requests.
+    pub max_running_sequences: u32,
+    /// KV cache, in MiB, each model's running sequences may grow to (each counts its prompt
+    /// plus `max_tokens`, or the whole context without one).
+    pub max_kv_mib: u64,
+    /// Sequences allowed to wait for a model; beyond that requests get a 429.
+    pub max_waiting_sequences: u32,
 }
 
 impl Default for Limits {
@@ -177,6 +185,9 @@ impl Default for Limits {
             idle_timeout_secs: 120,
             max_concurrent_requests: 64,
             max_queued_requests: 256,
+            max_running_sequences: 64,
+            max_kv_mib: 16 << 10,
+            max_waiting_sequences: 1024,
         }
     }
 }
@@ -326,6 +337,17 @@ impl Config {
                 u64::from(l.max_queued_requests),
                 MAX_QUEUED,
             ),
+            (
+                "max_running_sequences",
+                u64::from(l.max_running_sequences),
+                MAX_CONCURRENT,
+            ),
+            ("max_kv_mib", l.max_kv_mib, 1 << 30),
+            (
+                "max_waiting_sequences",
+                u64::from(l.max_waiting_sequences),
+                MAX_QUEUED,
+            ),
         ] {
             if value == 0 && key != "max_queued_requests" {
                 return Err(ConfigError::Invalid(format!(
@@ -440,6 +462,18 @@ impl Config {
             a.idle_timeout_secs != b.idle_timeout_secs,
             "limits.idle_timeout_secs",
             true,
+        );
+        // Each model's engine thread takes them when it starts.
+        c.note(
+            a.max_running_sequences != b.max_running_sequences,
+            "limits.max_running_sequences",
+            false,
+        );
+        c.note(a.max_kv_mib != b.max_kv_mib, "limits.max_kv_mib", false);
+        c.note(
+            a.max_waiting_sequences != b.max_waiting_sequences,
+            "limits.max_waiting_sequences",
+            false,
         );
         // Aliases apply live; loading and unloading models while serving is not built yet.
         let without_aliases = |models: &[ModelConfig]| -> Vec<ModelConfig> {

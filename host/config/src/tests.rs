@@ -30,6 +30,10 @@ fn limits_have_upper_bounds() {
         "plugin_memory_mib = 5000",
         "max_concurrent_requests = 100000",
         "plugin_cpu_ms = 0",
+        "max_running_sequences = 0",
+        "max_running_sequences = 100000",
+        "max_kv_mib = 0",
+        "max_waiting_sequences = 0",
     ] {
         let c: Config = toml::from_str(&format!("[limits]\n{bad}\n")).unwrap();
         let err = c.validate().unwrap_err().to_string();
@@ -58,6 +62,9 @@ fn changes_are_split_into_live_and_restart() {
     assert_eq!(c.live, ["server.api_keys", "limits.plugin_cpu_ms"]);
     assert_eq!(c.restart, ["server.port"]);
     assert!(a.changes(&a.clone()).is_empty());
+    // Each engine takes its admission limits when its model loads.
+    let d: Config = toml::from_str("[limits]\nmax_running_sequences = 2\n").unwrap();
+    assert_eq!(a.changes(&d).restart, ["limits.max_running_sequences"]);
 }
 
 #[test]

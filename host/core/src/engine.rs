@@ -15,6 +15,7 @@ use std::sync::mpsc as std_mpsc;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
+use crate::admission::{EngineLimits, Queue, Waiting};
 use crate::constraint::{Constraint, LazyGrammars};
 use crate::error::{CoreError, catch_panic, contain, panic_message};
 use crate::kv_blocks::PrefixCache;
@@ -40,6 +41,9 @@ pub struct GenerateRequest {
     /// What the output must match (JSON, schema, regex, grammar): tokens that cannot follow
     /// are masked out at every step.
     pub constraint: Option<Constraint>,
+    /// The request this sequence belongs to (its n choices share it): admission is fair
+    /// between groups. 0 for none.
+    pub group: u64,
 }
 
 /// Why a generation ended.
@@ -75,9 +79,9 @@ pub enum GenEvent {
     Failed(CoreError),
 }
 
-struct Submission {
-    request: GenerateRequest,
-    events: mpsc::Sender<GenEvent>,
+pub(crate) struct Submission {
+    pub(crate) request: GenerateRequest,
+    pub(crate) events: mpsc::Sender<GenEvent>,
     matcher: Option<Matcher>,
 }
 
@@ -113,6 +117,9 @@ pub struct EngineHandle {
     context_length: usize,
     /// The vocabulary compiled for grammars, built by the first constrained request.
     grammars: Arc<LazyGrammars>,
+    limits: EngineLimits,
+    /// Sequences submitted and not admitted yet.
+    waiting: Waiting,
 }
 
 impl EngineHandle {
@@ -123,6 +130,7 @@ impl EngineHandle {
         model: Llama,
         tokenizer: Arc<Tokenizer>,
         prefix_bytes: usize,
+        limits: EngineLimits,
     ) -> Result<Self, CoreError> {
         let (tx, rx) = std_mpsc::channel();
         let context_length = model.config().context_length;
@@ -132,12 +140,17 @@ impl EngineHandle {
             }
             _ => None,
         };
+        let waiting = Waiting::default();
+        let queue = Queue::new(model.config());
         let engine = Engine {
             prefix,
             model,
             tokenizer: tokenizer.clone(),
             running: Vec::new(),
             embeds: VecDeque::new(),
+            queue,
+            limits,
+            waiting: waiting.clone(),
         };
         std::thread::Builder::new()
             .name(format!("engine-{name}"))
@@ -148,6 +161,8 @@ impl EngineHandle {
             tokenizer,
             context_length,
             grammars: Arc::new(LazyGrammars::default()),
+            limits,
+            waiting,
         })
     }
 
@@ -207,13 +222,14 @@ impl EngineHandle {
             None => None,
         };
         let (events, rx) = mpsc::channel(EVENT_BUFFER);
-        self.tx
-            .send(Job::Generate(Box::new(Submission {
-                request,
-                events,
-                matcher,
-            })))
-            .map_err(|_| CoreError::EngineStopped)?;
+        let submission = Submission {
+            request,
+            events,
+            matcher,
+        };
+        self.waiting.enter(self.limits.max_waiting, || {
+            self.tx.send(Job::Generate(Box::new(submission))).is_ok()
+        })?;
         Ok(rx)
     }
 
@@ -291,6 +307,10 @@ struct Engine {
     running: Vec<Sequence>,
     /// Embedding requests, served one forward pass per loop turn, oldest first.
     embeds: VecDeque<EmbedWork>,
+    /// Sequences submitted but not admitted: they hold no cache yet.
+    queue: Queue,
+    limits: EngineLimits,
+    waiting: Waiting,
 }
 
 impl Engine {
@@ -332,7 +352,7 @@ impl Engine {
 
     fn run(&mut self, rx: &std_mpsc::Receiver<Job>) {
         loop {
-            if self.running.is_empty() && self.embeds.is_empty() {
+            if self.running.is_empty() && self.embeds.is_empty() && self.queue.is_empty() {
                 match rx.recv() {
                     Ok(job) => self.take(job),
                     Err(_) => return, // every handle dropped: shutdown
@@ -341,6 +361,7 @@ impl Engine {
             while let Ok(job) = rx.try_recv() {
                 self.take(job);
             }
+            self.admit_waiting();
             let progressed = self.step();
             self.share_blocks();
             self.running.retain(|s| !s.done);
@@ -368,7 +389,7 @@ impl Engine {
 
     fn take(&mut self, job: Job) {
         match job {
-            Job::Generate(s) => self.admit(*s),
+            Job::Generate(s) => self.queue.push(*s),
             // Scoring runs to the end at once: running sequences wait one prefill's time.
             Job::Score(job) => {
                 let result = catch_panic(|| self.score(&job.tokens, job.top));
@@ -413,6 +434,13 @@ impl Engine {
         Ok(out)
     }
 
+    /// Admits waiting sequences while they fit under the limits.
+    fn admit_waiting(&mut self) {
+        while let Some(s) = self.queue.next(&self.running, &self.limits, &self.waiting) {
+            self.admit(s);
+        }
+    }
+
     fn admit(&mut self, s: Submission) {
         #[cfg(feature = "fault-injection")]
         if s.request
@@ -437,7 +465,9 @@ impl Engine {
             prompt_tokens = s.request.prompt.len(),
             reused, max_tokens, "sequence admitted"
         );
+        let reserved = self.queue.reserve(&s.request);
         self.running.push(Sequence {
+            reserved,
             cache,
             sampler: Sampler::new(s.request.sampling.clone()),
             decoder: IncrementalDecoder::default(),

@@ -28,6 +28,9 @@ pub enum CoreError {
     /// The engine thread has stopped (shutdown or a crash, which is logged).
     #[error("the inference engine for this model has stopped")]
     EngineStopped,
+    /// The engine has as much work waiting as it may queue: try again shortly.
+    #[error("{0}")]
+    Busy(String),
 }
 
 impl CoreError {

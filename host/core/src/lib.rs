@@ -5,6 +5,7 @@
 //! This is the only crate that imports burn. Everything above it sees [`ModelRegistry`],
 //! [`LoadedModel`] and [`EngineHandle`].
 
+mod admission;
 mod backend;
 mod bert;
 mod constraint;
@@ -30,6 +31,7 @@ mod template;
 mod tokenizer;
 mod vecmath;
 
+pub use admission::EngineLimits;
 pub use backend::{BackendKind, BackendPreference};
 pub use constraint::{Constraint, Grammars, LazyGrammars, mask as constraint_mask};
 pub use embed_engine::EmbedHandle;

@@ -31,6 +31,8 @@ pub struct ModelSpec {
     pub embeddings: bool,
     /// Control-token text in user and tool content acts as control tokens (off: it is text).
     pub raw_control_tokens: bool,
+    /// What the engine runs at once and queues.
+    pub engine: crate::EngineLimits,
 }
 
 impl ModelSpec {
@@ -93,7 +95,13 @@ impl LoadedModel {
         let config = model.config().clone();
         let fingerprint = format!("fp_{}_{}", backend.name(), weights_digest(&gguf));
         let prefix_bytes = spec.prefix_cache_mib.unwrap_or(DEFAULT_PREFIX_CACHE_MIB) << 20;
-        let engine = EngineHandle::spawn(&spec.id, model, tokenizer.clone(), prefix_bytes)?;
+        let engine = EngineHandle::spawn(
+            &spec.id,
+            model,
+            tokenizer.clone(),
+            prefix_bytes,
+            spec.engine,
+        )?;
         let created = unix_now();
         info!(model = %spec.id, backend = backend.name(), context = config.context_length, "model ready");
         Ok(LoadedModel {

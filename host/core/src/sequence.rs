@@ -18,6 +18,8 @@ use crate::tokenizer::{IncrementalDecoder, Tokenizer};
 
 /// One running generation: its request, KV cache, sampler and event channel.
 pub(crate) struct Sequence {
+    /// KV cache bytes counted against the engine's limit while it runs.
+    pub(crate) reserved: usize,
     pub(crate) request: GenerateRequest,
     pub(crate) events: mpsc::Sender<GenEvent>,
     pub(crate) matcher: Option<Matcher>,

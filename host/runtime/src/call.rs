@@ -20,6 +20,9 @@ use crate::{
     guest_log, host,
 };
 
+/// Each call's generations form one group in the engine's fair admission.
+static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
+
 impl Runtime {
     /// Runs `plugin` on `request` in a fresh sandbox. Outputs arrive on the returned channel;
     /// dropping it (client gone) cancels the call and, with it, any generation.
@@ -149,6 +152,7 @@ impl Runtime {
             models: self.models.clone(),
             plugin_id: id,
             owner: owner.into(),
+            group: NEXT_GROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             quota: crate::quota::Quota::default(),
             out,
             response: host::ResponseState::Nothing,

@@ -23,6 +23,8 @@ pub struct HostState {
     pub(crate) plugin_id: Arc<str>,
     /// Whose request this is: the documents it may see (`documents::LOCAL_OWNER` without keys).
     pub(crate) owner: Arc<str>,
+    /// This call's generations share it: the engine admits fairly between calls.
+    pub(crate) group: u64,
     pub(crate) out: mpsc::Sender<Output>,
     pub(crate) response: ResponseState,
     /// CPU budget left, in epoch ticks.
@@ -85,6 +87,7 @@ pub(crate) fn wit_error(e: CoreError) -> types::Error {
             code: Some("model_not_found".into()),
         }),
         CoreError::EngineStopped => types::Error::Unavailable(e.to_string()),
+        CoreError::Busy(message) => types::Error::RateLimited(message),
         other => {
             tracing::error!(error = %other, "inference core error");
             types::Error::Internal(other.to_string())

@@ -33,6 +33,68 @@ fn token_logprob(model: &LoadedModel, token: u32, logprob: f32) -> inference::To
     }
 }
 
+/// What `next` returns for `event`, the generation's next event from the engine (`None`: the
+/// engine dropped it).
+fn event_of(
+    g: &mut GenerationHandle,
+    event: Option<GenEvent>,
+) -> Result<Option<inference::Event>, types::Error> {
+    match event {
+        Some(GenEvent::Delta {
+            text,
+            tokens,
+            logprobs,
+        }) => {
+            let logprobs = logprobs
+                .into_iter()
+                .map(|lp| inference::TokenLogprob {
+                    sampled: token_logprob(&g.model, lp.token, lp.logprob),
+                    top: lp
+                        .top
+                        .into_iter()
+                        .map(|(t, l)| token_logprob(&g.model, t, l))
+                        .collect(),
+                })
+                .collect();
+            Ok(Some(inference::Event::Delta(inference::Delta {
+                text,
+                tokens,
+                logprobs,
+            })))
+        }
+        Some(GenEvent::Finished {
+            reason,
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens,
+        }) => {
+            g.finished = true;
+            g.cached_tokens = cached_tokens;
+            let reason = match reason {
+                FinishReason::Stop => types::FinishReason::Stop,
+                FinishReason::Length => types::FinishReason::Length,
+            };
+            Ok(Some(inference::Event::Finished(inference::Finished {
+                reason,
+                usage: types::Usage {
+                    prompt_tokens,
+                    completion_tokens,
+                },
+            })))
+        }
+        Some(GenEvent::Failed(e)) => {
+            g.finished = true;
+            Err(wit_error(e))
+        }
+        None => {
+            g.finished = true;
+            Err(types::Error::Unavailable(
+                "the inference engine stopped".into(),
+            ))
+        }
+    }
+}
+
 impl inference::HostGeneration for HostState {
     async fn next(
         &mut self,
@@ -44,61 +106,7 @@ impl inference::HostGeneration for HostState {
         }
         let event = g.events.recv().await;
         self.touch();
-        let g = self.table.get_mut(&handle)?;
-        Ok(match event {
-            Some(GenEvent::Delta {
-                text,
-                tokens,
-                logprobs,
-            }) => {
-                let logprobs = logprobs
-                    .into_iter()
-                    .map(|lp| inference::TokenLogprob {
-                        sampled: token_logprob(&g.model, lp.token, lp.logprob),
-                        top: lp
-                            .top
-                            .into_iter()
-                            .map(|(t, l)| token_logprob(&g.model, t, l))
-                            .collect(),
-                    })
-                    .collect();
-                Ok(Some(inference::Event::Delta(inference::Delta {
-                    text,
-                    tokens,
-                    logprobs,
-                })))
-            }
-            Some(GenEvent::Finished {
-                reason,
-                prompt_tokens,
-                completion_tokens,
-                cached_tokens,
-            }) => {
-                g.finished = true;
-                g.cached_tokens = cached_tokens;
-                let reason = match reason {
-                    FinishReason::Stop => types::FinishReason::Stop,
-                    FinishReason::Length => types::FinishReason::Length,
-                };
-                Ok(Some(inference::Event::Finished(inference::Finished {
-                    reason,
-                    usage: types::Usage {
-                        prompt_tokens,
-                        completion_tokens,
-                    },
-                })))
-            }
-            Some(GenEvent::Failed(e)) => {
-                g.finished = true;
-                Err(wit_error(e))
-            }
-            None => {
-                g.finished = true;
-                Err(types::Error::Unavailable(
-                    "the inference engine stopped".into(),
-                ))
-            }
-        })
+        Ok(event_of(self.table.get_mut(&handle)?, event))
     }
 
     fn cached_tokens(&mut self, handle: Resource<GenerationHandle>) -> wasmtime::Result<u32> {
@@ -152,6 +160,45 @@ impl inference::Host for HostState {
         request: inference::GenerateRequest,
     ) -> wasmtime::Result<Result<Resource<GenerationHandle>, types::Error>> {
         self.start(request, None).await
+    }
+
+    async fn next_of(
+        &mut self,
+        generations: Vec<Resource<GenerationHandle>>,
+    ) -> wasmtime::Result<(u32, Result<Option<inference::Event>, types::Error>)> {
+        let mut seen = std::collections::HashSet::new();
+        if generations.is_empty() || !generations.iter().all(|g| seen.insert(g.rep())) {
+            return Ok((
+                0,
+                Err(types::Error::Internal(
+                    "next-of takes one or more distinct generations".into(),
+                )),
+            ));
+        }
+        for (i, h) in generations.iter().enumerate() {
+            if self.table.get(h)?.finished {
+                return Ok((i as u32, Ok(None)));
+            }
+        }
+        // The table lends one entry at a time: the receivers wait outside it and go back
+        // before anything else happens. Receiving is cancel-safe, so the waits that lose the
+        // race lose no event.
+        let mut receivers = Vec::with_capacity(generations.len());
+        for h in &generations {
+            let g = self.table.get_mut(h)?;
+            receivers.push(std::mem::replace(&mut g.events, mpsc::channel(1).1));
+        }
+        let (event, index) = {
+            let waits = receivers.iter_mut().map(|rx| Box::pin(rx.recv()));
+            let (event, index, _) = futures::future::select_all(waits).await;
+            (event, index)
+        };
+        for (h, rx) in generations.iter().zip(receivers) {
+            self.table.get_mut(h)?.events = rx;
+        }
+        self.touch();
+        let g = self.table.get_mut(&generations[index])?;
+        Ok((index as u32, event_of(g, event)))
     }
 
     async fn generate_constrained(
@@ -320,6 +367,7 @@ impl HostState {
             stop: request.stop,
             top_logprobs: request.top_logprobs,
             constraint,
+            group: self.group,
         };
         let engine = model.engine.clone();
         let submitted = self

@@ -49,6 +49,7 @@ pub(crate) mod bindings {
         imports: {
             "cinder:plugin/inference.[method]generation.next": async | trappable,
             "cinder:plugin/inference.score": async | trappable,
+            "cinder:plugin/inference.next-of": async | trappable,
             // Synchronous work (tokenizing, rendering, compiling a grammar, syncing a
             // document) runs on blocking threads: the async workers keep serving.
             "cinder:plugin/inference.generate": async | trappable,

@@ -139,6 +139,11 @@ fn main() -> Result<()> {
             prefix_cache_mib: m.prefix_cache_mib,
             embeddings: m.embeddings,
             raw_control_tokens: m.raw_control_tokens,
+            engine: cinder_core::EngineLimits {
+                max_running: config.limits.max_running_sequences as usize,
+                max_kv_bytes: usize::try_from(config.limits.max_kv_mib << 20).unwrap_or(usize::MAX),
+                max_waiting: config.limits.max_waiting_sequences as usize,
+            },
         })
         .collect();
     let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);

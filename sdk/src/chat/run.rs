@@ -11,6 +11,7 @@ use crate::{Error, Request};
 
 use super::calls::{self, Ending, Hold};
 use super::{Chat, Plan};
+use crate::fan_in::FanIn;
 
 /// Runs one chat request the way the first-party plugin does, against `host` (the real one in
 /// a plugin, a fake in native unit tests).
@@ -237,6 +238,23 @@ impl Running {
 
 /// Adds a choice's usage: the prompt is read once, whatever n is; completions add up. The
 /// first choice's prompt is the one that counts as read, cached or not.
+/// How a generation ended when the engine ended it: its reason, with its usage added.
+fn engine_end(
+    event: Option<Event>,
+    usage: &mut Usage,
+    generation: &dyn Generation,
+) -> Result<Ending, Error> {
+    match event {
+        Some(Event::Finished(f)) => {
+            *usage = add_usage(*usage, f.usage, generation);
+            Ok(Ending::Engine(f.reason))
+        }
+        _ => Err(Error::Internal(
+            "the generation ended without finishing".into(),
+        )),
+    }
+}
+
 fn add_usage(total: Usage, u: crate::types::Usage, generation: &dyn Generation) -> Usage {
     let cached = match total.prompt_tokens_details {
         Some(d) => d.cached_tokens,
@@ -256,34 +274,34 @@ fn aggregate<C: Chat + ?Sized>(
     generations: Vec<Box<dyn Generation>>,
     host: &dyn Host,
 ) -> Result<(), Error> {
-    let mut choices = Vec::with_capacity(generations.len());
+    let mut done: Vec<Option<Choice>> = vec![None; generations.len()];
     let mut usage = Usage::default();
-    for (index, generation) in (0u32..).zip(generations) {
-        let mut choice = Running::new(index, generation, plan, calling);
-        let mut logprobs = Vec::new();
-        let ending = loop {
-            match choice.generation.next()? {
-                Some(Event::Delta(d)) => {
-                    if plan.top_logprobs.is_some() {
-                        logprobs.extend(logprobs_of(&d));
-                    }
-                    let text = chat.rewrite(index, d.text);
-                    if choice.take(text, d.tokens.len(), plan, calling, host)?.1 {
-                        usage = choice.add_stopped_usage(usage, prompt_tokens);
-                        break Ending::Repeat;
-                    }
+    // Every choice is read as its events come (whichever first), so all run side by side.
+    let mut running: Vec<(Running, Vec<TokenLogprob>)> = (0u32..)
+        .zip(generations)
+        .map(|(i, g)| (Running::new(i, g, plan, calling), Vec::new()))
+        .collect();
+    let mut fan = FanIn::default();
+    while !running.is_empty() {
+        let (at, event) = fan.next(host, &running, |(c, _)| &*c.generation);
+        let (choice, logprobs) = &mut running[at];
+        let index = choice.index;
+        let ending = match event? {
+            Some(Event::Delta(d)) => {
+                if plan.top_logprobs.is_some() {
+                    logprobs.extend(logprobs_of(&d));
                 }
-                Some(Event::Finished(f)) => {
-                    usage = add_usage(usage, f.usage, &*choice.generation);
-                    break Ending::Engine(f.reason);
+                let text = chat.rewrite(index, d.text);
+                if !choice.take(text, d.tokens.len(), plan, calling, host)?.1 {
+                    continue;
                 }
-                None => {
-                    return Err(Error::Internal(
-                        "the generation ended without finishing".into(),
-                    ));
-                }
+                usage = choice.add_stopped_usage(usage, prompt_tokens);
+                Ending::Repeat
             }
+            other => engine_end(other, &mut usage, &*choice.generation)?,
         };
+        let (choice, logprobs) = running.remove(at);
+        fan.removed(at);
         // Dropping the generation stops it in the core (a repeat); it has finished otherwise.
         let Running {
             generation, text, ..
@@ -297,7 +315,7 @@ fn aggregate<C: Chat + ?Sized>(
             other => (other, None),
         };
         let has_calls = tool_calls.is_some() || function_call.is_some();
-        choices.push(Choice {
+        done[index as usize] = Some(Choice {
             index,
             message: AssistantMessage {
                 role: "assistant".into(),
@@ -317,7 +335,7 @@ fn aggregate<C: Chat + ?Sized>(
             finish_reason: Some(settled.finish),
         });
     }
-    let response = meta.completion(choices, usage);
+    let response = meta.completion(done.into_iter().flatten().collect(), usage);
     if plan.store {
         super::stored::save(host, &response, plan.metadata.as_ref(), &plan.messages)?;
     }
@@ -361,8 +379,7 @@ fn stream<C: Chat + ?Sized>(
         };
         host.send_json(&chunk(index, first, None, None))?;
     }
-    // Round robin over the running choices: the engine advances them all each step, so each
-    // `next` finds its event soon and the choices stream side by side.
+    // Whichever choice has an event is streamed next: the choices stream side by side.
     let mut running: Vec<Running> = (0u32..)
         .zip(generations)
         .map(|(i, g)| Running::new(i, g, plan, calling))
@@ -370,11 +387,13 @@ fn stream<C: Chat + ?Sized>(
     let mut usage = Usage::default();
     // With `store`, the streamed choices are assembled into the completion that is kept.
     let mut kept: Vec<Option<Choice>> = vec![None; running.len()];
+    let mut fan = FanIn::default();
     while !running.is_empty() {
-        let mut still = Vec::with_capacity(running.len());
-        for mut choice in running {
+        let (at, event) = fan.next(host, &running, |c| &*c.generation);
+        {
+            let choice = &mut running[at];
             let index = choice.index;
-            let ending = match choice.generation.next()? {
+            let ending = match event? {
                 Some(Event::Delta(d)) => {
                     let logprobs = plan.top_logprobs.map(|_| ChoiceLogprobs {
                         content: logprobs_of(&d),
@@ -388,22 +407,15 @@ fn stream<C: Chat + ?Sized>(
                         host.send_json(&chunk(index, text_delta(text), logprobs, None))?;
                     }
                     if !repeated {
-                        still.push(choice);
                         continue;
                     }
                     usage = choice.add_stopped_usage(usage, prompt_tokens);
                     Ending::Repeat
                 }
-                Some(Event::Finished(f)) => {
-                    usage = add_usage(usage, f.usage, &*choice.generation);
-                    Ending::Engine(f.reason)
-                }
-                None => {
-                    return Err(Error::Internal(
-                        "the generation ended without finishing".into(),
-                    ));
-                }
+                other => engine_end(other, &mut usage, &*choice.generation)?,
             };
+            let choice = running.remove(at);
+            fan.removed(at);
             // Dropping the generation stops it in the core (a repeat); it has finished otherwise.
             let Running {
                 generation,
@@ -465,7 +477,6 @@ fn stream<C: Chat + ?Sized>(
                 });
             }
         }
-        running = still;
     }
     if plan.include_usage {
         let mut last = chunk(0, Delta::default(), None, None);

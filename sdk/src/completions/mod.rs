@@ -14,6 +14,7 @@ pub use plan::{LegacyPlan, PromptInput};
 use std::collections::BTreeMap;
 
 use crate::chat::Chat;
+use crate::fan_in::FanIn;
 use crate::host::{Generation, Host};
 use crate::inference::{Delta, Event, GenerateRequest};
 use crate::openai::chat::Usage;
@@ -251,29 +252,37 @@ fn aggregate<C: Chat + ?Sized>(
     prompt_tokens: u32,
     host: &dyn Host,
 ) -> Result<(), Error> {
+    // Every job is read as its events come (whichever first), so all run side by side.
+    let mut running: Vec<(usize, Box<dyn Generation>)> = Vec::new();
     for (k, job) in jobs.iter_mut().enumerate() {
-        let index = k as u32;
-        let Some(generation) = job.generation.take() else {
-            job.finish = Some("length".into());
-            continue;
-        };
-        loop {
-            match generation.next()? {
-                Some(Event::Delta(d)) => {
-                    job.absorb(chat, index, d, plan.logprobs);
-                }
-                Some(Event::Finished(f)) => {
-                    job.finish = Some(crate::finish_reason(f.reason));
-                    job.completion_tokens = f.usage.completion_tokens;
-                    break;
-                }
-                None => {
-                    return Err(Error::Internal(
-                        "the generation ended without finishing".into(),
-                    ));
-                }
+        match job.generation.take() {
+            Some(g) => running.push((k, g)),
+            // max_tokens 0: nothing to generate.
+            None => job.finish = Some("length".into()),
+        }
+    }
+    let mut fan = FanIn::default();
+    while !running.is_empty() {
+        let (at, event) = fan.next(host, &running, |(_, g)| &**g);
+        let k = running[at].0;
+        let job = &mut jobs[k];
+        match event? {
+            Some(Event::Delta(d)) => {
+                job.absorb(chat, k as u32, d, plan.logprobs);
+                continue;
+            }
+            Some(Event::Finished(f)) => {
+                job.finish = Some(crate::finish_reason(f.reason));
+                job.completion_tokens = f.usage.completion_tokens;
+            }
+            None => {
+                return Err(Error::Internal(
+                    "the generation ended without finishing".into(),
+                ));
             }
         }
+        running.remove(at);
+        fan.removed(at);
     }
     let completion_tokens = jobs.iter().map(|j| j.completion_tokens).sum();
     for p in 0..plan.prompts.len() {
@@ -321,42 +330,46 @@ fn stream<C: Chat + ?Sized>(
             host.send_json(&chunk(k as u32, job.text.clone(), logprobs, None))?;
         }
     }
-    let mut running: Vec<usize> = (0..jobs.len()).collect();
+    // Whichever job has an event is streamed next: the choices stream side by side.
+    let mut running: Vec<(usize, Box<dyn Generation>)> = Vec::new();
+    for (k, job) in jobs.iter_mut().enumerate() {
+        match job.generation.take() {
+            Some(g) => running.push((k, g)),
+            // max_tokens 0: nothing to generate.
+            None => host.send_json(&chunk(k as u32, String::new(), None, Some("length".into())))?,
+        }
+    }
+    let mut fan = FanIn::default();
     while !running.is_empty() {
-        let mut still = Vec::with_capacity(running.len());
-        for k in running {
-            let index = k as u32;
-            let job = &mut jobs[k];
-            let Some(generation) = &job.generation else {
-                // max_tokens 0: nothing to generate.
-                host.send_json(&chunk(index, String::new(), None, Some("length".into())))?;
+        let (at, event) = fan.next(host, &running, |(_, g)| &**g);
+        let k = running[at].0;
+        let index = k as u32;
+        let job = &mut jobs[k];
+        match event? {
+            Some(Event::Delta(d)) => {
+                let (text, lp) = job.absorb(chat, index, d, plan.logprobs);
+                if !text.is_empty() || !lp.tokens.is_empty() {
+                    host.send_json(&chunk(index, text, plan.logprobs.map(|_| lp), None))?;
+                }
                 continue;
-            };
-            match generation.next()? {
-                Some(Event::Delta(d)) => {
-                    let (text, lp) = job.absorb(chat, index, d, plan.logprobs);
-                    if !text.is_empty() || !lp.tokens.is_empty() {
-                        host.send_json(&chunk(index, text, plan.logprobs.map(|_| lp), None))?;
-                    }
-                    still.push(k);
-                }
-                Some(Event::Finished(f)) => {
-                    job.completion_tokens = f.usage.completion_tokens;
-                    host.send_json(&chunk(
-                        index,
-                        String::new(),
-                        None,
-                        Some(crate::finish_reason(f.reason)),
-                    ))?;
-                }
-                None => {
-                    return Err(Error::Internal(
-                        "the generation ended without finishing".into(),
-                    ));
-                }
+            }
+            Some(Event::Finished(f)) => {
+                job.completion_tokens = f.usage.completion_tokens;
+                host.send_json(&chunk(
+                    index,
+                    String::new(),
+                    None,
+                    Some(crate::finish_reason(f.reason)),
+                ))?;
+            }
+            None => {
+                return Err(Error::Internal(
+                    "the generation ended without finishing".into(),
+                ));
             }
         }
-        running = still;
+        running.remove(at);
+        fan.removed(at);
     }
     if plan.include_usage {
         let completion_tokens = jobs.iter().map(|j| j.completion_tokens).sum();
