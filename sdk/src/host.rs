@@ -96,6 +96,29 @@ pub trait Host {
         inputs: &[EmbedInput],
         overflow: Overflow,
     ) -> Result<Embedded, Error>;
+    /// [`Host::embed`], refusing inputs that together have more than `max_tokens` tokens
+    /// with a 400 naming `input` (WIT 0.1.5: the host counts before any embedding work; this
+    /// default counts after, for hosts without it).
+    fn embed_within(
+        &self,
+        model: &str,
+        inputs: &[EmbedInput],
+        overflow: Overflow,
+        max_tokens: u32,
+    ) -> Result<Embedded, Error> {
+        let out = self.embed(model, inputs, overflow)?;
+        if out.prompt_tokens > max_tokens {
+            return Err(Error::InvalidRequest(crate::types::ErrorDetail {
+                message: format!(
+                    "the inputs have {} tokens; at most {max_tokens} per request",
+                    out.prompt_tokens
+                ),
+                param: Some("input".into()),
+                code: Some("max_tokens_per_request".into()),
+            }));
+        }
+        Ok(out)
+    }
     /// Sends one SSE event's data (the host frames it and ends the stream with `[DONE]`).
     fn send_event(&self, data: &str) -> Result<(), Error>;
     /// Sends the whole response.
@@ -262,6 +285,18 @@ impl Host for Wasm<'_> {
         overflow: Overflow,
     ) -> Result<Embedded, Error> {
         crate::bindings::cinder::plugin::embeddings::embed(model, inputs, overflow)
+    }
+
+    fn embed_within(
+        &self,
+        model: &str,
+        inputs: &[EmbedInput],
+        overflow: Overflow,
+        max_tokens: u32,
+    ) -> Result<Embedded, Error> {
+        crate::bindings::cinder::plugin::embeddings::embed_within(
+            model, inputs, overflow, max_tokens,
+        )
     }
 
     fn send_event(&self, data: &str) -> Result<(), Error> {

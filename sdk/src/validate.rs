@@ -28,6 +28,33 @@ pub(crate) fn max_sequences(host: &dyn crate::host::Host) -> u32 {
         .unwrap_or(MAX_SEQUENCES)
 }
 
+/// Prompt tokens one request may have, all prompts together, unless the plugin setting
+/// `max_prompt_tokens_per_request` says otherwise: above any small model's context, and it
+/// bounds the prefill work of one legacy request with 2048 prompts.
+pub(crate) const MAX_PROMPT_TOKENS: u64 = 131_072;
+
+/// A 400 naming `param` when `tokens` (all prompts so far) pass the plugin setting
+/// `max_prompt_tokens_per_request`, else [`MAX_PROMPT_TOKENS`].
+pub(crate) fn check_prompt_tokens(
+    host: &dyn crate::host::Host,
+    tokens: u64,
+    param: &str,
+) -> Result<(), Error> {
+    let max = host
+        .setting("max_prompt_tokens_per_request")
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &u64| n >= 1)
+        .unwrap_or(MAX_PROMPT_TOKENS);
+    if tokens > max {
+        return Err(crate::types::Error::InvalidRequest(crate::ErrorDetail {
+            message: format!("the prompt has at least {tokens} tokens; at most {max} per request"),
+            param: Some(param.into()),
+            code: Some("max_tokens_per_request".into()),
+        }));
+    }
+    Ok(())
+}
+
 /// Parses a JSON body into `T`; a mistake becomes a 400 naming the path of the field at fault
 /// (`max_tokens`, `messages[0].role`). Fields `T` does not know are ignored, never refused:
 /// newer SDKs send fields this server may not know yet. They are logged so an operator can

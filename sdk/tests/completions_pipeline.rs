@@ -213,3 +213,18 @@ fn fan_out_is_bounded_per_request() {
     );
     assert!(r.is_ok());
 }
+
+#[test]
+fn prompt_tokens_per_request_are_bounded() {
+    let small = FakeHost::new("m")
+        .generating(&["x"])
+        .with_setting("max_prompt_tokens_per_request", "10");
+    let ok = json!({"model": "m", "prompt": ["abc", "def"], "max_tokens": 1});
+    assert!(run(&small, ok).is_ok());
+    let over = json!({"model": "m", "prompt": ["abcde", "fghij", "klmno"], "max_tokens": 1});
+    assert_eq!(param_of(run(&small, over)).as_deref(), Some("prompt"));
+    // Chat names the messages.
+    let long = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(40)}]});
+    let r = FirstParty.complete(post(&long), &small);
+    assert_eq!(param_of(r).as_deref(), Some("messages"));
+}

@@ -150,6 +150,29 @@ fn the_truncate_setting_picks_the_overflow() {
 }
 
 #[test]
+fn the_token_budget_setting_bounds_a_request() {
+    // The fake tokenizer reads one token per character; inputs are cut at 16 first.
+    let budget = host().with_setting("max_tokens_per_request", "40");
+    let ok = run(
+        &budget,
+        json!({"model": "e", "input": ["x".repeat(20), "y".repeat(20)]}),
+    )
+    .expect("32 tokens after truncation fit in 40");
+    assert_eq!(ok["usage"]["prompt_tokens"], 32);
+    let three = vec!["z".repeat(16); 3];
+    let e = FirstParty
+        .embed(post(&json!({"model": "e", "input": three})), &budget)
+        .expect_err("48 tokens are over 40");
+    assert_eq!(param_of(&e), Some("input"));
+    assert!(e.to_string().contains("48 tokens"), "{e}");
+    let odd = host().with_setting("max_tokens_per_request", "0");
+    let e = FirstParty
+        .embed(post(&json!({"model": "e", "input": "x"})), &odd)
+        .expect_err("a bad setting");
+    assert!(matches!(e, Error::Internal(_)), "{e:?}");
+}
+
+#[test]
 fn bad_requests_name_their_parameter() {
     let cases = [
         (json!({"model": "e", "input": ""}), "input"),

@@ -6,15 +6,13 @@ import base64
 import json
 import math
 import os
-import shutil
 import struct
-import tempfile
 import threading
 
 import openai
 import pytest
 
-from conftest import _required_env, start_server
+from conftest import _required_env, own_server
 
 MODEL = "all-minilm-l6-v2"
 DIM = 384
@@ -206,21 +204,38 @@ def test_models_of_the_wrong_kind(client, http):
 
 @pytest.fixture(scope="module")
 def alt():
-    """A server of its own: `truncate = false`, and the chat model declared an embedder
-    (`embeddings = true`)."""
-    root = tempfile.mkdtemp(prefix="cinder-embed-")
-    config = os.path.join(root, "cinder.toml")
-    with open(_required_env("CINDER_CONFIG")) as f:
-        text = f.read()
-    text = text.replace("truncate = true", "truncate = false")
-    assert "embeddings = false" in text
-    text = text.replace("embeddings = false", "embeddings = true", 1)
-    with open(config, "w") as f:
-        f.write(text)
-    srv = start_server(config=config)
-    yield openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
-    srv.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    """A server of its own: `truncate = false`, the chat model declared an embedder
+    (`embeddings = true`), and small token budgets per request."""
+    edits = {
+        "truncate = true": "truncate = false",
+        "embeddings = false": "embeddings = true",
+        "max_tokens_per_request = 300000": "max_tokens_per_request = 2000",
+        "max_prompt_tokens_per_request = 131072": "max_prompt_tokens_per_request = 1000",
+    }
+    with own_server("cinder-embed-", edits) as srv:
+        yield openai.OpenAI(base_url=srv.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_the_tokens_of_one_request_are_bounded(alt):
+    # all-MiniLM reads up to 256 tokens an input; token-id inputs are used as given.
+    assert alt.embeddings.create(model=MODEL, input=[[101] * 250] * 8).usage.prompt_tokens == 2000
+    with pytest.raises(openai.BadRequestError) as exc:
+        alt.embeddings.create(model=MODEL, input=[[101] * 250] * 9)
+    assert exc.value.body["param"] == "input"
+    assert exc.value.body["code"] == "max_tokens_per_request"
+    assert "2250 tokens" in exc.value.body["message"]
+    # The same for generation: all prompts of a legacy request together, and chat's messages.
+    with pytest.raises(openai.BadRequestError) as exc:
+        alt.completions.create(model="smollm2-135m-instruct", prompt=[[1] * 400] * 3, max_tokens=1)
+    assert exc.value.body["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError) as exc:
+        alt.chat.completions.create(
+            model="smollm2-135m-instruct", messages=[{"role": "user", "content": "word " * 1200}], max_tokens=1
+        )
+    assert exc.value.body["param"] == "messages"
+    assert exc.value.body["code"] == "max_tokens_per_request"
+    ok = alt.completions.create(model="smollm2-135m-instruct", prompt=[[1] * 400] * 2, max_tokens=1)
+    assert len(ok.choices) == 2
 
 
 def test_long_inputs_are_refused_when_configured(alt, reference):

@@ -36,6 +36,29 @@ impl embeddings::Host for HostState {
         inputs: Vec<EmbedInput>,
         overflow: Overflow,
     ) -> wasmtime::Result<Result<Embedded, types::Error>> {
+        self.embed_bounded(model, inputs, overflow, None).await
+    }
+
+    async fn embed_within(
+        &mut self,
+        model: String,
+        inputs: Vec<EmbedInput>,
+        overflow: Overflow,
+        max_tokens: u32,
+    ) -> wasmtime::Result<Result<Embedded, types::Error>> {
+        self.embed_bounded(model, inputs, overflow, Some(max_tokens))
+            .await
+    }
+}
+
+impl HostState {
+    async fn embed_bounded(
+        &mut self,
+        model: String,
+        inputs: Vec<EmbedInput>,
+        overflow: Overflow,
+        budget: Option<u32>,
+    ) -> wasmtime::Result<Result<Embedded, types::Error>> {
         let model = match self.models.embedder(&model) {
             Ok(m) => m,
             Err(e) => return Ok(Err(wit_error(e))),
@@ -50,12 +73,23 @@ impl embeddings::Host for HostState {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
         };
-        let prompt_tokens = ids.iter().map(|v| v.len() as u32).sum();
+        let prompt_tokens: u64 = ids.iter().map(|v| v.len() as u64).sum();
+        if let Some(max) = budget
+            && prompt_tokens > u64::from(max)
+        {
+            return Ok(Err(wit_error(CoreError::InvalidRequest {
+                message: format!(
+                    "the inputs have {prompt_tokens} tokens; at most {max} per request"
+                ),
+                param: Some("input".into()),
+                code: Some("max_tokens_per_request".into()),
+            })));
+        }
         let vectors = model.engine.embed(ids).await;
         self.touch();
         Ok(vectors.map_err(wit_error).map(|vectors| Embedded {
             vectors,
-            prompt_tokens,
+            prompt_tokens: u32::try_from(prompt_tokens).unwrap_or(u32::MAX),
             truncated,
         }))
     }

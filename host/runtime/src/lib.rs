@@ -102,6 +102,7 @@ pub(crate) mod embed_bindings {
         world: "embeddings-plugin",
         imports: {
             "cinder:plugin/embeddings.embed": async | trappable,
+            "cinder:plugin/embeddings.embed-within": async | trappable,
             default: trappable,
         },
         exports: { default: async },

@@ -34,6 +34,7 @@ pub fn complete<C: Chat + ?Sized>(
     let info = host.describe_model(&plan.model)?;
     let (prompt, calling) = render(&plan, host)?;
     let prompt_ids = host.tokenize(&plan.model, &prompt, true)?;
+    crate::validate::check_prompt_tokens(host, prompt_ids.len() as u64, "messages")?;
     // n choices are n independent sequences, all running in the engine at once. With a
     // seed, choice i uses seed + i, so choices differ and each is reproducible.
     let generations = (0..plan.n)

@@ -157,6 +157,7 @@ pub fn complete<C: Chat + ?Sized>(
         ));
     }
     let mut prompts = Vec::with_capacity(plan.prompts.len());
+    let mut total = 0u64;
     for p in &plan.prompts {
         let (ids, text) = match (p, &plan.suffix) {
             (PromptInput::Text(t), Some(suffix)) => {
@@ -179,6 +180,8 @@ pub fn complete<C: Chat + ?Sized>(
                 (ids.clone(), text)
             }
         };
+        total += ids.len() as u64;
+        crate::validate::check_prompt_tokens(host, total, "prompt")?;
         prompts.push((ids, text));
     }
     // best_of ranks by mean logprob, so it needs the sampled tokens' logprobs.

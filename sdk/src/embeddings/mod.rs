@@ -1,4 +1,4 @@
-//! The embeddings family (WIT 0.1.4 `embeddings`): `POST /v1/embeddings`.
+//! The embeddings family (WIT 0.1.4 `embeddings`, 0.1.5 `embed-within`): `POST /v1/embeddings`.
 //!
 //! [`Embeddings`] carries the first-party behaviour in its default methods; a plugin overrides
 //! what it changes and exports itself with [`export_embeddings!`](crate::export_embeddings).
@@ -69,7 +69,7 @@ pub fn embed<E: Embeddings + ?Sized>(
             Some("dimensions"),
         ));
     }
-    let out = host.embed(&plan.model, &plan.inputs, plan.overflow)?;
+    let out = host.embed_within(&plan.model, &plan.inputs, plan.overflow, plan.max_tokens)?;
     if out.truncated > 0 {
         crate::debug(&format!(
             "{} input(s) cut to the model's {} tokens",

@@ -10,6 +10,9 @@ use crate::{Error, invalid_request, validate};
 
 /// OpenAI's bound on inputs per request.
 pub const MAX_INPUTS: usize = 2048;
+/// OpenAI's bound on the tokens of all inputs of one request, unless the plugin setting
+/// `max_tokens_per_request` says otherwise.
+pub const MAX_TOKENS_PER_REQUEST: u32 = 300_000;
 
 /// How vectors go on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +39,9 @@ pub struct Plan {
     pub overflow: Overflow,
     /// `user`: the end user's id.
     pub user: Option<String>,
+    /// The most tokens all inputs together may have (after truncation): the plugin setting
+    /// `max_tokens_per_request`, else [`MAX_TOKENS_PER_REQUEST`].
+    pub max_tokens: u32,
     /// The vocabulary of token-id inputs: OpenAI's `cl100k_base` under an OpenAI embedding
     /// model's name, the model's own otherwise.
     pub token_ids: super::TokenIds,
@@ -76,7 +82,16 @@ pub fn plan(body: &str, host: &dyn Host) -> Result<Plan, Error> {
             )));
         }
     };
+    let max_tokens = match host.setting("max_tokens_per_request") {
+        None => MAX_TOKENS_PER_REQUEST,
+        Some(v) => v.parse().ok().filter(|&n: &u32| n >= 1).ok_or_else(|| {
+            Error::Internal(format!(
+                "the embeddings plugin's setting `max_tokens_per_request` must be a whole number of at least 1, not `{v}`"
+            ))
+        })?,
+    };
     Ok(Plan {
+        max_tokens,
         token_ids: super::token_ids_of(&req.model),
         model: req.model,
         inputs: inputs(&req.input)?,
