@@ -103,14 +103,35 @@ async fn imports_beyond_the_manifest_are_refused_and_grants_work() {
         .to_string();
     assert!(err.contains("root"), "{err}");
 
-    // With the grant, the guest really reaches the network.
+    // With the grant the guest has sockets, but loopback is closed to it until the operator
+    // grants the range for this plugin ([plugins.network]).
     let rt = runtime(limits());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
     let port = listener.local_addr().expect("addr").port();
+    let refused = call(&rt, &format!("connect:{port}")).await;
+    match refused.as_slice() {
+        [Output::Respond { status: 200, body }] => {
+            assert!(body.starts_with("\"refused"), "{body}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    rt.set_network_grants([(
+        "misbehave".to_string(),
+        vec!["127.0.0.1/32".parse().expect("a range")],
+    )]);
     assert_ok_with(
         &call(&rt, &format!("connect:{port}")).await,
         "\"connected\"",
     );
+    // Another plugin's grant opens nothing for this one.
+    rt.set_network_grants([(
+        "other".to_string(),
+        vec!["127.0.0.0/8".parse().expect("a range")],
+    )]);
+    assert!(!matches!(
+        call(&rt, &format!("connect:{port}")).await.as_slice(),
+        [Output::Respond { body, .. }] if body == "\"connected\""
+    ));
     for d in [without, unknown] {
         let _ = std::fs::remove_dir_all(d);
     }

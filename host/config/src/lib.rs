@@ -111,6 +111,10 @@ pub struct PluginsConfig {
     pub cache_dir: PathBuf,
     /// Per plugin id, settings the plugin reads through the `config` WIT interface.
     pub settings: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    /// Per plugin id, address ranges beyond the public internet that a plugin granted
+    /// `network` may reach (`"192.168.1.0/24"`, `"127.0.0.1"`): loopback, private,
+    /// link-local and other special ranges are closed to plugins otherwise.
+    pub network: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for PluginsConfig {
@@ -119,6 +123,7 @@ impl Default for PluginsConfig {
             dir: None,
             cache_dir: PathBuf::from("~/.cache/cinder/compiled"),
             settings: BTreeMap::new(),
+            network: BTreeMap::new(),
         }
     }
 }
@@ -241,6 +246,28 @@ pub struct ModelConfig {
 }
 
 impl PluginsConfig {
+    /// `network` parsed: plugin id → the ranges it may reach (a bare address is one host).
+    pub fn network_grants(&self) -> Result<BTreeMap<String, Vec<ipnet::IpNet>>, ConfigError> {
+        self.network
+            .iter()
+            .map(|(id, ranges)| {
+                let parsed = ranges
+                    .iter()
+                    .map(|r| {
+                        r.parse::<ipnet::IpNet>()
+                            .or_else(|_| r.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| {
+                                ConfigError::Invalid(format!(
+                                    "plugins.network.{id}: `{r}` is not an address or a CIDR range"
+                                ))
+                            })
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok((id.clone(), parsed))
+            })
+            .collect()
+    }
+
     /// Every plugin's settings as strings: TOML strings verbatim, other scalars as written.
     pub fn settings_as_strings(&self) -> BTreeMap<String, Vec<(String, String)>> {
         self.settings
@@ -306,6 +333,7 @@ impl Config {
                 }
             }
         }
+        self.plugins.network_grants()?;
         for (id, settings) in &self.plugins.settings {
             for (key, value) in settings {
                 if matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
@@ -431,6 +459,11 @@ impl Config {
             "plugins.settings",
             true,
         );
+        c.note(
+            self.plugins.network != new.plugins.network,
+            "plugins.network",
+            true,
+        );
         let (a, b) = (&self.limits, &new.limits);
         // The instance pool is sized from these two when the server starts.
         c.note(
@@ -506,6 +539,7 @@ impl Config {
         s.api_keys = n.api_keys.clone();
         s.cors_origins = n.cors_origins.clone();
         self.plugins.settings = new.plugins.settings.clone();
+        self.plugins.network = new.plugins.network.clone();
         let (l, n) = (&mut self.limits, &new.limits);
         l.plugin_cpu_ms = n.plugin_cpu_ms;
         l.request_timeout_secs = n.request_timeout_secs;

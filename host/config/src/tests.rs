@@ -108,7 +108,7 @@ fn apply_live_takes_exactly_the_live_keys() {
     let a: Config = toml::from_str("[[models]]\nid='m'\npath='x'\n").unwrap();
     let b: Config = toml::from_str(
         "[server]\nport = 9\napi_keys = ['k']\ncors_origins = []\nlog = 'debug'\nmax_body_bytes = 5\n\
-         [plugins.settings.p]\nk = 1\n[limits]\nplugin_cpu_ms = 5\nrequest_timeout_secs = 6\n\
+         [plugins.settings.p]\nk = 1\n[plugins.network]\np = ['10.0.0.1']\n[limits]\nplugin_cpu_ms = 5\nrequest_timeout_secs = 6\n\
          idle_timeout_secs = 7\nmax_queued_requests = 8\nmax_concurrent_requests = 9\n\
          [[models]]\nid='m'\npath='x'\naliases=['g']\n",
     )
@@ -131,4 +131,23 @@ fn duplicate_ids_are_refused() {
     let c: Config =
         toml::from_str("[[models]]\nid='a'\npath='x'\n[[models]]\nid='a'\npath='y'\n").unwrap();
     assert!(c.validate().is_err());
+}
+
+#[test]
+fn network_grants_parse_addresses_and_ranges() {
+    let c: Config =
+        toml::from_str("[plugins.network]\np = ['127.0.0.1', '10.0.0.0/8', '::1', 'fd00::/8']\n")
+            .unwrap();
+    c.validate().unwrap();
+    let grants = c.plugins.network_grants().unwrap();
+    assert_eq!(grants["p"].len(), 4);
+    assert_eq!(grants["p"][0].to_string(), "127.0.0.1/32");
+    let bad: Config = toml::from_str("[plugins.network]\np = ['localhost']\n").unwrap();
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("plugins.network.p") && err.contains("localhost"),
+        "{err}"
+    );
+    let a: Config = toml::from_str("").unwrap();
+    assert_eq!(a.changes(&c).live, ["plugins.network"]);
 }

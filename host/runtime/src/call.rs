@@ -130,10 +130,17 @@ impl Runtime {
             guest_log::Stream::Stderr,
         ));
         if plugin.capabilities.contains(&Capability::Network) {
+            let grants = self
+                .network
+                .load()
+                .get(&plugin.info.id)
+                .cloned()
+                .unwrap_or_else(|| Arc::from([]));
             wasi.inherit_network()
                 .allow_tcp(true)
                 .allow_udp(true)
-                .allow_ip_name_lookup(true);
+                .allow_ip_name_lookup(true)
+                .socket_addr_check(crate::net_policy::check(id.clone(), grants));
         }
         let data = plugin.dir.join("data");
         if plugin.capabilities.contains(&Capability::Filesystem)

@@ -29,6 +29,7 @@ mod guest_log;
 mod host;
 mod inference_host;
 mod manifest;
+mod net_policy;
 mod plugin;
 mod quota;
 mod reload;
@@ -227,6 +228,8 @@ pub struct Runtime {
     documents: ArcSwap<documents::DocumentStore>,
     /// Per plugin id: its settings from the config file.
     settings: ArcSwap<std::collections::HashMap<String, Arc<Settings>>>,
+    /// Per plugin id: the closed address ranges it may reach anyway (`net_policy`).
+    network: ArcSwap<std::collections::HashMap<String, Arc<[ipnet::IpNet]>>>,
     registry: ArcSwap<Registry>,
     /// Bounds live instances to the pool's size: excess requests wait instead of failing.
     slots: Arc<Semaphore>,
@@ -314,6 +317,7 @@ impl Runtime {
             cache: cache::CompileCache::new(cache_dir),
             documents: ArcSwap::from_pointee(documents::DocumentStore::new(None)),
             settings: ArcSwap::from_pointee(Default::default()),
+            network: ArcSwap::from_pointee(Default::default()),
             registry: ArcSwap::from_pointee(Registry::default()),
             slots,
             waiting: std::sync::atomic::AtomicUsize::new(0),
@@ -463,6 +467,19 @@ impl Runtime {
             })
             .collect();
         self.settings.store(Arc::new(sorted));
+    }
+
+    /// Replaces every plugin's network grants (plugin id → ranges beyond the public internet
+    /// it may reach); calls that start from now on use the new ones.
+    pub fn set_network_grants(
+        &self,
+        grants: impl IntoIterator<Item = (String, Vec<ipnet::IpNet>)>,
+    ) {
+        let grants = grants
+            .into_iter()
+            .map(|(id, ranges)| (id, Arc::from(ranges)))
+            .collect();
+        self.network.store(Arc::new(grants));
     }
 
     /// Keeps plugins' documents in `dir` from now on (set it before serving).

@@ -119,6 +119,10 @@ impl Live {
         self.settings.store(Arc::new(settings(&running)));
         self.runtime.set_limits(limits(&running));
         self.runtime.set_plugin_settings(plugin_settings(&running));
+        // Validated with the rest of the file: an error here cannot happen.
+        if let Ok(grants) = running.plugins.network_grants() {
+            self.runtime.set_network_grants(grants);
+        }
         if changes.live.contains(&"server.log") {
             match (&self.log, EnvFilter::try_new(&running.server.log)) {
                 (Some(handle), Ok(filter)) => {

@@ -162,6 +162,7 @@ fn main() -> Result<()> {
         .context("no plugin folder: set plugins.dir or pass --plugins")?;
     runtime.set_storage_dir(config.storage.dir.clone());
     runtime.set_plugin_settings(config_watch::plugin_settings(&config));
+    runtime.set_network_grants(config.plugins.network_grants()?);
     for p in runtime.load_dir(&plugin_dir)? {
         info!(plugin = %p.id, version = %p.version, wit = %p.wit_version, routes = ?p.routes, "plugin loaded");
     }
