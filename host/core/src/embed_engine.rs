@@ -111,7 +111,20 @@ fn stopped() -> CoreError {
 }
 
 fn run(embedder: &Embedder, rx: &std_mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
+    let mut trim = crate::memory::IdleTrim::default();
+    loop {
+        let first = match rx.try_recv() {
+            Ok(job) => job,
+            Err(std_mpsc::TryRecvError::Disconnected) => return,
+            Err(std_mpsc::TryRecvError::Empty) => {
+                // Out of work: a batch of 2048 inputs left large activations freed.
+                trim.idle();
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+        };
         let mut jobs = vec![first];
         while let Ok(job) = rx.try_recv() {
             jobs.push(job);
@@ -119,6 +132,7 @@ fn run(embedder: &Embedder, rx: &std_mpsc::Receiver<Job>) {
         // Requesters that went away while waiting need no vectors.
         jobs.retain(|job| !job.reply.is_closed());
         serve(embedder, jobs);
+        trim.worked();
     }
 }
 

@@ -151,6 +151,7 @@ impl EngineHandle {
             queue,
             limits,
             waiting: waiting.clone(),
+            trim: Default::default(),
         };
         std::thread::Builder::new()
             .name(format!("engine-{name}"))
@@ -311,6 +312,7 @@ struct Engine {
     queue: Queue,
     limits: EngineLimits,
     waiting: Waiting,
+    trim: crate::memory::IdleTrim,
 }
 
 impl Engine {
@@ -353,6 +355,7 @@ impl Engine {
     fn run(&mut self, rx: &std_mpsc::Receiver<Job>) {
         loop {
             if self.running.is_empty() && self.embeds.is_empty() && self.queue.is_empty() {
+                self.trim.idle();
                 match rx.recv() {
                     Ok(job) => self.take(job),
                     Err(_) => return, // every handle dropped: shutdown
@@ -362,6 +365,7 @@ impl Engine {
                 self.take(job);
             }
             self.admit_waiting();
+            self.trim.worked();
             let progressed = self.step();
             self.share_blocks();
             self.running.retain(|s| !s.done);

@@ -20,6 +20,7 @@ mod grammar_budget;
 mod kv_blocks;
 mod llama;
 mod llama_embed;
+mod memory;
 mod model;
 pub mod quant;
 mod registry;
