@@ -53,6 +53,7 @@ fn limits(max_running: usize, max_kv_bytes: usize, max_waiting: usize) -> Engine
         max_running,
         max_kv_bytes,
         max_waiting,
+        ..EngineLimits::default()
     }
 }
 

@@ -314,3 +314,48 @@ async fn a_client_that_leaves_the_queue_frees_its_place() {
         [Output::Respond { status: 200, .. }]
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_under_data_neither_reload_nor_postpone_a_reload() {
+    let root = std::env::temp_dir().join(format!("cinder-churn-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let plugin = root.join("misbehave");
+    std::fs::create_dir_all(plugin.join("data")).expect("temp dir");
+    for f in ["plugin.toml", "plugin.wasm"] {
+        std::fs::copy(fixtures().join("misbehave").join(f), plugin.join(f)).expect("copy fixture");
+    }
+    let rt =
+        Runtime::new(Arc::new(ModelRegistry::default()), limits(), None).expect("runtime starts");
+    rt.load_dir(&root).expect("folder loads");
+    rt.watch(&root).expect("watch starts");
+    // Something keeps writing the plugin's data, faster than the reload's quiet period.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, file) = (stop.clone(), plugin.join("data/churn"));
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                std::fs::write(&file, n.to_string()).expect("write data");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let loads = rt.folder_loads();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(rt.folder_loads(), loads, "data writes reloaded the folder");
+    // A new version still goes live while the writes go on.
+    let manifest = std::fs::read_to_string(plugin.join("plugin.toml")).expect("manifest");
+    std::fs::write(
+        plugin.join("plugin.toml"),
+        manifest.replace("version = \"0.1.0\"", "version = \"0.2.0\""),
+    )
+    .expect("write");
+    eventually("the new version serves", || {
+        rt.plugins().first().is_some_and(|p| p.version == "0.2.0")
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("writer");
+    let _ = std::fs::remove_dir_all(&root);
+}

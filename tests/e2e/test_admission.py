@@ -1,7 +1,8 @@
 """Engine admission (issue 17): a model generates at most `max_running_sequences` at once; the
 rest wait without holding cache and still complete, and past `max_waiting_sequences` a request
 gets a 429 with Retry-After instead of queueing without end. On a server of its own with two
-running sequences and eight waiting."""
+running sequences and eight waiting, and a small `[limits.grammar]` (the config reaches the
+grammar bounds)."""
 
 import threading
 
@@ -22,6 +23,7 @@ def srv():
     edits = {
         "max_running_sequences = 64": "max_running_sequences = 2",
         "max_waiting_sequences = 1024": "max_waiting_sequences = 8",
+        "max_properties = 2000": "max_properties = 5",
     }
     with own_server("cinder-admission-", edits) as s:
         yield s
@@ -89,3 +91,17 @@ def test_a_full_waiting_room_is_a_429_and_frees_itself(srv):
     # The refused requests' choices left the queue with them: there is room again.
     r = sdk(srv).chat.completions.create(model=MODEL, messages=HI, n=6, max_tokens=2)
     assert len(r.choices) == 6
+
+
+def test_the_grammar_bounds_come_from_the_config(srv):
+    def schema(n):
+        props = {f"p{i}": {"type": "integer"} for i in range(n)}
+        return {"type": "json_schema", "json_schema": {"name": "x", "schema": {
+            "type": "object", "properties": props, "required": list(props), "additionalProperties": False}}}
+
+    ok = sdk(srv).chat.completions.create(model=MODEL, messages=HI, max_tokens=40, response_format=schema(5))
+    assert ok.choices[0].message.content.startswith("{")
+    with pytest.raises(openai.BadRequestError) as e:
+        sdk(srv).chat.completions.create(model=MODEL, messages=HI, max_tokens=4, response_format=schema(6))
+    assert e.value.body["param"] == "response_format"
+    assert "5" in e.value.body["message"]

@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod limits;
+use limits::MAX_SECONDS;
+pub use limits::{GrammarLimits, Limits};
+
 /// What can be wrong with a configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -141,58 +145,6 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             dir: PathBuf::from("~/.local/share/cinder/documents"),
-        }
-    }
-}
-
-/// `limits.*_secs` and `plugin_cpu_ms` at most a day.
-const MAX_SECONDS: u64 = 86_400;
-/// wasm32's whole address space.
-const MAX_PLUGIN_MEMORY_MIB: u64 = 4096;
-/// Instances alive at once (each reserves its memory's address space in the pool).
-const MAX_CONCURRENT: u64 = 4096;
-const MAX_QUEUED: u64 = 1_000_000;
-
-/// `[limits]`: what one plugin call may use.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Limits {
-    /// Linear memory a plugin instance may grow to, in MiB.
-    pub plugin_memory_mib: u64,
-    /// CPU time a plugin may spend running (not waiting for tokens) per request, in ms.
-    pub plugin_cpu_ms: u64,
-    /// Wall-clock limit of one request, in seconds.
-    pub request_timeout_secs: u64,
-    /// A request that makes no progress (no token, no write taken by the client) for this
-    /// long is ended with a 504, in seconds.
-    pub idle_timeout_secs: u64,
-    /// Plugin instances alive at once; more concurrent requests wait for a slot.
-    pub max_concurrent_requests: u32,
-    /// Requests allowed to wait for a slot; beyond that the server answers 429 with
-    /// `Retry-After` at once instead of queueing without end.
-    pub max_queued_requests: u32,
-    /// Sequences (choices, prompts) each model generates at once; more wait, holding no
-    /// cache, and are admitted fairly between requests.
-    pub max_running_sequences: u32,
-    /// KV cache, in MiB, each model's running sequences may grow to (each counts its prompt
-    /// plus `max_tokens`, or the whole context without one).
-    pub max_kv_mib: u64,
-    /// Sequences allowed to wait for a model; beyond that requests get a 429.
-    pub max_waiting_sequences: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            plugin_memory_mib: 64,
-            plugin_cpu_ms: 10_000,
-            request_timeout_secs: 600,
-            idle_timeout_secs: 120,
-            max_concurrent_requests: 64,
-            max_queued_requests: 256,
-            max_running_sequences: 64,
-            max_kv_mib: 16 << 10,
-            max_waiting_sequences: 1024,
         }
     }
 }
@@ -343,51 +295,7 @@ impl Config {
                 }
             }
         }
-        let l = &self.limits;
-        // Upper bounds: a huge timeout overflows the deadline arithmetic of every request, a
-        // huge pool reserves address space for every instance.
-        for (key, value, max) in [
-            (
-                "plugin_memory_mib",
-                l.plugin_memory_mib,
-                MAX_PLUGIN_MEMORY_MIB,
-            ),
-            ("plugin_cpu_ms", l.plugin_cpu_ms, MAX_SECONDS * 1000),
-            ("request_timeout_secs", l.request_timeout_secs, MAX_SECONDS),
-            ("idle_timeout_secs", l.idle_timeout_secs, MAX_SECONDS),
-            (
-                "max_concurrent_requests",
-                u64::from(l.max_concurrent_requests),
-                MAX_CONCURRENT,
-            ),
-            (
-                "max_queued_requests",
-                u64::from(l.max_queued_requests),
-                MAX_QUEUED,
-            ),
-            (
-                "max_running_sequences",
-                u64::from(l.max_running_sequences),
-                MAX_CONCURRENT,
-            ),
-            ("max_kv_mib", l.max_kv_mib, 1 << 30),
-            (
-                "max_waiting_sequences",
-                u64::from(l.max_waiting_sequences),
-                MAX_QUEUED,
-            ),
-        ] {
-            if value == 0 && key != "max_queued_requests" {
-                return Err(ConfigError::Invalid(format!(
-                    "limits.{key} must be greater than zero"
-                )));
-            }
-            if value > max {
-                return Err(ConfigError::Invalid(format!(
-                    "limits.{key} is {value}; at most {max}"
-                )));
-            }
-        }
+        self.limits.validate()?;
         let s = &self.server;
         for (key, value, max) in [
             ("header_read_timeout_secs", s.header_read_timeout_secs, 3600),
@@ -508,6 +416,8 @@ impl Config {
             "limits.max_waiting_sequences",
             false,
         );
+        // Each model's grammar compiler takes them when the model loads.
+        c.note(a.grammar != b.grammar, "limits.grammar", false);
         // Aliases apply live; loading and unloading models while serving is not built yet.
         let without_aliases = |models: &[ModelConfig]| -> Vec<ModelConfig> {
             models

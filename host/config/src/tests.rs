@@ -34,8 +34,15 @@ fn limits_have_upper_bounds() {
         "max_running_sequences = 100000",
         "max_kv_mib = 0",
         "max_waiting_sequences = 0",
+        "grammar.max_refs = 0",
+        "grammar.max_refs = 20000",
+        "grammar.max_depth = 5000",
     ] {
-        let c: Config = toml::from_str(&format!("[limits]\n{bad}\n")).unwrap();
+        let toml = match bad.strip_prefix("grammar.") {
+            Some(g) => format!("[limits.grammar]\n{g}\n"),
+            None => format!("[limits]\n{bad}\n"),
+        };
+        let c: Config = toml::from_str(&toml).unwrap();
         let err = c.validate().unwrap_err().to_string();
         let key = bad.split(' ').next().unwrap();
         assert!(err.contains(key), "{bad}: {err}");

@@ -23,6 +23,8 @@ pub struct EngineLimits {
     pub max_kv_bytes: usize,
     /// Sequences waiting to be admitted; past it, new ones are refused as busy.
     pub max_waiting: usize,
+    /// What one output grammar may contain.
+    pub grammar: crate::GrammarLimits,
 }
 
 impl Default for EngineLimits {
@@ -31,6 +33,7 @@ impl Default for EngineLimits {
             max_running: 64,
             max_kv_bytes: 16 << 30,
             max_waiting: 1024,
+            grammar: crate::GrammarLimits::default(),
         }
     }
 }

@@ -41,8 +41,14 @@ pub struct Grammars {
 const SPECIAL: u8 = 0xFF;
 
 impl Grammars {
-    /// Builds the token trie of `tokenizer`'s vocabulary (~100 ms for 49k tokens).
+    /// Builds the token trie of `tokenizer`'s vocabulary (~100 ms for 49k tokens), with the
+    /// default bounds on what a grammar may contain.
     pub fn new(tokenizer: &Tokenizer) -> Result<Self, CoreError> {
+        Self::with_limits(tokenizer, GrammarLimits::default())
+    }
+
+    /// The same under `limits`.
+    pub fn with_limits(tokenizer: &Tokenizer, limits: GrammarLimits) -> Result<Self, CoreError> {
         let vocab = tokenizer.vocab_size() as u32;
         let words: Vec<Vec<u8>> = (0..vocab)
             .map(|id| match tokenizer.token_bytes(id) {
@@ -62,10 +68,7 @@ impl Grammars {
         factory.quiet();
         // Errors name the problem; the parser's state and the grammar stay out of them.
         factory.limits_mut().verbose_errors = false;
-        Ok(Grammars {
-            factory,
-            limits: GrammarLimits::default(),
-        })
+        Ok(Grammars { factory, limits })
     }
 
     /// A fresh matcher for `constraint`; a grammar the engine cannot support is a 400 naming
@@ -149,12 +152,25 @@ fn first_line(e: &str) -> &str {
 
 /// A model's grammars, built on first use.
 #[derive(Default)]
-pub struct LazyGrammars(OnceLock<Result<Grammars, String>>);
+pub struct LazyGrammars {
+    built: OnceLock<Result<Grammars, String>>,
+    limits: GrammarLimits,
+}
 
 impl LazyGrammars {
+    /// Grammars that will be built under `limits`.
+    pub fn new(limits: GrammarLimits) -> Self {
+        LazyGrammars {
+            built: OnceLock::new(),
+            limits,
+        }
+    }
+
     pub fn get(&self, tokenizer: &Tokenizer) -> Result<&Grammars, CoreError> {
-        self.0
-            .get_or_init(|| Grammars::new(tokenizer).map_err(|e| e.to_string()))
+        self.built
+            .get_or_init(|| {
+                Grammars::with_limits(tokenizer, self.limits).map_err(|e| e.to_string())
+            })
             .as_ref()
             .map_err(|e| CoreError::Backend(e.clone()))
     }

@@ -161,7 +161,7 @@ impl EngineHandle {
             tx,
             tokenizer,
             context_length,
-            grammars: Arc::new(LazyGrammars::default()),
+            grammars: Arc::new(LazyGrammars::new(limits.grammar)),
             limits,
             waiting,
         })

@@ -41,6 +41,7 @@ pub use host::{HostState, Settings};
 pub use manifest::Capability;
 use plugin::{Plugin, Registry};
 pub use plugin::{PluginInfo, RouteMatch};
+pub use reload::{MAX_DELAY as RELOAD_MAX_DELAY, settle};
 
 /// Bindings for the `chat-plugin` world of `wit/v0.1`.
 pub(crate) mod bindings {

@@ -97,12 +97,49 @@ fn digest(manifest: &[u8], wasm: &[u8]) -> u64 {
     h.finish()
 }
 
-/// Digest of a plugin folder's two files, or `None` if they cannot be read.
+/// Digest of a plugin folder's two files, or `None` if they cannot be read as a pair.
 fn digest_of(dir: &Path) -> Option<u64> {
-    Some(digest(
-        &std::fs::read(dir.join("plugin.toml")).ok()?,
-        &std::fs::read(dir.join("plugin.wasm")).ok()?,
-    ))
+    let (manifest, wasm) = read_pair(dir).ok()?;
+    Some(digest(&manifest, &wasm))
+}
+
+/// Reads a folder's `plugin.toml` and `plugin.wasm` as one pair, so that a deploy replacing
+/// them one after the other never gets a new manifest loaded with the old component (or the
+/// reverse). The manifest is read before and after the component, and the component's size
+/// and modification time taken before and after it is read; any change in between means a
+/// writer is at work, so it reads again a little later.
+fn read_pair(dir: &Path) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let stamp = || {
+        let m = std::fs::metadata(dir.join("plugin.wasm")).ok()?;
+        Some((m.len(), m.modified().ok()?))
+    };
+    read_pair_with(|name| std::fs::read(dir.join(name)), stamp)
+}
+
+fn read_pair_with<S: PartialEq>(
+    mut read: impl FnMut(&str) -> std::io::Result<Vec<u8>>,
+    mut stamp: impl FnMut() -> Option<S>,
+) -> Result<(Vec<u8>, Vec<u8>), String> {
+    const ATTEMPTS: u32 = 5;
+    let file = |name: &'static str| move |e: std::io::Error| format!("{name}: {e}");
+    for attempt in 1..=ATTEMPTS {
+        let manifest = read("plugin.toml").map_err(file("plugin.toml"))?;
+        let before = stamp();
+        let wasm = read("plugin.wasm").map_err(file("plugin.wasm"))?;
+        let steady = before.is_some()
+            && stamp() == before
+            && read("plugin.toml").map_err(file("plugin.toml"))? == manifest;
+        if steady {
+            return Ok((manifest, wasm));
+        }
+        if attempt < ATTEMPTS {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    Err(
+        "plugin.toml and plugin.wasm kept changing while being read; the next change reloads it"
+            .into(),
+    )
 }
 
 impl Plugin {
@@ -121,8 +158,9 @@ impl Plugin {
             path: dir.display().to_string(),
             reason,
         };
-        let manifest_text = std::fs::read_to_string(dir.join("plugin.toml"))
-            .map_err(|e| fail(format!("plugin.toml: {e}")))?;
+        let (manifest_bytes, bytes) = read_pair(dir).map_err(fail)?;
+        let manifest_text =
+            String::from_utf8(manifest_bytes).map_err(|_| fail("plugin.toml: not UTF-8".into()))?;
         let manifest: Manifest =
             toml::from_str(&manifest_text).map_err(|e| fail(format!("plugin.toml: {e}")))?;
         // The id names the plugin's storage folder and its settings: a path (`../../x`) or a
@@ -174,8 +212,6 @@ impl Plugin {
                     .into(),
             ));
         }
-        let bytes = std::fs::read(dir.join("plugin.wasm"))
-            .map_err(|e| fail(format!("plugin.wasm: {e}")))?;
         let component = cache
             .component(engine, &bytes)
             .map_err(|e| fail(format!("not a valid component for this host: {e}")))?;
@@ -476,6 +512,47 @@ mod tests {
         assert!(overlaps("/v1/{x}/{y}", "/v1/models/{*}"));
         assert!(!overlaps("/v1/models/{*}", "/v1/models"));
         assert!(!overlaps("/v1/test/misbehave", "/v1/models/{*}"));
+    }
+
+    #[test]
+    fn a_manifest_and_component_are_read_as_one_pair() {
+        // A deploy lands the new manifest after the old component was read: read again.
+        let mut reads = 0;
+        let pair = read_pair_with(
+            |name| {
+                reads += 1;
+                Ok(match (name, reads) {
+                    ("plugin.toml", 1) => b"old".to_vec(),
+                    ("plugin.toml", _) => b"new".to_vec(),
+                    (_, 2) => b"old wasm".to_vec(),
+                    _ => b"new wasm".to_vec(),
+                })
+            },
+            || Some(0),
+        );
+        assert_eq!(pair, Ok((b"new".to_vec(), b"new wasm".to_vec())));
+        // The component changing under the read (its stamp moves) is read again too.
+        let mut stamps = 0;
+        let pair = read_pair_with(
+            |name| Ok(name.as_bytes().to_vec()),
+            || {
+                stamps += 1;
+                Some(stamps.min(3))
+            },
+        );
+        assert!(pair.is_ok());
+        assert_eq!(stamps, 4, "one unsteady attempt, then a steady one");
+        // A writer that never stops is reported, not loaded half-written.
+        let mut n = 0;
+        let err = read_pair_with(
+            |_| {
+                n += 1;
+                Ok(n.to_string().into_bytes())
+            },
+            || Some(0),
+        )
+        .expect_err("never steady");
+        assert!(err.contains("kept changing"), "{err}");
     }
 
     #[test]

@@ -162,7 +162,10 @@ pub fn watch(live: Arc<Live>) -> Result<notify::RecommendedWatcher> {
         .name("config-reload".into())
         .spawn(move || {
             while rx.recv().is_ok() {
-                while rx.recv_timeout(DEBOUNCE).is_ok() {}
+                // An editor or a tool rewriting the file without pause still gets a reload.
+                if !cinder_runtime::settle(&rx, DEBOUNCE, cinder_runtime::RELOAD_MAX_DELAY) {
+                    return;
+                }
                 live.reload();
             }
         })?;

@@ -143,6 +143,7 @@ fn main() -> Result<()> {
                 max_running: config.limits.max_running_sequences as usize,
                 max_kv_bytes: usize::try_from(config.limits.max_kv_mib << 20).unwrap_or(usize::MAX),
                 max_waiting: config.limits.max_waiting_sequences as usize,
+                grammar: grammar_limits(&config.limits.grammar),
             },
         })
         .collect();
@@ -227,4 +228,35 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// `[limits.grammar]` as the core takes it.
+fn grammar_limits(g: &cinder_config::GrammarLimits) -> cinder_core::GrammarLimits {
+    // Validated against bounds far below usize::MAX.
+    let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    cinder_core::GrammarLimits {
+        max_nodes: n(g.max_nodes),
+        max_depth: n(g.max_depth),
+        max_refs: n(g.max_refs),
+        max_definitions: n(g.max_definitions),
+        max_properties: n(g.max_properties),
+        max_text_bytes: n(g.max_text_kib).saturating_mul(1024),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The config crate knows nothing of the core; this pins its defaults to the core's.
+    #[test]
+    fn the_configs_grammar_defaults_are_the_cores() {
+        assert_eq!(
+            super::grammar_limits(&cinder_config::GrammarLimits::default()),
+            cinder_core::GrammarLimits::default()
+        );
+        let engine = cinder_core::EngineLimits::default();
+        let limits = cinder_config::Limits::default();
+        assert_eq!(limits.max_running_sequences as usize, engine.max_running);
+        assert_eq!((limits.max_kv_mib << 20) as usize, engine.max_kv_bytes);
+        assert_eq!(limits.max_waiting_sequences as usize, engine.max_waiting);
+    }
 }
