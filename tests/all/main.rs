@@ -7,6 +7,7 @@ mod chat_embeddings;
 mod constrained;
 mod embeddings;
 mod faults;
+mod fuzz_schemas;
 mod golden;
 mod loading;
 mod prefix;

@@ -25,7 +25,10 @@ def wide(n):
 
 
 CYCLE = {"$defs": {"a": {"$ref": "#/$defs/b"}, "b": {"$ref": "#/$defs/a"}}, "$ref": "#/$defs/a"}
-KILLERS = {"1000-hop $ref": ref_chain(1000), "3000-hop $ref": ref_chain(3000), "8000 properties": wide(8000), "$ref cycle": CYCLE}
+# Found by tests/all/fuzz_schemas.rs: llguidance recursed without end on this integer range.
+LOW_RANGE = {"type": "object", "properties": {"n": {"type": "integer", "minimum": -1e30, "maximum": -1e30}}, "required": ["n"]}
+KILLERS = {"1000-hop $ref": ref_chain(1000), "3000-hop $ref": ref_chain(3000), "8000 properties": wide(8000), "$ref cycle": CYCLE,
+           "i64::MIN range": LOW_RANGE}
 
 
 def still_serving(http):

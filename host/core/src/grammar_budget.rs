@@ -93,6 +93,15 @@ impl GrammarLimits {
                             self.max_properties
                         ));
                     }
+                    if let Some(key) = NUMERIC_BOUNDS.iter().find(|k| {
+                        map.get(**k)
+                            .and_then(Value::as_f64)
+                            .is_some_and(|b| b < LOWEST_BOUND)
+                    }) {
+                        return Err(format!(
+                            "`{key}` is below -9.2e18; bounds that low are not supported"
+                        ));
+                    }
                     stack.extend(map.values().map(|c| (c, depth + 1)));
                 }
                 Value::Array(items) => stack.extend(items.iter().map(|c| (c, depth + 1))),
@@ -118,6 +127,17 @@ impl GrammarLimits {
         Ok(())
     }
 }
+
+/// Numeric bounds of a schema.
+const NUMERIC_BOUNDS: [&str; 4] = ["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"];
+
+/// llguidance 1.9.1 saturates integer bounds to i64 and recurses without end (a stack
+/// overflow, whatever the stack) on a range whose ends are both `i64::MIN`, e.g.
+/// `{"type": "integer", "minimum": -1e30, "maximum": -1e30}` (found by
+/// `tests/all/fuzz_schemas.rs`; see `docs/upstream/llguidance-recursion.md`). A bound that
+/// low is refused whatever the type: `allOf` can pair it with `integer` elsewhere. Ranges
+/// with one end there already fail to compile with an error.
+const LOWEST_BOUND: f64 = -9.2e18;
 
 /// Keywords that do not constrain a value: a schema with only these and `$ref` is the
 /// schema it points at.
@@ -164,6 +184,26 @@ mod tests {
     use serde_json::json;
 
     /// A chain of `n` `$ref` hops ending in a string.
+    #[test]
+    fn integer_bounds_llguidance_cannot_compile_are_refused() {
+        let l = GrammarLimits::default();
+        for bad in [
+            json!({"type": "integer", "minimum": -1e30, "maximum": -1e30}),
+            json!({"allOf": [{"type": "integer"}, {"minimum": -9223372036854775807i64, "maximum": -9223372036854775806i64}]}),
+            json!({"properties": {"a": {"exclusiveMaximum": -1e300}}}),
+        ] {
+            let why = l.check_schema(&bad).expect_err("refused");
+            assert!(why.contains("below"), "{why}");
+        }
+        for ok in [
+            json!({"type": "integer", "minimum": -9007199254740991i64, "maximum": 9007199254740991i64}),
+            json!({"type": "number", "maximum": 1e300}),
+            json!({"type": "integer", "minimum": -5, "maximum": -5}),
+        ] {
+            assert_eq!(l.check_schema(&ok), Ok(()), "{ok}");
+        }
+    }
+
     pub(crate) fn ref_chain(n: usize) -> Value {
         let mut defs = serde_json::Map::new();
         for i in 0..n {
