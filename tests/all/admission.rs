@@ -136,3 +136,23 @@ fn admission_is_fair_between_requests() {
         assert_eq!(finish(rx), n);
     }
 }
+
+#[test]
+fn a_waiting_sequence_runs_when_every_running_one_sits_unread() {
+    // A reader that waits for the second choice before reading the first (plugins built
+    // before WIT 0.1.5 read choices in turn): the first fills its channel and pauses holding
+    // the only slot. The engine admits the second past the cap instead of stalling both.
+    let model = load_smollm2_limited(limits(1, usize::MAX, 16));
+    let mut unread = submit(&model, 1, 200);
+    let mut second = submit(&model, 1, 4);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let _ = tx.send(finish(&mut second));
+    });
+    let got = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the second sequence ran while the first sat unread");
+    assert_eq!(got, 4);
+    reader.join().expect("reader");
+    assert_eq!(finish(&mut unread), 200);
+}

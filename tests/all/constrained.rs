@@ -41,6 +41,7 @@ fn request(question: &str, constraint: Constraint, max_tokens: u32) -> GenerateR
         top_logprobs: None,
         constraint: Some(constraint),
         group: 0,
+        label: "test".into(),
     }
 }
 

@@ -63,6 +63,7 @@ pub fn greedy_request(prompt: Vec<u32>, max_tokens: u32) -> cinder_core::Generat
         top_logprobs: None,
         constraint: None,
         group: 0,
+        label: "test".into(),
     }
 }
 

@@ -2,7 +2,7 @@
 rest wait without holding cache and still complete, and past `max_waiting_sequences` a request
 gets a 429 with Retry-After instead of queueing without end. On a server of its own with two
 running sequences and eight waiting, and a small `[limits.grammar]` (the config reaches the
-grammar bounds)."""
+grammar bounds), logging the core at debug level."""
 
 import threading
 
@@ -24,6 +24,7 @@ def srv():
         "max_running_sequences = 64": "max_running_sequences = 2",
         "max_waiting_sequences = 1024": "max_waiting_sequences = 8",
         "max_properties = 2000": "max_properties = 5",
+        'log = "info"': 'log = "info,cinder_core=debug"',
     }
     with own_server("cinder-admission-", edits) as s:
         yield s
@@ -105,3 +106,11 @@ def test_the_grammar_bounds_come_from_the_config(srv):
         sdk(srv).chat.completions.create(model=MODEL, messages=HI, max_tokens=4, response_format=schema(6))
     assert e.value.body["param"] == "response_format"
     assert "5" in e.value.body["message"]
+
+
+def test_the_engines_log_lines_name_the_request(srv):
+    r = sdk(srv).chat.completions.create(model=MODEL, messages=HI, max_tokens=3)
+    request_id = r.id.removeprefix("chatcmpl-")
+    lines = [l for l in srv.log().splitlines() if request_id in l]
+    assert any("sequence admitted" in l for l in lines), srv.log()[-3000:]
+    assert any("sequence finished" in l for l in lines), srv.log()[-3000:]

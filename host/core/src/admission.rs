@@ -3,10 +3,20 @@
 //! cache, and are admitted fairly: the request (group) with the fewest sequences running goes
 //! first, so one request with many choices cannot starve the others. Past `max_waiting`,
 //! `submit` answers busy at once (a 429 at the edge) rather than queueing without end.
+//!
+//! Liveness comes before the caps: a reader may wait for a waiting sequence while the running
+//! ones sit paused, their channels full, until it reads them (a plugin built before WIT 0.1.5
+//! reads its choices in turn; a client may do the same). When nothing has moved for
+//! [`STALL`], the next waiting sequence is admitted past the caps, one per stall, so such a
+//! request finishes instead of holding its slots until the idle timeout.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// How long every running sequence may sit paused before one more is admitted past the caps.
+pub(crate) const STALL: Duration = Duration::from_millis(200);
 
 use crate::engine::{GenerateRequest, Submission};
 use crate::error::CoreError;
@@ -68,6 +78,8 @@ impl Waiting {
 /// The sequences waiting for admission, in arrival order.
 pub(crate) struct Queue {
     waiting: VecDeque<Submission>,
+    /// Since when no running sequence has moved (`None` while they move).
+    stalled_since: Option<Instant>,
     context_length: usize,
     /// KV cache bytes one position takes: f32 keys and values, every layer and KV head.
     kv_bytes_per_token: usize,
@@ -77,6 +89,7 @@ impl Queue {
     pub(crate) fn new(c: &LlamaConfig) -> Self {
         Queue {
             waiting: VecDeque::new(),
+            stalled_since: None,
             context_length: c.context_length,
             kv_bytes_per_token: c.n_layers * c.n_kv_heads * c.head_dim * 2 * 4,
         }
@@ -98,6 +111,25 @@ impl Queue {
         self.waiting.is_empty()
     }
 
+    /// Records whether the last step moved any sequence.
+    pub(crate) fn note_progress(&mut self, progressed: bool) {
+        if progressed {
+            self.stalled_since = None;
+        } else if self.stalled_since.is_none() {
+            self.stalled_since = Some(Instant::now());
+        }
+    }
+
+    /// Whether the running sequences have all been paused for [`STALL`]: the next admission
+    /// may pass the caps (and the clock starts again).
+    fn stalled(&mut self) -> bool {
+        let stalled = self.stalled_since.is_some_and(|t| t.elapsed() >= STALL);
+        if stalled {
+            self.stalled_since = None;
+        }
+        stalled
+    }
+
     /// Takes the next submission that fits beside `running`, or `None`. Submissions whose
     /// client left are dropped on the way (and leave `counter`).
     pub(crate) fn next(
@@ -113,9 +145,7 @@ impl Queue {
             }
             !gone
         });
-        if running.len() >= limits.max_running {
-            return None;
-        }
+        let full = running.len() >= limits.max_running;
         let mut per_group: HashMap<u64, usize> = HashMap::new();
         for seq in running {
             *per_group.entry(seq.request.group).or_default() += 1;
@@ -130,7 +160,8 @@ impl Queue {
         let reserved: usize = running.iter().map(|s| s.reserved).sum();
         let need = self.reserve(&self.waiting[pick].request);
         // One sequence always runs, however large: an idle engine never refuses work.
-        if !running.is_empty() && reserved.saturating_add(need) > limits.max_kv_bytes {
+        let over = !running.is_empty() && reserved.saturating_add(need) > limits.max_kv_bytes;
+        if (full || over) && !self.stalled() {
             return None;
         }
         let s = self.waiting.remove(pick)?;

@@ -44,6 +44,9 @@ pub struct GenerateRequest {
     /// The request this sequence belongs to (its n choices share it): admission is fair
     /// between groups. 0 for none.
     pub group: u64,
+    /// Who asked, for the log: the engine's lines about this sequence name it (the server's
+    /// request id), so one request can be followed from the HTTP edge into the engine.
+    pub label: Arc<str>,
 }
 
 /// Why a generation ended.
@@ -367,6 +370,7 @@ impl Engine {
             self.admit_waiting();
             self.trim.worked();
             let progressed = self.step();
+            self.queue.note_progress(progressed);
             self.share_blocks();
             self.running.retain(|s| !s.done);
             let embedded = self.embed_pass();
@@ -466,6 +470,7 @@ impl Engine {
             None => (self.model.new_cache(), 0),
         };
         debug!(
+            request = %s.request.label,
             prompt_tokens = s.request.prompt.len(),
             reused, max_tokens, "sequence admitted"
         );
@@ -502,7 +507,7 @@ impl Engine {
                 continue;
             }
             if seq.events.is_closed() {
-                debug!("client gone; sequence cancelled");
+                debug!(request = %seq.request.label, "client gone; sequence cancelled");
                 seq.done = true;
                 continue;
             }

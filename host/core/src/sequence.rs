@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 
 use llguidance::Matcher;
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::constraint;
 use crate::engine::{FinishReason, GenEvent, GenerateRequest, TokenLogprob};
@@ -59,7 +59,7 @@ impl Sequence {
         if let Some(m) = &mut self.matcher
             && let Err(e) = constraint::mask(m, logits)
         {
-            warn!(error = %e, "grammar failed; ending the sequence");
+            warn!(request = %self.request.label, error = %e, "grammar failed; ending the sequence");
             self.outbox.push_back(GenEvent::Failed(e));
             self.finished = true;
             return;
@@ -118,6 +118,12 @@ impl Sequence {
             logprobs,
         });
         if let Some(reason) = finish {
+            debug!(
+                request = %self.request.label,
+                ?reason,
+                completion_tokens = self.generated,
+                "sequence finished"
+            );
             self.outbox.push_back(GenEvent::Finished {
                 reason,
                 prompt_tokens: self.request.prompt.len() as u32,

@@ -160,6 +160,7 @@ impl Runtime {
             plugin_id: id,
             owner: owner.into(),
             group: NEXT_GROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            request_id: Arc::from(""),
             quota: crate::quota::Quota::default(),
             out,
             response: host::ResponseState::Nothing,
@@ -206,6 +207,7 @@ impl Runtime {
         progress: Arc<AtomicU64>,
     ) -> Result<(), Output> {
         let mut store = self.store(plugin, limits, out.clone(), progress, &request.owner);
+        store.data_mut().request_id = request.request_id.as_str().into();
         let result = async {
             let crate::plugin::Pre::Handler(pre, _) = &plugin.pre else {
                 return Err(wasmtime::Error::msg("a tools plugin serves no routes"));

@@ -25,6 +25,8 @@ pub struct HostState {
     pub(crate) owner: Arc<str>,
     /// This call's generations share it: the engine admits fairly between calls.
     pub(crate) group: u64,
+    /// The server's id for the request this call serves; the engine's log lines carry it.
+    pub(crate) request_id: Arc<str>,
     pub(crate) out: mpsc::Sender<Output>,
     pub(crate) response: ResponseState,
     /// CPU budget left, in epoch ticks.

@@ -368,6 +368,7 @@ impl HostState {
             top_logprobs: request.top_logprobs,
             constraint,
             group: self.group,
+            label: self.request_id.clone(),
         };
         let engine = model.engine.clone();
         let submitted = self
