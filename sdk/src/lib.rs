@@ -86,6 +86,42 @@ macro_rules! export_chat_plugin {
     };
 }
 
+impl Error {
+    /// This error with the host's argument names turned into the request parameters they
+    /// came from. The host names what was wrong with a call in WIT's terms (`prompt`,
+    /// `sampling.top-p`, `max-tokens`, `constraint`, `inputs`): only the plugin knows that a
+    /// chat prompt came from `messages` and a legacy one from `prompt`. `names` maps a WIT
+    /// name to a parameter; other names stay as they are.
+    pub fn naming(self, names: &[(&str, &str)]) -> Self {
+        let rename = |mut d: ErrorDetail| {
+            if let Some(to) = d
+                .param
+                .as_deref()
+                .and_then(|p| names.iter().find(|(from, _)| *from == p))
+                .map(|(_, to)| (*to).to_owned())
+            {
+                d.param = Some(to);
+            }
+            d
+        };
+        match self {
+            Error::InvalidRequest(d) => Error::InvalidRequest(rename(d)),
+            Error::NotFound(d) => Error::NotFound(rename(d)),
+            other => other,
+        }
+    }
+}
+
+/// The sampling arguments of a `generate-request` as OpenAI's request parameters (the
+/// same in chat and legacy completions).
+pub(crate) const SAMPLING_PARAMS: [(&str, &str); 5] = [
+    ("sampling.temperature", "temperature"),
+    ("sampling.top-p", "top_p"),
+    ("sampling.presence-penalty", "presence_penalty"),
+    ("sampling.frequency-penalty", "frequency_penalty"),
+    ("sampling.logit-bias", "logit_bias"),
+];
+
 /// A 400 `invalid_request_error` naming `param`.
 pub fn invalid_request(message: &str, param: Option<&str>) -> Error {
     Error::InvalidRequest(ErrorDetail {

@@ -11,6 +11,7 @@ mod fuzz_schemas;
 mod golden;
 mod loading;
 mod prefix;
+mod refusals;
 mod runtime;
 mod sandbox;
 

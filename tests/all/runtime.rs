@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cinder_core::ModelRegistry;
-use cinder_runtime::{Limits, Output, PluginRequest, RouteMatch, Runtime};
+use cinder_runtime::{CallError, Limits, Output, PluginError, PluginRequest, RouteMatch, Runtime};
 
 pub(crate) fn fixtures() -> PathBuf {
     let dir = std::env::var_os("CINDER_FIXTURES")
@@ -80,15 +80,21 @@ pub(crate) fn assert_ok(outputs: &[Output]) {
 
 pub(crate) fn assert_server_error(outputs: &[Output], needle: &str) {
     match outputs {
-        [Output::Error { status: 500, body }] => {
-            assert_eq!(body.error.kind, "server_error");
+        [
+            Output::Failed(
+                e @ (CallError::Trapped { .. }
+                | CallError::OutOfFuel { .. }
+                | CallError::NoResponse
+                | CallError::Plugin(PluginError::Internal(_))),
+            ),
+        ] => {
+            let message = e.to_string();
             assert!(
-                body.error.message.contains(needle),
-                "{:?} does not mention {needle:?}",
-                body.error.message
+                message.contains(needle),
+                "{message:?} does not mention {needle:?}"
             );
         }
-        other => panic!("expected one 500 error, got {other:?}"),
+        other => panic!("expected one server-side failure, got {other:?}"),
     }
 }
 
@@ -112,7 +118,7 @@ async fn endless_allocation_is_stopped_by_the_memory_cap() {
     let rt = runtime(limits());
     let out = call(&rt, "alloc").await;
     assert!(
-        matches!(out.as_slice(), [Output::Error { status: 500, .. }]),
+        matches!(out.as_slice(), [Output::Failed(CallError::Trapped { reason, .. })] if reason.contains("memory")),
         "{out:?}"
     );
     assert_ok(&call(&rt, "ok").await);
@@ -122,9 +128,8 @@ async fn endless_allocation_is_stopped_by_the_memory_cap() {
 async fn plugin_errors_become_openai_errors() {
     let rt = runtime(limits());
     match call(&rt, "dance").await.as_slice() {
-        [Output::Error { status: 400, body }] => {
-            assert_eq!(body.error.kind, "invalid_request_error");
-            assert_eq!(body.error.param.as_deref(), Some("body"));
+        [Output::Failed(CallError::Plugin(PluginError::InvalidRequest(d)))] => {
+            assert_eq!(d.param.as_deref(), Some("body"));
         }
         other => panic!("{other:?}"),
     }
@@ -282,8 +287,8 @@ async fn a_full_queue_answers_429_at_once_and_queued_requests_still_complete() {
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     match call(&rt, "ok").await.as_slice() {
-        [Output::Error { status: 429, body }] => {
-            assert_eq!(body.error.code.as_deref(), Some("rate_limit_exceeded"))
+        [Output::Failed(CallError::QueueFull { retry_after })] => {
+            assert!(!retry_after.is_zero())
         }
         other => panic!("expected a 429, got {other:?}"),
     }

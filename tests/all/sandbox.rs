@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cinder_core::ModelRegistry;
-use cinder_runtime::{Limits, Output, Runtime};
+use cinder_runtime::{CallError, Limits, Output, Runtime};
 
 use crate::runtime::{assert_ok, assert_server_error, call, fixtures, limits, runtime};
 
@@ -56,8 +56,8 @@ async fn a_call_without_progress_ends_at_the_idle_timeout() {
     });
     let started = Instant::now();
     match call(&rt, "sleep:60000").await.as_slice() {
-        [Output::Error { status: 504, body }] => {
-            assert!(body.error.message.contains("no progress"), "{body:?}")
+        [Output::Failed(e @ CallError::Idle(_))] => {
+            assert!(e.to_string().contains("no progress"), "{e:?}")
         }
         other => panic!("expected a 504, got {other:?}"),
     }
@@ -272,8 +272,8 @@ async fn the_wall_clock_limit_ends_a_call_that_keeps_waiting() {
         ..limits()
     });
     match call(&rt, "sleep:60000").await.as_slice() {
-        [Output::Error { status: 504, body }] => {
-            assert!(body.error.message.contains("longer than 1 s"), "{body:?}")
+        [Output::Failed(e @ CallError::Timeout(_))] => {
+            assert!(e.to_string().contains("longer than 1 s"), "{e:?}")
         }
         other => panic!("expected a 504, got {other:?}"),
     }

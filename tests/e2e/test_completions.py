@@ -123,3 +123,21 @@ def test_echo_logprobs_score_the_prompt_like_generation_does(client):
     assert lp.tokens[-n:] == gen.choices[0].logprobs.tokens
     for a, b in zip(lp.token_logprobs[-n:], gen.choices[0].logprobs.token_logprobs):
         assert abs(a - b) < 2e-3, (a, b)
+
+
+@pytest.mark.parametrize("prompt", ["hello " * 9000, [PROMPT_IDS[0]] * 9000], ids=["text", "token-ids"])
+def test_an_overlong_legacy_prompt_names_prompt(client, prompt):
+    # The core says the prompt passes the context; only the plugin knows it came from
+    # `prompt` here (and from `messages` in chat).
+    with pytest.raises(openai.BadRequestError) as e:
+        greedy(client, prompt=prompt, max_tokens=1)
+    assert e.value.body["param"] == "prompt"
+    assert e.value.body["code"] == "context_length_exceeded"
+    assert "maximum context length" in e.value.body["message"]
+
+
+def test_an_overlong_chat_prompt_names_messages(client):
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hello " * 9000}], max_tokens=1)
+    assert e.value.body["param"] == "messages"
+    assert e.value.body["code"] == "context_length_exceeded"

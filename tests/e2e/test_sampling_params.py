@@ -72,3 +72,19 @@ def test_out_of_range_parameters_get_a_400_naming_them(client, param, extra):
         )
     assert e.value.status_code == 400
     assert e.value.body["param"] == param
+
+
+@pytest.mark.parametrize("stop", ["", [""], ["", "never"]], ids=["string", "list", "with-another"])
+def test_an_empty_stop_string_stops_nothing_on_every_path(client, stop):
+    # An empty stop string would match before every token: every path ignores it alike
+    # (chat and legacy completions, whole and streamed), the same answer as no stop at all.
+    want_chat = greedy(client, max_tokens=8).choices[0].message.content
+    assert greedy(client, max_tokens=8, stop=stop).choices[0].message.content == want_chat
+    chunks = client.chat.completions.create(model=MODEL, messages=FRANCE, temperature=0, max_tokens=8, stop=stop, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == want_chat
+
+    legacy = dict(model=MODEL, prompt="The capital of France is", temperature=0, max_tokens=8)
+    want_text = client.completions.create(**legacy).choices[0].text
+    assert client.completions.create(**legacy, stop=stop).choices[0].text == want_text
+    chunks = client.completions.create(**legacy, stop=stop, stream=True)
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == want_text

@@ -39,7 +39,7 @@ fn main() {
     for round in 0..20 {
         let t = Instant::now();
         let mut m = grammars
-            .matcher(&Constraint::JsonSchema(schema.clone()), "response_format")
+            .matcher(&Constraint::JsonSchema(schema.clone()))
             .expect("schema compiles");
         compile.push(t.elapsed());
         let mut logits = vec![0f32; tokenizer.vocab_size()];

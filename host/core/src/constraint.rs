@@ -71,18 +71,13 @@ impl Grammars {
         Ok(Grammars { factory, limits })
     }
 
-    /// A fresh matcher for `constraint`; a grammar the engine cannot support is a 400 naming
-    /// `param`, decided here on the caller's thread before anything runs: one that does not
+    /// A fresh matcher for `constraint`; a grammar the engine cannot support is refused
+    /// ([`CoreError::GrammarRejected`]), decided here on the caller's thread before anything runs: one that does not
     /// compile, and one whose first step already fails or allows no token at all (a `$ref`
     /// cycle with no way out, an unsatisfiable schema). The message never carries the
     /// parser's internal state.
-    pub fn matcher(&self, constraint: &Constraint, param: &str) -> Result<Matcher, CoreError> {
-        let refuse = |why: &str| {
-            CoreError::invalid(
-                format!("This grammar or schema is not supported: {why}"),
-                param,
-            )
-        };
+    pub fn matcher(&self, constraint: &Constraint) -> Result<Matcher, CoreError> {
+        let refuse = |why: &str| CoreError::GrammarRejected(why.to_owned());
         let budget = match constraint {
             Constraint::JsonObject => Ok(()),
             Constraint::JsonSchema(schema) => self.limits.check_schema(schema),

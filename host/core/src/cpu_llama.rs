@@ -171,20 +171,13 @@ impl CpuLlama {
         let c = &self.config;
         for (tokens, cache) in items.iter() {
             if tokens.is_empty() || cache.len() + tokens.len() > c.context_length {
-                return Err(CoreError::invalid(
-                    format!(
-                        "{} tokens do not fit the context of {}",
-                        cache.len() + tokens.len(),
-                        c.context_length
-                    ),
-                    "messages",
-                ));
+                return Err(CoreError::ContextOverflow {
+                    tokens: cache.len() + tokens.len(),
+                    limit: c.context_length,
+                });
             }
-            if let Some(bad) = tokens.iter().find(|&&id| id as usize >= self.embed.rows()) {
-                return Err(CoreError::invalid(
-                    format!("token id {bad} is outside the vocabulary"),
-                    "prompt",
-                ));
+            if let Some(&token) = tokens.iter().find(|&&id| id as usize >= self.embed.rows()) {
+                return Err(CoreError::OutOfVocabulary { token });
             }
         }
         // Each row's sequence and position.

@@ -225,12 +225,12 @@ pub(crate) fn tokenize(
 ) -> Result<(Vec<u32>, bool), CoreError> {
     let enc = tokenizer
         .encode(text, true)
-        .map_err(|e| CoreError::invalid(format!("cannot tokenize the input: {e}"), "input"))?;
+        .map_err(|e| CoreError::Tokenizer(e.to_string()))?;
     Ok((enc.get_ids().to_vec(), !enc.get_overflowing().is_empty()))
 }
 
-/// Each input has 1 to `max_tokens` ids, all inside the vocabulary: a client error naming
-/// `input` otherwise.
+/// Each input has 1 to `max_tokens` ids, all inside the vocabulary: the caller's mistake
+/// ([`CoreError::InputRejected`]) otherwise.
 pub(crate) fn check_inputs(
     inputs: &[Vec<u32>],
     max_tokens: usize,
@@ -238,19 +238,21 @@ pub(crate) fn check_inputs(
 ) -> Result<(), CoreError> {
     for (i, input) in inputs.iter().enumerate() {
         if input.is_empty() || input.len() > max_tokens {
-            return Err(CoreError::invalid(
-                format!(
-                    "input {i} has {} tokens; this model takes 1 to {max_tokens}",
+            return Err(CoreError::InputRejected {
+                index: i,
+                problem: format!(
+                    "has {} tokens; this model takes 1 to {max_tokens}",
                     input.len()
                 ),
-                "input",
-            ));
+                too_long: !input.is_empty(),
+            });
         }
         if let Some(bad) = input.iter().find(|&&id| id as usize >= vocab_size) {
-            return Err(CoreError::invalid(
-                format!("input {i}: token id {bad} is outside the vocabulary"),
-                "input",
-            ));
+            return Err(CoreError::InputRejected {
+                index: i,
+                problem: format!("has token id {bad}, outside the vocabulary"),
+                too_long: false,
+            });
         }
     }
     Ok(())

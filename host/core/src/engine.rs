@@ -29,6 +29,10 @@ use llguidance::Matcher;
 
 /// Events buffered per request before the engine pauses that sequence.
 const EVENT_BUFFER: usize = 32;
+/// Alternatives per token the engine reports at most.
+const MAX_ALTERNATIVES: u32 = 20;
+/// Stop strings one sequence matches at most (each is checked after every token).
+const MAX_STOPS: usize = 4;
 
 /// A generation to run, already validated against the model by [`EngineHandle::submit`].
 #[derive(Debug, Clone)]
@@ -171,58 +175,49 @@ impl EngineHandle {
     }
 
     /// Queues a generation. Events arrive on the returned channel; dropping it cancels.
-    pub fn submit(&self, request: GenerateRequest) -> Result<mpsc::Receiver<GenEvent>, CoreError> {
+    pub fn submit(
+        &self,
+        mut request: GenerateRequest,
+    ) -> Result<mpsc::Receiver<GenEvent>, CoreError> {
         request.sampling.validate(self.tokenizer.vocab_size())?;
         if request.prompt.is_empty() {
-            return Err(CoreError::invalid("the prompt is empty", "messages"));
+            return Err(CoreError::EmptyPrompt);
         }
-        if let Some(bad) = request
+        if let Some(&token) = request
             .prompt
             .iter()
             .find(|&&t| t as usize >= self.tokenizer.vocab_size())
         {
-            return Err(CoreError::invalid(
-                format!("token id {bad} is outside the vocabulary"),
-                "prompt",
-            ));
+            return Err(CoreError::OutOfVocabulary { token });
         }
         if request.prompt.len() >= self.context_length {
-            return Err(CoreError::InvalidRequest {
-                message: format!(
-                    "This model's maximum context length is {} tokens, but the prompt has {} tokens.",
-                    self.context_length,
-                    request.prompt.len()
-                ),
-                param: Some("messages".into()),
-                code: Some("context_length_exceeded".into()),
+            return Err(CoreError::ContextOverflow {
+                tokens: request.prompt.len(),
+                limit: self.context_length,
             });
         }
         if request.max_tokens == Some(0) {
-            return Err(CoreError::invalid(
-                "max_tokens must be at least 1",
-                "max_tokens",
-            ));
+            return Err(CoreError::NoTokensAllowed);
         }
-        if request.top_logprobs.is_some_and(|k| k > 20) {
-            return Err(CoreError::invalid(
-                "top_logprobs must be between 0 and 20",
-                "top_logprobs",
-            ));
+        if let Some(asked) = request.top_logprobs.filter(|&k| k > MAX_ALTERNATIVES) {
+            return Err(CoreError::TooManyAlternatives {
+                asked,
+                max: MAX_ALTERNATIVES,
+            });
         }
-        if request.stop.len() > 4 || request.stop.iter().any(String::is_empty) {
-            return Err(CoreError::invalid(
-                "stop takes up to 4 non-empty strings",
-                "stop",
-            ));
+        // An empty stop string would match everywhere and end every answer before it began:
+        // it stops nothing (llama.cpp and vLLM ignore it too), so the sequence never sees it.
+        request.stop.retain(|s| !s.is_empty());
+        if request.stop.len() > MAX_STOPS {
+            return Err(CoreError::TooManyStops {
+                count: request.stop.len(),
+                max: MAX_STOPS,
+            });
         }
         // Compiled here, on the caller's thread: a schema the engine cannot support is the
         // client's 400 before anything runs, and the engine thread never waits on it.
         let matcher = match &request.constraint {
-            Some(c) => Some(
-                self.grammars
-                    .get(&self.tokenizer)?
-                    .matcher(c, "response_format")?,
-            ),
+            Some(c) => Some(self.grammars.get(&self.tokenizer)?.matcher(c)?),
             None => None,
         };
         let (events, rx) = mpsc::channel(EVENT_BUFFER);
@@ -246,30 +241,25 @@ impl EngineHandle {
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<TokenLogprob>, CoreError>>, CoreError>
     {
         if tokens.is_empty() {
-            return Err(CoreError::invalid("nothing to score", "prompt"));
+            return Err(CoreError::EmptyPrompt);
         }
-        if let Some(bad) = tokens
+        if let Some(&token) = tokens
             .iter()
             .find(|&&t| t as usize >= self.tokenizer.vocab_size())
         {
-            return Err(CoreError::invalid(
-                format!("token id {bad} is outside the vocabulary"),
-                "prompt",
-            ));
+            return Err(CoreError::OutOfVocabulary { token });
         }
         if tokens.len() > self.context_length {
-            return Err(CoreError::InvalidRequest {
-                message: format!(
-                    "This model's maximum context length is {} tokens, but the prompt has {} tokens.",
-                    self.context_length,
-                    tokens.len()
-                ),
-                param: Some("prompt".into()),
-                code: Some("context_length_exceeded".into()),
+            return Err(CoreError::ContextOverflow {
+                tokens: tokens.len(),
+                limit: self.context_length,
             });
         }
-        if top > 20 {
-            return Err(CoreError::invalid("at most 20 alternatives", "logprobs"));
+        if top > MAX_ALTERNATIVES {
+            return Err(CoreError::TooManyAlternatives {
+                asked: top,
+                max: MAX_ALTERNATIVES,
+            });
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.tx

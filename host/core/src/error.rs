@@ -1,4 +1,40 @@
-//! The core's one error type. `cinder-runtime` maps it onto the WIT error variant.
+//! The core's one error type, in the core's own terms: tokens, sequences, models. It never
+//! names a request parameter or an HTTP status: the caller knows where a prompt or a sampling
+//! setting came from, and names it (`cinder-runtime` maps these onto the WIT error variant).
+
+use std::fmt;
+use std::sync::Arc;
+
+/// A sampling setting, as [`crate::SamplingParams`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SamplingField {
+    Temperature,
+    TopP,
+    PresencePenalty,
+    FrequencyPenalty,
+    LogitBias,
+}
+
+impl fmt::Display for SamplingField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SamplingField::Temperature => "temperature",
+            SamplingField::TopP => "top_p",
+            SamplingField::PresencePenalty => "presence_penalty",
+            SamplingField::FrequencyPenalty => "frequency_penalty",
+            SamplingField::LogitBias => "logit_bias",
+        })
+    }
+}
+
+/// What kind of model a request needed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Generates text.
+    Generator,
+    /// Embeds text.
+    Embedder,
+}
 
 /// What can go wrong in the inference core.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -9,19 +45,22 @@ pub enum CoreError {
     /// The tokenizer could not be built or failed on input.
     #[error("tokenizer: {0}")]
     Tokenizer(String),
-    /// The chat template failed to compile or to render these messages.
-    #[error("chat template: {0}")]
-    Template(String),
-    /// The request is invalid for this model (the client's mistake).
-    #[error("{message}")]
-    InvalidRequest {
+    /// The chat template failed to compile or to render (the model's fault, not the caller's).
+    #[error("chat template: {message}")]
+    Template {
         message: String,
-        param: Option<String>,
-        code: Option<String>,
+        #[source]
+        source: Option<Arc<minijinja::Error>>,
     },
     /// No loaded model answers to this id.
     #[error("The model `{0}` does not exist")]
     UnknownModel(String),
+    /// The model exists but is of the other kind.
+    #[error("The model `{model}` {}", match .wanted {
+        ModelKind::Generator => "is an embedding model: it serves /v1/embeddings, not text generation",
+        ModelKind::Embedder => "does not serve embeddings",
+    })]
+    WrongKind { model: String, wanted: ModelKind },
     /// The compute backend failed to start or to run.
     #[error("backend: {0}")]
     Backend(String),
@@ -31,15 +70,78 @@ pub enum CoreError {
     /// The engine has as much work waiting as it may queue: try again shortly.
     #[error("{0}")]
     Busy(String),
+
+    // The caller's mistakes ([`CoreError::is_callers`]).
+    /// The prompt does not leave room for one generated token in the model's context.
+    #[error(
+        "This model's maximum context length is {limit} tokens, but the prompt has {tokens} tokens."
+    )]
+    ContextOverflow { tokens: usize, limit: usize },
+    /// A generation or a scoring needs at least one prompt token.
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    /// A token id the model's vocabulary does not have.
+    #[error("token id {token} is outside the vocabulary")]
+    OutOfVocabulary { token: u32 },
+    /// A sampling setting outside what the sampler takes.
+    #[error("{field} {rule}")]
+    InvalidSampling {
+        field: SamplingField,
+        rule: &'static str,
+    },
+    /// A generation allowed no tokens at all.
+    #[error("a generation must allow at least 1 token")]
+    NoTokensAllowed,
+    /// More alternatives per token than the engine reports.
+    #[error("at most {max} alternatives per token, asked for {asked}")]
+    TooManyAlternatives { asked: u32, max: u32 },
+    /// More stop strings than the engine matches.
+    #[error("at most {max} stop strings, got {count}")]
+    TooManyStops { count: usize, max: usize },
+    /// A grammar or schema the constraint engine cannot run.
+    #[error("This grammar or schema is not supported: {0}")]
+    GrammarRejected(String),
+    /// The messages are not ones the model's chat template renders (e.g. roles out of order).
+    #[error("the model's chat template rejected the messages: {0}")]
+    MessagesRejected(String),
+    /// One input of an embedding batch cannot be embedded.
+    #[error("input {index} {problem}")]
+    InputRejected {
+        index: usize,
+        problem: String,
+        /// The input is longer than the model reads (not, say, empty).
+        too_long: bool,
+    },
+    /// A model alias that names nothing loaded or shadows a model id.
+    #[error("{0}")]
+    InvalidAlias(String),
 }
 
 impl CoreError {
-    /// A client mistake naming the request parameter at fault.
-    pub fn invalid(message: impl Into<String>, param: &str) -> Self {
-        CoreError::InvalidRequest {
+    /// Whether the caller asked for something the core does not do (vs. the core failing).
+    pub fn is_callers(&self) -> bool {
+        matches!(
+            self,
+            CoreError::ContextOverflow { .. }
+                | CoreError::EmptyPrompt
+                | CoreError::OutOfVocabulary { .. }
+                | CoreError::InvalidSampling { .. }
+                | CoreError::NoTokensAllowed
+                | CoreError::TooManyAlternatives { .. }
+                | CoreError::TooManyStops { .. }
+                | CoreError::GrammarRejected(_)
+                | CoreError::MessagesRejected(_)
+                | CoreError::InputRejected { .. }
+                | CoreError::InvalidAlias(_)
+                | CoreError::WrongKind { .. }
+        )
+    }
+
+    /// A template failure with no underlying error to point at.
+    pub(crate) fn template(message: impl Into<String>) -> Self {
+        CoreError::Template {
             message: message.into(),
-            param: Some(param.to_string()),
-            code: None,
+            source: None,
         }
     }
 }

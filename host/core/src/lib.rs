@@ -38,7 +38,7 @@ pub use constraint::{Constraint, Grammars, LazyGrammars, mask as constraint_mask
 pub use embed_engine::EmbedHandle;
 pub use embedder::Embedder;
 pub use engine::{EngineHandle, FinishReason, GenEvent, GenerateRequest, TokenLogprob};
-pub use error::CoreError;
+pub use error::{CoreError, ModelKind, SamplingField};
 pub use gguf::Gguf;
 pub use grammar_budget::GrammarLimits;
 pub use llama::LlamaConfig;

@@ -341,14 +341,10 @@ impl BurnLlama {
         let t = tokens.len();
         let offset = cache.len;
         if t == 0 || offset + t > c.context_length {
-            return Err(CoreError::invalid(
-                format!(
-                    "{} tokens do not fit the context of {}",
-                    offset + t,
-                    c.context_length
-                ),
-                "messages",
-            ));
+            return Err(CoreError::ContextOverflow {
+                tokens: offset + t,
+                limit: c.context_length,
+            });
         }
         let ids: Vec<i64> = tokens.iter().map(|&id| i64::from(id)).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [t]), &self.device);

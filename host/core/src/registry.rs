@@ -11,7 +11,7 @@ use crate::backend::BackendPreference;
 use crate::embed_engine::EmbedHandle;
 use crate::embedder::Embedder;
 use crate::engine::EngineHandle;
-use crate::error::CoreError;
+use crate::error::{CoreError, ModelKind};
 use crate::gguf::Gguf;
 use crate::model::Llama;
 use crate::template::ChatTemplate;
@@ -305,32 +305,25 @@ impl ModelRegistry {
         &self,
         name: &str,
         kind: &HashMap<String, Arc<T>>,
-        wrong_kind: &str,
+        wanted: ModelKind,
     ) -> Result<Arc<T>, CoreError> {
         let Some(id) = self.resolve(name)? else {
             return Err(CoreError::UnknownModel(name.to_owned()));
         };
-        kind.get(&id)
-            .cloned()
-            .ok_or_else(|| CoreError::InvalidRequest {
-                message: format!("The model `{name}` {wrong_kind}"),
-                param: Some("model".into()),
-                code: Some("model_not_supported".into()),
-            })
+        kind.get(&id).cloned().ok_or_else(|| CoreError::WrongKind {
+            model: name.to_owned(),
+            wanted,
+        })
     }
 
     /// The text-generation model called `name`: its id or one of its aliases.
     pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>, CoreError> {
-        self.lookup(
-            name,
-            &self.models,
-            "is an embedding model: it serves /v1/embeddings, not text generation",
-        )
+        self.lookup(name, &self.models, ModelKind::Generator)
     }
 
     /// The embedding model called `name`: its id or one of its aliases.
     pub fn embedder(&self, name: &str) -> Result<Arc<LoadedEmbedder>, CoreError> {
-        self.lookup(name, &self.embedders, "does not serve embeddings")
+        self.lookup(name, &self.embedders, ModelKind::Embedder)
     }
 
     /// When the model called `name` (id or alias, of either kind) was loaded.
@@ -352,16 +345,14 @@ impl ModelRegistry {
         };
         for (alias, id) in &aliases {
             if !known(id) {
-                return Err(CoreError::invalid(
-                    format!("alias `{alias}` names `{id}`, which is not loaded"),
-                    "aliases",
-                ));
+                return Err(CoreError::InvalidAlias(format!(
+                    "alias `{alias}` names `{id}`, which is not loaded"
+                )));
             }
             if shadows(alias) {
-                return Err(CoreError::invalid(
-                    format!("alias `{alias}` is already a model id (ids match in any case)"),
-                    "aliases",
-                ));
+                return Err(CoreError::InvalidAlias(format!(
+                    "alias `{alias}` is already a model id (ids match in any case)"
+                )));
             }
         }
         let mut slot = self.aliases.write().map_err(|_| CoreError::EngineStopped)?;

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::CoreError;
+use crate::error::{CoreError, SamplingField};
 
 /// Sampling parameters of one sequence (validated by [`SamplingParams::validate`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -32,42 +32,31 @@ impl Default for SamplingParams {
 impl SamplingParams {
     pub fn validate(&self, vocab_size: usize) -> Result<(), CoreError> {
         let in_range = |v: f32, lo: f32, hi: f32| v.is_finite() && (lo..=hi).contains(&v);
+        let bad = |field, rule| Err(CoreError::InvalidSampling { field, rule });
         if !in_range(self.temperature, 0.0, 2.0) {
-            return Err(CoreError::invalid(
-                "temperature must be between 0 and 2",
-                "temperature",
-            ));
+            return bad(SamplingField::Temperature, "must be between 0 and 2");
         }
         if !(self.top_p.is_finite() && self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(CoreError::invalid(
-                "top_p must be greater than 0 and at most 1",
-                "top_p",
-            ));
+            return bad(SamplingField::TopP, "must be greater than 0 and at most 1");
         }
         if !in_range(self.presence_penalty, -2.0, 2.0) {
-            return Err(CoreError::invalid(
-                "presence_penalty must be between -2 and 2",
-                "presence_penalty",
-            ));
+            return bad(SamplingField::PresencePenalty, "must be between -2 and 2");
         }
         if !in_range(self.frequency_penalty, -2.0, 2.0) {
-            return Err(CoreError::invalid(
-                "frequency_penalty must be between -2 and 2",
-                "frequency_penalty",
-            ));
+            return bad(SamplingField::FrequencyPenalty, "must be between -2 and 2");
         }
         for &(tok, bias) in &self.logit_bias {
             if tok as usize >= vocab_size {
-                return Err(CoreError::invalid(
-                    format!("logit_bias names token {tok}, outside the vocabulary"),
-                    "logit_bias",
-                ));
+                return bad(
+                    SamplingField::LogitBias,
+                    "names a token outside the vocabulary",
+                );
             }
             if !in_range(bias, -100.0, 100.0) {
-                return Err(CoreError::invalid(
-                    "logit_bias values must be between -100 and 100",
-                    "logit_bias",
-                ));
+                return bad(
+                    SamplingField::LogitBias,
+                    "values must be between -100 and 100",
+                );
             }
         }
         Ok(())
@@ -307,8 +296,8 @@ mod tests {
             ..SamplingParams::default()
         };
         match bad.validate(10) {
-            Err(CoreError::InvalidRequest { param, .. }) => {
-                assert_eq!(param.as_deref(), Some("temperature"))
+            Err(CoreError::InvalidSampling { field, .. }) => {
+                assert_eq!(field, SamplingField::Temperature)
             }
             other => panic!("{other:?}"),
         }

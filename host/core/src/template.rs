@@ -101,7 +101,7 @@ impl ChatTemplate {
         );
         env.add_template_owned(NAME, source.to_owned())
             .map_err(|e| {
-                CoreError::Template(format!("the model's chat template does not compile: {e}"))
+                CoreError::template(format!("the model's chat template does not compile: {e}"))
             })?;
         Ok(ChatTemplate {
             env,
@@ -119,7 +119,7 @@ impl ChatTemplate {
         self.control = if texts.is_empty() {
             None
         } else {
-            Some(AhoCorasick::new(texts).map_err(|e| CoreError::Template(e.to_string()))?)
+            Some(AhoCorasick::new(texts).map_err(|e| CoreError::template(e.to_string()))?)
         };
         Ok(self)
     }
@@ -180,9 +180,8 @@ impl ChatTemplate {
         add_generation_prompt: bool,
     ) -> Result<String, CoreError> {
         if !messages.is_array() {
-            return Err(CoreError::invalid(
-                "messages must be a JSON array",
-                "messages",
+            return Err(CoreError::MessagesRejected(
+                "they must be a JSON array".into(),
             ));
         }
         let guarded = self.control.as_ref().and_then(|c| guard_json(c, messages));
@@ -202,7 +201,7 @@ impl ChatTemplate {
         let tmpl = self
             .env
             .get_template(NAME)
-            .map_err(|e| CoreError::Template(e.to_string()))?;
+            .map_err(|e| CoreError::template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
             // Absent tools stay undefined, as jinja2 callers leave them (`tools is defined`).
@@ -218,14 +217,13 @@ impl ChatTemplate {
 fn rendering_error(e: minijinja::Error) -> CoreError {
     match e.kind() {
         // The template refused these messages (e.g. roles out of order): the client's mistake.
-        ErrorKind::InvalidOperation => CoreError::invalid(
-            format!(
-                "the model's chat template rejected the messages: {}",
-                e.detail().unwrap_or("")
-            ),
-            "messages",
-        ),
-        _ => CoreError::Template(e.to_string()),
+        ErrorKind::InvalidOperation => {
+            CoreError::MessagesRejected(e.detail().unwrap_or("").to_owned())
+        }
+        _ => CoreError::Template {
+            message: e.to_string(),
+            source: Some(std::sync::Arc::new(e)),
+        },
     }
 }
 
@@ -248,7 +246,7 @@ mod tests {
         assert_eq!(t.render(&[m("user")], true).unwrap(), "ok");
         assert!(matches!(
             t.render(&[m("tool")], true),
-            Err(CoreError::InvalidRequest { .. })
+            Err(CoreError::MessagesRejected(_))
         ));
     }
 
@@ -303,7 +301,7 @@ mod tests {
         assert!(text.ends_with("<|im_start|>assistant\n"), "{text}");
         assert!(matches!(
             t.render_json(&serde_json::json!({"role": "user"}), None, true),
-            Err(CoreError::InvalidRequest { .. })
+            Err(CoreError::MessagesRejected(_))
         ));
     }
 

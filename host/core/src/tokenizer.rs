@@ -265,14 +265,11 @@ impl Tokenizer {
 
     /// Ids to text; control tokens are skipped, invalid UTF-8 is replaced.
     pub fn decode(&self, ids: &[u32]) -> Result<String, CoreError> {
-        if let Some(bad) = ids
+        if let Some(&token) = ids
             .iter()
             .find(|&&id| id as usize >= self.token_bytes.len())
         {
-            return Err(CoreError::invalid(
-                format!("token id {bad} is outside the vocabulary"),
-                "tokens",
-            ));
+            return Err(CoreError::OutOfVocabulary { token });
         }
         let bytes: Vec<u8> = ids
             .iter()

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cinder_openai::ErrorBody;
 use tokio::sync::mpsc;
 use tracing::{Instrument, debug, warn};
 use wasmtime::component::{Resource, ResourceTable};
@@ -16,9 +15,12 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use crate::plugin::Plugin;
 use crate::{
-    Capability, HostState, Limits, Output, PluginRequest, Runtime, TICK, bindings, error_output,
-    guest_log, host,
+    CallError, Capability, HostState, Limits, Output, PluginError, PluginRequest, Runtime, TICK,
+    bindings, guest_log, host,
 };
+
+/// How long a client refused for a full queue is told to wait before retrying.
+const QUEUE_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 /// Each call's generations form one group in the engine's fair admission.
 static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
@@ -42,15 +44,8 @@ impl Runtime {
                         let limit = runtime.limits.load().max_queued as usize;
                         let Some(_waiting) = Waiting::enter(&runtime.waiting, limit) else {
                             debug!(queued = limit, "saturated; refusing with 429");
-                            let _ = tx.send(Output::Error {
-                                status: 429,
-                                body: ErrorBody::new(
-                                    "rate_limit_error",
-                                    "The server is busy with other requests; retry shortly",
-                                    None,
-                                    Some("rate_limit_exceeded".into()),
-                                ),
-                            }).await;
+                            let full = CallError::QueueFull { retry_after: QUEUE_RETRY_AFTER };
+                            let _ = tx.send(Output::Failed(full)).await;
                             return;
                         };
                         // A client that leaves while queued leaves the queue at once, instead
@@ -84,24 +79,21 @@ impl Runtime {
                         _ = tokio::time::sleep_until(deadline.min(idle_at).into()) => {
                             let now = Instant::now();
                             let idle_at = started + Duration::from_millis(progress.load(Ordering::Relaxed)) + limits.idle_timeout;
-                            let message = if now >= deadline {
-                                format!("The request took longer than {} s", limits.timeout.as_secs())
+                            let failure = if now >= deadline {
+                                CallError::Timeout(limits.timeout)
                             } else if now >= idle_at {
-                                format!("The plugin made no progress for {} s", limits.idle_timeout.as_secs_f32())
+                                CallError::Idle(limits.idle_timeout)
                             } else {
                                 continue;
                             };
-                            warn!(plugin = %plugin.info.id, "{message}; call ended");
-                            break Err(Output::Error {
-                                status: 504,
-                                body: ErrorBody::new("server_error", message, None, Some("timeout".into())),
-                            });
+                            warn!(plugin = %plugin.info.id, "{failure}; call ended");
+                            break Err(failure);
                         }
                     }
                 };
                 debug!(plugin = %plugin.info.id, elapsed_ms = started.elapsed().as_millis() as u64, failed = outcome.is_err(), "plugin call done");
-                if let Err(output) = outcome {
-                    let _ = tx.send(output).await;
+                if let Err(failure) = outcome {
+                    let _ = tx.send(Output::Failed(failure)).await;
                 }
             }
             .instrument(span),
@@ -205,7 +197,7 @@ impl Runtime {
         request: PluginRequest,
         out: mpsc::Sender<Output>,
         progress: Arc<AtomicU64>,
-    ) -> Result<(), Output> {
+    ) -> Result<(), CallError> {
         let mut store = self.store(plugin, limits, out.clone(), progress, &request.owner);
         store.data_mut().request_id = request.request_id.as_str().into();
         let result = async {
@@ -237,34 +229,21 @@ impl Runtime {
         let responded = store.data().response != host::ResponseState::Nothing;
         match result {
             Ok(Ok(())) if responded => Ok(()),
-            Ok(Ok(())) => Err(Output::Error {
-                status: 500,
-                body: ErrorBody::new(
-                    "server_error",
-                    "The plugin returned without writing a response",
-                    None,
-                    None,
-                ),
-            }),
+            Ok(Ok(())) => Err(CallError::NoResponse),
             Ok(Err(e)) => {
                 if matches!(&e, bindings::cinder::plugin::types::Error::Unavailable(_))
                     && out.is_closed()
                 {
                     return Ok(());
                 }
-                Err(error_output(&e))
+                Err(CallError::Plugin(PluginError::from(e)))
             }
             Err(trap) => {
-                let reason = describe_trap(&trap, store.data().cpu_ticks_left == 0);
                 warn!(plugin = %plugin.info.id, error = %format!("{trap:?}"), "plugin failed");
-                Err(Output::Error {
-                    status: 500,
-                    body: ErrorBody::new(
-                        "server_error",
-                        format!("The plugin `{}` failed: {reason}", plugin.info.id),
-                        None,
-                        None,
-                    ),
+                let plugin = plugin.info.id.clone();
+                Err(match trap_reason(&trap, store.data().cpu_ticks_left == 0) {
+                    None => CallError::OutOfFuel { plugin },
+                    Some(reason) => CallError::Trapped { plugin, reason },
                 })
             }
         }
@@ -292,20 +271,29 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// What went wrong, in words for the client ([`CPU_BUDGET`] when it used up its CPU).
 pub(crate) fn describe_trap(e: &wasmtime::Error, out_of_cpu: bool) -> String {
+    trap_reason(e, out_of_cpu).unwrap_or_else(|| CPU_BUDGET.into())
+}
+
+/// How [`describe_trap`] says the plugin used up its CPU budget.
+const CPU_BUDGET: &str = "it used up its CPU budget";
+
+/// What went wrong, in words for the client; `None` when the plugin used up its CPU budget.
+fn trap_reason(e: &wasmtime::Error, out_of_cpu: bool) -> Option<String> {
     if out_of_cpu {
-        return "it used up its CPU budget".into();
+        return None;
     }
     if let Some(fault) = e.downcast_ref::<host::PluginFault>() {
-        return fault.0.clone();
+        return Some(fault.0.clone());
     }
-    match e.downcast_ref::<wasmtime::Trap>() {
+    Some(match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::UnreachableCodeReached) => "it panicked or aborted".into(),
-        Some(wasmtime::Trap::Interrupt) => "it used up its CPU budget".into(),
+        Some(wasmtime::Trap::Interrupt) => return None,
         Some(t) => format!("it trapped ({t})"),
         None if format!("{e:?}").contains("memory") => "it ran out of memory".into(),
         // Not a trap of the guest's own: a host-side refusal (e.g. its exports do not match
         // the world's types); the chain says which.
         None => format!("{e:#}"),
-    }
+    })
 }

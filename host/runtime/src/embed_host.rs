@@ -9,7 +9,7 @@ use crate::bindings::cinder::plugin::types;
 use crate::embed_bindings::cinder::plugin::embeddings::{
     self, EmbedInput, Embedded, EmbedderInfo, Overflow,
 };
-use crate::host::wit_error;
+use crate::host::{invalid_argument, wit_error};
 
 impl embeddings::Host for HostState {
     fn describe_embedder(
@@ -77,13 +77,11 @@ impl HostState {
         if let Some(max) = budget
             && prompt_tokens > u64::from(max)
         {
-            return Ok(Err(wit_error(CoreError::InvalidRequest {
-                message: format!(
-                    "the inputs have {prompt_tokens} tokens; at most {max} per request"
-                ),
-                param: Some("input".into()),
-                code: Some("max_tokens_per_request".into()),
-            })));
+            return Ok(Err(invalid_argument(
+                "inputs",
+                format!("the inputs have {prompt_tokens} tokens; at most {max} per request"),
+                Some("max_tokens_per_request"),
+            )));
         }
         let vectors = model.engine.embed(ids).await;
         self.touch();
@@ -108,12 +106,22 @@ fn token_ids(
     for (i, input) in inputs.into_iter().enumerate() {
         let (mut ids, cut) = match input {
             EmbedInput::Text(text) if text.is_empty() => {
-                return Err(CoreError::invalid(
-                    format!("input {i} is an empty string"),
-                    "input",
-                ));
+                return Err(CoreError::InputRejected {
+                    index: i,
+                    problem: "is an empty string".into(),
+                    too_long: false,
+                });
             }
-            EmbedInput::Text(text) => model.engine.tokenize(&text)?,
+            EmbedInput::Text(text) => {
+                model
+                    .engine
+                    .tokenize(&text)
+                    .map_err(|e| CoreError::InputRejected {
+                        index: i,
+                        problem: format!("cannot be tokenized: {e}"),
+                        too_long: false,
+                    })?
+            }
             EmbedInput::Tokens(ids) => {
                 let cut = ids.len() > max;
                 (ids, cut)
@@ -121,13 +129,13 @@ fn token_ids(
         };
         if cut {
             if matches!(overflow, Overflow::Refuse) {
-                return Err(CoreError::InvalidRequest {
-                    message: format!(
-                        "input {i} is longer than the {max} tokens `{}` reads; shorten it",
+                return Err(CoreError::InputRejected {
+                    index: i,
+                    problem: format!(
+                        "is longer than the {max} tokens `{}` reads; shorten it",
                         model.info.id
                     ),
-                    param: Some("input".into()),
-                    code: Some("context_length_exceeded".into()),
+                    too_long: true,
                 });
             }
             ids.truncate(max);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use cinder_core::{CoreError, LoadedModel, ModelRegistry};
+use cinder_core::{CoreError, LoadedModel, ModelRegistry, SamplingField};
 use tokio::sync::mpsc;
 use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{StoreLimits, Trap};
@@ -72,29 +72,73 @@ impl WasiView for HostState {
 /// a request has exactly one sink.
 pub struct SinkHandle;
 
+/// The core's error as the WIT's error variant. A caller's mistake names the argument of the
+/// call at fault in WIT's own terms (`prompt`, `sampling.top-p`, `max-tokens`, `constraint`,
+/// `messages`, `inputs`), never a request parameter: the plugin knows which parameter that
+/// argument came from (a chat prompt is `messages`, a legacy one `prompt`) and renames it.
 pub(crate) fn wit_error(e: CoreError) -> types::Error {
-    match e {
-        CoreError::InvalidRequest {
-            message,
-            param,
-            code,
-        } => types::Error::InvalidRequest(types::ErrorDetail {
-            message,
-            param,
-            code,
-        }),
-        CoreError::UnknownModel(id) => types::Error::NotFound(types::ErrorDetail {
-            message: format!("The model `{id}` does not exist"),
-            param: Some("model".into()),
-            code: Some("model_not_found".into()),
-        }),
+    wit_error_at(e, "prompt")
+}
+
+/// [`wit_error`] for a call whose token list is the argument `tokens` (`prompt` in a
+/// `generate-request`, `tokens` in `score` and `detokenize`).
+pub(crate) fn wit_error_at(e: CoreError, tokens: &str) -> types::Error {
+    let detail = |field: &str, code: Option<&str>| types::ErrorDetail {
+        message: e.to_string(),
+        param: Some(field.to_owned()),
+        code: code.map(str::to_owned),
+    };
+    let invalid =
+        |field: &str, code: Option<&str>| types::Error::InvalidRequest(detail(field, code));
+    match &e {
+        CoreError::ContextOverflow { .. } => invalid(tokens, Some("context_length_exceeded")),
+        CoreError::EmptyPrompt | CoreError::OutOfVocabulary { .. } => invalid(tokens, None),
+        CoreError::InvalidSampling { field, .. } => {
+            let name = match field {
+                SamplingField::Temperature => "temperature",
+                SamplingField::TopP => "top-p",
+                SamplingField::PresencePenalty => "presence-penalty",
+                SamplingField::FrequencyPenalty => "frequency-penalty",
+                SamplingField::LogitBias => "logit-bias",
+            };
+            invalid(&format!("sampling.{name}"), None)
+        }
+        CoreError::NoTokensAllowed => invalid("max-tokens", None),
+        CoreError::TooManyAlternatives { .. } => invalid("top-logprobs", None),
+        CoreError::TooManyStops { .. } => invalid("stop", None),
+        CoreError::GrammarRejected(_) => invalid("constraint", None),
+        CoreError::MessagesRejected(_) => invalid("messages", None),
+        CoreError::InputRejected { too_long, .. } => {
+            invalid("inputs", too_long.then_some("context_length_exceeded"))
+        }
+        CoreError::WrongKind { .. } => invalid("model", Some("model_not_supported")),
+        CoreError::UnknownModel(_) => {
+            types::Error::NotFound(detail("model", Some("model_not_found")))
+        }
         CoreError::EngineStopped => types::Error::Unavailable(e.to_string()),
-        CoreError::Busy(message) => types::Error::RateLimited(message),
-        other => {
-            tracing::error!(error = %other, "inference core error");
-            types::Error::Internal(other.to_string())
+        CoreError::Busy(message) => types::Error::RateLimited(message.clone()),
+        CoreError::Weights(_)
+        | CoreError::Tokenizer(_)
+        | CoreError::Template { .. }
+        | CoreError::Backend(_)
+        | CoreError::InvalidAlias(_) => {
+            tracing::error!(error = %e, "inference core error");
+            types::Error::Internal(e.to_string())
         }
     }
+}
+
+/// A client mistake the host finds in a call's argument `field` (WIT's name for it).
+pub(crate) fn invalid_argument(
+    field: &str,
+    message: impl Into<String>,
+    code: Option<&str>,
+) -> types::Error {
+    types::Error::InvalidRequest(types::ErrorDetail {
+        message: message.into(),
+        param: Some(field.to_owned()),
+        code: code.map(str::to_owned),
+    })
 }
 
 impl HostState {

@@ -4,15 +4,13 @@
 
 use std::sync::Arc;
 
-use cinder_core::{
-    CoreError, FinishReason, GenEvent, LoadedModel, SamplingParams, TemplateMessage,
-};
+use cinder_core::{FinishReason, GenEvent, LoadedModel, SamplingParams, TemplateMessage};
 use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 
 use crate::HostState;
 use crate::bindings::cinder::plugin::{inference, types};
-use crate::host::wit_error;
+use crate::host::{invalid_argument, wit_error, wit_error_at};
 
 /// The host object behind a guest's `generation` handle.
 pub struct GenerationHandle {
@@ -134,7 +132,7 @@ impl inference::Host for HostState {
         };
         let reply = match model.engine.score(tokens, top_logprobs) {
             Ok(r) => r,
-            Err(e) => return Ok(Err(wit_error(e))),
+            Err(e) => return Ok(Err(wit_error_at(e, "tokens"))),
         };
         let scored = reply.await;
         self.touch();
@@ -150,7 +148,7 @@ impl inference::Host for HostState {
                         .collect(),
                 })
                 .collect()),
-            Ok(Err(e)) => Err(wit_error(e)),
+            Ok(Err(e)) => Err(wit_error_at(e, "tokens")),
             Err(_) => Err(wit_error(cinder_core::CoreError::EngineStopped)),
         })
     }
@@ -212,11 +210,11 @@ impl inference::Host for HostState {
             C::JsonSchema(text) => match serde_json::from_str(&text) {
                 Ok(schema) => cinder_core::Constraint::JsonSchema(schema),
                 Err(e) => {
-                    return Ok(Err(types::Error::InvalidRequest(types::ErrorDetail {
-                        message: format!("The JSON schema is not valid JSON: {e}"),
-                        param: Some("response_format".into()),
-                        code: None,
-                    })));
+                    return Ok(Err(invalid_argument(
+                        "constraint",
+                        format!("The JSON schema is not valid JSON: {e}"),
+                        None,
+                    )));
                 }
             },
             C::Regex(rx) => cinder_core::Constraint::Regex(rx),
@@ -248,8 +246,12 @@ impl inference::Host for HostState {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
         };
-        self.blocking(move || m.tokenizer.decode(&tokens).map_err(wit_error))
-            .await
+        self.blocking(move || {
+            m.tokenizer
+                .decode(&tokens)
+                .map_err(|e| wit_error_at(e, "tokens"))
+        })
+        .await
     }
 
     async fn apply_chat_template(
@@ -289,12 +291,9 @@ impl inference::Host for HostState {
             Err(e) => return Ok(Err(e)),
         };
         self.blocking(move || {
-            let parse = |text: &str, param: &str| {
+            let parse = |text: &str, field: &str| {
                 serde_json::from_str::<serde_json::Value>(text).map_err(|e| {
-                    wit_error(CoreError::invalid(
-                        format!("{param} is not valid JSON: {e}"),
-                        param,
-                    ))
+                    invalid_argument(field, format!("{field} is not valid JSON: {e}"), None)
                 })
             };
             let messages = parse(&messages, "messages")?;

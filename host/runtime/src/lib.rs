@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use cinder_core::ModelRegistry;
-use cinder_openai::ErrorBody;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::warn;
 use wasmtime::component::Linker;
@@ -25,6 +24,7 @@ mod call;
 mod documents;
 mod documents_host;
 mod embed_host;
+mod failure;
 mod guest_log;
 mod host;
 mod inference_host;
@@ -37,6 +37,7 @@ mod tools_link;
 
 use call::describe_trap;
 pub use documents::LOCAL_OWNER;
+pub use failure::{CallError, Detail, PluginError};
 pub use host::{HostState, Settings};
 pub use manifest::Capability;
 use plugin::{Plugin, Registry};
@@ -122,7 +123,7 @@ const TICK: Duration = Duration::from_millis(10);
 /// How long the smoke test (instantiating a new plugin once before it goes live) may take.
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the runtime can fail at (loading; request failures become [`Output::Error`]).
+/// What the runtime can fail at (loading; request failures become [`Output::Failed`]).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("wasmtime engine: {0}")]
@@ -170,49 +171,9 @@ pub enum Output {
     /// A whole response.
     Respond { status: u16, body: String },
     /// The call failed; nothing follows.
-    Error { status: u16, body: ErrorBody },
+    Failed(CallError),
     /// The call used another plugin (`id@version`; the tools plugin), before its response.
     Uses(String),
-}
-
-/// Maps a WIT error onto an HTTP status and OpenAI's envelope.
-pub(crate) fn error_output(e: &bindings::cinder::plugin::types::Error) -> Output {
-    use bindings::cinder::plugin::types::Error as E;
-    let (status, body) = match e {
-        E::InvalidRequest(d) => (
-            400,
-            ErrorBody::new(
-                "invalid_request_error",
-                &d.message,
-                d.param.clone(),
-                d.code.clone(),
-            ),
-        ),
-        E::NotFound(d) => (
-            404,
-            ErrorBody::new(
-                "invalid_request_error",
-                &d.message,
-                d.param.clone(),
-                d.code.clone(),
-            ),
-        ),
-        E::RateLimited(m) => (
-            429,
-            ErrorBody::new(
-                "rate_limit_error",
-                m,
-                None,
-                Some("rate_limit_exceeded".into()),
-            ),
-        ),
-        E::Unavailable(m) => (
-            503,
-            ErrorBody::new("server_error", m, None, Some("service_unavailable".into())),
-        ),
-        E::Internal(m) => (500, ErrorBody::new("server_error", m, None, None)),
-    };
-    Output::Error { status, body }
 }
 
 /// The plugin host.

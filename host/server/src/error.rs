@@ -5,12 +5,15 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cinder_openai::ErrorBody;
+use cinder_runtime::{CallError, Detail, PluginError};
 
 /// An HTTP error status with OpenAI's error body.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// Seconds a refused client should wait (`Retry-After`), when the refusal says.
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +26,7 @@ impl ApiError {
     ) -> Self {
         ApiError {
             status,
+            retry_after: None,
             body: ErrorBody::new(
                 kind,
                 message,
@@ -72,10 +76,64 @@ impl ApiError {
         )
     }
 
-    pub fn from_parts(status: u16, body: ErrorBody) -> Self {
-        ApiError {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body,
+    /// A plugin call's failure as HTTP: the one place a runtime failure gets a status.
+    pub fn from_call(e: &CallError) -> Self {
+        let message = e.to_string();
+        let server =
+            |status, code: Option<&str>| Self::new(status, "server_error", &message, None, code);
+        match e {
+            CallError::Plugin(p) => Self::from_plugin(p),
+            CallError::QueueFull { retry_after } => {
+                let mut e = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    &message,
+                    None,
+                    Some("rate_limit_exceeded"),
+                );
+                e.retry_after = Some(retry_after.as_secs().max(1));
+                e
+            }
+            CallError::Timeout(_) | CallError::Idle(_) => {
+                server(StatusCode::GATEWAY_TIMEOUT, Some("timeout"))
+            }
+            CallError::NoResponse | CallError::OutOfFuel { .. } | CallError::Trapped { .. } => {
+                server(StatusCode::INTERNAL_SERVER_ERROR, None)
+            }
+        }
+    }
+
+    /// What a plugin returned through the WIT's error variant: each case is one OpenAI error
+    /// type and status.
+    fn from_plugin(e: &PluginError) -> Self {
+        let with = |status, d: &Detail| ApiError {
+            status,
+            retry_after: None,
+            body: ErrorBody::new(
+                "invalid_request_error",
+                &d.message,
+                d.param.clone(),
+                d.code.clone(),
+            ),
+        };
+        match e {
+            PluginError::InvalidRequest(d) => with(StatusCode::BAD_REQUEST, d),
+            PluginError::NotFound(d) => with(StatusCode::NOT_FOUND, d),
+            PluginError::RateLimited(m) => Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                m,
+                None,
+                Some("rate_limit_exceeded"),
+            ),
+            PluginError::Unavailable(m) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                m,
+                None,
+                Some("service_unavailable"),
+            ),
+            PluginError::Internal(m) => Self::internal(m),
         }
     }
 }
@@ -92,6 +150,10 @@ impl IntoResponse for ApiError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/json"),
         );
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
         res
     }
 }
@@ -134,4 +196,60 @@ pub async fn envelope_errors(req: Request, next: Next) -> Response {
         }
     }
     fixed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn status_of(e: CallError) -> (u16, ErrorBody, Option<u64>) {
+        let api = ApiError::from_call(&e);
+        (api.status.as_u16(), api.body, api.retry_after)
+    }
+
+    #[test]
+    fn each_call_failure_has_one_status_and_envelope() {
+        let detail = Detail {
+            message: "bad".into(),
+            param: Some("messages".into()),
+            code: Some("context_length_exceeded".into()),
+        };
+        let (status, body, _) = status_of(PluginError::InvalidRequest(detail.clone()).into());
+        assert_eq!(
+            (status, body.error.kind.as_str()),
+            (400, "invalid_request_error")
+        );
+        assert_eq!(body.error.param.as_deref(), Some("messages"));
+        assert_eq!(body.error.code.as_deref(), Some("context_length_exceeded"));
+        assert_eq!(status_of(PluginError::NotFound(detail).into()).0, 404);
+        let (status, body, _) = status_of(PluginError::RateLimited("later".into()).into());
+        assert_eq!(
+            (status, body.error.kind.as_str()),
+            (429, "rate_limit_error")
+        );
+        let (status, body, _) = status_of(PluginError::Unavailable("not built".into()).into());
+        assert_eq!(status, 503);
+        assert_eq!(body.error.code.as_deref(), Some("service_unavailable"));
+        assert_eq!(status_of(PluginError::Internal("bug".into()).into()).0, 500);
+
+        let (status, body, retry) = status_of(CallError::QueueFull {
+            retry_after: Duration::from_millis(200),
+        });
+        assert_eq!(
+            (status, retry),
+            (429, Some(1)),
+            "Retry-After is whole seconds, at least 1"
+        );
+        assert_eq!(body.error.code.as_deref(), Some("rate_limit_exceeded"));
+        let (status, body, _) = status_of(CallError::Timeout(Duration::from_secs(3)));
+        assert_eq!(status, 504);
+        assert!(body.error.message.contains("longer than 3 s"), "{body:?}");
+        assert_eq!(status_of(CallError::Idle(Duration::from_secs(1))).0, 504);
+        assert_eq!(status_of(CallError::NoResponse).0, 500);
+        let (status, body, _) = status_of(CallError::OutOfFuel { plugin: "p".into() });
+        assert_eq!((status, body.error.kind.as_str()), (500, "server_error"));
+        assert!(body.error.message.contains("CPU budget"), "{body:?}");
+    }
 }

@@ -22,9 +22,7 @@ pub async fn respond(mut outputs: mpsc::Receiver<Output>) -> Result<Response, Ap
         match outputs.recv().await {
             Some(Output::Uses(u)) => uses.push(u),
             None => return Err(ApiError::internal("the plugin ended without a response")),
-            Some(Output::Error { status, body }) => {
-                return Err(ApiError::from_parts(status, body));
-            }
+            Some(Output::Failed(e)) => return Err(ApiError::from_call(&e)),
             Some(Output::Respond { status, body }) => {
                 let status =
                     StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -76,7 +74,8 @@ fn event_stream(
                     );
                     Some((Event::default().data(body.to_json()), State::Done))
                 }
-                Some(Output::Error { body, .. }) => {
+                Some(Output::Failed(e)) => {
+                    let body = ApiError::from_call(&e).body;
                     Some((Event::default().data(body.to_json()), State::Done))
                 }
                 None => Some((Event::default().data("[DONE]"), State::Done)),
@@ -90,6 +89,8 @@ fn event_stream(
 
 #[cfg(test)]
 mod tests {
+    use cinder_runtime::{CallError, Detail, PluginError};
+
     use super::*;
 
     async fn body_of(outputs: Vec<Output>) -> (StatusCode, String) {
@@ -119,13 +120,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_mid_stream_is_one_error_event_and_no_done() {
-        let error = cinder_openai::ErrorBody::new("server_error", "boom", None, None);
+        let error = PluginError::Internal("boom".into());
         let (status, body) = body_of(vec![
             Output::Event("1".into()),
-            Output::Error {
-                status: 500,
-                body: error,
-            },
+            Output::Failed(CallError::Plugin(error)),
         ])
         .await;
         assert_eq!(
@@ -136,18 +134,18 @@ mod tests {
         let events: Vec<&str> = body.split("\n\n").filter(|e| !e.is_empty()).collect();
         assert_eq!(events.len(), 2, "{body}");
         assert!(events[1].starts_with("data: {\"error\":"), "{body}");
+        assert!(events[1].contains("boom"), "{body}");
         assert!(!body.contains("[DONE]"));
     }
 
     #[tokio::test]
     async fn an_error_before_anything_is_a_real_status() {
-        let error =
-            cinder_openai::ErrorBody::new("invalid_request_error", "no", Some("n".into()), None);
-        let (status, body) = body_of(vec![Output::Error {
-            status: 400,
-            body: error,
-        }])
-        .await;
+        let error = PluginError::InvalidRequest(Detail {
+            message: "no".into(),
+            param: Some("n".into()),
+            code: None,
+        });
+        let (status, body) = body_of(vec![Output::Failed(CallError::Plugin(error))]).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(body.contains("\"param\":\"n\""), "{body}");
     }

@@ -13,6 +13,15 @@ use super::calls::{self, Ending, Hold};
 use super::{Chat, Plan};
 use crate::fan_in::FanIn;
 
+/// The host's names for what a chat request became, as chat's request parameters.
+const CHAT_PARAMS: [(&str, &str); 5] = [
+    ("prompt", "messages"),
+    ("max-tokens", "max_completion_tokens"),
+    ("top-logprobs", "top_logprobs"),
+    ("constraint", "response_format"),
+    ("stop", "stop"),
+];
+
 /// Runs one chat request the way the first-party plugin does, against `host` (the real one in
 /// a plugin, a fake in native unit tests).
 pub fn complete<C: Chat + ?Sized>(
@@ -20,6 +29,10 @@ pub fn complete<C: Chat + ?Sized>(
     request: Request,
     host: &dyn Host,
 ) -> Result<(), Error> {
+    run(chat, request, host).map_err(|e| e.naming(&CHAT_PARAMS).naming(&crate::SAMPLING_PARAMS))
+}
+
+fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<(), Error> {
     if request.method != "POST" {
         return Err(crate::invalid_request("Only POST is allowed here", None));
     }
@@ -126,13 +139,7 @@ fn render(plan: &Plan, host: &dyn Host) -> Result<(String, Calling), Error> {
 
 /// A grammar error from the tools plugin's constraint names `tools`, not `response_format`.
 fn blame_tools(e: Error) -> Error {
-    match e {
-        Error::InvalidRequest(mut d) if d.param.as_deref() == Some("response_format") => {
-            d.param = Some("tools".into());
-            Error::InvalidRequest(d)
-        }
-        other => other,
-    }
+    e.naming(&[("constraint", "tools")])
 }
 
 /// What every chunk and response repeats.

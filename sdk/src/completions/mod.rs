@@ -120,12 +120,24 @@ fn prompt_logprobs(
     Ok(lp)
 }
 
+/// The host's names for what a legacy request became, as its request parameters (a prompt
+/// is `prompt` here, whether the host called it `prompt` or scored it as `tokens`).
+const LEGACY_PARAMS: [(&str, &str); 3] = [
+    ("tokens", "prompt"),
+    ("max-tokens", "max_tokens"),
+    ("top-logprobs", "logprobs"),
+];
+
 /// Runs one legacy completion request the way the first-party plugin does.
 pub fn complete<C: Chat + ?Sized>(
     chat: &C,
     request: Request,
     host: &dyn Host,
 ) -> Result<(), Error> {
+    run(chat, request, host).map_err(|e| e.naming(&LEGACY_PARAMS).naming(&crate::SAMPLING_PARAMS))
+}
+
+fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<(), Error> {
     if request.method != "POST" {
         return Err(invalid_request("Only POST is allowed here", None));
     }

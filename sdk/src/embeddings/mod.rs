@@ -53,6 +53,11 @@ pub fn embed<E: Embeddings + ?Sized>(
     request: Request,
     host: &dyn Host,
 ) -> Result<(), Error> {
+    // The host calls the inputs `inputs`; OpenAI's parameter is `input`.
+    run(family, request, host).map_err(|e| e.naming(&[("inputs", "input")]))
+}
+
+fn run<E: Embeddings + ?Sized>(family: &E, request: Request, host: &dyn Host) -> Result<(), Error> {
     let mut plan = family.prepare(plan(&request.body, host)?)?;
     let info = host.describe_embedder(&plan.model)?;
     if plan.token_ids == TokenIds::Cl100k {
