@@ -72,3 +72,42 @@ def test_stored_completions_survive_a_restart():
     finally:
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"], "additionalProperties": False}}}
+ASK_WEATHER = [{"role": "user", "content": "What is the weather in Paris?"}]
+SHAPES = {
+    "tool-calls": dict(messages=ASK_WEATHER, tools=[WEATHER], tool_choice="required"),
+    "legacy-functions": dict(messages=ASK_WEATHER, functions=[WEATHER["function"]], function_call={"name": "get_weather"}),
+    "text-with-logprobs": dict(messages=HI, logprobs=True, top_logprobs=2),
+}
+
+
+def stored_choice(client, stream, shape):
+    r = client.chat.completions.create(model=MODEL, temperature=0, max_tokens=40, store=True, stream=stream, **SHAPES[shape])
+    id = [c.id for c in r][0] if stream else r.id
+    got = client.chat.completions.retrieve(id).to_dict()
+    client.chat.completions.delete(id)
+    choice = got["choices"][0]
+    # Call ids carry the completion's id; everything else must match.
+    for call in choice["message"].get("tool_calls") or []:
+        call.pop("id")
+    return choice, got["usage"]["completion_tokens"]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_streamed_answer_is_stored_as_the_same_completion(client, shape):
+    # Streaming and not are one pipeline: what is stored is the same `chat.completion`
+    # either way (calls as `tool_calls` or `function_call`, never as text; logprobs; the
+    # finish reason and usage).
+    whole, streamed = stored_choice(client, False, shape), stored_choice(client, True, shape)
+    assert streamed == whole
+    message = whole[0]["message"]
+    if shape == "tool-calls":
+        assert message.get("content") is None and message["tool_calls"], whole
+    if shape == "legacy-functions":
+        assert message.get("content") is None and message["function_call"]["name"] == "get_weather", whole
+    if shape == "text-with-logprobs":
+        assert message["content"] and len(whole[0]["logprobs"]["content"]) > 0, whole

@@ -79,8 +79,6 @@ pub(super) enum Ending {
 
 /// A choice's answer once it has ended.
 pub(super) struct Settled {
-    /// The text of the answer (empty when it was a call envelope).
-    pub(super) content: String,
     /// The calls it made.
     pub(super) calls: Vec<ToolCall>,
     /// OpenAI's finish reason.
@@ -114,8 +112,8 @@ fn until_repeat(calls: Vec<Call>) -> (Vec<Call>, bool) {
     (kept, false)
 }
 
-/// Settles an answer: `text` is read as calls (via the tools plugin) when the request has
-/// tools, else it is the content.
+/// Settles an answer: `text`, what was held back, is read as calls (via the tools plugin)
+/// when the request has tools; otherwise (or when it is no envelope) the answer was text.
 pub(super) fn settle(
     plan: &Plan,
     text: String,
@@ -136,7 +134,6 @@ pub(super) fn settle(
     };
     let Some(calls) = parsed else {
         return Ok(Settled {
-            content: text,
             calls: Vec::new(),
             finish: engine_finish,
             envelope: false,
@@ -163,7 +160,6 @@ pub(super) fn settle(
         (false, false) => "tool_calls".into(),
     };
     Ok(Settled {
-        content: String::new(),
         calls,
         finish,
         envelope: true,

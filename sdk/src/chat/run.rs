@@ -81,23 +81,13 @@ fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<
         service_tier: plan.service_tier.clone(),
     };
     let prompt_tokens = prompt_ids.len() as u32;
-    if plan.stream {
-        stream(
-            chat,
-            (&plan, &calling, &meta),
-            prompt_tokens,
-            generations,
-            host,
-        )
-    } else {
-        aggregate(
-            chat,
-            (&plan, &calling, &meta),
-            prompt_tokens,
-            generations,
-            host,
-        )
-    }
+    answer(
+        chat,
+        (&plan, &calling, &meta),
+        prompt_tokens,
+        generations,
+        host,
+    )
 }
 
 /// What the tools plugin said about calls in this request.
@@ -165,6 +155,33 @@ impl Meta {
             usage,
         }
     }
+
+    /// One `chat.completion.chunk` for choice `index`. With `include_usage` every chunk
+    /// carries `usage: null`, and one last chunk the numbers.
+    fn chunk(
+        &self,
+        plan: &Plan,
+        index: u32,
+        delta: Delta,
+        logprobs: Option<ChoiceLogprobs>,
+        finish: Option<String>,
+    ) -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: self.id.clone(),
+            object: "chat.completion.chunk".into(),
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: self.fingerprint.clone(),
+            service_tier: self.service_tier.clone(),
+            choices: vec![ChunkChoice {
+                index,
+                delta,
+                logprobs,
+                finish_reason: finish,
+            }],
+            usage: plan.include_usage.then_some(None),
+        }
+    }
 }
 
 fn logprobs_of(delta: &inference::Delta) -> Vec<TokenLogprob> {
@@ -195,6 +212,8 @@ struct Running {
     text: String,
     /// Tokens generated, for the usage of an answer chat stops itself.
     tokens: u32,
+    /// Each sampled token's logprob, when the request asked for them.
+    logprobs: Vec<TokenLogprob>,
 }
 
 impl Running {
@@ -210,6 +229,7 @@ impl Running {
             hold,
             text: String::new(),
             tokens: 0,
+            logprobs: Vec::new(),
         }
     }
 
@@ -275,32 +295,60 @@ fn add_usage(total: Usage, u: crate::types::Usage, generation: &dyn Generation) 
     .with_cached(cached)
 }
 
-fn aggregate<C: Chat + ?Sized>(
+/// The one pipeline: every choice's events are read as they come (whichever first, so all run
+/// side by side), streamed as chunks when the request streams, and always folded into the
+/// `chat.completion` that is answered (not streaming) and stored (`store`). A streamed answer
+/// and a whole one are the same answer, usage, finish reasons and stored record included.
+fn answer<C: Chat + ?Sized>(
     chat: &C,
     (plan, calling, meta): (&Plan, &Calling, &Meta),
     prompt_tokens: u32,
     generations: Vec<Box<dyn Generation>>,
     host: &dyn Host,
 ) -> Result<(), Error> {
+    let send =
+        |index: u32, delta: Delta, logprobs: Option<ChoiceLogprobs>, finish: Option<String>| {
+            host.send_json(&meta.chunk(plan, index, delta, logprobs, finish))
+        };
+    if plan.stream {
+        for index in 0..generations.len() as u32 {
+            // OpenAI starts a choice that may turn out to be calls with no content at all.
+            let first = Delta {
+                role: Some("assistant".into()),
+                content: plan.tools.is_none().then(String::new),
+                tool_calls: None,
+                function_call: None,
+            };
+            send(index, first, None, None)?;
+        }
+    }
     let mut done: Vec<Option<Choice>> = vec![None; generations.len()];
     let mut usage = Usage::default();
-    // Every choice is read as its events come (whichever first), so all run side by side.
-    let mut running: Vec<(Running, Vec<TokenLogprob>)> = (0u32..)
+    let mut running: Vec<Running> = (0u32..)
         .zip(generations)
-        .map(|(i, g)| (Running::new(i, g, plan, calling), Vec::new()))
+        .map(|(i, g)| Running::new(i, g, plan, calling))
         .collect();
     let mut fan = FanIn::default();
     while !running.is_empty() {
-        let (at, event) = fan.next(host, &running, |(c, _)| &*c.generation);
-        let (choice, logprobs) = &mut running[at];
+        let (at, event) = fan.next(host, &running, |c| &*c.generation);
+        let choice = &mut running[at];
         let index = choice.index;
         let ending = match event? {
             Some(Event::Delta(d)) => {
-                if plan.top_logprobs.is_some() {
-                    logprobs.extend(logprobs_of(&d));
-                }
+                let logprobs = plan.top_logprobs.map(|_| logprobs_of(&d));
                 let text = chat.rewrite(index, d.text);
-                if !choice.take(text, d.tokens.len(), plan, calling, host)?.1 {
+                let (text, repeated) = choice.take(text, d.tokens.len(), plan, calling, host)?;
+                if plan.stream
+                    && (!text.is_empty() || logprobs.as_ref().is_some_and(|l| !l.is_empty()))
+                {
+                    let logprobs = logprobs.clone().map(|content| ChoiceLogprobs {
+                        content,
+                        refusal: None,
+                    });
+                    send(index, text_delta(text), logprobs, None)?;
+                }
+                choice.logprobs.extend(logprobs.unwrap_or_default());
+                if !repeated {
                     continue;
                 }
                 usage = choice.add_stopped_usage(usage, prompt_tokens);
@@ -308,195 +356,98 @@ fn aggregate<C: Chat + ?Sized>(
             }
             other => engine_end(other, &mut usage, &*choice.generation)?,
         };
-        let (choice, logprobs) = running.remove(at);
+        let choice = running.remove(at);
         fan.removed(at);
         // Dropping the generation stops it in the core (a repeat); it has finished otherwise.
         let Running {
-            generation, text, ..
+            generation,
+            hold,
+            text,
+            logprobs,
+            ..
         } = choice;
         drop(generation);
         let prefix = format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
-        let settled = calls::settle(plan, text, ending, &prefix, host)?;
-        let calls = (!settled.calls.is_empty()).then_some(settled.calls);
-        let (tool_calls, function_call) = match calls {
-            Some(c) if plan.legacy_functions => (None, c.into_iter().next().map(|c| c.function)),
-            other => (other, None),
+        // What was held back is settled: a call envelope becomes calls, anything else was text.
+        let (settled, rest) = match hold {
+            Hold::Calls(buf) => {
+                let settled = calls::settle(plan, buf.clone(), ending, &prefix, host)?;
+                let rest = if settled.envelope { String::new() } else { buf };
+                (settled, rest)
+            }
+            Hold::Undecided(buf) => (
+                calls::settle(plan, String::new(), ending, &prefix, host)?,
+                buf,
+            ),
+            Hold::Stream => (
+                calls::settle(plan, String::new(), ending, &prefix, host)?,
+                String::new(),
+            ),
         };
-        let has_calls = tool_calls.is_some() || function_call.is_some();
-        done[index as usize] = Some(Choice {
-            index,
-            message: AssistantMessage {
-                role: "assistant".into(),
-                content: if has_calls {
-                    None
-                } else {
-                    Some(settled.content)
-                },
-                refusal: None,
-                tool_calls,
-                function_call,
-            },
-            logprobs: plan.top_logprobs.map(|_| ChoiceLogprobs {
-                content: logprobs,
-                refusal: None,
-            }),
-            finish_reason: Some(settled.finish),
-        });
-    }
-    let response = meta.completion(done.into_iter().flatten().collect(), usage);
-    if plan.store {
-        super::stored::save(host, &response, plan.metadata.as_ref(), &plan.messages)?;
-    }
-    host.respond_json(200, &response)
-}
-
-fn stream<C: Chat + ?Sized>(
-    chat: &C,
-    (plan, calling, meta): (&Plan, &Calling, &Meta),
-    prompt_tokens: u32,
-    generations: Vec<Box<dyn Generation>>,
-    host: &dyn Host,
-) -> Result<(), Error> {
-    // With include_usage every chunk carries `usage: null`, and one last chunk the numbers.
-    let usage_field = plan.include_usage.then_some(None);
-    let chunk = |index: u32,
-                 delta: Delta,
-                 logprobs: Option<ChoiceLogprobs>,
-                 finish: Option<String>| ChatCompletionChunk {
-        id: meta.id.clone(),
-        object: "chat.completion.chunk".into(),
-        created: meta.created,
-        model: meta.model.clone(),
-        system_fingerprint: meta.fingerprint.clone(),
-        service_tier: meta.service_tier.clone(),
-        choices: vec![ChunkChoice {
-            index,
-            delta,
-            logprobs,
-            finish_reason: finish,
-        }],
-        usage: usage_field,
-    };
-    for index in 0..generations.len() as u32 {
-        // OpenAI starts a choice that may turn out to be calls with no content at all.
-        let first = Delta {
-            role: Some("assistant".into()),
-            content: plan.tools.is_none().then(String::new),
-            tool_calls: None,
-            function_call: None,
-        };
-        host.send_json(&chunk(index, first, None, None))?;
-    }
-    // Whichever choice has an event is streamed next: the choices stream side by side.
-    let mut running: Vec<Running> = (0u32..)
-        .zip(generations)
-        .map(|(i, g)| Running::new(i, g, plan, calling))
-        .collect();
-    let mut usage = Usage::default();
-    // With `store`, the streamed choices are assembled into the completion that is kept.
-    let mut kept: Vec<Option<Choice>> = vec![None; running.len()];
-    let mut fan = FanIn::default();
-    while !running.is_empty() {
-        let (at, event) = fan.next(host, &running, |c| &*c.generation);
-        {
-            let choice = &mut running[at];
-            let index = choice.index;
-            let ending = match event? {
-                Some(Event::Delta(d)) => {
-                    let logprobs = plan.top_logprobs.map(|_| ChoiceLogprobs {
-                        content: logprobs_of(&d),
-                        refusal: None,
-                    });
-                    let text = chat.rewrite(index, d.text);
-                    let (text, repeated) =
-                        choice.take(text, d.tokens.len(), plan, calling, host)?;
-                    if !text.is_empty() || logprobs.as_ref().is_some_and(|l| !l.content.is_empty())
-                    {
-                        host.send_json(&chunk(index, text_delta(text), logprobs, None))?;
-                    }
-                    if !repeated {
-                        continue;
-                    }
-                    usage = choice.add_stopped_usage(usage, prompt_tokens);
-                    Ending::Repeat
-                }
-                other => engine_end(other, &mut usage, &*choice.generation)?,
-            };
-            let choice = running.remove(at);
-            fan.removed(at);
-            // Dropping the generation stops it in the core (a repeat); it has finished otherwise.
-            let Running {
-                generation,
-                hold,
-                text,
-                ..
-            } = choice;
-            drop(generation);
-            let prefix = format!("{}_{index}", meta.id.trim_start_matches("chatcmpl-"));
-            let (settled, rest) = match hold {
-                Hold::Calls(buf) => {
-                    let settled = calls::settle(plan, buf.clone(), ending, &prefix, host)?;
-                    // Not a call after all: it was text, held back until now.
-                    let rest = if settled.envelope { String::new() } else { buf };
-                    (settled, rest)
-                }
-                Hold::Undecided(buf) => (
-                    calls::settle(plan, String::new(), ending, &prefix, host)?,
-                    buf,
-                ),
-                Hold::Stream => (
-                    calls::settle(plan, String::new(), ending, &prefix, host)?,
-                    String::new(),
-                ),
-            };
+        if plan.stream {
             if !rest.is_empty() {
-                host.send_json(&chunk(index, text_delta(rest), None, None))?;
+                send(index, text_delta(rest), None, None)?;
             }
             for (i, call) in (0u32..).zip(&settled.calls) {
                 for piece in calls::call_deltas(i, call, plan.legacy_functions) {
-                    host.send_json(&chunk(index, piece, None, None))?;
+                    send(index, piece, None, None)?;
                 }
             }
-            host.send_json(&chunk(
-                index,
-                Delta::default(),
-                None,
-                Some(settled.finish.clone()),
-            ))?;
-            if plan.store {
-                let has_calls = !settled.calls.is_empty();
-                kept[index as usize] = Some(Choice {
-                    index,
-                    message: AssistantMessage {
-                        role: "assistant".into(),
-                        content: (!has_calls).then(|| {
-                            if settled.envelope {
-                                String::new()
-                            } else {
-                                text
-                            }
-                        }),
-                        refusal: None,
-                        tool_calls: has_calls.then_some(settled.calls),
-                        function_call: None,
-                    },
-                    logprobs: None,
-                    finish_reason: Some(settled.finish),
-                });
-            }
+            send(index, Delta::default(), None, Some(settled.finish.clone()))?;
         }
+        let content = if settled.envelope {
+            String::new()
+        } else {
+            text
+        };
+        done[index as usize] = Some(folded(plan, index, settled, content, logprobs));
     }
-    if plan.include_usage {
-        let mut last = chunk(0, Delta::default(), None, None);
+    let completion = meta.completion(done.into_iter().flatten().collect(), usage);
+    if plan.stream && plan.include_usage {
+        let mut last = meta.chunk(plan, 0, Delta::default(), None, None);
         last.choices.clear();
         last.usage = Some(Some(usage));
         host.send_json(&last)?;
     }
     if plan.store {
-        let completion = meta.completion(kept.into_iter().flatten().collect(), usage);
         super::stored::save(host, &completion, plan.metadata.as_ref(), &plan.messages)?;
     }
-    Ok(())
+    if plan.stream {
+        Ok(())
+    } else {
+        host.respond_json(200, &completion)
+    }
+}
+
+/// One choice of the `chat.completion`, once it has ended.
+fn folded(
+    plan: &Plan,
+    index: u32,
+    settled: calls::Settled,
+    content: String,
+    logprobs: Vec<TokenLogprob>,
+) -> Choice {
+    let calls = (!settled.calls.is_empty()).then_some(settled.calls);
+    let (tool_calls, function_call) = match calls {
+        Some(c) if plan.legacy_functions => (None, c.into_iter().next().map(|c| c.function)),
+        other => (other, None),
+    };
+    let has_calls = tool_calls.is_some() || function_call.is_some();
+    Choice {
+        index,
+        message: AssistantMessage {
+            role: "assistant".into(),
+            content: (!has_calls).then_some(content),
+            refusal: None,
+            tool_calls,
+            function_call,
+        },
+        logprobs: plan.top_logprobs.map(|_| ChoiceLogprobs {
+            content: logprobs,
+            refusal: None,
+        }),
+        finish_reason: Some(settled.finish),
+    }
 }
 
 fn text_delta(text: String) -> Delta {
