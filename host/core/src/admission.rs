@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long every running sequence may sit paused before one more is admitted past the caps.
-pub(crate) const STALL: Duration = Duration::from_millis(200);
-
 use crate::engine::{GenerateRequest, Submission};
 use crate::error::CoreError;
 use crate::llama::LlamaConfig;
 use crate::sequence::Sequence;
+
+/// How long every running sequence may sit paused before one more is admitted past the caps.
+pub(crate) const STALL: Duration = Duration::from_millis(200);
 
 /// Engine-wide bounds, per model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

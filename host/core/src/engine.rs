@@ -174,28 +174,32 @@ impl EngineHandle {
         })
     }
 
+    /// `prompt` is not empty, in the vocabulary, and leaves `room` positions of the context.
+    fn check_prompt(&self, prompt: &[u32], room: usize) -> Result<(), CoreError> {
+        if prompt.is_empty() {
+            return Err(CoreError::EmptyPrompt);
+        }
+        let vocab = self.tokenizer.vocab_size();
+        if let Some(&token) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(CoreError::OutOfVocabulary { token });
+        }
+        if prompt.len() + room > self.context_length {
+            return Err(CoreError::ContextOverflow {
+                tokens: prompt.len(),
+                limit: self.context_length,
+            });
+        }
+        Ok(())
+    }
+
     /// Queues a generation. Events arrive on the returned channel; dropping it cancels.
     pub fn submit(
         &self,
         mut request: GenerateRequest,
     ) -> Result<mpsc::Receiver<GenEvent>, CoreError> {
         request.sampling.validate(self.tokenizer.vocab_size())?;
-        if request.prompt.is_empty() {
-            return Err(CoreError::EmptyPrompt);
-        }
-        if let Some(&token) = request
-            .prompt
-            .iter()
-            .find(|&&t| t as usize >= self.tokenizer.vocab_size())
-        {
-            return Err(CoreError::OutOfVocabulary { token });
-        }
-        if request.prompt.len() >= self.context_length {
-            return Err(CoreError::ContextOverflow {
-                tokens: request.prompt.len(),
-                limit: self.context_length,
-            });
-        }
+        // Room for at least one generated token.
+        self.check_prompt(&request.prompt, 1)?;
         if request.max_tokens == Some(0) {
             return Err(CoreError::NoTokensAllowed);
         }
@@ -240,21 +244,7 @@ impl EngineHandle {
         top: u32,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<TokenLogprob>, CoreError>>, CoreError>
     {
-        if tokens.is_empty() {
-            return Err(CoreError::EmptyPrompt);
-        }
-        if let Some(&token) = tokens
-            .iter()
-            .find(|&&t| t as usize >= self.tokenizer.vocab_size())
-        {
-            return Err(CoreError::OutOfVocabulary { token });
-        }
-        if tokens.len() > self.context_length {
-            return Err(CoreError::ContextOverflow {
-                tokens: tokens.len(),
-                limit: self.context_length,
-            });
-        }
+        self.check_prompt(&tokens, 0)?;
         if top > MAX_ALTERNATIVES {
             return Err(CoreError::TooManyAlternatives {
                 asked: top,

@@ -57,7 +57,7 @@ pub enum CoreError {
     UnknownModel(String),
     /// The model exists but is of the other kind.
     #[error("The model `{model}` {}", match .wanted {
-        ModelKind::Generator => "is an embedding model: it serves /v1/embeddings, not text generation",
+        ModelKind::Generator => "is an embedding model: it embeds text and does not generate it",
         ModelKind::Embedder => "does not serve embeddings",
     })]
     WrongKind { model: String, wanted: ModelKind },

@@ -83,13 +83,7 @@ pub(crate) fn wit_error(e: CoreError) -> types::Error {
 /// [`wit_error`] for a call whose token list is the argument `tokens` (`prompt` in a
 /// `generate-request`, `tokens` in `score` and `detokenize`).
 pub(crate) fn wit_error_at(e: CoreError, tokens: &str) -> types::Error {
-    let detail = |field: &str, code: Option<&str>| types::ErrorDetail {
-        message: e.to_string(),
-        param: Some(field.to_owned()),
-        code: code.map(str::to_owned),
-    };
-    let invalid =
-        |field: &str, code: Option<&str>| types::Error::InvalidRequest(detail(field, code));
+    let invalid = |field: &str, code| invalid_argument(field, e.to_string(), code);
     match &e {
         CoreError::ContextOverflow { .. } => invalid(tokens, Some("context_length_exceeded")),
         CoreError::EmptyPrompt | CoreError::OutOfVocabulary { .. } => invalid(tokens, None),
@@ -112,9 +106,11 @@ pub(crate) fn wit_error_at(e: CoreError, tokens: &str) -> types::Error {
             invalid("inputs", too_long.then_some("context_length_exceeded"))
         }
         CoreError::WrongKind { .. } => invalid("model", Some("model_not_supported")),
-        CoreError::UnknownModel(_) => {
-            types::Error::NotFound(detail("model", Some("model_not_found")))
-        }
+        CoreError::UnknownModel(_) => types::Error::NotFound(argument_detail(
+            "model",
+            e.to_string(),
+            Some("model_not_found"),
+        )),
         CoreError::EngineStopped => types::Error::Unavailable(e.to_string()),
         CoreError::Busy(message) => types::Error::RateLimited(message.clone()),
         CoreError::Weights(_)
@@ -134,11 +130,19 @@ pub(crate) fn invalid_argument(
     message: impl Into<String>,
     code: Option<&str>,
 ) -> types::Error {
-    types::Error::InvalidRequest(types::ErrorDetail {
+    types::Error::InvalidRequest(argument_detail(field, message, code))
+}
+
+fn argument_detail(
+    field: &str,
+    message: impl Into<String>,
+    code: Option<&str>,
+) -> types::ErrorDetail {
+    types::ErrorDetail {
         message: message.into(),
         param: Some(field.to_owned()),
         code: code.map(str::to_owned),
-    })
+    }
 }
 
 impl HostState {

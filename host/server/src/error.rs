@@ -106,15 +106,9 @@ impl ApiError {
     /// What a plugin returned through the WIT's error variant: each case is one OpenAI error
     /// type and status.
     fn from_plugin(e: &PluginError) -> Self {
-        let with = |status, d: &Detail| ApiError {
-            status,
-            retry_after: None,
-            body: ErrorBody::new(
-                "invalid_request_error",
-                &d.message,
-                d.param.clone(),
-                d.code.clone(),
-            ),
+        let with = |status, d: &Detail| {
+            let (param, code) = (d.param.as_deref(), d.code.as_deref());
+            Self::new(status, "invalid_request_error", &d.message, param, code)
         };
         match e {
             PluginError::InvalidRequest(d) => with(StatusCode::BAD_REQUEST, d),

@@ -14,12 +14,11 @@ use super::{Chat, Plan};
 use crate::fan_in::FanIn;
 
 /// The host's names for what a chat request became, as chat's request parameters.
-const CHAT_PARAMS: [(&str, &str); 5] = [
+const CHAT_PARAMS: [(&str, &str); 4] = [
     ("prompt", "messages"),
     ("max-tokens", "max_completion_tokens"),
     ("top-logprobs", "top_logprobs"),
     ("constraint", "response_format"),
-    ("stop", "stop"),
 ];
 
 /// Runs one chat request the way the first-party plugin does, against `host` (the real one in
