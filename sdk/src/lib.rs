@@ -86,6 +86,17 @@ macro_rules! export_chat_plugin {
     };
 }
 
+impl From<cinder_openai::params::Invalid> for Error {
+    /// A request that breaks one of OpenAI's rules is a 400 naming the parameter.
+    fn from(e: cinder_openai::params::Invalid) -> Self {
+        Error::InvalidRequest(ErrorDetail {
+            message: e.message,
+            param: e.param,
+            code: e.code,
+        })
+    }
+}
+
 impl Error {
     /// This error with the host's argument names turned into the request parameters they
     /// came from. The host names what was wrong with a call in WIT's terms (`prompt`,

@@ -5,6 +5,7 @@ running sequences and eight waiting, and a small `[limits.grammar]` (the config 
 grammar bounds), logging the core at debug level."""
 
 import threading
+import time
 
 import httpx
 import openai
@@ -111,6 +112,14 @@ def test_the_grammar_bounds_come_from_the_config(srv):
 def test_the_engines_log_lines_name_the_request(srv):
     r = sdk(srv).chat.completions.create(model=MODEL, messages=HI, max_tokens=3)
     request_id = r.id.removeprefix("chatcmpl-")
-    lines = [l for l in srv.log().splitlines() if request_id in l]
+    # The engine logs a sequence's end after it hands over the last token, so the line may
+    # land just after the response: wait for it a little.
+    deadline = time.monotonic() + 5
+    while True:
+        lines = [l for l in srv.log().splitlines() if request_id in l]
+        finished = any("sequence finished" in l for l in lines)
+        if finished or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert any("sequence admitted" in l for l in lines), srv.log()[-3000:]
-    assert any("sequence finished" in l for l in lines), srv.log()[-3000:]
+    assert finished, srv.log()[-3000:]

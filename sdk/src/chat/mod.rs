@@ -22,7 +22,6 @@ mod calls;
 mod plan;
 mod run;
 pub mod stored;
-pub mod tools;
 
 pub use plan::Plan;
 pub use run::complete;

@@ -250,7 +250,7 @@ fn update(host: &dyn Host, id: &str, body: &str) -> Result<(), Error> {
     let metadata = u
         .metadata
         .ok_or_else(|| invalid_request("`metadata` is required", Some("metadata")))?;
-    super::plan::check_metadata(Some(&metadata))?;
+    crate::openai::params::metadata(Some(metadata.clone()))?;
     let mut s = load(host, id)?;
     s.metadata = metadata;
     let text = serde_json::to_string(&s)
