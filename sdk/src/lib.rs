@@ -1,90 +1,71 @@
-//! `cinder-sdk`: what a Cinder plugin depends on.
-//!
-//! A plugin is a `cdylib` built for `wasm32-wasip2` that implements [`Handler`] and exports it
-//! with [`export_chat_plugin!`]. It reaches the inference core through [`inference`], writes its
-//! response into a host-owned [`sink::ResponseSink`] (the host does the SSE framing), and logs
-//! through [`debug`]/[`info`]/[`warn`]. OpenAI wire types come from [`openai`].
-//!
-//! ```ignore
-//! struct Echo;
-//! impl cinder_sdk::Handler for Echo {
-//!     fn handle(req: cinder_sdk::Request, sink: &cinder_sdk::sink::ResponseSink) -> Result<(), cinder_sdk::Error> {
-//!         cinder_sdk::respond_json(sink, 200, &serde_json::json!({"echo": req.body}))
-//!     }
-//! }
-//! cinder_sdk::export_chat_plugin!(Echo);
-//! ```
-
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-/// Generated WIT bindings (`cinder:plugin@0.1.5`, world `sdk`: every family's imports and
-/// exports; the host uses the exports of the world a plugin's manifest names).
+/// Generated WIT bindings (`cinder:plugin@0.1.6`). The imports every family shares are
+/// generated once, from the export-less world `plugin-imports`; each family's world is
+/// generated beside them with its imports mapped onto those, so that a plugin exports only
+/// what its family serves (the export macros in [`export`] pick the world).
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit/v0.1",
-        world: "sdk",
-        pub_export_macro: true,
-        export_macro_name: "export_sdk_bindings",
-        default_bindings_module: "cinder_sdk::bindings",
+        world: "plugin-imports",
     });
+
+    /// The export of the worlds that serve routes (`chat-plugin`, `embeddings-plugin`):
+    /// `handler`. Both export the same interface, so its glue is generated once (from
+    /// `chat-plugin`); what an embeddings plugin imports comes from the shared imports.
+    pub mod handler {
+        wit_bindgen::generate!({
+            path: "../wit/v0.1",
+            world: "chat-plugin",
+            with: {
+                "cinder:plugin/types@0.1.6": crate::bindings::cinder::plugin::types,
+                "cinder:plugin/log@0.1.6": crate::bindings::cinder::plugin::log,
+                "cinder:plugin/inference@0.1.6": crate::bindings::cinder::plugin::inference,
+                "cinder:plugin/sink@0.1.6": crate::bindings::cinder::plugin::sink,
+                "cinder:plugin/config@0.1.6": crate::bindings::cinder::plugin::config,
+                "cinder:plugin/documents@0.1.6": crate::bindings::cinder::plugin::documents,
+                "cinder:plugin/tools@0.1.6": crate::bindings::cinder::plugin::tools,
+                "cinder:plugin/route@0.1.6": crate::bindings::cinder::plugin::route,
+            },
+            pub_export_macro: true,
+            export_macro_name: "export_handler_world",
+            default_bindings_module: "cinder_sdk::bindings::handler",
+        });
+    }
+
+    /// World `tools-plugin`: exports `tools`.
+    pub mod tools {
+        wit_bindgen::generate!({
+            path: "../wit/v0.1",
+            world: "tools-plugin",
+            with: {
+                "cinder:plugin/types@0.1.6": crate::bindings::cinder::plugin::types,
+                "cinder:plugin/log@0.1.6": crate::bindings::cinder::plugin::log,
+                "cinder:plugin/inference@0.1.6": crate::bindings::cinder::plugin::inference,
+                "cinder:plugin/config@0.1.6": crate::bindings::cinder::plugin::config,
+            },
+            pub_export_macro: true,
+            export_macro_name: "export_tools_world",
+            default_bindings_module: "cinder_sdk::bindings::tools",
+        });
+    }
 }
 
-pub mod chat;
-pub mod completions;
-pub mod embeddings;
-mod fan_in;
+pub mod export;
 pub mod host;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;
-pub mod tools;
-mod validate;
 
-pub use bindings::cinder::plugin::{config, documents, inference, log, sink, types};
-pub use bindings::exports::cinder::plugin::handler::{Guest as Handler, Request};
+pub use bindings::cinder::plugin::{
+    config, documents, embeddings, inference, log, route, sink, tools, types,
+};
 pub use cinder_openai as openai;
+pub use export::{Request, Route, Serve, ToolsPlugin};
+pub use host::Host;
 pub use types::{Error, ErrorDetail};
-
-/// Exports a [`Handler`] implementation as the plugin's `handler` interface (for a
-/// `chat-plugin` manifest). The component also exports `tools`, as every SDK plugin does;
-/// here it answers that this plugin does not provide tools.
-#[macro_export]
-macro_rules! export_chat_plugin {
-    ($ty:ident) => {
-        #[doc(hidden)]
-        pub struct __CinderHandlerExport;
-
-        impl $crate::Handler for __CinderHandlerExport {
-            fn handle(
-                request: $crate::Request,
-                sink: &$crate::sink::ResponseSink,
-            ) -> ::core::result::Result<(), $crate::Error> {
-                <$ty as $crate::Handler>::handle(request, sink)
-            }
-        }
-
-        impl $crate::bindings::exports::cinder::plugin::tools::Guest for __CinderHandlerExport {
-            fn render(
-                _model: ::std::string::String,
-                _messages: ::std::vec::Vec<$crate::bindings::exports::cinder::plugin::tools::Message>,
-                _tools: ::core::option::Option<$crate::bindings::exports::cinder::plugin::tools::ToolUse>,
-            ) -> ::core::result::Result<$crate::bindings::exports::cinder::plugin::tools::Prompt, $crate::Error> {
-                ::core::result::Result::Err($crate::tools::export::not_provided())
-            }
-
-            fn parse(
-                _model: ::std::string::String,
-                _text: ::std::string::String,
-                _tools: $crate::bindings::exports::cinder::plugin::tools::ToolUse,
-            ) -> ::core::result::Result<::core::option::Option<::std::vec::Vec<$crate::bindings::exports::cinder::plugin::tools::Call>>, $crate::Error> {
-                ::core::result::Result::Err($crate::tools::export::not_provided())
-            }
-        }
-
-        $crate::bindings::export_sdk_bindings!(__CinderHandlerExport with_types_in $crate::bindings);
-    };
-}
 
 impl From<cinder_openai::params::Invalid> for Error {
     /// A request that breaks one of OpenAI's rules is a 400 naming the parameter.
@@ -123,16 +104,6 @@ impl Error {
     }
 }
 
-/// The sampling arguments of a `generate-request` as OpenAI's request parameters (the
-/// same in chat and legacy completions).
-pub(crate) const SAMPLING_PARAMS: [(&str, &str); 5] = [
-    ("sampling.temperature", "temperature"),
-    ("sampling.top-p", "top_p"),
-    ("sampling.presence-penalty", "presence_penalty"),
-    ("sampling.frequency-penalty", "frequency_penalty"),
-    ("sampling.logit-bias", "logit_bias"),
-];
-
 /// A 400 `invalid_request_error` naming `param`.
 pub fn invalid_request(message: &str, param: Option<&str>) -> Error {
     Error::InvalidRequest(ErrorDetail {
@@ -142,24 +113,7 @@ pub fn invalid_request(message: &str, param: Option<&str>) -> Error {
     })
 }
 
-/// Serializes `value` and sends it as one SSE event.
-pub fn send_json(sink: &sink::ResponseSink, value: &impl serde::Serialize) -> Result<(), Error> {
-    let data = serde_json::to_string(value)
-        .map_err(|e| Error::Internal(format!("serializing an event: {e}")))?;
-    sink.send_event(&data).map_err(sink_error)
-}
-
-/// Serializes `value` and sends it as the whole response with `status`.
-pub fn respond_json(
-    sink: &sink::ResponseSink,
-    status: u16,
-    value: &impl serde::Serialize,
-) -> Result<(), Error> {
-    let body = serde_json::to_string(value)
-        .map_err(|e| Error::Internal(format!("serializing the response: {e}")))?;
-    sink.respond(status, &body).map_err(sink_error)
-}
-
+/// The error a sink write becomes.
 pub(crate) fn sink_error(e: sink::SinkError) -> Error {
     match e {
         // The client is gone: nobody will read an error either; end the call quietly.
@@ -170,18 +124,15 @@ pub(crate) fn sink_error(e: sink::SinkError) -> Error {
     }
 }
 
-/// This plugin's setting `key` from the host's config file (`[plugins.settings.<id>]`), as it
-/// stands for this request. Edits to the file apply to the next request.
-pub fn setting(key: &str) -> Option<String> {
-    config::get(key)
-}
-
-/// OpenAI's `finish_reason` for a generation that ended this way.
-pub(crate) fn finish_reason(r: types::FinishReason) -> String {
-    match r {
-        types::FinishReason::Stop => "stop".into(),
-        types::FinishReason::Length => "length".into(),
+/// Parses a JSON body into `T`; a mistake is a 400 naming the path of the field at fault
+/// (`max_tokens`, `messages[0].role`). Fields `T` does not know are ignored, never refused
+/// (newer clients send fields a server may not know yet), and logged at debug level.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Error> {
+    let (value, unknown) = openai::params::parse_body(body)?;
+    if !unknown.is_empty() {
+        debug(&format!("ignoring unknown fields: {}", unknown.join(", ")));
     }
+    Ok(value)
 }
 
 /// Seconds since the Unix epoch (OpenAI's `created`).

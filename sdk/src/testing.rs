@@ -3,27 +3,27 @@
 //! machine, without wasm or a model. What it generates is scripted by the test; it applies
 //! `max_tokens` but not stop strings (the real core does).
 //!
-//! ```ignore
-//! use cinder_sdk::chat::Chat;
-//! use cinder_sdk::testing::{FakeHost, post};
+//! ```
+//! use cinder_sdk::host::{Inference, Sink};
+//! use cinder_sdk::testing::FakeHost;
 //!
 //! let host = FakeHost::new("m").generating(&["call ", "555"]);
-//! MyChat.complete(post(&serde_json::json!({"model": "m", "messages": [
-//!     {"role": "user", "content": "hi"}]})), &host).unwrap();
-//! let (status, body) = host.response().unwrap();
-//! assert_eq!(body["choices"][0]["message"]["content"], "call ###");
+//! assert_eq!(host.tokenize("m", "hi", true).unwrap(), [104, 105]);
+//! host.respond(200, r#"{"ok": true}"#).unwrap();
+//! assert_eq!(host.response().unwrap().1["ok"], true);
 //! ```
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
 use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
-use crate::host::{Generation, Host};
+use crate::export::ToolsPlugin;
+use crate::host::{Config, Documents, Embeddings, Generation, Inference, Sink, Tools};
 use crate::inference::{
     ChatMessage, Constraint, Delta, Event, Finished, GenerateRequest, ModelInfo,
 };
 use crate::inference::{TokenLogprob, TopLogprob};
-use crate::tools::{Call, FirstParty, Message, Prompt, ToolUse, Tools};
+use crate::tools::{Call, Message, Prompt, ToolUse};
 use crate::types::{ErrorDetail, FinishReason, Usage};
 use crate::{Error, Request};
 
@@ -41,7 +41,7 @@ pub struct FakeHost {
     /// Whether the fake model's template renders `tools` itself.
     template_tools: bool,
     /// The loaded tools plugin (`None`: none is loaded).
-    tools_plugin: Option<Box<dyn Tools>>,
+    tools_plugin: Option<Box<dyn ToolsPlugin>>,
     /// The embedding model, if any (see [`FakeHost::with_embedder`]).
     embedder: Option<EmbedderInfo>,
     /// Every `embed` call's inputs, in order.
@@ -50,9 +50,14 @@ pub struct FakeHost {
 
 /// A `POST /v1/chat/completions` request with `body`.
 pub fn post(body: &serde_json::Value) -> Request {
+    request("POST", "/v1/chat/completions", body)
+}
+
+/// A request to `path` with `body`.
+pub fn request(method: &str, path: &str, body: &serde_json::Value) -> Request {
     Request {
-        method: "POST".into(),
-        path: "/v1/chat/completions".into(),
+        method: method.into(),
+        path: path.into(),
         body: body.to_string(),
         request_id: "test".into(),
     }
@@ -78,7 +83,7 @@ impl FakeHost {
             documents: RefCell::new(Vec::new()),
             constraints: RefCell::new(Vec::new()),
             template_tools: false,
-            tools_plugin: Some(Box::new(FirstParty)),
+            tools_plugin: None,
             embedder: None,
             embedded: RefCell::new(Vec::new()),
         }
@@ -124,14 +129,14 @@ impl FakeHost {
         self
     }
 
-    /// As if no tools plugin were loaded: tool calls are unavailable.
+    /// As if no tools plugin were loaded (the default): tool calls are unavailable.
     pub fn without_tools_plugin(mut self) -> Self {
         self.tools_plugin = None;
         self
     }
 
-    /// Serves tool calls with `tools` instead of the first-party tools plugin.
-    pub fn with_tools(mut self, tools: impl Tools + 'static) -> Self {
+    /// Serves the `tools` import with `tools`, as if it were the loaded tools plugin.
+    pub fn with_tools(mut self, tools: impl ToolsPlugin + 'static) -> Self {
         self.tools_plugin = Some(Box::new(tools));
         self
     }
@@ -187,7 +192,7 @@ impl FakeHost {
         r
     }
 
-    fn tools_plugin(&self) -> Result<&dyn Tools, Error> {
+    fn tools_plugin(&self) -> Result<&dyn ToolsPlugin, Error> {
         self.tools_plugin
             .as_deref()
             .ok_or_else(|| Error::Unavailable("no tools plugin is loaded".into()))
@@ -255,7 +260,7 @@ impl Generation for FakeGeneration {
     }
 }
 
-impl Host for FakeHost {
+impl Inference for FakeHost {
     fn describe_model(&self, model: &str) -> Result<ModelInfo, Error> {
         if model == self.model.id {
             Ok(self.model.clone())
@@ -304,25 +309,6 @@ impl Host for FakeHost {
     fn template_has_tools(&self, model: &str) -> Result<bool, Error> {
         self.describe_model(model)?;
         Ok(self.template_tools)
-    }
-
-    fn render_tools(
-        &self,
-        model: &str,
-        messages: &[Message],
-        tools: Option<&ToolUse>,
-    ) -> Result<Prompt, Error> {
-        self.tools_plugin()?
-            .render(model, messages.to_vec(), tools.cloned(), self)
-    }
-
-    fn parse_tool_calls(
-        &self,
-        model: &str,
-        text: &str,
-        tools: &ToolUse,
-    ) -> Result<Option<Vec<Call>>, Error> {
-        self.tools_plugin()?.parse(model, text, tools, self)
     }
 
     fn tokenize(&self, model: &str, text: &str, _parse_special: bool) -> Result<Vec<u32>, Error> {
@@ -386,7 +372,30 @@ impl Host for FakeHost {
             done: RefCell::new(false),
         }))
     }
+}
 
+impl Tools for FakeHost {
+    fn render_tools(
+        &self,
+        model: &str,
+        messages: &[Message],
+        tools: Option<&ToolUse>,
+    ) -> Result<Prompt, Error> {
+        self.tools_plugin()?
+            .render(model, messages.to_vec(), tools.cloned(), self)
+    }
+
+    fn parse_tool_calls(
+        &self,
+        model: &str,
+        text: &str,
+        tools: &ToolUse,
+    ) -> Result<Option<Vec<Call>>, Error> {
+        self.tools_plugin()?.parse(model, text, tools, self)
+    }
+}
+
+impl Sink for FakeHost {
     fn send_event(&self, data: &str) -> Result<(), Error> {
         if self.response.borrow().is_some() {
             return Err(Error::Internal("the plugin wrote two responses".into()));
@@ -402,7 +411,9 @@ impl Host for FakeHost {
         *self.response.borrow_mut() = Some((status, body.to_owned()));
         Ok(())
     }
+}
 
+impl Documents for FakeHost {
     fn put_document(&self, collection: &str, key: &str, value: &str) -> Result<(), Error> {
         let mut docs = self.documents.borrow_mut();
         match docs
@@ -452,7 +463,9 @@ impl Host for FakeHost {
             .unwrap_or(0);
         Ok(all.into_iter().skip(start).take(limit as usize).collect())
     }
+}
 
+impl Embeddings for FakeHost {
     fn describe_embedder(&self, model: &str) -> Result<EmbedderInfo, Error> {
         self.embedder(model).cloned()
     }
@@ -499,7 +512,9 @@ impl Host for FakeHost {
             truncated,
         })
     }
+}
 
+impl Config for FakeHost {
     fn setting(&self, key: &str) -> Option<String> {
         self.settings
             .iter()

@@ -55,6 +55,56 @@ async fn a_route_clash_is_refused_and_the_owner_keeps_serving() {
     let _ = std::fs::remove_dir_all(root);
 }
 
+/// The route the host matched reaches the guest as data (WIT `route`, 0.1.6): the manifest's
+/// id (or `METHOD /pattern` without one) and the path's parameters.
+#[tokio::test]
+async fn the_matched_route_reaches_the_plugin_as_data() {
+    use cinder_runtime::Output;
+    let respond = |out: Vec<Output>| match out.as_slice() {
+        [Output::Respond { status: 200, body }] => body.clone(),
+        other => panic!("{other:?}"),
+    };
+    let rt = crate::runtime::runtime(limits());
+    let plain = respond(crate::runtime::call(&rt, "route").await);
+    assert_eq!(plain, r#"["POST /v1/test/misbehave",[]]"#);
+
+    let dir = misbehave_copy("route-ids", |m| {
+        m.replace(
+            r#"{ method = "POST", path = "/v1/test/misbehave" }"#,
+            r#"{ id = "test.item", method = "POST", path = "/v1/test/items/{item}/parts/{part}" }"#,
+        )
+    });
+    let rt = bare_runtime(limits(), None);
+    rt.load_plugin(&dir).expect("loads");
+    let named = respond(crate::runtime::call_at(&rt, "/v1/test/items/42/parts/a-1", "route").await);
+    assert_eq!(named, r#"["test.item",[["item","42"],["part","a-1"]]]"#);
+    let info = rt.plugins().into_iter().next().expect("loaded");
+    assert_eq!(
+        info.exports,
+        ["cinder:plugin/handler@0.1.6"],
+        "an SDK plugin exports only its world's interface"
+    );
+
+    for (bad, why) in [
+        (r#"id = "Item.Create", "#, "is not 1 to 64"),
+        (r#"id = "a", "#, "two routes have the id"),
+    ] {
+        let dir = misbehave_copy("route-ids-bad", |m| {
+            m.replace(
+                r#"{ method = "POST", path = "/v1/test/misbehave" }"#,
+                &format!(
+                    r#"{{ {bad}method = "POST", path = "/v1/test/one" }}, {{ id = "a", method = "POST", path = "/v1/test/two" }}"#
+                ),
+            )
+        });
+        let err = bare_runtime(limits(), None)
+            .load_plugin(&dir)
+            .expect_err(why)
+            .to_string();
+        assert!(err.contains(why), "{err}");
+    }
+}
+
 #[tokio::test]
 async fn routes_with_parameters_match_one_segment_and_clash_by_shape() {
     use cinder_runtime::RouteMatch;
@@ -65,7 +115,7 @@ async fn routes_with_parameters_match_one_segment_and_clash_by_shape() {
     rt.load_plugin(&dir).expect("loads");
     assert!(matches!(
         rt.route("POST", "/v1/test/items/42"),
-        RouteMatch::Found(_)
+        RouteMatch::Found(..)
     ));
     assert!(matches!(
         rt.route("GET", "/v1/test/items/42"),
@@ -171,7 +221,7 @@ fn one_tools_plugin_serves_and_it_owns_no_routes() {
     let plugins = rt.plugins();
     assert_eq!(plugins.len(), 1);
     assert_eq!(plugins[0].world, "tools-plugin");
-    assert_eq!(plugins[0].wit_version, "0.1.5");
+    assert_eq!(plugins[0].wit_version, "0.1.6");
     assert!(plugins[0].routes.is_empty());
 
     let routed = root.join("c-routed");

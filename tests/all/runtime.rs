@@ -50,10 +50,16 @@ pub(crate) async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
 }
 
 pub(crate) async fn call_at(rt: &Arc<Runtime>, path: &str, body: &str) -> Vec<Output> {
-    let RouteMatch::Found(plugin) = rt.route("POST", path) else {
+    let RouteMatch::Found(plugin, route) = rt.route("POST", path) else {
         panic!("route {path} missing")
     };
-    let mut rx = rt.call(plugin, post(path, body));
+    let mut rx = rt.call(
+        plugin,
+        PluginRequest {
+            route: Some(route),
+            ..post(path, body)
+        },
+    );
     let mut outputs = Vec::new();
     while let Some(o) = rx.recv().await {
         outputs.push(o);
@@ -67,6 +73,7 @@ fn post(path: &str, body: &str) -> PluginRequest {
         path: path.into(),
         body: body.into(),
         request_id: "t".into(),
+        route: None,
         owner: cinder_runtime::LOCAL_OWNER.into(),
     }
 }
@@ -159,7 +166,7 @@ async fn routes_know_methods_and_paths() {
     let info = &rt.plugins()[0];
     assert_eq!(
         (info.id.as_str(), info.wit_version.as_str()),
-        ("misbehave", "0.1.5")
+        ("misbehave", "0.1.6")
     );
 }
 
@@ -223,7 +230,7 @@ async fn the_plugin_folder_hot_reloads_and_keeps_old_versions_of_broken_plugins(
     )
     .expect("write");
     eventually("the second plugin serves", || {
-        matches!(rt.route("POST", "/v1/test/second"), RouteMatch::Found(_))
+        matches!(rt.route("POST", "/v1/test/second"), RouteMatch::Found(..))
     })
     .await;
     assert_ok(&call_at(&rt, "/v1/test/second", "ok").await);
@@ -305,7 +312,7 @@ async fn a_full_queue_answers_429_at_once_and_queued_requests_still_complete() {
 async fn a_client_that_leaves_the_queue_frees_its_place() {
     let (rt, busy) = one_busy_slot().await;
     // Queued, then gone (its receiver dropped, as when the HTTP client disconnects).
-    let RouteMatch::Found(plugin) = rt.route("POST", "/v1/test/misbehave") else {
+    let RouteMatch::Found(plugin, _) = rt.route("POST", "/v1/test/misbehave") else {
         panic!("route missing")
     };
     let gone = rt.call(plugin, post("/v1/test/misbehave", "ok"));

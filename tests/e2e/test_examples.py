@@ -52,7 +52,7 @@ def test_health_lists_the_examples(ex_server):
     health = httpx.get(f"{ex_server.url}/health").json()
     ids = {p["id"]: p for p in health["plugins"]}
     assert set(ids) == {"chat-redact", "summarize"}, health
-    assert ids["summarize"]["wit"] == "0.1.5"
+    assert ids["summarize"]["wit"] == "0.1.6"
     assert health["plugin_failures"] == []
 
 

@@ -34,7 +34,7 @@ fn limits() -> Limits {
 }
 
 async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
-    let RouteMatch::Found(plugin) = rt.route("POST", "/v1/test/misbehave") else {
+    let RouteMatch::Found(plugin, route) = rt.route("POST", "/v1/test/misbehave") else {
         panic!("fixture route missing")
     };
     let mut rx = rt.call(
@@ -44,6 +44,7 @@ async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
             path: "/v1/test/misbehave".into(),
             body: body.into(),
             request_id: "bench".into(),
+            route: Some(route),
             owner: cinder_runtime::LOCAL_OWNER.into(),
         },
     );

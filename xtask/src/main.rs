@@ -295,19 +295,25 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
-    // The SDK compiles natively too: its chat pipeline is tested against the fake host.
-    run(cargo().args([
-        "clippy",
+    // The SDK and the first-party plugins compile natively too: each plugin's pipeline is
+    // tested against the SDK's fake host.
+    let native = [
         "-p",
         "cinder-sdk",
+        "-p",
+        "cinder-plugin-chat",
+        "-p",
+        "cinder-plugin-tools",
+        "-p",
+        "cinder-plugin-embeddings",
         "--features",
-        "testing",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]))?;
-    run(cargo().args(["test", "-p", "cinder-sdk", "--features", "testing"]))?;
+        "cinder-sdk/testing",
+    ];
+    run(cargo()
+        .args(["clippy"])
+        .args(native)
+        .args(["--all-targets", "--", "-D", "warnings"]))?;
+    run(cargo().arg("test").args(native))?;
     run(cargo()
         .args(["test", "--release"])
         .env("CINDER_MODELS", &models)

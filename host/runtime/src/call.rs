@@ -153,6 +153,7 @@ impl Runtime {
             owner: owner.into(),
             group: NEXT_GROUP.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             request_id: Arc::from(""),
+            route: None,
             quota: crate::quota::Quota::default(),
             out,
             response: host::ResponseState::Nothing,
@@ -200,6 +201,7 @@ impl Runtime {
     ) -> Result<(), CallError> {
         let mut store = self.store(plugin, limits, out.clone(), progress, &request.owner);
         store.data_mut().request_id = request.request_id.as_str().into();
+        store.data_mut().route = request.route;
         let result = async {
             let crate::plugin::Pre::Handler(pre, _) = &plugin.pre else {
                 return Err(wasmtime::Error::msg("a tools plugin serves no routes"));

@@ -12,7 +12,7 @@ use wasmtime::{StoreLimits, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::Output;
-use crate::bindings::cinder::plugin::{config, log, sink, types};
+use crate::bindings::cinder::plugin::{config, log, route, sink, types};
 
 /// Everything one plugin call may touch. A fresh one per request.
 pub struct HostState {
@@ -27,6 +27,8 @@ pub struct HostState {
     pub(crate) group: u64,
     /// The server's id for the request this call serves; the engine's log lines carry it.
     pub(crate) request_id: Arc<str>,
+    /// The route the request matched, for `cinder:plugin/route` (none in a tools call).
+    pub(crate) route: Option<crate::MatchedRoute>,
     pub(crate) out: mpsc::Sender<Output>,
     pub(crate) response: ResponseState,
     /// CPU budget left, in epoch ticks.
@@ -185,6 +187,15 @@ impl config::Host for HostState {
 
     fn entries(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok((*self.settings).clone())
+    }
+}
+
+impl route::Host for HostState {
+    fn current(&mut self) -> wasmtime::Result<Option<route::MatchedRoute>> {
+        Ok(self.route.as_ref().map(|r| route::MatchedRoute {
+            id: r.id.clone(),
+            params: r.params.clone(),
+        }))
     }
 }
 

@@ -33,6 +33,7 @@ mod net_policy;
 mod plugin;
 mod quota;
 mod reload;
+mod routing;
 mod tools_link;
 
 use call::describe_trap;
@@ -43,6 +44,7 @@ pub use manifest::Capability;
 use plugin::{Plugin, Registry};
 pub use plugin::{PluginInfo, RouteMatch};
 pub use reload::{MAX_DELAY as RELOAD_MAX_DELAY, settle};
+pub use routing::MatchedRoute;
 
 /// Bindings for the `chat-plugin` world of `wit/v0.1`.
 pub(crate) mod bindings {
@@ -114,6 +116,7 @@ pub(crate) mod embed_bindings {
             "cinder:plugin/log": crate::bindings::cinder::plugin::log,
             "cinder:plugin/sink": crate::bindings::cinder::plugin::sink,
             "cinder:plugin/config": crate::bindings::cinder::plugin::config,
+            "cinder:plugin/route": crate::bindings::cinder::plugin::route,
         },
     });
 }
@@ -157,6 +160,8 @@ pub struct PluginRequest {
     pub path: String,
     pub body: String,
     pub request_id: String,
+    /// The manifest route that matched (`None` for a call the host makes itself).
+    pub route: Option<MatchedRoute>,
     /// Who is asking: the stored documents the call may see and writes under. A hash of the
     /// API key, or [`LOCAL_OWNER`] when the server takes no keys.
     pub owner: String,

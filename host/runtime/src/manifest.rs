@@ -24,6 +24,11 @@ pub(crate) struct Manifest {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RouteSpec {
+    /// What the plugin calls this route (`chat.create`): the guest gets it with the request
+    /// (`cinder:plugin/route`), so it dispatches on data. Optional: without it the route is
+    /// named `METHOD /pattern`.
+    #[serde(default)]
+    pub(crate) id: Option<String>,
     pub(crate) method: String,
     pub(crate) path: String,
 }
@@ -74,6 +79,7 @@ fn needed(import: &str) -> Result<Option<Capability>, ()> {
         | "cinder:plugin/sink"
         | "cinder:plugin/config"
         | "cinder:plugin/documents"
+        | "cinder:plugin/route"
         // Calls into the tools plugin: it can reach no more than the caller could.
         | "cinder:plugin/tools" => Ok(None),
         "cinder:plugin/inference" | "cinder:plugin/embeddings" => Ok(Some(Capability::Inference)),

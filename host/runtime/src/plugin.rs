@@ -10,13 +10,14 @@ use wasmtime::component::Linker;
 use crate::bindings::ChatPluginPre;
 use crate::cache::CompileCache;
 use crate::manifest::{Capability, Manifest, check_imports};
+use crate::routing::{HOST_ROUTES, MatchedRoute, Route, overlaps, path_params, valid_route_id};
 use crate::tools_bindings::ToolsPluginPre;
 use crate::{HostState, RuntimeError};
 
 /// The WIT minor a plugin must be built against (any 0.1.x).
 const WIT_MINOR: &str = "0.1.";
 /// The newest WIT this host implements (`wit/v0.1/worlds.wit`).
-pub const WIT_SERVED: &str = "0.1.5";
+pub const WIT_SERVED: &str = "0.1.6";
 
 /// A compiled plugin of one of the worlds this host serves.
 pub(crate) enum Pre {
@@ -75,12 +76,17 @@ pub struct PluginInfo {
     pub routes: Vec<String>,
     /// The world it implements (`chat-plugin`, `embeddings-plugin`, `tools-plugin`).
     pub world: String,
+    /// The interfaces its component exports (`cinder:plugin/handler@0.1.6`): a plugin built
+    /// with the SDK exports only what its world serves.
+    pub exports: Vec<String>,
 }
 
 /// A compiled plugin, ready to instantiate.
 pub struct Plugin {
     pub(crate) info: PluginInfo,
     pub(crate) pre: Pre,
+    /// Each route's id (the manifest's, or `METHOD /pattern`), in the order of `info.routes`.
+    pub(crate) route_ids: Vec<String>,
     /// What its manifest grants beyond the baseline.
     pub(crate) capabilities: Vec<Capability>,
     /// The folder it was loaded from.
@@ -206,6 +212,21 @@ impl Plugin {
                 "data/ is a symbolic link: the filesystem grant mounts a real folder only".into(),
             ));
         }
+        let mut ids = Vec::new();
+        for r in &manifest.routes {
+            match &r.id {
+                Some(id) if !valid_route_id(id) => {
+                    return Err(fail(format!(
+                        "route id `{id}` is not 1 to 64 lowercase letters, digits, `.`, `_` or `-`"
+                    )));
+                }
+                Some(id) if ids.contains(&id) => {
+                    return Err(fail(format!("two routes have the id `{id}`")));
+                }
+                Some(id) => ids.push(id),
+                None => {}
+            }
+        }
         if manifest.world == "tools-plugin" && !manifest.routes.is_empty() {
             return Err(fail(
                 "a tools plugin serves other plugins, not routes: its plugin.toml has `routes`"
@@ -217,6 +238,10 @@ impl Plugin {
             .map_err(|e| fail(format!("not a valid component for this host: {e}")))?;
 
         let ty = component.component_type();
+        let exports: Vec<String> = ty
+            .exports(engine)
+            .map(|(name, _)| name.to_owned())
+            .collect();
         let wit_version = ty
             .exports(engine)
             .find_map(|(name, _)| name.strip_prefix(export).map(str::to_owned))
@@ -243,20 +268,28 @@ impl Plugin {
             _ => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "chat-plugin")),
         }
         .map_err(|e| fail(format!("it does not implement {}: {e}", manifest.world)))?;
-        let routes = manifest
+        let routes: Vec<String> = manifest
             .routes
             .iter()
             .map(|r| format!("{} {}", r.method.to_uppercase(), r.path))
+            .collect();
+        let route_ids = manifest
+            .routes
+            .iter()
+            .zip(&routes)
+            .map(|(r, named)| r.id.clone().unwrap_or_else(|| named.clone()))
             .collect();
         Ok(Plugin {
             info: PluginInfo {
                 id: manifest.id,
                 version: manifest.version,
                 wit_version,
+                exports,
                 routes,
                 world: manifest.world,
             },
             pre,
+            route_ids,
             capabilities: manifest.capabilities,
             dir: dir.to_path_buf(),
             digest: digest(manifest_text.as_bytes(), &bytes),
@@ -280,7 +313,7 @@ fn type_only(
 
 /// The outcome of looking up a route.
 pub enum RouteMatch {
-    Found(Arc<Plugin>),
+    Found(Arc<Plugin>, MatchedRoute),
     /// The path exists, but not for this method.
     MethodNotAllowed,
     NotFound,
@@ -290,8 +323,7 @@ pub enum RouteMatch {
 #[derive(Default, Clone)]
 pub(crate) struct Registry {
     plugins: Vec<Arc<Plugin>>,
-    /// (method, path, plugin index)
-    routes: Vec<(String, String, usize)>,
+    routes: Vec<Route>,
     /// Plugin folders refused at the last (re)load, with the reason.
     pub(crate) failures: Vec<(String, String)>,
 }
@@ -373,10 +405,10 @@ impl Registry {
             .position(|p| p.info.id == plugin.info.id)
         {
             self.plugins.remove(old);
-            self.routes.retain(|r| r.2 != old);
+            self.routes.retain(|r| r.plugin != old);
             for r in &mut self.routes {
-                if r.2 > old {
-                    r.2 -= 1;
+                if r.plugin > old {
+                    r.plugin -= 1;
                 }
             }
         }
@@ -391,24 +423,29 @@ impl Registry {
         }
         let index = self.plugins.len();
         let mut new_routes = Vec::new();
-        for route in &plugin.info.routes {
+        for (route, id) in plugin.info.routes.iter().zip(&plugin.route_ids) {
             let (method, path) = route.split_once(' ').unwrap_or(("POST", route));
             // Routing takes the first match, so any path both patterns match would be
             // decided by load order: `/v1/{x}/completions` must not take chat's requests.
             if let Some(clash) = self
                 .routes
                 .iter()
-                .find(|r| r.0 == method && overlaps(&r.1, path))
+                .find(|r| r.method == method && overlaps(&r.pattern, path))
             {
                 return Err(RuntimeError::Plugin {
                     path: plugin.info.id.clone(),
                     reason: format!(
                         "route {route} overlaps {} {} of `{}`",
-                        clash.0, clash.1, self.plugins[clash.2].info.id
+                        clash.method, clash.pattern, self.plugins[clash.plugin].info.id
                     ),
                 });
             }
-            new_routes.push((method.to_owned(), path.to_owned(), index));
+            new_routes.push(Route {
+                method: method.to_owned(),
+                pattern: path.to_owned(),
+                id: id.clone(),
+                plugin: index,
+            });
         }
         self.routes.extend(new_routes);
         self.plugins.push(plugin);
@@ -422,11 +459,15 @@ impl Registry {
     pub(crate) fn route(&self, method: &str, path: &str) -> RouteMatch {
         let path = path.trim_end_matches('/');
         let mut path_known = false;
-        for (m, p, i) in &self.routes {
-            if path_matches(p, path) {
+        for r in &self.routes {
+            if let Some(params) = path_params(&r.pattern, path) {
                 // Methods are case-sensitive (RFC 9110): `post` is not POST.
-                if m == method {
-                    return RouteMatch::Found(self.plugins[*i].clone());
+                if r.method == method {
+                    let matched = MatchedRoute {
+                        id: r.id.clone(),
+                        params,
+                    };
+                    return RouteMatch::Found(self.plugins[r.plugin].clone(), matched);
                 }
                 path_known = true;
             }
@@ -449,70 +490,9 @@ fn valid_id(id: &str) -> bool {
         && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// Whether a route pattern's segment is a parameter (`{id}`): it matches any one segment.
-fn is_param(segment: &str) -> bool {
-    segment.len() > 2 && segment.starts_with('{') && segment.ends_with('}')
-}
-
-/// Whether `path` fits `pattern` (`/v1/files/{id}/content` fits `/v1/files/file-1/content`).
-fn path_matches(pattern: &str, path: &str) -> bool {
-    let (mut a, mut b) = (pattern.split('/'), path.split('/'));
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return true,
-            (Some(p), Some(s)) if p == s || (is_param(p) && !s.is_empty()) => {}
-            _ => return false,
-        }
-    }
-}
-
-/// Routes the host answers before any plugin is asked (`/v1/models/{*id}` takes every path
-/// below it).
-const HOST_ROUTES: [&str; 2] = ["/v1/models", "/v1/models/{*}"];
-
-/// Whether some path matches both patterns: a route clash. A `{*}` segment (the host's
-/// catch-all) matches one segment or more.
-fn overlaps(a: &str, b: &str) -> bool {
-    let (a, b): (Vec<&str>, Vec<&str>) = (a.split('/').collect(), b.split('/').collect());
-    let rest = |p: &[&str]| p.last() == Some(&"{*}");
-    let fits = |x: &str, y: &str| x == y || is_param(x) || is_param(y);
-    let n = a.len().min(b.len());
-    let heads_fit = a[..n].iter().zip(&b[..n]).all(|(x, y)| fits(x, y));
-    heads_fit
-        && (a.len() == b.len()
-            || (rest(&a) && b.len() >= a.len())
-            || (rest(&b) && a.len() >= b.len()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn patterns_match_one_segment_per_parameter() {
-        let p = "/v1/chat/completions/{id}";
-        assert!(path_matches(p, "/v1/chat/completions/chatcmpl-1"));
-        assert!(!path_matches(p, "/v1/chat/completions"));
-        assert!(!path_matches(p, "/v1/chat/completions/"));
-        assert!(!path_matches(p, "/v1/chat/completions/a/b"));
-        assert!(path_matches(
-            "/v1/files/{id}/content",
-            "/v1/files/f1/content"
-        ));
-        assert!(path_matches("/v1/models", "/v1/models"));
-        assert!(overlaps("/v1/files/{id}", "/v1/files/{file_id}"));
-        assert!(overlaps("/v1/files/{id}", "/v1/files/list"));
-        assert!(overlaps("/v1/{x}/completions", "/v1/chat/completions"));
-        assert!(!overlaps(
-            "/v1/{x}/completions",
-            "/v1/chat/completions/{id}"
-        ));
-        assert!(!overlaps("/v1/files/{id}", "/v1/batches/{id}"));
-        assert!(overlaps("/v1/models/{*}", "/v1/models/a/b"));
-        assert!(overlaps("/v1/{x}/{y}", "/v1/models/{*}"));
-        assert!(!overlaps("/v1/models/{*}", "/v1/models"));
-        assert!(!overlaps("/v1/test/misbehave", "/v1/models/{*}"));
-    }
 
     #[test]
     fn a_manifest_and_component_are_read_as_one_pair() {

@@ -121,7 +121,7 @@ async fn health(
         .runtime
         .plugins()
         .into_iter()
-        .map(|p| serde_json::json!({"id": p.id, "version": p.version, "wit": p.wit_version, "routes": p.routes, "world": p.world}))
+        .map(|p| serde_json::json!({"id": p.id, "version": p.version, "wit": p.wit_version, "routes": p.routes, "world": p.world, "exports": p.exports}))
         .collect();
     // Plugin folders refused at the last load; their previous versions (if any) still serve.
     let failures: Vec<_> = s
@@ -220,8 +220,8 @@ async fn dispatch(
     body: Body,
 ) -> Result<Response, ApiError> {
     let path = normalised(uri.path()).to_owned();
-    let plugin = match s.runtime.route(method.as_str(), &path) {
-        RouteMatch::Found(p) => p,
+    let (plugin, route) = match s.runtime.route(method.as_str(), &path) {
+        RouteMatch::Found(p, route) => (p, route),
         RouteMatch::MethodNotAllowed => {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -292,6 +292,7 @@ async fn dispatch(
             path,
             body,
             request_id,
+            route: Some(route),
             owner,
         },
     );

@@ -1,11 +1,37 @@
-//! Cinder's embeddings plugin: owns `POST /v1/embeddings`. The pipeline (every `input` shape,
-//! `encoding_format`, `dimensions`, usage) lives in the SDK's embeddings family as the
-//! default methods of [`cinder_sdk::embeddings::Embeddings`], so third-party embeddings
-//! plugins start from exactly this behaviour and override a hook.
+//! Cinder's embeddings plugin (world `embeddings-plugin`): `POST /v1/embeddings`, built on
+//! the public SDK only. OpenAI's request rules come from `cinder_sdk::openai::params`; this
+//! crate adds Cinder's settings (`truncate`, `max_tokens_per_request`), reads OpenAI's token
+//! ids under OpenAI model names (`openai_ids`), and shapes the response (`dimensions`,
+//! base64).
 
-#[derive(Default)]
-struct FirstParty;
+mod openai_ids;
+mod pipeline;
+mod plan;
 
-impl cinder_sdk::embeddings::Embeddings for FirstParty {}
+pub use cinder_sdk::embeddings::{EmbedInput, Overflow};
+pub use openai_ids::{TokenIds, decode_cl100k, token_ids_of};
+pub use pipeline::{Embeddings, base64_f32, embed, shorten};
+pub use plan::{Encoding, MAX_TOKENS_PER_REQUEST, Plan, plan};
 
-cinder_sdk::export_embeddings!(FirstParty);
+use cinder_sdk::{Error, ErrorDetail, Host, Request, Route, Serve};
+
+/// The first-party embeddings plugin: every [`Embeddings`] default.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FirstParty;
+
+impl Embeddings for FirstParty {}
+
+impl Serve for FirstParty {
+    fn serve(&self, route: &Route, request: Request, host: &dyn Host) -> Result<(), Error> {
+        match route.id.as_str() {
+            "embeddings.create" => self.embed(request, host),
+            other => Err(Error::NotFound(ErrorDetail {
+                message: format!("the embeddings plugin serves no route `{other}`"),
+                param: None,
+                code: Some("unknown_url".into()),
+            })),
+        }
+    }
+}
+
+cinder_sdk::export_embeddings_plugin!(FirstParty);

@@ -1,12 +1,48 @@
-//! Cinder's tools plugin: renders a request's tools into the prompt (through the model's
-//! template when it has `tools` support, in the documented fallback format otherwise), gives
-//! chat the grammar of required and named calls, and reads calls out of answers. The
-//! behaviour is the SDK's tools family ([`cinder_sdk::tools::Tools`] defaults), so a
-//! third-party tools plugin starts from exactly this and overrides a method.
+//! Cinder's tools plugin (world `tools-plugin`): how a request's tools shape the prompt and
+//! the output, and how the model's answer becomes calls. Chat plugins reach it through the
+//! host's `tools` import, so reloading it changes tool calling without touching chat.
+//!
+//! - a model whose chat template renders `tools` itself gets them through its template;
+//! - any other model gets them in a system message, in the fallback format: calls are a JSON
+//!   array `[{"name": ..., "arguments": {...}}]`, and earlier calls are rendered back in it;
+//! - `required` and named calls are constrained to that array (names and arguments valid
+//!   against the functions' schemas, one call at most without `parallel_tool_calls`);
+//! - answers are read in the fallback format and in the formats tool-aware templates teach
+//!   (`<tool_call>` blocks, a bare call object, `[TOOL_CALLS]`).
 
-#[derive(Default)]
-struct FirstParty;
+mod format;
+mod render;
 
-impl cinder_sdk::tools::Tools for FirstParty {}
+use cinder_sdk::tools::{Call, Message, Prompt, ToolUse};
+use cinder_sdk::{Error, Host, ToolsPlugin};
 
-cinder_sdk::export_tools!(FirstParty);
+/// The first-party tools plugin.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FirstParty;
+
+impl ToolsPlugin for FirstParty {
+    fn render(
+        &self,
+        model: &str,
+        messages: Vec<Message>,
+        tools: Option<ToolUse>,
+        host: &dyn Host,
+    ) -> Result<Prompt, Error> {
+        render::render(model, messages, tools, host)
+    }
+
+    /// Chat also calls it on a partial answer while it is generated, to end the answer when
+    /// the model repeats a call; a call cut short is dropped, so `Some([])` is an envelope
+    /// cut before its first call completed.
+    fn parse(
+        &self,
+        _model: &str,
+        text: &str,
+        tools: &ToolUse,
+        _host: &dyn Host,
+    ) -> Result<Option<Vec<Call>>, Error> {
+        Ok(format::parse(text, tools))
+    }
+}
+
+cinder_sdk::export_tools_plugin!(FirstParty);

@@ -4,11 +4,10 @@
 //! Response: `{"object": "summary", "model", "summary", "finish_reason", "usage"}`.
 //! Mistakes get OpenAI's error envelope with the offending `param`.
 
-use cinder_sdk::inference::{self, ChatMessage, Event, GenerateRequest, Sampling};
+use cinder_sdk::inference::{ChatMessage, Event, GenerateRequest, Sampling};
 use cinder_sdk::openai::chat::Usage;
-use cinder_sdk::sink::ResponseSink;
 use cinder_sdk::types::FinishReason;
-use cinder_sdk::{Error, Handler, Request, invalid_request};
+use cinder_sdk::{Error, Host, Request, Route, Serve, invalid_request};
 use serde::{Deserialize, Serialize};
 
 const DEFAULT_MAX_TOKENS: u32 = 64;
@@ -54,10 +53,11 @@ fn parse(body: &str) -> Result<(String, String, u32), Error> {
     Ok((model, text, max_tokens))
 }
 
+#[derive(Default)]
 struct Summarize;
 
-impl Handler for Summarize {
-    fn handle(request: Request, sink: &ResponseSink) -> Result<(), Error> {
+impl Serve for Summarize {
+    fn serve(&self, _route: &Route, request: Request, host: &dyn Host) -> Result<(), Error> {
         let (model, text, max_tokens) = parse(&request.body)?;
         let messages = [
             ChatMessage {
@@ -69,9 +69,9 @@ impl Handler for Summarize {
                 content: text,
             },
         ];
-        let prompt = inference::apply_chat_template(&model, &messages, true)?;
-        let prompt = inference::tokenize(&model, &prompt, true)?;
-        let generation = inference::generate(&GenerateRequest {
+        let prompt = host.apply_chat_template(&model, &messages, true)?;
+        let prompt = host.tokenize(&model, &prompt, true)?;
+        let generation = host.generate(&GenerateRequest {
             model: model.clone(),
             prompt,
             max_tokens: Some(max_tokens),
@@ -102,7 +102,7 @@ impl Handler for Summarize {
                         },
                         usage: Usage::new(f.usage.prompt_tokens, f.usage.completion_tokens),
                     };
-                    return cinder_sdk::respond_json(sink, 200, &response);
+                    return host.respond_json(200, &response);
                 }
                 None => {
                     return Err(Error::Internal(

@@ -1,18 +1,17 @@
 //! From the OpenAI request body to a validated plan: every parameter honoured or refused with
 //! a 400 that names it.
 
-use super::{EmbedInput, Overflow};
-use crate::host::Host;
-use crate::openai::params::embeddings::{EmbeddingParams, Input};
-use crate::{Error, validate};
+use cinder_sdk::embeddings::{EmbedInput, Overflow};
+use cinder_sdk::openai::params::embeddings::{EmbeddingParams, Input};
+use cinder_sdk::{Error, Host};
 
-pub use crate::openai::params::embeddings::Encoding;
+pub use cinder_sdk::openai::params::embeddings::Encoding;
 
 /// OpenAI's bound on the tokens of all inputs of one request, unless the plugin setting
 /// `max_tokens_per_request` says otherwise.
 pub const MAX_TOKENS_PER_REQUEST: u32 = 300_000;
 
-/// A validated embeddings request: what [`super::Embeddings::prepare`] may inspect and rewrite.
+/// A validated embeddings request: what [`crate::Embeddings::prepare`] may inspect and rewrite.
 #[derive(Debug, Clone)]
 pub struct Plan {
     /// The model id (or alias) asked for.
@@ -33,13 +32,13 @@ pub struct Plan {
     pub max_tokens: u32,
     /// The vocabulary of token-id inputs: OpenAI's `cl100k_base` under an OpenAI embedding
     /// model's name, the model's own otherwise.
-    pub token_ids: super::TokenIds,
+    pub token_ids: crate::openai_ids::TokenIds,
 }
 
 /// Parses and validates a `/v1/embeddings` body (OpenAI's rules are
 /// [`EmbeddingParams::check`]'s).
 pub fn plan(body: &str, host: &dyn Host) -> Result<Plan, Error> {
-    let p = EmbeddingParams::check(validate::parse_body(body)?)?;
+    let p = EmbeddingParams::check(cinder_sdk::parse_body(body)?)?;
     let overflow = match host.setting("truncate").as_deref() {
         None | Some("true") => Overflow::Truncate,
         Some("false") => Overflow::Refuse,
@@ -59,7 +58,7 @@ pub fn plan(body: &str, host: &dyn Host) -> Result<Plan, Error> {
     };
     Ok(Plan {
         max_tokens,
-        token_ids: super::token_ids_of(&p.model),
+        token_ids: crate::openai_ids::token_ids_of(&p.model),
         model: p.model,
         inputs: p
             .inputs

@@ -1,20 +1,16 @@
-//! Request parsing under fuzzing (issue 17): arbitrary bodies, and valid bodies with any field
+//! The first-party plugins' request parsing under fuzzing (issue 17): arbitrary bodies, and valid bodies with any field
 //! set to any JSON value, go through the first-party chat, legacy completions and embeddings
 //! pipelines. Each must answer or refuse with a client error (a 400 naming what is wrong, or
 //! a 404 for a model it does not know): never a panic, never a 500. `PROPTEST_CASES` raises
 //! the number of cases for a longer run than CI's.
 
-use cinder_sdk::Error;
-use cinder_sdk::chat::Chat;
-use cinder_sdk::embeddings::Embeddings;
+use cinder_plugin_chat::Chat;
 use cinder_sdk::testing::{FakeHost, post};
+use cinder_sdk::{Error, Route, Serve};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-#[derive(Default)]
-struct FirstParty;
-impl Chat for FirstParty {}
-impl Embeddings for FirstParty {}
+use cinder_plugin_chat::FirstParty;
 
 /// Strings a request's fields often hold, so the fuzz reaches past the first type check.
 const WORDS: &[&str] = &[
@@ -188,6 +184,7 @@ fn host() -> FakeHost {
     FakeHost::new("m")
         .generating(&["{", "\"a\"", ":", "1", "}"])
         .with_embedder("e", 8, 16)
+        .with_tools(cinder_plugin_tools::FirstParty)
 }
 
 /// Answered, or refused as the client's mistake: never a server error.
@@ -233,7 +230,8 @@ proptest! {
         body in mutated(json!({"model": "e", "input": "hi"}), EMBED_KEYS)
     ) {
         let host = host();
-        let r = FirstParty.embed(with_path(&body, "/v1/embeddings"), &host);
+        let request = with_path(&body, "/v1/embeddings");
+        let r = cinder_plugin_embeddings::FirstParty.serve(&Route::new("embeddings.create"), request, &host);
         client_outcome(&body.to_string(), r)?;
     }
 

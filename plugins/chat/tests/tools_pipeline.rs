@@ -3,9 +3,14 @@
 //! tools plugin. Templates with and without `tools` support, the template formats of calls,
 //! legacy history, and chat without a tools plugin.
 
+use cinder_plugin_chat::Chat;
 use cinder_sdk::Error;
-use cinder_sdk::chat::Chat;
 use cinder_sdk::testing::{FakeHost, post};
+
+/// A fake host whose tools plugin is the first-party one, as in a real server.
+fn fake(model: &str) -> FakeHost {
+    FakeHost::new(model).with_tools(cinder_plugin_tools::FirstParty)
+}
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -24,7 +29,7 @@ fn prompt_of(host: &FakeHost) -> String {
 
 #[test]
 fn a_template_with_tools_support_renders_them_and_its_calls() {
-    let host = FakeHost::new("m").with_template_tools().generating(&[
+    let host = fake("m").with_template_tools().generating(&[
         "<tool_",
         "call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}\n</tool_call>",
     ]);
@@ -69,9 +74,7 @@ fn a_template_with_tools_support_renders_them_and_its_calls() {
 
 #[test]
 fn without_a_tools_plugin_chat_serves_and_tool_requests_are_unavailable() {
-    let host = FakeHost::new("m")
-        .without_tools_plugin()
-        .generating(&["Hi."]);
+    let host = fake("m").without_tools_plugin().generating(&["Hi."]);
     FirstParty
         .complete(
             post(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})),
@@ -82,9 +85,7 @@ fn without_a_tools_plugin_chat_serves_and_tool_requests_are_unavailable() {
         host.response().expect("a response").1["choices"][0]["message"]["content"],
         "Hi."
     );
-    let host = FakeHost::new("m")
-        .without_tools_plugin()
-        .generating(&["Hi."]);
+    let host = fake("m").without_tools_plugin().generating(&["Hi."]);
     let body =
         json!({"model": "m", "tools": weather(), "messages": [{"role": "user", "content": "hi"}]});
     let e = FirstParty
@@ -95,7 +96,7 @@ fn without_a_tools_plugin_chat_serves_and_tool_requests_are_unavailable() {
 
 #[test]
 fn legacy_function_call_history_renders_into_the_prompt() {
-    let host = FakeHost::new("m").generating(&["Sunny."]);
+    let host = fake("m").generating(&["Sunny."]);
     let body = json!({"model": "m",
         "functions": [{"name": "get_weather", "parameters": {"type": "object"}}],
         "messages": [
@@ -116,7 +117,7 @@ fn legacy_function_call_history_renders_into_the_prompt() {
 
 #[test]
 fn malformed_history_calls_name_their_param() {
-    let host = FakeHost::new("m");
+    let host = fake("m");
     let body = json!({"model": "m", "messages": [
         {"role": "user", "content": "x"},
         {"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {}}]}]});
@@ -131,7 +132,7 @@ fn malformed_history_calls_name_their_param() {
 
 #[test]
 fn tools_and_choices_are_bounded() {
-    let host = FakeHost::new("m").generating(&["x"]);
+    let host = fake("m").generating(&["x"]);
     let tool = |i: usize| json!({"type": "function", "function": {"name": format!("f{i}"), "parameters": {"type": "object"}}});
     let tools: Vec<Value> = (0..129).map(tool).collect();
     let body =
@@ -140,7 +141,7 @@ fn tools_and_choices_are_bounded() {
         panic!("a 400")
     };
     assert_eq!(d.param.as_deref(), Some("tools"));
-    let small = FakeHost::new("m")
+    let small = fake("m")
         .generating(&["x"])
         .with_setting("max_sequences_per_request", "2");
     let body = json!({"model": "m", "n": 3, "messages": [{"role": "user", "content": "x"}]});

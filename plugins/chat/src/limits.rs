@@ -1,12 +1,9 @@
-//! What the text-generation families (chat and legacy completions) check beyond OpenAI's
-//! rules (those are `cinder_openai::params`): Cinder's own per-request limits, which are
-//! plugin settings, and the body's parse with unknown fields logged.
+//! What chat and legacy completions check beyond OpenAI's rules (those are
+//! `cinder_sdk::openai::params`): Cinder's own per-request limits, which are plugin settings.
 
-use serde::de::DeserializeOwned;
-
-use crate::Error;
-use crate::inference::{LogitBias, Sampling};
-use crate::openai::params;
+use cinder_sdk::Error;
+use cinder_sdk::inference::{LogitBias, Sampling};
+use cinder_sdk::openai::params;
 
 /// Sequences one request may run at once (prompts × `best_of`, or `n`), unless the plugin
 /// setting `max_sequences_per_request` says otherwise: each holds its own KV cache.
@@ -14,7 +11,7 @@ pub(crate) const MAX_SEQUENCES: u32 = 128;
 
 /// The cap on sequences per request: the plugin setting `max_sequences_per_request`, else
 /// [`MAX_SEQUENCES`].
-pub(crate) fn max_sequences(host: &dyn crate::host::Host) -> u32 {
+pub(crate) fn max_sequences(host: &dyn cinder_sdk::host::Host) -> u32 {
     host.setting("max_sequences_per_request")
         .and_then(|v| v.parse().ok())
         .filter(|&n: &u32| n >= 1)
@@ -29,7 +26,7 @@ pub(crate) const MAX_PROMPT_TOKENS: u64 = 131_072;
 /// A 400 naming `param` when `tokens` (all prompts so far) pass the plugin setting
 /// `max_prompt_tokens_per_request`, else [`MAX_PROMPT_TOKENS`].
 pub(crate) fn check_prompt_tokens(
-    host: &dyn crate::host::Host,
+    host: &dyn cinder_sdk::host::Host,
     tokens: u64,
     param: &str,
 ) -> Result<(), Error> {
@@ -39,25 +36,17 @@ pub(crate) fn check_prompt_tokens(
         .filter(|&n: &u64| n >= 1)
         .unwrap_or(MAX_PROMPT_TOKENS);
     if tokens > max {
-        return Err(crate::types::Error::InvalidRequest(crate::ErrorDetail {
-            message: format!("the prompt has at least {tokens} tokens; at most {max} per request"),
-            param: Some(param.into()),
-            code: Some("max_tokens_per_request".into()),
-        }));
+        return Err(cinder_sdk::types::Error::InvalidRequest(
+            cinder_sdk::ErrorDetail {
+                message: format!(
+                    "the prompt has at least {tokens} tokens; at most {max} per request"
+                ),
+                param: Some(param.into()),
+                code: Some("max_tokens_per_request".into()),
+            },
+        ));
     }
     Ok(())
-}
-
-/// Parses a JSON body into `T`; a mistake becomes a 400 naming the path of the field at fault
-/// (`max_tokens`, `messages[0].role`). Fields `T` does not know are ignored, never refused:
-/// newer SDKs send fields this server may not know yet. They are logged so an operator can
-/// see what was ignored.
-pub(crate) fn parse_body<T: DeserializeOwned>(body: &str) -> Result<T, Error> {
-    let (value, unknown) = params::parse_body(body)?;
-    if !unknown.is_empty() {
-        crate::debug(&format!("ignoring unknown fields: {}", unknown.join(", ")));
-    }
-    Ok(value)
 }
 
 /// Checked sampling parameters as the WIT's `sampling`.

@@ -6,13 +6,12 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::host::Host;
-use crate::openai::chat::ChatCompletion;
-use crate::types::ErrorDetail;
-use crate::{Error, Request, invalid_request};
+use cinder_sdk::host::Host;
+use cinder_sdk::openai::chat::ChatCompletion;
+use cinder_sdk::types::ErrorDetail;
+use cinder_sdk::{Error, Request, Route, invalid_request};
 
 const COLLECTION: &str = "chat_completions";
-const BASE: &str = "/v1/chat/completions";
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
@@ -35,7 +34,7 @@ pub(crate) fn save(
     host: &dyn Host,
     completion: &ChatCompletion,
     metadata: Option<&Value>,
-    messages: &[crate::tools::Message],
+    messages: &[cinder_sdk::tools::Message],
 ) -> Result<(), Error> {
     let stored = Stored {
         completion: serde_json::to_value(completion)
@@ -52,12 +51,6 @@ pub(crate) fn save(
     let text = serde_json::to_string(&stored)
         .map_err(|e| Error::Internal(format!("storing the completion: {e}")))?;
     host.put_document(COLLECTION, &completion.id, &text)
-}
-
-/// Whether `method path` is one of the stored-completions routes (the macro dispatches on it).
-pub fn is_stored_route(method: &str, path: &str) -> bool {
-    let path = path.split('?').next().unwrap_or(path);
-    (path == BASE && method == "GET") || path.starts_with("/v1/chat/completions/")
 }
 
 fn not_found(id: &str) -> Error {
@@ -169,16 +162,19 @@ fn shown(s: &Stored) -> Value {
 }
 
 /// Serves one stored-completions request.
-pub fn serve(request: Request, host: &dyn Host) -> Result<(), Error> {
-    let path = request.path.split('?').next().unwrap_or("").to_owned();
+pub fn serve(route: &Route, request: Request, host: &dyn Host) -> Result<(), Error> {
     let q = query(&request.path);
-    let rest = path.strip_prefix(BASE).unwrap_or("");
-    let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    match (request.method.as_str(), parts.as_slice()) {
-        ("GET", []) => list(host, &q),
-        ("GET", [id]) => host.respond_json(200, &shown(&load(host, id)?)),
-        ("POST", [id]) => update(host, id, &request.body),
-        ("DELETE", [id]) => {
+    let id = || {
+        route
+            .param("id")
+            .ok_or_else(|| Error::Internal(format!("route `{}` has no `{{id}}`", route.id)))
+    };
+    match route.id.as_str() {
+        "chat.list" => list(host, &q),
+        "chat.retrieve" => host.respond_json(200, &shown(&load(host, id()?)?)),
+        "chat.update" => update(host, id()?, &request.body),
+        "chat.delete" => {
+            let id = id()?;
             if !host.delete_document(COLLECTION, id)? {
                 return Err(not_found(id));
             }
@@ -187,12 +183,10 @@ pub fn serve(request: Request, host: &dyn Host) -> Result<(), Error> {
                 &json!({"object": "chat.completion.deleted", "id": id, "deleted": true}),
             )
         }
-        ("GET", [id, "messages"]) => messages(host, id, &q),
-        _ => Err(Error::NotFound(ErrorDetail {
-            message: format!("Unknown request URL: {} {path}", request.method),
-            param: None,
-            code: Some("unknown_url".into()),
-        })),
+        "chat.messages" => messages(host, id()?, &q),
+        other => Err(Error::Internal(format!(
+            "the stored completions serve no route `{other}`"
+        ))),
     }
 }
 
@@ -246,11 +240,11 @@ fn update(host: &dyn Host, id: &str, body: &str) -> Result<(), Error> {
     struct Update {
         metadata: Option<Value>,
     }
-    let u: Update = crate::validate::parse_body(body)?;
+    let u: Update = cinder_sdk::parse_body(body)?;
     let metadata = u
         .metadata
         .ok_or_else(|| invalid_request("`metadata` is required", Some("metadata")))?;
-    crate::openai::params::metadata(Some(metadata.clone()))?;
+    cinder_sdk::openai::params::metadata(Some(metadata.clone()))?;
     let mut s = load(host, id)?;
     s.metadata = metadata;
     let text = serde_json::to_string(&s)
@@ -298,8 +292,5 @@ mod tests {
             ]
         );
         assert_eq!(decode("100%"), "100%");
-        assert!(is_stored_route("GET", "/v1/chat/completions?limit=1"));
-        assert!(!is_stored_route("POST", "/v1/chat/completions"));
-        assert!(is_stored_route("DELETE", "/v1/chat/completions/abc"));
     }
 }

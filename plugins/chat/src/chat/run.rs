@@ -1,13 +1,13 @@
 //! The first-party chat pipeline: template, tokenize, generate n choices, then stream chunks
 //! or aggregate one response. [`super::Chat`]'s hooks are called on the way.
 
-use crate::host::{Generation, Host};
-use crate::inference::{self, Event, GenerateRequest};
-use crate::openai::chat::{
+use cinder_sdk::host::{Generation, Host};
+use cinder_sdk::inference::{self, Event, GenerateRequest};
+use cinder_sdk::openai::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChoiceLogprobs, ChunkChoice,
     Delta, TokenLogprob, TopLogprob, Usage,
 };
-use crate::{Error, Request};
+use cinder_sdk::{Error, Request};
 
 use super::calls::{self, Ending, Hold};
 use super::{Chat, Plan};
@@ -33,12 +33,15 @@ pub fn complete<C: Chat + ?Sized>(
 
 fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<(), Error> {
     if request.method != "POST" {
-        return Err(crate::invalid_request("Only POST is allowed here", None));
+        return Err(cinder_sdk::invalid_request(
+            "Only POST is allowed here",
+            None,
+        ));
     }
     let plan = chat.prepare(Plan::parse(&request.body)?)?;
-    let cap = crate::validate::max_sequences(host);
+    let cap = crate::limits::max_sequences(host);
     if plan.n > cap {
-        return Err(crate::invalid_request(
+        return Err(cinder_sdk::invalid_request(
             &format!("n is {}; at most {cap} per request", plan.n),
             Some("n"),
         ));
@@ -46,7 +49,7 @@ fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<
     let info = host.describe_model(&plan.model)?;
     let (prompt, calling) = render(&plan, host)?;
     let prompt_ids = host.tokenize(&plan.model, &prompt, true)?;
-    crate::validate::check_prompt_tokens(host, prompt_ids.len() as u64, "messages")?;
+    crate::limits::check_prompt_tokens(host, prompt_ids.len() as u64, "messages")?;
     // n choices are n independent sequences, all running in the engine at once. With a
     // seed, choice i uses seed + i, so choices differ and each is reproducible.
     let generations = (0..plan.n)
@@ -70,11 +73,11 @@ fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<
         })
         .collect::<Result<Vec<Box<dyn Generation>>, Error>>()?;
     if let Some(user) = &plan.user {
-        crate::debug(&format!("request {} for user {user}", request.request_id));
+        cinder_sdk::debug(&format!("request {} for user {user}", request.request_id));
     }
     let meta = Meta {
         id: format!("chatcmpl-{}", request.request_id),
-        created: crate::unix_time(),
+        created: cinder_sdk::unix_time(),
         model: plan.model.clone(),
         fingerprint: info.fingerprint,
         service_tier: plan.service_tier.clone(),
@@ -255,7 +258,7 @@ impl Running {
     /// `total` with this choice's usage added, when chat stopped it itself (no `finished`
     /// event comes for it): the tokens it saw generated.
     fn add_stopped_usage(&self, total: Usage, prompt_tokens: u32) -> Usage {
-        let own = crate::types::Usage {
+        let own = cinder_sdk::types::Usage {
             prompt_tokens,
             completion_tokens: self.tokens,
         };
@@ -282,7 +285,7 @@ fn engine_end(
     }
 }
 
-fn add_usage(total: Usage, u: crate::types::Usage, generation: &dyn Generation) -> Usage {
+fn add_usage(total: Usage, u: cinder_sdk::types::Usage, generation: &dyn Generation) -> Usage {
     let cached = match total.prompt_tokens_details {
         Some(d) => d.cached_tokens,
         None => generation.cached_tokens(),

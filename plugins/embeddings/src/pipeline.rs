@@ -1,38 +1,17 @@
-//! The embeddings family (WIT 0.1.4 `embeddings`, 0.1.5 `embed-within`): `POST /v1/embeddings`.
-//!
-//! [`Embeddings`] carries the first-party behaviour in its default methods; a plugin overrides
-//! what it changes and exports itself with [`export_embeddings!`](crate::export_embeddings).
-//! Cinder's own embeddings plugin is `impl Embeddings for FirstParty {}`.
-//!
-//! ```ignore
-//! /// Embeddings that refuse inputs longer than the model reads, whatever the config says.
-//! #[derive(Default)]
-//! struct Strict;
-//!
-//! impl cinder_sdk::embeddings::Embeddings for Strict {
-//!     fn prepare(&self, mut plan: cinder_sdk::embeddings::Plan) -> Result<cinder_sdk::embeddings::Plan, cinder_sdk::Error> {
-//!         plan.overflow = cinder_sdk::embeddings::Overflow::Refuse;
-//!         Ok(plan)
-//!     }
-//! }
-//!
-//! cinder_sdk::export_embeddings!(Strict);
-//! ```
+//! The pipeline of `POST /v1/embeddings`: validate, embed every input in one host call (the
+//! core batches it with other requests), shorten vectors to `dimensions`, encode, answer.
 
-mod openai_ids;
-mod plan;
-
-pub use crate::bindings::cinder::plugin::embeddings::{
-    EmbedInput, Embedded, EmbedderInfo, Overflow,
+use cinder_sdk::Host;
+use cinder_sdk::openai::embeddings::{
+    Embedding, EmbeddingResponse, EmbeddingUsage, EmbeddingVector,
 };
-pub use openai_ids::{TokenIds, decode_cl100k, token_ids_of};
-pub use plan::{Encoding, Plan, plan};
+use cinder_sdk::{Error, Request};
 
-use crate::host::Host;
-use crate::openai::embeddings::{Embedding, EmbeddingResponse, EmbeddingUsage, EmbeddingVector};
-use crate::{Error, Request};
+use crate::openai_ids::{TokenIds, decode_cl100k};
+use crate::plan::{Encoding, Plan, plan};
 
-/// An embeddings plugin. Every method has the first-party behaviour as its default.
+/// The pipeline's seams: [`crate::FirstParty`] takes every default; tests override
+/// `prepare` to see that the seam holds.
 pub trait Embeddings {
     /// Sees the parsed, validated request before anything runs, and may change it (another
     /// model, refuse long inputs) or refuse it with an error.
@@ -66,7 +45,7 @@ fn run<E: Embeddings + ?Sized>(family: &E, request: Request, host: &dyn Host) ->
     if let Some(d) = plan.dimensions
         && (d == 0 || d > info.dimensions)
     {
-        return Err(crate::invalid_request(
+        return Err(cinder_sdk::invalid_request(
             &format!(
                 "dimensions must be between 1 and {} for `{}`, got {d}",
                 info.dimensions, plan.model
@@ -76,7 +55,7 @@ fn run<E: Embeddings + ?Sized>(family: &E, request: Request, host: &dyn Host) ->
     }
     let out = host.embed_within(&plan.model, &plan.inputs, plan.overflow, plan.max_tokens)?;
     if out.truncated > 0 {
-        crate::debug(&format!(
+        cinder_sdk::debug(&format!(
             "{} input(s) cut to the model's {} tokens",
             out.truncated, info.max_tokens
         ));
@@ -150,29 +129,6 @@ pub fn base64_f32(v: &[f32]) -> String {
         }
     }
     out
-}
-
-/// Exports an [`Embeddings`] implementation (which must implement `Default`) as the plugin's
-/// handler, for an `embeddings-plugin` manifest routing `POST /v1/embeddings`.
-#[macro_export]
-macro_rules! export_embeddings {
-    ($ty:ty) => {
-        #[doc(hidden)]
-        pub struct __CinderEmbeddingsExport;
-
-        impl $crate::Handler for __CinderEmbeddingsExport {
-            fn handle(
-                request: $crate::Request,
-                sink: &$crate::sink::ResponseSink,
-            ) -> ::core::result::Result<(), $crate::Error> {
-                let family = <$ty as ::core::default::Default>::default();
-                let host = $crate::host::Wasm::new(sink);
-                <$ty as $crate::embeddings::Embeddings>::embed(&family, request, &host)
-            }
-        }
-
-        $crate::export_chat_plugin!(__CinderEmbeddingsExport);
-    };
 }
 
 #[cfg(test)]

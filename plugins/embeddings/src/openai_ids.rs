@@ -8,8 +8,8 @@
 //! vocabulary (tiktoken-rs, which carries the ranks file) and embedded as text. Under the
 //! model's own id, ids keep their meaning: the model's vocabulary.
 
-use super::EmbedInput;
-use crate::{Error, invalid_request};
+use cinder_sdk::embeddings::EmbedInput;
+use cinder_sdk::{Error, invalid_request};
 
 /// The vocabulary of token-id inputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

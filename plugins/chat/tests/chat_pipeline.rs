@@ -1,9 +1,14 @@
-//! The SDK's chat pipeline, run natively against `testing::FakeHost`: the wire shapes of
+//! The chat plugin's pipeline, run natively against `testing::FakeHost`: the wire shapes of
 //! responses and streams, n, max_tokens, seeds, and the `Chat` hooks.
 
-use cinder_sdk::Error;
-use cinder_sdk::chat::{Chat, Plan};
+use cinder_plugin_chat::chat::{Chat, Plan};
 use cinder_sdk::testing::{FakeHost, post};
+use cinder_sdk::{Error, Route};
+
+/// A fake host whose tools plugin is the first-party one, as in a real server.
+fn fake(model: &str) -> FakeHost {
+    FakeHost::new(model).with_tools(cinder_plugin_tools::FirstParty)
+}
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -39,7 +44,7 @@ fn run(chat: &dyn Chat, host: &FakeHost, extra: Value) -> Result<(), Error> {
 
 #[test]
 fn a_whole_response_has_openai_shape() {
-    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    let host = fake("m").generating(&["Hel", "lo"]);
     run(&FirstParty, &host, json!({})).expect("completes");
     let (status, r) = host.response().expect("a response");
     assert_eq!(status, 200);
@@ -58,7 +63,7 @@ fn a_whole_response_has_openai_shape() {
 
 #[test]
 fn max_tokens_ends_with_length_and_n_uses_seed_plus_i() {
-    let host = FakeHost::new("m").generating(&["a", "b", "c"]);
+    let host = fake("m").generating(&["a", "b", "c"]);
     run(
         &FirstParty,
         &host,
@@ -83,7 +88,7 @@ fn max_tokens_ends_with_length_and_n_uses_seed_plus_i() {
 
 #[test]
 fn a_stream_with_usage_ends_with_a_usage_chunk() {
-    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    let host = fake("m").generating(&["Hel", "lo"]);
     run(
         &FirstParty,
         &host,
@@ -111,20 +116,20 @@ fn a_stream_with_usage_ends_with_a_usage_chunk() {
 
 #[test]
 fn hooks_rewrite_output_and_refuse_requests() {
-    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    let host = fake("m").generating(&["Hel", "lo"]);
     run(&Hooked, &host, json!({})).expect("completes");
     assert_eq!(
         host.response().expect("response").1["choices"][0]["message"]["content"],
         "HELLO"
     );
-    let host = FakeHost::new("m").generating(&["x"]);
+    let host = fake("m").generating(&["x"]);
     run(&Hooked, &host, json!({"stream": true})).expect("streams");
     assert!(
         host.events()
             .iter()
             .any(|e| e["choices"][0]["delta"]["content"] == "X")
     );
-    let host = FakeHost::new("gpt-4");
+    let host = fake("gpt-4");
     match run(&Hooked, &host, json!({"model": "gpt-4"})) {
         Err(Error::InvalidRequest(d)) => assert_eq!(d.param.as_deref(), Some("model")),
         other => panic!("{other:?}"),
@@ -133,7 +138,7 @@ fn hooks_rewrite_output_and_refuse_requests() {
 
 #[test]
 fn errors_are_typed_and_name_the_param() {
-    let host = FakeHost::new("m");
+    let host = fake("m");
     match run(&FirstParty, &host, json!({"model": "other"})) {
         Err(Error::NotFound(d)) => assert_eq!(d.code.as_deref(), Some("model_not_found")),
         other => panic!("{other:?}"),
@@ -147,7 +152,7 @@ fn errors_are_typed_and_name_the_param() {
 
 #[test]
 fn logprobs_have_openai_shape() {
-    let host = FakeHost::new("m").generating(&["a"]);
+    let host = fake("m").generating(&["a"]);
     run(
         &FirstParty,
         &host,
@@ -179,7 +184,7 @@ fn out_of_range_parameters_are_refused_by_name() {
         ("n", json!({"n": 0})),
     ];
     for (param, extra) in cases {
-        let host = FakeHost::new("m").generating(&["x"]);
+        let host = fake("m").generating(&["x"]);
         match run(&FirstParty, &host, extra.clone()) {
             Err(Error::InvalidRequest(d)) => {
                 assert_eq!(d.param.as_deref(), Some(param), "{extra}")
@@ -191,7 +196,7 @@ fn out_of_range_parameters_are_refused_by_name() {
 
 #[test]
 fn a_participant_name_reaches_the_prompt() {
-    let host = FakeHost::new("m").generating(&["x"]);
+    let host = fake("m").generating(&["x"]);
     let body =
         json!({"model": "m", "messages": [{"role": "user", "name": "ada", "content": "hi"}]});
     FirstParty.complete(post(&body), &host).expect("completes");
@@ -208,6 +213,24 @@ fn a_participant_name_reaches_the_prompt() {
     }
 }
 
+/// The route the host would match for the stored-completions paths (`plugins/chat/plugin.toml`).
+fn route_of(method: &str, path: &str) -> Route {
+    let path = path.split('?').next().unwrap_or(path);
+    let rest: Vec<&str> = path
+        .trim_start_matches("/v1/chat/completions")
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    match (method, rest.as_slice()) {
+        ("GET", []) => Route::new("chat.list"),
+        ("GET", [id]) => Route::new("chat.retrieve").with_param("id", id),
+        ("POST", [id]) => Route::new("chat.update").with_param("id", id),
+        ("DELETE", [id]) => Route::new("chat.delete").with_param("id", id),
+        ("GET", [id, "messages"]) => Route::new("chat.messages").with_param("id", id),
+        other => panic!("no stored route for {other:?}"),
+    }
+}
+
 fn call(host: &FakeHost, method: &str, path: &str, body: Value) -> Value {
     let request = cinder_sdk::Request {
         method: method.into(),
@@ -215,13 +238,15 @@ fn call(host: &FakeHost, method: &str, path: &str, body: Value) -> Value {
         body: body.to_string(),
         request_id: "r".into(),
     };
-    FirstParty.stored(request, host).expect("served");
+    FirstParty
+        .stored(&route_of(method, path), request, host)
+        .expect("served");
     host.take_response().expect("a response").1
 }
 
 #[test]
 fn stored_completions_can_be_listed_retrieved_updated_and_deleted() {
-    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    let host = fake("m").generating(&["Hel", "lo"]);
     let mut b = body(json!({"metadata": {"team": "a"}}));
     b["store"] = json!(true);
     FirstParty.complete(post(&b), &host).expect("completes");
@@ -257,13 +282,14 @@ fn stored_completions_can_be_listed_retrieved_updated_and_deleted() {
     assert_eq!(msgs["data"][0]["role"], "user");
     let deleted = call(&host, "DELETE", &one, json!(null));
     assert_eq!(deleted["deleted"], true);
+    let route = route_of("GET", &one);
     let request = cinder_sdk::Request {
         method: "GET".into(),
         path: one,
         body: String::new(),
         request_id: "r".into(),
     };
-    match FirstParty.stored(request, &host) {
+    match FirstParty.stored(&route, request, &host) {
         Err(Error::NotFound(_)) => {}
         other => panic!("{other:?}"),
     }
@@ -271,7 +297,7 @@ fn stored_completions_can_be_listed_retrieved_updated_and_deleted() {
 
 #[test]
 fn a_streamed_completion_is_stored_assembled() {
-    let host = FakeHost::new("m").generating(&["Hel", "lo"]);
+    let host = fake("m").generating(&["Hel", "lo"]);
     let mut b = body(json!({"stream": true}));
     b["store"] = json!(true);
     FirstParty.complete(post(&b), &host).expect("streams");
@@ -290,7 +316,7 @@ fn a_streamed_completion_is_stored_assembled() {
 #[test]
 fn response_formats_become_constraints() {
     use cinder_sdk::inference::Constraint;
-    let host = FakeHost::new("m").generating(&["{}"]);
+    let host = fake("m").generating(&["{}"]);
     run(
         &FirstParty,
         &host,
@@ -343,7 +369,7 @@ fn response_formats_become_constraints() {
 fn tool_calls_come_back_as_tool_calls() {
     let tools = json!([{"type": "function", "function": {"name": "get_weather",
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
-    let host = FakeHost::new("m").generating(&[
+    let host = fake("m").generating(&[
         r#"[{"name": "get_weather", "#,
         r#""arguments": {"city": "Paris"}}]"#,
     ]);
@@ -372,7 +398,7 @@ fn tool_calls_come_back_as_tool_calls() {
     assert_eq!(host.constraints().len(), 1, "required is constrained");
 
     // auto: a text answer stays text, and nothing is constrained.
-    let host = FakeHost::new("m").generating(&["It is sunny."]);
+    let host = fake("m").generating(&["It is sunny."]);
     run(&FirstParty, &host, json!({"tools": tools})).expect("ok");
     let (_, r) = host.take_response().expect("response");
     assert_eq!(r["choices"][0]["message"]["content"], "It is sunny.");
@@ -380,7 +406,7 @@ fn tool_calls_come_back_as_tool_calls() {
     assert!(host.constraints().is_empty());
 
     // The conversation goes on: calls and results render into the next prompt.
-    let host = FakeHost::new("m").generating(&["Sunny."]);
+    let host = fake("m").generating(&["Sunny."]);
     let body = json!({"model": "m", "tools": tools, "messages": [
         {"role": "user", "content": "weather?"},
         {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1", "type": "function",
@@ -405,8 +431,7 @@ fn tool_calls_come_back_as_tool_calls() {
 fn streamed_tool_calls_have_openai_deltas_and_text_still_streams() {
     let tools = json!([{"type": "function", "function": {"name": "f",
         "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}}}}]);
-    let host =
-        FakeHost::new("m").generating(&[" [{\"name\": \"f\", ", "\"arguments\": {\"x\": 1}}]"]);
+    let host = fake("m").generating(&[" [{\"name\": \"f\", ", "\"arguments\": {\"x\": 1}}]"]);
     run(&FirstParty, &host, json!({"tools": tools, "stream": true})).expect("ok");
     let events = host.events();
     let calls: Vec<&Value> = events
@@ -431,7 +456,7 @@ fn streamed_tool_calls_have_openai_deltas_and_text_still_streams() {
     assert_eq!(finish, Some("tool_calls"));
 
     host.take_response();
-    let host = FakeHost::new("m").generating(&["  Hi", " there"]);
+    let host = fake("m").generating(&["  Hi", " there"]);
     run(&FirstParty, &host, json!({"tools": tools, "stream": true})).expect("ok");
     let text: String = host
         .events()

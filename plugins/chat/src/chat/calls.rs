@@ -12,11 +12,11 @@
 
 use serde_json::Value;
 
-use crate::Error;
-use crate::host::Host;
-use crate::openai::chat::{Delta, ToolCall, ToolCallFunction};
-use crate::tools::Call;
-use crate::types::FinishReason;
+use cinder_sdk::Error;
+use cinder_sdk::host::Host;
+use cinder_sdk::openai::chat::{Delta, ToolCall, ToolCallFunction};
+use cinder_sdk::tools::Call;
+use cinder_sdk::types::FinishReason;
 
 use super::Plan;
 
@@ -169,7 +169,7 @@ pub(super) fn settle(
 /// A call as OpenAI streams it: `id`, `type` and name with empty arguments, then the arguments
 /// (for `functions` requests, `function_call` with the name, then the arguments).
 pub(super) fn call_deltas(index: u32, call: &ToolCall, legacy: bool) -> [Delta; 2] {
-    use crate::openai::chat::{ToolCallDelta, ToolCallDeltaFunction};
+    use cinder_sdk::openai::chat::{ToolCallDelta, ToolCallDeltaFunction};
     if legacy {
         let delta = |f: ToolCallDeltaFunction| Delta {
             role: None,

@@ -15,11 +15,11 @@ use std::collections::BTreeMap;
 
 use crate::chat::Chat;
 use crate::fan_in::FanIn;
-use crate::host::{Generation, Host};
-use crate::inference::{Delta, Event, GenerateRequest};
-use crate::openai::chat::Usage;
-use crate::openai::completions::{Completion, CompletionChoice, LegacyLogprobs};
-use crate::{Error, Request, invalid_request};
+use cinder_sdk::host::{Generation, Host};
+use cinder_sdk::inference::{Delta, Event, GenerateRequest};
+use cinder_sdk::openai::chat::Usage;
+use cinder_sdk::openai::completions::{Completion, CompletionChoice, LegacyLogprobs};
+use cinder_sdk::{Error, Request, invalid_request};
 
 const FIM: [&str; 3] = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"];
 
@@ -142,7 +142,7 @@ fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<
         return Err(invalid_request("Only POST is allowed here", None));
     }
     let plan = LegacyPlan::parse(&request.body)?;
-    let cap = crate::validate::max_sequences(host);
+    let cap = crate::limits::max_sequences(host);
     let sequences = plan.prompts.len() as u64 * u64::from(plan.best_of);
     if sequences > u64::from(cap) {
         return Err(invalid_request(
@@ -193,7 +193,7 @@ fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<
             }
         };
         total += ids.len() as u64;
-        crate::validate::check_prompt_tokens(host, total, "prompt")?;
+        crate::limits::check_prompt_tokens(host, total, "prompt")?;
         prompts.push((ids, text));
     }
     // best_of ranks by mean logprob, so it needs the sampled tokens' logprobs.
@@ -240,13 +240,13 @@ fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<
         }
     }
     if let Some(user) = &plan.user {
-        crate::debug(&format!("request {} for user {user}", request.request_id));
+        cinder_sdk::debug(&format!("request {} for user {user}", request.request_id));
     }
     let prompt_tokens = prompts.iter().map(|(ids, _)| ids.len() as u32).sum();
     let shell = Completion {
         id: format!("cmpl-{}", request.request_id),
         object: "text_completion".into(),
-        created: crate::unix_time(),
+        created: cinder_sdk::unix_time(),
         model: plan.model.clone(),
         system_fingerprint: info.fingerprint,
         choices: Vec::new(),

@@ -4,9 +4,9 @@
 //! rotated after each event so that a host that always answers for the first it is given
 //! (a fake) still serves each in turn.
 
-use crate::Error;
-use crate::host::{Generation, Host};
-use crate::inference::Event;
+use cinder_sdk::Error;
+use cinder_sdk::host::{Generation, Host};
+use cinder_sdk::inference::Event;
 
 /// Who is asked first next time.
 #[derive(Default)]

@@ -8,8 +8,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Call, ToolChoice, ToolUse};
-use crate::inference::Constraint;
+use cinder_sdk::inference::Constraint;
+use cinder_sdk::tools::{Call, ToolChoice, ToolUse};
 
 /// What a streamed answer that is a call may start with.
 pub(crate) const CALL_PREFIXES: [&str; 4] = ["[", "{", "<tool_call>", "[TOOL_CALLS]"];
@@ -21,7 +21,7 @@ fn schema_of(parameters: &str) -> Value {
 /// A function's parameters as the grammar reads them: objects that declare properties and
 /// say nothing of `additionalProperties` are closed (see [`crate::schema`]).
 fn grammar_schema_of(parameters: &str) -> Value {
-    crate::schema::close_objects(schema_of(parameters))
+    cinder_sdk::schema::close_objects(schema_of(parameters))
 }
 
 /// The system text that tells the model about the tools and the call format.
@@ -244,7 +244,7 @@ fn call(c: &Value, tools: &ToolUse) -> Option<Call> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tools::Function;
+    use cinder_sdk::tools::Function;
 
     fn weather(parallel: bool) -> ToolUse {
         ToolUse {

@@ -1,8 +1,13 @@
 //! The legacy completions pipeline, run natively against `testing::FakeHost`.
 
+use cinder_plugin_chat::Chat;
 use cinder_sdk::Error;
-use cinder_sdk::chat::Chat;
 use cinder_sdk::testing::{FakeHost, post};
+
+/// A fake host whose tools plugin is the first-party one, as in a real server.
+fn fake(model: &str) -> FakeHost {
+    FakeHost::new(model).with_tools(cinder_plugin_tools::FirstParty)
+}
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -26,7 +31,7 @@ fn param_of(r: Result<(), Error>) -> Option<String> {
 
 #[test]
 fn a_text_prompt_gets_a_text_completion() {
-    let host = FakeHost::new("m").generating(&[" upon", " a", " time"]);
+    let host = fake("m").generating(&[" upon", " a", " time"]);
     run(&host, json!({})).expect("completes");
     let (status, r) = host.response().expect("response");
     assert_eq!(status, 200);
@@ -43,7 +48,7 @@ fn a_text_prompt_gets_a_text_completion() {
 
 #[test]
 fn several_prompts_and_n_index_choices_prompt_major() {
-    let host = FakeHost::new("m").generating(&["x"]);
+    let host = fake("m").generating(&["x"]);
     run(&host, json!({"prompt": ["a", "b"], "n": 2, "echo": true})).expect("completes");
     let (_, r) = host.response().expect("response");
     let choices = r["choices"].as_array().expect("choices");
@@ -63,7 +68,7 @@ fn several_prompts_and_n_index_choices_prompt_major() {
 
 #[test]
 fn token_id_prompts_are_used_as_given() {
-    let host = FakeHost::new("m").generating(&["!"]);
+    let host = fake("m").generating(&["!"]);
     run(&host, json!({"prompt": [[72, 105], [104]]})).expect("completes");
     let prompts: Vec<Vec<u32>> = host
         .generate_requests()
@@ -75,7 +80,7 @@ fn token_id_prompts_are_used_as_given() {
 
 #[test]
 fn legacy_logprobs_have_parallel_arrays_and_offsets() {
-    let host = FakeHost::new("m").generating(&["ab", "c", "de"]);
+    let host = fake("m").generating(&["ab", "c", "de"]);
     run(&host, json!({"logprobs": 2})).expect("completes");
     let (_, r) = host.response().expect("response");
     let lp = &r["choices"][0]["logprobs"];
@@ -87,7 +92,7 @@ fn legacy_logprobs_have_parallel_arrays_and_offsets() {
 
 #[test]
 fn best_of_generates_more_and_returns_n() {
-    let host = FakeHost::new("m").generating(&["x"]);
+    let host = fake("m").generating(&["x"]);
     run(&host, json!({"best_of": 3, "n": 1, "seed": 5})).expect("completes");
     let gens = host.generate_requests();
     assert_eq!(gens.len(), 3);
@@ -101,7 +106,7 @@ fn best_of_generates_more_and_returns_n() {
 
 #[test]
 fn a_stream_has_text_completion_chunks_and_a_usage_chunk() {
-    let host = FakeHost::new("m").generating(&[" upon", " a"]);
+    let host = fake("m").generating(&[" upon", " a"]);
     run(
         &host,
         json!({"stream": true, "echo": true, "stream_options": {"include_usage": true}}),
@@ -122,7 +127,7 @@ fn a_stream_has_text_completion_chunks_and_a_usage_chunk() {
 
 #[test]
 fn refusals_name_their_parameter() {
-    let host = FakeHost::new("m").generating(&["x"]);
+    let host = fake("m").generating(&["x"]);
     let cases = [
         (json!({"prompt": null}), "prompt"),
         (json!({"prompt": ""}), "prompt"),
@@ -145,7 +150,7 @@ fn refusals_name_their_parameter() {
 
 #[test]
 fn echo_with_logprobs_scores_the_prompt_and_max_tokens_0_generates_nothing() {
-    let host = FakeHost::new("m").generating(&["x"]);
+    let host = fake("m").generating(&["x"]);
     run(&host, json!({"echo": true, "logprobs": 1, "max_tokens": 0})).expect("completes");
     assert!(host.generate_requests().is_empty(), "nothing generated");
     let (_, r) = host.response().expect("response");
@@ -160,7 +165,7 @@ fn echo_with_logprobs_scores_the_prompt_and_max_tokens_0_generates_nothing() {
     assert_eq!(r["usage"]["completion_tokens"], 0);
 
     // With generation, the generated tokens follow the prompt's.
-    let host = FakeHost::new("m").generating(&["!"]);
+    let host = fake("m").generating(&["!"]);
     run(&host, json!({"echo": true, "logprobs": 0, "max_tokens": 1})).expect("completes");
     let (_, r) = host.response().expect("response");
     assert_eq!(r["choices"][0]["text"], "Once!");
@@ -172,7 +177,7 @@ fn echo_with_logprobs_scores_the_prompt_and_max_tokens_0_generates_nothing() {
 
 #[test]
 fn fan_out_is_bounded_per_request() {
-    let host = FakeHost::new("m").generating(&["x"]);
+    let host = fake("m").generating(&["x"]);
     // 512 one-token prompts once held both cores for minutes.
     let prompts: Vec<String> = (0..512).map(|i| format!("p{i}")).collect();
     let r = run(
@@ -199,7 +204,7 @@ fn fan_out_is_bounded_per_request() {
     );
     assert_eq!(param_of(r).as_deref(), Some("stop"));
     // The operator's cap.
-    let small = FakeHost::new("m")
+    let small = fake("m")
         .generating(&["x"])
         .with_setting("max_sequences_per_request", "4");
     let r = run(
@@ -216,7 +221,7 @@ fn fan_out_is_bounded_per_request() {
 
 #[test]
 fn prompt_tokens_per_request_are_bounded() {
-    let small = FakeHost::new("m")
+    let small = fake("m")
         .generating(&["x"])
         .with_setting("max_prompt_tokens_per_request", "10");
     let ok = json!({"model": "m", "prompt": ["abc", "def"], "max_tokens": 1});

@@ -2,8 +2,8 @@
 //! `input` shapes, both encodings, `dimensions`, usage, the `truncate` setting, and the
 //! parameters it refuses. (Real vectors are checked end to end in tests/e2e.)
 
+use cinder_plugin_embeddings::{EmbedInput, Embeddings, Overflow, Plan};
 use cinder_sdk::Error;
-use cinder_sdk::embeddings::{EmbedInput, Embeddings, Overflow, Plan};
 use cinder_sdk::testing::{FakeHost, post};
 use serde_json::{Value, json};
 

@@ -3,11 +3,11 @@
 
 use serde_json::Value;
 
-use crate::Error;
-use crate::inference::{Constraint, Sampling};
-use crate::openai::params::chat::{self as params, ChatParams, ResponseFormat, Role};
-use crate::tools::{Call, Function, Message, ToolChoice, ToolUse};
-use crate::validate;
+use crate::limits;
+use cinder_sdk::Error;
+use cinder_sdk::inference::{Constraint, Sampling};
+use cinder_sdk::openai::params::chat::{self as params, ChatParams, ResponseFormat, Role};
+use cinder_sdk::tools::{Call, Function, Message, ToolChoice, ToolUse};
 
 /// A validated chat request: what [`super::Chat::prepare`] may inspect and rewrite.
 #[derive(Debug, Clone)]
@@ -52,13 +52,13 @@ impl Plan {
     /// Parses and validates an OpenAI chat request body (OpenAI's rules are
     /// [`ChatParams::check`]'s) and turns it into the WIT's terms.
     pub fn parse(body: &str) -> Result<Plan, Error> {
-        let p = ChatParams::check(validate::parse_body(body)?)?;
+        let p = ChatParams::check(cinder_sdk::parse_body(body)?)?;
         let messages = p.messages.into_iter().map(message).collect();
         let constraint = p.response_format.and_then(|f| match f {
             ResponseFormat::Text => None,
             ResponseFormat::JsonObject => Some(Constraint::JsonObject),
             ResponseFormat::JsonSchema(schema) => Some(Constraint::JsonSchema(
-                crate::schema::close_objects(schema).to_string(),
+                cinder_sdk::schema::close_objects(schema).to_string(),
             )),
         });
         let tools = p.tools.map(|t| ToolUse {
@@ -81,7 +81,7 @@ impl Plan {
         Ok(Plan {
             model: p.model,
             messages,
-            sampling: validate::sampling(p.sampling),
+            sampling: limits::sampling(p.sampling),
             max_tokens: p.max_tokens,
             stop: p.stop.into_strings(),
             top_logprobs: p.top_logprobs,

@@ -2,8 +2,13 @@
 //! envelope as text; complete calls as `tool_calls`; a call cut short dropped; a repeated call
 //! ends the answer. Each case runs aggregated and streamed.
 
-use cinder_sdk::chat::Chat;
+use cinder_plugin_chat::Chat;
 use cinder_sdk::testing::{FakeHost, post};
+
+/// A fake host whose tools plugin is the first-party one, as in a real server.
+fn fake(model: &str) -> FakeHost {
+    FakeHost::new(model).with_tools(cinder_plugin_tools::FirstParty)
+}
 use serde_json::{Value, json};
 
 #[derive(Default)]
@@ -80,7 +85,7 @@ fn run(
     max_tokens: u32,
     stream: bool,
 ) -> (String, Vec<(String, String)>, String) {
-    let host = FakeHost::new("m").generating(pieces);
+    let host = fake("m").generating(pieces);
     FirstParty
         .complete(post(&body(choice, max_tokens, stream)), &host)
         .expect("ok");
@@ -140,7 +145,7 @@ fn a_repeated_call_ends_the_answer_and_the_generation() {
     for stream in [false, true] {
         let london = r#"{"name":"get_weather","arguments":{"city":"London"}}"#;
         let pieces = ["[", PARIS, ",", london, ",", PARIS, ",", london, "]"];
-        let host = FakeHost::new("m").generating(&pieces);
+        let host = fake("m").generating(&pieces);
         FirstParty
             .complete(post(&body(json!("required"), 100, stream)), &host)
             .expect("ok");

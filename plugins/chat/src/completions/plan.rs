@@ -1,14 +1,14 @@
 //! From a legacy completions body to a validated plan; every parameter honoured or refused
 //! with a 400 that names it.
 
-use crate::Error;
-use crate::inference::Sampling;
-use crate::openai::params::completions::CompletionParams;
-use crate::validate;
+use crate::limits;
+use cinder_sdk::Error;
+use cinder_sdk::inference::Sampling;
+use cinder_sdk::openai::params::completions::CompletionParams;
 
 /// One prompt as given: text (tokenized with control tokens parsed, as llama.cpp's server
 /// does) or token ids.
-pub use crate::openai::params::completions::PromptInput;
+pub use cinder_sdk::openai::params::completions::PromptInput;
 
 /// A validated legacy completion request.
 #[derive(Debug, Clone)]
@@ -45,13 +45,13 @@ impl LegacyPlan {
     /// Parses and validates a `/v1/completions` body (OpenAI's rules are
     /// [`CompletionParams::check`]'s).
     pub fn parse(body: &str) -> Result<LegacyPlan, Error> {
-        let p = CompletionParams::check(validate::parse_body(body)?)?;
+        let p = CompletionParams::check(cinder_sdk::parse_body(body)?)?;
         Ok(LegacyPlan {
             model: p.model,
             prompts: p.prompts,
             suffix: p.suffix,
             max_tokens: p.max_tokens,
-            sampling: validate::sampling(p.sampling),
+            sampling: limits::sampling(p.sampling),
             stop: p.stop.into_strings(),
             n: p.n,
             best_of: p.best_of,

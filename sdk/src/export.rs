@@ -1,0 +1,300 @@
+//! What a plugin exports, one macro per family world: [`export_chat_plugin!`] and
+//! [`export_embeddings_plugin!`] export a [`Serve`] as the world's `handler`;
+//! [`export_tools_plugin!`] exports a [`ToolsPlugin`] as `tools`. A plugin exports only what
+//! its world serves, so each macro generates exactly that world's exports.
+//!
+//! [`export_chat_plugin!`]: crate::export_chat_plugin
+//! [`export_embeddings_plugin!`]: crate::export_embeddings_plugin
+//! [`export_tools_plugin!`]: crate::export_tools_plugin
+
+use crate::host::{Host, Wasm};
+use crate::sink::ResponseSink;
+use crate::tools::{Call, Function, Message, Prompt, ToolChoice, ToolUse};
+use crate::{Error, route};
+
+/// One HTTP request the host routed to the plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// `GET`, `POST`, ...
+    pub method: String,
+    /// The path, with the query string when there is one (`/v1/chat/completions?limit=2`).
+    pub path: String,
+    /// The raw body (JSON for OpenAI routes).
+    pub body: String,
+    /// The host's request id, for log correlation.
+    pub request_id: String,
+}
+
+impl Request {
+    /// The query string's value for `key` (`limit` in `?limit=2`), not percent-decoded.
+    pub fn query(&self, key: &str) -> Option<&str> {
+        let (_, query) = self.path.split_once('?')?;
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// The manifest route the host matched, handed over as data: a plugin dispatches on `id`
+/// and reads path parameters from `params`, never matching the path again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The route's `id` in `plugin.toml` (`chat.create`), or `METHOD /pattern` without one.
+    pub id: String,
+    /// The path's `{name}` parameters and their values, in order.
+    pub params: Vec<(String, String)>,
+}
+
+impl Route {
+    /// A route with no parameters (tests build routes by hand).
+    pub fn new(id: &str) -> Self {
+        Route {
+            id: id.to_owned(),
+            params: Vec::new(),
+        }
+    }
+
+    /// This route with the path parameter `name` set to `value`.
+    pub fn with_param(mut self, name: &str, value: &str) -> Self {
+        self.params.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// The path parameter `name` (`id` of `/v1/chat/completions/{id}`).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl From<route::MatchedRoute> for Route {
+    fn from(r: route::MatchedRoute) -> Self {
+        Route {
+            id: r.id,
+            params: r.params,
+        }
+    }
+}
+
+/// A plugin that serves HTTP routes (the `chat-plugin` and `embeddings-plugin` worlds).
+pub trait Serve {
+    /// Handles one request on `route`, answering through `host`'s sink. An error returned
+    /// before anything was written is the response; after events, it ends the stream.
+    fn serve(&self, route: &Route, request: Request, host: &dyn Host) -> Result<(), Error>;
+}
+
+/// A tools plugin (the `tools-plugin` world): how tools shape a prompt and how answers
+/// become calls, for every chat plugin that imports `tools`.
+pub trait ToolsPlugin {
+    /// Renders the conversation into a prompt, telling the model about `tools` when given.
+    fn render(
+        &self,
+        model: &str,
+        messages: Vec<Message>,
+        tools: Option<ToolUse>,
+        host: &dyn Host,
+    ) -> Result<Prompt, Error>;
+
+    /// Reads the calls out of an answer, finished or cut short: `None` when it is ordinary
+    /// text, else the complete calls in order.
+    fn parse(
+        &self,
+        model: &str,
+        text: &str,
+        tools: &ToolUse,
+        host: &dyn Host,
+    ) -> Result<Option<Vec<Call>>, Error>;
+}
+
+/// The glue the export macros expand to.
+#[doc(hidden)]
+pub mod glue {
+    use super::*;
+
+    /// Serves one handler call: the route from the host, the host around `sink`.
+    pub fn serve<T: Serve + Default>(
+        method: String,
+        path: String,
+        body: String,
+        request_id: String,
+        sink: &ResponseSink,
+    ) -> Result<(), Error> {
+        let route = route::current()
+            .map(Route::from)
+            .ok_or_else(|| Error::Internal("the host named no route for this request".into()))?;
+        let request = Request {
+            method,
+            path,
+            body,
+            request_id,
+        };
+        T::default().serve(&route, request, &Wasm::new(sink))
+    }
+
+    use crate::bindings::tools::exports::cinder::plugin::tools as x;
+
+    /// `tools.render` for a [`ToolsPlugin`]: the exported interface has its own copies of
+    /// the types, converted here.
+    pub fn render<T: ToolsPlugin + Default>(
+        model: String,
+        messages: Vec<x::Message>,
+        tools: Option<x::ToolUse>,
+    ) -> Result<x::Prompt, Error> {
+        let messages = messages.into_iter().map(message).collect();
+        T::default()
+            .render(&model, messages, tools.map(tool_use), &Wasm::without_sink())
+            .map(|p| x::Prompt {
+                text: p.text,
+                constraint: p.constraint,
+                call_prefixes: p.call_prefixes,
+            })
+    }
+
+    /// `tools.parse` for a [`ToolsPlugin`].
+    pub fn parse<T: ToolsPlugin + Default>(
+        model: String,
+        text: String,
+        tools: x::ToolUse,
+    ) -> Result<Option<Vec<x::Call>>, Error> {
+        let calls = T::default().parse(&model, &text, &tool_use(tools), &Wasm::without_sink())?;
+        Ok(calls.map(|calls| {
+            calls
+                .into_iter()
+                .map(|c| x::Call {
+                    id: c.id,
+                    name: c.name,
+                    arguments: c.arguments,
+                })
+                .collect()
+        }))
+    }
+
+    fn tool_use(t: x::ToolUse) -> ToolUse {
+        ToolUse {
+            functions: t
+                .functions
+                .into_iter()
+                .map(|f| Function {
+                    name: f.name,
+                    description: f.description,
+                    parameters: f.parameters,
+                })
+                .collect(),
+            choice: match t.choice {
+                x::ToolChoice::Auto => ToolChoice::Auto,
+                x::ToolChoice::Required => ToolChoice::Required,
+                x::ToolChoice::Function(name) => ToolChoice::Function(name),
+            },
+            parallel: t.parallel,
+        }
+    }
+
+    fn message(m: x::Message) -> Message {
+        Message {
+            role: m.role,
+            content: m.content,
+            calls: m
+                .calls
+                .into_iter()
+                .map(|c| Call {
+                    id: c.id,
+                    name: c.name,
+                    arguments: c.arguments,
+                })
+                .collect(),
+            tool_call_id: m.tool_call_id,
+        }
+    }
+}
+
+/// Exports a [`Serve`] (which must implement `Default`) as the `handler` of a `chat-plugin`:
+/// the world for text generation and any endpoint of your own.
+#[macro_export]
+macro_rules! export_chat_plugin {
+    ($ty:ty) => {
+        $crate::__export_handler!($ty);
+    };
+}
+
+/// Exports a [`Serve`] (which must implement `Default`) as the `handler` of an
+/// `embeddings-plugin` (the world that imports `embeddings`). Both worlds export the same
+/// `handler`; the manifest's `world` says which imports the plugin may have.
+#[macro_export]
+macro_rules! export_embeddings_plugin {
+    ($ty:ty) => {
+        $crate::__export_handler!($ty);
+    };
+}
+
+/// The `handler` export both route-serving worlds share.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_handler {
+    ($ty:ty) => {
+        // Natively (a plugin's own tests) the plugin is a library: nothing to export, but
+        // what would be exported counts as used.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$ty as $crate::Serve>::serve;
+            let _ = <$ty as ::core::default::Default>::default;
+        };
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __CinderHandler;
+
+            impl $crate::bindings::handler::exports::cinder::plugin::handler::Guest for __CinderHandler {
+                fn handle(
+                    r: $crate::bindings::handler::exports::cinder::plugin::handler::Request,
+                    sink: &$crate::sink::ResponseSink,
+                ) -> ::core::result::Result<(), $crate::Error> {
+                    $crate::export::glue::serve::<$ty>(r.method, r.path, r.body, r.request_id, sink)
+                }
+            }
+
+            $crate::bindings::handler::export_handler_world!(__CinderHandler with_types_in $crate::bindings::handler);
+        };
+    };
+}
+
+/// Exports a [`ToolsPlugin`] (which must implement `Default`) as the `tools` of a
+/// `tools-plugin`; its manifest has no routes.
+#[macro_export]
+macro_rules! export_tools_plugin {
+    ($ty:ty) => {
+        // Natively (a plugin's own tests) the plugin is a library: nothing to export, but
+        // what would be exported counts as used.
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$ty as $crate::ToolsPlugin>::render;
+            let _ = <$ty as ::core::default::Default>::default;
+        };
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __CinderToolsPlugin;
+
+            impl $crate::bindings::tools::exports::cinder::plugin::tools::Guest for __CinderToolsPlugin {
+                fn render(
+                    model: ::std::string::String,
+                    messages: ::std::vec::Vec<$crate::bindings::tools::exports::cinder::plugin::tools::Message>,
+                    tools: ::core::option::Option<$crate::bindings::tools::exports::cinder::plugin::tools::ToolUse>,
+                ) -> ::core::result::Result<$crate::bindings::tools::exports::cinder::plugin::tools::Prompt, $crate::Error> {
+                    $crate::export::glue::render::<$ty>(model, messages, tools)
+                }
+
+                fn parse(
+                    model: ::std::string::String,
+                    text: ::std::string::String,
+                    tools: $crate::bindings::tools::exports::cinder::plugin::tools::ToolUse,
+                ) -> ::core::result::Result<::core::option::Option<::std::vec::Vec<$crate::bindings::tools::exports::cinder::plugin::tools::Call>>, $crate::Error> {
+                    $crate::export::glue::parse::<$ty>(model, text, tools)
+                }
+            }
+
+            $crate::bindings::tools::export_tools_world!(__CinderToolsPlugin with_types_in $crate::bindings::tools);
+        };
+    };
+}

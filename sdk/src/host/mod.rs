@@ -1,0 +1,207 @@
+//! What plugin code needs from the host: one small trait per WIT import ([`Inference`],
+//! [`Embeddings`], [`Tools`], [`Sink`], [`Config`], [`Documents`]), and [`Host`], which is
+//! all of them. In a plugin the host is [`Wasm`]; with the `testing` feature, unit tests run
+//! the same code natively against [`crate::testing::FakeHost`].
+
+mod wasm;
+
+pub use wasm::Wasm;
+
+use crate::Error;
+use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
+use crate::inference::{
+    self, ChatMessage, Constraint, Event, GenerateRequest, ModelInfo, TokenLogprob,
+};
+use crate::tools::{Call, Message, Prompt, ToolUse};
+
+/// A running generation: yields deltas, then one `finished`, then `None`.
+pub trait Generation {
+    /// The next event; blocks (in a plugin: parks in the host) until there is one.
+    fn next(&self) -> Result<Option<Event>, Error>;
+    /// Prompt tokens served from the core's prefix cache; meaningful once `finished` has
+    /// been returned (WIT 0.1.4).
+    fn cached_tokens(&self) -> u32 {
+        0
+    }
+    /// The WIT resource behind it, for [`Inference::next_of`] (`None` for fakes).
+    fn wit(&self) -> Option<&inference::Generation> {
+        None
+    }
+}
+
+/// `cinder:plugin/inference`: models, templates, tokenizers and generation.
+pub trait Inference {
+    /// The next event of whichever of `generations` has one first, with its index (WIT
+    /// 0.1.5). Read several generations with it, never one after another: a generation the
+    /// engine has not admitted yet (it is busy) would hold up the others, which stay paused
+    /// with their caches. Hosts that cannot wait on several (fakes) read the first; callers
+    /// rotate the list so that every generation gets its turn.
+    fn next_of(&self, generations: &[&dyn Generation]) -> (usize, Result<Option<Event>, Error>) {
+        match generations.first() {
+            Some(g) => (0, g.next()),
+            None => (0, Err(Error::Internal("next_of needs a generation".into()))),
+        }
+    }
+    /// What the host knows of `model` (an unknown id is a `not-found` error).
+    fn describe_model(&self, model: &str) -> Result<ModelInfo, Error>;
+    /// Renders `messages` with the model's own chat template.
+    fn apply_chat_template(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error>;
+    /// Renders `messages` with the model's template, given as OpenAI-shaped JSON, passing
+    /// `tools` (JSON) to templates that read them (WIT 0.1.3).
+    fn apply_chat_template_json(
+        &self,
+        model: &str,
+        messages: &str,
+        tools: Option<&str>,
+        add_generation_prompt: bool,
+    ) -> Result<String, Error>;
+    /// Whether the model's template renders `tools` itself (WIT 0.1.3).
+    fn template_has_tools(&self, model: &str) -> Result<bool, Error>;
+    /// Token ids of `text`; `parse_special` makes control-token text special.
+    fn tokenize(&self, model: &str, text: &str, parse_special: bool) -> Result<Vec<u32>, Error>;
+    /// The text of token ids.
+    fn detokenize(&self, model: &str, tokens: &[u32]) -> Result<String, Error>;
+    /// For each token after the first, its logprob given the ones before it, with `top`
+    /// alternatives (WIT 0.1.2).
+    fn score(&self, model: &str, tokens: &[u32], top: u32) -> Result<Vec<TokenLogprob>, Error>;
+    /// Starts a generation.
+    fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error>;
+    /// Starts a generation whose output must match `constraint` (WIT 0.1.2).
+    fn generate_constrained(
+        &self,
+        request: &GenerateRequest,
+        constraint: &Constraint,
+    ) -> Result<Box<dyn Generation>, Error>;
+}
+
+/// `cinder:plugin/embeddings` (WIT 0.1.4): embedding models.
+pub trait Embeddings {
+    /// What the host knows of the embedding model `model`.
+    fn describe_embedder(&self, model: &str) -> Result<EmbedderInfo, Error>;
+    /// One vector per input, in order, with the tokens read.
+    fn embed(
+        &self,
+        model: &str,
+        inputs: &[EmbedInput],
+        overflow: Overflow,
+    ) -> Result<Embedded, Error>;
+    /// [`Embeddings::embed`], refusing inputs that together have more than `max_tokens`
+    /// tokens with a 400 naming `input` (WIT 0.1.5: the host counts before any embedding
+    /// work; this default counts after, for hosts without it).
+    fn embed_within(
+        &self,
+        model: &str,
+        inputs: &[EmbedInput],
+        overflow: Overflow,
+        max_tokens: u32,
+    ) -> Result<Embedded, Error> {
+        let out = self.embed(model, inputs, overflow)?;
+        if out.prompt_tokens > max_tokens {
+            return Err(Error::InvalidRequest(crate::types::ErrorDetail {
+                message: format!(
+                    "the inputs have {} tokens; at most {max_tokens} per request",
+                    out.prompt_tokens
+                ),
+                param: Some("input".into()),
+                code: Some("max_tokens_per_request".into()),
+            }));
+        }
+        Ok(out)
+    }
+}
+
+/// `cinder:plugin/tools` (WIT 0.1.3): the loaded tools plugin, reached from a chat plugin.
+pub trait Tools {
+    /// Renders a conversation with tool calling.
+    fn render_tools(
+        &self,
+        model: &str,
+        messages: &[Message],
+        tools: Option<&ToolUse>,
+    ) -> Result<Prompt, Error>;
+    /// Reads the calls out of an answer.
+    fn parse_tool_calls(
+        &self,
+        model: &str,
+        text: &str,
+        tools: &ToolUse,
+    ) -> Result<Option<Vec<Call>>, Error>;
+}
+
+/// `cinder:plugin/sink`: the response of the request being served.
+pub trait Sink {
+    /// Sends one SSE event's data (the host frames it and ends the stream with `[DONE]`).
+    fn send_event(&self, data: &str) -> Result<(), Error>;
+    /// Sends the whole response.
+    fn respond(&self, status: u16, body: &str) -> Result<(), Error>;
+
+    /// Serializes `value` and sends it as one SSE event.
+    fn send_json(&self, value: &dyn erased::Serialize) -> Result<(), Error> {
+        self.send_event(&erased::to_string(value)?)
+    }
+    /// Serializes `value` and sends it as the whole response.
+    fn respond_json(&self, status: u16, value: &dyn erased::Serialize) -> Result<(), Error> {
+        self.respond(status, &erased::to_string(value)?)
+    }
+}
+
+/// `cinder:plugin/config` (WIT 0.1.1): the plugin's own settings.
+pub trait Config {
+    /// The plugin's setting `key` from the config file (`[plugins.settings.<id>]`), as it
+    /// stands for this request.
+    fn setting(&self, key: &str) -> Option<String>;
+}
+
+/// `cinder:plugin/documents` (WIT 0.1.2): durable documents, per API key (needs the
+/// `storage` capability).
+pub trait Documents {
+    /// Writes a document.
+    fn put_document(&self, collection: &str, key: &str, value: &str) -> Result<(), Error>;
+    /// Reads a document.
+    fn get_document(&self, collection: &str, key: &str) -> Result<Option<String>, Error>;
+    /// Deletes a document; false if it was not there.
+    fn delete_document(&self, collection: &str, key: &str) -> Result<bool, Error>;
+    /// Up to `limit` documents in first-write order (or newest first), after the key `after`.
+    fn page_documents(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: u32,
+        newest_first: bool,
+    ) -> Result<Vec<(String, String)>, Error>;
+}
+
+/// Every import at once: what a family's pipeline takes, so one `&dyn Host` reaches all.
+/// Implemented for anything that implements each trait.
+pub trait Host: Inference + Embeddings + Tools + Sink + Config + Documents {}
+
+impl<T: Inference + Embeddings + Tools + Sink + Config + Documents> Host for T {}
+
+/// `dyn`-compatible serialization for [`Sink::send_json`]: the response types are all
+/// `serde::Serialize`, which is not object safe, so they cross as this.
+pub mod erased {
+    use crate::Error;
+
+    /// A value that can render itself as JSON.
+    pub trait Serialize {
+        /// The value as a JSON string.
+        fn to_json(&self) -> Result<String, serde_json::Error>;
+    }
+
+    impl<T: serde::Serialize> Serialize for T {
+        fn to_json(&self) -> Result<String, serde_json::Error> {
+            serde_json::to_string(self)
+        }
+    }
+
+    pub(crate) fn to_string(value: &dyn Serialize) -> Result<String, Error> {
+        value
+            .to_json()
+            .map_err(|e| Error::Internal(format!("serializing the response: {e}")))
+    }
+}

@@ -1,0 +1,204 @@
+//! The real host, seen from inside a plugin: each trait forwards to its WIT import.
+
+use super::{Config, Documents, Embeddings, Generation, Inference, Sink, Tools};
+use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
+use crate::inference::{
+    self, ChatMessage, Constraint, Event, GenerateRequest, ModelInfo, TokenLogprob,
+};
+use crate::sink::ResponseSink;
+use crate::tools::{Call, Message, Prompt, ToolUse};
+use crate::{Error, sink_error};
+
+/// The real host, as seen from inside a plugin.
+pub struct Wasm<'a> {
+    /// The request's response sink (none in a tools call, which answers with its result).
+    sink: Option<&'a ResponseSink>,
+}
+
+impl<'a> Wasm<'a> {
+    /// The host of an HTTP request, answering into `sink`.
+    pub fn new(sink: &'a ResponseSink) -> Self {
+        Wasm { sink: Some(sink) }
+    }
+
+    /// The host of a call that has no response to write (a tools call).
+    pub fn without_sink() -> Wasm<'static> {
+        Wasm { sink: None }
+    }
+
+    fn sink(&self) -> Result<&ResponseSink, Error> {
+        self.sink
+            .ok_or_else(|| Error::Internal("this call has no HTTP response to write".into()))
+    }
+}
+
+impl Generation for inference::Generation {
+    fn next(&self) -> Result<Option<Event>, Error> {
+        inference::Generation::next(self)
+    }
+
+    fn cached_tokens(&self) -> u32 {
+        inference::Generation::cached_tokens(self)
+    }
+
+    fn wit(&self) -> Option<&inference::Generation> {
+        Some(self)
+    }
+}
+
+impl Inference for Wasm<'_> {
+    fn next_of(&self, generations: &[&dyn Generation]) -> (usize, Result<Option<Event>, Error>) {
+        let wit: Option<Vec<&inference::Generation>> =
+            generations.iter().map(|g| g.wit()).collect();
+        match wit {
+            Some(handles) if !handles.is_empty() => {
+                let (index, event) = inference::next_of(&handles);
+                (index as usize, event)
+            }
+            _ => match generations.first() {
+                Some(g) => (0, g.next()),
+                None => (0, Err(Error::Internal("next_of needs a generation".into()))),
+            },
+        }
+    }
+
+    fn describe_model(&self, model: &str) -> Result<ModelInfo, Error> {
+        inference::describe_model(model)
+    }
+
+    fn apply_chat_template(
+        &self,
+        model: &str,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
+        inference::apply_chat_template(model, messages, add_generation_prompt)
+    }
+
+    fn tokenize(&self, model: &str, text: &str, parse_special: bool) -> Result<Vec<u32>, Error> {
+        inference::tokenize(model, text, parse_special)
+    }
+
+    fn detokenize(&self, model: &str, tokens: &[u32]) -> Result<String, Error> {
+        inference::detokenize(model, tokens)
+    }
+
+    fn score(&self, model: &str, tokens: &[u32], top: u32) -> Result<Vec<TokenLogprob>, Error> {
+        inference::score(model, tokens, top)
+    }
+
+    fn generate(&self, request: &GenerateRequest) -> Result<Box<dyn Generation>, Error> {
+        Ok(Box::new(inference::generate(request)?))
+    }
+
+    fn generate_constrained(
+        &self,
+        request: &GenerateRequest,
+        constraint: &Constraint,
+    ) -> Result<Box<dyn Generation>, Error> {
+        Ok(Box::new(inference::generate_constrained(
+            request, constraint,
+        )?))
+    }
+
+    fn apply_chat_template_json(
+        &self,
+        model: &str,
+        messages: &str,
+        tools: Option<&str>,
+        add_generation_prompt: bool,
+    ) -> Result<String, Error> {
+        inference::apply_chat_template_json(model, messages, tools, add_generation_prompt)
+    }
+
+    fn template_has_tools(&self, model: &str) -> Result<bool, Error> {
+        inference::template_has_tools(model)
+    }
+}
+
+impl Tools for Wasm<'_> {
+    fn render_tools(
+        &self,
+        model: &str,
+        messages: &[Message],
+        tools: Option<&ToolUse>,
+    ) -> Result<Prompt, Error> {
+        crate::bindings::cinder::plugin::tools::render(model, messages, tools)
+    }
+
+    fn parse_tool_calls(
+        &self,
+        model: &str,
+        text: &str,
+        tools: &ToolUse,
+    ) -> Result<Option<Vec<Call>>, Error> {
+        crate::bindings::cinder::plugin::tools::parse(model, text, tools)
+    }
+}
+
+impl Embeddings for Wasm<'_> {
+    fn describe_embedder(&self, model: &str) -> Result<EmbedderInfo, Error> {
+        crate::bindings::cinder::plugin::embeddings::describe_embedder(model)
+    }
+
+    fn embed(
+        &self,
+        model: &str,
+        inputs: &[EmbedInput],
+        overflow: Overflow,
+    ) -> Result<Embedded, Error> {
+        crate::bindings::cinder::plugin::embeddings::embed(model, inputs, overflow)
+    }
+
+    fn embed_within(
+        &self,
+        model: &str,
+        inputs: &[EmbedInput],
+        overflow: Overflow,
+        max_tokens: u32,
+    ) -> Result<Embedded, Error> {
+        crate::bindings::cinder::plugin::embeddings::embed_within(
+            model, inputs, overflow, max_tokens,
+        )
+    }
+}
+
+impl Sink for Wasm<'_> {
+    fn send_event(&self, data: &str) -> Result<(), Error> {
+        self.sink()?.send_event(data).map_err(sink_error)
+    }
+
+    fn respond(&self, status: u16, body: &str) -> Result<(), Error> {
+        self.sink()?.respond(status, body).map_err(sink_error)
+    }
+}
+
+impl Config for Wasm<'_> {
+    fn setting(&self, key: &str) -> Option<String> {
+        crate::config::get(key)
+    }
+}
+
+impl Documents for Wasm<'_> {
+    fn put_document(&self, collection: &str, key: &str, value: &str) -> Result<(), Error> {
+        crate::documents::put(collection, key, value)
+    }
+
+    fn get_document(&self, collection: &str, key: &str) -> Result<Option<String>, Error> {
+        crate::documents::get(collection, key)
+    }
+
+    fn delete_document(&self, collection: &str, key: &str) -> Result<bool, Error> {
+        crate::documents::delete(collection, key)
+    }
+
+    fn page_documents(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: u32,
+        newest_first: bool,
+    ) -> Result<Vec<(String, String)>, Error> {
+        crate::documents::page(collection, after, limit, newest_first)
+    }
+}
