@@ -55,6 +55,7 @@ pub mod bindings {
 
 pub mod export;
 pub mod host;
+mod records;
 pub mod schema;
 #[cfg(feature = "testing")]
 pub mod testing;

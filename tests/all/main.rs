@@ -1,5 +1,6 @@
-//! Cinder's integration tests: one binary, one module per area.
-//! Run through `cargo xtask test`, which fetches the models and builds the fixture plugins.
+#![doc = include_str!("../README.md")]
+// Test and benchmark code: a panic here is a failed run, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admission;
 mod batching;

@@ -4,6 +4,9 @@
 //!
 //! `cargo xtask fetch-models`, then `cargo run --release --example constraint_mask`.
 
+// Test and benchmark code: a panic here is a failed run, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

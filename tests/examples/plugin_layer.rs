@@ -5,6 +5,9 @@
 //! `cargo xtask plugins` (or `cargo xtask test`) builds the fixtures first; then
 //! `CINDER_FIXTURES=$CARGO_TARGET_DIR/cinder-fixtures cargo run --release --example plugin_layer`.
 
+// Test and benchmark code: a panic here is a failed run, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

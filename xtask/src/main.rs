@@ -1,7 +1,4 @@
-//! `cargo xtask <serve | test | bench | plugins | fetch-models | setup>`: Cinder's build
-//! orchestration.
-//! Every step a fresh machine needs (wasm target, Debian packages, Python venv, models) is
-//! here, idempotent, so the README's two commands are all a user runs.
+#![doc = include_str!("../README.md")]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -187,6 +184,7 @@ fn install(dir: &Path, src: &Path, wasm: &Path) -> Result<()> {
 /// Third-party example plugins: `(folder under examples/plugins, library name)`.
 const EXAMPLES: &[(&str, &str)] = &[
     ("chat-redact", "chat_redact"),
+    ("shout", "shout"),
     ("summarize", "summarize"),
     ("tools-terse", "tools_terse"),
 ];

@@ -1,5 +1,4 @@
-//! Cinder's configuration: one TOML file (`cinder.example.toml` documents every key).
-//! Unknown keys are errors, so a typo never silently falls back to a default.
+#![doc = include_str!("../README.md")]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,55 +1,36 @@
-//! Cinder's inference core: GGUF weights, the tokenizer, chat templates, the Llama
-//! architecture (on burn for GPUs, in plain Rust on quantized weights for the CPU), sampling,
-//! and one engine thread per model.
+#![doc = include_str!("../README.md")]
 //!
 //! This is the only crate that imports burn. Everything above it sees [`ModelRegistry`],
 //! [`LoadedModel`] and [`EngineHandle`].
 
-mod admission;
-mod backend;
-mod bert;
-mod constraint;
-mod cpu_bert;
-mod cpu_llama;
-mod embed_engine;
-mod embedder;
+mod embed;
 mod engine;
 mod error;
-pub mod gguf;
-mod grammar_budget;
-mod kv_blocks;
-mod llama;
-mod llama_embed;
-mod memory;
-mod model;
-pub mod quant;
+mod formats;
+mod kernels;
+mod models;
 mod registry;
-mod sampler;
-mod sequence;
-mod stop;
-mod summary;
-mod template;
-mod tokenizer;
-mod vecmath;
 
-pub use admission::EngineLimits;
-pub use backend::{BackendKind, BackendPreference};
-pub use constraint::{Constraint, Grammars, LazyGrammars, mask as constraint_mask};
-pub use embed_engine::EmbedHandle;
-pub use embedder::Embedder;
-pub use engine::{EngineHandle, FinishReason, GenEvent, GenerateRequest, TokenLogprob};
+pub use embed::embedder::Embedder;
+pub use embed::engine::EmbedHandle;
+pub use engine::admission::EngineLimits;
+pub use engine::constraint::{Constraint, Grammars, LazyGrammars, mask as constraint_mask};
+pub use engine::grammar_budget::GrammarLimits;
+pub use engine::request::{FinishReason, GenEvent, GenerateRequest, TokenLogprob};
+pub use engine::sampler::{Rng, SamplingParams, argmax};
+pub use engine::thread::EngineHandle;
 pub use error::{CoreError, ModelKind, SamplingField};
-pub use gguf::Gguf;
-pub use grammar_budget::GrammarLimits;
-pub use llama::LlamaConfig;
-pub use model::{KvCache, Llama};
+pub use formats::gguf::{self, Gguf};
+pub use formats::summary::{ModelSummary, summarize};
+pub use formats::template::{ChatTemplate, TemplateMessage};
+pub use formats::tokenizer::{IncrementalDecoder, Tokenizer};
+pub use kernels::quant;
+pub use models::backend::{BackendKind, BackendPreference};
+pub use models::llama::LlamaConfig;
+pub use models::{KvCache, Llama};
 pub use registry::{
     EmbedderInfo, LoadedEmbedder, LoadedModel, ModelInfo, ModelRegistry, ModelSpec,
 };
-pub use sampler::{Rng, SamplingParams, argmax};
-pub use summary::{ModelSummary, summarize};
-pub use template::{ChatTemplate, TemplateMessage};
-pub use tokenizer::{IncrementalDecoder, Tokenizer};
 
 /// With the `fault-injection` feature, a `stop` string equal to this panics in the per-token
 /// path on a sequence's second token.

@@ -7,15 +7,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::info;
 
-use crate::backend::BackendPreference;
-use crate::embed_engine::EmbedHandle;
-use crate::embedder::Embedder;
-use crate::engine::EngineHandle;
+use crate::embed::embedder::Embedder;
+use crate::embed::engine::EmbedHandle;
+use crate::engine::thread::EngineHandle;
 use crate::error::{CoreError, ModelKind};
-use crate::gguf::Gguf;
-use crate::model::Llama;
-use crate::template::ChatTemplate;
-use crate::tokenizer::Tokenizer;
+use crate::formats::gguf::Gguf;
+use crate::formats::template::ChatTemplate;
+use crate::formats::tokenizer::Tokenizer;
+use crate::models::Llama;
+use crate::models::backend::BackendPreference;
 
 /// What to load.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use crate::bindings::cinder::plugin::types;
-use crate::{HostState, TICK};
+use crate::state::{HostState, TICK};
 
 impl HostState {
     /// Runs `work` on a blocking thread and charges its wall time to the call's CPU budget. A

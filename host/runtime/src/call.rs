@@ -13,14 +13,64 @@ use wasmtime::component::{Resource, ResourceTable};
 use wasmtime::{Store, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
+use crate::Runtime;
+use crate::bindings;
+use crate::failure::{CallError, PluginError, trap_reason};
+use crate::guest_log;
+use crate::imports::tools::{StoreMaker, ToolsLink};
+use crate::manifest::Capability;
 use crate::plugin::Plugin;
-use crate::{
-    CallError, Capability, HostState, Limits, Output, PluginError, PluginRequest, Runtime, TICK,
-    bindings, guest_log, host,
-};
+use crate::routing::MatchedRoute;
+use crate::state::{self, HostState, TICK};
 
 /// How long a client refused for a full queue is told to wait before retrying.
 const QUEUE_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Limits applied to every plugin call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory cap per instance (also the pool's slot size: fixed at start).
+    pub memory_bytes: u64,
+    /// CPU time the guest may spend running, per request.
+    pub cpu_ms: u64,
+    /// Wall-clock limit per request.
+    pub timeout: Duration,
+    /// Longest time a call may go without progress (a token from the engine, a write the
+    /// client took) before it is ended.
+    pub idle_timeout: Duration,
+    /// Live instances at once (the pool's size: fixed at start).
+    pub max_instances: u32,
+    /// Requests waiting for an instance beyond which new ones get a 429 at once.
+    pub max_queued: u32,
+}
+
+/// One HTTP request handed to a plugin.
+#[derive(Debug, Clone)]
+pub struct PluginRequest {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+    pub request_id: String,
+    /// The manifest route that matched (`None` for a call the host makes itself).
+    pub route: Option<MatchedRoute>,
+    /// Who is asking: the stored documents the call may see and writes under. A hash of the
+    /// API key, or [`LOCAL_OWNER`] when the server takes no keys.
+    pub owner: String,
+}
+
+/// What a plugin call produces, in order, on its channel. The channel closing after events
+/// means the stream completed.
+#[derive(Debug)]
+pub enum Output {
+    /// One SSE event's data.
+    Event(String),
+    /// A whole response.
+    Respond { status: u16, body: String },
+    /// The call failed; nothing follows.
+    Failed(CallError),
+    /// The call used another plugin (`id@version`; the tools plugin), before its response.
+    Uses(String),
+}
 
 /// Each call's generations form one group in the engine's fair admission.
 static NEXT_GROUP: AtomicU64 = AtomicU64::new(1);
@@ -156,7 +206,7 @@ impl Runtime {
             route: None,
             quota: crate::quota::Quota::default(),
             out,
-            response: host::ResponseState::Nothing,
+            response: state::ResponseState::Nothing,
             cpu_ticks_left: (limits.cpu_ms / TICK.as_millis() as u64).max(1),
             resumed_at: Instant::now(),
             progress,
@@ -172,19 +222,19 @@ impl Runtime {
                 .cloned()
                 .unwrap_or_default(),
             tools: match plugin.pre {
-                crate::plugin::Pre::Handler(..) => crate::tools_link::ToolsLink::Chat {
+                crate::plugin::Pre::Handler(..) => ToolsLink::Chat {
                     plugin: self.registry.load().tools(),
-                    runtime: self.me.clone(),
+                    runtime: self.me.clone() as std::sync::Weak<dyn StoreMaker>,
                     session: None,
                 },
-                crate::plugin::Pre::Tools(_) => crate::tools_link::ToolsLink::None,
+                crate::plugin::Pre::Tools(_) => ToolsLink::None,
             },
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|mut ctx| {
-            host::charge_tick(ctx.data_mut(), TICK)?;
+            state::charge_tick(ctx.data_mut(), TICK)?;
             Ok(UpdateDeadline::Yield(1))
         });
         store
@@ -207,7 +257,8 @@ impl Runtime {
                 return Err(wasmtime::Error::msg("a tools plugin serves no routes"));
             };
             let instance = pre.instantiate_async(&mut store).await?;
-            let sink: Resource<host::SinkHandle> = store.data_mut().table.push(host::SinkHandle)?;
+            let sink: Resource<state::SinkHandle> =
+                store.data_mut().table.push(state::SinkHandle)?;
             let borrowed = Resource::new_borrow(sink.rep());
             let req = bindings::exports::cinder::plugin::handler::Request {
                 method: request.method,
@@ -228,7 +279,7 @@ impl Runtime {
         if dropped > 0 {
             warn!(plugin = %plugin.info.id, bytes = dropped, "log messages past the request's budget were dropped");
         }
-        let responded = store.data().response != host::ResponseState::Nothing;
+        let responded = store.data().response != state::ResponseState::Nothing;
         match result {
             Ok(Ok(())) if responded => Ok(()),
             Ok(Ok(())) => Err(CallError::NoResponse),
@@ -273,29 +324,15 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// What went wrong, in words for the client ([`CPU_BUDGET`] when it used up its CPU).
-pub(crate) fn describe_trap(e: &wasmtime::Error, out_of_cpu: bool) -> String {
-    trap_reason(e, out_of_cpu).unwrap_or_else(|| CPU_BUDGET.into())
-}
-
-/// How [`describe_trap`] says the plugin used up its CPU budget.
-const CPU_BUDGET: &str = "it used up its CPU budget";
-
-/// What went wrong, in words for the client; `None` when the plugin used up its CPU budget.
-fn trap_reason(e: &wasmtime::Error, out_of_cpu: bool) -> Option<String> {
-    if out_of_cpu {
-        return None;
+impl StoreMaker for Runtime {
+    fn store_for(
+        &self,
+        plugin: &Plugin,
+        out: mpsc::Sender<Output>,
+        progress: Arc<AtomicU64>,
+        owner: &str,
+    ) -> Store<HostState> {
+        let limits = self.limits.load_full();
+        self.store(plugin, &limits, out, progress, owner)
     }
-    if let Some(fault) = e.downcast_ref::<host::PluginFault>() {
-        return Some(fault.0.clone());
-    }
-    Some(match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::UnreachableCodeReached) => "it panicked or aborted".into(),
-        Some(wasmtime::Trap::Interrupt) => return None,
-        Some(t) => format!("it trapped ({t})"),
-        None if format!("{e:?}").contains("memory") => "it ran out of memory".into(),
-        // Not a trap of the guest's own: a host-side refusal (e.g. its exports do not match
-        // the world's types); the chain says which.
-        None => format!("{e:#}"),
-    })
 }

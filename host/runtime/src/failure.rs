@@ -76,3 +76,39 @@ impl From<types::Error> for PluginError {
         }
     }
 }
+
+/// What the runtime can fail at (loading; request failures become [`Output::Failed`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("wasmtime engine: {0}")]
+    Engine(String),
+    #[error("plugin {path}: {reason}")]
+    Plugin { path: String, reason: String },
+}
+
+/// What went wrong, in words for the client ([`CPU_BUDGET`] when it used up its CPU).
+pub(crate) fn describe_trap(e: &wasmtime::Error, out_of_cpu: bool) -> String {
+    trap_reason(e, out_of_cpu).unwrap_or_else(|| CPU_BUDGET.into())
+}
+
+/// How [`describe_trap`] says the plugin used up its CPU budget.
+pub(crate) const CPU_BUDGET: &str = "it used up its CPU budget";
+
+/// What went wrong, in words for the client; `None` when the plugin used up its CPU budget.
+pub(crate) fn trap_reason(e: &wasmtime::Error, out_of_cpu: bool) -> Option<String> {
+    if out_of_cpu {
+        return None;
+    }
+    if let Some(fault) = e.downcast_ref::<crate::imports::sink::PluginFault>() {
+        return Some(fault.0.clone());
+    }
+    Some(match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::UnreachableCodeReached) => "it panicked or aborted".into(),
+        Some(wasmtime::Trap::Interrupt) => return None,
+        Some(t) => format!("it trapped ({t})"),
+        None if format!("{e:?}").contains("memory") => "it ran out of memory".into(),
+        // Not a trap of the guest's own: a host-side refusal (e.g. its exports do not match
+        // the world's types); the chain says which.
+        None => format!("{e:#}"),
+    })
+}

@@ -1,10 +1,4 @@
-//! Cinder's plugin runtime: a wasmtime component host. Plugins are compiled once into an
-//! `InstancePre`; every request gets a fresh `Store` from the pooling allocator, with a memory
-//! cap, a CPU budget counted in epoch ticks while the guest runs, and a wall-clock timeout
-//! enforced by dropping the call. Host imports that wait (tokens, client backpressure) are
-//! async, so a parked plugin holds no OS thread.
-//!
-//! This is the only crate that imports wasmtime.
+#![doc = include_str!("../README.md")]
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,168 +12,36 @@ use tracing::warn;
 use wasmtime::component::Linker;
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
+mod bindings;
 mod blocking;
 mod cache;
 mod call;
 mod documents;
-mod documents_host;
-mod embed_host;
 mod failure;
 mod guest_log;
-mod host;
-mod inference_host;
+mod imports;
 mod manifest;
 mod net_policy;
 mod plugin;
 mod quota;
 mod reload;
 mod routing;
-mod tools_link;
+mod state;
 
-use call::describe_trap;
+pub use call::{Limits, Output, PluginRequest};
 pub use documents::LOCAL_OWNER;
-pub use failure::{CallError, Detail, PluginError};
-pub use host::{HostState, Settings};
+use failure::describe_trap;
+pub use failure::{CallError, Detail, PluginError, RuntimeError};
 pub use manifest::Capability;
 use plugin::{Plugin, Registry};
 pub use plugin::{PluginInfo, RouteMatch};
 pub use reload::{MAX_DELAY as RELOAD_MAX_DELAY, settle};
 pub use routing::MatchedRoute;
+use state::TICK;
+pub use state::{HostState, Settings};
 
-/// Bindings for the `chat-plugin` world of `wit/v0.1`.
-pub(crate) mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit/v0.1",
-        world: "chat-plugin",
-        imports: {
-            "cinder:plugin/inference.[method]generation.next": async | trappable,
-            "cinder:plugin/inference.score": async | trappable,
-            "cinder:plugin/inference.next-of": async | trappable,
-            // Synchronous work (tokenizing, rendering, compiling a grammar, syncing a
-            // document) runs on blocking threads: the async workers keep serving.
-            "cinder:plugin/inference.generate": async | trappable,
-            "cinder:plugin/inference.generate-constrained": async | trappable,
-            "cinder:plugin/inference.tokenize": async | trappable,
-            "cinder:plugin/inference.detokenize": async | trappable,
-            "cinder:plugin/inference.apply-chat-template": async | trappable,
-            "cinder:plugin/inference.apply-chat-template-json": async | trappable,
-            "cinder:plugin/documents.put": async | trappable,
-            "cinder:plugin/documents.get": async | trappable,
-            "cinder:plugin/documents.delete": async | trappable,
-            "cinder:plugin/documents.page": async | trappable,
-            "cinder:plugin/sink.[method]response-sink.send-event": async | trappable,
-            "cinder:plugin/sink.[method]response-sink.respond": async | trappable,
-            // Forwarded to the tools plugin, which runs in a store of its own.
-            "cinder:plugin/tools.render": async | trappable,
-            "cinder:plugin/tools.parse": async | trappable,
-            default: trappable,
-        },
-        exports: { default: async },
-        with: {
-            "cinder:plugin/inference.generation": crate::inference_host::GenerationHandle,
-            "cinder:plugin/sink.response-sink": crate::host::SinkHandle,
-        },
-    });
-}
-
-/// Bindings for the `tools-plugin` world; the interfaces it shares with `chat-plugin` are
-/// the same Rust types (and the same host implementations).
-pub(crate) mod tools_bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit/v0.1",
-        world: "tools-plugin",
-        imports: { default: trappable },
-        exports: { default: async },
-        with: {
-            "cinder:plugin/types": crate::bindings::cinder::plugin::types,
-            "cinder:plugin/log": crate::bindings::cinder::plugin::log,
-            "cinder:plugin/inference": crate::bindings::cinder::plugin::inference,
-            "cinder:plugin/config": crate::bindings::cinder::plugin::config,
-        },
-    });
-}
-
-/// Bindings for the `embeddings-plugin` world (`@since 0.1.4`): only its `embeddings` import
-/// is new; it exports `handler` like a chat plugin, and is instantiated as one.
-pub(crate) mod embed_bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit/v0.1",
-        world: "embeddings-plugin",
-        imports: {
-            "cinder:plugin/embeddings.embed": async | trappable,
-            "cinder:plugin/embeddings.embed-within": async | trappable,
-            default: trappable,
-        },
-        exports: { default: async },
-        with: {
-            "cinder:plugin/types": crate::bindings::cinder::plugin::types,
-            "cinder:plugin/log": crate::bindings::cinder::plugin::log,
-            "cinder:plugin/sink": crate::bindings::cinder::plugin::sink,
-            "cinder:plugin/config": crate::bindings::cinder::plugin::config,
-            "cinder:plugin/route": crate::bindings::cinder::plugin::route,
-        },
-    });
-}
-
-/// How often the engine-wide epoch advances; one tick is the unit of the CPU budget.
-const TICK: Duration = Duration::from_millis(10);
 /// How long the smoke test (instantiating a new plugin once before it goes live) may take.
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the runtime can fail at (loading; request failures become [`Output::Failed`]).
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("wasmtime engine: {0}")]
-    Engine(String),
-    #[error("plugin {path}: {reason}")]
-    Plugin { path: String, reason: String },
-}
-
-/// Limits applied to every plugin call.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Linear memory cap per instance (also the pool's slot size: fixed at start).
-    pub memory_bytes: u64,
-    /// CPU time the guest may spend running, per request.
-    pub cpu_ms: u64,
-    /// Wall-clock limit per request.
-    pub timeout: Duration,
-    /// Longest time a call may go without progress (a token from the engine, a write the
-    /// client took) before it is ended.
-    pub idle_timeout: Duration,
-    /// Live instances at once (the pool's size: fixed at start).
-    pub max_instances: u32,
-    /// Requests waiting for an instance beyond which new ones get a 429 at once.
-    pub max_queued: u32,
-}
-
-/// One HTTP request handed to a plugin.
-#[derive(Debug, Clone)]
-pub struct PluginRequest {
-    pub method: String,
-    pub path: String,
-    pub body: String,
-    pub request_id: String,
-    /// The manifest route that matched (`None` for a call the host makes itself).
-    pub route: Option<MatchedRoute>,
-    /// Who is asking: the stored documents the call may see and writes under. A hash of the
-    /// API key, or [`LOCAL_OWNER`] when the server takes no keys.
-    pub owner: String,
-}
-
-/// What a plugin call produces, in order, on its channel. The channel closing after events
-/// means the stream completed.
-#[derive(Debug)]
-pub enum Output {
-    /// One SSE event's data.
-    Event(String),
-    /// A whole response.
-    Respond { status: u16, body: String },
-    /// The call failed; nothing follows.
-    Failed(CallError),
-    /// The call used another plugin (`id@version`; the tools plugin), before its response.
-    Uses(String),
-}
 
 /// The plugin host.
 pub struct Runtime {
@@ -256,7 +118,7 @@ impl Runtime {
             |s| s,
         )
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
-        embed_bindings::cinder::plugin::embeddings::add_to_linker::<
+        bindings::embeddings_world::cinder::plugin::embeddings::add_to_linker::<
             _,
             wasmtime::component::HasSelf<_>,
         >(&mut linker, |s| s)
@@ -321,7 +183,9 @@ impl Runtime {
     /// Watches `dir` and reloads it whenever something in it changes (debounced), on a thread
     /// of its own, so compilation never runs on the request path.
     pub fn watch(self: &Arc<Self>, dir: &Path) -> Result<(), RuntimeError> {
-        let watcher = reload::watch(Arc::downgrade(self), dir.to_path_buf())?;
+        let me: std::sync::Weak<Runtime> = Arc::downgrade(self);
+        let me: std::sync::Weak<dyn reload::Reload> = me;
+        let watcher = reload::watch(me, dir.to_path_buf())?;
         if let Ok(mut slot) = self.watcher.lock() {
             *slot = Some(watcher);
         }
@@ -458,5 +322,12 @@ impl Runtime {
     /// How many plugins were loaded from the on-disk compile cache instead of compiled.
     pub fn compile_cache_hits(&self) -> u64 {
         self.cache.hits()
+    }
+}
+
+impl reload::Reload for Runtime {
+    fn reload(&self, dir: &Path) -> Result<(Vec<PluginInfo>, usize), RuntimeError> {
+        let plugins = self.load_dir(dir)?;
+        Ok((plugins, self.failures().len()))
     }
 }

@@ -8,11 +8,12 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use crate::bindings::ChatPluginPre;
+use crate::bindings::tools_world::ToolsPluginPre;
 use crate::cache::CompileCache;
+use crate::failure::RuntimeError;
 use crate::manifest::{Capability, Manifest, check_imports};
 use crate::routing::{HOST_ROUTES, MatchedRoute, Route, overlaps, path_params, valid_route_id};
-use crate::tools_bindings::ToolsPluginPre;
-use crate::{HostState, RuntimeError};
+use crate::state::HostState;
 
 /// The WIT minor a plugin must be built against (any 0.1.x).
 const WIT_MINOR: &str = "0.1.";
@@ -51,7 +52,9 @@ impl Pre {
     ) -> wasmtime::Result<()> {
         match self {
             Pre::Handler(..) => crate::bindings::ChatPlugin::new(store, instance).map(|_| ()),
-            Pre::Tools(_) => crate::tools_bindings::ToolsPlugin::new(store, instance).map(|_| ()),
+            Pre::Tools(_) => {
+                crate::bindings::tools_world::ToolsPlugin::new(store, instance).map(|_| ())
+            }
         }
     }
 }

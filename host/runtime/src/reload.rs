@@ -13,7 +13,15 @@ use std::time::{Duration, Instant};
 use notify::{RecursiveMode, Watcher};
 use tracing::{info, warn};
 
-use crate::{Runtime, RuntimeError};
+use crate::failure::RuntimeError;
+use crate::plugin::PluginInfo;
+
+/// What a reload does: the runtime loads the folder again. A trait, so the watcher does not
+/// reach back into the runtime that owns it.
+pub(crate) trait Reload: Send + Sync {
+    /// Loads `dir` again; the plugins now serving and how many folders were refused.
+    fn reload(&self, dir: &Path) -> Result<(Vec<PluginInfo>, usize), RuntimeError>;
+}
 
 /// Quiet time after the last event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(250);
@@ -56,7 +64,7 @@ fn matters(root: &Path, path: &Path) -> bool {
 }
 
 pub(crate) fn watch(
-    runtime: Weak<Runtime>,
+    runtime: Weak<dyn Reload>,
     dir: PathBuf,
 ) -> Result<notify::RecommendedWatcher, RuntimeError> {
     let fail = |e: notify::Error| RuntimeError::Plugin {
@@ -95,10 +103,10 @@ pub(crate) fn watch(
                     return;
                 }
                 let Some(runtime) = runtime.upgrade() else { return };
-                match runtime.load_dir(&dir) {
-                    Ok(plugins) => {
+                match runtime.reload(&dir) {
+                    Ok((plugins, failures)) => {
                         let loaded: Vec<String> = plugins.iter().map(|p| format!("{}@{}", p.id, p.version)).collect();
-                        info!(dir = %dir.display(), plugins = ?loaded, failures = runtime.failures().len(), "plugins reloaded");
+                        info!(dir = %dir.display(), plugins = ?loaded, failures, "plugins reloaded");
                     }
                     Err(e) => warn!(error = %e, "plugin folder reload failed; previous plugins keep serving"),
                 }

@@ -1,5 +1,4 @@
-//! `cinder`: an OpenAI-compatible server. Loads the configured models into the inference
-//! core, loads the plugins, and serves HTTP.
+#![doc = include_str!("../README.md")]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,11 +1,4 @@
-//! Cinder's chat plugin: chat completions, legacy completions and stored chat completions,
-//! built on the public SDK only (as a third-party plugin would be). OpenAI's request rules
-//! come from `cinder_sdk::openai::params`; this crate turns a checked request into WIT calls
-//! (template, tokenize, n generations read together, tool calls through the tools plugin)
-//! and the engine's events into OpenAI's responses and streams.
-//!
-//! The host hands over the manifest route that matched (`plugin.toml` names each route), so
-//! dispatch is a match on the route's id.
+#![doc = include_str!("../README.md")]
 
 pub mod chat;
 pub mod completions;

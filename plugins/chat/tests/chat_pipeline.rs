@@ -1,6 +1,9 @@
 //! The chat plugin's pipeline, run natively against `testing::FakeHost`: the wire shapes of
 //! responses and streams, n, max_tokens, seeds, and the `Chat` hooks.
 
+// Test code: a panic here is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cinder_plugin_chat::chat::{Chat, Plan};
 use cinder_sdk::testing::{FakeHost, post};
 use cinder_sdk::{Error, Route};

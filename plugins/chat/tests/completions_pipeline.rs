@@ -1,5 +1,8 @@
 //! The legacy completions pipeline, run natively against `testing::FakeHost`.
 
+// Test code: a panic here is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cinder_plugin_chat::Chat;
 use cinder_sdk::Error;
 use cinder_sdk::testing::{FakeHost, post};

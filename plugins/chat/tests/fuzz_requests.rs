@@ -4,6 +4,9 @@
 //! a 404 for a model it does not know): never a panic, never a 500. `PROPTEST_CASES` raises
 //! the number of cases for a longer run than CI's.
 
+// Test code: a panic here is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cinder_plugin_chat::Chat;
 use cinder_sdk::testing::{FakeHost, post};
 use cinder_sdk::{Error, Route, Serve};

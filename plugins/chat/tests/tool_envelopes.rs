@@ -2,6 +2,9 @@
 //! envelope as text; complete calls as `tool_calls`; a call cut short dropped; a repeated call
 //! ends the answer. Each case runs aggregated and streamed.
 
+// Test code: a panic here is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cinder_plugin_chat::Chat;
 use cinder_sdk::testing::{FakeHost, post};
 

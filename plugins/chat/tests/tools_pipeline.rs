@@ -3,6 +3,9 @@
 //! tools plugin. Templates with and without `tools` support, the template formats of calls,
 //! legacy history, and chat without a tools plugin.
 
+// Test code: a panic here is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cinder_plugin_chat::Chat;
 use cinder_sdk::Error;
 use cinder_sdk::testing::{FakeHost, post};

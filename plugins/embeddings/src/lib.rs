@@ -1,8 +1,4 @@
-//! Cinder's embeddings plugin (world `embeddings-plugin`): `POST /v1/embeddings`, built on
-//! the public SDK only. OpenAI's request rules come from `cinder_sdk::openai::params`; this
-//! crate adds Cinder's settings (`truncate`, `max_tokens_per_request`), reads OpenAI's token
-//! ids under OpenAI model names (`openai_ids`), and shapes the response (`dimensions`,
-//! base64).
+#![doc = include_str!("../README.md")]
 
 mod openai_ids;
 mod pipeline;

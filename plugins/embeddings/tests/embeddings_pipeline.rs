@@ -2,6 +2,9 @@
 //! `input` shapes, both encodings, `dimensions`, usage, the `truncate` setting, and the
 //! parameters it refuses. (Real vectors are checked end to end in tests/e2e.)
 
+// Test code: a panic here is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use cinder_plugin_embeddings::{EmbedInput, Embeddings, Overflow, Plan};
 use cinder_sdk::Error;
 use cinder_sdk::testing::{FakeHost, post};

@@ -1,14 +1,4 @@
-//! Cinder's tools plugin (world `tools-plugin`): how a request's tools shape the prompt and
-//! the output, and how the model's answer becomes calls. Chat plugins reach it through the
-//! host's `tools` import, so reloading it changes tool calling without touching chat.
-//!
-//! - a model whose chat template renders `tools` itself gets them through its template;
-//! - any other model gets them in a system message, in the fallback format: calls are a JSON
-//!   array `[{"name": ..., "arguments": {...}}]`, and earlier calls are rendered back in it;
-//! - `required` and named calls are constrained to that array (names and arguments valid
-//!   against the functions' schemas, one call at most without `parallel_tool_calls`);
-//! - answers are read in the fallback format and in the formats tool-aware templates teach
-//!   (`<tool_call>` blocks, a bare call object, `[TOOL_CALLS]`).
+#![doc = include_str!("../README.md")]
 
 mod format;
 mod render;

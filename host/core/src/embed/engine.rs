@@ -1,0 +1,194 @@
+//! What the server holds for an embedding model ([`EmbedHandle`]), whichever kind serves it:
+//!
+//! - a sentence-transformers model gets one thread that batches concurrent requests: every
+//!   input waiting when the thread comes round goes into the next forward passes, sorted by
+//!   length and cut into batches under a padded-token budget (so one long input does not pad
+//!   a hundred short ones), and each request gets its vectors back in its own order;
+//! - a chat model declared an embedder hands its requests to its own engine thread
+//!   (`llama_embed.rs`), which interleaves them with generation.
+
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use tracing::{debug, warn};
+
+use crate::embed::embedder::Embedder;
+use crate::engine::thread::EngineHandle;
+use crate::error::{CoreError, catch_panic};
+
+type Reply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, CoreError>>;
+
+struct Job {
+    inputs: Vec<Vec<u32>>,
+    reply: Reply,
+}
+
+/// Where an embedding model's requests go.
+#[derive(Clone)]
+enum Route {
+    /// The batching thread of a sentence-transformers model.
+    Encoder {
+        tx: std_mpsc::Sender<Job>,
+        tokenizer: Arc<tokenizers::Tokenizer>,
+    },
+    /// A chat model's engine thread.
+    Chat(EngineHandle),
+}
+
+/// What the rest of the server holds for an embedding model.
+#[derive(Clone)]
+pub struct EmbedHandle {
+    route: Route,
+    /// Tokens per input, special tokens included.
+    max_tokens: usize,
+    vocab_size: usize,
+}
+
+impl EmbedHandle {
+    /// Starts the thread that owns `embedder`.
+    pub fn spawn(name: &str, embedder: Embedder) -> Result<Self, CoreError> {
+        let (tx, rx) = std_mpsc::channel::<Job>();
+        let handle = EmbedHandle {
+            route: Route::Encoder {
+                tx,
+                tokenizer: Arc::new(embedder.tokenizer().clone()),
+            },
+            max_tokens: embedder.max_tokens(),
+            vocab_size: embedder.vocab_size(),
+        };
+        std::thread::Builder::new()
+            .name(format!("embed-{name}"))
+            .spawn(move || run(&embedder, &rx))
+            .map_err(|e| CoreError::Backend(format!("cannot start the embedding thread: {e}")))?;
+        Ok(handle)
+    }
+
+    /// Embeddings from a chat model: mean-pooled, final-normed hidden states, any input up
+    /// to the context length, run on the model's engine thread.
+    pub fn for_chat_model(engine: EngineHandle) -> Self {
+        EmbedHandle {
+            max_tokens: engine.context_length(),
+            vocab_size: engine.tokenizer().vocab_size(),
+            route: Route::Chat(engine),
+        }
+    }
+
+    /// `text`'s ids with the model's special tokens, truncated to [`EmbedHandle::max_tokens`],
+    /// and whether it was truncated.
+    pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool), CoreError> {
+        match &self.route {
+            Route::Encoder { tokenizer, .. } => crate::embed::embedder::tokenize(tokenizer, text),
+            Route::Chat(engine) => {
+                // Plain text: control-token text is not special, as in a user message.
+                let mut ids = engine.tokenizer().encode(text, false)?;
+                let cut = ids.len() > self.max_tokens;
+                ids.truncate(self.max_tokens);
+                Ok((ids, cut))
+            }
+        }
+    }
+
+    /// One vector per input, in order. Requests arriving together share forward passes, so
+    /// each request's inputs are checked here: one bad input must not fail its neighbours.
+    pub async fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, CoreError> {
+        crate::embed::embedder::check_inputs(&inputs, self.max_tokens, self.vocab_size)?;
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.route {
+            Route::Encoder { tx, .. } => {
+                let (reply, rx) = tokio::sync::oneshot::channel();
+                tx.send(Job { inputs, reply }).map_err(|_| stopped())?;
+                rx.await.map_err(|_| stopped())?
+            }
+            Route::Chat(engine) => engine.embed(inputs)?.await.map_err(|_| stopped())?,
+        }
+    }
+}
+
+fn stopped() -> CoreError {
+    CoreError::Backend("the embedding engine for this model has stopped".into())
+}
+
+fn run(embedder: &Embedder, rx: &std_mpsc::Receiver<Job>) {
+    let mut trim = crate::engine::memory::IdleTrim::default();
+    loop {
+        let first = match rx.try_recv() {
+            Ok(job) => job,
+            Err(std_mpsc::TryRecvError::Disconnected) => return,
+            Err(std_mpsc::TryRecvError::Empty) => {
+                // Out of work: a batch of 2048 inputs left large activations freed.
+                trim.idle();
+                match rx.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                }
+            }
+        };
+        let mut jobs = vec![first];
+        while let Ok(job) = rx.try_recv() {
+            jobs.push(job);
+        }
+        // Requesters that went away while waiting need no vectors.
+        jobs.retain(|job| !job.reply.is_closed());
+        serve(embedder, jobs);
+        trim.worked();
+    }
+}
+
+/// Embeds every input of `jobs` in as few padded batches as the budget allows.
+fn serve(embedder: &Embedder, jobs: Vec<Job>) {
+    // (job, index in job, input), shortest first.
+    let mut all: Vec<(usize, usize, &[u32])> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| {
+            job.inputs
+                .iter()
+                .enumerate()
+                .map(move |(i, v)| (j, i, &v[..]))
+        })
+        .collect();
+    all.sort_by_key(|(_, _, v)| v.len());
+    let mut results: Vec<Vec<Option<Vec<f32>>>> =
+        jobs.iter().map(|j| vec![None; j.inputs.len()]).collect();
+    let mut failed: Vec<Option<CoreError>> = vec![None; jobs.len()];
+    let budget = embedder.batch_tokens();
+    let mut start = 0;
+    while start < all.len() {
+        // Grow the batch while its padded size (count × longest, the last one) fits.
+        let mut end = start + 1;
+        while end < all.len() && (end + 1 - start) * all[end].2.len() <= budget {
+            end += 1;
+        }
+        let batch: Vec<Vec<u32>> = all[start..end].iter().map(|(_, _, v)| v.to_vec()).collect();
+        debug!(
+            inputs = batch.len(),
+            longest = batch.last().map_or(0, Vec::len),
+            "embedding batch"
+        );
+        let out = catch_panic(|| embedder.embed(&batch));
+        match out {
+            Ok(vectors) => {
+                for ((j, i, _), v) in all[start..end].iter().zip(vectors) {
+                    results[*j][*i] = Some(v);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "embedding batch failed");
+                for (j, _, _) in &all[start..end] {
+                    failed[*j] = Some(e.clone());
+                }
+            }
+        }
+        start = end;
+    }
+    for ((job, result), failure) in jobs.into_iter().zip(results).zip(failed) {
+        let answer = match failure {
+            Some(e) => Err(e),
+            None => Ok(result.into_iter().map(Option::unwrap_or_default).collect()),
+        };
+        // A requester that went away needs no answer.
+        let _ = job.reply.send(answer);
+    }
+}

@@ -1,0 +1,128 @@
+//! What `cinder models inspect` shows of a GGUF file, read from its header and tensor table
+//! alone (the file is mapped, no weights are read or loaded), or of a sentence-transformers
+//! folder, read from its `config.json` and the header of its `model.safetensors`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::error::CoreError;
+use crate::formats::gguf::Gguf;
+
+/// A model file at a glance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSummary {
+    /// `general.architecture`, e.g. `llama`.
+    pub architecture: String,
+    /// `general.name`, when the file has one.
+    pub name: Option<String>,
+    /// Context length in tokens.
+    pub context_length: Option<u64>,
+    pub layers: Option<u64>,
+    pub embedding: Option<u64>,
+    pub heads: Option<u64>,
+    pub kv_heads: Option<u64>,
+    pub vocab_size: usize,
+    /// Total weights.
+    pub parameters: u64,
+    /// Tensor count per storage type (`Q4_1`, `F32`, ...): the quantization.
+    pub tensor_types: BTreeMap<String, usize>,
+    pub file_bytes: u64,
+    /// The chat template embedded in the file.
+    pub chat_template: Option<String>,
+}
+
+/// Reads the summary of the GGUF file (or sentence-transformers folder) at `path`.
+pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
+    if path.is_dir() {
+        return summarize_folder(path);
+    }
+    let gguf = Gguf::open(path)?;
+    let architecture = gguf.get_str("general.architecture")?.to_owned();
+    let arch_u64 = |key: &str| {
+        gguf.get(&format!("{architecture}.{key}"))
+            .and_then(|v| v.as_u64())
+    };
+    let mut tensor_types = BTreeMap::new();
+    let mut parameters = 0u64;
+    for t in gguf.tensors.values() {
+        *tensor_types.entry(format!("{:?}", t.ty)).or_insert(0) += 1;
+        parameters += t.n_elements() as u64;
+    }
+    Ok(ModelSummary {
+        name: gguf
+            .get("general.name")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        context_length: arch_u64("context_length"),
+        layers: arch_u64("block_count"),
+        embedding: arch_u64("embedding_length"),
+        heads: arch_u64("attention.head_count"),
+        kv_heads: arch_u64("attention.head_count_kv"),
+        vocab_size: gguf
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.as_array())
+            .map_or(0, <[_]>::len),
+        parameters,
+        tensor_types,
+        file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        chat_template: gguf
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        architecture,
+    })
+}
+
+/// A sentence-transformers folder: its encoder's `config.json`, the token limit of
+/// `sentence_bert_config.json`, and parameter counts from the safetensors header (8 bytes of
+/// length, then JSON), without reading the weights.
+fn summarize_folder(dir: &Path) -> Result<ModelSummary, CoreError> {
+    use std::io::Read;
+    let weights = |e: std::io::Error| CoreError::Weights(format!("{}: {e}", dir.display()));
+    let config = crate::models::bert::read_config(dir)?;
+    let max_seq = std::fs::read(dir.join("sentence_bert_config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["max_seq_length"].as_u64());
+    let path = dir.join("model.safetensors");
+    let mut file = std::fs::File::open(&path).map_err(weights)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(weights)?;
+    let mut header = vec![0u8; u64::from_le_bytes(len).min(100 << 20) as usize];
+    file.read_exact(&mut header).map_err(weights)?;
+    let header: BTreeMap<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+    let mut parameters: u64 = 0;
+    let mut tensor_types = BTreeMap::new();
+    for (name, t) in &header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = t["shape"].as_array().map_or(0, |s| {
+            s.iter()
+                .map(|d| d.as_u64().unwrap_or(0))
+                .fold(1u64, u64::saturating_mul)
+        });
+        parameters = parameters.saturating_add(shape);
+        let dtype = t["dtype"].as_str().unwrap_or("?").to_owned();
+        *tensor_types.entry(dtype).or_insert(0) += 1;
+    }
+    let usize_u64 = |v: usize| Some(v as u64);
+    Ok(ModelSummary {
+        architecture: config.model_type.clone(),
+        name: dir
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().into_owned()),
+        context_length: max_seq.or(usize_u64(config.max_position_embeddings)),
+        layers: usize_u64(config.num_hidden_layers),
+        embedding: usize_u64(config.hidden_size),
+        heads: usize_u64(config.num_attention_heads),
+        kv_heads: usize_u64(config.num_attention_heads),
+        vocab_size: config.vocab_size,
+        parameters,
+        tensor_types,
+        file_bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+        chat_template: None,
+    })
+}

@@ -1,0 +1,551 @@
+//! Weights kept as GGUF stores them (Q4_1, Q8_0 blocks, or f32) and multiplied without ever
+//! being expanded as a whole: the CPU path reads ~97 MB per token for SmolLM2 instead of the
+//! ~538 MB its f32 copy would take, and memory bandwidth is what bounds decoding.
+//!
+//! Activations stay f32 (no Q8 activation quantization), so results match f32 math on the
+//! dequantized weights up to summation order, and the golden tolerances of the f32 path hold.
+//!
+//! At load the blocks are split into their parts: f32 scales (and Q4_1 minimums) in one
+//! array, the quantized values in another, so the kernels never convert f16 on the hot path.
+//!
+//! Three kernels, picked by the number of activation rows:
+//! - 1 or 2 rows (decode): each weight block is widened to f32 in registers, multiplied
+//!   with the rows, and scaled after (`d·(q·x) + m·Σx`): the fewest instructions per block
+//!   for a pass that memory bandwidth bounds anyway;
+//! - 3 to 16 rows (batched decode): each block is dequantized (`d·q + m`) in registers once
+//!   and multiplied into a group of rows that stays in L1; each work item takes its run of
+//!   weight rows through every group, so a step reads the weights from memory once;
+//!   with AVX-512VL (32 vector registers), from 8 rows and up to 32, two weight rows at a
+//!   time meet eight activation rows in a register tile: each block dequantized once for
+//!   both, each activation vector loaded once for both weight rows (1.6× the GFLOP/s of one
+//!   weight row at a time at 16 rows);
+//! - more rows (prefill): a tile of weight rows is dequantized into an f32 buffer once and
+//!   multiplied with all activation rows by `gemm`.
+//!
+//! The first two use AVX2 + FMA when the CPU has them and a portable loop otherwise; weight
+//! rows are split across the threads of the current rayon pool.
+
+use rayon::prelude::*;
+
+use crate::error::CoreError;
+use crate::formats::gguf::{GgmlType, Gguf, f16_at};
+
+/// Activation rows up to which the fused kernel is used: measured on this project's 2-core
+/// machine (`cargo run --release --example kernels`), the tiled kernel wins from about 16 rows
+/// since its dequantization is vectorised.
+const FUSED_MAX_ROWS: usize = 16;
+/// The tile kernels' shape: weight rows by activation rows (measured with
+/// `cargo run --release --example kernels`: 2 × 8 beat 3 × 4, 4 × 4, 3 × 8, 2 × 16).
+const TILE_R: usize = 2;
+const TILE_M: usize = 8;
+/// Up to how many activation rows the tile kernels beat dequantizing into tiles for gemm.
+const TILE_MAX_ROWS: usize = 32;
+
+fn tiles_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return simd::wide_available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+/// Fewest weight rows per parallel work item in the fused kernel.
+const FUSED_CHUNK: usize = 32;
+/// Weight blocks per parallel work item in the fused kernel.
+const BLOCKS_PER_ITEM: usize = 2048;
+/// Weight rows dequantized per tile in the tiled kernel (256 × 576 f32 ≈ 590 KB: L2-sized).
+const TILE_ROWS: usize = 256;
+/// Bytes of activation rows the fused kernel keeps in L1 while the weights stream past.
+const FUSED_L1_BYTES: usize = 24 * 1024;
+
+/// Activation rows the fused kernel multiplies per pass over the weights: up to 8 (its
+/// registers), fewer for wide matrices so the rows stay in L1.
+fn fused_group(cols: usize) -> usize {
+    (FUSED_L1_BYTES / (cols * 4)).clamp(SCALED_MAX_ROWS + 1, 8)
+}
+
+/// How a matrix's values are kept.
+enum Values {
+    /// Per block `d, m` (value = d·q + m); 16 bytes of nibbles per block, low nibbles first.
+    Q4_1 {
+        scales: Vec<[f32; 2]>,
+        quants: Vec<[u8; 16]>,
+    },
+    /// Per block `d` (value = d·q); 32 signed bytes per block.
+    Q8_0 {
+        scales: Vec<f32>,
+        quants: Vec<[i8; 32]>,
+    },
+    /// Plain values.
+    F32(Vec<f32>),
+}
+
+/// A `[rows, cols]` weight matrix, row-major, in its GGUF precision.
+pub struct QMatrix {
+    rows: usize,
+    cols: usize,
+    values: Values,
+}
+
+impl QMatrix {
+    /// The GGUF tensor `name` (GGML dims `[cols, rows]`).
+    pub fn from_gguf(g: &Gguf, name: &str) -> Result<Self, CoreError> {
+        let info = g.tensor(name)?;
+        let [cols, rows] = match info.dims[..] {
+            [c, r] => [c as usize, r as usize],
+            _ => return Err(CoreError::Weights(format!("tensor {name} is not a matrix"))),
+        };
+        let bytes = g.tensor_bytes(name)?;
+        let blocked = cols.is_multiple_of(32);
+        let values = match info.ty {
+            GgmlType::Q4_1 if blocked => {
+                let blocks = bytes.chunks_exact(20);
+                Values::Q4_1 {
+                    scales: blocks
+                        .clone()
+                        .map(|b| [f16_at(b, 0), f16_at(b, 2)])
+                        .collect(),
+                    quants: blocks.map(|b| std::array::from_fn(|i| b[4 + i])).collect(),
+                }
+            }
+            GgmlType::Q8_0 if blocked => {
+                let blocks = bytes.chunks_exact(34);
+                Values::Q8_0 {
+                    scales: blocks.clone().map(|b| f16_at(b, 0)).collect(),
+                    quants: blocks
+                        .map(|b| std::array::from_fn(|i| b[2 + i] as i8))
+                        .collect(),
+                }
+            }
+            GgmlType::F32 => Values::F32(g.dequantize(name)?),
+            other => {
+                return Err(CoreError::Weights(format!(
+                    "tensor {name}: {other:?} matrices are not supported by the CPU path yet"
+                )));
+            }
+        };
+        Ok(QMatrix { rows, cols, values })
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Row `r` as f32 values (an embedding lookup; a tile of the tiled kernel).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let bpr = self.cols / 32;
+        #[cfg(target_arch = "x86_64")]
+        if simd::available() {
+            let blocks = r * bpr..(r + 1) * bpr;
+            // SAFETY: AVX2 and FMA are present; `out` has room for the row's `bpr` blocks.
+            match &self.values {
+                Values::Q4_1 { scales, quants } => {
+                    return unsafe {
+                        simd::dequant_q4_1(&scales[blocks.clone()], &quants[blocks], out)
+                    };
+                }
+                Values::Q8_0 { scales, quants } => {
+                    return unsafe {
+                        simd::dequant_q8_0(&scales[blocks.clone()], &quants[blocks], out)
+                    };
+                }
+                Values::F32(_) => {}
+            }
+        }
+        match &self.values {
+            Values::Q4_1 { scales, quants } => {
+                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
+                    let [d, m] = scales[b];
+                    for (j, &q) in quants[b].iter().enumerate() {
+                        dst[j] = d * f32::from(q & 0x0f) + m;
+                        dst[j + 16] = d * f32::from(q >> 4) + m;
+                    }
+                }
+            }
+            Values::Q8_0 { scales, quants } => {
+                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
+                    for (o, &q) in dst.iter_mut().zip(&quants[b]) {
+                        *o = scales[b] * f32::from(q);
+                    }
+                }
+            }
+            Values::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
+        }
+    }
+
+    /// `out[m × rows] = x[m × cols] · Wᵀ`, on the current rayon pool.
+    pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        debug_assert_eq!(x.len(), m * self.cols);
+        debug_assert_eq!(out.len(), m * self.rows);
+        if m <= FUSED_MAX_ROWS || self.uses_tiles(m) {
+            self.matmul_fused(x, m, out);
+        } else {
+            self.matmul_tiled(x, m, out);
+        }
+    }
+
+    /// Whether `m` activation rows go through the register tiles ([`QMatrix::fill_tiles`]).
+    fn uses_tiles(&self, m: usize) -> bool {
+        (TILE_M..=TILE_MAX_ROWS).contains(&m)
+            && !matches!(self.values, Values::F32(_))
+            && tiles_available()
+    }
+
+    fn matmul_fused(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        let cols = self.cols;
+        #[cfg(target_arch = "x86_64")]
+        let tiles = self.uses_tiles(m);
+        // Activation rows go through the kernel a group at a time, small enough to stay in
+        // L1 while weight rows pass. Each work item takes a run of weight rows through every
+        // group in turn, so a batch reads the weights from memory once (they are in L2 for
+        // the later groups), not once per group.
+        let group = fused_group(cols);
+        // Per activation row and block, the sum of its values: Q4_1's minimum term in the
+        // scale-after kernels.
+        let sums: Vec<f32> = if m <= SCALED_MAX_ROWS {
+            x.chunks_exact(32).map(|b| b.iter().sum()).collect()
+        } else {
+            Vec::new()
+        };
+        // Work items of about BLOCKS_PER_ITEM blocks: a hand-off costs about a microsecond,
+        // as much as a few dozen short rows of work at decode.
+        // A whole number of tiles' weight rows, so no item leaves a row to the slow path.
+        let chunk = (BLOCKS_PER_ITEM / (cols / 32).max(1))
+            .max(FUSED_CHUNK)
+            .next_multiple_of(TILE_R);
+        let fill = |(c, dst): (usize, &mut [f32])| {
+            let first = c * chunk;
+            let n_rows = dst.len() / m;
+            #[cfg(target_arch = "x86_64")]
+            if tiles {
+                self.fill_tiles(first, n_rows, x, m, dst);
+                return;
+            }
+            for g in (0..m).step_by(group) {
+                let n = group.min(m - g);
+                let xs = &x[g * cols..(g + n) * cols];
+                let ss = if sums.is_empty() {
+                    &sums[..]
+                } else {
+                    &sums[g * cols / 32..]
+                };
+                for k in 0..n_rows {
+                    self.row_times(first + k, xs, n, ss, &mut dst[k * m + g..k * m + g + n]);
+                }
+            }
+        };
+        if m == 1 {
+            out.par_chunks_mut(chunk).enumerate().for_each(fill);
+            return;
+        }
+        // Each work item computes its run of weight rows as `[run × m]` and writes it into
+        // `out`'s `[m × rows]` itself: the transposition happens on the workers, in cache,
+        // not afterwards on one thread.
+        let mut pieces: Vec<Vec<&mut [f32]>> = (0..self.rows.div_ceil(chunk))
+            .map(|_| Vec::with_capacity(m))
+            .collect();
+        for row in out.chunks_mut(self.rows) {
+            for (c, piece) in row.chunks_mut(chunk).enumerate() {
+                pieces[c].push(piece);
+            }
+        }
+        pieces
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(c, mut slices)| {
+                let run = slices.first().map_or(0, |s| s.len());
+                let mut dst = vec![0f32; run * m];
+                fill((c, &mut dst));
+                for (k, vals) in dst.chunks_exact(m).enumerate() {
+                    for (slice, v) in slices.iter_mut().zip(vals) {
+                        slice[k] = *v;
+                    }
+                }
+            });
+    }
+
+    /// A work item (weight rows `first..first + n_rows`, all `m` activation rows, `dst` as
+    /// `[n_rows × m]`) through the tile kernels: `TILE_M` activation rows at a time, `TILE_R`
+    /// weight rows at a time; leftover rows of either kind through [`QMatrix::row_times`].
+    /// Only for batches that [`QMatrix::uses_tiles`].
+    #[cfg(target_arch = "x86_64")]
+    fn fill_tiles(&self, first: usize, n_rows: usize, x: &[f32], m: usize, dst: &mut [f32]) {
+        const R: usize = TILE_R;
+        const M: usize = TILE_M;
+        let cols = self.cols;
+        let bpr = cols / 32;
+        for g in (0..m).step_by(M) {
+            let n = M.min(m - g);
+            let xs = &x[g * cols..(g + n) * cols];
+            let mut k = 0;
+            while n == M && k + R <= n_rows {
+                let blocks = (first + k) * bpr..(first + k + R) * bpr;
+                let mut out = [[0f32; M]; R];
+                // SAFETY: AVX-512VL is present; the blocks are R whole rows; `xs` is M rows.
+                unsafe {
+                    match &self.values {
+                        Values::Q4_1 { scales, quants } => simd::q4_1_tile::<R, M>(
+                            &scales[blocks.clone()],
+                            &quants[blocks],
+                            bpr,
+                            xs,
+                            &mut out,
+                        ),
+                        Values::Q8_0 { scales, quants } => simd::q8_0_tile::<R, M>(
+                            &scales[blocks.clone()],
+                            &quants[blocks],
+                            bpr,
+                            xs,
+                            &mut out,
+                        ),
+                        Values::F32(_) => {}
+                    }
+                }
+                for (r, vals) in out.iter().enumerate() {
+                    dst[(k + r) * m + g..(k + r) * m + g + M].copy_from_slice(vals);
+                }
+                k += R;
+            }
+            for k in k..n_rows {
+                self.row_times(first + k, xs, n, &[], &mut dst[k * m + g..k * m + g + n]);
+            }
+        }
+    }
+
+    /// Weight row `r` times each of the `m` (at most 8) activation rows in `x`, into `dst[m]`;
+    /// `sums` holds the block sums of `x` when the whole batch takes the scale-after kernels
+    /// (`m ≤ SCALED_MAX_ROWS`), and is empty otherwise.
+    fn row_times(&self, r: usize, x: &[f32], m: usize, sums: &[f32], dst: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if simd::available() && !matches!(self.values, Values::F32(_)) {
+            let bpr = self.cols / 32;
+            let blocks = r * bpr..(r + 1) * bpr;
+            // The caller computed sums exactly when the batch is small enough for these.
+            let scaled = !sums.is_empty();
+            // SAFETY: AVX2 and FMA are present; `x` holds `m` (≤ 8) rows of `cols` values,
+            // `sums` `m` rows of `bpr` sums when `scaled`, `dst` `m` values: what the kernels
+            // read.
+            unsafe {
+                match &self.values {
+                    Values::Q4_1 { scales, quants } => {
+                        let (s, q) = (&scales[blocks.clone()], &quants[blocks]);
+                        if scaled {
+                            simd::q4_1_scaled_rows(m, s, q, x, sums, dst);
+                        } else {
+                            simd::q4_1_rows(m, s, q, x, dst);
+                        }
+                    }
+                    Values::Q8_0 { scales, quants } => {
+                        let (s, q) = (&scales[blocks.clone()], &quants[blocks]);
+                        if scaled {
+                            simd::q8_0_scaled_rows(m, s, q, x, dst);
+                        } else {
+                            simd::q8_0_rows(m, s, q, x, dst);
+                        }
+                    }
+                    Values::F32(_) => {}
+                }
+            }
+            return;
+        }
+        self.row_portable(r, x, m, dst);
+    }
+
+    /// [`QMatrix::row_times`] without SIMD intrinsics (any CPU; also checked in the tests).
+    fn row_portable(&self, r: usize, x: &[f32], m: usize, dst: &mut [f32]) {
+        let cols = self.cols;
+        let bpr = cols / 32;
+        let blocks = r * bpr..(r + 1) * bpr;
+        for (i, d) in dst.iter_mut().enumerate().take(m) {
+            let xi = &x[i * cols..(i + 1) * cols];
+            *d = match &self.values {
+                Values::Q4_1 { scales, quants } => blocks
+                    .clone()
+                    .zip(xi.chunks_exact(32))
+                    .map(|(b, xb)| {
+                        let [d, mn] = scales[b];
+                        let mut acc = 0f32;
+                        for (j, &q) in quants[b].iter().enumerate() {
+                            acc += (d * f32::from(q & 0x0f) + mn) * xb[j]
+                                + (d * f32::from(q >> 4) + mn) * xb[j + 16];
+                        }
+                        acc
+                    })
+                    .sum(),
+                Values::Q8_0 { scales, quants } => blocks
+                    .clone()
+                    .zip(xi.chunks_exact(32))
+                    .map(|(b, xb)| {
+                        quants[b]
+                            .iter()
+                            .zip(xb)
+                            .map(|(&q, &v)| scales[b] * f32::from(q) * v)
+                            .sum::<f32>()
+                    })
+                    .sum(),
+                Values::F32(v) => xi
+                    .iter()
+                    .zip(&v[r * cols..(r + 1) * cols])
+                    .map(|(a, b)| a * b)
+                    .sum(),
+            };
+        }
+    }
+
+    fn matmul_tiled(&self, x: &[f32], m: usize, out: &mut [f32]) {
+        let rows = self.rows;
+        let cols = self.cols;
+        let tiles: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(TILE_ROWS))
+            .into_par_iter()
+            .map(|t| {
+                let start = t * TILE_ROWS;
+                let n = TILE_ROWS.min(rows - start);
+                let mut tile = vec![0f32; n * cols];
+                for (r, dst) in tile.chunks_exact_mut(cols).enumerate() {
+                    self.dequantize_row(start + r, dst);
+                }
+                // [m × n] block of the result, row-major.
+                let mut part = vec![0f32; m * n];
+                // SAFETY: the pointers and strides describe `x` ([m × cols], row-major), the
+                // tile read as its transpose ([cols × n]: element (k, j) at j·cols + k) and
+                // `part` ([m × n], row-major), all alive and sized for these extents.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        cols,
+                        part.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        x.as_ptr(),
+                        1,
+                        cols as isize,
+                        tile.as_ptr(),
+                        cols as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+                (start, part)
+            })
+            .collect();
+        for (start, part) in tiles {
+            let n = part.len() / m;
+            for i in 0..m {
+                out[i * rows + start..i * rows + start + n]
+                    .copy_from_slice(&part[i * n..(i + 1) * n]);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod simd;
+#[cfg(target_arch = "x86_64")]
+use simd::SCALED_MAX_ROWS;
+/// Without the x86 kernels every row count takes the portable loop.
+#[cfg(not(target_arch = "x86_64"))]
+const SCALED_MAX_ROWS: usize = 0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pseudo-random matrix of the given kind.
+    fn matrix(q4: bool, rows: usize, cols: usize, seed: u32) -> QMatrix {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 8) as u8
+        };
+        let blocks = rows * cols / 32;
+        let values = if q4 {
+            Values::Q4_1 {
+                scales: (0..blocks)
+                    .map(|_| {
+                        [
+                            f32::from(next()) / 2000.0 + 0.001,
+                            -f32::from(next()) / 300.0,
+                        ]
+                    })
+                    .collect(),
+                quants: (0..blocks)
+                    .map(|_| std::array::from_fn(|_| next()))
+                    .collect(),
+            }
+        } else {
+            Values::Q8_0 {
+                scales: (0..blocks)
+                    .map(|_| f32::from(next()) / 2000.0 + 0.001)
+                    .collect(),
+                quants: (0..blocks)
+                    .map(|_| std::array::from_fn(|_| next() as i8))
+                    .collect(),
+            }
+        };
+        QMatrix { rows, cols, values }
+    }
+
+    fn reference(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
+        let mut row = vec![0f32; w.cols];
+        let mut out = vec![0f32; m * w.rows];
+        for r in 0..w.rows {
+            w.dequantize_row(r, &mut row);
+            for i in 0..m {
+                let acc: f64 = row
+                    .iter()
+                    .zip(&x[i * w.cols..(i + 1) * w.cols])
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                out[i * w.rows + r] = acc as f32;
+            }
+        }
+        out
+    }
+
+    fn worst(want: &[f32], got: &[f32]) -> f32 {
+        want.iter()
+            .zip(got)
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
+            .fold(0f32, f32::max)
+    }
+
+    #[test]
+    fn every_kernel_matches_dequantized_f64_math() {
+        for (q4, rows) in [(true, 300), (false, 300), (true, 301), (false, 301)] {
+            let w = matrix(q4, rows, 96, 7);
+            // 1 and 2 rows: fused, scales after the products; 3, 10 and 11: fused on
+            // dequantized blocks (10 and 11 in two groups, the last of 2 and 3 rows), or, with
+            // AVX-512VL, 8 rows through the tile kernel and the rest one row at a time; 8,
+            // 16 and 19: tiles of 2 × 8 (19 leaves 3 rows; 301 weight rows leave one); 40:
+            // tiled through gemm. The tiles need AVX-512VL (this project's machines have it);
+            // elsewhere 8 to 16 rows take the fused kernel and 19 the gemm path.
+            for m in [1, 2, 3, 8, 10, 11, 16, 19, 40] {
+                let x: Vec<f32> = (0..m * 96)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+                    .collect();
+                let want = reference(&w, &x, m);
+                let mut got = vec![0f32; m * w.rows];
+                w.matmul(&x, m, &mut got);
+                let e = worst(&want, &got);
+                // gemm sums in another order; values are sums of ~100 products.
+                assert!(e < 1e-4, "q4={q4} m={m}: {e}");
+                // The portable loop (CPUs without AVX2) agrees too.
+                let mut one = vec![0f32; m];
+                w.row_portable(5, &x, m, &mut one);
+                let want5: Vec<f32> = (0..m).map(|i| want[i * w.rows + 5]).collect();
+                assert!(worst(&want5, &one) < 1e-5, "portable q4={q4} m={m}");
+            }
+        }
+    }
+}

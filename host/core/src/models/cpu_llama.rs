@@ -1,0 +1,322 @@
+//! The Llama architecture on the CPU without burn: the fast path for machines without a GPU.
+//! Weights stay in their GGUF encoding ([`QMatrix`]); activations, norms, RoPE, attention and
+//! the KV cache are f32 in plain Rust over slices, on a thread pool of the configured size.
+//! The math is the burn path's (same tables, same order of operations within a row), so the
+//! golden tolerances against the f32 reference hold for both.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::error::CoreError;
+use crate::formats::gguf::Gguf;
+use crate::kernels::quant::QMatrix;
+use crate::kernels::vecmath::{self, dot};
+use crate::models::kv_blocks::{CpuCache, Shape};
+use crate::models::llama::LlamaConfig;
+
+/// Positions (summed over a run of heads) worth one hand-off to another thread.
+const ATTENTION_GRAIN: usize = 2048;
+
+struct Layer {
+    attn_norm: Vec<f32>,
+    wq: QMatrix,
+    wk: QMatrix,
+    wv: QMatrix,
+    wo: QMatrix,
+    ffn_norm: Vec<f32>,
+    w_gate: QMatrix,
+    w_up: QMatrix,
+    w_down: QMatrix,
+}
+
+/// A loaded model on the CPU path.
+pub struct CpuLlama {
+    config: LlamaConfig,
+    embed: Arc<QMatrix>,
+    layers: Vec<Layer>,
+    out_norm: Vec<f32>,
+    /// The same matrix as `embed` when the head is tied.
+    head: Arc<QMatrix>,
+    /// `[context, head_dim / 2]` rotation tables.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    pool: rayon::ThreadPool,
+}
+
+impl CpuLlama {
+    /// Loads every tensor from `g`; `threads` bounds the cores its kernels use.
+    pub fn load(
+        g: &Gguf,
+        threads: usize,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Self, CoreError> {
+        let config = LlamaConfig::from_gguf(g)?;
+        let total = config.n_layers + 2;
+        let embed = Arc::new(QMatrix::from_gguf(g, "token_embd.weight")?);
+        progress(1, total);
+        let mut layers = Vec::with_capacity(config.n_layers);
+        for i in 0..config.n_layers {
+            let m = |s: &str| QMatrix::from_gguf(g, &format!("blk.{i}.{s}.weight"));
+            layers.push(Layer {
+                attn_norm: g.dequantize(&format!("blk.{i}.attn_norm.weight"))?,
+                wq: m("attn_q")?,
+                wk: m("attn_k")?,
+                wv: m("attn_v")?,
+                wo: m("attn_output")?,
+                ffn_norm: g.dequantize(&format!("blk.{i}.ffn_norm.weight"))?,
+                w_gate: m("ffn_gate")?,
+                w_up: m("ffn_up")?,
+                w_down: m("ffn_down")?,
+            });
+            progress(i + 2, total);
+        }
+        let head = if g.tensors.contains_key("output.weight") {
+            Arc::new(QMatrix::from_gguf(g, "output.weight")?)
+        } else {
+            embed.clone()
+        };
+        let (cos, sin) = config.rope_tables();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("cpu-kernel-{i}"))
+            .build()
+            .map_err(|e| CoreError::Backend(format!("starting the CPU thread pool: {e}")))?;
+        progress(total, total);
+        Ok(CpuLlama {
+            out_norm: g.dequantize("output_norm.weight")?,
+            config,
+            embed,
+            layers,
+            head,
+            cos,
+            sin,
+            pool,
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The shape of this model's KV cache blocks.
+    pub fn cache_shape(&self) -> Shape {
+        Shape {
+            layers: self.config.n_layers,
+            kv_heads: self.config.n_kv_heads,
+            head_dim: self.config.head_dim,
+        }
+    }
+
+    pub fn new_cache(&self) -> CpuCache {
+        CpuCache::new(self.cache_shape())
+    }
+
+    /// The logits of the last of `tokens` (the next positions of `cache`'s sequence).
+    pub fn forward(&self, tokens: &[u32], cache: &mut CpuCache) -> Result<Vec<f32>, CoreError> {
+        let mut logits = self.forward_batch(&mut [(tokens, cache)])?;
+        Ok(logits.pop().unwrap_or_default())
+    }
+
+    /// One forward over several sequences at once (continuous batching): every sequence's
+    /// new tokens go through each weight matrix together, so the weights are read once per
+    /// step however many sequences run; attention stays per sequence. Returns the logits of
+    /// each sequence's last new token, in order.
+    pub fn forward_batch(
+        &self,
+        items: &mut [(&[u32], &mut CpuCache)],
+    ) -> Result<Vec<Vec<f32>>, CoreError> {
+        let x = self.hidden(items)?;
+        let dim = self.config.dim;
+        let mut last = Vec::with_capacity(items.len() * dim);
+        let mut end = 0;
+        for (tokens, _) in items.iter() {
+            end += tokens.len();
+            last.extend_from_slice(&x[(end - 1) * dim..end * dim]);
+        }
+        let logits = self.logits(&last, items.len());
+        Ok(logits
+            .chunks_exact(self.head.rows())
+            .map(<[f32]>::to_vec)
+            .collect())
+    }
+
+    /// The logits of every position, row after row (`tokens.len() × vocab`).
+    pub fn forward_all(&self, tokens: &[u32], cache: &mut CpuCache) -> Result<Vec<f32>, CoreError> {
+        let x = self.hidden(&mut [(tokens, cache)])?;
+        Ok(self.logits(&x, tokens.len()))
+    }
+
+    /// Every new token's hidden state after the final norm, all items concatenated
+    /// (`[Σ t × dim]`): what a chat model's mean-pooled embeddings average.
+    pub fn forward_normed(
+        &self,
+        items: &mut [(&[u32], &mut CpuCache)],
+    ) -> Result<Vec<f32>, CoreError> {
+        let x = self.hidden(items)?;
+        Ok(rms_norm(&x, &self.out_norm, self.config.rms_eps))
+    }
+
+    fn logits(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let normed = rms_norm(x, &self.out_norm, self.config.rms_eps);
+        let mut out = vec![0f32; rows * self.head.rows()];
+        self.pool
+            .install(|| self.head.matmul(&normed, rows, &mut out));
+        out
+    }
+
+    /// The hidden states after the last layer of every sequence's new tokens, concatenated:
+    /// `[Σ t × dim]`.
+    fn hidden(&self, items: &mut [(&[u32], &mut CpuCache)]) -> Result<Vec<f32>, CoreError> {
+        let c = &self.config;
+        for (tokens, cache) in items.iter() {
+            if tokens.is_empty() || cache.len() + tokens.len() > c.context_length {
+                return Err(CoreError::ContextOverflow {
+                    tokens: cache.len() + tokens.len(),
+                    limit: c.context_length,
+                });
+            }
+            if let Some(&token) = tokens.iter().find(|&&id| id as usize >= self.embed.rows()) {
+                return Err(CoreError::OutOfVocabulary { token });
+            }
+        }
+        // Each row's sequence and position.
+        let rows: Vec<(usize, usize)> = items
+            .iter()
+            .enumerate()
+            .flat_map(|(s, (tokens, cache))| {
+                (cache.len()..cache.len() + tokens.len()).map(move |p| (s, p))
+            })
+            .collect();
+        let t = rows.len();
+        let mut x = vec![0f32; t * c.dim];
+        for (row, &id) in x
+            .chunks_exact_mut(c.dim)
+            .zip(items.iter().flat_map(|(tokens, _)| tokens.iter()))
+        {
+            self.embed.dequantize_row(id as usize, row);
+        }
+        for (tokens, cache) in items.iter_mut() {
+            cache.extend(tokens);
+        }
+        let kv_dim = c.n_kv_heads * c.head_dim;
+        // Every matmul writes all of its output: the buffers serve every layer.
+        let mut q = vec![0f32; t * c.dim];
+        let mut k = vec![0f32; t * kv_dim];
+        let mut v = vec![0f32; t * kv_dim];
+        let mut o = vec![0f32; t * c.dim];
+        let mut gate = vec![0f32; t * c.ffn_dim];
+        let mut up = vec![0f32; t * c.ffn_dim];
+        let mut down = vec![0f32; t * c.dim];
+        self.pool.install(|| {
+            for (l, layer) in self.layers.iter().enumerate() {
+                let h = rms_norm(&x, &layer.attn_norm, c.rms_eps);
+                layer.wq.matmul(&h, t, &mut q);
+                layer.wk.matmul(&h, t, &mut k);
+                layer.wv.matmul(&h, t, &mut v);
+                self.rope(&mut q, c.n_heads, &rows);
+                self.rope(&mut k, c.n_kv_heads, &rows);
+                for (i, &(s, pos)) in rows.iter().enumerate() {
+                    let at = i * kv_dim..(i + 1) * kv_dim;
+                    items[s].1.write(l, pos, &k[at.clone()], &v[at]);
+                }
+                let attn = self.attention(&q, items, l, &rows);
+                layer.wo.matmul(&attn, t, &mut o);
+                add(&mut x, &o);
+
+                let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps);
+                layer.w_gate.matmul(&h, t, &mut gate);
+                layer.w_up.matmul(&h, t, &mut up);
+                vecmath::silu_mul(&mut gate, &up);
+                layer.w_down.matmul(&gate, t, &mut down);
+                add(&mut x, &down);
+            }
+        });
+        for (tokens, cache) in items.iter_mut() {
+            cache.commit(tokens.len());
+        }
+        Ok(x)
+    }
+
+    /// Rotates pairs `(2i, 2i+1)` of each head of `x: [rows × heads × head_dim]`, each row
+    /// at its own position.
+    fn rope(&self, x: &mut [f32], heads: usize, rows: &[(usize, usize)]) {
+        let hd = self.config.head_dim;
+        let half = hd / 2;
+        for (row, &(_, pos)) in x.chunks_exact_mut(heads * hd).zip(rows) {
+            let (cos, sin) = (
+                &self.cos[pos * half..(pos + 1) * half],
+                &self.sin[pos * half..(pos + 1) * half],
+            );
+            for head in row.chunks_exact_mut(hd) {
+                for (p, pair) in head.chunks_exact_mut(2).enumerate() {
+                    let (x0, x1) = (pair[0], pair[1]);
+                    pair[0] = x0 * cos[p] - x1 * sin[p];
+                    pair[1] = x0 * sin[p] + x1 * cos[p];
+                }
+            }
+        }
+    }
+
+    /// Causal grouped-query attention of each row's query over its own sequence's cache in
+    /// layer `l` (up to and including the row's position); returns `[rows × dim]`.
+    fn attention(
+        &self,
+        q: &[f32],
+        items: &[(&[u32], &mut CpuCache)],
+        l: usize,
+        rows: &[(usize, usize)],
+    ) -> Vec<f32> {
+        let c = &self.config;
+        let hd = c.head_dim;
+        let groups = c.n_heads / c.n_kv_heads;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut out = vec![0f32; rows.len() * c.dim];
+        // Scratch reused across a thread's work items: the scores, and the cache's segments.
+        let work = |(scores, segs): &mut (Vec<f32>, Vec<_>), (idx, dst): (usize, &mut [f32])| {
+            let (i, h) = (idx / c.n_heads, idx % c.n_heads);
+            let (s, pos) = rows[i];
+            items[s].1.segments_into(l, h / groups, pos + 1, segs);
+            let qh = &q[i * c.dim + h * hd..i * c.dim + (h + 1) * hd];
+            vecmath::attend(qh, segs, scale, scores, dst);
+        };
+        // One work item per row and head, handed out in runs of about ATTENTION_GRAIN
+        // positions: a hand-off costs about as much as attending over a few hundred.
+        let positions: usize = rows.iter().map(|&(_, pos)| pos + 1).sum();
+        let heads = rows.len() * c.n_heads;
+        if positions * c.n_heads <= ATTENTION_GRAIN {
+            let mut scratch = (Vec::new(), Vec::new());
+            out.chunks_mut(hd)
+                .enumerate()
+                .for_each(|item| work(&mut scratch, item));
+        } else {
+            let per_item = (positions / rows.len()).max(1);
+            let run = (ATTENTION_GRAIN / per_item).clamp(1, heads);
+            out.par_chunks_mut(hd)
+                .enumerate()
+                .with_min_len(run)
+                .for_each_init(|| (Vec::new(), Vec::new()), work);
+        }
+        out
+    }
+}
+
+/// Each row scaled by the reciprocal of its root mean square, then by `weight`.
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let dim = weight.len();
+    let mut out = vec![0f32; x.len()];
+    for (row, dst) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+        let mean = dot(row, row) / dim as f32;
+        let scale = 1.0 / (mean + eps).sqrt();
+        for ((o, v), w) in dst.iter_mut().zip(row).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+    out
+}
+
+fn add(x: &mut [f32], y: &[f32]) {
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}

@@ -1,0 +1,76 @@
+//! The host's bindings of `wit/v0.1`: the `chat-plugin` world at this module's root (its
+//! imports are every interface the host implements), and the `tools-plugin` and
+//! `embeddings-plugin` worlds beside it, their shared interfaces mapped onto the same Rust
+//! types (and the same host implementations).
+
+wasmtime::component::bindgen!({
+    path: "../../wit/v0.1",
+    world: "chat-plugin",
+    imports: {
+        "cinder:plugin/inference.[method]generation.next": async | trappable,
+        "cinder:plugin/inference.score": async | trappable,
+        "cinder:plugin/inference.next-of": async | trappable,
+        // Synchronous work (tokenizing, rendering, compiling a grammar, syncing a
+        // document) runs on blocking threads: the async workers keep serving.
+        "cinder:plugin/inference.generate": async | trappable,
+        "cinder:plugin/inference.generate-constrained": async | trappable,
+        "cinder:plugin/inference.tokenize": async | trappable,
+        "cinder:plugin/inference.detokenize": async | trappable,
+        "cinder:plugin/inference.apply-chat-template": async | trappable,
+        "cinder:plugin/inference.apply-chat-template-json": async | trappable,
+        "cinder:plugin/documents.put": async | trappable,
+        "cinder:plugin/documents.get": async | trappable,
+        "cinder:plugin/documents.delete": async | trappable,
+        "cinder:plugin/documents.page": async | trappable,
+        "cinder:plugin/sink.[method]response-sink.send-event": async | trappable,
+        "cinder:plugin/sink.[method]response-sink.respond": async | trappable,
+        // Forwarded to the tools plugin, which runs in a store of its own.
+        "cinder:plugin/tools.render": async | trappable,
+        "cinder:plugin/tools.parse": async | trappable,
+        default: trappable,
+    },
+    exports: { default: async },
+    with: {
+        "cinder:plugin/inference.generation": crate::imports::inference::GenerationHandle,
+        "cinder:plugin/sink.response-sink": crate::state::SinkHandle,
+    },
+});
+
+/// Bindings for the `tools-plugin` world; the interfaces it shares with `chat-plugin` are
+/// the same Rust types (and the same host implementations).
+pub(crate) mod tools_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1",
+        world: "tools-plugin",
+        imports: { default: trappable },
+        exports: { default: async },
+        with: {
+            "cinder:plugin/types": crate::bindings::cinder::plugin::types,
+            "cinder:plugin/log": crate::bindings::cinder::plugin::log,
+            "cinder:plugin/inference": crate::bindings::cinder::plugin::inference,
+            "cinder:plugin/config": crate::bindings::cinder::plugin::config,
+        },
+    });
+}
+
+/// Bindings for the `embeddings-plugin` world (`@since 0.1.4`): only its `embeddings` import
+/// is new; it exports `handler` like a chat plugin, and is instantiated as one.
+pub(crate) mod embeddings_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1",
+        world: "embeddings-plugin",
+        imports: {
+            "cinder:plugin/embeddings.embed": async | trappable,
+            "cinder:plugin/embeddings.embed-within": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
+        with: {
+            "cinder:plugin/types": crate::bindings::cinder::plugin::types,
+            "cinder:plugin/log": crate::bindings::cinder::plugin::log,
+            "cinder:plugin/sink": crate::bindings::cinder::plugin::sink,
+            "cinder:plugin/config": crate::bindings::cinder::plugin::config,
+            "cinder:plugin/route": crate::bindings::cinder::plugin::route,
+        },
+    });
+}

@@ -1,0 +1,57 @@
+//! Constructors for the WIT's records with OpenAI's defaults, so a plugin writes only what it
+//! changes.
+
+use crate::inference::{GenerateRequest, Sampling};
+
+impl Default for Sampling {
+    /// OpenAI's defaults: temperature 1, top-p 1, no seed, no penalties, no logit bias.
+    fn default() -> Self {
+        Sampling {
+            temperature: 1.0,
+            top_p: 1.0,
+            seed: None,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            logit_bias: Vec::new(),
+        }
+    }
+}
+
+impl Sampling {
+    /// Greedy decoding (temperature 0): the same prompt gets the same answer.
+    pub fn greedy() -> Self {
+        Sampling {
+            temperature: 0.0,
+            ..Sampling::default()
+        }
+    }
+}
+
+impl GenerateRequest {
+    /// A generation of `model` from `prompt` (token ids) with OpenAI's default sampling, no
+    /// stop strings, no cap below the model's context and no logprobs.
+    pub fn new(model: &str, prompt: Vec<u32>) -> Self {
+        GenerateRequest {
+            model: model.to_owned(),
+            prompt,
+            max_tokens: None,
+            sampling: Sampling::default(),
+            stop: Vec::new(),
+            top_logprobs: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_openais() {
+        let r = GenerateRequest::new("m", vec![1, 2]);
+        assert_eq!(r.sampling.temperature, 1.0);
+        assert_eq!(r.sampling.top_p, 1.0);
+        assert_eq!(Sampling::greedy().temperature, 0.0);
+        assert!(r.stop.is_empty() && r.max_tokens.is_none() && r.top_logprobs.is_none());
+    }
+}
