@@ -1,6 +1,6 @@
 """The third-party example plugins (examples/plugins), built outside the workspace by
 `cargo xtask test`, served by a server of their own: `chat-redact` replaces the first-party
-chat plugin, `summarize` adds an endpoint.
+chat plugin, `summarize` adds an endpoint, `shout` is docs/plugins.md's five-minute plugin.
 """
 
 import os
@@ -22,7 +22,7 @@ SEVEN = "39"
 def ex_server():
     examples = _required_env("CINDER_EXAMPLES")
     root = tempfile.mkdtemp(prefix="cinder-examples-")
-    for name in ("chat-redact", "summarize"):
+    for name in ("chat-redact", "summarize", "shout"):
         shutil.copytree(os.path.join(examples, name), os.path.join(root, name))
     srv = start_server(plugins=root)
     yield srv
@@ -51,7 +51,7 @@ def sevens(c, **kw):
 def test_health_lists_the_examples(ex_server):
     health = httpx.get(f"{ex_server.url}/health").json()
     ids = {p["id"]: p for p in health["plugins"]}
-    assert set(ids) == {"chat-redact", "summarize"}, health
+    assert set(ids) == {"chat-redact", "summarize", "shout"}, health
     assert ids["summarize"]["wit"] == "0.1.6"
     assert health["plugin_failures"] == []
 
@@ -76,6 +76,20 @@ def test_chat_redact_keeps_first_party_validation(ex_client):
     with pytest.raises(openai.BadRequestError) as e:
         ex_client.chat.completions.create(model=MODEL, messages=[], max_tokens=1)
     assert e.value.body["param"] == "messages"
+
+
+def test_the_five_minute_plugin_runs(ex_server):
+    r = httpx.post(f"{ex_server.url}/v1/shout", json={"model": MODEL, "text": "hello there"}, timeout=300)
+    assert r.status_code == 200, r.text
+    shout = r.json()["shout"]
+    assert shout and shout == shout.upper(), shout
+    assert r.headers["x-cinder-plugin"] == "shout@0.1.0"
+    health = httpx.get(f"{ex_server.url}/health").json()
+    shout_info = next(p for p in health["plugins"] if p["id"] == "shout")
+    # Built with the SDK: it exports only its world's interface.
+    assert shout_info["exports"] == ["cinder:plugin/handler@0.1.6"], shout_info
+    r = httpx.post(f"{ex_server.url}/v1/shout", json={"model": MODEL})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "text"
 
 
 def test_summarize_is_a_new_endpoint(ex_server):
