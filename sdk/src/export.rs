@@ -25,18 +25,6 @@ pub struct Request {
     pub request_id: String,
 }
 
-impl Request {
-    /// The query string's value for `key` (`limit` in `?limit=2`), not percent-decoded.
-    pub fn query(&self, key: &str) -> Option<&str> {
-        let (_, query) = self.path.split_once('?')?;
-        query
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
-    }
-}
-
 /// The manifest route the host matched, handed over as data: a plugin dispatches on `id`
 /// and reads path parameters from `params`, never matching the path again.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,8 @@
 //! Constructors for the WIT's records with OpenAI's defaults, so a plugin writes only what it
 //! changes.
 
-use crate::inference::{GenerateRequest, Sampling};
+use crate::inference::{GenerateRequest, LogitBias, Sampling};
+use crate::openai::params;
 
 impl Default for Sampling {
     /// OpenAI's defaults: temperature 1, top-p 1, no seed, no penalties, no logit bias.
@@ -13,6 +14,24 @@ impl Default for Sampling {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             logit_bias: Vec::new(),
+        }
+    }
+}
+
+impl From<params::Sampling> for Sampling {
+    /// Sampling parameters checked with OpenAI's rules, as the WIT's record.
+    fn from(s: params::Sampling) -> Self {
+        Sampling {
+            temperature: s.temperature,
+            top_p: s.top_p,
+            seed: s.seed,
+            presence_penalty: s.presence_penalty,
+            frequency_penalty: s.frequency_penalty,
+            logit_bias: s
+                .logit_bias
+                .into_iter()
+                .map(|(token, bias)| LogitBias { token, bias })
+                .collect(),
         }
     }
 }

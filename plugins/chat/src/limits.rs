@@ -2,8 +2,6 @@
 //! `cinder_sdk::openai::params`): Cinder's own per-request limits, which are plugin settings.
 
 use cinder_sdk::Error;
-use cinder_sdk::inference::{LogitBias, Sampling};
-use cinder_sdk::openai::params;
 
 /// Sequences one request may run at once (prompts × `best_of`, or `n`), unless the plugin
 /// setting `max_sequences_per_request` says otherwise: each holds its own KV cache.
@@ -47,20 +45,4 @@ pub(crate) fn check_prompt_tokens(
         ));
     }
     Ok(())
-}
-
-/// Checked sampling parameters as the WIT's `sampling`.
-pub(crate) fn sampling(s: params::Sampling) -> Sampling {
-    Sampling {
-        temperature: s.temperature,
-        top_p: s.top_p,
-        seed: s.seed,
-        presence_penalty: s.presence_penalty,
-        frequency_penalty: s.frequency_penalty,
-        logit_bias: s
-            .logit_bias
-            .into_iter()
-            .map(|(token, bias)| LogitBias { token, bias })
-            .collect(),
-    }
 }

@@ -4,7 +4,7 @@
 //! model's chat template, generates, and streams or answers whole. It serves one choice of
 //! plain text; tools, `response_format`, `n` above 1 and logprobs are refused by name.
 
-use cinder_sdk::inference::{ChatMessage, Event, GenerateRequest, LogitBias, Sampling};
+use cinder_sdk::inference::{ChatMessage, Event, GenerateRequest};
 use cinder_sdk::openai::chat::{
     AssistantMessage, ChatCompletion, ChatCompletionChunk, Choice, ChunkChoice, Delta, Usage,
 };
@@ -59,24 +59,12 @@ impl Serve for Redact {
             .collect();
         let info = host.describe_model(&p.model)?;
         let prompt = host.apply_chat_template(&p.model, &messages, true)?;
-        let s = &p.sampling;
         let generation = host
             .generate(&GenerateRequest {
                 model: p.model.clone(),
                 prompt: host.tokenize(&p.model, &prompt, true)?,
                 max_tokens: p.max_tokens,
-                sampling: Sampling {
-                    temperature: s.temperature,
-                    top_p: s.top_p,
-                    seed: s.seed,
-                    presence_penalty: s.presence_penalty,
-                    frequency_penalty: s.frequency_penalty,
-                    logit_bias: s
-                        .logit_bias
-                        .iter()
-                        .map(|&(token, bias)| LogitBias { token, bias })
-                        .collect(),
-                },
+                sampling: p.sampling.clone().into(),
                 stop: p.stop.clone().into_strings(),
                 top_logprobs: None,
             })

@@ -3,7 +3,6 @@
 
 use serde_json::Value;
 
-use crate::limits;
 use cinder_sdk::Error;
 use cinder_sdk::inference::{Constraint, Sampling};
 use cinder_sdk::openai::params::chat::{self as params, ChatParams, ResponseFormat, Role};
@@ -81,7 +80,7 @@ impl Plan {
         Ok(Plan {
             model: p.model,
             messages,
-            sampling: limits::sampling(p.sampling),
+            sampling: p.sampling.into(),
             max_tokens: p.max_tokens,
             stop: p.stop.into_strings(),
             top_logprobs: p.top_logprobs,

@@ -1,7 +1,6 @@
 //! From a legacy completions body to a validated plan; every parameter honoured or refused
 //! with a 400 that names it.
 
-use crate::limits;
 use cinder_sdk::Error;
 use cinder_sdk::inference::Sampling;
 use cinder_sdk::openai::params::completions::CompletionParams;
@@ -51,7 +50,7 @@ impl LegacyPlan {
             prompts: p.prompts,
             suffix: p.suffix,
             max_tokens: p.max_tokens,
-            sampling: limits::sampling(p.sampling),
+            sampling: p.sampling.into(),
             stop: p.stop.into_strings(),
             n: p.n,
             best_of: p.best_of,
