@@ -7,7 +7,7 @@
 //! [`export_embeddings_plugin!`]: crate::export_embeddings_plugin
 //! [`export_tools_plugin!`]: crate::export_tools_plugin
 
-use crate::host::{Host, Wasm};
+use crate::host::{Host, StoreHost, Wasm};
 use crate::sink::ResponseSink;
 use crate::tools::{Call, Function, Message, Prompt, ToolChoice, ToolUse};
 use crate::{Error, route};
@@ -23,6 +23,28 @@ pub struct Request {
     pub body: String,
     /// The host's request id, for log correlation.
     pub request_id: String,
+}
+
+impl Request {
+    /// The query string's pairs, decoded (`%XX` and `+`), in order.
+    ///
+    /// ```
+    /// let r = cinder_sdk::Request {
+    ///     method: "GET".into(),
+    ///     path: "/v1/files?metadata%5Bteam%5D=search+ops&limit=2&after=x&pct=100%".into(),
+    ///     body: String::new(),
+    ///     request_id: String::new(),
+    /// };
+    /// let owned = r.query();
+    /// let pairs: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    /// assert_eq!(pairs, [("metadata[team]", "search ops"), ("limit", "2"), ("after", "x"), ("pct", "100%")]);
+    /// ```
+    pub fn query(&self) -> Vec<(String, String)> {
+        match self.path.split_once('?') {
+            Some((_, q)) => form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
+            None => Vec::new(),
+        }
+    }
 }
 
 /// The manifest route the host matched, handed over as data: a plugin dispatches on `id`
@@ -75,6 +97,14 @@ pub trait Serve {
     fn serve(&self, route: &Route, request: Request, host: &dyn Host) -> Result<(), Error>;
 }
 
+/// A plugin that serves a stateful family on the host's store (the `store-plugin` world, WIT
+/// 0.1.7): like [`Serve`], but its host reaches the store and the multipart body, and no
+/// model.
+pub trait ServeStore {
+    /// Handles one request on `route`, answering through `host`'s sink.
+    fn serve(&self, route: &Route, request: Request, host: &dyn StoreHost) -> Result<(), Error>;
+}
+
 /// A tools plugin (the `tools-plugin` world): how tools shape a prompt and how answers
 /// become calls, for every chat plugin that imports `tools`.
 pub trait ToolsPlugin {
@@ -103,14 +133,13 @@ pub trait ToolsPlugin {
 pub mod glue {
     use super::*;
 
-    /// Serves one handler call: the route from the host, the host around `sink`.
-    pub fn serve<T: Serve + Default>(
+    /// The matched route and the request of one handler call.
+    fn call(
         method: String,
         path: String,
         body: String,
         request_id: String,
-        sink: &ResponseSink,
-    ) -> Result<(), Error> {
+    ) -> Result<(Route, Request), Error> {
         let route = route::current()
             .map(Route::from)
             .ok_or_else(|| Error::Internal("the host named no route for this request".into()))?;
@@ -120,6 +149,30 @@ pub mod glue {
             body,
             request_id,
         };
+        Ok((route, request))
+    }
+
+    /// Serves one handler call: the route from the host, the host around `sink`.
+    pub fn serve<T: Serve + Default>(
+        method: String,
+        path: String,
+        body: String,
+        request_id: String,
+        sink: &ResponseSink,
+    ) -> Result<(), Error> {
+        let (route, request) = call(method, path, body, request_id)?;
+        T::default().serve(&route, request, &Wasm::new(sink))
+    }
+
+    /// Serves one handler call of a `store-plugin`.
+    pub fn serve_store<T: ServeStore + Default>(
+        method: String,
+        path: String,
+        body: String,
+        request_id: String,
+        sink: &ResponseSink,
+    ) -> Result<(), Error> {
+        let (route, request) = call(method, path, body, request_id)?;
         T::default().serve(&route, request, &Wasm::new(sink))
     }
 
@@ -218,16 +271,29 @@ macro_rules! export_embeddings_plugin {
     };
 }
 
-/// The `handler` export both route-serving worlds share.
+/// Exports a [`ServeStore`] (which must implement `Default`) as the `handler` of a
+/// `store-plugin` (WIT 0.1.7: a stateful family on the host's store, such as files or
+/// batches). The handler is the same as a chat plugin's; the world says what it may import.
+#[macro_export]
+macro_rules! export_store_plugin {
+    ($ty:ty) => {
+        $crate::__export_handler!($ty, $crate::ServeStore, serve_store);
+    };
+}
+
+/// The `handler` export every route-serving world shares.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_handler {
     ($ty:ty) => {
+        $crate::__export_handler!($ty, $crate::Serve, serve);
+    };
+    ($ty:ty, $serve:path, $glue:ident) => {
         // Natively (a plugin's own tests) the plugin is a library: nothing to export, but
         // what would be exported counts as used.
         #[cfg(not(target_arch = "wasm32"))]
         const _: () = {
-            let _ = <$ty as $crate::Serve>::serve;
+            let _ = <$ty as $serve>::serve;
             let _ = <$ty as ::core::default::Default>::default;
         };
         #[cfg(target_arch = "wasm32")]
@@ -239,7 +305,7 @@ macro_rules! __export_handler {
                     r: $crate::bindings::handler::exports::cinder::plugin::handler::Request,
                     sink: &$crate::sink::ResponseSink,
                 ) -> ::core::result::Result<(), $crate::Error> {
-                    $crate::export::glue::serve::<$ty>(r.method, r.path, r.body, r.request_id, sink)
+                    $crate::export::glue::$glue::<$ty>(r.method, r.path, r.body, r.request_id, sink)
                 }
             }
 

@@ -34,6 +34,7 @@ pub(crate) fn limits() -> Limits {
         idle_timeout: Duration::from_secs(60),
         max_instances: 4,
         max_queued: 64,
+        max_file_bytes: 1 << 20,
     }
 }
 
@@ -75,6 +76,7 @@ fn post(path: &str, body: &str) -> PluginRequest {
         request_id: "t".into(),
         route: None,
         owner: cinder_runtime::LOCAL_OWNER.into(),
+        multipart: None,
     }
 }
 
@@ -166,7 +168,7 @@ async fn routes_know_methods_and_paths() {
     let info = &rt.plugins()[0];
     assert_eq!(
         (info.id.as_str(), info.wit_version.as_str()),
-        ("misbehave", "0.1.6")
+        ("misbehave", "0.1.7")
     );
 }
 

@@ -337,13 +337,13 @@ async fn documents_need_the_storage_grant_and_persist_across_runtimes() {
     });
     let docs = temp("documents");
     let rt = bare_runtime(limits(), None);
-    rt.set_storage_dir(docs.clone());
+    rt.set_store(cinder_store::Store::open(&docs, None).await.expect("store"));
     rt.load_plugin(&dir).expect("loads with storage");
     assert_ok_with(&call(&rt, "docput:a=1").await, "\"stored\"");
     assert_ok_with(&call(&rt, "docget:a").await, "\"1\"");
     drop(rt);
     let again = bare_runtime(limits(), None);
-    again.set_storage_dir(docs.clone());
+    again.set_store(cinder_store::Store::open(&docs, None).await.expect("store"));
     again.load_plugin(&dir).expect("loads");
     assert_ok_with(&call(&again, "docget:a").await, "\"1\"");
     assert_ok_with(&call(&again, "docget:b").await, "null");

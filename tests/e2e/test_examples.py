@@ -4,6 +4,7 @@ chat plugin, `summarize` adds an endpoint, `shout` is docs/plugins.md's five-min
 """
 
 import os
+import re
 import shutil
 import tempfile
 
@@ -12,6 +13,10 @@ import openai
 import pytest
 
 from conftest import _required_env, start_server
+
+# The WIT the examples are built against: the package version in wit/v0.1/worlds.wit.
+WIT = re.search(r"package cinder:plugin@([0-9.]+);",
+                open(os.path.join(os.path.dirname(__file__), "../../wit/v0.1/worlds.wit")).read()).group(1)
 
 MODEL = "smollm2-135m-instruct"
 # SmolLM2's token for "7" (shared/reference/smollm2/hf_tokenizer_from_gguf.json).
@@ -52,7 +57,7 @@ def test_health_lists_the_examples(ex_server):
     health = httpx.get(f"{ex_server.url}/health").json()
     ids = {p["id"]: p for p in health["plugins"]}
     assert set(ids) == {"chat-redact", "summarize", "shout"}, health
-    assert ids["summarize"]["wit"] == "0.1.6"
+    assert ids["summarize"]["wit"] == WIT
     assert health["plugin_failures"] == []
 
 
@@ -87,7 +92,7 @@ def test_the_five_minute_plugin_runs(ex_server):
     health = httpx.get(f"{ex_server.url}/health").json()
     shout_info = next(p for p in health["plugins"] if p["id"] == "shout")
     # Built with the SDK: it exports only its world's interface.
-    assert shout_info["exports"] == ["cinder:plugin/handler@0.1.6"], shout_info
+    assert shout_info["exports"] == [f"cinder:plugin/handler@{WIT}"], shout_info
     r = httpx.post(f"{ex_server.url}/v1/shout", json={"model": MODEL})
     assert r.status_code == 400 and r.json()["error"]["param"] == "text"
 

@@ -1,6 +1,7 @@
 """Stored chat completions (`store: true`) through the official SDK: retrieve, list with a
 metadata filter, messages, update, delete; streamed ones too; and they survive a restart."""
 
+import json
 import os
 import shutil
 import tempfile
@@ -73,6 +74,53 @@ def test_stored_completions_survive_a_restart():
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
 
+
+
+def _legacy_value(id, content, metadata):
+    """A stored completion as the chat plugin kept it in its document log before the store."""
+    completion = {"id": id, "object": "chat.completion", "created": 1764900000, "model": MODEL,
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
+                               "logprobs": None, "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+                  "system_fingerprint": None, "service_tier": "default"}
+    return json.dumps({"completion": completion, "metadata": metadata,
+                       "messages": [{"role": "user", "content": "hi"}]})
+
+
+def test_document_logs_from_before_the_store_are_moved_into_it_once():
+    root = tempfile.mkdtemp(prefix="cinder-storage-")
+    logs = os.path.join(root, "documents", "chat")
+    os.makedirs(logs)
+    # The log format the pre-store document host wrote: one line per put or delete, synced.
+    lines = [
+        {"op": "put", "key": "chatcmpl-legacy1", "value": _legacy_value("chatcmpl-legacy1", "one", {"run": "old"}), "owner": "local"},
+        {"op": "put", "key": "chatcmpl-legacy2", "value": _legacy_value("chatcmpl-legacy2", "two", {}), "owner": "local"},
+        {"op": "put", "key": "chatcmpl-legacy3", "value": _legacy_value("chatcmpl-legacy3", "three", {"run": "old"}), "owner": "local"},
+        {"op": "del", "key": "chatcmpl-legacy2"},
+    ]
+    with open(os.path.join(logs, "chat_completions.jsonl"), "w") as f:
+        f.write("".join(json.dumps(l) + "\n" for l in lines))
+    config = os.path.join(root, "cinder.toml")
+    text = open(_required_env("CINDER_CONFIG")).read()
+    with open(config, "w") as f:
+        f.write(text.replace('dir = "~/.local/share/cinder/documents"', f'dir = "{root}/documents"'))
+    try:
+        for _ in range(2):  # the second start finds nothing left to move and loses nothing
+            srv = start_server(config=config)
+            try:
+                c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
+                listed = c.chat.completions.list(metadata={"run": "old"}, order="asc")
+                assert [x.id for x in listed.data] == ["chatcmpl-legacy1", "chatcmpl-legacy3"]
+                assert c.chat.completions.retrieve("chatcmpl-legacy3").choices[0].message.content == "three"
+                with pytest.raises(openai.NotFoundError):
+                    c.chat.completions.retrieve("chatcmpl-legacy2")
+                msgs = c.chat.completions.messages.list("chatcmpl-legacy1")
+                assert [(m.role, m.content) for m in msgs.data] == [("user", "hi")]
+            finally:
+                srv.stop()
+            assert sorted(os.listdir(logs)) == ["chat_completions.jsonl.migrated"]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {

@@ -33,6 +33,7 @@ fn limits() -> Limits {
         idle_timeout: Duration::from_secs(60),
         max_instances: 8,
         max_queued: 64,
+        max_file_bytes: 1 << 20,
     }
 }
 
@@ -49,6 +50,7 @@ async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
             request_id: "bench".into(),
             route: Some(route),
             owner: cinder_runtime::LOCAL_OWNER.into(),
+            multipart: None,
         },
     );
     let mut out = Vec::new();

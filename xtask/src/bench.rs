@@ -122,6 +122,9 @@ pub(crate) fn wait_http_ok(port: u16, path: &str, timeout: Duration) -> Result<(
 }
 
 pub fn bench(args: &[String]) -> Result<()> {
+    if args.iter().any(|a| a == "--files") {
+        return crate::bench_files::bench(args);
+    }
     if args.iter().any(|a| a == "--embeddings") {
         return crate::bench_embed::bench(args);
     }

@@ -8,9 +8,10 @@ use sha2::{Digest, Sha256};
 
 mod bench;
 mod bench_embed;
+mod bench_files;
 mod models;
 
-const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server] [--embeddings [--compare sentence-transformers]] | plugins | fetch-models | setup>";
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] | plugins | fetch-models | setup>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -118,6 +119,7 @@ fn build_plugins() -> Result<PathBuf> {
                 "plugins/embeddings",
                 "cinder_plugin_embeddings",
             ),
+            ("files", "plugins/files", "cinder_plugin_files"),
         ],
     )
 }
@@ -250,7 +252,17 @@ fn setup_test_machine() -> Result<()> {
             .args(["-c", "ldconfig -p | grep -q libvulkan.so.1"])
             .status()
             .is_ok_and(|s| s.success());
+    // The store's suite and the replica tests start throwaway PostgreSQL clusters.
+    let have_postgres = std::fs::read_dir("/usr/lib/postgresql")
+        .is_ok_and(|d| d.flatten().any(|v| v.path().join("bin/initdb").exists()));
+    let mut packages = Vec::new();
     if !have_lavapipe {
+        packages.extend(["mesa-vulkan-drivers", "libvulkan1"]);
+    }
+    if !have_postgres {
+        packages.push("postgresql");
+    }
+    if !packages.is_empty() {
         let sudo = if Command::new("id")
             .arg("-u")
             .output()
@@ -262,7 +274,10 @@ fn setup_test_machine() -> Result<()> {
         };
         run(Command::new("sh").args([
             "-c",
-            &format!("{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q mesa-vulkan-drivers libvulkan1"),
+            &format!(
+                "{sudo}apt-get update -q && DEBIAN_FRONTEND=noninteractive {sudo}apt-get install -y -q {}",
+                packages.join(" ")
+            ),
         ]))?;
     }
     let venv = venv_dir();
@@ -304,6 +319,8 @@ fn test() -> Result<()> {
         "cinder-plugin-tools",
         "-p",
         "cinder-plugin-embeddings",
+        "-p",
+        "cinder-plugin-files",
         "--features",
         "cinder-sdk/testing",
     ];

@@ -131,19 +131,23 @@ impl Default for PluginsConfig {
     }
 }
 
-/// `[storage]`: where plugins' durable documents live (stored completions, later files and
-/// threads).
+/// `[storage]`: where durable state lives (stored completions, files, batches, jobs).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// One sub-folder per plugin id, one append-only log per collection.
+    /// The embedded database (`cinder.db`, SQLite) and the blob folder (`blobs/`); plugins'
+    /// document logs from before the database are migrated from here once.
     pub dir: PathBuf,
+    /// `postgres://user:password@host/db`: keep objects and jobs in PostgreSQL instead, so
+    /// several Cinder replicas share them (blobs stay under `dir`, which replicas must share).
+    pub url: Option<String>,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             dir: PathBuf::from("~/.local/share/cinder/documents"),
+            url: None,
         }
     }
 }
@@ -295,6 +299,13 @@ impl Config {
             }
         }
         self.limits.validate()?;
+        if let Some(url) = &self.storage.url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid(
+                "storage.url: a PostgreSQL URL (postgres://user:password@host:port/database); leave it out for the embedded SQLite database".into(),
+            ));
+        }
         let s = &self.server;
         for (key, value, max) in [
             ("header_read_timeout_secs", s.header_read_timeout_secs, 3600),
@@ -360,7 +371,8 @@ impl Config {
             "plugins.cache_dir",
             false,
         );
-        c.note(self.storage != new.storage, "storage.dir", false);
+        c.note(self.storage.dir != new.storage.dir, "storage.dir", false);
+        c.note(self.storage.url != new.storage.url, "storage.url", false);
         c.note(
             self.plugins.settings != new.plugins.settings,
             "plugins.settings",
@@ -401,6 +413,11 @@ impl Config {
         c.note(
             a.idle_timeout_secs != b.idle_timeout_secs,
             "limits.idle_timeout_secs",
+            true,
+        );
+        c.note(
+            a.max_file_bytes != b.max_file_bytes,
+            "limits.max_file_bytes",
             true,
         );
         // Each model's engine thread takes them when it starts.
@@ -454,6 +471,7 @@ impl Config {
         l.request_timeout_secs = n.request_timeout_secs;
         l.idle_timeout_secs = n.idle_timeout_secs;
         l.max_queued_requests = n.max_queued_requests;
+        l.max_file_bytes = n.max_file_bytes;
         if self.changes(new).live.contains(&"models.aliases") {
             for (m, n) in self.models.iter_mut().zip(&new.models) {
                 m.aliases = n.aliases.clone();

@@ -39,6 +39,9 @@ pub struct Limits {
     pub max_kv_mib: u64,
     /// Sequences allowed to wait for a model; beyond that requests get a 429.
     pub max_waiting_sequences: u32,
+    /// The largest file (an upload, a file part joined, a batch's output) in bytes; a bigger
+    /// one is refused with a 413. OpenAI's limit, 512 MiB, by default.
+    pub max_file_bytes: u64,
     /// `[limits.grammar]`: what one output grammar may contain.
     pub grammar: GrammarLimits,
 }
@@ -55,6 +58,7 @@ impl Default for Limits {
             max_running_sequences: 64,
             max_kv_mib: 16 << 10,
             max_waiting_sequences: 1024,
+            max_file_bytes: 512 << 20,
             grammar: GrammarLimits::default(),
         }
     }
@@ -125,6 +129,7 @@ impl Limits {
                 MAX_CONCURRENT,
             ),
             ("max_kv_mib", l.max_kv_mib, 1 << 30),
+            ("max_file_bytes", l.max_file_bytes, 1 << 40),
             (
                 "max_waiting_sequences",
                 u64::from(l.max_waiting_sequences),

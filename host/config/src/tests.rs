@@ -158,3 +158,34 @@ fn network_grants_parse_addresses_and_ranges() {
     let a: Config = toml::from_str("").unwrap();
     assert_eq!(a.changes(&c).live, ["plugins.network"]);
 }
+
+#[test]
+fn storage_url_and_file_limit_are_checked() {
+    let c: Config = toml::from_str(
+        "[storage]\nurl = 'postgres://u@db/cinder'\n[limits]\nmax_file_bytes = 1024\n",
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.limits.max_file_bytes, 1024);
+    let empty: Config = toml::from_str("").unwrap();
+    assert_eq!(empty.limits.max_file_bytes, 512 << 20);
+    for bad in [
+        "[storage]\nurl = 'mysql://u@db/cinder'\n",
+        "[storage]\nurl = ''\n",
+        "[limits]\nmax_file_bytes = 0\n",
+    ] {
+        let c: Config = toml::from_str(bad).unwrap();
+        assert!(c.validate().is_err(), "{bad}");
+    }
+    // The database is chosen at start; the file limit applies to the next request.
+    let a: Config = toml::from_str("").unwrap();
+    let changes = a.changes(&c_with(
+        "[storage]\nurl = 'postgres://x/y'\n[limits]\nmax_file_bytes = 9\n",
+    ));
+    assert_eq!(changes.restart, ["storage.url"]);
+    assert_eq!(changes.live, ["limits.max_file_bytes"]);
+}
+
+fn c_with(text: &str) -> Config {
+    toml::from_str(text).unwrap()
+}

@@ -1,6 +1,6 @@
-//! The host's bindings of `wit/v0.1`: the `chat-plugin` world at this module's root (its
-//! imports are every interface the host implements), and the `tools-plugin` and
-//! `embeddings-plugin` worlds beside it, their shared interfaces mapped onto the same Rust
+//! The host's bindings of `wit/v0.1`: the `chat-plugin` world at this module's root, and the
+//! `tools-plugin`, `embeddings-plugin` and `store-plugin` worlds beside it (each adds its own
+//! imports), their shared interfaces mapped onto the same Rust
 //! types (and the same host implementations).
 
 wasmtime::component::bindgen!({
@@ -71,6 +71,26 @@ pub(crate) mod embeddings_world {
             "cinder:plugin/sink": crate::bindings::cinder::plugin::sink,
             "cinder:plugin/config": crate::bindings::cinder::plugin::config,
             "cinder:plugin/route": crate::bindings::cinder::plugin::route,
+        },
+    });
+}
+
+/// Bindings for the `store-plugin` world (`@since 0.1.7`): its `store` and `multipart` imports
+/// are new (every call waits on the database, the disk or the client, so all are async); it
+/// exports `handler` like a chat plugin, and is instantiated as one.
+pub(crate) mod store_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1",
+        world: "store-plugin",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "cinder:plugin/types": crate::bindings::cinder::plugin::types,
+            "cinder:plugin/log": crate::bindings::cinder::plugin::log,
+            "cinder:plugin/sink": crate::bindings::cinder::plugin::sink,
+            "cinder:plugin/config": crate::bindings::cinder::plugin::config,
+            "cinder:plugin/route": crate::bindings::cinder::plugin::route,
+            "cinder:plugin/store.blob-writer": crate::imports::store::BlobWriterHandle,
         },
     });
 }

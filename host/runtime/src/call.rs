@@ -15,6 +15,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use crate::Runtime;
 use crate::bindings;
+use crate::documents::Access;
 use crate::failure::{CallError, PluginError, trap_reason};
 use crate::guest_log;
 use crate::imports::tools::{StoreMaker, ToolsLink};
@@ -42,6 +43,8 @@ pub struct Limits {
     pub max_instances: u32,
     /// Requests waiting for an instance beyond which new ones get a 429 at once.
     pub max_queued: u32,
+    /// The largest blob (file content) a call may write.
+    pub max_file_bytes: u64,
 }
 
 /// One HTTP request handed to a plugin.
@@ -56,6 +59,8 @@ pub struct PluginRequest {
     /// Who is asking: the stored documents the call may see and writes under. A hash of the
     /// API key, or [`LOCAL_OWNER`] when the server takes no keys.
     pub owner: String,
+    /// The body as a multipart form, on routes that take one (`body` is then empty).
+    pub multipart: Option<crate::body::Multipart>,
 }
 
 /// What a plugin call produces, in order, on its channel. The channel closing after events
@@ -70,6 +75,13 @@ pub enum Output {
     Failed(CallError),
     /// The call used another plugin (`id@version`; the tools plugin), before its response.
     Uses(String),
+    /// A whole response whose body is a stored blob, streamed from disk (WIT `send-blob`).
+    File {
+        status: u16,
+        content_type: String,
+        length: u64,
+        file: tokio::fs::File,
+    },
 }
 
 /// Each call's generations form one group in the engine's fair admission.
@@ -211,10 +223,15 @@ impl Runtime {
             resumed_at: Instant::now(),
             progress,
             started: Instant::now(),
-            documents: plugin
-                .capabilities
-                .contains(&Capability::Storage)
-                .then(|| self.documents.load_full()),
+            documents: match self.store.load_full() {
+                _ if !plugin.capabilities.contains(&Capability::Storage) => Access::NotGranted,
+                Some(store) => Access::Granted((*store).clone()),
+                None => Access::NoStore,
+            },
+            collections: plugin.collections.clone(),
+            max_file_bytes: limits.max_file_bytes,
+            multipart: None,
+            body_failure: None,
             settings: self
                 .settings
                 .load()
@@ -252,6 +269,7 @@ impl Runtime {
         let mut store = self.store(plugin, limits, out.clone(), progress, &request.owner);
         store.data_mut().request_id = request.request_id.as_str().into();
         store.data_mut().route = request.route;
+        store.data_mut().multipart = request.multipart;
         let result = async {
             let crate::plugin::Pre::Handler(pre, _) = &plugin.pre else {
                 return Err(wasmtime::Error::msg("a tools plugin serves no routes"));
@@ -280,6 +298,12 @@ impl Runtime {
             warn!(plugin = %plugin.info.id, bytes = dropped, "log messages past the request's budget were dropped");
         }
         let responded = store.data().response != state::ResponseState::Nothing;
+        // A body that could not be read decides the answer, whatever the plugin made of it.
+        if let Some(failure) = store.data_mut().body_failure.take()
+            && !responded
+        {
+            return Err(CallError::Body(failure));
+        }
         match result {
             Ok(Ok(())) if responded => Ok(()),
             Ok(Ok(())) => Err(CallError::NoResponse),

@@ -58,6 +58,9 @@ pub enum CallError {
     /// The plugin trapped (a panic, an abort, out of memory) or broke a host rule.
     #[error("The plugin `{plugin}` failed: {reason}")]
     Trapped { plugin: String, reason: String },
+    /// The request body could not be read (too large, too slow, malformed multipart).
+    #[error(transparent)]
+    Body(#[from] crate::body::BodyFailure),
 }
 
 impl From<types::Error> for PluginError {

@@ -14,6 +14,7 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 mod bindings;
 mod blocking;
+mod body;
 mod cache;
 mod call;
 mod documents;
@@ -28,8 +29,9 @@ mod reload;
 mod routing;
 mod state;
 
+pub use body::{BodyFailure, Multipart, MultipartBody, PartHead};
 pub use call::{Limits, Output, PluginRequest};
-pub use documents::LOCAL_OWNER;
+pub use documents::{LOCAL_OWNER, migrate_logs as migrate_document_logs};
 use failure::describe_trap;
 pub use failure::{CallError, Detail, PluginError, RuntimeError};
 pub use manifest::Capability;
@@ -53,8 +55,8 @@ pub struct Runtime {
     /// What the engine's pool was sized for.
     pool: Limits,
     cache: cache::CompileCache,
-    /// Plugins' durable documents (in memory until [`Runtime::set_storage_dir`]).
-    documents: ArcSwap<documents::DocumentStore>,
+    /// The durable state plugins granted `storage` reach (none until [`Runtime::set_store`]).
+    store: arc_swap::ArcSwapOption<cinder_store::Store>,
     /// Per plugin id: its settings from the config file.
     settings: ArcSwap<std::collections::HashMap<String, Arc<Settings>>>,
     /// Per plugin id: the closed address ranges it may reach anyway (`net_policy`).
@@ -123,6 +125,16 @@ impl Runtime {
             wasmtime::component::HasSelf<_>,
         >(&mut linker, |s| s)
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        bindings::store_world::cinder::plugin::store::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut linker, |s| s)
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        bindings::store_world::cinder::plugin::multipart::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut linker, |s| s)
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -144,7 +156,7 @@ impl Runtime {
             limits: ArcSwap::from_pointee(limits.clone()),
             pool: limits,
             cache: cache::CompileCache::new(cache_dir),
-            documents: ArcSwap::from_pointee(documents::DocumentStore::new(None)),
+            store: arc_swap::ArcSwapOption::empty(),
             settings: ArcSwap::from_pointee(Default::default()),
             network: ArcSwap::from_pointee(Default::default()),
             registry: ArcSwap::from_pointee(Registry::default()),
@@ -313,10 +325,9 @@ impl Runtime {
         self.network.store(Arc::new(grants));
     }
 
-    /// Keeps plugins' documents in `dir` from now on (set it before serving).
-    pub fn set_storage_dir(&self, dir: PathBuf) {
-        self.documents
-            .store(Arc::new(documents::DocumentStore::new(Some(dir))));
+    /// Keeps plugins' durable state in `store` from now on (set it before serving).
+    pub fn set_store(&self, store: cinder_store::Store) {
+        self.store.store(Some(Arc::new(store)));
     }
 
     /// How many plugins were loaded from the on-disk compile cache instead of compiled.

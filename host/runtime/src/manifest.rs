@@ -19,6 +19,9 @@ pub(crate) struct Manifest {
     /// What the plugin may reach beyond the baseline; see [`Capability`].
     #[serde(default)]
     pub(crate) capabilities: Vec<Capability>,
+    /// The store collections it may read and write (WIT `store`, with `storage`).
+    #[serde(default)]
+    pub(crate) collections: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -31,6 +34,27 @@ pub(crate) struct RouteSpec {
     pub(crate) id: Option<String>,
     pub(crate) method: String,
     pub(crate) path: String,
+    /// How the host reads the request body: `json` (the default: whole, as text) or
+    /// `multipart` (parsed by the host, read by the plugin a part at a time).
+    #[serde(default)]
+    pub(crate) body: BodyKind,
+}
+
+/// A route's body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum BodyKind {
+    #[default]
+    Json,
+    Multipart,
+}
+
+/// A collection name as a manifest may write it: `[a-z0-9_]{1,64}`.
+pub(crate) fn valid_collection(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 /// A capability a manifest may ask for.
@@ -51,8 +75,9 @@ pub enum Capability {
     Network,
     /// A read-only view of the plugin's own `data/` folder, mounted at `/data`.
     Filesystem,
-    /// Durable documents kept by the host (`cinder:plugin/documents`, which every plugin may
-    /// import; without this grant each call fails).
+    /// Durable state kept by the host: documents (`cinder:plugin/documents`) and the store's
+    /// objects and blobs (`cinder:plugin/store`, in the collections the manifest names).
+    /// Every plugin may import both; without this grant each call fails.
     Storage,
 }
 
@@ -79,6 +104,9 @@ fn needed(import: &str) -> Result<Option<Capability>, ()> {
         | "cinder:plugin/sink"
         | "cinder:plugin/config"
         | "cinder:plugin/documents"
+        // Like `documents`: linked into every SDK plugin; each call checks the grant.
+        | "cinder:plugin/store"
+        | "cinder:plugin/multipart"
         | "cinder:plugin/route"
         // Calls into the tools plugin: it can reach no more than the caller could.
         | "cinder:plugin/tools" => Ok(None),

@@ -11,19 +11,20 @@ use crate::bindings::ChatPluginPre;
 use crate::bindings::tools_world::ToolsPluginPre;
 use crate::cache::CompileCache;
 use crate::failure::RuntimeError;
-use crate::manifest::{Capability, Manifest, check_imports};
+use crate::manifest::{BodyKind, Capability, Manifest, check_imports, valid_collection};
 use crate::routing::{HOST_ROUTES, MatchedRoute, Route, overlaps, path_params, valid_route_id};
 use crate::state::HostState;
 
 /// The WIT minor a plugin must be built against (any 0.1.x).
 const WIT_MINOR: &str = "0.1.";
 /// The newest WIT this host implements (`wit/v0.1/worlds.wit`).
-pub const WIT_SERVED: &str = "0.1.6";
+pub const WIT_SERVED: &str = "0.1.7";
 
 /// A compiled plugin of one of the worlds this host serves.
 pub(crate) enum Pre {
-    /// `chat-plugin` or `embeddings-plugin` (the world named): serves HTTP routes through
-    /// `handler`. The two differ in their imports only, which the linker provides for both.
+    /// `chat-plugin`, `embeddings-plugin` or `store-plugin` (the world named): serves HTTP
+    /// routes through `handler`. They differ in their imports only, which the linker provides
+    /// for all.
     Handler(ChatPluginPre<HostState>, &'static str),
     /// `tools-plugin`: serves other plugins through `tools`.
     Tools(ToolsPluginPre<HostState>),
@@ -62,7 +63,7 @@ impl Pre {
 /// The export that names a world's WIT version.
 fn versioned_export(world: &str) -> Option<&'static str> {
     match world {
-        "chat-plugin" | "embeddings-plugin" => Some("cinder:plugin/handler@"),
+        "chat-plugin" | "embeddings-plugin" | "store-plugin" => Some("cinder:plugin/handler@"),
         "tools-plugin" => Some("cinder:plugin/tools@"),
         _ => None,
     }
@@ -90,6 +91,10 @@ pub struct Plugin {
     pub(crate) pre: Pre,
     /// Each route's id (the manifest's, or `METHOD /pattern`), in the order of `info.routes`.
     pub(crate) route_ids: Vec<String>,
+    /// Whether each route's body is a multipart form, in the order of `info.routes`.
+    pub(crate) route_multipart: Vec<bool>,
+    /// The store collections its manifest names.
+    pub(crate) collections: std::sync::Arc<[String]>,
     /// What its manifest grants beyond the baseline.
     pub(crate) capabilities: Vec<Capability>,
     /// The folder it was loaded from.
@@ -190,7 +195,7 @@ impl Plugin {
         }
         let Some(export) = versioned_export(&manifest.world) else {
             return Err(fail(format!(
-                "world `{}` is not one this host serves (chat-plugin, embeddings-plugin, tools-plugin)",
+                "world `{}` is not one this host serves (chat-plugin, embeddings-plugin, store-plugin, tools-plugin)",
                 manifest.world
             )));
         };
@@ -230,6 +235,11 @@ impl Plugin {
                 None => {}
             }
         }
+        if let Some(c) = manifest.collections.iter().find(|c| !valid_collection(c)) {
+            return Err(fail(format!(
+                "collection `{c}` is not 1 to 64 lowercase letters, digits or `_`"
+            )));
+        }
         if manifest.world == "tools-plugin" && !manifest.routes.is_empty() {
             return Err(fail(
                 "a tools plugin serves other plugins, not routes: its plugin.toml has `routes`"
@@ -268,6 +278,7 @@ impl Plugin {
             "embeddings-plugin" => {
                 ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "embeddings-plugin"))
             }
+            "store-plugin" => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "store-plugin")),
             _ => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "chat-plugin")),
         }
         .map_err(|e| fail(format!("it does not implement {}: {e}", manifest.world)))?;
@@ -293,6 +304,12 @@ impl Plugin {
             },
             pre,
             route_ids,
+            route_multipart: manifest
+                .routes
+                .iter()
+                .map(|r| r.body == BodyKind::Multipart)
+                .collect(),
+            collections: manifest.collections.into(),
             capabilities: manifest.capabilities,
             dir: dir.to_path_buf(),
             digest: digest(manifest_text.as_bytes(), &bytes),
@@ -426,7 +443,13 @@ impl Registry {
         }
         let index = self.plugins.len();
         let mut new_routes = Vec::new();
-        for (route, id) in plugin.info.routes.iter().zip(&plugin.route_ids) {
+        for ((route, id), multipart) in plugin
+            .info
+            .routes
+            .iter()
+            .zip(&plugin.route_ids)
+            .zip(&plugin.route_multipart)
+        {
             let (method, path) = route.split_once(' ').unwrap_or(("POST", route));
             // Routing takes the first match, so any path both patterns match would be
             // decided by load order: `/v1/{x}/completions` must not take chat's requests.
@@ -447,6 +470,7 @@ impl Registry {
                 method: method.to_owned(),
                 pattern: path.to_owned(),
                 id: id.clone(),
+                multipart: *multipart,
                 plugin: index,
             });
         }
@@ -469,6 +493,7 @@ impl Registry {
                     let matched = MatchedRoute {
                         id: r.id.clone(),
                         params,
+                        multipart: r.multipart,
                     };
                     return RouteMatch::Found(self.plugins[r.plugin].clone(), matched);
                 }

@@ -9,6 +9,8 @@ pub struct MatchedRoute {
     pub id: String,
     /// `{name}` segments of the pattern and what the path had there, in order.
     pub params: Vec<(String, String)>,
+    /// Whether the route takes a multipart form (the host parses it; WIT `multipart`).
+    pub multipart: bool,
 }
 
 /// One route of a loaded plugin.
@@ -17,6 +19,7 @@ pub(crate) struct Route {
     pub(crate) method: String,
     pub(crate) pattern: String,
     pub(crate) id: String,
+    pub(crate) multipart: bool,
     /// Index of the plugin in the registry.
     pub(crate) plugin: usize,
 }

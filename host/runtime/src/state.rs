@@ -46,8 +46,17 @@ pub struct HostState {
     pub(crate) started: Instant,
     /// This plugin's `[plugins.settings.<id>]`, sorted by key, as of the call's start.
     pub(crate) settings: Arc<Settings>,
-    /// `None` unless the manifest grants `storage`.
-    pub(crate) documents: Option<Arc<crate::documents::DocumentStore>>,
+    /// The store, when the manifest grants `storage` and the server keeps one.
+    pub(crate) documents: crate::documents::Access,
+    /// The store collections the manifest names (WIT `store`).
+    pub(crate) collections: Arc<[String]>,
+    /// The largest blob a call may write (`[limits] max_file_bytes`).
+    pub(crate) max_file_bytes: u64,
+    /// The request's multipart body, on routes that take one.
+    pub(crate) multipart: Option<crate::body::Multipart>,
+    /// Why the request body could not be read: the host answers for it (413, 408, 400)
+    /// whatever the plugin returns after.
+    pub(crate) body_failure: Option<crate::body::BodyFailure>,
     /// Host resources the call holds (open generations, log volume, stored bytes).
     pub(crate) quota: crate::quota::Quota,
     /// The tools plugin this call may reach through the `tools` import.

@@ -46,6 +46,7 @@ pub fn limits(c: &Config) -> cinder_runtime::Limits {
         idle_timeout: Duration::from_secs(c.limits.idle_timeout_secs),
         max_instances: c.limits.max_concurrent_requests,
         max_queued: c.limits.max_queued_requests,
+        max_file_bytes: c.limits.max_file_bytes,
     }
 }
 
@@ -65,6 +66,7 @@ pub fn plugin_settings(c: &Config) -> HashMap<String, cinder_runtime::Settings> 
 pub fn settings(c: &Config) -> Settings {
     Settings {
         max_body_bytes: c.server.max_body_bytes,
+        max_file_bytes: c.limits.max_file_bytes,
         api_keys: c.server.api_keys.clone(),
         cors_origins: c.server.cors_origins.clone(),
         allowed_hosts: c.server.allowed_hosts.clone(),

@@ -5,7 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use cinder_openai::ErrorBody;
-use cinder_runtime::{CallError, Detail, PluginError};
+use cinder_runtime::{BodyFailure, CallError, Detail, PluginError};
 
 /// An HTTP error status with OpenAI's error body.
 #[derive(Debug)]
@@ -99,6 +99,18 @@ impl ApiError {
             }
             CallError::NoResponse | CallError::OutOfFuel { .. } | CallError::Trapped { .. } => {
                 server(StatusCode::INTERNAL_SERVER_ERROR, None)
+            }
+            CallError::Body(failure) => {
+                let (status, code) = match failure {
+                    BodyFailure::TooLarge { .. } => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, Some("request_too_large"))
+                    }
+                    BodyFailure::TimedOut(_) => {
+                        (StatusCode::REQUEST_TIMEOUT, Some("request_timeout"))
+                    }
+                    BodyFailure::Malformed(_) => (StatusCode::BAD_REQUEST, None),
+                };
+                Self::new(status, "invalid_request_error", &message, None, code)
             }
         }
     }

@@ -18,6 +18,7 @@ mod config_watch;
 mod cors;
 mod error;
 mod guard;
+mod multipart;
 mod routes;
 mod serve;
 mod sse;
@@ -160,7 +161,22 @@ fn main() -> Result<()> {
         .plugins
         .or(config.plugins.dir.clone())
         .context("no plugin folder: set plugins.dir or pass --plugins")?;
-    runtime.set_storage_dir(config.storage.dir.clone());
+    // Built before the store: its connection pool lives on the runtime that serves.
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let store = tokio.block_on(async {
+        let store = cinder_store::Store::open(&config.storage.dir, config.storage.url.as_deref())
+            .await
+            .context("opening the store")?;
+        let moved = cinder_runtime::migrate_document_logs(&config.storage.dir, &store)
+            .await
+            .map_err(anyhow::Error::msg)
+            .context("moving document logs into the store")?;
+        info!(backend = ?store.backend(), moved, "store open");
+        anyhow::Ok(store)
+    })?;
+    runtime.set_store(store);
     runtime.set_plugin_settings(config_watch::plugin_settings(&config));
     runtime.set_network_grants(config.plugins.network_grants()?);
     for p in runtime.load_dir(&plugin_dir)? {
@@ -185,9 +201,6 @@ fn main() -> Result<()> {
     };
     let host = args.host.unwrap_or(config.server.host.clone());
     let port = args.port.unwrap_or(config.server.port);
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     tokio.block_on(async move {
         let listener = tokio::net::TcpListener::bind((host.as_str(), port))
             .await

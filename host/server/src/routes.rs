@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cinder_core::ModelRegistry;
 use cinder_openai::models::{Model, ModelList};
-use cinder_runtime::{PluginRequest, RouteMatch, Runtime};
+use cinder_runtime::{BodyFailure, CallError, Multipart, PluginRequest, RouteMatch, Runtime};
 use tracing::Instrument;
 
 use crate::error::ApiError;
@@ -35,6 +35,8 @@ pub struct AppState {
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub max_body_bytes: usize,
+    /// Largest file a multipart body may carry (`limits.max_file_bytes`).
+    pub max_file_bytes: u64,
     /// Accepted bearer keys; empty: none required.
     pub api_keys: Vec<String>,
     /// Browser origins allowed by CORS; `*` allows any.
@@ -217,6 +219,7 @@ async fn dispatch(
     uri: Uri,
     axum::Extension(RequestId(request_id)): axum::Extension<RequestId>,
     axum::Extension(crate::auth::Owner(owner)): axum::Extension<crate::auth::Owner>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let path = normalised(uri.path()).to_owned();
@@ -238,41 +241,24 @@ async fn dispatch(
             ));
         }
     };
-    let (limit, read_timeout) = {
+    let (limit, file_limit, read_timeout) = {
         let settings = s.settings.load();
-        (settings.max_body_bytes, settings.body_read_timeout)
+        (
+            settings.max_body_bytes,
+            settings.max_file_bytes,
+            settings.body_read_timeout,
+        )
     };
-    let body = tokio::time::timeout(read_timeout, axum::body::to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "invalid_request_error",
-                format!(
-                    "The request body did not arrive within {} s",
-                    read_timeout.as_secs()
-                ),
-                None,
-                Some("request_timeout"),
-            )
-        })?
-        .map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request_error",
-                    format!("The request body is larger than the limit of {limit} bytes"),
-                    None,
-                    Some("request_too_large"),
-                )
-            } else {
-                ApiError::bad_request(format!("Could not read the request body: {e}"), None)
-            }
-        })?;
-    let body = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request("The request body is not valid UTF-8", None))?;
+    let (body, multipart) = if route.multipart {
+        let content_type = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let form = crate::multipart::Form::new(body, content_type, file_limit, read_timeout)
+            .map_err(|m| ApiError::bad_request(m, None))?;
+        (String::new(), Some(Multipart::new(Box::new(form))))
+    } else {
+        (read_body(body, limit, read_timeout).await?, None)
+    };
     // Which plugin build answered: operators and tests can see a hot swap take effect.
     let served_by = axum::http::HeaderValue::from_str(&format!(
         "{}@{}",
@@ -294,6 +280,7 @@ async fn dispatch(
             request_id,
             route: Some(route),
             owner,
+            multipart,
         },
     );
     let mut res = respond(outputs)
@@ -309,6 +296,30 @@ async fn dispatch(
             .or_insert(axum::http::HeaderValue::from_static("1"));
     }
     Ok(res)
+}
+
+/// A JSON route's body, whole, as text: at most `limit` bytes, within `read_timeout`.
+async fn read_body(
+    body: Body,
+    limit: usize,
+    read_timeout: std::time::Duration,
+) -> Result<String, ApiError> {
+    let body = tokio::time::timeout(read_timeout, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::from_call(&CallError::Body(BodyFailure::TimedOut(read_timeout))))?
+        .map_err(|e| {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                ApiError::from_call(&CallError::Body(BodyFailure::TooLarge {
+                    limit: limit as u64,
+                }))
+            } else {
+                ApiError::bad_request(format!("Could not read the request body: {e}"), None)
+            }
+        })?;
+    String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request("The request body is not valid UTF-8", None))
 }
 
 #[cfg(test)]
@@ -328,6 +339,7 @@ mod tests {
             idle_timeout: std::time::Duration::from_secs(5),
             max_instances: 2,
             max_queued: 8,
+            max_file_bytes: 4096,
         };
         let runtime = Runtime::new(models.clone(), limits, None).unwrap();
         router(AppState {
@@ -335,6 +347,7 @@ mod tests {
             runtime,
             settings: Arc::new(ArcSwap::from_pointee(Settings {
                 max_body_bytes: 1024,
+                max_file_bytes: 4096,
                 api_keys: keys.iter().map(|k| k.to_string()).collect(),
                 cors_origins: vec!["http://app.example".into()],
                 allowed_hosts: Vec::new(),

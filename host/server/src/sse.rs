@@ -31,6 +31,12 @@ pub async fn respond(mut outputs: mpsc::Receiver<Output>) -> Result<Response, Ap
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 break res;
             }
+            Some(Output::File {
+                status,
+                content_type,
+                length,
+                file,
+            }) => break file_response(status, &content_type, length, file),
             Some(Output::Event(first)) => {
                 break Sse::new(event_stream(first, outputs))
                     .keep_alive(KeepAlive::default())
@@ -44,6 +50,40 @@ pub async fn respond(mut outputs: mpsc::Receiver<Output>) -> Result<Response, Ap
         res.headers_mut().insert("x-cinder-uses", v);
     }
     Ok(res)
+}
+
+/// Bytes read from a blob file per chunk of a download.
+const FILE_CHUNK: usize = 256 << 10;
+
+/// A stored blob as the whole body, read from disk a chunk at a time as the client takes it.
+fn file_response(status: u16, content_type: &str, length: u64, file: tokio::fs::File) -> Response {
+    use tokio::io::AsyncReadExt;
+    let chunks = stream::unfold(Some(file), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0; FILE_CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(axum::body::Bytes::from(buf)), Some(file)))
+            }
+            // The length was promised: the client sees a cut body, never a wrong one.
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut res = (status, axum::body::Body::from_stream(chunks)).into_response();
+    let headers = res.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(content_type)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    headers.insert(
+        axum::http::header::CONTENT_LENGTH,
+        HeaderValue::from(length),
+    );
+    res
 }
 
 enum State {
@@ -65,7 +105,7 @@ fn event_stream(
                 Some(Output::Uses(_)) => continue,
                 Some(Output::Event(data)) => Some((Event::default().data(data), State::Open(rx))),
                 // A shape change mid-stream is a plugin bug; surface it as an error event.
-                Some(Output::Respond { .. }) => {
+                Some(Output::Respond { .. } | Output::File { .. }) => {
                     let body = cinder_openai::ErrorBody::new(
                         "server_error",
                         "the plugin sent a whole response after streaming",

@@ -1,6 +1,6 @@
 //! What plugin code needs from the host: one small trait per WIT import ([`Inference`],
-//! [`Embeddings`], [`Tools`], [`Sink`], [`Config`], [`Documents`]), and [`Host`], which is
-//! all of them. In a plugin the host is [`Wasm`]; with the `testing` feature, unit tests run
+//! [`Embeddings`], [`Tools`], [`Sink`], [`Config`], [`Documents`], [`Store`], [`Multipart`]),
+//! and [`Host`], which is all of them. In a plugin the host is [`Wasm`]; with the `testing` feature, unit tests run
 //! the same code natively against [`crate::testing::FakeHost`].
 
 mod wasm;
@@ -13,6 +13,7 @@ use crate::inference::{
     self, ChatMessage, Constraint, Event, GenerateRequest, ModelInfo, TokenLogprob,
 };
 use crate::tools::{Call, Message, Prompt, ToolUse};
+use crate::{multipart, store};
 
 /// A running generation: yields deltas, then one `finished`, then `None`.
 pub trait Generation {
@@ -176,11 +177,77 @@ pub trait Documents {
     ) -> Result<Vec<(String, String)>, Error>;
 }
 
+/// A blob being written (`store.blob-writer`): nothing is visible until [`BlobWriter::finish`],
+/// and a writer dropped before that leaves nothing behind.
+pub trait BlobWriter {
+    /// Appends a chunk (keep chunks to a few MiB).
+    fn write(&mut self, chunk: &[u8]) -> Result<(), Error>;
+    /// Makes the blob durable and visible.
+    fn finish(self: Box<Self>) -> Result<store::Blob, Error>;
+}
+
+/// `cinder:plugin/store` (WIT 0.1.7): typed objects in the collections the manifest names, and
+/// blobs, all of the caller's owner (needs the `storage` capability).
+pub trait Store {
+    /// Creates an object with a fresh id (`new.id_prefix` and random characters).
+    fn create_object(
+        &self,
+        collection: &str,
+        new: &store::NewObject,
+    ) -> Result<store::Object, Error>;
+    /// The object `id`, if it exists.
+    fn get_object(&self, collection: &str, id: &str) -> Result<Option<store::Object>, Error>;
+    /// Replaces an object's status, metadata and body (compare-and-set with
+    /// `change.expect_version`).
+    fn update_object(
+        &self,
+        collection: &str,
+        id: &str,
+        change: &store::Change,
+    ) -> Result<store::Updated, Error>;
+    /// Deletes an object; false if there was none.
+    fn delete_object(&self, collection: &str, id: &str) -> Result<bool, Error>;
+    /// One page of a listing (an unknown cursor is a 400 naming `after` or `before`).
+    fn list_objects(&self, collection: &str, query: &store::Query) -> Result<store::Page, Error>;
+    /// Starts a blob.
+    fn blob_writer(&self) -> Result<Box<dyn BlobWriter>, Error>;
+    /// The blob `id`, if it exists.
+    fn blob_info(&self, id: &str) -> Result<Option<store::Blob>, Error>;
+    /// Up to `len` bytes (at most 4 MiB) of a blob from `offset`.
+    fn read_blob(&self, id: &str, offset: u64, len: u32) -> Result<Vec<u8>, Error>;
+    /// A new blob with the contents of `parts`, in order.
+    fn concat_blobs(&self, parts: &[String]) -> Result<store::Blob, Error>;
+    /// Deletes a blob; false if there was none.
+    fn delete_blob(&self, id: &str) -> Result<bool, Error>;
+    /// Answers the request with the blob as its body, streamed by the host.
+    fn send_blob(&self, id: &str, content_type: &str) -> Result<(), Error>;
+}
+
+/// `cinder:plugin/multipart` (WIT 0.1.7): the request's `multipart/form-data` body, a part
+/// at a time, for routes whose manifest entry says `body = "multipart"`.
+pub trait Multipart {
+    /// The next part's headers, or `None` after the last (the rest of the current part is
+    /// skipped).
+    fn next_part(&self) -> Result<Option<multipart::Part>, Error>;
+    /// Up to `max` bytes (at most 4 MiB) of the current part; empty at its end.
+    fn read_part(&self, max: u32) -> Result<Vec<u8>, Error>;
+}
+
+/// What a family on the store (`store-plugin`: files, uploads, batches) may reach: its
+/// response, its settings, the store and the multipart body. A plugin served through it links
+/// no inference import, so its manifest need not ask for `inference`.
+pub trait StoreHost: Sink + Config + Store + Multipart {}
+
+impl<T: Sink + Config + Store + Multipart> StoreHost for T {}
+
 /// Every import at once: what a family's pipeline takes, so one `&dyn Host` reaches all.
 /// Implemented for anything that implements each trait.
-pub trait Host: Inference + Embeddings + Tools + Sink + Config + Documents {}
+pub trait Host:
+    Inference + Embeddings + Tools + Sink + Config + Documents + Store + Multipart
+{
+}
 
-impl<T: Inference + Embeddings + Tools + Sink + Config + Documents> Host for T {}
+impl<T: Inference + Embeddings + Tools + Sink + Config + Documents + Store + Multipart> Host for T {}
 
 /// `dyn`-compatible serialization for [`Sink::send_json`]: the response types are all
 /// `serde::Serialize`, which is not object safe, so they cross as this.

@@ -1,6 +1,8 @@
 //! The real host, seen from inside a plugin: each trait forwards to its WIT import.
 
-use super::{Config, Documents, Embeddings, Generation, Inference, Sink, Tools};
+use super::{
+    BlobWriter, Config, Documents, Embeddings, Generation, Inference, Multipart, Sink, Store, Tools,
+};
 use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
 use crate::inference::{
     self, ChatMessage, Constraint, Event, GenerateRequest, ModelInfo, TokenLogprob,
@@ -8,6 +10,7 @@ use crate::inference::{
 use crate::sink::ResponseSink;
 use crate::tools::{Call, Message, Prompt, ToolUse};
 use crate::{Error, sink_error};
+use crate::{multipart, store};
 
 /// The real host, as seen from inside a plugin.
 pub struct Wasm<'a> {
@@ -200,5 +203,80 @@ impl Documents for Wasm<'_> {
         newest_first: bool,
     ) -> Result<Vec<(String, String)>, Error> {
         crate::documents::page(collection, after, limit, newest_first)
+    }
+}
+
+impl BlobWriter for store::BlobWriter {
+    fn write(&mut self, chunk: &[u8]) -> Result<(), Error> {
+        store::BlobWriter::write(self, chunk)
+    }
+
+    fn finish(self: Box<Self>) -> Result<store::Blob, Error> {
+        store::BlobWriter::finish(&self)
+    }
+}
+
+impl Store for Wasm<'_> {
+    fn create_object(
+        &self,
+        collection: &str,
+        new: &store::NewObject,
+    ) -> Result<store::Object, Error> {
+        store::create(collection, new)
+    }
+
+    fn get_object(&self, collection: &str, id: &str) -> Result<Option<store::Object>, Error> {
+        store::get(collection, id)
+    }
+
+    fn update_object(
+        &self,
+        collection: &str,
+        id: &str,
+        change: &store::Change,
+    ) -> Result<store::Updated, Error> {
+        store::update(collection, id, change)
+    }
+
+    fn delete_object(&self, collection: &str, id: &str) -> Result<bool, Error> {
+        store::delete(collection, id)
+    }
+
+    fn list_objects(&self, collection: &str, query: &store::Query) -> Result<store::Page, Error> {
+        store::list(collection, query)
+    }
+
+    fn blob_writer(&self) -> Result<Box<dyn BlobWriter>, Error> {
+        Ok(Box::new(store::BlobWriter::new()))
+    }
+
+    fn blob_info(&self, id: &str) -> Result<Option<store::Blob>, Error> {
+        store::blob_info(id)
+    }
+
+    fn read_blob(&self, id: &str, offset: u64, len: u32) -> Result<Vec<u8>, Error> {
+        store::read_blob(id, offset, len)
+    }
+
+    fn concat_blobs(&self, parts: &[String]) -> Result<store::Blob, Error> {
+        store::concat_blobs(parts)
+    }
+
+    fn delete_blob(&self, id: &str) -> Result<bool, Error> {
+        store::delete_blob(id)
+    }
+
+    fn send_blob(&self, id: &str, content_type: &str) -> Result<(), Error> {
+        store::send_blob(self.sink()?, id, content_type)
+    }
+}
+
+impl Multipart for Wasm<'_> {
+    fn next_part(&self) -> Result<Option<multipart::Part>, Error> {
+        multipart::next_part()
+    }
+
+    fn read_part(&self, max: u32) -> Result<Vec<u8>, Error> {
+        multipart::read(max)
     }
 }

@@ -19,6 +19,7 @@ use crate::chat::{StopSequences, StreamOptions};
 pub mod chat;
 pub mod completions;
 pub mod embeddings;
+pub mod list;
 
 /// A request that breaks one of OpenAI's rules: a 400 `invalid_request_error` naming `param`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,11 +1,8 @@
-//! The host side of the `documents` import: each call goes to the document store under the
-//! calling plugin's id and the caller's owner, if its manifest granted `storage`. Writes are
-//! synced to disk, so every call runs on a blocking thread.
-
-use std::sync::Arc;
+//! The host side of the `documents` import: each call goes to the store under the calling
+//! plugin's id and the caller's owner, if its manifest granted `storage`.
 
 use crate::bindings::cinder::plugin::{documents, types};
-use crate::documents::DocumentStore;
+use crate::documents::{Access, Scope};
 use crate::state::HostState;
 
 /// Storage failures are the host's or the plugin's fault, never the client's: a 500.
@@ -13,19 +10,36 @@ fn storage_error(e: String) -> types::Error {
     types::Error::Internal(format!("document storage: {e}"))
 }
 
-/// The store, the plugin's id and the caller's owner: what a blocking thread needs.
-type Scope = (Arc<DocumentStore>, Arc<str>, Arc<str>);
-
 impl HostState {
-    /// The store with the plugin's id and the caller's owner, if `storage` was granted.
-    fn documents(&self) -> Result<Scope, types::Error> {
+    /// The store, if `storage` was granted and the server keeps one.
+    pub(crate) fn granted_store(&self) -> Result<cinder_store::Store, types::Error> {
         match &self.documents {
-            Some(d) => Ok((d.clone(), self.plugin_id.clone(), self.owner.clone())),
-            None => Err(storage_error(format!(
+            Access::Granted(store) => Ok(store.clone()),
+            Access::NoStore => Err(storage_error("this server keeps no store".into())),
+            Access::NotGranted => Err(storage_error(format!(
                 "the plugin `{}` was not granted the `storage` capability",
                 self.plugin_id
             ))),
         }
+    }
+
+    /// Runs `work` on this call's documents; the wait is not the guest's CPU time.
+    async fn with_documents<T>(
+        &mut self,
+        work: impl AsyncFnOnce(Scope<'_>) -> Result<T, String>,
+    ) -> wasmtime::Result<Result<T, types::Error>> {
+        let store = match self.granted_store() {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let scope = Scope {
+            store: &store,
+            plugin: &self.plugin_id,
+            owner: &self.owner,
+        };
+        let result = work(scope).await.map_err(storage_error);
+        self.touch();
+        Ok(result)
     }
 }
 
@@ -36,19 +50,11 @@ impl documents::Host for HostState {
         key: String,
         value: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
-        let (store, plugin, owner) = match self.documents() {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(e)),
-        };
         if let Err(e) = self.quota.store(key.len() + value.len()) {
             return Ok(Err(storage_error(e)));
         }
-        self.blocking(move || {
-            store
-                .put(&plugin, &owner, &collection, key, value)
-                .map_err(storage_error)
-        })
-        .await
+        self.with_documents(async |d| d.put(&collection, &key, value).await)
+            .await
     }
 
     async fn get(
@@ -56,16 +62,8 @@ impl documents::Host for HostState {
         collection: String,
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, types::Error>> {
-        let (store, plugin, owner) = match self.documents() {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.blocking(move || {
-            store
-                .get(&plugin, &owner, &collection, &key)
-                .map_err(storage_error)
-        })
-        .await
+        self.with_documents(async |d| d.get(&collection, &key).await)
+            .await
     }
 
     async fn delete(
@@ -73,16 +71,8 @@ impl documents::Host for HostState {
         collection: String,
         key: String,
     ) -> wasmtime::Result<Result<bool, types::Error>> {
-        let (store, plugin, owner) = match self.documents() {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.blocking(move || {
-            store
-                .delete(&plugin, &owner, &collection, key)
-                .map_err(storage_error)
-        })
-        .await
+        self.with_documents(async |d| d.delete(&collection, &key).await)
+            .await
     }
 
     async fn page(
@@ -92,22 +82,7 @@ impl documents::Host for HostState {
         limit: u32,
         newest_first: bool,
     ) -> wasmtime::Result<Result<Vec<(String, String)>, types::Error>> {
-        let (store, plugin, owner) = match self.documents() {
-            Ok(d) => d,
-            Err(e) => return Ok(Err(e)),
-        };
-        self.blocking(move || {
-            store
-                .list(
-                    &plugin,
-                    &owner,
-                    &collection,
-                    after.as_deref(),
-                    limit,
-                    newest_first,
-                )
-                .map_err(storage_error)
-        })
-        .await
+        self.with_documents(async |d| d.page(&collection, after, limit, newest_first).await)
+            .await
     }
 }

@@ -7,8 +7,10 @@ pub(crate) mod documents;
 pub(crate) mod embeddings;
 pub(crate) mod inference;
 pub(crate) mod log;
+pub(crate) mod multipart;
 pub(crate) mod route;
 pub(crate) mod sink;
+pub(crate) mod store;
 pub(crate) mod tools;
 
 use cinder_core::{CoreError, SamplingField};

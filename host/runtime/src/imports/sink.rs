@@ -8,7 +8,11 @@ use crate::call::Output;
 use crate::state::{HostState, ResponseState, SinkHandle};
 
 impl HostState {
-    async fn send(&mut self, output: Output, shape: ResponseState) -> Result<(), sink::SinkError> {
+    pub(crate) async fn send(
+        &mut self,
+        output: Output,
+        shape: ResponseState,
+    ) -> Result<(), sink::SinkError> {
         match (self.response, shape) {
             (ResponseState::Whole, _) | (ResponseState::Streaming, ResponseState::Whole) => {
                 return Err(sink::SinkError::AlreadyResponded);

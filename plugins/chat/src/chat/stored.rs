@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use cinder_sdk::host::Host;
 use cinder_sdk::openai::chat::ChatCompletion;
+use cinder_sdk::openai::params::list::{ListParams, list_body};
 use cinder_sdk::types::ErrorDetail;
 use cinder_sdk::{Error, Request, Route, invalid_request};
 
@@ -61,89 +62,10 @@ fn not_found(id: &str) -> Error {
     })
 }
 
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-/// `%XX` and `+` decoding of one query component.
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The query string's pairs, decoded.
-fn query(path: &str) -> Vec<(String, String)> {
-    path.split_once('?')
-        .map(|(_, q)| q)
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-/// `limit`, `after` and `order` of a list request.
-struct Page {
-    limit: u32,
-    after: Option<String>,
-    newest_first: bool,
-}
-
-fn page(q: &[(String, String)]) -> Result<Page, Error> {
-    let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    let limit = match get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(v) => v
-            .parse::<u32>()
-            .ok()
-            .filter(|l| (1..=MAX_LIMIT).contains(l))
-            .ok_or_else(|| {
-                invalid_request(
-                    &format!("limit must be between 1 and {MAX_LIMIT}"),
-                    Some("limit"),
-                )
-            })?,
-    };
-    let newest_first = match get("order") {
-        None | Some("asc") => false,
-        Some("desc") => true,
-        Some(_) => return Err(invalid_request("order is `asc` or `desc`", Some("order"))),
-    };
-    Ok(Page {
-        limit,
-        after: get("after").map(str::to_owned),
-        newest_first,
-    })
-}
-
-fn list_body(data: Vec<Value>, has_more: bool) -> Value {
-    let id = |v: Option<&Value>| v.and_then(|v| v["id"].as_str()).map(str::to_owned);
-    json!({
-        "object": "list",
-        "first_id": id(data.first()),
-        "last_id": id(data.last()),
-        "has_more": has_more,
-        "data": data,
-    })
+/// `limit`, `after` and `order` of a list request (oldest first by default, as OpenAI's
+/// stored completions list).
+fn page(q: &[(String, String)]) -> Result<ListParams, Error> {
+    Ok(ListParams::parse(q, DEFAULT_LIMIT, MAX_LIMIT, false)?)
 }
 
 fn load(host: &dyn Host, id: &str) -> Result<Stored, Error> {
@@ -163,7 +85,7 @@ fn shown(s: &Stored) -> Value {
 
 /// Serves one stored-completions request.
 pub fn serve(route: &Route, request: Request, host: &dyn Host) -> Result<(), Error> {
-    let q = query(&request.path);
+    let q = request.query();
     let id = || {
         route
             .param("id")
@@ -274,23 +196,4 @@ fn messages(host: &dyn Host, id: &str, q: &[(String, String)]) -> Result<(), Err
     let has_more = rest.len() > p.limit as usize;
     let data = rest.into_iter().take(p.limit as usize).collect();
     host.respond_json(200, &list_body(data, has_more))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_strings_are_decoded() {
-        let q = query("/v1/chat/completions?metadata%5Bteam%5D=search+ops&limit=2&after=x");
-        assert_eq!(
-            q,
-            [
-                ("metadata[team]".to_string(), "search ops".to_string()),
-                ("limit".to_string(), "2".to_string()),
-                ("after".to_string(), "x".to_string())
-            ]
-        );
-        assert_eq!(decode("100%"), "100%");
-    }
 }

@@ -13,8 +13,12 @@
 //! assert_eq!(host.response().unwrap().1["ok"], true);
 //! ```
 
+mod store;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
+
+pub use store::{FakeForm, FakeStore};
 
 use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
 use crate::export::ToolsPlugin;
@@ -46,6 +50,10 @@ pub struct FakeHost {
     embedder: Option<EmbedderInfo>,
     /// Every `embed` call's inputs, in order.
     embedded: RefCell<Vec<Vec<EmbedInput>>>,
+    /// Objects and blobs (WIT `store`).
+    store: FakeStore,
+    /// The request's multipart form (WIT `multipart`).
+    form: FakeForm,
 }
 
 /// A `POST /v1/chat/completions` request with `body`.
@@ -86,7 +94,27 @@ impl FakeHost {
             tools_plugin: None,
             embedder: None,
             embedded: RefCell::new(Vec::new()),
+            store: FakeStore::default(),
+            form: FakeForm::default(),
         }
+    }
+
+    /// This host with `store` (shared between requests: build each request's host with
+    /// [`FakeHost::with_store`] of one store, as the real host shares its database).
+    pub fn with_store(mut self, store: FakeStore) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The request's multipart form: `(name, filename, content)` parts in order.
+    pub fn with_form(mut self, parts: &[(&str, Option<&str>, &[u8])]) -> Self {
+        self.form = FakeForm::new(parts);
+        self
+    }
+
+    /// The store behind this host.
+    pub fn store(&self) -> &FakeStore {
+        &self.store
     }
 
     /// Adds an embedding model `id` with unit vectors of `dimensions` that reads up to

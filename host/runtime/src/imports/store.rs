@@ -1,0 +1,430 @@
+//! `cinder:plugin/store` (WIT 0.1.7): typed objects and blobs in the host's store, scoped to
+//! the collections the plugin's manifest names and to the caller's owner. Blob contents move
+//! in chunks; a download goes from the blob file to the client without passing through the
+//! guest.
+
+use std::collections::BTreeMap;
+
+use cinder_store::{Change, Key, ListQuery, NewObject, Order, StoreError};
+use wasmtime::component::Resource;
+
+use crate::bindings::cinder::plugin::types;
+use crate::bindings::store_world::cinder::plugin::store;
+use crate::body::BodyFailure;
+use crate::call::Output;
+use crate::imports::invalid_argument;
+
+/// A caller's mistake in argument `field` (WIT's name for it).
+fn bad(message: impl Into<String>, field: &str) -> types::Error {
+    invalid_argument(field, message, None)
+}
+use crate::state::{HostState, ResponseState, SinkHandle};
+
+/// Largest chunk one `read-blob` returns (and one `write` should carry).
+const MAX_CHUNK: u32 = 4 << 20;
+/// Largest page one `list` returns.
+const MAX_PAGE: u32 = 10_000;
+
+/// A blob being written by the guest (`blob-writer`): dropped unfinished, it leaves nothing.
+pub struct BlobWriterHandle(Option<cinder_store::BlobWriter>);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn internal(e: StoreError) -> types::Error {
+    types::Error::Internal(format!("store: {e}"))
+}
+
+/// The store's refusals in WIT terms; the plugin names the request parameter.
+fn wit_error(e: StoreError) -> types::Error {
+    match e {
+        StoreError::NulCharacter(field) => bad(
+            format!("`{field}` contains a NUL character, which cannot be stored"),
+            field,
+        ),
+        StoreError::InvalidId(id) => bad(format!("`{id}` is not a store id"), "id"),
+        StoreError::NotFound { collection, id } => types::Error::NotFound(types::ErrorDetail {
+            message: format!("No object `{id}` in `{collection}`"),
+            param: Some("id".into()),
+            code: None,
+        }),
+        other => internal(other),
+    }
+}
+
+fn pairs(m: Vec<(String, String)>) -> BTreeMap<String, String> {
+    m.into_iter().collect()
+}
+
+fn object(o: cinder_store::Object) -> store::Object {
+    store::Object {
+        id: o.id,
+        created_at: o.created_at,
+        version: o.version,
+        status: o.status,
+        metadata: o.metadata.into_iter().collect(),
+        body: o.body,
+    }
+}
+
+fn blob(b: cinder_store::Blob) -> store::Blob {
+    store::Blob {
+        id: b.id,
+        bytes: b.bytes,
+        md5: b.md5,
+    }
+}
+
+impl HostState {
+    /// The store, if `storage` was granted, the server keeps one, and the manifest names
+    /// `collection` (`None`: blobs, which every storage plugin may keep).
+    fn collection_store(
+        &self,
+        collection: Option<&str>,
+    ) -> Result<cinder_store::Store, types::Error> {
+        let store = self.granted_store()?;
+        if let Some(c) = collection
+            && !self.collections.iter().any(|granted| granted.as_str() == c)
+        {
+            return Err(types::Error::Internal(format!(
+                "store: the plugin `{}` did not ask for the collection `{c}` (collections = [..., \"{c}\"] in its plugin.toml)",
+                self.plugin_id
+            )));
+        }
+        Ok(store)
+    }
+
+    /// Runs `work` on the store for the caller's owner, if this call may reach `collection`.
+    /// The wait is not the guest's CPU time, and counts as progress.
+    async fn with_store<T>(
+        &mut self,
+        collection: Option<&str>,
+        work: impl AsyncFnOnce(&cinder_store::Store, &str) -> Result<T, types::Error>,
+    ) -> wasmtime::Result<Result<T, types::Error>> {
+        let store = match self.collection_store(collection) {
+            Ok(s) => s,
+            Err(e) => return Ok(Err(e)),
+        };
+        let owner = self.owner.clone();
+        let result = work(&store, &owner).await;
+        self.touch();
+        Ok(result)
+    }
+}
+
+impl store::Host for HostState {
+    async fn create(
+        &mut self,
+        collection: String,
+        new: store::NewObject,
+    ) -> wasmtime::Result<Result<store::Object, types::Error>> {
+        let prefix_ok = (1..=16).contains(&new.id_prefix.len())
+            && new
+                .id_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !prefix_ok {
+            return Ok(Err(bad(
+                "an id prefix is 1 to 16 of [A-Za-z0-9_-]",
+                "id-prefix",
+            )));
+        }
+        if let Err(e) = self.quota.store(new.body.len()) {
+            return Ok(Err(types::Error::Internal(format!("store: {e}"))));
+        }
+        let c = collection.clone();
+        self.with_store(Some(&c), async |store, owner| {
+            let new = NewObject {
+                collection,
+                owner: owner.to_owned(),
+                id_prefix: new.id_prefix,
+                created_at: now(),
+                status: new.status,
+                metadata: pairs(new.metadata),
+                body: new.body,
+            };
+            store.create(new).await.map(object).map_err(wit_error)
+        })
+        .await
+    }
+
+    async fn get(
+        &mut self,
+        collection: String,
+        id: String,
+    ) -> wasmtime::Result<Result<Option<store::Object>, types::Error>> {
+        self.with_store(Some(&collection), async |store, owner| {
+            let key = Key {
+                collection: &collection,
+                owner,
+                id: &id,
+            };
+            store
+                .get(key)
+                .await
+                .map(|o| o.map(object))
+                .map_err(wit_error)
+        })
+        .await
+    }
+
+    async fn update(
+        &mut self,
+        collection: String,
+        id: String,
+        change: store::Change,
+    ) -> wasmtime::Result<Result<store::Updated, types::Error>> {
+        if let Err(e) = self.quota.store(change.body.len()) {
+            return Ok(Err(types::Error::Internal(format!("store: {e}"))));
+        }
+        self.with_store(Some(&collection), async |store, owner| {
+            let key = Key {
+                collection: &collection,
+                owner,
+                id: &id,
+            };
+            let change = Change {
+                status: change.status,
+                metadata: pairs(change.metadata),
+                body: change.body,
+                expect_version: change.expect_version,
+            };
+            match store.update(key, change).await {
+                Ok(o) => Ok(store::Updated::Done(object(o))),
+                Err(StoreError::NotFound { .. }) => Ok(store::Updated::NotFound),
+                Err(StoreError::Conflict { actual, .. }) => Ok(store::Updated::Conflict(actual)),
+                Err(e) => Err(wit_error(e)),
+            }
+        })
+        .await
+    }
+
+    async fn delete(
+        &mut self,
+        collection: String,
+        id: String,
+    ) -> wasmtime::Result<Result<bool, types::Error>> {
+        self.with_store(Some(&collection), async |store, owner| {
+            let key = Key {
+                collection: &collection,
+                owner,
+                id: &id,
+            };
+            store.delete(key).await.map_err(wit_error)
+        })
+        .await
+    }
+
+    async fn list(
+        &mut self,
+        collection: String,
+        query: store::Query,
+    ) -> wasmtime::Result<Result<store::Page, types::Error>> {
+        if query.limit > MAX_PAGE {
+            return Ok(Err(bad(
+                format!("a page holds at most {MAX_PAGE} objects"),
+                "limit",
+            )));
+        }
+        let c = collection.clone();
+        self.with_store(Some(&c), async |store, owner| {
+            let q = ListQuery {
+                collection,
+                owner: owner.to_owned(),
+                limit: query.limit,
+                order: match query.order {
+                    store::Order::Asc => Order::Asc,
+                    store::Order::Desc => Order::Desc,
+                },
+                after: query.after.clone(),
+                before: query.before,
+                status: query.status,
+                metadata: query.metadata,
+            };
+            match store.list(&q).await {
+                Ok(p) => Ok(store::Page {
+                    objects: p.objects.into_iter().map(object).collect(),
+                    has_more: p.has_more,
+                }),
+                Err(StoreError::UnknownCursor(id)) => {
+                    let which = if query.after.as_deref() == Some(id.as_str()) {
+                        "after"
+                    } else {
+                        "before"
+                    };
+                    Err(bad(format!("no object `{id}` to list from"), which))
+                }
+                Err(e) => Err(wit_error(e)),
+            }
+        })
+        .await
+    }
+
+    async fn blob_info(
+        &mut self,
+        id: String,
+    ) -> wasmtime::Result<Result<Option<store::Blob>, types::Error>> {
+        self.with_store(None, async |store, owner| {
+            let found = store.blob(owner, &id).await;
+            found.map(|b| b.map(blob)).map_err(wit_error)
+        })
+        .await
+    }
+
+    async fn read_blob(
+        &mut self,
+        id: String,
+        offset: u64,
+        len: u32,
+    ) -> wasmtime::Result<Result<Vec<u8>, types::Error>> {
+        if len > MAX_CHUNK {
+            return Ok(Err(bad(
+                format!("a read returns at most {MAX_CHUNK} bytes"),
+                "len",
+            )));
+        }
+        self.with_store(None, async |store, owner| {
+            let read = store.read_blob(owner, &id, offset, len as usize).await;
+            read.map_err(wit_error)
+        })
+        .await
+    }
+
+    async fn concat_blobs(
+        &mut self,
+        parts: Vec<String>,
+    ) -> wasmtime::Result<Result<store::Blob, types::Error>> {
+        let max = self.max_file_bytes;
+        let joined = self
+            .with_store(None, async |store, owner| {
+                Ok(store.concat_blobs(owner, &parts, max).await)
+            })
+            .await?;
+        Ok(match joined {
+            Err(e) => Err(e),
+            Ok(Err(StoreError::TooLarge { limit })) => {
+                self.body_failure = Some(BodyFailure::TooLarge { limit });
+                Err(bad(format!("a blob is at most {limit} bytes"), "parts"))
+            }
+            Ok(other) => other.map(blob).map_err(wit_error),
+        })
+    }
+
+    async fn delete_blob(&mut self, id: String) -> wasmtime::Result<Result<bool, types::Error>> {
+        self.with_store(None, async |store, owner| {
+            store.delete_blob(owner, &id).await.map_err(wit_error)
+        })
+        .await
+    }
+
+    async fn send_blob(
+        &mut self,
+        _sink: Resource<SinkHandle>,
+        id: String,
+        content_type: String,
+    ) -> wasmtime::Result<Result<(), types::Error>> {
+        let safe_type = !content_type.is_empty()
+            && content_type.len() <= 128
+            && content_type
+                .bytes()
+                .all(|b| b.is_ascii_graphic() || b == b' ');
+        if !safe_type {
+            return Ok(Err(bad(
+                "a content type is 1 to 128 printable ASCII characters",
+                "content-type",
+            )));
+        }
+        let opened = self
+            .with_store(None, async |store, owner| {
+                match store.open_blob(owner, &id).await {
+                    Ok(Some(o)) => Ok(o),
+                    Ok(None) => Err(wit_error(StoreError::NotFound {
+                        collection: "blobs".into(),
+                        id: id.clone(),
+                    })),
+                    Err(e) => Err(wit_error(e)),
+                }
+            })
+            .await?;
+        let (info, file) = match opened {
+            Ok(o) => o,
+            Err(e) => return Ok(Err(e)),
+        };
+        let output = Output::File {
+            status: 200,
+            content_type,
+            length: info.bytes,
+            file,
+        };
+        Ok(self
+            .send(output, ResponseState::Whole)
+            .await
+            // Already answered, or the client left: the guest's own sink calls say which.
+            .map_err(|e| types::Error::Internal(format!("the response was not sent: {e:?}"))))
+    }
+}
+
+impl store::HostBlobWriter for HostState {
+    async fn new(&mut self) -> wasmtime::Result<Resource<BlobWriterHandle>> {
+        // A store that cannot be reached fails at the first write, where an error can be said.
+        let max = self.max_file_bytes;
+        let writer = self
+            .with_store(None, async |store, owner| {
+                Ok(store.blob_writer(owner, max).await.ok())
+            })
+            .await?
+            .ok()
+            .flatten();
+        Ok(self.table.push(BlobWriterHandle(writer))?)
+    }
+
+    async fn write(
+        &mut self,
+        me: Resource<BlobWriterHandle>,
+        chunk: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), types::Error>> {
+        if let Err(e) = self.collection_store(None) {
+            return Ok(Err(e));
+        }
+        let handle = self.table.get_mut(&me)?;
+        let Some(writer) = handle.0.as_mut() else {
+            return Ok(Err(types::Error::Internal(
+                "store: this blob could not be started, or was finished".into(),
+            )));
+        };
+        let written = match writer.write(&chunk).await {
+            Err(StoreError::TooLarge { limit }) => {
+                handle.0 = None;
+                self.body_failure = Some(BodyFailure::TooLarge { limit });
+                Err(bad(format!("a blob is at most {limit} bytes"), "chunk"))
+            }
+            other => other.map_err(wit_error),
+        };
+        self.touch();
+        Ok(written)
+    }
+
+    async fn finish(
+        &mut self,
+        me: Resource<BlobWriterHandle>,
+    ) -> wasmtime::Result<Result<store::Blob, types::Error>> {
+        let Some(writer) = self.table.get_mut(&me)?.0.take() else {
+            return Ok(Err(types::Error::Internal(
+                "store: this blob could not be started, or was finished".into(),
+            )));
+        };
+        let finished = writer.finish().await.map(blob).map_err(wit_error);
+        self.touch();
+        Ok(finished)
+    }
+
+    async fn drop(&mut self, me: Resource<BlobWriterHandle>) -> wasmtime::Result<()> {
+        // Dropping the writer removes an unfinished blob's temporary file.
+        self.table.delete(me)?;
+        Ok(())
+    }
+}

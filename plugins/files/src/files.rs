@@ -1,0 +1,262 @@
+//! `/v1/files`: upload (multipart, streamed into a blob), list, retrieve, content, delete.
+//! A file is an object in the `files` collection (its purpose is a filterable pair) whose
+//! content is a blob; the object is created only once the blob is whole, so a file is
+//! either listed complete or absent.
+
+use cinder_sdk::host::StoreHost;
+use cinder_sdk::store::{Blob, NewObject, Object};
+use cinder_sdk::{Error, ErrorDetail, invalid_request};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::{form, listing, needs_jsonl, purpose};
+
+/// The store collection of files.
+pub const COLLECTION: &str = "files";
+const DEFAULT_LIMIT: u32 = 10_000;
+const MAX_LIMIT: u32 = 10_000;
+const MAX_FILENAME: usize = 512;
+/// `expires_after[seconds]`: one hour to thirty days, as OpenAI allows.
+const EXPIRY_SECONDS: std::ops::RangeInclusive<i64> = 3_600..=2_592_000;
+
+/// What the store keeps for a file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredFile {
+    pub filename: String,
+    pub bytes: u64,
+    pub purpose: String,
+    /// The content's blob.
+    pub blob: String,
+    pub expires_at: Option<i64>,
+}
+
+fn now() -> i64 {
+    cinder_sdk::unix_time() as i64
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(ErrorDetail {
+        message: format!("No such File object: {id}"),
+        param: Some("id".into()),
+        code: None,
+    })
+}
+
+/// OpenAI's File object.
+pub fn shown(object: &Object, file: &StoredFile) -> Value {
+    json!({
+        "id": object.id,
+        "object": "file",
+        "bytes": file.bytes,
+        "created_at": object.created_at,
+        "expires_at": file.expires_at,
+        "filename": file.filename,
+        "purpose": file.purpose,
+        "status": "processed",
+        "status_details": null,
+    })
+}
+
+fn read(object: &Object) -> Result<StoredFile, Error> {
+    serde_json::from_str(&object.body)
+        .map_err(|e| Error::Internal(format!("a stored file is unreadable: {e}")))
+}
+
+/// Removes an expired file (object, then content) and says whether it was one.
+fn expired(host: &dyn StoreHost, object: &Object, file: &StoredFile) -> Result<bool, Error> {
+    if file.expires_at.is_none_or(|t| t > now()) {
+        return Ok(false);
+    }
+    host.delete_object(COLLECTION, &object.id)?;
+    host.delete_blob(&file.blob)?;
+    Ok(true)
+}
+
+/// The file `id` of the caller's, unless it does not exist or has expired.
+pub fn load(host: &dyn StoreHost, id: &str) -> Result<(Object, StoredFile), Error> {
+    let object = host
+        .get_object(COLLECTION, id)?
+        .ok_or_else(|| not_found(id))?;
+    let file = read(&object)?;
+    if expired(host, &object, &file)? {
+        return Err(not_found(id));
+    }
+    Ok((object, file))
+}
+
+/// Keeps `blob` as a file; the blob goes if the file cannot be kept.
+pub fn save(
+    host: &dyn StoreHost,
+    filename: &str,
+    purpose: &str,
+    blob: &Blob,
+    expires_at: Option<i64>,
+) -> Result<Value, Error> {
+    let file = StoredFile {
+        filename: filename.to_owned(),
+        bytes: blob.bytes,
+        purpose: purpose.to_owned(),
+        blob: blob.id.clone(),
+        expires_at,
+    };
+    let body = serde_json::to_string(&file)
+        .map_err(|e| Error::Internal(format!("storing a file: {e}")))?;
+    let new = NewObject {
+        id_prefix: "file-".into(),
+        status: None,
+        metadata: vec![("purpose".into(), purpose.to_owned())],
+        body,
+    };
+    match host.create_object(COLLECTION, &new) {
+        Ok(object) => Ok(shown(&object, &file)),
+        Err(e) => {
+            let _ = host.delete_blob(&blob.id);
+            Err(e)
+        }
+    }
+}
+
+/// `expires_after[anchor]` and `expires_after[seconds]` as an expiry time.
+fn expiry(anchor: Option<String>, seconds: Option<String>) -> Result<Option<i64>, Error> {
+    match (anchor, seconds) {
+        (None, None) => Ok(None),
+        (Some(anchor), Some(seconds)) => {
+            if anchor != "created_at" {
+                return Err(invalid_request(
+                    "expires_after.anchor must be 'created_at'",
+                    Some("expires_after.anchor"),
+                ));
+            }
+            let seconds = seconds
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|s| EXPIRY_SECONDS.contains(s))
+                .ok_or_else(|| {
+                    invalid_request(
+                        "expires_after.seconds must be between 3600 (1 hour) and 2592000 (30 days)",
+                        Some("expires_after.seconds"),
+                    )
+                })?;
+            Ok(Some(now() + seconds))
+        }
+        (None, Some(_)) => Err(invalid_request(
+            "Missing required parameter: 'expires_after.anchor'",
+            Some("expires_after.anchor"),
+        )),
+        (Some(_), None) => Err(invalid_request(
+            "Missing required parameter: 'expires_after.seconds'",
+            Some("expires_after.seconds"),
+        )),
+    }
+}
+
+/// `POST /v1/files` (multipart: `file`, `purpose`, optional `expires_after`).
+pub fn create(host: &dyn StoreHost) -> Result<(), Error> {
+    let (mut purpose_text, mut anchor, mut seconds, mut file) = (None, None, None, None);
+    while let Some(part) = host.next_part()? {
+        match part.name.as_str() {
+            "purpose" => purpose_text = Some(form::text(host, "purpose", 64)?),
+            "expires_after[anchor]" => anchor = Some(form::text(host, "expires_after.anchor", 64)?),
+            "expires_after[seconds]" => {
+                seconds = Some(form::text(host, "expires_after.seconds", 32)?)
+            }
+            "file" => {
+                if file.is_some() {
+                    return Err(invalid_request("Send one `file` per request", Some("file")));
+                }
+                let filename = part.filename.filter(|f| !f.is_empty()).ok_or_else(|| {
+                    invalid_request("The `file` part has no filename", Some("file"))
+                })?;
+                if filename.len() > MAX_FILENAME {
+                    return Err(invalid_request(
+                        &format!("The filename is longer than {MAX_FILENAME} bytes"),
+                        Some("file"),
+                    ));
+                }
+                file = Some((filename, form::stream(host, "file", None)?));
+            }
+            // Fields OpenAI may add later are skipped, not refused.
+            _ => {}
+        }
+    }
+    let (filename, streamed) =
+        file.ok_or_else(|| invalid_request("Missing required parameter: 'file'", Some("file")))?;
+    let purpose = purpose(&purpose_text.ok_or_else(|| {
+        invalid_request("Missing required parameter: 'purpose'", Some("purpose"))
+    })?)?;
+    let expires_at = expiry(anchor, seconds)?;
+    if streamed.bytes == 0 {
+        return Err(invalid_request("The file is empty", Some("file")));
+    }
+    if needs_jsonl(&purpose)
+        && let Err(problem) = streamed.lines.finish()
+    {
+        return Err(invalid_request(
+            &format!("The file is not valid JSONL for purpose '{purpose}': {problem}"),
+            Some("file"),
+        ));
+    }
+    let blob = streamed.writer.finish()?;
+    let shown = save(host, &filename, &purpose, &blob, expires_at)?;
+    host.respond_json(200, &shown)
+}
+
+/// `GET /v1/files` (`purpose`, `limit`, `order`, `after`).
+pub fn list(host: &dyn StoreHost, request: &cinder_sdk::Request) -> Result<(), Error> {
+    let pairs = request.query();
+    let mut q = listing::query(&pairs, DEFAULT_LIMIT, MAX_LIMIT)?;
+    if let Some((_, p)) = pairs.iter().find(|(k, _)| k == "purpose") {
+        q.metadata = vec![("purpose".into(), purpose(p)?)];
+    }
+    let want = q.limit as usize;
+    // Expired files are dropped as they are met, so a page may need another read.
+    let mut data = Vec::new();
+    let mut has_more = false;
+    'pages: loop {
+        let page = host.list_objects(COLLECTION, &q)?;
+        for object in &page.objects {
+            q.after = Some(object.id.clone());
+            let file = read(object)?;
+            if expired(host, object, &file)? {
+                continue;
+            }
+            if data.len() == want {
+                has_more = true;
+                break 'pages;
+            }
+            data.push(shown(object, &file));
+        }
+        if !page.has_more {
+            break;
+        }
+        if data.len() == want {
+            has_more = true;
+            break;
+        }
+    }
+    host.respond_json(200, &listing::body(data, has_more))
+}
+
+/// `GET /v1/files/{id}`.
+pub fn retrieve(host: &dyn StoreHost, id: &str) -> Result<(), Error> {
+    let (object, file) = load(host, id)?;
+    host.respond_json(200, &shown(&object, &file))
+}
+
+/// `GET /v1/files/{id}/content`: the bytes, streamed by the host from the blob.
+pub fn content(host: &dyn StoreHost, id: &str) -> Result<(), Error> {
+    let (_, file) = load(host, id)?;
+    host.send_blob(&file.blob, "application/octet-stream")
+}
+
+/// `DELETE /v1/files/{id}`.
+pub fn delete(host: &dyn StoreHost, id: &str) -> Result<(), Error> {
+    let (object, file) = load(host, id)?;
+    host.delete_object(COLLECTION, &object.id)?;
+    host.delete_blob(&file.blob)?;
+    host.respond_json(
+        200,
+        &json!({"id": object.id, "object": "file", "deleted": true}),
+    )
+}

@@ -1,0 +1,79 @@
+"""Two Cinder processes on one PostgreSQL (a throwaway cluster of Debian's server, run as an
+unprivileged user) and one blob folder: what one stores, the other lists, serves and deletes."""
+
+import contextlib
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+
+import openai
+import pytest
+
+from conftest import _required_env, start_server
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def postgres():
+    """A PostgreSQL cluster in a temp folder; yields its URL. As root, it runs as the
+    `postgres` user the Debian package made (the server refuses root)."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.fail("no PostgreSQL server: `cargo xtask test` installs Debian's postgresql", pytrace=False)
+    bindir = os.path.dirname(bins[-1])
+    root = tempfile.mkdtemp(prefix="cinder-pg-")
+    run_as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if run_as:
+        shutil.chown(root, "postgres", "postgres")
+    data, port = os.path.join(root, "data"), _free_port()
+    subprocess.run(run_as + [f"{bindir}/initdb", "-D", data, "-A", "trust", "-U", "cinder", "-E", "UTF8", "--no-sync"],
+                   check=True, capture_output=True)
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    subprocess.run(run_as + [f"{bindir}/pg_ctl", "-D", data, "-l", os.path.join(root, "log"), "-w", "-o", opts, "start"],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(run_as + [f"{bindir}/createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "cinder", "cinder"],
+                       check=True, capture_output=True)
+        yield f"postgres://cinder@127.0.0.1:{port}/cinder"
+    finally:
+        subprocess.run(run_as + [f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_replicas_share_files():
+    with postgres() as url:
+        root = tempfile.mkdtemp(prefix="cinder-replicas-")
+        config = os.path.join(root, "cinder.toml")
+        text = open(_required_env("CINDER_CONFIG")).read()
+        old = 'dir = "~/.local/share/cinder/documents"'
+        assert old in text
+        with open(config, "w") as f:
+            f.write(text.replace(old, f'{old.replace("~/.local/share/cinder/documents", root + "/state")}\nurl = "{url}"'))
+        a = start_server(config=config)
+        b = start_server(config=config)
+        try:
+            ca = openai.OpenAI(base_url=f"{a.url}/v1", api_key="x", max_retries=0)
+            cb = openai.OpenAI(base_url=f"{b.url}/v1", api_key="x", max_retries=0)
+            made = ca.files.create(file=("shared.txt", b"one store"), purpose="user_data")
+            assert [f.id for f in cb.files.list().data] == [made.id]
+            assert cb.files.content(made.id).read() == b"one store"
+            assert cb.files.delete(made.id).deleted
+            with pytest.raises(openai.NotFoundError):
+                ca.files.retrieve(made.id)
+            # Stored completions live in the same database.
+            r = ca.chat.completions.create(model="smollm2-135m-instruct", messages=[{"role": "user", "content": "hi"}],
+                                           max_tokens=2, store=True)
+            assert cb.chat.completions.retrieve(r.id).id == r.id
+            assert "backend=Postgres" in a.log() or "Postgres" in a.log()
+        finally:
+            a.stop()
+            b.stop()
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,57 @@
+//! `cargo xtask bench --files [--size-mb N] [--count N]`: starts Cinder on a fresh storage folder
+//! (embedded SQLite) and drives the Files API (`xtask/bench/files.py`): upload and download of an
+//! N MB file (default 200) with the server's peak RSS during each, then list latency with
+//! `--count` files stored (default 10,000).
+
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::bench::start_cinder;
+use crate::{build_host, build_plugins, models, root, run, target_dir, venv_dir};
+
+pub fn bench(args: &[String]) -> Result<()> {
+    let (mut size_mb, mut count) = ("200".to_owned(), "10000".to_owned());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--files" => {}
+            "--size-mb" => size_mb = it.next().context("--size-mb needs a value")?.clone(),
+            "--count" => count = it.next().context("--count needs a value")?.clone(),
+            other => bail!("unknown option for the files bench: `{other}`"),
+        }
+    }
+    crate::setup_test_machine()?;
+    models::fetch()?;
+    let plugins = build_plugins()?;
+    let cinder_bin = build_host()?;
+
+    let state = target_dir().join("bench/files-state");
+    if state.exists() {
+        std::fs::remove_dir_all(&state)?;
+    }
+    let example = std::fs::read_to_string(root().join("cinder.example.toml"))?;
+    let default_dir = "dir = \"~/.local/share/cinder/documents\"";
+    if !example.contains(default_dir) {
+        bail!("cinder.example.toml has no default storage.dir line");
+    }
+    let config = target_dir().join("bench/cinder-files.toml");
+    std::fs::create_dir_all(config.parent().context("bench dir")?)?;
+    std::fs::write(
+        &config,
+        example.replace(default_dir, &format!("dir = \"{}\"", state.display())),
+    )?;
+
+    let (cinder, port) = start_cinder(&mut Command::new(&cinder_bin), &config, &plugins)?;
+    let out = target_dir().join("bench/files.json");
+    run(Command::new(venv_dir().join("bin/python"))
+        .arg(root().join("xtask/bench/files.py"))
+        .args(["--url", &format!("http://127.0.0.1:{port}")])
+        .args(["--pid", &cinder.0.id().to_string()])
+        .args(["--size-mb", &size_mb, "--files", &count])
+        .arg("--json")
+        .arg(&out))?;
+    drop(cinder);
+    eprintln!("xtask: results in {}", out.display());
+    Ok(())
+}
