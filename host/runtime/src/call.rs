@@ -230,6 +230,7 @@ impl Runtime {
             },
             collections: plugin.collections.clone(),
             max_file_bytes: limits.max_file_bytes,
+            open_blob_writers: 0,
             multipart: None,
             body_failure: None,
             settings: self

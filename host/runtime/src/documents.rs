@@ -157,9 +157,11 @@ enum Line {
 }
 
 /// Moves every pre-store document log under `dir` into the store, keeping each collection's
-/// order, then renames the log to `<collection>.jsonl.migrated` so it is moved once. Safe to
-/// run again after a crash half-way: a log is renamed only after all of it is in the store,
-/// and writing a document again replaces it in place. Returns how many documents it moved.
+/// order, so it is moved once: a log is first claimed by renaming it
+/// `<collection>.jsonl.migrating` (replicas sharing the folder race for the rename and one
+/// wins), then moved, then renamed `.migrated`. A claimed log left by a crash is moved by a
+/// later start once it has sat for [`ABANDONED`]; moving again replaces each document in place.
+/// Returns how many documents it moved.
 pub async fn migrate_logs(dir: &Path, store: &Store) -> Result<usize, String> {
     let mut moved = 0;
     let Ok(plugins) = std::fs::read_dir(dir) else {
@@ -171,15 +173,14 @@ pub async fn migrate_logs(dir: &Path, store: &Store) -> Result<usize, String> {
         };
         let plugin_id = plugin.file_name().to_string_lossy().into_owned();
         for log in logs.flatten() {
-            let path = log.path();
             let name = log.file_name().to_string_lossy().into_owned();
-            let Some(collection) = name.strip_suffix(".jsonl") else {
+            let Some(claimed) = claim(&log.path(), &name)? else {
                 continue;
             };
-            if check_name(collection).is_err() {
-                continue;
-            }
-            let docs = replay(&path)?;
+            let collection = name
+                .trim_end_matches(".migrating")
+                .trim_end_matches(".jsonl");
+            let docs = replay(&claimed)?;
             for doc in &docs {
                 let scope = Scope {
                     store,
@@ -189,15 +190,43 @@ pub async fn migrate_logs(dir: &Path, store: &Store) -> Result<usize, String> {
                 scope
                     .put(collection, &doc.key, doc.value.clone())
                     .await
-                    .map_err(|e| format!("{}: moving `{}`: {e}", path.display(), doc.key))?;
+                    .map_err(|e| format!("{}: moving `{}`: {e}", claimed.display(), doc.key))?;
             }
             moved += docs.len();
-            let done = path.with_file_name(format!("{name}.migrated"));
-            std::fs::rename(&path, &done).map_err(|e| format!("{}: {e}", path.display()))?;
-            tracing::info!(log = %path.display(), documents = docs.len(), "document log moved into the store");
+            let done = claimed.with_file_name(format!("{collection}.jsonl.migrated"));
+            std::fs::rename(&claimed, &done).map_err(|e| format!("{}: {e}", claimed.display()))?;
+            tracing::info!(log = %done.display(), documents = docs.len(), "document log moved into the store");
         }
     }
     Ok(moved)
+}
+
+/// How long a claimed log must sit untouched before a start takes it as abandoned.
+const ABANDONED: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The log `path` (named `name`) claimed for moving, if it is one to move now.
+fn claim(path: &Path, name: &str) -> Result<Option<std::path::PathBuf>, String> {
+    if let Some(collection) = name.strip_suffix(".jsonl") {
+        if check_name(collection).is_err() {
+            return Ok(None);
+        }
+        let claimed = path.with_file_name(format!("{name}.migrating"));
+        return match std::fs::rename(path, &claimed) {
+            Ok(()) => Ok(Some(claimed)),
+            // Another replica claimed it first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        };
+    }
+    let abandoned = name
+        .strip_suffix(".jsonl.migrating")
+        .is_some_and(|c| check_name(c).is_ok())
+        && std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > ABANDONED);
+    Ok(abandoned.then(|| path.to_path_buf()))
 }
 
 /// A document as a log last wrote it.

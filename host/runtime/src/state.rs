@@ -52,6 +52,8 @@ pub struct HostState {
     pub(crate) collections: Arc<[String]>,
     /// The largest blob a call may write (`[limits] max_file_bytes`).
     pub(crate) max_file_bytes: u64,
+    /// Blob writers open now (each holds a temporary file).
+    pub(crate) open_blob_writers: u32,
     /// The request's multipart body, on routes that take one.
     pub(crate) multipart: Option<crate::body::Multipart>,
     /// Why the request body could not be read: the host answers for it (413, 408, 400)

@@ -67,6 +67,8 @@ struct EofApart<S> {
     inner: S,
     /// A chunk was the last thing returned: the end, if it comes, waits one poll.
     after_data: bool,
+    /// The inner stream ended.
+    ended: bool,
 }
 
 impl<S> EofApart<S> {
@@ -74,6 +76,7 @@ impl<S> EofApart<S> {
         EofApart {
             inner,
             after_data: false,
+            ended: false,
         }
     }
 }
@@ -86,11 +89,19 @@ impl<S: futures::Stream + Unpin> futures::Stream for EofApart<S> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<S::Item>> {
         use std::task::Poll;
+        if self.ended {
+            return Poll::Ready(None);
+        }
         match std::pin::Pin::new(&mut self.inner).poll_next(cx) {
-            Poll::Ready(None) if self.after_data => {
-                self.after_data = false;
-                cx.waker().wake_by_ref();
-                Poll::Pending
+            Poll::Ready(None) => {
+                // Never polled again once it ended (some streams panic if they are).
+                self.ended = true;
+                if self.after_data {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                } else {
+                    Poll::Ready(None)
+                }
             }
             Poll::Ready(Some(item)) => {
                 self.after_data = true;

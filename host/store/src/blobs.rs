@@ -131,8 +131,12 @@ impl Store {
         let Some(blob) = self.blob(owner, id).await? else {
             return Ok(None);
         };
-        let file = File::open(self.blobs.path(id)?).await.map_err(io)?;
-        Ok(Some((blob, file)))
+        match File::open(self.blobs.path(id)?).await {
+            Ok(file) => Ok(Some((blob, file))),
+            // Indexed but gone (deleted a moment ago by another request): not found.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(e)),
+        }
     }
 
     /// Up to `len` bytes of `owner`'s blob `id` from `offset` (fewer only at its end).

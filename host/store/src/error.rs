@@ -19,6 +19,9 @@ pub enum StoreError {
     /// alike. Names the field (`body`, `metadata`, `status`, ...).
     #[error("`{0}` contains a NUL character, which the store cannot keep")]
     NulCharacter(&'static str),
+    /// A job can only be finished in a final state.
+    #[error("a job ends succeeded, failed or cancelled, not {0}")]
+    NotFinal(&'static str),
     /// A blob grew past the size it was allowed.
     #[error("a blob is at most {limit} bytes")]
     TooLarge { limit: u64 },

@@ -124,36 +124,39 @@ fn job(row: &AnyRow) -> Result<Job, StoreError> {
 impl Store {
     /// Queues a job; it is taken after every job of its kind queued before it.
     pub async fn enqueue(&self, new: NewJob) -> Result<Job, StoreError> {
+        for (field, text) in [
+            ("id", &new.id),
+            ("kind", &new.kind),
+            ("owner", &new.owner),
+            ("progress", &new.progress),
+        ] {
+            if text.contains('\0') {
+                return Err(StoreError::NulCharacter(field));
+            }
+        }
         let q = self.sql(
             "INSERT INTO jobs (id, kind, owner, seq, state, attempts, progress, cancel_requested, \
              lease_holder, lease_until, error, created_at, updated_at) \
-             SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, 'queued', 0, ?, 0, NULL, NULL, NULL, ?, ? FROM jobs",
+             VALUES (?, ?, ?, ?, 'queued', 0, ?, 0, NULL, NULL, NULL, ?, ?)",
         );
-        let mut tries = 0;
-        loop {
-            let inserted = sqlx::query(q.clone())
-                .bind(&new.id)
-                .bind(&new.kind)
-                .bind(&new.owner)
-                .bind(&new.progress)
-                .bind(new.now)
-                .bind(new.now)
-                .execute(&self.pool)
-                .await;
-            match inserted {
-                Ok(_) => break,
-                Err(sqlx::Error::Database(e))
-                    if e.is_unique_violation() && tries < TAKE_RETRIES =>
-                {
-                    // Either the id exists (the retry fails the same way, and says so) or
-                    // another process took the same `seq`.
-                    if self.job(&new.id).await?.is_some() {
-                        return Err(StoreError::Duplicate(new.id));
-                    }
-                    tries += 1;
-                }
-                Err(e) => return Err(e.into()),
+        let mut tx = self.pool.begin().await?;
+        let seq = self.next_seq(&mut tx, "jobs").await?;
+        let inserted = sqlx::query(q.clone())
+            .bind(&new.id)
+            .bind(&new.kind)
+            .bind(&new.owner)
+            .bind(seq)
+            .bind(&new.progress)
+            .bind(new.now)
+            .bind(new.now)
+            .execute(&mut *tx)
+            .await;
+        match inserted {
+            Ok(_) => tx.commit().await?,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Duplicate(new.id));
             }
+            Err(e) => return Err(e.into()),
         }
         self.job(&new.id).await?.ok_or(StoreError::NotFound {
             collection: "jobs".into(),
@@ -253,8 +256,8 @@ impl Store {
         })
     }
 
-    /// Ends `holder`'s job in `state` (with the reason, when it failed); false if the
-    /// lease was lost first.
+    /// Ends `holder`'s job in `state`, a final one (with the reason, when it failed); false if
+    /// the lease was lost first.
     pub async fn finish_job(
         &self,
         id: &str,
@@ -263,6 +266,9 @@ impl Store {
         error: Option<&str>,
         now: i64,
     ) -> Result<bool, StoreError> {
+        if !state.is_final() {
+            return Err(StoreError::NotFinal(state.as_str()));
+        }
         let q = self.sql(
             "UPDATE jobs SET state = ?, error = ?, lease_holder = NULL, lease_until = NULL, \
              updated_at = ? WHERE id = ? AND lease_holder = ? AND state = 'running'",

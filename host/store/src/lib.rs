@@ -38,10 +38,15 @@ pub enum Backend {
 
 /// The schema's versions, applied in order at start-up (the same files on both databases).
 /// Embedded here rather than by sqlx's `migrate!` macro: no proc-macro crate to build.
-const MIGRATIONS: [(i64, &str, &str); 3] = [
+const MIGRATIONS: [(i64, &str, &str); 4] = [
     (1, "objects", include_str!("../migrations/0001_objects.sql")),
     (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
     (3, "blobs", include_str!("../migrations/0003_blobs.sql")),
+    (
+        4,
+        "counters",
+        include_str!("../migrations/0004_counters.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {
@@ -116,6 +121,21 @@ impl Store {
     /// Which database this store runs on.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The next number of `counter` (`objects`, `jobs`), taken inside `tx`: the counter row
+    /// stays locked until `tx` ends, so concurrent creates (on any replica) queue behind it.
+    async fn next_seq(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Any>,
+        counter: &str,
+    ) -> Result<i64, StoreError> {
+        let q = self.sql("UPDATE counters SET n = n + 1 WHERE name = ? RETURNING n");
+        let row = sqlx::query(q.clone())
+            .bind(counter)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(sqlx::Row::try_get(&row, "n")?)
     }
 
     /// `sql` with `?` placeholders in this database's syntax (`$1`, `$2`, ... for

@@ -99,8 +99,6 @@ pub struct Page {
 }
 
 const COLUMNS: &str = "collection, owner, id, created_at, version, status, metadata, body";
-/// Tries at a fresh `seq` when a concurrent insert took the same one (PostgreSQL replicas).
-const SEQ_RETRIES: usize = 8;
 
 fn metadata_json(m: &BTreeMap<String, String>) -> String {
     serde_json::to_string(m).unwrap_or_else(|_| "{}".into())
@@ -166,7 +164,6 @@ impl Store {
             ("body", &new.body),
         ])?;
         check_metadata(&new.metadata)?;
-        // `WHERE true`: SQLite needs it to read `ON CONFLICT` after `INSERT ... SELECT`.
         let conflict = if upsert {
             " ON CONFLICT (collection, owner, id) DO UPDATE SET version = objects.version + 1, \
              status = excluded.status, metadata = excluded.metadata, body = excluded.body"
@@ -175,53 +172,42 @@ impl Store {
         };
         let insert = self.sql(&format!(
             "INSERT INTO objects (collection, owner, id, seq, created_at, version, status, metadata, body) \
-             SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ?, 1, ?, ?, ? FROM objects WHERE true{conflict} \
-             RETURNING created_at, version"
+             VALUES (?, ?, ?, ?, ?, 1, ?, ?, ?){conflict} RETURNING created_at, version"
         ));
         let metadata = metadata_json(&new.metadata);
-        let mut tries = 0;
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let inserted = sqlx::query(insert.clone())
-                .bind(&new.collection)
-                .bind(&new.owner)
-                .bind(&id)
-                .bind(new.created_at)
-                .bind(new.status.clone())
-                .bind(&metadata)
-                .bind(&new.body)
-                .fetch_one(&mut *tx)
-                .await;
-            let row = match inserted {
-                Ok(row) => row,
-                // Another writer took the same `seq` (PostgreSQL replicas): try again.
-                Err(sqlx::Error::Database(e)) if e.is_unique_violation() && tries < SEQ_RETRIES => {
-                    tries += 1;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            let key = Key {
-                collection: &new.collection,
-                owner: &new.owner,
-                id: &id,
-            };
-            if upsert {
-                self.clear_metadata(&mut tx, key).await?;
-            }
-            self.put_metadata(&mut tx, key, &new.metadata).await?;
-            tx.commit().await?;
-            return Ok(Object {
-                created_at: row.try_get("created_at")?,
-                version: row.try_get("version")?,
-                collection: new.collection,
-                owner: new.owner,
-                id,
-                status: new.status,
-                metadata: new.metadata,
-                body: new.body,
-            });
+        let mut tx = self.pool.begin().await?;
+        let seq = self.next_seq(&mut tx, "objects").await?;
+        let row = sqlx::query(insert.clone())
+            .bind(&new.collection)
+            .bind(&new.owner)
+            .bind(&id)
+            .bind(seq)
+            .bind(new.created_at)
+            .bind(new.status.clone())
+            .bind(&metadata)
+            .bind(&new.body)
+            .fetch_one(&mut *tx)
+            .await?;
+        let key = Key {
+            collection: &new.collection,
+            owner: &new.owner,
+            id: &id,
+        };
+        if upsert {
+            self.clear_metadata(&mut tx, key).await?;
         }
+        self.put_metadata(&mut tx, key, &new.metadata).await?;
+        tx.commit().await?;
+        Ok(Object {
+            created_at: row.try_get("created_at")?,
+            version: row.try_get("version")?,
+            collection: new.collection,
+            owner: new.owner,
+            id,
+            status: new.status,
+            metadata: new.metadata,
+            body: new.body,
+        })
     }
 
     /// The object, if it exists and is the owner's.
@@ -302,7 +288,8 @@ impl Store {
             return Ok(false);
         }
         let mut tx = self.pool.begin().await?;
-        for table in ["object_metadata", "objects"] {
+        // The object row first, as `update` locks it: the two never wait on each other.
+        for table in ["objects", "object_metadata"] {
             let q = self.sql(&format!(
                 "DELETE FROM {table} WHERE collection = ? AND owner = ? AND id = ?"
             ));

@@ -316,7 +316,7 @@ async fn concurrent_creates_all_land_in_order(place: Place) {
     // Two pools on one database, as two replicas would be.
     let (a, b) = (place.open().await, place.open().await);
     let mut tasks = Vec::new();
-    for i in 0..40 {
+    for i in 0..100 {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tasks.push(tokio::spawn(async move {
             store.create(new("files", "alice", "{}")).await.unwrap().id
@@ -326,7 +326,7 @@ async fn concurrent_creates_all_land_in_order(place: Place) {
     for t in tasks {
         made.insert(t.await.unwrap());
     }
-    assert_eq!(made.len(), 40);
+    assert_eq!(made.len(), 100);
     let mut listed = Vec::new();
     let mut q = query("files", "alice", 7);
     loop {
@@ -337,7 +337,7 @@ async fn concurrent_creates_all_land_in_order(place: Place) {
         }
         q.after = listed.last().cloned();
     }
-    assert_eq!(listed.len(), 40);
+    assert_eq!(listed.len(), 100);
     assert_eq!(
         listed
             .iter()
@@ -532,6 +532,12 @@ async fn jobs_are_taken_once_and_taken_up_again_when_a_lease_runs_out(place: Pla
             .unwrap()
     );
     assert!(!store.cancel_job("batch_a", now + 37).await.unwrap());
+    assert!(matches!(
+        store
+            .finish_job("batch_c", "p1", JobState::Running, None, now)
+            .await,
+        Err(StoreError::NotFinal("running"))
+    ));
     assert!(
         store
             .take_job(&["batch"], "p4", now + 1000, 30)

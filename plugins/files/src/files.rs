@@ -210,15 +210,18 @@ pub fn list(host: &dyn StoreHost, request: &cinder_sdk::Request) -> Result<(), E
         q.metadata = vec![("purpose".into(), purpose(p)?)];
     }
     let want = q.limit as usize;
-    // Expired files are dropped as they are met, so a page may need another read.
+    // Expired files are skipped as they are met and removed after the listing (removing one
+    // before the next page is read would pull the cursor from under it).
     let mut data = Vec::new();
+    let mut expired_files = Vec::new();
     let mut has_more = false;
     'pages: loop {
         let page = host.list_objects(COLLECTION, &q)?;
         for object in &page.objects {
             q.after = Some(object.id.clone());
             let file = read(object)?;
-            if expired(host, object, &file)? {
+            if file.expires_at.is_some_and(|t| t <= now()) {
+                expired_files.push((object.clone(), file));
                 continue;
             }
             if data.len() == want {
@@ -235,6 +238,9 @@ pub fn list(host: &dyn StoreHost, request: &cinder_sdk::Request) -> Result<(), E
             break;
         }
     }
+    for (object, file) in &expired_files {
+        expired(host, object, file)?;
+    }
     host.respond_json(200, &listing::body(data, has_more))
 }
 
@@ -248,6 +254,11 @@ pub fn retrieve(host: &dyn StoreHost, id: &str) -> Result<(), Error> {
 pub fn content(host: &dyn StoreHost, id: &str) -> Result<(), Error> {
     let (_, file) = load(host, id)?;
     host.send_blob(&file.blob, "application/octet-stream")
+        .map_err(|e| match e {
+            // Deleted by another request a moment ago.
+            Error::NotFound(_) => not_found(id),
+            other => other,
+        })
 }
 
 /// `DELETE /v1/files/{id}`.

@@ -75,9 +75,12 @@ fn load(host: &dyn StoreHost, id: &str) -> Result<(Object, StoredUpload, String)
         .ok_or_else(|| not_found(id))?;
     let upload: StoredUpload = serde_json::from_str(&object.body)
         .map_err(|e| Error::Internal(format!("a stored upload is unreadable: {e}")))?;
-    let mut status = object.status.clone().unwrap_or_else(|| "pending".into());
+    let status = object.status.clone().unwrap_or_else(|| "pending".into());
     if status == "pending" && upload.expires_at <= now() {
-        status = "expired".into();
+        // Past its hour: it ends here, and its parts go.
+        let object = settle(host, &object, &upload, "expired")?;
+        drop_parts(host, id)?;
+        return Ok((object, upload, "expired".into()));
     }
     Ok((object, upload, status))
 }
@@ -135,15 +138,18 @@ pub fn create(host: &dyn StoreHost, request: &Request) -> Result<(), Error> {
 
 /// `POST /v1/uploads/{id}/parts` (multipart: `data`).
 pub fn add_part(host: &dyn StoreHost, id: &str) -> Result<(), Error> {
-    let (object, _, status) = load(host, id)?;
+    let (object, upload, status) = load(host, id)?;
     pending(id, &status)?;
+    // The parts may hold at most the bytes the upload was created for.
+    let stored: u64 = all_parts(host, id)?.iter().map(|(_, p)| p.bytes).sum();
+    let room = upload.bytes.saturating_sub(stored);
     let mut streamed = None;
     while let Some(part) = host.next_part()? {
         if part.name == "data" {
             if streamed.is_some() {
                 return Err(invalid_request("Send one `data` per part", Some("data")));
             }
-            streamed = Some(form::stream(host, "data", Some(MAX_PART))?);
+            streamed = Some(form::stream(host, "data", Some(MAX_PART.min(room)))?);
         }
     }
     let streamed = streamed
@@ -166,6 +172,12 @@ pub fn add_part(host: &dyn StoreHost, id: &str) -> Result<(), Error> {
             return Err(e);
         }
     };
+    // Completed or cancelled while this part streamed in: it must not linger.
+    if let Err(e) = load(host, id).and_then(|(_, _, status)| pending(id, &status)) {
+        let _ = host.delete_object(PARTS, &part.id);
+        let _ = host.delete_blob(&blob.id);
+        return Err(e);
+    }
     host.respond_json(
         200,
         &json!({"id": part.id, "object": "upload.part", "created_at": part.created_at, "upload_id": object.id}),
@@ -228,21 +240,20 @@ fn settle(
     }
 }
 
-/// Reads the joined blob back as JSONL (batch and fine-tune files must be).
-fn check_jsonl(host: &dyn StoreHost, blob: &str, bytes: u64) -> Result<(), String> {
+/// Reads the joined blob back as JSONL (batch and fine-tune files must be): the first
+/// problem, if any; a store failure is the store's error, not the file's.
+fn check_jsonl(host: &dyn StoreHost, blob: &str, bytes: u64) -> Result<Option<String>, Error> {
     let mut lines = Lines::default();
     let mut offset = 0;
     while offset < bytes {
-        let chunk = host
-            .read_blob(blob, offset, CHECK_CHUNK)
-            .map_err(|e| format!("{e:?}"))?;
+        let chunk = host.read_blob(blob, offset, CHECK_CHUNK)?;
         if chunk.is_empty() {
             break;
         }
         offset += chunk.len() as u64;
         lines.feed(&chunk);
     }
-    lines.finish().map(drop)
+    Ok(lines.finish().err())
 }
 
 /// `POST /v1/uploads/{id}/complete` (`part_ids` in order, optional `md5`).
@@ -303,9 +314,18 @@ pub fn complete(host: &dyn StoreHost, id: &str, request: &Request) -> Result<(),
             "md5",
         );
     }
-    if needs_jsonl(&upload.purpose)
-        && let Err(problem) = check_jsonl(host, &joined.id, joined.bytes)
-    {
+    let problem = if needs_jsonl(&upload.purpose) {
+        match check_jsonl(host, &joined.id, joined.bytes) {
+            Ok(problem) => problem,
+            Err(e) => {
+                let _ = host.delete_blob(&joined.id);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
         return refuse(
             format!(
                 "The file is not valid JSONL for purpose '{}': {problem}",

@@ -439,3 +439,83 @@ fn a_cancelled_upload_keeps_no_parts() {
         assert_eq!(param(&e), Some(expected), "{body}: {e:?}");
     }
 }
+
+#[test]
+fn expired_files_vanish_without_breaking_a_listing() {
+    use cinder_sdk::host::Store;
+    use cinder_sdk::store::{Change, Updated};
+    let store = FakeStore::default();
+    let ids: Vec<String> = (0..5)
+        .map(|i| {
+            let made = upload(
+                &store,
+                &[
+                    ("purpose", None, b"user_data"),
+                    ("file", Some("f"), &[b'a' + i][..]),
+                ],
+            )
+            .unwrap();
+            made["id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // Files 1 and 2 (the end of the first page of two) expired a while ago.
+    let h = host(&store);
+    for id in &ids[1..3] {
+        let o = h.get_object("files", id).unwrap().unwrap();
+        let mut body: Value = serde_json::from_str(&o.body).unwrap();
+        body["expires_at"] = json!(1);
+        let change = Change {
+            status: o.status,
+            metadata: o.metadata,
+            body: body.to_string(),
+            expect_version: None,
+        };
+        assert!(matches!(
+            h.update_object("files", id, &change).unwrap(),
+            Updated::Done(_)
+        ));
+    }
+    let page = list(&store, "?limit=2&order=asc").unwrap();
+    let got: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[0].as_str(), ids[3].as_str()]);
+    assert_eq!(page["has_more"], true);
+    // They are gone, content and all.
+    assert!(matches!(
+        get(&store, "files.retrieve", &ids[1]).unwrap_err(),
+        Error::NotFound(_)
+    ));
+    assert_eq!(store.blob_count(), 3);
+    let rest = list(&store, &format!("?limit=2&order=asc&after={}", ids[3])).unwrap();
+    assert_eq!(rest["data"][0]["id"], ids[4].as_str());
+}
+
+#[test]
+fn parts_cannot_hold_more_than_the_upload() {
+    let store = FakeStore::default();
+    let created = uploads(
+        &store,
+        Route::new("uploads.create"),
+        json!({"bytes": 4, "filename": "a", "mime_type": "text/plain", "purpose": "user_data"}),
+        &[],
+    )
+    .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let part = |data: &[u8]| {
+        uploads(
+            &store,
+            Route::new("uploads.parts").with_param("id", id),
+            Value::Null,
+            &[("data", Some("b"), data)],
+        )
+    };
+    part(b"abc").unwrap();
+    let e = part(b"de").unwrap_err();
+    assert_eq!(param(&e), Some("data"), "{e:?}");
+    assert_eq!(store.blob_count(), 1, "the refused part left nothing");
+    part(b"d").unwrap();
+}

@@ -153,3 +153,29 @@ async fn a_migration_cut_short_is_finished_by_the_next_start() {
     assert_eq!(keys(page), ["k4", "k1"]);
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_claimed_log_is_moved_once_it_is_abandoned() {
+    let dir = temp("claimed");
+    std::fs::create_dir_all(dir.join("p")).unwrap();
+    // Claimed by a start that died (or a replica moving it right now).
+    let claimed = dir.join("p/col.jsonl.migrating");
+    std::fs::write(&claimed, LEGACY_LOG).unwrap();
+    let store = Store::open(&dir, None).await.unwrap();
+    assert_eq!(
+        migrate_logs(&dir, &store).await.unwrap(),
+        0,
+        "too fresh: maybe in progress"
+    );
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&claimed)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    assert_eq!(migrate_logs(&dir, &store).await.unwrap(), 4);
+    assert!(dir.join("p/col.jsonl.migrated").exists());
+    assert!(!claimed.exists());
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -22,6 +22,8 @@ use crate::state::{HostState, ResponseState, SinkHandle};
 
 /// Largest chunk one `read-blob` returns (and one `write` should carry).
 const MAX_CHUNK: u32 = 4 << 20;
+/// Blob writers one call may hold open at once (each holds a file).
+const MAX_OPEN_WRITERS: u32 = 16;
 /// Largest page one `list` returns.
 const MAX_PAGE: u32 = 10_000;
 
@@ -306,10 +308,11 @@ impl store::Host for HostState {
             .await?;
         Ok(match joined {
             Err(e) => Err(e),
-            Ok(Err(StoreError::TooLarge { limit })) => {
-                self.body_failure = Some(BodyFailure::TooLarge { limit });
-                Err(bad(format!("a blob is at most {limit} bytes"), "parts"))
-            }
+            // The parts are stored already: a 400 naming them, not the body's 413.
+            Ok(Err(StoreError::TooLarge { limit })) => Err(bad(
+                format!("the parts together are larger than the limit of {limit} bytes"),
+                "parts",
+            )),
             Ok(other) => other.map(blob).map_err(wit_error),
         })
     }
@@ -370,15 +373,22 @@ impl store::Host for HostState {
 
 impl store::HostBlobWriter for HostState {
     async fn new(&mut self) -> wasmtime::Result<Resource<BlobWriterHandle>> {
-        // A store that cannot be reached fails at the first write, where an error can be said.
+        // A writer that cannot start (no store, too many open: each holds a file) fails at its
+        // first write, where an error can be said.
         let max = self.max_file_bytes;
-        let writer = self
-            .with_store(None, async |store, owner| {
+        let writer = if self.open_blob_writers >= MAX_OPEN_WRITERS {
+            None
+        } else {
+            self.with_store(None, async |store, owner| {
                 Ok(store.blob_writer(owner, max).await.ok())
             })
             .await?
             .ok()
-            .flatten();
+            .flatten()
+        };
+        if writer.is_some() {
+            self.open_blob_writers += 1;
+        }
         Ok(self.table.push(BlobWriterHandle(writer))?)
     }
 
@@ -392,13 +402,14 @@ impl store::HostBlobWriter for HostState {
         }
         let handle = self.table.get_mut(&me)?;
         let Some(writer) = handle.0.as_mut() else {
-            return Ok(Err(types::Error::Internal(
-                "store: this blob could not be started, or was finished".into(),
-            )));
+            return Ok(Err(types::Error::Internal(format!(
+                "store: this blob could not be started (no store, or {MAX_OPEN_WRITERS} open at once), or was finished"
+            ))));
         };
         let written = match writer.write(&chunk).await {
             Err(StoreError::TooLarge { limit }) => {
                 handle.0 = None;
+                self.open_blob_writers -= 1;
                 self.body_failure = Some(BodyFailure::TooLarge { limit });
                 Err(bad(format!("a blob is at most {limit} bytes"), "chunk"))
             }
@@ -417,6 +428,7 @@ impl store::HostBlobWriter for HostState {
                 "store: this blob could not be started, or was finished".into(),
             )));
         };
+        self.open_blob_writers -= 1;
         let finished = writer.finish().await.map(blob).map_err(wit_error);
         self.touch();
         Ok(finished)
@@ -424,7 +436,9 @@ impl store::HostBlobWriter for HostState {
 
     async fn drop(&mut self, me: Resource<BlobWriterHandle>) -> wasmtime::Result<()> {
         // Dropping the writer removes an unfinished blob's temporary file.
-        self.table.delete(me)?;
+        if self.table.delete(me)?.0.is_some() {
+            self.open_blob_writers -= 1;
+        }
         Ok(())
     }
 }
