@@ -1,7 +1,7 @@
 //! `cargo xtask bench --files [--size-mb N] [--count N]`: starts Cinder on a fresh storage folder
 //! (embedded SQLite) and drives the Files API (`xtask/bench/files.py`): upload and download of an
 //! N MB file (default 200) with the server's peak RSS during each, then list latency with
-//! `--count` files stored (default 10,000).
+//! `--count` files stored (default 10,000). `limits.max_file_bytes` is raised to fit the file.
 
 use std::process::Command;
 
@@ -37,9 +37,15 @@ pub fn bench(args: &[String]) -> Result<()> {
     }
     let config = target_dir().join("bench/cinder-files.toml");
     std::fs::create_dir_all(config.parent().context("bench dir")?)?;
+    // Room for the file, past the default limit when asked for a bigger one.
+    let limit = "max_file_bytes = 536870912";
+    let wanted: u64 = size_mb.parse().context("--size-mb")?;
+    let room = (wanted + 16) << 20;
     std::fs::write(
         &config,
-        example.replace(default_dir, &format!("dir = \"{}\"", state.display())),
+        example
+            .replace(default_dir, &format!("dir = \"{}\"", state.display()))
+            .replace(limit, &format!("max_file_bytes = {}", room.max(512 << 20))),
     )?;
 
     let (cinder, port) = start_cinder(&mut Command::new(&cinder_bin), &config, &plugins)?;
