@@ -187,3 +187,32 @@ def test_kill_9_keeps_acknowledged_files_and_drops_the_interrupted_one():
     finally:
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_slow_upload_outlives_the_request_timeout_while_it_makes_progress():
+    """The wall-clock limit (here 2 s) counts from the end of a multipart body: a large upload
+    on a slow link is not cut off while its bytes keep coming."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+    with own_server("cinder-slow-", {"request_timeout_secs = 600": "request_timeout_secs = 2"}) as srv:
+        u = urlparse(srv.url)
+        boundary = "cinderslow"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nuser_data\r\n"
+                f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"slow.bin\"\r\n\r\n").encode()
+        chunks = [b"z" * 1000] * 8
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        length = len(head) + sum(map(len, chunks)) + len(tail)
+        with socket.create_connection((u.hostname, u.port)) as s:
+            s.sendall((f"POST /v1/files HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nConnection: close\r\n"
+                       f"Content-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {length}\r\n\r\n").encode() + head)
+            for c in chunks:  # 4 s in all, twice the request timeout
+                time.sleep(0.5)
+                s.sendall(c)
+            s.sendall(tail)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        status = reply.split(b"\r\n", 1)[0]
+        assert status.endswith(b"200 OK"), reply[:500]
+        assert b'"bytes":8000' in reply, reply[-500:]

@@ -21,7 +21,8 @@ pub struct Limits {
     pub plugin_memory_mib: u64,
     /// CPU time a plugin may spend running (not waiting for tokens) per request, in ms.
     pub plugin_cpu_ms: u64,
-    /// Wall-clock limit of one request, in seconds.
+    /// Wall-clock limit of one request, in seconds (a multipart body's arrival is not
+    /// counted: it is bounded by its progress).
     pub request_timeout_secs: u64,
     /// A request that makes no progress (no token, no write taken by the client) for this
     /// long is ended with a 504, in seconds.

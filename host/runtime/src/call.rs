@@ -127,10 +127,26 @@ impl Runtime {
                 let limits = runtime.limits.load_full();
                 let started = Instant::now();
                 let progress = Arc::new(AtomicU64::new(0));
-                let call = runtime.run(&plugin, &limits, request, tx.clone(), progress.clone());
+                // A multipart body may take long to arrive (a large upload on a slow link):
+                // the wall-clock limit counts from its end (ms since `started`; MAX while it
+                // arrives), and the idle limit and the body's own read timeout cover a stall.
+                let body_done = Arc::new(AtomicU64::new(match request.multipart {
+                    Some(_) => u64::MAX,
+                    None => 0,
+                }));
+                let call = runtime.run(
+                    &plugin,
+                    &limits,
+                    request,
+                    (tx.clone(), progress.clone(), body_done.clone()),
+                );
                 tokio::pin!(call);
-                let deadline = started + limits.timeout;
+                let far = started + Duration::from_secs(10 * 365 * 86_400);
                 let outcome = loop {
+                    let deadline = match body_done.load(Ordering::Relaxed) {
+                        u64::MAX => far,
+                        ms => started + Duration::from_millis(ms) + limits.timeout,
+                    };
                     let idle_at = started + Duration::from_millis(progress.load(Ordering::Relaxed)) + limits.idle_timeout;
                     tokio::select! {
                         r = &mut call => break r,
@@ -232,6 +248,7 @@ impl Runtime {
             max_file_bytes: limits.max_file_bytes,
             open_blob_writers: 0,
             multipart: None,
+            body_done: None,
             body_failure: None,
             settings: self
                 .settings
@@ -264,10 +281,10 @@ impl Runtime {
         plugin: &Plugin,
         limits: &Limits,
         request: PluginRequest,
-        out: mpsc::Sender<Output>,
-        progress: Arc<AtomicU64>,
+        (out, progress, body_done): (mpsc::Sender<Output>, Arc<AtomicU64>, Arc<AtomicU64>),
     ) -> Result<(), CallError> {
         let mut store = self.store(plugin, limits, out.clone(), progress, &request.owner);
+        store.data_mut().body_done = Some(body_done);
         store.data_mut().request_id = request.request_id.as_str().into();
         store.data_mut().route = request.route;
         store.data_mut().multipart = request.multipart;

@@ -56,6 +56,9 @@ pub struct HostState {
     pub(crate) open_blob_writers: u32,
     /// The request's multipart body, on routes that take one.
     pub(crate) multipart: Option<crate::body::Multipart>,
+    /// When the multipart body ended (ms since `started`; MAX while it arrives): the
+    /// wall-clock limit counts from there.
+    pub(crate) body_done: Option<Arc<AtomicU64>>,
     /// Why the request body could not be read: the host answers for it (413, 408, 400)
     /// whatever the plugin returns after.
     pub(crate) body_failure: Option<crate::body::BodyFailure>,

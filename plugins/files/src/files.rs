@@ -174,7 +174,10 @@ pub fn create(host: &dyn StoreHost) -> Result<(), Error> {
                         Some("file"),
                     ));
                 }
-                file = Some((filename, form::stream(host, "file", None)?));
+                // The SDKs send `purpose` first; a form that does not is checked as JSONL in
+                // case its purpose turns out to need it.
+                let jsonl = purpose_text.as_deref().is_none_or(needs_jsonl);
+                file = Some((filename, form::stream(host, "file", None, jsonl)?));
             }
             // Fields OpenAI may add later are skipped, not refused.
             _ => {}

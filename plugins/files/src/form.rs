@@ -37,13 +37,15 @@ pub(crate) struct Streamed {
     pub lines: Lines,
 }
 
-/// Streams the current part into a new blob, checking it as JSONL on the way (the caller
-/// decides afterwards whether its purpose needs that); more than `cap` bytes is a 400
-/// naming `param` (the host refuses past its own file limit with a 413).
+/// Streams the current part into a new blob, checking it as JSONL on the way when `jsonl`
+/// (unknown yet when the form sends the file before its purpose: the caller decides after);
+/// more than `cap` bytes is a 400 naming `param` (the host refuses past its own file limit
+/// with a 413).
 pub(crate) fn stream(
     host: &dyn StoreHost,
     param: &str,
     cap: Option<u64>,
+    jsonl: bool,
 ) -> Result<Streamed, Error> {
     let mut writer = host.blob_writer()?;
     let mut lines = Lines::default();
@@ -62,7 +64,9 @@ pub(crate) fn stream(
                 Some(param),
             ));
         }
-        lines.feed(&chunk);
+        if jsonl {
+            lines.feed(&chunk);
+        }
         writer.write(&chunk)?;
     }
     Ok(Streamed {

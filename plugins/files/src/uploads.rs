@@ -149,7 +149,7 @@ pub fn add_part(host: &dyn StoreHost, id: &str) -> Result<(), Error> {
             if streamed.is_some() {
                 return Err(invalid_request("Send one `data` per part", Some("data")));
             }
-            streamed = Some(form::stream(host, "data", Some(MAX_PART.min(room)))?);
+            streamed = Some(form::stream(host, "data", Some(MAX_PART.min(room)), false)?);
         }
     }
     let streamed = streamed

@@ -17,7 +17,16 @@ use crate::state::HostState;
 const MAX_CHUNK: u32 = 4 << 20;
 
 impl HostState {
+    /// The body is over (read to its end, or failed): the wall-clock limit starts counting.
+    fn body_ended(&self) {
+        if let Some(done) = &self.body_done {
+            let ms = self.started.elapsed().as_millis() as u64;
+            done.store(ms.min(u64::MAX - 1), std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
     fn failed_body(&mut self, f: BodyFailure) -> types::Error {
+        self.body_ended();
         let message = f.to_string();
         self.body_failure = Some(f);
         types::Error::InvalidRequest(types::ErrorDetail {
@@ -37,6 +46,9 @@ impl multipart::Host for HostState {
         };
         let next = body.0.lock().await.next_part().await;
         self.touch();
+        if matches!(next, Ok(None)) {
+            self.body_ended();
+        }
         Ok(match next {
             Ok(part) => Ok(part.map(|p| multipart::Part {
                 name: p.name,
