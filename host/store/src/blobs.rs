@@ -50,14 +50,7 @@ impl Folder {
         tokio::fs::create_dir_all(&tmp).await.map_err(io)?;
         let mut entries = tokio::fs::read_dir(&tmp).await.map_err(io)?;
         while let Some(entry) = entries.next_entry().await.map_err(io)? {
-            let stale = entry
-                .metadata()
-                .await
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > STALE);
-            if stale {
+            if stale(&entry.path()).await {
                 let _ = tokio::fs::remove_file(entry.path()).await;
             }
         }
@@ -69,6 +62,63 @@ impl Folder {
             return Err(StoreError::InvalidId(id.to_owned()));
         }
         Ok(self.dir.join(id))
+    }
+}
+
+/// Whether the file at `path` has sat untouched for [`STALE`].
+async fn stale(path: &Path) -> bool {
+    tokio::fs::metadata(path)
+        .await
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > STALE)
+}
+
+/// Ids looked up in the index per query while sweeping.
+const SWEEP_BATCH: usize = 500;
+
+impl Store {
+    /// Removes blob files that no index row names and that have sat for [`STALE`]: a crash
+    /// between a blob's rename and its index row leaves one (never served, only taking room).
+    /// A fresh one may be a replica's blob a moment before its row commits, so it stays.
+    /// Returns how many went.
+    pub(crate) async fn sweep_unindexed_blobs(&self) -> Result<usize, StoreError> {
+        let mut candidates = Vec::new();
+        let mut entries = tokio::fs::read_dir(&self.blobs.dir).await.map_err(io)?;
+        while let Some(entry) = entries.next_entry().await.map_err(io)? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("blob-") && ids::is_store_id(&name) && stale(&entry.path()).await {
+                candidates.push(name);
+            }
+        }
+        let mut removed = 0;
+        for batch in candidates.chunks(SWEEP_BATCH) {
+            let marks = vec!["?"; batch.len()].join(", ");
+            let q = self.sql(&format!("SELECT id FROM blobs WHERE id IN ({marks})"));
+            let mut query = sqlx::query(q.clone());
+            for id in batch {
+                query = query.bind(id);
+            }
+            let indexed: std::collections::HashSet<String> = query
+                .fetch_all(&self.pool)
+                .await?
+                .iter()
+                .map(|r| r.try_get::<String, _>("id"))
+                .collect::<Result<_, _>>()?;
+            for id in batch.iter().filter(|id| !indexed.contains(*id)) {
+                if tokio::fs::remove_file(self.blobs.path(id)?).await.is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed blob files no index row named (left by a crash)"
+            );
+        }
+        Ok(removed)
     }
 }
 

@@ -111,11 +111,13 @@ impl Store {
             .connect(&url)
             .await?;
         migrator().run(&pool).await?;
-        Ok(Store {
+        let store = Store {
             pool,
             backend,
             blobs: blobs::Folder::open(dir).await?,
-        })
+        };
+        store.sweep_unindexed_blobs().await?;
+        Ok(store)
     }
 
     /// Which database this store runs on.
