@@ -84,9 +84,12 @@ pub fn load(host: &dyn StoreHost, id: &str) -> Result<(Object, StoredFile), Erro
     Ok((object, file))
 }
 
-/// Keeps `blob` as a file; the blob goes if the file cannot be kept.
+/// Keeps `blob` as a file (under `id` when given: the same work done twice, as a retried
+/// upload completion, then makes one File, the first one's content removed); the blob goes if
+/// the file cannot be kept.
 pub fn save(
     host: &dyn StoreHost,
+    id: Option<&str>,
     filename: &str,
     purpose: &str,
     blob: &Blob,
@@ -107,7 +110,22 @@ pub fn save(
         metadata: vec![("purpose".into(), purpose.to_owned())],
         body,
     };
-    match host.create_object(COLLECTION, &new) {
+    let kept = match id {
+        None => host.create_object(COLLECTION, &new),
+        Some(id) => {
+            let earlier = host.get_object(COLLECTION, id)?;
+            let kept = host.put_object(COLLECTION, id, &new);
+            if kept.is_ok()
+                && let Some(earlier) = earlier
+                && let Ok(earlier) = read(&earlier)
+                && earlier.blob != blob.id
+            {
+                host.delete_blob(&earlier.blob)?;
+            }
+            kept
+        }
+    };
+    match kept {
         Ok(object) => Ok(shown(&object, &file)),
         Err(e) => {
             let _ = host.delete_blob(&blob.id);
@@ -201,7 +219,7 @@ pub fn create(host: &dyn StoreHost) -> Result<(), Error> {
         ));
     }
     let blob = streamed.writer.finish()?;
-    let shown = save(host, &filename, &purpose, &blob, expires_at)?;
+    let shown = save(host, None, &filename, &purpose, &blob, expires_at)?;
     host.respond_json(200, &shown)
 }
 

@@ -334,7 +334,17 @@ pub fn complete(host: &dyn StoreHost, id: &str, request: &Request) -> Result<(),
             "part_ids",
         );
     }
-    let file = files::save(host, &upload.filename, &upload.purpose, &joined, None)?;
+    // The File's id comes from the upload's: a completion retried after a call that died
+    // between keeping the File and marking the upload completed replaces that File.
+    let file_id = format!("file-{}", id.trim_start_matches("upload_"));
+    let file = files::save(
+        host,
+        Some(&file_id),
+        &upload.filename,
+        &upload.purpose,
+        &joined,
+        None,
+    )?;
     upload.file = Some(file.clone());
     let done = match settle(host, &object, &upload, "completed") {
         Ok(o) => o,

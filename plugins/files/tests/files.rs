@@ -519,3 +519,53 @@ fn parts_cannot_hold_more_than_the_upload() {
     assert_eq!(store.blob_count(), 1, "the refused part left nothing");
     part(b"d").unwrap();
 }
+
+#[test]
+fn a_completion_retried_after_a_dropped_call_makes_one_file() {
+    use cinder_sdk::host::Store;
+    use cinder_sdk::store::NewObject;
+    let store = FakeStore::default();
+    let created = uploads(
+        &store,
+        Route::new("uploads.create"),
+        json!({"bytes": 3, "filename": "a.txt", "mime_type": "text/plain", "purpose": "user_data"}),
+        &[],
+    )
+    .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let part = uploads(
+        &store,
+        Route::new("uploads.parts").with_param("id", id),
+        Value::Null,
+        &[("data", Some("b"), b"abc")],
+    )
+    .unwrap();
+    // What a first completion left when its call was dropped after keeping the File and
+    // before marking the upload completed: the File, under the id the upload gives it.
+    let h = host(&store);
+    let mut w = h.blob_writer().unwrap();
+    w.write(b"abc").unwrap();
+    let first = w.finish().unwrap();
+    let file_id = format!("file-{}", id.trim_start_matches("upload_"));
+    let body = json!({"filename": "a.txt", "bytes": 3, "purpose": "user_data", "blob": first.id, "expires_at": null});
+    let new = NewObject {
+        id_prefix: "file-".into(),
+        status: None,
+        metadata: vec![("purpose".into(), "user_data".into())],
+        body: body.to_string(),
+    };
+    h.put_object("files", &file_id, &new).unwrap();
+    // The client's retry completes it: one File, the same id, the first content's blob gone.
+    let done = uploads(
+        &store,
+        Route::new("uploads.complete").with_param("id", id),
+        json!({"part_ids": [part["id"]]}),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(done["status"], "completed");
+    assert_eq!(done["file"]["id"], file_id.as_str());
+    assert_eq!(store.objects("files").len(), 1);
+    assert!(store.blob(&first.id).is_none());
+    assert_eq!(store.blob_count(), 1);
+}

@@ -195,6 +195,14 @@ pub trait Store {
         collection: &str,
         new: &store::NewObject,
     ) -> Result<store::Object, Error>;
+    /// Creates the object `id` (the plugin's own id) or replaces its status, metadata and
+    /// body in place: doing the same work twice makes one object.
+    fn put_object(
+        &self,
+        collection: &str,
+        id: &str,
+        new: &store::NewObject,
+    ) -> Result<store::Object, Error>;
     /// The object `id`, if it exists.
     fn get_object(&self, collection: &str, id: &str) -> Result<Option<store::Object>, Error>;
     /// Replaces an object's status, metadata and body (compare-and-set with

@@ -225,6 +225,15 @@ impl Store for Wasm<'_> {
         store::create(collection, new)
     }
 
+    fn put_object(
+        &self,
+        collection: &str,
+        id: &str,
+        new: &store::NewObject,
+    ) -> Result<store::Object, Error> {
+        store::put(collection, id, new)
+    }
+
     fn get_object(&self, collection: &str, id: &str) -> Result<Option<store::Object>, Error> {
         store::get(collection, id)
     }

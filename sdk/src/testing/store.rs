@@ -144,6 +144,31 @@ impl Store for FakeHost {
         Ok(object)
     }
 
+    fn put_object(&self, collection: &str, id: &str, new: &NewObject) -> Result<Object, Error> {
+        let mut inner = self.store.0.borrow_mut();
+        if let Some((_, o)) = inner
+            .objects
+            .iter_mut()
+            .find(|(c, o)| c == collection && o.id == id)
+        {
+            o.version += 1;
+            o.status = new.status.clone();
+            o.metadata = new.metadata.clone();
+            o.body = new.body.clone();
+            return Ok(o.clone());
+        }
+        let object = Object {
+            id: id.to_owned(),
+            created_at: crate::unix_time() as i64,
+            version: 1,
+            status: new.status.clone(),
+            metadata: new.metadata.clone(),
+            body: new.body.clone(),
+        };
+        inner.objects.push((collection.to_owned(), object.clone()));
+        Ok(object)
+    }
+
     fn get_object(&self, collection: &str, id: &str) -> Result<Option<Object>, Error> {
         let inner = self.store.0.borrow();
         Ok(inner

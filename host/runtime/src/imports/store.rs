@@ -154,6 +154,34 @@ impl store::Host for HostState {
         .await
     }
 
+    async fn put(
+        &mut self,
+        collection: String,
+        id: String,
+        new: store::NewObject,
+    ) -> wasmtime::Result<Result<store::Object, types::Error>> {
+        if !cinder_store::is_store_id(&id) {
+            return Ok(Err(bad("an id is 1 to 128 of [A-Za-z0-9_-]", "id")));
+        }
+        if let Err(e) = self.quota.store(new.body.len()) {
+            return Ok(Err(types::Error::Internal(format!("store: {e}"))));
+        }
+        let c = collection.clone();
+        self.with_store(Some(&c), async |store, owner| {
+            let new = NewObject {
+                collection,
+                owner: owner.to_owned(),
+                id_prefix: String::new(),
+                created_at: now(),
+                status: new.status,
+                metadata: pairs(new.metadata),
+                body: new.body,
+            };
+            store.put(new, &id).await.map(object).map_err(wit_error)
+        })
+        .await
+    }
+
     async fn get(
         &mut self,
         collection: String,
