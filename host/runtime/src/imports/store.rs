@@ -62,6 +62,19 @@ fn pairs(m: Vec<(String, String)>) -> BTreeMap<String, String> {
     m.into_iter().collect()
 }
 
+/// A new object of `owner`'s in `collection`, created now.
+fn new_object(collection: String, owner: &str, new: store::NewObject) -> NewObject {
+    NewObject {
+        collection,
+        owner: owner.to_owned(),
+        id_prefix: new.id_prefix,
+        created_at: now(),
+        status: new.status,
+        metadata: pairs(new.metadata),
+        body: new.body,
+    }
+}
+
 fn object(o: cinder_store::Object) -> store::Object {
     store::Object {
         id: o.id,
@@ -140,15 +153,7 @@ impl store::Host for HostState {
         }
         let c = collection.clone();
         self.with_store(Some(&c), async |store, owner| {
-            let new = NewObject {
-                collection,
-                owner: owner.to_owned(),
-                id_prefix: new.id_prefix,
-                created_at: now(),
-                status: new.status,
-                metadata: pairs(new.metadata),
-                body: new.body,
-            };
+            let new = new_object(collection, owner, new);
             store.create(new).await.map(object).map_err(wit_error)
         })
         .await
@@ -168,15 +173,7 @@ impl store::Host for HostState {
         }
         let c = collection.clone();
         self.with_store(Some(&c), async |store, owner| {
-            let new = NewObject {
-                collection,
-                owner: owner.to_owned(),
-                id_prefix: String::new(),
-                created_at: now(),
-                status: new.status,
-                metadata: pairs(new.metadata),
-                body: new.body,
-            };
+            let new = new_object(collection, owner, new);
             store.put(new, &id).await.map(object).map_err(wit_error)
         })
         .await
