@@ -119,21 +119,31 @@ def start_server(config=None, plugins=None):
     return srv
 
 
+DEFAULT_STORAGE = 'dir = "~/.local/share/cinder/documents"'
+
+
+def write_config(root, edits=None):
+    """Writes a copy of the default config into `root` with its state under `root/documents`
+    and `edits` ({old: new}, each `old` must be in the file; an edit of `DEFAULT_STORAGE`
+    replaces that default); returns the copy's path."""
+    config = os.path.join(root, "cinder.toml")
+    text = open(_required_env("CINDER_CONFIG")).read()
+    edits = {DEFAULT_STORAGE: f'dir = "{root}/documents"', **(edits or {})}
+    for old, new in edits.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    with open(config, "w") as f:
+        f.write(text)
+    return config
+
+
 @contextlib.contextmanager
 def own_server(prefix, edits):
     """A server of its own on a copy of the default config with `edits` ({old: new}, each
     `old` must be in the file) and its documents in a fresh folder; stopped and removed after,
     failing the test if it died on the way."""
     root = tempfile.mkdtemp(prefix=prefix)
-    config = os.path.join(root, "cinder.toml")
-    text = open(_required_env("CINDER_CONFIG")).read()
-    edits = {'dir = "~/.local/share/cinder/documents"': f'dir = "{root}/documents"', **edits}
-    for old, new in edits.items():
-        assert old in text, old
-        text = text.replace(old, new)
-    with open(config, "w") as f:
-        f.write(text)
-    srv = start_server(config=config)
+    srv = start_server(config=write_config(root, edits))
     try:
         yield srv
     finally:

@@ -162,12 +162,9 @@ def test_kill_9_keeps_acknowledged_files_and_drops_the_interrupted_one():
     import signal
     import tempfile
     import time
-    from conftest import _required_env, start_server
+    from conftest import start_server, write_config
     root = tempfile.mkdtemp(prefix="cinder-kill-")
-    config = os.path.join(root, "cinder.toml")
-    text = open(_required_env("CINDER_CONFIG")).read()
-    with open(config, "w") as f:
-        f.write(text.replace('dir = "~/.local/share/cinder/documents"', f'dir = "{root}/documents"'))
+    config = write_config(root)
     srv = start_server(config=config)
     try:
         c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)

@@ -12,7 +12,7 @@ import tempfile
 import openai
 import pytest
 
-from conftest import _required_env, start_server
+from conftest import DEFAULT_STORAGE, start_server, write_config
 
 
 def _free_port():
@@ -51,12 +51,7 @@ def postgres():
 def test_two_replicas_share_files():
     with postgres() as url:
         root = tempfile.mkdtemp(prefix="cinder-replicas-")
-        config = os.path.join(root, "cinder.toml")
-        text = open(_required_env("CINDER_CONFIG")).read()
-        old = 'dir = "~/.local/share/cinder/documents"'
-        assert old in text
-        with open(config, "w") as f:
-            f.write(text.replace(old, f'{old.replace("~/.local/share/cinder/documents", root + "/state")}\nurl = "{url}"'))
+        config = write_config(root, {DEFAULT_STORAGE: f'dir = "{root}/state"\nurl = "{url}"'})
         a = start_server(config=config)
         b = start_server(config=config)
         try:

@@ -10,7 +10,7 @@ import uuid
 import openai
 import pytest
 
-from conftest import _required_env, start_server
+from conftest import start_server, write_config
 
 MODEL = "smollm2-135m-instruct"
 HI = [{"role": "user", "content": "hi"}]
@@ -54,12 +54,7 @@ def test_a_streamed_completion_is_stored_whole(client):
 
 def test_stored_completions_survive_a_restart():
     root = tempfile.mkdtemp(prefix="cinder-storage-")
-    config = os.path.join(root, "cinder.toml")
-    text = open(_required_env("CINDER_CONFIG")).read()
-    old = 'dir = "~/.local/share/cinder/documents"'
-    assert old in text
-    with open(config, "w") as f:
-        f.write(text.replace(old, f'dir = "{root}/documents"'))
+    config = write_config(root)
     srv = start_server(config=config)
     try:
         c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
@@ -100,10 +95,7 @@ def test_document_logs_from_before_the_store_are_moved_into_it_once():
     ]
     with open(os.path.join(logs, "chat_completions.jsonl"), "w") as f:
         f.write("".join(json.dumps(l) + "\n" for l in lines))
-    config = os.path.join(root, "cinder.toml")
-    text = open(_required_env("CINDER_CONFIG")).read()
-    with open(config, "w") as f:
-        f.write(text.replace('dir = "~/.local/share/cinder/documents"', f'dir = "{root}/documents"'))
+    config = write_config(root)
     try:
         for _ in range(2):  # the second start finds nothing left to move and loses nothing
             srv = start_server(config=config)

@@ -141,11 +141,10 @@ impl Runtime {
                     (tx.clone(), progress.clone(), body_done.clone()),
                 );
                 tokio::pin!(call);
-                let far = started + Duration::from_secs(10 * 365 * 86_400);
                 let outcome = loop {
                     let deadline = match body_done.load(Ordering::Relaxed) {
-                        u64::MAX => far,
-                        ms => started + Duration::from_millis(ms) + limits.timeout,
+                        u64::MAX => None,
+                        ms => Some(started + Duration::from_millis(ms) + limits.timeout),
                     };
                     let idle_at = started + Duration::from_millis(progress.load(Ordering::Relaxed)) + limits.idle_timeout;
                     tokio::select! {
@@ -154,10 +153,10 @@ impl Runtime {
                             debug!("client gone; plugin call dropped");
                             return;
                         }
-                        _ = tokio::time::sleep_until(deadline.min(idle_at).into()) => {
+                        _ = tokio::time::sleep_until(deadline.map_or(idle_at, |d| d.min(idle_at)).into()) => {
                             let now = Instant::now();
                             let idle_at = started + Duration::from_millis(progress.load(Ordering::Relaxed)) + limits.idle_timeout;
-                            let failure = if now >= deadline {
+                            let failure = if deadline.is_some_and(|d| now >= d) {
                                 CallError::Timeout(limits.timeout)
                             } else if now >= idle_at {
                                 CallError::Idle(limits.idle_timeout)

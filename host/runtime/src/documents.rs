@@ -60,13 +60,6 @@ fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn failed(e: StoreError) -> String {
     e.to_string()
 }
@@ -86,7 +79,7 @@ impl Scope<'_> {
         let new = NewObject {
             collection: self.collection(collection)?,
             owner: self.owner.to_owned(),
-            created_at: now(),
+            created_at: cinder_store::now(),
             body: value,
             ..NewObject::default()
         };

@@ -19,8 +19,8 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::pool::PoolOptions;
 use sqlx::{Any, AssertSqlSafe, Pool, SqlSafeStr, SqlStr};
 
-/// Seconds since the Unix epoch.
-pub(crate) fn now() -> i64 {
+/// Seconds since the Unix epoch (objects' `created_at`, jobs' clock).
+pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)

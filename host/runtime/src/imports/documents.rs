@@ -28,18 +28,16 @@ impl HostState {
         &mut self,
         work: impl AsyncFnOnce(Scope<'_>) -> Result<T, String>,
     ) -> wasmtime::Result<Result<T, types::Error>> {
-        let store = match self.granted_store() {
-            Ok(s) => s,
-            Err(e) => return Ok(Err(e)),
-        };
-        let scope = Scope {
-            store: &store,
-            plugin: &self.plugin_id,
-            owner: &self.owner,
-        };
-        let result = work(scope).await.map_err(storage_error);
-        self.touch();
-        Ok(result)
+        let plugin = self.plugin_id.clone();
+        self.with_store(None, async |store, owner| {
+            let scope = Scope {
+                store,
+                plugin: &plugin,
+                owner,
+            };
+            work(scope).await.map_err(storage_error)
+        })
+        .await
     }
 }
 

@@ -30,13 +30,6 @@ const MAX_PAGE: u32 = 10_000;
 /// A blob being written by the guest (`blob-writer`): dropped unfinished, it leaves nothing.
 pub struct BlobWriterHandle(Option<cinder_store::BlobWriter>);
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 fn internal(e: StoreError) -> types::Error {
     types::Error::Internal(format!("store: {e}"))
 }
@@ -68,7 +61,7 @@ fn new_object(collection: String, owner: &str, new: store::NewObject) -> NewObje
         collection,
         owner: owner.to_owned(),
         id_prefix: new.id_prefix,
-        created_at: now(),
+        created_at: cinder_store::now(),
         status: new.status,
         metadata: pairs(new.metadata),
         body: new.body,
@@ -115,7 +108,7 @@ impl HostState {
 
     /// Runs `work` on the store for the caller's owner, if this call may reach `collection`.
     /// The wait is not the guest's CPU time, and counts as progress.
-    async fn with_store<T>(
+    pub(crate) async fn with_store<T>(
         &mut self,
         collection: Option<&str>,
         work: impl AsyncFnOnce(&cinder_store::Store, &str) -> Result<T, types::Error>,
