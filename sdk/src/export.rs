@@ -7,7 +7,7 @@
 //! [`export_embeddings_plugin!`]: crate::export_embeddings_plugin
 //! [`export_tools_plugin!`]: crate::export_tools_plugin
 
-use crate::host::{Host, StoreHost, Wasm};
+use crate::host::{Host, JobHost, StoreHost, Wasm};
 use crate::sink::ResponseSink;
 use crate::tools::{Call, Function, Message, Prompt, ToolChoice, ToolUse};
 use crate::{Error, route};
@@ -105,6 +105,47 @@ pub trait ServeStore {
     fn serve(&self, route: &Route, request: Request, host: &dyn StoreHost) -> Result<(), Error>;
 }
 
+/// A job as the host hands it to [`ServeJobs::step`] (WIT 0.1.8 `job-runner.job`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// The id given to [`crate::host::Jobs::enqueue_job`].
+    pub id: String,
+    /// Its kind, as the manifest names it (`batch`).
+    pub kind: String,
+    /// The record the previous step returned (or the one queued with it).
+    pub progress: String,
+    /// 1 on the first process that took it; more after a crash or restart.
+    pub attempt: u32,
+    /// A client asked it to stop.
+    pub cancel_requested: bool,
+    /// The host is ending the job with this reason: record it (the family's object failed)
+    /// and return [`Outcome::Done`]; no step follows.
+    pub ending: Option<String>,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// More to do: the host saves this progress and calls the next step with it.
+    More(String),
+    /// The job is over; the family's object says how it ended.
+    Done,
+}
+
+/// A family on the store that also works in the background (the `job-plugin` world, WIT
+/// 0.1.8): it serves routes like a [`ServeStore`], queues jobs, and runs them a step at a
+/// time. Each step is bounded like a request (wall clock, CPU, memory), so a long job is
+/// many short steps; what a step returns is saved before the next one starts, and after a
+/// crash the job resumes from the last saved progress.
+pub trait ServeJobs {
+    /// Handles one request on `route`, answering through `host`'s sink.
+    fn serve(&self, route: &Route, request: Request, host: &dyn JobHost) -> Result<(), Error>;
+    /// Runs one step of `job`; `host` has no response to write, but may [`dispatch`].
+    ///
+    /// [`dispatch`]: crate::host::Dispatch::dispatch
+    fn step(&self, job: Job, host: &dyn JobHost) -> Result<Outcome, Error>;
+}
+
 /// A tools plugin (the `tools-plugin` world): how tools shape a prompt and how answers
 /// become calls, for every chat plugin that imports `tools`.
 pub trait ToolsPlugin {
@@ -174,6 +215,38 @@ pub mod glue {
     ) -> Result<(), Error> {
         let (route, request) = call(method, path, body, request_id)?;
         T::default().serve(&route, request, &Wasm::new(sink))
+    }
+
+    /// Serves one handler call of a `job-plugin`.
+    pub fn serve_jobs<T: ServeJobs + Default>(
+        method: String,
+        path: String,
+        body: String,
+        request_id: String,
+        sink: &ResponseSink,
+    ) -> Result<(), Error> {
+        let (route, request) = call(method, path, body, request_id)?;
+        T::default().serve(&route, request, &Wasm::new(sink))
+    }
+
+    use crate::bindings::job::exports::cinder::plugin::job_runner as j;
+
+    /// `job-runner.step` for a [`ServeJobs`].
+    pub fn step<T: ServeJobs + Default>(job: j::Job) -> Result<j::Outcome, Error> {
+        let job = Job {
+            id: job.id,
+            kind: job.kind,
+            progress: job.progress,
+            attempt: job.attempt,
+            cancel_requested: job.cancel_requested,
+            ending: job.ending,
+        };
+        T::default()
+            .step(job, &Wasm::without_sink())
+            .map(|o| match o {
+                Outcome::More(p) => j::Outcome::More(p),
+                Outcome::Done => j::Outcome::Done,
+            })
     }
 
     use crate::bindings::tools::exports::cinder::plugin::tools as x;
@@ -278,6 +351,34 @@ macro_rules! export_embeddings_plugin {
 macro_rules! export_store_plugin {
     ($ty:ty) => {
         $crate::__export_handler!($ty, $crate::ServeStore, serve_store);
+    };
+}
+
+/// Exports a [`ServeJobs`] (which must implement `Default`) as the `handler` and the
+/// `job-runner` of a `job-plugin` (WIT 0.1.8: a family on the store with background jobs,
+/// such as batches).
+#[macro_export]
+macro_rules! export_job_plugin {
+    ($ty:ty) => {
+        #[cfg(not(target_arch = "wasm32"))]
+        const _: () = {
+            let _ = <$ty as $crate::ServeJobs>::step;
+        };
+        $crate::__export_handler!($ty, $crate::ServeJobs, serve_jobs);
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            struct __CinderJobRunner;
+
+            impl $crate::bindings::job::exports::cinder::plugin::job_runner::Guest for __CinderJobRunner {
+                fn step(
+                    job: $crate::bindings::job::exports::cinder::plugin::job_runner::Job,
+                ) -> ::core::result::Result<$crate::bindings::job::exports::cinder::plugin::job_runner::Outcome, $crate::Error> {
+                    $crate::export::glue::step::<$ty>(job)
+                }
+            }
+
+            $crate::bindings::job::export_job_runner_world!(__CinderJobRunner with_types_in $crate::bindings::job);
+        };
     };
 }
 

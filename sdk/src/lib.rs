@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-/// Generated WIT bindings (`cinder:plugin@0.1.7`). The imports every family shares are
+/// Generated WIT bindings (`cinder:plugin@0.1.8`). The imports every family shares are
 /// generated once, from the export-less world `plugin-imports`; each family's world is
 /// generated beside them with its imports mapped onto those, so that a plugin exports only
 /// what its family serves (the export macros in [`export`] pick the world).
@@ -20,18 +20,35 @@ pub mod bindings {
             path: "../wit/v0.1",
             world: "chat-plugin",
             with: {
-                "cinder:plugin/types@0.1.7": crate::bindings::cinder::plugin::types,
-                "cinder:plugin/log@0.1.7": crate::bindings::cinder::plugin::log,
-                "cinder:plugin/inference@0.1.7": crate::bindings::cinder::plugin::inference,
-                "cinder:plugin/sink@0.1.7": crate::bindings::cinder::plugin::sink,
-                "cinder:plugin/config@0.1.7": crate::bindings::cinder::plugin::config,
-                "cinder:plugin/documents@0.1.7": crate::bindings::cinder::plugin::documents,
-                "cinder:plugin/tools@0.1.7": crate::bindings::cinder::plugin::tools,
-                "cinder:plugin/route@0.1.7": crate::bindings::cinder::plugin::route,
+                "cinder:plugin/types@0.1.8": crate::bindings::cinder::plugin::types,
+                "cinder:plugin/log@0.1.8": crate::bindings::cinder::plugin::log,
+                "cinder:plugin/inference@0.1.8": crate::bindings::cinder::plugin::inference,
+                "cinder:plugin/sink@0.1.8": crate::bindings::cinder::plugin::sink,
+                "cinder:plugin/config@0.1.8": crate::bindings::cinder::plugin::config,
+                "cinder:plugin/documents@0.1.8": crate::bindings::cinder::plugin::documents,
+                "cinder:plugin/tools@0.1.8": crate::bindings::cinder::plugin::tools,
+                "cinder:plugin/route@0.1.8": crate::bindings::cinder::plugin::route,
             },
             pub_export_macro: true,
             export_macro_name: "export_handler_world",
             default_bindings_module: "cinder_sdk::bindings::handler",
+        });
+    }
+
+    /// The `job-runner` export of a `job-plugin` (WIT 0.1.8). A job plugin exports the shared
+    /// `handler` glue too; generating the whole `job-plugin` world here would define that
+    /// glue's macros twice (wit-bindgen names them by interface), so this world has only
+    /// the export that is new.
+    pub mod job {
+        wit_bindgen::generate!({
+            path: "../wit/v0.1",
+            world: "job-runner-export",
+            with: {
+                "cinder:plugin/types@0.1.8": crate::bindings::cinder::plugin::types,
+            },
+            pub_export_macro: true,
+            export_macro_name: "export_job_runner_world",
+            default_bindings_module: "cinder_sdk::bindings::job",
         });
     }
 
@@ -41,10 +58,10 @@ pub mod bindings {
             path: "../wit/v0.1",
             world: "tools-plugin",
             with: {
-                "cinder:plugin/types@0.1.7": crate::bindings::cinder::plugin::types,
-                "cinder:plugin/log@0.1.7": crate::bindings::cinder::plugin::log,
-                "cinder:plugin/inference@0.1.7": crate::bindings::cinder::plugin::inference,
-                "cinder:plugin/config@0.1.7": crate::bindings::cinder::plugin::config,
+                "cinder:plugin/types@0.1.8": crate::bindings::cinder::plugin::types,
+                "cinder:plugin/log@0.1.8": crate::bindings::cinder::plugin::log,
+                "cinder:plugin/inference@0.1.8": crate::bindings::cinder::plugin::inference,
+                "cinder:plugin/config@0.1.8": crate::bindings::cinder::plugin::config,
             },
             pub_export_macro: true,
             export_macro_name: "export_tools_world",
@@ -54,6 +71,7 @@ pub mod bindings {
 }
 
 pub mod export;
+pub mod files;
 pub mod host;
 mod records;
 pub mod schema;
@@ -61,10 +79,11 @@ pub mod schema;
 pub mod testing;
 
 pub use bindings::cinder::plugin::{
-    config, documents, embeddings, inference, log, multipart, route, sink, store, tools, types,
+    config, dispatch, documents, embeddings, inference, jobs, log, multipart, route, sink, store,
+    tools, types,
 };
 pub use cinder_openai as openai;
-pub use export::{Request, Route, Serve, ServeStore, ToolsPlugin};
+pub use export::{Job, Outcome, Request, Route, Serve, ServeJobs, ServeStore, ToolsPlugin};
 pub use host::Host;
 pub use types::{Error, ErrorDetail};
 
@@ -102,6 +121,38 @@ impl Error {
             Error::NotFound(d) => Error::NotFound(rename(d)),
             other => other,
         }
+    }
+}
+
+impl Error {
+    /// The HTTP status and OpenAI error body the host answers this error with, for a plugin
+    /// that reports errors as data (a batch's error file, a run's `last_error`).
+    pub fn to_http(&self) -> (u16, serde_json::Value) {
+        let (status, kind, message, param, code) = match self {
+            Error::InvalidRequest(d) => {
+                (400, "invalid_request_error", &d.message, &d.param, &d.code)
+            }
+            Error::NotFound(d) => (404, "invalid_request_error", &d.message, &d.param, &d.code),
+            Error::RateLimited(m) => (
+                429,
+                "rate_limit_error",
+                m,
+                &None,
+                &Some("rate_limit_exceeded".to_owned()),
+            ),
+            Error::Unavailable(m) => (
+                503,
+                "server_error",
+                m,
+                &None,
+                &Some("service_unavailable".to_owned()),
+            ),
+            Error::Internal(m) => (500, "server_error", m, &None, &None),
+        };
+        let body = serde_json::json!({
+            "error": {"message": message, "type": kind, "param": param, "code": code}
+        });
+        (status, body)
     }
 }
 

@@ -61,6 +61,24 @@ impl GenerateRequest {
     }
 }
 
+impl From<params::list::ListParams> for crate::store::Query {
+    /// A list request's paging (`limit`, `order`, `after`) as a store query without filters.
+    fn from(p: params::list::ListParams) -> Self {
+        crate::store::Query {
+            limit: p.limit,
+            order: if p.newest_first {
+                crate::store::Order::Desc
+            } else {
+                crate::store::Order::Asc
+            },
+            after: p.after,
+            before: None,
+            status: None,
+            metadata: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

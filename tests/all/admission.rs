@@ -156,3 +156,30 @@ fn a_waiting_sequence_runs_when_every_running_one_sits_unread() {
     reader.join().expect("reader");
     assert_eq!(finish(&mut unread), 200);
 }
+
+#[test]
+fn background_work_waits_behind_live_requests_and_keeps_to_half_the_slots() {
+    let model = load_smollm2_limited(limits(2, usize::MAX, 16));
+    let background = |group| {
+        let mut request = story_request(&model, 24);
+        request.group = group;
+        request.background = true;
+        model.engine.submit(request).expect("submitted")
+    };
+    let mut first = background(1);
+    let mut second = background(2);
+    let mut live = submit(&model, 3, 2);
+    // Two slots: one for background work, so the live request runs beside the first batch
+    // request at once (and is done long before it) while the second waits for a slot.
+    assert_eq!(finish(&mut live), 2);
+    assert!(
+        !finished_already(&mut first),
+        "live work waited for background work"
+    );
+    let head = first_event(&mut second);
+    assert!(
+        finished_already(&mut first),
+        "background work took more than half the slots"
+    );
+    assert_eq!(head + finish(&mut second), 24);
+}

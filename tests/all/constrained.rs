@@ -42,6 +42,7 @@ fn request(question: &str, constraint: Constraint, max_tokens: u32) -> GenerateR
         constraint: Some(constraint),
         group: 0,
         label: "test".into(),
+        background: false,
     }
 }
 

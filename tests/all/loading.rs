@@ -81,9 +81,34 @@ async fn the_matched_route_reaches_the_plugin_as_data() {
     let info = rt.plugins().into_iter().next().expect("loaded");
     assert_eq!(
         info.exports,
-        ["cinder:plugin/handler@0.1.7"],
+        ["cinder:plugin/handler@0.1.8"],
         "an SDK plugin exports only its world's interface"
     );
+
+    // Job kinds: only a job plugin runs jobs, and a kind is a plain name.
+    for (edit, why) in [
+        (
+            "jobs = [\"batch\"]\n",
+            "runs no jobs: `jobs` needs world = \"job-plugin\"",
+        ),
+        ("jobs = [\"../x\"]\n", "job kind `../x` is not 1 to 64"),
+    ] {
+        let dir = misbehave_copy("job-kinds-bad", |m| format!("{edit}{m}"));
+        let err = bare_runtime(limits(), None)
+            .load_plugin(&dir)
+            .expect_err(why)
+            .to_string();
+        assert!(err.contains(why), "{err}");
+    }
+    // A chat component declared a job plugin lacks `job-runner`: refused when linking.
+    let dir = misbehave_copy("job-world-bad", |m| {
+        m.replace("world = \"chat-plugin\"", "world = \"job-plugin\"")
+    });
+    let err = bare_runtime(limits(), None)
+        .load_plugin(&dir)
+        .expect_err("no job-runner")
+        .to_string();
+    assert!(err.contains("job-plugin"), "{err}");
 
     for (bad, why) in [
         (r#"id = "Item.Create", "#, "is not 1 to 64"),
@@ -221,7 +246,7 @@ fn one_tools_plugin_serves_and_it_owns_no_routes() {
     let plugins = rt.plugins();
     assert_eq!(plugins.len(), 1);
     assert_eq!(plugins[0].world, "tools-plugin");
-    assert_eq!(plugins[0].wit_version, "0.1.7");
+    assert_eq!(plugins[0].wit_version, "0.1.8");
     assert!(plugins[0].routes.is_empty());
 
     let routed = root.join("c-routed");

@@ -66,6 +66,7 @@ pub fn greedy_request(prompt: Vec<u32>, max_tokens: u32) -> cinder_core::Generat
         constraint: None,
         group: 0,
         label: "test".into(),
+        background: false,
     }
 }
 

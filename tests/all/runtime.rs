@@ -77,6 +77,7 @@ fn post(path: &str, body: &str) -> PluginRequest {
         route: None,
         owner: cinder_runtime::LOCAL_OWNER.into(),
         multipart: None,
+        background: false,
     }
 }
 
@@ -168,7 +169,7 @@ async fn routes_know_methods_and_paths() {
     let info = &rt.plugins()[0];
     assert_eq!(
         (info.id.as_str(), info.wit_version.as_str()),
-        ("misbehave", "0.1.7")
+        ("misbehave", "0.1.8")
     );
 }
 

@@ -1,7 +1,9 @@
 """Two Cinder processes on one PostgreSQL (a throwaway cluster of Debian's server, run as an
-unprivileged user) and one blob folder: what one stores, the other lists, serves and deletes."""
+unprivileged user) and one blob folder: what one stores, the other lists, serves and deletes;
+a batch created on one is seen and finished on either."""
 
 import contextlib
+import json
 import glob
 import os
 import shutil
@@ -68,6 +70,21 @@ def test_two_replicas_share_files():
                                            max_tokens=2, store=True)
             assert cb.chat.completions.retrieve(r.id).id == r.id
             assert "backend=Postgres" in a.log() or "Postgres" in a.log()
+            # A batch created on one replica is visible on the other and run by one of them.
+            lines = [json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/embeddings",
+                                 "body": {"model": "all-minilm-l6-v2", "input": f"text {i}"}}) for i in range(6)]
+            f = ca.files.create(file=("b.jsonl", ("\n".join(lines) + "\n").encode()), purpose="batch")
+            batch = ca.batches.create(input_file_id=f.id, endpoint="/v1/embeddings", completion_window="24h")
+            assert cb.batches.retrieve(batch.id).id == batch.id
+            import time
+            deadline = time.time() + 120
+            while (done := cb.batches.retrieve(batch.id)).status != "completed":
+                assert done.status in ("validating", "in_progress", "finalizing"), done
+                assert time.time() < deadline, done
+                time.sleep(0.2)
+            out = [json.loads(x) for x in cb.files.content(done.output_file_id).text.splitlines()]
+            assert [o["custom_id"] for o in out] == [f"r{i}" for i in range(6)]
+            assert ca.batches.list().data[0].id == batch.id
         finally:
             a.stop()
             b.stop()

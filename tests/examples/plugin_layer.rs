@@ -51,6 +51,7 @@ async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
             route: Some(route),
             owner: cinder_runtime::LOCAL_OWNER.into(),
             multipart: None,
+            background: false,
         },
     );
     let mut out = Vec::new();

@@ -3,7 +3,8 @@
 //! with concurrent streaming clients (`xtask/bench/drive.py`); with `--compare llama-server`
 //! it also builds llama.cpp's server once (from the llama-cpp-python sdist, into the cache
 //! folder) and runs the same load against it in the same run, alternating, and prints ratios.
-//! `--embeddings` benches `/v1/embeddings` instead (`bench_embed.rs`).
+//! `--embeddings` benches `/v1/embeddings` instead (`bench_embed.rs`), `--files` the Files API
+//! (`bench_files.rs`), `--batch` the Batch API against live requests (`bench_batch.rs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -124,6 +125,9 @@ pub(crate) fn wait_http_ok(port: u16, path: &str, timeout: Duration) -> Result<(
 pub fn bench(args: &[String]) -> Result<()> {
     if args.iter().any(|a| a == "--files") {
         return crate::bench_files::bench(args);
+    }
+    if args.iter().any(|a| a == "--batch") {
+        return crate::bench_batch::bench(args);
     }
     if args.iter().any(|a| a == "--embeddings") {
         return crate::bench_embed::bench(args);

@@ -3,12 +3,35 @@
 //! N MB file (default 200) with the server's peak RSS during each, then list latency with
 //! `--count` files stored (default 10,000). `limits.max_file_bytes` is raised to fit the file.
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
 use crate::bench::start_cinder;
 use crate::{build_host, build_plugins, models, root, run, target_dir, venv_dir};
+
+/// A copy of the example config for the bench `name` with its state in a fresh folder under
+/// the target dir, and `edits` ({old: new}, each `old` must be in the file); its path.
+pub fn fresh_config(name: &str, edits: &[(&str, String)]) -> Result<PathBuf> {
+    let state = target_dir().join(format!("bench/{name}-state"));
+    if state.exists() {
+        std::fs::remove_dir_all(&state)?;
+    }
+    let mut text = std::fs::read_to_string(root().join("cinder.example.toml"))?;
+    let default_dir = "dir = \"~/.local/share/cinder/documents\"";
+    let state_dir = format!("dir = \"{}\"", state.display());
+    for (old, new) in std::iter::once((default_dir, state_dir)).chain(edits.iter().cloned()) {
+        if !text.contains(old) {
+            bail!("cinder.example.toml has no line `{old}`");
+        }
+        text = text.replace(old, &new);
+    }
+    let config = target_dir().join(format!("bench/cinder-{name}.toml"));
+    std::fs::create_dir_all(config.parent().context("bench dir")?)?;
+    std::fs::write(&config, text)?;
+    Ok(config)
+}
 
 pub fn bench(args: &[String]) -> Result<()> {
     let (mut size_mb, mut count) = ("200".to_owned(), "10000".to_owned());
@@ -26,26 +49,15 @@ pub fn bench(args: &[String]) -> Result<()> {
     let plugins = build_plugins()?;
     let cinder_bin = build_host()?;
 
-    let state = target_dir().join("bench/files-state");
-    if state.exists() {
-        std::fs::remove_dir_all(&state)?;
-    }
-    let example = std::fs::read_to_string(root().join("cinder.example.toml"))?;
-    let default_dir = "dir = \"~/.local/share/cinder/documents\"";
-    if !example.contains(default_dir) {
-        bail!("cinder.example.toml has no default storage.dir line");
-    }
-    let config = target_dir().join("bench/cinder-files.toml");
-    std::fs::create_dir_all(config.parent().context("bench dir")?)?;
     // Room for the file, past the default limit when asked for a bigger one.
-    let limit = "max_file_bytes = 536870912";
     let wanted: u64 = size_mb.parse().context("--size-mb")?;
     let room = (wanted + 16) << 20;
-    std::fs::write(
-        &config,
-        example
-            .replace(default_dir, &format!("dir = \"{}\"", state.display()))
-            .replace(limit, &format!("max_file_bytes = {}", room.max(512 << 20))),
+    let config = fresh_config(
+        "files",
+        &[(
+            "max_file_bytes = 536870912",
+            format!("max_file_bytes = {}", room.max(512 << 20)),
+        )],
     )?;
 
     let (cinder, port) = start_cinder(&mut Command::new(&cinder_bin), &config, &plugins)?;

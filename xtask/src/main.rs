@@ -7,11 +7,12 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 mod bench;
+mod bench_batch;
 mod bench_embed;
 mod bench_files;
 mod models;
 
-const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] | plugins | fetch-models | setup>";
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] | plugins | fetch-models | setup>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -120,6 +121,7 @@ fn build_plugins() -> Result<PathBuf> {
                 "cinder_plugin_embeddings",
             ),
             ("files", "plugins/files", "cinder_plugin_files"),
+            ("batches", "plugins/batches", "cinder_plugin_batches"),
         ],
     )
 }
@@ -321,6 +323,8 @@ fn test() -> Result<()> {
         "cinder-plugin-embeddings",
         "-p",
         "cinder-plugin-files",
+        "-p",
+        "cinder-plugin-batches",
         "--features",
         "cinder-sdk/testing",
     ];

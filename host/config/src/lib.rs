@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod jobs;
 mod limits;
+pub use jobs::JobsConfig;
 use limits::MAX_SECONDS;
 pub use limits::{GrammarLimits, Limits};
 
@@ -38,6 +40,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub storage: StorageConfig,
+    #[serde(default)]
+    pub jobs: JobsConfig,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
 }
@@ -299,6 +303,7 @@ impl Config {
             }
         }
         self.limits.validate()?;
+        self.jobs.validate()?;
         if let Some(url) = &self.storage.url
             && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
         {
@@ -373,6 +378,8 @@ impl Config {
         );
         c.note(self.storage.dir != new.storage.dir, "storage.dir", false);
         c.note(self.storage.url != new.storage.url, "storage.url", false);
+        // The workers start with the server.
+        c.note(self.jobs != new.jobs, "jobs", false);
         c.note(
             self.plugins.settings != new.plugins.settings,
             "plugins.settings",

@@ -94,3 +94,24 @@ pub(crate) mod store_world {
         },
     });
 }
+
+/// Bindings for the `job-plugin` world (`@since 0.1.8`): a store plugin that also imports
+/// `jobs` and `dispatch` and exports `job-runner`. Its `handler` is called through the
+/// `chat-plugin` bindings, like every route-serving world; its steps through these.
+pub(crate) mod job_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1",
+        world: "job-plugin",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "cinder:plugin/types": crate::bindings::cinder::plugin::types,
+            "cinder:plugin/log": crate::bindings::cinder::plugin::log,
+            "cinder:plugin/sink": crate::bindings::cinder::plugin::sink,
+            "cinder:plugin/config": crate::bindings::cinder::plugin::config,
+            "cinder:plugin/route": crate::bindings::cinder::plugin::route,
+            "cinder:plugin/store": crate::bindings::store_world::cinder::plugin::store,
+            "cinder:plugin/multipart": crate::bindings::store_world::cinder::plugin::multipart,
+        },
+    });
+}

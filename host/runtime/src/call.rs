@@ -61,6 +61,9 @@ pub struct PluginRequest {
     pub owner: String,
     /// The body as a multipart form, on routes that take one (`body` is then empty).
     pub multipart: Option<crate::body::Multipart>,
+    /// Made by a job step (`dispatch`): it waits for a slot however long the queue is, and
+    /// its generations yield to live requests.
+    pub background: bool,
 }
 
 /// What a plugin call produces, in order, on its channel. The channel closing after events
@@ -102,6 +105,11 @@ impl Runtime {
             async move {
                 let _slot = match runtime.slots.clone().try_acquire_owned() {
                     Ok(slot) => slot,
+                    // Background work is not refused for a full queue: it waits its turn.
+                    Err(_) if request.background => match runtime.slots.clone().acquire_owned().await {
+                        Ok(slot) => slot,
+                        Err(_) => return,
+                    },
                     Err(_) => {
                         let limit = runtime.limits.load().max_queued as usize;
                         let Some(_waiting) = Waiting::enter(&runtime.waiting, limit) else {
@@ -255,6 +263,17 @@ impl Runtime {
                 .get(&plugin.info.id)
                 .cloned()
                 .unwrap_or_default(),
+            jobs: crate::jobs::JobLink {
+                kinds: plugin
+                    .jobs
+                    .as_ref()
+                    .map(|(_, kinds)| kinds.clone())
+                    .unwrap_or_else(|| Arc::from([])),
+                wake: self.jobs_wake.clone(),
+                dispatch: None,
+                step: None,
+                background: false,
+            },
             tools: match plugin.pre {
                 crate::plugin::Pre::Handler(..) => ToolsLink::Chat {
                     plugin: self.registry.load().tools(),
@@ -287,6 +306,7 @@ impl Runtime {
         store.data_mut().request_id = request.request_id.as_str().into();
         store.data_mut().route = request.route;
         store.data_mut().multipart = request.multipart;
+        store.data_mut().jobs.background = request.background;
         let result = async {
             let crate::plugin::Pre::Handler(pre, _) = &plugin.pre else {
                 return Err(wasmtime::Error::msg("a tools plugin serves no routes"));

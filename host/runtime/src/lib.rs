@@ -21,6 +21,7 @@ mod documents;
 mod failure;
 mod guest_log;
 mod imports;
+mod jobs;
 mod manifest;
 mod net_policy;
 mod plugin;
@@ -34,6 +35,7 @@ pub use call::{Limits, Output, PluginRequest};
 pub use documents::{LOCAL_OWNER, migrate_logs as migrate_document_logs};
 use failure::describe_trap;
 pub use failure::{CallError, Detail, PluginError, RuntimeError};
+pub use jobs::JobSettings;
 pub use manifest::Capability;
 use plugin::{Plugin, Registry};
 pub use plugin::{PluginInfo, RouteMatch};
@@ -44,6 +46,10 @@ pub use state::{HostState, Settings};
 
 /// How long the smoke test (instantiating a new plugin once before it goes live) may take.
 const SMOKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Instances the pool keeps for job steps beyond the call slots' (more job workers than
+/// this may find the pool full: their steps fail and are retried).
+const JOB_STEP_INSTANCES: u32 = 4;
 
 /// The plugin host.
 pub struct Runtime {
@@ -72,6 +78,13 @@ pub struct Runtime {
     watcher: std::sync::Mutex<Option<notify::RecommendedWatcher>>,
     /// Itself, for stores that call another plugin (chat calling tools) later on.
     me: std::sync::Weak<Runtime>,
+    /// This process's name on the job leases it holds.
+    holder: String,
+    /// Wakes idle job workers when a call queues a job.
+    jobs_wake: Arc<tokio::sync::Notify>,
+    /// Bounds the requests job steps have running at once (`JobSettings::dispatch_concurrency`;
+    /// no permits until the workers start).
+    dispatch_slots: Arc<Semaphore>,
 }
 
 fn engine_config(limits: &Limits, pooling: bool) -> Config {
@@ -79,8 +92,9 @@ fn engine_config(limits: &Limits, pooling: bool) -> Config {
     config.epoch_interruption(true);
     if pooling {
         let mut pool = PoolingAllocationConfig::default();
-        // Each call may hold a second instance: the tools plugin it calls through the host.
-        let n = limits.max_instances * 2;
+        // Each call may hold a second instance: the tools plugin it calls through the host;
+        // job steps hold one each, outside the call slots.
+        let n = limits.max_instances * 2 + JOB_STEP_INSTANCES;
         pool.total_component_instances(n);
         pool.total_core_instances(n * 16);
         pool.max_core_instances_per_component(16);
@@ -135,6 +149,16 @@ impl Runtime {
             wasmtime::component::HasSelf<_>,
         >(&mut linker, |s| s)
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        bindings::job_world::cinder::plugin::jobs::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut linker, |s| s)
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        bindings::job_world::cinder::plugin::dispatch::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut linker, |s| s)
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
         let weak = engine.weak();
         std::thread::Builder::new()
@@ -165,6 +189,9 @@ impl Runtime {
             loads: std::sync::atomic::AtomicU64::new(0),
             watcher: std::sync::Mutex::new(None),
             me: me.clone(),
+            holder: cinder_store::new_id("proc-"),
+            jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            dispatch_slots: Arc::new(Semaphore::new(0)),
         }))
     }
 

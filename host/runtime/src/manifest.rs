@@ -22,6 +22,9 @@ pub(crate) struct Manifest {
     /// The store collections it may read and write (WIT `store`, with `storage`).
     #[serde(default)]
     pub(crate) collections: Vec<String>,
+    /// The kinds of background job it queues and runs (WIT `jobs`, world `job-plugin`).
+    #[serde(default)]
+    pub(crate) jobs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -107,6 +110,10 @@ fn needed(import: &str) -> Result<Option<Capability>, ()> {
         // Like `documents`: linked into every SDK plugin; each call checks the grant.
         | "cinder:plugin/store"
         | "cinder:plugin/multipart"
+        // `jobs` needs `storage` (checked per call); `dispatch` works only inside a job step,
+        // and the calls it makes are held to their own plugins' grants.
+        | "cinder:plugin/jobs"
+        | "cinder:plugin/dispatch"
         | "cinder:plugin/route"
         // Calls into the tools plugin: it can reach no more than the caller could.
         | "cinder:plugin/tools" => Ok(None),

@@ -8,6 +8,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 use crate::bindings::ChatPluginPre;
+use crate::bindings::job_world::JobPluginPre;
 use crate::bindings::tools_world::ToolsPluginPre;
 use crate::cache::CompileCache;
 use crate::failure::RuntimeError;
@@ -18,11 +19,11 @@ use crate::state::HostState;
 /// The WIT minor a plugin must be built against (any 0.1.x).
 const WIT_MINOR: &str = "0.1.";
 /// The newest WIT this host implements (`wit/v0.1/worlds.wit`).
-pub const WIT_SERVED: &str = "0.1.7";
+pub const WIT_SERVED: &str = "0.1.8";
 
 /// A compiled plugin of one of the worlds this host serves.
 pub(crate) enum Pre {
-    /// `chat-plugin`, `embeddings-plugin` or `store-plugin` (the world named): serves HTTP
+    /// `chat-plugin`, `embeddings-plugin`, `store-plugin` or `job-plugin` (the world named): serves HTTP
     /// routes through `handler`. They differ in their imports only, which the linker provides
     /// for all.
     Handler(ChatPluginPre<HostState>, &'static str),
@@ -63,7 +64,9 @@ impl Pre {
 /// The export that names a world's WIT version.
 fn versioned_export(world: &str) -> Option<&'static str> {
     match world {
-        "chat-plugin" | "embeddings-plugin" | "store-plugin" => Some("cinder:plugin/handler@"),
+        "chat-plugin" | "embeddings-plugin" | "store-plugin" | "job-plugin" => {
+            Some("cinder:plugin/handler@")
+        }
         "tools-plugin" => Some("cinder:plugin/tools@"),
         _ => None,
     }
@@ -95,6 +98,8 @@ pub struct Plugin {
     pub(crate) route_multipart: Vec<bool>,
     /// The store collections its manifest names.
     pub(crate) collections: std::sync::Arc<[String]>,
+    /// A `job-plugin`'s steps (its `job-runner` export) and the job kinds its manifest names.
+    pub(crate) jobs: Option<(JobPluginPre<HostState>, std::sync::Arc<[String]>)>,
     /// What its manifest grants beyond the baseline.
     pub(crate) capabilities: Vec<Capability>,
     /// The folder it was loaded from.
@@ -195,7 +200,7 @@ impl Plugin {
         }
         let Some(export) = versioned_export(&manifest.world) else {
             return Err(fail(format!(
-                "world `{}` is not one this host serves (chat-plugin, embeddings-plugin, store-plugin, tools-plugin)",
+                "world `{}` is not one this host serves (chat-plugin, embeddings-plugin, store-plugin, job-plugin, tools-plugin)",
                 manifest.world
             )));
         };
@@ -240,6 +245,17 @@ impl Plugin {
                 "collection `{c}` is not 1 to 64 lowercase letters, digits or `_`"
             )));
         }
+        if let Some(k) = manifest.jobs.iter().find(|k| !valid_collection(k)) {
+            return Err(fail(format!(
+                "job kind `{k}` is not 1 to 64 lowercase letters, digits or `_`"
+            )));
+        }
+        if manifest.world != "job-plugin" && !manifest.jobs.is_empty() {
+            return Err(fail(format!(
+                "a {} runs no jobs: `jobs` needs world = \"job-plugin\"",
+                manifest.world
+            )));
+        }
         if manifest.world == "tools-plugin" && !manifest.routes.is_empty() {
             return Err(fail(
                 "a tools plugin serves other plugins, not routes: its plugin.toml has `routes`"
@@ -273,12 +289,21 @@ impl Plugin {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("it cannot be linked: {e}")))?;
+        let jobs = match manifest.world.as_str() {
+            "job-plugin" => Some((
+                JobPluginPre::new(pre.clone())
+                    .map_err(|e| fail(format!("it does not implement job-plugin: {e}")))?,
+                manifest.jobs.clone().into(),
+            )),
+            _ => None,
+        };
         let pre = match manifest.world.as_str() {
             "tools-plugin" => ToolsPluginPre::new(pre).map(Pre::Tools),
             "embeddings-plugin" => {
                 ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "embeddings-plugin"))
             }
             "store-plugin" => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "store-plugin")),
+            "job-plugin" => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "job-plugin")),
             _ => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "chat-plugin")),
         }
         .map_err(|e| fail(format!("it does not implement {}: {e}", manifest.world)))?;
@@ -310,6 +335,7 @@ impl Plugin {
                 .map(|r| r.body == BodyKind::Multipart)
                 .collect(),
             collections: manifest.collections.into(),
+            jobs,
             capabilities: manifest.capabilities,
             dir: dir.to_path_buf(),
             digest: digest(manifest_text.as_bytes(), &bytes),
@@ -349,6 +375,20 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    /// The job kinds the loaded job plugins run, as the store names them (`<plugin>/<kind>`).
+    pub(crate) fn job_kinds(&self) -> Vec<String> {
+        self.plugins
+            .iter()
+            .filter_map(|p| Some((&p.info.id, &p.jobs.as_ref()?.1)))
+            .flat_map(|(id, kinds)| kinds.iter().map(move |k| format!("{id}/{k}")))
+            .collect()
+    }
+
+    /// The loaded plugin `id`.
+    pub(crate) fn plugin(&self, id: &str) -> Option<Arc<Plugin>> {
+        self.plugins.iter().find(|p| p.info.id == id).cloned()
+    }
+
     /// The loaded tools plugin, if any (at most one is loaded).
     pub(crate) fn tools(&self) -> Option<Arc<Plugin>> {
         self.plugins

@@ -66,6 +66,8 @@ pub struct HostState {
     pub(crate) quota: crate::quota::Quota,
     /// The tools plugin this call may reach through the `tools` import.
     pub(crate) tools: crate::imports::tools::ToolsLink,
+    /// The job kinds it may queue; in a job step, where its dispatched calls go.
+    pub(crate) jobs: crate::jobs::JobLink,
 }
 
 /// One plugin's settings, sorted by key.

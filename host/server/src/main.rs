@@ -183,6 +183,18 @@ fn main() -> Result<()> {
         info!(plugin = %p.id, version = %p.version, wit = %p.wit_version, routes = ?p.routes, "plugin loaded");
     }
     runtime.watch(&plugin_dir)?;
+    {
+        let j = &config.jobs;
+        let _entered = tokio.enter();
+        runtime.start_jobs(cinder_runtime::JobSettings {
+            workers: j.workers as usize,
+            lease: std::time::Duration::from_secs(j.lease_secs),
+            poll: std::time::Duration::from_secs(j.poll_secs),
+            max_attempts: j.max_attempts,
+            step_retries: j.step_retries,
+            dispatch_concurrency: j.dispatch_concurrency as usize,
+        });
+    }
 
     let settings = Arc::new(ArcSwap::from_pointee(config_watch::settings(&config)));
     let live = Arc::new(config_watch::Live {

@@ -281,6 +281,7 @@ async fn dispatch(
             route: Some(route),
             owner,
             multipart,
+            background: false,
         },
     );
     let mut res = respond(outputs)

@@ -133,6 +133,9 @@ pub struct BlobWriter {
     written: u64,
     max_bytes: u64,
     md5: Md5,
+    /// The job whose step writes it and the process running that step: pending until that
+    /// process saves the step's progress.
+    job: Option<(String, String)>,
 }
 
 impl Store {
@@ -148,7 +151,27 @@ impl Store {
             written: 0,
             max_bytes,
             md5: Md5::new(),
+            job: None,
         })
+    }
+
+    /// Removes the blobs still pending on `job` (written by steps whose progress was never
+    /// saved, by any process); how many. Only the process holding the job's lease calls it.
+    pub async fn discard_pending_blobs(&self, job: &str) -> Result<usize, StoreError> {
+        let q = self.sql("SELECT id, owner FROM blobs WHERE job = ?");
+        let rows = sqlx::query(q.clone())
+            .bind(job)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut removed = 0;
+        for row in rows {
+            let id: String = row.try_get("id")?;
+            let owner: String = row.try_get("owner")?;
+            if self.delete_blob(&owner, &id).await? {
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// The blob `id`, if it exists and is `owner`'s.
@@ -218,8 +241,9 @@ impl Store {
         owner: &str,
         parts: &[String],
         max_bytes: u64,
+        job: Option<(&str, &str)>,
     ) -> Result<Blob, StoreError> {
-        let mut out = self.blob_writer(owner, max_bytes).await?;
+        let mut out = self.blob_writer(owner, max_bytes).await?.pending_on(job);
         let mut chunk = vec![0; COPY_CHUNK];
         for id in parts {
             let Some((_, mut file)) = self.open_blob(owner, id).await? else {
@@ -264,6 +288,13 @@ impl Store {
 }
 
 impl BlobWriter {
+    /// Marks the blob as written by a step of `job` run by `holder` (none: an ordinary blob):
+    /// it stays pending until that holder saves the step's progress ([`Store::commit_step`]).
+    pub fn pending_on(mut self, job: Option<(&str, &str)>) -> Self {
+        self.job = job.map(|(j, h)| (j.to_owned(), h.to_owned()));
+        self
+    }
+
     /// Appends one chunk; past the size limit the blob is refused (and removed when dropped).
     pub async fn write(&mut self, chunk: &[u8]) -> Result<(), StoreError> {
         let Some(file) = self.file.as_mut() else {
@@ -320,13 +351,15 @@ impl BlobWriter {
         };
         let q = self
             .store
-            .sql("INSERT INTO blobs (id, owner, bytes, md5, created_at) VALUES (?, ?, ?, ?, ?)");
+            .sql("INSERT INTO blobs (id, owner, bytes, md5, created_at, job, job_holder) VALUES (?, ?, ?, ?, ?, ?, ?)");
         let indexed = sqlx::query(q.clone())
             .bind(&blob.id)
             .bind(&self.owner)
             .bind(i64::try_from(blob.bytes).unwrap_or(i64::MAX))
             .bind(&blob.md5)
             .bind(blob.created_at)
+            .bind(self.job.as_ref().map(|(j, _)| j.clone()))
+            .bind(self.job.as_ref().map(|(_, h)| h.clone()))
             .execute(&self.store.pool)
             .await;
         if let Err(e) = indexed {

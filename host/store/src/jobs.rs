@@ -94,6 +94,9 @@ pub enum Renewal {
 
 const COLUMNS: &str =
     "id, kind, owner, state, attempts, progress, cancel_requested, error, created_at, updated_at";
+/// Keeps the blobs a job's holder wrote in its steps (they are no longer pending).
+const KEEP_BLOBS: &str =
+    "UPDATE blobs SET job = NULL, job_holder = NULL WHERE job = ? AND job_holder = ?";
 /// Tries when other processes keep taking the job found first.
 const TAKE_RETRIES: usize = 16;
 
@@ -232,22 +235,59 @@ impl Store {
         now: i64,
         lease_secs: i64,
     ) -> Result<Renewal, StoreError> {
+        self.renew(id, holder, progress, now + lease_secs, now, false)
+            .await
+    }
+
+    /// Saves a finished step's progress with a lease renewal, and keeps the blobs that step
+    /// wrote (no longer pending on the job), in one transaction: either both or neither.
+    pub async fn commit_step(
+        &self,
+        id: &str,
+        holder: &str,
+        progress: &str,
+        now: i64,
+        lease_secs: i64,
+    ) -> Result<Renewal, StoreError> {
+        self.renew(id, holder, progress, now + lease_secs, now, true)
+            .await
+    }
+
+    async fn renew(
+        &self,
+        id: &str,
+        holder: &str,
+        progress: &str,
+        until: i64,
+        now: i64,
+        keep_blobs: bool,
+    ) -> Result<Renewal, StoreError> {
         let q = self.sql(
             "UPDATE jobs SET progress = ?, lease_until = ?, updated_at = ? \
              WHERE id = ? AND lease_holder = ? AND state = 'running'",
         );
+        let keep = self.sql(KEEP_BLOBS);
+        let mut tx = self.pool.begin().await?;
         let renewed = sqlx::query(q.clone())
             .bind(progress)
-            .bind(now + lease_secs)
+            .bind(until)
             .bind(now)
             .bind(id)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
         if renewed == 0 {
             return Ok(Renewal::Lost);
         }
+        if keep_blobs {
+            sqlx::query(keep.clone())
+                .bind(id)
+                .bind(holder)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(match self.job(id).await? {
             Some(j) => Renewal::Held {
                 cancel_requested: j.cancel_requested,
@@ -273,15 +313,26 @@ impl Store {
             "UPDATE jobs SET state = ?, error = ?, lease_holder = NULL, lease_until = NULL, \
              updated_at = ? WHERE id = ? AND lease_holder = ? AND state = 'running'",
         );
+        // The last step's blobs are kept with the end of the job.
+        let keep = self.sql(KEEP_BLOBS);
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(q.clone())
             .bind(state.as_str())
             .bind(error.map(str::to_owned))
             .bind(now)
             .bind(id)
             .bind(holder)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?
             .rows_affected();
+        if done == 1 {
+            sqlx::query(keep.clone())
+                .bind(id)
+                .bind(holder)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(done == 1)
     }
 

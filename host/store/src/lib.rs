@@ -38,7 +38,7 @@ pub enum Backend {
 
 /// The schema's versions, applied in order at start-up (the same files on both databases).
 /// Embedded here rather than by sqlx's `migrate!` macro: no proc-macro crate to build.
-const MIGRATIONS: [(i64, &str, &str); 4] = [
+const MIGRATIONS: [(i64, &str, &str); 5] = [
     (1, "objects", include_str!("../migrations/0001_objects.sql")),
     (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
     (3, "blobs", include_str!("../migrations/0003_blobs.sql")),
@@ -46,6 +46,11 @@ const MIGRATIONS: [(i64, &str, &str); 4] = [
         4,
         "counters",
         include_str!("../migrations/0004_counters.sql"),
+    ),
+    (
+        5,
+        "pending_blobs",
+        include_str!("../migrations/0005_pending_blobs.sql"),
     ),
 ];
 

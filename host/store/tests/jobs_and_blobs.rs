@@ -10,7 +10,99 @@ use support::Place;
 cases!(
     jobs_are_taken_once_and_taken_up_again_when_a_lease_runs_out,
     blobs_are_whole_or_absent_and_their_owners,
+    a_steps_blobs_are_kept_with_its_progress_or_discarded,
 );
+
+/// A blob of alice's with `text`, pending on `job` when given.
+async fn pending_blob(
+    store: &cinder_store::Store,
+    text: &str,
+    job: Option<(&str, &str)>,
+) -> String {
+    let mut w = store
+        .blob_writer("alice", 100)
+        .await
+        .unwrap()
+        .pending_on(job);
+    w.write(text.as_bytes()).await.unwrap();
+    w.finish().await.unwrap().id
+}
+
+async fn a_steps_blobs_are_kept_with_its_progress_or_discarded(place: Place) {
+    let store = place.open().await;
+    let now = 1_800_000_000;
+    store
+        .enqueue(NewJob {
+            id: "batch_p".into(),
+            kind: "batch".into(),
+            owner: "alice".into(),
+            progress: "0".into(),
+            now,
+        })
+        .await
+        .unwrap();
+    store
+        .take_job(&["batch"], "p1", now, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    let plain = pending_blob(&store, "not a step's", None).await;
+    let saved = pending_blob(&store, "step 1", Some(("batch_p", "p1"))).await;
+    assert!(matches!(
+        store
+            .commit_step("batch_p", "p1", "1", now, 30)
+            .await
+            .unwrap(),
+        Renewal::Held { .. }
+    ));
+    // Step 2 writes a blob and a join, then the process dies before saving its progress.
+    let lost = pending_blob(&store, "step 2", Some(("batch_p", "p1"))).await;
+    let joined = store
+        .concat_blobs(
+            "alice",
+            &[saved.clone(), lost.clone()],
+            100,
+            Some(("batch_p", "p1")),
+        )
+        .await
+        .unwrap();
+    // Another process takes the job up and removes what step 2 left, nothing else.
+    let again = store
+        .take_job(&["batch"], "p2", now + 60, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.progress, "1");
+    assert_eq!(store.discard_pending_blobs("batch_p").await.unwrap(), 2);
+    for gone in [&lost, &joined.id] {
+        assert!(store.blob("alice", gone).await.unwrap().is_none());
+    }
+    for kept in [&plain, &saved] {
+        assert!(store.blob("alice", kept).await.unwrap().is_some());
+    }
+    // A commit by a process that lost the lease keeps nothing.
+    let late = pending_blob(&store, "late", Some(("batch_p", "p1"))).await;
+    assert_eq!(
+        store
+            .commit_step("batch_p", "p1", "2", now + 60, 30)
+            .await
+            .unwrap(),
+        Renewal::Lost
+    );
+    // The last step's blobs are kept with the end of the job.
+    let last = pending_blob(&store, "last", Some(("batch_p", "p2"))).await;
+    assert!(
+        store
+            .finish_job("batch_p", "p2", JobState::Succeeded, None, now + 61)
+            .await
+            .unwrap()
+    );
+    assert!(store.blob("alice", &last).await.unwrap().is_some());
+    // What the process that lost the lease wrote stays pending, for whoever holds the job.
+    assert_eq!(store.discard_pending_blobs("batch_p").await.unwrap(), 1);
+    assert!(store.blob("alice", &late).await.unwrap().is_none());
+    assert!(store.blob("alice", &last).await.unwrap().is_some());
+}
 
 async fn jobs_are_taken_once_and_taken_up_again_when_a_lease_runs_out(place: Place) {
     let store = place.open().await;
@@ -237,7 +329,7 @@ async fn blobs_are_whole_or_absent_and_their_owners(place: Place) {
     w.write(b", world").await.unwrap();
     let world = w.finish().await.unwrap();
     let joined = store
-        .concat_blobs("alice", &[hello.id.clone(), world.id.clone()], 100)
+        .concat_blobs("alice", &[hello.id.clone(), world.id.clone()], 100, None)
         .await
         .unwrap();
     assert_eq!(
@@ -246,13 +338,13 @@ async fn blobs_are_whole_or_absent_and_their_owners(place: Place) {
     );
     assert!(matches!(
         store
-            .concat_blobs("alice", &[hello.id.clone(), world.id.clone()], 6)
+            .concat_blobs("alice", &[hello.id.clone(), world.id.clone()], 6, None)
             .await,
         Err(StoreError::TooLarge { limit: 6 })
     ));
     assert!(matches!(
         store
-            .concat_blobs("bob", std::slice::from_ref(&hello.id), 100)
+            .concat_blobs("bob", std::slice::from_ref(&hello.id), 100, None)
             .await,
         Err(StoreError::NotFound { .. })
     ));

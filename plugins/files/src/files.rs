@@ -1,137 +1,23 @@
 //! `/v1/files`: upload (multipart, streamed into a blob), list, retrieve, content, delete.
-//! A file is an object in the `files` collection (its purpose is a filterable pair) whose
-//! content is a blob; the object is created only once the blob is whole, so a file is
-//! either listed complete or absent.
+//! The record a file is stored as is the SDK's (`cinder_sdk::files`), shared with the families
+//! that read and write files.
 
+pub use cinder_sdk::files::{COLLECTION, StoredFile, load, save, shown};
+use cinder_sdk::files::{expired, not_found, read};
 use cinder_sdk::host::StoreHost;
-use cinder_sdk::store::{Blob, NewObject, Object};
-use cinder_sdk::{Error, ErrorDetail, invalid_request};
-use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use cinder_sdk::{Error, invalid_request};
+use serde_json::json;
 
 use crate::{form, listing, needs_jsonl, purpose};
 
-/// The store collection of files.
-pub const COLLECTION: &str = "files";
 const DEFAULT_LIMIT: u32 = 10_000;
 const MAX_LIMIT: u32 = 10_000;
 const MAX_FILENAME: usize = 512;
 /// `expires_after[seconds]`: one hour to thirty days, as OpenAI allows.
 const EXPIRY_SECONDS: std::ops::RangeInclusive<i64> = 3_600..=2_592_000;
 
-/// What the store keeps for a file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredFile {
-    pub filename: String,
-    pub bytes: u64,
-    pub purpose: String,
-    /// The content's blob.
-    pub blob: String,
-    pub expires_at: Option<i64>,
-}
-
 fn now() -> i64 {
     cinder_sdk::unix_time() as i64
-}
-
-fn not_found(id: &str) -> Error {
-    Error::NotFound(ErrorDetail {
-        message: format!("No such File object: {id}"),
-        param: Some("id".into()),
-        code: None,
-    })
-}
-
-/// OpenAI's File object.
-pub fn shown(object: &Object, file: &StoredFile) -> Value {
-    json!({
-        "id": object.id,
-        "object": "file",
-        "bytes": file.bytes,
-        "created_at": object.created_at,
-        "expires_at": file.expires_at,
-        "filename": file.filename,
-        "purpose": file.purpose,
-        "status": "processed",
-        "status_details": null,
-    })
-}
-
-fn read(object: &Object) -> Result<StoredFile, Error> {
-    serde_json::from_str(&object.body)
-        .map_err(|e| Error::Internal(format!("a stored file is unreadable: {e}")))
-}
-
-/// Removes an expired file (object, then content) and says whether it was one.
-fn expired(host: &dyn StoreHost, object: &Object, file: &StoredFile) -> Result<bool, Error> {
-    if file.expires_at.is_none_or(|t| t > now()) {
-        return Ok(false);
-    }
-    host.delete_object(COLLECTION, &object.id)?;
-    host.delete_blob(&file.blob)?;
-    Ok(true)
-}
-
-/// The file `id` of the caller's, unless it does not exist or has expired.
-pub fn load(host: &dyn StoreHost, id: &str) -> Result<(Object, StoredFile), Error> {
-    let object = host
-        .get_object(COLLECTION, id)?
-        .ok_or_else(|| not_found(id))?;
-    let file = read(&object)?;
-    if expired(host, &object, &file)? {
-        return Err(not_found(id));
-    }
-    Ok((object, file))
-}
-
-/// Keeps `blob` as a file (under `id` when given: the same work done twice, as a retried
-/// upload completion, then makes one File, the first one's content removed); the blob goes if
-/// the file cannot be kept.
-pub fn save(
-    host: &dyn StoreHost,
-    id: Option<&str>,
-    filename: &str,
-    purpose: &str,
-    blob: &Blob,
-    expires_at: Option<i64>,
-) -> Result<Value, Error> {
-    let file = StoredFile {
-        filename: filename.to_owned(),
-        bytes: blob.bytes,
-        purpose: purpose.to_owned(),
-        blob: blob.id.clone(),
-        expires_at,
-    };
-    let body = serde_json::to_string(&file)
-        .map_err(|e| Error::Internal(format!("storing a file: {e}")))?;
-    let new = NewObject {
-        id_prefix: "file-".into(),
-        status: None,
-        metadata: vec![("purpose".into(), purpose.to_owned())],
-        body,
-    };
-    let kept = match id {
-        None => host.create_object(COLLECTION, &new),
-        Some(id) => {
-            let earlier = host.get_object(COLLECTION, id)?;
-            let kept = host.put_object(COLLECTION, id, &new);
-            if kept.is_ok()
-                && let Some(earlier) = earlier
-                && let Ok(earlier) = read(&earlier)
-                && earlier.blob != blob.id
-            {
-                host.delete_blob(&earlier.blob)?;
-            }
-            kept
-        }
-    };
-    match kept {
-        Ok(object) => Ok(shown(&object, &file)),
-        Err(e) => {
-            let _ = host.delete_blob(&blob.id);
-            Err(e)
-        }
-    }
 }
 
 /// `expires_after[anchor]` and `expires_after[seconds]` as an expiry time.
@@ -228,7 +114,13 @@ pub fn list(host: &dyn StoreHost, request: &cinder_sdk::Request) -> Result<(), E
     let pairs = request.query();
     let mut q = listing::query(&pairs, DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some((_, p)) = pairs.iter().find(|(k, _)| k == "purpose") {
-        q.metadata = vec![("purpose".into(), purpose(p)?)];
+        // Files the server makes (a batch's output) are listed by their purpose too.
+        let p = if p == "batch_output" {
+            p.clone()
+        } else {
+            purpose(p)?
+        };
+        q.metadata = vec![("purpose".into(), p)];
     }
     let want = q.limit as usize;
     // Expired files are skipped as they are met and removed after the listing (removing one

@@ -1,5 +1,6 @@
 //! What plugin code needs from the host: one small trait per WIT import ([`Inference`],
-//! [`Embeddings`], [`Tools`], [`Sink`], [`Config`], [`Documents`], [`Store`], [`Multipart`]),
+//! [`Embeddings`], [`Tools`], [`Sink`], [`Config`], [`Documents`], [`Store`], [`Multipart`],
+//! [`Jobs`], [`Dispatch`]),
 //! and [`Host`], which is all of them. In a plugin the host is [`Wasm`]; with the `testing` feature, unit tests run
 //! the same code natively against [`crate::testing::FakeHost`].
 
@@ -13,7 +14,7 @@ use crate::inference::{
     self, ChatMessage, Constraint, Event, GenerateRequest, ModelInfo, TokenLogprob,
 };
 use crate::tools::{Call, Message, Prompt, ToolUse};
-use crate::{multipart, store};
+use crate::{dispatch, multipart, store};
 
 /// A running generation: yields deltas, then one `finished`, then `None`.
 pub trait Generation {
@@ -240,6 +241,29 @@ pub trait Multipart {
     /// Up to `max` bytes (at most 4 MiB) of the current part; empty at its end.
     fn read_part(&self, max: u32) -> Result<Vec<u8>, Error>;
 }
+
+/// `cinder:plugin/jobs` (WIT 0.1.8): background work of the kinds the manifest declares
+/// (`jobs = ["batch"]`), handed back to the plugin's [`crate::ServeJobs::step`] by the host.
+pub trait Jobs {
+    /// Queues a job of `kind` for the caller's owner; `id` (usually the family object's id)
+    /// must be unique among jobs; `progress` is the first step's record.
+    fn enqueue_job(&self, kind: &str, id: &str, progress: &str) -> Result<(), Error>;
+    /// Asks the job `id` to stop (its next step sees `cancel_requested`); false if it is
+    /// over or not the caller's.
+    fn cancel_job(&self, id: &str) -> Result<bool, Error>;
+}
+
+/// `cinder:plugin/dispatch` (WIT 0.1.8): requests to other plugins' routes, from a job step.
+pub trait Dispatch {
+    /// Runs `calls` (at background priority, a few at a time), answering each in order.
+    fn dispatch(&self, calls: &[dispatch::Call]) -> Vec<Result<dispatch::Answer, Error>>;
+}
+
+/// What a family that runs background jobs (`job-plugin`: batches) may reach: a store
+/// family's imports, its jobs, and (in a step) other plugins' routes.
+pub trait JobHost: StoreHost + Jobs + Dispatch {}
+
+impl<T: StoreHost + Jobs + Dispatch> JobHost for T {}
 
 /// What a family on the store (`store-plugin`: files, uploads, batches) may reach: its
 /// response, its settings, the store and the multipart body. A plugin served through it links

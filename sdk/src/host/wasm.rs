@@ -1,7 +1,8 @@
 //! The real host, seen from inside a plugin: each trait forwards to its WIT import.
 
 use super::{
-    BlobWriter, Config, Documents, Embeddings, Generation, Inference, Multipart, Sink, Store, Tools,
+    BlobWriter, Config, Dispatch, Documents, Embeddings, Generation, Inference, Jobs, Multipart,
+    Sink, Store, Tools,
 };
 use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
 use crate::inference::{
@@ -10,7 +11,7 @@ use crate::inference::{
 use crate::sink::ResponseSink;
 use crate::tools::{Call, Message, Prompt, ToolUse};
 use crate::{Error, sink_error};
-use crate::{multipart, store};
+use crate::{dispatch, jobs, multipart, store};
 
 /// The real host, as seen from inside a plugin.
 pub struct Wasm<'a> {
@@ -287,5 +288,21 @@ impl Multipart for Wasm<'_> {
 
     fn read_part(&self, max: u32) -> Result<Vec<u8>, Error> {
         multipart::read(max)
+    }
+}
+
+impl Jobs for Wasm<'_> {
+    fn enqueue_job(&self, kind: &str, id: &str, progress: &str) -> Result<(), Error> {
+        jobs::enqueue(kind, id, progress)
+    }
+
+    fn cancel_job(&self, id: &str) -> Result<bool, Error> {
+        jobs::cancel(id)
+    }
+}
+
+impl Dispatch for Wasm<'_> {
+    fn dispatch(&self, calls: &[dispatch::Call]) -> Vec<Result<dispatch::Answer, Error>> {
+        dispatch::run(calls)
     }
 }

@@ -13,11 +13,13 @@
 //! assert_eq!(host.response().unwrap().1["ok"], true);
 //! ```
 
+mod jobs;
 mod store;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
+pub use jobs::{FakeJob, FakeJobs};
 pub use store::{FakeForm, FakeStore};
 
 use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
@@ -54,6 +56,8 @@ pub struct FakeHost {
     store: FakeStore,
     /// The request's multipart form (WIT `multipart`).
     form: FakeForm,
+    /// Queued jobs and dispatched requests (WIT `jobs`, `dispatch`).
+    jobs: FakeJobs,
 }
 
 /// A `POST /v1/chat/completions` request with `body`.
@@ -96,7 +100,19 @@ impl FakeHost {
             embedded: RefCell::new(Vec::new()),
             store: FakeStore::default(),
             form: FakeForm::default(),
+            jobs: FakeJobs::default(),
         }
+    }
+
+    /// This host with `jobs` (shared between requests and steps, like the store).
+    pub fn with_jobs(mut self, jobs: FakeJobs) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// The jobs behind this host.
+    pub fn jobs(&self) -> &FakeJobs {
+        &self.jobs
     }
 
     /// This host with `store` (shared between requests: build each request's host with

@@ -3,7 +3,8 @@
 //! - a sentence-transformers model gets one thread that batches concurrent requests: every
 //!   input waiting when the thread comes round goes into the next forward passes, sorted by
 //!   length and cut into batches under a padded-token budget (so one long input does not pad
-//!   a hundred short ones), and each request gets its vectors back in its own order;
+//!   a hundred short ones), and each request gets its vectors back in its own order; live
+//!   requests are served before the background ones (a batch's) that arrived with them;
 //! - a chat model declared an embedder hands its requests to its own engine thread
 //!   (`llama_embed.rs`), which interleaves them with generation.
 
@@ -21,6 +22,8 @@ type Reply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, CoreError>>;
 struct Job {
     inputs: Vec<Vec<u32>>,
     reply: Reply,
+    /// A batch's request: embedded after the live ones that arrived with it.
+    background: bool,
 }
 
 /// Where an embedding model's requests go.
@@ -91,6 +94,16 @@ impl EmbedHandle {
     /// One vector per input, in order. Requests arriving together share forward passes, so
     /// each request's inputs are checked here: one bad input must not fail its neighbours.
     pub async fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<Vec<Vec<f32>>, CoreError> {
+        self.embed_as(inputs, false).await
+    }
+
+    /// [`EmbedHandle::embed`] for background work (a batch's request) when `background`:
+    /// the batching thread serves the live requests waiting beside it first.
+    pub async fn embed_as(
+        &self,
+        inputs: Vec<Vec<u32>>,
+        background: bool,
+    ) -> Result<Vec<Vec<f32>>, CoreError> {
         crate::embed::embedder::check_inputs(&inputs, self.max_tokens, self.vocab_size)?;
         if inputs.is_empty() {
             return Ok(Vec::new());
@@ -98,7 +111,12 @@ impl EmbedHandle {
         match &self.route {
             Route::Encoder { tx, .. } => {
                 let (reply, rx) = tokio::sync::oneshot::channel();
-                tx.send(Job { inputs, reply }).map_err(|_| stopped())?;
+                tx.send(Job {
+                    inputs,
+                    reply,
+                    background,
+                })
+                .map_err(|_| stopped())?;
                 rx.await.map_err(|_| stopped())?
             }
             Route::Chat(engine) => engine.embed(inputs)?.await.map_err(|_| stopped())?,
@@ -131,7 +149,13 @@ fn run(embedder: &Embedder, rx: &std_mpsc::Receiver<Job>) {
         }
         // Requesters that went away while waiting need no vectors.
         jobs.retain(|job| !job.reply.is_closed());
-        serve(embedder, jobs);
+        let (background, live): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.background);
+        if !live.is_empty() {
+            serve(embedder, live);
+        }
+        if !background.is_empty() {
+            serve(embedder, background);
+        }
         trim.worked();
     }
 }

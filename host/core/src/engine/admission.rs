@@ -1,7 +1,9 @@
 //! Who runs: the engine admits a submitted sequence only while the running ones stay under
 //! [`EngineLimits`] (a count and the KV cache they may grow to). The rest wait, holding no
 //! cache, and are admitted fairly: the request (group) with the fewest sequences running goes
-//! first, so one request with many choices cannot starve the others. Past `max_waiting`,
+//! first, so one request with many choices cannot starve the others; background work (a
+//! batch's requests) comes after every live request and holds at most half of the running
+//! slots. Past `max_waiting`,
 //! `submit` answers busy at once (a 429 at the edge) rather than queueing without end.
 //!
 //! Liveness comes before the caps: a reader may wait for a waiting sequence while the running
@@ -151,12 +153,19 @@ impl Queue {
         for seq in running {
             *per_group.entry(seq.request.group).or_default() += 1;
         }
-        // Fewest running first; among equals, the oldest.
+        // Background work never takes more than half the slots: live requests find room.
+        let background = running.iter().filter(|s| s.request.background).count();
+        let background_full = background >= (limits.max_running / 2).max(1);
+        // Live before background; then fewest running first; among equals, the oldest.
         let pick = self
             .waiting
             .iter()
             .enumerate()
-            .min_by_key(|(i, s)| (per_group.get(&s.request.group).copied().unwrap_or(0), *i))
+            .filter(|(_, s)| !(s.request.background && background_full))
+            .min_by_key(|(i, s)| {
+                let group = per_group.get(&s.request.group).copied().unwrap_or(0);
+                (s.request.background, group, *i)
+            })
             .map(|(i, _)| i)?;
         let reserved: usize = running.iter().map(|s| s.reserved).sum();
         let need = self.reserve(&self.waiting[pick].request);

@@ -24,6 +24,10 @@ pub struct GenerateRequest {
     /// Who asked, for the log: the engine's lines about this sequence name it (the server's
     /// request id), so one request can be followed from the HTTP edge into the engine.
     pub label: Arc<str>,
+    /// Background work (a batch's request): admitted after live requests and to at most half
+    /// of the running slots, and paused while a live prompt is read, so that live requests
+    /// keep their time to first token.
+    pub background: bool,
 }
 
 /// Why a generation ended.

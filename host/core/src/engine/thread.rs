@@ -429,6 +429,13 @@ impl Engine {
                 waiting.push(i);
             }
         }
+        // A live prompt being read pauses background sequences for that step: its time to
+        // first token does not pay for a batch's work.
+        let live_prompt = waiting.iter().any(|&i| !self.running[i].request.background);
+        if live_prompt {
+            plan.retain(|(i, _)| !self.running[*i].request.background);
+            waiting.retain(|&i| !self.running[i].request.background);
+        }
         let mut budget = PREFILL_BUDGET;
         for i in waiting {
             let seq = &self.running[i];

@@ -83,7 +83,7 @@ impl HostState {
                 Some("max_tokens_per_request"),
             )));
         }
-        let vectors = model.engine.embed(ids).await;
+        let vectors = model.engine.embed_as(ids, self.jobs.background).await;
         self.touch();
         Ok(vectors.map_err(wit_error).map(|vectors| Embedded {
             vectors,

@@ -368,6 +368,7 @@ impl HostState {
             constraint,
             group: self.group,
             label: self.request_id.clone(),
+            background: self.jobs.background,
         };
         let engine = model.engine.clone();
         let submitted = self

@@ -6,6 +6,7 @@ pub(crate) mod config;
 pub(crate) mod documents;
 pub(crate) mod embeddings;
 pub(crate) mod inference;
+pub(crate) mod jobs;
 pub(crate) mod log;
 pub(crate) mod multipart;
 pub(crate) mod route;

@@ -319,9 +319,11 @@ impl store::Host for HostState {
         parts: Vec<String>,
     ) -> wasmtime::Result<Result<store::Blob, types::Error>> {
         let max = self.max_file_bytes;
+        let job = self.jobs.step.clone();
         let joined = self
             .with_store(None, async |store, owner| {
-                Ok(store.concat_blobs(owner, &parts, max).await)
+                let job = job.as_ref().map(|(j, h)| (j.as_str(), h.as_str()));
+                Ok(store.concat_blobs(owner, &parts, max, job).await)
             })
             .await?;
         Ok(match joined {
@@ -394,11 +396,15 @@ impl store::HostBlobWriter for HostState {
         // A writer that cannot start (no store, too many open: each holds a file) fails at its
         // first write, where an error can be said.
         let max = self.max_file_bytes;
+        // A job step's blobs are pending until the host saves the step's progress.
+        let job = self.jobs.step.clone();
         let writer = if self.open_blob_writers >= MAX_OPEN_WRITERS {
             None
         } else {
             self.with_store(None, async |store, owner| {
-                Ok(store.blob_writer(owner, max).await.ok())
+                let writer = store.blob_writer(owner, max).await.ok();
+                Ok(writer
+                    .map(|w| w.pending_on(job.as_ref().map(|(j, h)| (j.as_str(), h.as_str())))))
             })
             .await?
             .ok()

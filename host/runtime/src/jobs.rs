@@ -1,0 +1,353 @@
+//! Running background jobs: workers that take the jobs of the loaded job plugins from the
+//! store and hand each to its plugin's `job-runner.step`, one step after another, saving the
+//! progress each step returns with a lease renewal. The lease is also renewed while a step
+//! runs, so a long step keeps its job; a process that dies stops renewing, and once the lease
+//! runs out another process (a replica, or this one after its restart) takes the job up from
+//! its last saved progress. A job taken too many times, or whose steps keep failing, is ended:
+//! one last step with `ending` set lets the family record why.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cinder_store::{Job, JobState, Renewal, Store};
+use tokio::sync::{Notify, mpsc};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::Runtime;
+use crate::bindings::job_world::exports::cinder::plugin::job_runner as x;
+use crate::failure::{CallError, PluginError, trap_reason};
+use crate::plugin::Plugin;
+
+/// How this process runs background jobs (`[jobs]` in the config).
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Jobs this process runs at once (0: none; a replica that only serves).
+    pub workers: usize,
+    /// How long a taken job stays this process's without a renewal.
+    pub lease: Duration,
+    /// How often idle workers look for jobs queued by other processes.
+    pub poll: Duration,
+    /// Times a job may be taken (each crash or restart mid-job takes it once more) before
+    /// it is ended as failed.
+    pub max_attempts: u32,
+    /// Failed steps in a row before the job is ended as failed.
+    pub step_retries: u32,
+    /// Requests job steps may have running at once through `dispatch`, across the process.
+    pub dispatch_concurrency: usize,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            workers: 1,
+            lease: Duration::from_secs(30),
+            poll: Duration::from_secs(2),
+            max_attempts: 3,
+            step_retries: 3,
+            dispatch_concurrency: 4,
+        }
+    }
+}
+
+/// What a call may do with jobs.
+#[derive(Clone)]
+pub(crate) struct JobLink {
+    /// The kinds its plugin's manifest declares.
+    pub(crate) kinds: Arc<[String]>,
+    /// Wakes this process's idle workers when a job is queued.
+    pub(crate) wake: Arc<Notify>,
+    /// In a job step: the runtime its `dispatch` calls go through.
+    pub(crate) dispatch: Option<std::sync::Weak<Runtime>>,
+    /// In a job step: the job's id and this process's lease name (the blobs the step writes
+    /// are pending on them until the step's progress is saved).
+    pub(crate) step: Option<(String, String)>,
+    /// The call was made by a job step: its generations yield to live traffic.
+    pub(crate) background: bool,
+}
+
+/// Why a step did not finish.
+#[derive(Debug)]
+enum StepFailure {
+    Call(CallError),
+    /// The lease was lost while the step ran (another process took the job, or it was
+    /// finished by someone else): this process must stop without writing more.
+    Lost,
+}
+
+fn seconds(d: Duration) -> i64 {
+    d.as_secs().max(1) as i64
+}
+
+impl Runtime {
+    /// Starts this process's job workers (call once, inside the tokio runtime, after the
+    /// store is set).
+    pub fn start_jobs(self: &Arc<Self>, settings: JobSettings) {
+        self.dispatch_slots
+            .add_permits(settings.dispatch_concurrency.max(1));
+        for n in 0..settings.workers {
+            let me = Arc::downgrade(self);
+            let settings = settings.clone();
+            tokio::spawn(
+                async move { work(me, settings).await }.instrument(info_span!("jobs", worker = n)),
+            );
+        }
+    }
+}
+
+/// One worker: take a job, run it to its end (or until its lease is lost), look again.
+async fn work(me: std::sync::Weak<Runtime>, settings: JobSettings) {
+    loop {
+        let Some(runtime) = me.upgrade() else { return };
+        let wake = runtime.jobs_wake.clone();
+        let taken = match runtime.store.load_full() {
+            Some(store) => {
+                let kinds = runtime.registry.load().job_kinds();
+                let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
+                store
+                    .take_job(
+                        &kinds,
+                        &runtime.holder,
+                        cinder_store::now(),
+                        seconds(settings.lease),
+                    )
+                    .await
+                    .map(|job| job.map(|job| (store.clone(), job)))
+            }
+            None => Ok(None),
+        };
+        match taken {
+            Ok(Some((store, job))) => {
+                let span =
+                    info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempts);
+                runtime
+                    .run_job(&store, job, &settings)
+                    .instrument(span)
+                    .await;
+                continue;
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot look for jobs"),
+        }
+        drop(runtime);
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(settings.poll) => {}
+        }
+    }
+}
+
+impl Runtime {
+    async fn run_job(self: &Arc<Self>, store: &Store, job: Job, settings: &JobSettings) {
+        let Some((plugin_id, kind)) = job.kind.split_once('/') else {
+            warn!("a job of a kind no plugin names; ending it");
+            let _ = store
+                .finish_job(
+                    &job.id,
+                    &self.holder,
+                    JobState::Failed,
+                    Some("no plugin runs this kind of job"),
+                    cinder_store::now(),
+                )
+                .await;
+            return;
+        };
+        info!("job taken");
+        // Blobs of a step whose progress was never saved (the process died in it): nothing
+        // will reference them.
+        self.discard_pending(store, &job.id).await;
+        let mut progress = job.progress.clone();
+        let mut cancel = job.cancel_requested;
+        let mut failures = 0u32;
+        let attempts = u32::try_from(job.attempts).unwrap_or(u32::MAX);
+        let mut ending = (attempts > settings.max_attempts).then(|| {
+            format!(
+                "The job was interrupted {} times (the server stopped or crashed while it ran)",
+                attempts - 1
+            )
+        });
+        loop {
+            let Some(plugin) = self.registry.load().plugin(plugin_id) else {
+                // Unloaded while the job ran: another process (or this one, once it is back)
+                // takes it up when the lease runs out.
+                warn!(plugin = plugin_id, "the job's plugin is no longer loaded");
+                return;
+            };
+            let step = x::Job {
+                id: job.id.clone(),
+                kind: kind.to_owned(),
+                progress: progress.clone(),
+                attempt: attempts,
+                cancel_requested: cancel,
+                ending: ending.clone(),
+            };
+            let outcome = self
+                .step_keeping_lease(store, &plugin, &job.owner, step, &progress, settings)
+                .await;
+            let now = cinder_store::now();
+            match outcome {
+                Ok(x::Outcome::More(next)) if ending.is_none() => {
+                    failures = 0;
+                    progress = next;
+                    match store
+                        .commit_step(
+                            &job.id,
+                            &self.holder,
+                            &progress,
+                            now,
+                            seconds(settings.lease),
+                        )
+                        .await
+                    {
+                        Ok(Renewal::Held { cancel_requested }) => cancel = cancel_requested,
+                        Ok(Renewal::Lost) => {
+                            info!("lease lost; another process has the job");
+                            return;
+                        }
+                        Err(e) => {
+                            warn!(error = %e, "cannot save the job's progress; retrying the step");
+                            self.discard_pending(store, &job.id).await;
+                            tokio::time::sleep(settings.poll).await;
+                        }
+                    }
+                }
+                Ok(outcome) => {
+                    let state = match (&ending, &outcome, cancel) {
+                        (Some(_), _, _) => JobState::Failed,
+                        (None, _, true) => JobState::Cancelled,
+                        _ => JobState::Succeeded,
+                    };
+                    if matches!(outcome, x::Outcome::More(_)) {
+                        warn!("the job's last step asked for more; ended anyway");
+                    }
+                    match store
+                        .finish_job(&job.id, &self.holder, state, ending.as_deref(), now)
+                        .await
+                    {
+                        Ok(true) => info!(state = ?state, "job over"),
+                        Ok(false) => info!("lease lost before the job could be ended"),
+                        Err(e) => warn!(error = %e, "cannot end the job; it will be taken again"),
+                    }
+                    return;
+                }
+                Err(StepFailure::Lost) => {
+                    info!("lease lost during a step; another process has the job");
+                    return;
+                }
+                Err(StepFailure::Call(e)) => {
+                    failures += 1;
+                    warn!(error = %e, failures, "a step failed");
+                    self.discard_pending(store, &job.id).await;
+                    if ending.is_some() {
+                        // The step meant to record the end failed too: end the job anyway.
+                        let _ = store
+                            .finish_job(
+                                &job.id,
+                                &self.holder,
+                                JobState::Failed,
+                                ending.as_deref(),
+                                now,
+                            )
+                            .await;
+                        return;
+                    }
+                    if failures > settings.step_retries {
+                        ending = Some(format!("A step of the job failed {failures} times: {e}"));
+                    } else {
+                        tokio::time::sleep(settings.poll * failures).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn discard_pending(&self, store: &Store, job: &str) {
+        match store.discard_pending_blobs(job).await {
+            Ok(0) => {}
+            Ok(n) => info!(blobs = n, "removed the blobs of an unsaved step"),
+            Err(e) => warn!(error = %e, "cannot remove the blobs of an unsaved step"),
+        }
+    }
+
+    /// One step, with the lease renewed (and the last saved progress kept) while it runs.
+    async fn step_keeping_lease(
+        self: &Arc<Self>,
+        store: &Store,
+        plugin: &Arc<Plugin>,
+        owner: &str,
+        job: x::Job,
+        saved: &str,
+        settings: &JobSettings,
+    ) -> Result<x::Outcome, StepFailure> {
+        let id = job.id.clone();
+        let step = self.step(plugin, owner, job);
+        tokio::pin!(step);
+        let every = settings.lease / 3;
+        loop {
+            tokio::select! {
+                r = &mut step => return r.map_err(StepFailure::Call),
+                _ = tokio::time::sleep(every) => {
+                    let renewed = store
+                        .renew_job(&id, &self.holder, saved, cinder_store::now(), seconds(settings.lease))
+                        .await;
+                    match renewed {
+                        Ok(Renewal::Lost) => return Err(StepFailure::Lost),
+                        Ok(Renewal::Held { .. }) => {}
+                        Err(e) => debug!(error = %e, "cannot renew the lease; trying again"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `job-runner.step` in a fresh sandbox with a request's limits; the wall-clock
+    /// limit bounds the whole step (its dispatched requests wait on their own limits).
+    async fn step(
+        self: &Arc<Self>,
+        plugin: &Arc<Plugin>,
+        owner: &str,
+        job: x::Job,
+    ) -> Result<x::Outcome, CallError> {
+        let Some((pre, _)) = &plugin.jobs else {
+            return Err(CallError::Plugin(PluginError::Internal(format!(
+                "the plugin `{}` runs no jobs",
+                plugin.info.id
+            ))));
+        };
+        // No request slot: the requests the step dispatches take those, and a step holding
+        // one while they wait could leave none (the pool keeps room for steps instead).
+        let limits = self.limits.load_full();
+        let (tx, _rx) = mpsc::channel(1);
+        let mut store = self.store(
+            plugin,
+            &limits,
+            tx,
+            Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            owner,
+        );
+        store.data_mut().request_id = format!("job-{}", job.id).into();
+        store.data_mut().jobs.dispatch = Some(self.me.clone());
+        store.data_mut().jobs.step = Some((job.id.clone(), self.holder.clone()));
+        let run = async {
+            let instance = pre.instantiate_async(&mut store).await?;
+            instance
+                .cinder_plugin_job_runner()
+                .call_step(&mut store, &job)
+                .await
+        };
+        let result = tokio::time::timeout(limits.timeout, run).await;
+        let out_of_cpu = store.data().cpu_ticks_left == 0;
+        let plugin_id = plugin.info.id.clone();
+        match result {
+            Err(_) => Err(CallError::Timeout(limits.timeout)),
+            Ok(Ok(Ok(outcome))) => Ok(outcome),
+            Ok(Ok(Err(e))) => Err(CallError::Plugin(PluginError::from(e))),
+            Ok(Err(trap)) => Err(match trap_reason(&trap, out_of_cpu) {
+                None => CallError::OutOfFuel { plugin: plugin_id },
+                Some(reason) => CallError::Trapped {
+                    plugin: plugin_id,
+                    reason,
+                },
+            }),
+        }
+    }
+}
