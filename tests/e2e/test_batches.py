@@ -97,7 +97,7 @@ def test_an_embeddings_batch_matches_the_same_requests_sent_live(client):
 def test_a_refused_input_file_fails_the_batch_naming_the_lines(client):
     lines = [
         _line("a", "/v1/embeddings", {"model": EMBED, "input": "x"}),
-        "{not json",
+        '{"x": 1}',  # a JSON object (the upload checks that), but not a request
         _line("a", "/v1/embeddings", {"model": EMBED, "input": "y"}),
         _line("c", "/v1/chat/completions", {"model": CHAT}),
     ]
@@ -106,7 +106,7 @@ def test_a_refused_input_file_fails_the_batch_naming_the_lines(client):
     failed = _wait(client, batch.id)
     assert failed.status == "failed" and failed.failed_at
     got = [(e.code, e.line) for e in failed.errors.data]
-    assert got == [("invalid_json_line", 2), ("duplicate_custom_id", 3), ("mismatched_endpoint", 4)]
+    assert got == [("missing_required_parameter", 2), ("duplicate_custom_id", 3), ("mismatched_endpoint", 4)]
     assert failed.output_file_id is None
 
 
