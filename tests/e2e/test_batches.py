@@ -94,6 +94,21 @@ def test_an_embeddings_batch_matches_the_same_requests_sent_live(client):
         assert max(abs(a - b) for a, b in zip(got, want.embedding)) < 1e-5
 
 
+def test_large_answers_stream_into_the_output_instead_of_filling_the_plugin(client):
+    """Four lines of 2,048 inputs each: every answer is megabytes of vectors, and a step holds
+    several; the output goes to its file as it comes (the plugin has 64 MiB)."""
+    texts = [f"line {i} word {i % 97}" for i in range(2048)]
+    lines = [_line(f"big{k}", "/v1/embeddings", {"model": EMBED, "input": texts}) for k in range(4)]
+    batch = client.batches.create(input_file_id=_upload(client, lines).id, endpoint="/v1/embeddings",
+                                  completion_window="24h")
+    done = _wait(client, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 4, done
+    out = _jsonl(client, done.output_file_id)
+    assert [o["custom_id"] for o in out] == ["big0", "big1", "big2", "big3"]
+    assert all(len(o["response"]["body"]["data"]) == 2048 for o in out)
+    assert done.usage.input_tokens == 4 * out[0]["response"]["body"]["usage"]["prompt_tokens"]
+
+
 def test_a_refused_input_file_fails_the_batch_naming_the_lines(client):
     lines = [
         _line("a", "/v1/embeddings", {"model": EMBED, "input": "x"}),

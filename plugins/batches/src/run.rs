@@ -9,7 +9,7 @@
 use std::collections::HashSet;
 
 use cinder_sdk::dispatch::{Answer, Call};
-use cinder_sdk::host::JobHost;
+use cinder_sdk::host::{BlobWriter, JobHost};
 use cinder_sdk::{Error, Job, Outcome};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -262,45 +262,97 @@ fn validate(
     progress.more()
 }
 
-/// A result line: OpenAI's `{id, custom_id, response: {status_code, request_id, body}, error}`.
-fn result_line(batch: &str, number: u64, custom_id: &str, status: u16, body: Value) -> String {
-    let id = request_id(batch, number);
-    json!({
-        "id": id,
-        "custom_id": custom_id,
-        "response": {"status_code": status, "request_id": id, "body": body},
-        "error": null,
-    })
-    .to_string()
+/// Writes a result line, OpenAI's `{id, custom_id, response: {status_code, request_id, body},
+/// error}`. The answer's body goes in as the route wrote it (JSON), neither parsed into a tree
+/// nor copied: an embeddings answer of 2,048 vectors is large, and a step holds a few.
+fn write_result(
+    segment: &mut Segment,
+    host: &dyn JobHost,
+    (batch, number, custom_id): (&str, u64, &str),
+    status: u16,
+    body: &str,
+) -> Result<(), Error> {
+    let id = Value::String(request_id(batch, number));
+    let head = format!(
+        r#"{{"id":{id},"custom_id":{},"response":{{"status_code":{status},"request_id":{id},"body":"#,
+        Value::String(custom_id.to_owned()),
+    );
+    let tail = "},\"error\":null}\n";
+    if serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok() {
+        segment.write(host, &[&head, body, tail])
+    } else {
+        // Not JSON (a route that broke its contract): kept as a string.
+        segment.write(
+            host,
+            &[&head, &Value::String(body.to_owned()).to_string(), tail],
+        )
+    }
 }
 
-/// Writes `lines` (each ended by a line break) as one new blob; `None` when there are none.
-fn segment(host: &dyn JobHost, lines: &[String]) -> Result<Option<String>, Error> {
-    if lines.is_empty() {
-        return Ok(None);
-    }
-    let mut writer = host.blob_writer()?;
-    let mut text = String::new();
-    for line in lines {
-        text.push_str(line);
-        text.push('\n');
-        if text.len() > 1 << 20 {
-            writer.write(text.as_bytes())?;
-            text.clear();
-        }
-    }
-    writer.write(text.as_bytes())?;
-    Ok(Some(writer.finish()?.id))
+/// The token use an answer reports (the rest of it is skipped, not read into memory).
+#[derive(Deserialize, Default)]
+struct Reported {
+    #[serde(default)]
+    usage: Option<ReportedUsage>,
+}
+
+#[derive(Deserialize, Default)]
+struct ReportedUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<CachedTokens>,
+}
+
+#[derive(Deserialize, Default)]
+struct CachedTokens {
+    #[serde(default)]
+    cached_tokens: u64,
 }
 
 /// Adds a successful answer's token use to the batch's.
-fn add_usage(usage: &mut Usage, body: &Value) {
-    let u = &body["usage"];
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
-    usage.input_tokens += n(&u["prompt_tokens"]);
-    usage.output_tokens += n(&u["completion_tokens"]);
-    usage.cached_tokens += n(&u["prompt_tokens_details"]["cached_tokens"]);
+fn add_usage(usage: &mut Usage, body: &str) {
+    let Some(u) = serde_json::from_str::<Reported>(body)
+        .ok()
+        .and_then(|r| r.usage)
+    else {
+        return;
+    };
+    usage.input_tokens += u.prompt_tokens;
+    usage.output_tokens += u.completion_tokens;
+    usage.cached_tokens += u.prompt_tokens_details.map_or(0, |d| d.cached_tokens);
 }
+
+/// One step's segment blob of one kind, started on its first line: lines go to the host as
+/// they are made, so a step never holds its whole output.
+#[derive(Default)]
+struct Segment(Option<Box<dyn BlobWriter>>);
+
+impl Segment {
+    /// Writes `parts` one after another (a line's pieces, its line break included).
+    fn write(&mut self, host: &dyn JobHost, parts: &[&str]) -> Result<(), Error> {
+        let writer = match &mut self.0 {
+            Some(w) => w,
+            None => self.0.insert(host.blob_writer()?),
+        };
+        parts.iter().try_for_each(|p| writer.write(p.as_bytes()))
+    }
+
+    /// Writes one whole line.
+    fn push(&mut self, host: &dyn JobHost, line: &str) -> Result<(), Error> {
+        self.write(host, &[line, "\n"])
+    }
+
+    /// The finished blob's id; `None` when no line was written.
+    fn finish(self) -> Result<Option<String>, Error> {
+        self.0.map(|w| w.finish().map(|b| b.id)).transpose()
+    }
+}
+
+/// Requests handed to `dispatch` at once: their answers are in memory together.
+const CALLS_AT_ONCE: usize = 4;
 
 /// A running step: the next few requests, through the routes that serve them.
 fn run(
@@ -318,48 +370,48 @@ fn run(
             None => break,
         }
     }
-    let mut calls = Vec::new();
-    let mut outputs = Vec::new();
-    let mut errors = Vec::new();
+    let (mut outputs, mut errors) = (Segment::default(), Segment::default());
     let mut checked = Vec::new();
     for (number, raw) in &taken {
         match lines::check(raw, endpoint, *number) {
-            Ok(line) => {
-                calls.push(Call {
-                    method: "POST".into(),
-                    path: endpoint.to_owned(),
-                    body: line.body.clone(),
-                });
-                checked.push((*number, line.custom_id));
-            }
+            Ok(line) => checked.push((*number, line)),
             // Checked while validating; a file that changed since is the line's error.
             Err(e) => {
                 progress.counts.failed += 1;
-                errors.push(error_line(id, *number, "", &e.code, &e.message));
+                errors.push(host, &error_line(id, *number, "", &e.code, &e.message))?;
             }
         }
     }
-    let answers = host.dispatch(&calls);
-    for ((number, custom_id), answer) in checked.iter().zip(answers) {
-        let (status, body) = match answer {
-            Ok(Answer { status, body }) => {
-                let body = serde_json::from_str(&body).unwrap_or(Value::String(body));
-                (status, body)
+    for group in checked.chunks(CALLS_AT_ONCE) {
+        let calls: Vec<Call> = group
+            .iter()
+            .map(|(_, line)| Call {
+                method: "POST".into(),
+                path: endpoint.to_owned(),
+                body: line.body.clone(),
+            })
+            .collect();
+        for ((number, line), answer) in group.iter().zip(host.dispatch(&calls)) {
+            let (status, body) = match answer {
+                Ok(Answer { status, body }) => (status, body),
+                Err(e) => {
+                    let (status, body) = e.to_http();
+                    (status, body.to_string())
+                }
+            };
+            let at = (id, *number, line.custom_id.as_str());
+            if (200..300).contains(&status) {
+                progress.counts.completed += 1;
+                add_usage(&mut progress.usage, &body);
+                write_result(&mut outputs, host, at, status, &body)?;
+            } else {
+                progress.counts.failed += 1;
+                write_result(&mut errors, host, at, status, &body)?;
             }
-            Err(e) => e.to_http(),
-        };
-        let line = result_line(id, *number, custom_id, status, body.clone());
-        if (200..300).contains(&status) {
-            progress.counts.completed += 1;
-            add_usage(&mut progress.usage, &body);
-            outputs.push(line);
-        } else {
-            progress.counts.failed += 1;
-            errors.push(line);
         }
     }
-    progress.outputs.extend(segment(host, &outputs)?);
-    progress.errors.extend(segment(host, &errors)?);
+    progress.outputs.extend(outputs.finish()?);
+    progress.errors.extend(errors.finish()?);
     progress.requests += taken.len() as u64;
     (progress.offset, progress.lines) = reader.position();
     if taken.is_empty() || progress.requests >= progress.counts.total {
@@ -396,9 +448,10 @@ fn expire(
     mut progress: Progress,
 ) -> Result<Outcome, Error> {
     let mut reader = progress.reader(host);
-    let mut errors = Vec::new();
+    let mut errors = Segment::default();
+    let mut marked = 0u64;
     let mut at_end = false;
-    while (errors.len() as u64) < EXPIRE_PER_STEP {
+    while marked < EXPIRE_PER_STEP {
         let Some((number, raw)) = reader.next_line()? else {
             at_end = true;
             break;
@@ -406,16 +459,18 @@ fn expire(
         let custom_id = lines::check(&raw, endpoint, number)
             .map(|l| l.custom_id)
             .unwrap_or_default();
-        errors.push(error_line(
+        let line = error_line(
             id,
             number,
             &custom_id,
             "batch_expired",
             "This request could not be executed before the completion window expired.",
-        ));
+        );
+        errors.push(host, &line)?;
+        marked += 1;
     }
-    progress.counts.failed += errors.len() as u64;
-    progress.errors.extend(segment(host, &errors)?);
+    progress.counts.failed += marked;
+    progress.errors.extend(errors.finish()?);
     (progress.offset, progress.lines) = reader.position();
     if at_end {
         progress.phase = Phase::Finalizing;

@@ -21,6 +21,12 @@ impl World {
         // `{"crash": true}` a failed call.
         let jobs = FakeJobs::default().answering(|call| {
             let body: Value = serde_json::from_str(&call.body).unwrap();
+            if body["raw"] == true {
+                return Ok(Answer {
+                    status: 200,
+                    body: "not \"json\"".into(),
+                });
+            }
             if body["crash"] == true {
                 return Err(Error::Internal("it trapped".into()));
             }
@@ -417,4 +423,16 @@ fn listing_pages_newest_first() {
         )
         .unwrap_err();
     assert_eq!(param(bad), (400, Some("limit".into())));
+}
+
+#[test]
+fn an_answer_that_is_not_json_is_kept_as_a_string() {
+    let w = World::new();
+    let file = w.file("batch", &(line("raw", json!({"raw": true})) + "\n"));
+    let id = w.create(&file).unwrap()["id"].as_str().unwrap().to_owned();
+    w.run(&id, 10);
+    let done = w.get(&id);
+    let out = w.content(&done["output_file_id"]);
+    assert_eq!(out[0]["response"]["body"], "not \"json\"");
+    assert_eq!(done["usage"]["input_tokens"], 0);
 }
