@@ -187,22 +187,19 @@ impl Runtime {
             match outcome {
                 Ok(x::Outcome::More(next)) if ending.is_none() => {
                     failures = 0;
-                    progress = next;
                     match store
-                        .commit_step(
-                            &job.id,
-                            &self.holder,
-                            &progress,
-                            now,
-                            seconds(settings.lease),
-                        )
+                        .commit_step(&job.id, &self.holder, &next, now, seconds(settings.lease))
                         .await
                     {
-                        Ok(Renewal::Held { cancel_requested }) => cancel = cancel_requested,
+                        Ok(Renewal::Held { cancel_requested }) => {
+                            progress = next;
+                            cancel = cancel_requested;
+                        }
                         Ok(Renewal::Lost) => {
                             info!("lease lost; another process has the job");
                             return;
                         }
+                        // The step is redone from the last saved progress; what it wrote goes.
                         Err(e) => {
                             warn!(error = %e, "cannot save the job's progress; retrying the step");
                             self.discard_pending(store, &job.id).await;
