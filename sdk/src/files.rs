@@ -14,6 +14,10 @@ use crate::{Error, ErrorDetail};
 
 /// The store collection of files.
 pub const COLLECTION: &str = "files";
+/// The purpose of a batch's output and error files.
+pub const BATCH_OUTPUT: &str = "batch_output";
+/// Purposes of files the server makes: listed by them, never uploaded with them.
+pub const MADE_PURPOSES: [&str; 1] = [BATCH_OUTPUT];
 
 /// What the store keeps for a file.
 #[derive(Debug, Clone, Serialize, Deserialize)]

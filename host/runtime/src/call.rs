@@ -16,7 +16,7 @@ use wasmtime_wasi::{FsPerms, WasiCtx};
 use crate::Runtime;
 use crate::bindings;
 use crate::documents::Access;
-use crate::failure::{CallError, PluginError, trap_reason};
+use crate::failure::{CallError, PluginError};
 use crate::guest_log;
 use crate::imports::tools::{StoreMaker, ToolsLink};
 use crate::manifest::Capability;
@@ -270,7 +270,6 @@ impl Runtime {
                     .map(|(_, kinds)| kinds.clone())
                     .unwrap_or_else(|| Arc::from([])),
                 wake: self.jobs_wake.clone(),
-                dispatch: None,
                 step: None,
                 background: false,
             },
@@ -354,11 +353,12 @@ impl Runtime {
             }
             Err(trap) => {
                 warn!(plugin = %plugin.info.id, error = %format!("{trap:?}"), "plugin failed");
-                let plugin = plugin.info.id.clone();
-                Err(match trap_reason(&trap, store.data().cpu_ticks_left == 0) {
-                    None => CallError::OutOfFuel { plugin },
-                    Some(reason) => CallError::Trapped { plugin, reason },
-                })
+                let out_of_cpu = store.data().cpu_ticks_left == 0;
+                Err(CallError::from_trap(
+                    plugin.info.id.clone(),
+                    &trap,
+                    out_of_cpu,
+                ))
             }
         }
     }

@@ -80,6 +80,34 @@ impl From<types::Error> for PluginError {
     }
 }
 
+impl From<PluginError> for types::Error {
+    /// Back across the WIT, case for case (a job step's dispatched call failed this way).
+    fn from(e: PluginError) -> Self {
+        let detail = |d: Detail| types::ErrorDetail {
+            message: d.message,
+            param: d.param,
+            code: d.code,
+        };
+        match e {
+            PluginError::InvalidRequest(d) => types::Error::InvalidRequest(detail(d)),
+            PluginError::NotFound(d) => types::Error::NotFound(detail(d)),
+            PluginError::RateLimited(m) => types::Error::RateLimited(m),
+            PluginError::Unavailable(m) => types::Error::Unavailable(m),
+            PluginError::Internal(m) => types::Error::Internal(m),
+        }
+    }
+}
+
+impl CallError {
+    /// What a call of `plugin` that ended in `trap` failed of.
+    pub(crate) fn from_trap(plugin: String, trap: &wasmtime::Error, out_of_cpu: bool) -> Self {
+        match trap_reason(trap, out_of_cpu) {
+            None => CallError::OutOfFuel { plugin },
+            Some(reason) => CallError::Trapped { plugin, reason },
+        }
+    }
+}
+
 /// What the runtime can fail at (loading; request failures become [`Output::Failed`]).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::Runtime;
 use crate::bindings::job_world::exports::cinder::plugin::job_runner as x;
-use crate::failure::{CallError, PluginError, trap_reason};
+use crate::failure::{CallError, PluginError};
 use crate::plugin::Plugin;
 
 /// How this process runs background jobs (`[jobs]` in the config).
@@ -56,13 +56,30 @@ pub(crate) struct JobLink {
     pub(crate) kinds: Arc<[String]>,
     /// Wakes this process's idle workers when a job is queued.
     pub(crate) wake: Arc<Notify>,
-    /// In a job step: the runtime its `dispatch` calls go through.
-    pub(crate) dispatch: Option<std::sync::Weak<Runtime>>,
-    /// In a job step: the job's id and this process's lease name (the blobs the step writes
-    /// are pending on them until the step's progress is saved).
-    pub(crate) step: Option<(String, String)>,
+    /// Set in a job step.
+    pub(crate) step: Option<StepLink>,
     /// The call was made by a job step: its generations yield to live traffic.
     pub(crate) background: bool,
+}
+
+/// What a job step reaches beyond a request.
+#[derive(Clone)]
+pub(crate) struct StepLink {
+    /// The runtime its `dispatch` calls go through.
+    pub(crate) runtime: std::sync::Weak<Runtime>,
+    /// The job's id and this process's lease name: the blobs the step writes are pending on
+    /// them until the step's progress is saved.
+    pub(crate) job: String,
+    pub(crate) holder: String,
+}
+
+impl JobLink {
+    /// The (job, holder) the blobs this call writes are pending on: none outside a job step.
+    pub(crate) fn pending(&self) -> Option<(&str, &str)> {
+        self.step
+            .as_ref()
+            .map(|s| (s.job.as_str(), s.holder.as_str()))
+    }
 }
 
 /// Why a step did not finish.
@@ -138,17 +155,8 @@ async fn work(me: std::sync::Weak<Runtime>, settings: JobSettings) {
 
 impl Runtime {
     async fn run_job(self: &Arc<Self>, store: &Store, job: Job, settings: &JobSettings) {
+        // Taken by a kind of a loaded plugin's: always `<plugin>/<kind>`.
         let Some((plugin_id, kind)) = job.kind.split_once('/') else {
-            warn!("a job of a kind no plugin names; ending it");
-            let _ = store
-                .finish_job(
-                    &job.id,
-                    &self.holder,
-                    JobState::Failed,
-                    Some("no plugin runs this kind of job"),
-                    cinder_store::now(),
-                )
-                .await;
             return;
         };
         info!("job taken");
@@ -208,10 +216,12 @@ impl Runtime {
                     }
                 }
                 Ok(outcome) => {
-                    let state = match (&ending, &outcome, cancel) {
-                        (Some(_), _, _) => JobState::Failed,
-                        (None, _, true) => JobState::Cancelled,
-                        _ => JobState::Succeeded,
+                    let state = if ending.is_some() {
+                        JobState::Failed
+                    } else if cancel {
+                        JobState::Cancelled
+                    } else {
+                        JobState::Succeeded
                     };
                     if matches!(outcome, x::Outcome::More(_)) {
                         warn!("the job's last step asked for more; ended anyway");
@@ -322,8 +332,11 @@ impl Runtime {
             owner,
         );
         store.data_mut().request_id = format!("job-{}", job.id).into();
-        store.data_mut().jobs.dispatch = Some(self.me.clone());
-        store.data_mut().jobs.step = Some((job.id.clone(), self.holder.clone()));
+        store.data_mut().jobs.step = Some(StepLink {
+            runtime: self.me.clone(),
+            job: job.id.clone(),
+            holder: self.holder.clone(),
+        });
         let run = async {
             let instance = pre.instantiate_async(&mut store).await?;
             instance
@@ -333,18 +346,15 @@ impl Runtime {
         };
         let result = tokio::time::timeout(limits.timeout, run).await;
         let out_of_cpu = store.data().cpu_ticks_left == 0;
-        let plugin_id = plugin.info.id.clone();
         match result {
             Err(_) => Err(CallError::Timeout(limits.timeout)),
             Ok(Ok(Ok(outcome))) => Ok(outcome),
             Ok(Ok(Err(e))) => Err(CallError::Plugin(PluginError::from(e))),
-            Ok(Err(trap)) => Err(match trap_reason(&trap, out_of_cpu) {
-                None => CallError::OutOfFuel { plugin: plugin_id },
-                Some(reason) => CallError::Trapped {
-                    plugin: plugin_id,
-                    reason,
-                },
-            }),
+            Ok(Err(trap)) => Err(CallError::from_trap(
+                plugin.info.id.clone(),
+                &trap,
+                out_of_cpu,
+            )),
         }
     }
 }

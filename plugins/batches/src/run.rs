@@ -127,14 +127,9 @@ pub fn step(job: Job, host: &dyn JobHost) -> Result<Outcome, Error> {
     let cancelling = job.cancel_requested || status == "cancelling";
     let expired = now() >= stored.expires_at;
     match progress.phase {
-        Phase::Validating if cancelling => {
-            finish(host, &job.id, &progress, "cancelled")?;
-            Ok(Outcome::Done)
-        }
-        Phase::Validating if expired => {
-            finish(host, &job.id, &progress, "expired")?;
-            Ok(Outcome::Done)
-        }
+        // A batch that never ran ends with no files.
+        Phase::Validating if cancelling => finalize(host, &job.id, &progress, "cancelled"),
+        Phase::Validating if expired => finalize(host, &job.id, &progress, "expired"),
         Phase::Validating => validate(host, &job.id, &stored.endpoint, progress),
         Phase::Running if cancelling => {
             progress.phase = Phase::Finalizing;
@@ -497,7 +492,7 @@ fn join(
         host,
         Some(&file_id),
         &format!("{id}_{which}.jsonl"),
-        "batch_output",
+        cinder_sdk::files::BATCH_OUTPUT,
         &blob,
         None,
     )?;
@@ -543,11 +538,6 @@ fn finalize(
         Some(end.to_owned())
     })?;
     Ok(Outcome::Done)
-}
-
-/// Ends a batch that never ran (cancelled or expired while validating).
-fn finish(host: &dyn JobHost, id: &str, progress: &Progress, end: &str) -> Result<(), Error> {
-    finalize(host, id, progress, end).map(|_| ())
 }
 
 /// Ends the batch `failed` with `reason` (the host is ending its job), keeping what it did in

@@ -114,8 +114,7 @@ pub fn list(host: &dyn StoreHost, request: &cinder_sdk::Request) -> Result<(), E
     let pairs = request.query();
     let mut q = listing::query(&pairs, DEFAULT_LIMIT, MAX_LIMIT)?;
     if let Some((_, p)) = pairs.iter().find(|(k, _)| k == "purpose") {
-        // Files the server makes (a batch's output) are listed by their purpose too.
-        let p = if p == "batch_output" {
+        let p = if cinder_sdk::files::MADE_PURPOSES.contains(&p.as_str()) {
             p.clone()
         } else {
             purpose(p)?

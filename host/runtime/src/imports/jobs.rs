@@ -9,7 +9,7 @@ use cinder_store::{NewJob, StoreError};
 use crate::bindings::cinder::plugin::types;
 use crate::bindings::job_world::cinder::plugin::{dispatch, jobs};
 use crate::call::{Output, PluginRequest};
-use crate::failure::{CallError, PluginError};
+use crate::failure::CallError;
 use crate::imports::invalid_argument;
 use crate::plugin::RouteMatch;
 use crate::state::HostState;
@@ -88,19 +88,8 @@ impl jobs::Host for HostState {
 /// A failed call in WIT's terms: the serving plugin's own error as it gave it, the host's
 /// refusals as the case that says whether retrying may help.
 fn wit_error(e: CallError) -> types::Error {
-    let detail = |d: crate::failure::Detail| types::ErrorDetail {
-        message: d.message,
-        param: d.param,
-        code: d.code,
-    };
     match e {
-        CallError::Plugin(PluginError::InvalidRequest(d)) => {
-            types::Error::InvalidRequest(detail(d))
-        }
-        CallError::Plugin(PluginError::NotFound(d)) => types::Error::NotFound(detail(d)),
-        CallError::Plugin(PluginError::RateLimited(m)) => types::Error::RateLimited(m),
-        CallError::Plugin(PluginError::Unavailable(m)) => types::Error::Unavailable(m),
-        CallError::Plugin(PluginError::Internal(m)) => types::Error::Internal(m),
+        CallError::Plugin(e) => e.into(),
         e @ CallError::QueueFull { .. } => types::Error::RateLimited(e.to_string()),
         e @ CallError::Body(_) => types::Error::InvalidRequest(types::ErrorDetail {
             message: e.to_string(),
@@ -124,7 +113,7 @@ impl dispatch::Host for HostState {
         &mut self,
         calls: Vec<dispatch::Call>,
     ) -> wasmtime::Result<Vec<Result<dispatch::Answer, types::Error>>> {
-        let Some(runtime) = self.jobs.dispatch.as_ref().and_then(|w| w.upgrade()) else {
+        let Some(runtime) = self.jobs.step.as_ref().and_then(|s| s.runtime.upgrade()) else {
             let e = types::Error::Internal("dispatch: only a job step may dispatch".into());
             return Ok(calls.iter().map(|_| Err(e.clone())).collect());
         };

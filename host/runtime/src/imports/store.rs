@@ -319,11 +319,10 @@ impl store::Host for HostState {
         parts: Vec<String>,
     ) -> wasmtime::Result<Result<store::Blob, types::Error>> {
         let max = self.max_file_bytes;
-        let job = self.jobs.step.clone();
+        let jobs = self.jobs.clone();
         let joined = self
             .with_store(None, async |store, owner| {
-                let job = job.as_ref().map(|(j, h)| (j.as_str(), h.as_str()));
-                Ok(store.concat_blobs(owner, &parts, max, job).await)
+                Ok(store.concat_blobs(owner, &parts, max, jobs.pending()).await)
             })
             .await?;
         Ok(match joined {
@@ -397,14 +396,13 @@ impl store::HostBlobWriter for HostState {
         // first write, where an error can be said.
         let max = self.max_file_bytes;
         // A job step's blobs are pending until the host saves the step's progress.
-        let job = self.jobs.step.clone();
+        let jobs = self.jobs.clone();
         let writer = if self.open_blob_writers >= MAX_OPEN_WRITERS {
             None
         } else {
             self.with_store(None, async |store, owner| {
                 let writer = store.blob_writer(owner, max).await.ok();
-                Ok(writer
-                    .map(|w| w.pending_on(job.as_ref().map(|(j, h)| (j.as_str(), h.as_str())))))
+                Ok(writer.map(|w| w.pending_on(jobs.pending())))
             })
             .await?
             .ok()
