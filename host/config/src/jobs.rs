@@ -26,6 +26,11 @@ pub struct JobsConfig {
     /// Requests jobs have running at once (a batch's lines), across the process; live
     /// requests go first in the engine.
     pub dispatch_concurrency: u32,
+    /// Scheduling niceness (0 to 19) of the threads that run background work: job steps
+    /// (the job plugin's code and the plugin work of the requests it dispatches) and the
+    /// inference steps only background requests wait on. Live requests' threads keep 0, so
+    /// on a busy machine the kernel gives them the cores first; 0 runs jobs like live work.
+    pub nice: u32,
 }
 
 impl Default for JobsConfig {
@@ -37,6 +42,7 @@ impl Default for JobsConfig {
             max_attempts: 3,
             step_retries: 3,
             dispatch_concurrency: 4,
+            nice: 10,
         }
     }
 }
@@ -56,6 +62,7 @@ impl JobsConfig {
                 1,
                 64,
             ),
+            ("nice", u64::from(self.nice), 0, 19),
         ] {
             if value < min || value > max {
                 return Err(ConfigError::Invalid(format!(

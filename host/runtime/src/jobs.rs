@@ -34,6 +34,8 @@ pub struct JobSettings {
     pub step_retries: u32,
     /// Requests job steps may have running at once through `dispatch`, across the process.
     pub dispatch_concurrency: usize,
+    /// Niceness of the threads job steps run on (0: like live requests).
+    pub nice: i32,
 }
 
 impl Default for JobSettings {
@@ -45,6 +47,7 @@ impl Default for JobSettings {
             max_attempts: 3,
             step_retries: 3,
             dispatch_concurrency: 4,
+            nice: 10,
         }
     }
 }
@@ -96,18 +99,44 @@ fn seconds(d: Duration) -> i64 {
 }
 
 impl Runtime {
-    /// Starts this process's job workers (call once, inside the tokio runtime, after the
-    /// store is set).
-    pub fn start_jobs(self: &Arc<Self>, settings: JobSettings) {
+    /// Starts this process's job workers on their own thread and tokio runtime, niced so
+    /// that live requests' threads get the cores first: a step's plugin code, and the plugin
+    /// work of the requests it dispatches (parsing, templating, tokenizing, writing results),
+    /// run there. The engines' work for those requests is ordered by the engines themselves.
+    pub fn start_jobs(self: &Arc<Self>, settings: JobSettings) -> Result<(), std::io::Error> {
         self.dispatch_slots
             .add_permits(settings.dispatch_concurrency.max(1));
-        for n in 0..settings.workers {
-            let me = Arc::downgrade(self);
-            let settings = settings.clone();
-            tokio::spawn(
-                async move { work(me, settings).await }.instrument(info_span!("jobs", worker = n)),
-            );
+        if settings.workers == 0 {
+            return Ok(());
         }
+        let nice = settings.nice;
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("cinder-jobs-blocking")
+            .on_thread_start(move || cinder_core::lower_priority(nice))
+            .build()?;
+        let me = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("cinder-jobs".into())
+            .spawn(move || {
+                cinder_core::lower_priority(nice);
+                tokio.block_on(async move {
+                    let workers: Vec<_> = (0..settings.workers)
+                        .map(|n| {
+                            let (me, settings) = (me.clone(), settings.clone());
+                            tokio::spawn(
+                                async move { work(me, settings).await }
+                                    .instrument(info_span!("jobs", worker = n)),
+                            )
+                        })
+                        .collect();
+                    // Workers end once the runtime they serve is dropped.
+                    for w in workers {
+                        let _ = w.await;
+                    }
+                });
+            })?;
+        Ok(())
     }
 }
 

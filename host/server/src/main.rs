@@ -147,6 +147,8 @@ fn main() -> Result<()> {
             },
         })
         .collect();
+    // Background-only inference runs on kernel threads niced like the job threads.
+    cinder_core::set_background_nice(config.jobs.nice as i32);
     let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);
     models
         .set_aliases(config_watch::aliases(&config))
@@ -185,15 +187,17 @@ fn main() -> Result<()> {
     runtime.watch(&plugin_dir)?;
     {
         let j = &config.jobs;
-        let _entered = tokio.enter();
-        runtime.start_jobs(cinder_runtime::JobSettings {
-            workers: j.workers as usize,
-            lease: std::time::Duration::from_secs(j.lease_secs),
-            poll: std::time::Duration::from_secs(j.poll_secs),
-            max_attempts: j.max_attempts,
-            step_retries: j.step_retries,
-            dispatch_concurrency: j.dispatch_concurrency as usize,
-        });
+        runtime
+            .start_jobs(cinder_runtime::JobSettings {
+                workers: j.workers as usize,
+                lease: std::time::Duration::from_secs(j.lease_secs),
+                poll: std::time::Duration::from_secs(j.poll_secs),
+                max_attempts: j.max_attempts,
+                step_retries: j.step_retries,
+                dispatch_concurrency: j.dispatch_concurrency as usize,
+                nice: j.nice as i32,
+            })
+            .context("cannot start the job workers")?;
     }
 
     let settings = Arc::new(ArcSwap::from_pointee(config_watch::settings(&config)));

@@ -16,6 +16,7 @@ use tracing::{debug, warn};
 use crate::embed::embedder::Embedder;
 use crate::engine::thread::EngineHandle;
 use crate::error::{CoreError, catch_panic};
+use crate::kernels::pools::as_background;
 
 type Reply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, CoreError>>;
 
@@ -130,20 +131,25 @@ fn stopped() -> CoreError {
 
 fn run(embedder: &Embedder, rx: &std_mpsc::Receiver<Job>) {
     let mut trim = crate::engine::memory::IdleTrim::default();
+    // Background requests that arrived while background work was running.
+    let mut deferred: Vec<Job> = Vec::new();
     loop {
-        let first = match rx.try_recv() {
-            Ok(job) => job,
-            Err(std_mpsc::TryRecvError::Disconnected) => return,
-            Err(std_mpsc::TryRecvError::Empty) => {
-                // Out of work: a batch of 2048 inputs left large activations freed.
-                trim.idle();
-                match rx.recv() {
-                    Ok(job) => job,
-                    Err(_) => return,
+        let mut jobs = std::mem::take(&mut deferred);
+        if jobs.is_empty() {
+            let first = match rx.try_recv() {
+                Ok(job) => job,
+                Err(std_mpsc::TryRecvError::Disconnected) => return,
+                Err(std_mpsc::TryRecvError::Empty) => {
+                    // Out of work: a batch of 2048 inputs left large activations freed.
+                    trim.idle();
+                    match rx.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
                 }
-            }
-        };
-        let mut jobs = vec![first];
+            };
+            jobs.push(first);
+        }
         while let Ok(job) = rx.try_recv() {
             jobs.push(job);
         }
@@ -151,17 +157,32 @@ fn run(embedder: &Embedder, rx: &std_mpsc::Receiver<Job>) {
         jobs.retain(|job| !job.reply.is_closed());
         let (background, live): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.background);
         if !live.is_empty() {
-            serve(embedder, live);
+            serve(embedder, live, &mut || {});
         }
         if !background.is_empty() {
-            serve(embedder, background);
+            // Between two of a batch's forward passes, live requests that came in are served
+            // at once: a live request waits for one pass of background work at most.
+            serve(embedder, background, &mut || {
+                let mut live = Vec::new();
+                while let Ok(job) = rx.try_recv() {
+                    if job.background {
+                        deferred.push(job);
+                    } else if !job.reply.is_closed() {
+                        live.push(job);
+                    }
+                }
+                if !live.is_empty() {
+                    serve(embedder, live, &mut || {});
+                }
+            });
         }
         trim.worked();
     }
 }
 
-/// Embeds every input of `jobs` in as few padded batches as the budget allows.
-fn serve(embedder: &Embedder, jobs: Vec<Job>) {
+/// Embeds every input of `jobs` in as few padded batches as the budget allows, calling
+/// `between` before every forward pass but the first.
+fn serve(embedder: &Embedder, jobs: Vec<Job>, between: &mut dyn FnMut()) {
     // (job, index in job, input), shortest first.
     let mut all: Vec<(usize, usize, &[u32])> = jobs
         .iter()
@@ -178,8 +199,13 @@ fn serve(embedder: &Embedder, jobs: Vec<Job>) {
         jobs.iter().map(|j| vec![None; j.inputs.len()]).collect();
     let mut failed: Vec<Option<CoreError>> = vec![None; jobs.len()];
     let budget = embedder.batch_tokens();
+    // A batch's requests only: the niced kernel threads.
+    let background = jobs.iter().all(|j| j.background);
     let mut start = 0;
     while start < all.len() {
+        if start > 0 {
+            between();
+        }
         // Grow the batch while its padded size (count × longest, the last one) fits.
         let mut end = start + 1;
         while end < all.len() && (end + 1 - start) * all[end].2.len() <= budget {
@@ -191,7 +217,7 @@ fn serve(embedder: &Embedder, jobs: Vec<Job>) {
             longest = batch.last().map_or(0, Vec::len),
             "embedding batch"
         );
-        let out = catch_panic(|| embedder.embed(&batch));
+        let out = catch_panic(|| as_background(background, || embedder.embed(&batch)));
         match out {
             Ok(vectors) => {
                 for ((j, i, _), v) in all[start..end].iter().zip(vectors) {

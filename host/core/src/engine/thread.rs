@@ -21,6 +21,7 @@ use crate::engine::request::{GenEvent, GenerateRequest, TokenLogprob};
 use crate::engine::sequence::Sequence;
 use crate::error::{CoreError, catch_panic, contain, panic_message};
 use crate::formats::tokenizer::Tokenizer;
+use crate::kernels::pools::as_background;
 use crate::models::kv_blocks::PrefixCache;
 use crate::models::llama_embed::EmbedWork;
 use crate::models::{KvCache, Llama};
@@ -56,6 +57,10 @@ enum Job {
 /// Prompt tokens one step may take across all waiting prompts (chunked prefill): bounds how
 /// long one step keeps the decoding sequences waiting.
 const PREFILL_BUDGET: usize = 256;
+
+/// The part of it background prompts (a batch's) may take: a live request that arrives while
+/// one is read waits for a smaller step.
+const BACKGROUND_PREFILL_BUDGET: usize = 64;
 
 /// Prompt positions scored per forward: bounds the logits held at once (64 × vocab floats).
 const SCORE_CHUNK: usize = 64;
@@ -437,11 +442,20 @@ impl Engine {
             waiting.retain(|&i| !self.running[i].request.background);
         }
         let mut budget = PREFILL_BUDGET;
+        let mut background_budget = BACKGROUND_PREFILL_BUDGET;
         for i in waiting {
             let seq = &self.running[i];
-            let n = (seq.request.prompt.len() - seq.prefilled).min(budget);
+            let background = seq.request.background;
+            let mut n = (seq.request.prompt.len() - seq.prefilled).min(budget);
+            if background {
+                n = n.min(background_budget);
+                background_budget -= n;
+            }
             if n == 0 {
-                break;
+                if budget == 0 {
+                    break;
+                }
+                continue;
             }
             budget -= n;
             plan.push((i, Input::Prompt(seq.prefilled..seq.prefilled + n)));
@@ -450,6 +464,10 @@ impl Engine {
             return false;
         }
         plan.sort_by_key(|(i, _)| *i);
+        // A step only a batch waits on runs on the niced kernel threads.
+        let background = plan
+            .iter()
+            .all(|(i, _)| self.running[*i].request.background);
 
         let result = {
             let mut items: Vec<(&[u32], &mut KvCache)> = Vec::with_capacity(plan.len());
@@ -475,7 +493,7 @@ impl Engine {
             }
             // A bug in a kernel must fail this step's requests, not stop the engine for
             // every later one; the failed sequences (and their caches) are dropped below.
-            catch_panic(|| self.model.forward_batch(&mut items))
+            catch_panic(|| as_background(background, || self.model.forward_batch(&mut items)))
         };
         let ctx = self.model.config().context_length;
         match result {

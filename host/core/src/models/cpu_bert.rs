@@ -10,6 +10,8 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
+use crate::kernels::pools::Pools;
+
 use crate::error::CoreError;
 use crate::kernels::vecmath::{attend, dot, gelu};
 use crate::models::bert::{BertConfig, f32_values, read_checkpoint, tensor_prefix};
@@ -104,7 +106,7 @@ pub(crate) struct CpuBert {
     token_type: Vec<f32>,
     embed_norm: Norm,
     layers: Vec<Layer>,
-    pool: rayon::ThreadPool,
+    pools: Pools,
 }
 
 impl CpuBert {
@@ -158,11 +160,7 @@ impl CpuBert {
             token_type,
             embed_norm: norm(e("LayerNorm"))?,
             layers,
-            pool: rayon::ThreadPoolBuilder::new()
-                .num_threads(threads.max(1))
-                .thread_name(|i| format!("cpu-bert-{i}"))
-                .build()
-                .map_err(|e| CoreError::Backend(format!("starting the CPU thread pool: {e}")))?,
+            pools: Pools::new("cpu-bert", threads)?,
             config,
         };
         let bad = |what: &str| CoreError::Weights(format!("{what} does not match config.json"));
@@ -209,7 +207,7 @@ impl CpuBert {
     /// Each input's last hidden states averaged over its tokens. The inputs are checked by
     /// the caller ([`crate::embed::embedder::check_inputs`]).
     pub(crate) fn mean_pooled(&self, batch: &[Vec<u32>]) -> Vec<Vec<f32>> {
-        self.pool.install(|| self.encode(batch))
+        self.pools.install(|| self.encode(batch))
     }
 
     fn encode(&self, batch: &[Vec<u32>]) -> Vec<Vec<f32>> {

@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use crate::kernels::pools::Pools;
+
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
 use crate::kernels::quant::QMatrix;
@@ -41,7 +43,7 @@ pub struct CpuLlama {
     /// `[context, head_dim / 2]` rotation tables.
     cos: Vec<f32>,
     sin: Vec<f32>,
-    pool: rayon::ThreadPool,
+    pools: Pools,
 }
 
 impl CpuLlama {
@@ -77,11 +79,7 @@ impl CpuLlama {
             embed.clone()
         };
         let (cos, sin) = config.rope_tables();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .thread_name(|i| format!("cpu-kernel-{i}"))
-            .build()
-            .map_err(|e| CoreError::Backend(format!("starting the CPU thread pool: {e}")))?;
+        let pools = Pools::new("cpu-kernel", threads)?;
         progress(total, total);
         Ok(CpuLlama {
             out_norm: g.dequantize("output_norm.weight")?,
@@ -91,7 +89,7 @@ impl CpuLlama {
             head,
             cos,
             sin,
-            pool,
+            pools,
         })
     }
 
@@ -160,7 +158,7 @@ impl CpuLlama {
     fn logits(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let normed = rms_norm(x, &self.out_norm, self.config.rms_eps);
         let mut out = vec![0f32; rows * self.head.rows()];
-        self.pool
+        self.pools
             .install(|| self.head.matmul(&normed, rows, &mut out));
         out
     }
@@ -208,7 +206,7 @@ impl CpuLlama {
         let mut gate = vec![0f32; t * c.ffn_dim];
         let mut up = vec![0f32; t * c.ffn_dim];
         let mut down = vec![0f32; t * c.dim];
-        self.pool.install(|| {
+        self.pools.install(|| {
             for (l, layer) in self.layers.iter().enumerate() {
                 let h = rms_norm(&x, &layer.attn_norm, c.rms_eps);
                 layer.wq.matmul(&h, t, &mut q);

@@ -1,0 +1,114 @@
+//! The CPU kernels' thread pools: each CPU model has two of the same size, one for work a
+//! live request waits on and one whose threads are niced for work only background requests
+//! (a batch's) wait on. On a machine with few cores the kernel then gives the cores to the
+//! live request's own work (its plugin call, its prompt) before a batch's next step, which
+//! the engine cannot interrupt once started.
+//!
+//! Which pool a call uses is said by the engine thread that makes it ([`as_background`]),
+//! so the model code stays free of scheduling arguments.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::error::CoreError;
+
+/// Niceness of background pools started from now on (set once at start-up).
+static BACKGROUND_NICE: AtomicI32 = AtomicI32::new(10);
+
+thread_local! {
+    static BACKGROUND: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets the niceness (0 to 19) of the background pools of models loaded from now on; 0
+/// runs background work like live work.
+pub fn set_background_nice(nice: i32) {
+    BACKGROUND_NICE.store(nice.clamp(0, 19), Ordering::Relaxed);
+}
+
+/// Runs `f` on the calling thread with its kernel calls going to the background pools when
+/// `background`.
+pub(crate) fn as_background<R>(background: bool, f: impl FnOnce() -> R) -> R {
+    let before = BACKGROUND.with(|b| b.replace(background));
+    let out = f();
+    BACKGROUND.with(|b| b.set(before));
+    out
+}
+
+/// A model's two pools.
+pub(crate) struct Pools {
+    live: rayon::ThreadPool,
+    background: rayon::ThreadPool,
+}
+
+impl Pools {
+    pub(crate) fn new(name: &'static str, threads: usize) -> Result<Self, CoreError> {
+        let failed = |e: rayon::ThreadPoolBuildError| {
+            CoreError::Backend(format!("starting the CPU thread pool: {e}"))
+        };
+        let nice = BACKGROUND_NICE.load(Ordering::Relaxed);
+        Ok(Pools {
+            live: rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .thread_name(move |i| format!("{name}-{i}"))
+                .build()
+                .map_err(failed)?,
+            background: rayon::ThreadPoolBuilder::new()
+                .num_threads(threads.max(1))
+                .thread_name(move |i| format!("{name}-bg-{i}"))
+                .start_handler(move |_| lower_priority(nice))
+                .build()
+                .map_err(failed)?,
+        })
+    }
+
+    /// Runs `op` on the pool the calling thread asked for.
+    pub(crate) fn install<R: Send>(&self, op: impl FnOnce() -> R + Send) -> R {
+        if BACKGROUND.with(Cell::get) {
+            self.background.install(op)
+        } else {
+            self.live.install(op)
+        }
+    }
+}
+
+/// Raises the calling thread's niceness to `nice` (Linux keeps it per thread): for every
+/// thread that does background work, the runtime's job threads too. Failing is not fatal:
+/// background work then competes like live work.
+pub fn lower_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain syscalls on the calling thread's own id; no memory is passed.
+        let done = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+        };
+        if done != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), nice, "cannot lower a background thread's priority");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nice_of_this_thread() -> i32 {
+        // SAFETY: reads the calling thread's own niceness.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    }
+
+    #[test]
+    fn background_calls_run_on_niced_threads_and_live_calls_do_not() {
+        let pools = Pools::new("test-pool", 2).unwrap();
+        let base = nice_of_this_thread();
+        let live = as_background(false, || pools.install(nice_of_this_thread));
+        let background = as_background(true, || pools.install(nice_of_this_thread));
+        let after = pools.install(nice_of_this_thread);
+        assert_eq!(live, base);
+        assert_eq!(after, base, "the flag is restored after the call");
+        assert_eq!(background, (base + 10).min(19));
+    }
+}
