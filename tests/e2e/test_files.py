@@ -213,3 +213,49 @@ def test_a_slow_upload_outlives_the_request_timeout_while_it_makes_progress():
         status = reply.split(b"\r\n", 1)[0]
         assert status.endswith(b"200 OK"), reply[:500]
         assert b'"bytes":8000' in reply, reply[-500:]
+
+
+def test_recorded_blobs_are_kept_and_a_dead_requests_blob_is_swept_at_start():
+    """A blob finished by a request stays pending until the request records an object naming
+    it; one whose request died first (kill -9 between the blob and its File) is removed at the
+    next start, once the request time limit is long past."""
+    import shutil
+    import sqlite3
+    import tempfile
+    import time
+    from conftest import start_server, write_config
+    root = tempfile.mkdtemp(prefix="cinder-sweep-")
+    config = write_config(root)
+    db = os.path.join(root, "documents", "cinder.db")
+    srv = start_server(config=config)
+    try:
+        c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
+        plain = c.files.create(file=("a.txt", b"plain"), purpose="user_data")
+        path = os.path.join(root, "big.bin")
+        with open(path, "wb") as f:
+            f.write(os.urandom(3_000_000))
+        chunked = c.uploads.upload_file_chunked(file=path, mime_type="application/octet-stream",
+                                                purpose="user_data", part_size=1_000_000)
+        with sqlite3.connect(db) as con:
+            assert con.execute("SELECT COUNT(*) FROM blobs WHERE job IS NOT NULL").fetchone()[0] == 0
+        srv.stop()
+        # What a crash between a finished blob and its File leaves: a pending row and its file.
+        orphan = "blob-deadrequest0000000000000000"
+        with open(os.path.join(root, "documents", "blobs", orphan), "wb") as f:
+            f.write(b"never recorded")
+        with sqlite3.connect(db) as con:
+            con.execute("INSERT INTO blobs (id, owner, bytes, md5, created_at, job, job_holder) "
+                        "VALUES (?, 'default', 14, '', 1000, 'request:req_dead', 'req_dead')", (orphan,))
+        srv = start_server(config=config)
+        c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
+        deadline = time.time() + 30
+        while orphan in _blob_files(root) and time.time() < deadline:
+            time.sleep(0.1)
+        assert orphan not in _blob_files(root)
+        with sqlite3.connect(db) as con:
+            assert con.execute("SELECT COUNT(*) FROM blobs WHERE id = ?", (orphan,)).fetchone()[0] == 0
+        assert c.files.content(plain.id).read() == b"plain"
+        assert len(c.files.content(chunked.file.id).read()) == 3_000_000
+    finally:
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)

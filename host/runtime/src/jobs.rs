@@ -99,16 +99,14 @@ fn seconds(d: Duration) -> i64 {
 }
 
 impl Runtime {
-    /// Starts this process's job workers on their own thread and tokio runtime, niced so
+    /// Starts this process's job workers (and the sweep of blobs left by ended requests) on
+    /// their own thread and tokio runtime, niced so
     /// that live requests' threads get the cores first: a step's plugin code, and the plugin
     /// work of the requests it dispatches (parsing, templating, tokenizing, writing results),
     /// run there. The engines' work for those requests is ordered by the engines themselves.
     pub fn start_jobs(self: &Arc<Self>, settings: JobSettings) -> Result<(), std::io::Error> {
         self.dispatch_slots
             .add_permits(settings.dispatch_concurrency.max(1));
-        if settings.workers == 0 {
-            return Ok(());
-        }
         let nice = settings.nice;
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -130,6 +128,7 @@ impl Runtime {
                             )
                         })
                         .collect();
+                    tokio::spawn(sweep(me).instrument(info_span!("sweep")));
                     // Workers end once the runtime they serve is dropped.
                     for w in workers {
                         let _ = w.await;
@@ -137,6 +136,31 @@ impl Runtime {
                 });
             })?;
         Ok(())
+    }
+}
+
+/// How often a process looks for blobs whose request ended without recording an object.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// Added to the request time limit before a request's pending blob is taken for an orphan:
+/// a blob is finished before its request's last store write, within that limit.
+const SWEEP_GRACE: Duration = Duration::from_secs(300);
+
+/// Removes, at start and every [`SWEEP_EVERY`], the blobs left pending by requests that are
+/// over (a crash between a blob and its object, a plugin that failed after writing one). Any
+/// replica may: it goes by age alone.
+async fn sweep(me: std::sync::Weak<Runtime>) {
+    loop {
+        let Some(runtime) = me.upgrade() else { return };
+        if let Some(store) = runtime.store.load_full() {
+            let grace = runtime.limits.load().timeout + SWEEP_GRACE;
+            let before = cinder_store::now() - seconds(grace);
+            if let Err(e) = store.sweep_request_blobs(before).await {
+                warn!(error = %e, "cannot sweep blobs left by ended requests");
+            }
+        }
+        drop(runtime);
+        tokio::time::sleep(SWEEP_EVERY).await;
     }
 }
 

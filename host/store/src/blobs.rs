@@ -33,6 +33,9 @@ pub(crate) struct Folder {
 /// How long a temporary must sit untouched before a start removes it.
 const STALE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// What the `job` column of a blob pending on a request starts with (job ids never do).
+const REQUEST_PENDING: &str = "request:";
+
 /// Chunks copied between files by [`Store::concat_blobs`].
 const COPY_CHUNK: usize = 1 << 20;
 
@@ -122,6 +125,31 @@ impl Store {
     }
 }
 
+/// What a new blob waits for before it is kept for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending<'a> {
+    /// Nothing: kept once finished.
+    Nothing,
+    /// A step of `job` run by `holder` writes it: kept when that holder saves the step's
+    /// progress ([`Store::commit_step`]) or ends the job; removed by the next process that
+    /// takes the job ([`Store::discard_pending_blobs`]).
+    Step { job: &'a str, holder: &'a str },
+    /// The request with this id writes it: kept when the request records an object
+    /// ([`NewObject::keeps`](crate::NewObject::keeps), [`Change::keeps`](crate::Change::keeps));
+    /// removed by [`Store::sweep_request_blobs`] if the request ends without one.
+    Request(&'a str),
+}
+
+impl<'a> From<Option<(&'a str, &'a str)>> for Pending<'a> {
+    /// A job step's (job, holder), or nothing.
+    fn from(step: Option<(&'a str, &'a str)>) -> Self {
+        match step {
+            Some((job, holder)) => Pending::Step { job, holder },
+            None => Pending::Nothing,
+        }
+    }
+}
+
 /// A blob being written: [`BlobWriter::finish`] makes it durable and visible; dropping the
 /// writer before that removes what was written.
 #[derive(Debug)]
@@ -133,8 +161,7 @@ pub struct BlobWriter {
     written: u64,
     max_bytes: u64,
     md5: Md5,
-    /// The job whose step writes it and the process running that step: pending until that
-    /// process saves the step's progress.
+    /// What it is pending on, as the `job` and `job_holder` columns hold it.
     job: Option<(String, String)>,
 }
 
@@ -163,6 +190,32 @@ impl Store {
             .bind(job)
             .fetch_all(&self.pool)
             .await?;
+        self.delete_rows(rows).await
+    }
+
+    /// Removes the blobs still pending on a request (see [`Pending::Request`])
+    /// that were finished before `before` (unix seconds): their request is over, so no
+    /// object will ever name them (a crash between a blob and its object leaves one, as does
+    /// a plugin that fails after writing). Any process may call it; how many went.
+    pub async fn sweep_request_blobs(&self, before: i64) -> Result<usize, StoreError> {
+        let q = self.sql("SELECT id, owner FROM blobs WHERE job LIKE ? AND created_at < ?");
+        let rows = sqlx::query(q.clone())
+            .bind(format!("{REQUEST_PENDING}%"))
+            .bind(before)
+            .fetch_all(&self.pool)
+            .await?;
+        let removed = self.delete_rows(rows).await?;
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed blobs whose request ended before naming them"
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Deletes the blobs of `rows` (`id`, `owner`); how many were there.
+    async fn delete_rows(&self, rows: Vec<sqlx::any::AnyRow>) -> Result<usize, StoreError> {
         let mut removed = 0;
         for row in rows {
             let id: String = row.try_get("id")?;
@@ -172,6 +225,21 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Keeps the blobs pending on `request` (the request recorded an object that may name
+    /// them), inside the transaction that records it.
+    pub(crate) async fn keep_request_blobs(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        request: &str,
+    ) -> Result<(), StoreError> {
+        let q = self.sql("UPDATE blobs SET job = NULL, job_holder = NULL WHERE job = ?");
+        sqlx::query(q.clone())
+            .bind(format!("{REQUEST_PENDING}{request}"))
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     /// The blob `id`, if it exists and is `owner`'s.
@@ -241,9 +309,12 @@ impl Store {
         owner: &str,
         parts: &[String],
         max_bytes: u64,
-        job: Option<(&str, &str)>,
+        pending: impl Into<Pending<'_>>,
     ) -> Result<Blob, StoreError> {
-        let mut out = self.blob_writer(owner, max_bytes).await?.pending_on(job);
+        let mut out = self
+            .blob_writer(owner, max_bytes)
+            .await?
+            .pending_on(pending);
         let mut chunk = vec![0; COPY_CHUNK];
         for id in parts {
             let Some((_, mut file)) = self.open_blob(owner, id).await? else {
@@ -288,10 +359,13 @@ impl Store {
 }
 
 impl BlobWriter {
-    /// Marks the blob as written by a step of `job` run by `holder` (none: an ordinary blob):
-    /// it stays pending until that holder saves the step's progress ([`Store::commit_step`]).
-    pub fn pending_on(mut self, job: Option<(&str, &str)>) -> Self {
-        self.job = job.map(|(j, h)| (j.to_owned(), h.to_owned()));
+    /// Marks the blob as pending (see [`Pending`]).
+    pub fn pending_on<'a>(mut self, on: impl Into<Pending<'a>>) -> Self {
+        self.job = match on.into() {
+            Pending::Nothing => None,
+            Pending::Step { job, holder } => Some((job.to_owned(), holder.to_owned())),
+            Pending::Request(id) => Some((format!("{REQUEST_PENDING}{id}"), id.to_owned())),
+        };
         self
     }
 

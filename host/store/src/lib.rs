@@ -6,7 +6,7 @@ mod ids;
 mod jobs;
 mod objects;
 
-pub use blobs::{Blob, BlobWriter};
+pub use blobs::{Blob, BlobWriter, Pending};
 pub use error::StoreError;
 pub use ids::{is_store_id, new_id};
 pub use jobs::{Job, JobState, NewJob, Renewal};

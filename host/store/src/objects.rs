@@ -38,6 +38,9 @@ pub struct NewObject {
     pub status: Option<String>,
     pub metadata: BTreeMap<String, String>,
     pub body: String,
+    /// The request (by id) recording it: the blobs pending on that request are kept in the
+    /// same transaction, as the object may name them.
+    pub keeps: Option<String>,
 }
 
 /// Which object: its collection, owner and id.
@@ -65,6 +68,8 @@ pub struct Change {
     pub body: String,
     /// Compare-and-set: apply only if the object is at this version.
     pub expect_version: Option<i64>,
+    /// As [`NewObject::keeps`].
+    pub keeps: Option<String>,
 }
 
 /// Listing order (by creation).
@@ -197,6 +202,9 @@ impl Store {
             self.clear_metadata(&mut tx, key).await?;
         }
         self.put_metadata(&mut tx, key, &new.metadata).await?;
+        if let Some(request) = &new.keeps {
+            self.keep_request_blobs(&mut tx, request).await?;
+        }
         tx.commit().await?;
         Ok(Object {
             created_at: row.try_get("created_at")?,
@@ -275,6 +283,9 @@ impl Store {
         }
         self.clear_metadata(&mut tx, key).await?;
         self.put_metadata(&mut tx, key, &change.metadata).await?;
+        if let Some(request) = &change.keeps {
+            self.keep_request_blobs(&mut tx, request).await?;
+        }
         tx.commit().await?;
         self.get(key).await?.ok_or_else(|| StoreError::NotFound {
             collection: key.collection.to_owned(),

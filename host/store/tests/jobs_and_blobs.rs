@@ -4,20 +4,21 @@
 
 mod support;
 
-use cinder_store::{JobState, NewJob, Renewal, StoreError};
+use cinder_store::{Change, JobState, Key, NewJob, NewObject, Pending, Renewal, StoreError};
 use support::Place;
 
 cases!(
     jobs_are_taken_once_and_taken_up_again_when_a_lease_runs_out,
     blobs_are_whole_or_absent_and_their_owners,
     a_steps_blobs_are_kept_with_its_progress_or_discarded,
+    a_requests_blobs_are_kept_by_its_objects_or_swept,
 );
 
 /// A blob of alice's with `text`, pending on `job` when given.
-async fn pending_blob(
+async fn pending_blob<'a>(
     store: &cinder_store::Store,
     text: &str,
-    job: Option<(&str, &str)>,
+    job: impl Into<Pending<'a>>,
 ) -> String {
     let mut w = store
         .blob_writer("alice", 100)
@@ -102,6 +103,66 @@ async fn a_steps_blobs_are_kept_with_its_progress_or_discarded(place: Place) {
     assert_eq!(store.discard_pending_blobs("batch_p").await.unwrap(), 1);
     assert!(store.blob("alice", &late).await.unwrap().is_none());
     assert!(store.blob("alice", &last).await.unwrap().is_some());
+}
+
+async fn a_requests_blobs_are_kept_by_its_objects_or_swept(place: Place) {
+    let store = place.open().await;
+    let file = |body: &str, keeps: Option<&str>| NewObject {
+        collection: "files".into(),
+        owner: "alice".into(),
+        id_prefix: "file-".into(),
+        created_at: 1,
+        body: body.into(),
+        keeps: keeps.map(str::to_owned),
+        ..NewObject::default()
+    };
+    // Uploaded and recorded by its request: kept.
+    let recorded = pending_blob(&store, "recorded", Pending::Request("req_a")).await;
+    store.create(file(&recorded, Some("req_a"))).await.unwrap();
+    // Recorded by an update of the request that wrote it (an upload's part): kept.
+    let part = pending_blob(&store, "part", Pending::Request("req_b")).await;
+    let upload = store.create(file("upload", None)).await.unwrap();
+    let key = Key {
+        collection: "files",
+        owner: "alice",
+        id: &upload.id,
+    };
+    let change = Change {
+        status: None,
+        metadata: Default::default(),
+        body: part.clone(),
+        expect_version: None,
+        keeps: Some("req_b".into()),
+    };
+    store.update(key, change).await.unwrap();
+    // Its request died (or failed) before recording an object; another request's object
+    // does not keep it.
+    let orphan = pending_blob(&store, "orphan", Pending::Request("req_c")).await;
+    let joined = store
+        .concat_blobs(
+            "alice",
+            std::slice::from_ref(&recorded),
+            100,
+            Pending::Request("req_c"),
+        )
+        .await
+        .unwrap()
+        .id;
+    store.create(file("other", Some("req_d"))).await.unwrap();
+    // A job step's pending blob and a plain one are not a request's to sweep.
+    let step = pending_blob(&store, "step", Some(("batch_x", "p1"))).await;
+    let plain = pending_blob(&store, "plain", None).await;
+    // Requests still running (finished at or after the cut) keep their blobs.
+    let now = cinder_store::now();
+    assert_eq!(store.sweep_request_blobs(now - 60).await.unwrap(), 0);
+    assert_eq!(store.sweep_request_blobs(now + 60).await.unwrap(), 2);
+    for gone in [&orphan, &joined] {
+        assert!(store.blob("alice", gone).await.unwrap().is_none());
+    }
+    for kept in [&recorded, &part, &step, &plain] {
+        assert!(store.blob("alice", kept).await.unwrap().is_some());
+    }
+    assert_eq!(store.sweep_request_blobs(now + 60).await.unwrap(), 0);
 }
 
 async fn jobs_are_taken_once_and_taken_up_again_when_a_lease_runs_out(place: Place) {

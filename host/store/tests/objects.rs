@@ -73,6 +73,7 @@ async fn objects_round_trip_within_their_owner(place: Place) {
         metadata: BTreeMap::from([("k".into(), "v".into())]),
         body: r#"{"a":2}"#.into(),
         expect_version: None,
+        keeps: None,
     };
     assert!(matches!(
         store.update(bob, change.clone()).await,
@@ -196,6 +197,7 @@ async fn compare_and_set_refuses_a_stale_version(place: Place) {
         metadata: BTreeMap::new(),
         body: "{}".into(),
         expect_version: Some(1),
+        keeps: None,
     };
     let first = store.update(key, change("in_progress")).await.unwrap();
     assert_eq!(first.version, 2);

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use cinder_store::{Change, Key, ListQuery, NewObject, Order, StoreError};
+use cinder_store::{Change, Key, ListQuery, NewObject, Order, Pending, StoreError};
 use wasmtime::component::Resource;
 
 use crate::bindings::cinder::plugin::types;
@@ -55,8 +55,14 @@ fn pairs(m: Vec<(String, String)>) -> BTreeMap<String, String> {
     m.into_iter().collect()
 }
 
-/// A new object of `owner`'s in `collection`, created now.
-fn new_object(collection: String, owner: &str, new: store::NewObject) -> NewObject {
+/// A new object of `owner`'s in `collection`, created now by the request `keeps` (none in a
+/// job step) whose pending blobs it keeps.
+fn new_object(
+    collection: String,
+    owner: &str,
+    new: store::NewObject,
+    keeps: Option<String>,
+) -> NewObject {
     NewObject {
         collection,
         owner: owner.to_owned(),
@@ -65,6 +71,7 @@ fn new_object(collection: String, owner: &str, new: store::NewObject) -> NewObje
         status: new.status,
         metadata: pairs(new.metadata),
         body: new.body,
+        keeps,
     }
 }
 
@@ -87,7 +94,42 @@ fn blob(b: cinder_store::Blob) -> store::Blob {
     }
 }
 
+/// What a blob this call writes is pending on, owned so a store closure can hold it.
+enum BlobPending {
+    /// A job step's (job, holder).
+    Step(String, String),
+    /// A request's id.
+    Request(String),
+}
+
+impl BlobPending {
+    fn on(&self) -> Pending<'_> {
+        match self {
+            BlobPending::Step(job, holder) => Pending::Step { job, holder },
+            BlobPending::Request(id) => Pending::Request(id),
+        }
+    }
+}
+
 impl HostState {
+    /// A job step's blobs wait for the step's progress to be saved; a request's, for the
+    /// request to record an object (or [`Store::sweep_request_blobs`] removes them).
+    fn blob_pending(&self) -> BlobPending {
+        match self.jobs.pending() {
+            Some((job, holder)) => BlobPending::Step(job.to_owned(), holder.to_owned()),
+            None => BlobPending::Request(self.request_id.to_string()),
+        }
+    }
+
+    /// The request whose pending blobs an object write keeps: none in a job step, whose
+    /// blobs wait for its progress to be saved.
+    fn keeps(&self) -> Option<String> {
+        match self.jobs.pending() {
+            Some(_) => None,
+            None => Some(self.request_id.to_string()),
+        }
+    }
+
     /// The store, if `storage` was granted, the server keeps one, and the manifest names
     /// `collection` (`None`: blobs, which every storage plugin may keep).
     fn collection_store(
@@ -145,8 +187,9 @@ impl store::Host for HostState {
             return Ok(Err(types::Error::Internal(format!("store: {e}"))));
         }
         let c = collection.clone();
+        let keeps = self.keeps();
         self.with_store(Some(&c), async |store, owner| {
-            let new = new_object(collection, owner, new);
+            let new = new_object(collection, owner, new, keeps);
             store.create(new).await.map(object).map_err(wit_error)
         })
         .await
@@ -165,8 +208,9 @@ impl store::Host for HostState {
             return Ok(Err(types::Error::Internal(format!("store: {e}"))));
         }
         let c = collection.clone();
+        let keeps = self.keeps();
         self.with_store(Some(&c), async |store, owner| {
-            let new = new_object(collection, owner, new);
+            let new = new_object(collection, owner, new, keeps);
             store.put(new, &id).await.map(object).map_err(wit_error)
         })
         .await
@@ -201,6 +245,7 @@ impl store::Host for HostState {
         if let Err(e) = self.quota.store(change.body.len()) {
             return Ok(Err(types::Error::Internal(format!("store: {e}"))));
         }
+        let keeps = self.keeps();
         self.with_store(Some(&collection), async |store, owner| {
             let key = Key {
                 collection: &collection,
@@ -212,6 +257,7 @@ impl store::Host for HostState {
                 metadata: pairs(change.metadata),
                 body: change.body,
                 expect_version: change.expect_version,
+                keeps,
             };
             match store.update(key, change).await {
                 Ok(o) => Ok(store::Updated::Done(object(o))),
@@ -319,10 +365,10 @@ impl store::Host for HostState {
         parts: Vec<String>,
     ) -> wasmtime::Result<Result<store::Blob, types::Error>> {
         let max = self.max_file_bytes;
-        let jobs = self.jobs.clone();
+        let pending = self.blob_pending();
         let joined = self
             .with_store(None, async |store, owner| {
-                Ok(store.concat_blobs(owner, &parts, max, jobs.pending()).await)
+                Ok(store.concat_blobs(owner, &parts, max, pending.on()).await)
             })
             .await?;
         Ok(match joined {
@@ -395,14 +441,14 @@ impl store::HostBlobWriter for HostState {
         // A writer that cannot start (no store, too many open: each holds a file) fails at its
         // first write, where an error can be said.
         let max = self.max_file_bytes;
-        // A job step's blobs are pending until the host saves the step's progress.
-        let jobs = self.jobs.clone();
+        // Pending until the request records an object, or a job step's progress is saved.
+        let pending = self.blob_pending();
         let writer = if self.open_blob_writers >= MAX_OPEN_WRITERS {
             None
         } else {
             self.with_store(None, async |store, owner| {
                 let writer = store.blob_writer(owner, max).await.ok();
-                Ok(writer.map(|w| w.pending_on(jobs.pending())))
+                Ok(writer.map(|w| w.pending_on(pending.on())))
             })
             .await?
             .ok()
