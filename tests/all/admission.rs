@@ -183,3 +183,55 @@ fn background_work_waits_behind_live_requests_and_keeps_to_half_the_slots() {
     );
     assert_eq!(head + finish(&mut second), 24);
 }
+
+/// Every token of a generation, in order.
+fn tokens(rx: &mut Receiver<GenEvent>) -> Vec<u32> {
+    let mut out = Vec::new();
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            GenEvent::Delta { tokens, .. } => out.extend(tokens),
+            GenEvent::Finished { .. } => return out,
+            GenEvent::Failed(e) => panic!("failed: {e}"),
+        }
+    }
+    panic!("closed without finishing")
+}
+
+#[test]
+fn a_background_sequence_stopped_again_and_again_for_live_work_says_the_same() {
+    let model = load_smollm2_limited(limits(8, usize::MAX, 64));
+    // A prompt of several background prefill chunks, then a greedy answer.
+    let text = "The lighthouse keeper counted the ships that passed each night. ".repeat(12);
+    let prompt = model.tokenizer.encode(&text, false).expect("encodes");
+    assert!(prompt.len() > 128, "{} tokens", prompt.len());
+    let background = || {
+        let mut request = crate::greedy_request(prompt.clone(), 40);
+        request.background = true;
+        model.engine.submit(request).expect("submitted")
+    };
+    let alone = tokens(&mut background());
+    assert_eq!(alone.len(), 40);
+    // Live requests keep arriving while it runs: each stops the background step under way
+    // (between layers), which must leave its cache as it was.
+    let mut run = background();
+    let mut lives = 0;
+    let mut got = Vec::new();
+    loop {
+        match run.try_recv() {
+            Ok(GenEvent::Delta { tokens, .. }) => got.extend(tokens),
+            Ok(GenEvent::Finished { .. }) => break,
+            Ok(GenEvent::Failed(e)) => panic!("failed: {e}"),
+            Err(TryRecvError::Empty) => {
+                assert_eq!(finish(&mut submit(&model, 100 + lives, 1)), 1);
+                lives += 1;
+            }
+            Err(TryRecvError::Disconnected) => panic!("closed without finishing"),
+        }
+    }
+    assert!(lives >= 10, "only {lives} live requests ran beside it");
+    assert!(
+        model.engine.preemptions() > 0,
+        "no background step was stopped"
+    );
+    assert_eq!(got, alone);
+}

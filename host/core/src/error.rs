@@ -64,6 +64,10 @@ pub enum CoreError {
     /// The compute backend failed to start or to run.
     #[error("backend: {0}")]
     Backend(String),
+    /// A background step stopped between two layers for a live request that arrived; the
+    /// engine runs the step again later, so this never reaches a request.
+    #[error("a background step gave way to a live request")]
+    Preempted,
     /// The engine thread has stopped (shutdown or a crash, which is logged).
     #[error("the inference engine for this model has stopped")]
     EngineStopped,

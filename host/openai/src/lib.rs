@@ -9,5 +9,6 @@ pub mod embeddings;
 pub mod error;
 pub mod models;
 pub mod params;
+pub mod responses;
 
 pub use error::{ErrorBody, ErrorDetail};

@@ -10,6 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
@@ -21,7 +22,7 @@ use crate::engine::request::{GenEvent, GenerateRequest, TokenLogprob};
 use crate::engine::sequence::Sequence;
 use crate::error::{CoreError, catch_panic, contain, panic_message};
 use crate::formats::tokenizer::Tokenizer;
-use crate::kernels::pools::as_background;
+use crate::kernels::pools::{as_background, preemptible};
 use crate::models::kv_blocks::PrefixCache;
 use crate::models::llama_embed::EmbedWork;
 use crate::models::{KvCache, Llama};
@@ -79,6 +80,10 @@ pub struct EngineHandle {
     limits: EngineLimits,
     /// Sequences submitted and not admitted yet.
     waiting: Waiting,
+    /// Set when live work is submitted: a background step running stops between layers.
+    live_arrived: Arc<AtomicBool>,
+    /// Background steps stopped so far.
+    preemptions: Arc<AtomicU64>,
 }
 
 impl EngineHandle {
@@ -100,6 +105,8 @@ impl EngineHandle {
             _ => None,
         };
         let waiting = Waiting::default();
+        let live_arrived = Arc::new(AtomicBool::new(false));
+        let preemptions = Arc::new(AtomicU64::new(0));
         let queue = Queue::new(model.config());
         let engine = Engine {
             prefix,
@@ -111,6 +118,9 @@ impl EngineHandle {
             limits,
             waiting: waiting.clone(),
             trim: Default::default(),
+            live_arrived: live_arrived.clone(),
+            preempted: false,
+            preemptions: preemptions.clone(),
         };
         std::thread::Builder::new()
             .name(format!("engine-{name}"))
@@ -123,7 +133,14 @@ impl EngineHandle {
             grammars: Arc::new(LazyGrammars::new(limits.grammar)),
             limits,
             waiting,
+            live_arrived,
+            preemptions,
         })
+    }
+
+    /// How many background steps have stopped for live work so far.
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions.load(Ordering::Relaxed)
     }
 
     /// `prompt` is not empty, in the vocabulary, and leaves `room` positions of the context.
@@ -177,6 +194,7 @@ impl EngineHandle {
             None => None,
         };
         let (events, rx) = mpsc::channel(EVENT_BUFFER);
+        let live = !request.background;
         let submission = Submission {
             request,
             events,
@@ -185,6 +203,9 @@ impl EngineHandle {
         self.waiting.enter(self.limits.max_waiting, || {
             self.tx.send(Job::Generate(Box::new(submission))).is_ok()
         })?;
+        if live {
+            self.live_arrived.store(true, Ordering::Relaxed);
+        }
         Ok(rx)
     }
 
@@ -211,6 +232,7 @@ impl EngineHandle {
                 reply,
             }))
             .map_err(|_| CoreError::EngineStopped)?;
+        self.live_arrived.store(true, Ordering::Relaxed);
         Ok(rx)
     }
 
@@ -221,6 +243,7 @@ impl EngineHandle {
         self.tx
             .send(Job::Embed(EmbedWork::new(inputs, reply)))
             .map_err(|_| CoreError::EngineStopped)?;
+        self.live_arrived.store(true, Ordering::Relaxed);
         Ok(rx)
     }
 
@@ -248,6 +271,12 @@ struct Engine {
     limits: EngineLimits,
     waiting: Waiting,
     trim: crate::engine::memory::IdleTrim,
+    /// The handles' [`EngineHandle::live_arrived`].
+    live_arrived: Arc<AtomicBool>,
+    /// The last background step was stopped: the next one runs to its end, so a steady
+    /// stream of live requests cannot starve a batch.
+    preempted: bool,
+    preemptions: Arc<AtomicU64>,
 }
 
 impl Engine {
@@ -296,6 +325,9 @@ impl Engine {
                     Err(_) => return, // every handle dropped: shutdown
                 }
             }
+            // Cleared before the channel is read: live work sent after this stops the next
+            // background step, live work sent before it is taken below.
+            self.live_arrived.store(false, Ordering::Relaxed);
             while let Ok(job) = rx.try_recv() {
                 self.take(job);
             }
@@ -468,6 +500,8 @@ impl Engine {
         let background = plan
             .iter()
             .all(|(i, _)| self.running[*i].request.background);
+        let live_arrived = self.live_arrived.clone();
+        let preemptible_step = background && !self.preempted;
 
         let result = {
             let mut items: Vec<(&[u32], &mut KvCache)> = Vec::with_capacity(plan.len());
@@ -493,11 +527,27 @@ impl Engine {
             }
             // A bug in a kernel must fail this step's requests, not stop the engine for
             // every later one; the failed sequences (and their caches) are dropped below.
-            catch_panic(|| as_background(background, || self.model.forward_batch(&mut items)))
+            catch_panic(|| {
+                let mut forward = || self.model.forward_batch(&mut items);
+                match (background, preemptible_step) {
+                    // Stops between layers for a live request that comes in meanwhile.
+                    (true, true) => as_background(true, || preemptible(&live_arrived, forward)),
+                    (true, false) => as_background(true, forward),
+                    (false, _) => forward(),
+                }
+            })
         };
         let ctx = self.model.config().context_length;
         match result {
+            // Nothing changed: the step runs again once the live work has gone first.
+            Err(CoreError::Preempted) => {
+                self.preempted = true;
+                self.preemptions.fetch_add(1, Ordering::Relaxed);
+            }
             Ok(all) => {
+                if background {
+                    self.preempted = false;
+                }
                 for ((i, input), mut logits) in plan.into_iter().zip(all) {
                     let seq = &mut self.running[i];
                     if let Input::Prompt(r) = input {

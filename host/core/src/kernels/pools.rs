@@ -7,8 +7,9 @@
 //! Which pool a call uses is said by the engine thread that makes it ([`as_background`]),
 //! so the model code stays free of scheduling arguments.
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::error::CoreError;
 
@@ -17,6 +18,7 @@ static BACKGROUND_NICE: AtomicI32 = AtomicI32::new(10);
 
 thread_local! {
     static BACKGROUND: Cell<bool> = const { Cell::new(false) };
+    static PREEMPT: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
 }
 
 /// Sets the niceness (0 to 19) of the background pools of models loaded from now on; 0
@@ -32,6 +34,21 @@ pub(crate) fn as_background<R>(background: bool, f: impl FnOnce() -> R) -> R {
     let out = f();
     BACKGROUND.with(|b| b.set(before));
     out
+}
+
+/// Runs `f` on the calling thread with `flag` as its preemption flag: a model's forward
+/// that sees it set between two layers stops and returns [`CoreError::Preempted`].
+pub(crate) fn preemptible<R>(flag: &Arc<AtomicBool>, f: impl FnOnce() -> R) -> R {
+    let before = PREEMPT.with(|p| p.replace(Some(flag.clone())));
+    let out = f();
+    PREEMPT.with(|p| *p.borrow_mut() = before);
+    out
+}
+
+/// The calling thread's preemption flag, if its work may be stopped (read before handing
+/// the work to a pool, whose threads do not see it).
+pub(crate) fn preempt_flag() -> Option<Arc<AtomicBool>> {
+    PREEMPT.with(|p| p.borrow().clone())
 }
 
 /// A model's two pools.

@@ -5,10 +5,11 @@
 //! golden tolerances against the f32 reference hold for both.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
-use crate::kernels::pools::Pools;
+use crate::kernels::pools::{Pools, preempt_flag};
 
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
@@ -206,8 +207,13 @@ impl CpuLlama {
         let mut gate = vec![0f32; t * c.ffn_dim];
         let mut up = vec![0f32; t * c.ffn_dim];
         let mut down = vec![0f32; t * c.dim];
-        self.pools.install(|| {
+        // A background step stops between layers once a live request is waiting.
+        let preempt = preempt_flag();
+        let stopped = self.pools.install(|| {
             for (l, layer) in self.layers.iter().enumerate() {
+                if preempt.as_ref().is_some_and(|p| p.load(Ordering::Relaxed)) {
+                    return true;
+                }
                 let h = rms_norm(&x, &layer.attn_norm, c.rms_eps);
                 layer.wq.matmul(&h, t, &mut q);
                 layer.wk.matmul(&h, t, &mut k);
@@ -229,7 +235,14 @@ impl CpuLlama {
                 layer.w_down.matmul(&gate, t, &mut down);
                 add(&mut x, &down);
             }
+            false
         });
+        if stopped {
+            for (tokens, cache) in items.iter_mut() {
+                cache.abandon(tokens.len());
+            }
+            return Err(CoreError::Preempted);
+        }
         for (tokens, cache) in items.iter_mut() {
             cache.commit(tokens.len());
         }

@@ -134,6 +134,20 @@ impl CpuCache {
         }
     }
 
+    /// Takes back the room the last [`CpuCache::extend`] of `n` tokens made, before its
+    /// [`CpuCache::commit`]: a step that stopped part way leaves the cache as it was.
+    pub(crate) fn abandon(&mut self, n: usize) {
+        for _ in 0..n {
+            let Some(b) = self.open.last_mut() else {
+                return;
+            };
+            b.tokens.pop();
+            if b.tokens.is_empty() {
+                self.open.pop();
+            }
+        }
+    }
+
     /// The next `n` positions are written in every layer: count them, and freeze the blocks
     /// they filled.
     pub(crate) fn commit(&mut self, n: usize) {
@@ -420,6 +434,34 @@ mod tests {
 
     fn prompt(n: usize, salt: u32) -> Vec<u32> {
         (0..n as u32).map(|i| 1 + i + salt).collect()
+    }
+
+    #[test]
+    fn a_stopped_step_leaves_the_cache_as_it_was() {
+        let mut stopped = CpuCache::new(SHAPE);
+        let mut plain = CpuCache::new(SHAPE);
+        feed(&mut stopped, &prompt(14, 0));
+        feed(&mut plain, &prompt(14, 0));
+        // A step of 5 tokens (over a block's end) stopped after its first layer, twice.
+        for _ in 0..2 {
+            let start = stopped.len();
+            stopped.extend(&[900, 901, 902, 903, 904]);
+            for i in 0..5 {
+                stopped.write(0, start + i, &[9.0; 8], &[9.0; 8]);
+            }
+            stopped.abandon(5);
+        }
+        for t in 14..40 {
+            feed(&mut stopped, &[t + 1]);
+            feed(&mut plain, &[t + 1]);
+        }
+        assert_eq!(tokens_in(&stopped, 40), tokens_in(&plain, 40));
+        let keys = |c: &mut CpuCache| -> Vec<Vec<u32>> {
+            c.take_fresh().iter().map(|b| b.tokens.clone()).collect()
+        };
+        // The blocks offered to the prefix cache are keyed by the tokens really in them.
+        assert_eq!(keys(&mut stopped), keys(&mut plain));
+        assert_eq!(stopped.open.len(), plain.open.len());
     }
 
     #[test]

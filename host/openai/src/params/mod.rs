@@ -20,6 +20,7 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod list;
+pub mod responses;
 
 /// A request that breaks one of OpenAI's rules: a 400 `invalid_request_error` naming `param`.
 #[derive(Debug, Clone, PartialEq, Eq)]

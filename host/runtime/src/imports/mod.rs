@@ -63,6 +63,7 @@ pub(crate) fn wit_error_at(e: CoreError, tokens: &str) -> types::Error {
         | CoreError::Tokenizer(_)
         | CoreError::Template { .. }
         | CoreError::Backend(_)
+        | CoreError::Preempted
         | CoreError::InvalidAlias(_) => {
             tracing::error!(error = %e, "inference core error");
             types::Error::Internal(e.to_string())

@@ -1,0 +1,162 @@
+//! The items of a create request's `input`, and the text of their content parts.
+
+use serde_json::Value;
+
+use crate::params::{Checked, Invalid};
+
+/// Who wrote an input message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    System,
+    Developer,
+    Assistant,
+}
+
+impl Role {
+    /// OpenAI's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::System => "system",
+            Role::Developer => "developer",
+            Role::Assistant => "assistant",
+        }
+    }
+}
+
+/// One input item, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputItem {
+    /// A message; its text parts joined.
+    Message { role: Role, text: String },
+    /// A call the model made earlier (given back by the client).
+    FunctionCall {
+        call_id: String,
+        name: String,
+        arguments: String,
+    },
+    /// A function's result.
+    FunctionCallOutput { call_id: String, output: String },
+}
+
+/// One item of an `input` array.
+pub(super) fn item(i: usize, item: &Value) -> Checked<InputItem> {
+    let at = |field: &str| format!("input[{i}].{field}");
+    let obj = item
+        .as_object()
+        .ok_or_else(|| Invalid::new("An input item must be an object", format!("input[{i}]")))?;
+    let kind = obj.get("type").and_then(Value::as_str);
+    let text_field = |field: &str| -> Checked<String> {
+        obj.get(field)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Invalid::new(
+                    format!("Missing required parameter: '{}'.", at(field)),
+                    at(field),
+                )
+            })
+    };
+    match kind {
+        None | Some("message") => {
+            let role = match obj.get("role").and_then(Value::as_str) {
+                Some("user") => Role::User,
+                Some("system") => Role::System,
+                Some("developer") => Role::Developer,
+                Some("assistant") => Role::Assistant,
+                _ => {
+                    return Err(Invalid::new(
+                        "A message's role is user, system, developer or assistant",
+                        at("role"),
+                    ));
+                }
+            };
+            let text = match obj.get("content") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => parts_text(i, parts)?,
+                _ => {
+                    return Err(Invalid::new(
+                        "A message's content is a string or an array of parts",
+                        at("content"),
+                    ));
+                }
+            };
+            Ok(InputItem::Message { role, text })
+        }
+        Some("function_call") => Ok(InputItem::FunctionCall {
+            call_id: text_field("call_id")?,
+            name: text_field("name")?,
+            arguments: text_field("arguments")?,
+        }),
+        Some("function_call_output") => {
+            let output = match obj.get("output") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(parts)) => parts_text(i, parts)?,
+                _ => {
+                    return Err(Invalid::new(
+                        "A function_call_output's output is a string or an array of parts",
+                        at("output"),
+                    ));
+                }
+            };
+            Ok(InputItem::FunctionCallOutput {
+                call_id: text_field("call_id")?,
+                output,
+            })
+        }
+        Some(other) => Err(Invalid::new(
+            format!(
+                "Input items of type `{other}` are not supported by this server yet: message, function_call and function_call_output are"
+            ),
+            at("type"),
+        )),
+    }
+}
+
+/// The text of an array of content parts, joined.
+fn parts_text(i: usize, parts: &[Value]) -> Checked<String> {
+    let mut text = String::new();
+    for (j, part) in parts.iter().enumerate() {
+        text.push_str(&content_part(i, j, part)?);
+    }
+    Ok(text)
+}
+
+/// The text of one content part.
+fn content_part(i: usize, j: usize, part: &Value) -> Checked<String> {
+    let param = format!("input[{i}].content[{j}]");
+    match part.get("type").and_then(Value::as_str) {
+        Some("input_text" | "output_text" | "text") => part
+            .get("text")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| Invalid::new("A text part needs `text`", format!("{param}.text"))),
+        // An assistant's refusal given back: its words are the turn's text.
+        Some("refusal") => Ok(part
+            .get("refusal")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()),
+        Some("input_image") => Err(Invalid::new(
+            "input_image is not supported: this server has no vision model yet",
+            format!("{param}.type"),
+        )),
+        Some("input_file") => Err(Invalid::new(
+            "input_file is not supported by this server yet",
+            format!("{param}.type"),
+        )),
+        Some("input_audio") => Err(Invalid::new(
+            "input_audio is not supported: this server has no audio model",
+            format!("{param}.type"),
+        )),
+        Some(other) => Err(Invalid::new(
+            format!("Content of type `{other}` is not supported"),
+            format!("{param}.type"),
+        )),
+        None => Err(Invalid::new(
+            "A content part needs a `type`",
+            format!("{param}.type"),
+        )),
+    }
+}
