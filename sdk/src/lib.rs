@@ -70,6 +70,7 @@ pub mod bindings {
     }
 }
 
+pub mod calling;
 pub mod export;
 pub mod files;
 pub mod host;

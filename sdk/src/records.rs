@@ -36,6 +36,30 @@ impl From<params::Sampling> for Sampling {
     }
 }
 
+impl From<params::chat::Tools> for crate::tools::ToolUse {
+    /// Tools checked with OpenAI's rules (chat's or the Responses API's), as the WIT's record.
+    fn from(t: params::chat::Tools) -> Self {
+        use crate::tools::{Function, ToolChoice};
+        crate::tools::ToolUse {
+            functions: t
+                .functions
+                .into_iter()
+                .map(|f| Function {
+                    name: f.name,
+                    description: f.description,
+                    parameters: f.parameters.to_string(),
+                })
+                .collect(),
+            choice: match t.choice {
+                params::chat::ToolChoice::Auto => ToolChoice::Auto,
+                params::chat::ToolChoice::Required => ToolChoice::Required,
+                params::chat::ToolChoice::Function(name) => ToolChoice::Function(name),
+            },
+            parallel: t.parallel,
+        }
+    }
+}
+
 impl Sampling {
     /// Greedy decoding (temperature 0): the same prompt gets the same answer.
     pub fn greedy() -> Self {

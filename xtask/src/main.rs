@@ -122,6 +122,7 @@ fn build_plugins() -> Result<PathBuf> {
             ),
             ("files", "plugins/files", "cinder_plugin_files"),
             ("batches", "plugins/batches", "cinder_plugin_batches"),
+            ("responses", "plugins/responses", "cinder_plugin_responses"),
         ],
     )
 }
@@ -325,6 +326,8 @@ fn test() -> Result<()> {
         "cinder-plugin-files",
         "-p",
         "cinder-plugin-batches",
+        "-p",
+        "cinder-plugin-responses",
         "--features",
         "cinder-sdk/testing",
     ];

@@ -10,63 +10,13 @@
 //! - a call that repeats an earlier one (same name, equal arguments) ends the answer there:
 //!   the generation is stopped and the calls before it are the answer.
 
-use serde_json::Value;
-
 use cinder_sdk::Error;
+use cinder_sdk::calling::until_repeat;
 use cinder_sdk::host::Host;
 use cinder_sdk::openai::chat::{Delta, ToolCall, ToolCallFunction};
-use cinder_sdk::tools::Call;
 use cinder_sdk::types::FinishReason;
 
 use super::Plan;
-
-/// Where a choice's text goes while tools may be called.
-#[derive(Clone)]
-pub(super) enum Hold {
-    /// Straight to the client.
-    Stream,
-    /// Held until its start says text (stream it) or a call (one of the tools plugin's call
-    /// prefixes).
-    Undecided(String),
-    /// Held to the end, then sent as tool calls.
-    Calls(String),
-}
-
-impl Hold {
-    /// Takes a piece of text; returns what may be sent now.
-    pub(super) fn take(&mut self, text: String, prefixes: &[String]) -> String {
-        match self {
-            Hold::Stream => text,
-            Hold::Calls(buf) => {
-                buf.push_str(&text);
-                String::new()
-            }
-            Hold::Undecided(buf) => {
-                buf.push_str(&text);
-                let start = buf.trim_start();
-                if start.is_empty() || prefixes.iter().any(|p| p.starts_with(start)) {
-                    // Blank, or still the beginning of a call prefix (`<tool_` of `<tool_call>`).
-                    String::new()
-                } else if prefixes.iter().any(|p| start.starts_with(p.as_str())) {
-                    *self = Hold::Calls(std::mem::take(buf));
-                    String::new()
-                } else {
-                    let out = std::mem::take(buf);
-                    *self = Hold::Stream;
-                    out
-                }
-            }
-        }
-    }
-
-    /// The envelope held so far, when the answer is a call.
-    pub(super) fn calls(&self) -> Option<&str> {
-        match self {
-            Hold::Calls(buf) => Some(buf),
-            _ => None,
-        }
-    }
-}
 
 /// How a choice ended.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -89,27 +39,7 @@ pub(super) struct Settled {
 
 /// Whether the envelope generated so far already repeats a call: the answer ends there.
 pub(super) fn repeats(plan: &Plan, envelope: &str, host: &dyn Host) -> Result<bool, Error> {
-    let Some(tools) = &plan.tools else {
-        return Ok(false);
-    };
-    Ok(host
-        .parse_tool_calls(&plan.model, envelope, tools)?
-        .is_some_and(|calls| until_repeat(calls).1))
-}
-
-/// The calls before the first one that repeats an earlier call, and whether one did.
-fn until_repeat(calls: Vec<Call>) -> (Vec<Call>, bool) {
-    let mut seen: Vec<(String, Value)> = Vec::with_capacity(calls.len());
-    let mut kept = Vec::with_capacity(calls.len());
-    for c in calls {
-        let args = serde_json::from_str(&c.arguments).unwrap_or(Value::Null);
-        if seen.iter().any(|(n, a)| *n == c.name && *a == args) {
-            return (kept, true);
-        }
-        seen.push((c.name.clone(), args));
-        kept.push(c);
-    }
-    (kept, false)
+    cinder_sdk::calling::repeats(host, &plan.model, envelope, plan.tools.as_ref())
 }
 
 /// Settles an answer: `text`, what was held back, is read as calls (via the tools plugin)
@@ -214,33 +144,4 @@ pub(super) fn call_deltas(index: u32, call: &ToolCall, legacy: bool) -> [Delta; 
             },
         }),
     ]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn call(name: &str, arguments: &str) -> Call {
-        Call {
-            id: String::new(),
-            name: name.into(),
-            arguments: arguments.into(),
-        }
-    }
-
-    #[test]
-    fn a_repeated_call_ends_the_answer() {
-        let (kept, repeated) = until_repeat(vec![
-            call("w", r#"{"city":"Paris","unit":"c"}"#),
-            call("w", r#"{"city":"London"}"#),
-            call("t", r#"{"city":"Paris","unit":"c"}"#),
-            // Equal arguments in another key order are the same call.
-            call("w", r#"{"unit":"c","city":"Paris"}"#),
-            call("w", r#"{"city":"Rome"}"#),
-        ]);
-        assert!(repeated);
-        let cities: Vec<&str> = kept.iter().map(|c| c.arguments.as_str()).collect();
-        assert_eq!(cities.len(), 3, "{cities:?}");
-        assert!(!until_repeat(vec![call("w", "{}"), call("t", "{}")]).1);
-    }
 }

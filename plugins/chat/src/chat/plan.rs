@@ -6,7 +6,7 @@ use serde_json::Value;
 use cinder_sdk::Error;
 use cinder_sdk::inference::{Constraint, Sampling};
 use cinder_sdk::openai::params::chat::{self as params, ChatParams, ResponseFormat, Role};
-use cinder_sdk::tools::{Call, Function, Message, ToolChoice, ToolUse};
+use cinder_sdk::tools::{Call, Message, ToolUse};
 
 /// A validated chat request: what [`super::Chat::prepare`] may inspect and rewrite.
 #[derive(Debug, Clone)]
@@ -60,23 +60,7 @@ impl Plan {
                 cinder_sdk::schema::close_objects(schema).to_string(),
             )),
         });
-        let tools = p.tools.map(|t| ToolUse {
-            functions: t
-                .functions
-                .into_iter()
-                .map(|f| Function {
-                    name: f.name,
-                    description: f.description,
-                    parameters: f.parameters.to_string(),
-                })
-                .collect(),
-            choice: match t.choice {
-                params::ToolChoice::Auto => ToolChoice::Auto,
-                params::ToolChoice::Required => ToolChoice::Required,
-                params::ToolChoice::Function(name) => ToolChoice::Function(name),
-            },
-            parallel: t.parallel,
-        });
+        let tools = p.tools.map(ToolUse::from);
         Ok(Plan {
             model: p.model,
             messages,

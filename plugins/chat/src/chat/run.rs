@@ -9,9 +9,10 @@ use cinder_sdk::openai::chat::{
 };
 use cinder_sdk::{Error, Request};
 
-use super::calls::{self, Ending, Hold};
+use super::calls::{self, Ending};
 use super::{Chat, Plan};
 use crate::fan_in::FanIn;
+use cinder_sdk::calling::Hold;
 
 /// The host's names for what a chat request became, as chat's request parameters.
 const CHAT_PARAMS: [(&str, &str); 4] = [
@@ -220,11 +221,7 @@ struct Running {
 
 impl Running {
     fn new(index: u32, generation: Box<dyn Generation>, plan: &Plan, calling: &Calling) -> Self {
-        let hold = match &plan.tools {
-            None => Hold::Stream,
-            Some(_) if calling.constraint.is_some() => Hold::Calls(String::new()),
-            Some(_) => Hold::Undecided(String::new()),
-        };
+        let hold = Hold::start(plan.tools.is_some(), calling.constraint.is_some());
         Running {
             index,
             generation,

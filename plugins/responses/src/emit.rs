@@ -1,0 +1,261 @@
+//! Builds a response's output as the answer comes, and, when the request streams, says each
+//! step as OpenAI's semantic events (`sequence_number` counting from 0). A streamed answer and
+//! a whole one are the same response: both are this one fold.
+
+use serde_json::Value;
+
+use cinder_sdk::host::Host;
+use cinder_sdk::openai::responses::{
+    ContentPart, IncompleteDetails, OutputItem, Response, StreamEvent, Usage,
+};
+use cinder_sdk::tools::Call;
+use cinder_sdk::{Error, unix_time};
+
+/// The response being answered.
+pub struct Emitter<'h> {
+    stream: bool,
+    response: Response,
+    host: &'h dyn Host,
+    next: u64,
+    /// The output index of the message whose text is still coming, if one is open.
+    open_message: Option<usize>,
+    /// Its logprobs so far.
+    logprobs: Vec<Value>,
+    /// `include` asked for logprobs: output text carries them (maybe empty).
+    with_logprobs: bool,
+}
+
+impl<'h> Emitter<'h> {
+    pub fn new(stream: bool, with_logprobs: bool, response: Response, host: &'h dyn Host) -> Self {
+        Emitter {
+            stream,
+            response,
+            host,
+            next: 0,
+            open_message: None,
+            logprobs: Vec::new(),
+            with_logprobs,
+        }
+    }
+
+    fn seq(&mut self) -> u64 {
+        self.next += 1;
+        self.next - 1
+    }
+
+    fn send(&mut self, event: impl FnOnce(u64) -> StreamEvent) -> Result<(), Error> {
+        if !self.stream {
+            return Ok(());
+        }
+        let e = event(self.seq());
+        self.host.send_json(&e)
+    }
+
+    fn item_prefix(&self) -> String {
+        self.response.id.trim_start_matches("resp_").to_owned()
+    }
+
+    /// `response.created` and `response.in_progress`.
+    pub fn start(&mut self) -> Result<(), Error> {
+        let r = Box::new(self.response.clone());
+        self.send(|n| StreamEvent::Created {
+            sequence_number: n,
+            response: r.clone(),
+        })?;
+        self.send(|n| StreamEvent::InProgress {
+            sequence_number: n,
+            response: r,
+        })
+    }
+
+    /// A piece of the answer's text: it goes into the open message (opened first if none is).
+    pub fn text(&mut self, text: &str, logprobs: Vec<Value>) -> Result<(), Error> {
+        let index = match self.open_message {
+            Some(i) => i,
+            None => self.open()?,
+        };
+        let item_id = self.response.output[index].id().to_owned();
+        if let OutputItem::Message { content, .. } = &mut self.response.output[index]
+            && let Some(ContentPart::OutputText { text: all, .. }) = content.first_mut()
+        {
+            all.push_str(text);
+        }
+        self.logprobs.extend(logprobs.iter().cloned());
+        let delta = text.to_owned();
+        self.send(|n| StreamEvent::OutputTextDelta {
+            sequence_number: n,
+            item_id,
+            output_index: index as u32,
+            content_index: 0,
+            delta,
+            logprobs,
+        })
+    }
+
+    fn open(&mut self) -> Result<usize, Error> {
+        let index = self.response.output.len();
+        let id = format!("msg_{}_{index}", self.item_prefix());
+        let item = OutputItem::Message {
+            id: id.clone(),
+            role: "assistant".into(),
+            status: "in_progress".into(),
+            content: Vec::new(),
+        };
+        self.send(|n| StreamEvent::OutputItemAdded {
+            sequence_number: n,
+            output_index: index as u32,
+            item: item.clone(),
+        })?;
+        let part = ContentPart::output_text("");
+        self.send(|n| StreamEvent::ContentPartAdded {
+            sequence_number: n,
+            item_id: id,
+            output_index: index as u32,
+            content_index: 0,
+            part: part.clone(),
+        })?;
+        let mut item = item;
+        if let OutputItem::Message { content, .. } = &mut item {
+            content.push(part);
+        }
+        self.response.output.push(item);
+        self.open_message = Some(index);
+        Ok(index)
+    }
+
+    /// Ends the open message (`completed`, or `incomplete` when the answer was cut).
+    fn close(&mut self, status: &str) -> Result<(), Error> {
+        let Some(index) = self.open_message.take() else {
+            return Ok(());
+        };
+        let logprobs = std::mem::take(&mut self.logprobs);
+        let with_logprobs = self.with_logprobs;
+        let item = &mut self.response.output[index];
+        if let OutputItem::Message {
+            status: s, content, ..
+        } = item
+        {
+            *s = status.into();
+            if let Some(ContentPart::OutputText { logprobs: lp, .. }) = content.first_mut() {
+                *lp = with_logprobs.then(|| logprobs.clone());
+            }
+        }
+        let item = item.clone();
+        let (id, part) = match &item {
+            OutputItem::Message { id, content, .. } => (id.clone(), content.first().cloned()),
+            _ => return Ok(()),
+        };
+        let part = part.unwrap_or_else(|| ContentPart::output_text(""));
+        let text = part.text().to_owned();
+        let (i, id2) = (index as u32, id.clone());
+        self.send(|n| StreamEvent::OutputTextDone {
+            sequence_number: n,
+            item_id: id2,
+            output_index: i,
+            content_index: 0,
+            text,
+            logprobs,
+        })?;
+        let id3 = id.clone();
+        self.send(|n| StreamEvent::ContentPartDone {
+            sequence_number: n,
+            item_id: id3,
+            output_index: i,
+            content_index: 0,
+            part,
+        })?;
+        self.send(|n| StreamEvent::OutputItemDone {
+            sequence_number: n,
+            output_index: i,
+            item,
+        })
+    }
+
+    /// A call of one of the request's functions: an item of its own.
+    pub fn call(&mut self, call: Call) -> Result<(), Error> {
+        self.close("completed")?;
+        let index = self.response.output.len();
+        let id = format!("fc_{}_{index}", self.item_prefix());
+        let call_id = if call.id.is_empty() {
+            format!("call_{}_{index}", self.item_prefix())
+        } else {
+            call.id
+        };
+        let item = |arguments: &str, status: &str| OutputItem::FunctionCall {
+            id: id.clone(),
+            call_id: call_id.clone(),
+            name: call.name.clone(),
+            arguments: arguments.into(),
+            status: status.into(),
+        };
+        let (started, done) = (item("", "in_progress"), item(&call.arguments, "completed"));
+        let i = index as u32;
+        self.send(|n| StreamEvent::OutputItemAdded {
+            sequence_number: n,
+            output_index: i,
+            item: started,
+        })?;
+        let (id2, args) = (id.clone(), call.arguments.clone());
+        self.send(|n| StreamEvent::FunctionCallArgumentsDelta {
+            sequence_number: n,
+            item_id: id2,
+            output_index: i,
+            delta: args,
+        })?;
+        let (id3, args, name) = (id.clone(), call.arguments.clone(), call.name.clone());
+        self.send(|n| StreamEvent::FunctionCallArgumentsDone {
+            sequence_number: n,
+            item_id: id3,
+            output_index: i,
+            name,
+            arguments: args,
+        })?;
+        self.response.output.push(done.clone());
+        self.send(|n| StreamEvent::OutputItemDone {
+            sequence_number: n,
+            output_index: i,
+            item: done,
+        })
+    }
+
+    /// Whether the answer made calls.
+    pub fn made_calls(&self) -> bool {
+        self.response
+            .output
+            .iter()
+            .any(|i| matches!(i, OutputItem::FunctionCall { .. }))
+    }
+
+    /// Ends the response (`completed`, or `incomplete` with `reason`) and says so.
+    pub fn finish(
+        mut self,
+        reason: Option<IncompleteDetails>,
+        usage: Usage,
+    ) -> Result<Response, Error> {
+        let status = if reason.is_some() {
+            "incomplete"
+        } else {
+            "completed"
+        };
+        self.close(status)?;
+        self.response.status = status.into();
+        self.response.incomplete_details = reason;
+        self.response.usage = Some(usage);
+        if status == "completed" {
+            self.response.completed_at = Some(unix_time());
+        }
+        let r = Box::new(self.response.clone());
+        let incomplete = status == "incomplete";
+        self.send(|n| match incomplete {
+            true => StreamEvent::Incomplete {
+                sequence_number: n,
+                response: r,
+            },
+            false => StreamEvent::Completed {
+                sequence_number: n,
+                response: r,
+            },
+        })?;
+        Ok(self.response)
+    }
+}

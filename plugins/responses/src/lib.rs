@@ -1,0 +1,153 @@
+#![doc = include_str!("../README.md")]
+
+mod emit;
+pub mod items;
+pub mod run;
+pub mod stored;
+
+use serde_json::json;
+
+use cinder_sdk::openai::responses::{Deleted, ItemList, OutputItem};
+use cinder_sdk::{Error, ErrorDetail, Host, Request, Route, Serve};
+
+/// The first-party responses plugin.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FirstParty;
+
+impl Serve for FirstParty {
+    fn serve(&self, route: &Route, request: Request, host: &dyn Host) -> Result<(), Error> {
+        let id = || route.param("id").unwrap_or_default();
+        match route.id.as_str() {
+            "responses.create" => run::create(request, host),
+            "responses.input_tokens" => input_tokens(request, host),
+            "responses.retrieve" => retrieve(id(), &request, host),
+            "responses.delete" => delete(id(), host),
+            "responses.cancel" => cancel(id(), host),
+            "responses.input_items" => input_items(id(), &request, host),
+            other => Err(Error::NotFound(ErrorDetail {
+                message: format!("the responses plugin serves no route `{other}`"),
+                param: None,
+                code: Some("unknown_url".into()),
+            })),
+        }
+    }
+}
+
+cinder_sdk::export_chat_plugin!(FirstParty);
+
+fn retrieve(id: &str, request: &Request, host: &dyn Host) -> Result<(), Error> {
+    if request
+        .query()
+        .iter()
+        .any(|(k, v)| k == "stream" && v == "true")
+    {
+        return Err(cinder_sdk::invalid_request(
+            "streaming a stored response again is for background responses, which this server does not run yet",
+            Some("stream"),
+        ));
+    }
+    let stored = stored::load(host, id)?.ok_or_else(|| stored::not_found(id))?;
+    host.respond_json(200, &stored.response)
+}
+
+fn delete(id: &str, host: &dyn Host) -> Result<(), Error> {
+    if stored::load(host, id)?.is_none() || !host.delete_object(stored::COLLECTION, id)? {
+        return Err(stored::not_found(id));
+    }
+    host.respond_json(
+        200,
+        &Deleted {
+            id: id.to_owned(),
+            object: "response".into(),
+            deleted: true,
+        },
+    )
+}
+
+/// Only a background response can be cancelled; this server answers every response before
+/// its request returns, so a stored one is always past cancelling.
+fn cancel(id: &str, host: &dyn Host) -> Result<(), Error> {
+    stored::load(host, id)?.ok_or_else(|| stored::not_found(id))?;
+    Err(cinder_sdk::invalid_request(
+        "Only responses created with background: true can be cancelled",
+        None,
+    ))
+}
+
+/// `GET /v1/responses/{id}/input_items`: the response's own input items, newest first by
+/// default (`order`, `limit` 1 to 100, `after`).
+fn input_items(id: &str, request: &Request, host: &dyn Host) -> Result<(), Error> {
+    let stored = stored::load(host, id)?.ok_or_else(|| stored::not_found(id))?;
+    let mut limit = 20usize;
+    let mut ascending = false;
+    let mut after: Option<String> = None;
+    for (k, v) in request.query() {
+        match k.as_str() {
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=100).contains(n))
+                    .ok_or_else(|| {
+                        cinder_sdk::invalid_request("limit is 1 to 100", Some("limit"))
+                    })?;
+            }
+            "order" => {
+                ascending = match v.as_str() {
+                    "asc" => true,
+                    "desc" => false,
+                    _ => {
+                        return Err(cinder_sdk::invalid_request(
+                            "order is asc or desc",
+                            Some("order"),
+                        ));
+                    }
+                }
+            }
+            "after" => after = Some(v),
+            // `include` names extra fields of output items; input items have none here.
+            "include" | "include[]" => {}
+            other => {
+                return Err(cinder_sdk::invalid_request(
+                    &format!("Unknown parameter: '{other}'."),
+                    Some(other),
+                ));
+            }
+        }
+    }
+    let mut all: Vec<OutputItem> = stored.input;
+    if !ascending {
+        all.reverse();
+    }
+    let start = match after {
+        Some(a) => {
+            all.iter().position(|i| i.id() == a).ok_or_else(|| {
+                cinder_sdk::invalid_request(&format!("No item with id '{a}'"), Some("after"))
+            })? + 1
+        }
+        None => 0,
+    };
+    let rest = all.split_off(start.min(all.len()));
+    let has_more = rest.len() > limit;
+    let data: Vec<OutputItem> = rest.into_iter().take(limit).collect();
+    host.respond_json(
+        200,
+        &ItemList {
+            object: "list".into(),
+            first_id: data.first().map(|i| i.id().to_owned()),
+            last_id: data.last().map(|i| i.id().to_owned()),
+            has_more,
+            data,
+        },
+    )
+}
+
+/// `POST /v1/responses/input_tokens`: the tokens a create request with this body would read.
+fn input_tokens(request: Request, host: &dyn Host) -> Result<(), Error> {
+    let plan = run::Plan::build(&request, host)?;
+    let (_, ids) = run::prompt_tokens(&plan, host)?;
+    host.respond_json(
+        200,
+        &json!({"object": "response.input_tokens", "input_tokens": ids.len()}),
+    )
+}

@@ -1,0 +1,358 @@
+//! `POST /v1/responses`: from the checked request to the prompt (instructions, the chain
+//! `previous_response_id` continues, this input), one generation, and its answer as output
+//! items, streamed as semantic events or answered whole, and stored.
+
+use serde_json::{Value, json};
+
+use cinder_sdk::calling::{self, Hold};
+use cinder_sdk::host::{Generation, Host};
+use cinder_sdk::inference::{self, Constraint, Event, GenerateRequest};
+use cinder_sdk::openai::params::SamplingFields;
+use cinder_sdk::openai::params::chat::ResponseFormat;
+use cinder_sdk::openai::params::responses::ResponseParams;
+use cinder_sdk::openai::responses::{IncompleteDetails, OutputItem, Response, Usage};
+use cinder_sdk::tools::{Message, ToolUse};
+use cinder_sdk::types::FinishReason;
+use cinder_sdk::{Error, Request};
+
+use crate::emit::Emitter;
+use crate::items;
+use crate::stored::{self, Stored};
+
+/// The host's names for what a response request became, as this API's parameters.
+const PARAMS: [(&str, &str); 6] = [
+    ("prompt", "input"),
+    ("max-tokens", "max_output_tokens"),
+    ("top-logprobs", "top_logprobs"),
+    ("constraint", "text.format"),
+    ("sampling.temperature", "temperature"),
+    ("sampling.top-p", "top_p"),
+];
+
+/// A checked request with what the model reads.
+pub struct Plan {
+    pub params: ResponseParams,
+    /// The new response's id (`resp_` and the host's request id).
+    pub id: String,
+    /// Instructions first, then the chain's items, then this input.
+    pub messages: Vec<Message>,
+    pub tools: Option<ToolUse>,
+    pub constraint: Option<Constraint>,
+    /// This request's input as stored items.
+    pub input: Vec<OutputItem>,
+}
+
+impl Plan {
+    /// Checks `request`'s body and gathers the conversation it continues.
+    pub fn build(request: &Request, host: &dyn Host) -> Result<Plan, Error> {
+        let body: Value = cinder_sdk::parse_body(&request.body)?;
+        let params = ResponseParams::check(&body)?;
+        if params.background {
+            return Err(cinder_sdk::invalid_request(
+                "background responses are not supported by this server yet",
+                Some("background"),
+            ));
+        }
+        if params.conversation.is_some() {
+            return Err(cinder_sdk::invalid_request(
+                "conversations are not supported by this server yet",
+                Some("conversation"),
+            ));
+        }
+        let id = format!("resp_{}", request.request_id);
+        let mut chain = match &params.previous_response_id {
+            Some(prev) => stored::context(host, prev)?,
+            None => Vec::new(),
+        };
+        let input = items::stored_input(&id, params.input.clone());
+        if chain.is_empty() && input.is_empty() {
+            return Err(cinder_sdk::invalid_request(
+                "Missing required parameter: 'input'.",
+                Some("input"),
+            ));
+        }
+        chain.extend(input.iter().cloned());
+        let messages = items::messages(params.instructions.as_deref(), &chain);
+        let tools = params.tools.clone().map(ToolUse::from);
+        let constraint = params.format.clone().and_then(|f| match f {
+            ResponseFormat::Text => None,
+            ResponseFormat::JsonObject => Some(Constraint::JsonObject),
+            ResponseFormat::JsonSchema(schema) => Some(Constraint::JsonSchema(
+                cinder_sdk::schema::close_objects(schema).to_string(),
+            )),
+        });
+        Ok(Plan {
+            params,
+            id,
+            messages,
+            tools,
+            constraint,
+            input,
+        })
+    }
+}
+
+/// The prompt as text, and what tool calling adds: the grammar of required and named calls,
+/// and what a call starts with.
+pub struct Prompt {
+    pub text: String,
+    pub calls_constraint: Option<Constraint>,
+    pub call_prefixes: Vec<String>,
+}
+
+/// Renders `messages` (through the tools plugin when calls are in play).
+pub fn render(plan: &Plan, messages: &[Message], host: &dyn Host) -> Result<Prompt, Error> {
+    let model = &plan.params.model;
+    let calls_in_history = messages
+        .iter()
+        .any(|m| !m.calls.is_empty() || m.role == "tool");
+    if plan.tools.is_none() && !calls_in_history {
+        let plain: Vec<inference::ChatMessage> = messages
+            .iter()
+            .map(|m| inference::ChatMessage {
+                role: m.role.clone(),
+                content: m.content.clone(),
+            })
+            .collect();
+        return Ok(Prompt {
+            text: host.apply_chat_template(model, &plain, true)?,
+            calls_constraint: None,
+            call_prefixes: Vec::new(),
+        });
+    }
+    let p = host
+        .render_tools(model, messages, plan.tools.as_ref())
+        .map_err(|e| e.naming(&[("messages", "input")]))?;
+    Ok(Prompt {
+        text: p.text,
+        calls_constraint: p.constraint.filter(|_| plan.tools.is_some()),
+        call_prefixes: p.call_prefixes,
+    })
+}
+
+/// The prompt's tokens; with `truncation: auto`, the oldest turns (never the instructions or
+/// the last message) are left out until the prompt leaves room for the answer.
+pub fn prompt_tokens(plan: &Plan, host: &dyn Host) -> Result<(Prompt, Vec<u32>), Error> {
+    let model = &plan.params.model;
+    let info = host.describe_model(model)?;
+    let room = plan
+        .params
+        .max_output_tokens
+        .unwrap_or(256)
+        .min(info.context_length / 2);
+    let budget = info.context_length.saturating_sub(room) as usize;
+    let mut messages = plan.messages.clone();
+    loop {
+        let prompt = render(plan, &messages, host)?;
+        let ids = host.tokenize(model, &prompt.text, true)?;
+        if ids.len() <= budget || !plan.params.truncation_auto {
+            return Ok((prompt, ids));
+        }
+        let first = usize::from(plan.params.instructions.is_some());
+        if messages.len() <= first + 1 {
+            return Ok((prompt, ids)); // nothing left to drop: the engine says it is too long
+        }
+        messages.remove(first);
+        // A tool result without its call would confuse the template: drop it too.
+        while messages.get(first).is_some_and(|m| m.role == "tool") {
+            messages.remove(first);
+        }
+    }
+}
+
+/// Serves `POST /v1/responses`.
+pub fn create(request: Request, host: &dyn Host) -> Result<(), Error> {
+    run(request, host).map_err(|e| e.naming(&PARAMS))
+}
+
+fn run(request: Request, host: &dyn Host) -> Result<(), Error> {
+    let plan = Plan::build(&request, host)?;
+    let p = &plan.params;
+    let (prompt, ids) = prompt_tokens(&plan, host)?;
+    let sampling = SamplingFields {
+        temperature: p.temperature,
+        top_p: p.top_p,
+        ..SamplingFields::default()
+    }
+    .check()?;
+    let generate = GenerateRequest {
+        model: p.model.clone(),
+        prompt: ids.clone(),
+        max_tokens: p.max_output_tokens,
+        sampling: sampling.into(),
+        stop: Vec::new(),
+        top_logprobs: p.logprobs,
+    };
+    let generation = match (&prompt.calls_constraint, &plan.constraint) {
+        (Some(c), _) => host
+            .generate_constrained(&generate, c)
+            .map_err(|e| e.naming(&[("constraint", "tools")]))?,
+        (None, Some(c)) => host.generate_constrained(&generate, c)?,
+        (None, None) => host.generate(&generate)?,
+    };
+    let mut emit = Emitter::new(
+        p.stream,
+        p.logprobs.is_some(),
+        response(&plan, "in_progress"),
+        host,
+    );
+    emit.start()?;
+    let hold = Hold::start(plan.tools.is_some(), prompt.calls_constraint.is_some());
+    let outcome = answer(&plan, &prompt, hold, &*generation, &mut emit, host)?;
+    let usage = Usage::new(ids.len() as u32, generation.cached_tokens(), outcome.tokens);
+    drop(generation);
+    let response = emit.finish(outcome.reason, usage)?;
+    if p.store {
+        stored::save(
+            host,
+            &Stored {
+                response: response.clone(),
+                input: plan.input.clone(),
+            },
+        )?;
+    }
+    if p.stream {
+        Ok(())
+    } else {
+        host.respond_json(200, &response)
+    }
+}
+
+/// How the answer ended.
+struct Outcome {
+    /// `None`: it ended as asked (stop, or calls); `Some`: why it is incomplete.
+    reason: Option<IncompleteDetails>,
+    /// Tokens generated.
+    tokens: u32,
+}
+
+/// Reads the generation to its end, handing text and calls to `emit`.
+fn answer(
+    plan: &Plan,
+    prompt: &Prompt,
+    mut hold: Hold,
+    generation: &dyn Generation,
+    emit: &mut Emitter,
+    host: &dyn Host,
+) -> Result<Outcome, Error> {
+    let model = &plan.params.model;
+    let mut tokens = 0u32;
+    let mut length = false;
+    loop {
+        match generation.next()? {
+            Some(Event::Delta(d)) => {
+                tokens += d.tokens.len() as u32;
+                let logprobs = plan.params.logprobs.map(|_| logprobs_of(&d));
+                let text = hold.take(d.text, &prompt.call_prefixes);
+                if !text.is_empty() {
+                    emit.text(&text, logprobs.unwrap_or_default())?;
+                }
+                let repeated = match hold.calls() {
+                    Some(envelope) => calling::repeats(host, model, envelope, plan.tools.as_ref())?,
+                    None => false,
+                };
+                if repeated {
+                    break;
+                }
+            }
+            Some(Event::Finished(f)) => {
+                tokens = f.usage.completion_tokens;
+                length = f.reason == FinishReason::Length;
+                break;
+            }
+            None => {
+                return Err(Error::Internal(
+                    "the generation ended without finishing".into(),
+                ));
+            }
+        }
+    }
+    // What was held back: a call envelope becomes calls; anything else was text.
+    let (envelope, rest) = match hold {
+        Hold::Calls(buf) => (buf, None),
+        Hold::Undecided(buf) => (String::new(), Some(buf)),
+        Hold::Stream => (String::new(), None),
+    };
+    let calls = match &plan.tools {
+        Some(tools) if !envelope.trim().is_empty() => host
+            .parse_tool_calls(model, &envelope, tools)?
+            .map(|c| calling::until_repeat(c).0),
+        _ => None,
+    };
+    match calls {
+        Some(calls) => {
+            for call in calls {
+                emit.call(call)?;
+            }
+        }
+        None => {
+            let text = rest.unwrap_or(envelope);
+            if !text.is_empty() {
+                emit.text(&text, Vec::new())?;
+            }
+        }
+    }
+    // Complete calls answer even when the limit cut a trailing one (which is dropped).
+    let reason = (length && !emit.made_calls()).then(|| IncompleteDetails {
+        reason: "max_output_tokens".into(),
+    });
+    Ok(Outcome { reason, tokens })
+}
+
+fn logprobs_of(delta: &inference::Delta) -> Vec<Value> {
+    delta
+        .logprobs
+        .iter()
+        .map(|lp| {
+            json!({
+                "token": lp.sampled.text,
+                "logprob": lp.sampled.logprob,
+                "bytes": lp.sampled.bytes,
+                "top_logprobs": lp.top.iter().map(|t| json!({
+                    "token": t.text, "logprob": t.logprob, "bytes": t.bytes,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect()
+}
+
+/// The `response` object of `plan`, with no output yet.
+pub fn response(plan: &Plan, status: &str) -> Response {
+    let p = &plan.params;
+    Response {
+        id: plan.id.clone(),
+        object: "response".into(),
+        created_at: cinder_sdk::unix_time(),
+        status: status.into(),
+        completed_at: None,
+        error: None,
+        incomplete_details: None,
+        instructions: p.instructions.clone(),
+        max_output_tokens: p.max_output_tokens,
+        model: p.model.clone(),
+        output: Vec::new(),
+        parallel_tool_calls: p.parallel_tool_calls,
+        previous_response_id: p.previous_response_id.clone(),
+        conversation: None,
+        reasoning: p.reasoning.clone(),
+        store: p.store,
+        background: p.background,
+        temperature: Some(p.temperature.unwrap_or(1.0)),
+        top_p: Some(p.top_p.unwrap_or(1.0)),
+        top_logprobs: p.top_logprobs,
+        text: p.text_given.clone(),
+        tool_choice: p.tool_choice_given.clone(),
+        tools: p.tools_given.clone(),
+        truncation: if p.truncation_auto {
+            "auto"
+        } else {
+            "disabled"
+        }
+        .into(),
+        usage: None,
+        user: p.user.clone(),
+        safety_identifier: p.safety_identifier.clone(),
+        prompt_cache_key: p.prompt_cache_key.clone(),
+        metadata: p.metadata.clone(),
+    }
+}
