@@ -85,6 +85,14 @@ def test_two_replicas_share_files():
             out = [json.loads(x) for x in cb.files.content(done.output_file_id).text.splitlines()]
             assert [o["custom_id"] for o in out] == [f"r{i}" for i in range(6)]
             assert ca.batches.list().data[0].id == batch.id
+            # A response stored through one replica is continued and read through the other.
+            first = ca.responses.create(model="smollm2-135m-instruct", input="My name is Ada.", max_output_tokens=16)
+            second = cb.responses.create(model="smollm2-135m-instruct", previous_response_id=first.id,
+                                         input="What is my name?", max_output_tokens=16)
+            assert second.usage.input_tokens > first.usage.input_tokens
+            assert ca.responses.retrieve(second.id).previous_response_id == first.id
+            conv = cb.conversations.create(items=[{"role": "user", "content": "hello"}])
+            assert [i.type for i in ca.conversations.items.list(conv.id).data] == ["message"]
         finally:
             a.stop()
             b.stop()

@@ -91,7 +91,6 @@ def test_refusals_are_400s_naming_the_parameter(client):
     cases = [
         ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
         ({"background": True}, "background"),
-        ({"conversation": "conv_123"}, "conversation"),
         ({"previous_response_id": "resp_nope"}, "previous_response_id"),
         ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
         ({"max_output_tokens": 3}, "max_output_tokens"),
@@ -106,3 +105,58 @@ def test_refusals_are_400s_naming_the_parameter(client):
     assert e.value.body["param"] == "input[0].content[0].type"
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="no-such-model", input="hi")
+
+
+def test_a_conversation_carries_three_turns(client):
+    conv = client.conversations.create(metadata={"topic": "pets"},
+                                       items=[{"type": "message", "role": "system", "content": "Answer briefly."}])
+    assert conv.id.startswith("conv_") and conv.metadata == {"topic": "pets"}
+    turns = ["My cat is called Miso.", "What colour could a cat be?", "What is my cat called?"]
+    answers = []
+    for text in turns:
+        r = client.responses.create(model=CHAT, conversation=conv.id, input=text, max_output_tokens=32, temperature=0)
+        assert r.conversation.id == conv.id
+        answers.append(r)
+    # Each turn read the ones before it.
+    assert answers[2].usage.input_tokens > answers[1].usage.input_tokens > answers[0].usage.input_tokens
+    items = client.conversations.items.list(conv.id, order="asc", limit=100)
+    texts = [i.content[0].text for i in items.data if i.type == "message"]
+    assert texts[0] == "Answer briefly." and texts[1] == turns[0] and texts[3] == turns[1]
+    assert len(items.data) == 7
+    newest = client.conversations.items.list(conv.id, limit=1)
+    assert newest.has_more and newest.data[0].id == items.data[-1].id
+    item = client.conversations.items.retrieve(items.data[1].id, conversation_id=conv.id)
+    assert item.id == items.data[1].id
+    assert client.conversations.update(conv.id, metadata={"topic": "cats"}).metadata == {"topic": "cats"}
+    client.conversations.items.delete(items.data[1].id, conversation_id=conv.id)
+    assert len(client.conversations.items.list(conv.id, limit=100).data) == 6
+    assert client.conversations.delete(conv.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.conversations.retrieve(conv.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model=CHAT, conversation=conv.id, input="hi")
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=CHAT, conversation="conv_x", previous_response_id="resp_y", input="hi")
+    assert e.value.body["param"] == "previous_response_id"
+
+
+def test_previous_response_id_outlives_a_restart():
+    import shutil
+    import tempfile
+    from conftest import start_server, write_config
+    root = tempfile.mkdtemp(prefix="cinder-responses-")
+    config = write_config(root)
+    srv = start_server(config=config)
+    try:
+        c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
+        first = c.responses.create(model=CHAT, input="My name is Ada.", max_output_tokens=16)
+        srv.stop()
+        srv = start_server(config=config)
+        c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
+        second = c.responses.create(model=CHAT, previous_response_id=first.id, input="What is my name?",
+                                    max_output_tokens=16)
+        assert second.usage.input_tokens > first.usage.input_tokens
+        assert c.responses.retrieve(first.id).output_text == first.output_text
+    finally:
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)

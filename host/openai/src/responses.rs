@@ -205,7 +205,17 @@ pub struct ItemList {
     pub has_more: bool,
 }
 
-/// `DELETE /v1/responses/{id}`.
+/// A conversation (`/v1/conversations`): its items are listed apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub object: String,
+    pub created_at: u64,
+    /// Always an object (`{}` when none was given).
+    pub metadata: Value,
+}
+
+/// `DELETE /v1/responses/{id}` and `DELETE /v1/conversations/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deleted {
     pub id: String,

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod conversations;
 mod emit;
 pub mod items;
 pub mod run;
@@ -24,6 +25,7 @@ impl Serve for FirstParty {
             "responses.delete" => delete(id(), host),
             "responses.cancel" => cancel(id(), host),
             "responses.input_items" => input_items(id(), &request, host),
+            c if c.starts_with("conversations.") => conversations::serve(route, request, host),
             other => Err(Error::NotFound(ErrorDetail {
                 message: format!("the responses plugin serves no route `{other}`"),
                 param: None,

@@ -15,6 +15,7 @@ use cinder_sdk::tools::{Message, ToolUse};
 use cinder_sdk::types::FinishReason;
 use cinder_sdk::{Error, Request};
 
+use crate::conversations;
 use crate::emit::Emitter;
 use crate::items;
 use crate::stored::{self, Stored};
@@ -53,16 +54,11 @@ impl Plan {
                 Some("background"),
             ));
         }
-        if params.conversation.is_some() {
-            return Err(cinder_sdk::invalid_request(
-                "conversations are not supported by this server yet",
-                Some("conversation"),
-            ));
-        }
         let id = format!("resp_{}", request.request_id);
-        let mut chain = match &params.previous_response_id {
-            Some(prev) => stored::context(host, prev)?,
-            None => Vec::new(),
+        let mut chain = match (&params.previous_response_id, &params.conversation) {
+            (Some(prev), _) => stored::context(host, prev)?,
+            (None, Some(conversation)) => conversations::context(host, conversation)?,
+            (None, None) => Vec::new(),
         };
         let input = items::stored_input(&id, params.input.clone());
         if chain.is_empty() && input.is_empty() {
@@ -202,6 +198,11 @@ fn run(request: Request, host: &dyn Host) -> Result<(), Error> {
     let usage = Usage::new(ids.len() as u32, generation.cached_tokens(), outcome.tokens);
     drop(generation);
     let response = emit.finish(outcome.reason, usage)?;
+    if let Some(conversation) = &p.conversation {
+        let mut added = plan.input.clone();
+        added.extend(response.output.iter().cloned());
+        conversations::append(host, conversation, &added)?;
+    }
     if p.store {
         stored::save(
             host,
@@ -333,7 +334,10 @@ pub fn response(plan: &Plan, status: &str) -> Response {
         output: Vec::new(),
         parallel_tool_calls: p.parallel_tool_calls,
         previous_response_id: p.previous_response_id.clone(),
-        conversation: None,
+        conversation: p
+            .conversation
+            .clone()
+            .map(|id| cinder_sdk::openai::responses::ConversationRef { id }),
         reasoning: p.reasoning.clone(),
         store: p.store,
         background: p.background,

@@ -61,7 +61,7 @@ pub fn load(host: &dyn Host, id: &str) -> Result<Option<Stored>, Error> {
 }
 
 /// Whether `id` could be a response id (the store takes no other).
-fn is_id(id: &str) -> bool {
+pub fn is_id(id: &str) -> bool {
     id.len() <= 128
         && !id.is_empty()
         && id

@@ -14,24 +14,37 @@ fn fake() -> FakeHost {
     FakeHost::new("m").with_tools(cinder_plugin_tools::FirstParty)
 }
 
-fn create(host: &FakeHost, id: &str, body: Value) -> Result<(), Error> {
-    let request = Request {
-        method: "POST".into(),
-        path: "/v1/responses".into(),
-        body: body.to_string(),
+fn request(method: &str, path: &str, body: String, id: &str) -> Request {
+    Request {
+        method: method.into(),
+        path: path.into(),
+        body,
         request_id: id.into(),
-    };
-    FirstParty.serve(&Route::new("responses.create"), request, host)
+    }
+}
+
+/// The prompt of the `k`-th generation (the fake tokenizer's ids are bytes).
+fn prompt_of(host: &FakeHost, k: usize) -> String {
+    host.generate_requests()[k]
+        .prompt
+        .iter()
+        .map(|&t| t as u8 as char)
+        .collect()
+}
+
+fn create(host: &FakeHost, id: &str, body: Value) -> Result<(), Error> {
+    let r = request("POST", "/v1/responses", body.to_string(), id);
+    FirstParty.serve(&Route::new("responses.create"), r, host)
 }
 
 fn get(host: &FakeHost, route: &str, id: &str, query: &str) -> Result<(), Error> {
-    let request = Request {
-        method: "GET".into(),
-        path: format!("/v1/responses/{id}{query}"),
-        body: String::new(),
-        request_id: "get".into(),
-    };
-    FirstParty.serve(&Route::new(route).with_param("id", id), request, host)
+    let r = request(
+        "GET",
+        &format!("/v1/responses/{id}{query}"),
+        String::new(),
+        "get",
+    );
+    FirstParty.serve(&Route::new(route).with_param("id", id), r, host)
 }
 
 fn param(e: Error) -> String {
@@ -75,11 +88,7 @@ fn a_plain_answer_is_one_completed_message_with_usage() {
     );
     assert!(r["incomplete_details"].is_null());
     // The instructions and the input reached the prompt.
-    let prompt: String = host.generate_requests()[0]
-        .prompt
-        .iter()
-        .map(|&t| t as u8 as char)
-        .collect();
+    let prompt = prompt_of(&host, 0);
     assert!(
         prompt.contains("Be kind") && prompt.contains("Say hello"),
         "{prompt}"
@@ -199,11 +208,7 @@ fn a_call_is_a_function_call_item_and_its_output_continues_the_chain() {
     let (_, r) = host.take_response().unwrap();
     assert_eq!(r["output"][0]["content"][0]["text"], "Sunny in Oslo.");
     assert_eq!(r["previous_response_id"], "resp_t1");
-    let prompt: String = host.generate_requests()[1]
-        .prompt
-        .iter()
-        .map(|&t| t as u8 as char)
-        .collect();
+    let prompt = prompt_of(&host, 1);
     // The first turn, its call and the call's output all reached the model.
     assert!(
         prompt.contains("Weather in Oslo?")
@@ -227,10 +232,6 @@ fn refusals_name_their_parameter_and_missing_responses_are_404() {
         (
             json!({"model": "m", "input": "x", "background": true}),
             "background",
-        ),
-        (
-            json!({"model": "m", "input": "x", "conversation": "conv_1"}),
-            "conversation",
         ),
         (
             json!({"model": "m", "input": "x", "previous_response_id": "resp_none"}),
@@ -286,4 +287,154 @@ fn json_schema_output_is_constrained_and_logprobs_come_when_included() {
     let logprobs = r["output"][0]["content"][0]["logprobs"].as_array().unwrap();
     assert_eq!(logprobs.len(), 2);
     assert_eq!(logprobs[0]["top_logprobs"].as_array().unwrap().len(), 2);
+}
+
+fn call(
+    host: &FakeHost,
+    method: &str,
+    route: Route,
+    path: &str,
+    body: Value,
+) -> Result<Value, Error> {
+    let id = format!("q{}", path.len() + host.generate_requests().len());
+    FirstParty.serve(&route, request(method, path, body.to_string(), &id), host)?;
+    Ok(host.take_response().expect("answered").1)
+}
+
+#[test]
+fn a_conversation_carries_the_turns_and_lists_its_items() {
+    let host = fake()
+        .generating(&["Hi Ada."])
+        .generating(&["Your name is Ada."]);
+    let conv = call(&host, "POST", Route::new("conversations.create"), "/v1/conversations",
+        json!({"metadata": {"topic": "names"}, "items": [{"role": "system", "content": "Be brief."}]})).unwrap();
+    let cid = conv["id"].as_str().unwrap().to_owned();
+    assert!(cid.starts_with("conv_") && conv["object"] == "conversation");
+    assert_eq!(conv["metadata"]["topic"], "names");
+    create(
+        &host,
+        "u1",
+        json!({"model": "m", "conversation": cid, "input": "I am Ada."}),
+    )
+    .unwrap();
+    let (_, first) = host.take_response().unwrap();
+    assert_eq!(first["conversation"]["id"], cid.as_str());
+    create(
+        &host,
+        "u2",
+        json!({"model": "m", "conversation": {"id": cid}, "input": "What is my name?"}),
+    )
+    .unwrap();
+    host.take_response();
+    let prompt = prompt_of(&host, 1);
+    assert!(
+        prompt.contains("Be brief.") && prompt.contains("I am Ada.") && prompt.contains("Hi Ada."),
+        "{prompt}"
+    );
+    // system + (input, answer) × 2, newest first by default.
+    let items_route = || Route::new("conversations.items.list").with_param("id", &cid);
+    let list = call(
+        &host,
+        "GET",
+        items_route(),
+        "/v1/conversations/x/items",
+        json!(null),
+    )
+    .unwrap();
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 5);
+    assert_eq!(data[0]["content"][0]["text"], "Your name is Ada.");
+    let asc = call(
+        &host,
+        "GET",
+        items_route(),
+        "/v1/conversations/x/items?order=asc&limit=2",
+        json!(null),
+    )
+    .unwrap();
+    assert_eq!(asc["data"][0]["content"][0]["text"], "Be brief.");
+    assert_eq!(asc["has_more"], true);
+    let after = asc["last_id"].as_str().unwrap();
+    let next = call(
+        &host,
+        "GET",
+        items_route(),
+        &format!("/v1/conversations/x/items?order=asc&after={after}"),
+        json!(null),
+    )
+    .unwrap();
+    assert_eq!(next["data"].as_array().unwrap().len(), 3);
+    // One item retrieved, then deleted; the conversation goes with its items.
+    let item_id = data[4]["id"].as_str().unwrap();
+    let item_route = |r: &str| {
+        Route::new(r)
+            .with_param("id", &cid)
+            .with_param("item_id", item_id)
+    };
+    let got = call(
+        &host,
+        "GET",
+        item_route("conversations.items.retrieve"),
+        "/",
+        json!(null),
+    )
+    .unwrap();
+    assert_eq!(got["id"], item_id);
+    call(
+        &host,
+        "DELETE",
+        item_route("conversations.items.delete"),
+        "/",
+        json!(null),
+    )
+    .unwrap();
+    assert!(matches!(
+        call(
+            &host,
+            "GET",
+            item_route("conversations.items.retrieve"),
+            "/",
+            json!(null)
+        ),
+        Err(Error::NotFound(_))
+    ));
+    let gone = call(
+        &host,
+        "DELETE",
+        Route::new("conversations.delete").with_param("id", &cid),
+        "/",
+        json!(null),
+    )
+    .unwrap();
+    assert_eq!(
+        (gone["object"].as_str(), gone["deleted"].as_bool()),
+        (Some("conversation.deleted"), Some(true))
+    );
+    assert!(matches!(
+        create(
+            &host,
+            "u3",
+            json!({"model": "m", "conversation": cid, "input": "x"})
+        ),
+        Err(Error::NotFound(_))
+    ));
+    // Bad input is named.
+    let e = call(
+        &host,
+        "POST",
+        Route::new("conversations.create"),
+        "/v1/conversations",
+        json!({"items": "x"}),
+    )
+    .unwrap_err();
+    assert_eq!(param(e), "items");
+    let e = call(
+        &host,
+        "POST",
+        Route::new("conversations.create"),
+        "/v1/conversations",
+        json!({"colour": 1}),
+    )
+    .unwrap_err();
+    assert_eq!(param(e), "colour");
 }

@@ -40,12 +40,27 @@ pub enum InputItem {
     FunctionCallOutput { call_id: String, output: String },
 }
 
+/// The items of the array `list` names (`input`, a conversation's `items`), at most `max`.
+pub fn items(list: &str, value: &[Value], max: usize) -> Checked<Vec<InputItem>> {
+    if value.len() > max {
+        return Err(Invalid::new(
+            format!("{list} has {} items; at most {max}", value.len()),
+            list,
+        ));
+    }
+    value
+        .iter()
+        .enumerate()
+        .map(|(i, v)| item(list, i, v))
+        .collect()
+}
+
 /// One item of an `input` array.
-pub(super) fn item(i: usize, item: &Value) -> Checked<InputItem> {
-    let at = |field: &str| format!("input[{i}].{field}");
+pub(super) fn item(list: &str, i: usize, item: &Value) -> Checked<InputItem> {
+    let at = |field: &str| format!("{list}[{i}].{field}");
     let obj = item
         .as_object()
-        .ok_or_else(|| Invalid::new("An input item must be an object", format!("input[{i}]")))?;
+        .ok_or_else(|| Invalid::new("An input item must be an object", format!("{list}[{i}]")))?;
     let kind = obj.get("type").and_then(Value::as_str);
     let text_field = |field: &str| -> Checked<String> {
         obj.get(field)
@@ -74,7 +89,7 @@ pub(super) fn item(i: usize, item: &Value) -> Checked<InputItem> {
             };
             let text = match obj.get("content") {
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => parts_text(i, parts)?,
+                Some(Value::Array(parts)) => parts_text(list, i, parts)?,
                 _ => {
                     return Err(Invalid::new(
                         "A message's content is a string or an array of parts",
@@ -92,7 +107,7 @@ pub(super) fn item(i: usize, item: &Value) -> Checked<InputItem> {
         Some("function_call_output") => {
             let output = match obj.get("output") {
                 Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => parts_text(i, parts)?,
+                Some(Value::Array(parts)) => parts_text(list, i, parts)?,
                 _ => {
                     return Err(Invalid::new(
                         "A function_call_output's output is a string or an array of parts",
@@ -115,17 +130,17 @@ pub(super) fn item(i: usize, item: &Value) -> Checked<InputItem> {
 }
 
 /// The text of an array of content parts, joined.
-fn parts_text(i: usize, parts: &[Value]) -> Checked<String> {
+fn parts_text(list: &str, i: usize, parts: &[Value]) -> Checked<String> {
     let mut text = String::new();
     for (j, part) in parts.iter().enumerate() {
-        text.push_str(&content_part(i, j, part)?);
+        text.push_str(&content_part(list, i, j, part)?);
     }
     Ok(text)
 }
 
 /// The text of one content part.
-fn content_part(i: usize, j: usize, part: &Value) -> Checked<String> {
-    let param = format!("input[{i}].content[{j}]");
+fn content_part(list: &str, i: usize, j: usize, part: &Value) -> Checked<String> {
+    let param = format!("{list}[{i}].content[{j}]");
     match part.get("type").and_then(Value::as_str) {
         Some("input_text" | "output_text" | "text") => part
             .get("text")

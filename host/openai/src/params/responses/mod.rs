@@ -6,13 +6,17 @@ use serde_json::{Map, Value, json};
 
 mod input;
 
-pub use input::{InputItem, Role};
+pub use input::{InputItem, Role, items};
 
 use super::chat::{ResponseFormat, Tools, tools_of};
 use super::{Checked, Invalid, SamplingFields, metadata, service_tier};
 
 /// OpenAI's lower bound for `max_output_tokens`.
 pub const MIN_OUTPUT_TOKENS: u32 = 16;
+/// Items one request's `input` may hold (a client replaying a long history sends them all).
+pub const MAX_INPUT_ITEMS: usize = 10_000;
+/// Items one conversation `items` request may add (OpenAI's bound).
+pub const MAX_NEW_CONVERSATION_ITEMS: usize = 20;
 /// OpenAI's bound for `top_logprobs`.
 pub const MAX_TOP_LOGPROBS: u32 = 20;
 
@@ -197,11 +201,7 @@ impl ResponseParams {
                 role: Role::User,
                 text: s.clone(),
             }],
-            Some(Value::Array(items)) => items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| input::item(i, item))
-                .collect::<Checked<_>>()?,
+            Some(Value::Array(list)) => items("input", list, MAX_INPUT_ITEMS)?,
             Some(_) => {
                 return Err(Invalid::new(
                     "`input` must be a string or an array of items",
