@@ -160,3 +160,19 @@ def test_previous_response_id_outlives_a_restart():
     finally:
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_uploaded_file_is_read_as_input(client):
+    f = client.files.create(file=("note.txt", b"The secret word is lantern."), purpose="user_data")
+    r = client.responses.create(model=CHAT, max_output_tokens=32, temperature=0, input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "What is the secret word in the file?"},
+        {"type": "input_file", "file_id": f.id}]}])
+    plain = client.responses.create(model=CHAT, max_output_tokens=32, temperature=0,
+                                    input="What is the secret word in the file?")
+    assert r.usage.input_tokens > plain.usage.input_tokens + 5
+    part = client.responses.input_items.list(r.id).data[0].content[1]
+    assert part.type == "input_file" and part.file_id == f.id
+    with pytest.raises(openai.BadRequestError) as e:
+        client.responses.create(model=CHAT, input=[{"role": "user", "content": [
+            {"type": "input_file", "file_id": "file-missing"}]}])
+    assert e.value.body["param"] == "input[0].content[0].file_id"

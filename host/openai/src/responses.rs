@@ -175,6 +175,12 @@ pub enum ContentPart {
     },
     /// A person's text (user, system and developer messages).
     InputText { text: String },
+    /// A file uploaded through `/v1/files`, given in a message.
+    InputFile {
+        file_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filename: Option<String>,
+    },
 }
 
 impl ContentPart {
@@ -187,10 +193,11 @@ impl ContentPart {
         }
     }
 
-    /// The text of the part, whichever kind.
+    /// The text of the part (none for a file, whose content is read apart).
     pub fn text(&self) -> &str {
         match self {
             ContentPart::OutputText { text, .. } | ContentPart::InputText { text } => text,
+            ContentPart::InputFile { .. } => "",
         }
     }
 }

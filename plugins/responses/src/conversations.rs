@@ -207,7 +207,7 @@ fn create(request: Request, host: &dyn Host) -> Result<(), Error> {
     append(
         host,
         &object.id,
-        &stored_input(&request.request_id, new_items),
+        &stored_input(&request.request_id, "items", new_items, host)?,
     )?;
     host.respond_json(200, &shown(&object))
 }
@@ -265,7 +265,7 @@ fn add_items(id: &str, request: Request, host: &dyn Host) -> Result<(), Error> {
             ));
         }
     };
-    let added = stored_input(&request.request_id, list);
+    let added = stored_input(&request.request_id, "items", list, host)?;
     append(host, id, &added)?;
     host.respond_json(200, &item_list(added, false))
 }

@@ -1,50 +1,133 @@
 //! Items: a request's input as the items a response keeps (with ids), and a chain of items
 //! as the messages a chat template and the tools plugin read.
 
-use cinder_sdk::openai::params::responses::{InputItem, Role};
+use cinder_sdk::host::Host;
+use cinder_sdk::openai::params::responses::{InputItem, InputPart, Role};
 use cinder_sdk::openai::responses::{ContentPart, OutputItem};
 use cinder_sdk::tools::{Call, Message};
+use cinder_sdk::{Error, files};
 
-/// The request's input items as stored items, ids made from the response's.
-pub fn stored_input(response_id: &str, input: Vec<InputItem>) -> Vec<OutputItem> {
+/// Bytes of one input file read into a prompt, unless the plugin setting
+/// `max_input_file_bytes` says otherwise: a file goes whole into the prompt, so more would not
+/// fit a small model's context anyway.
+pub const MAX_INPUT_FILE_BYTES: u64 = 1 << 20;
+
+/// Bytes read from a blob per call.
+const READ_CHUNK: u32 = 256 * 1024;
+
+/// The request's input items (the array `list` names) as stored items, ids made from
+/// `response_id`; a file a message names must be the caller's.
+pub fn stored_input(
+    response_id: &str,
+    list: &str,
+    input: Vec<InputItem>,
+    host: &dyn Host,
+) -> Result<Vec<OutputItem>, Error> {
     let suffix = response_id.trim_start_matches("resp_");
     (0..)
         .zip(input)
-        .map(|(i, item)| match item {
-            InputItem::Message { role, text } => OutputItem::Message {
-                id: format!("msg_{suffix}_in{i}"),
-                role: role.as_str().to_owned(),
-                status: "completed".into(),
-                content: vec![match role {
-                    Role::Assistant => ContentPart::output_text(text),
-                    _ => ContentPart::InputText { text },
-                }],
-            },
-            InputItem::FunctionCall {
-                call_id,
-                name,
-                arguments,
-            } => OutputItem::FunctionCall {
-                id: format!("fc_{suffix}_in{i}"),
-                call_id,
-                name,
-                arguments,
-                status: "completed".into(),
-            },
-            InputItem::FunctionCallOutput { call_id, output } => OutputItem::FunctionCallOutput {
-                id: format!("fco_{suffix}_in{i}"),
-                call_id,
-                output,
-                status: "completed".into(),
-            },
+        .map(|(i, item)| {
+            Ok(match item {
+                InputItem::Message { role, content } => OutputItem::Message {
+                    id: format!("msg_{suffix}_in{i}"),
+                    role: role.as_str().to_owned(),
+                    status: "completed".into(),
+                    content: (0..)
+                        .zip(content)
+                        .map(|(j, part)| {
+                            stored_part(role, part, host, &format!("{list}[{i}].content[{j}]"))
+                        })
+                        .collect::<Result<_, Error>>()?,
+                },
+                InputItem::FunctionCall {
+                    call_id,
+                    name,
+                    arguments,
+                } => OutputItem::FunctionCall {
+                    id: format!("fc_{suffix}_in{i}"),
+                    call_id,
+                    name,
+                    arguments,
+                    status: "completed".into(),
+                },
+                InputItem::FunctionCallOutput { call_id, output } => {
+                    OutputItem::FunctionCallOutput {
+                        id: format!("fco_{suffix}_in{i}"),
+                        call_id,
+                        output,
+                        status: "completed".into(),
+                    }
+                }
+            })
         })
         .collect()
+}
+
+fn stored_part(
+    role: Role,
+    part: InputPart,
+    host: &dyn Host,
+    param: &str,
+) -> Result<ContentPart, Error> {
+    Ok(match (role, part) {
+        (Role::Assistant, InputPart::Text(text)) => ContentPart::output_text(text),
+        (_, InputPart::Text(text)) => ContentPart::InputText { text },
+        (_, InputPart::File { file_id }) => {
+            let (_, file) = files::load(host, &file_id).map_err(|_| {
+                cinder_sdk::invalid_request(
+                    &format!("No file with id '{file_id}'."),
+                    Some(&format!("{param}.file_id")),
+                )
+            })?;
+            // Read now, so a file the model cannot read is refused before anything runs.
+            file_text(host, &file_id)
+                .map_err(|e| e.naming(&[("file", &format!("{param}.file_id"))]))?;
+            ContentPart::InputFile {
+                file_id,
+                filename: Some(file.filename),
+            }
+        }
+    })
+}
+
+/// The content of the caller's file `id` as text, for a prompt.
+pub fn file_text(host: &dyn Host, id: &str) -> Result<String, Error> {
+    let refuse = |why: String| cinder_sdk::invalid_request(&why, Some("file"));
+    let (_, file) =
+        files::load(host, id).map_err(|_| refuse(format!("No file with id '{id}'.")))?;
+    let max = host
+        .setting("max_input_file_bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_INPUT_FILE_BYTES);
+    if file.bytes > max {
+        return Err(refuse(format!(
+            "the file {id} has {} bytes; an input file is at most {max}",
+            file.bytes
+        )));
+    }
+    let mut bytes = Vec::with_capacity(file.bytes as usize);
+    while (bytes.len() as u64) < file.bytes {
+        let chunk = host.read_blob(&file.blob, bytes.len() as u64, READ_CHUNK)?;
+        if chunk.is_empty() {
+            break;
+        }
+        bytes.extend(chunk);
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        refuse(format!(
+            "the file {id} is not UTF-8 text: this server reads text files only"
+        ))
+    })
 }
 
 /// `instructions` (a system message first) and `items`, oldest first, as chat messages: a
 /// function call joins the assistant turn before it (a response's text and calls are one
 /// turn), and a function's output is a `tool` message answering its call id.
-pub fn messages(instructions: Option<&str>, items: &[OutputItem]) -> Vec<Message> {
+pub fn messages(
+    instructions: Option<&str>,
+    items: &[OutputItem],
+    host: &dyn Host,
+) -> Result<Vec<Message>, Error> {
     let mut out: Vec<Message> = Vec::with_capacity(items.len() + 1);
     if let Some(text) = instructions {
         out.push(message("system", text.to_owned()));
@@ -52,7 +135,19 @@ pub fn messages(instructions: Option<&str>, items: &[OutputItem]) -> Vec<Message
     for item in items {
         match item {
             OutputItem::Message { role, content, .. } => {
-                let text: String = content.iter().map(ContentPart::text).collect();
+                let mut text = String::new();
+                for part in content {
+                    match part {
+                        ContentPart::InputFile { file_id, filename } => {
+                            let name = filename.as_deref().unwrap_or(file_id);
+                            text.push_str(&format!(
+                                "[file {name}]\n{}\n",
+                                file_text(host, file_id)?
+                            ));
+                        }
+                        other => text.push_str(other.text()),
+                    }
+                }
                 // `developer` is the newer name of `system`; chat templates know `system`.
                 let role = if role == "developer" { "system" } else { role };
                 out.push(message(role, text));
@@ -86,7 +181,7 @@ pub fn messages(instructions: Option<&str>, items: &[OutputItem]) -> Vec<Message
             }
         }
     }
-    out
+    Ok(out)
 }
 
 fn message(role: &str, content: String) -> Message {
@@ -104,16 +199,18 @@ mod tests {
 
     #[test]
     fn calls_join_their_turn_and_outputs_answer_them() {
+        let host = cinder_sdk::testing::FakeHost::new("m");
         let items = stored_input(
             "resp_ab",
+            "input",
             vec![
                 InputItem::Message {
                     role: Role::Developer,
-                    text: "be brief".into(),
+                    content: vec![InputPart::text("be brief")],
                 },
                 InputItem::Message {
                     role: Role::User,
-                    text: "weather?".into(),
+                    content: vec![InputPart::text("weather?")],
                 },
                 InputItem::FunctionCall {
                     call_id: "c1".into(),
@@ -130,9 +227,11 @@ mod tests {
                     output: "sun".into(),
                 },
             ],
-        );
+            &host,
+        )
+        .unwrap();
         assert_eq!(items[1].id(), "msg_ab_in1");
-        let m = messages(Some("rules"), &items);
+        let m = messages(Some("rules"), &items, &host).unwrap();
         let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
         assert_eq!(roles, ["system", "system", "user", "assistant", "tool"]);
         assert_eq!(m[3].calls.len(), 2);

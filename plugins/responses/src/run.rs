@@ -60,7 +60,7 @@ impl Plan {
             (None, Some(conversation)) => conversations::context(host, conversation)?,
             (None, None) => Vec::new(),
         };
-        let input = items::stored_input(&id, params.input.clone());
+        let input = items::stored_input(&id, "input", params.input.clone(), host)?;
         if chain.is_empty() && input.is_empty() {
             return Err(cinder_sdk::invalid_request(
                 "Missing required parameter: 'input'.",
@@ -68,7 +68,7 @@ impl Plan {
             ));
         }
         chain.extend(input.iter().cloned());
-        let messages = items::messages(params.instructions.as_deref(), &chain);
+        let messages = items::messages(params.instructions.as_deref(), &chain, host)?;
         let tools = params.tools.clone().map(ToolUse::from);
         let constraint = params.format.clone().and_then(|f| match f {
             ResponseFormat::Text => None,

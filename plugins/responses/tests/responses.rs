@@ -239,7 +239,7 @@ fn refusals_name_their_parameter_and_missing_responses_are_404() {
         ),
         (
             json!({"model": "m", "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]}),
-            "input[0].content[0].type",
+            "input[0].content[0].file_id",
         ),
         (
             json!({"model": "m", "input": "x", "tools": [{"type": "web_search"}]}),
@@ -437,4 +437,61 @@ fn a_conversation_carries_the_turns_and_lists_its_items() {
     )
     .unwrap_err();
     assert_eq!(param(e), "colour");
+}
+
+/// A file of the caller's holding `content`; its id.
+fn upload(host: &FakeHost, name: &str, content: &[u8]) -> String {
+    use cinder_sdk::host::Store;
+    let mut w = host.blob_writer().unwrap();
+    w.write(content).unwrap();
+    let blob = w.finish().unwrap();
+    let shown = cinder_sdk::files::save(host, None, name, "user_data", &blob, None).unwrap();
+    shown["id"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn an_input_file_is_read_into_the_prompt_and_kept_by_id() {
+    let host = fake().generating(&["It says hello."]);
+    let id = upload(&host, "note.txt", b"The secret word is lantern.");
+    create(
+        &host,
+        "f1",
+        json!({"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "What does the file say?"},
+        {"type": "input_file", "file_id": id}]}]}),
+    )
+    .unwrap();
+    host.take_response();
+    assert!(
+        prompt_of(&host, 0).contains("The secret word is lantern."),
+        "{}",
+        prompt_of(&host, 0)
+    );
+    get(&host, "responses.input_items", "resp_f1", "").unwrap();
+    let (_, items) = host.take_response().unwrap();
+    let part = &items["data"][0]["content"][1];
+    assert_eq!(
+        (
+            part["type"].as_str(),
+            part["file_id"].as_str(),
+            part["filename"].as_str()
+        ),
+        (Some("input_file"), Some(id.as_str()), Some("note.txt"))
+    );
+    // A missing file, and one that is not text, are refused by name.
+    let bin = upload(&host, "blob.bin", &[0xff, 0xfe, 0x00]);
+    for (file, why) in [("file-nope", "No file"), (bin.as_str(), "not UTF-8")] {
+        let e = create(
+            &host,
+            "f2",
+            json!({"model": "m", "input": [{"role": "user", "content": [
+            {"type": "input_file", "file_id": file}]}]}),
+        )
+        .unwrap_err();
+        let Error::InvalidRequest(d) = e else {
+            panic!("not a 400")
+        };
+        assert_eq!(d.param.as_deref(), Some("input[0].content[0].file_id"));
+        assert!(d.message.contains(why), "{}", d.message);
+    }
 }

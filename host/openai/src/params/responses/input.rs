@@ -28,8 +28,8 @@ impl Role {
 /// One input item, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputItem {
-    /// A message; its text parts joined.
-    Message { role: Role, text: String },
+    /// A message: its parts, text and files.
+    Message { role: Role, content: Vec<InputPart> },
     /// A call the model made earlier (given back by the client).
     FunctionCall {
         call_id: String,
@@ -38,6 +38,23 @@ pub enum InputItem {
     },
     /// A function's result.
     FunctionCallOutput { call_id: String, output: String },
+}
+
+/// One part of an input message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputPart {
+    Text(String),
+    /// A file uploaded through `/v1/files`, by id.
+    File {
+        file_id: String,
+    },
+}
+
+impl InputPart {
+    /// A text part.
+    pub fn text(text: impl Into<String>) -> Self {
+        InputPart::Text(text.into())
+    }
 }
 
 /// The items of the array `list` names (`input`, a conversation's `items`), at most `max`.
@@ -87,9 +104,13 @@ pub(super) fn item(list: &str, i: usize, item: &Value) -> Checked<InputItem> {
                     ));
                 }
             };
-            let text = match obj.get("content") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(parts)) => parts_text(list, i, parts)?,
+            let content = match obj.get("content") {
+                Some(Value::String(s)) => vec![InputPart::text(s.clone())],
+                Some(Value::Array(parts)) => parts
+                    .iter()
+                    .enumerate()
+                    .map(|(j, part)| content_part(list, i, j, part))
+                    .collect::<Checked<_>>()?,
                 _ => {
                     return Err(Invalid::new(
                         "A message's content is a string or an array of parts",
@@ -97,7 +118,7 @@ pub(super) fn item(list: &str, i: usize, item: &Value) -> Checked<InputItem> {
                     ));
                 }
             };
-            Ok(InputItem::Message { role, text })
+            Ok(InputItem::Message { role, content })
         }
         Some("function_call") => Ok(InputItem::FunctionCall {
             call_id: text_field("call_id")?,
@@ -129,36 +150,62 @@ pub(super) fn item(list: &str, i: usize, item: &Value) -> Checked<InputItem> {
     }
 }
 
-/// The text of an array of content parts, joined.
+/// The text of an array of parts (a function's output), joined; files are not read there.
 fn parts_text(list: &str, i: usize, parts: &[Value]) -> Checked<String> {
     let mut text = String::new();
     for (j, part) in parts.iter().enumerate() {
-        text.push_str(&content_part(list, i, j, part)?);
+        match content_part(list, i, j, part)? {
+            InputPart::Text(t) => text.push_str(&t),
+            InputPart::File { .. } => {
+                return Err(Invalid::new(
+                    "a function's output is text; input_file belongs in a message",
+                    format!("{list}[{i}].output[{j}].type"),
+                ));
+            }
+        }
     }
     Ok(text)
 }
 
-/// The text of one content part.
-fn content_part(list: &str, i: usize, j: usize, part: &Value) -> Checked<String> {
+/// One content part.
+fn content_part(list: &str, i: usize, j: usize, part: &Value) -> Checked<InputPart> {
     let param = format!("{list}[{i}].content[{j}]");
     match part.get("type").and_then(Value::as_str) {
         Some("input_text" | "output_text" | "text") => part
             .get("text")
             .and_then(Value::as_str)
-            .map(str::to_owned)
+            .map(InputPart::text)
             .ok_or_else(|| Invalid::new("A text part needs `text`", format!("{param}.text"))),
         // An assistant's refusal given back: its words are the turn's text.
-        Some("refusal") => Ok(part
-            .get("refusal")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned()),
+        Some("refusal") => Ok(InputPart::text(
+            part.get("refusal").and_then(Value::as_str).unwrap_or(""),
+        )),
+        Some("input_file") => {
+            for (field, why) in [
+                (
+                    "file_url",
+                    "file_url is not supported: this server reaches no network; upload the file and give its file_id",
+                ),
+                (
+                    "file_data",
+                    "file_data is not supported by this server yet; upload the file and give its file_id",
+                ),
+            ] {
+                if part.get(field).is_some_and(|v| !v.is_null()) {
+                    return Err(Invalid::new(why, format!("{param}.{field}")));
+                }
+            }
+            part.get("file_id")
+                .and_then(Value::as_str)
+                .map(|id| InputPart::File {
+                    file_id: id.to_owned(),
+                })
+                .ok_or_else(|| {
+                    Invalid::new("input_file needs a `file_id`", format!("{param}.file_id"))
+                })
+        }
         Some("input_image") => Err(Invalid::new(
             "input_image is not supported: this server has no vision model yet",
-            format!("{param}.type"),
-        )),
-        Some("input_file") => Err(Invalid::new(
-            "input_file is not supported by this server yet",
             format!("{param}.type"),
         )),
         Some("input_audio") => Err(Invalid::new(

@@ -6,7 +6,7 @@ use serde_json::{Map, Value, json};
 
 mod input;
 
-pub use input::{InputItem, Role, items};
+pub use input::{InputItem, InputPart, Role, items};
 
 use super::chat::{ResponseFormat, Tools, tools_of};
 use super::{Checked, Invalid, SamplingFields, metadata, service_tier};
@@ -199,7 +199,7 @@ impl ResponseParams {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::String(s)) => vec![InputItem::Message {
                 role: Role::User,
-                text: s.clone(),
+                content: vec![InputPart::text(s.clone())],
             }],
             Some(Value::Array(list)) => items("input", list, MAX_INPUT_ITEMS)?,
             Some(_) => {

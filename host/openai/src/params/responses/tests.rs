@@ -15,7 +15,7 @@ fn a_string_input_is_one_user_message_and_defaults_are_openais() {
         p.input,
         vec![InputItem::Message {
             role: Role::User,
-            text: "hi".into()
+            content: vec![InputPart::text("hi")]
         }]
     );
     assert!(p.store && !p.stream && !p.background && p.parallel_tool_calls);
@@ -36,6 +36,23 @@ fn unknown_and_unsupported_fields_are_refused_by_name() {
     assert_eq!(
         param_of(json!({"model": "m", "tools": [{"type": "file_search"}]})),
         "tools[0].type"
+    );
+    let url = json!({"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_file", "file_url": "https://example.com/a.pdf"}]}]});
+    assert_eq!(param_of(url), "input[0].content[0].file_url");
+    let file = json!({"model": "m", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "read"}, {"type": "input_file", "file_id": "file-1"}]}]});
+    assert_eq!(
+        check(file).unwrap().input,
+        vec![InputItem::Message {
+            role: Role::User,
+            content: vec![
+                InputPart::text("read"),
+                InputPart::File {
+                    file_id: "file-1".into()
+                }
+            ]
+        }]
     );
     assert_eq!(
         param_of(
@@ -85,7 +102,7 @@ fn items_tools_and_formats_are_read_in_the_responses_shapes() {
         p.input[1],
         InputItem::Message {
             role: Role::User,
-            text: "ab".into()
+            content: vec![InputPart::text("a"), InputPart::text("b")]
         }
     );
     let tools = p.tools.unwrap();
