@@ -159,9 +159,7 @@ pub fn serve(route: &Route, request: Request, host: &dyn Host) -> Result<(), Err
             let item_id = route.param("item_id").unwrap_or_default();
             let conversation = find(host, id)?.ok_or_else(|| not_found(id))?;
             let object = host
-                .get_object(ITEMS, item_id)
-                .ok()
-                .flatten()
+                .get_object(ITEMS, item_id)?
                 .filter(|o| {
                     o.metadata
                         .iter()
@@ -183,7 +181,8 @@ pub fn serve(route: &Route, request: Request, host: &dyn Host) -> Result<(), Err
 }
 
 fn create(request: Request, host: &dyn Host) -> Result<(), Error> {
-    let map = body(&request, &["items", "metadata"])?;
+    // `safety_identifier` identifies the end user to OpenAI's abuse checks; there are none here.
+    let map = body(&request, &["items", "metadata", "safety_identifier"])?;
     let meta = metadata(map.get("metadata").cloned())?.unwrap_or_else(|| json!({}));
     let new_items = match map.get("items") {
         None | Some(Value::Null) => Vec::new(),
@@ -195,6 +194,9 @@ fn create(request: Request, host: &dyn Host) -> Result<(), Error> {
             ));
         }
     };
+    // Items checked (their files found) before anything is kept: a refused request leaves no
+    // conversation behind.
+    let new_items = stored_input(&request.request_id, "items", new_items, host)?;
     let object = host.create_object(
         CONVERSATIONS,
         &NewObject {
@@ -204,11 +206,7 @@ fn create(request: Request, host: &dyn Host) -> Result<(), Error> {
             body: meta.to_string(),
         },
     )?;
-    append(
-        host,
-        &object.id,
-        &stored_input(&request.request_id, "items", new_items, host)?,
-    )?;
+    append(host, &object.id, &new_items)?;
     host.respond_json(200, &shown(&object))
 }
 

@@ -176,11 +176,9 @@ impl<'h> Emitter<'h> {
         self.close("completed")?;
         let index = self.response.output.len();
         let id = format!("fc_{}_{index}", self.item_prefix());
-        let call_id = if call.id.is_empty() {
-            format!("call_{}_{index}", self.item_prefix())
-        } else {
-            call.id
-        };
+        // The server's own id, never the model's: a model copying an id from an earlier turn
+        // would make two calls (and their outputs) one.
+        let call_id = format!("call_{}_{index}", self.item_prefix());
         let item = |arguments: &str, status: &str| OutputItem::FunctionCall {
             id: id.clone(),
             call_id: call_id.clone(),
@@ -218,19 +216,14 @@ impl<'h> Emitter<'h> {
         })
     }
 
-    /// Whether the answer made calls.
-    pub fn made_calls(&self) -> bool {
-        self.response
-            .output
-            .iter()
-            .any(|i| matches!(i, OutputItem::FunctionCall { .. }))
-    }
-
-    /// Ends the response (`completed`, or `incomplete` with `reason`) and says so.
+    /// Ends the response (`completed`, or `incomplete` with `reason`): its last items are
+    /// said, the whole response is returned, and `keep` runs on it (storing it) before the
+    /// terminal event says it is done, so a client that continues from that event finds it.
     pub fn finish(
         mut self,
         reason: Option<IncompleteDetails>,
         usage: Usage,
+        keep: impl FnOnce(&Response) -> Result<(), Error>,
     ) -> Result<Response, Error> {
         let status = if reason.is_some() {
             "incomplete"
@@ -244,6 +237,7 @@ impl<'h> Emitter<'h> {
         if status == "completed" {
             self.response.completed_at = Some(unix_time());
         }
+        keep(&self.response)?;
         let r = Box::new(self.response.clone());
         let incomplete = status == "incomplete";
         self.send(|n| match incomplete {

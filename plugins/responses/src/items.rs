@@ -15,6 +15,51 @@ pub const MAX_INPUT_FILE_BYTES: u64 = 1 << 20;
 /// Bytes read from a blob per call.
 const READ_CHUNK: u32 = 256 * 1024;
 
+/// Distinct input files one request reads, in bytes together: four files of the per-file
+/// bound. A file named twice is read (and put in the prompt) once.
+const FILES_PER_REQUEST: u64 = 4;
+
+/// The files one request has read so far.
+struct FileBudget {
+    seen: std::collections::HashSet<String>,
+    total: u64,
+    max_total: u64,
+}
+
+impl FileBudget {
+    fn new(host: &dyn Host) -> Self {
+        FileBudget {
+            seen: Default::default(),
+            total: 0,
+            max_total: max_file_bytes(host).saturating_mul(FILES_PER_REQUEST),
+        }
+    }
+
+    /// Whether `id` (of `bytes`) is new to this request; a 400 past the budget.
+    fn admit(&mut self, id: &str, bytes: u64) -> Result<bool, Error> {
+        if !self.seen.insert(id.to_owned()) {
+            return Ok(false);
+        }
+        self.total = self.total.saturating_add(bytes);
+        if self.total > self.max_total {
+            return Err(cinder_sdk::invalid_request(
+                &format!(
+                    "the input's files hold more than {} bytes together",
+                    self.max_total
+                ),
+                Some("file"),
+            ));
+        }
+        Ok(true)
+    }
+}
+
+fn max_file_bytes(host: &dyn Host) -> u64 {
+    host.setting("max_input_file_bytes")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(MAX_INPUT_FILE_BYTES)
+}
+
 /// The request's input items (the array `list` names) as stored items, ids made from
 /// `response_id`; a file a message names must be the caller's.
 pub fn stored_input(
@@ -24,6 +69,7 @@ pub fn stored_input(
     host: &dyn Host,
 ) -> Result<Vec<OutputItem>, Error> {
     let suffix = response_id.trim_start_matches("resp_");
+    let mut budget = FileBudget::new(host);
     (0..)
         .zip(input)
         .map(|(i, item)| {
@@ -35,7 +81,8 @@ pub fn stored_input(
                     content: (0..)
                         .zip(content)
                         .map(|(j, part)| {
-                            stored_part(role, part, host, &format!("{list}[{i}].content[{j}]"))
+                            let param = format!("{list}[{i}].content[{j}]");
+                            stored_part(role, part, host, &mut budget, &param)
                         })
                         .collect::<Result<_, Error>>()?,
                 },
@@ -67,6 +114,7 @@ fn stored_part(
     role: Role,
     part: InputPart,
     host: &dyn Host,
+    budget: &mut FileBudget,
     param: &str,
 ) -> Result<ContentPart, Error> {
     Ok(match (role, part) {
@@ -79,9 +127,12 @@ fn stored_part(
                     Some(&format!("{param}.file_id")),
                 )
             })?;
-            // Read now, so a file the model cannot read is refused before anything runs.
-            file_text(host, &file_id)
-                .map_err(|e| e.naming(&[("file", &format!("{param}.file_id"))]))?;
+            let name = |e: Error| e.naming(&[("file", &format!("{param}.file_id"))]);
+            // Read now (once per file), so a file the model cannot read is refused before
+            // anything runs.
+            if budget.admit(&file_id, file.bytes).map_err(name)? {
+                file_text(host, &file_id).map_err(name)?;
+            }
             ContentPart::InputFile {
                 file_id,
                 filename: Some(file.filename),
@@ -95,10 +146,7 @@ pub fn file_text(host: &dyn Host, id: &str) -> Result<String, Error> {
     let refuse = |why: String| cinder_sdk::invalid_request(&why, Some("file"));
     let (_, file) =
         files::load(host, id).map_err(|_| refuse(format!("No file with id '{id}'.")))?;
-    let max = host
-        .setting("max_input_file_bytes")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(MAX_INPUT_FILE_BYTES);
+    let max = max_file_bytes(host);
     if file.bytes > max {
         return Err(refuse(format!(
             "the file {id} has {} bytes; an input file is at most {max}",
@@ -129,6 +177,7 @@ pub fn messages(
     host: &dyn Host,
 ) -> Result<Vec<Message>, Error> {
     let mut out: Vec<Message> = Vec::with_capacity(items.len() + 1);
+    let mut budget = FileBudget::new(host);
     if let Some(text) = instructions {
         out.push(message("system", text.to_owned()));
     }
@@ -140,10 +189,14 @@ pub fn messages(
                     match part {
                         ContentPart::InputFile { file_id, filename } => {
                             let name = filename.as_deref().unwrap_or(file_id);
-                            text.push_str(&format!(
-                                "[file {name}]\n{}\n",
-                                file_text(host, file_id)?
-                            ));
+                            let (_, file) = files::load(host, file_id)?;
+                            // A file named again is not read (nor put in the prompt) again.
+                            if budget.admit(file_id, file.bytes)? {
+                                let body = file_text(host, file_id)?;
+                                text.push_str(&format!("[file {name}]\n{body}\n"));
+                            } else {
+                                text.push_str(&format!("[file {name}, as above]\n"));
+                            }
                         }
                         other => text.push_str(other.text()),
                     }

@@ -197,21 +197,23 @@ fn run(request: Request, host: &dyn Host) -> Result<(), Error> {
     let outcome = answer(&plan, &prompt, hold, &*generation, &mut emit, host)?;
     let usage = Usage::new(ids.len() as u32, generation.cached_tokens(), outcome.tokens);
     drop(generation);
-    let response = emit.finish(outcome.reason, usage)?;
-    if let Some(conversation) = &p.conversation {
-        let mut added = plan.input.clone();
-        added.extend(response.output.iter().cloned());
-        conversations::append(host, conversation, &added)?;
-    }
-    if p.store {
-        stored::save(
-            host,
-            &Stored {
-                response: response.clone(),
-                input: plan.input.clone(),
-            },
-        )?;
-    }
+    let response = emit.finish(outcome.reason, usage, |response| {
+        if let Some(conversation) = &p.conversation {
+            let mut added = plan.input.clone();
+            added.extend(response.output.iter().cloned());
+            conversations::append(host, conversation, &added)?;
+        }
+        if p.store {
+            stored::save(
+                host,
+                &Stored {
+                    response: response.clone(),
+                    input: plan.input.clone(),
+                },
+            )?;
+        }
+        Ok(())
+    })?;
     if p.stream {
         Ok(())
     } else {
@@ -286,6 +288,8 @@ fn answer(
                 emit.call(call)?;
             }
         }
+        // A call envelope the limit cut before any call completed is neither calls nor text.
+        None if length && !envelope.trim().is_empty() => {}
         None => {
             let text = rest.unwrap_or(envelope);
             if !text.is_empty() {
@@ -293,8 +297,8 @@ fn answer(
             }
         }
     }
-    // Complete calls answer even when the limit cut a trailing one (which is dropped).
-    let reason = (length && !emit.made_calls()).then(|| IncompleteDetails {
+    // The limit was hit: incomplete, whatever was said before it (complete calls stay).
+    let reason = length.then(|| IncompleteDetails {
         reason: "max_output_tokens".into(),
     });
     Ok(Outcome { reason, tokens })

@@ -495,3 +495,61 @@ fn an_input_file_is_read_into_the_prompt_and_kept_by_id() {
         assert!(d.message.contains(why), "{}", d.message);
     }
 }
+
+#[test]
+fn files_named_again_are_read_once_and_their_total_is_bounded() {
+    let host = fake()
+        .with_setting("max_input_file_bytes", "10")
+        .generating(&["ok"]);
+    let ids: Vec<String> = (0..5)
+        .map(|i| upload(&host, &format!("f{i}.txt"), b"123456789"))
+        .collect();
+    // One file named 50 times: read once, and once in the prompt.
+    let part = json!({"type": "input_file", "file_id": ids[0]});
+    let content: Vec<Value> = std::iter::repeat_n(part, 50).collect();
+    create(
+        &host,
+        "b1",
+        json!({"model": "m", "input": [{"role": "user", "content": content}]}),
+    )
+    .unwrap();
+    host.take_response();
+    assert_eq!(prompt_of(&host, 0).matches("12345678").count(), 1);
+    // Five distinct files of 9 bytes pass four times the per-file bound (40 bytes).
+    let content: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"type": "input_file", "file_id": id}))
+        .collect();
+    let e = create(
+        &host,
+        "b2",
+        json!({"model": "m", "input": [{"role": "user", "content": content}]}),
+    )
+    .unwrap_err();
+    assert_eq!(param(e), "input[0].content[4].file_id");
+}
+
+#[test]
+fn an_answer_the_limit_cut_is_incomplete_even_after_a_complete_call() {
+    let call = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Oslo\"}}, ";
+    let mut pieces = vec!["[", call];
+    pieces.extend(std::iter::repeat_n("{\"name\": \"get_w", 30));
+    let host = fake().generating(&pieces);
+    create(
+        &host,
+        "l1",
+        json!({"model": "m", "input": "w?", "tools": weather(), "max_output_tokens": 16}),
+    )
+    .unwrap();
+    let (_, r) = host.take_response().unwrap();
+    assert_eq!(r["status"], "incomplete", "{r}");
+    assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
+    // The complete call stays; the cut one is dropped, never said as text.
+    let kinds: Vec<&str> = r["output"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.iter().all(|k| *k == "function_call"), "{r}");
+}

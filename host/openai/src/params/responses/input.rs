@@ -109,7 +109,7 @@ pub(super) fn item(list: &str, i: usize, item: &Value) -> Checked<InputItem> {
                 Some(Value::Array(parts)) => parts
                     .iter()
                     .enumerate()
-                    .map(|(j, part)| content_part(list, i, j, part))
+                    .map(|(j, part)| content_part(&format!("{list}[{i}].content[{j}]"), part))
                     .collect::<Checked<_>>()?,
                 _ => {
                     return Err(Invalid::new(
@@ -154,7 +154,7 @@ pub(super) fn item(list: &str, i: usize, item: &Value) -> Checked<InputItem> {
 fn parts_text(list: &str, i: usize, parts: &[Value]) -> Checked<String> {
     let mut text = String::new();
     for (j, part) in parts.iter().enumerate() {
-        match content_part(list, i, j, part)? {
+        match content_part(&format!("{list}[{i}].output[{j}]"), part)? {
             InputPart::Text(t) => text.push_str(&t),
             InputPart::File { .. } => {
                 return Err(Invalid::new(
@@ -167,9 +167,8 @@ fn parts_text(list: &str, i: usize, parts: &[Value]) -> Checked<String> {
     Ok(text)
 }
 
-/// One content part.
-fn content_part(list: &str, i: usize, j: usize, part: &Value) -> Checked<InputPart> {
-    let param = format!("{list}[{i}].content[{j}]");
+/// One content part; `param` names it (`input[2].content[0]`).
+fn content_part(param: &str, part: &Value) -> Checked<InputPart> {
     match part.get("type").and_then(Value::as_str) {
         Some("input_text" | "output_text" | "text") => part
             .get("text")
