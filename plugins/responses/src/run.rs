@@ -137,23 +137,53 @@ pub fn prompt_tokens(plan: &Plan, host: &dyn Host) -> Result<(Prompt, Vec<u32>),
         .unwrap_or(256)
         .min(info.context_length / 2);
     let budget = info.context_length.saturating_sub(room) as usize;
-    let mut messages = plan.messages.clone();
-    loop {
-        let prompt = render(plan, &messages, host)?;
+    let tokens = |messages: &[Message]| -> Result<(Prompt, Vec<u32>), Error> {
+        let prompt = render(plan, messages, host)?;
         let ids = host.tokenize(model, &prompt.text, true)?;
-        if ids.len() <= budget || !plan.params.truncation_auto {
-            return Ok((prompt, ids));
-        }
-        let first = usize::from(plan.params.instructions.is_some());
-        if messages.len() <= first + 1 {
-            return Ok((prompt, ids)); // nothing left to drop: the engine says it is too long
-        }
-        messages.remove(first);
-        // A tool result without its call would confuse the template: drop it too.
-        while messages.get(first).is_some_and(|m| m.role == "tool") {
-            messages.remove(first);
+        Ok((prompt, ids))
+    };
+    let whole = tokens(&plan.messages)?;
+    if whole.1.len() <= budget || !plan.params.truncation_auto {
+        return Ok(whole);
+    }
+    // The fewest oldest turns to leave out, found by halving (a render per probe, not per
+    // turn: a long history is thousands of turns). Instructions and the last message stay.
+    let first = usize::from(plan.params.instructions.is_some());
+    let most = plan.messages.len().saturating_sub(first + 1);
+    let (mut lo, mut hi) = (1, most);
+    let mut best = None;
+    while lo <= hi {
+        let mid = lo + (hi - lo) / 2;
+        let cut = tokens(&without_oldest(&plan.messages, first, mid))?;
+        if cut.1.len() <= budget {
+            best = Some(cut);
+            hi = mid - 1;
+        } else {
+            lo = mid + 1;
         }
     }
+    // Nothing fits: the shortest prompt goes, and the engine says it is too long.
+    match best {
+        Some(fits) => Ok(fits),
+        None => tokens(&without_oldest(&plan.messages, first, most)),
+    }
+}
+
+/// `messages` without the `n` oldest after the first `keep`, and without tool results whose
+/// calls went with them (a result without its call would confuse the template).
+fn without_oldest(messages: &[Message], keep: usize, n: usize) -> Vec<Message> {
+    let mut rest = messages[keep.min(messages.len())..]
+        .iter()
+        .skip(n)
+        .peekable();
+    while rest.peek().is_some_and(|m| m.role == "tool") {
+        rest.next();
+    }
+    messages[..keep.min(messages.len())]
+        .iter()
+        .chain(rest)
+        .cloned()
+        .collect()
 }
 
 /// Serves `POST /v1/responses`.

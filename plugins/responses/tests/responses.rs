@@ -553,3 +553,30 @@ fn an_answer_the_limit_cut_is_incomplete_even_after_a_complete_call() {
         .collect();
     assert!(kinds.iter().all(|k| *k == "function_call"), "{r}");
 }
+
+#[test]
+fn truncation_auto_leaves_out_the_oldest_turns_and_disabled_keeps_them() {
+    let host = fake().generating(&["ok"]);
+    // 60 turns of about 100 bytes: more than the fake model's 2048-token context.
+    let input: Vec<Value> = (0..60)
+        .map(|i| json!({"role": "user", "content": format!("turn {i:02} {}", "x".repeat(90))}))
+        .collect();
+    create(&host, "t1", json!({"model": "m", "instructions": "RULES", "input": input.clone(), "truncation": "auto", "max_output_tokens": 64})).unwrap();
+    host.take_response();
+    let prompt = prompt_of(&host, 0);
+    assert!(prompt.len() <= 2048 - 64, "{}", prompt.len());
+    assert!(
+        prompt.contains("RULES") && prompt.contains("turn 59") && !prompt.contains("turn 00"),
+        "{prompt}"
+    );
+    // Only the oldest went: the prompt still holds the last 15 turns (about 1,500 of its bytes).
+    assert!(prompt.contains("turn 45"), "{prompt}");
+    create(
+        &host,
+        "t2",
+        json!({"model": "m", "input": input, "max_output_tokens": 64}),
+    )
+    .unwrap();
+    host.take_response();
+    assert!(prompt_of(&host, 1).contains("turn 00"));
+}
