@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use cinder_sdk::host::Host;
 use cinder_sdk::openai::responses::{
-    ContentPart, IncompleteDetails, OutputItem, Response, StreamEvent, Usage,
+    ContentPart, IncompleteDetails, OutputItem, Response, ResponseError, StreamEvent, Usage,
 };
 use cinder_sdk::tools::Call;
 use cinder_sdk::{Error, unix_time};
@@ -214,6 +214,29 @@ impl<'h> Emitter<'h> {
             output_index: i,
             item: done,
         })
+    }
+
+    /// Ends a streamed response that failed after it started: `response.failed`, with the
+    /// error in the response (OpenAI's stream says a failure so, not with an error body).
+    pub fn fail(mut self, e: &Error) -> Result<Response, Error> {
+        let (code, message) = match e {
+            Error::InvalidRequest(d) => ("invalid_prompt", d.message.clone()),
+            Error::NotFound(d) => ("invalid_prompt", d.message.clone()),
+            Error::RateLimited(m) => ("rate_limit_exceeded", m.clone()),
+            Error::Unavailable(m) | Error::Internal(m) => ("server_error", m.clone()),
+        };
+        self.close("incomplete")?;
+        self.response.status = "failed".into();
+        self.response.error = Some(ResponseError {
+            code: code.into(),
+            message,
+        });
+        let r = Box::new(self.response.clone());
+        self.send(|n| StreamEvent::Failed {
+            sequence_number: n,
+            response: r,
+        })?;
+        Ok(self.response)
     }
 
     /// Ends the response (`completed`, or `incomplete` with `reason`): its last items are

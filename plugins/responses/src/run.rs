@@ -224,7 +224,25 @@ fn run(request: Request, host: &dyn Host) -> Result<(), Error> {
     );
     emit.start()?;
     let hold = Hold::start(plan.tools.is_some(), prompt.calls_constraint.is_some());
-    let outcome = answer(&plan, &prompt, hold, &*generation, &mut emit, host)?;
+    let outcome = match answer(&plan, &prompt, hold, &*generation, &mut emit, host) {
+        Ok(outcome) => outcome,
+        // Once a stream has started, a failure is its last event, not an error body.
+        Err(e) if p.stream => {
+            let failed = emit.fail(&e.naming(&PARAMS))?;
+            if p.store {
+                let input = plan.input.clone();
+                stored::save(
+                    host,
+                    &Stored {
+                        response: failed,
+                        input,
+                    },
+                )?;
+            }
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
     let usage = Usage::new(ids.len() as u32, generation.cached_tokens(), outcome.tokens);
     drop(generation);
     let response = emit.finish(outcome.reason, usage, |response| {

@@ -580,3 +580,33 @@ fn truncation_auto_leaves_out_the_oldest_turns_and_disabled_keeps_them() {
     host.take_response();
     assert!(prompt_of(&host, 1).contains("turn 00"));
 }
+
+#[test]
+fn a_stream_that_fails_after_it_started_ends_with_response_failed() {
+    let host = fake().generating(&["Hel", cinder_sdk::testing::FAILING]);
+    create(
+        &host,
+        "x1",
+        json!({"model": "m", "input": "hi", "stream": true}),
+    )
+    .unwrap();
+    let events = host.events();
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{events:?}");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(last["response"]["error"]["code"], "server_error");
+    let seq: Vec<u64> = events
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seq, (0..events.len() as u64).collect::<Vec<_>>());
+    host.take_response();
+    get(&host, "responses.retrieve", "resp_x1", "").unwrap();
+    assert_eq!(host.take_response().unwrap().1["status"], "failed");
+    // Not streaming, the failure is the answer.
+    let host = fake().generating(&[cinder_sdk::testing::FAILING]);
+    assert!(matches!(
+        create(&host, "x2", json!({"model": "m", "input": "hi"})),
+        Err(Error::Internal(_))
+    ));
+}

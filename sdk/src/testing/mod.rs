@@ -251,6 +251,10 @@ impl FakeHost {
     }
 }
 
+/// A script piece (see [`FakeHost::generating`]) at which the generation fails, as an engine
+/// fault would, instead of yielding text.
+pub const FAILING: &str = "\u{0}fail";
+
 struct FakeGeneration {
     pieces: RefCell<VecDeque<String>>,
     prompt_tokens: u32,
@@ -282,6 +286,10 @@ impl Generation for FakeGeneration {
         let Some(text) = self.pieces.borrow_mut().pop_front() else {
             return finish(FinishReason::Stop);
         };
+        if text == FAILING {
+            *self.done.borrow_mut() = true;
+            return Err(Error::Internal("the generation failed (scripted)".into()));
+        }
         *self.produced.borrow_mut() += 1;
         let sampled = TopLogprob {
             token: produced,
