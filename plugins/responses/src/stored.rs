@@ -11,9 +11,10 @@ use cinder_sdk::{Error, ErrorDetail};
 /// The store collection.
 pub const COLLECTION: &str = "responses";
 
-/// Responses followed back through `previous_response_id` at most: a longer chain is a 400,
-/// so one request cannot make the plugin read without end.
-pub const MAX_CHAIN: usize = 256;
+/// Responses followed back through `previous_response_id` at most, unless the plugin setting
+/// `max_chain_responses` (1 to 100,000) says otherwise: a longer chain is a 400, so one request
+/// cannot make the plugin read without end (an agent loop of many turns may need more).
+pub const MAX_CHAIN: usize = 1024;
 
 /// What is kept of a response.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,12 +82,17 @@ pub fn not_found(id: &str) -> Error {
 /// Every item of the chain that ends with the response `id` (inputs and outputs, oldest
 /// first): what a response with `previous_response_id: id` continues.
 pub fn context(host: &dyn Host, id: &str) -> Result<Vec<OutputItem>, Error> {
+    let max = host
+        .setting("max_chain_responses")
+        .and_then(|v| v.parse().ok())
+        .filter(|n| (1..=100_000).contains(n))
+        .unwrap_or(MAX_CHAIN);
     let mut chain: Vec<Stored> = Vec::new();
     let mut next = Some(id.to_owned());
     while let Some(id) = next {
-        if chain.len() == MAX_CHAIN {
+        if chain.len() == max {
             return Err(cinder_sdk::invalid_request(
-                &format!("previous_response_id leads back through more than {MAX_CHAIN} responses"),
+                &format!("previous_response_id leads back through more than {max} responses"),
                 Some("previous_response_id"),
             ));
         }

@@ -610,3 +610,33 @@ fn a_stream_that_fails_after_it_started_ends_with_response_failed() {
         Err(Error::Internal(_))
     ));
 }
+
+#[test]
+fn a_chain_longer_than_the_setting_is_refused_by_name() {
+    let host = fake()
+        .with_setting("max_chain_responses", "2")
+        .generating(&["ok"]);
+    create(&host, "c1", json!({"model": "m", "input": "one"})).unwrap();
+    host.take_response();
+    create(
+        &host,
+        "c2",
+        json!({"model": "m", "input": "two", "previous_response_id": "resp_c1"}),
+    )
+    .unwrap();
+    host.take_response();
+    create(
+        &host,
+        "c3",
+        json!({"model": "m", "input": "three", "previous_response_id": "resp_c2"}),
+    )
+    .unwrap();
+    host.take_response();
+    let e = create(
+        &host,
+        "c4",
+        json!({"model": "m", "input": "four", "previous_response_id": "resp_c3"}),
+    )
+    .unwrap_err();
+    assert_eq!(param(e), "previous_response_id");
+}
