@@ -289,14 +289,19 @@ fn answer(
     let model = &plan.params.model;
     let mut tokens = 0u32;
     let mut length = false;
+    // Logprobs of tokens whose text is still held back.
+    let mut held_logprobs: Vec<Value> = Vec::new();
     loop {
         match generation.next()? {
             Some(Event::Delta(d)) => {
                 tokens += d.tokens.len() as u32;
-                let logprobs = plan.params.logprobs.map(|_| logprobs_of(&d));
+                if plan.params.logprobs.is_some() {
+                    held_logprobs.extend(logprobs_of(&d));
+                }
                 let text = hold.take(d.text, &prompt.call_prefixes);
+                // Text held back while it might be a call comes out with its tokens' logprobs.
                 if !text.is_empty() {
-                    emit.text(&text, logprobs.unwrap_or_default())?;
+                    emit.text(&text, std::mem::take(&mut held_logprobs))?;
                 }
                 let repeated = match hold.calls() {
                     Some(envelope) => calling::repeats(host, model, envelope, plan.tools.as_ref())?,
@@ -341,7 +346,7 @@ fn answer(
         None => {
             let text = rest.unwrap_or(envelope);
             if !text.is_empty() {
-                emit.text(&text, Vec::new())?;
+                emit.text(&text, held_logprobs)?;
             }
         }
     }

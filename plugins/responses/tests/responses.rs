@@ -640,3 +640,19 @@ fn a_chain_longer_than_the_setting_is_refused_by_name() {
     .unwrap_err();
     assert_eq!(param(e), "previous_response_id");
 }
+
+#[test]
+fn text_held_back_while_it_might_be_a_call_keeps_its_logprobs() {
+    let host = fake().generating(&[" ", "Hi", " there"]);
+    create(
+        &host,
+        "h1",
+        json!({"model": "m", "input": "hi", "tools": weather(),
+        "include": ["message.output_text.logprobs"], "top_logprobs": 1}),
+    )
+    .unwrap();
+    let (_, r) = host.take_response().unwrap();
+    let part = &r["output"][0]["content"][0];
+    assert_eq!(part["text"], " Hi there");
+    assert_eq!(part["logprobs"].as_array().unwrap().len(), 3, "{part}");
+}
