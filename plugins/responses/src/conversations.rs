@@ -215,7 +215,9 @@ fn update(id: &str, request: Request, host: &dyn Host) -> Result<(), Error> {
     let meta = metadata(map.get("metadata").cloned())?.ok_or_else(|| {
         cinder_sdk::invalid_request("Missing required parameter: 'metadata'.", Some("metadata"))
     })?;
-    find(host, id)?.ok_or_else(|| not_found(id))?;
+    if !crate::stored::is_id(id) {
+        return Err(not_found(id));
+    }
     let change = Change {
         status: None,
         metadata: Vec::new(),

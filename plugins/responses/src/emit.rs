@@ -74,13 +74,17 @@ impl<'h> Emitter<'h> {
             Some(i) => i,
             None => self.open()?,
         };
-        let item_id = self.response.output[index].id().to_owned();
         if let OutputItem::Message { content, .. } = &mut self.response.output[index]
             && let Some(ContentPart::OutputText { text: all, .. }) = content.first_mut()
         {
             all.push_str(text);
         }
+        if !self.stream {
+            self.logprobs.extend(logprobs);
+            return Ok(());
+        }
         self.logprobs.extend(logprobs.iter().cloned());
+        let item_id = self.response.output[index].id().to_owned();
         let delta = text.to_owned();
         self.send(|n| StreamEvent::OutputTextDelta {
             sequence_number: n,
@@ -139,6 +143,10 @@ impl<'h> Emitter<'h> {
             if let Some(ContentPart::OutputText { logprobs: lp, .. }) = content.first_mut() {
                 *lp = with_logprobs.then(|| logprobs.clone());
             }
+        }
+        // Whole answers need no events (and so no copies of the text for them).
+        if !self.stream {
+            return Ok(());
         }
         let item = item.clone();
         let (id, part) = match &item {

@@ -131,7 +131,7 @@ fn stored_part(
             // Read now (once per file), so a file the model cannot read is refused before
             // anything runs.
             if budget.admit(&file_id, file.bytes).map_err(name)? {
-                file_text(host, &file_id).map_err(name)?;
+                file_text(host, &file_id, &file).map_err(name)?;
             }
             ContentPart::InputFile {
                 file_id,
@@ -141,11 +141,9 @@ fn stored_part(
     })
 }
 
-/// The content of the caller's file `id` as text, for a prompt.
-pub fn file_text(host: &dyn Host, id: &str) -> Result<String, Error> {
+/// The content of the caller's file `id` (`file`, already loaded) as text, for a prompt.
+fn file_text(host: &dyn Host, id: &str, file: &files::StoredFile) -> Result<String, Error> {
     let refuse = |why: String| cinder_sdk::invalid_request(&why, Some("file"));
-    let (_, file) =
-        files::load(host, id).map_err(|_| refuse(format!("No file with id '{id}'.")))?;
     let max = max_file_bytes(host);
     if file.bytes > max {
         return Err(refuse(format!(
@@ -192,7 +190,7 @@ pub fn messages(
                             let (_, file) = files::load(host, file_id)?;
                             // A file named again is not read (nor put in the prompt) again.
                             if budget.admit(file_id, file.bytes)? {
-                                let body = file_text(host, file_id)?;
+                                let body = file_text(host, file_id, &file)?;
                                 text.push_str(&format!("[file {name}]\n{body}\n"));
                             } else {
                                 text.push_str(&format!("[file {name}, as above]\n"));

@@ -53,7 +53,7 @@ fn retrieve(id: &str, request: &Request, host: &dyn Host) -> Result<(), Error> {
 }
 
 fn delete(id: &str, host: &dyn Host) -> Result<(), Error> {
-    if stored::load(host, id)?.is_none() || !host.delete_object(stored::COLLECTION, id)? {
+    if !stored::is_id(id) || !host.delete_object(stored::COLLECTION, id)? {
         return Err(stored::not_found(id));
     }
     host.respond_json(
