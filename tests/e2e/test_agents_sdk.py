@@ -3,17 +3,15 @@ Responses API (OpenAIResponsesModel with a client whose base URL is Cinder), end
 
 import asyncio
 
-import pytest
-
-agents = pytest.importorskip("agents")
-
-from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled  # noqa: E402
-from openai import AsyncOpenAI  # noqa: E402
+from agents import Agent, ModelSettings, OpenAIResponsesModel, Runner, function_tool, set_tracing_disabled
+from openai import AsyncOpenAI
 
 CHAT = "smollm2-135m-instruct"
 
 
-def test_an_agent_calls_its_function_tool_through_the_responses_api(base_url):
+def run_weather_agent(base_url, instructions, max_turns, **agent_options):
+    """Runs an agent whose one tool reports the weather (its first call forced); the cities the
+    tool was called with, and the run's result."""
     seen = []
 
     @function_tool
@@ -29,18 +27,23 @@ def test_an_agent_calls_its_function_tool_through_the_responses_api(base_url):
         client = AsyncOpenAI(base_url=base_url, api_key="sk-anything", max_retries=0)
         agent = Agent(
             name="weather",
-            instructions="Answer weather questions with the get_weather tool.",
+            instructions=instructions,
             tools=[get_weather],
             model=OpenAIResponsesModel(model=CHAT, openai_client=client),
             model_settings=ModelSettings(tool_choice="required", temperature=0, max_tokens=64),
-            tool_use_behavior="stop_on_first_tool",
+            **agent_options,
         )
         try:
-            return await Runner.run(agent, "What is the weather in Tokyo?", max_turns=3)
+            return await Runner.run(agent, "What is the weather in Tokyo?", max_turns=max_turns)
         finally:
             await client.close()
 
-    result = asyncio.run(run())
+    return seen, asyncio.run(run())
+
+
+def test_an_agent_calls_its_function_tool_through_the_responses_api(base_url):
+    seen, result = run_weather_agent(base_url, "Answer weather questions with the get_weather tool.", 3,
+                                     tool_use_behavior="stop_on_first_tool")
     assert len(seen) == 1 and seen[0]
     assert result.final_output == f"It is sunny and 21 C in {seen[0]}."
 
@@ -48,31 +51,8 @@ def test_an_agent_calls_its_function_tool_through_the_responses_api(base_url):
 def test_an_agent_reads_its_tools_result_and_answers(base_url):
     """The whole loop: a forced call, the tool's output sent back as input items (the Agents
     SDK replays the history itself, ids and statuses included), and a text answer."""
-    seen = []
-
-    @function_tool
-    def get_weather(city: str) -> str:
-        """The current weather in a city."""
-        seen.append(city)
-        return f"It is sunny and 21 C in {city}."
-
-    set_tracing_disabled(True)
-
-    async def run():
-        client = AsyncOpenAI(base_url=base_url, api_key="sk-anything", max_retries=0)
-        agent = Agent(
-            name="weather",
-            instructions="Answer weather questions with the get_weather tool, then answer in one sentence.",
-            tools=[get_weather],
-            model=OpenAIResponsesModel(model=CHAT, openai_client=client),
-            model_settings=ModelSettings(tool_choice="required", temperature=0, max_tokens=64),
-        )
-        try:
-            return await Runner.run(agent, "What is the weather in Tokyo?", max_turns=4)
-        finally:
-            await client.close()
-
-    result = asyncio.run(run())
+    seen, result = run_weather_agent(
+        base_url, "Answer weather questions with the get_weather tool, then answer in one sentence.", 4)
     assert seen
     assert isinstance(result.final_output, str) and result.final_output.strip()
     kinds = [item.type for item in result.new_items]
