@@ -1,13 +1,16 @@
 //! What a plugin exports, one macro per family world: [`export_chat_plugin!`] and
 //! [`export_embeddings_plugin!`] export a [`Serve`] as the world's `handler`;
-//! [`export_tools_plugin!`] exports a [`ToolsPlugin`] as `tools`. A plugin exports only what
-//! its world serves, so each macro generates exactly that world's exports.
+//! [`export_tools_plugin!`] exports a [`ToolsPlugin`] as `tools`; [`export_agent_plugin!`]
+//! exports a [`ServeAgent`] as both `handler` and `job-runner`, so a family can answer now and
+//! keep working in the background. A plugin exports only what its world serves, so each macro
+//! generates exactly that world's exports.
 //!
+//! [`export_agent_plugin!`]: crate::export_agent_plugin
 //! [`export_chat_plugin!`]: crate::export_chat_plugin
 //! [`export_embeddings_plugin!`]: crate::export_embeddings_plugin
 //! [`export_tools_plugin!`]: crate::export_tools_plugin
 
-use crate::host::{Host, JobHost, StoreHost, Wasm};
+use crate::host::{AgentHost, Host, JobHost, StoreHost, Wasm};
 use crate::sink::ResponseSink;
 use crate::tools::{Call, Function, Message, Prompt, ToolChoice, ToolUse};
 use crate::{Error, route};
@@ -146,6 +149,16 @@ pub trait ServeJobs {
     fn step(&self, job: Job, host: &dyn JobHost) -> Result<Outcome, Error>;
 }
 
+/// A family that generates and also works in the background (the `agent-plugin` world, WIT
+/// 0.1.9: responses with `background: true`): it serves routes like a [`Serve`], queues jobs,
+/// and its steps generate as a request does. A step's generations yield to live traffic.
+pub trait ServeAgent {
+    /// Handles one request on `route`, answering through `host`'s sink.
+    fn serve(&self, route: &Route, request: Request, host: &dyn AgentHost) -> Result<(), Error>;
+    /// Runs one step of `job`; `host` has no response to write.
+    fn step(&self, job: Job, host: &dyn AgentHost) -> Result<Outcome, Error>;
+}
+
 /// A tools plugin (the `tools-plugin` world): how tools shape a prompt and how answers
 /// become calls, for every chat plugin that imports `tools`.
 pub trait ToolsPlugin {
@@ -229,24 +242,50 @@ pub mod glue {
         T::default().serve(&route, request, &Wasm::new(sink))
     }
 
+    /// Serves one handler call of an `agent-plugin`.
+    pub fn serve_agent<T: ServeAgent + Default>(
+        method: String,
+        path: String,
+        body: String,
+        request_id: String,
+        sink: &ResponseSink,
+    ) -> Result<(), Error> {
+        let (route, request) = call(method, path, body, request_id)?;
+        T::default().serve(&route, request, &Wasm::new(sink))
+    }
+
     use crate::bindings::job::exports::cinder::plugin::job_runner as j;
 
-    /// `job-runner.step` for a [`ServeJobs`].
-    pub fn step<T: ServeJobs + Default>(job: j::Job) -> Result<j::Outcome, Error> {
-        let job = Job {
+    fn job(job: j::Job) -> Job {
+        Job {
             id: job.id,
             kind: job.kind,
             progress: job.progress,
             attempt: job.attempt,
             cancel_requested: job.cancel_requested,
             ending: job.ending,
-        };
+        }
+    }
+
+    fn outcome(o: Outcome) -> j::Outcome {
+        match o {
+            Outcome::More(p) => j::Outcome::More(p),
+            Outcome::Done => j::Outcome::Done,
+        }
+    }
+
+    /// `job-runner.step` for a [`ServeJobs`].
+    pub fn step<T: ServeJobs + Default>(j: j::Job) -> Result<j::Outcome, Error> {
         T::default()
-            .step(job, &Wasm::without_sink())
-            .map(|o| match o {
-                Outcome::More(p) => j::Outcome::More(p),
-                Outcome::Done => j::Outcome::Done,
-            })
+            .step(job(j), &Wasm::without_sink())
+            .map(outcome)
+    }
+
+    /// `job-runner.step` for a [`ServeAgent`].
+    pub fn step_agent<T: ServeAgent + Default>(j: j::Job) -> Result<j::Outcome, Error> {
+        T::default()
+            .step(job(j), &Wasm::without_sink())
+            .map(outcome)
     }
 
     use crate::bindings::tools::exports::cinder::plugin::tools as x;
@@ -360,11 +399,30 @@ macro_rules! export_store_plugin {
 #[macro_export]
 macro_rules! export_job_plugin {
     ($ty:ty) => {
+        $crate::__export_job_runner!($ty, $crate::ServeJobs, serve_jobs, step);
+    };
+}
+
+/// Exports a [`ServeAgent`] (which must implement `Default`) as the `handler` and the
+/// `job-runner` of an `agent-plugin` (WIT 0.1.9: a family that generates and works in the
+/// background, such as responses).
+#[macro_export]
+macro_rules! export_agent_plugin {
+    ($ty:ty) => {
+        $crate::__export_job_runner!($ty, $crate::ServeAgent, serve_agent, step_agent);
+    };
+}
+
+/// The `handler` and `job-runner` exports of the worlds that run jobs.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_job_runner {
+    ($ty:ty, $serve:path, $glue:ident, $step:ident) => {
         #[cfg(not(target_arch = "wasm32"))]
         const _: () = {
-            let _ = <$ty as $crate::ServeJobs>::step;
+            let _ = <$ty as $serve>::step;
         };
-        $crate::__export_handler!($ty, $crate::ServeJobs, serve_jobs);
+        $crate::__export_handler!($ty, $serve, $glue);
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             struct __CinderJobRunner;
@@ -373,7 +431,7 @@ macro_rules! export_job_plugin {
                 fn step(
                     job: $crate::bindings::job::exports::cinder::plugin::job_runner::Job,
                 ) -> ::core::result::Result<$crate::bindings::job::exports::cinder::plugin::job_runner::Outcome, $crate::Error> {
-                    $crate::export::glue::step::<$ty>(job)
+                    $crate::export::glue::$step::<$ty>(job)
                 }
             }
 

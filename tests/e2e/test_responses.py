@@ -90,7 +90,7 @@ def test_a_function_call_round_trip_with_previous_response_id(client):
 def test_refusals_are_400s_naming_the_parameter(client):
     cases = [
         ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
-        ({"background": True}, "background"),
+        ({"background": "soon"}, "background"),
         ({"previous_response_id": "resp_nope"}, "previous_response_id"),
         ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
         ({"max_output_tokens": 3}, "max_output_tokens"),

@@ -10,8 +10,9 @@ use crate::ConfigError;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JobsConfig {
-    /// Jobs this process runs at once; 0 for a replica that only serves requests (another
-    /// replica on the same PostgreSQL runs the jobs).
+    /// Jobs of each kind (batches, background responses, ...) this process runs at once, so
+    /// one family's long job never holds up another's; 0 for a replica that only serves
+    /// requests (another replica on the same PostgreSQL runs the jobs).
     pub workers: u32,
     /// How long a job stays this process's without a renewal: after a crash, another process
     /// (or this one, restarted) takes the job up once this much time has passed.

@@ -239,6 +239,12 @@ pub enum StreamEvent {
         sequence_number: u64,
         response: Box<Response>,
     },
+    /// A background response waits for its turn.
+    #[serde(rename = "response.queued")]
+    Queued {
+        sequence_number: u64,
+        response: Box<Response>,
+    },
     #[serde(rename = "response.in_progress")]
     InProgress {
         sequence_number: u64,
@@ -335,6 +341,7 @@ impl StreamEvent {
     pub fn name(&self) -> &'static str {
         match self {
             StreamEvent::Created { .. } => "response.created",
+            StreamEvent::Queued { .. } => "response.queued",
             StreamEvent::InProgress { .. } => "response.in_progress",
             StreamEvent::OutputItemAdded { .. } => "response.output_item.added",
             StreamEvent::ContentPartAdded { .. } => "response.content_part.added",

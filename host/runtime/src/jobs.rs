@@ -6,6 +6,7 @@
 //! its last saved progress. A job taken too many times, or whose steps keep failing, is ended:
 //! one last step with `ending` set lets the family record why.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use crate::plugin::Plugin;
 /// How this process runs background jobs (`[jobs]` in the config).
 #[derive(Debug, Clone)]
 pub struct JobSettings {
-    /// Jobs this process runs at once (0: none; a replica that only serves).
+    /// Jobs of each kind this process runs at once (0: none; a replica that only serves).
     pub workers: usize,
     /// How long a taken job stays this process's without a renewal.
     pub lease: Duration,
@@ -58,7 +59,7 @@ pub(crate) struct JobLink {
     /// The kinds its plugin's manifest declares.
     pub(crate) kinds: Arc<[String]>,
     /// Wakes this process's idle workers when a job is queued.
-    pub(crate) wake: Arc<Notify>,
+    pub(crate) wake: Arc<Wakes>,
     /// Set in a job step.
     pub(crate) step: Option<StepLink>,
     /// The call was made by a job step: its generations yield to live traffic.
@@ -119,20 +120,9 @@ impl Runtime {
             .spawn(move || {
                 cinder_core::lower_priority(nice);
                 tokio.block_on(async move {
-                    let workers: Vec<_> = (0..settings.workers)
-                        .map(|n| {
-                            let (me, settings) = (me.clone(), settings.clone());
-                            tokio::spawn(
-                                async move { work(me, settings).await }
-                                    .instrument(info_span!("jobs", worker = n)),
-                            )
-                        })
-                        .collect();
-                    tokio::spawn(sweep(me).instrument(info_span!("sweep")));
-                    // Workers end once the runtime they serve is dropped.
-                    for w in workers {
-                        let _ = w.await;
-                    }
+                    tokio::spawn(sweep(me.clone()).instrument(info_span!("sweep")));
+                    // Ends once the runtime it serves is dropped.
+                    supervise(me, settings).await;
                 });
             })?;
         Ok(())
@@ -164,25 +154,65 @@ async fn sweep(me: std::sync::Weak<Runtime>) {
     }
 }
 
-/// One worker: take a job, run it to its end (or until its lease is lost), look again.
-async fn work(me: std::sync::Weak<Runtime>, settings: JobSettings) {
+/// Gives each job kind of the loaded plugins its own workers (`settings.workers` of them), as
+/// plugins come and go: a long job of one family (a batch of thousands of requests) never
+/// holds up another's (a background response someone is waiting on).
+async fn supervise(me: std::sync::Weak<Runtime>, settings: JobSettings) {
+    let mut running: HashMap<String, Vec<tokio::task::JoinHandle<()>>> = HashMap::new();
     loop {
         let Some(runtime) = me.upgrade() else { return };
-        let wake = runtime.jobs_wake.clone();
-        let taken = match runtime.store.load_full() {
-            Some(store) => {
-                let kinds = runtime.registry.load().job_kinds();
-                let kinds: Vec<&str> = kinds.iter().map(String::as_str).collect();
-                store
-                    .take_job(
-                        &kinds,
-                        &runtime.holder,
-                        cinder_store::now(),
-                        seconds(settings.lease),
-                    )
-                    .await
-                    .map(|job| job.map(|job| (store.clone(), job)))
+        let kinds = runtime.registry.load().job_kinds();
+        drop(runtime);
+        // A kind whose plugin was unloaded has lost its workers; it gets new ones if it is
+        // loaded again.
+        running.retain(|_, workers| workers.iter().any(|w| !w.is_finished()));
+        for kind in kinds {
+            if running.contains_key(&kind) {
+                continue;
             }
+            let workers = (0..settings.workers)
+                .map(|n| {
+                    let span = info_span!("jobs", kind = %kind, worker = n);
+                    tokio::spawn(work(me.clone(), kind.clone(), settings.clone()).instrument(span))
+                })
+                .collect();
+            running.insert(kind, workers);
+        }
+        tokio::time::sleep(settings.poll).await;
+    }
+}
+
+/// Wakes the idle workers of a job kind when a job of it is queued.
+#[derive(Default)]
+pub(crate) struct Wakes(std::sync::Mutex<HashMap<String, Arc<Notify>>>);
+
+impl Wakes {
+    /// The bell of `kind` (`<plugin>/<kind>`).
+    pub(crate) fn of(&self, kind: &str) -> Arc<Notify> {
+        let mut bells = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        bells.entry(kind.to_owned()).or_default().clone()
+    }
+}
+
+/// One worker of `kind`: take a job, run it to its end (or until its lease is lost), look
+/// again; gone once no loaded plugin declares the kind.
+async fn work(me: std::sync::Weak<Runtime>, kind: String, settings: JobSettings) {
+    loop {
+        let Some(runtime) = me.upgrade() else { return };
+        if !runtime.registry.load().job_kinds().contains(&kind) {
+            return;
+        }
+        let wake = runtime.jobs_wake.of(&kind);
+        let taken = match runtime.store.load_full() {
+            Some(store) => store
+                .take_job(
+                    &[kind.as_str()],
+                    &runtime.holder,
+                    cinder_store::now(),
+                    seconds(settings.lease),
+                )
+                .await
+                .map(|job| job.map(|job| (store.clone(), job))),
             None => Ok(None),
         };
         match taken {
@@ -385,6 +415,9 @@ impl Runtime {
             owner,
         );
         store.data_mut().request_id = format!("job-{}", job.id).into();
+        // What a step generates itself (a background response) yields to live traffic, like
+        // the requests it dispatches.
+        store.data_mut().jobs.background = true;
         store.data_mut().jobs.step = Some(StepLink {
             runtime: self.me.clone(),
             job: job.id.clone(),

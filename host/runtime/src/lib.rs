@@ -81,7 +81,7 @@ pub struct Runtime {
     /// This process's name on the job leases it holds.
     holder: String,
     /// Wakes idle job workers when a call queues a job.
-    jobs_wake: Arc<tokio::sync::Notify>,
+    jobs_wake: Arc<jobs::Wakes>,
     /// Bounds the requests job steps have running at once (`JobSettings::dispatch_concurrency`;
     /// no permits until the workers start).
     dispatch_slots: Arc<Semaphore>,
@@ -190,7 +190,7 @@ impl Runtime {
             watcher: std::sync::Mutex::new(None),
             me: me.clone(),
             holder: cinder_store::new_id("proc-"),
-            jobs_wake: Arc::new(tokio::sync::Notify::new()),
+            jobs_wake: Arc::default(),
             dispatch_slots: Arc::new(Semaphore::new(0)),
         }))
     }

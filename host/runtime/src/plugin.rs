@@ -19,11 +19,12 @@ use crate::state::HostState;
 /// The WIT minor a plugin must be built against (any 0.1.x).
 const WIT_MINOR: &str = "0.1.";
 /// The newest WIT this host implements (`wit/v0.1/worlds.wit`).
-pub const WIT_SERVED: &str = "0.1.8";
+pub const WIT_SERVED: &str = "0.1.9";
 
 /// A compiled plugin of one of the worlds this host serves.
 pub(crate) enum Pre {
-    /// `chat-plugin`, `embeddings-plugin`, `store-plugin` or `job-plugin` (the world named): serves HTTP
+    /// `chat-plugin`, `embeddings-plugin`, `store-plugin`, `job-plugin` or `agent-plugin` (the
+    /// world named): serves HTTP
     /// routes through `handler`. They differ in their imports only, which the linker provides
     /// for all.
     Handler(ChatPluginPre<HostState>, &'static str),
@@ -64,12 +65,17 @@ impl Pre {
 /// The export that names a world's WIT version.
 fn versioned_export(world: &str) -> Option<&'static str> {
     match world {
-        "chat-plugin" | "embeddings-plugin" | "store-plugin" | "job-plugin" => {
+        "chat-plugin" | "embeddings-plugin" | "store-plugin" | "job-plugin" | "agent-plugin" => {
             Some("cinder:plugin/handler@")
         }
         "tools-plugin" => Some("cinder:plugin/tools@"),
         _ => None,
     }
+}
+
+/// Whether plugins of `world` export `job-runner` (and may declare job kinds).
+fn runs_jobs(world: &str) -> bool {
+    matches!(world, "job-plugin" | "agent-plugin")
 }
 
 /// What `/health` and the logs say about a loaded plugin.
@@ -200,7 +206,7 @@ impl Plugin {
         }
         let Some(export) = versioned_export(&manifest.world) else {
             return Err(fail(format!(
-                "world `{}` is not one this host serves (chat-plugin, embeddings-plugin, store-plugin, job-plugin, tools-plugin)",
+                "world `{}` is not one this host serves (chat-plugin, embeddings-plugin, store-plugin, job-plugin, agent-plugin, tools-plugin)",
                 manifest.world
             )));
         };
@@ -250,9 +256,9 @@ impl Plugin {
                 "job kind `{k}` is not 1 to 64 lowercase letters, digits or `_`"
             )));
         }
-        if manifest.world != "job-plugin" && !manifest.jobs.is_empty() {
+        if !runs_jobs(&manifest.world) && !manifest.jobs.is_empty() {
             return Err(fail(format!(
-                "a {} runs no jobs: `jobs` needs world = \"job-plugin\"",
+                "a {} runs no jobs: `jobs` needs world = \"job-plugin\" (or \"agent-plugin\")",
                 manifest.world
             )));
         }
@@ -289,13 +295,13 @@ impl Plugin {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| fail(format!("it cannot be linked: {e}")))?;
-        let jobs = match manifest.world.as_str() {
-            "job-plugin" => Some((
+        let jobs = match runs_jobs(&manifest.world) {
+            true => Some((
                 JobPluginPre::new(pre.clone())
-                    .map_err(|e| fail(format!("it does not implement job-plugin: {e}")))?,
+                    .map_err(|e| fail(format!("it does not implement {}: {e}", manifest.world)))?,
                 manifest.jobs.clone().into(),
             )),
-            _ => None,
+            false => None,
         };
         let pre = match manifest.world.as_str() {
             "tools-plugin" => ToolsPluginPre::new(pre).map(Pre::Tools),
@@ -304,6 +310,7 @@ impl Plugin {
             }
             "store-plugin" => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "store-plugin")),
             "job-plugin" => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "job-plugin")),
+            "agent-plugin" => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "agent-plugin")),
             _ => ChatPluginPre::new(pre).map(|p| Pre::Handler(p, "chat-plugin")),
         }
         .map_err(|e| fail(format!("it does not implement {}: {e}", manifest.world)))?;

@@ -11,6 +11,8 @@ use cinder_sdk::openai::responses::{
 use cinder_sdk::tools::Call;
 use cinder_sdk::{Error, unix_time};
 
+use crate::background::Watch;
+
 /// The response being answered.
 pub struct Emitter<'h> {
     stream: bool,
@@ -23,6 +25,8 @@ pub struct Emitter<'h> {
     logprobs: Vec<Value>,
     /// `include` asked for logprobs: output text carries them (maybe empty).
     with_logprobs: bool,
+    /// A background response: its events go to its event log, and a client may cancel it.
+    watch: Option<Watch>,
 }
 
 impl<'h> Emitter<'h> {
@@ -35,7 +39,49 @@ impl<'h> Emitter<'h> {
             open_message: None,
             logprobs: Vec::new(),
             with_logprobs,
+            watch: None,
         }
+    }
+
+    /// This emitter for a background response's step: its events (numbered after those its
+    /// request said) go to `watch`'s log.
+    pub fn watched(mut self, watch: Watch) -> Self {
+        self.next = watch.next_sequence();
+        self.watch = Some(watch);
+        self
+    }
+
+    /// The response so far.
+    pub fn response(&self) -> &Response {
+        &self.response
+    }
+
+    /// Whether a client cancelled this (background) response; between checks, at most every
+    /// [`crate::background::CHECK_EVERY`], the events so far go to the log.
+    pub fn cancelled(&mut self) -> Result<bool, Error> {
+        match &mut self.watch {
+            Some(w) => w.cancelled(self.host, false),
+            None => Ok(false),
+        }
+    }
+
+    /// [`Emitter::cancelled`], looked up now.
+    pub fn cancelled_now(&mut self) -> Result<bool, Error> {
+        match &mut self.watch {
+            Some(w) => w.cancelled(self.host, true),
+            None => Ok(false),
+        }
+    }
+
+    /// The stored response's version a background step last wrote.
+    pub fn watch_version(&self) -> Option<i64> {
+        self.watch.as_ref().map(Watch::version)
+    }
+
+    /// Stops a response a client cancelled: the open message ends `incomplete`.
+    pub fn stop(mut self) -> Result<(Response, Option<Watch>), Error> {
+        self.close("incomplete")?;
+        Ok((self.response, self.watch))
     }
 
     fn seq(&mut self) -> u64 {
@@ -48,16 +94,26 @@ impl<'h> Emitter<'h> {
             return Ok(());
         }
         let e = event(self.seq());
-        self.host.send_json(&e)
+        match &mut self.watch {
+            Some(w) => w.push(&e),
+            None => self.host.send_json(&e),
+        }
     }
 
     fn item_prefix(&self) -> String {
         self.response.id.trim_start_matches("resp_").to_owned()
     }
 
-    /// `response.created` and `response.in_progress`.
+    /// `response.created` and `response.in_progress` (a background response's request said
+    /// it was created, so its step says only that it is in progress).
     pub fn start(&mut self) -> Result<(), Error> {
         let r = Box::new(self.response.clone());
+        if self.watch.is_some() {
+            return self.send(|n| StreamEvent::InProgress {
+                sequence_number: n,
+                response: r,
+            });
+        }
         self.send(|n| StreamEvent::Created {
             sequence_number: n,
             response: r.clone(),
@@ -226,7 +282,7 @@ impl<'h> Emitter<'h> {
 
     /// Ends a streamed response that failed after it started: `response.failed`, with the
     /// error in the response (OpenAI's stream says a failure so, not with an error body).
-    pub fn fail(mut self, e: &Error) -> Result<Response, Error> {
+    pub fn fail(mut self, e: &Error) -> Result<(Response, Option<Watch>), Error> {
         let (code, message) = match e {
             Error::InvalidRequest(d) => ("invalid_prompt", d.message.clone()),
             Error::NotFound(d) => ("invalid_prompt", d.message.clone()),
@@ -244,18 +300,17 @@ impl<'h> Emitter<'h> {
             sequence_number: n,
             response: r,
         })?;
-        Ok(self.response)
+        Ok((self.response, self.watch))
     }
 
-    /// Ends the response (`completed`, or `incomplete` with `reason`): its last items are
-    /// said, the whole response is returned, and `keep` runs on it (storing it) before the
-    /// terminal event says it is done, so a client that continues from that event finds it.
-    pub fn finish(
-        mut self,
+    /// Completes the response (`completed`, or `incomplete` with `reason`): its last items
+    /// are said; [`Emitter::end`] says it is over, once the caller has stored it, so that a
+    /// client continuing from that event finds it.
+    pub fn complete(
+        &mut self,
         reason: Option<IncompleteDetails>,
         usage: Usage,
-        keep: impl FnOnce(&Response) -> Result<(), Error>,
-    ) -> Result<Response, Error> {
+    ) -> Result<(), Error> {
         let status = if reason.is_some() {
             "incomplete"
         } else {
@@ -268,9 +323,13 @@ impl<'h> Emitter<'h> {
         if status == "completed" {
             self.response.completed_at = Some(unix_time());
         }
-        keep(&self.response)?;
+        Ok(())
+    }
+
+    /// Says the completed response is over (`response.completed` or `.incomplete`).
+    pub fn end(mut self) -> Result<(Response, Option<Watch>), Error> {
         let r = Box::new(self.response.clone());
-        let incomplete = status == "incomplete";
+        let incomplete = self.response.status == "incomplete";
         self.send(|n| match incomplete {
             true => StreamEvent::Incomplete {
                 sequence_number: n,
@@ -281,6 +340,6 @@ impl<'h> Emitter<'h> {
                 response: r,
             },
         })?;
-        Ok(self.response)
+        Ok((self.response, self.watch))
     }
 }

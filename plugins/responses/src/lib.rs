@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod background;
 pub mod conversations;
 mod emit;
 pub mod items;
@@ -8,22 +9,23 @@ pub mod stored;
 
 use serde_json::json;
 
+use cinder_sdk::host::AgentHost;
 use cinder_sdk::openai::responses::{Deleted, ItemList, OutputItem};
-use cinder_sdk::{Error, ErrorDetail, Host, Request, Route, Serve};
+use cinder_sdk::{Error, ErrorDetail, Host, Job, Outcome, Request, Route, ServeAgent};
 
 /// The first-party responses plugin.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FirstParty;
 
-impl Serve for FirstParty {
-    fn serve(&self, route: &Route, request: Request, host: &dyn Host) -> Result<(), Error> {
+impl ServeAgent for FirstParty {
+    fn serve(&self, route: &Route, request: Request, host: &dyn AgentHost) -> Result<(), Error> {
         let id = || route.param("id").unwrap_or_default();
         match route.id.as_str() {
             "responses.create" => run::create(request, host),
             "responses.input_tokens" => input_tokens(request, host),
             "responses.retrieve" => retrieve(id(), &request, host),
             "responses.delete" => delete(id(), host),
-            "responses.cancel" => cancel(id(), host),
+            "responses.cancel" => background::cancel(id(), host),
             "responses.input_items" => input_items(id(), &request, host),
             c if c.starts_with("conversations.") => conversations::serve(route, request, host),
             other => Err(Error::NotFound(ErrorDetail {
@@ -33,9 +35,18 @@ impl Serve for FirstParty {
             })),
         }
     }
+
+    fn step(&self, job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
+        match job.kind.as_str() {
+            background::KIND => background::step(job, host),
+            other => Err(Error::Internal(format!(
+                "the responses plugin runs no `{other}` jobs"
+            ))),
+        }
+    }
 }
 
-cinder_sdk::export_chat_plugin!(FirstParty);
+cinder_sdk::export_agent_plugin!(FirstParty);
 
 fn retrieve(id: &str, request: &Request, host: &dyn Host) -> Result<(), Error> {
     if request
@@ -43,19 +54,19 @@ fn retrieve(id: &str, request: &Request, host: &dyn Host) -> Result<(), Error> {
         .iter()
         .any(|(k, v)| k == "stream" && v == "true")
     {
-        return Err(cinder_sdk::invalid_request(
-            "streaming a stored response again is for background responses, which this server does not run yet",
-            Some("stream"),
-        ));
+        return background::stream(id, request, host);
     }
     let stored = stored::load(host, id)?.ok_or_else(|| stored::not_found(id))?;
     host.respond_json(200, &stored.response)
 }
 
-fn delete(id: &str, host: &dyn Host) -> Result<(), Error> {
+fn delete(id: &str, host: &dyn AgentHost) -> Result<(), Error> {
     if !stored::is_id(id) || !host.delete_object(stored::COLLECTION, id)? {
         return Err(stored::not_found(id));
     }
+    // A background response still running stops at its step's next look.
+    host.cancel_job(id)?;
+    background::delete_log(host, id)?;
     host.respond_json(
         200,
         &Deleted {
@@ -64,16 +75,6 @@ fn delete(id: &str, host: &dyn Host) -> Result<(), Error> {
             deleted: true,
         },
     )
-}
-
-/// Only a background response can be cancelled; this server answers every response before
-/// its request returns, so a stored one is always past cancelling.
-fn cancel(id: &str, host: &dyn Host) -> Result<(), Error> {
-    stored::load(host, id)?.ok_or_else(|| stored::not_found(id))?;
-    Err(cinder_sdk::invalid_request(
-        "Only responses created with background: true can be cancelled",
-        None,
-    ))
 }
 
 /// `GET /v1/responses/{id}/input_items`: the response's own input items, newest first by

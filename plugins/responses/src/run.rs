@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use cinder_sdk::calling::{self, Hold};
-use cinder_sdk::host::{Generation, Host};
+use cinder_sdk::host::{AgentHost, Generation, Host};
 use cinder_sdk::inference::{self, Constraint, Event, GenerateRequest};
 use cinder_sdk::openai::params::SamplingFields;
 use cinder_sdk::openai::params::chat::ResponseFormat;
@@ -15,13 +15,14 @@ use cinder_sdk::tools::{Message, ToolUse};
 use cinder_sdk::types::FinishReason;
 use cinder_sdk::{Error, Request};
 
+use crate::background;
 use crate::conversations;
 use crate::emit::Emitter;
 use crate::items;
 use crate::stored::{self, Stored};
 
 /// The host's names for what a response request became, as this API's parameters.
-const PARAMS: [(&str, &str); 6] = [
+pub const PARAMS: [(&str, &str); 6] = [
     ("prompt", "input"),
     ("max-tokens", "max_output_tokens"),
     ("top-logprobs", "top_logprobs"),
@@ -48,12 +49,6 @@ impl Plan {
     pub fn build(request: &Request, host: &dyn Host) -> Result<Plan, Error> {
         let body: Value = cinder_sdk::parse_body(&request.body)?;
         let params = ResponseParams::check(&body)?;
-        if params.background {
-            return Err(cinder_sdk::invalid_request(
-                "background responses are not supported by this server yet",
-                Some("background"),
-            ));
-        }
         let id = format!("resp_{}", request.request_id);
         let mut chain = match (&params.previous_response_id, &params.conversation) {
             (Some(prev), _) => stored::context(host, prev)?,
@@ -187,14 +182,130 @@ fn without_oldest(messages: &[Message], keep: usize, n: usize) -> Vec<Message> {
 }
 
 /// Serves `POST /v1/responses`.
-pub fn create(request: Request, host: &dyn Host) -> Result<(), Error> {
+pub fn create(request: Request, host: &dyn AgentHost) -> Result<(), Error> {
     run(request, host).map_err(|e| e.naming(&PARAMS))
 }
 
-fn run(request: Request, host: &dyn Host) -> Result<(), Error> {
+fn run(request: Request, host: &dyn AgentHost) -> Result<(), Error> {
     let plan = Plan::build(&request, host)?;
+    if plan.params.background {
+        return background::start(&request, &plan, host);
+    }
     let p = &plan.params;
-    let (prompt, ids) = prompt_tokens(&plan, host)?;
+    let emit = Emitter::new(
+        p.stream,
+        p.logprobs.is_some(),
+        response(&plan, "in_progress"),
+        host,
+    );
+    match generate(&plan, emit, host) {
+        Generated::Ready(emit) => {
+            keep(&plan, emit.response(), host)?;
+            let (response, _) = emit.end()?;
+            if p.stream {
+                Ok(())
+            } else {
+                host.respond_json(200, &response)
+            }
+        }
+        // Once a stream has started, a failure is its last event, not an error body.
+        Generated::Failed(emit, e) if p.stream => {
+            let (failed, _) = emit.fail(&e.naming(&PARAMS))?;
+            if p.store {
+                let input = plan.input.clone();
+                stored::save(
+                    host,
+                    &Stored {
+                        response: failed,
+                        input,
+                    },
+                )?;
+            }
+            Ok(())
+        }
+        Generated::Refused(_, e) | Generated::Failed(_, e) => Err(e),
+        Generated::Cancelled(_) => Err(Error::Internal(
+            "a response answered live was cancelled".into(),
+        )),
+    }
+}
+
+/// Keeps a finished live response: in its conversation, and stored when asked.
+fn keep(plan: &Plan, response: &Response, host: &dyn Host) -> Result<(), Error> {
+    append_to_conversation(plan, response, host)?;
+    if plan.params.store {
+        save(plan, response, host)?;
+    }
+    Ok(())
+}
+
+/// Stores `response` with the request's input items.
+pub fn save(plan: &Plan, response: &Response, host: &dyn Host) -> Result<(), Error> {
+    stored::save(
+        host,
+        &Stored {
+            response: response.clone(),
+            input: plan.input.clone(),
+        },
+    )
+    .map(drop)
+}
+
+/// Adds the request's input and the response's output to the conversation it names.
+pub fn append_to_conversation(
+    plan: &Plan,
+    response: &Response,
+    host: &dyn Host,
+) -> Result<(), Error> {
+    if let Some(conversation) = &plan.params.conversation {
+        let mut added = plan.input.clone();
+        added.extend(response.output.iter().cloned());
+        conversations::append(host, conversation, &added)?;
+    }
+    Ok(())
+}
+
+/// What became of a generation.
+pub enum Generated<'h> {
+    /// The answer is complete in the emitter (completed or incomplete), not yet said over.
+    Ready(Emitter<'h>),
+    /// A client cancelled the (background) response; the emitter has what was said.
+    Cancelled(Emitter<'h>),
+    /// It could not start (the prompt, the model): nothing was said yet.
+    Refused(Emitter<'h>, Error),
+    /// It failed after the response started.
+    Failed(Emitter<'h>, Error),
+}
+
+/// Generates `plan`'s answer into `emit`.
+pub fn generate<'h>(plan: &Plan, mut emit: Emitter<'h>, host: &'h dyn Host) -> Generated<'h> {
+    let (prompt, ids, generation) = match begin(plan, host) {
+        Ok(begun) => begun,
+        Err(e) => return Generated::Refused(emit, e),
+    };
+    if let Err(e) = emit.start() {
+        return Generated::Failed(emit, e);
+    }
+    let hold = Hold::start(plan.tools.is_some(), prompt.calls_constraint.is_some());
+    let outcome = match answer(plan, &prompt, hold, &*generation, &mut emit, host) {
+        Ok(Some(outcome)) => outcome,
+        Ok(None) => return Generated::Cancelled(emit),
+        Err(e) => return Generated::Failed(emit, e),
+    };
+    let usage = Usage::new(ids.len() as u32, generation.cached_tokens(), outcome.tokens);
+    drop(generation);
+    match emit.complete(outcome.reason, usage) {
+        Ok(()) => Generated::Ready(emit),
+        Err(e) => Generated::Failed(emit, e),
+    }
+}
+
+/// The prompt, its tokens, and the generation started on them.
+type Begun = (Prompt, Vec<u32>, Box<dyn Generation>);
+
+fn begin(plan: &Plan, host: &dyn Host) -> Result<Begun, Error> {
+    let p = &plan.params;
+    let (prompt, ids) = prompt_tokens(plan, host)?;
     let sampling = SamplingFields {
         temperature: p.temperature,
         top_p: p.top_p,
@@ -216,57 +327,7 @@ fn run(request: Request, host: &dyn Host) -> Result<(), Error> {
         (None, Some(c)) => host.generate_constrained(&generate, c)?,
         (None, None) => host.generate(&generate)?,
     };
-    let mut emit = Emitter::new(
-        p.stream,
-        p.logprobs.is_some(),
-        response(&plan, "in_progress"),
-        host,
-    );
-    emit.start()?;
-    let hold = Hold::start(plan.tools.is_some(), prompt.calls_constraint.is_some());
-    let outcome = match answer(&plan, &prompt, hold, &*generation, &mut emit, host) {
-        Ok(outcome) => outcome,
-        // Once a stream has started, a failure is its last event, not an error body.
-        Err(e) if p.stream => {
-            let failed = emit.fail(&e.naming(&PARAMS))?;
-            if p.store {
-                let input = plan.input.clone();
-                stored::save(
-                    host,
-                    &Stored {
-                        response: failed,
-                        input,
-                    },
-                )?;
-            }
-            return Ok(());
-        }
-        Err(e) => return Err(e),
-    };
-    let usage = Usage::new(ids.len() as u32, generation.cached_tokens(), outcome.tokens);
-    drop(generation);
-    let response = emit.finish(outcome.reason, usage, |response| {
-        if let Some(conversation) = &p.conversation {
-            let mut added = plan.input.clone();
-            added.extend(response.output.iter().cloned());
-            conversations::append(host, conversation, &added)?;
-        }
-        if p.store {
-            stored::save(
-                host,
-                &Stored {
-                    response: response.clone(),
-                    input: plan.input.clone(),
-                },
-            )?;
-        }
-        Ok(())
-    })?;
-    if p.stream {
-        Ok(())
-    } else {
-        host.respond_json(200, &response)
-    }
+    Ok((prompt, ids, generation))
 }
 
 /// How the answer ended.
@@ -277,7 +338,8 @@ struct Outcome {
     tokens: u32,
 }
 
-/// Reads the generation to its end, handing text and calls to `emit`.
+/// Reads the generation to its end, handing text and calls to `emit`; `None` if a client
+/// cancelled it first.
 fn answer(
     plan: &Plan,
     prompt: &Prompt,
@@ -285,7 +347,7 @@ fn answer(
     generation: &dyn Generation,
     emit: &mut Emitter,
     host: &dyn Host,
-) -> Result<Outcome, Error> {
+) -> Result<Option<Outcome>, Error> {
     let model = &plan.params.model;
     let mut tokens = 0u32;
     let mut length = false;
@@ -309,6 +371,9 @@ fn answer(
                 };
                 if repeated {
                     break;
+                }
+                if emit.cancelled()? {
+                    return Ok(None);
                 }
             }
             Some(Event::Finished(f)) => {
@@ -354,7 +419,7 @@ fn answer(
     let reason = length.then(|| IncompleteDetails {
         reason: "max_output_tokens".into(),
     });
-    Ok(Outcome { reason, tokens })
+    Ok(Some(Outcome { reason, tokens }))
 }
 
 fn logprobs_of(delta: &inference::Delta) -> Vec<Value> {

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use cinder_sdk::host::Host;
 use cinder_sdk::openai::responses::{OutputItem, Response};
-use cinder_sdk::store::NewObject;
+use cinder_sdk::store::{Change, NewObject, Updated};
 use cinder_sdk::{Error, ErrorDetail};
 
 /// The store collection.
@@ -24,8 +24,8 @@ pub struct Stored {
     pub input: Vec<OutputItem>,
 }
 
-/// Keeps `stored` under its response's id.
-pub fn save(host: &dyn Host, stored: &Stored) -> Result<(), Error> {
+/// `stored` as the store's object.
+fn object(stored: &Stored) -> Result<NewObject, Error> {
     let body = serde_json::to_string(stored)
         .map_err(|e| Error::Internal(format!("serializing a response: {e}")))?;
     let metadata = stored
@@ -38,18 +38,40 @@ pub fn save(host: &dyn Host, stored: &Stored) -> Result<(), Error> {
                 .collect()
         })
         .unwrap_or_default();
-    let new = NewObject {
+    Ok(NewObject {
         id_prefix: "resp_".into(),
         status: Some(stored.response.status.clone()),
         metadata,
         body,
-    };
-    host.put_object(COLLECTION, &stored.response.id, &new)
-        .map(drop)
+    })
 }
 
-/// The stored response `id`, if there is one (of the caller's).
-pub fn load(host: &dyn Host, id: &str) -> Result<Option<Stored>, Error> {
+/// Keeps `stored` under its response's id; returns the object's version.
+pub fn save(host: &dyn Host, stored: &Stored) -> Result<i64, Error> {
+    host.put_object(COLLECTION, &stored.response.id, &object(stored)?)
+        .map(|o| o.version)
+}
+
+/// Replaces the stored response with `stored` if it is still at `version`: the new version,
+/// or `None` when it moved on (a client cancelled it) or is gone.
+pub fn update(host: &dyn Host, stored: &Stored, version: i64) -> Result<Option<i64>, Error> {
+    let new = object(stored)?;
+    let change = Change {
+        status: new.status,
+        metadata: new.metadata,
+        body: new.body,
+        expect_version: Some(version),
+    };
+    Ok(
+        match host.update_object(COLLECTION, &stored.response.id, &change)? {
+            Updated::Done(o) => Some(o.version),
+            Updated::NotFound | Updated::Conflict(_) => None,
+        },
+    )
+}
+
+/// The stored response `id` and its object's version.
+pub fn load_versioned(host: &dyn Host, id: &str) -> Result<Option<(Stored, i64)>, Error> {
     if !is_id(id) {
         return Ok(None);
     }
@@ -57,8 +79,13 @@ pub fn load(host: &dyn Host, id: &str) -> Result<Option<Stored>, Error> {
         return Ok(None);
     };
     serde_json::from_str(&object.body)
-        .map(Some)
+        .map(|s| Some((s, object.version)))
         .map_err(|e| Error::Internal(format!("the stored response {id} is unreadable: {e}")))
+}
+
+/// The stored response `id`, if there is one (of the caller's).
+pub fn load(host: &dyn Host, id: &str) -> Result<Option<Stored>, Error> {
+    Ok(load_versioned(host, id)?.map(|(s, _)| s))
 }
 
 /// Whether `id` could be a response id (the store takes no other).

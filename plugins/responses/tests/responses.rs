@@ -182,8 +182,8 @@ fn refusals_name_their_parameter_and_missing_responses_are_404() {
     for (body, named) in [
         (json!({"model": "m", "input": "x", "mystery": 1}), "mystery"),
         (
-            json!({"model": "m", "input": "x", "background": true}),
-            "background",
+            json!({"model": "m", "input": "x", "background": true, "store": false}),
+            "store",
         ),
         (
             json!({"model": "m", "input": "x", "previous_response_id": "resp_none"}),

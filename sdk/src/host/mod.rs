@@ -265,6 +265,13 @@ pub trait JobHost: StoreHost + Jobs + Dispatch {}
 
 impl<T: StoreHost + Jobs + Dispatch> JobHost for T {}
 
+/// What a family that generates and works in the background (`agent-plugin`: responses with
+/// `background: true`) may reach: every import of a [`Host`], its jobs, and (in a step)
+/// other plugins' routes.
+pub trait AgentHost: Host + Jobs + Dispatch {}
+
+impl<T: Host + Jobs + Dispatch> AgentHost for T {}
+
 /// What a family on the store (`store-plugin`: files, uploads, batches) may reach: its
 /// response, its settings, the store and the multipart body. A plugin served through it links
 /// no inference import, so its manifest need not ask for `inference`.

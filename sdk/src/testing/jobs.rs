@@ -8,7 +8,7 @@ use std::rc::Rc;
 use super::FakeHost;
 use crate::Error;
 use crate::dispatch::{Answer, Call};
-use crate::export::{Job, Outcome, ServeJobs};
+use crate::export::{Job, Outcome, ServeAgent, ServeJobs};
 use crate::host::{Dispatch, Jobs};
 use crate::types::ErrorDetail;
 
@@ -29,6 +29,7 @@ struct Inner {
     jobs: Vec<FakeJob>,
     answer: Option<Rc<Answerer>>,
     dispatched: Vec<Call>,
+    worker: Option<Rc<dyn ServeAgent>>,
 }
 
 /// Jobs in memory, and what dispatched requests get; clones share them.
@@ -39,6 +40,14 @@ impl FakeJobs {
     /// Dispatched requests are answered by `answer`.
     pub fn answering(self, answer: impl Fn(&Call) -> Result<Answer, Error> + 'static) -> Self {
         self.0.borrow_mut().answer = Some(Rc::new(answer));
+        self
+    }
+
+    /// A job queued is run by `plugin` at once, to its end, before `enqueue_job` returns: a
+    /// host whose worker is always free, for testing a request that waits on its job (a
+    /// background response it streams).
+    pub fn worked_by(self, plugin: impl ServeAgent + 'static) -> Self {
+        self.0.borrow_mut().worker = Some(Rc::new(plugin));
         self
     }
 
@@ -62,6 +71,26 @@ impl FakeJobs {
         host: &FakeHost,
         max_steps: usize,
     ) -> Result<Vec<Outcome>, Error> {
+        self.run_with(id, max_steps, |job| plugin.step(job, host))
+    }
+
+    /// [`FakeJobs::run`] for an agent plugin's job.
+    pub fn run_agent(
+        &self,
+        id: &str,
+        plugin: &dyn ServeAgent,
+        host: &FakeHost,
+        max_steps: usize,
+    ) -> Result<Vec<Outcome>, Error> {
+        self.run_with(id, max_steps, |job| plugin.step(job, host))
+    }
+
+    fn run_with(
+        &self,
+        id: &str,
+        max_steps: usize,
+        mut step: impl FnMut(Job) -> Result<Outcome, Error>,
+    ) -> Result<Vec<Outcome>, Error> {
         let mut outcomes = Vec::new();
         for _ in 0..max_steps {
             let Some(job) = self.job(id) else {
@@ -70,7 +99,7 @@ impl FakeJobs {
             if job.done {
                 break;
             }
-            let outcome = plugin.step(job.job, host)?;
+            let outcome = step(job.job)?;
             self.update(id, |j| match &outcome {
                 Outcome::More(p) => j.job.progress = p.clone(),
                 Outcome::Done => j.done = true,
@@ -120,6 +149,11 @@ impl Jobs for FakeHost {
             },
             done: false,
         });
+        let worker = inner.worker.clone();
+        drop(inner);
+        if let Some(plugin) = worker {
+            self.jobs.run_agent(id, &*plugin, self, 1000)?;
+        }
         Ok(())
     }
 

@@ -38,7 +38,7 @@ impl jobs::Host for HostState {
             )));
         }
         let kind = format!("{}/{kind}", self.plugin_id);
-        let wake = self.jobs.wake.clone();
+        let wake = self.jobs.wake.of(&kind);
         self.with_store(None, async |store, owner| {
             let new = NewJob {
                 id: id.clone(),

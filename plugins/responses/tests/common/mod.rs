@@ -6,7 +6,7 @@
 
 use cinder_plugin_responses::FirstParty;
 use cinder_sdk::testing::FakeHost;
-use cinder_sdk::{Error, Request, Route, Serve};
+use cinder_sdk::{Error, Request, Route, ServeAgent};
 use serde_json::{Value, json};
 
 pub fn fake() -> FakeHost {
