@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::Path;
 
-use half::f16;
 use memmap2::Mmap;
 
+use super::ggml::{GgmlType, dequantize_into};
 use crate::error::CoreError;
 
 /// One metadata value.
@@ -74,40 +74,6 @@ impl Value {
         match self {
             Value::Array(a) => Some(a),
             _ => None,
-        }
-    }
-}
-
-/// GGML tensor types this reader can dequantize.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GgmlType {
-    F32,
-    F16,
-    Q4_0,
-    Q4_1,
-    Q8_0,
-}
-
-impl GgmlType {
-    fn from_id(id: u32) -> Option<Self> {
-        Some(match id {
-            0 => GgmlType::F32,
-            1 => GgmlType::F16,
-            2 => GgmlType::Q4_0,
-            3 => GgmlType::Q4_1,
-            8 => GgmlType::Q8_0,
-            _ => return None,
-        })
-    }
-
-    /// (elements per block, bytes per block).
-    fn block(self) -> (usize, usize) {
-        match self {
-            GgmlType::F32 => (1, 4),
-            GgmlType::F16 => (1, 2),
-            GgmlType::Q4_0 => (32, 18),
-            GgmlType::Q4_1 => (32, 20),
-            GgmlType::Q8_0 => (32, 34),
         }
     }
 }
@@ -266,9 +232,9 @@ impl Gguf {
                 .map(|_| c.u64())
                 .collect::<Result<Vec<_>, _>>()?;
             let ty_id = c.u32()?;
-            let ty = GgmlType::from_id(ty_id).ok_or_else(|| {
+            let ty = GgmlType::from_id(ty_id).map_err(|ty| {
                 CoreError::Weights(format!(
-                    "tensor {name} has GGML type {ty_id}, which Cinder cannot read yet"
+                    "tensor {name} is {ty}, a tensor type Cinder cannot read yet"
                 ))
             })?;
             let offset = c.u64()?;
@@ -353,81 +319,9 @@ impl Gguf {
     }
 }
 
-/// The little-endian f16 at byte `i` of `b`, as f32.
-pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
-}
-
-/// Dequantizes `bytes` of type `ty` into `out` (whose length is the element count).
-pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
-    let (per_block, block_bytes) = ty.block();
-    for (blk, dst) in bytes
-        .chunks_exact(block_bytes)
-        .zip(out.chunks_exact_mut(per_block))
-    {
-        match ty {
-            GgmlType::F32 => dst[0] = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
-            GgmlType::F16 => dst[0] = f16_at(blk, 0),
-            GgmlType::Q8_0 => {
-                let d = f16_at(blk, 0);
-                for (o, &q) in dst.iter_mut().zip(&blk[2..34]) {
-                    *o = d * f32::from(q as i8);
-                }
-            }
-            GgmlType::Q4_0 => {
-                let d = f16_at(blk, 0);
-                let qs = &blk[2..18];
-                for (j, &q) in qs.iter().enumerate() {
-                    dst[j] = d * (f32::from(q & 0x0f) - 8.0);
-                    dst[j + 16] = d * (f32::from(q >> 4) - 8.0);
-                }
-            }
-            GgmlType::Q4_1 => {
-                let d = f16_at(blk, 0);
-                let m = f16_at(blk, 2);
-                let qs = &blk[4..20];
-                for (j, &q) in qs.iter().enumerate() {
-                    dst[j] = d * f32::from(q & 0x0f) + m;
-                    dst[j + 16] = d * f32::from(q >> 4) + m;
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn q4_1_block_low_nibbles_first() {
-        let mut blk = Vec::new();
-        blk.extend_from_slice(&f16::from_f32(0.5).to_le_bytes());
-        blk.extend_from_slice(&f16::from_f32(-1.0).to_le_bytes());
-        blk.extend((0..16u8).map(|j| j | ((15 - j) << 4)));
-        let mut out = [0f32; 32];
-        dequantize_into(GgmlType::Q4_1, &blk, &mut out);
-        assert_eq!(out[0], -1.0);
-        assert_eq!(out[15], 0.5 * 15.0 - 1.0);
-        assert_eq!(out[16], 0.5 * 15.0 - 1.0);
-        assert_eq!(out[31], -1.0);
-    }
-
-    #[test]
-    fn q8_0_and_q4_0_blocks() {
-        let mut blk = f16::from_f32(0.25).to_le_bytes().to_vec();
-        blk.extend((0..32i8).map(|i| (i - 16) as u8));
-        let mut out = [0f32; 32];
-        dequantize_into(GgmlType::Q8_0, &blk, &mut out);
-        assert_eq!(out[0], -4.0);
-        assert_eq!(out[31], 15.0 * 0.25);
-
-        let mut blk = f16::from_f32(2.0).to_le_bytes().to_vec();
-        blk.extend(std::iter::repeat_n(0x8fu8, 16));
-        dequantize_into(GgmlType::Q4_0, &blk, &mut out);
-        assert_eq!(out[0], 14.0);
-        assert_eq!(out[16], 0.0);
-    }
 
     #[test]
     fn rejects_garbage() {

@@ -1,7 +1,8 @@
-//! What models come in: GGUF files ([`gguf`]), tokenizers ([`tokenizer`]), chat templates
+//! What models come in: GGUF files ([`gguf`]) and their tensor types ([`ggml`]), tokenizers ([`tokenizer`]), chat templates
 //! ([`template`]), and what `cinder models inspect` reads of a file without loading it
 //! ([`summary`]).
 
+pub mod ggml;
 pub mod gguf;
 pub(crate) mod summary;
 pub(crate) mod template;

@@ -45,7 +45,7 @@ pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
     let mut tensor_types = BTreeMap::new();
     let mut parameters = 0u64;
     for t in gguf.tensors.values() {
-        *tensor_types.entry(format!("{:?}", t.ty)).or_insert(0) += 1;
+        *tensor_types.entry(t.ty.name().to_string()).or_insert(0) += 1;
         parameters += t.n_elements() as u64;
     }
     Ok(ModelSummary {

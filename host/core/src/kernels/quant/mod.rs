@@ -28,7 +28,10 @@
 use rayon::prelude::*;
 
 use crate::error::CoreError;
-use crate::formats::gguf::{GgmlType, Gguf, f16_at};
+use crate::formats::ggml::{GgmlType, dequantize_into, f16_at};
+use crate::formats::gguf::Gguf;
+
+mod repack;
 
 /// Activation rows up to which the fused kernel is used: measured on this project's 2-core
 /// machine (`cargo run --release --example kernels`), the tiled kernel wins from about 16 rows
@@ -93,9 +96,28 @@ impl QMatrix {
             [c, r] => [c as usize, r as usize],
             _ => return Err(CoreError::Weights(format!("tensor {name} is not a matrix"))),
         };
-        let bytes = g.tensor_bytes(name)?;
+        Self::from_blocks(info.ty, rows, cols, g.tensor_bytes(name)?)
+            .map_err(|e| CoreError::Weights(format!("tensor {name}: {e}")))
+    }
+
+    /// A `[rows, cols]` matrix from its GGUF bytes of type `ty`; the error says why not.
+    pub fn from_blocks(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Result<Self, String> {
+        let (per_block, block_bytes) = ty.block();
+        if !cols.is_multiple_of(per_block) || bytes.len() != rows * cols / per_block * block_bytes {
+            return Err(format!(
+                "a {} matrix of {rows} × {cols} is not {} whole blocks",
+                ty.name(),
+                rows * cols / per_block.max(1)
+            ));
+        }
+        // Blocks of 32 for the kernels (a row of another width takes the f32 path).
         let blocked = cols.is_multiple_of(32);
-        let values = match info.ty {
+        let values = match ty {
             GgmlType::Q4_1 if blocked => {
                 let blocks = bytes.chunks_exact(20);
                 Values::Q4_1 {
@@ -115,11 +137,15 @@ impl QMatrix {
                         .collect(),
                 }
             }
-            GgmlType::F32 => Values::F32(g.dequantize(name)?),
-            other => {
-                return Err(CoreError::Weights(format!(
-                    "tensor {name}: {other:?} matrices are not supported by the CPU path yet"
-                )));
+            GgmlType::Q4_0 if blocked => repack::q4_0(bytes),
+            GgmlType::Q5_0 if blocked => repack::q5_0(bytes),
+            GgmlType::Q4_K => repack::q4_k(bytes),
+            // The rest is kept as f32 until it has kernels of its own: correct, but 4 to 16
+            // times the bytes per token of its GGUF form.
+            _ => {
+                let mut v = vec![0f32; rows * cols];
+                dequantize_into(ty, bytes, &mut v);
+                Values::F32(v)
             }
         };
         Ok(QMatrix { rows, cols, values })
@@ -547,5 +573,63 @@ mod tests {
                 assert!(worst(&want5, &one) < 1e-5, "portable q4={q4} m={m}");
             }
         }
+    }
+
+    /// Every GGUF type, as the loader keeps it, through every kernel path against its
+    /// dequantized values (`tests/fixtures/quants`: random blocks of each type).
+    #[test]
+    fn every_gguf_type_multiplies_as_its_dequantized_values() {
+        macro_rules! blocks {
+            ($name:literal) => {
+                &include_bytes!(concat!(
+                    "../../../../../tests/fixtures/quants/",
+                    $name,
+                    ".bin"
+                ))[..]
+            };
+        }
+        let cases = [
+            (GgmlType::Q4_0, blocks!("q4_0")),
+            (GgmlType::Q4_1, blocks!("q4_1")),
+            (GgmlType::Q5_0, blocks!("q5_0")),
+            (GgmlType::Q5_1, blocks!("q5_1")),
+            (GgmlType::Q8_0, blocks!("q8_0")),
+            (GgmlType::Q2_K, blocks!("q2_k")),
+            (GgmlType::Q3_K, blocks!("q3_k")),
+            (GgmlType::Q4_K, blocks!("q4_k")),
+            (GgmlType::Q5_K, blocks!("q5_k")),
+            (GgmlType::Q6_K, blocks!("q6_k")),
+            (GgmlType::F16, blocks!("f16")),
+            (GgmlType::BF16, blocks!("bf16")),
+        ];
+        for (ty, raw) in cases {
+            let (per_block, block_bytes) = ty.block();
+            // Rows of one K-quant super-block (eight blocks of 32) or two blocks of 32; an
+            // odd number of rows, so the tile kernels leave one.
+            let cols = if per_block == 256 { 256 } else { 64 };
+            let n = (raw.len() / block_bytes * per_block / cols).min(9);
+            let rows = if n % 2 == 0 { n - 1 } else { n };
+            let bytes = &raw[..rows * cols / per_block * block_bytes];
+            let w = QMatrix::from_blocks(ty, rows, cols, bytes).unwrap();
+            let mut want_w = vec![0f32; rows * cols];
+            dequantize_into(ty, bytes, &mut want_w);
+            let mut row = vec![0f32; cols];
+            for r in 0..rows {
+                w.dequantize_row(r, &mut row);
+                let d = worst(&want_w[r * cols..(r + 1) * cols], &row);
+                assert!(d < 1e-6, "{ty:?} row {r}: {d}");
+            }
+            for m in [1, 3, 8, 19, 40] {
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+                    .collect();
+                let want = reference(&w, &x, m);
+                let mut got = vec![0f32; m * rows];
+                w.matmul(&x, m, &mut got);
+                assert!(worst(&want, &got) < 1e-4, "{ty:?} m={m}");
+            }
+        }
+        let short = QMatrix::from_blocks(GgmlType::Q4_K, 2, 256, &[0u8; 144]);
+        assert!(short.is_err_and(|e| e.contains("Q4_K")));
     }
 }

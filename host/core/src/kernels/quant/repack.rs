@@ -1,0 +1,65 @@
+//! GGUF block types re-laid into the forms the kernels read, where that loses nothing: Q4_0
+//! and Q4_K as Q4_1 blocks (value = d·q + m with q in 0..16), Q5_0 as Q8_0 blocks (value =
+//! d·q with q in -16..16). Each value is the same f32 product of f16 scales and small
+//! integers that ggml's dequantization computes.
+
+use super::Values;
+use crate::formats::ggml::{f16_at, scale_min_k4};
+
+/// Q4_0 (value = d·(q − 8)) as Q4_1 with minimum −8·d.
+pub(super) fn q4_0(bytes: &[u8]) -> Values {
+    let blocks = bytes.chunks_exact(18);
+    Values::Q4_1 {
+        scales: blocks
+            .clone()
+            .map(|b| {
+                let d = f16_at(b, 0);
+                [d, -8.0 * d]
+            })
+            .collect(),
+        quants: blocks.map(|b| std::array::from_fn(|i| b[2 + i])).collect(),
+    }
+}
+
+/// Q5_0 (value = d·(q − 16), q of 5 bits) as Q8_0 with q − 16 as a signed byte.
+pub(super) fn q5_0(bytes: &[u8]) -> Values {
+    let blocks = bytes.chunks_exact(22);
+    Values::Q8_0 {
+        scales: blocks.clone().map(|b| f16_at(b, 0)).collect(),
+        quants: blocks
+            .map(|b| {
+                let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+                let mut q = [0i8; 32];
+                for (j, &byte) in b[6..22].iter().enumerate() {
+                    let lo = u32::from(byte & 0x0f) | (((qh >> j) << 4) & 0x10);
+                    let hi = u32::from(byte >> 4) | ((qh >> (j + 12)) & 0x10);
+                    q[j] = lo as i8 - 16;
+                    q[j + 16] = hi as i8 - 16;
+                }
+                q
+            })
+            .collect(),
+    }
+}
+
+/// Q4_K: each super-block's 8 runs of 32 values (scale d·sc, minimum −dmin·m) as 8 Q4_1
+/// blocks. Q4_K keeps run 2k in the low nibbles of 32 bytes and run 2k + 1 in their high
+/// nibbles; Q4_1 keeps value j in byte j's low nibble and value j + 16 in its high one.
+pub(super) fn q4_k(bytes: &[u8]) -> Values {
+    let n = bytes.len() / 144 * 8;
+    let mut scales = Vec::with_capacity(n);
+    let mut quants = Vec::with_capacity(n);
+    for b in bytes.chunks_exact(144) {
+        let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
+        let packed = &b[4..16];
+        for (k, q) in b[16..144].chunks_exact(32).enumerate() {
+            for (run, shift) in [(2 * k, 0u8), (2 * k + 1, 4)] {
+                let (sc, m) = scale_min_k4(run, packed);
+                scales.push([d * f32::from(sc), -(dmin * f32::from(m))]);
+                let v = |i: usize| (q[i] >> shift) & 0x0f;
+                quants.push(std::array::from_fn(|j| v(j) | (v(j + 16) << 4)));
+            }
+        }
+    }
+    Values::Q4_1 { scales, quants }
+}
