@@ -219,6 +219,7 @@ fn the_default_model_summary_matches_smollm2_135m() {
     );
     assert!(s.tensor_types.contains_key("Q4_1"), "{:?}", s.tensor_types);
     assert!(s.chat_template.is_some_and(|t| t.contains("<|im_start|>")));
+    assert!(s.cannot_serve.is_empty(), "{:?}", s.cannot_serve);
 }
 
 /// Every position's logits at once (what scoring and `echo` + `logprobs` use): teacher-forcing

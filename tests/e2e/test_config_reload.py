@@ -150,7 +150,7 @@ def test_the_cli_alias_verb_edits_the_config_of_a_running_server(cfg_server):
     assert "smollm2-135m-instruct" in out.stdout and "Q4_1" in out.stdout, out.stdout
     out = subprocess.run([bin_, "--config", srv.config, "models", "inspect", "smollm2-135m-instruct"],
                          capture_output=True, text=True, check=True)
-    assert "context       8192" in out.stdout, out.stdout
+    assert "context       8192" in out.stdout and "serves        yes" in out.stdout, out.stdout
     subprocess.run([bin_, "--config", srv.config, "models", "alias", "smollm2-135m-instruct", "cli-alias"],
                    capture_output=True, text=True, check=True)
     url = f"http://127.0.0.1:{srv.port}/v1/models/cli-alias"

@@ -74,10 +74,8 @@ impl LoadedModel {
         info!(model = %spec.id, path = %spec.path.display(), "loading model");
         let gguf = Gguf::open(&spec.path)?;
         let architecture = gguf.get_str("general.architecture")?.to_owned();
-        if architecture != "llama" {
-            return Err(CoreError::Weights(format!(
-                "architecture `{architecture}` is not supported yet (llama only)"
-            )));
+        if let Some(why) = crate::models::architecture_refusal(&architecture) {
+            return Err(CoreError::Weights(why));
         }
         let tokenizer = Arc::new(Tokenizer::from_gguf(&gguf)?);
         let mut template = ChatTemplate::from_gguf(&gguf, &tokenizer)?;

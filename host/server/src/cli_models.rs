@@ -89,6 +89,11 @@ pub fn inspect(config: &Config, model: &str, template: bool, out: &mut impl Writ
         opt(s.kv_heads)
     )?;
     writeln!(out, "vocabulary    {}", s.vocab_size)?;
+    if s.cannot_serve.is_empty() {
+        writeln!(out, "serves        yes")?;
+    } else {
+        writeln!(out, "serves        no: {}", s.cannot_serve.join("; "))?;
+    }
     match (&s.chat_template, template) {
         (Some(t), true) => writeln!(out, "chat template\n{t}")?,
         (Some(t), false) => writeln!(

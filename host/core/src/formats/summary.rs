@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
+use crate::formats::tokenizer::model_refusal;
 
 /// A model file at a glance.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +30,9 @@ pub struct ModelSummary {
     pub file_bytes: u64,
     /// The chat template embedded in the file.
     pub chat_template: Option<String>,
+    /// Why Cinder cannot serve it (each reason); empty when it can. A tensor type Cinder
+    /// cannot read fails the summary itself, naming the type.
+    pub cannot_serve: Vec<String>,
 }
 
 /// Reads the summary of the GGUF file (or sentence-transformers folder) at `path`.
@@ -42,6 +46,13 @@ pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
         gguf.get(&format!("{architecture}.{key}"))
             .and_then(|v| v.as_u64())
     };
+    let mut cannot_serve: Vec<String> = crate::models::architecture_refusal(&architecture)
+        .into_iter()
+        .collect();
+    match gguf.get("tokenizer.ggml.model").and_then(|v| v.as_str()) {
+        Some(model) => cannot_serve.extend(model_refusal(model)),
+        None => cannot_serve.push("the file has no tokenizer (tokenizer.ggml.model)".into()),
+    }
     let mut tensor_types = BTreeMap::new();
     let mut parameters = 0u64;
     for t in gguf.tensors.values() {
@@ -70,6 +81,7 @@ pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
             .and_then(|v| v.as_str())
             .map(str::to_owned),
         architecture,
+        cannot_serve,
     })
 }
 
@@ -124,5 +136,78 @@ fn summarize_folder(dir: &Path) -> Result<ModelSummary, CoreError> {
         tensor_types,
         file_bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
         chat_template: None,
+        // The embedder read this config to get here; its weights are checked at load.
+        cannot_serve: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A GGUF v3 file with string metadata `kv` and one 1-D tensor of GGML type `ty` and 32
+    /// elements.
+    fn tiny_gguf(kv: &[(&str, &str)], ty: u32) -> std::path::PathBuf {
+        fn string(out: &mut Vec<u8>, s: &str) {
+            out.extend((s.len() as u64).to_le_bytes());
+            out.extend(s.as_bytes());
+        }
+        let mut b = b"GGUF".to_vec();
+        b.extend(3u32.to_le_bytes());
+        b.extend(1u64.to_le_bytes());
+        b.extend((kv.len() as u64).to_le_bytes());
+        for (k, v) in kv {
+            string(&mut b, k);
+            b.extend(8u32.to_le_bytes());
+            string(&mut b, v);
+        }
+        string(&mut b, "t.weight");
+        b.extend(1u32.to_le_bytes());
+        b.extend(32u64.to_le_bytes());
+        b.extend(ty.to_le_bytes());
+        b.extend(0u64.to_le_bytes());
+        b.resize(b.len().next_multiple_of(32) + 256, 0);
+        let path = std::env::temp_dir().join(format!(
+            "cinder-summary-{}-{ty}-{}.gguf",
+            std::process::id(),
+            kv.len()
+        ));
+        std::fs::write(&path, b).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_model_cinder_cannot_serve_says_why() {
+        let path = tiny_gguf(
+            &[
+                ("general.architecture", "gemma3"),
+                ("tokenizer.ggml.model", "llama"),
+            ],
+            0,
+        );
+        let s = summarize(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(s.architecture, "gemma3");
+        assert_eq!(s.tensor_types.get("F32"), Some(&1));
+        assert_eq!(s.cannot_serve.len(), 2, "{:?}", s.cannot_serve);
+        assert!(s.cannot_serve[0].contains("`gemma3`"));
+        assert!(s.cannot_serve[1].contains("`llama`"));
+
+        let path = tiny_gguf(&[("general.architecture", "llama")], 0);
+        let s = summarize(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(
+            s.cannot_serve,
+            ["the file has no tokenizer (tokenizer.ggml.model)"]
+        );
+    }
+
+    #[test]
+    fn a_tensor_type_cinder_cannot_read_is_named_with_the_file() {
+        let path = tiny_gguf(&[("general.architecture", "llama")], 16);
+        let e = summarize(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert!(e.contains("IQ2_XXS") && e.contains("t.weight"), "{e}");
+        assert!(e.contains("cinder-summary-"), "{e}");
+    }
 }

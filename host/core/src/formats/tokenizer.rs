@@ -68,13 +68,19 @@ fn byte_level_decode_table() -> HashMap<char, u8> {
     table
 }
 
+/// Why Cinder cannot build the tokenizer of a GGUF whose `tokenizer.ggml.model` is `model`,
+/// when it cannot.
+pub(crate) fn model_refusal(model: &str) -> Option<String> {
+    (model != "gpt2").then(|| {
+        format!("tokenizer model `{model}` is not supported yet (only byte-level BPE, `gpt2`)")
+    })
+}
+
 impl Tokenizer {
     pub fn from_gguf(gguf: &Gguf) -> Result<Self, CoreError> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(CoreError::Tokenizer(format!(
-                "tokenizer model `{model}` is not supported yet (only byte-level BPE, `gpt2`)"
-            )));
+        if let Some(why) = model_refusal(model) {
+            return Err(CoreError::Tokenizer(why));
         }
         let tokens: Vec<String> = gguf
             .get("tokenizer.ggml.tokens")

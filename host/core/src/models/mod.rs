@@ -21,6 +21,19 @@ use crate::models::cpu_llama::CpuLlama;
 use crate::models::kv_blocks::CpuCache;
 use crate::models::llama::{BurnCache, BurnLlama, LlamaConfig};
 
+/// The chat model architectures (`general.architecture`) Cinder runs.
+const ARCHITECTURES: &[&str] = &["llama"];
+
+/// Why Cinder cannot run a GGUF chat model of `architecture`, when it cannot.
+pub(crate) fn architecture_refusal(architecture: &str) -> Option<String> {
+    (!ARCHITECTURES.contains(&architecture)).then(|| {
+        format!(
+            "architecture `{architecture}` is not supported yet ({} only)",
+            ARCHITECTURES.join(", ")
+        )
+    })
+}
+
 /// A loaded Llama model.
 pub enum Llama {
     Cpu(CpuLlama),
