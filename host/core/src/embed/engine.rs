@@ -16,7 +16,7 @@ use tracing::{debug, warn};
 use crate::embed::embedder::Embedder;
 use crate::engine::thread::EngineHandle;
 use crate::error::{CoreError, catch_panic};
-use crate::kernels::pools::as_background;
+use crate::kernels::pools::{as_background, live_pass};
 
 type Reply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, CoreError>>;
 
@@ -217,7 +217,13 @@ fn serve(embedder: &Embedder, jobs: Vec<Job>, between: &mut dyn FnMut()) {
             longest = batch.last().map_or(0, Vec::len),
             "embedding batch"
         );
-        let out = catch_panic(|| as_background(background, || embedder.embed(&batch)));
+        let out = catch_panic(|| {
+            if background {
+                as_background(true, || embedder.embed(&batch))
+            } else {
+                live_pass(|| embedder.embed(&batch))
+            }
+        });
         match out {
             Ok(vectors) => {
                 for ((j, i, _), v) in all[start..end].iter().zip(vectors) {

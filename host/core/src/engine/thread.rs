@@ -22,7 +22,7 @@ use crate::engine::request::{GenEvent, GenerateRequest, TokenLogprob};
 use crate::engine::sequence::Sequence;
 use crate::error::{CoreError, catch_panic, contain, panic_message};
 use crate::formats::tokenizer::Tokenizer;
-use crate::kernels::pools::{as_background, preemptible};
+use crate::kernels::pools::{as_background, live_pass, preemptible};
 use crate::models::kv_blocks::PrefixCache;
 use crate::models::llama_embed::EmbedWork;
 use crate::models::{KvCache, Llama};
@@ -528,12 +528,12 @@ impl Engine {
             // A bug in a kernel must fail this step's requests, not stop the engine for
             // every later one; the failed sequences (and their caches) are dropped below.
             catch_panic(|| {
-                let mut forward = || self.model.forward_batch(&mut items);
+                let forward = || self.model.forward_batch(&mut items);
                 match (background, preemptible_step) {
                     // Stops between layers for a live request that comes in meanwhile.
                     (true, true) => as_background(true, || preemptible(&live_arrived, forward)),
                     (true, false) => as_background(true, forward),
-                    (false, _) => forward(),
+                    (false, _) => live_pass(forward),
                 }
             })
         };

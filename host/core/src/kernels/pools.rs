@@ -9,12 +9,23 @@
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use crate::error::CoreError;
 
 /// Niceness of background pools started from now on (set once at start-up).
 static BACKGROUND_NICE: AtomicI32 = AtomicI32::new(10);
+
+/// Forward passes a live request waits on, running now anywhere in the process (every
+/// model's): background passes of other models wait between two layers while there are any,
+/// so a live chat request does not share the cores with an embeddings batch, nor a live
+/// embedding with a chat batch. Niced threads alone still take a share of the cores.
+static LIVE_PASSES: AtomicUsize = AtomicUsize::new(0);
+
+/// The longest a background pass waits for live work at one layer boundary: live passes
+/// that follow each other without a gap must not starve it.
+pub(crate) const MAX_LIVE_WAIT: Duration = Duration::from_millis(50);
 
 thread_local! {
     static BACKGROUND: Cell<bool> = const { Cell::new(false) };
@@ -49,6 +60,36 @@ pub(crate) fn preemptible<R>(flag: &Arc<AtomicBool>, f: impl FnOnce() -> R) -> R
 /// the work to a pool, whose threads do not see it).
 pub(crate) fn preempt_flag() -> Option<Arc<AtomicBool>> {
     PREEMPT.with(|p| p.borrow().clone())
+}
+
+/// Runs `f`, a forward pass a live request waits on, counted in the process's live passes
+/// (also when it panics).
+pub(crate) fn live_pass<R>(f: impl FnOnce() -> R) -> R {
+    struct Counted;
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            LIVE_PASSES.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    LIVE_PASSES.fetch_add(1, Ordering::Relaxed);
+    let _counted = Counted;
+    f()
+}
+
+/// What a model calls between two layers of a forward pass, made on the engine's thread
+/// before the pass goes to a pool (whose threads do not know whose work it is): for
+/// background work, a wait while a live pass runs in the process (at most
+/// [`MAX_LIVE_WAIT`] each time); for live work, nothing.
+pub(crate) fn between_layers() -> impl Fn() + Sync + Send {
+    let background = BACKGROUND.with(Cell::get);
+    move || {
+        if background {
+            let start = Instant::now();
+            while LIVE_PASSES.load(Ordering::Relaxed) > 0 && start.elapsed() < MAX_LIVE_WAIT {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+    }
 }
 
 /// A model's two pools.
@@ -127,5 +168,32 @@ mod tests {
         assert_eq!(live, base);
         assert_eq!(after, base, "the flag is restored after the call");
         assert_eq!(background, (base + 10).min(19));
+    }
+
+    #[test]
+    fn background_passes_wait_between_layers_while_a_live_pass_runs() {
+        let live_between = between_layers();
+        let background_between = as_background(true, between_layers);
+        let (started, go) = std::sync::mpsc::channel();
+        let (release, done) = std::sync::mpsc::channel::<()>();
+        let live = std::thread::spawn(move || {
+            live_pass(|| {
+                started.send(()).unwrap();
+                done.recv().unwrap();
+            })
+        });
+        go.recv().unwrap();
+        assert!(LIVE_PASSES.load(Ordering::Relaxed) >= 1);
+        // Live work never waits; background work waits for the live pass, up to its bound.
+        live_between();
+        let waited = Instant::now();
+        background_between();
+        assert!(waited.elapsed() >= MAX_LIVE_WAIT);
+        release.send(()).unwrap();
+        live.join().unwrap();
+        // A pass that panics leaves the count as it found it.
+        let before = LIVE_PASSES.load(Ordering::Relaxed);
+        let _ = std::panic::catch_unwind(|| live_pass(|| panic!("a kernel bug")));
+        assert_eq!(LIVE_PASSES.load(Ordering::Relaxed), before);
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use rayon::prelude::*;
 
-use crate::kernels::pools::Pools;
+use crate::kernels::pools::{Pools, between_layers};
 
 use crate::error::CoreError;
 use crate::kernels::vecmath::{attend, dot, gelu};
@@ -207,10 +207,12 @@ impl CpuBert {
     /// Each input's last hidden states averaged over its tokens. The inputs are checked by
     /// the caller ([`crate::embed::embedder::check_inputs`]).
     pub(crate) fn mean_pooled(&self, batch: &[Vec<u32>]) -> Vec<Vec<f32>> {
-        self.pools.install(|| self.encode(batch))
+        let between = between_layers();
+        self.pools.install(|| self.encode(batch, &between))
     }
 
-    fn encode(&self, batch: &[Vec<u32>]) -> Vec<Vec<f32>> {
+    /// `between` runs between two layers (a batch's pass waits there for live work).
+    fn encode(&self, batch: &[Vec<u32>], between: &(impl Fn() + Sync)) -> Vec<Vec<f32>> {
         let c = &self.config;
         let h = c.hidden_size;
         let eps = c.layer_norm_eps as f32;
@@ -230,6 +232,7 @@ impl CpuBert {
         }
         self.embed_norm.apply(&mut x, eps);
         for layer in &self.layers {
+            between();
             let qkv = layer.qkv.forward(&x, total);
             let ctx = self.attention(&qkv, batch);
             let mut y = layer.o.forward(&ctx, total);

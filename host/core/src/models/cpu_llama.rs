@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 
 use rayon::prelude::*;
 
-use crate::kernels::pools::{Pools, preempt_flag};
+use crate::kernels::pools::{Pools, between_layers, preempt_flag};
 
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
@@ -207,13 +207,16 @@ impl CpuLlama {
         let mut gate = vec![0f32; t * c.ffn_dim];
         let mut up = vec![0f32; t * c.ffn_dim];
         let mut down = vec![0f32; t * c.dim];
-        // A background step stops between layers once a live request is waiting.
+        // A background step stops between layers once a live request is waiting for this
+        // model, and waits there while another model runs a live pass.
         let preempt = preempt_flag();
+        let between = between_layers();
         let stopped = self.pools.install(|| {
             for (l, layer) in self.layers.iter().enumerate() {
                 if preempt.as_ref().is_some_and(|p| p.load(Ordering::Relaxed)) {
                     return true;
                 }
+                between();
                 let h = rms_norm(&x, &layer.attn_norm, c.rms_eps);
                 layer.wq.matmul(&h, t, &mut q);
                 layer.wk.matmul(&h, t, &mut k);
