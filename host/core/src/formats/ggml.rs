@@ -26,6 +26,10 @@ pub enum GgmlType {
 /// Elements in one K-quant super-block.
 const QK_K: usize = 256;
 
+/// A K-quant super-block whose scales cover runs of 16 (Q3_K, Q6_K): its values as small
+/// integers and each run's scale (value = scale · integer).
+pub(crate) type Runs16 = ([i8; QK_K], [f32; 16]);
+
 impl GgmlType {
     /// The type with GGML id `id`, or the id's name (`IQ2_XXS`, ...) when Cinder cannot
     /// read it yet.
@@ -242,29 +246,33 @@ fn q3_k_scales(packed: &[u8]) -> [i8; 16] {
     out
 }
 
-/// Q3_K: 16 sub-blocks of 16 with 6-bit scales; 2-bit values plus a high bit in `hmask`
-/// (set: no offset; clear: minus 4).
-fn q3_k(blk: &[u8], y: &mut [f32]) {
+/// A Q3_K super-block as 256 small integers (−4 to 3) and the scale of each run of 16
+/// (value = scale · integer): 2-bit values plus a high bit in `hmask` (set: no offset;
+/// clear: minus 4), 6-bit scales.
+pub(crate) fn q3_k_parts(blk: &[u8]) -> Runs16 {
     let (hmask, qs) = (&blk[0..32], &blk[32..96]);
-    let scales = q3_k_scales(&blk[96..108]);
+    let packed = q3_k_scales(&blk[96..108]);
     let d = f16_at(blk, 108);
-    let mut is = 0;
+    let scales = std::array::from_fn(|i| d * f32::from(i16::from(packed[i]) - 32));
+    let mut q = [0i8; QK_K];
     let mut m = 1u8;
-    for (half, q) in qs.chunks_exact(32).enumerate() {
+    for (half, qs) in qs.chunks_exact(32).enumerate() {
         for (j, shift) in [0u32, 2, 4, 6].into_iter().enumerate() {
-            for part in 0..2 {
-                let dl = d * f32::from(i16::from(scales[is]) - 32);
-                is += 1;
-                let base = half * 128 + j * 32 + part * 16;
-                for l in 0..16 {
-                    let i = part * 16 + l;
-                    let low = i16::from((q[i] >> shift) & 3);
-                    let v = low - if hmask[i] & m != 0 { 0 } else { 4 };
-                    y[base + l] = dl * f32::from(v);
-                }
+            for (i, &byte) in qs.iter().enumerate() {
+                let low = ((byte >> shift) & 3) as i8;
+                q[half * 128 + j * 32 + i] = low - if hmask[i] & m != 0 { 0 } else { 4 };
             }
             m <<= 1;
         }
+    }
+    (q, scales)
+}
+
+/// Q3_K: 16 runs of 16 values with 6-bit scales.
+fn q3_k(blk: &[u8], y: &mut [f32]) {
+    let (q, scales) = q3_k_parts(blk);
+    for (p, (o, &v)) in y.iter_mut().zip(&q).enumerate() {
+        *o = scales[p / 16] * f32::from(v);
     }
 }
 
@@ -303,27 +311,31 @@ fn q5_k(blk: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Q6_K: 16 sub-blocks of 16 with 8-bit scales; 6-bit values (4 low bits in `ql`, 2 high in
-/// `qh`), offset by 32.
-fn q6_k(blk: &[u8], y: &mut [f32]) {
+/// A Q6_K super-block as 256 integers (−32 to 31) and the scale of each run of 16 (value =
+/// scale · integer): 6-bit values (4 low bits in `ql`, 2 high in `qh`), 8-bit scales.
+pub(crate) fn q6_k_parts(blk: &[u8]) -> Runs16 {
     let d = f16_at(blk, 208);
+    let scales = std::array::from_fn(|i| d * f32::from(blk[192 + i] as i8));
+    let mut q = [0i8; QK_K];
     for n in 0..2 {
         let ql = &blk[n * 64..n * 64 + 64];
         let qh = &blk[128 + n * 32..128 + n * 32 + 32];
-        let sc = &blk[192 + n * 8..192 + n * 8 + 8];
-        let y = &mut y[n * 128..n * 128 + 128];
+        let q = &mut q[n * 128..n * 128 + 128];
         for l in 0..32 {
-            let is = l / 16;
-            let q1 = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
-            let q2 = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
-            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
-            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
-            let s = |i: usize| d * f32::from(sc[is + i] as i8);
-            y[l] = s(0) * f32::from(q1);
-            y[l + 32] = s(2) * f32::from(q2);
-            y[l + 64] = s(4) * f32::from(q3);
-            y[l + 96] = s(6) * f32::from(q4);
+            q[l] = ((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) as i8 - 32;
+            q[l + 32] = ((ql[l + 32] & 0x0f) | (((qh[l] >> 2) & 3) << 4)) as i8 - 32;
+            q[l + 64] = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i8 - 32;
+            q[l + 96] = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i8 - 32;
         }
+    }
+    (q, scales)
+}
+
+/// Q6_K: 16 runs of 16 values with 8-bit scales, offset by 32.
+fn q6_k(blk: &[u8], y: &mut [f32]) {
+    let (q, scales) = q6_k_parts(blk);
+    for (p, (o, &v)) in y.iter_mut().zip(&q).enumerate() {
+        *o = scales[p / 16] * f32::from(v);
     }
 }
 

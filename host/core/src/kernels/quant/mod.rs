@@ -77,6 +77,12 @@ enum Values {
         scales: Vec<f32>,
         quants: Vec<[i8; 32]>,
     },
+    /// Per block two scales, one per 16 values (value = d·q); 32 signed bytes per block: Q6_K
+    /// and Q3_K, whose scales cover runs of 16.
+    Q8x16 {
+        scales: Vec<[f32; 2]>,
+        quants: Vec<[i8; 32]>,
+    },
     /// Plain values.
     F32(Vec<f32>),
 }
@@ -140,6 +146,8 @@ impl QMatrix {
             GgmlType::Q4_0 if blocked => repack::q4_0(bytes),
             GgmlType::Q5_0 if blocked => repack::q5_0(bytes),
             GgmlType::Q4_K => repack::q4_k(bytes),
+            GgmlType::Q6_K => repack::q6_k(bytes),
+            GgmlType::Q3_K => repack::q3_k(bytes),
             // The rest is kept as f32 until it has kernels of its own: correct, but 4 to 16
             // times the bytes per token of its GGUF form.
             _ => {
@@ -179,6 +187,11 @@ impl QMatrix {
                         simd::dequant_q8_0(&scales[blocks.clone()], &quants[blocks], out)
                     };
                 }
+                Values::Q8x16 { scales, quants } => {
+                    return unsafe {
+                        simd::dequant_q8x16(&scales[blocks.clone()], &quants[blocks], out)
+                    };
+                }
                 Values::F32(_) => {}
             }
         }
@@ -196,6 +209,13 @@ impl QMatrix {
                 for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
                     for (o, &q) in dst.iter_mut().zip(&quants[b]) {
                         *o = scales[b] * f32::from(q);
+                    }
+                }
+            }
+            Values::Q8x16 { scales, quants } => {
+                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
+                    for (j, (o, &q)) in dst.iter_mut().zip(&quants[b]).enumerate() {
+                        *o = scales[b][j / 16] * f32::from(q);
                     }
                 }
             }
@@ -217,7 +237,7 @@ impl QMatrix {
     /// Whether `m` activation rows go through the register tiles ([`QMatrix::fill_tiles`]).
     fn uses_tiles(&self, m: usize) -> bool {
         (TILE_M..=TILE_MAX_ROWS).contains(&m)
-            && !matches!(self.values, Values::F32(_))
+            && matches!(self.values, Values::Q4_1 { .. } | Values::Q8_0 { .. })
             && tiles_available()
     }
 
@@ -328,7 +348,8 @@ impl QMatrix {
                             xs,
                             &mut out,
                         ),
-                        Values::F32(_) => {}
+                        // Never asked: `uses_tiles` is false for them.
+                        Values::Q8x16 { .. } | Values::F32(_) => {}
                     }
                 }
                 for (r, vals) in out.iter().enumerate() {
@@ -373,6 +394,10 @@ impl QMatrix {
                             simd::q8_0_rows(m, s, q, x, dst);
                         }
                     }
+                    // Two scales per block: dequantized first, for any row count.
+                    Values::Q8x16 { scales, quants } => {
+                        simd::q8x16_rows(m, &scales[blocks.clone()], &quants[blocks], x, dst);
+                    }
                     Values::F32(_) => {}
                 }
             }
@@ -410,6 +435,18 @@ impl QMatrix {
                             .iter()
                             .zip(xb)
                             .map(|(&q, &v)| scales[b] * f32::from(q) * v)
+                            .sum::<f32>()
+                    })
+                    .sum(),
+                Values::Q8x16 { scales, quants } => blocks
+                    .clone()
+                    .zip(xi.chunks_exact(32))
+                    .map(|(b, xb)| {
+                        quants[b]
+                            .iter()
+                            .zip(xb)
+                            .enumerate()
+                            .map(|(j, (&q, &v))| scales[b][j / 16] * f32::from(q) * v)
                             .sum::<f32>()
                     })
                     .sum(),
@@ -484,152 +521,4 @@ use simd::SCALED_MAX_ROWS;
 const SCALED_MAX_ROWS: usize = 0;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A pseudo-random matrix of the given kind.
-    fn matrix(q4: bool, rows: usize, cols: usize, seed: u32) -> QMatrix {
-        let mut state = seed;
-        let mut next = move || {
-            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (state >> 8) as u8
-        };
-        let blocks = rows * cols / 32;
-        let values = if q4 {
-            Values::Q4_1 {
-                scales: (0..blocks)
-                    .map(|_| {
-                        [
-                            f32::from(next()) / 2000.0 + 0.001,
-                            -f32::from(next()) / 300.0,
-                        ]
-                    })
-                    .collect(),
-                quants: (0..blocks)
-                    .map(|_| std::array::from_fn(|_| next()))
-                    .collect(),
-            }
-        } else {
-            Values::Q8_0 {
-                scales: (0..blocks)
-                    .map(|_| f32::from(next()) / 2000.0 + 0.001)
-                    .collect(),
-                quants: (0..blocks)
-                    .map(|_| std::array::from_fn(|_| next() as i8))
-                    .collect(),
-            }
-        };
-        QMatrix { rows, cols, values }
-    }
-
-    fn reference(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
-        let mut row = vec![0f32; w.cols];
-        let mut out = vec![0f32; m * w.rows];
-        for r in 0..w.rows {
-            w.dequantize_row(r, &mut row);
-            for i in 0..m {
-                let acc: f64 = row
-                    .iter()
-                    .zip(&x[i * w.cols..(i + 1) * w.cols])
-                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                    .sum();
-                out[i * w.rows + r] = acc as f32;
-            }
-        }
-        out
-    }
-
-    fn worst(want: &[f32], got: &[f32]) -> f32 {
-        want.iter()
-            .zip(got)
-            .map(|(a, b)| (a - b).abs() / a.abs().max(1.0))
-            .fold(0f32, f32::max)
-    }
-
-    #[test]
-    fn every_kernel_matches_dequantized_f64_math() {
-        for (q4, rows) in [(true, 300), (false, 300), (true, 301), (false, 301)] {
-            let w = matrix(q4, rows, 96, 7);
-            // 1 and 2 rows: fused, scales after the products; 3, 10 and 11: fused on
-            // dequantized blocks (10 and 11 in two groups, the last of 2 and 3 rows), or, with
-            // AVX-512VL, 8 rows through the tile kernel and the rest one row at a time; 8,
-            // 16 and 19: tiles of 2 × 8 (19 leaves 3 rows; 301 weight rows leave one); 40:
-            // tiled through gemm. The tiles need AVX-512VL (this project's machines have it);
-            // elsewhere 8 to 16 rows take the fused kernel and 19 the gemm path.
-            for m in [1, 2, 3, 8, 10, 11, 16, 19, 40] {
-                let x: Vec<f32> = (0..m * 96)
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
-                    .collect();
-                let want = reference(&w, &x, m);
-                let mut got = vec![0f32; m * w.rows];
-                w.matmul(&x, m, &mut got);
-                let e = worst(&want, &got);
-                // gemm sums in another order; values are sums of ~100 products.
-                assert!(e < 1e-4, "q4={q4} m={m}: {e}");
-                // The portable loop (CPUs without AVX2) agrees too.
-                let mut one = vec![0f32; m];
-                w.row_portable(5, &x, m, &mut one);
-                let want5: Vec<f32> = (0..m).map(|i| want[i * w.rows + 5]).collect();
-                assert!(worst(&want5, &one) < 1e-5, "portable q4={q4} m={m}");
-            }
-        }
-    }
-
-    /// Every GGUF type, as the loader keeps it, through every kernel path against its
-    /// dequantized values (`tests/fixtures/quants`: random blocks of each type).
-    #[test]
-    fn every_gguf_type_multiplies_as_its_dequantized_values() {
-        macro_rules! blocks {
-            ($name:literal) => {
-                &include_bytes!(concat!(
-                    "../../../../../tests/fixtures/quants/",
-                    $name,
-                    ".bin"
-                ))[..]
-            };
-        }
-        let cases = [
-            (GgmlType::Q4_0, blocks!("q4_0")),
-            (GgmlType::Q4_1, blocks!("q4_1")),
-            (GgmlType::Q5_0, blocks!("q5_0")),
-            (GgmlType::Q5_1, blocks!("q5_1")),
-            (GgmlType::Q8_0, blocks!("q8_0")),
-            (GgmlType::Q2_K, blocks!("q2_k")),
-            (GgmlType::Q3_K, blocks!("q3_k")),
-            (GgmlType::Q4_K, blocks!("q4_k")),
-            (GgmlType::Q5_K, blocks!("q5_k")),
-            (GgmlType::Q6_K, blocks!("q6_k")),
-            (GgmlType::F16, blocks!("f16")),
-            (GgmlType::BF16, blocks!("bf16")),
-        ];
-        for (ty, raw) in cases {
-            let (per_block, block_bytes) = ty.block();
-            // Rows of one K-quant super-block (eight blocks of 32) or two blocks of 32; an
-            // odd number of rows, so the tile kernels leave one.
-            let cols = if per_block == 256 { 256 } else { 64 };
-            let n = (raw.len() / block_bytes * per_block / cols).min(9);
-            let rows = if n % 2 == 0 { n - 1 } else { n };
-            let bytes = &raw[..rows * cols / per_block * block_bytes];
-            let w = QMatrix::from_blocks(ty, rows, cols, bytes).unwrap();
-            let mut want_w = vec![0f32; rows * cols];
-            dequantize_into(ty, bytes, &mut want_w);
-            let mut row = vec![0f32; cols];
-            for r in 0..rows {
-                w.dequantize_row(r, &mut row);
-                let d = worst(&want_w[r * cols..(r + 1) * cols], &row);
-                assert!(d < 1e-6, "{ty:?} row {r}: {d}");
-            }
-            for m in [1, 3, 8, 19, 40] {
-                let x: Vec<f32> = (0..m * cols)
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
-                    .collect();
-                let want = reference(&w, &x, m);
-                let mut got = vec![0f32; m * rows];
-                w.matmul(&x, m, &mut got);
-                assert!(worst(&want, &got) < 1e-4, "{ty:?} m={m}");
-            }
-        }
-        let short = QMatrix::from_blocks(GgmlType::Q4_K, 2, 256, &[0u8; 144]);
-        assert!(short.is_err_and(|e| e.contains("Q4_K")));
-    }
-}
+mod tests;

@@ -1,10 +1,11 @@
 //! GGUF block types re-laid into the forms the kernels read, where that loses nothing: Q4_0
 //! and Q4_K as Q4_1 blocks (value = d·q + m with q in 0..16), Q5_0 as Q8_0 blocks (value =
-//! d·q with q in -16..16). Each value is the same f32 product of f16 scales and small
+//! d·q with q in -16..16), Q6_K and Q3_K, whose scales cover 16 values, as blocks of 32
+//! signed bytes with two scales. Each value is the same f32 product of f16 scales and small
 //! integers that ggml's dequantization computes.
 
 use super::Values;
-use crate::formats::ggml::{f16_at, scale_min_k4};
+use crate::formats::ggml::{Runs16, f16_at, q3_k_parts, q6_k_parts, scale_min_k4};
 
 /// Q4_0 (value = d·(q − 8)) as Q4_1 with minimum −8·d.
 pub(super) fn q4_0(bytes: &[u8]) -> Values {
@@ -62,4 +63,28 @@ pub(super) fn q4_k(bytes: &[u8]) -> Values {
         }
     }
     Values::Q4_1 { scales, quants }
+}
+
+/// Q6_K or Q3_K super-blocks (`block_bytes` each, split by `parts`) as blocks of 32 signed
+/// bytes with one scale per 16.
+pub(super) fn runs_of_16(bytes: &[u8], block_bytes: usize, parts: fn(&[u8]) -> Runs16) -> Values {
+    let n = bytes.len() / block_bytes * 8;
+    let mut scales = Vec::with_capacity(n);
+    let mut quants = Vec::with_capacity(n);
+    for b in bytes.chunks_exact(block_bytes) {
+        let (q, s) = parts(b);
+        for k in 0..8 {
+            scales.push([s[2 * k], s[2 * k + 1]]);
+            quants.push(std::array::from_fn(|j| q[32 * k + j]));
+        }
+    }
+    Values::Q8x16 { scales, quants }
+}
+
+pub(super) fn q6_k(bytes: &[u8]) -> Values {
+    runs_of_16(bytes, 210, q6_k_parts)
+}
+
+pub(super) fn q3_k(bytes: &[u8]) -> Values {
+    runs_of_16(bytes, 110, q3_k_parts)
 }

@@ -90,6 +90,19 @@ fn scaled(mut v: [__m256; 4], d: f32) -> [__m256; 4] {
     v
 }
 
+/// Q8x16's dequantization of a block's values: the first 16 times `d[0]`, the rest times
+/// `d[1]`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn scaled_halves(mut v: [__m256; 4], d: [f32; 2]) -> [__m256; 4] {
+    let (d0, d1) = (_mm256_set1_ps(d[0]), _mm256_set1_ps(d[1]));
+    v[0] = _mm256_mul_ps(v[0], d0);
+    v[1] = _mm256_mul_ps(v[1], d0);
+    v[2] = _mm256_mul_ps(v[2], d1);
+    v[3] = _mm256_mul_ps(v[3], d1);
+    v
+}
+
 /// Every activation row's 32 values of block `b` times the block's dequantized weights `w`,
 /// into the row's accumulator. Weight vector after weight vector, row after row: each
 /// accumulator's dependent FMAs are `M` instructions apart, which hides their latency.
@@ -151,6 +164,29 @@ unsafe fn q8_0<const M: usize>(scales: &[f32], quants: &[[i8; 32]], x: &[f32], d
     let mut acc = [_mm256_setzero_ps(); M];
     for (b, (&d, q)) in scales.iter().zip(quants).enumerate() {
         let w = scaled(q8_0_values(q), d);
+        // SAFETY: as in `q4_1`.
+        unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
+    }
+    for (out, a) in dst.iter_mut().zip(acc) {
+        *out = hsum(a);
+    }
+}
+
+/// One Q8x16 weight row (two scales per block) times `M` activation rows, as [`q8_0`].
+///
+/// # Safety
+/// As [`q4_1`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8x16<const M: usize>(
+    scales: &[[f32; 2]],
+    quants: &[[i8; 32]],
+    x: &[f32],
+    dst: &mut [f32],
+) {
+    let cols = scales.len() * 32;
+    let mut acc = [_mm256_setzero_ps(); M];
+    for (b, (&d, q)) in scales.iter().zip(quants).enumerate() {
+        let w = scaled_halves(q8_0_values(q), d);
         // SAFETY: as in `q4_1`.
         unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
     }
@@ -260,6 +296,18 @@ pub(super) unsafe fn dequant_q8_0(scales: &[f32], quants: &[[i8; 32]], out: &mut
     }
 }
 
+/// Q8x16 blocks to f32: `d·q` with a scale per 16 values.
+///
+/// # Safety
+/// As [`dequant_q4_1`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dequant_q8x16(scales: &[[f32; 2]], quants: &[[i8; 32]], out: &mut [f32]) {
+    for ((&d, q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
+        // SAFETY: `dst` is 32 values.
+        unsafe { store(scaled_halves(q8_0_values(q), d), dst) };
+    }
+}
+
 /// A block's 32 values into `dst`.
 ///
 /// # Safety
@@ -362,6 +410,21 @@ pub(super) unsafe fn q8_0_rows(
 ) {
     // SAFETY: forwarded from the caller.
     unsafe { by_rows!(n, q8_0(scales, quants, x, dst)) }
+}
+
+/// [`q8x16`] for `n` (1 to 8) rows.
+///
+/// # Safety
+/// As [`q8x16`] with `M = n`.
+pub(super) unsafe fn q8x16_rows(
+    n: usize,
+    scales: &[[f32; 2]],
+    quants: &[[i8; 32]],
+    x: &[f32],
+    dst: &mut [f32],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe { by_rows!(n, q8x16(scales, quants, x, dst)) }
 }
 
 /// Whether the tile kernels can run: AVX-512VL gives 32 vector registers, enough for a
