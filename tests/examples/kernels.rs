@@ -3,9 +3,10 @@
 //! for a Q4_1 FFN matrix and the Q8_0 output head, and one whole decode step (30 layers and
 //! the head) after a 64-token prompt, alone (and per decoder layer: the step without the
 //! head, divided by the layers) and as 16 sequences in one batch; with 1 and 2 threads.
-//! Medians of repeated runs.
+//! Medians of repeated runs. `kernels types`: the matmul of every GGUF tensor type as the CPU
+//! path keeps it (a table per type).
 //!
-//! `cargo xtask fetch-models`, then `cargo run --release --example kernels`.
+//! `cargo xtask fetch-models`, then `cargo run --release --example kernels [types]`.
 
 // Test and benchmark code: a panic here is a failed run, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -57,6 +58,11 @@ fn main() {
             model.forward(&[200 + k], &mut cache).expect("decode");
         }
         println!("{:.2} ms per decode step", t.elapsed().as_secs_f64() * 2.0);
+        return;
+    }
+    // `kernels types`: the matmul of every GGUF tensor type as the CPU path keeps it.
+    if std::env::args().nth(1).as_deref() == Some("types") {
+        types_table();
         return;
     }
     let matrices = [
@@ -143,6 +149,63 @@ fn main() {
             d.as_secs_f64() * 1e3,
             512.0 / d.as_secs_f64()
         );
+    }
+}
+
+/// GFLOP/s of each GGUF tensor type's matmul as the CPU path keeps it (Q4_0/Q4_K as Q4_1,
+/// Q5_0 as Q8_0, Q6_K/Q3_K as Q8x16, the rest as f32), on a 640 × 2048 matrix (Gemma 3
+/// 270M's `ffn_down`) filled with the fixture blocks of `tests/fixtures/quants`, at 1, 8 and
+/// 16 activation rows; 1 and 2 threads.
+fn types_table() {
+    use cinder_core::GgmlType as T;
+    let (rows, cols) = (640usize, 2048usize);
+    let types = [
+        (T::Q4_0, "q4_0"),
+        (T::Q4_1, "q4_1"),
+        (T::Q5_0, "q5_0"),
+        (T::Q5_1, "q5_1"),
+        (T::Q8_0, "q8_0"),
+        (T::Q2_K, "q2_k"),
+        (T::Q3_K, "q3_k"),
+        (T::Q4_K, "q4_k"),
+        (T::Q5_K, "q5_k"),
+        (T::Q6_K, "q6_k"),
+        (T::F16, "f16"),
+        (T::BF16, "bf16"),
+    ];
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        println!("== {threads} thread(s), {rows} x {cols}");
+        for (ty, name) in types {
+            let path = format!("{}/fixtures/quants/{name}.bin", env!("CARGO_MANIFEST_DIR"));
+            let blocks = std::fs::read(&path).expect("fixture");
+            let (per_block, block_bytes) = ty.block();
+            let want = rows * cols / per_block * block_bytes;
+            let whole = blocks.len() / block_bytes * block_bytes;
+            let bytes: Vec<u8> = blocks[..whole].iter().copied().cycle().take(want).collect();
+            let w = QMatrix::from_blocks(ty, rows, cols, &bytes).expect("matrix");
+            let mut line = format!(
+                "{:5} ({:6.2} MB in the file):",
+                ty.name(),
+                want as f64 / 1e6
+            );
+            for m in [1usize, 8, 16] {
+                let x: Vec<f32> = (0..m * cols)
+                    .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
+                    .collect();
+                let mut out = vec![0f32; m * rows];
+                let d = pool.install(|| time(200, || w.matmul(&x, m, &mut out)));
+                let gflops = 2.0 * (m * rows * cols) as f64 / d.as_secs_f64() / 1e9;
+                line += &format!(
+                    "  m={m:2} {:7.1} µs {gflops:5.1} GFLOP/s",
+                    d.as_secs_f64() * 1e6
+                );
+            }
+            println!("{line}");
+        }
     }
 }
 

@@ -20,6 +20,7 @@ pub use engine::request::{FinishReason, GenEvent, GenerateRequest, TokenLogprob}
 pub use engine::sampler::{Rng, SamplingParams, argmax};
 pub use engine::thread::EngineHandle;
 pub use error::{CoreError, ModelKind, SamplingField};
+pub use formats::ggml::GgmlType;
 pub use formats::gguf::{self, Gguf};
 pub use formats::summary::{ModelSummary, summarize};
 pub use formats::template::{ChatTemplate, TemplateMessage};

@@ -368,7 +368,7 @@ impl QMatrix {
     /// (`m ≤ SCALED_MAX_ROWS`), and is empty otherwise.
     fn row_times(&self, r: usize, x: &[f32], m: usize, sums: &[f32], dst: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if simd::available() && !matches!(self.values, Values::F32(_)) {
+        if simd::available() {
             let bpr = self.cols / 32;
             let blocks = r * bpr..(r + 1) * bpr;
             // The caller computed sums exactly when the batch is small enough for these.
@@ -398,7 +398,9 @@ impl QMatrix {
                     Values::Q8x16 { scales, quants } => {
                         simd::q8x16_rows(m, &scales[blocks.clone()], &quants[blocks], x, dst);
                     }
-                    Values::F32(_) => {}
+                    Values::F32(v) => {
+                        simd::f32_rows(m, &v[r * self.cols..(r + 1) * self.cols], x, dst);
+                    }
                 }
             }
             return;

@@ -152,3 +152,20 @@ fn every_gguf_type_multiplies_as_its_dequantized_values() {
     let short = QMatrix::from_blocks(GgmlType::Q4_K, 2, 256, &[0u8; 144]);
     assert!(short.is_err_and(|e| e.contains("Q4_K")));
 }
+
+/// f32 rows whose width is not a whole number of blocks: the SIMD kernel's tail.
+#[test]
+fn f32_rows_with_a_tail_match_the_reference() {
+    let raw = include_bytes!("../../../../../tests/fixtures/quants/f16.bin");
+    let (rows, cols) = (7, 37);
+    let w = QMatrix::from_blocks(GgmlType::F16, rows, cols, &raw[..rows * cols * 2]).unwrap();
+    for m in [1, 3, 8, 11] {
+        let x: Vec<f32> = (0..m * cols)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let want = reference(&w, &x, m);
+        let mut got = vec![0f32; m * rows];
+        w.matmul(&x, m, &mut got);
+        assert!(worst(&want, &got) < 1e-5, "m={m}");
+    }
+}
