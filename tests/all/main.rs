@@ -9,6 +9,7 @@ mod constrained;
 mod embeddings;
 mod faults;
 mod fuzz_schemas;
+mod gemma;
 mod golden;
 mod loading;
 mod prefix;

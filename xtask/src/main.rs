@@ -12,7 +12,7 @@ mod bench_embed;
 mod bench_files;
 mod models;
 
-const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] | plugins | fetch-models | setup>";
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] | plugins | fetch-models [--test-models] | setup>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -26,6 +26,9 @@ fn main() -> Result<()> {
         "test" => test(),
         "bench" => bench::bench(&rest),
         "plugins" => build_plugins().map(|_| ()),
+        "fetch-models" if rest.iter().any(|a| a == "--test-models") => models::fetch()
+            .and_then(|_| models::fetch_test_models())
+            .map(|_| ()),
         "fetch-models" => models::fetch().map(|_| ()),
         "setup" => setup_test_machine(),
         _ => bail!("{USAGE}"),
@@ -299,6 +302,7 @@ fn venv_dir() -> PathBuf {
 fn test() -> Result<()> {
     setup_test_machine()?;
     let models = models::fetch()?;
+    models::fetch_test_models()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     let plugins = build_plugins()?;
     let fixtures = build_fixtures()?;
