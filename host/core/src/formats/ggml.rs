@@ -30,6 +30,10 @@ const QK_K: usize = 256;
 /// integers and each run's scale (value = scale · integer).
 pub(crate) type Runs16 = ([i8; QK_K], [f32; 16]);
 
+/// A K-quant super-block whose runs of 32 have a scale and a minimum (Q5_K): its values and
+/// each run's `[d, m]` (value = d·q + m).
+pub(crate) type Runs32 = ([u8; QK_K], [[f32; 2]; 8]);
+
 impl GgmlType {
     /// The type with GGML id `id`, or the id's name (`IQ2_XXS`, ...) when Cinder cannot
     /// read it yet.
@@ -160,17 +164,14 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
                 let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
                 for (j, &q) in blk[6..22].iter().enumerate() {
                     let (lo, hi) = q5_pair(q, qh, j);
-                    y[j] = d * (lo - 16.0);
-                    y[j + 16] = d * (hi - 16.0);
+                    y[j] = d * (f32::from(lo) - 16.0);
+                    y[j + 16] = d * (f32::from(hi) - 16.0);
                 }
             }
             GgmlType::Q5_1 => {
-                let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
-                let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
-                for (j, &q) in blk[8..24].iter().enumerate() {
-                    let (lo, hi) = q5_pair(q, qh, j);
-                    y[j] = d * lo + m;
-                    y[j + 16] = d * hi + m;
+                let (q, [d, m]) = q5_1_parts(blk);
+                for (o, &v) in y.iter_mut().zip(&q) {
+                    *o = d * f32::from(v) + m;
                 }
             }
             GgmlType::Q2_K => q2_k(blk, y),
@@ -184,10 +185,20 @@ pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) {
 
 /// The two 5-bit values of byte `j` of a Q5_0/Q5_1 block: its nibbles with their fifth bits
 /// (bit `j` and bit `j + 16` of `qh`).
-fn q5_pair(q: u8, qh: u32, j: usize) -> (f32, f32) {
-    let lo = (q & 0x0f) as u32 | (((qh >> j) << 4) & 0x10);
-    let hi = (q >> 4) as u32 | ((qh >> (j + 12)) & 0x10);
-    (lo as f32, hi as f32)
+pub(crate) fn q5_pair(q: u8, qh: u32, j: usize) -> (u8, u8) {
+    let lo = u32::from(q & 0x0f) | (((qh >> j) << 4) & 0x10);
+    let hi = u32::from(q >> 4) | ((qh >> (j + 12)) & 0x10);
+    (lo as u8, hi as u8)
+}
+
+/// A Q5_1 block as its 32 values (0 to 31) and `[d, m]` (value = d·q + m).
+pub(crate) fn q5_1_parts(blk: &[u8]) -> ([u8; 32], [f32; 2]) {
+    let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
+    let mut q = [0u8; 32];
+    for (j, &byte) in blk[8..24].iter().enumerate() {
+        (q[j], q[j + 16]) = q5_pair(byte, qh, j);
+    }
+    (q, [f16_at(blk, 0), f16_at(blk, 2)])
 }
 
 /// Scale and minimum `j` (of 8, six bits each) packed in a Q4_K/Q5_K block's 12 bytes.
@@ -292,22 +303,34 @@ fn q4_k(blk: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Q5_K: Q4_K with a fifth bit per value in `qh`.
-fn q5_k(blk: &[u8], y: &mut [f32]) {
+/// A Q5_K super-block as 256 values (0 to 31) and `[d, −m]` of each run of 32 (value =
+/// d·q − m): Q4_K with a fifth bit per value in `qh`.
+pub(crate) fn q5_k_parts(blk: &[u8]) -> Runs32 {
     let (d, min) = (f16_at(blk, 0), f16_at(blk, 2));
-    let (scales, qh, qs) = (&blk[4..16], &blk[16..48], &blk[48..176]);
+    let (packed, qh, qs) = (&blk[4..16], &blk[16..48], &blk[48..176]);
+    let scales = std::array::from_fn(|run| {
+        let (sc, m) = scale_min_k4(run, packed);
+        [d * f32::from(sc), -(min * f32::from(m))]
+    });
+    let mut q = [0u8; QK_K];
     for (k, ql) in qs.chunks_exact(32).enumerate() {
-        let (sc1, m1) = scale_min_k4(2 * k, scales);
-        let (sc2, m2) = scale_min_k4(2 * k + 1, scales);
-        let (d1, m1) = (d * f32::from(sc1), min * f32::from(m1));
-        let (d2, m2) = (d * f32::from(sc2), min * f32::from(m2));
         let (u1, u2) = (1u8 << (2 * k), 2u8 << (2 * k));
         for l in 0..32 {
             let h1 = if qh[l] & u1 != 0 { 16 } else { 0 };
             let h2 = if qh[l] & u2 != 0 { 16 } else { 0 };
-            y[k * 64 + l] = d1 * f32::from((ql[l] & 0x0f) + h1) - m1;
-            y[k * 64 + 32 + l] = d2 * f32::from((ql[l] >> 4) + h2) - m2;
+            q[k * 64 + l] = (ql[l] & 0x0f) + h1;
+            q[k * 64 + 32 + l] = (ql[l] >> 4) + h2;
         }
+    }
+    (q, scales)
+}
+
+/// Q5_K: 8 runs of 32 with 6-bit scales and minimums; 5-bit values.
+fn q5_k(blk: &[u8], y: &mut [f32]) {
+    let (q, scales) = q5_k_parts(blk);
+    for (p, (o, &v)) in y.iter_mut().zip(&q).enumerate() {
+        let [d, m] = scales[p / 32];
+        *o = d * f32::from(v) + m;
     }
 }
 

@@ -83,6 +83,11 @@ enum Values {
         scales: Vec<[f32; 2]>,
         quants: Vec<[i8; 32]>,
     },
+    /// Per block `d, m` (value = d·q + m); 32 unsigned bytes per block: Q5_1 and Q5_K.
+    U8Affine {
+        scales: Vec<[f32; 2]>,
+        quants: Vec<[u8; 32]>,
+    },
     /// Plain values.
     F32(Vec<f32>),
 }
@@ -148,6 +153,8 @@ impl QMatrix {
             GgmlType::Q4_K => repack::q4_k(bytes),
             GgmlType::Q6_K => repack::q6_k(bytes),
             GgmlType::Q3_K => repack::q3_k(bytes),
+            GgmlType::Q5_1 if blocked => repack::q5_1(bytes),
+            GgmlType::Q5_K => repack::q5_k(bytes),
             // The rest is kept as f32 until it has kernels of its own: correct, but 4 to 16
             // times the bytes per token of its GGUF form.
             _ => {
@@ -192,6 +199,11 @@ impl QMatrix {
                         simd::dequant_q8x16(&scales[blocks.clone()], &quants[blocks], out)
                     };
                 }
+                Values::U8Affine { scales, quants } => {
+                    return unsafe {
+                        simd::dequant_u8_affine(&scales[blocks.clone()], &quants[blocks], out)
+                    };
+                }
                 Values::F32(_) => {}
             }
         }
@@ -216,6 +228,14 @@ impl QMatrix {
                 for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
                     for (j, (o, &q)) in dst.iter_mut().zip(&quants[b]).enumerate() {
                         *o = scales[b][j / 16] * f32::from(q);
+                    }
+                }
+            }
+            Values::U8Affine { scales, quants } => {
+                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
+                    let [d, m] = scales[b];
+                    for (o, &q) in dst.iter_mut().zip(&quants[b]) {
+                        *o = d * f32::from(q) + m;
                     }
                 }
             }
@@ -349,7 +369,7 @@ impl QMatrix {
                             &mut out,
                         ),
                         // Never asked: `uses_tiles` is false for them.
-                        Values::Q8x16 { .. } | Values::F32(_) => {}
+                        Values::Q8x16 { .. } | Values::U8Affine { .. } | Values::F32(_) => {}
                     }
                 }
                 for (r, vals) in out.iter().enumerate() {
@@ -397,6 +417,9 @@ impl QMatrix {
                     // Two scales per block: dequantized first, for any row count.
                     Values::Q8x16 { scales, quants } => {
                         simd::q8x16_rows(m, &scales[blocks.clone()], &quants[blocks], x, dst);
+                    }
+                    Values::U8Affine { scales, quants } => {
+                        simd::u8_affine_rows(m, &scales[blocks.clone()], &quants[blocks], x, dst);
                     }
                     Values::F32(v) => {
                         simd::f32_rows(m, &v[r * self.cols..(r + 1) * self.cols], x, dst);
@@ -449,6 +472,18 @@ impl QMatrix {
                             .zip(xb)
                             .enumerate()
                             .map(|(j, (&q, &v))| scales[b][j / 16] * f32::from(q) * v)
+                            .sum::<f32>()
+                    })
+                    .sum(),
+                Values::U8Affine { scales, quants } => blocks
+                    .clone()
+                    .zip(xi.chunks_exact(32))
+                    .map(|(b, xb)| {
+                        let [d, mn] = scales[b];
+                        quants[b]
+                            .iter()
+                            .zip(xb)
+                            .map(|(&q, &v)| (d * f32::from(q) + mn) * v)
                             .sum::<f32>()
                     })
                     .sum(),

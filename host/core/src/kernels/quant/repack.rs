@@ -1,11 +1,14 @@
 //! GGUF block types re-laid into the forms the kernels read, where that loses nothing: Q4_0
 //! and Q4_K as Q4_1 blocks (value = d·q + m with q in 0..16), Q5_0 as Q8_0 blocks (value =
 //! d·q with q in -16..16), Q6_K and Q3_K, whose scales cover 16 values, as blocks of 32
-//! signed bytes with two scales. Each value is the same f32 product of f16 scales and small
+//! signed bytes with two scales, Q5_1 and Q5_K (a minimum per 32 values) as blocks of 32
+//! unsigned bytes with a scale and a minimum. Each value is the same f32 product of f16 scales and small
 //! integers that ggml's dequantization computes.
 
 use super::Values;
-use crate::formats::ggml::{Runs16, f16_at, q3_k_parts, q6_k_parts, scale_min_k4};
+use crate::formats::ggml::{
+    Runs16, f16_at, q3_k_parts, q5_1_parts, q5_k_parts, q6_k_parts, scale_min_k4,
+};
 
 /// Q4_0 (value = d·(q − 8)) as Q4_1 with minimum −8·d.
 pub(super) fn q4_0(bytes: &[u8]) -> Values {
@@ -87,4 +90,23 @@ pub(super) fn q6_k(bytes: &[u8]) -> Values {
 
 pub(super) fn q3_k(bytes: &[u8]) -> Values {
     runs_of_16(bytes, 110, q3_k_parts)
+}
+
+pub(super) fn q5_1(bytes: &[u8]) -> Values {
+    let (quants, scales) = bytes.chunks_exact(24).map(q5_1_parts).unzip();
+    Values::U8Affine { scales, quants }
+}
+
+pub(super) fn q5_k(bytes: &[u8]) -> Values {
+    let n = bytes.len() / 176 * 8;
+    let mut scales = Vec::with_capacity(n);
+    let mut quants = Vec::with_capacity(n);
+    for b in bytes.chunks_exact(176) {
+        let (q, s) = q5_k_parts(b);
+        for (k, s) in s.into_iter().enumerate() {
+            scales.push(s);
+            quants.push(std::array::from_fn(|j| q[32 * k + j]));
+        }
+    }
+    Values::U8Affine { scales, quants }
 }

@@ -5,6 +5,9 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+mod tiles;
+pub(super) use tiles::{q4_1_tile, q8_0_tile, wide_available};
+
 pub(super) fn available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
@@ -65,6 +68,25 @@ fn q8_0_values(q: &[i8; 32]) -> [__m256; 4] {
         widen_i8(_mm_srli_si128(q0, 8)),
         widen_i8(q1),
         widen_i8(_mm_srli_si128(q1, 8)),
+    ]
+}
+
+/// A block of 32 unsigned bytes, in order, as four vectors of f32.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn u8_values(q: &[u8; 32]) -> [__m256; 4] {
+    // SAFETY: `q` is 32 bytes.
+    let (q0, q1) = unsafe {
+        (
+            _mm_loadu_si128(q.as_ptr().cast()),
+            _mm_loadu_si128(q.as_ptr().add(16).cast()),
+        )
+    };
+    [
+        widen_u8(q0),
+        widen_u8(_mm_srli_si128(q0, 8)),
+        widen_u8(q1),
+        widen_u8(_mm_srli_si128(q1, 8)),
     ]
 }
 
@@ -227,6 +249,29 @@ unsafe fn f32_row<const M: usize>(w: &[f32], x: &[f32], dst: &mut [f32]) {
     }
 }
 
+/// One U8Affine weight row (`d·q + m`, unsigned bytes) times `M` activation rows, as [`q4_1`].
+///
+/// # Safety
+/// As [`q4_1`].
+#[target_feature(enable = "avx2,fma")]
+unsafe fn u8_affine<const M: usize>(
+    scales: &[[f32; 2]],
+    quants: &[[u8; 32]],
+    x: &[f32],
+    dst: &mut [f32],
+) {
+    let cols = scales.len() * 32;
+    let mut acc = [_mm256_setzero_ps(); M];
+    for (b, (&[d, m], q)) in scales.iter().zip(quants).enumerate() {
+        let w = affine(u8_values(q), d, m);
+        // SAFETY: as in `q4_1`.
+        unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
+    }
+    for (out, a) in dst.iter_mut().zip(acc) {
+        *out = hsum(a);
+    }
+}
+
 /// Four FMAs of a widened block with 32 values of `x` starting at `at`, scaled by `d`, into
 /// `acc`.
 ///
@@ -337,6 +382,18 @@ pub(super) unsafe fn dequant_q8x16(scales: &[[f32; 2]], quants: &[[i8; 32]], out
     for ((&d, q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
         // SAFETY: `dst` is 32 values.
         unsafe { store(scaled_halves(q8_0_values(q), d), dst) };
+    }
+}
+
+/// U8Affine blocks to f32: `d·q + m`.
+///
+/// # Safety
+/// As [`dequant_q4_1`].
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn dequant_u8_affine(scales: &[[f32; 2]], quants: &[[u8; 32]], out: &mut [f32]) {
+    for ((&[d, m], q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
+        // SAFETY: `dst` is 32 values.
+        unsafe { store(affine(u8_values(q), d, m), dst) };
     }
 }
 
@@ -468,103 +525,17 @@ pub(super) unsafe fn f32_rows(n: usize, w: &[f32], x: &[f32], dst: &mut [f32]) {
     unsafe { by_rows!(n, f32_row(w, x, dst)) }
 }
 
-/// Whether the tile kernels can run: AVX-512VL gives 32 vector registers, enough for a
-/// tile's accumulators beside its dequantized blocks.
-pub(super) fn wide_available() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
-    })
-}
-
-/// One block of `R` weight rows (dequantized in `w`) times the same block of `M` activation
-/// rows, into `acc`: each activation vector is loaded once for all `R` weight rows.
+/// [`u8_affine`] for `n` (1 to 8) rows.
 ///
 /// # Safety
-/// `x` holds `M` rows of `cols` values, and `b · 32 + 32 ≤ cols`.
-#[inline]
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-// Indices, not iterators: the loops spell out the register tile (slice k of the block, row i,
-// weight row r) that the compiler unrolls into 16 accumulators.
-#[allow(clippy::needless_range_loop)]
-unsafe fn tile_block<const R: usize, const M: usize>(
-    w: &[[__m256; 4]; R],
-    x: &[f32],
-    cols: usize,
-    b: usize,
-    acc: &mut [[__m256; M]; R],
-) {
-    let p = x.as_ptr();
-    for k in 0..4 {
-        for i in 0..M {
-            // SAFETY: row `i` < M has `cols` values; `b · 32 + 8k + 8 ≤ cols`.
-            let v = unsafe { _mm256_loadu_ps(p.add(i * cols + b * 32 + 8 * k)) };
-            for r in 0..R {
-                acc[r][i] = _mm256_fmadd_ps(w[r][k], v, acc[r][i]);
-            }
-        }
-    }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-fn tile_sums<const R: usize, const M: usize>(acc: &[[__m256; M]; R], out: &mut [[f32; M]; R]) {
-    for (o, a) in out.iter_mut().zip(acc) {
-        for (o, a) in o.iter_mut().zip(a) {
-            *o = hsum(*a);
-        }
-    }
-}
-
-/// `R` consecutive Q4_1 weight rows times `M` activation rows: per block, each weight row is
-/// dequantized once and each activation vector loaded once for all `R` rows. With `R = 2`
-/// and `M = 8` (16 accumulators, 8 dequantized vectors: AVX-512VL's 32 registers) this ran
-/// ffn matrices at 16 rows 1.6× faster than one weight row at a time.
-///
-/// # Safety
-/// [`wide_available`]; `scales`/`quants` hold `R · bpr` blocks (row after row), `x` `M`
-/// rows of `32 · bpr` values.
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-pub(super) unsafe fn q4_1_tile<const R: usize, const M: usize>(
+/// As [`u8_affine`] with `M = n`.
+pub(super) unsafe fn u8_affine_rows(
+    n: usize,
     scales: &[[f32; 2]],
-    quants: &[[u8; 16]],
-    bpr: usize,
+    quants: &[[u8; 32]],
     x: &[f32],
-    out: &mut [[f32; M]; R],
+    dst: &mut [f32],
 ) {
-    let mut acc = [[_mm256_setzero_ps(); M]; R];
-    for b in 0..bpr {
-        let mut w = [[_mm256_setzero_ps(); 4]; R];
-        for (r, wr) in w.iter_mut().enumerate() {
-            let [d, mn] = scales[r * bpr + b];
-            *wr = affine(q4_1_values(&quants[r * bpr + b]), d, mn);
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { tile_block(&w, x, bpr * 32, b, &mut acc) };
-    }
-    tile_sums(&acc, out);
-}
-
-/// [`q4_1_tile`] for Q8_0 rows (`d·q`).
-///
-/// # Safety
-/// As [`q4_1_tile`].
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-pub(super) unsafe fn q8_0_tile<const R: usize, const M: usize>(
-    scales: &[f32],
-    quants: &[[i8; 32]],
-    bpr: usize,
-    x: &[f32],
-    out: &mut [[f32; M]; R],
-) {
-    let mut acc = [[_mm256_setzero_ps(); M]; R];
-    for b in 0..bpr {
-        let mut w = [[_mm256_setzero_ps(); 4]; R];
-        for (r, wr) in w.iter_mut().enumerate() {
-            *wr = scaled(q8_0_values(&quants[r * bpr + b]), scales[r * bpr + b]);
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { tile_block(&w, x, bpr * 32, b, &mut acc) };
-    }
-    tile_sums(&acc, out);
+    // SAFETY: forwarded from the caller.
+    unsafe { by_rows!(n, u8_affine(scales, quants, x, dst)) }
 }

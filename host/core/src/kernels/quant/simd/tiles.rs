@@ -1,0 +1,109 @@
+//! The AVX-512VL register-tile kernels of [`super::super::QMatrix`]: two weight rows meet
+//! eight activation rows per block, each block dequantized once for both weight rows and each
+//! activation vector loaded once for both.
+
+use std::arch::x86_64::*;
+use std::sync::OnceLock;
+
+use super::{affine, available, hsum, q4_1_values, q8_0_values, scaled};
+
+/// Whether the tile kernels can run: AVX-512VL gives 32 vector registers, enough for a
+/// tile's accumulators beside its dequantized blocks.
+pub(in crate::kernels::quant) fn wide_available() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
+    })
+}
+
+/// One block of `R` weight rows (dequantized in `w`) times the same block of `M` activation
+/// rows, into `acc`: each activation vector is loaded once for all `R` weight rows.
+///
+/// # Safety
+/// `x` holds `M` rows of `cols` values, and `b · 32 + 32 ≤ cols`.
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+// Indices, not iterators: the loops spell out the register tile (slice k of the block, row i,
+// weight row r) that the compiler unrolls into 16 accumulators.
+#[allow(clippy::needless_range_loop)]
+unsafe fn tile_block<const R: usize, const M: usize>(
+    w: &[[__m256; 4]; R],
+    x: &[f32],
+    cols: usize,
+    b: usize,
+    acc: &mut [[__m256; M]; R],
+) {
+    let p = x.as_ptr();
+    for k in 0..4 {
+        for i in 0..M {
+            // SAFETY: row `i` < M has `cols` values; `b · 32 + 8k + 8 ≤ cols`.
+            let v = unsafe { _mm256_loadu_ps(p.add(i * cols + b * 32 + 8 * k)) };
+            for r in 0..R {
+                acc[r][i] = _mm256_fmadd_ps(w[r][k], v, acc[r][i]);
+            }
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+fn tile_sums<const R: usize, const M: usize>(acc: &[[__m256; M]; R], out: &mut [[f32; M]; R]) {
+    for (o, a) in out.iter_mut().zip(acc) {
+        for (o, a) in o.iter_mut().zip(a) {
+            *o = hsum(*a);
+        }
+    }
+}
+
+/// `R` consecutive Q4_1 weight rows times `M` activation rows: per block, each weight row is
+/// dequantized once and each activation vector loaded once for all `R` rows. With `R = 2`
+/// and `M = 8` (16 accumulators, 8 dequantized vectors: AVX-512VL's 32 registers) this ran
+/// ffn matrices at 16 rows 1.6× faster than one weight row at a time.
+///
+/// # Safety
+/// [`wide_available`]; `scales`/`quants` hold `R · bpr` blocks (row after row), `x` `M`
+/// rows of `32 · bpr` values.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+pub(in crate::kernels::quant) unsafe fn q4_1_tile<const R: usize, const M: usize>(
+    scales: &[[f32; 2]],
+    quants: &[[u8; 16]],
+    bpr: usize,
+    x: &[f32],
+    out: &mut [[f32; M]; R],
+) {
+    let mut acc = [[_mm256_setzero_ps(); M]; R];
+    for b in 0..bpr {
+        let mut w = [[_mm256_setzero_ps(); 4]; R];
+        for (r, wr) in w.iter_mut().enumerate() {
+            let [d, mn] = scales[r * bpr + b];
+            *wr = affine(q4_1_values(&quants[r * bpr + b]), d, mn);
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { tile_block(&w, x, bpr * 32, b, &mut acc) };
+    }
+    tile_sums(&acc, out);
+}
+
+/// [`q4_1_tile`] for Q8_0 rows (`d·q`).
+///
+/// # Safety
+/// As [`q4_1_tile`].
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+pub(in crate::kernels::quant) unsafe fn q8_0_tile<const R: usize, const M: usize>(
+    scales: &[f32],
+    quants: &[[i8; 32]],
+    bpr: usize,
+    x: &[f32],
+    out: &mut [[f32; M]; R],
+) {
+    let mut acc = [[_mm256_setzero_ps(); M]; R];
+    for b in 0..bpr {
+        let mut w = [[_mm256_setzero_ps(); 4]; R];
+        for (r, wr) in w.iter_mut().enumerate() {
+            *wr = scaled(q8_0_values(&quants[r * bpr + b]), scales[r * bpr + b]);
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { tile_block(&w, x, bpr * 32, b, &mut acc) };
+    }
+    tile_sums(&acc, out);
+}
