@@ -28,7 +28,7 @@
 use rayon::prelude::*;
 
 use crate::error::CoreError;
-use crate::formats::ggml::{GgmlType, dequantize_into, f16_at};
+use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::Gguf;
 
 mod repack;
@@ -88,8 +88,19 @@ enum Values {
         scales: Vec<[f32; 2]>,
         quants: Vec<[u8; 32]>,
     },
+    /// 16-bit floats as stored (F16, or BF16 when `brain`), row-major: half the bytes of f32.
+    Half { bits: Vec<u16>, brain: bool },
     /// Plain values.
     F32(Vec<f32>),
+}
+
+/// One 16-bit float as f32.
+fn half_to_f32(bits: u16, brain: bool) -> f32 {
+    if brain {
+        f32::from_bits(u32::from(bits) << 16)
+    } else {
+        half::f16::from_bits(bits).to_f32()
+    }
 }
 
 /// A `[rows, cols]` weight matrix, row-major, in its GGUF precision.
@@ -126,43 +137,7 @@ impl QMatrix {
                 rows * cols / per_block.max(1)
             ));
         }
-        // Blocks of 32 for the kernels (a row of another width takes the f32 path).
-        let blocked = cols.is_multiple_of(32);
-        let values = match ty {
-            GgmlType::Q4_1 if blocked => {
-                let blocks = bytes.chunks_exact(20);
-                Values::Q4_1 {
-                    scales: blocks
-                        .clone()
-                        .map(|b| [f16_at(b, 0), f16_at(b, 2)])
-                        .collect(),
-                    quants: blocks.map(|b| std::array::from_fn(|i| b[4 + i])).collect(),
-                }
-            }
-            GgmlType::Q8_0 if blocked => {
-                let blocks = bytes.chunks_exact(34);
-                Values::Q8_0 {
-                    scales: blocks.clone().map(|b| f16_at(b, 0)).collect(),
-                    quants: blocks
-                        .map(|b| std::array::from_fn(|i| b[2 + i] as i8))
-                        .collect(),
-                }
-            }
-            GgmlType::Q4_0 if blocked => repack::q4_0(bytes),
-            GgmlType::Q5_0 if blocked => repack::q5_0(bytes),
-            GgmlType::Q4_K => repack::q4_k(bytes),
-            GgmlType::Q6_K => repack::q6_k(bytes),
-            GgmlType::Q3_K => repack::q3_k(bytes),
-            GgmlType::Q5_1 if blocked => repack::q5_1(bytes),
-            GgmlType::Q5_K => repack::q5_k(bytes),
-            // The rest is kept as f32 until it has kernels of its own: correct, but 4 to 16
-            // times the bytes per token of its GGUF form.
-            _ => {
-                let mut v = vec![0f32; rows * cols];
-                dequantize_into(ty, bytes, &mut v);
-                Values::F32(v)
-            }
-        };
+        let values = repack::values(ty, rows, cols, bytes);
         Ok(QMatrix { rows, cols, values })
     }
 
@@ -180,7 +155,7 @@ impl QMatrix {
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         let bpr = self.cols / 32;
         #[cfg(target_arch = "x86_64")]
-        if simd::available() {
+        if self.simd_ready() {
             let blocks = r * bpr..(r + 1) * bpr;
             // SAFETY: AVX2 and FMA are present; `out` has room for the row's `bpr` blocks.
             match &self.values {
@@ -203,6 +178,11 @@ impl QMatrix {
                     return unsafe {
                         simd::dequant_u8_affine(&scales[blocks.clone()], &quants[blocks], out)
                     };
+                }
+                Values::Half { bits, brain } => {
+                    let row = &bits[r * self.cols..(r + 1) * self.cols];
+                    // SAFETY: F16C is present too (`simd_ready`); `out` has the row's room.
+                    return unsafe { simd::half_to_f32s(row, *brain, out) };
                 }
                 Values::F32(_) => {}
             }
@@ -239,6 +219,14 @@ impl QMatrix {
                     }
                 }
             }
+            Values::Half { bits, brain } => {
+                for (o, &b) in out
+                    .iter_mut()
+                    .zip(&bits[r * self.cols..(r + 1) * self.cols])
+                {
+                    *o = half_to_f32(b, *brain);
+                }
+            }
             Values::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
         }
     }
@@ -252,6 +240,12 @@ impl QMatrix {
         } else {
             self.matmul_tiled(x, m, out);
         }
+    }
+
+    /// Whether this matrix's SIMD kernels can run here (16-bit floats need F16C too).
+    #[cfg(target_arch = "x86_64")]
+    fn simd_ready(&self) -> bool {
+        simd::available() && (!matches!(self.values, Values::Half { .. }) || simd::f16c_available())
     }
 
     /// Whether `m` activation rows go through the register tiles ([`QMatrix::fill_tiles`]).
@@ -369,7 +363,10 @@ impl QMatrix {
                             &mut out,
                         ),
                         // Never asked: `uses_tiles` is false for them.
-                        Values::Q8x16 { .. } | Values::U8Affine { .. } | Values::F32(_) => {}
+                        Values::Q8x16 { .. }
+                        | Values::U8Affine { .. }
+                        | Values::Half { .. }
+                        | Values::F32(_) => {}
                     }
                 }
                 for (r, vals) in out.iter().enumerate() {
@@ -388,7 +385,7 @@ impl QMatrix {
     /// (`m ≤ SCALED_MAX_ROWS`), and is empty otherwise.
     fn row_times(&self, r: usize, x: &[f32], m: usize, sums: &[f32], dst: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
-        if simd::available() {
+        if self.simd_ready() {
             let bpr = self.cols / 32;
             let blocks = r * bpr..(r + 1) * bpr;
             // The caller computed sums exactly when the batch is small enough for these.
@@ -420,6 +417,10 @@ impl QMatrix {
                     }
                     Values::U8Affine { scales, quants } => {
                         simd::u8_affine_rows(m, &scales[blocks.clone()], &quants[blocks], x, dst);
+                    }
+                    Values::Half { bits, brain } => {
+                        let row = &bits[r * self.cols..(r + 1) * self.cols];
+                        simd::half_rows(m, row, *brain, x, dst);
                     }
                     Values::F32(v) => {
                         simd::f32_rows(m, &v[r * self.cols..(r + 1) * self.cols], x, dst);
@@ -486,6 +487,11 @@ impl QMatrix {
                             .map(|(&q, &v)| (d * f32::from(q) + mn) * v)
                             .sum::<f32>()
                     })
+                    .sum(),
+                Values::Half { bits, brain } => xi
+                    .iter()
+                    .zip(&bits[r * cols..(r + 1) * cols])
+                    .map(|(a, &b)| a * half_to_f32(b, *brain))
                     .sum(),
                 Values::F32(v) => xi
                     .iter()

@@ -2,13 +2,63 @@
 //! and Q4_K as Q4_1 blocks (value = d·q + m with q in 0..16), Q5_0 as Q8_0 blocks (value =
 //! d·q with q in -16..16), Q6_K and Q3_K, whose scales cover 16 values, as blocks of 32
 //! signed bytes with two scales, Q5_1 and Q5_K (a minimum per 32 values) as blocks of 32
-//! unsigned bytes with a scale and a minimum. Each value is the same f32 product of f16 scales and small
-//! integers that ggml's dequantization computes.
+//! unsigned bytes with a scale and a minimum; F16 and BF16 stay 16-bit. Each value is the same
+//! f32 product of f16 scales and small integers that ggml's dequantization computes.
 
 use super::Values;
 use crate::formats::ggml::{
-    Runs16, f16_at, q3_k_parts, q5_1_parts, q5_k_parts, q6_k_parts, scale_min_k4,
+    GgmlType, Runs16, dequantize_into, f16_at, q3_k_parts, q5_1_parts, q5_k_parts, q6_k_parts,
+    scale_min_k4,
 };
+
+/// How a `[rows, cols]` matrix of GGUF type `ty` (whole blocks, checked by the caller) is
+/// kept: re-laid for a kernel where that loses nothing, as f32 otherwise.
+pub(super) fn values(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Values {
+    // Blocks of 32 for the kernels (a row of another width takes the f32 path).
+    let blocked = cols.is_multiple_of(32);
+    match ty {
+        GgmlType::Q4_1 if blocked => {
+            let blocks = bytes.chunks_exact(20);
+            Values::Q4_1 {
+                scales: blocks
+                    .clone()
+                    .map(|b| [f16_at(b, 0), f16_at(b, 2)])
+                    .collect(),
+                quants: blocks.map(|b| std::array::from_fn(|i| b[4 + i])).collect(),
+            }
+        }
+        GgmlType::Q8_0 if blocked => {
+            let blocks = bytes.chunks_exact(34);
+            Values::Q8_0 {
+                scales: blocks.clone().map(|b| f16_at(b, 0)).collect(),
+                quants: blocks
+                    .map(|b| std::array::from_fn(|i| b[2 + i] as i8))
+                    .collect(),
+            }
+        }
+        GgmlType::Q4_0 if blocked => q4_0(bytes),
+        GgmlType::Q5_0 if blocked => q5_0(bytes),
+        GgmlType::Q4_K => q4_k(bytes),
+        GgmlType::Q6_K => q6_k(bytes),
+        GgmlType::Q3_K => q3_k(bytes),
+        GgmlType::Q5_1 if blocked => q5_1(bytes),
+        GgmlType::Q5_K => q5_k(bytes),
+        GgmlType::F16 | GgmlType::BF16 => Values::Half {
+            bits: bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+            brain: ty == GgmlType::BF16,
+        },
+        // The rest (Q2_K, and rows not a whole number of blocks) is kept as f32 until it has
+        // kernels of its own: correct, but several times the bytes per token of its GGUF form.
+        _ => {
+            let mut v = vec![0f32; rows * cols];
+            dequantize_into(ty, bytes, &mut v);
+            Values::F32(v)
+        }
+    }
+}
 
 /// Q4_0 (value = d·(q − 8)) as Q4_1 with minimum −8·d.
 pub(super) fn q4_0(bytes: &[u8]) -> Values {

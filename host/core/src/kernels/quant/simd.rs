@@ -217,38 +217,6 @@ unsafe fn q8x16<const M: usize>(
     }
 }
 
-/// One f32 weight row times `M` activation rows: whole blocks of 32 through the same
-/// register tile as the quantized kernels, the row's last `cols % 32` values one by one.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA; `x` holds `M` rows of `w.len()` values, `dst` `M` values.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn f32_row<const M: usize>(w: &[f32], x: &[f32], dst: &mut [f32]) {
-    let cols = w.len();
-    let whole = cols / 32;
-    let mut acc = [_mm256_setzero_ps(); M];
-    for b in 0..whole {
-        // SAFETY: block `b` < cols / 32, so its 32 values are inside `w`.
-        let wv = unsafe {
-            let p = w.as_ptr().add(b * 32);
-            [
-                _mm256_loadu_ps(p),
-                _mm256_loadu_ps(p.add(8)),
-                _mm256_loadu_ps(p.add(16)),
-                _mm256_loadu_ps(p.add(24)),
-            ]
-        };
-        // SAFETY: `x` holds M rows of `cols` values and block `b` is inside them.
-        unsafe { rows_times_block(&wv, x, cols, b, &mut acc) };
-    }
-    for (i, (out, a)) in dst.iter_mut().zip(acc).enumerate() {
-        let tail = (whole * 32..cols)
-            .map(|k| w[k] * x[i * cols + k])
-            .sum::<f32>();
-        *out = hsum(a) + tail;
-    }
-}
-
 /// One U8Affine weight row (`d·q + m`, unsigned bytes) times `M` activation rows, as [`q4_1`].
 ///
 /// # Safety
@@ -471,6 +439,9 @@ macro_rules! by_rows {
     };
 }
 
+mod float;
+pub(super) use float::{f16c_available, f32_rows, half_rows, half_to_f32s};
+
 /// [`q4_1`] for `n` (1 to 8) rows.
 ///
 /// # Safety
@@ -514,15 +485,6 @@ pub(super) unsafe fn q8x16_rows(
 ) {
     // SAFETY: forwarded from the caller.
     unsafe { by_rows!(n, q8x16(scales, quants, x, dst)) }
-}
-
-/// [`f32_row`] for `n` (1 to 8) rows.
-///
-/// # Safety
-/// As [`f32_row`] with `M = n`.
-pub(super) unsafe fn f32_rows(n: usize, w: &[f32], x: &[f32], dst: &mut [f32]) {
-    // SAFETY: forwarded from the caller.
-    unsafe { by_rows!(n, f32_row(w, x, dst)) }
 }
 
 /// [`u8_affine`] for `n` (1 to 8) rows.

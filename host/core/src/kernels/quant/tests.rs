@@ -1,5 +1,6 @@
 //! QMatrix against dequantize-then-dot references: every kernel path, every GGUF type.
 use super::*;
+use crate::formats::ggml::dequantize_into;
 
 /// A pseudo-random matrix of the given kind.
 fn matrix(q4: bool, rows: usize, cols: usize, seed: u32) -> QMatrix {
@@ -153,17 +154,24 @@ fn every_gguf_type_multiplies_as_its_dequantized_values() {
     assert!(short.is_err_and(|e| e.contains("Q4_K")));
 }
 
-/// f32 rows whose width is not a whole number of blocks: the SIMD kernel's tail.
+/// f16 and f32 rows whose width is not a whole number of blocks: the SIMD kernels' tails.
 #[test]
 fn f32_rows_with_a_tail_match_the_reference() {
     let raw = include_bytes!("../../../../../tests/fixtures/quants/f16.bin");
     let (rows, cols) = (7, 37);
-    let w = QMatrix::from_blocks(GgmlType::F16, rows, cols, &raw[..rows * cols * 2]).unwrap();
-    for m in [1, 3, 8, 11] {
+    let half = QMatrix::from_blocks(GgmlType::F16, rows, cols, &raw[..rows * cols * 2]).unwrap();
+    let mut values = vec![0f32; rows * cols];
+    dequantize_into(GgmlType::F16, &raw[..rows * cols * 2], &mut values);
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let full = QMatrix::from_blocks(GgmlType::F32, rows, cols, &bytes).unwrap();
+    for (w, m) in [&half, &full]
+        .into_iter()
+        .flat_map(|w| [1, 3, 8, 11].map(|m| (w, m)))
+    {
         let x: Vec<f32> = (0..m * cols)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
             .collect();
-        let want = reference(&w, &x, m);
+        let want = reference(w, &x, m);
         let mut got = vec![0f32; m * rows];
         w.matmul(&x, m, &mut got);
         assert!(worst(&want, &got) < 1e-5, "m={m}");
