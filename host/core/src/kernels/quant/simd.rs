@@ -150,96 +150,6 @@ unsafe fn rows_times_block<const M: usize>(
     }
 }
 
-/// One Q4_1 weight row times `M` activation rows: each block is dequantized (`d·q + m`, the
-/// reference's f32 weights) into registers once and used for every row. The accumulators
-/// stay in registers because `M` is a constant.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA; `x` holds `M` rows of `32 · scales.len()` values, `dst` `M`
-/// values.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q4_1<const M: usize>(
-    scales: &[[f32; 2]],
-    quants: &[[u8; 16]],
-    x: &[f32],
-    dst: &mut [f32],
-) {
-    let cols = scales.len() * 32;
-    let mut acc = [_mm256_setzero_ps(); M];
-    for (b, (&[d, mn], q)) in scales.iter().zip(quants).enumerate() {
-        let w = affine(q4_1_values(q), d, mn);
-        // SAFETY: `x` holds M rows of `cols` values and block `b` is inside them.
-        unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
-    }
-    for (out, a) in dst.iter_mut().zip(acc) {
-        *out = hsum(a);
-    }
-}
-
-/// One Q8_0 weight row times `M` activation rows, as [`q4_1`] with `d·q`.
-///
-/// # Safety
-/// As [`q4_1`].
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q8_0<const M: usize>(scales: &[f32], quants: &[[i8; 32]], x: &[f32], dst: &mut [f32]) {
-    let cols = scales.len() * 32;
-    let mut acc = [_mm256_setzero_ps(); M];
-    for (b, (&d, q)) in scales.iter().zip(quants).enumerate() {
-        let w = scaled(q8_0_values(q), d);
-        // SAFETY: as in `q4_1`.
-        unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
-    }
-    for (out, a) in dst.iter_mut().zip(acc) {
-        *out = hsum(a);
-    }
-}
-
-/// One Q8x16 weight row (two scales per block) times `M` activation rows, as [`q8_0`].
-///
-/// # Safety
-/// As [`q4_1`].
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q8x16<const M: usize>(
-    scales: &[[f32; 2]],
-    quants: &[[i8; 32]],
-    x: &[f32],
-    dst: &mut [f32],
-) {
-    let cols = scales.len() * 32;
-    let mut acc = [_mm256_setzero_ps(); M];
-    for (b, (&d, q)) in scales.iter().zip(quants).enumerate() {
-        let w = scaled_halves(q8_0_values(q), d);
-        // SAFETY: as in `q4_1`.
-        unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
-    }
-    for (out, a) in dst.iter_mut().zip(acc) {
-        *out = hsum(a);
-    }
-}
-
-/// One U8Affine weight row (`d·q + m`, unsigned bytes) times `M` activation rows, as [`q4_1`].
-///
-/// # Safety
-/// As [`q4_1`].
-#[target_feature(enable = "avx2,fma")]
-unsafe fn u8_affine<const M: usize>(
-    scales: &[[f32; 2]],
-    quants: &[[u8; 32]],
-    x: &[f32],
-    dst: &mut [f32],
-) {
-    let cols = scales.len() * 32;
-    let mut acc = [_mm256_setzero_ps(); M];
-    for (b, (&[d, m], q)) in scales.iter().zip(quants).enumerate() {
-        let w = affine(u8_values(q), d, m);
-        // SAFETY: as in `q4_1`.
-        unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
-    }
-    for (out, a) in dst.iter_mut().zip(acc) {
-        *out = hsum(a);
-    }
-}
-
 /// Four FMAs of a widened block with 32 values of `x` starting at `at`, scaled by `d`, into
 /// `acc`.
 ///
@@ -317,54 +227,6 @@ unsafe fn q8_0_scaled<const M: usize>(
     }
 }
 
-/// Q4_1 blocks to f32: `d·q + m`, eight values per instruction.
-///
-/// # Safety
-/// The CPU has AVX2 and FMA; `out` has room for `32 · scales.len()` values.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dequant_q4_1(scales: &[[f32; 2]], quants: &[[u8; 16]], out: &mut [f32]) {
-    for ((&[d, m], q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
-        // SAFETY: `dst` is 32 values.
-        unsafe { store(affine(q4_1_values(q), d, m), dst) };
-    }
-}
-
-/// Q8_0 blocks to f32: `d·q`.
-///
-/// # Safety
-/// As [`dequant_q4_1`].
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dequant_q8_0(scales: &[f32], quants: &[[i8; 32]], out: &mut [f32]) {
-    for ((&d, q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
-        // SAFETY: `dst` is 32 values.
-        unsafe { store(scaled(q8_0_values(q), d), dst) };
-    }
-}
-
-/// Q8x16 blocks to f32: `d·q` with a scale per 16 values.
-///
-/// # Safety
-/// As [`dequant_q4_1`].
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dequant_q8x16(scales: &[[f32; 2]], quants: &[[i8; 32]], out: &mut [f32]) {
-    for ((&d, q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
-        // SAFETY: `dst` is 32 values.
-        unsafe { store(scaled_halves(q8_0_values(q), d), dst) };
-    }
-}
-
-/// U8Affine blocks to f32: `d·q + m`.
-///
-/// # Safety
-/// As [`dequant_q4_1`].
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dequant_u8_affine(scales: &[[f32; 2]], quants: &[[u8; 32]], out: &mut [f32]) {
-    for ((&[d, m], q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
-        // SAFETY: `dst` is 32 values.
-        unsafe { store(affine(u8_values(q), d, m), dst) };
-    }
-}
-
 /// A block's 32 values into `dst`.
 ///
 /// # Safety
@@ -439,65 +301,82 @@ macro_rules! by_rows {
     };
 }
 
+/// The dequantize-first kernels of a block form, whose block `(scale, quants)` becomes its 32
+/// f32 weights by `$values`:
+/// - `$kernel::<M>`: one weight row times `M` activation rows, each block dequantized into
+///   registers once and used for every row (the accumulators stay in registers because `M` is
+///   a constant). Safety: the CPU has AVX2 and FMA; `x` holds `M` rows of `32 · scales.len()`
+///   values, `dst` `M` values;
+/// - `$rows`: `$kernel` for a run-time row count of 1 to 8 (same safety with `M = n`);
+/// - `$dequant`: the blocks as f32 into `out` (safety: AVX2 and FMA; `out` has room for
+///   `32 · scales.len()` values).
+macro_rules! dequantizing_kernels {
+    ($kernel:ident, $rows:ident, $dequant:ident, $scale:ty, $quant:ty, |$s:ident, $q:ident| $values:expr) => {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $kernel<const M: usize>(
+            scales: &[$scale],
+            quants: &[$quant],
+            x: &[f32],
+            dst: &mut [f32],
+        ) {
+            let cols = scales.len() * 32;
+            let mut acc = [_mm256_setzero_ps(); M];
+            for (b, (&$s, $q)) in scales.iter().zip(quants).enumerate() {
+                let w = $values;
+                // SAFETY: `x` holds M rows of `cols` values and block `b` is inside them.
+                unsafe { rows_times_block(&w, x, cols, b, &mut acc) };
+            }
+            for (out, a) in dst.iter_mut().zip(acc) {
+                *out = hsum(a);
+            }
+        }
+
+        pub(super) unsafe fn $rows(
+            n: usize,
+            scales: &[$scale],
+            quants: &[$quant],
+            x: &[f32],
+            dst: &mut [f32],
+        ) {
+            // SAFETY: forwarded from the caller.
+            unsafe { by_rows!(n, $kernel(scales, quants, x, dst)) }
+        }
+
+        #[target_feature(enable = "avx2,fma")]
+        pub(super) unsafe fn $dequant(scales: &[$scale], quants: &[$quant], out: &mut [f32]) {
+            for ((&$s, $q), dst) in scales.iter().zip(quants).zip(out.chunks_exact_mut(32)) {
+                // SAFETY: `dst` is 32 values.
+                unsafe { store($values, dst) };
+            }
+        }
+    };
+}
+
+// Q4_1: `d·q + m`, nibbles. Q8_0: `d·q`, signed bytes. Q8x16: `d·q` with a scale per 16
+// values. U8Affine: `d·q + m`, unsigned bytes.
+dequantizing_kernels!(q4_1, q4_1_rows, dequant_q4_1, [f32; 2], [u8; 16], |s, q| {
+    affine(q4_1_values(q), s[0], s[1])
+});
+dequantizing_kernels!(q8_0, q8_0_rows, dequant_q8_0, f32, [i8; 32], |s, q| scaled(
+    q8_0_values(q),
+    s
+));
+dequantizing_kernels!(
+    q8x16,
+    q8x16_rows,
+    dequant_q8x16,
+    [f32; 2],
+    [i8; 32],
+    |s, q| scaled_halves(q8_0_values(q), s)
+);
+dequantizing_kernels!(
+    u8_affine,
+    u8_affine_rows,
+    dequant_u8_affine,
+    [f32; 2],
+    [u8; 32],
+    |s, q| affine(u8_values(q), s[0], s[1])
+);
+
 mod float;
 pub(super) use float::{f16c_available, f32_rows, half_rows, half_to_f32s};
-
-/// [`q4_1`] for `n` (1 to 8) rows.
-///
-/// # Safety
-/// As [`q4_1`] with `M = n`.
-pub(super) unsafe fn q4_1_rows(
-    n: usize,
-    scales: &[[f32; 2]],
-    quants: &[[u8; 16]],
-    x: &[f32],
-    dst: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { by_rows!(n, q4_1(scales, quants, x, dst)) }
-}
-
-/// [`q8_0`] for `n` (1 to 8) rows.
-///
-/// # Safety
-/// As [`q8_0`] with `M = n`.
-pub(super) unsafe fn q8_0_rows(
-    n: usize,
-    scales: &[f32],
-    quants: &[[i8; 32]],
-    x: &[f32],
-    dst: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { by_rows!(n, q8_0(scales, quants, x, dst)) }
-}
-
-/// [`q8x16`] for `n` (1 to 8) rows.
-///
-/// # Safety
-/// As [`q8x16`] with `M = n`.
-pub(super) unsafe fn q8x16_rows(
-    n: usize,
-    scales: &[[f32; 2]],
-    quants: &[[i8; 32]],
-    x: &[f32],
-    dst: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { by_rows!(n, q8x16(scales, quants, x, dst)) }
-}
-
-/// [`u8_affine`] for `n` (1 to 8) rows.
-///
-/// # Safety
-/// As [`u8_affine`] with `M = n`.
-pub(super) unsafe fn u8_affine_rows(
-    n: usize,
-    scales: &[[f32; 2]],
-    quants: &[[u8; 32]],
-    x: &[f32],
-    dst: &mut [f32],
-) {
-    // SAFETY: forwarded from the caller.
-    unsafe { by_rows!(n, u8_affine(scales, quants, x, dst)) }
-}
