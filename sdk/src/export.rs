@@ -206,53 +206,29 @@ pub mod glue {
         Ok((route, request))
     }
 
-    /// Serves one handler call: the route from the host, the host around `sink`.
-    pub fn serve<T: Serve + Default>(
-        method: String,
-        path: String,
-        body: String,
-        request_id: String,
-        sink: &ResponseSink,
-    ) -> Result<(), Error> {
-        let (route, request) = call(method, path, body, request_id)?;
-        T::default().serve(&route, request, &Wasm::new(sink))
+    /// `$name::<T>` serves one handler call of a plugin whose trait is `$serve`: the route
+    /// from the host, the host around `sink`.
+    macro_rules! serve_fns {
+        ($($name:ident: $serve:ident),* $(,)?) => {$(
+            pub fn $name<T: $serve + Default>(
+                method: String,
+                path: String,
+                body: String,
+                request_id: String,
+                sink: &ResponseSink,
+            ) -> Result<(), Error> {
+                let (route, request) = call(method, path, body, request_id)?;
+                T::default().serve(&route, request, &Wasm::new(sink))
+            }
+        )*};
     }
 
-    /// Serves one handler call of a `store-plugin`.
-    pub fn serve_store<T: ServeStore + Default>(
-        method: String,
-        path: String,
-        body: String,
-        request_id: String,
-        sink: &ResponseSink,
-    ) -> Result<(), Error> {
-        let (route, request) = call(method, path, body, request_id)?;
-        T::default().serve(&route, request, &Wasm::new(sink))
-    }
-
-    /// Serves one handler call of a `job-plugin`.
-    pub fn serve_jobs<T: ServeJobs + Default>(
-        method: String,
-        path: String,
-        body: String,
-        request_id: String,
-        sink: &ResponseSink,
-    ) -> Result<(), Error> {
-        let (route, request) = call(method, path, body, request_id)?;
-        T::default().serve(&route, request, &Wasm::new(sink))
-    }
-
-    /// Serves one handler call of an `agent-plugin`.
-    pub fn serve_agent<T: ServeAgent + Default>(
-        method: String,
-        path: String,
-        body: String,
-        request_id: String,
-        sink: &ResponseSink,
-    ) -> Result<(), Error> {
-        let (route, request) = call(method, path, body, request_id)?;
-        T::default().serve(&route, request, &Wasm::new(sink))
-    }
+    serve_fns!(
+        serve: Serve,
+        serve_store: ServeStore,
+        serve_jobs: ServeJobs,
+        serve_agent: ServeAgent,
+    );
 
     use crate::bindings::job::exports::cinder::plugin::job_runner as j;
 
