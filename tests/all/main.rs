@@ -10,6 +10,7 @@ mod embeddings;
 mod faults;
 mod fuzz_schemas;
 mod gemma;
+mod gemma_tiny;
 mod golden;
 mod loading;
 mod prefix;

@@ -98,8 +98,13 @@ pub fn inspect(config: &Config, model: &str, template: bool, out: &mut impl Writ
         (Some(t), true) => writeln!(out, "chat template\n{t}")?,
         (Some(t), false) => writeln!(
             out,
-            "chat template {} lines (--template shows it)",
-            t.lines().count()
+            "chat template {} lines{} (--template shows it)",
+            t.lines().count(),
+            if s.template_built_in {
+                ", built in (the file has none)"
+            } else {
+                ""
+            }
         )?,
         (None, _) => writeln!(out, "chat template none")?,
     }

@@ -4,6 +4,7 @@
 
 pub mod ggml;
 pub mod gguf;
+pub(crate) mod spm;
 pub(crate) mod summary;
 pub(crate) mod template;
 pub(crate) mod tokenizer;

@@ -30,6 +30,8 @@ pub struct ModelSummary {
     pub file_bytes: u64,
     /// The chat template embedded in the file.
     pub chat_template: Option<String>,
+    /// The template is Cinder's built-in one for the architecture (the file has none).
+    pub template_built_in: bool,
     /// Why Cinder cannot serve it (each reason); empty when it can. A tensor type Cinder
     /// cannot read fails the summary itself, naming the type.
     pub cannot_serve: Vec<String>,
@@ -59,6 +61,8 @@ pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
         *tensor_types.entry(t.ty.name().to_string()).or_insert(0) += 1;
         parameters += t.n_elements() as u64;
     }
+    let own_template = gguf.get("tokenizer.chat_template").and_then(|v| v.as_str());
+    let builtin_template = crate::formats::template::builtin(&architecture);
     Ok(ModelSummary {
         name: gguf
             .get("general.name")
@@ -76,10 +80,8 @@ pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
         parameters,
         tensor_types,
         file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        chat_template: gguf
-            .get("tokenizer.chat_template")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
+        chat_template: own_template.or(builtin_template).map(str::to_owned),
+        template_built_in: own_template.is_none() && builtin_template.is_some(),
         architecture,
         cannot_serve,
     })
@@ -136,6 +138,7 @@ fn summarize_folder(dir: &Path) -> Result<ModelSummary, CoreError> {
         tensor_types,
         file_bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
         chat_template: None,
+        template_built_in: false,
         // The embedder read this config to get here; its weights are checked at load.
         cannot_serve: Vec::new(),
     })
@@ -180,18 +183,18 @@ mod tests {
     fn a_model_cinder_cannot_serve_says_why() {
         let path = tiny_gguf(
             &[
-                ("general.architecture", "gemma3"),
-                ("tokenizer.ggml.model", "llama"),
+                ("general.architecture", "qwen9"),
+                ("tokenizer.ggml.model", "bert"),
             ],
             0,
         );
         let s = summarize(&path).unwrap();
         let _ = std::fs::remove_file(&path);
-        assert_eq!(s.architecture, "gemma3");
+        assert_eq!(s.architecture, "qwen9");
         assert_eq!(s.tensor_types.get("F32"), Some(&1));
         assert_eq!(s.cannot_serve.len(), 2, "{:?}", s.cannot_serve);
-        assert!(s.cannot_serve[0].contains("`gemma3`"));
-        assert!(s.cannot_serve[1].contains("`llama`"));
+        assert!(s.cannot_serve[0].contains("`qwen9`"));
+        assert!(s.cannot_serve[1].contains("`bert`"));
 
         let path = tiny_gguf(&[("general.architecture", "llama")], 0);
         let s = summarize(&path).unwrap();

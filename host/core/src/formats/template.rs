@@ -1,4 +1,5 @@
-//! Chat templates: the model's own Jinja template (from its weights file), rendered with
+//! Chat templates: the model's own Jinja template (from its weights file, or built in for
+//! architectures whose files often lack one: [`builtin`]), rendered with
 //! minijinja the way Python's jinja2 does for transformers and llama-cpp-python
 //! (`trim_blocks`, `lstrip_blocks`, loop controls, Python string methods).
 
@@ -86,6 +87,15 @@ fn guard_json(control: &AhoCorasick, messages: &serde_json::Value) -> Option<ser
 
 const NAME: &str = "chat";
 
+/// The turn format of an architecture whose GGUFs often come without a template (Gemma 3
+/// conversions carry none), as its makers publish it.
+pub(crate) fn builtin(architecture: &str) -> Option<&'static str> {
+    match architecture {
+        "gemma3" => Some(include_str!("templates/gemma.jinja")),
+        _ => None,
+    }
+}
+
 impl ChatTemplate {
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self, CoreError> {
         let mut env = Environment::new();
@@ -131,7 +141,18 @@ impl ChatTemplate {
             id.and_then(|i| tokens?.get(i as usize)?.as_str().map(str::to_owned))
                 .unwrap_or_default()
         };
-        let source = gguf.get_str("tokenizer.chat_template")?;
+        let source = match gguf.get("tokenizer.chat_template").and_then(Value::as_str) {
+            Some(source) => source,
+            None => {
+                let architecture = gguf.get_str("general.architecture")?;
+                builtin(architecture).ok_or_else(|| {
+                    CoreError::template(format!(
+                        "the model has no chat template (`tokenizer.chat_template`) and Cinder \
+                         has none built in for architecture `{architecture}`"
+                    ))
+                })?
+            }
+        };
         Self::new(
             source,
             &token_text(tokenizer.bos_id),
@@ -248,6 +269,37 @@ mod tests {
             t.render(&[m("tool")], true),
             Err(CoreError::MessagesRejected(_))
         ));
+    }
+
+    #[test]
+    fn gemma_turns_fold_the_system_message_and_make_tools_user_turns() {
+        let t = ChatTemplate::new(builtin("gemma3").unwrap(), "<bos>", "<eos>").unwrap();
+        let m = |r: &str, c: &str| TemplateMessage {
+            role: r.into(),
+            content: c.into(),
+        };
+        let text = t
+            .render(
+                &[
+                    m("system", "Be brief."),
+                    m("user", " Hi "),
+                    m("assistant", "Hello"),
+                    m("tool", "42"),
+                ],
+                true,
+            )
+            .unwrap();
+        assert_eq!(
+            text,
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\n\
+             Hello<end_of_turn>\n<start_of_turn>user\n42<end_of_turn>\n<start_of_turn>model\n"
+        );
+        let parts =
+            serde_json::json!([{"role": "user", "content": [{"type": "text", "text": "a"}]}]);
+        assert_eq!(
+            t.render_json(&parts, None, false).unwrap(),
+            "<bos><start_of_turn>user\na<end_of_turn>\n"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! The tokenizer, built from GGUF metadata with the `tokenizers` crate, and incremental
-//! detokenization that only ever emits whole UTF-8 characters.
+//! The tokenizer, built from GGUF metadata, and incremental detokenization that only ever
+//! emits whole UTF-8 characters.
 //!
-//! Only byte-level BPE (`tokenizer.ggml.model = gpt2`) is supported so far; the pre-tokenizer
-//! follows `tokenizer.ggml.pre` the way llama.cpp reads it.
+//! Byte-level BPE (`tokenizer.ggml.model = gpt2`) runs on the `tokenizers` crate, with the
+//! pre-tokenizer `tokenizer.ggml.pre` names read the way llama.cpp reads it; SentencePiece
+//! vocabularies (`llama`) run on [`Spm`].
 
 use std::collections::HashMap;
 
@@ -16,10 +17,9 @@ use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
 
 use crate::error::CoreError;
 use crate::formats::gguf::{Gguf, Value};
-
-/// GGUF `tokenizer.ggml.token_type` values.
-const TOKEN_TYPE_CONTROL: i64 = 3;
-const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+use crate::formats::spm::{
+    self, Spm, TYPE_CONTROL as TOKEN_TYPE_CONTROL, TYPE_USER_DEFINED as TOKEN_TYPE_USER_DEFINED,
+};
 
 /// Opens a span [`Tokenizer::encode`] reads as plain text even when it parses control tokens
 /// elsewhere. Unicode noncharacters: reserved for a program's internal use, never meaningful
@@ -28,12 +28,20 @@ pub const PLAIN_OPEN: char = '\u{FDD0}';
 /// Closes a span opened by [`PLAIN_OPEN`].
 pub const PLAIN_CLOSE: char = '\u{FDD1}';
 
+/// What turns text into ids.
+enum Encoder {
+    Bpe {
+        /// Matches control-token text (`<|im_start|>`) as the control token.
+        parse_special: Box<HfTokenizer>,
+        /// Treats control-token text as plain text.
+        plain: Box<HfTokenizer>,
+    },
+    Spm(Box<Spm>),
+}
+
 /// A model's tokenizer.
 pub struct Tokenizer {
-    /// Matches control-token text (`<|im_start|>`) as the control token.
-    parse_special: HfTokenizer,
-    /// Treats control-token text as plain text.
-    plain: HfTokenizer,
+    encoder: Encoder,
     /// The raw bytes of every token; empty for control tokens, which never print.
     token_bytes: Vec<Vec<u8>>,
     /// The text of every control token, for templates that keep it out of user content.
@@ -42,6 +50,9 @@ pub struct Tokenizer {
     pub eog_ids: Vec<u32>,
     pub bos_id: Option<u32>,
     pub eos_id: Option<u32>,
+    /// Whether a raw prompt starts with BOS (`tokenizer.ggml.add_bos_token`; SentencePiece
+    /// models default to yes, as in llama.cpp).
+    pub add_bos: bool,
 }
 
 fn tok_err(e: impl std::fmt::Display) -> CoreError {
@@ -71,8 +82,11 @@ fn byte_level_decode_table() -> HashMap<char, u8> {
 /// Why Cinder cannot build the tokenizer of a GGUF whose `tokenizer.ggml.model` is `model`,
 /// when it cannot.
 pub(crate) fn model_refusal(model: &str) -> Option<String> {
-    (model != "gpt2").then(|| {
-        format!("tokenizer model `{model}` is not supported yet (only byte-level BPE, `gpt2`)")
+    (!matches!(model, "gpt2" | "llama")).then(|| {
+        format!(
+            "tokenizer model `{model}` is not supported yet (byte-level BPE `gpt2` and \
+             SentencePiece `llama` only)"
+        )
     })
 }
 
@@ -103,73 +117,11 @@ impl Tokenizer {
                 .collect(),
             None => vec![1; tokens.len()],
         };
-        let merges: Vec<(String, String)> = gguf
-            .get("tokenizer.ggml.merges")
-            .and_then(Value::as_array)
-            .ok_or_else(|| tok_err("tokenizer.ggml.merges is missing"))?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .and_then(|s| s.split_once(' '))
-                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                    .ok_or_else(|| tok_err("a merge is not `a b`"))
-            })
-            .collect::<Result<_, _>>()?;
-
-        let vocab: tokenizers::models::bpe::Vocab = tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.clone(), i as u32))
-            .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(tok_err)?;
-        let mut hf = HfTokenizer::new(bpe);
-
-        let pre = gguf
-            .get("tokenizer.ggml.pre")
-            .and_then(Value::as_str)
-            .unwrap_or("default");
-        let byte_level = ByteLevel::new(false, true, true);
-        let pre_tokenizer: PreTokenizerWrapper = match pre {
-            // llama.cpp's `smollm` (and `default`, GPT-2's) is the GPT-2 regex; smollm also
-            // splits every digit apart first.
-            "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
-            "default" | "gpt2" => byte_level.into(),
-            other => {
-                return Err(CoreError::Tokenizer(format!(
-                    "pre-tokenizer `{other}` is not supported yet"
-                )));
-            }
+        let (encoder, token_bytes) = if model == "llama" {
+            spm_encoder(gguf, &tokens, &types)?
+        } else {
+            bpe_encoder(gguf, &tokens, &types)?
         };
-        hf.with_pre_tokenizer(Some(pre_tokenizer));
-        hf.with_decoder(Some(ByteLevelDecoder::default()));
-
-        let added: Vec<AddedToken> = tokens
-            .iter()
-            .zip(&types)
-            .filter(|(_, ty)| matches!(**ty, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED))
-            .map(|(t, ty)| AddedToken::from(t.clone(), *ty == TOKEN_TYPE_CONTROL).normalized(false))
-            .collect();
-        hf.add_special_tokens(&added);
-
-        let mut plain = hf.clone();
-        plain.set_encode_special_tokens(true);
-
-        let table = byte_level_decode_table();
-        let token_bytes = tokens
-            .iter()
-            .zip(&types)
-            .map(|(t, &ty)| match ty {
-                TOKEN_TYPE_CONTROL => Vec::new(),
-                TOKEN_TYPE_USER_DEFINED => t.as_bytes().to_vec(),
-                _ => t
-                    .chars()
-                    .map(|c| table.get(&c).copied().unwrap_or(b'?'))
-                    .collect(),
-            })
-            .collect();
 
         let id = |key: &str| gguf.get(key).and_then(Value::as_u64).map(|v| v as u32);
         let eos_id = id("tokenizer.ggml.eos_token_id");
@@ -200,14 +152,18 @@ impl Tokenizer {
             .filter(|(_, ty)| **ty == TOKEN_TYPE_CONTROL)
             .map(|(t, _)| t.clone())
             .collect();
+        let add_bos = gguf
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(Value::as_bool)
+            .unwrap_or(model == "llama");
         Ok(Tokenizer {
-            parse_special: hf,
-            plain,
+            encoder,
             control_texts,
             token_bytes,
             eog_ids,
             bos_id: id("tokenizer.ggml.bos_token_id"),
             eos_id,
+            add_bos,
         })
     }
 
@@ -226,16 +182,20 @@ impl Tokenizer {
     /// [`PLAIN_OPEN`] and [`PLAIN_CLOSE`]: a chat template puts user content that spells a
     /// control token there, so it stays text. The markers themselves never become tokens.
     pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>, CoreError> {
-        let one = |tok: &HfTokenizer, text: &str| -> Result<Vec<u32>, CoreError> {
-            Ok(tok.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+        let one = |text: &str, parse_special: bool| -> Result<Vec<u32>, CoreError> {
+            match &self.encoder {
+                Encoder::Bpe {
+                    parse_special: special,
+                    plain,
+                } => {
+                    let tok = if parse_special { special } else { plain };
+                    Ok(tok.encode(text, false).map_err(tok_err)?.get_ids().to_vec())
+                }
+                Encoder::Spm(spm) => Ok(spm.encode(text, parse_special)),
+            }
         };
         if !text.contains([PLAIN_OPEN, PLAIN_CLOSE]) {
-            let tok = if parse_special {
-                &self.parse_special
-            } else {
-                &self.plain
-            };
-            return one(tok, text);
+            return one(text, parse_special);
         }
         let mut ids = Vec::new();
         let mut plain = false;
@@ -247,12 +207,7 @@ impl Tokenizer {
                 _ => (part, None),
             };
             if !body.is_empty() {
-                let tok = if parse_special && !plain {
-                    &self.parse_special
-                } else {
-                    &self.plain
-                };
-                ids.extend(one(tok, body)?);
+                ids.extend(one(body, parse_special && !plain)?);
             }
             if let Some(m) = marker {
                 plain = m == PLAIN_OPEN;
@@ -287,6 +242,113 @@ impl Tokenizer {
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog_ids.binary_search(&id).is_ok()
     }
+}
+
+/// Byte-level BPE on the `tokenizers` crate, and the bytes each token prints.
+fn bpe_encoder(
+    gguf: &Gguf,
+    tokens: &[String],
+    types: &[i64],
+) -> Result<(Encoder, Vec<Vec<u8>>), CoreError> {
+    let merges: Vec<(String, String)> = gguf
+        .get("tokenizer.ggml.merges")
+        .and_then(Value::as_array)
+        .ok_or_else(|| tok_err("tokenizer.ggml.merges is missing"))?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .and_then(|s| s.split_once(' '))
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| tok_err("a merge is not `a b`"))
+        })
+        .collect::<Result<_, _>>()?;
+
+    let vocab: tokenizers::models::bpe::Vocab = tokens
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.clone(), i as u32))
+        .collect();
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(tok_err)?;
+    let mut hf = HfTokenizer::new(bpe);
+
+    let pre = gguf
+        .get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let byte_level = ByteLevel::new(false, true, true);
+    let pre_tokenizer: PreTokenizerWrapper = match pre {
+        // llama.cpp's `smollm` (and `default`, GPT-2's) is the GPT-2 regex; smollm also
+        // splits every digit apart first.
+        "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
+        "default" | "gpt2" => byte_level.into(),
+        other => {
+            return Err(CoreError::Tokenizer(format!(
+                "pre-tokenizer `{other}` is not supported yet"
+            )));
+        }
+    };
+    hf.with_pre_tokenizer(Some(pre_tokenizer));
+    hf.with_decoder(Some(ByteLevelDecoder::default()));
+
+    let added: Vec<AddedToken> = tokens
+        .iter()
+        .zip(types)
+        .filter(|(_, ty)| matches!(**ty, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED))
+        .map(|(t, ty)| AddedToken::from(t.clone(), *ty == TOKEN_TYPE_CONTROL).normalized(false))
+        .collect();
+    hf.add_special_tokens(&added);
+
+    let mut plain = hf.clone();
+    plain.set_encode_special_tokens(true);
+
+    let table = byte_level_decode_table();
+    let token_bytes = tokens
+        .iter()
+        .zip(types)
+        .map(|(t, &ty)| match ty {
+            TOKEN_TYPE_CONTROL => Vec::new(),
+            TOKEN_TYPE_USER_DEFINED => t.as_bytes().to_vec(),
+            _ => t
+                .chars()
+                .map(|c| table.get(&c).copied().unwrap_or(b'?'))
+                .collect(),
+        })
+        .collect();
+
+    let encoder = Encoder::Bpe {
+        parse_special: Box::new(hf),
+        plain: Box::new(plain),
+    };
+    Ok((encoder, token_bytes))
+}
+
+/// A SentencePiece vocabulary with its scores, and the bytes each piece prints.
+fn spm_encoder(
+    gguf: &Gguf,
+    tokens: &[String],
+    types: &[i64],
+) -> Result<(Encoder, Vec<Vec<u8>>), CoreError> {
+    let scores: Vec<f32> = gguf
+        .get("tokenizer.ggml.scores")
+        .and_then(Value::as_array)
+        .ok_or_else(|| tok_err("tokenizer.ggml.scores is missing"))?
+        .iter()
+        .map(|v| v.as_f64().unwrap_or(0.0) as f32)
+        .collect();
+    let add_space_prefix = gguf
+        .get("tokenizer.ggml.add_space_prefix")
+        .and_then(Value::as_bool)
+        .unwrap_or(true);
+    let spm = Spm::new(tokens, &scores, types, add_space_prefix)?;
+    let token_bytes = tokens
+        .iter()
+        .zip(types)
+        .map(|(t, &ty)| spm::piece_bytes(t, ty))
+        .collect();
+    Ok((Encoder::Spm(Box::new(spm)), token_bytes))
 }
 
 /// Turns a stream of tokens into text, holding back the bytes of a character split across

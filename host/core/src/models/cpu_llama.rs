@@ -1,8 +1,9 @@
-//! The Llama architecture on the CPU without burn: the fast path for machines without a GPU.
-//! Weights stay in their GGUF encoding ([`QMatrix`]); activations, norms, RoPE, attention and
-//! the KV cache are f32 in plain Rust over slices, on a thread pool of the configured size.
-//! The math is the burn path's (same tables, same order of operations within a row), so the
-//! golden tolerances against the f32 reference hold for both.
+//! The Llama architecture and its relatives ([`Variant`](crate::models::arch::Variant): Gemma 3's sliding windows, q/k
+//! norms, extra norms and GeGLU) on the CPU without burn: the fast path for machines without
+//! a GPU. Weights stay in their GGUF encoding ([`QMatrix`]); activations, norms, RoPE,
+//! attention and the KV cache are f32 in plain Rust over slices, on a thread pool of the
+//! configured size. The math is the burn path's (same RoPE angles, same order of operations
+//! within a row), so the golden tolerances against the f32 reference hold for both.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +16,7 @@ use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
 use crate::kernels::quant::QMatrix;
 use crate::kernels::vecmath::{self, dot};
+use crate::models::arch::{Activation, RopeLayout};
 use crate::models::kv_blocks::{CpuCache, Shape};
 use crate::models::llama::LlamaConfig;
 
@@ -31,6 +33,10 @@ struct Layer {
     w_gate: QMatrix,
     w_up: QMatrix,
     w_down: QMatrix,
+    /// Per-head norms of queries and keys (`[head_dim]`), where the variant has them.
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Norms of the attention and feed-forward outputs, where the variant has them.
+    post_norms: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// A loaded model on the CPU path.
@@ -41,10 +47,31 @@ pub struct CpuLlama {
     out_norm: Vec<f32>,
     /// The same matrix as `embed` when the head is tied.
     head: Arc<QMatrix>,
-    /// `[context, head_dim / 2]` rotation tables.
+    pools: Pools,
+}
+
+/// RoPE's cos and sin of each row's position, `[rows × head_dim / 2]` each.
+struct Rotation {
     cos: Vec<f32>,
     sin: Vec<f32>,
-    pools: Pools,
+}
+
+impl Rotation {
+    fn new(c: &LlamaConfig, base: f32, linear: Option<f32>, rows: &[(usize, usize)]) -> Self {
+        let half = c.head_dim / 2;
+        let mut r = Rotation {
+            cos: Vec::with_capacity(rows.len() * half),
+            sin: Vec::with_capacity(rows.len() * half),
+        };
+        for &(_, pos) in rows {
+            for i in 0..half {
+                let angle = c.rope_angle(base, linear, i, pos);
+                r.cos.push(angle.cos() as f32);
+                r.sin.push(angle.sin() as f32);
+            }
+        }
+        r
+    }
 }
 
 impl CpuLlama {
@@ -61,6 +88,15 @@ impl CpuLlama {
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
             let m = |s: &str| QMatrix::from_gguf(g, &format!("blk.{i}.{s}.weight"));
+            let v = |s: &str| g.dequantize(&format!("blk.{i}.{s}.weight"));
+            let qk_norm = match config.variant.qk_norm {
+                true => Some((v("attn_q_norm")?, v("attn_k_norm")?)),
+                false => None,
+            };
+            let post_norms = match config.variant.post_norms {
+                true => Some((v("post_attention_norm")?, v("post_ffw_norm")?)),
+                false => None,
+            };
             layers.push(Layer {
                 attn_norm: g.dequantize(&format!("blk.{i}.attn_norm.weight"))?,
                 wq: m("attn_q")?,
@@ -71,6 +107,8 @@ impl CpuLlama {
                 w_gate: m("ffn_gate")?,
                 w_up: m("ffn_up")?,
                 w_down: m("ffn_down")?,
+                qk_norm,
+                post_norms,
             });
             progress(i + 2, total);
         }
@@ -79,7 +117,6 @@ impl CpuLlama {
         } else {
             embed.clone()
         };
-        let (cos, sin) = config.rope_tables();
         let pools = Pools::new("cpu-kernel", threads)?;
         progress(total, total);
         Ok(CpuLlama {
@@ -88,8 +125,6 @@ impl CpuLlama {
             embed,
             layers,
             head,
-            cos,
-            sin,
             pools,
         })
     }
@@ -161,6 +196,9 @@ impl CpuLlama {
         let mut out = vec![0f32; rows * self.head.rows()];
         self.pools
             .install(|| self.head.matmul(&normed, rows, &mut out));
+        if let Some(cap) = self.config.variant.final_softcap {
+            out.iter_mut().for_each(|v| *v = cap * (*v / cap).tanh());
+        }
         out
     }
 
@@ -194,13 +232,22 @@ impl CpuLlama {
             .zip(items.iter().flat_map(|(tokens, _)| tokens.iter()))
         {
             self.embed.dequantize_row(id as usize, row);
+            if let Some(scale) = c.variant.embed_scale {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
         }
         for (tokens, cache) in items.iter_mut() {
             cache.extend(tokens);
         }
         let kv_dim = c.n_kv_heads * c.head_dim;
+        let global = Rotation::new(c, c.rope_base, c.variant.rope_linear, &rows);
+        let local = c
+            .variant
+            .sliding_window
+            .as_ref()
+            .map(|w| Rotation::new(c, w.local_rope_base, None, &rows));
         // Every matmul writes all of its output: the buffers serve every layer.
-        let mut q = vec![0f32; t * c.dim];
+        let mut q = vec![0f32; t * c.q_dim()];
         let mut k = vec![0f32; t * kv_dim];
         let mut v = vec![0f32; t * kv_dim];
         let mut o = vec![0f32; t * c.dim];
@@ -221,21 +268,39 @@ impl CpuLlama {
                 layer.wq.matmul(&h, t, &mut q);
                 layer.wk.matmul(&h, t, &mut k);
                 layer.wv.matmul(&h, t, &mut v);
-                self.rope(&mut q, c.n_heads, &rows);
-                self.rope(&mut k, c.n_kv_heads, &rows);
+                if let Some((q_norm, k_norm)) = &layer.qk_norm {
+                    q = rms_norm(&q, q_norm, c.rms_eps);
+                    k = rms_norm(&k, k_norm, c.rms_eps);
+                }
+                let window = c.variant.window(l);
+                let rotation = match (window, &local) {
+                    (Some(_), Some(local)) => local,
+                    _ => &global,
+                };
+                self.rope(&mut q, c.n_heads, rotation);
+                self.rope(&mut k, c.n_kv_heads, rotation);
                 for (i, &(s, pos)) in rows.iter().enumerate() {
                     let at = i * kv_dim..(i + 1) * kv_dim;
                     items[s].1.write(l, pos, &k[at.clone()], &v[at]);
                 }
-                let attn = self.attention(&q, items, l, &rows);
+                let attn = self.attention(&q, items, l, window, &rows);
                 layer.wo.matmul(&attn, t, &mut o);
+                if let Some((after_attn, _)) = &layer.post_norms {
+                    o = rms_norm(&o, after_attn, c.rms_eps);
+                }
                 add(&mut x, &o);
 
                 let h = rms_norm(&x, &layer.ffn_norm, c.rms_eps);
                 layer.w_gate.matmul(&h, t, &mut gate);
                 layer.w_up.matmul(&h, t, &mut up);
-                vecmath::silu_mul(&mut gate, &up);
+                match c.variant.activation {
+                    Activation::Silu => vecmath::silu_mul(&mut gate, &up),
+                    Activation::GeluTanh => vecmath::gelu_tanh_mul(&mut gate, &up),
+                }
                 layer.w_down.matmul(&gate, t, &mut down);
+                if let Some((_, after_ffn)) = &layer.post_norms {
+                    down = rms_norm(&down, after_ffn, c.rms_eps);
+                }
                 add(&mut x, &down);
             }
             false
@@ -252,51 +317,60 @@ impl CpuLlama {
         Ok(x)
     }
 
-    /// Rotates pairs `(2i, 2i+1)` of each head of `x: [rows × heads × head_dim]`, each row
-    /// at its own position.
-    fn rope(&self, x: &mut [f32], heads: usize, rows: &[(usize, usize)]) {
+    /// Rotates the pairs of each head of `x: [rows × heads × head_dim]` (`(2i, 2i+1)` or
+    /// `(i, i + head_dim/2)` by the variant's layout), each row by its own angles.
+    fn rope(&self, x: &mut [f32], heads: usize, r: &Rotation) {
         let hd = self.config.head_dim;
         let half = hd / 2;
-        for (row, &(_, pos)) in x.chunks_exact_mut(heads * hd).zip(rows) {
-            let (cos, sin) = (
-                &self.cos[pos * half..(pos + 1) * half],
-                &self.sin[pos * half..(pos + 1) * half],
-            );
+        let layout = self.config.variant.rope;
+        let angles = r.cos.chunks_exact(half).zip(r.sin.chunks_exact(half));
+        for (row, (cos, sin)) in x.chunks_exact_mut(heads * hd).zip(angles) {
             for head in row.chunks_exact_mut(hd) {
-                for (p, pair) in head.chunks_exact_mut(2).enumerate() {
-                    let (x0, x1) = (pair[0], pair[1]);
-                    pair[0] = x0 * cos[p] - x1 * sin[p];
-                    pair[1] = x0 * sin[p] + x1 * cos[p];
+                for p in 0..half {
+                    let (a, b) = match layout {
+                        RopeLayout::Pairs => (2 * p, 2 * p + 1),
+                        RopeLayout::Halves => (p, p + half),
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos[p] - x1 * sin[p];
+                    head[b] = x0 * sin[p] + x1 * cos[p];
                 }
             }
         }
     }
 
     /// Causal grouped-query attention of each row's query over its own sequence's cache in
-    /// layer `l` (up to and including the row's position); returns `[rows × dim]`.
+    /// layer `l` (up to and including the row's position, and no further back than `window`
+    /// positions when the layer has one); returns `[rows × q_dim]`.
     fn attention(
         &self,
         q: &[f32],
         items: &[(&[u32], &mut CpuCache)],
         l: usize,
+        window: Option<usize>,
         rows: &[(usize, usize)],
     ) -> Vec<f32> {
         let c = &self.config;
         let hd = c.head_dim;
+        let q_dim = c.q_dim();
         let groups = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut out = vec![0f32; rows.len() * c.dim];
+        let mut out = vec![0f32; rows.len() * q_dim];
         // Scratch reused across a thread's work items: the scores, and the cache's segments.
         let work = |(scores, segs): &mut (Vec<f32>, Vec<_>), (idx, dst): (usize, &mut [f32])| {
             let (i, h) = (idx / c.n_heads, idx % c.n_heads);
             let (s, pos) = rows[i];
-            items[s].1.segments_into(l, h / groups, pos + 1, segs);
-            let qh = &q[i * c.dim + h * hd..i * c.dim + (h + 1) * hd];
+            let from = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+            items[s].1.segments_into(l, h / groups, from, pos + 1, segs);
+            let qh = &q[i * q_dim + h * hd..i * q_dim + (h + 1) * hd];
             vecmath::attend(qh, segs, scale, scores, dst);
         };
         // One work item per row and head, handed out in runs of about ATTENTION_GRAIN
         // positions: a hand-off costs about as much as attending over a few hundred.
-        let positions: usize = rows.iter().map(|&(_, pos)| pos + 1).sum();
+        let positions: usize = rows
+            .iter()
+            .map(|&(_, pos)| window.map_or(pos + 1, |w| (pos + 1).min(w)))
+            .sum();
         let heads = rows.len() * c.n_heads;
         if positions * c.n_heads <= ATTENTION_GRAIN {
             let mut scratch = (Vec::new(), Vec::new());

@@ -161,13 +161,14 @@ impl CpuCache {
         }
     }
 
-    /// Layer `l`, KV head `g`: keys and values of positions `0..upto`, block by block
+    /// Layer `l`, KV head `g`: keys and values of positions `from..upto`, block by block
     /// (`[n × head_dim]` each), into `out` (cleared first; reused across calls, since this
     /// runs per token, layer and head).
     pub(crate) fn segments_into<'a>(
         &'a self,
         l: usize,
         g: usize,
+        from: usize,
         upto: usize,
         out: &mut Vec<(&'a [f32], &'a [f32])>,
     ) {
@@ -178,21 +179,24 @@ impl CpuCache {
             .frozen
             .iter()
             .map(|b| &b.kv[..])
-            .chain(self.open.iter().map(|b| &b.kv[..]));
-        for (i, kv) in blocks.enumerate() {
-            let n = upto.saturating_sub(i * BLOCK).min(BLOCK);
-            if n == 0 {
+            .chain(self.open.iter().map(|b| &b.kv[..]))
+            .enumerate()
+            .skip(from / BLOCK);
+        for (i, kv) in blocks {
+            let first = from.saturating_sub(i * BLOCK);
+            let end = upto.saturating_sub(i * BLOCK).min(BLOCK);
+            if end <= first {
                 break;
             }
-            let len = n * s.head_dim;
-            out.push((&kv[k0..k0 + len], &kv[v0..v0 + len]));
+            let (a, b) = (first * s.head_dim, end * s.head_dim);
+            out.push((&kv[k0 + a..k0 + b], &kv[v0 + a..v0 + b]));
         }
     }
 
     #[cfg(test)]
     fn segments(&self, l: usize, g: usize, upto: usize) -> Vec<(&[f32], &[f32])> {
         let mut out = Vec::new();
-        self.segments_into(l, g, upto, &mut out);
+        self.segments_into(l, g, 0, upto, &mut out);
         out
     }
 
@@ -476,6 +480,17 @@ mod tests {
         assert!(c.take_fresh().is_empty());
         assert_eq!(tokens_in(&c, 40), p);
         assert_eq!(tokens_in(&c, 17), p[..17]);
+        // A sliding window's range starts inside a block, or at a block's edge.
+        for (from, upto) in [(5, 40), (16, 40), (17, 33), (39, 40), (0, 1)] {
+            let mut segs = Vec::new();
+            c.segments_into(1, 1, from, upto, &mut segs);
+            let seen: Vec<u32> = segs
+                .iter()
+                .flat_map(|(k, _)| k.chunks_exact(SHAPE.head_dim))
+                .map(|row| (row[0] as u32) / 1000)
+                .collect();
+            assert_eq!(seen, p[from..upto], "{from}..{upto}");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
+use crate::models::arch::Variant;
 
 /// Hyper-parameters read from GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,10 @@ pub struct LlamaConfig {
     pub rms_eps: f32,
     pub vocab_size: usize,
     pub context_length: usize,
+    pub variant: Variant,
+    /// Per-pair divisors of RoPE's frequencies (`rope_freqs.weight`: how GGUF carries Llama
+    /// 3.1's long-context scaling).
+    pub rope_freqs: Option<Vec<f32>>,
 }
 
 impl LlamaConfig {
@@ -40,6 +45,11 @@ impl LlamaConfig {
             .get(1)
             .copied()
             .unwrap_or(0) as usize;
+        let variant = Variant::from_gguf(g, dim)?;
+        // Gemma 3's heads are wider than `dim / heads`: GGUF says so in `key_length`.
+        let head_dim = g
+            .get_u64(&key("attention.key_length"))
+            .map_or_else(|_| dim.checked_div(n_heads).unwrap_or(0), |v| v as usize);
         let config = LlamaConfig {
             n_layers: g.get_u64(&key("block_count"))? as usize,
             dim,
@@ -48,26 +58,55 @@ impl LlamaConfig {
             n_kv_heads: g
                 .get_u64(&key("attention.head_count_kv"))
                 .unwrap_or(n_heads as u64) as usize,
-            head_dim: dim.checked_div(n_heads).unwrap_or(0),
+            head_dim,
             rope_base: g.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0) as f32,
             rms_eps: g
                 .get_f64(&key("attention.layer_norm_rms_epsilon"))
                 .unwrap_or(1e-5) as f32,
             vocab_size,
             context_length: g.get_u64(&key("context_length"))? as usize,
+            variant,
+            rope_freqs: match g.tensors.contains_key("rope_freqs.weight") {
+                true => Some(g.dequantize("rope_freqs.weight")?),
+                false => None,
+            },
         };
+        let value_length = g
+            .get_u64(&key("attention.value_length"))
+            .map_or(config.head_dim, |v| v as usize);
         if config.n_heads == 0
             || config.n_kv_heads == 0
             || !config.n_heads.is_multiple_of(config.n_kv_heads)
-            || config.head_dim * config.n_heads != config.dim
+            || value_length != config.head_dim
+            || (config.variant.architecture == "llama" && config.q_dim() != config.dim)
             || !config.head_dim.is_multiple_of(2)
+            || config
+                .rope_freqs
+                .as_ref()
+                .is_some_and(|f| f.len() != config.head_dim / 2)
             || config.vocab_size == 0
         {
             return Err(CoreError::Weights(format!(
-                "inconsistent llama hyper-parameters: {config:?}"
+                "inconsistent {arch} hyper-parameters: {config:?}"
             )));
         }
         Ok(config)
+    }
+
+    /// The width of all query heads together (`dim`, except where heads are wider).
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_dim
+    }
+
+    /// RoPE's angle for pair `i` at `pos` in a layer whose base is `base`; `linear` scales
+    /// positions (global layers only). Computed in f64 so that both model paths and the
+    /// reference implementations agree to the last bit f32 holds.
+    pub(crate) fn rope_angle(&self, base: f32, linear: Option<f32>, i: usize, pos: usize) -> f64 {
+        let mut freq = f64::from(base).powf(-2.0 * i as f64 / self.head_dim as f64);
+        if let Some(f) = self.rope_freqs.as_ref().and_then(|f| f.get(i)) {
+            freq /= f64::from(*f);
+        }
+        pos as f64 / f64::from(linear.unwrap_or(1.0)) * freq
     }
 }
 
@@ -80,10 +119,7 @@ impl LlamaConfig {
         let mut sin = Vec::with_capacity(self.context_length * half);
         for pos in 0..self.context_length {
             for i in 0..half {
-                // Computed in f64 so the tables match the reference implementations to the
-                // last bit that f32 can hold.
-                let freq = f64::from(self.rope_base).powf(-2.0 * i as f64 / self.head_dim as f64);
-                let angle = pos as f64 * freq;
+                let angle = self.rope_angle(self.rope_base, self.variant.rope_linear, i, pos);
                 cos.push(angle.cos() as f32);
                 sin.push(angle.sin() as f32);
             }

@@ -1,11 +1,12 @@
-//! The models: Llama on the CPU path (`cpu_llama`: quantized weights, the KV blocks and prefix
-//! cache of `kv_blocks`) or on burn (`llama`), BERT likewise (`cpu_bert`, `bert`), and where
-//! each runs (`backend`).
+//! The models: Llama and its relatives (`arch`: Gemma 3 so far) on the CPU path (`cpu_llama`:
+//! quantized weights, the KV blocks and prefix cache of `kv_blocks`) or on burn (`llama`),
+//! BERT likewise (`cpu_bert`, `bert`), and where each runs (`backend`).
 //!
 //! A loaded model, whichever path runs it: [`CpuLlama`] (quantized weights, plain Rust: the
 //! CPU's fast path) or [`BurnLlama`] (f32 weights on a burn device: GPUs through wgpu, or
 //! burn's own CPU backend, `flex`). The engine and the tests see only this.
 
+pub(crate) mod arch;
 pub(crate) mod backend;
 pub(crate) mod bert;
 pub(crate) mod cpu_bert;
@@ -21,23 +22,12 @@ use crate::models::cpu_llama::CpuLlama;
 use crate::models::kv_blocks::CpuCache;
 use crate::models::llama::{BurnCache, BurnLlama, LlamaConfig};
 
-/// The chat model architectures (`general.architecture`) Cinder runs.
-const ARCHITECTURES: &[&str] = &["llama"];
-
-/// Why Cinder cannot run a GGUF chat model of `architecture`, when it cannot.
-pub(crate) fn architecture_refusal(architecture: &str) -> Option<String> {
-    (!ARCHITECTURES.contains(&architecture)).then(|| {
-        format!(
-            "architecture `{architecture}` is not supported yet ({} only)",
-            ARCHITECTURES.join(", ")
-        )
-    })
-}
+pub(crate) use arch::architecture_refusal;
 
 /// A loaded Llama model.
 pub enum Llama {
-    Cpu(CpuLlama),
-    /// Boxed: burn's model holds many tensor handles.
+    /// Boxed, like burn's: the two differ in size, and neither is moved once loaded.
+    Cpu(Box<CpuLlama>),
     Burn(Box<BurnLlama>),
 }
 
@@ -89,13 +79,19 @@ impl Llama {
     ) -> Result<(Self, BackendKind), CoreError> {
         match select(pref)? {
             Target::Cpu => Ok((
-                Llama::Cpu(CpuLlama::load(g, threads, progress)?),
+                Llama::Cpu(Box::new(CpuLlama::load(g, threads, progress)?)),
                 BackendKind::Cpu,
             )),
-            Target::Burn(device, kind) => Ok((
-                Llama::Burn(Box::new(BurnLlama::load(g, &device, progress)?)),
-                kind,
-            )),
+            Target::Burn(device, kind) => {
+                let architecture = g.get_str("general.architecture")?;
+                if let Some(why) = arch::burn_refusal(architecture) {
+                    return Err(CoreError::Weights(why));
+                }
+                Ok((
+                    Llama::Burn(Box::new(BurnLlama::load(g, &device, progress)?)),
+                    kind,
+                ))
+            }
         }
     }
 

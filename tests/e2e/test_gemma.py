@@ -1,0 +1,158 @@
+"""Gemma 3 270M Q4_K_M (issue 21), served beside SmolLM2 on a server of its own through the
+official SDK: greedy chat equal to llama.cpp's continuation (tests/fixtures/gemma3/
+llama_cpp.json), streaming, tools and json_schema on Gemma's built-in turn format, and two
+chat models generating at once without one holding up the other's stream."""
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import openai
+import pytest
+
+from conftest import own_server
+
+GEMMA = "gemma-3-270m"
+SMOL = "smollm2-135m-instruct"
+FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures/gemma3/llama_cpp.json").read_text())
+# Gemma's end of turn.
+END_OF_TURN = 106
+
+
+def gemma_block():
+    models = os.environ.get("CINDER_MODELS", os.path.expanduser("~/.cache/cinder/models"))
+    return (
+        "[[models]]\n"
+        f'id = "{GEMMA}"\n'
+        f'path = "{models}/gemma3/gemma-3-270m-q4_k_m.gguf"\n'
+        'backend = "cpu"\n\n'
+        "[[models]]\n"
+        'id = "all-minilm-l6-v2"'
+    )
+
+
+@pytest.fixture(scope="module")
+def client():
+    with own_server("cinder-gemma-", {'[[models]]\nid = "all-minilm-l6-v2"': gemma_block()}) as srv:
+        yield openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0, timeout=300)
+
+
+def reference(name):
+    return next(g for g in FIXTURE["generations"] if g["name"] == name)
+
+
+def test_gemma_is_listed_beside_smollm(client):
+    ids = {m.id for m in client.models.list().data}
+    assert {GEMMA, SMOL} <= ids
+
+
+def test_greedy_chat_equals_llama_cpp(client):
+    for name, messages in [
+        ("capital", [{"role": "user", "content": "What is the capital of France?"}]),
+        (
+            "system",
+            [
+                {"role": "system", "content": "Answer in one word."},
+                {"role": "user", "content": "Name a primary colour."},
+            ],
+        ),
+    ]:
+        ref = reference(name)
+        r = client.chat.completions.create(
+            model=GEMMA, messages=messages, temperature=0, max_tokens=len(ref["greedy"]), logprobs=True
+        )
+        choice = r.choices[0]
+        assert r.usage.prompt_tokens == len(ref["ids"]), name
+        assert len(choice.logprobs.content) == ref["answer_tokens"], name
+        assert choice.message.content == ref["answer"], name
+        ended = ref["answer_tokens"] < len(ref["greedy"])
+        assert choice.finish_reason == ("stop" if ended else "length"), name
+
+
+def test_streamed_chat_is_the_same_text(client):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    whole = client.chat.completions.create(model=GEMMA, messages=messages, temperature=0, max_tokens=16)
+    stream = client.chat.completions.create(
+        model=GEMMA, messages=messages, temperature=0, max_tokens=16, stream=True
+    )
+    parts = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert "".join(parts) == whole.choices[0].message.content
+    assert len([p for p in parts if p]) >= 2
+
+
+def test_a_required_tool_call_has_valid_arguments(client):
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "The weather in a city",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            },
+        }
+    ]
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    r = client.chat.completions.create(
+        model=GEMMA, messages=messages, tools=tools, tool_choice="required", temperature=0, max_tokens=60
+    )
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls"
+    assert call.function.name == "get_weather"
+    assert isinstance(json.loads(call.function.arguments)["city"], str)
+    follow = messages + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
+    ]
+    r = client.chat.completions.create(model=GEMMA, messages=follow, temperature=0, max_tokens=30)
+    assert r.choices[0].message.content
+
+
+def test_json_schema_output_parses_and_fits(client):
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+        "additionalProperties": False,
+    }
+    r = client.chat.completions.create(
+        model=GEMMA,
+        messages=[{"role": "user", "content": "Name a city and its country."}],
+        response_format={"type": "json_schema", "json_schema": {"name": "place", "schema": schema, "strict": True}},
+        temperature=0,
+        max_tokens=60,
+    )
+    value = json.loads(r.choices[0].message.content)
+    assert set(value) == {"city", "country"} and all(isinstance(v, str) for v in value.values())
+
+
+def test_two_models_stream_at_once(client):
+    """A long Gemma stream and a short SmolLM2 one started while it runs: each model has its
+    own engine, so SmolLM2's stream ends while Gemma's is still going."""
+    times = {}
+    no_end = {str(END_OF_TURN): -100, "1": -100}
+
+    def run(model, max_tokens, bias, key):
+        stream = client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "Tell me a long story about a dragon."}],
+            max_tokens=max_tokens,
+            logit_bias=bias,
+            stream=True,
+        )
+        stamps = [time.monotonic() for c in stream if c.choices and c.choices[0].delta.content]
+        times[key] = stamps
+
+    gemma = threading.Thread(target=run, args=(GEMMA, 160, no_end, "gemma"))
+    gemma.start()
+    time.sleep(2.0)
+    run(SMOL, 12, {"2": -100, "0": -100}, "smol")
+    gemma.join(300)
+    assert len(times["gemma"]) >= 150 and len(times["smol"]) >= 10
+    assert times["smol"][-1] < times["gemma"][-1], "SmolLM2's stream waited for Gemma's"
+    assert times["smol"][0] > times["gemma"][0]
