@@ -88,6 +88,10 @@ fn inspect_reads_gemma3_and_says_it_serves() {
     );
     assert!(s.cannot_serve.is_empty(), "{:?}", s.cannot_serve);
     assert!(s.template_built_in);
+    assert_eq!(
+        s.stop_tokens,
+        [(1, "<eos>".to_owned()), (106, "<end_of_turn>".to_owned())]
+    );
     assert!(
         s.chat_template
             .is_some_and(|t| t.contains("<start_of_turn>"))

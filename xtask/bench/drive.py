@@ -22,8 +22,9 @@ import time
 
 import httpx
 
-# SmolLM2's end-of-generation ids (llama.cpp's EOG set for this vocabulary).
-EOG_IDS = (0, 2, 4)
+# SmolLM2's end-of-generation ids (llama.cpp's EOG set for this vocabulary); `--eog` sets
+# another model's (`cinder models inspect FILE` lists them as "stops at").
+EOG_IDS = [0, 2, 4]
 TOPICS = [
     "a lighthouse keeper", "a robot who paints", "a river in winter", "two chess players",
     "a city under the sea", "a lost kite", "the first day of school", "an old clockmaker",
@@ -161,7 +162,10 @@ def main():
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--prefill-runs", type=int, default=3)
     p.add_argument("--json")
+    p.add_argument("--eog", help="comma-separated end-of-generation ids to ban")
     a = p.parse_args()
+    if a.eog:
+        EOG_IDS[:] = [int(t) for t in a.eog.split(",")]
     servers = []
     for spec in a.server:
         name, rest = spec.split("=", 1)

