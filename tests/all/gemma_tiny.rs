@@ -93,3 +93,57 @@ fn tiny_gemma3_f16_matches_llama_cpp() {
 fn tiny_gemma3_q8_0_matches_llama_cpp() {
     check("Q8_0", 0.3);
 }
+
+/// A spec for the file at `path`, called `id`, on the CPU path.
+fn spec(id: &str, path: PathBuf) -> cinder_core::ModelSpec {
+    cinder_core::ModelSpec {
+        id: id.into(),
+        path,
+        backend: BackendPreference::Cpu,
+        threads: Some(1),
+        prefix_cache_mib: None,
+        embeddings: false,
+        raw_control_tokens: false,
+        engine: cinder_core::EngineLimits::default(),
+    }
+}
+
+#[test]
+fn a_model_that_cannot_load_leaves_the_others_serving() {
+    // The tiny Gemma with its architecture renamed throughout: a `gemmaX` file.
+    let bytes = std::fs::read(fixture("tiny-gemma3-F32.gguf")).expect("fixture");
+    let mut renamed = bytes.clone();
+    let (from, to) = (b"gemma3".as_slice(), b"gemmaX".as_slice());
+    let mut i = 0;
+    while i + from.len() <= renamed.len() {
+        if &renamed[i..i + from.len()] == from {
+            renamed[i..i + from.len()].copy_from_slice(to);
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    let odd = std::env::temp_dir().join(format!("cinder-gemmaX-{}.gguf", std::process::id()));
+    std::fs::write(&odd, &renamed).expect("write");
+    let registry = cinder_core::ModelRegistry::load_all(&[
+        spec("odd", odd.clone()),
+        spec("tiny", fixture("tiny-gemma3-F32.gguf")),
+    ])
+    .expect("the loadable model loads");
+    assert!(registry.get("tiny").is_ok());
+    let err = registry
+        .get("odd")
+        .err()
+        .expect("odd did not load")
+        .to_string();
+    assert!(
+        err.contains("`gemmaX`") && err.contains(&odd.display().to_string()),
+        "{err}"
+    );
+    assert!(registry.failed().contains_key("odd"));
+    // With nothing loadable, starting fails with the reason.
+    let none = cinder_core::ModelRegistry::load_all(&[spec("odd", odd.clone())]);
+    let _ = std::fs::remove_file(&odd);
+    let err = none.err().expect("nothing loads").to_string();
+    assert!(err.contains("`gemmaX`"), "{err}");
+}

@@ -1,7 +1,8 @@
 """Gemma 3 270M Q4_K_M (issue 21), served beside SmolLM2 on a server of its own through the
 official SDK: greedy chat equal to llama.cpp's continuation (tests/fixtures/gemma3/
 llama_cpp.json), streaming, tools and json_schema on Gemma's built-in turn format, and two
-chat models generating at once without one holding up the other's stream."""
+chat models generating at once without one holding up the other's stream; a configured model
+that cannot load is left out with its reason while the others serve."""
 
 import json
 import os
@@ -28,6 +29,10 @@ def gemma_block():
         f'id = "{GEMMA}"\n'
         f'path = "{models}/gemma3/gemma-3-270m-q4_k_m.gguf"\n'
         'backend = "cpu"\n\n'
+        # Not a GGUF: it fails to load, and the others serve.
+        "[[models]]\n"
+        'id = "broken"\n'
+        f'path = "{__file__}"\n\n'
         "[[models]]\n"
         'id = "all-minilm-l6-v2"'
     )
@@ -46,6 +51,14 @@ def reference(name):
 def test_gemma_is_listed_beside_smollm(client):
     ids = {m.id for m in client.models.list().data}
     assert {GEMMA, SMOL} <= ids
+
+
+def test_a_model_that_did_not_load_says_why(client):
+    assert "broken" not in {m.id for m in client.models.list().data}
+    with pytest.raises(openai.NotFoundError) as e:
+        client.chat.completions.create(model="broken", messages=[{"role": "user", "content": "Hi"}])
+    assert e.value.body["param"] == "model"
+    assert "did not load" in e.value.body["message"] and "test_gemma.py" in e.value.body["message"]
 
 
 def test_greedy_chat_equals_llama_cpp(client):

@@ -55,6 +55,9 @@ pub enum CoreError {
     /// No loaded model answers to this id.
     #[error("The model `{0}` does not exist")]
     UnknownModel(String),
+    /// The model is configured but did not load (the server serves the others).
+    #[error("The model `{model}` is configured but did not load: {reason}")]
+    ModelNotLoaded { model: String, reason: String },
     /// The model exists but is of the other kind.
     #[error("The model `{model}` {}", match .wanted {
         ModelKind::Generator => "is an embedding model: it embeds text and does not generate it",

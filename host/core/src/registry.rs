@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::info;
+use tracing::{error, info};
 
 use crate::embed::embedder::Embedder;
 use crate::embed::engine::EmbedHandle;
@@ -229,23 +229,45 @@ pub struct ModelRegistry {
     /// Other names for loaded models (alias → id), as OpenAI tools expect (`gpt-4o-mini`);
     /// replaced as a whole when the config changes.
     aliases: std::sync::RwLock<HashMap<String, String>>,
+    /// Configured models that did not load (id → why), so a request for one says why.
+    failed: HashMap<String, String>,
 }
 
 impl ModelRegistry {
+    /// Loads every model in `specs`. One that fails (an architecture or tensor type Cinder
+    /// does not run, a damaged file) is logged and left out, and requests for it get the
+    /// reason; the others serve. Only when none loads is it an error (the first failure).
     pub fn load_all(specs: &[ModelSpec]) -> Result<Self, CoreError> {
         let mut reg = ModelRegistry::default();
+        let mut first_error = None;
         for spec in specs {
-            if spec.is_embedder() {
-                reg.insert_embedder(LoadedEmbedder::load(spec)?);
+            let loaded = if spec.is_embedder() {
+                LoadedEmbedder::load(spec).map(|e| reg.insert_embedder(e))
             } else {
-                let model = LoadedModel::load(spec)?;
-                if spec.embeddings {
-                    reg.insert_embedder(LoadedEmbedder::from_chat_model(&model));
-                }
-                reg.insert(model);
+                LoadedModel::load(spec).map(|model| {
+                    if spec.embeddings {
+                        reg.insert_embedder(LoadedEmbedder::from_chat_model(&model));
+                    }
+                    reg.insert(model);
+                })
+            };
+            if let Err(e) = loaded {
+                error!(model = %spec.id, path = %spec.path.display(), error = %e,
+                    "the model did not load; the others serve");
+                reg.failed
+                    .insert(spec.id.clone(), format!("{e} ({})", spec.path.display()));
+                first_error.get_or_insert(e);
             }
         }
-        Ok(reg)
+        match first_error {
+            Some(e) if reg.order.is_empty() => Err(e),
+            _ => Ok(reg),
+        }
+    }
+
+    /// Configured models that did not load, with why.
+    pub fn failed(&self) -> &HashMap<String, String> {
+        &self.failed
     }
 
     /// Adds a chat model (replacing one with its id).
@@ -306,6 +328,12 @@ impl ModelRegistry {
         wanted: ModelKind,
     ) -> Result<Arc<T>, CoreError> {
         let Some(id) = self.resolve(name)? else {
+            if let Some(reason) = self.failed.get(name) {
+                return Err(CoreError::ModelNotLoaded {
+                    model: name.to_owned(),
+                    reason: reason.clone(),
+                });
+            }
             return Err(CoreError::UnknownModel(name.to_owned()));
         };
         kind.get(&id).cloned().ok_or_else(|| CoreError::WrongKind {

@@ -52,11 +52,9 @@ pub(crate) fn wit_error_at(e: CoreError, tokens: &str) -> types::Error {
             invalid("inputs", too_long.then_some("context_length_exceeded"))
         }
         CoreError::WrongKind { .. } => invalid("model", Some("model_not_supported")),
-        CoreError::UnknownModel(_) => types::Error::NotFound(argument_detail(
-            "model",
-            e.to_string(),
-            Some("model_not_found"),
-        )),
+        CoreError::UnknownModel(_) | CoreError::ModelNotLoaded { .. } => types::Error::NotFound(
+            argument_detail("model", e.to_string(), Some("model_not_found")),
+        ),
         CoreError::EngineStopped => types::Error::Unavailable(e.to_string()),
         CoreError::Busy(message) => types::Error::RateLimited(message.clone()),
         CoreError::Weights(_)
