@@ -10,13 +10,13 @@ mod embeddings;
 mod faults;
 mod fuzz_schemas;
 mod gemma;
-mod gemma_tiny;
 mod golden;
 mod loading;
 mod prefix;
 mod refusals;
 mod runtime;
 mod sandbox;
+mod tiny_models;
 
 use std::path::PathBuf;
 

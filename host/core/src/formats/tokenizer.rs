@@ -13,13 +13,17 @@ use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
-use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer as HfTokenizer};
 
 use crate::error::CoreError;
 use crate::formats::gguf::{Gguf, Value};
 use crate::formats::spm::{
     self, Spm, TYPE_CONTROL as TOKEN_TYPE_CONTROL, TYPE_USER_DEFINED as TOKEN_TYPE_USER_DEFINED,
 };
+
+/// llama.cpp's pre-tokenizer regex for `tokenizer.ggml.pre = qwen2`.
+const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Opens a span [`Tokenizer::encode`] reads as plain text even when it parses control tokens
 /// elsewhere. Unicode noncharacters: reserved for a program's internal use, never meaningful
@@ -284,6 +288,21 @@ fn bpe_encoder(
         // splits every digit apart first.
         "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
         "default" | "gpt2" => byte_level.into(),
+        // Qwen 2/2.5/3: the GPT-4-style regex with single digits, as llama.cpp spells it
+        // (case-insensitive contractions written out), then bytes to GPT-2's characters.
+        "qwen2" | "deepseek-r1-qwen" => {
+            let split = Split::new(
+                SplitPattern::Regex(QWEN2_SPLIT.into()),
+                SplitDelimiterBehavior::Isolated,
+                false,
+            )
+            .map_err(tok_err)?;
+            Sequence::new(vec![
+                split.into(),
+                ByteLevel::new(false, true, false).into(),
+            ])
+            .into()
+        }
         other => {
             return Err(CoreError::Tokenizer(format!(
                 "pre-tokenizer `{other}` is not supported yet"

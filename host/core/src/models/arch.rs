@@ -1,12 +1,13 @@
 //! What sets each decoder architecture apart from Llama's, read from GGUF metadata: the
 //! layouts and extra steps one forward pass switches on, so that one CPU forward serves
-//! every family (as llama.cpp's graph builders share their building blocks).
+//! every family (as llama.cpp's graph builders share their building blocks). Biases on q, k,
+//! v and the attention output (Qwen 2) are not here: a layer has them when the file does.
 
 use crate::error::CoreError;
 use crate::formats::gguf::{Gguf, Value};
 
 /// The chat model architectures (`general.architecture`) Cinder runs, and which backends.
-const ARCHITECTURES: &[&str] = &["llama", "gemma3"];
+const ARCHITECTURES: &[&str] = &["llama", "gemma3", "qwen2", "qwen3"];
 
 /// Architectures burn (wgpu, flex) runs; the rest run on the CPU path only so far.
 const BURN_ARCHITECTURES: &[&str] = &["llama"];
@@ -119,6 +120,10 @@ impl Variant {
             ..Variant::llama()
         };
         v.architecture = arch.into();
+        if matches!(arch, "qwen2" | "qwen3") {
+            v.rope = RopeLayout::Halves;
+            v.qk_norm = arch == "qwen3";
+        }
         if arch == "gemma3" {
             v.rope = RopeLayout::Halves;
             v.activation = Activation::GeluTanh;

@@ -37,6 +37,8 @@ struct Layer {
     qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     /// Norms of the attention and feed-forward outputs, where the variant has them.
     post_norms: Option<(Vec<f32>, Vec<f32>)>,
+    /// Biases added to q, k, v and the attention output, where the file has them (Qwen 2).
+    biases: [Option<Vec<f32>>; 4],
 }
 
 /// A loaded model on the CPU path.
@@ -97,6 +99,19 @@ impl CpuLlama {
                 true => Some((v("post_attention_norm")?, v("post_ffw_norm")?)),
                 false => None,
             };
+            let bias = |s: &str| {
+                let name = format!("blk.{i}.{s}.bias");
+                match g.tensors.contains_key(&name) {
+                    true => g.dequantize(&name).map(Some),
+                    false => Ok(None),
+                }
+            };
+            let biases = [
+                bias("attn_q")?,
+                bias("attn_k")?,
+                bias("attn_v")?,
+                bias("attn_output")?,
+            ];
             layers.push(Layer {
                 attn_norm: g.dequantize(&format!("blk.{i}.attn_norm.weight"))?,
                 wq: m("attn_q")?,
@@ -109,6 +124,7 @@ impl CpuLlama {
                 w_down: m("ffn_down")?,
                 qk_norm,
                 post_norms,
+                biases,
             });
             progress(i + 2, total);
         }
@@ -268,6 +284,9 @@ impl CpuLlama {
                 layer.wq.matmul(&h, t, &mut q);
                 layer.wk.matmul(&h, t, &mut k);
                 layer.wv.matmul(&h, t, &mut v);
+                for (out, bias) in [&mut q, &mut k, &mut v].into_iter().zip(&layer.biases) {
+                    add_bias(out, bias.as_deref());
+                }
                 if let Some((q_norm, k_norm)) = &layer.qk_norm {
                     q = rms_norm(&q, q_norm, c.rms_eps);
                     k = rms_norm(&k, k_norm, c.rms_eps);
@@ -285,6 +304,7 @@ impl CpuLlama {
                 }
                 let attn = self.attention(&q, items, l, window, &rows);
                 layer.wo.matmul(&attn, t, &mut o);
+                add_bias(&mut o, layer.biases[3].as_deref());
                 if let Some((after_attn, _)) = &layer.post_norms {
                     o = rms_norm(&o, after_attn, c.rms_eps);
                 }
@@ -401,6 +421,14 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
         }
     }
     out
+}
+
+/// Adds `bias` to every row of `x` (rows of the bias's length); nothing without one.
+fn add_bias(x: &mut [f32], bias: Option<&[f32]>) {
+    let Some(bias) = bias else { return };
+    for row in x.chunks_exact_mut(bias.len()) {
+        add(row, bias);
+    }
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
