@@ -7,7 +7,7 @@ use crate::error::CoreError;
 use crate::formats::gguf::{Gguf, Value};
 
 /// The chat model architectures (`general.architecture`) Cinder runs, and which backends.
-const ARCHITECTURES: &[&str] = &["llama", "gemma3", "qwen2", "qwen3"];
+const ARCHITECTURES: &[&str] = &["llama", "gemma3", "qwen2", "qwen3", "phi3"];
 
 /// Architectures burn (wgpu, flex) runs; the rest run on the CPU path only so far.
 const BURN_ARCHITECTURES: &[&str] = &["llama"];
@@ -120,7 +120,14 @@ impl Variant {
             ..Variant::llama()
         };
         v.architecture = arch.into();
-        if matches!(arch, "qwen2" | "qwen3") {
+        if g.tensors.contains_key("rope_factors_long.weight") {
+            return Err(CoreError::Weights(
+                "LongRoPE (`rope_factors_long`, Phi-3's 128k-context variants) is not supported \
+                 yet"
+                .into(),
+            ));
+        }
+        if matches!(arch, "qwen2" | "qwen3" | "phi3") {
             v.rope = RopeLayout::Halves;
             v.qk_norm = arch == "qwen3";
         }

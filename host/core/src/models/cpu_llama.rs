@@ -112,15 +112,17 @@ impl CpuLlama {
                 bias("attn_v")?,
                 bias("attn_output")?,
             ];
+            let [wq, wk, wv] = attention_weights(g, &config, i)?;
+            let [w_gate, w_up] = gate_and_up(g, &config, i)?;
             layers.push(Layer {
                 attn_norm: g.dequantize(&format!("blk.{i}.attn_norm.weight"))?,
-                wq: m("attn_q")?,
-                wk: m("attn_k")?,
-                wv: m("attn_v")?,
+                wq,
+                wk,
+                wv,
                 wo: m("attn_output")?,
                 ffn_norm: g.dequantize(&format!("blk.{i}.ffn_norm.weight"))?,
-                w_gate: m("ffn_gate")?,
-                w_up: m("ffn_up")?,
+                w_gate,
+                w_up,
                 w_down: m("ffn_down")?,
                 qk_norm,
                 post_norms,
@@ -407,6 +409,43 @@ impl CpuLlama {
         }
         out
     }
+}
+
+/// Layer `l`'s query, key and value matrices: separate, or rows of one fused `attn_qkv`
+/// (Phi-3: queries, then keys, then values).
+fn attention_weights(g: &Gguf, c: &LlamaConfig, l: usize) -> Result<[QMatrix; 3], CoreError> {
+    let name = |s: &str| format!("blk.{l}.{s}.weight");
+    let fused = name("attn_qkv");
+    if !g.tensors.contains_key(&fused) {
+        return Ok([
+            QMatrix::from_gguf(g, &name("attn_q"))?,
+            QMatrix::from_gguf(g, &name("attn_k"))?,
+            QMatrix::from_gguf(g, &name("attn_v"))?,
+        ]);
+    }
+    let kv = c.n_kv_heads * c.head_dim;
+    Ok([
+        QMatrix::from_gguf_rows(g, &fused, 0, c.q_dim())?,
+        QMatrix::from_gguf_rows(g, &fused, c.q_dim(), kv)?,
+        QMatrix::from_gguf_rows(g, &fused, c.q_dim() + kv, kv)?,
+    ])
+}
+
+/// Layer `l`'s gate and up matrices: separate, or the two halves of an `ffn_up` with no
+/// `ffn_gate` beside it (Phi-3: the gate first).
+fn gate_and_up(g: &Gguf, c: &LlamaConfig, l: usize) -> Result<[QMatrix; 2], CoreError> {
+    let name = |s: &str| format!("blk.{l}.{s}.weight");
+    let up = name("ffn_up");
+    if g.tensors.contains_key(&name("ffn_gate")) {
+        return Ok([
+            QMatrix::from_gguf(g, &name("ffn_gate"))?,
+            QMatrix::from_gguf(g, &up)?,
+        ]);
+    }
+    Ok([
+        QMatrix::from_gguf_rows(g, &up, 0, c.ffn_dim)?,
+        QMatrix::from_gguf_rows(g, &up, c.ffn_dim, c.ffn_dim)?,
+    ])
 }
 
 /// Each row scaled by the reciprocal of its root mean square, then by `weight`.

@@ -74,6 +74,16 @@ impl LlamaConfig {
         let value_length = g
             .get_u64(&key("attention.value_length"))
             .map_or(config.head_dim, |v| v as usize);
+        // RoPE over part of each head (Phi-2, StableLM) is not built.
+        let rotated = g
+            .get_u64(&key("rope.dimension_count"))
+            .map_or(config.head_dim, |v| v as usize);
+        if rotated != config.head_dim {
+            return Err(CoreError::Weights(format!(
+                "RoPE over {rotated} of each head's {} dimensions is not supported yet",
+                config.head_dim
+            )));
+        }
         if config.n_heads == 0
             || config.n_kv_heads == 0
             || !config.n_heads.is_multiple_of(config.n_kv_heads)

@@ -122,6 +122,36 @@ impl QMatrix {
             .map_err(|e| CoreError::Weights(format!("tensor {name}: {e}")))
     }
 
+    /// Rows `start..start + rows` of the GGUF tensor `name`: one part of a fused matrix
+    /// (Phi-3's `attn_qkv`, its gate and up in `ffn_up`).
+    pub fn from_gguf_rows(
+        g: &Gguf,
+        name: &str,
+        start: usize,
+        rows: usize,
+    ) -> Result<Self, CoreError> {
+        let info = g.tensor(name)?;
+        let weights = |why: String| CoreError::Weights(format!("tensor {name}: {why}"));
+        let [cols, total] = match info.dims[..] {
+            [c, r] => [c as usize, r as usize],
+            _ => return Err(weights("not a matrix".into())),
+        };
+        let (per_block, block_bytes) = info.ty.block();
+        if start + rows > total || !cols.is_multiple_of(per_block) {
+            return Err(weights(format!(
+                "rows {start}..{} of {total} × {cols} are not whole {} rows",
+                start + rows,
+                info.ty.name()
+            )));
+        }
+        let row_bytes = cols / per_block * block_bytes;
+        let bytes = g.tensor_bytes(name)?;
+        let part = bytes
+            .get(start * row_bytes..(start + rows) * row_bytes)
+            .ok_or_else(|| weights("shorter than its shape".into()))?;
+        Self::from_blocks(info.ty, rows, cols, part).map_err(weights)
+    }
+
     /// A `[rows, cols]` matrix from its GGUF bytes of type `ty`; the error says why not.
     pub fn from_blocks(
         ty: GgmlType,
