@@ -2,9 +2,9 @@
 //! ids, every last-position logit and 8 greedy tokens. Gemma 3 (`tests/fixtures/gemma3/
 //! make_tiny.py`: 6 layers, a sliding window of 8 positions, heads wider than dim/heads, a
 //! 400-piece SentencePiece vocabulary with tied scores) in F32, F16 and Q8_0; Qwen 2 (q/k/v
-//! biases, an untied head), Qwen 3 (q/k norms, wide heads) and Phi-3 (fused qkv and gate-up)
-//! with a byte-level BPE vocabulary and the `qwen2` pre-tokenizer
-//! (`tests/fixtures/bpe/make_tiny.py`) in F32 and Q8_0.
+//! biases, an untied head), Qwen 3 (q/k norms, wide heads), Phi-3 (fused qkv and gate-up) and
+//! Llama 3 (`rope_freqs` divisors) with a byte-level BPE vocabulary under the `qwen2` and
+//! `llama-bpe` pre-tokenizers (`tests/fixtures/bpe/make_tiny.py`) in F32 and Q8_0.
 //!
 //! The reference is llama.cpp on each file's weights as gguf dequantizes them, in F32 with an
 //! F32 KV cache: the math the CPU path does (it keeps activations f32), so max |Δ| ≤ 1e-3 on
@@ -123,6 +123,12 @@ fn tiny_qwen2_matches_llama_cpp() {
 fn tiny_phi3_matches_llama_cpp() {
     bpe("phi3-F32", 1e-3);
     bpe("phi3-Q8_0", 0.3);
+}
+
+#[test]
+fn tiny_llama3_matches_llama_cpp() {
+    bpe("llama3-F32", 1e-3);
+    bpe("llama3-Q8_0", 0.3);
 }
 
 #[test]

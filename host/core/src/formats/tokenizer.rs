@@ -25,6 +25,9 @@ use crate::formats::spm::{
 /// llama.cpp's pre-tokenizer regex for `tokenizer.ggml.pre = qwen2`.
 const QWEN2_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
+/// llama.cpp's pre-tokenizer regex for `tokenizer.ggml.pre = llama-bpe` (Llama 3).
+const LLAMA3_SPLIT: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
 /// Opens a span [`Tokenizer::encode`] reads as plain text even when it parses control tokens
 /// elsewhere. Unicode noncharacters: reserved for a program's internal use, never meaningful
 /// in interchanged text.
@@ -272,27 +275,36 @@ fn bpe_encoder(
         .enumerate()
         .map(|(i, t)| (t.clone(), i as u32))
         .collect();
-    let bpe = BPE::builder()
-        .vocab_and_merges(vocab, merges)
-        .build()
-        .map_err(tok_err)?;
-    let mut hf = HfTokenizer::new(bpe);
-
     let pre = gguf
         .get("tokenizer.ggml.pre")
         .and_then(Value::as_str)
         .unwrap_or("default");
+    // Llama 3's tokenizer takes a pre-token that is itself a token whole, merges or not
+    // (llama.cpp's `ignore_merges`).
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .ignore_merges(pre.starts_with("llama"))
+        .build()
+        .map_err(tok_err)?;
+    let mut hf = HfTokenizer::new(bpe);
+
     let byte_level = ByteLevel::new(false, true, true);
     let pre_tokenizer: PreTokenizerWrapper = match pre {
         // llama.cpp's `smollm` (and `default`, GPT-2's) is the GPT-2 regex; smollm also
         // splits every digit apart first.
         "smollm" => Sequence::new(vec![Digits::new(true).into(), byte_level.into()]).into(),
         "default" | "gpt2" => byte_level.into(),
-        // Qwen 2/2.5/3: the GPT-4-style regex with single digits, as llama.cpp spells it
-        // (case-insensitive contractions written out), then bytes to GPT-2's characters.
-        "qwen2" | "deepseek-r1-qwen" => {
+        // Qwen 2/2.5/3 and Llama 3: GPT-4-style regexes (single digits, or up to three), as
+        // llama.cpp spells them (case-insensitive contractions written out), then bytes to
+        // GPT-2's characters.
+        "qwen2" | "deepseek-r1-qwen" | "llama-bpe" | "llama3" | "llama-v3" => {
+            let regex = if pre.starts_with("llama") {
+                LLAMA3_SPLIT
+            } else {
+                QWEN2_SPLIT
+            };
             let split = Split::new(
-                SplitPattern::Regex(QWEN2_SPLIT.into()),
+                SplitPattern::Regex(regex.into()),
                 SplitDelimiterBehavior::Isolated,
                 false,
             )
