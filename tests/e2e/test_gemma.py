@@ -61,6 +61,18 @@ def test_a_model_that_did_not_load_says_why(client):
     assert "did not load" in e.value.body["message"] and "test_gemma.py" in e.value.body["message"]
 
 
+def test_a_raw_prompt_starts_with_bos_where_the_tokenizer_adds_one(client):
+    """Gemma's tokenizer adds BOS (`add_bos_token`): a legacy completion's text prompt gets it,
+    as in llama.cpp's server; SmolLM2's adds none."""
+    case = next(c for c in FIXTURE["tokenize"] if c["name"] == "ascii_simple")
+    r = client.completions.create(model=GEMMA, prompt=case["text"], max_tokens=2, temperature=0)
+    assert r.usage.prompt_tokens == len(case["ids"]) + 1
+    smollm = json.loads((Path(os.environ["CINDER_REFERENCE"]) / "smollm2/tokenize.json").read_text())
+    ids = smollm["llama_cpp"]["results"]["ascii_simple"]["ids"]
+    r = client.completions.create(model=SMOL, prompt=case["text"], max_tokens=2, temperature=0)
+    assert r.usage.prompt_tokens == len(ids)
+
+
 def test_greedy_chat_equals_llama_cpp(client):
     for name, messages in [
         ("capital", [{"role": "user", "content": "What is the capital of France?"}]),

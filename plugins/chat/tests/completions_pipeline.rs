@@ -236,3 +236,22 @@ fn prompt_tokens_per_request_are_bounded() {
     let r = FirstParty.complete(post(&long), &small);
     assert_eq!(param_of(r).as_deref(), Some("messages"));
 }
+
+#[test]
+fn a_text_prompt_starts_with_the_models_bos_and_token_prompts_stay_as_given() {
+    // The fake tokenizer reads bytes: "Once" is [79, 110, 99, 101]; its BOS is 2.
+    let host = fake("m").with_prompt_prefix(&[2]).generating(&[" upon"]);
+    run(&host, json!({})).expect("completes");
+    assert_eq!(host.generate_requests()[0].prompt, [2, 79, 110, 99, 101]);
+    let (_, r) = host.response().expect("response");
+    assert_eq!(r["usage"]["prompt_tokens"], 5);
+    // A prompt already starting with it, or given as ids, is left alone.
+    for (prompt, want) in [
+        (json!("\u{2}Once"), vec![2, 79, 110, 99, 101]),
+        (json!([79]), vec![79]),
+    ] {
+        let host = fake("m").with_prompt_prefix(&[2]).generating(&[" upon"]);
+        run(&host, json!({ "prompt": prompt })).expect("completes");
+        assert_eq!(host.generate_requests()[0].prompt, want);
+    }
+}

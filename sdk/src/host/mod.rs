@@ -64,6 +64,12 @@ pub trait Inference {
     ) -> Result<String, Error>;
     /// Whether the model's template renders `tools` itself (WIT 0.1.3).
     fn template_has_tools(&self, model: &str) -> Result<bool, Error>;
+    /// The tokens a raw prompt starts with: BOS for models whose tokenizer adds one (WIT
+    /// 0.1.10). Defaults to none, for hosts written before it.
+    fn prompt_prefix(&self, model: &str) -> Result<Vec<u32>, Error> {
+        let _ = model;
+        Ok(Vec::new())
+    }
     /// Token ids of `text`; `parse_special` makes control-token text special.
     fn tokenize(&self, model: &str, text: &str, parse_special: bool) -> Result<Vec<u32>, Error>;
     /// The text of token ids.

@@ -118,6 +118,10 @@ impl Inference for Wasm<'_> {
     fn template_has_tools(&self, model: &str) -> Result<bool, Error> {
         inference::template_has_tools(model)
     }
+
+    fn prompt_prefix(&self, model: &str) -> Result<Vec<u32>, Error> {
+        inference::prompt_prefix(model)
+    }
 }
 
 impl Tools for Wasm<'_> {

@@ -46,6 +46,8 @@ pub struct FakeHost {
     constraints: RefCell<Vec<Constraint>>,
     /// Whether the fake model's template renders `tools` itself.
     template_tools: bool,
+    /// What a raw prompt starts with (see [`FakeHost::with_prompt_prefix`]).
+    prompt_prefix: Vec<u32>,
     /// The loaded tools plugin (`None`: none is loaded).
     tools_plugin: Option<Box<dyn ToolsPlugin>>,
     /// The embedding model, if any (see [`FakeHost::with_embedder`]).
@@ -95,6 +97,7 @@ impl FakeHost {
             documents: RefCell::new(Vec::new()),
             constraints: RefCell::new(Vec::new()),
             template_tools: false,
+            prompt_prefix: Vec::new(),
             tools_plugin: None,
             embedder: None,
             embedded: RefCell::new(Vec::new()),
@@ -170,6 +173,12 @@ impl FakeHost {
     /// messages as `<|role|>{json}` lines and the tools as a `<|tools|>` line.
     pub fn with_template_tools(mut self) -> Self {
         self.template_tools = true;
+        self
+    }
+
+    /// Makes the fake model's tokenizer start raw prompts with `ids` (a BOS, as Gemma's).
+    pub fn with_prompt_prefix(mut self, ids: &[u32]) -> Self {
+        self.prompt_prefix = ids.to_vec();
         self
     }
 
@@ -361,6 +370,11 @@ impl Inference for FakeHost {
     fn template_has_tools(&self, model: &str) -> Result<bool, Error> {
         self.describe_model(model)?;
         Ok(self.template_tools)
+    }
+
+    fn prompt_prefix(&self, model: &str) -> Result<Vec<u32>, Error> {
+        self.describe_model(model)?;
+        Ok(self.prompt_prefix.clone())
     }
 
     fn tokenize(&self, model: &str, text: &str, _parse_special: bool) -> Result<Vec<u32>, Error> {

@@ -312,6 +312,13 @@ impl inference::Host for HostState {
         Ok(self.model(&model).map(|m| m.template.has_tools()))
     }
 
+    fn prompt_prefix(&mut self, model: String) -> wasmtime::Result<Result<Vec<u32>, types::Error>> {
+        Ok(self.model(&model).map(|m| {
+            let t = &m.tokenizer;
+            t.bos_id.filter(|_| t.add_bos).into_iter().collect()
+        }))
+    }
+
     fn describe_model(
         &mut self,
         model: String,

@@ -170,11 +170,21 @@ fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<
     }
     let mut prompts = Vec::with_capacity(plan.prompts.len());
     let mut total = 0u64;
+    // A text prompt starts with the model's BOS when its tokenizer adds one (Gemma, Llama 3),
+    // as llama.cpp's server does; token-id prompts are taken as given.
+    let prefix = host.prompt_prefix(&plan.model)?;
+    let start = |ids: Vec<u32>| {
+        if prefix.is_empty() || ids.starts_with(&prefix) {
+            ids
+        } else {
+            [prefix.as_slice(), &ids].concat()
+        }
+    };
     for p in &plan.prompts {
         let (ids, text) = match (p, &plan.suffix) {
             (PromptInput::Text(t), Some(suffix)) => {
                 let fim = format!("<fim_prefix>{t}<fim_suffix>{suffix}<fim_middle>");
-                (host.tokenize(&plan.model, &fim, true)?, t.clone())
+                (start(host.tokenize(&plan.model, &fim, true)?), t.clone())
             }
             (PromptInput::Ids(_), Some(_)) => {
                 return Err(invalid_request(
@@ -182,7 +192,9 @@ fn run<C: Chat + ?Sized>(chat: &C, request: Request, host: &dyn Host) -> Result<
                     Some("suffix"),
                 ));
             }
-            (PromptInput::Text(t), None) => (host.tokenize(&plan.model, t, true)?, t.clone()),
+            (PromptInput::Text(t), None) => {
+                (start(host.tokenize(&plan.model, t, true)?), t.clone())
+            }
             (PromptInput::Ids(ids), None) => {
                 let text = if plan.echo {
                     host.detokenize(&plan.model, ids)?
