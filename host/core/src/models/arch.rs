@@ -78,6 +78,9 @@ pub struct Variant {
     /// Linear RoPE scaling (`rope.scaling.type = linear`): positions divided by this, in the
     /// global layers.
     pub rope_linear: Option<f32>,
+    /// The width whose inverse square root scales attention scores, where it is not the
+    /// head's (Gemma 3 27B's `query_pre_attn_scalar` is dim/heads).
+    pub attention_width: Option<usize>,
 }
 
 impl Variant {
@@ -92,6 +95,7 @@ impl Variant {
             sliding_window: None,
             final_softcap: None,
             rope_linear: None,
+            attention_width: None,
         }
     }
 
@@ -143,6 +147,11 @@ impl Variant {
                 .filter(|c| *c > 0.0)
                 .map(|c| c as f32);
             v.sliding_window = gemma3_window(g)?;
+            // llama.cpp tells the 27B model by its 62 layers; GGUF does not carry the scalar.
+            let heads = g.get_u64("gemma3.attention.head_count")? as usize;
+            if g.get_u64("gemma3.block_count")? == 62 && heads > 0 {
+                v.attention_width = Some(dim / heads);
+            }
         }
         Ok(v)
     }
@@ -209,5 +218,17 @@ mod tests {
         assert_eq!(global, [5, 11, 17]);
         assert_eq!(v.window(0), Some(512));
         assert_eq!(Variant::llama().window(3), None);
+    }
+
+    #[test]
+    fn gemma3_27b_scales_attention_by_dim_over_heads() {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/gemma3/tiny-gemma3-F32.gguf");
+        let g = Gguf::open(&path).expect("the tiny Gemma fixture");
+        let v = Variant::from_gguf(&g, 64).expect("variant");
+        // Six layers: not the 27B, so the head width (32) scales scores.
+        assert_eq!(v.attention_width, None);
+        assert_eq!(v.window(5), None);
+        assert_eq!(v.window(4), Some(8));
     }
 }

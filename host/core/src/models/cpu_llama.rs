@@ -376,7 +376,7 @@ impl CpuLlama {
         let hd = c.head_dim;
         let q_dim = c.q_dim();
         let groups = c.n_heads / c.n_kv_heads;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = 1.0 / (c.variant.attention_width.unwrap_or(hd) as f32).sqrt();
         let mut out = vec![0f32; rows.len() * q_dim];
         // Scratch reused across a thread's work items: the scores, and the cache's segments.
         let work = |(scores, segs): &mut (Vec<f32>, Vec<_>), (idx, dst): (usize, &mut [f32])| {
