@@ -190,3 +190,21 @@ fn a_model_that_cannot_load_leaves_the_others_serving() {
     let err = none.err().expect("nothing loads").to_string();
     assert!(err.contains("`gemmaX`"), "{err}");
 }
+
+#[test]
+fn rows_of_a_fused_matrix_past_its_end_are_refused_by_name() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/bpe/tiny-phi3-Q8_0.gguf");
+    let g = Gguf::open(&path).expect("opens");
+    let name = "blk.0.attn_qkv.weight";
+    // 64 query rows and 32 each of keys and values: 128 rows in all.
+    let last = cinder_core::quant::QMatrix::from_gguf_rows(&g, name, 96, 32).expect("the values");
+    assert_eq!((last.rows(), last.cols()), (32, 64));
+    let err = cinder_core::quant::QMatrix::from_gguf_rows(&g, name, 100, 32)
+        .err()
+        .expect("past the end")
+        .to_string();
+    assert!(
+        err.contains(name) && err.contains("100..132 of 128"),
+        "{err}"
+    );
+}
