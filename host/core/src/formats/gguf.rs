@@ -317,6 +317,15 @@ impl Gguf {
         dequantize_into(t.ty, self.bytes(t), &mut out);
         Ok(out)
     }
+
+    /// [`Gguf::dequantize`] for a tensor files of an architecture may or may not carry
+    /// (biases, RoPE factors): `None` when this one does not.
+    pub fn dequantize_if_present(&self, name: &str) -> Result<Option<Vec<f32>>, CoreError> {
+        match self.tensors.contains_key(name) {
+            true => self.dequantize(name).map(Some),
+            false => Ok(None),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
-use crate::formats::tokenizer::model_refusal;
+use crate::formats::tokenizer::{eog_ids, model_refusal, vocabulary};
 
 /// A model file at a glance.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,22 +90,19 @@ pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
     })
 }
 
-/// The tokenizer's end-of-generation ids and their texts; none when it does not build.
+/// The end-of-generation ids and their texts, as the tokenizer would read them (without
+/// building it); none when Cinder cannot build that tokenizer.
 fn stop_tokens(gguf: &Gguf) -> Vec<(u32, String)> {
-    let Ok(tokenizer) = crate::formats::tokenizer::Tokenizer::from_gguf(gguf) else {
+    let supported = gguf
+        .get("tokenizer.ggml.model")
+        .and_then(|v| v.as_str())
+        .is_some_and(|m| model_refusal(m).is_none());
+    let Some((tokens, types)) = supported.then(|| vocabulary(gguf).ok()).flatten() else {
         return Vec::new();
     };
-    let texts = gguf.get("tokenizer.ggml.tokens").and_then(|v| v.as_array());
-    tokenizer
-        .eog_ids
-        .iter()
-        .map(|&id| {
-            let text = texts
-                .and_then(|t| t.get(id as usize))
-                .and_then(|v| v.as_str())
-                .unwrap_or("");
-            (id, text.to_owned())
-        })
+    eog_ids(gguf, &tokens, &types)
+        .into_iter()
+        .map(|id| (id, tokens.get(id as usize).cloned().unwrap_or_default()))
         .collect()
 }
 

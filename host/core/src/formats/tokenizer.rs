@@ -97,33 +97,65 @@ pub(crate) fn model_refusal(model: &str) -> Option<String> {
     })
 }
 
+/// The vocabulary's pieces and their GGUF token types (normal when the file gives none).
+pub(crate) fn vocabulary(gguf: &Gguf) -> Result<(Vec<String>, Vec<i64>), CoreError> {
+    let tokens: Vec<String> = gguf
+        .get("tokenizer.ggml.tokens")
+        .and_then(Value::as_array)
+        .ok_or_else(|| tok_err("tokenizer.ggml.tokens is missing"))?
+        .iter()
+        .map(|v| {
+            v.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| tok_err("a token is not a string"))
+        })
+        .collect::<Result<_, _>>()?;
+    let types: Vec<i64> = match gguf
+        .get("tokenizer.ggml.token_type")
+        .and_then(Value::as_array)
+    {
+        Some(a) => a
+            .iter()
+            .map(|v| v.as_u64().map(|x| x as i64).unwrap_or(1))
+            .collect(),
+        None => vec![1; tokens.len()],
+    };
+    Ok((tokens, types))
+}
+
+/// The ids that end a generation, sorted: EOS, EOT and EOM from the metadata, and the control
+/// tokens llama.cpp treats as end of generation whatever the metadata says.
+pub(crate) fn eog_ids(gguf: &Gguf, tokens: &[String], types: &[i64]) -> Vec<u32> {
+    let id = |key: &str| gguf.get(key).and_then(Value::as_u64).map(|v| v as u32);
+    let mut eog_ids: Vec<u32> = id("tokenizer.ggml.eos_token_id").into_iter().collect();
+    eog_ids.extend(id("tokenizer.ggml.eot_token_id"));
+    eog_ids.extend(id("tokenizer.ggml.eom_token_id"));
+    for (i, (t, &ty)) in tokens.iter().zip(types).enumerate() {
+        let eog_text = matches!(
+            t.as_str(),
+            "<|endoftext|>"
+                | "<|im_end|>"
+                | "<|eot_id|>"
+                | "<|end|>"
+                | "<end_of_turn>"
+                | "<|eom_id|>"
+                | "<reponame>"
+        );
+        if ty == TOKEN_TYPE_CONTROL && eog_text && !eog_ids.contains(&(i as u32)) {
+            eog_ids.push(i as u32);
+        }
+    }
+    eog_ids.sort_unstable();
+    eog_ids
+}
+
 impl Tokenizer {
     pub fn from_gguf(gguf: &Gguf) -> Result<Self, CoreError> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
         if let Some(why) = model_refusal(model) {
             return Err(CoreError::Tokenizer(why));
         }
-        let tokens: Vec<String> = gguf
-            .get("tokenizer.ggml.tokens")
-            .and_then(Value::as_array)
-            .ok_or_else(|| tok_err("tokenizer.ggml.tokens is missing"))?
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| tok_err("a token is not a string"))
-            })
-            .collect::<Result<_, _>>()?;
-        let types: Vec<i64> = match gguf
-            .get("tokenizer.ggml.token_type")
-            .and_then(Value::as_array)
-        {
-            Some(a) => a
-                .iter()
-                .map(|v| v.as_u64().map(|x| x as i64).unwrap_or(1))
-                .collect(),
-            None => vec![1; tokens.len()],
-        };
+        let (tokens, types) = vocabulary(gguf)?;
         let (encoder, token_bytes) = if model == "llama" {
             spm_encoder(gguf, &tokens, &types)?
         } else {
@@ -131,27 +163,7 @@ impl Tokenizer {
         };
 
         let id = |key: &str| gguf.get(key).and_then(Value::as_u64).map(|v| v as u32);
-        let eos_id = id("tokenizer.ggml.eos_token_id");
-        let mut eog_ids: Vec<u32> = eos_id.into_iter().collect();
-        eog_ids.extend(id("tokenizer.ggml.eot_token_id"));
-        eog_ids.extend(id("tokenizer.ggml.eom_token_id"));
-        // llama.cpp treats these control tokens as end of generation whatever the metadata says.
-        for (i, (t, &ty)) in tokens.iter().zip(&types).enumerate() {
-            let eog_text = matches!(
-                t.as_str(),
-                "<|endoftext|>"
-                    | "<|im_end|>"
-                    | "<|eot_id|>"
-                    | "<|end|>"
-                    | "<end_of_turn>"
-                    | "<|eom_id|>"
-                    | "<reponame>"
-            );
-            if ty == TOKEN_TYPE_CONTROL && eog_text && !eog_ids.contains(&(i as u32)) {
-                eog_ids.push(i as u32);
-            }
-        }
-        eog_ids.sort_unstable();
+        let eog_ids = eog_ids(gguf, &tokens, &types);
 
         let control_texts = tokens
             .iter()
@@ -169,7 +181,7 @@ impl Tokenizer {
             token_bytes,
             eog_ids,
             bos_id: id("tokenizer.ggml.bos_token_id"),
-            eos_id,
+            eos_id: id("tokenizer.ggml.eos_token_id"),
             add_bos,
         })
     }

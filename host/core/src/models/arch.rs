@@ -99,8 +99,14 @@ impl Variant {
         }
     }
 
-    /// The variant `g`'s `general.architecture` names; `dim` is the embedding width.
-    pub(crate) fn from_gguf(g: &Gguf, dim: usize) -> Result<Self, CoreError> {
+    /// The variant `g`'s `general.architecture` names, for a model of `layers` layers whose
+    /// embeddings are `dim` wide, with `heads` query heads.
+    pub(crate) fn from_gguf(
+        g: &Gguf,
+        dim: usize,
+        heads: usize,
+        layers: usize,
+    ) -> Result<Self, CoreError> {
         let arch = g.get_str("general.architecture")?;
         if let Some(why) = architecture_refusal(arch) {
             return Err(CoreError::Weights(why));
@@ -146,10 +152,9 @@ impl Variant {
                 .ok()
                 .filter(|c| *c > 0.0)
                 .map(|c| c as f32);
-            v.sliding_window = gemma3_window(g)?;
+            v.sliding_window = gemma3_window(g, layers);
             // llama.cpp tells the 27B model by its 62 layers; GGUF does not carry the scalar.
-            let heads = g.get_u64("gemma3.attention.head_count")? as usize;
-            if g.get_u64("gemma3.block_count")? == 62 && heads > 0 {
+            if layers == 62 && heads > 0 {
                 v.attention_width = Some(dim / heads);
             }
         }
@@ -167,15 +172,14 @@ impl Variant {
 /// or 0: every layer global), `attention.sliding_window_pattern` as a per-layer list or a
 /// period (default 6: the last layer of every six is global), and the local layers' RoPE base
 /// `rope.freq_base_swa` (default 10 000, whatever `rope.freq_base`, the global layers', says).
-fn gemma3_window(g: &Gguf) -> Result<Option<SlidingWindow>, CoreError> {
+fn gemma3_window(g: &Gguf, layers: usize) -> Option<SlidingWindow> {
     let size = g
         .get("gemma3.attention.sliding_window")
         .and_then(Value::as_u64)
         .unwrap_or(0) as usize;
     if size == 0 {
-        return Ok(None);
+        return None;
     }
-    let layers = g.get_u64("gemma3.block_count")? as usize;
     let local = match g.get("gemma3.attention.sliding_window_pattern") {
         Some(Value::Array(flags)) => flags
             .iter()
@@ -190,14 +194,14 @@ fn gemma3_window(g: &Gguf) -> Result<Option<SlidingWindow>, CoreError> {
                 .collect()
         }
     };
-    Ok(Some(SlidingWindow {
+    Some(SlidingWindow {
         size,
         local,
         local_rope_base: g
             .get("gemma3.rope.freq_base_swa")
             .and_then(Value::as_f64)
             .unwrap_or(10_000.0) as f32,
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -225,7 +229,7 @@ mod tests {
         let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
             .join("../../tests/fixtures/gemma3/tiny-gemma3-F32.gguf");
         let g = Gguf::open(&path).expect("the tiny Gemma fixture");
-        let v = Variant::from_gguf(&g, 64).expect("variant");
+        let v = Variant::from_gguf(&g, 64, 4, 6).expect("variant");
         // Six layers: not the 27B, so the head width (32) scales scores.
         assert_eq!(v.attention_width, None);
         assert_eq!(v.window(5), None);

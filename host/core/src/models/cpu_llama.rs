@@ -99,13 +99,7 @@ impl CpuLlama {
                 true => Some((v("post_attention_norm")?, v("post_ffw_norm")?)),
                 false => None,
             };
-            let bias = |s: &str| {
-                let name = format!("blk.{i}.{s}.bias");
-                match g.tensors.contains_key(&name) {
-                    true => g.dequantize(&name).map(Some),
-                    false => Ok(None),
-                }
-            };
+            let bias = |s: &str| g.dequantize_if_present(&format!("blk.{i}.{s}.bias"));
             let biases = [
                 bias("attn_q")?,
                 bias("attn_k")?,
@@ -290,8 +284,8 @@ impl CpuLlama {
                     add_bias(out, bias.as_deref());
                 }
                 if let Some((q_norm, k_norm)) = &layer.qk_norm {
-                    q = rms_norm(&q, q_norm, c.rms_eps);
-                    k = rms_norm(&k, k_norm, c.rms_eps);
+                    rms_norm_in_place(&mut q, q_norm, c.rms_eps);
+                    rms_norm_in_place(&mut k, k_norm, c.rms_eps);
                 }
                 let window = c.variant.window(l);
                 let rotation = match (window, &local) {
@@ -308,7 +302,7 @@ impl CpuLlama {
                 layer.wo.matmul(&attn, t, &mut o);
                 add_bias(&mut o, layer.biases[3].as_deref());
                 if let Some((after_attn, _)) = &layer.post_norms {
-                    o = rms_norm(&o, after_attn, c.rms_eps);
+                    rms_norm_in_place(&mut o, after_attn, c.rms_eps);
                 }
                 add(&mut x, &o);
 
@@ -321,7 +315,7 @@ impl CpuLlama {
                 }
                 layer.w_down.matmul(&gate, t, &mut down);
                 if let Some((_, after_ffn)) = &layer.post_norms {
-                    down = rms_norm(&down, after_ffn, c.rms_eps);
+                    rms_norm_in_place(&mut down, after_ffn, c.rms_eps);
                 }
                 add(&mut x, &down);
             }
@@ -450,16 +444,21 @@ fn gate_and_up(g: &Gguf, c: &LlamaConfig, l: usize) -> Result<[QMatrix; 2], Core
 
 /// Each row scaled by the reciprocal of its root mean square, then by `weight`.
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = x.to_vec();
+    rms_norm_in_place(&mut out, weight, eps);
+    out
+}
+
+/// [`rms_norm`] over `x` itself (rows of `weight`'s length: a head's, or the model's width).
+fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
     let dim = weight.len();
-    let mut out = vec![0f32; x.len()];
-    for (row, dst) in x.chunks_exact(dim).zip(out.chunks_exact_mut(dim)) {
+    for row in x.chunks_exact_mut(dim) {
         let mean = dot(row, row) / dim as f32;
         let scale = 1.0 / (mean + eps).sqrt();
-        for ((o, v), w) in dst.iter_mut().zip(row).zip(weight) {
-            *o = v * scale * w;
+        for (v, w) in row.iter_mut().zip(weight) {
+            *v = *v * scale * w;
         }
     }
-    out
 }
 
 /// Adds `bias` to every row of `x` (rows of the bias's length); nothing without one.

@@ -45,13 +45,14 @@ impl LlamaConfig {
             .get(1)
             .copied()
             .unwrap_or(0) as usize;
-        let variant = Variant::from_gguf(g, dim)?;
+        let n_layers = g.get_u64(&key("block_count"))? as usize;
+        let variant = Variant::from_gguf(g, dim, n_heads, n_layers)?;
         // Gemma 3's heads are wider than `dim / heads`: GGUF says so in `key_length`.
         let head_dim = g
             .get_u64(&key("attention.key_length"))
             .map_or_else(|_| dim.checked_div(n_heads).unwrap_or(0), |v| v as usize);
         let config = LlamaConfig {
-            n_layers: g.get_u64(&key("block_count"))? as usize,
+            n_layers,
             dim,
             ffn_dim: g.get_u64(&key("feed_forward_length"))? as usize,
             n_heads,
@@ -66,10 +67,7 @@ impl LlamaConfig {
             vocab_size,
             context_length: g.get_u64(&key("context_length"))? as usize,
             variant,
-            rope_freqs: match g.tensors.contains_key("rope_freqs.weight") {
-                true => Some(g.dequantize("rope_freqs.weight")?),
-                false => None,
-            },
+            rope_freqs: g.dequantize_if_present("rope_freqs.weight")?,
         };
         let value_length = g
             .get_u64(&key("attention.value_length"))
