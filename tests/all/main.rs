@@ -11,6 +11,7 @@ mod faults;
 mod fuzz_schemas;
 mod gemma;
 mod golden;
+mod hf_folders;
 mod loading;
 mod prefix;
 mod refusals;

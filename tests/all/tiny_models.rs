@@ -41,7 +41,18 @@ fn check(r: &serde_json::Value, dir: &str, kind: &str, native_tol: f32) {
         .join("fixtures")
         .join(dir)
         .join(entry["file"].as_str().expect("file"));
-    let g = Gguf::open(&path).expect("opens");
+    check_at(entry, &path, kind, native_tol);
+}
+
+/// The model at `path` (a GGUF, or a Hugging Face folder of the same weights) against the
+/// reference `entry`.
+pub(crate) fn check_at(
+    entry: &serde_json::Value,
+    path: &std::path::Path,
+    kind: &str,
+    native_tol: f32,
+) {
+    let g = Gguf::open(path).expect("opens");
     let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
     for case in entry["tokenize"].as_array().expect("cases") {
         let text = case["text"].as_str().expect("text");
@@ -137,8 +148,8 @@ fn tiny_qwen3_matches_llama_cpp() {
     bpe("qwen3-Q8_0", 0.3);
 }
 
-/// A spec for the file at `path`, called `id`, on the CPU path.
-fn spec(id: &str, path: PathBuf) -> cinder_core::ModelSpec {
+/// A spec for the file (or folder) at `path`, called `id`, on the CPU path.
+pub(crate) fn spec(id: &str, path: PathBuf) -> cinder_core::ModelSpec {
     cinder_core::ModelSpec {
         id: id.into(),
         path,

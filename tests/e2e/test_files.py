@@ -259,3 +259,54 @@ def test_recorded_blobs_are_kept_and_a_dead_requests_blob_is_swept_at_start():
     finally:
         srv.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_expired_files_and_abandoned_uploads_leave_the_disk_when_due():
+    """A file with `expires_after`, and an upload, queue a job due at their expiry (a durable
+    row, kept across a restart); when due it removes the file with its content, and the parts
+    of an upload never completed, without anyone reading them. The clock is moved on in the
+    database: the shortest expiry OpenAI allows is an hour."""
+    import shutil
+    import sqlite3
+    import tempfile
+    import time
+    from conftest import start_server, write_config
+    root = tempfile.mkdtemp(prefix="cinder-expiry-")
+    config = write_config(root)
+    db = os.path.join(root, "documents", "cinder.db")
+    srv = start_server(config=config)
+    try:
+        c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
+        made = c.files.create(file=("e.txt", b"expiring"), purpose="user_data",
+                              expires_after={"anchor": "created_at", "seconds": 3600})
+        kept = c.files.create(file=("k.txt", b"kept"), purpose="user_data")
+        up = c.uploads.create(bytes=6, filename="a.txt", mime_type="text/plain", purpose="user_data")
+        c.uploads.parts.create(upload_id=up.id, data=b"abc")
+        with sqlite3.connect(db) as con:
+            due = dict(con.execute("SELECT id, not_before FROM jobs WHERE kind = 'files/expire' AND state = 'queued'"))
+        assert due == {f"expire-{made.id}": made.expires_at, f"expire-{up.id}": up.expires_at}
+        assert len([n for n in _blob_files(root) if n.startswith("blob-")]) == 3
+        srv.stop()
+        # An hour and more later, the server having been down meanwhile.
+        with sqlite3.connect(db) as con:
+            con.execute("UPDATE jobs SET not_before = 1 WHERE kind = 'files/expire'")
+            con.execute("UPDATE objects SET body = json_set(body, '$.expires_at', 1) WHERE id IN (?, ?)",
+                        (made.id, up.id))
+        srv = start_server(config=config)
+        deadline = time.time() + 30
+        while len([n for n in _blob_files(root) if n.startswith("blob-")]) > 1 and time.time() < deadline:
+            time.sleep(0.2)
+        with sqlite3.connect(db) as con:
+            assert con.execute("SELECT COUNT(*) FROM objects WHERE id = ?", (made.id,)).fetchone()[0] == 0
+            assert con.execute("SELECT status FROM objects WHERE id = ?", (up.id,)).fetchone()[0] == "expired"
+            assert con.execute("SELECT COUNT(*) FROM objects WHERE collection = 'upload_parts'").fetchone()[0] == 0
+            states = {s for (s,) in con.execute("SELECT state FROM jobs WHERE kind = 'files/expire'")}
+        assert states == {"succeeded"}
+        assert len(_blob_files(root)) == 1
+        c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0)
+        assert c.files.content(kept.id).read() == b"kept"
+        with pytest.raises(openai.NotFoundError):
+            c.files.retrieve(made.id)
+    finally:
+        srv.stop()
+        shutil.rmtree(root, ignore_errors=True)

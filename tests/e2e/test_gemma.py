@@ -161,8 +161,9 @@ def test_two_models_stream_at_once(client):
     own engine, so SmolLM2's stream ends while Gemma's is still going."""
     times = {}
     no_end = {str(END_OF_TURN): -100, "1": -100}
+    streaming = threading.Event()
 
-    def run(model, max_tokens, bias, key):
+    def run(model, max_tokens, bias, key, started=None):
         stream = client.chat.completions.create(
             model=model,
             messages=[{"role": "user", "content": "Tell me a long story about a dragon."}],
@@ -170,12 +171,19 @@ def test_two_models_stream_at_once(client):
             logit_bias=bias,
             stream=True,
         )
-        stamps = [time.monotonic() for c in stream if c.choices and c.choices[0].delta.content]
+        stamps = []
+        for c in stream:
+            if c.choices and c.choices[0].delta.content:
+                stamps.append(time.monotonic())
+                if started is not None and len(stamps) == 5:
+                    started.set()
         times[key] = stamps
 
-    gemma = threading.Thread(target=run, args=(GEMMA, 160, no_end, "gemma"))
+    gemma = threading.Thread(target=run, args=(GEMMA, 160, no_end, "gemma", streaming))
     gemma.start()
-    time.sleep(2.0)
+    # SmolLM2's request goes in once Gemma's stream is under way (on a fast machine a fixed
+    # wait could outlast Gemma's whole answer).
+    assert streaming.wait(120), "Gemma's stream did not start"
     run(SMOL, 12, {"2": -100, "0": -100}, "smol")
     gemma.join(300)
     assert len(times["gemma"]) >= 150 and len(times["smol"]) >= 10

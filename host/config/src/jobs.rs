@@ -32,6 +32,11 @@ pub struct JobsConfig {
     /// inference steps only background requests wait on. Live requests' threads keep 0, so
     /// on a busy machine the kernel gives them the cores first; 0 runs jobs like live work.
     pub nice: u32,
+    /// Also run those threads in Linux's `SCHED_IDLE` class (when `nice` > 0): a live
+    /// request's thread that wakes takes the core from them at once, instead of waiting up
+    /// to a time slice (milliseconds, at each of the request's hand-offs between threads).
+    /// Background work still gets every cycle live work leaves.
+    pub idle_class: bool,
 }
 
 impl Default for JobsConfig {
@@ -44,6 +49,7 @@ impl Default for JobsConfig {
             step_retries: 3,
             dispatch_concurrency: 4,
             nice: 10,
+            idle_class: true,
         }
     }
 }

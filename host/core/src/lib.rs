@@ -25,7 +25,7 @@ pub use formats::gguf::{self, Gguf};
 pub use formats::summary::{ModelSummary, summarize};
 pub use formats::template::{ChatTemplate, TemplateMessage};
 pub use formats::tokenizer::{IncrementalDecoder, Tokenizer};
-pub use kernels::pools::{lower_priority, set_background_nice};
+pub use kernels::pools::{Background, lower_priority, set_background};
 pub use kernels::quant;
 pub use models::backend::{BackendKind, BackendPreference};
 pub use models::llama::LlamaConfig;

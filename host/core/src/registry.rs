@@ -36,9 +36,10 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
-    /// A folder is a sentence-transformers model (embeddings); a file is a GGUF (chat).
+    /// A sentence-transformers folder is an embedding model; a GGUF file, or a Hugging Face
+    /// folder of a causal language model, is a chat model.
     pub fn is_embedder(&self) -> bool {
-        self.path.is_dir()
+        self.path.is_dir() && !crate::formats::hf::is_causal_lm(&self.path)
     }
 }
 

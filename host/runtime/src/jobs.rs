@@ -35,8 +35,8 @@ pub struct JobSettings {
     pub step_retries: u32,
     /// Requests job steps may have running at once through `dispatch`, across the process.
     pub dispatch_concurrency: usize,
-    /// Niceness of the threads job steps run on (0: like live requests).
-    pub nice: i32,
+    /// How the threads job steps run on are scheduled (niceness 0: like live requests).
+    pub background: cinder_core::Background,
 }
 
 impl Default for JobSettings {
@@ -48,7 +48,7 @@ impl Default for JobSettings {
             max_attempts: 3,
             step_retries: 3,
             dispatch_concurrency: 4,
-            nice: 10,
+            background: cinder_core::Background::default(),
         }
     }
 }
@@ -108,17 +108,17 @@ impl Runtime {
     pub fn start_jobs(self: &Arc<Self>, settings: JobSettings) -> Result<(), std::io::Error> {
         self.dispatch_slots
             .add_permits(settings.dispatch_concurrency.max(1));
-        let nice = settings.nice;
+        let background = settings.background;
         let tokio = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("cinder-jobs-blocking")
-            .on_thread_start(move || cinder_core::lower_priority(nice))
+            .on_thread_start(move || cinder_core::lower_priority(background))
             .build()?;
         let me = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("cinder-jobs".into())
             .spawn(move || {
-                cinder_core::lower_priority(nice);
+                cinder_core::lower_priority(background);
                 tokio.block_on(async move {
                     tokio::spawn(sweep(me.clone()).instrument(info_span!("sweep")));
                     // Ends once the runtime it serves is dropped.

@@ -147,8 +147,12 @@ fn main() -> Result<()> {
             },
         })
         .collect();
-    // Background-only inference runs on kernel threads niced like the job threads.
-    cinder_core::set_background_nice(config.jobs.nice as i32);
+    // Background-only inference runs on kernel threads scheduled like the job threads.
+    let background = cinder_core::Background {
+        nice: config.jobs.nice as i32,
+        idle_class: config.jobs.idle_class,
+    };
+    cinder_core::set_background(background);
     let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);
     models
         .set_aliases(config_watch::aliases(&config))
@@ -195,7 +199,7 @@ fn main() -> Result<()> {
                 max_attempts: j.max_attempts,
                 step_retries: j.step_retries,
                 dispatch_concurrency: j.dispatch_concurrency as usize,
-                nice: j.nice as i32,
+                background,
             })
             .context("cannot start the job workers")?;
     }

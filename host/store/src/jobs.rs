@@ -64,6 +64,9 @@ pub struct NewJob {
     pub progress: String,
     /// Seconds since the Unix epoch.
     pub now: i64,
+    /// No process takes the job before this time (seconds since the Unix epoch); `None`:
+    /// at once.
+    pub not_before: Option<i64>,
 }
 
 /// A job as stored.
@@ -80,6 +83,8 @@ pub struct Job {
     pub error: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Not taken before this time.
+    pub not_before: Option<i64>,
 }
 
 /// What renewing a lease found.
@@ -92,8 +97,8 @@ pub enum Renewal {
     Lost,
 }
 
-const COLUMNS: &str =
-    "id, kind, owner, state, attempts, progress, cancel_requested, error, created_at, updated_at";
+const COLUMNS: &str = "id, kind, owner, state, attempts, progress, cancel_requested, error, \
+     created_at, updated_at, not_before";
 /// Keeps the blobs a job's holder wrote in its steps (they are no longer pending).
 const KEEP_BLOBS: &str =
     "UPDATE blobs SET job = NULL, job_holder = NULL WHERE job = ? AND job_holder = ?";
@@ -120,12 +125,13 @@ fn job(row: &AnyRow) -> Result<Job, StoreError> {
         error: row.try_get("error")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        not_before: row.try_get("not_before")?,
         id,
     })
 }
 
 impl Store {
-    /// Queues a job; it is taken after every job of its kind queued before it.
+    /// Queues a job; it is taken after every job of its kind queued before it (and due).
     pub async fn enqueue(&self, new: NewJob) -> Result<Job, StoreError> {
         for (field, text) in [
             ("id", &new.id),
@@ -139,8 +145,8 @@ impl Store {
         }
         let q = self.sql(
             "INSERT INTO jobs (id, kind, owner, seq, state, attempts, progress, cancel_requested, \
-             lease_holder, lease_until, error, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, 'queued', 0, ?, 0, NULL, NULL, NULL, ?, ?)",
+             lease_holder, lease_until, error, created_at, updated_at, not_before) \
+             VALUES (?, ?, ?, ?, 'queued', 0, ?, 0, NULL, NULL, NULL, ?, ?, ?)",
         );
         let mut tx = self.pool.begin().await?;
         let seq = self.next_seq(&mut tx, "jobs").await?;
@@ -152,6 +158,7 @@ impl Store {
             .bind(&new.progress)
             .bind(new.now)
             .bind(new.now)
+            .bind(new.not_before)
             .execute(&mut *tx)
             .await;
         match inserted {
@@ -177,9 +184,9 @@ impl Store {
         row.as_ref().map(job).transpose()
     }
 
-    /// Takes the oldest job of one of `kinds` that is queued or whose lease ran out before
-    /// `now`, for `holder` until `now + lease_secs`; one more attempt is counted. None when
-    /// there is nothing to do.
+    /// Takes the oldest job of one of `kinds` that is queued (and due by `now`) or whose
+    /// lease ran out before `now`, for `holder` until `now + lease_secs`; one more attempt is
+    /// counted. None when there is nothing to do.
     pub async fn take_job(
         &self,
         kinds: &[&str],
@@ -192,7 +199,8 @@ impl Store {
         }
         let marks = vec!["?"; kinds.len()].join(", ");
         let find = self.sql(&format!(
-            "SELECT id FROM jobs WHERE kind IN ({marks}) AND (state = 'queued' OR \
+            "SELECT id FROM jobs WHERE kind IN ({marks}) AND ((state = 'queued' AND \
+             (not_before IS NULL OR not_before <= ?)) OR \
              (state = 'running' AND lease_until < ?)) ORDER BY seq LIMIT 1"
         ));
         let take = self.sql(
@@ -205,7 +213,7 @@ impl Store {
             for k in kinds {
                 query = query.bind(*k);
             }
-            let Some(row) = query.bind(now).fetch_optional(&self.pool).await? else {
+            let Some(row) = query.bind(now).bind(now).fetch_optional(&self.pool).await? else {
                 return Ok(None);
             };
             let id: String = row.try_get("id")?;

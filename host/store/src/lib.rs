@@ -38,7 +38,7 @@ pub enum Backend {
 
 /// The schema's versions, applied in order at start-up (the same files on both databases).
 /// Embedded here rather than by sqlx's `migrate!` macro: no proc-macro crate to build.
-const MIGRATIONS: [(i64, &str, &str); 5] = [
+const MIGRATIONS: [(i64, &str, &str); 6] = [
     (1, "objects", include_str!("../migrations/0001_objects.sql")),
     (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
     (3, "blobs", include_str!("../migrations/0003_blobs.sql")),
@@ -51,6 +51,11 @@ const MIGRATIONS: [(i64, &str, &str); 5] = [
         5,
         "pending_blobs",
         include_str!("../migrations/0005_pending_blobs.sql"),
+    ),
+    (
+        6,
+        "job_not_before",
+        include_str!("../migrations/0006_job_not_before.sql"),
     ),
 ];
 

@@ -9,6 +9,7 @@ use support::Place;
 
 cases!(
     jobs_are_taken_once_and_taken_up_again_when_a_lease_runs_out,
+    a_job_queued_for_later_is_not_taken_before_its_time,
     blobs_are_whole_or_absent_and_their_owners,
     a_steps_blobs_are_kept_with_its_progress_or_discarded,
     a_requests_blobs_are_kept_by_its_objects_or_swept,
@@ -39,6 +40,7 @@ async fn a_steps_blobs_are_kept_with_its_progress_or_discarded(place: Place) {
             owner: "alice".into(),
             progress: "0".into(),
             now,
+            not_before: None,
         })
         .await
         .unwrap();
@@ -176,6 +178,7 @@ async fn jobs_are_taken_once_and_taken_up_again_when_a_lease_runs_out(place: Pla
                 owner: "alice".into(),
                 progress: "{}".into(),
                 now,
+                not_before: None,
             })
             .await
             .unwrap();
@@ -309,6 +312,7 @@ async fn jobs_are_taken_once_and_taken_up_again_when_a_lease_runs_out(place: Pla
             owner: "alice".into(),
             progress: "{}".into(),
             now,
+            not_before: None,
         })
         .await
         .unwrap();
@@ -423,4 +427,53 @@ async fn blobs_are_whole_or_absent_and_their_owners(place: Place) {
         other.read_blob("alice", &world.id, 0, 100).await.unwrap(),
         b", world"
     );
+}
+
+async fn a_job_queued_for_later_is_not_taken_before_its_time(place: Place) {
+    let store = place.open().await;
+    let now = 1_800_000_000;
+    let job = |id: &str, not_before| NewJob {
+        id: id.into(),
+        kind: "expire".into(),
+        owner: "alice".into(),
+        progress: "{}".into(),
+        now,
+        not_before,
+    };
+    // Queued first but due last: the due one is taken, the other waits for its time.
+    store
+        .enqueue(job("expire-late", Some(now + 3600)))
+        .await
+        .unwrap();
+    store.enqueue(job("expire-now", None)).await.unwrap();
+    let stored = store.job("expire-late").await.unwrap().unwrap();
+    assert_eq!(stored.not_before, Some(now + 3600));
+    let first = store.take_job(&["expire"], "p1", now, 30).await.unwrap();
+    assert_eq!(first.unwrap().id, "expire-now");
+    assert!(
+        store
+            .finish_job("expire-now", "p1", JobState::Succeeded, None, now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .take_job(&["expire"], "p1", now + 3599, 30)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let due = store
+        .take_job(&["expire"], "p1", now + 3600, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((due.id.as_str(), due.attempts), ("expire-late", 1));
+    // Its lease runs out like any job's: taken up again, without waiting for anything else.
+    let again = store
+        .take_job(&["expire"], "p2", now + 3700, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.id.as_str(), again.attempts), ("expire-late", 2));
 }

@@ -4,10 +4,11 @@
 
 pub use cinder_sdk::files::{COLLECTION, StoredFile, load, save, shown};
 use cinder_sdk::files::{expired, not_found, read};
-use cinder_sdk::host::StoreHost;
+use cinder_sdk::host::{JobHost, StoreHost};
 use cinder_sdk::{Error, invalid_request};
 use serde_json::json;
 
+use crate::expiry::{self, Due};
 use crate::{form, listing, needs_jsonl, purpose};
 
 const DEFAULT_LIMIT: u32 = 10_000;
@@ -56,7 +57,7 @@ fn expiry(anchor: Option<String>, seconds: Option<String>) -> Result<Option<i64>
 }
 
 /// `POST /v1/files` (multipart: `file`, `purpose`, optional `expires_after`).
-pub fn create(host: &dyn StoreHost) -> Result<(), Error> {
+pub fn create(host: &dyn JobHost) -> Result<(), Error> {
     let (mut purpose_text, mut anchor, mut seconds, mut file) = (None, None, None, None);
     while let Some(part) = host.next_part()? {
         match part.name.as_str() {
@@ -106,6 +107,14 @@ pub fn create(host: &dyn StoreHost) -> Result<(), Error> {
     }
     let blob = streamed.writer.finish()?;
     let shown = save(host, None, &filename, &purpose, &blob, expires_at)?;
+    if let (Some(at), Some(id)) = (expires_at, shown["id"].as_str())
+        && let Err(e) = expiry::schedule(host, &Due::File(id.to_owned()), at)
+    {
+        // A file that would never be removed on time is not kept.
+        let _ = host.delete_object(COLLECTION, id);
+        let _ = host.delete_blob(&blob.id);
+        return Err(e);
+    }
     host.respond_json(200, &shown)
 }
 

@@ -1,20 +1,21 @@
 #![doc = include_str!("../README.md")]
 
+pub mod expiry;
 pub mod files;
 mod form;
 pub mod jsonl;
 mod listing;
 pub mod uploads;
 
-use cinder_sdk::host::StoreHost;
-use cinder_sdk::{Error, ErrorDetail, Request, Route, ServeStore};
+use cinder_sdk::host::JobHost;
+use cinder_sdk::{Error, ErrorDetail, Job, Outcome, Request, Route, ServeJobs};
 
 /// The first-party files plugin.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FirstParty;
 
-impl ServeStore for FirstParty {
-    fn serve(&self, route: &Route, request: Request, host: &dyn StoreHost) -> Result<(), Error> {
+impl ServeJobs for FirstParty {
+    fn serve(&self, route: &Route, request: Request, host: &dyn JobHost) -> Result<(), Error> {
         let id = || route.param("id").unwrap_or_default();
         match route.id.as_str() {
             "files.create" => files::create(host),
@@ -33,9 +34,18 @@ impl ServeStore for FirstParty {
             })),
         }
     }
+
+    fn step(&self, job: Job, host: &dyn JobHost) -> Result<Outcome, Error> {
+        match job.kind.as_str() {
+            expiry::JOB_KIND => expiry::step(job, host),
+            other => Err(Error::Internal(format!(
+                "the files plugin runs no `{other}` jobs"
+            ))),
+        }
+    }
 }
 
-cinder_sdk::export_store_plugin!(FirstParty);
+cinder_sdk::export_job_plugin!(FirstParty);
 
 /// What a file is for (`purpose`), as OpenAI names them.
 pub const PURPOSES: [&str; 6] = [

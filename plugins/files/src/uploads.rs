@@ -3,12 +3,13 @@
 //! `upload_parts`. Completing joins the parts' blobs in the order given (in the host, in
 //! chunks), checks the size and MD5, and keeps the result as a File.
 
-use cinder_sdk::host::StoreHost;
+use cinder_sdk::host::{JobHost, StoreHost};
 use cinder_sdk::store::{Change, NewObject, Object, Query, Updated};
 use cinder_sdk::{Error, ErrorDetail, Request, invalid_request};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::expiry::{self, Due};
 use crate::jsonl::Lines;
 use crate::{files, form, needs_jsonl, purpose};
 
@@ -85,6 +86,14 @@ fn load(host: &dyn StoreHost, id: &str) -> Result<(Object, StoredUpload, String)
     Ok((object, upload, status))
 }
 
+/// Ends the upload `id` if it is still pending past its hour (its parts go): the step of its
+/// expiry job. When it is still pending and not yet due (the job ran on a replica whose clock
+/// is ahead), the time it expires at.
+pub fn expire(host: &dyn StoreHost, id: &str) -> Result<Option<i64>, Error> {
+    let (_, upload, status) = load(host, id)?;
+    Ok((status == "pending").then_some(upload.expires_at))
+}
+
 fn pending(id: &str, status: &str) -> Result<(), Error> {
     if status == "pending" {
         return Ok(());
@@ -96,7 +105,7 @@ fn pending(id: &str, status: &str) -> Result<(), Error> {
 }
 
 /// `POST /v1/uploads`.
-pub fn create(host: &dyn StoreHost, request: &Request) -> Result<(), Error> {
+pub fn create(host: &dyn JobHost, request: &Request) -> Result<(), Error> {
     #[derive(Deserialize)]
     struct Create {
         bytes: u64,
@@ -133,6 +142,12 @@ pub fn create(host: &dyn StoreHost, request: &Request) -> Result<(), Error> {
         body: json_text(&upload)?,
     };
     let object = host.create_object(COLLECTION, &new)?;
+    // Its parts must not outlive it if it is never completed.
+    let due = Due::Upload(object.id.clone());
+    if let Err(e) = expiry::schedule(host, &due, upload.expires_at) {
+        let _ = host.delete_object(COLLECTION, &object.id);
+        return Err(e);
+    }
     host.respond_json(200, &shown(&object, &upload, "pending"))
 }
 

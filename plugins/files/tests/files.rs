@@ -2,9 +2,11 @@
 //! requests of a test, each request a host of its own (as the real host makes one per call).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use cinder_plugin_files::FirstParty;
 use cinder_sdk::testing::{FakeHost, FakeStore, request};
-use cinder_sdk::{Error, Route, ServeStore};
+use cinder_sdk::{Error, Route, ServeJobs};
 use serde_json::{Value, json};
 
 fn host(store: &FakeStore) -> FakeHost {
@@ -442,8 +444,6 @@ fn a_cancelled_upload_keeps_no_parts() {
 
 #[test]
 fn expired_files_vanish_without_breaking_a_listing() {
-    use cinder_sdk::host::Store;
-    use cinder_sdk::store::{Change, Updated};
     let store = FakeStore::default();
     let ids: Vec<String> = (0..5)
         .map(|i| {
@@ -461,19 +461,7 @@ fn expired_files_vanish_without_breaking_a_listing() {
     // Files 1 and 2 (the end of the first page of two) expired a while ago.
     let h = host(&store);
     for id in &ids[1..3] {
-        let o = h.get_object("files", id).unwrap().unwrap();
-        let mut body: Value = serde_json::from_str(&o.body).unwrap();
-        body["expires_at"] = json!(1);
-        let change = Change {
-            status: o.status,
-            metadata: o.metadata,
-            body: body.to_string(),
-            expect_version: None,
-        };
-        assert!(matches!(
-            h.update_object("files", id, &change).unwrap(),
-            Updated::Done(_)
-        ));
+        support::backdate(&h, "files", id);
     }
     let page = list(&store, "?limit=2&order=asc").unwrap();
     let got: Vec<&str> = page["data"]

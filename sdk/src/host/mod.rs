@@ -254,6 +254,15 @@ pub trait Jobs {
     /// Queues a job of `kind` for the caller's owner; `id` (usually the family object's id)
     /// must be unique among jobs; `progress` is the first step's record.
     fn enqueue_job(&self, kind: &str, id: &str, progress: &str) -> Result<(), Error>;
+    /// Queues a job like [`Jobs::enqueue_job`] that the host hands back no earlier than
+    /// `not_before` (seconds since the Unix epoch): work that falls due later (WIT 0.1.11).
+    fn enqueue_job_at(
+        &self,
+        kind: &str,
+        id: &str,
+        progress: &str,
+        not_before: i64,
+    ) -> Result<(), Error>;
     /// Asks the job `id` to stop (its next step sees `cancel_requested`); false if it is
     /// over or not the caller's.
     fn cancel_job(&self, id: &str) -> Result<bool, Error>;

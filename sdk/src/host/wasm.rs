@@ -300,6 +300,16 @@ impl Jobs for Wasm<'_> {
         jobs::enqueue(kind, id, progress)
     }
 
+    fn enqueue_job_at(
+        &self,
+        kind: &str,
+        id: &str,
+        progress: &str,
+        not_before: i64,
+    ) -> Result<(), Error> {
+        jobs::enqueue_at(kind, id, progress, not_before)
+    }
+
     fn cancel_job(&self, id: &str) -> Result<bool, Error> {
         jobs::cancel(id)
     }

@@ -19,6 +19,9 @@ pub struct FakeJob {
     pub job: Job,
     /// Over: a step returned [`Outcome::Done`].
     pub done: bool,
+    /// Queued for later with [`Jobs::enqueue_job_at`]: the host would not hand it out
+    /// before this time (the fake runs it only when a test asks, see [`FakeJobs::run`]).
+    pub not_before: Option<i64>,
 }
 
 /// Answers a dispatched request.
@@ -128,8 +131,14 @@ impl FakeJobs {
     }
 }
 
-impl Jobs for FakeHost {
-    fn enqueue_job(&self, kind: &str, id: &str, progress: &str) -> Result<(), Error> {
+impl FakeHost {
+    fn queue_job(
+        &self,
+        kind: &str,
+        id: &str,
+        progress: &str,
+        not_before: Option<i64>,
+    ) -> Result<(), Error> {
         let mut inner = self.jobs.0.borrow_mut();
         if inner.jobs.iter().any(|j| j.job.id == id) {
             return Err(Error::InvalidRequest(ErrorDetail {
@@ -148,13 +157,30 @@ impl Jobs for FakeHost {
                 ending: None,
             },
             done: false,
+            not_before,
         });
         let worker = inner.worker.clone();
         drop(inner);
-        if let Some(plugin) = worker {
+        if let (Some(plugin), None) = (worker, not_before) {
             self.jobs.run_agent(id, &*plugin, self, 1000)?;
         }
         Ok(())
+    }
+}
+
+impl Jobs for FakeHost {
+    fn enqueue_job(&self, kind: &str, id: &str, progress: &str) -> Result<(), Error> {
+        self.queue_job(kind, id, progress, None)
+    }
+
+    fn enqueue_job_at(
+        &self,
+        kind: &str,
+        id: &str,
+        progress: &str,
+        not_before: i64,
+    ) -> Result<(), Error> {
+        self.queue_job(kind, id, progress, Some(not_before))
     }
 
     fn cancel_job(&self, id: &str) -> Result<bool, Error> {

@@ -87,6 +87,9 @@ pub struct TensorInfo {
     pub ty: GgmlType,
     /// Byte offset from the start of the data section.
     pub offset: u64,
+    /// Which of the model's byte sources holds it: 0 for a GGUF file; a shard, or bytes
+    /// made at load, for a Hugging Face folder.
+    pub(crate) source: usize,
 }
 
 impl TensorInfo {
@@ -94,18 +97,41 @@ impl TensorInfo {
         self.dims.iter().product::<u64>() as usize
     }
 
-    fn n_bytes(&self) -> usize {
+    pub(crate) fn n_bytes(&self) -> usize {
         let (per_block, bytes) = self.ty.block();
         self.n_elements() / per_block * bytes
     }
 }
 
-/// An opened GGUF file.
+/// Bytes tensors are read from, and where their data section starts.
+pub(crate) struct Source {
+    pub(crate) bytes: Bytes,
+    pub(crate) data_start: usize,
+}
+
+pub(crate) enum Bytes {
+    /// A file, memory-mapped.
+    Map(Mmap),
+    /// Made at load (a Hugging Face tensor laid out as GGUF has it).
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Map(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// An opened GGUF file, or a Hugging Face folder read as the GGUF llama.cpp's converter
+/// would make of it ([`super::hf`]).
 pub struct Gguf {
-    mmap: Mmap,
+    sources: Vec<Source>,
     pub metadata: HashMap<String, Value>,
     pub tensors: HashMap<String, TensorInfo>,
-    data_start: usize,
 }
 
 struct Cursor<'a> {
@@ -186,7 +212,11 @@ impl<'a> Cursor<'a> {
 }
 
 impl Gguf {
+    /// A GGUF file, or a Hugging Face model folder (`config.json` and safetensors).
     pub fn open(path: &Path) -> Result<Self, CoreError> {
+        if path.is_dir() {
+            return super::hf::open(path);
+        }
         let file =
             File::open(path).map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
         // SAFETY: the map is read-only; Cinder's model files are not modified while served
@@ -245,6 +275,7 @@ impl Gguf {
                     dims,
                     ty,
                     offset,
+                    source: 0,
                 },
             );
         }
@@ -263,10 +294,36 @@ impl Gguf {
             }
         }
         Ok(Gguf {
-            mmap,
+            sources: vec![Source {
+                bytes: Bytes::Map(mmap),
+                data_start,
+            }],
             metadata,
             tensors,
-            data_start,
+        })
+    }
+
+    /// A model assembled from parts ([`super::hf`]); every tensor must lie inside its source.
+    pub(crate) fn from_parts(
+        sources: Vec<Source>,
+        metadata: HashMap<String, Value>,
+        tensors: HashMap<String, TensorInfo>,
+    ) -> Result<Self, CoreError> {
+        for t in tensors.values() {
+            let fits = sources.get(t.source).is_some_and(|s| {
+                (s.data_start as u64 + t.offset + t.n_bytes() as u64) <= s.bytes.len() as u64
+            });
+            if !fits || t.n_elements() % t.ty.block().0 != 0 {
+                return Err(CoreError::Weights(format!(
+                    "tensor {} lies outside its file",
+                    t.name
+                )));
+            }
+        }
+        Ok(Gguf {
+            sources,
+            metadata,
+            tensors,
         })
     }
 
@@ -301,8 +358,10 @@ impl Gguf {
     }
 
     fn bytes(&self, t: &TensorInfo) -> &[u8] {
-        let start = self.data_start + t.offset as usize;
-        &self.mmap[start..start + t.n_bytes()]
+        // In range: checked when the tensors were read.
+        let source = &self.sources[t.source];
+        let start = source.data_start + t.offset as usize;
+        &source.bytes[start..start + t.n_bytes()]
     }
 
     /// The tensor's bytes as stored (blocks for the quantized types).

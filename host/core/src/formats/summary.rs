@@ -1,6 +1,7 @@
 //! What `cinder models inspect` shows of a GGUF file, read from its header and tensor table
-//! alone (the file is mapped, no weights are read or loaded), or of a sentence-transformers
-//! folder, read from its `config.json` and the header of its `model.safetensors`.
+//! alone (the file is mapped, no weights are read or loaded), of a Hugging Face chat model
+//! folder (read as the GGUF it would convert to), or of a sentence-transformers folder, read
+//! from its `config.json` and the header of its `model.safetensors`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -41,7 +42,7 @@ pub struct ModelSummary {
 
 /// Reads the summary of the GGUF file (or sentence-transformers folder) at `path`.
 pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
-    if path.is_dir() {
+    if path.is_dir() && !super::hf::is_causal_lm(path) {
         return summarize_folder(path);
     }
     let gguf = Gguf::open(path)?;
@@ -81,12 +82,28 @@ pub fn summarize(path: &Path) -> Result<ModelSummary, CoreError> {
             .map_or(0, <[_]>::len),
         parameters,
         tensor_types,
-        file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        file_bytes: model_bytes(path),
         chat_template: own_template.or(builtin_template).map(str::to_owned),
         template_built_in: own_template.is_none() && builtin_template.is_some(),
         stop_tokens: stop_tokens(&gguf),
         architecture,
         cannot_serve,
+    })
+}
+
+/// The size of a model file, or of a Hugging Face folder's safetensors shards.
+fn model_bytes(path: &Path) -> u64 {
+    let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    if !path.is_dir() {
+        return size(path);
+    }
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .map(|p| size(&p))
+            .sum()
     })
 }
 

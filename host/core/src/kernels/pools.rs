@@ -16,6 +16,8 @@ use crate::error::CoreError;
 
 /// Niceness of background pools started from now on (set once at start-up).
 static BACKGROUND_NICE: AtomicI32 = AtomicI32::new(10);
+/// Whether background pools started from now on run in the `SCHED_IDLE` class.
+static BACKGROUND_IDLE: AtomicBool = AtomicBool::new(true);
 
 /// Forward passes a live request waits on, running now anywhere in the process (every
 /// model's): background passes of other models wait between two layers while there are any,
@@ -32,10 +34,31 @@ thread_local! {
     static PREEMPT: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
 }
 
-/// Sets the niceness (0 to 19) of the background pools of models loaded from now on; 0
-/// runs background work like live work.
-pub fn set_background_nice(nice: i32) {
-    BACKGROUND_NICE.store(nice.clamp(0, 19), Ordering::Relaxed);
+/// How threads doing background work are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Background {
+    /// Niceness, 0 to 19; 0 runs background work like live work.
+    pub nice: i32,
+    /// Also Linux's `SCHED_IDLE` class (when `nice` > 0): a live thread that wakes takes the
+    /// core from a background one at once, instead of when the latter's time slice ends (a
+    /// niced thread keeps the core for up to a slice, a few milliseconds, each time a live
+    /// request's work hops from one thread to the next).
+    pub idle_class: bool,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background {
+            nice: 10,
+            idle_class: true,
+        }
+    }
+}
+
+/// How the background pools of models loaded from now on are scheduled.
+pub fn set_background(background: Background) {
+    BACKGROUND_NICE.store(background.nice.clamp(0, 19), Ordering::Relaxed);
+    BACKGROUND_IDLE.store(background.idle_class, Ordering::Relaxed);
 }
 
 /// Runs `f` on the calling thread with its kernel calls going to the background pools when
@@ -103,7 +126,10 @@ impl Pools {
         let failed = |e: rayon::ThreadPoolBuildError| {
             CoreError::Backend(format!("starting the CPU thread pool: {e}"))
         };
-        let nice = BACKGROUND_NICE.load(Ordering::Relaxed);
+        let background = Background {
+            nice: BACKGROUND_NICE.load(Ordering::Relaxed),
+            idle_class: BACKGROUND_IDLE.load(Ordering::Relaxed),
+        };
         Ok(Pools {
             live: rayon::ThreadPoolBuilder::new()
                 .num_threads(threads.max(1))
@@ -113,7 +139,7 @@ impl Pools {
             background: rayon::ThreadPoolBuilder::new()
                 .num_threads(threads.max(1))
                 .thread_name(move |i| format!("{name}-bg-{i}"))
-                .start_handler(move |_| lower_priority(nice))
+                .start_handler(move |_| lower_priority(background))
                 .build()
                 .map_err(failed)?,
         })
@@ -129,21 +155,30 @@ impl Pools {
     }
 }
 
-/// Raises the calling thread's niceness to `nice` (Linux keeps it per thread): for every
-/// thread that does background work, the runtime's job threads too. Failing is not fatal:
-/// background work then competes like live work.
-pub fn lower_priority(nice: i32) {
+/// Schedules the calling thread as `background` says (Linux keeps both per thread): for
+/// every thread that does background work, the runtime's job threads too. Failing is not
+/// fatal: background work then competes like live work.
+pub fn lower_priority(background: Background) {
+    let nice = background.nice;
     if nice <= 0 {
         return;
     }
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: plain syscalls on the calling thread's own id; no memory is passed.
-        let done = unsafe {
+        // SAFETY: plain syscalls on the calling thread's own id; no memory is passed but a
+        // local `sched_param` the call only reads.
+        let (niced, idle) = unsafe {
             let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+            let niced = libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice);
+            let idle = if background.idle_class {
+                let param = libc::sched_param { sched_priority: 0 };
+                libc::sched_setscheduler(tid, libc::SCHED_IDLE, &param)
+            } else {
+                0
+            };
+            (niced, idle)
         };
-        if done != 0 {
+        if niced != 0 || idle != 0 {
             tracing::warn!(error = %std::io::Error::last_os_error(), nice, "cannot lower a background thread's priority");
         }
     }
@@ -153,21 +188,37 @@ pub fn lower_priority(nice: i32) {
 mod tests {
     use super::*;
 
-    fn nice_of_this_thread() -> i32 {
-        // SAFETY: reads the calling thread's own niceness.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+    /// The calling thread's niceness and scheduling class.
+    fn priority_of_this_thread() -> (i32, i32) {
+        // SAFETY: reads the calling thread's own niceness and policy.
+        unsafe {
+            let tid = libc::gettid();
+            (
+                libc::getpriority(libc::PRIO_PROCESS, tid as libc::id_t),
+                libc::sched_getscheduler(tid),
+            )
+        }
     }
 
     #[test]
-    fn background_calls_run_on_niced_threads_and_live_calls_do_not() {
+    fn background_calls_run_on_niced_idle_class_threads_and_live_calls_do_not() {
         let pools = Pools::new("test-pool", 2).unwrap();
-        let base = nice_of_this_thread();
-        let live = as_background(false, || pools.install(nice_of_this_thread));
-        let background = as_background(true, || pools.install(nice_of_this_thread));
-        let after = pools.install(nice_of_this_thread);
+        let base = priority_of_this_thread();
+        let live = as_background(false, || pools.install(priority_of_this_thread));
+        let background = as_background(true, || pools.install(priority_of_this_thread));
+        let after = pools.install(priority_of_this_thread);
         assert_eq!(live, base);
         assert_eq!(after, base, "the flag is restored after the call");
-        assert_eq!(background, (base + 10).min(19));
+        assert_eq!(background, ((base.0 + 10).min(19), libc::SCHED_IDLE));
+        // Without the idle class: niced only.
+        let thread = std::thread::spawn(|| {
+            lower_priority(Background {
+                nice: 5,
+                idle_class: false,
+            });
+            priority_of_this_thread()
+        });
+        assert_eq!(thread.join().unwrap(), ((base.0 + 5).min(19), base.1));
     }
 
     #[test]

@@ -24,48 +24,17 @@ impl jobs::Host for HostState {
         id: String,
         progress: String,
     ) -> wasmtime::Result<Result<(), types::Error>> {
-        if !self.jobs.kinds.contains(&kind) {
-            return Ok(Err(types::Error::Internal(format!(
-                "jobs: the plugin `{}` did not declare the job kind `{kind}` (jobs = [..., \"{kind}\"] in its plugin.toml)",
-                self.plugin_id
-            ))));
-        }
-        if id.is_empty() || id.len() > 128 {
-            return Ok(Err(invalid_argument(
-                "id",
-                "a job id is 1 to 128 characters",
-                None,
-            )));
-        }
-        let kind = format!("{}/{kind}", self.plugin_id);
-        let wake = self.jobs.wake.of(&kind);
-        self.with_store(None, async |store, owner| {
-            let new = NewJob {
-                id: id.clone(),
-                kind,
-                owner: owner.to_owned(),
-                progress,
-                now: cinder_store::now(),
-            };
-            match store.enqueue(new).await {
-                Ok(_) => {
-                    wake.notify_one();
-                    Ok(())
-                }
-                Err(StoreError::Duplicate(_)) => Err(invalid_argument(
-                    "id",
-                    format!("a job `{id}` exists already"),
-                    None,
-                )),
-                Err(StoreError::NulCharacter(field)) => Err(invalid_argument(
-                    field,
-                    format!("`{field}` contains a NUL character, which cannot be stored"),
-                    None,
-                )),
-                Err(e) => Err(types::Error::Internal(format!("jobs: {e}"))),
-            }
-        })
-        .await
+        self.queue_job(kind, id, progress, None).await
+    }
+
+    async fn enqueue_at(
+        &mut self,
+        kind: String,
+        id: String,
+        progress: String,
+        not_before: i64,
+    ) -> wasmtime::Result<Result<(), types::Error>> {
+        self.queue_job(kind, id, progress, Some(not_before)).await
     }
 
     async fn cancel(&mut self, id: String) -> wasmtime::Result<Result<bool, types::Error>> {
@@ -205,5 +174,63 @@ async fn one(
             }
             None => return Err(types::Error::Internal("the route answered nothing".into())),
         }
+    }
+}
+
+impl HostState {
+    /// `enqueue` and `enqueue-at`: a job of one of the plugin's kinds, for the caller's owner.
+    async fn queue_job(
+        &mut self,
+        kind: String,
+        id: String,
+        progress: String,
+        not_before: Option<i64>,
+    ) -> wasmtime::Result<Result<(), types::Error>> {
+        if !self.jobs.kinds.contains(&kind) {
+            return Ok(Err(types::Error::Internal(format!(
+                "jobs: the plugin `{}` did not declare the job kind `{kind}` (jobs = [..., \"{kind}\"] in its plugin.toml)",
+                self.plugin_id
+            ))));
+        }
+        if id.is_empty() || id.len() > 128 {
+            return Ok(Err(invalid_argument(
+                "id",
+                "a job id is 1 to 128 characters",
+                None,
+            )));
+        }
+        let kind = format!("{}/{kind}", self.plugin_id);
+        let wake = self.jobs.wake.of(&kind);
+        self.with_store(None, async |store, owner| {
+            let new = NewJob {
+                id: id.clone(),
+                kind,
+                owner: owner.to_owned(),
+                progress,
+                now: cinder_store::now(),
+                not_before,
+            };
+            match store.enqueue(new).await {
+                Ok(_) => {
+                    // A job due later is found by the workers' poll when its time comes.
+                    if not_before.is_none() {
+                        wake.notify_one();
+                    }
+                    Ok(())
+                }
+                Err(StoreError::Duplicate(_)) => Err(invalid_argument(
+                    "id",
+                    format!("a job `{id}` exists already"),
+                    None,
+                )),
+                Err(StoreError::NulCharacter(field)) => Err(invalid_argument(
+                    field,
+                    format!("`{field}` contains a NUL character, which cannot be stored"),
+                    None,
+                )),
+                Err(e) => Err(types::Error::Internal(format!("jobs: {e}"))),
+            }
+        })
+        .await
     }
 }
