@@ -321,11 +321,18 @@ fn a_folder_serves_and_inspects_like_a_file() {
         summary.file_bytes
     );
     assert!(summary.chat_template.is_some());
-    let registry = cinder_core::ModelRegistry::load_all(&[crate::tiny_models::spec(
-        "folder",
-        folder("gemma3-F16"),
-    )])
+    // Its load reports progress, tensor by tensor, up to all of them.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let registry = cinder_core::ModelRegistry::load_all_reporting(
+        &[crate::tiny_models::spec("folder", folder("gemma3-F16"))],
+        &|model, done, total| seen.lock().unwrap().push((model.to_owned(), done, total)),
+    )
     .expect("loads");
+    let seen = seen.into_inner().unwrap();
+    assert!(seen.windows(2).all(|w| w[0].1 <= w[1].1), "{seen:?}");
+    let (model, done, total) = seen.last().expect("reported").clone();
+    assert_eq!((model.as_str(), done), ("folder", total));
+    assert!(total > 6, "one step per layer and more: {total}");
     let model = registry.get("folder").expect("served");
     assert_eq!(model.info.architecture, "gemma3");
     // Gemma's built-in template, as for its GGUF (the folder has none).

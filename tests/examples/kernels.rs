@@ -4,7 +4,8 @@
 //! the head) after a 64-token prompt, alone (and per decoder layer: the step without the
 //! head, divided by the layers) and as 16 sequences in one batch; with 1 and 2 threads.
 //! Medians of repeated runs. `kernels types`: the matmul of every GGUF tensor type as the CPU
-//! path keeps it (a table per type).
+//! path keeps it (a table per type); `kernels memory`: one row times a matrix far past the
+//! caches per type, beside the bound the measured memory bandwidth sets.
 //!
 //! `cargo xtask fetch-models`, then `cargo run --release --example kernels [types]`.
 
@@ -63,6 +64,12 @@ fn main() {
     // `kernels types`: the matmul of every GGUF tensor type as the CPU path keeps it.
     if std::env::args().nth(1).as_deref() == Some("types") {
         types_table();
+        return;
+    }
+    // `kernels memory`: one row (decode) times a matrix far larger than the caches, per
+    // type, beside the bound memory bandwidth sets.
+    if std::env::args().nth(1).as_deref() == Some("memory") {
+        memory_table();
         return;
     }
     let matrices = [
@@ -156,10 +163,10 @@ fn main() {
 /// Q5_0 as Q8_0, Q6_K/Q3_K as Q8x16, the rest as f32), on a 640 × 2048 matrix (Gemma 3
 /// 270M's `ffn_down`) filled with the fixture blocks of `tests/fixtures/quants`, at 1, 8 and
 /// 16 activation rows; 1 and 2 threads.
-fn types_table() {
+/// Every GGUF tensor type the CPU path keeps, with its fixture's name.
+const TYPES: [(cinder_core::GgmlType, &str); 12] = {
     use cinder_core::GgmlType as T;
-    let (rows, cols) = (640usize, 2048usize);
-    let types = [
+    [
         (T::Q4_0, "q4_0"),
         (T::Q4_1, "q4_1"),
         (T::Q5_0, "q5_0"),
@@ -172,21 +179,97 @@ fn types_table() {
         (T::Q6_K, "q6_k"),
         (T::F16, "f16"),
         (T::BF16, "bf16"),
-    ];
+    ]
+};
+
+/// A `rows` × `cols` matrix of `ty` filled with the type's fixture blocks, and its size in
+/// the file.
+fn fixture_matrix(
+    ty: cinder_core::GgmlType,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> (QMatrix, usize) {
+    let path = format!("{}/fixtures/quants/{name}.bin", env!("CARGO_MANIFEST_DIR"));
+    let blocks = std::fs::read(&path).expect("fixture");
+    let (per_block, block_bytes) = ty.block();
+    let want = rows * cols / per_block * block_bytes;
+    let whole = blocks.len() / block_bytes * block_bytes;
+    let bytes: Vec<u8> = blocks[..whole].iter().copied().cycle().take(want).collect();
+    (
+        QMatrix::from_blocks(ty, rows, cols, &bytes).expect("matrix"),
+        want,
+    )
+}
+
+/// Bytes per second read from memory by `pool`'s threads: a 512 MiB buffer (far past the
+/// caches) summed, best of 5 passes.
+fn read_bandwidth(pool: &rayon::ThreadPool) -> f64 {
+    use rayon::prelude::*;
+    let words = 64usize << 20;
+    let buf: Vec<u64> = (0..words as u64).collect();
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let sum: u64 = pool.install(|| {
+                buf.par_chunks(1 << 16)
+                    .map(|c| c.iter().fold(0u64, |a, &b| a.wrapping_add(b)))
+                    .sum()
+            });
+            std::hint::black_box(sum);
+            t.elapsed()
+        })
+        .min()
+        .expect("five passes");
+    (words * 8) as f64 / best.as_secs_f64()
+}
+
+fn memory_table() {
+    // 8192 × 8192: 50 MB and up as kept, past this machine's caches.
+    let (rows, cols) = (8192usize, 8192usize);
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .expect("pool");
+        let bw = read_bandwidth(&pool);
+        println!(
+            "== {threads} thread(s), {rows} x {cols}, one row; memory read bandwidth {:.1} GB/s",
+            bw / 1e9
+        );
+        for (ty, name) in TYPES {
+            let (w, file_bytes) = fixture_matrix(ty, name, rows, cols);
+            let kept = w.resident_bytes();
+            let x: Vec<f32> = (0..cols).map(|i| ((i % 97) as f32 - 48.0) / 50.0).collect();
+            let mut out = vec![0f32; rows];
+            let d = pool.install(|| time(30, || w.matmul(&x, 1, &mut out)));
+            let flops = 2.0 * (rows * cols) as f64;
+            let gflops = flops / d.as_secs_f64() / 1e9;
+            // Reading the matrix once at the measured bandwidth bounds a decode matmul.
+            let bound = flops / (kept as f64 / bw) / 1e9;
+            println!(
+                "{:5} {:5.2} bits/value kept ({:5.2} in the file): {:8.1} µs, {:5.1} GB/s read, {gflops:5.1} GFLOP/s, bound {bound:5.1} ({:3.0}%)",
+                ty.name(),
+                kept as f64 * 8.0 / (rows * cols) as f64,
+                file_bytes as f64 * 8.0 / (rows * cols) as f64,
+                d.as_secs_f64() * 1e6,
+                kept as f64 / d.as_secs_f64() / 1e9,
+                100.0 * gflops / bound,
+            );
+        }
+    }
+}
+
+fn types_table() {
+    let (rows, cols) = (640usize, 2048usize);
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .expect("pool");
         println!("== {threads} thread(s), {rows} x {cols}");
-        for (ty, name) in types {
-            let path = format!("{}/fixtures/quants/{name}.bin", env!("CARGO_MANIFEST_DIR"));
-            let blocks = std::fs::read(&path).expect("fixture");
-            let (per_block, block_bytes) = ty.block();
-            let want = rows * cols / per_block * block_bytes;
-            let whole = blocks.len() / block_bytes * block_bytes;
-            let bytes: Vec<u8> = blocks[..whole].iter().copied().cycle().take(want).collect();
-            let w = QMatrix::from_blocks(ty, rows, cols, &bytes).expect("matrix");
+        for (ty, name) in TYPES {
+            let (w, want) = fixture_matrix(ty, name, rows, cols);
             let mut line = format!(
                 "{:5} ({:6.2} MB in the file):",
                 ty.name(),

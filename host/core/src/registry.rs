@@ -70,8 +70,17 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Loads a GGUF model and starts its engine thread. Progress is logged.
+    /// Loads a GGUF model (or a Hugging Face folder) and starts its engine thread.
     pub fn load(spec: &ModelSpec) -> Result<Self, CoreError> {
+        Self::load_reporting(spec, &|_, _| {})
+    }
+
+    /// [`LoadedModel::load`], telling `progress` how many of the weights' tensors are loaded
+    /// (done, total) as it goes.
+    pub fn load_reporting(
+        spec: &ModelSpec,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Self, CoreError> {
         info!(model = %spec.id, path = %spec.path.display(), "loading model");
         let gguf = Gguf::open(&spec.path)?;
         let architecture = gguf.get_str("general.architecture")?.to_owned();
@@ -86,11 +95,7 @@ impl LoadedModel {
         let threads = spec.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        let (model, backend) = Llama::load(&gguf, spec.backend, threads, |done, total| {
-            if done == total || done % (total / 10).max(1) == 0 {
-                info!(model = %spec.id, "loading weights: {done}/{total} tensors");
-            }
-        })?;
+        let (model, backend) = Llama::load(&gguf, spec.backend, threads, progress)?;
         let config = model.config().clone();
         let fingerprint = format!("fp_{}_{}", backend.name(), weights_digest(&gguf));
         let prefix_bytes = spec.prefix_cache_mib.unwrap_or(DEFAULT_PREFIX_CACHE_MIB) << 20;
@@ -239,18 +244,28 @@ impl ModelRegistry {
     /// does not run, a damaged file) is logged and left out, and requests for it get the
     /// reason; the others serve. Only when none loads is it an error (the first failure).
     pub fn load_all(specs: &[ModelSpec]) -> Result<Self, CoreError> {
+        Self::load_all_reporting(specs, &|_, _, _| {})
+    }
+
+    /// [`ModelRegistry::load_all`], telling `progress` how far each chat model's load has got
+    /// (model id, tensors done, tensors in all): the server shows it for slow loads.
+    pub fn load_all_reporting(
+        specs: &[ModelSpec],
+        progress: &dyn Fn(&str, usize, usize),
+    ) -> Result<Self, CoreError> {
         let mut reg = ModelRegistry::default();
         let mut first_error = None;
         for spec in specs {
             let loaded = if spec.is_embedder() {
                 LoadedEmbedder::load(spec).map(|e| reg.insert_embedder(e))
             } else {
-                LoadedModel::load(spec).map(|model| {
-                    if spec.embeddings {
-                        reg.insert_embedder(LoadedEmbedder::from_chat_model(&model));
-                    }
-                    reg.insert(model);
-                })
+                LoadedModel::load_reporting(spec, &|done, total| progress(&spec.id, done, total))
+                    .map(|model| {
+                        if spec.embeddings {
+                            reg.insert_embedder(LoadedEmbedder::from_chat_model(&model));
+                        }
+                        reg.insert(model);
+                    })
             };
             if let Err(e) = loaded {
                 error!(model = %spec.id, path = %spec.path.display(), error = %e,

@@ -18,6 +18,7 @@ mod config_watch;
 mod cors;
 mod error;
 mod guard;
+mod load_progress;
 mod multipart;
 mod routes;
 mod serve;
@@ -153,7 +154,13 @@ fn main() -> Result<()> {
         idle_class: config.jobs.idle_class,
     };
     cinder_core::set_background(background);
-    let models = Arc::new(cinder_core::ModelRegistry::load_all(&specs).context("loading models")?);
+    let progress = load_progress::LoadProgress::new();
+    let models = Arc::new(
+        cinder_core::ModelRegistry::load_all_reporting(&specs, &|model, done, total| {
+            progress.report(model, done, total)
+        })
+        .context("loading models")?,
+    );
     models
         .set_aliases(config_watch::aliases(&config))
         .context("model aliases")?;

@@ -32,6 +32,7 @@ use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::Gguf;
 
 mod repack;
+use repack::half_to_f32;
 
 /// Activation rows up to which the fused kernel is used: measured on this project's 2-core
 /// machine (`cargo run --release --example kernels`), the tiled kernel wins from about 16 rows
@@ -92,15 +93,6 @@ enum Values {
     Half { bits: Vec<u16>, brain: bool },
     /// Plain values.
     F32(Vec<f32>),
-}
-
-/// One 16-bit float as f32.
-fn half_to_f32(bits: u16, brain: bool) -> f32 {
-    if brain {
-        f32::from_bits(u32::from(bits) << 16)
-    } else {
-        half::f16::from_bits(bits).to_f32()
-    }
 }
 
 /// A `[rows, cols]` weight matrix, row-major, in its GGUF precision.
@@ -172,6 +164,11 @@ impl QMatrix {
     }
 
     /// Output features.
+    /// Bytes the matrix takes in memory: what one pass over it reads.
+    pub fn resident_bytes(&self) -> usize {
+        self.values.bytes()
+    }
+
     pub fn rows(&self) -> usize {
         self.rows
     }

@@ -11,6 +11,32 @@ use crate::formats::ggml::{
     scale_min_k4,
 };
 
+/// One 16-bit float as f32.
+pub(super) fn half_to_f32(bits: u16, brain: bool) -> f32 {
+    if brain {
+        f32::from_bits(u32::from(bits) << 16)
+    } else {
+        half::f16::from_bits(bits).to_f32()
+    }
+}
+
+impl Values {
+    /// Bytes the values take in memory.
+    pub(super) fn bytes(&self) -> usize {
+        use std::mem::size_of_val;
+        match self {
+            Values::Q4_1 { scales, quants } => size_of_val(&scales[..]) + size_of_val(&quants[..]),
+            Values::Q8_0 { scales, quants } => size_of_val(&scales[..]) + size_of_val(&quants[..]),
+            Values::Q8x16 { scales, quants } => size_of_val(&scales[..]) + size_of_val(&quants[..]),
+            Values::U8Affine { scales, quants } => {
+                size_of_val(&scales[..]) + size_of_val(&quants[..])
+            }
+            Values::Half { bits, .. } => size_of_val(&bits[..]),
+            Values::F32(v) => size_of_val(&v[..]),
+        }
+    }
+}
+
 /// How a `[rows, cols]` matrix of GGUF type `ty` (whole blocks, checked by the caller) is
 /// kept: re-laid for a kernel where that loses nothing, as f32 otherwise.
 pub(super) fn values(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Values {
