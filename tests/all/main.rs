@@ -14,6 +14,7 @@ mod golden;
 mod hf_folders;
 mod loading;
 mod prefix;
+mod q8_decode;
 mod refusals;
 mod runtime;
 mod sandbox;
@@ -147,6 +148,7 @@ fn load_smollm2_full(
         embeddings: false,
         raw_control_tokens: false,
         engine,
+        q8_decode: false,
     })
     .expect("model loads")
 }

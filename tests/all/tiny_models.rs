@@ -159,6 +159,7 @@ pub(crate) fn spec(id: &str, path: PathBuf) -> cinder_core::ModelSpec {
         embeddings: false,
         raw_control_tokens: false,
         engine: cinder_core::EngineLimits::default(),
+        q8_decode: false,
     }
 }
 

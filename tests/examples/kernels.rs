@@ -50,6 +50,8 @@ fn main() {
     // `kernels decode`: only decode steps, long enough to profile (`perf record`).
     if std::env::args().nth(1).as_deref() == Some("decode") {
         let (model, _) = Llama::load(&gguf, BackendPreference::Cpu, 2, |_, _| {}).expect("model");
+        // `kernels decode q8`: with activations rounded to 8 bits.
+        model.set_q8_decode(std::env::args().nth(2).as_deref() == Some("q8"));
         let mut cache = model.new_cache();
         model
             .forward(&[100, 101, 102], &mut cache)
@@ -109,8 +111,17 @@ fn main() {
                     head_decode = d;
                 }
                 let gflops = 2.0 * (m * w.rows() * w.cols()) as f64 / d.as_secs_f64() / 1e9;
+                // One row again with 8-bit activations.
+                let q8 = if m == 1 {
+                    w.set_q8_decode(true);
+                    let q = pool.install(|| time(runs, || w.matmul(&x, m, &mut out)));
+                    w.set_q8_decode(false);
+                    format!(" (8-bit activations: {:9.1} µs)", q.as_secs_f64() * 1e6)
+                } else {
+                    String::new()
+                };
                 println!(
-                    "{name:24} m={m:3}: {:9.1} µs  {gflops:6.1} GFLOP/s",
+                    "{name:24} m={m:3}: {:9.1} µs  {gflops:6.1} GFLOP/s{q8}",
                     d.as_secs_f64() * 1e6
                 );
             }
@@ -247,8 +258,20 @@ fn memory_table() {
             let gflops = flops / d.as_secs_f64() / 1e9;
             // Reading the matrix once at the measured bandwidth bounds a decode matmul.
             let bound = flops / (kept as f64 / bw) / 1e9;
+            // With 8-bit activations, where the type has that kernel.
+            w.set_q8_decode(true);
+            let q8 = pool.install(|| time(30, || w.matmul(&x, 1, &mut out)));
+            let q8 = if q8 < d * 9 / 10 {
+                format!(
+                    "; 8-bit activations {:8.1} µs, {:5.1} GFLOP/s",
+                    q8.as_secs_f64() * 1e6,
+                    flops / q8.as_secs_f64() / 1e9
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "{:5} {:5.2} bits/value kept ({:5.2} in the file): {:8.1} µs, {:5.1} GB/s read, {gflops:5.1} GFLOP/s, bound {bound:5.1} ({:3.0}%)",
+                "{:5} {:5.2} bits/value kept ({:5.2} in the file): {:8.1} µs, {:5.1} GB/s read, {gflops:5.1} GFLOP/s, bound {bound:5.1} ({:3.0}%){q8}",
                 ty.name(),
                 kept as f64 * 8.0 / (rows * cols) as f64,
                 file_bytes as f64 * 8.0 / (rows * cols) as f64,

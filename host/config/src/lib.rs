@@ -202,6 +202,21 @@ pub struct ModelConfig {
     /// Other names clients may use for this model (`gpt-4o-mini`); edits apply at once.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// How decode steps multiply on the CPU path.
+    #[serde(default)]
+    pub decode_activations: DecodeActivations,
+}
+
+/// The activations of a decode step's matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecodeActivations {
+    /// f32, exact against f32 math on the dequantized weights.
+    #[default]
+    F32,
+    /// Rounded to 8 bits per block of 32 and multiplied in integers (as llama.cpp does for
+    /// quantized weights): faster single-stream decoding, logits off by a little more.
+    Q8,
 }
 
 impl PluginsConfig {

@@ -23,6 +23,26 @@ fn example_config_parses() {
 }
 
 #[test]
+fn decode_activations_are_f32_unless_a_model_asks_for_q8() {
+    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
+    let text = std::fs::read_to_string(Path::new(&dir).join("../../cinder.example.toml")).unwrap();
+    let c: Config = toml::from_str(&text).unwrap();
+    assert_eq!(c.models[0].decode_activations, DecodeActivations::F32);
+    let q8 = text.replace(
+        "decode_activations = \"f32\"",
+        "decode_activations = \"q8\"",
+    );
+    let c: Config = toml::from_str(&q8).unwrap();
+    assert_eq!(c.models[0].decode_activations, DecodeActivations::Q8);
+    let bad = text.replace(
+        "decode_activations = \"f32\"",
+        "decode_activations = \"q4\"",
+    );
+    let e = toml::from_str::<Config>(&bad).unwrap_err().to_string();
+    assert!(e.contains("q4") && e.contains("decode_activations"), "{e}");
+}
+
+#[test]
 fn limits_have_upper_bounds() {
     for bad in [
         "request_timeout_secs = 18446744073709551615",

@@ -33,6 +33,8 @@ pub struct ModelSpec {
     pub raw_control_tokens: bool,
     /// What the engine runs at once and queues.
     pub engine: crate::EngineLimits,
+    /// Decode steps round activations to 8 bits on the CPU path ([`Llama::set_q8_decode`]).
+    pub q8_decode: bool,
 }
 
 impl ModelSpec {
@@ -96,6 +98,7 @@ impl LoadedModel {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         let (model, backend) = Llama::load(&gguf, spec.backend, threads, progress)?;
+        model.set_q8_decode(spec.q8_decode);
         let config = model.config().clone();
         let fingerprint = format!("fp_{}_{}", backend.name(), weights_digest(&gguf));
         let prefix_bytes = spec.prefix_cache_mib.unwrap_or(DEFAULT_PREFIX_CACHE_MIB) << 20;

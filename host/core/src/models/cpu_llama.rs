@@ -58,6 +58,20 @@ struct Rotation {
     sin: Vec<f32>,
 }
 
+impl CpuLlama {
+    /// Whether one-row products (decode steps) round activations to 8 bits and multiply
+    /// in integers, for the matrices whose form has that kernel (`QMatrix::set_q8_decode`).
+    pub fn set_q8_decode(&self, on: bool) {
+        for l in &self.layers {
+            for w in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                w.set_q8_decode(on);
+            }
+        }
+        // The embedding matrix only gives rows; the head is the one it multiplies by.
+        self.head.set_q8_decode(on);
+    }
+}
+
 impl Rotation {
     fn new(c: &LlamaConfig, base: f32, linear: Option<f32>, rows: &[(usize, usize)]) -> Self {
         let half = c.head_dim / 2;

@@ -69,6 +69,14 @@ fn mismatch() -> CoreError {
 }
 
 impl Llama {
+    /// Decode steps with activations rounded to 8 bits (the CPU path's integer kernels:
+    /// faster, less exact); burn computes in f32 whatever this says.
+    pub fn set_q8_decode(&self, on: bool) {
+        if let Llama::Cpu(m) = self {
+            m.set_q8_decode(on);
+        }
+    }
+
     /// Loads onto the backend `pref` selects (`threads` bounds the CPU path's cores); returns
     /// which one that was.
     pub fn load(

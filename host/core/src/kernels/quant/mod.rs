@@ -31,8 +31,10 @@ use crate::error::CoreError;
 use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::Gguf;
 
+mod q8act;
 mod repack;
 use repack::half_to_f32;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Activation rows up to which the fused kernel is used: measured on this project's 2-core
 /// machine (`cargo run --release --example kernels`), the tiled kernel wins from about 16 rows
@@ -100,6 +102,8 @@ pub struct QMatrix {
     rows: usize,
     cols: usize,
     values: Values,
+    /// One-row products round the activations to 8 bits ([`q8act`]).
+    q8_decode: std::sync::atomic::AtomicBool,
 }
 
 impl QMatrix {
@@ -160,10 +164,21 @@ impl QMatrix {
             ));
         }
         let values = repack::values(ty, rows, cols, bytes);
-        Ok(QMatrix { rows, cols, values })
+        Ok(QMatrix {
+            rows,
+            cols,
+            values,
+            q8_decode: false.into(),
+        })
     }
 
     /// Output features.
+    /// Whether one-row products (decode) round the activations to 8 bits and multiply in
+    /// integers: faster, at an exactness cost ([`q8act`]); Q4_1 and Q8_0 blocks only.
+    pub fn set_q8_decode(&self, on: bool) {
+        self.q8_decode.store(on, Relaxed);
+    }
+
     /// Bytes the matrix takes in memory: what one pass over it reads.
     pub fn resident_bytes(&self) -> usize {
         self.values.bytes()
@@ -178,91 +193,13 @@ impl QMatrix {
         self.cols
     }
 
-    /// Row `r` as f32 values (an embedding lookup; a tile of the tiled kernel).
-    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let bpr = self.cols / 32;
-        #[cfg(target_arch = "x86_64")]
-        if self.simd_ready() {
-            let blocks = r * bpr..(r + 1) * bpr;
-            // SAFETY: AVX2 and FMA are present; `out` has room for the row's `bpr` blocks.
-            match &self.values {
-                Values::Q4_1 { scales, quants } => {
-                    return unsafe {
-                        simd::dequant_q4_1(&scales[blocks.clone()], &quants[blocks], out)
-                    };
-                }
-                Values::Q8_0 { scales, quants } => {
-                    return unsafe {
-                        simd::dequant_q8_0(&scales[blocks.clone()], &quants[blocks], out)
-                    };
-                }
-                Values::Q8x16 { scales, quants } => {
-                    return unsafe {
-                        simd::dequant_q8x16(&scales[blocks.clone()], &quants[blocks], out)
-                    };
-                }
-                Values::U8Affine { scales, quants } => {
-                    return unsafe {
-                        simd::dequant_u8_affine(&scales[blocks.clone()], &quants[blocks], out)
-                    };
-                }
-                Values::Half { bits, brain } => {
-                    let row = &bits[r * self.cols..(r + 1) * self.cols];
-                    // SAFETY: F16C is present too (`simd_ready`); `out` has the row's room.
-                    return unsafe { simd::half_to_f32s(row, *brain, out) };
-                }
-                Values::F32(_) => {}
-            }
-        }
-        match &self.values {
-            Values::Q4_1 { scales, quants } => {
-                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
-                    let [d, m] = scales[b];
-                    for (j, &q) in quants[b].iter().enumerate() {
-                        dst[j] = d * f32::from(q & 0x0f) + m;
-                        dst[j + 16] = d * f32::from(q >> 4) + m;
-                    }
-                }
-            }
-            Values::Q8_0 { scales, quants } => {
-                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
-                    for (o, &q) in dst.iter_mut().zip(&quants[b]) {
-                        *o = scales[b] * f32::from(q);
-                    }
-                }
-            }
-            Values::Q8x16 { scales, quants } => {
-                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
-                    for (j, (o, &q)) in dst.iter_mut().zip(&quants[b]).enumerate() {
-                        *o = scales[b][j / 16] * f32::from(q);
-                    }
-                }
-            }
-            Values::U8Affine { scales, quants } => {
-                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
-                    let [d, m] = scales[b];
-                    for (o, &q) in dst.iter_mut().zip(&quants[b]) {
-                        *o = d * f32::from(q) + m;
-                    }
-                }
-            }
-            Values::Half { bits, brain } => {
-                for (o, &b) in out
-                    .iter_mut()
-                    .zip(&bits[r * self.cols..(r + 1) * self.cols])
-                {
-                    *o = half_to_f32(b, *brain);
-                }
-            }
-            Values::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
-        }
-    }
-
     /// `out[m × rows] = x[m × cols] · Wᵀ`, on the current rayon pool.
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         debug_assert_eq!(x.len(), m * self.cols);
         debug_assert_eq!(out.len(), m * self.rows);
-        if m <= FUSED_MAX_ROWS || self.uses_tiles(m) {
+        if m == 1 && self.q8_decode.load(Relaxed) && q8act::supported(self) {
+            q8act::matvec(self, x, out, q8act::chunk(self.cols));
+        } else if m <= FUSED_MAX_ROWS || self.uses_tiles(m) {
             self.matmul_fused(x, m, out);
         } else {
             self.matmul_tiled(x, m, out);

@@ -3,9 +3,10 @@
 //! d·q with q in -16..16), Q6_K and Q3_K, whose scales cover 16 values, as blocks of 32
 //! signed bytes with two scales, Q5_1 and Q5_K (a minimum per 32 values) as blocks of 32
 //! unsigned bytes with a scale and a minimum; F16 and BF16 stay 16-bit. Each value is the same
-//! f32 product of f16 scales and small integers that ggml's dequantization computes.
+//! f32 product of f16 scales and small integers that ggml's dequantization computes. Also the
+//! way back: a row of any form as f32 (`QMatrix::dequantize_row`).
 
-use super::Values;
+use super::{QMatrix, Values};
 use crate::formats::ggml::{
     GgmlType, Runs16, dequantize_into, f16_at, q3_k_parts, q5_1_parts, q5_k_parts, q6_k_parts,
     scale_min_k4,
@@ -185,4 +186,90 @@ pub(super) fn q5_k(bytes: &[u8]) -> Values {
         }
     }
     Values::U8Affine { scales, quants }
+}
+
+impl QMatrix {
+    /// Row `r` as f32 values (an embedding lookup; a tile of the tiled kernel).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let bpr = self.cols / 32;
+        #[cfg(target_arch = "x86_64")]
+        if self.simd_ready() {
+            let blocks = r * bpr..(r + 1) * bpr;
+            // SAFETY: AVX2 and FMA are present; `out` has room for the row's `bpr` blocks.
+            match &self.values {
+                Values::Q4_1 { scales, quants } => {
+                    return unsafe {
+                        super::simd::dequant_q4_1(&scales[blocks.clone()], &quants[blocks], out)
+                    };
+                }
+                Values::Q8_0 { scales, quants } => {
+                    return unsafe {
+                        super::simd::dequant_q8_0(&scales[blocks.clone()], &quants[blocks], out)
+                    };
+                }
+                Values::Q8x16 { scales, quants } => {
+                    return unsafe {
+                        super::simd::dequant_q8x16(&scales[blocks.clone()], &quants[blocks], out)
+                    };
+                }
+                Values::U8Affine { scales, quants } => {
+                    return unsafe {
+                        super::simd::dequant_u8_affine(
+                            &scales[blocks.clone()],
+                            &quants[blocks],
+                            out,
+                        )
+                    };
+                }
+                Values::Half { bits, brain } => {
+                    let row = &bits[r * self.cols..(r + 1) * self.cols];
+                    // SAFETY: F16C is present too (`simd_ready`); `out` has the row's room.
+                    return unsafe { super::simd::half_to_f32s(row, *brain, out) };
+                }
+                Values::F32(_) => {}
+            }
+        }
+        match &self.values {
+            Values::Q4_1 { scales, quants } => {
+                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
+                    let [d, m] = scales[b];
+                    for (j, &q) in quants[b].iter().enumerate() {
+                        dst[j] = d * f32::from(q & 0x0f) + m;
+                        dst[j + 16] = d * f32::from(q >> 4) + m;
+                    }
+                }
+            }
+            Values::Q8_0 { scales, quants } => {
+                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
+                    for (o, &q) in dst.iter_mut().zip(&quants[b]) {
+                        *o = scales[b] * f32::from(q);
+                    }
+                }
+            }
+            Values::Q8x16 { scales, quants } => {
+                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
+                    for (j, (o, &q)) in dst.iter_mut().zip(&quants[b]).enumerate() {
+                        *o = scales[b][j / 16] * f32::from(q);
+                    }
+                }
+            }
+            Values::U8Affine { scales, quants } => {
+                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
+                    let [d, m] = scales[b];
+                    for (o, &q) in dst.iter_mut().zip(&quants[b]) {
+                        *o = d * f32::from(q) + m;
+                    }
+                }
+            }
+            Values::Half { bits, brain } => {
+                for (o, &b) in out
+                    .iter_mut()
+                    .zip(&bits[r * self.cols..(r + 1) * self.cols])
+                {
+                    *o = half_to_f32(b, *brain);
+                }
+            }
+            Values::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
+        }
+    }
 }

@@ -14,7 +14,7 @@ pub(super) fn available() -> bool {
 }
 
 #[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
+pub(super) fn hsum(v: __m256) -> f32 {
     let hi = _mm256_extractf128_ps(v, 1);
     let lo = _mm256_castps256_ps128(v);
     let s = _mm_add_ps(hi, lo);

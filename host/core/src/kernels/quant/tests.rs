@@ -34,7 +34,12 @@ fn matrix(q4: bool, rows: usize, cols: usize, seed: u32) -> QMatrix {
                 .collect(),
         }
     };
-    QMatrix { rows, cols, values }
+    QMatrix {
+        rows,
+        cols,
+        values,
+        q8_decode: false.into(),
+    }
 }
 
 fn reference(w: &QMatrix, x: &[f32], m: usize) -> Vec<f32> {
