@@ -3,7 +3,7 @@
 //! the same token ids, every last-position logit and greedy tokens as llama.cpp computed for
 //! the GGUF (Qwen 2 with its biases; Qwen 3 sharded in two with an index; Phi-3's fused
 //! matrices with its template in `chat_template.jinja`; Gemma 3 in f16 with a SentencePiece
-//! `tokenizer.model`), Llama's q and k rows permuted back into GGUF's layout and Llama 3.1's
+//! `tokenizer.model`; Qwen 2 in bf16 against the GGUF of the same values), Llama's q and k rows permuted back into GGUF's layout and Llama 3.1's
 //! `rope_scaling` turned into the factors the converter writes; and folders Cinder cannot
 //! read refused with the reason.
 
@@ -347,4 +347,39 @@ fn a_folder_serves_and_inspects_like_a_file() {
         )
         .expect("renders");
     assert!(prompt.contains("<start_of_turn>user"), "{prompt}");
+}
+
+#[test]
+fn a_bf16_folder_equals_the_gguf_of_the_same_values() {
+    let twin =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/hf/tiny-qwen2-BF16-twin.gguf");
+    let (f, g) = (
+        Gguf::open(&folder("qwen2-BF16")).expect("folder"),
+        Gguf::open(&twin).expect("twin"),
+    );
+    let matrix = "blk.0.ffn_up.weight";
+    assert_eq!(
+        f.tensor(matrix).expect("folder").ty,
+        cinder_core::GgmlType::BF16
+    );
+    assert_eq!(
+        g.tensor(matrix).expect("twin").ty,
+        cinder_core::GgmlType::BF16
+    );
+    for (n, t) in &g.tensors {
+        assert_eq!(f.tensors[n].dims, t.dims, "{n}");
+        assert_eq!(
+            f.dequantize(n).expect("folder"),
+            g.dequantize(n).expect("twin"),
+            "{n}"
+        );
+    }
+    let ids: Vec<u32> = (0..24).map(|i| (i * 11 + 5) % 300).collect();
+    let (a, b) = (logits(&folder("qwen2-BF16"), &ids), logits(&twin, &ids));
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "max |Δ| {worst}");
 }
