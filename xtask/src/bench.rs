@@ -1,5 +1,5 @@
-//! `cargo xtask bench [--compare llama-server] [--model FILE.gguf] [--streams 1,4,16]
-//! [--per-stream N] [--max-tokens N] [--threads N]`: starts Cinder on the default model (or any
+//! `cargo xtask bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE.gguf]
+//! [--streams 1,4,16] [--per-stream N] [--max-tokens N] [--threads N]`: starts Cinder on the default model (or any
 //! GGUF it serves, `--model`) and drives it over HTTP
 //! with concurrent streaming clients (`xtask/bench/drive.py`); with `--compare llama-server`
 //! it also builds llama.cpp's server once (from the llama-cpp-python sdist, into the cache
@@ -32,6 +32,9 @@ struct Options {
     threads: usize,
     /// A GGUF to serve instead of the default SmolLM2.
     model: Option<PathBuf>,
+    /// Build llama.cpp for AVX2 + FMA + F16C instead of this CPU's every feature (a native
+    /// build's AMX matmul crashed on a Sapphire Rapids Xeon).
+    llama_cpp_avx2: bool,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -42,6 +45,7 @@ fn options(args: &[String]) -> Result<Options> {
         max_tokens: "128".into(),
         threads: 2,
         model: None,
+        llama_cpp_avx2: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -63,6 +67,7 @@ fn options(args: &[String]) -> Result<Options> {
             "--max-tokens" => o.max_tokens = value()?,
             "--threads" => o.threads = value()?.parse().context("--threads")?,
             "--model" => o.model = Some(PathBuf::from(value()?)),
+            "--llama-cpp-avx2" => o.llama_cpp_avx2 = true,
             other => bail!("unknown bench option `{other}`"),
         }
     }
@@ -155,7 +160,7 @@ pub fn bench(args: &[String]) -> Result<()> {
     let plugins = build_plugins()?;
     let cinder_bin = build_host()?;
     let llama_bin = if o.compare {
-        Some(build_llama_server()?)
+        Some(build_llama_server(o.llama_cpp_avx2)?)
     } else {
         None
     };
@@ -268,8 +273,9 @@ fn stop_ids(
 
 /// llama.cpp's `llama-server`, built once into the cache folder from the sdist on the
 /// package registry (it vendors llama.cpp); ~13 minutes on 2 cores the first time.
-fn build_llama_server() -> Result<PathBuf> {
-    let dir = cache_dir().join(format!("llama.cpp-{LLAMA_CPP_PYTHON}"));
+fn build_llama_server(avx2: bool) -> Result<PathBuf> {
+    let suffix = if avx2 { "-avx2" } else { "" };
+    let dir = cache_dir().join(format!("llama.cpp-{LLAMA_CPP_PYTHON}{suffix}"));
     let bin = dir.join("build/bin/llama-server");
     if bin.exists() {
         return Ok(bin);
@@ -326,7 +332,17 @@ fn build_llama_server() -> Result<PathBuf> {
             "-DLLAMA_CURL=OFF",
             "-DLLAMA_BUILD_TESTS=OFF",
             "-DLLAMA_BUILD_EXAMPLES=OFF",
-        ]))?;
+        ])
+        .args(if avx2 {
+            &[
+                "-DGGML_NATIVE=OFF",
+                "-DGGML_AVX2=ON",
+                "-DGGML_FMA=ON",
+                "-DGGML_F16C=ON",
+            ][..]
+        } else {
+            &[][..]
+        }))?;
     run(Command::new(&cmake).arg("--build").arg(&build).args([
         "--target",
         "llama-server",
