@@ -77,8 +77,10 @@ pub fn expired<H: Store + ?Sized>(
     if file.expires_at.is_none_or(|t| t > now()) {
         return Ok(false);
     }
-    host.delete_object(COLLECTION, &object.id)?;
+    // The content first: a failure in between leaves the object, so the next read or the
+    // expiry job retried finds it and tries again (a File whose blob is gone reads as gone).
     host.delete_blob(&file.blob)?;
+    host.delete_object(COLLECTION, &object.id)?;
     Ok(true)
 }
 

@@ -228,7 +228,21 @@ type Edit = Box<dyn FnOnce(&Path)>;
 
 #[test]
 fn folders_cinder_cannot_read_are_refused_with_the_reason() {
-    let cases: [(&str, Edit, &str); 6] = [
+    let cases: [(&str, Edit, &str); 8] = [
+        (
+            "hugeid",
+            Box::new(|d| {
+                rewrite_json(&d.join("tokenizer.json"), |t| {
+                    t["added_tokens"][0]["id"] = serde_json::json!(u64::MAX)
+                })
+            }),
+            "18446744073709551615",
+        ),
+        (
+            "shortvocab",
+            Box::new(|d| rewrite_json(&d.join("config.json"), |c| c["vocab_size"] = 100.into())),
+            "vocab_size is 100",
+        ),
         (
             "arch",
             Box::new(|d| {

@@ -84,6 +84,8 @@ impl LoadedModel {
         progress: &dyn Fn(usize, usize),
     ) -> Result<Self, CoreError> {
         info!(model = %spec.id, path = %spec.path.display(), "loading model");
+        // Reading a Hugging Face folder may rewrite tensors first: a slow load shows from here.
+        progress(0, 1);
         let gguf = Gguf::open(&spec.path)?;
         let architecture = gguf.get_str("general.architecture")?.to_owned();
         if let Some(why) = crate::models::architecture_refusal(&architecture) {
@@ -98,6 +100,15 @@ impl LoadedModel {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
         let (model, backend) = Llama::load(&gguf, spec.backend, threads, progress)?;
+        // A token past the embedding table (a vocabulary longer than the model's) would index
+        // out of it: such a file is refused, as llama.cpp refuses it.
+        if tokenizer.vocab_size() > model.config().vocab_size {
+            return Err(CoreError::Weights(format!(
+                "the tokenizer has {} tokens; the model's embedding table {}",
+                tokenizer.vocab_size(),
+                model.config().vocab_size
+            )));
+        }
         model.set_q8_decode(spec.q8_decode);
         let config = model.config().clone();
         let fingerprint = format!("fp_{}_{}", backend.name(), weights_digest(&gguf));

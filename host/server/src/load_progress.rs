@@ -1,7 +1,8 @@
 //! How far a model's load has got, for loads that take more than a second (a large GGUF, a
 //! Hugging Face folder whose tensors are rewritten): a bar on a terminal (`indicatif`, the
 //! well-kept crate for it), a log line per tenth otherwise. The default model loads in a
-//! fraction of a second and shows nothing but its "model ready" line.
+//! fraction of a second and shows nothing but its "model ready" line. The registry reports
+//! (0, 1) as a load starts, then its backend's steps (layers, or tensors).
 
 use std::io::IsTerminal;
 use std::sync::Mutex;
@@ -49,7 +50,15 @@ impl LoadProgress {
         }
     }
 
-    /// `model` has loaded `done` of its `total` tensors.
+    /// Clears a bar left by a load that failed after it appeared.
+    pub(crate) fn finish(&self) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bar) = current.take().and_then(|c| c.bar) {
+            bar.finish_and_clear();
+        }
+    }
+
+    /// `model` has done `done` of its `total` loading steps.
     pub(crate) fn report(&self, model: &str, done: usize, total: usize) {
         self.report_at(model, done, total, Instant::now());
     }
@@ -78,7 +87,7 @@ impl LoadProgress {
             let bar = c.bar.get_or_insert_with(|| {
                 let bar = ProgressBar::new(total as u64);
                 if let Ok(style) =
-                    ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} tensors, {elapsed}")
+                    ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len}, {elapsed}")
                 {
                     bar.set_style(style.progress_chars("=> "));
                 }
@@ -94,7 +103,7 @@ impl LoadProgress {
         let tenths = (done * 10).checked_div(total).unwrap_or(10);
         if tenths > c.logged {
             c.logged = tenths;
-            info!(model, "loading weights: {done}/{total} tensors");
+            info!(model, "loading weights: {done}/{total}");
             return Shown::Line(tenths);
         }
         Shown::Nothing

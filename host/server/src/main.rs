@@ -156,12 +156,12 @@ fn main() -> Result<()> {
     };
     cinder_core::set_background(background);
     let progress = load_progress::LoadProgress::new();
-    let models = Arc::new(
-        cinder_core::ModelRegistry::load_all_reporting(&specs, &|model, done, total| {
-            progress.report(model, done, total)
-        })
-        .context("loading models")?,
-    );
+    let models = cinder_core::ModelRegistry::load_all_reporting(&specs, &|model, done, total| {
+        progress.report(model, done, total)
+    })
+    .context("loading models");
+    progress.finish();
+    let models = Arc::new(models?);
     models
         .set_aliases(config_watch::aliases(&config))
         .context("model aliases")?;

@@ -86,12 +86,17 @@ fn load(host: &dyn StoreHost, id: &str) -> Result<(Object, StoredUpload, String)
     Ok((object, upload, status))
 }
 
-/// Ends the upload `id` if it is still pending past its hour (its parts go): the step of its
-/// expiry job. When it is still pending and not yet due (the job ran on a replica whose clock
-/// is ahead), the time it expires at.
+/// Ends the upload `id` if it is still pending past its hour: the step of its expiry job.
+/// Whatever its status, its parts go (a completion or cancel whose clean-up failed half-way
+/// left some). When it is still pending and not yet due (the clock stepped back), the time it
+/// expires at.
 pub fn expire(host: &dyn StoreHost, id: &str) -> Result<Option<i64>, Error> {
     let (_, upload, status) = load(host, id)?;
-    Ok((status == "pending").then_some(upload.expires_at))
+    if status == "pending" {
+        return Ok(Some(upload.expires_at));
+    }
+    drop_parts(host, id)?;
+    Ok(None)
 }
 
 fn pending(id: &str, status: &str) -> Result<(), Error> {

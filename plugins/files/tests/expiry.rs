@@ -180,10 +180,24 @@ fn a_completed_upload_is_left_as_it_is_by_its_expiry_job() {
         json!({"part_ids": [p["id"]]}),
     )
     .unwrap();
+    // A part the completion's clean-up left behind (it failed half-way): the expiry job
+    // removes it, and nothing else.
+    let h = w.host();
+    let mut writer = h.blob_writer().unwrap();
+    writer.write(b"left").unwrap();
+    let blob = writer.finish().unwrap();
+    let stray = cinder_sdk::store::NewObject {
+        id_prefix: "part_".into(),
+        status: None,
+        metadata: vec![("upload_id".into(), id.clone())],
+        body: json!({"blob": blob.id, "bytes": 4}).to_string(),
+    };
+    h.create_object("upload_parts", &stray).unwrap();
     w.backdate("uploads", &id);
     w.run(&format!("expire-{id}"));
     let upload = w.host().get_object("uploads", &id).unwrap().unwrap();
     assert_eq!(upload.status.as_deref(), Some("completed"));
     assert_eq!(w.store.objects("files").len(), 1);
+    assert!(w.store.objects("upload_parts").is_empty());
     assert_eq!(w.store.blob_count(), 1, "the file's content stays");
 }

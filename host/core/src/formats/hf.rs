@@ -256,27 +256,34 @@ impl Hyper {
         if kind != "llama3" {
             return None;
         }
-        let base = self.config["rope_theta"].as_f64().unwrap_or(10_000.0);
         let dim = self.head_dim();
-        let factor = s["factor"].as_f64().unwrap_or(8.0);
-        let low = s["low_freq_factor"].as_f64().unwrap_or(1.0);
-        let high = s["high_freq_factor"].as_f64().unwrap_or(4.0);
+        // A head wider than any model's is a damaged config (LlamaConfig refuses it).
+        if dim > 1 << 16 {
+            return None;
+        }
+        let num = |v: &Json, default: f64| v.as_f64().unwrap_or(default) as f32;
+        let base = num(&self.config["rope_theta"], 10_000.0);
+        let factor = num(&s["factor"], 8.0);
+        let low = num(&s["low_freq_factor"], 1.0);
+        let high = num(&s["high_freq_factor"], 4.0);
+        // Inside `rope_scaling` in Llama 3.1's config; at the top level in some others.
         let old = s["original_max_position_embeddings"]
             .as_f64()
-            .unwrap_or(8192.0);
+            .or(self.config["original_max_position_embeddings"].as_f64())
+            .unwrap_or(8192.0) as f32;
         let (low_wavelen, high_wavelen) = (old / low, old / high);
+        // In f32 throughout, as the converter computes it (torch float32).
         let factors = (0..dim / 2)
             .map(|i| {
-                // As the converter computes it, in f32.
-                let freq = 1.0 / (base as f32).powf((2 * i) as f32 / dim as f32);
-                let wavelen = 2.0 * std::f64::consts::PI / f64::from(freq);
+                let freq = 1.0 / base.powf((2 * i) as f32 / dim as f32);
+                let wavelen = 2.0 * std::f32::consts::PI / freq;
                 if wavelen < high_wavelen {
                     1.0
                 } else if wavelen > low_wavelen {
-                    factor as f32
+                    factor
                 } else {
                     let smooth = (old / wavelen - low) / (high - low);
-                    (1.0 / ((1.0 - smooth) / factor + smooth)) as f32
+                    1.0 / ((1.0 - smooth) / factor + smooth)
                 }
             })
             .collect();
@@ -359,7 +366,8 @@ fn rewrite(
     // Rows are the outer dimension: a matrix's second, a bias's only one.
     let rows = t.dims.last().copied().unwrap_or(1) as usize;
     let heads = heads as usize;
-    if heads == 0 || !rows.is_multiple_of(heads * 2) {
+    let whole = heads.checked_mul(2).is_some_and(|h| rows.is_multiple_of(h));
+    if heads == 0 || rows == 0 || !whole {
         return Err(CoreError::Weights(format!(
             "tensor {} has {rows} rows, not a whole number of heads",
             t.name
@@ -399,11 +407,17 @@ fn shards(dir: &Path) -> Result<(Vec<Source>, Named), CoreError> {
             .collect();
         names.sort_unstable();
         names.dedup();
-        // Shard names come from the file: nothing outside the folder is opened.
-        if let Some(bad) = names
-            .iter()
-            .find(|n| n.contains(['/', '\\']) || n.starts_with('.'))
-        {
+        // Shard names come from the file: nothing outside the folder is opened (a bare
+        // file name, on any platform).
+        let bare = |n: &str| {
+            let mut parts = Path::new(n).components();
+            matches!(
+                (parts.next(), parts.next()),
+                (Some(std::path::Component::Normal(_)), None)
+            ) && !n.contains(['/', '\\'])
+                && !n.starts_with('.')
+        };
+        if let Some(bad) = names.iter().find(|n| !bare(n)) {
             return Err(weights(dir, format!("the index names the shard `{bad}`")));
         }
         names.iter().map(|n| dir.join(n)).collect()

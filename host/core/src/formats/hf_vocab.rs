@@ -14,6 +14,9 @@ use super::gguf::Value;
 use super::hf::read_json;
 use crate::error::CoreError;
 
+/// More tokens than any vocabulary has: a larger id is a damaged file.
+const MAX_TOKENS: u64 = 4_000_000;
+
 /// GGUF token types.
 const NORMAL: u64 = 1;
 const CONTROL: u64 = 3;
@@ -85,6 +88,12 @@ pub(crate) fn read(
             }
         }
     }
+    if let Some((id, content, _)) = added.iter().find(|(id, ..)| *id >= MAX_TOKENS) {
+        return Err(tok_err(
+            &tj_path,
+            format!("the added token {content:?} has the id {id}"),
+        ));
+    }
     let len = added
         .iter()
         .map(|(id, ..)| id + 1)
@@ -92,8 +101,12 @@ pub(crate) fn read(
         .chain([tokens.len() as u64])
         .max()
         .unwrap_or(0);
-    if len > 4_000_000 {
-        return Err(tok_err(&tj_path, format!("a vocabulary of {len} tokens")));
+    // The model's embedding table has `vocab_size` rows: a token past it has no embedding.
+    if let Some(rows) = vocab_size.filter(|&rows| len > rows) {
+        return Err(tok_err(
+            &tj_path,
+            format!("the tokenizer has {len} tokens; the model's vocab_size is {rows}"),
+        ));
     }
     while (tokens.len() as u64) < len {
         tokens.push(None);
@@ -185,8 +198,8 @@ fn bpe(path: &Path, tj: &Json, m: &mut HashMap<String, Value>) -> Result<Pieces,
         .values()
         .filter_map(Json::as_u64)
         .max()
-        .map_or(0, |m| m + 1);
-    if len > 4_000_000 {
+        .map_or(0, |m| m.saturating_add(1));
+    if len > MAX_TOKENS {
         return Err(tok_err(path, format!("a vocabulary of {len} tokens")));
     }
     let mut tokens = vec![None; len as usize];
