@@ -37,7 +37,7 @@ fn a_sharded_qwen3_folder_gives_llama_cpps_figures() {
 
 #[test]
 fn a_phi3_folder_gives_llama_cpps_figures() {
-    bpe("phi3", "phi3-F32");
+    bpe("fused-qkv", "phi3-F32");
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn a_folder_reads_as_its_gguf_does() {
     };
     assert_eq!(scores(&gemma), scores(&file));
     // The template: tokenizer_config.json's, or chat_template.jinja's.
-    for name in ["qwen2", "phi3"] {
+    for name in ["qwen2", "fused-qkv"] {
         let g = Gguf::open(&folder(name)).expect("folder");
         let t = g.get_str("tokenizer.chat_template").expect("a template");
         assert!(t.contains("<|im_start|>"), "{name}: {t}");

@@ -16,6 +16,7 @@ mod loading;
 mod prefix;
 mod q8_decode;
 mod refusals;
+mod rstrip;
 mod runtime;
 mod sandbox;
 mod tiny_models;

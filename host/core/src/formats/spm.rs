@@ -61,6 +61,8 @@ pub(crate) struct Spm {
     all_specials: Option<Specials>,
     /// User-defined pieces only.
     user_defined: Option<Specials>,
+    /// Special pieces that swallow the whitespace after them ([`Spm::set_rstrip`]).
+    rstrip: std::collections::HashSet<u32>,
 }
 
 /// One run of text in the merge: `len` bytes from `start`, linked to its neighbours.
@@ -141,7 +143,14 @@ impl Spm {
             add_space_prefix,
             all_specials: Specials::new(all)?,
             user_defined: Specials::new(user)?,
+            rstrip: Default::default(),
         })
+    }
+
+    /// Special pieces after which whitespace is dropped (llama.cpp's `rstrip` attribute:
+    /// Phi-3's turn tokens).
+    pub(crate) fn set_rstrip(&mut self, ids: std::collections::HashSet<u32>) {
+        self.rstrip = ids;
     }
 
     /// Text to ids, special pieces first (control tokens only with `parse_special`).
@@ -157,12 +166,25 @@ impl Spm {
         let mut at = 0;
         if let Some(s) = specials {
             for m in s.finder.find_iter(text) {
+                // Inside whitespace a special before it swallowed.
+                if m.start() < at {
+                    continue;
+                }
                 if m.start() > at {
                     self.encode_raw(&text[at..m.start()], after_special, &mut out);
                 }
-                out.push(s.ids[m.pattern().as_usize()]);
+                let id = s.ids[m.pattern().as_usize()];
+                out.push(id);
                 after_special = true;
                 at = m.end();
+                if self.rstrip.contains(&id) {
+                    // ASCII whitespace, as llama.cpp's `isspace`.
+                    let rest = &text.as_bytes()[at..];
+                    at += rest
+                        .iter()
+                        .take_while(|b| b.is_ascii_whitespace() || **b == 0x0b)
+                        .count();
+                }
             }
         }
         if at < text.len() {

@@ -5,7 +5,7 @@
 //! pre-tokenizer `tokenizer.ggml.pre` names read the way llama.cpp reads it; SentencePiece
 //! vocabularies (`llama`) run on [`Spm`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::BPE;
@@ -149,6 +149,32 @@ pub(crate) fn eog_ids(gguf: &Gguf, tokens: &[String], types: &[i64]) -> Vec<u32>
     eog_ids
 }
 
+/// The special tokens that swallow the whitespace after them, as llama.cpp sets them by the
+/// model's name (llama-vocab.cpp): for Phi-3 (`general.name` says "phi-3" or "phi3") every
+/// control, user-defined and unknown token and `</s>`, but `<unk>`, `<s>` and
+/// `<|endoftext|>`; for other models none.
+fn rstrip_ids(gguf: &Gguf, tokens: &[String], types: &[i64]) -> HashSet<u32> {
+    let name = gguf
+        .get("general.name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_lowercase();
+    if !(name.contains("phi-3") || name.contains("phi3")) {
+        return HashSet::new();
+    }
+    tokens
+        .iter()
+        .zip(types)
+        .enumerate()
+        .filter(|(_, (t, ty))| {
+            let special = matches!(**ty, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED | 2);
+            (special || t.as_str() == "</s>")
+                && !matches!(t.as_str(), "<unk>" | "<s>" | "<|endoftext|>")
+        })
+        .map(|(i, _)| i as u32)
+        .collect()
+}
+
 impl Tokenizer {
     pub fn from_gguf(gguf: &Gguf) -> Result<Self, CoreError> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
@@ -156,10 +182,11 @@ impl Tokenizer {
             return Err(CoreError::Tokenizer(why));
         }
         let (tokens, types) = vocabulary(gguf)?;
+        let rstrip = rstrip_ids(gguf, &tokens, &types);
         let (encoder, token_bytes) = if model == "llama" {
-            spm_encoder(gguf, &tokens, &types)?
+            spm_encoder(gguf, &tokens, &types, rstrip)?
         } else {
-            bpe_encoder(gguf, &tokens, &types)?
+            bpe_encoder(gguf, &tokens, &types, &rstrip)?
         };
 
         let id = |key: &str| gguf.get(key).and_then(Value::as_u64).map(|v| v as u32);
@@ -268,6 +295,7 @@ fn bpe_encoder(
     gguf: &Gguf,
     tokens: &[String],
     types: &[i64],
+    rstrip: &HashSet<u32>,
 ) -> Result<(Encoder, Vec<Vec<u8>>), CoreError> {
     let merges: Vec<(String, String)> = gguf
         .get("tokenizer.ggml.merges")
@@ -339,8 +367,13 @@ fn bpe_encoder(
     let added: Vec<AddedToken> = tokens
         .iter()
         .zip(types)
-        .filter(|(_, ty)| matches!(**ty, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED))
-        .map(|(t, ty)| AddedToken::from(t.clone(), *ty == TOKEN_TYPE_CONTROL).normalized(false))
+        .enumerate()
+        .filter(|(_, (_, ty))| matches!(**ty, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED))
+        .map(|(i, (t, ty))| {
+            AddedToken::from(t.clone(), *ty == TOKEN_TYPE_CONTROL)
+                .normalized(false)
+                .rstrip(rstrip.contains(&(i as u32)))
+        })
         .collect();
     hf.add_special_tokens(&added);
 
@@ -373,6 +406,7 @@ fn spm_encoder(
     gguf: &Gguf,
     tokens: &[String],
     types: &[i64],
+    rstrip: HashSet<u32>,
 ) -> Result<(Encoder, Vec<Vec<u8>>), CoreError> {
     let scores: Vec<f32> = gguf
         .get("tokenizer.ggml.scores")
@@ -385,7 +419,8 @@ fn spm_encoder(
         .get("tokenizer.ggml.add_space_prefix")
         .and_then(Value::as_bool)
         .unwrap_or(true);
-    let spm = Spm::new(tokens, &scores, types, add_space_prefix)?;
+    let mut spm = Spm::new(tokens, &scores, types, add_space_prefix)?;
+    spm.set_rstrip(rstrip);
     let token_bytes = tokens
         .iter()
         .zip(types)
