@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::gguf::Value;
 use super::hf_vocab::Pieces;
+use super::spm::TYPE_NORMAL;
 use crate::error::CoreError;
 
 /// A protobuf message's fields, one at a time.
@@ -85,7 +86,7 @@ pub(crate) fn read(path: &Path, m: &mut HashMap<String, Value>) -> Result<Pieces
         match field.map_err(|()| bad("not a SentencePiece model"))? {
             // ModelProto.pieces
             (1, Field::Bytes(piece)) => {
-                let (mut text, mut score, mut ty) = (None, 0f32, 1u64);
+                let (mut text, mut score, mut ty) = (None, 0f32, TYPE_NORMAL);
                 let mut p = Wire { buf: piece, pos: 0 };
                 while let Some(f) = p.next() {
                     match f.map_err(|()| bad("a malformed piece"))? {
@@ -96,7 +97,7 @@ pub(crate) fn read(path: &Path, m: &mut HashMap<String, Value>) -> Result<Pieces
                             )
                         }
                         (2, Field::Fixed32(s)) => score = f32::from_le_bytes(s),
-                        (3, Field::Varint(t)) => ty = t,
+                        (3, Field::Varint(t)) => ty = i64::try_from(t).unwrap_or(TYPE_NORMAL),
                         _ => {}
                     }
                 }

@@ -12,19 +12,14 @@ use serde_json::Value as Json;
 
 use super::gguf::Value;
 use super::hf::read_json;
+use super::spm::{TYPE_CONTROL, TYPE_NORMAL, TYPE_UNUSED, TYPE_USER_DEFINED};
 use crate::error::CoreError;
 
 /// More tokens than any vocabulary has: a larger id is a damaged file.
 const MAX_TOKENS: u64 = 4_000_000;
 
-/// GGUF token types.
-const NORMAL: u64 = 1;
-const CONTROL: u64 = 3;
-const USER_DEFINED: u64 = 4;
-const UNUSED: u64 = 5;
-
 /// A vocabulary's pieces by id (`None`: a gap to pad) and their GGUF token types.
-pub(crate) type Pieces = (Vec<Option<String>>, Vec<u64>);
+pub(crate) type Pieces = (Vec<Option<String>>, Vec<i64>);
 
 fn tok_err(path: &Path, why: impl std::fmt::Display) -> CoreError {
     CoreError::Tokenizer(format!("{}: {why}", path.display()))
@@ -110,14 +105,14 @@ pub(crate) fn read(
     }
     while (tokens.len() as u64) < len {
         tokens.push(None);
-        types.push(UNUSED);
+        types.push(TYPE_UNUSED);
     }
     for (id, content, special) in added {
         let i = id as usize;
         types[i] = if special || looks_special(&content) {
-            CONTROL
+            TYPE_CONTROL
         } else {
-            USER_DEFINED
+            TYPE_USER_DEFINED
         };
         tokens[i] = Some(content);
     }
@@ -210,7 +205,13 @@ fn bpe(path: &Path, tj: &Json, m: &mut HashMap<String, Value>) -> Result<Pieces,
     }
     let types = tokens
         .iter()
-        .map(|t| if t.is_some() { NORMAL } else { UNUSED })
+        .map(|t| {
+            if t.is_some() {
+                TYPE_NORMAL
+            } else {
+                TYPE_UNUSED
+            }
+        })
         .collect();
     // Merges as `a b` strings, or (newer files) as pairs.
     let merges = tj["model"]["merges"]

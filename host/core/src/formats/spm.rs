@@ -21,6 +21,7 @@ pub(crate) const TYPE_NORMAL: i64 = 1;
 pub(crate) const TYPE_UNKNOWN: i64 = 2;
 pub(crate) const TYPE_CONTROL: i64 = 3;
 pub(crate) const TYPE_USER_DEFINED: i64 = 4;
+pub(crate) const TYPE_UNUSED: i64 = 5;
 pub(crate) const TYPE_BYTE: i64 = 6;
 
 /// SentencePiece's visible space.

@@ -167,7 +167,10 @@ fn rstrip_ids(gguf: &Gguf, tokens: &[String], types: &[i64]) -> HashSet<u32> {
         .zip(types)
         .enumerate()
         .filter(|(_, (t, ty))| {
-            let special = matches!(**ty, TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED | 2);
+            let special = matches!(
+                **ty,
+                TOKEN_TYPE_CONTROL | TOKEN_TYPE_USER_DEFINED | spm::TYPE_UNKNOWN
+            );
             (special || t.as_str() == "</s>")
                 && !matches!(t.as_str(), "<unk>" | "<s>" | "<|endoftext|>")
         })
