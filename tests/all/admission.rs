@@ -235,3 +235,50 @@ fn a_background_sequence_stopped_again_and_again_for_live_work_says_the_same() {
     );
     assert_eq!(got, alone);
 }
+
+/// A live request is counted as live work (which other models' batches sleep for) from its
+/// submission to its first token, not to its end; a batch's request never is.
+#[test]
+fn a_live_request_counts_as_live_work_until_its_first_token_only() {
+    let model = load_smollm2_limited(EngineLimits::default());
+    assert_eq!(model.engine.live_waiting(), 0);
+    let mut live = model
+        .engine
+        .submit(story_request(&model, 40))
+        .expect("submitted");
+    first_event(&mut live);
+    // The first token is out (the rest still streams): no longer counted.
+    let mut waited = 0;
+    while model.engine.live_waiting() != 0 && waited < 100 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        waited += 1;
+    }
+    assert_eq!(model.engine.live_waiting(), 0);
+    assert!(
+        !finished_already(&mut live),
+        "40 tokens take more than one step"
+    );
+    let mut request = story_request(&model, 8);
+    request.background = true;
+    let mut batch = model.engine.submit(request).expect("submitted");
+    assert_eq!(
+        model.engine.live_waiting(),
+        0,
+        "a batch's request is not live work"
+    );
+    finish(&mut batch);
+    finish(&mut live);
+    // A live request whose client leaves before its first token stops counting too.
+    drop(
+        model
+            .engine
+            .submit(story_request(&model, 8))
+            .expect("submitted"),
+    );
+    let mut waited = 0;
+    while model.engine.live_waiting() != 0 && waited < 200 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        waited += 1;
+    }
+    assert_eq!(model.engine.live_waiting(), 0);
+}

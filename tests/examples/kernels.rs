@@ -7,7 +7,8 @@
 //! path keeps it (a table per type); `kernels memory`: one row times a matrix far past the
 //! caches per type, beside the bound the measured memory bandwidth sets.
 //!
-//! `cargo xtask fetch-models`, then `cargo run --release --example kernels [types]`.
+//! `cargo xtask fetch-models`, then `cargo run --release --example kernels [types]`;
+//! `CINDER_KERNELS_MODEL=FILE` runs the `batched` and `decode` modes on another GGUF.
 
 // Test and benchmark code: a panic here is a failed run, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -38,7 +39,10 @@ fn time(runs: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    let path = common::smollm2_path();
+    // `CINDER_KERNELS_MODEL=FILE`: the `batched` and `decode` modes on another GGUF.
+    let path = std::env::var_os("CINDER_KERNELS_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(common::smollm2_path);
     let gguf = Gguf::open(&path).expect("model file");
     // `kernels batched`: only 16-sequence decode steps, long enough to profile.
     if std::env::args().nth(1).as_deref() == Some("batched") {

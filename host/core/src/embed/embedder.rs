@@ -7,6 +7,8 @@
 //! in favour of `sentence_bert_config.json`'s `max_seq_length` (256), and so does this.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use serde::Deserialize;
 
@@ -193,6 +195,15 @@ impl Embedder {
     /// [`Embedder::max_tokens`], and whether it was truncated.
     pub fn tokenize(&self, text: &str) -> Result<(Vec<u32>, bool), CoreError> {
         tokenize(&self.tokenizer, text)
+    }
+
+    /// The counter its engine keeps its live requests in (a fresh one off the CPU path,
+    /// where no background kernel work waits on it).
+    pub(crate) fn own_live(&self) -> Arc<AtomicUsize> {
+        match &self.bert {
+            Encoder::Cpu(b) => b.own_live(),
+            Encoder::Burn(_) => Arc::default(),
+        }
     }
 
     /// One vector per input (token ids as [`Embedder::tokenize`] gives them), in one batch.

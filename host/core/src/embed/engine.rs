@@ -9,6 +9,7 @@
 //!   (`llama_embed.rs`), which interleaves them with generation.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc as std_mpsc;
 
 use tracing::{debug, warn};
@@ -16,7 +17,7 @@ use tracing::{debug, warn};
 use crate::embed::embedder::Embedder;
 use crate::engine::thread::EngineHandle;
 use crate::error::{CoreError, catch_panic};
-use crate::kernels::pools::{as_background, live_pass};
+use crate::kernels::pools::{LiveRequest, as_background, live_pass};
 
 type Reply = tokio::sync::oneshot::Sender<Result<Vec<Vec<f32>>, CoreError>>;
 
@@ -34,6 +35,8 @@ enum Route {
     Encoder {
         tx: std_mpsc::Sender<Job>,
         tokenizer: Arc<tokenizers::Tokenizer>,
+        /// The model's live requests in flight ([`LiveRequest`]).
+        own_live: Arc<AtomicUsize>,
     },
     /// A chat model's engine thread.
     Chat(EngineHandle),
@@ -56,6 +59,7 @@ impl EmbedHandle {
             route: Route::Encoder {
                 tx,
                 tokenizer: Arc::new(embedder.tokenizer().clone()),
+                own_live: embedder.own_live(),
             },
             max_tokens: embedder.max_tokens(),
             vocab_size: embedder.vocab_size(),
@@ -109,6 +113,11 @@ impl EmbedHandle {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
+        // Other models' batches sleep while a live request waits for its vectors.
+        let _live = (!background).then(|| match &self.route {
+            Route::Encoder { own_live, .. } => LiveRequest::new(own_live),
+            Route::Chat(engine) => engine.live_request(),
+        });
         match &self.route {
             Route::Encoder { tx, .. } => {
                 let (reply, rx) = tokio::sync::oneshot::channel();

@@ -41,6 +41,8 @@ pub(crate) struct Sequence {
     pub(crate) finished: bool,
     /// Nothing more to do: finished and delivered, or the client is gone.
     pub(crate) done: bool,
+    /// A live request before its first token ([`crate::kernels::pools::LiveRequest`]).
+    pub(crate) live: Option<crate::kernels::pools::LiveRequest>,
 }
 
 impl Sequence {
@@ -72,6 +74,7 @@ impl Sequence {
             outbox: VecDeque::new(),
             finished: false,
             done: false,
+            live: None,
         }
     }
 

@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 
 use tokio::sync::mpsc;
@@ -22,7 +22,7 @@ use crate::engine::request::{GenEvent, GenerateRequest, TokenLogprob};
 use crate::engine::sequence::Sequence;
 use crate::error::{CoreError, catch_panic, contain, panic_message};
 use crate::formats::tokenizer::Tokenizer;
-use crate::kernels::pools::{as_background, live_pass, preemptible};
+use crate::kernels::pools::{LiveRequest, as_background, live_pass, preemptible};
 use crate::models::kv_blocks::PrefixCache;
 use crate::models::llama_embed::EmbedWork;
 use crate::models::{KvCache, Llama};
@@ -39,6 +39,8 @@ pub(crate) struct Submission {
     pub(crate) request: GenerateRequest,
     pub(crate) events: mpsc::Sender<GenEvent>,
     matcher: Option<Matcher>,
+    /// A live request, counted until its first token: other models' batches sleep meanwhile.
+    live: Option<LiveRequest>,
 }
 
 /// Logprobs of a whole token sequence (each token given the ones before it).
@@ -84,6 +86,8 @@ pub struct EngineHandle {
     live_arrived: Arc<AtomicBool>,
     /// Background steps stopped so far.
     preemptions: Arc<AtomicU64>,
+    /// This model's live requests before their first output ([`LiveRequest`]).
+    own_live: Arc<AtomicUsize>,
 }
 
 impl EngineHandle {
@@ -105,6 +109,7 @@ impl EngineHandle {
             _ => None,
         };
         let waiting = Waiting::default();
+        let own_live = model.own_live();
         let live_arrived = Arc::new(AtomicBool::new(false));
         let preemptions = Arc::new(AtomicU64::new(0));
         let queue = Queue::new(model.config());
@@ -135,7 +140,19 @@ impl EngineHandle {
             waiting,
             live_arrived,
             preemptions,
+            own_live,
         })
+    }
+
+    /// Counts a live request of this model until the returned guard is dropped.
+    pub(crate) fn live_request(&self) -> LiveRequest {
+        LiveRequest::new(&self.own_live)
+    }
+
+    /// Live requests of this model that have not had their first token (or vectors) yet:
+    /// while there are any, other models' background kernel work sleeps.
+    pub fn live_waiting(&self) -> usize {
+        self.own_live.load(Ordering::Relaxed)
     }
 
     /// How many background steps have stopped for live work so far.
@@ -196,6 +213,7 @@ impl EngineHandle {
         let (events, rx) = mpsc::channel(EVENT_BUFFER);
         let live = !request.background;
         let submission = Submission {
+            live: live.then(|| self.live_request()),
             request,
             events,
             matcher,
@@ -439,9 +457,11 @@ impl Engine {
             reused, max_tokens, "sequence admitted"
         );
         let reserved = self.queue.reserve(&s.request);
-        self.running.push(Sequence::start(
+        let mut seq = Sequence::start(
             s.request, s.events, s.matcher, cache, reused, max_tokens, reserved,
-        ));
+        );
+        seq.live = s.live;
+        self.running.push(seq);
     }
 
     /// Advances every sequence that is not paused (one token, or a chunk of its prompt) in
@@ -562,6 +582,8 @@ impl Engine {
                         seq.advance(&mut logits, &self.tokenizer, ctx);
                         Ok(())
                     });
+                    // Its first token is out: other models' batches may go on.
+                    seq.live = None;
                     if let Err(e) = advanced {
                         seq.outbox.push_back(GenEvent::Failed(e));
                         seq.finished = true;

@@ -25,13 +25,78 @@ static BACKGROUND_IDLE: AtomicBool = AtomicBool::new(true);
 /// embedding with a chat batch. Niced threads alone still take a share of the cores.
 static LIVE_PASSES: AtomicUsize = AtomicUsize::new(0);
 
-/// The longest a background pass waits for live work at one layer boundary: live passes
-/// that follow each other without a gap must not starve it.
+/// Live requests anywhere in the process from when they reach a model's engine to their
+/// first output (a token, or the vectors): background kernel work of the other models
+/// sleeps while there are any, between two chunks of a matmul, so a live request's own
+/// single-threaded moments (sampling, its plugin, its response) do not share the machine
+/// with a batch either. Each model's engine also counts its own ([`LiveRequest`]).
+static LIVE_REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// The longest a background pass waits for live work at one layer boundary or one chunk of
+/// a matmul: live passes that follow each other without a gap must not starve it.
 pub(crate) const MAX_LIVE_WAIT: Duration = Duration::from_millis(50);
+
+/// How often a waiting background thread looks again.
+const LIVE_POLL: Duration = Duration::from_micros(200);
 
 thread_local! {
     static BACKGROUND: Cell<bool> = const { Cell::new(false) };
     static PREEMPT: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+    /// On a background pool's threads: the live requests of the model the pool belongs to
+    /// (which its own engine serves first; its background work must not wait for them).
+    static OWN_LIVE: RefCell<Option<Arc<AtomicUsize>>> = const { RefCell::new(None) };
+}
+
+/// A live request counted in the process's live requests and in its model's, until dropped.
+#[derive(Debug)]
+pub(crate) struct LiveRequest {
+    own: Arc<AtomicUsize>,
+}
+
+impl LiveRequest {
+    /// Counts a live request of the model whose engine counts its own in `own`.
+    pub(crate) fn new(own: &Arc<AtomicUsize>) -> Self {
+        LIVE_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        own.fetch_add(1, Ordering::Relaxed);
+        LiveRequest { own: own.clone() }
+    }
+}
+
+impl Drop for LiveRequest {
+    fn drop(&mut self) {
+        self.own.fetch_sub(1, Ordering::Relaxed);
+        LIVE_REQUESTS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether background work of the model counting its live requests in `own` should sleep:
+/// another model has live work, and this one none (its engine is running the background
+/// step a live request of its own waits behind: that step must end soon, not sleep).
+fn others_live(own: &AtomicUsize) -> bool {
+    own.load(Ordering::Relaxed) == 0
+        && (LIVE_PASSES.load(Ordering::Relaxed) > 0 || LIVE_REQUESTS.load(Ordering::Relaxed) > 0)
+}
+
+/// Whether the calling thread is one of a background pool's (kernels cut their work finer
+/// there, to sleep between the pieces).
+pub(crate) fn in_background_pool() -> bool {
+    OWN_LIVE.with(|own| own.borrow().is_some())
+}
+
+/// What a kernel calls before each chunk of its work: on a background pool's thread, a
+/// sleep while another model has live work (at most [`MAX_LIVE_WAIT`]); elsewhere nothing.
+/// A layer of an embeddings batch takes milliseconds, as long as a whole live request's
+/// first token, so waiting only between layers would leave most of it overlapping.
+#[inline]
+pub(crate) fn yield_to_live() {
+    OWN_LIVE.with(|own| {
+        if let Some(own) = own.borrow().as_deref() {
+            let start = Instant::now();
+            while others_live(own) && start.elapsed() < MAX_LIVE_WAIT {
+                std::thread::sleep(LIVE_POLL);
+            }
+        }
+    });
 }
 
 /// How threads doing background work are scheduled.
@@ -109,7 +174,7 @@ pub(crate) fn between_layers() -> impl Fn() + Sync + Send {
         if background {
             let start = Instant::now();
             while LIVE_PASSES.load(Ordering::Relaxed) > 0 && start.elapsed() < MAX_LIVE_WAIT {
-                std::thread::sleep(Duration::from_micros(200));
+                std::thread::sleep(LIVE_POLL);
             }
         }
     }
@@ -119,6 +184,8 @@ pub(crate) fn between_layers() -> impl Fn() + Sync + Send {
 pub(crate) struct Pools {
     live: rayon::ThreadPool,
     background: rayon::ThreadPool,
+    /// The model's live requests, counted by its engine ([`LiveRequest`]).
+    own_live: Arc<AtomicUsize>,
 }
 
 impl Pools {
@@ -130,7 +197,10 @@ impl Pools {
             nice: BACKGROUND_NICE.load(Ordering::Relaxed),
             idle_class: BACKGROUND_IDLE.load(Ordering::Relaxed),
         };
+        let own_live = Arc::new(AtomicUsize::new(0));
+        let own = own_live.clone();
         Ok(Pools {
+            own_live,
             live: rayon::ThreadPoolBuilder::new()
                 .num_threads(threads.max(1))
                 .thread_name(move |i| format!("{name}-{i}"))
@@ -139,10 +209,18 @@ impl Pools {
             background: rayon::ThreadPoolBuilder::new()
                 .num_threads(threads.max(1))
                 .thread_name(move |i| format!("{name}-bg-{i}"))
-                .start_handler(move |_| lower_priority(background))
+                .start_handler(move |_| {
+                    lower_priority(background);
+                    OWN_LIVE.with(|o| *o.borrow_mut() = Some(own.clone()));
+                })
                 .build()
                 .map_err(failed)?,
         })
+    }
+
+    /// The counter the model's engine keeps its live requests in.
+    pub(crate) fn own_live(&self) -> Arc<AtomicUsize> {
+        self.own_live.clone()
     }
 
     /// Runs `op` on the pool the calling thread asked for.
@@ -246,5 +324,33 @@ mod tests {
         let before = LIVE_PASSES.load(Ordering::Relaxed);
         let _ = std::panic::catch_unwind(|| live_pass(|| panic!("a kernel bug")));
         assert_eq!(LIVE_PASSES.load(Ordering::Relaxed), before);
+    }
+
+    #[test]
+    fn background_kernel_chunks_sleep_while_another_model_has_a_live_request() {
+        let pools = Pools::new("test-yield", 2).unwrap();
+        let other = Arc::new(AtomicUsize::new(0));
+        let chunk = || {
+            let start = Instant::now();
+            as_background(true, || pools.install(yield_to_live));
+            start.elapsed()
+        };
+        // Another model's live request: the background chunk waits, up to its bound.
+        let live = LiveRequest::new(&other);
+        assert!(chunk() >= MAX_LIVE_WAIT);
+        // Live work never waits, even beside it.
+        let start = Instant::now();
+        pools.install(yield_to_live);
+        assert!(start.elapsed() < MAX_LIVE_WAIT);
+        drop(live);
+        assert_eq!(other.load(Ordering::Relaxed), 0);
+        // A live request of the pool's own model means its background step is in the way
+        // (its engine serves the live one next): that step never sleeps, whatever else is
+        // live.
+        let live = LiveRequest::new(&other);
+        let own = LiveRequest::new(&pools.own_live());
+        assert!(chunk() < MAX_LIVE_WAIT / 2);
+        drop((own, live));
+        assert_eq!(pools.own_live().load(Ordering::Relaxed), 0);
     }
 }

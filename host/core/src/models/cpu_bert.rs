@@ -7,14 +7,19 @@
 //! is the same math with those gone (the golden tests hold both to sentence-transformers).
 
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use rayon::prelude::*;
 
-use crate::kernels::pools::{Pools, between_layers};
+use crate::kernels::pools::{Pools, between_layers, in_background_pool, yield_to_live};
 
 use crate::error::CoreError;
 use crate::kernels::vecmath::{attend, dot, gelu};
 use crate::models::bert::{BertConfig, f32_values, read_checkpoint, tensor_prefix};
+
+/// Activation rows per `gemm` call in a batch's pass: about a millisecond of a dense layer.
+const ROWS_PER_CALL: usize = 128;
 
 /// `y = x·Wᵀ + b` with `W` as PyTorch stores it, `[out × in]`.
 struct Dense {
@@ -36,30 +41,44 @@ impl Dense {
         for _ in 0..m {
             y.extend_from_slice(&self.b);
         }
-        // SAFETY: `y` is [m × n] row-major, `x` [m × k] row-major and `w` [n × k] row-major,
-        // read as its transpose ([k × n]: element (i, j) at j·k + i); all alive and sized so.
-        unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                y.as_mut_ptr(),
-                1,
-                n as isize,
-                true,
-                x.as_ptr(),
-                1,
-                k as isize,
-                self.w.as_ptr(),
-                k as isize,
-                1,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::Rayon(0),
-            );
+        // A batch's pass goes a block of rows at a time and sleeps between two blocks while
+        // another model serves a live request (a whole layer of it takes milliseconds); a
+        // live pass goes in one call (each call packs the weights again).
+        let block = if in_background_pool() {
+            ROWS_PER_CALL
+        } else {
+            m.max(1)
+        };
+        for first in (0..m).step_by(block) {
+            yield_to_live();
+            let rows = block.min(m - first);
+            let (x, y) = (&x[first * k..], &mut y[first * n..]);
+            // SAFETY: `y` is [rows × n] row-major, `x` [rows × k] row-major and `w` [n × k]
+            // row-major, read as its transpose ([k × n]: element (i, j) at j·k + i); all
+            // alive and at least that long.
+            unsafe {
+                gemm::gemm(
+                    rows,
+                    n,
+                    k,
+                    y.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    true,
+                    x.as_ptr(),
+                    1,
+                    k as isize,
+                    self.w.as_ptr(),
+                    k as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::Rayon(0),
+                );
+            }
         }
         y
     }
@@ -202,6 +221,11 @@ impl CpuBert {
 
     pub(crate) fn config(&self) -> &BertConfig {
         &self.config
+    }
+
+    /// The counter its engine keeps its live requests in.
+    pub(crate) fn own_live(&self) -> Arc<AtomicUsize> {
+        self.pools.own_live()
     }
 
     /// Each input's last hidden states averaged over its tokens. The inputs are checked by

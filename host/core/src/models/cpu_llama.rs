@@ -6,7 +6,7 @@
 //! within a row), so the golden tolerances against the f32 reference hold for both.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rayon::prelude::*;
 
@@ -215,6 +215,11 @@ impl CpuLlama {
     ) -> Result<Vec<f32>, CoreError> {
         let x = self.hidden(items)?;
         Ok(rms_norm(&x, &self.out_norm, self.config.rms_eps))
+    }
+
+    /// The counter its engine keeps its live requests in.
+    pub(crate) fn own_live(&self) -> Arc<AtomicUsize> {
+        self.pools.own_live()
     }
 
     fn logits(&self, x: &[f32], rows: usize) -> Vec<f32> {

@@ -15,6 +15,9 @@ pub(crate) mod kv_blocks;
 pub(crate) mod llama;
 pub(crate) mod llama_embed;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
 use crate::models::backend::{BackendKind, BackendPreference, Target, select};
@@ -107,6 +110,15 @@ impl Llama {
         match self {
             Llama::Cpu(m) => m.config(),
             Llama::Burn(m) => m.config(),
+        }
+    }
+
+    /// The counter its engine keeps its live requests in (a fresh one off the CPU path,
+    /// where no background kernel work waits on it).
+    pub(crate) fn own_live(&self) -> Arc<AtomicUsize> {
+        match self {
+            Llama::Cpu(m) => m.own_live(),
+            Llama::Burn(_) => Arc::default(),
         }
     }
 

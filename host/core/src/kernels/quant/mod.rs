@@ -30,6 +30,7 @@ use rayon::prelude::*;
 use crate::error::CoreError;
 use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::Gguf;
+use crate::kernels::pools;
 
 mod q8act;
 mod repack;
@@ -242,6 +243,7 @@ impl QMatrix {
             .max(FUSED_CHUNK)
             .next_multiple_of(TILE_R);
         let fill = |(c, dst): (usize, &mut [f32])| {
+            pools::yield_to_live();
             let first = c * chunk;
             let n_rows = dst.len() / m;
             #[cfg(target_arch = "x86_64")]
@@ -472,6 +474,7 @@ impl QMatrix {
         let tiles: Vec<(usize, Vec<f32>)> = (0..rows.div_ceil(TILE_ROWS))
             .into_par_iter()
             .map(|t| {
+                pools::yield_to_live();
                 let start = t * TILE_ROWS;
                 let n = TILE_ROWS.min(rows - start);
                 let mut tile = vec![0f32; n * cols];

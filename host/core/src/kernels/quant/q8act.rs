@@ -74,6 +74,7 @@ pub(super) fn chunk(cols: usize) -> usize {
 pub(super) fn matvec(w: &QMatrix, x: &[f32], out: &mut [f32], chunk: usize) {
     let row = Q8Row::new(x);
     out.par_chunks_mut(chunk).enumerate().for_each(|(c, dst)| {
+        crate::kernels::pools::yield_to_live();
         for (k, o) in dst.iter_mut().enumerate() {
             *o = row_dot(w, c * chunk + k, &row);
         }
