@@ -47,7 +47,9 @@ fn main() {
     // `kernels batched`: only 16-sequence decode steps, long enough to profile.
     if std::env::args().nth(1).as_deref() == Some("batched") {
         let (model, _) = Llama::load(&gguf, BackendPreference::Cpu, 2, |_, _| {}).expect("model");
-        let d = batched_step(&model, 400);
+        // `STEPS=N`: fewer steps (a profile of a larger model).
+        let steps = std::env::var("STEPS").ok().and_then(|s| s.parse().ok());
+        let d = batched_step(&model, steps.unwrap_or(400));
         println!("{:.2} ms per 16-sequence step", d.as_secs_f64() * 1e3);
         return;
     }
@@ -79,18 +81,12 @@ fn main() {
         return;
     }
     let matrices = [
+        ("ffn_up", QMatrix::from_gguf(&gguf, "blk.0.ffn_up.weight")),
         (
-            "ffn_up Q4_1 1536x576",
-            QMatrix::from_gguf(&gguf, "blk.0.ffn_up.weight"),
-        ),
-        (
-            "ffn_down Q4_1 576x1536",
+            "ffn_down",
             QMatrix::from_gguf(&gguf, "blk.0.ffn_down.weight"),
         ),
-        (
-            "head Q8_0 49152x576",
-            QMatrix::from_gguf(&gguf, "token_embd.weight"),
-        ),
+        ("head", QMatrix::from_gguf(&gguf, "token_embd.weight")),
     ];
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -124,8 +120,9 @@ fn main() {
                 } else {
                     String::new()
                 };
+                let shape = format!("{name} {}x{}", w.rows(), w.cols());
                 println!(
-                    "{name:24} m={m:3}: {:9.1} µs  {gflops:6.1} GFLOP/s{q8}",
+                    "{shape:24} m={m:3}: {:9.1} µs  {gflops:6.1} GFLOP/s{q8}",
                     d.as_secs_f64() * 1e6
                 );
             }
@@ -145,7 +142,7 @@ fn main() {
         }
         let step = median(steps);
         println!(
-            "decode step (30 layers + head, 64-96 positions): {:.2} ms = {:.1} tokens/s",
+            "decode step (every layer + head, 64-96 positions): {:.2} ms = {:.1} tokens/s",
             step.as_secs_f64() * 1e3,
             1.0 / step.as_secs_f64()
         );

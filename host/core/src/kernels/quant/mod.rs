@@ -92,6 +92,12 @@ enum Values {
         scales: Vec<[f32; 2]>,
         quants: Vec<[u8; 32]>,
     },
+    /// Per block `d, m` for each run of 16 (`[d₀, m₀, d₁, m₁]`, value = d·q + m); 32
+    /// unsigned bytes per block: Q2_K, whose scales and minimums cover runs of 16.
+    U8Affine16 {
+        scales: Vec<[f32; 4]>,
+        quants: Vec<[u8; 32]>,
+    },
     /// 16-bit floats as stored (F16, or BF16 when `brain`), row-major: half the bytes of f32.
     Half { bits: Vec<u16>, brain: bool },
     /// Plain values.
@@ -173,7 +179,6 @@ impl QMatrix {
         })
     }
 
-    /// Output features.
     /// Whether one-row products (decode) round the activations to 8 bits and multiply in
     /// integers: faster, at an exactness cost ([`q8act`]); Q4_1 and Q8_0 blocks only.
     pub fn set_q8_decode(&self, on: bool) {
@@ -185,6 +190,7 @@ impl QMatrix {
         self.values.bytes()
     }
 
+    /// Output features.
     pub fn rows(&self) -> usize {
         self.rows
     }
@@ -331,6 +337,7 @@ impl QMatrix {
                         // Never asked: `uses_tiles` is false for them.
                         Values::Q8x16 { .. }
                         | Values::U8Affine { .. }
+                        | Values::U8Affine16 { .. }
                         | Values::Half { .. }
                         | Values::F32(_) => {}
                     }
@@ -383,6 +390,10 @@ impl QMatrix {
                     }
                     Values::U8Affine { scales, quants } => {
                         simd::u8_affine_rows(m, &scales[blocks.clone()], &quants[blocks], x, dst);
+                    }
+                    Values::U8Affine16 { scales, quants } => {
+                        let (s, q) = (&scales[blocks.clone()], &quants[blocks]);
+                        simd::u8_affine16_rows(m, s, q, x, dst);
                     }
                     Values::Half { bits, brain } => {
                         let row = &bits[r * self.cols..(r + 1) * self.cols];
@@ -451,6 +462,22 @@ impl QMatrix {
                             .iter()
                             .zip(xb)
                             .map(|(&q, &v)| (d * f32::from(q) + mn) * v)
+                            .sum::<f32>()
+                    })
+                    .sum(),
+                Values::U8Affine16 { scales, quants } => blocks
+                    .clone()
+                    .zip(xi.chunks_exact(32))
+                    .map(|(b, xb)| {
+                        let s = scales[b];
+                        quants[b]
+                            .iter()
+                            .zip(xb)
+                            .enumerate()
+                            .map(|(j, (&q, &v))| {
+                                let h = 2 * (j / 16);
+                                (s[h] * f32::from(q) + s[h + 1]) * v
+                            })
                             .sum::<f32>()
                     })
                     .sum(),

@@ -32,6 +32,9 @@ impl Values {
             Values::U8Affine { scales, quants } => {
                 size_of_val(&scales[..]) + size_of_val(&quants[..])
             }
+            Values::U8Affine16 { scales, quants } => {
+                size_of_val(&scales[..]) + size_of_val(&quants[..])
+            }
             Values::Half { bits, .. } => size_of_val(&bits[..]),
             Values::F32(v) => size_of_val(&v[..]),
         }
@@ -70,6 +73,7 @@ pub(super) fn values(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Va
         GgmlType::Q3_K => q3_k(bytes),
         GgmlType::Q5_1 if blocked => q5_1(bytes),
         GgmlType::Q5_K => q5_k(bytes),
+        GgmlType::Q2_K => q2_k(bytes),
         GgmlType::F16 | GgmlType::BF16 => Values::Half {
             bits: bytes
                 .chunks_exact(2)
@@ -77,8 +81,8 @@ pub(super) fn values(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Va
                 .collect(),
             brain: ty == GgmlType::BF16,
         },
-        // The rest (Q2_K, and rows not a whole number of blocks) is kept as f32 until it has
-        // kernels of its own: correct, but several times the bytes per token of its GGUF form.
+        // The rest (rows not a whole number of blocks) is kept as f32: correct, but several
+        // times the bytes per token of its GGUF form.
         _ => {
             let mut v = vec![0f32; rows * cols];
             dequantize_into(ty, bytes, &mut v);
@@ -188,6 +192,29 @@ pub(super) fn q5_k(bytes: &[u8]) -> Values {
     Values::U8Affine { scales, quants }
 }
 
+/// Q2_K super-blocks (84 bytes: 16 scale bytes, each a 4-bit scale and a 4-bit minimum for
+/// a run of 16; 64 bytes of 2-bit values, four to a byte; `d` and `dmin` as f16) as blocks
+/// of 32 unsigned bytes with a scale and a minimum per 16: 12 bits a value instead of 32.
+/// The order is llama.cpp's: each 32 bytes of values give 128 outputs, two bits at a time.
+pub(super) fn q2_k(bytes: &[u8]) -> Values {
+    let n = bytes.len() / 84 * 8;
+    let mut scales = Vec::with_capacity(n);
+    let mut quants = Vec::with_capacity(n);
+    for b in bytes.chunks_exact(84) {
+        let (sc, qs) = (&b[0..16], &b[16..80]);
+        let (d, min) = (f16_at(b, 80), f16_at(b, 82));
+        let params = |i: usize| (d * f32::from(sc[i] & 0x0f), -min * f32::from(sc[i] >> 4));
+        for k in 0..8 {
+            let (half, shift) = (k / 4, 2 * (k % 4));
+            let q = &qs[half * 32..half * 32 + 32];
+            let ((d0, m0), (d1, m1)) = (params(2 * k), params(2 * k + 1));
+            scales.push([d0, m0, d1, m1]);
+            quants.push(std::array::from_fn(|j| (q[j] >> shift) & 3));
+        }
+    }
+    Values::U8Affine16 { scales, quants }
+}
+
 impl QMatrix {
     /// Row `r` as f32 values (an embedding lookup; a tile of the tiled kernel).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
@@ -215,6 +242,15 @@ impl QMatrix {
                 Values::U8Affine { scales, quants } => {
                     return unsafe {
                         super::simd::dequant_u8_affine(
+                            &scales[blocks.clone()],
+                            &quants[blocks],
+                            out,
+                        )
+                    };
+                }
+                Values::U8Affine16 { scales, quants } => {
+                    return unsafe {
+                        super::simd::dequant_u8_affine16(
                             &scales[blocks.clone()],
                             &quants[blocks],
                             out,
@@ -258,6 +294,15 @@ impl QMatrix {
                     let [d, m] = scales[b];
                     for (o, &q) in dst.iter_mut().zip(&quants[b]) {
                         *o = d * f32::from(q) + m;
+                    }
+                }
+            }
+            Values::U8Affine16 { scales, quants } => {
+                for (b, dst) in (r * bpr..(r + 1) * bpr).zip(out.chunks_exact_mut(32)) {
+                    let s = scales[b];
+                    for (j, (o, &q)) in dst.iter_mut().zip(&quants[b]).enumerate() {
+                        let h = 2 * (j / 16);
+                        *o = s[h] * f32::from(q) + s[h + 1];
                     }
                 }
             }

@@ -112,6 +112,18 @@ fn scaled(mut v: [__m256; 4], d: f32) -> [__m256; 4] {
     v
 }
 
+/// U8Affine16's dequantization of a block's values: `d₀·q + m₀` for the first 16, `d₁·q + m₁`
+/// for the rest (`s = [d₀, m₀, d₁, m₁]`).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn affine_halves(mut v: [__m256; 4], s: [f32; 4]) -> [__m256; 4] {
+    for (k, x) in v.iter_mut().enumerate() {
+        let h = 2 * (k / 2);
+        *x = _mm256_fmadd_ps(*x, _mm256_set1_ps(s[h]), _mm256_set1_ps(s[h + 1]));
+    }
+    v
+}
+
 /// Q8x16's dequantization of a block's values: the first 16 times `d[0]`, the rest times
 /// `d[1]`.
 #[inline]
@@ -353,7 +365,7 @@ macro_rules! dequantizing_kernels {
 }
 
 // Q4_1: `d·q + m`, nibbles. Q8_0: `d·q`, signed bytes. Q8x16: `d·q` with a scale per 16
-// values. U8Affine: `d·q + m`, unsigned bytes.
+// values. U8Affine: `d·q + m`, unsigned bytes; U8Affine16 with `d, m` per 16 values.
 dequantizing_kernels!(q4_1, q4_1_rows, dequant_q4_1, [f32; 2], [u8; 16], |s, q| {
     affine(q4_1_values(q), s[0], s[1])
 });
@@ -376,6 +388,14 @@ dequantizing_kernels!(
     [f32; 2],
     [u8; 32],
     |s, q| affine(u8_values(q), s[0], s[1])
+);
+dequantizing_kernels!(
+    u8_affine16,
+    u8_affine16_rows,
+    dequant_u8_affine16,
+    [f32; 4],
+    [u8; 32],
+    |s, q| affine_halves(u8_values(q), s)
 );
 
 mod float;

@@ -131,6 +131,8 @@ fn every_gguf_type_multiplies_as_its_dequantized_values() {
         let rows = if n % 2 == 0 { n - 1 } else { n };
         let bytes = &raw[..rows * cols / per_block * block_bytes];
         let w = QMatrix::from_blocks(ty, rows, cols, bytes).unwrap();
+        // Kept in a form of its own, never widened to f32 (at most 16 bits a value).
+        assert!(w.resident_bytes() <= rows * cols * 2, "{ty:?} kept as f32");
         let mut want_w = vec![0f32; rows * cols];
         dequantize_into(ty, bytes, &mut want_w);
         let mut row = vec![0f32; cols];
