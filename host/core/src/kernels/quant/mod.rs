@@ -222,7 +222,7 @@ impl QMatrix {
     /// Whether `m` activation rows go through the register tiles ([`QMatrix::fill_tiles`]).
     fn uses_tiles(&self, m: usize) -> bool {
         (TILE_M..=TILE_MAX_ROWS).contains(&m)
-            && matches!(self.values, Values::Q4_1 { .. } | Values::Q8_0 { .. })
+            && !matches!(self.values, Values::Half { .. } | Values::F32(_))
             && tiles_available()
     }
 
@@ -334,12 +334,29 @@ impl QMatrix {
                             xs,
                             &mut out,
                         ),
+                        Values::Q8x16 { scales, quants } => simd::q8x16_tile::<R, M>(
+                            &scales[blocks.clone()],
+                            &quants[blocks],
+                            bpr,
+                            xs,
+                            &mut out,
+                        ),
+                        Values::U8Affine { scales, quants } => simd::u8_affine_tile::<R, M>(
+                            &scales[blocks.clone()],
+                            &quants[blocks],
+                            bpr,
+                            xs,
+                            &mut out,
+                        ),
+                        Values::U8Affine16 { scales, quants } => simd::u8_affine16_tile::<R, M>(
+                            &scales[blocks.clone()],
+                            &quants[blocks],
+                            bpr,
+                            xs,
+                            &mut out,
+                        ),
                         // Never asked: `uses_tiles` is false for them.
-                        Values::Q8x16 { .. }
-                        | Values::U8Affine { .. }
-                        | Values::U8Affine16 { .. }
-                        | Values::Half { .. }
-                        | Values::F32(_) => {}
+                        Values::Half { .. } | Values::F32(_) => {}
                     }
                 }
                 for (r, vals) in out.iter().enumerate() {

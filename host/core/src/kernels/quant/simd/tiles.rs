@@ -5,7 +5,10 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
-use super::{affine, available, hsum, q4_1_values, q8_0_values, scaled};
+use super::{
+    affine, affine_halves, available, hsum, q4_1_values, q8_0_values, scaled, scaled_halves,
+    u8_values,
+};
 
 /// Whether the tile kernels can run: AVX-512VL gives 32 vector registers, enough for a
 /// tile's accumulators beside its dequantized blocks.
@@ -107,3 +110,49 @@ pub(in crate::kernels::quant) unsafe fn q8_0_tile<const R: usize, const M: usize
     }
     tile_sums(&acc, out);
 }
+
+/// [`q4_1_tile`] for blocks of `[f32; N]` scales and `[Q; 32]` values, dequantized by
+/// `$values` (the K-quant forms: each block's dequantization is a few more instructions than
+/// Q8_0's, met once for all `M` activation rows).
+macro_rules! tile {
+    ($name:ident, $scale:ty, $quant:ty, |$s:ident, $q:ident| $values:expr) => {
+        /// # Safety
+        /// As [`q4_1_tile`].
+        #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
+        pub(in crate::kernels::quant) unsafe fn $name<const R: usize, const M: usize>(
+            scales: &[$scale],
+            quants: &[$quant],
+            bpr: usize,
+            x: &[f32],
+            out: &mut [[f32; M]; R],
+        ) {
+            let mut acc = [[_mm256_setzero_ps(); M]; R];
+            for b in 0..bpr {
+                let mut w = [[_mm256_setzero_ps(); 4]; R];
+                for (r, wr) in w.iter_mut().enumerate() {
+                    let ($s, $q) = (scales[r * bpr + b], &quants[r * bpr + b]);
+                    *wr = $values;
+                }
+                // SAFETY: forwarded from the caller.
+                unsafe { tile_block(&w, x, bpr * 32, b, &mut acc) };
+            }
+            tile_sums(&acc, out);
+        }
+    };
+}
+
+// Q6_K and Q3_K (a scale per 16), Q5_1 and Q5_K (a scale and a minimum per 32), Q2_K (both
+// per 16).
+tile!(q8x16_tile, [f32; 2], [i8; 32], |s, q| scaled_halves(
+    q8_0_values(q),
+    s
+));
+tile!(u8_affine_tile, [f32; 2], [u8; 32], |s, q| affine(
+    u8_values(q),
+    s[0],
+    s[1]
+));
+tile!(u8_affine16_tile, [f32; 4], [u8; 32], |s, q| affine_halves(
+    u8_values(q),
+    s
+));
