@@ -58,66 +58,15 @@ fn tile_sums<const R: usize, const M: usize>(acc: &[[__m256; M]; R], out: &mut [
     }
 }
 
-/// `R` consecutive Q4_1 weight rows times `M` activation rows: per block, each weight row is
-/// dequantized once and each activation vector loaded once for all `R` rows. With `R = 2`
-/// and `M = 8` (16 accumulators, 8 dequantized vectors: AVX-512VL's 32 registers) this ran
-/// ffn matrices at 16 rows 1.6× faster than one weight row at a time.
-///
-/// # Safety
-/// [`wide_available`]; `scales`/`quants` hold `R · bpr` blocks (row after row), `x` `M`
-/// rows of `32 · bpr` values.
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-pub(in crate::kernels::quant) unsafe fn q4_1_tile<const R: usize, const M: usize>(
-    scales: &[[f32; 2]],
-    quants: &[[u8; 16]],
-    bpr: usize,
-    x: &[f32],
-    out: &mut [[f32; M]; R],
-) {
-    let mut acc = [[_mm256_setzero_ps(); M]; R];
-    for b in 0..bpr {
-        let mut w = [[_mm256_setzero_ps(); 4]; R];
-        for (r, wr) in w.iter_mut().enumerate() {
-            let [d, mn] = scales[r * bpr + b];
-            *wr = affine(q4_1_values(&quants[r * bpr + b]), d, mn);
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { tile_block(&w, x, bpr * 32, b, &mut acc) };
-    }
-    tile_sums(&acc, out);
-}
-
-/// [`q4_1_tile`] for Q8_0 rows (`d·q`).
-///
-/// # Safety
-/// As [`q4_1_tile`].
-#[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
-pub(in crate::kernels::quant) unsafe fn q8_0_tile<const R: usize, const M: usize>(
-    scales: &[f32],
-    quants: &[[i8; 32]],
-    bpr: usize,
-    x: &[f32],
-    out: &mut [[f32; M]; R],
-) {
-    let mut acc = [[_mm256_setzero_ps(); M]; R];
-    for b in 0..bpr {
-        let mut w = [[_mm256_setzero_ps(); 4]; R];
-        for (r, wr) in w.iter_mut().enumerate() {
-            *wr = scaled(q8_0_values(&quants[r * bpr + b]), scales[r * bpr + b]);
-        }
-        // SAFETY: forwarded from the caller.
-        unsafe { tile_block(&w, x, bpr * 32, b, &mut acc) };
-    }
-    tile_sums(&acc, out);
-}
-
-/// [`q4_1_tile`] for blocks of `[f32; N]` scales and `[Q; 32]` values, dequantized by
-/// `$values` (the K-quant forms: each block's dequantization is a few more instructions than
-/// Q8_0's, met once for all `M` activation rows).
+/// A tile kernel for blocks of `$scale` scales and `$quant` values, each block dequantized
+/// by `$values` into four vectors of eight f32.
 macro_rules! tile {
-    ($name:ident, $scale:ty, $quant:ty, |$s:ident, $q:ident| $values:expr) => {
+    ($(#[$doc:meta])* $name:ident, $scale:ty, $quant:ty, |$s:ident, $q:ident| $values:expr) => {
+        $(#[$doc])*
+        ///
         /// # Safety
-        /// As [`q4_1_tile`].
+        /// [`wide_available`]; `scales`/`quants` hold `R · bpr` blocks (row after row), `x`
+        /// `M` rows of `32 · bpr` values.
         #[target_feature(enable = "avx2,fma,avx512f,avx512vl")]
         pub(in crate::kernels::quant) unsafe fn $name<const R: usize, const M: usize>(
             scales: &[$scale],
@@ -141,18 +90,41 @@ macro_rules! tile {
     };
 }
 
-// Q6_K and Q3_K (a scale per 16), Q5_1 and Q5_K (a scale and a minimum per 32), Q2_K (both
-// per 16).
-tile!(q8x16_tile, [f32; 2], [i8; 32], |s, q| scaled_halves(
-    q8_0_values(q),
-    s
-));
-tile!(u8_affine_tile, [f32; 2], [u8; 32], |s, q| affine(
-    u8_values(q),
-    s[0],
-    s[1]
-));
-tile!(u8_affine16_tile, [f32; 4], [u8; 32], |s, q| affine_halves(
-    u8_values(q),
-    s
-));
+tile!(
+    /// `R` consecutive Q4_1 weight rows times `M` activation rows: per block, each weight row
+    /// is dequantized once and each activation vector loaded once for all `R` rows. With
+    /// `R = 2` and `M = 8` (16 accumulators, 8 dequantized vectors: AVX-512VL's 32 registers)
+    /// this ran ffn matrices at 16 rows 1.6× faster than one weight row at a time.
+    q4_1_tile,
+    [f32; 2],
+    [u8; 16],
+    |s, q| affine(q4_1_values(q), s[0], s[1])
+);
+tile!(
+    /// [`q4_1_tile`] for Q8_0 rows (`d·q`).
+    q8_0_tile,
+    f32,
+    [i8; 32],
+    |s, q| scaled(q8_0_values(q), s)
+);
+tile!(
+    /// [`q4_1_tile`] for Q8x16 rows (Q6_K, Q3_K: a scale per 16 values).
+    q8x16_tile,
+    [f32; 2],
+    [i8; 32],
+    |s, q| scaled_halves(q8_0_values(q), s)
+);
+tile!(
+    /// [`q4_1_tile`] for U8Affine rows (Q5_1, Q5_K: a scale and a minimum per 32 values).
+    u8_affine_tile,
+    [f32; 2],
+    [u8; 32],
+    |s, q| affine(u8_values(q), s[0], s[1])
+);
+tile!(
+    /// [`q4_1_tile`] for U8Affine16 rows (Q2_K: a scale and a minimum per 16 values).
+    u8_affine16_tile,
+    [f32; 4],
+    [u8; 32],
+    |s, q| affine_halves(u8_values(q), s)
+);
