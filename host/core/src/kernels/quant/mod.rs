@@ -54,6 +54,15 @@ fn tiles_available() -> bool {
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
+
+/// The tiles for 16-bit floats also need F16C.
+fn half_tiles_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return simd::f16c_available();
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// Fewest weight rows per parallel work item in the fused kernel.
 const FUSED_CHUNK: usize = 32;
 /// Weight blocks per parallel work item in the fused kernel.
@@ -222,7 +231,12 @@ impl QMatrix {
     /// Whether `m` activation rows go through the register tiles ([`QMatrix::fill_tiles`]).
     fn uses_tiles(&self, m: usize) -> bool {
         (TILE_M..=TILE_MAX_ROWS).contains(&m)
-            && !matches!(self.values, Values::Half { .. } | Values::F32(_))
+            && match self.values {
+                Values::F32(_) => false,
+                // Whole blocks of 32 only; converted with F16C.
+                Values::Half { .. } => self.cols.is_multiple_of(32) && half_tiles_available(),
+                _ => true,
+            }
             && tiles_available()
     }
 
@@ -355,8 +369,15 @@ impl QMatrix {
                             xs,
                             &mut out,
                         ),
-                        // Never asked: `uses_tiles` is false for them.
-                        Values::Half { .. } | Values::F32(_) => {}
+                        Values::Half { bits, brain } => simd::half_tile::<R, M>(
+                            &bits[(first + k) * cols..(first + k + R) * cols],
+                            *brain,
+                            bpr,
+                            xs,
+                            &mut out,
+                        ),
+                        // Never asked: `uses_tiles` is false for it.
+                        Values::F32(_) => {}
                     }
                 }
                 for (r, vals) in out.iter().enumerate() {

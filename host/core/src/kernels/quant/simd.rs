@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 mod tiles;
 pub(super) use tiles::{
-    q4_1_tile, q8_0_tile, q8x16_tile, u8_affine_tile, u8_affine16_tile, wide_available,
+    half_tile, q4_1_tile, q8_0_tile, q8x16_tile, u8_affine_tile, u8_affine16_tile, wide_available,
 };
 
 pub(super) fn available() -> bool {

@@ -51,7 +51,7 @@ pub(in crate::kernels::quant) fn f16c_available() -> bool {
 /// `p` points at 8 readable values.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn half8(p: *const u16, brain: bool) -> __m256 {
+pub(super) unsafe fn half8(p: *const u16, brain: bool) -> __m256 {
     // SAFETY: the caller guarantees 8 values at `p`.
     let v = unsafe { _mm_loadu_si128(p.cast()) };
     if brain {

@@ -5,6 +5,7 @@
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
+use super::float::half8;
 use super::{
     affine, affine_halves, available, hsum, q4_1_values, q8_0_values, scaled, scaled_halves,
     u8_values,
@@ -128,3 +129,33 @@ tile!(
     [u8; 32],
     |s, q| affine_halves(u8_values(q), s)
 );
+
+/// [`q4_1_tile`] for 16-bit float rows (f16, or bf16 when `brain`), converted in registers:
+/// `bits` holds the `R` rows, `32 · bpr` values each.
+///
+/// # Safety
+/// [`wide_available`] and F16C; `x` holds `M` rows of `32 · bpr` values.
+#[target_feature(enable = "avx2,fma,avx512f,avx512vl,f16c")]
+pub(in crate::kernels::quant) unsafe fn half_tile<const R: usize, const M: usize>(
+    bits: &[u16],
+    brain: bool,
+    bpr: usize,
+    x: &[f32],
+    out: &mut [[f32; M]; R],
+) {
+    let cols = bpr * 32;
+    let p = bits.as_ptr();
+    let mut acc = [[_mm256_setzero_ps(); M]; R];
+    for b in 0..bpr {
+        let mut w = [[_mm256_setzero_ps(); 4]; R];
+        for (r, wr) in w.iter_mut().enumerate() {
+            for (k, v) in wr.iter_mut().enumerate() {
+                // SAFETY: row `r` < R has `cols` values; `b · 32 + 8k + 8 ≤ cols`.
+                *v = unsafe { half8(p.add(r * cols + b * 32 + 8 * k), brain) };
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { tile_block(&w, x, cols, b, &mut acc) };
+    }
+    tile_sums(&acc, out);
+}
