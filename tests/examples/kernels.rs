@@ -8,7 +8,8 @@
 //! caches per type, beside the bound the measured memory bandwidth sets.
 //!
 //! `cargo xtask fetch-models`, then `cargo run --release --example kernels [types]`;
-//! `CINDER_KERNELS_MODEL=FILE` runs the `batched` and `decode` modes on another GGUF.
+//! `CINDER_KERNELS_MODEL=FILE` runs the `batched` and `decode` modes on another GGUF;
+//! `--avx2` (after the mode) leaves the AVX-512 kernels unused, as on an AVX2-only machine.
 
 // Test and benchmark code: a panic here is a failed run, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -39,6 +40,11 @@ fn time(runs: usize, mut f: impl FnMut()) -> Duration {
 }
 
 fn main() {
+    // `--avx2` (last): only what an AVX2-only machine has, in any mode.
+    if std::env::args().any(|a| a == "--avx2") {
+        cinder_core::quant::avx2_only(true);
+        println!("(AVX2 kernels only)");
+    }
     // `CINDER_KERNELS_MODEL=FILE`: the `batched` and `decode` modes on another GGUF.
     let path = std::env::var_os("CINDER_KERNELS_MODEL")
         .map(std::path::PathBuf::from)

@@ -48,6 +48,15 @@ const TILE_M: usize = 8;
 /// Up to how many activation rows the tile kernels beat dequantizing into tiles for gemm.
 const TILE_MAX_ROWS: usize = 32;
 
+/// From now on, the CPU path uses only what an AVX2-only machine has (its AVX-512VL register
+/// tiles unused) when `on`: to measure here what such a machine gets (`kernels --avx2`).
+pub fn avx2_only(on: bool) {
+    #[cfg(target_arch = "x86_64")]
+    simd::WIDE_ALLOWED.store(!on, Relaxed);
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = on;
+}
+
 fn tiles_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     return simd::wide_available();

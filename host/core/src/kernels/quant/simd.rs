@@ -7,7 +7,8 @@ use std::sync::OnceLock;
 
 mod tiles;
 pub(super) use tiles::{
-    half_tile, q4_1_tile, q8_0_tile, q8x16_tile, u8_affine_tile, u8_affine16_tile, wide_available,
+    WIDE_ALLOWED, half_tile, q4_1_tile, q8_0_tile, q8x16_tile, u8_affine_tile, u8_affine16_tile,
+    wide_available,
 };
 
 pub(super) fn available() -> bool {

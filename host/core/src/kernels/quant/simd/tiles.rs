@@ -4,6 +4,7 @@
 
 use std::arch::x86_64::*;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::float::half8;
 use super::{
@@ -11,13 +12,19 @@ use super::{
     u8_values,
 };
 
+/// Cleared by [`super::super::avx2_only`]: the tiles stay unused even where AVX-512VL is.
+pub(in crate::kernels::quant) static WIDE_ALLOWED: AtomicBool = AtomicBool::new(true);
+
 /// Whether the tile kernels can run: AVX-512VL gives 32 vector registers, enough for a
 /// tile's accumulators beside its dequantized blocks.
 pub(in crate::kernels::quant) fn wide_available() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        available() && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl")
-    })
+    WIDE_ALLOWED.load(Ordering::Relaxed)
+        && *HAS.get_or_init(|| {
+            available()
+                && is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512vl")
+        })
 }
 
 /// One block of `R` weight rows (dequantized in `w`) times the same block of `M` activation
