@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 
 use crate::engine::admission::{EngineLimits, Queue, Waiting};
 use crate::engine::constraint::LazyGrammars;
-use crate::engine::request::{GenEvent, GenerateRequest, TokenLogprob};
+use crate::engine::request::{GenEvent, GenerateRequest};
 use crate::engine::sequence::Sequence;
 use crate::error::{CoreError, catch_panic, contain, panic_message};
 use crate::formats::tokenizer::Tokenizer;
@@ -27,6 +27,9 @@ use crate::models::kv_blocks::PrefixCache;
 use crate::models::llama_embed::EmbedWork;
 use crate::models::{KvCache, Llama};
 use llguidance::Matcher;
+
+mod score;
+use score::ScoreJob;
 
 /// Events buffered per request before the engine pauses that sequence.
 const EVENT_BUFFER: usize = 32;
@@ -43,13 +46,6 @@ pub(crate) struct Submission {
     live: Option<LiveRequest>,
 }
 
-/// Logprobs of a whole token sequence (each token given the ones before it).
-struct ScoreJob {
-    tokens: Vec<u32>,
-    top: usize,
-    reply: tokio::sync::oneshot::Sender<Result<Vec<TokenLogprob>, CoreError>>,
-}
-
 /// What the engine thread is asked to do.
 enum Job {
     Generate(Box<Submission>),
@@ -64,9 +60,6 @@ const PREFILL_BUDGET: usize = 256;
 /// The part of it background prompts (a batch's) may take: a live request that arrives while
 /// one is read waits for a smaller step.
 const BACKGROUND_PREFILL_BUDGET: usize = 64;
-
-/// Prompt positions scored per forward: bounds the logits held at once (64 × vocab floats).
-const SCORE_CHUNK: usize = 64;
 
 /// Where the vectors of [`EngineHandle::embed`] arrive.
 pub(crate) type EmbedReceiver = tokio::sync::oneshot::Receiver<Result<Vec<Vec<f32>>, CoreError>>;
@@ -227,33 +220,6 @@ impl EngineHandle {
         Ok(rx)
     }
 
-    /// Queues scoring `tokens`: for each token after the first, its logprob given the ones
-    /// before it and the `top` most likely alternatives at that position.
-    pub fn score(
-        &self,
-        tokens: Vec<u32>,
-        top: u32,
-    ) -> Result<tokio::sync::oneshot::Receiver<Result<Vec<TokenLogprob>, CoreError>>, CoreError>
-    {
-        self.check_prompt(&tokens, 0)?;
-        if top > MAX_ALTERNATIVES {
-            return Err(CoreError::TooManyAlternatives {
-                asked: top,
-                max: MAX_ALTERNATIVES,
-            });
-        }
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        self.tx
-            .send(Job::Score(ScoreJob {
-                tokens,
-                top: top as usize,
-                reply,
-            }))
-            .map_err(|_| CoreError::EngineStopped)?;
-        self.live_arrived.store(true, Ordering::Relaxed);
-        Ok(rx)
-    }
-
     /// Queues embedding `inputs` (each non-empty, in the vocabulary and within the context:
     /// checked by the caller): one mean-pooled, unit-length vector per input, in order.
     pub(crate) fn embed(&self, inputs: Vec<Vec<u32>>) -> Result<EmbedReceiver, CoreError> {
@@ -398,30 +364,6 @@ impl Engine {
             self.embeds.pop_front();
         }
         true
-    }
-
-    fn score(&self, tokens: &[u32], top: usize) -> Result<Vec<TokenLogprob>, CoreError> {
-        let vocab = self.tokenizer.vocab_size();
-        let mut cache = self.model.new_cache();
-        let mut out = Vec::with_capacity(tokens.len().saturating_sub(1));
-        for (c, chunk) in tokens.chunks(SCORE_CHUNK).enumerate() {
-            let logits = self.model.forward_all(chunk, &mut cache)?;
-            for (i, row) in logits.chunks(logits.len() / chunk.len()).enumerate() {
-                let Some(&next) = tokens.get(c * SCORE_CHUNK + i + 1) else {
-                    break;
-                };
-                let row = &row[..vocab.min(row.len())];
-                let (lse, top) = crate::engine::sampler::log_softmax_top(row, top);
-                out.push(TokenLogprob {
-                    token: next,
-                    logprob: row
-                        .get(next as usize)
-                        .map_or(f32::NEG_INFINITY, |l| l - lse),
-                    top,
-                });
-            }
-        }
-        Ok(out)
     }
 
     /// Admits waiting sequences while they fit under the limits.
