@@ -211,3 +211,47 @@ fn worst_top(logits: &[f32], reference: &serde_json::Value) -> f32 {
         .map(|(&i, want)| (logits[i as usize] - want.as_f64().expect("a logit") as f32).abs())
         .fold(0f32, f32::max)
 }
+
+/// Every product on 8-bit activations (`activations = "q8"`, where the CPU has the integer
+/// kernels): llama.cpp's own arithmetic on the Q4_K_M file. Its logits are held to the same
+/// spread from llama.cpp's native run as the f32 path's, and to how far that native run is
+/// from f32 math; where the native run keeps the f32 path's greedy continuation, so does this.
+#[test]
+fn gemma3_on_8_bit_activations_stays_within_llama_cpp_native_spread() {
+    use cinder_core::quant::{Activations, q8_products_available};
+    if !q8_products_available() {
+        eprintln!("skipped: this CPU has no AVX-512 VNNI; `activations = \"q8\"` keeps f32");
+        return;
+    }
+    let (g, _) = loaded();
+    let (model, _) = Llama::load_as(g, BackendPreference::Cpu, 2, Activations::Q8, |_, _| {})
+        .expect("model loads");
+    let r = reference();
+    let (mut worst_exact, mut worst_native) = (0f32, 0f32);
+    let mut same_greedy = 0;
+    for p in r["generations"].as_array().expect("generations") {
+        let name = p["name"].as_str().expect("name");
+        let prompt = ids(&p["ids"]);
+        let mut cache = model.new_cache();
+        let logits = model.forward(&prompt, &mut cache).expect("forward");
+        worst_exact = worst_exact.max(worst_top(&logits, p));
+        worst_native = worst_native.max(worst_top(&logits, &p["native"]));
+        let mut greedy = Vec::new();
+        let mut next = argmax(&logits);
+        for _ in 0..ids(&p["greedy"]).len() {
+            greedy.push(next);
+            let logits = model.forward(&[next], &mut cache).expect("decode step");
+            next = argmax(&logits);
+        }
+        let (exact, native) = (ids(&p["greedy"]), ids(&p["native"]["greedy"]));
+        eprintln!("{name}: greedy {greedy:?}");
+        if exact == native {
+            assert_eq!(greedy, exact, "{name}: greedy tokens");
+        }
+        same_greedy += usize::from(greedy == exact || greedy == native);
+    }
+    eprintln!("q8: top logits within {worst_exact} of f32 math, {worst_native} of llama.cpp native; {same_greedy}/4 continuations llama.cpp's");
+    assert!(worst_exact > 0.0, "the integer kernels ran");
+    assert!(worst_exact <= 2.5, "a top logit is {worst_exact} from f32 math");
+    assert!(worst_native <= 2.5, "a top logit is {worst_native} from llama.cpp native");
+}

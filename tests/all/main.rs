@@ -150,6 +150,7 @@ fn load_smollm2_full(
         raw_control_tokens: false,
         engine,
         q8_decode: false,
+        q8_products: false,
     })
     .expect("model loads")
 }

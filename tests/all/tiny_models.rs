@@ -160,6 +160,7 @@ pub(crate) fn spec(id: &str, path: PathBuf) -> cinder_core::ModelSpec {
         raw_control_tokens: false,
         engine: cinder_core::EngineLimits::default(),
         q8_decode: false,
+        q8_products: false,
     }
 }
 

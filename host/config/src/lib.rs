@@ -204,18 +204,22 @@ pub struct ModelConfig {
     pub aliases: Vec<String>,
     /// How decode steps multiply on the CPU path.
     #[serde(default)]
-    pub decode_activations: DecodeActivations,
+    pub decode_activations: Activations,
+    /// How every matrix product on the CPU path multiplies, whatever the batch: `q8` re-lays
+    /// the weights for integer kernels (AVX-512 VNNI; elsewhere it changes nothing).
+    #[serde(default)]
+    pub activations: Activations,
 }
 
-/// The activations of a decode step's matrix products.
+/// The activations of matrix products on the CPU path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum DecodeActivations {
+pub enum Activations {
     /// f32, exact against f32 math on the dequantized weights.
     #[default]
     F32,
     /// Rounded to 8 bits per block of 32 and multiplied in integers (as llama.cpp does for
-    /// quantized weights): faster single-stream decoding, logits off by a little more.
+    /// quantized weights): faster, logits off by a little more.
     Q8,
 }
 

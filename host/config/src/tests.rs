@@ -27,13 +27,17 @@ fn decode_activations_are_f32_unless_a_model_asks_for_q8() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
     let text = std::fs::read_to_string(Path::new(&dir).join("../../cinder.example.toml")).unwrap();
     let c: Config = toml::from_str(&text).unwrap();
-    assert_eq!(c.models[0].decode_activations, DecodeActivations::F32);
+    assert_eq!(c.models[0].decode_activations, Activations::F32);
+    assert_eq!(c.models[0].activations, Activations::F32);
     let q8 = text.replace(
         "decode_activations = \"f32\"",
         "decode_activations = \"q8\"",
     );
     let c: Config = toml::from_str(&q8).unwrap();
-    assert_eq!(c.models[0].decode_activations, DecodeActivations::Q8);
+    assert_eq!(c.models[0].decode_activations, Activations::Q8);
+    let all = text.replace("activations = \"f32\"\n", "activations = \"q8\"\n");
+    let c: Config = toml::from_str(&all).unwrap();
+    assert_eq!(c.models[0].activations, Activations::Q8);
     let bad = text.replace(
         "decode_activations = \"f32\"",
         "decode_activations = \"q4\"",

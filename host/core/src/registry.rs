@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::embed::embedder::Embedder;
 use crate::embed::engine::EmbedHandle;
@@ -35,6 +35,9 @@ pub struct ModelSpec {
     pub engine: crate::EngineLimits,
     /// Decode steps round activations to 8 bits on the CPU path ([`Llama::set_q8_decode`]).
     pub q8_decode: bool,
+    /// Every product on the CPU path on activations rounded to 8 bits, the weights re-laid
+    /// for integer kernels ([`crate::quant::Activations::Q8`]).
+    pub q8_products: bool,
 }
 
 impl ModelSpec {
@@ -99,7 +102,15 @@ impl LoadedModel {
         let threads = spec.threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        let (model, backend) = Llama::load(&gguf, spec.backend, threads, progress)?;
+        let acts = match spec.q8_products {
+            true if crate::quant::q8_products_available() => crate::quant::Activations::Q8,
+            true => {
+                warn!(model = %spec.id, "activations = \"q8\" needs AVX-512 VNNI, which this CPU lacks: products stay on f32 activations");
+                crate::quant::Activations::F32
+            }
+            false => crate::quant::Activations::F32,
+        };
+        let (model, backend) = Llama::load_as(&gguf, spec.backend, threads, acts, progress)?;
         // A token past the embedding table (a vocabulary longer than the model's) would index
         // out of it: such a file is refused, as llama.cpp refuses it.
         if tokenizer.vocab_size() > model.config().vocab_size {

@@ -140,7 +140,8 @@ fn main() -> Result<()> {
             prefix_cache_mib: m.prefix_cache_mib,
             embeddings: m.embeddings,
             raw_control_tokens: m.raw_control_tokens,
-            q8_decode: m.decode_activations == cinder_config::DecodeActivations::Q8,
+            q8_decode: m.decode_activations == cinder_config::Activations::Q8,
+            q8_products: m.activations == cinder_config::Activations::Q8,
             engine: cinder_core::EngineLimits {
                 max_running: config.limits.max_running_sequences as usize,
                 max_kv_bytes: usize::try_from(config.limits.max_kv_mib << 20).unwrap_or(usize::MAX),

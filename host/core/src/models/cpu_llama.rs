@@ -14,7 +14,7 @@ use crate::kernels::pools::{Pools, between_layers, preempt_flag};
 
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
-use crate::kernels::quant::QMatrix;
+use crate::kernels::quant::{Activations, QMatrix};
 use crate::kernels::vecmath::{self, dot};
 use crate::models::arch::{Activation, RopeLayout};
 use crate::models::kv_blocks::{CpuCache, Shape};
@@ -91,19 +91,21 @@ impl Rotation {
 }
 
 impl CpuLlama {
-    /// Loads every tensor from `g`; `threads` bounds the cores its kernels use.
+    /// Loads every tensor from `g`; `threads` bounds the cores its kernels use, `acts` says
+    /// what the matrices are multiplied with.
     pub fn load(
         g: &Gguf,
         threads: usize,
+        acts: Activations,
         mut progress: impl FnMut(usize, usize),
     ) -> Result<Self, CoreError> {
         let config = LlamaConfig::from_gguf(g)?;
         let total = config.n_layers + 2;
-        let embed = Arc::new(QMatrix::from_gguf(g, "token_embd.weight")?);
+        let embed = Arc::new(QMatrix::from_gguf_as(g, "token_embd.weight", acts)?);
         progress(1, total);
         let mut layers = Vec::with_capacity(config.n_layers);
         for i in 0..config.n_layers {
-            let m = |s: &str| QMatrix::from_gguf(g, &format!("blk.{i}.{s}.weight"));
+            let m = |s: &str| QMatrix::from_gguf_as(g, &format!("blk.{i}.{s}.weight"), acts);
             let v = |s: &str| g.dequantize(&format!("blk.{i}.{s}.weight"));
             let qk_norm = match config.variant.qk_norm {
                 true => Some((v("attn_q_norm")?, v("attn_k_norm")?)),
@@ -120,8 +122,8 @@ impl CpuLlama {
                 bias("attn_v")?,
                 bias("attn_output")?,
             ];
-            let [wq, wk, wv] = attention_weights(g, &config, i)?;
-            let [w_gate, w_up] = gate_and_up(g, &config, i)?;
+            let [wq, wk, wv] = attention_weights(g, &config, i, acts)?;
+            let [w_gate, w_up] = gate_and_up(g, &config, i, acts)?;
             layers.push(Layer {
                 attn_norm: g.dequantize(&format!("blk.{i}.attn_norm.weight"))?,
                 wq,
@@ -139,7 +141,7 @@ impl CpuLlama {
             progress(i + 2, total);
         }
         let head = if g.tensors.contains_key("output.weight") {
-            Arc::new(QMatrix::from_gguf(g, "output.weight")?)
+            Arc::new(QMatrix::from_gguf_as(g, "output.weight", acts)?)
         } else {
             embed.clone()
         };
@@ -426,38 +428,48 @@ impl CpuLlama {
 
 /// Layer `l`'s query, key and value matrices: separate, or rows of one fused `attn_qkv`
 /// (Phi-3: queries, then keys, then values).
-fn attention_weights(g: &Gguf, c: &LlamaConfig, l: usize) -> Result<[QMatrix; 3], CoreError> {
+fn attention_weights(
+    g: &Gguf,
+    c: &LlamaConfig,
+    l: usize,
+    acts: Activations,
+) -> Result<[QMatrix; 3], CoreError> {
     let name = |s: &str| format!("blk.{l}.{s}.weight");
     let fused = name("attn_qkv");
     if !g.tensors.contains_key(&fused) {
         return Ok([
-            QMatrix::from_gguf(g, &name("attn_q"))?,
-            QMatrix::from_gguf(g, &name("attn_k"))?,
-            QMatrix::from_gguf(g, &name("attn_v"))?,
+            QMatrix::from_gguf_as(g, &name("attn_q"), acts)?,
+            QMatrix::from_gguf_as(g, &name("attn_k"), acts)?,
+            QMatrix::from_gguf_as(g, &name("attn_v"), acts)?,
         ]);
     }
     let kv = c.n_kv_heads * c.head_dim;
     Ok([
-        QMatrix::from_gguf_rows(g, &fused, 0, c.q_dim())?,
-        QMatrix::from_gguf_rows(g, &fused, c.q_dim(), kv)?,
-        QMatrix::from_gguf_rows(g, &fused, c.q_dim() + kv, kv)?,
+        QMatrix::from_gguf_rows_as(g, &fused, 0, c.q_dim(), acts)?,
+        QMatrix::from_gguf_rows_as(g, &fused, c.q_dim(), kv, acts)?,
+        QMatrix::from_gguf_rows_as(g, &fused, c.q_dim() + kv, kv, acts)?,
     ])
 }
 
 /// Layer `l`'s gate and up matrices: separate, or the two halves of an `ffn_up` with no
 /// `ffn_gate` beside it (Phi-3: the gate first).
-fn gate_and_up(g: &Gguf, c: &LlamaConfig, l: usize) -> Result<[QMatrix; 2], CoreError> {
+fn gate_and_up(
+    g: &Gguf,
+    c: &LlamaConfig,
+    l: usize,
+    acts: Activations,
+) -> Result<[QMatrix; 2], CoreError> {
     let name = |s: &str| format!("blk.{l}.{s}.weight");
     let up = name("ffn_up");
     if g.tensors.contains_key(&name("ffn_gate")) {
         return Ok([
-            QMatrix::from_gguf(g, &name("ffn_gate"))?,
-            QMatrix::from_gguf(g, &up)?,
+            QMatrix::from_gguf_as(g, &name("ffn_gate"), acts)?,
+            QMatrix::from_gguf_as(g, &up, acts)?,
         ]);
     }
     Ok([
-        QMatrix::from_gguf_rows(g, &up, 0, c.ffn_dim)?,
-        QMatrix::from_gguf_rows(g, &up, c.ffn_dim, c.ffn_dim)?,
+        QMatrix::from_gguf_rows_as(g, &up, 0, c.ffn_dim, acts)?,
+        QMatrix::from_gguf_rows_as(g, &up, c.ffn_dim, c.ffn_dim, acts)?,
     ])
 }
 

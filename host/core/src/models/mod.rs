@@ -20,6 +20,7 @@ use std::sync::atomic::AtomicUsize;
 
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
+use crate::kernels::quant::Activations;
 use crate::models::backend::{BackendKind, BackendPreference, Target, select};
 use crate::models::cpu_llama::CpuLlama;
 use crate::models::kv_blocks::CpuCache;
@@ -88,9 +89,21 @@ impl Llama {
         threads: usize,
         progress: impl FnMut(usize, usize),
     ) -> Result<(Self, BackendKind), CoreError> {
+        Self::load_as(g, pref, threads, Activations::F32, progress)
+    }
+
+    /// As [`Llama::load`], the CPU path multiplying on `acts` (burn computes in f32 whatever
+    /// this says).
+    pub fn load_as(
+        g: &Gguf,
+        pref: BackendPreference,
+        threads: usize,
+        acts: Activations,
+        progress: impl FnMut(usize, usize),
+    ) -> Result<(Self, BackendKind), CoreError> {
         match select(pref)? {
             Target::Cpu => Ok((
-                Llama::Cpu(Box::new(CpuLlama::load(g, threads, progress)?)),
+                Llama::Cpu(Box::new(CpuLlama::load(g, threads, acts, progress)?)),
                 BackendKind::Cpu,
             )),
             Target::Burn(device, kind) => {

@@ -32,6 +32,7 @@ use crate::formats::ggml::GgmlType;
 use crate::formats::gguf::Gguf;
 use crate::kernels::pools;
 
+mod panel;
 mod portable;
 mod q8act;
 mod repack;
@@ -121,6 +122,24 @@ enum Values {
     Half { bits: Vec<u16>, brain: bool },
     /// Plain values.
     F32(Vec<f32>),
+    /// Sixteen rows interleaved for products on 8-bit activations ([`panel`]).
+    Panel(Box<panel::Panel>),
+}
+
+/// What a matrix is multiplied with: f32 activations (exact against f32 math on its
+/// weights), or activations rounded to 8 bits in integer products, llama.cpp's arithmetic
+/// ([`panel`]: faster at every batch size, less exact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Activations {
+    #[default]
+    F32,
+    Q8,
+}
+
+/// Whether this CPU has the integer kernels that [`Activations::Q8`] needs (AVX-512 VNNI);
+/// without them a matrix asked for it keeps its exact form.
+pub fn q8_products_available() -> bool {
+    panel::fast()
 }
 
 /// A `[rows, cols]` weight matrix, row-major, in its GGUF precision.
@@ -135,12 +154,17 @@ pub struct QMatrix {
 impl QMatrix {
     /// The GGUF tensor `name` (GGML dims `[cols, rows]`).
     pub fn from_gguf(g: &Gguf, name: &str) -> Result<Self, CoreError> {
+        Self::from_gguf_as(g, name, Activations::F32)
+    }
+
+    /// The GGUF tensor `name`, laid out for products on `acts`.
+    pub fn from_gguf_as(g: &Gguf, name: &str, acts: Activations) -> Result<Self, CoreError> {
         let info = g.tensor(name)?;
         let [cols, rows] = match info.dims[..] {
             [c, r] => [c as usize, r as usize],
             _ => return Err(CoreError::Weights(format!("tensor {name} is not a matrix"))),
         };
-        Self::from_blocks(info.ty, rows, cols, g.tensor_bytes(name)?)
+        Self::from_blocks_as(info.ty, rows, cols, g.tensor_bytes(name)?, acts)
             .map_err(|e| CoreError::Weights(format!("tensor {name}: {e}")))
     }
 
@@ -151,6 +175,17 @@ impl QMatrix {
         name: &str,
         start: usize,
         rows: usize,
+    ) -> Result<Self, CoreError> {
+        Self::from_gguf_rows_as(g, name, start, rows, Activations::F32)
+    }
+
+    /// As [`QMatrix::from_gguf_rows`], laid out for products on `acts`.
+    pub fn from_gguf_rows_as(
+        g: &Gguf,
+        name: &str,
+        start: usize,
+        rows: usize,
+        acts: Activations,
     ) -> Result<Self, CoreError> {
         let info = g.tensor(name)?;
         let weights = |why: String| CoreError::Weights(format!("tensor {name}: {why}"));
@@ -171,7 +206,7 @@ impl QMatrix {
         let part = bytes
             .get(start * row_bytes..(start + rows) * row_bytes)
             .ok_or_else(|| weights("shorter than its shape".into()))?;
-        Self::from_blocks(info.ty, rows, cols, part).map_err(weights)
+        Self::from_blocks_as(info.ty, rows, cols, part, acts).map_err(weights)
     }
 
     /// A `[rows, cols]` matrix from its GGUF bytes of type `ty`; the error says why not.
@@ -181,6 +216,17 @@ impl QMatrix {
         cols: usize,
         bytes: &[u8],
     ) -> Result<Self, String> {
+        Self::from_blocks_as(ty, rows, cols, bytes, Activations::F32)
+    }
+
+    /// As [`QMatrix::from_blocks`], laid out for products on `acts`.
+    pub fn from_blocks_as(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+        acts: Activations,
+    ) -> Result<Self, String> {
         let (per_block, block_bytes) = ty.block();
         if !cols.is_multiple_of(per_block) || bytes.len() != rows * cols / per_block * block_bytes {
             return Err(format!(
@@ -189,7 +235,14 @@ impl QMatrix {
                 rows * cols / per_block.max(1)
             ));
         }
-        let values = repack::values(ty, rows, cols, bytes);
+        let panel = match acts {
+            Activations::Q8 if panel::fast() => panel::Panel::from_blocks(ty, rows, cols, bytes),
+            _ => None,
+        };
+        let values = match panel {
+            Some(p) => Values::Panel(Box::new(p)),
+            None => repack::values(ty, rows, cols, bytes),
+        };
         Ok(QMatrix {
             rows,
             cols,
@@ -202,6 +255,12 @@ impl QMatrix {
     /// integers: faster, at an exactness cost ([`q8act`]); Q4_1 and Q8_0 blocks only.
     pub fn set_q8_decode(&self, on: bool) {
         self.q8_decode.store(on, Relaxed);
+    }
+
+    /// Whether products round activations to 8 bits whatever the batch ([`Activations::Q8`]
+    /// on a CPU that has its kernels, for a type that has them).
+    pub fn q8_products(&self) -> bool {
+        matches!(self.values, Values::Panel(_))
     }
 
     /// Bytes the matrix takes in memory: what one pass over it reads.
@@ -223,7 +282,9 @@ impl QMatrix {
     pub fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
         debug_assert_eq!(x.len(), m * self.cols);
         debug_assert_eq!(out.len(), m * self.rows);
-        if m == 1 && self.q8_decode.load(Relaxed) && q8act::supported(self) {
+        if let Values::Panel(p) = &self.values {
+            p.matmul(x, m, out);
+        } else if m == 1 && self.q8_decode.load(Relaxed) && q8act::supported(self) {
             q8act::matvec(self, x, out, q8act::chunk(self.cols));
         } else if m <= FUSED_MAX_ROWS || self.uses_tiles(m) {
             self.matmul_fused(x, m, out);
@@ -242,7 +303,7 @@ impl QMatrix {
     fn uses_tiles(&self, m: usize) -> bool {
         (TILE_M..=TILE_MAX_ROWS).contains(&m)
             && match self.values {
-                Values::F32(_) => false,
+                Values::F32(_) | Values::Panel(_) => false,
                 // Whole blocks of 32 only; converted with F16C.
                 Values::Half { .. } => self.cols.is_multiple_of(32) && half_tiles_available(),
                 _ => true,
@@ -386,8 +447,8 @@ impl QMatrix {
                             xs,
                             &mut out,
                         ),
-                        // Never asked: `uses_tiles` is false for it.
-                        Values::F32(_) => {}
+                        // Never asked: `uses_tiles` is false for them.
+                        Values::F32(_) | Values::Panel(_) => {}
                     }
                 }
                 for (r, vals) in out.iter().enumerate() {
@@ -450,6 +511,8 @@ impl QMatrix {
                     Values::F32(v) => {
                         simd::f32_rows(m, &v[r * self.cols..(r + 1) * self.cols], x, dst);
                     }
+                    // Never asked: `matmul` gives panels their own kernel.
+                    Values::Panel(_) => self.row_portable(r, x, m, dst),
                 }
             }
             return;

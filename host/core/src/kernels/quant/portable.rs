@@ -86,6 +86,11 @@ impl QMatrix {
                     .zip(&v[r * cols..(r + 1) * cols])
                     .map(|(a, b)| a * b)
                     .sum(),
+                Values::Panel(p) => {
+                    let mut w = vec![0f32; cols];
+                    p.dequantize_row(r, &mut w);
+                    xi.iter().zip(&w).map(|(a, b)| a * b).sum()
+                }
             };
         }
     }

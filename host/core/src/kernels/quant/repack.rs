@@ -37,6 +37,7 @@ impl Values {
             }
             Values::Half { bits, .. } => size_of_val(&bits[..]),
             Values::F32(v) => size_of_val(&v[..]),
+            Values::Panel(p) => p.bytes(),
         }
     }
 }
@@ -262,7 +263,7 @@ impl QMatrix {
                     // SAFETY: F16C is present too (`simd_ready`); `out` has the row's room.
                     return unsafe { super::simd::half_to_f32s(row, *brain, out) };
                 }
-                Values::F32(_) => {}
+                Values::F32(_) | Values::Panel(_) => {}
             }
         }
         match &self.values {
@@ -315,6 +316,7 @@ impl QMatrix {
                 }
             }
             Values::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
+            Values::Panel(p) => p.dequantize_row(r, out),
         }
     }
 }
