@@ -250,8 +250,16 @@ fn gemma3_on_8_bit_activations_stays_within_llama_cpp_native_spread() {
         }
         same_greedy += usize::from(greedy == exact || greedy == native);
     }
-    eprintln!("q8: top logits within {worst_exact} of f32 math, {worst_native} of llama.cpp native; {same_greedy}/4 continuations llama.cpp's");
+    eprintln!(
+        "q8: top logits within {worst_exact} of f32 math, {worst_native} of llama.cpp native; {same_greedy}/4 continuations llama.cpp's"
+    );
     assert!(worst_exact > 0.0, "the integer kernels ran");
-    assert!(worst_exact <= 2.5, "a top logit is {worst_exact} from f32 math");
-    assert!(worst_native <= 2.5, "a top logit is {worst_native} from llama.cpp native");
+    assert!(
+        worst_exact <= 2.5,
+        "a top logit is {worst_exact} from f32 math"
+    );
+    assert!(
+        worst_native <= 2.5,
+        "a top logit is {worst_native} from llama.cpp native"
+    );
 }

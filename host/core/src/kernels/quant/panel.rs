@@ -85,15 +85,27 @@ fn parts(v: &Values, i: usize) -> BlockParts {
                 q[j + 16] = byte >> 4;
             }
             let [d, m] = scales[i];
-            BlockParts { q, d: [d; 2], m: [m; 2] }
+            BlockParts {
+                q,
+                d: [d; 2],
+                m: [m; 2],
+            }
         }
         Values::U8Affine { scales, quants } => {
             let [d, m] = scales[i];
-            BlockParts { q: quants[i], d: [d; 2], m: [m; 2] }
+            BlockParts {
+                q: quants[i],
+                d: [d; 2],
+                m: [m; 2],
+            }
         }
         Values::U8Affine16 { scales, quants } => {
             let [d0, m0, d1, m1] = scales[i];
-            BlockParts { q: quants[i], d: [d0, d1], m: [m0, m1] }
+            BlockParts {
+                q: quants[i],
+                d: [d0, d1],
+                m: [m0, m1],
+            }
         }
         Values::Q8_0 { scales, quants } => BlockParts {
             q: signed(&quants[i]),
@@ -126,7 +138,12 @@ impl Panel {
     /// `[rows, cols]` of GGUF type `ty` from its bytes (whole blocks, checked by the caller),
     /// re-laid sixteen rows at a time so only one group's exact form exists at once; `None`
     /// for the types without an integer kernel.
-    pub(super) fn from_blocks(ty: GgmlType, rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
+    pub(super) fn from_blocks(
+        ty: GgmlType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Option<Self> {
         let (per_block, block_bytes) = ty.block();
         let row_bytes = cols / per_block * block_bytes;
         let bpr = cols / 32;
@@ -155,7 +172,11 @@ impl Panel {
                     .map(|l| match l < n {
                         true => parts(&v, l * bpr + b),
                         // Rows past the end: zero scales, so their lanes compute zeros.
-                        false => BlockParts { q: [0; 32], d: [0.0; 2], m: [0.0; 2] },
+                        false => BlockParts {
+                            q: [0; 32],
+                            d: [0.0; 2],
+                            m: [0.0; 2],
+                        },
                     })
                     .collect();
                 for j in 0..8 {
@@ -232,13 +253,10 @@ impl Panel {
                 pieces[c].push(piece);
             }
         }
-        pieces
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(c, mut dst)| {
-                pools::yield_to_live();
-                self.fill(&acts, c * per_item, groups, &mut dst);
-            });
+        pieces.into_par_iter().enumerate().for_each(|(c, mut dst)| {
+            pools::yield_to_live();
+            self.fill(&acts, c * per_item, groups, &mut dst);
+        });
     }
 
     /// Groups `first..` (as many as `dst`'s rows span, up to `groups`) times every activation

@@ -17,6 +17,11 @@ struct Row {
     sums: Vec<[f32; 2]>,
 }
 
+/// A rounded row's blocks, steps, integer half sums and exact half sums.
+#[cfg(target_arch = "x86_64")]
+pub(in crate::kernels::quant) type RowSlices<'a> =
+    (&'a [[i8; 32]], &'a [f32], &'a [[i32; 2]], &'a [[f32; 2]]);
+
 /// `m` activation rows of `cols` values (a whole number of blocks of 32), rounded.
 pub(in crate::kernels::quant) struct Acts {
     rows: Vec<Row>,
@@ -81,10 +86,7 @@ impl Acts {
 
     /// Row `row`'s blocks, steps and sums as slices: what the SIMD kernel walks.
     #[cfg(target_arch = "x86_64")]
-    pub(in crate::kernels::quant) fn row(
-        &self,
-        row: usize,
-    ) -> (&[[i8; 32]], &[f32], &[[i32; 2]], &[[f32; 2]]) {
+    pub(in crate::kernels::quant) fn row(&self, row: usize) -> RowSlices<'_> {
         let r = &self.rows[row];
         (&r.quants, &r.steps, &r.isums, &r.sums)
     }

@@ -98,12 +98,22 @@ unsafe fn kernel<const M: usize, const H: bool, const A: bool>(
             std::array::from_fn(|j| unsafe { _mm512_loadu_si512(qb.as_ptr().add(64 * j).cast()) });
         let sb = &t.scales[b * pb..(b + 1) * pb];
         // SAFETY: `sb` holds `pb` (16 or 32) values.
-        let d = unsafe { [_mm512_loadu_ps(sb.as_ptr()), _mm512_loadu_ps(sb[pb - LANES..].as_ptr())] };
+        let d = unsafe {
+            [
+                _mm512_loadu_ps(sb.as_ptr()),
+                _mm512_loadu_ps(sb[pb - LANES..].as_ptr()),
+            ]
+        };
         let mn = match A {
             true => {
                 let mb = &t.mins[b * pb..(b + 1) * pb];
                 // SAFETY: as `sb`.
-                unsafe { [_mm512_loadu_ps(mb.as_ptr()), _mm512_loadu_ps(mb[pb - LANES..].as_ptr())] }
+                unsafe {
+                    [
+                        _mm512_loadu_ps(mb.as_ptr()),
+                        _mm512_loadu_ps(mb[pb - LANES..].as_ptr()),
+                    ]
+                }
             }
             false => [_mm512_setzero_ps(); 2],
         };
