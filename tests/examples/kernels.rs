@@ -105,12 +105,18 @@ fn main() {
         return;
     }
     let matrices = [
-        ("ffn_up", QMatrix::from_gguf(&gguf, "blk.0.ffn_up.weight")),
+        (
+            "ffn_up",
+            QMatrix::from_gguf_as(&gguf, "blk.0.ffn_up.weight", acts()),
+        ),
         (
             "ffn_down",
-            QMatrix::from_gguf(&gguf, "blk.0.ffn_down.weight"),
+            QMatrix::from_gguf_as(&gguf, "blk.0.ffn_down.weight", acts()),
         ),
-        ("head", QMatrix::from_gguf(&gguf, "token_embd.weight")),
+        (
+            "head",
+            QMatrix::from_gguf_as(&gguf, "token_embd.weight", acts()),
+        ),
     ];
     for threads in [1, 2] {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -348,6 +354,8 @@ fn batched_step(model: &Llama, steps: u32) -> Duration {
         let prompt: Vec<u32> = (0..64).map(|i| 100 + i + s as u32).collect();
         model.forward(&prompt, cache).expect("prefill");
     }
+    // The engine keeps its logits buffer from step to step.
+    let mut logits = Vec::new();
     let t = Instant::now();
     for k in 0..steps {
         let tokens: Vec<[u32; 1]> = (0..16).map(|s| [300 + (k + s) % 1000]).collect();
@@ -356,7 +364,9 @@ fn batched_step(model: &Llama, steps: u32) -> Duration {
             .map(|t| &t[..])
             .zip(caches.iter_mut())
             .collect();
-        model.forward_batch(&mut items).expect("batched decode");
+        model
+            .forward_batch_into(&mut items, &mut logits)
+            .expect("batched decode");
     }
     t.elapsed() / steps
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE.gguf]
-//! [--streams 1,4,16] [--per-stream N] [--max-tokens N] [--threads N] [--activations q8]`: starts Cinder on the default model (or any
-//! GGUF it serves, `--model`) and drives it over HTTP
+//! [--streams 1,4,16] [--per-stream N] [--max-tokens N] [--threads N] [--activations q8]
+//! [--avx2]`: starts Cinder on the default model (or any GGUF it serves, `--model`) and drives
+//! it over HTTP
 //! with concurrent streaming clients (`xtask/bench/drive.py`); with `--compare llama-server`
 //! it also builds llama.cpp's server once (from the llama-cpp-python sdist, into the cache
 //! folder) and runs the same load against it in the same run, alternating, and prints ratios.
@@ -37,6 +38,9 @@ struct Options {
     llama_cpp_avx2: bool,
     /// The model's `activations` (`q8`: every product on 8-bit activations).
     activations: String,
+    /// Both servers as an AVX2-only machine runs them: Cinder with `CINDER_AVX2_ONLY=1`,
+    /// llama.cpp built for AVX2.
+    avx2: bool,
 }
 
 fn options(args: &[String]) -> Result<Options> {
@@ -49,6 +53,7 @@ fn options(args: &[String]) -> Result<Options> {
         model: None,
         llama_cpp_avx2: false,
         activations: "f32".into(),
+        avx2: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -72,6 +77,10 @@ fn options(args: &[String]) -> Result<Options> {
             "--model" => o.model = Some(PathBuf::from(value()?)),
             "--llama-cpp-avx2" => o.llama_cpp_avx2 = true,
             "--activations" => o.activations = value()?,
+            "--avx2" => {
+                o.avx2 = true;
+                o.llama_cpp_avx2 = true;
+            }
             other => bail!("unknown bench option `{other}`"),
         }
     }
@@ -200,7 +209,11 @@ pub fn bench(args: &[String]) -> Result<()> {
             1,
         );
     std::fs::write(&config, with_threads)?;
-    let (cinder, port) = start_cinder(&mut Command::new(&cinder_bin), &config, &plugins)?;
+    let mut command = Command::new(&cinder_bin);
+    if o.avx2 {
+        command.env("CINDER_AVX2_ONLY", "1");
+    }
+    let (cinder, port) = start_cinder(&mut command, &config, &plugins)?;
     let mut servers = vec![format!("cinder=http://127.0.0.1:{port},{}", cinder.0.id())];
 
     let _llama = match llama_bin {

@@ -12,7 +12,7 @@ mod bench_embed;
 mod bench_files;
 mod models;
 
-const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE] [--activations q8] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] | plugins | fetch-models [--test-models] | setup>";
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE] [--activations q8] [--avx2] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] | plugins | fetch-models [--test-models] | setup>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

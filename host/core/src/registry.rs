@@ -105,7 +105,7 @@ impl LoadedModel {
         let acts = match spec.q8_products {
             true if crate::quant::q8_products_available() => crate::quant::Activations::Q8,
             true => {
-                warn!(model = %spec.id, "activations = \"q8\" needs AVX-512 VNNI, which this CPU lacks: products stay on f32 activations");
+                warn!(model = %spec.id, "activations = \"q8\" needs AVX2 or AVX-512 VNNI, which this CPU lacks: products stay on f32 activations");
                 crate::quant::Activations::F32
             }
             false => crate::quant::Activations::F32,

@@ -53,9 +53,13 @@ fn quantization(s: &cinder_core::ModelSummary) -> String {
 }
 
 /// `cinder models inspect <id, alias or path>`.
-pub fn inspect(config: &Config, model: &str, template: bool, out: &mut impl Write) -> Result<()> {
-    let path = config
-        .models
+pub fn inspect(
+    models: &[cinder_config::ModelConfig],
+    model: &str,
+    template: bool,
+    out: &mut impl Write,
+) -> Result<()> {
+    let path = models
         .iter()
         .find(|m| m.id == model || m.aliases.iter().any(|a| a == model))
         .map(|m| m.path.clone())

@@ -88,12 +88,16 @@ fn models_verb(config_path: &std::path::Path, verb: ModelsVerb) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match verb {
         ModelsVerb::List => cli_models::list(&cinder_config::Config::load(config_path)?, &mut out),
-        ModelsVerb::Inspect { model, template } => cli_models::inspect(
-            &cinder_config::Config::load(config_path)?,
-            &model,
-            template,
-            &mut out,
-        ),
+        ModelsVerb::Inspect { model, template } => {
+            // A file or folder needs no config: `cinder models inspect FILE` works anywhere.
+            let config = match cinder_config::Config::load(config_path) {
+                Ok(c) => Some(c),
+                Err(_) if std::path::Path::new(&model).exists() => None,
+                Err(e) => return Err(e.into()),
+            };
+            let models = config.as_ref().map_or(&[][..], |c| &c.models[..]);
+            cli_models::inspect(models, &model, template, &mut out)
+        }
         ModelsVerb::Alias {
             id,
             aliases,
@@ -123,6 +127,12 @@ fn main() -> Result<()> {
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .init();
+    // What an AVX2-only machine runs, on this one: for benchmarks (`cargo xtask bench
+    // --avx2`), never needed to serve.
+    if std::env::var("CINDER_AVX2_ONLY").is_ok_and(|v| v == "1") {
+        cinder_core::quant::avx2_only(true);
+        tracing::warn!("CINDER_AVX2_ONLY=1: the CPU kernels use only AVX2 and FMA");
+    }
 
     let specs: Vec<cinder_core::ModelSpec> = config
         .models

@@ -119,6 +119,7 @@ impl EngineHandle {
             live_arrived: live_arrived.clone(),
             preempted: false,
             preemptions: preemptions.clone(),
+            logits: Vec::new(),
         };
         std::thread::Builder::new()
             .name(format!("engine-{name}"))
@@ -261,6 +262,9 @@ struct Engine {
     /// stream of live requests cannot starve a batch.
     preempted: bool,
     preemptions: Arc<AtomicU64>,
+    /// The last step's logits, one vocabulary row per sequence: kept from step to step
+    /// (a large vocabulary's rows are megabytes), released when work stops.
+    logits: Vec<f32>,
 }
 
 impl Engine {
@@ -303,6 +307,7 @@ impl Engine {
     fn run(&mut self, rx: &std_mpsc::Receiver<Job>) {
         loop {
             if self.running.is_empty() && self.embeds.is_empty() && self.queue.is_empty() {
+                self.logits = Vec::new();
                 self.trim.idle();
                 match rx.recv() {
                     Ok(job) => self.take(job),
@@ -490,7 +495,8 @@ impl Engine {
             // A bug in a kernel must fail this step's requests, not stop the engine for
             // every later one; the failed sequences (and their caches) are dropped below.
             catch_panic(|| {
-                let forward = || self.model.forward_batch(&mut items);
+                let logits = &mut self.logits;
+                let forward = || self.model.forward_batch_into(&mut items, logits);
                 match (background, preemptible_step) {
                     // Stops between layers for a live request that comes in meanwhile.
                     (true, true) => as_background(true, || preemptible(&live_arrived, forward)),
@@ -506,11 +512,13 @@ impl Engine {
                 self.preempted = true;
                 self.preemptions.fetch_add(1, Ordering::Relaxed);
             }
-            Ok(all) => {
+            Ok(()) => {
                 if background {
                     self.preempted = false;
                 }
-                for ((i, input), mut logits) in plan.into_iter().zip(all) {
+                let vocab = self.logits.len() / plan.len().max(1);
+                let rows = self.logits.chunks_exact_mut(vocab.max(1));
+                for ((i, input), logits) in plan.into_iter().zip(rows) {
                     let seq = &mut self.running[i];
                     if let Input::Prompt(r) = input {
                         seq.prefilled = r.end;
@@ -521,7 +529,7 @@ impl Engine {
                     // Masking, sampling, detokenizing, stop matching: a bug there fails this
                     // sequence only.
                     let advanced = contain("generating a token", || {
-                        seq.advance(&mut logits, &self.tokenizer, ctx);
+                        seq.advance(logits, &self.tokenizer, ctx);
                         Ok(())
                     });
                     // Its first token is out: other models' batches may go on.

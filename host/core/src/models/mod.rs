@@ -168,6 +168,25 @@ impl Llama {
         }
     }
 
+    /// [`Llama::forward_batch`] into a buffer kept between steps: `logits` becomes the
+    /// items' rows one after another (`items × vocab`).
+    pub fn forward_batch_into(
+        &self,
+        items: &mut [(&[u32], &mut KvCache)],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), CoreError> {
+        match self {
+            Llama::Cpu(m) => m.forward_batch_into(&mut cpu_items(items)?, logits),
+            Llama::Burn(_) => {
+                logits.clear();
+                for (tokens, cache) in items.iter_mut() {
+                    logits.extend(self.forward(tokens, cache)?);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Every new token's hidden state after the final norm, the items' rows one after
     /// another (`[Σ t × dim]`). On the CPU path one forward for all items.
     pub fn forward_normed(

@@ -136,8 +136,8 @@ pub enum Activations {
     Q8,
 }
 
-/// Whether this CPU has the integer kernels that [`Activations::Q8`] needs (AVX-512 VNNI);
-/// without them a matrix asked for it keeps its exact form.
+/// Whether this CPU has the integer kernels that [`Activations::Q8`] needs (AVX-512 VNNI, or
+/// AVX2 with FMA); without them a matrix asked for it keeps its exact form.
 pub fn q8_products_available() -> bool {
     panel::fast()
 }

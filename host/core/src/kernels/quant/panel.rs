@@ -7,12 +7,13 @@
 //! four activations broadcast to every lane, and the lanes stay the sixteen output rows: a
 //! block of sixteen rows times one activation row is eight instructions, its scale one FMA,
 //! and no horizontal sums are ever needed. Against the f32 register tiles that is about a
-//! third of the instructions per product (docs/benchmarks.md, "8-bit products").
+//! third of the instructions per product (docs/benchmarks.md, "8-bit products"). Without
+//! VNNI, AVX2 takes each 64-byte word as two halves of eight rows (`panel/avx2.rs`).
 //!
 //! Opt-in per model (`activations = "q8"`): rounding each activation costs exactness, up to
 //! half its block's step (`max|x|/254`). Every quantized form but 16-bit floats takes it:
-//! signed blocks (Q8_0, Q5_0; Q6_K and Q3_K with a scale per 16) as bytes `q + 128`, whose
-//! offset is taken back exactly in integers; affine blocks (Q4_0, Q4_1, Q4_K, Q5_1, Q5_K;
+//! signed blocks (Q8_0, Q5_0; Q6_K and Q3_K with a scale per 16) as bytes `q + offset` (half
+//! the type's range: 128, 16, 32, 4), whose offset is taken back exactly in integers; affine blocks (Q4_0, Q4_1, Q4_K, Q5_1, Q5_K;
 //! Q2_K per 16) as their unsigned values with a scale and a minimum, the minimum times the
 //! exact f32 block sum.
 
@@ -23,6 +24,8 @@ use crate::formats::ggml::GgmlType;
 use crate::kernels::pools;
 
 mod act;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 pub(super) use act::Acts;
@@ -74,9 +77,21 @@ fn kind(v: &Values) -> Option<(bool, bool)> {
     }
 }
 
-/// Block `i` of a form that [`kind`] accepts.
-fn parts(v: &Values, i: usize) -> BlockParts {
-    let signed = |q: &[i8; 32]| q.map(|v| (i32::from(v) + 128) as u8);
+/// The offset a signed type's values are stored with: half its range, so the bytes stay
+/// below 128 where the type allows (what AVX2's `vpmaddubsw` needs to multiply them without
+/// saturating); Q8_0's full bytes take 128.
+fn signed_offset(ty: GgmlType) -> i32 {
+    match ty {
+        GgmlType::Q3_K => 4,
+        GgmlType::Q5_0 => 16,
+        GgmlType::Q6_K => 32,
+        _ => 128,
+    }
+}
+
+/// Block `i` of a form that [`kind`] accepts; signed values stored as `q + offset`.
+fn parts(v: &Values, i: usize, offset: i32) -> BlockParts {
+    let signed = |q: &[i8; 32]| q.map(|v| (i32::from(v) + offset) as u8);
     match v {
         Values::Q4_1 { scales, quants } => {
             let mut q = [0u8; 32];
@@ -125,11 +140,11 @@ fn parts(v: &Values, i: usize) -> BlockParts {
     }
 }
 
-/// Whether this CPU runs the panel kernels at full speed (AVX-512 with VNNI); elsewhere a
-/// model asking for 8-bit products keeps the exact forms.
+/// Whether this CPU has a SIMD panel kernel (AVX-512 with VNNI, or AVX2 with FMA); elsewhere
+/// a model asking for 8-bit products keeps the exact forms.
 pub(super) fn fast() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return x86::available();
+    return x86::available() || avx2::available();
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -162,7 +177,7 @@ impl Panel {
                 cols,
                 halves,
                 affine,
-                offset: if affine { 0 } else { 128 },
+                offset: if affine { 0 } else { signed_offset(ty) },
                 quants: Vec::with_capacity(groups * bpr * BLOCK_BYTES),
                 scales: Vec::with_capacity(groups * bpr * LANES * (1 + usize::from(halves))),
                 mins: Vec::new(),
@@ -170,7 +185,7 @@ impl Panel {
             for b in 0..bpr {
                 let blocks: Vec<BlockParts> = (0..LANES)
                     .map(|l| match l < n {
-                        true => parts(&v, l * bpr + b),
+                        true => parts(&v, l * bpr + b, p.offset),
                         // Rows past the end: zero scales, so their lanes compute zeros.
                         false => BlockParts {
                             q: [0; 32],
@@ -229,7 +244,11 @@ impl Panel {
     /// `out[m × rows] = x[m × cols] · Wᵀ` on activations rounded to 8 bits, on the current
     /// rayon pool: groups of rows split across its threads.
     pub(super) fn matmul(&self, x: &[f32], m: usize, out: &mut [f32]) {
-        let acts = Acts::new(x, m, self.cols);
+        self.matmul_acts(&Acts::new(x, m, self.cols), m, out);
+    }
+
+    /// [`Panel::matmul`] on activations already rounded.
+    fn matmul_acts(&self, acts: &Acts, m: usize, out: &mut [f32]) {
         let bpr = self.bpr().max(1);
         let groups = self.rows.div_ceil(LANES);
         // Items of about BLOCKS_PER_ITEM blocks, and at least a few per thread: a batch
@@ -240,7 +259,7 @@ impl Panel {
         if m == 1 {
             out.par_chunks_mut(chunk).enumerate().for_each(|(c, dst)| {
                 pools::yield_to_live();
-                self.fill(&acts, c * per_item, groups, &mut [dst]);
+                self.fill(acts, c * per_item, groups, &mut [dst]);
             });
             return;
         }
@@ -255,7 +274,7 @@ impl Panel {
         }
         pieces.into_par_iter().enumerate().for_each(|(c, mut dst)| {
             pools::yield_to_live();
-            self.fill(&acts, c * per_item, groups, &mut dst);
+            self.fill(acts, c * per_item, groups, &mut dst);
         });
     }
 
@@ -304,7 +323,7 @@ impl Panel {
         out: &mut [[f32; LANES]; TILE_ROWS],
     ) {
         #[cfg(target_arch = "x86_64")]
-        if x86::available() {
+        {
             let t = x86::Tile {
                 quants: q,
                 scales: s,
@@ -312,10 +331,17 @@ impl Panel {
                 offset: self.offset,
                 halves: self.halves,
             };
-            // SAFETY: AVX-512 F, BW and VNNI are present; `q`, `s` and `mn` are one group's
-            // whole blocks, `acts` holds rows `i0..i0 + n` of as many blocks.
-            unsafe { t.run(acts, i0, n, out) };
-            return;
+            if x86::available() {
+                // SAFETY: AVX-512 F, BW and VNNI are present; `q`, `s` and `mn` are one
+                // group's whole blocks, `acts` holds rows `i0..i0 + n` of as many blocks.
+                unsafe { t.run(acts, i0, n, out) };
+                return;
+            }
+            if avx2::available() {
+                // SAFETY: AVX2 and FMA are present; the slices as above.
+                unsafe { avx2::run(&t, acts, i0, n, out) };
+                return;
+            }
         }
         self.tile_portable(q, s, mn, acts, i0, n, out);
     }
@@ -359,6 +385,30 @@ impl Panel {
                     }
                 }
             }
+        }
+    }
+}
+
+impl super::QMatrix {
+    /// `outs[i] = x · Wᵢᵀ` for matrices fed the same `m` rows (q, k and v; gate and up): when
+    /// they are all panels of one width, the activations are rounded once for all of them.
+    pub fn matmul_each(x: &[f32], m: usize, each: &mut [(&super::QMatrix, &mut [f32])]) {
+        let cols = each.first().map_or(0, |(w, _)| w.cols);
+        let panels: Option<Vec<&Panel>> = each
+            .iter()
+            .map(|(w, _)| match &w.values {
+                Values::Panel(p) if w.cols == cols => Some(&**p),
+                _ => None,
+            })
+            .collect();
+        match panels {
+            Some(panels) => {
+                let acts = Acts::new(x, m, cols);
+                for (p, (_, out)) in panels.into_iter().zip(each.iter_mut()) {
+                    p.matmul_acts(&acts, m, out);
+                }
+            }
+            None => each.iter_mut().for_each(|(w, out)| w.matmul(x, m, out)),
         }
     }
 }

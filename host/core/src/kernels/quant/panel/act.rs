@@ -91,3 +91,16 @@ impl Acts {
         (&r.quants, &r.steps, &r.isums, &r.sums)
     }
 }
+
+/// Values `4j..4j + 4` of a rounded block as one little-endian word: what the kernels
+/// broadcast to every lane.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+pub(super) fn word(q: &[i8; 32], j: usize) -> i32 {
+    i32::from_le_bytes([
+        q[4 * j] as u8,
+        q[4 * j + 1] as u8,
+        q[4 * j + 2] as u8,
+        q[4 * j + 3] as u8,
+    ])
+}

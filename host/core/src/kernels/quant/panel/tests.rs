@@ -73,6 +73,10 @@ fn panels_keep_every_type_exactly_and_multiply_as_the_integer_reference() {
         let rows = 37;
         let bytes = bytes_of(ty, raw, rows, cols);
         let p = Panel::from_blocks(ty, rows, cols, &bytes).expect("a panel");
+        // The AVX2 kernel sums four words' products in i16 for these: bytes of 5 bits.
+        if p.affine || p.offset <= 16 {
+            assert!(p.quants.iter().all(|&b| b <= 31), "{ty:?}");
+        }
         let mut want_w = vec![0f32; rows * cols];
         dequantize_into(ty, &bytes, &mut want_w);
         let mut row = vec![0f32; cols];
@@ -89,15 +93,21 @@ fn panels_keep_every_type_exactly_and_multiply_as_the_integer_reference() {
             x[32..64].iter_mut().for_each(|v| *v = 0.0);
             let acts = Acts::new(&x, m, cols);
             let want = portable(&p, &acts, m);
+            // The VNNI kernel where the CPU has it, then what an AVX2-only machine runs
+            // (other tests meanwhile may take that path too: as correct, only slower).
             let mut got = vec![0f32; m * rows];
-            p.matmul(&x, m, &mut got);
-            for (k, (a, b)) in want.iter().zip(&got).enumerate() {
-                // The minimums' terms nearly cancel the products' (Q4_K): summed in
-                // another order, the last bits differ.
-                assert!(
-                    (a - b).abs() <= 1e-4 * a.abs().max(1.0),
-                    "{ty:?} m={m} at {k}: {b} against {a}"
-                );
+            for avx2 in [true, false] {
+                crate::kernels::quant::avx2_only(avx2);
+                p.matmul(&x, m, &mut got);
+                crate::kernels::quant::avx2_only(false);
+                for (k, (a, b)) in want.iter().zip(&got).enumerate() {
+                    // The minimums' terms nearly cancel the products' (Q4_K): summed in
+                    // another order, the last bits differ.
+                    assert!(
+                        (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                        "{ty:?} m={m} at {k} (AVX2 only: {avx2}): {b} against {a}"
+                    );
+                }
             }
             // Against f32 math: each activation is off by at most half its block's step, so
             // a product by at most Σ|d·q|·step/2 (the minimums meet exact sums).
@@ -147,4 +157,74 @@ fn a_q8_matrix_takes_a_panel_where_the_cpu_has_its_kernels_and_floats_never_do()
     )
     .unwrap();
     assert!(!f16.q8_products());
+}
+
+#[test]
+fn extreme_bytes_meet_extreme_activations_without_saturating() {
+    // Q8_0 blocks of -128 and 127 (a scale of 1), against activations of ±max: AVX2's
+    // pairwise i16 sums are where a kernel would overflow.
+    let rows = 16;
+    let cols = 64;
+    let mut bytes = Vec::new();
+    for r in 0..rows {
+        for b in 0..cols / 32 {
+            bytes.extend_from_slice(&0x3c00u16.to_le_bytes()); // f16 1.0
+            bytes.extend((0..32).map(|k| match (r + b + k) % 3 {
+                0 => 0x80u8, // -128
+                1 => 0x7f,   // 127
+                _ => 0x81,   // -127
+            }));
+        }
+    }
+    let p = Panel::from_blocks(GgmlType::Q8_0, rows, cols, &bytes).expect("a panel");
+    let m = 5;
+    let x: Vec<f32> = (0..m * cols)
+        .map(|i| if (i / 2) % 2 == 0 { 3.0 } else { -3.0 })
+        .collect();
+    let acts = Acts::new(&x, m, cols);
+    let want = portable(&p, &acts, m);
+    for avx2 in [false, true] {
+        crate::kernels::quant::avx2_only(avx2);
+        let mut got = vec![0f32; m * rows];
+        p.matmul(&x, m, &mut got);
+        crate::kernels::quant::avx2_only(false);
+        for (k, (a, b)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+                "at {k} (AVX2 only: {avx2}): {b} against {a}"
+            );
+        }
+    }
+}
+
+#[test]
+fn matrices_fed_one_input_give_what_each_gives_alone() {
+    let cols = 256;
+    let q4k = bytes_of(GgmlType::Q4_K, blocks!("q4_k"), 20, cols);
+    let q8 = bytes_of(GgmlType::Q8_0, blocks!("q8_0"), 7, cols);
+    let a = QMatrix::from_blocks_as(GgmlType::Q4_K, 20, cols, &q4k, Activations::Q8).unwrap();
+    let b = QMatrix::from_blocks_as(GgmlType::Q8_0, 7, cols, &q8, Activations::Q8).unwrap();
+    // An exact (f32-activation) matrix among them: each goes its own way.
+    let c = QMatrix::from_blocks(GgmlType::Q8_0, 7, cols, &q8).unwrap();
+    let m = 3;
+    let x: Vec<f32> = (0..m * cols)
+        .map(|i| ((i * 13 % 29) as f32 - 14.0) / 9.0)
+        .collect();
+    let alone = |w: &QMatrix| {
+        let mut out = vec![0f32; m * w.rows()];
+        w.matmul(&x, m, &mut out);
+        out
+    };
+    for set in [vec![&a, &b], vec![&a, &b, &c]] {
+        let mut outs: Vec<Vec<f32>> = set.iter().map(|w| vec![0f32; m * w.rows()]).collect();
+        let mut each: Vec<(&QMatrix, &mut [f32])> = set
+            .iter()
+            .zip(outs.iter_mut())
+            .map(|(w, o)| (*w, &mut o[..]))
+            .collect();
+        QMatrix::matmul_each(&x, m, &mut each);
+        for (w, got) in set.iter().zip(&outs) {
+            assert_eq!(got, &alone(w));
+        }
+    }
 }

@@ -72,12 +72,7 @@ impl Tile<'_> {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 fn word(q: &[i8; 32], j: usize) -> __m512i {
-    _mm512_set1_epi32(i32::from_le_bytes([
-        q[4 * j] as u8,
-        q[4 * j + 1] as u8,
-        q[4 * j + 2] as u8,
-        q[4 * j + 3] as u8,
-    ]))
+    _mm512_set1_epi32(super::act::word(q, j))
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
