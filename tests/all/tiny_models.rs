@@ -6,15 +6,19 @@
 //! Llama 3 (`rope_freqs` divisors) with a byte-level BPE vocabulary under the `qwen2` and
 //! `llama-bpe` pre-tokenizers (`tests/fixtures/bpe/make_tiny.py`) in F32 and Q8_0.
 //!
+//! Each on the CPU path and on burn's (`flex`, and wgpu: Mesa lavapipe here), which
+//! dequantize at load.
+//!
 //! The reference is llama.cpp on each file's weights as gguf dequantizes them, in F32 with an
 //! F32 KV cache: the math the CPU path does (it keeps activations f32), so max |Δ| ≤ 1e-3 on
-//! logits up to ~25 for every type (Gemma's first prompt: 3e-6 to 7e-5). llama.cpp running the file natively
+//! logits up to ~25 for every type and backend (Gemma's first prompt: 3e-6 to 7e-5 on the
+//! CPU path; burn's largest, 4.8e-4, is Gemma F16's). llama.cpp running the file natively
 //! rounds activations to f16 (F16 weights) or 8 bits (Q8_0) before each matmul: those figures
 //! are held to the spread that costs (`native_tol`).
 
 use std::path::PathBuf;
 
-use cinder_core::{BackendPreference, Gguf, Llama, Tokenizer, argmax};
+use cinder_core::{BackendKind, BackendPreference, Gguf, Llama, Tokenizer, argmax};
 
 use crate::ids;
 
@@ -67,7 +71,21 @@ pub(crate) fn check_at(
             "{text:?} parse_special"
         );
     }
-    let (model, _) = Llama::load(&g, BackendPreference::Cpu, 2, |_, _| {}).expect("loads");
+    // The CPU path, then burn's: `flex` on the CPU, and wgpu (Mesa lavapipe here, a GPU
+    // elsewhere).
+    for (backend, runs_on) in [
+        (BackendPreference::Cpu, BackendKind::Cpu),
+        (BackendPreference::Flex, BackendKind::Flex),
+        (BackendPreference::Wgpu, BackendKind::Wgpu),
+    ] {
+        let (model, kind_run) = Llama::load(&g, backend, 2, |_, _| {}).expect("loads");
+        assert_eq!(kind_run, runs_on);
+        prompts(entry, &model, &format!("{kind} {backend:?}"), native_tol);
+    }
+}
+
+/// Every prompt of `entry` through `model`: last-position logits and greedy tokens.
+fn prompts(entry: &serde_json::Value, model: &Llama, kind: &str, native_tol: f32) {
     for p in entry["prompts"].as_array().expect("prompts") {
         let name = p["name"].as_str().expect("name");
         let mut cache = model.new_cache();

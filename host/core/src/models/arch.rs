@@ -9,26 +9,12 @@ use crate::formats::gguf::{Gguf, Value};
 /// The chat model architectures (`general.architecture`) Cinder runs, and which backends.
 const ARCHITECTURES: &[&str] = &["llama", "gemma3", "qwen2", "qwen3", "phi3"];
 
-/// Architectures burn (wgpu, flex) runs; the rest run on the CPU path only so far.
-const BURN_ARCHITECTURES: &[&str] = &["llama"];
-
 /// Why Cinder cannot run a GGUF chat model of `architecture`, when it cannot.
 pub(crate) fn architecture_refusal(architecture: &str) -> Option<String> {
     (!ARCHITECTURES.contains(&architecture)).then(|| {
         format!(
             "architecture `{architecture}` is not supported yet ({} only)",
             ARCHITECTURES.join(", ")
-        )
-    })
-}
-
-/// Why burn cannot run `architecture`, when it cannot.
-pub(crate) fn burn_refusal(architecture: &str) -> Option<String> {
-    (!BURN_ARCHITECTURES.contains(&architecture)).then(|| {
-        format!(
-            "architecture `{architecture}` runs on the CPU path only so far (backend = \"cpu\"); \
-             burn runs {}",
-            BURN_ARCHITECTURES.join(", ")
         )
     })
 }

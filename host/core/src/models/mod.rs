@@ -9,6 +9,7 @@
 pub(crate) mod arch;
 pub(crate) mod backend;
 pub(crate) mod bert;
+pub(crate) mod burn_llama;
 pub(crate) mod cpu_bert;
 pub(crate) mod cpu_llama;
 pub(crate) mod kv_blocks;
@@ -22,9 +23,10 @@ use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
 use crate::kernels::quant::Activations;
 use crate::models::backend::{BackendKind, BackendPreference, Target, select};
+use crate::models::burn_llama::{BurnCache, BurnLlama};
 use crate::models::cpu_llama::CpuLlama;
 use crate::models::kv_blocks::CpuCache;
-use crate::models::llama::{BurnCache, BurnLlama, LlamaConfig};
+use crate::models::llama::LlamaConfig;
 
 pub(crate) use arch::architecture_refusal;
 
@@ -106,16 +108,10 @@ impl Llama {
                 Llama::Cpu(Box::new(CpuLlama::load(g, threads, acts, progress)?)),
                 BackendKind::Cpu,
             )),
-            Target::Burn(device, kind) => {
-                let architecture = g.get_str("general.architecture")?;
-                if let Some(why) = arch::burn_refusal(architecture) {
-                    return Err(CoreError::Weights(why));
-                }
-                Ok((
-                    Llama::Burn(Box::new(BurnLlama::load(g, &device, progress)?)),
-                    kind,
-                ))
-            }
+            Target::Burn(device, kind) => Ok((
+                Llama::Burn(Box::new(BurnLlama::load(g, &device, progress)?)),
+                kind,
+            )),
         }
     }
 
