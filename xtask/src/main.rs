@@ -10,9 +10,10 @@ mod bench;
 mod bench_batch;
 mod bench_embed;
 mod bench_files;
+mod cross;
 mod models;
 
-const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE] [--activations q8] [--avx2] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] | plugins | fetch-models [--test-models] | setup>";
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE] [--activations q8] [--avx2] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] | plugins | fetch-models [--test-models] | setup | cross-test>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -31,6 +32,7 @@ fn main() -> Result<()> {
             .map(|_| ()),
         "fetch-models" => models::fetch().map(|_| ()),
         "setup" => setup_test_machine(),
+        "cross-test" => setup_test_machine().and_then(|()| cross::aarch64_tests()),
         _ => bail!("{USAGE}"),
     }
 }
@@ -268,6 +270,19 @@ fn setup_test_machine() -> Result<()> {
     if !have_postgres {
         packages.push("postgresql");
     }
+    // The aarch64 kernel tests (`cross.rs`): a cross linker and user-mode qemu.
+    let have = |tool: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if !have("aarch64-linux-gnu-gcc") {
+        packages.push("gcc-aarch64-linux-gnu");
+    }
+    if !have("qemu-aarch64") {
+        packages.push("qemu-user");
+    }
     if !packages.is_empty() {
         let sudo = if Command::new("id")
             .arg("-u")
@@ -345,6 +360,7 @@ fn test() -> Result<()> {
         .env("CINDER_MODELS", &models)
         .env("CINDER_FIXTURES", &fixtures)
         .env("CINDER_REFERENCE", root().join("../shared/reference")))?;
+    cross::aarch64_tests()?;
     let cinder = build_host()?;
     run(Command::new(venv_dir().join("bin/python"))
         .args(["-m", "pytest", "-q", "tests/e2e"])

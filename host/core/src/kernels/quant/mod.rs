@@ -322,7 +322,9 @@ impl QMatrix {
         let group = fused_group(cols);
         // Per activation row and block, the sum of its values: Q4_1's minimum term in the
         // scale-after kernels.
-        let sums: Vec<f32> = if m <= SCALED_MAX_ROWS {
+        #[cfg_attr(not(target_arch = "x86_64"), allow(clippy::absurd_extreme_comparisons))]
+        let scaled = m <= SCALED_MAX_ROWS;
+        let sums: Vec<f32> = if scaled {
             x.chunks_exact(32).map(|b| b.iter().sum()).collect()
         } else {
             Vec::new()
@@ -466,6 +468,8 @@ impl QMatrix {
     /// `sums` holds the block sums of `x` when the whole batch takes the scale-after kernels
     /// (`m ≤ SCALED_MAX_ROWS`), and is empty otherwise.
     fn row_times(&self, r: usize, x: &[f32], m: usize, sums: &[f32], dst: &mut [f32]) {
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = sums; // only the x86 kernels take the sums
         #[cfg(target_arch = "x86_64")]
         if self.simd_ready() {
             let bpr = self.cols / 32;

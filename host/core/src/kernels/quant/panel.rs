@@ -26,6 +26,8 @@ use crate::kernels::pools;
 mod act;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 pub(super) use act::Acts;
@@ -56,6 +58,20 @@ pub(super) struct Panel {
     scales: Vec<f32>,
     /// As `scales`, when `affine`.
     mins: Vec<f32>,
+}
+
+/// One group of sixteen rows' blocks, as a SIMD kernel takes them.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
+struct Tile<'a> {
+    quants: &'a [u8],
+    scales: &'a [f32],
+    /// Empty unless the panel is affine.
+    mins: &'a [f32],
+    offset: i32,
+    halves: bool,
 }
 
 /// One block of one row in panel terms.
@@ -140,12 +156,14 @@ fn parts(v: &Values, i: usize, offset: i32) -> BlockParts {
     }
 }
 
-/// Whether this CPU has a SIMD panel kernel (AVX-512 with VNNI, or AVX2 with FMA); elsewhere
-/// a model asking for 8-bit products keeps the exact forms.
+/// Whether this CPU has a SIMD panel kernel (AVX-512 with VNNI, AVX2 with FMA, or NEON);
+/// elsewhere a model asking for 8-bit products keeps the exact forms.
 pub(super) fn fast() -> bool {
     #[cfg(target_arch = "x86_64")]
     return x86::available() || avx2::available();
-    #[cfg(not(target_arch = "x86_64"))]
+    #[cfg(target_arch = "aarch64")]
+    return true;
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
     false
 }
 
@@ -322,33 +340,38 @@ impl Panel {
         n: usize,
         out: &mut [[f32; LANES]; TILE_ROWS],
     ) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let t = x86::Tile {
-                quants: q,
-                scales: s,
-                mins: mn,
-                offset: self.offset,
-                halves: self.halves,
-            };
-            if x86::available() {
-                // SAFETY: AVX-512 F, BW and VNNI are present; `q`, `s` and `mn` are one
-                // group's whole blocks, `acts` holds rows `i0..i0 + n` of as many blocks.
-                unsafe { t.run(acts, i0, n, out) };
-                return;
-            }
-            if avx2::available() {
-                // SAFETY: AVX2 and FMA are present; the slices as above.
-                unsafe { avx2::run(&t, acts, i0, n, out) };
-                return;
-            }
+        let t = Tile {
+            quants: q,
+            scales: s,
+            mins: mn,
+            offset: self.offset,
+            halves: self.halves,
+        };
+        // SAFETY (every kernel): `q`, `s` and `mn` are one group's whole blocks, `acts` holds
+        // rows `i0..i0 + n` of as many blocks; each runs only where the CPU has its features.
+        #[cfg(target_arch = "aarch64")]
+        unsafe {
+            // NEON is every aarch64 CPU's.
+            neon::run(&t, acts, i0, n, out)
         }
-        self.tile_portable(q, s, mn, acts, i0, n, out);
+        #[cfg(not(target_arch = "aarch64"))]
+        {
+            #[cfg(target_arch = "x86_64")]
+            if x86::available() {
+                // AVX-512 F, BW and VNNI.
+                return unsafe { t.run(acts, i0, n, out) };
+            } else if avx2::available() {
+                return unsafe { avx2::run(&t, acts, i0, n, out) };
+            }
+            let _ = t;
+            self.tile_portable(q, s, mn, acts, i0, n, out);
+        }
     }
 
-    /// [`Panel::tile`] in plain Rust: any CPU, and the reference the tests hold the VNNI
-    /// kernel against.
+    /// [`Panel::tile`] in plain Rust: any CPU, and the reference the tests hold the SIMD
+    /// kernels against.
     #[allow(clippy::too_many_arguments)]
+    #[cfg_attr(all(target_arch = "aarch64", not(test)), allow(dead_code))]
     pub(super) fn tile_portable(
         &self,
         q: &[u8],
@@ -361,17 +384,16 @@ impl Panel {
     ) {
         let pb = self.per_block();
         for (i, o) in out.iter_mut().enumerate().take(n) {
-            let row = i0 + i;
+            let (quants, steps, isums, sums) = acts.row(i0 + i);
             for b in 0..self.bpr() {
-                let (xq, step) = (acts.quants(row, b), acts.step(row, b));
+                let (xq, step) = (&quants[b], steps[b]);
                 for (l, acc) in o.iter_mut().enumerate() {
                     let mut dots = [0i32; 2];
                     for k in 0..32 {
                         let w = i32::from(q[b * BLOCK_BYTES + (k / 4 * LANES + l) * 4 + k % 4]);
                         dots[k / 16] += w * i32::from(xq[k]);
                     }
-                    let isums = acts.isums(row, b);
-                    let sums = acts.sums(row, b);
+                    let (isums, sums) = (isums[b], sums[b]);
                     for h in 0..2 {
                         let si = b * pb + usize::from(self.halves) * h * LANES + l;
                         let dot = match self.affine {

@@ -83,8 +83,8 @@ pub(super) fn matvec(w: &QMatrix, x: &[f32], out: &mut [f32], chunk: usize) {
 
 /// Weight row `r` times the rounded row.
 fn row_dot(w: &QMatrix, r: usize, x: &Q8Row) -> f32 {
-    let bpr = w.cols / 32;
-    let blocks = r * bpr..(r + 1) * bpr;
+    #[cfg(target_arch = "x86_64")]
+    let blocks = r * (w.cols / 32)..(r + 1) * (w.cols / 32);
     match &w.values {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `supported` checked AVX2 and FMA; the slices are whole rows of blocks.

@@ -18,7 +18,6 @@ struct Row {
 }
 
 /// A rounded row's blocks, steps, integer half sums and exact half sums.
-#[cfg(target_arch = "x86_64")]
 pub(in crate::kernels::quant) type RowSlices<'a> =
     (&'a [[i8; 32]], &'a [f32], &'a [[i32; 2]], &'a [[f32; 2]]);
 
@@ -68,24 +67,7 @@ impl Acts {
         Acts { rows }
     }
 
-    pub(in crate::kernels::quant) fn quants(&self, row: usize, b: usize) -> &[i8; 32] {
-        &self.rows[row].quants[b]
-    }
-
-    pub(in crate::kernels::quant) fn step(&self, row: usize, b: usize) -> f32 {
-        self.rows[row].steps[b]
-    }
-
-    pub(in crate::kernels::quant) fn isums(&self, row: usize, b: usize) -> [i32; 2] {
-        self.rows[row].isums[b]
-    }
-
-    pub(in crate::kernels::quant) fn sums(&self, row: usize, b: usize) -> [f32; 2] {
-        self.rows[row].sums[b]
-    }
-
-    /// Row `row`'s blocks, steps and sums as slices: what the SIMD kernel walks.
-    #[cfg(target_arch = "x86_64")]
+    /// Row `row`'s blocks, steps and sums as slices: what the kernels walk.
     pub(in crate::kernels::quant) fn row(&self, row: usize) -> RowSlices<'_> {
         let r = &self.rows[row];
         (&r.quants, &r.steps, &r.isums, &r.sums)
@@ -94,7 +76,7 @@ impl Acts {
 
 /// Values `4j..4j + 4` of a rounded block as one little-endian word: what the kernels
 /// broadcast to every lane.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[inline]
 pub(super) fn word(q: &[i8; 32], j: usize) -> i32 {
     i32::from_le_bytes([

@@ -14,8 +14,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 
 use super::act::RowSlices;
-use super::x86::Tile;
-use super::{Acts, BLOCK_BYTES, LANES, TILE_ROWS};
+use super::{Acts, BLOCK_BYTES, LANES, TILE_ROWS, Tile};
 
 /// Activation rows per call of the kernel: two registers each (an i32 block sum, an f32
 /// total) beside the weights, the flipped weights and a broadcast word.

@@ -5,7 +5,7 @@ use std::arch::x86_64::*;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{Acts, BLOCK_BYTES, LANES, TILE_ROWS};
+use super::{Acts, BLOCK_BYTES, LANES, TILE_ROWS, Tile};
 
 /// AVX-512 F, BW and VNNI (and not switched off to measure an AVX2-only machine).
 pub(super) fn available() -> bool {
@@ -15,16 +15,6 @@ pub(super) fn available() -> bool {
             && is_x86_feature_detected!("avx512bw")
             && is_x86_feature_detected!("avx512vnni")
     }) && crate::kernels::quant::simd::WIDE_ALLOWED.load(Relaxed)
-}
-
-/// One group of sixteen rows' blocks.
-pub(super) struct Tile<'a> {
-    pub quants: &'a [u8],
-    pub scales: &'a [f32],
-    /// Empty unless the panel is affine.
-    pub mins: &'a [f32],
-    pub offset: i32,
-    pub halves: bool,
 }
 
 macro_rules! by_rows {
