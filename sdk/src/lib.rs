@@ -190,6 +190,31 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, Error
     Ok(value)
 }
 
+/// A JSON object body (an empty body is `{}`) whose keys are all in `known`: for the APIs
+/// where OpenAI refuses an unknown parameter by name (`unknown_parameter`), as the stateful
+/// families do.
+pub fn object_body(
+    body: &str,
+    known: &[&str],
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    let value: serde_json::Value = if body.trim().is_empty() {
+        serde_json::Value::Object(serde_json::Map::new())
+    } else {
+        parse_body(body)?
+    };
+    let serde_json::Value::Object(map) = value else {
+        return Err(invalid_request("The body must be a JSON object", None));
+    };
+    if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(Error::InvalidRequest(ErrorDetail {
+            message: format!("Unknown parameter: '{key}'."),
+            param: Some(key.clone()),
+            code: Some("unknown_parameter".into()),
+        }));
+    }
+    Ok(map)
+}
+
 /// Seconds since the Unix epoch (OpenAI's `created`).
 pub fn unix_time() -> u64 {
     std::time::SystemTime::now()

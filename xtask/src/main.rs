@@ -128,6 +128,11 @@ fn build_plugins() -> Result<PathBuf> {
             ("files", "plugins/files", "cinder_plugin_files"),
             ("batches", "plugins/batches", "cinder_plugin_batches"),
             ("responses", "plugins/responses", "cinder_plugin_responses"),
+            (
+                "assistants",
+                "plugins/assistants",
+                "cinder_plugin_assistants",
+            ),
         ],
     )
 }
@@ -347,6 +352,8 @@ fn test() -> Result<()> {
         "cinder-plugin-batches",
         "-p",
         "cinder-plugin-responses",
+        "-p",
+        "cinder-plugin-assistants",
         "--features",
         "cinder-sdk/testing",
     ];

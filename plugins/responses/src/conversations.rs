@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use cinder_sdk::host::Host;
 use cinder_sdk::openai::params::list::ListParams;
 use cinder_sdk::openai::params::responses::{MAX_NEW_CONVERSATION_ITEMS, items};
-use cinder_sdk::openai::params::{Invalid, metadata};
+use cinder_sdk::openai::params::metadata;
 use cinder_sdk::openai::responses::{Conversation, Deleted, ItemList, OutputItem};
 use cinder_sdk::store::{Change, NewObject, Object, Order, Query};
 use cinder_sdk::{Error, ErrorDetail, Request, Route};
@@ -49,27 +49,6 @@ fn shown(o: &Object) -> Conversation {
         created_at: u64::try_from(o.created_at).unwrap_or(0),
         metadata: serde_json::from_str(&o.body).unwrap_or_else(|_| json!({})),
     }
-}
-
-/// A JSON object body whose keys are all in `known`.
-fn body(request: &Request, known: &[&str]) -> Result<serde_json::Map<String, Value>, Error> {
-    let value: Value = if request.body.trim().is_empty() {
-        json!({})
-    } else {
-        cinder_sdk::parse_body(&request.body)?
-    };
-    let Value::Object(map) = value else {
-        return Err(cinder_sdk::invalid_request(
-            "The body must be a JSON object",
-            None,
-        ));
-    };
-    if let Some(key) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        let mut e = Invalid::new(format!("Unknown parameter: '{key}'."), key.as_str());
-        e.code = Some("unknown_parameter".into());
-        return Err(e.into());
-    }
-    Ok(map)
 }
 
 /// The conversation `id`, if the caller has one.
@@ -182,7 +161,7 @@ pub fn serve(route: &Route, request: Request, host: &dyn Host) -> Result<(), Err
 
 fn create(request: Request, host: &dyn Host) -> Result<(), Error> {
     // `safety_identifier` identifies the end user to OpenAI's abuse checks; there are none here.
-    let map = body(&request, &["items", "metadata", "safety_identifier"])?;
+    let map = cinder_sdk::object_body(&request.body, &["items", "metadata", "safety_identifier"])?;
     let meta = metadata(map.get("metadata").cloned())?.unwrap_or_else(|| json!({}));
     let new_items = match map.get("items") {
         None | Some(Value::Null) => Vec::new(),
@@ -211,7 +190,7 @@ fn create(request: Request, host: &dyn Host) -> Result<(), Error> {
 }
 
 fn update(id: &str, request: Request, host: &dyn Host) -> Result<(), Error> {
-    let map = body(&request, &["metadata"])?;
+    let map = cinder_sdk::object_body(&request.body, &["metadata"])?;
     let meta = metadata(map.get("metadata").cloned())?.ok_or_else(|| {
         cinder_sdk::invalid_request("Missing required parameter: 'metadata'.", Some("metadata"))
     })?;
@@ -254,7 +233,7 @@ fn delete(id: &str, host: &dyn Host) -> Result<(), Error> {
 }
 
 fn add_items(id: &str, request: Request, host: &dyn Host) -> Result<(), Error> {
-    let map = body(&request, &["items"])?;
+    let map = cinder_sdk::object_body(&request.body, &["items"])?;
     find(host, id)?.ok_or_else(|| not_found(id))?;
     let list = match map.get("items") {
         Some(Value::Array(list)) => items("items", list, MAX_NEW_CONVERSATION_ITEMS)?,

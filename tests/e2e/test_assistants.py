@@ -1,0 +1,100 @@
+"""The Assistants API (v2) through the official SDK's `client.beta.assistants`: create,
+retrieve, update, list with its cursors, delete, bad input in OpenAI's envelope naming the
+parameter, tenants, and the families not built yet answering 503 by name."""
+
+import httpx
+import openai
+import pytest
+
+from conftest import own_server
+
+MODEL = "smollm2-135m-instruct"
+
+# The SDK marks the Assistants API deprecated (OpenAI moves apps to Responses); apps using it
+# are what this serves.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def test_the_assistants_api_through_the_sdk(client):
+    made = client.beta.assistants.create(
+        model=MODEL,
+        name="Helper",
+        instructions="Answer briefly.",
+        tools=[{"type": "function", "function": {"name": "get_weather", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}},
+            {"type": "file_search"}],
+        metadata={"team": "e2e"},
+        temperature=0.3,
+        response_format={"type": "json_object"},
+    )
+    assert made.id.startswith("asst_") and made.object == "assistant"
+    assert (made.model, made.name, made.instructions, made.temperature) == (MODEL, "Helper", "Answer briefly.", 0.3)
+    assert [t.type for t in made.tools] == ["function", "file_search"]
+    assert made.tools[0].function.name == "get_weather"
+    assert made.metadata == {"team": "e2e"} and made.top_p == 1.0
+    assert client.beta.assistants.retrieve(made.id) == made
+    # An alias of the model is a served model too.
+    changed = client.beta.assistants.update(made.id, name="Helper 2", model="gpt-4o-mini", metadata={"team": "b"})
+    assert (changed.name, changed.model, changed.metadata) == ("Helper 2", "gpt-4o-mini", {"team": "b"})
+    assert changed.instructions == "Answer briefly." and changed.created_at == made.created_at
+    gone = client.beta.assistants.delete(made.id)
+    assert gone.deleted and gone.id == made.id and gone.object == "assistant.deleted"
+    with pytest.raises(openai.NotFoundError):
+        client.beta.assistants.retrieve(made.id)
+
+
+def test_listing_walks_every_page_newest_first(client):
+    ids = [client.beta.assistants.create(model=MODEL, name=f"list-{i}").id for i in range(3)]
+    page = client.beta.assistants.list(limit=2)
+    assert [a.id for a in page.data] == ids[::-1][:2] and page.has_more
+    # The SDK's auto-paging follows `after` through every page.
+    seen = [a.id for a in client.beta.assistants.list(limit=1)]
+    assert seen[:3] == ids[::-1]
+    asc = client.beta.assistants.list(order="asc", after=ids[0], limit=100)
+    assert [a.id for a in asc.data][:2] == ids[1:]
+    for i in ids:
+        client.beta.assistants.delete(i)
+
+
+@pytest.mark.parametrize("extra, param", [
+    ({"model": "no-such-model"}, "model"),
+    ({"tools": [{"type": "code_interpreter"}]}, "tools[0].type"),
+    ({"tool_resources": {"file_search": {"vector_store_ids": ["vs_x"]}}}, "tool_resources.file_search"),
+    ({"temperature": 3}, "temperature"),
+    ({"name": "x" * 257}, "name"),
+    ({"metadata": {"k" * 65: "v"}}, "metadata"),
+])
+def test_bad_settings_are_a_400_naming_the_parameter(client, extra, param):
+    body = {"model": MODEL, **extra}
+    with pytest.raises(openai.BadRequestError) as e:
+        client.beta.assistants.create(**body)
+    assert e.value.status_code == 400 and e.value.param == param, e.value.body
+
+
+def test_raw_http_shapes_and_unbuilt_families(http):
+    r = http.post("/v1/assistants", json={"model": MODEL}, headers={"OpenAI-Beta": "assistants=v2"})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert set(a) >= {"id", "object", "created_at", "name", "description", "model", "instructions",
+                      "tools", "tool_resources", "metadata", "top_p", "temperature", "response_format"}
+    assert http.delete(f"/v1/assistants/{a['id']}").status_code == 200
+    r = http.post("/v1/assistants", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    for method, path in [("POST", "/v1/threads"), ("POST", "/v1/threads/runs"), ("GET", "/v1/vector_stores")]:
+        r = http.request(method, path, json={} if method == "POST" else None)
+        assert r.status_code == 503, (path, r.text)
+        assert "not built" in r.json()["error"]["message"], r.text
+
+
+def test_tenants_see_only_their_own_assistants():
+    keys = 'api_keys = ["sk-alice", "sk-bob"]'
+    with own_server("cinder-asst-tenants-", {"api_keys = []": keys}) as srv:
+        alice = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="sk-alice", max_retries=0)
+        bob = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="sk-bob", max_retries=0)
+        mine = alice.beta.assistants.create(model=MODEL, name="alice's")
+        with pytest.raises(openai.NotFoundError):
+            bob.beta.assistants.retrieve(mine.id)
+        with pytest.raises(openai.NotFoundError):
+            bob.beta.assistants.delete(mine.id)
+        assert mine.id not in [a.id for a in bob.beta.assistants.list()]
+        assert alice.beta.assistants.retrieve(mine.id).name == "alice's"
