@@ -204,7 +204,7 @@ fn tools(v: Value) -> Result<Value, Error> {
 
 /// `tool_resources`: empty until vector stores exist (file_search's `vector_store_ids` are
 /// refused by name until then; code_interpreter has none in Cinder).
-fn tool_resources(v: Value) -> Result<Value, Error> {
+pub fn tool_resources(v: Value) -> Result<Value, Error> {
     let Value::Object(map) = &v else {
         return Err(bad("tool_resources must be an object", "tool_resources"));
     };
@@ -339,10 +339,9 @@ pub fn delete(id: &str, host: &dyn AgentHost) -> Result<(), Error> {
     )
 }
 
-/// `GET /v1/assistants`: `limit` (1 to 100, 20), `order` (`desc` by default), `after`,
-/// `before`.
-pub fn list(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
-    let pairs = request.query();
+/// A list request's paging: `limit` (1 to 100, 20), `order` (`desc` by default), `after`,
+/// `before`; any other parameter is refused by name.
+pub fn list_query(pairs: &[(String, String)]) -> Result<Query, Error> {
     let mut query = Query {
         limit: 20,
         order: Order::Desc,
@@ -367,11 +366,17 @@ pub fn list(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
                     _ => return Err(bad("order is `asc` or `desc`", "order")),
                 };
             }
-            "after" => query.after = Some(v).filter(|v| !v.is_empty()),
-            "before" => query.before = Some(v).filter(|v| !v.is_empty()),
+            "after" => query.after = Some(v.clone()).filter(|v| !v.is_empty()),
+            "before" => query.before = Some(v.clone()).filter(|v| !v.is_empty()),
             other => return Err(bad(format!("Unknown parameter: '{other}'."), other)),
         }
     }
+    Ok(query)
+}
+
+/// `GET /v1/assistants`.
+pub fn list(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
+    let query = list_query(&request.query())?;
     let page = host.list_objects(COLLECTION, &query)?;
     let data = page
         .objects

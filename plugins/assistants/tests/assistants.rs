@@ -4,52 +4,12 @@
 // Test code: a panic here is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use cinder_plugin_assistants::FirstParty;
+mod common;
+
 use cinder_sdk::testing::FakeHost;
-use cinder_sdk::{Error, Request, Route, ServeAgent};
+use cinder_sdk::{Error, Route};
+use common::*;
 use serde_json::{Value, json};
-
-fn call(
-    host: &FakeHost,
-    route: Route,
-    method: &str,
-    path: &str,
-    body: Value,
-) -> Result<Value, Error> {
-    let request = Request {
-        method: method.into(),
-        path: path.into(),
-        body: if body.is_null() {
-            String::new()
-        } else {
-            body.to_string()
-        },
-        request_id: "r".into(),
-    };
-    FirstParty.serve(&route, request, host)?;
-    Ok(host.take_response().expect("answered").1)
-}
-
-fn create(host: &FakeHost, body: Value) -> Result<Value, Error> {
-    call(
-        host,
-        Route::new("assistants.create"),
-        "POST",
-        "/v1/assistants",
-        body,
-    )
-}
-
-fn on(route: &str, id: &str) -> Route {
-    Route::new(route).with_param("id", id)
-}
-
-fn param(e: Error) -> String {
-    match e {
-        Error::InvalidRequest(d) => d.param.unwrap_or_default(),
-        other => panic!("not a 400: {other:?}"),
-    }
-}
 
 #[test]
 fn an_assistant_is_created_retrieved_modified_and_deleted() {
@@ -331,8 +291,8 @@ fn ids_that_are_not_assistants_are_not_found_and_unbuilt_families_say_so() {
         assert!(matches!(e, Err(Error::NotFound(_))), "{id}: {e:?}");
     }
     for (route, what) in [
-        ("threads.create", "threads"),
-        ("threads.runs.create", "threads"),
+        ("threads.runs.create", "runs"),
+        ("threads.create_and_run", "runs"),
         ("vector_stores.create", "vector stores"),
     ] {
         match call(&host, on(route, "x"), "POST", "/v1/threads", json!({})) {

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use cinder_sdk::host::Host;
 use cinder_sdk::openai::params::list::ListParams;
-use cinder_sdk::openai::params::responses::{MAX_NEW_CONVERSATION_ITEMS, items};
 use cinder_sdk::openai::params::metadata;
+use cinder_sdk::openai::params::responses::{MAX_NEW_CONVERSATION_ITEMS, items};
 use cinder_sdk::openai::responses::{Conversation, Deleted, ItemList, OutputItem};
 use cinder_sdk::store::{Change, NewObject, Object, Order, Query};
 use cinder_sdk::{Error, ErrorDetail, Request, Route};
