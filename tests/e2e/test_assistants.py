@@ -1,7 +1,8 @@
 """The Assistants API (v2) through the official SDK's `client.beta.assistants` and
 `client.beta.threads`: assistants, threads and messages created, retrieved, updated, listed
 with their cursors and deleted, bad input in OpenAI's envelope naming the parameter, tenants,
-and the families not built yet (runs, vector stores) answering 503 by name."""
+runs answered by their jobs (create_and_poll, create_and_run_poll, cancel, steps), and vector
+stores, not built yet, answering 503 by name."""
 
 import httpx
 import openai
@@ -81,8 +82,7 @@ def test_raw_http_shapes_and_unbuilt_families(http):
     assert http.delete(f"/v1/assistants/{a['id']}").status_code == 200
     r = http.post("/v1/assistants", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
-    for method, path in [("POST", "/v1/threads/runs"), ("POST", "/v1/threads/thread_x/runs"),
-                         ("GET", "/v1/vector_stores")]:
+    for method, path in [("POST", "/v1/vector_stores"), ("GET", "/v1/vector_stores")]:
         r = http.request(method, path, json={} if method == "POST" else None)
         assert r.status_code == 503, (path, r.text)
         assert "not built" in r.json()["error"]["message"], r.text
@@ -124,10 +124,6 @@ def test_threads_and_messages_through_the_sdk(client):
     assert gone.deleted and gone.id == msg.id
     updated = client.beta.threads.update(thread.id, metadata={"user": "u2"})
     assert updated.metadata == {"user": "u2"}
-    # Runs are not built yet: a 503 that says so, not an unknown URL.
-    with pytest.raises(openai.InternalServerError) as e:
-        client.beta.threads.runs.create(thread.id, assistant_id="asst_x")
-    assert e.value.status_code == 503 and "runs" in str(e.value)
     assert client.beta.threads.delete(thread.id).deleted
     with pytest.raises(openai.NotFoundError):
         client.beta.threads.messages.list(thread.id)
@@ -145,3 +141,63 @@ def test_bad_thread_messages_are_a_400_naming_the_parameter(client, messages, pa
     with pytest.raises(openai.BadRequestError) as e:
         client.beta.threads.create(messages=messages)
     assert e.value.param == param, e.value.body
+
+
+def test_a_run_answers_in_the_thread_through_create_and_poll(client):
+    asst = client.beta.assistants.create(model=MODEL, instructions="Answer in one short sentence.")
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "What colour is the sky?"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=asst.id,
+                                                   max_completion_tokens=24, poll_interval_ms=100)
+    assert run.status in ("completed", "incomplete"), run
+    assert run.usage.completion_tokens > 0 and run.usage.prompt_tokens > 0
+    if run.status == "incomplete":
+        assert run.incomplete_details.reason == "max_completion_tokens"
+    msgs = client.beta.threads.messages.list(thread.id)
+    answer = msgs.data[0]
+    assert answer.role == "assistant" and answer.run_id == run.id and answer.assistant_id == asst.id
+    assert answer.content[0].text.value.strip()
+    assert [m.id for m in client.beta.threads.messages.list(thread.id, run_id=run.id).data] == [answer.id]
+    steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)
+    assert steps.data[0].type == "message_creation"
+    assert steps.data[0].step_details.message_creation.message_id == answer.id
+    assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == run.status
+    # The thread's history carries into the next run: a second question, a second answer.
+    client.beta.threads.messages.create(thread.id, role="user", content="And at night?")
+    again = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=asst.id,
+                                                     max_completion_tokens=8, poll_interval_ms=100)
+    assert again.status in ("completed", "incomplete")
+    roles = [m.role for m in client.beta.threads.messages.list(thread.id, order="asc").data]
+    assert roles == ["user", "assistant", "user", "assistant"]
+    assert [r.id for r in client.beta.threads.runs.list(thread.id).data] == [again.id, run.id]
+    client.beta.threads.delete(thread.id)
+    client.beta.assistants.delete(asst.id)
+
+
+def test_create_and_run_poll_and_cancel(client):
+    asst = client.beta.assistants.create(model=MODEL)
+    run = client.beta.threads.create_and_run_poll(
+        assistant_id=asst.id, thread={"messages": [{"role": "user", "content": "Say hi."}]},
+        max_completion_tokens=4, poll_interval_ms=100)
+    assert run.status in ("completed", "incomplete") and run.thread_id.startswith("thread_")
+    # A long run cancelled at once ends cancelled, and a finished one cannot be cancelled.
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "Count to one thousand."}])
+    long = client.beta.threads.runs.create(thread_id=thread.id, assistant_id=asst.id, max_completion_tokens=2000)
+    cancelled = client.beta.threads.runs.cancel(long.id, thread_id=thread.id)
+    assert cancelled.status in ("cancelling", "cancelled")
+    ended = client.beta.threads.runs.poll(long.id, thread_id=thread.id, poll_interval_ms=100)
+    assert ended.status == "cancelled", ended
+    with pytest.raises(openai.BadRequestError):
+        client.beta.threads.runs.cancel(run.id, thread_id=run.thread_id)
+
+
+def test_runs_refuse_what_is_not_built_by_name(client):
+    with_fn = client.beta.assistants.create(model=MODEL, tools=[{"type": "function", "function": {"name": "f"}}])
+    plain = client.beta.assistants.create(model=MODEL)
+    thread = client.beta.threads.create()
+    for kwargs, param in [({"assistant_id": with_fn.id}, "tools"),
+                          ({"assistant_id": plain.id, "response_format": {"type": "json_object"}}, "response_format")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.beta.threads.runs.create(thread_id=thread.id, **kwargs)
+        assert e.value.param == param, e.value.body
+    with pytest.raises(openai.NotFoundError):
+        client.beta.threads.runs.create(thread_id=thread.id, assistant_id="asst_missing")

@@ -5,9 +5,11 @@
 use serde_json::{Map, Value, json};
 
 use cinder_sdk::host::AgentHost;
-use cinder_sdk::openai::params::{Invalid, metadata};
+use cinder_sdk::openai::params::metadata;
 use cinder_sdk::store::{Change, NewObject, Object, Order, Query, Updated};
-use cinder_sdk::{Error, ErrorDetail, Request};
+use cinder_sdk::{Error, Request};
+
+use crate::bad;
 
 pub const COLLECTION: &str = "assistants";
 
@@ -35,15 +37,7 @@ const MAX_TOOLS: usize = 128;
 const UPDATE_TRIES: usize = 8;
 
 fn not_found(id: &str) -> Error {
-    Error::NotFound(ErrorDetail {
-        message: format!("No assistant found with id '{id}'."),
-        param: None,
-        code: None,
-    })
-}
-
-fn bad(message: impl Into<String>, param: &str) -> Error {
-    Invalid::new(message, param).into()
+    crate::not_found("assistant", id)
 }
 
 /// The assistant as OpenAI shows it: the stored settings with the store's id and time.
@@ -117,7 +111,7 @@ fn apply(
 }
 
 /// The host's answer about `model`, naming the request's parameter.
-fn name_param(e: Error, param: &str) -> Error {
+pub fn name_param(e: Error, param: &str) -> Error {
     match e {
         Error::NotFound(mut d) | Error::InvalidRequest(mut d) => {
             d.param = Some(param.into());
@@ -279,7 +273,7 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
 }
 
 /// The assistant `id`, if the caller has one.
-fn find(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
+pub fn find(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
     let well_formed = id.starts_with("asst_")
         && id.len() <= 64
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -378,13 +372,5 @@ pub fn list_query(pairs: &[(String, String)]) -> Result<Query, Error> {
 pub fn list(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let query = list_query(&request.query())?;
     let page = host.list_objects(COLLECTION, &query)?;
-    let data = page
-        .objects
-        .iter()
-        .map(shown)
-        .collect::<Result<Vec<_>, _>>()?;
-    host.respond_json(
-        200,
-        &cinder_sdk::openai::params::list::list_body(data, page.has_more),
-    )
+    crate::respond_page(host, &page, shown)
 }

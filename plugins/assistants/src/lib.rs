@@ -1,6 +1,8 @@
 #![doc = include_str!("../README.md")]
 
 pub mod assistants;
+mod run_job;
+pub mod runs;
 pub mod threads;
 
 use cinder_sdk::host::AgentHost;
@@ -14,6 +16,7 @@ impl ServeAgent for FirstParty {
     fn serve(&self, route: &Route, request: Request, host: &dyn AgentHost) -> Result<(), Error> {
         let id = || route.param("id").unwrap_or_default();
         let message = || route.param("message_id").unwrap_or_default();
+        let run = || route.param("run_id").unwrap_or_default();
         match route.id.as_str() {
             "assistants.create" => assistants::create(&request, host),
             "assistants.list" => assistants::list(&request, host),
@@ -29,7 +32,14 @@ impl ServeAgent for FirstParty {
             "threads.messages.retrieve" => threads::retrieve_message(id(), message(), host),
             "threads.messages.modify" => threads::modify_message(id(), message(), &request, host),
             "threads.messages.delete" => threads::delete_message(id(), message(), host),
-            r if r.starts_with("threads.") => Err(not_built("runs")),
+            "threads.runs.create" => runs::create(id(), &request, host),
+            "threads.create_and_run" => runs::create_thread_and_run(&request, host),
+            "threads.runs.list" => runs::list(id(), &request, host),
+            "threads.runs.retrieve" => runs::retrieve(id(), run(), host),
+            "threads.runs.modify" => runs::modify(id(), run(), &request, host),
+            "threads.runs.cancel" => runs::cancel(id(), run(), host),
+            "threads.runs.submit_tool_outputs" => runs::submit_tool_outputs(id(), run(), host),
+            "threads.runs.steps.list" => runs::list_steps(id(), run(), &request, host),
             r if r.starts_with("vector_stores.") => Err(not_built("vector stores")),
             other => Err(Error::NotFound(ErrorDetail {
                 message: format!("the assistants plugin serves no route `{other}`"),
@@ -39,11 +49,13 @@ impl ServeAgent for FirstParty {
         }
     }
 
-    fn step(&self, job: Job, _host: &dyn AgentHost) -> Result<Outcome, Error> {
-        Err(Error::Internal(format!(
-            "the assistants plugin runs no `{}` jobs yet",
-            job.kind
-        )))
+    fn step(&self, job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
+        match job.kind.as_str() {
+            runs::KIND => run_job::step(job, host),
+            other => Err(Error::Internal(format!(
+                "the assistants plugin runs no `{other}` jobs"
+            ))),
+        }
     }
 }
 
@@ -52,6 +64,37 @@ cinder_sdk::export_agent_plugin!(FirstParty);
 /// The honest answer of a route whose family is not built yet: 503, naming it.
 fn not_built(what: &str) -> Error {
     Error::Unavailable(format!(
-        "{what} are not built in Cinder yet (assistants, threads and messages are)"
+        "{what} are not built in Cinder yet (assistants, threads, messages and runs are)"
     ))
+}
+
+/// A 400 naming `param`.
+fn bad(message: impl Into<String>, param: &str) -> Error {
+    cinder_sdk::openai::params::Invalid::new(message, param).into()
+}
+
+/// OpenAI's 404 for an object of this family (`assistant`, `thread`, `message`, `run`).
+fn not_found(what: &str, id: &str) -> Error {
+    Error::NotFound(ErrorDetail {
+        message: format!("No {what} found with id '{id}'."),
+        param: None,
+        code: None,
+    })
+}
+
+/// One page of a listing as OpenAI's list object, each object shown by `shown`.
+fn respond_page(
+    host: &dyn AgentHost,
+    page: &cinder_sdk::store::Page,
+    shown: impl Fn(&cinder_sdk::store::Object) -> Result<serde_json::Value, Error>,
+) -> Result<(), Error> {
+    let data = page
+        .objects
+        .iter()
+        .map(shown)
+        .collect::<Result<Vec<_>, _>>()?;
+    host.respond_json(
+        200,
+        &cinder_sdk::openai::params::list::list_body(data, page.has_more),
+    )
 }

@@ -8,7 +8,9 @@ use serde_json::{Map, Value, json};
 use cinder_sdk::host::AgentHost;
 use cinder_sdk::openai::params::{Invalid, metadata};
 use cinder_sdk::store::{Change, NewObject, Object, Order, Query, Updated};
-use cinder_sdk::{Error, ErrorDetail, Request};
+use cinder_sdk::{Error, Request};
+
+use crate::bad;
 
 use crate::assistants::{list_query, tool_resources};
 
@@ -22,28 +24,16 @@ pub const MAX_MESSAGE_CHARS: usize = 256_000;
 /// Messages removed per store query when a thread is deleted.
 const PAGE: u32 = 100;
 
-fn bad(message: impl Into<String>, param: &str) -> Error {
-    Invalid::new(message, param).into()
-}
-
 fn thread_not_found(id: &str) -> Error {
-    Error::NotFound(ErrorDetail {
-        message: format!("No thread found with id '{id}'."),
-        param: None,
-        code: None,
-    })
+    crate::not_found("thread", id)
 }
 
 fn message_not_found(id: &str) -> Error {
-    Error::NotFound(ErrorDetail {
-        message: format!("No message found with id '{id}'."),
-        param: None,
-        code: None,
-    })
+    crate::not_found("message", id)
 }
 
 /// Whether `id` could be one of this store's ids with `prefix`.
-fn well_formed(id: &str, prefix: &str) -> bool {
+pub fn well_formed(id: &str, prefix: &str) -> bool {
     id.starts_with(prefix)
         && id.len() <= 64
         && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -75,7 +65,7 @@ fn shown_message(o: &Object) -> Result<Value, Error> {
 }
 
 /// The thread `id`, if the caller has one.
-fn find_thread(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
+pub fn find_thread(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
     match well_formed(id, "thread_") {
         true => host
             .get_object(THREADS, id)?
@@ -143,7 +133,7 @@ fn content(v: &Value, at: &str) -> Result<Value, Error> {
 }
 
 /// A new message's stored body from a request's message (`param` prefixes error names).
-fn new_message(v: &Value, thread: &str, param: &str) -> Result<NewObject, Error> {
+pub fn new_message(v: &Value, thread: &str, param: &str) -> Result<NewObject, Error> {
     let at = |k: &str| match param {
         "" => k.to_owned(),
         p => format!("{p}.{k}"),
@@ -203,21 +193,44 @@ fn new_message(v: &Value, thread: &str, param: &str) -> Result<NewObject, Error>
 pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let given =
         cinder_sdk::object_body(&request.body, &["messages", "metadata", "tool_resources"])?;
+    let thread = make(given, "", host)?;
+    host.respond_json(200, &shown_thread(&thread)?)
+}
+
+/// A new thread from a request's thread object (`param` prefixes the names in errors: the
+/// `thread` of create-thread-and-run).
+pub fn make(given: Map<String, Value>, param: &str, host: &dyn AgentHost) -> Result<Object, Error> {
+    let at = |k: &str| match param {
+        "" => k.to_owned(),
+        p => format!("{p}.{k}"),
+    };
+    const KNOWN: [&str; 3] = ["messages", "metadata", "tool_resources"];
+    if let Some(k) = given.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        let mut e = Invalid::new(format!("Unknown parameter: '{k}'."), at(k));
+        e.code = Some("unknown_parameter".into());
+        return Err(e.into());
+    }
     let messages = match given.get("messages") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(m)) if m.len() <= MAX_INITIAL_MESSAGES => m.clone(),
         Some(Value::Array(_)) => {
             return Err(bad(
                 format!("a thread is created with at most {MAX_INITIAL_MESSAGES} messages"),
-                "messages",
+                &at("messages"),
             ));
         }
-        Some(_) => return Err(bad("messages must be an array", "messages")),
+        Some(_) => return Err(bad("messages must be an array", &at("messages"))),
     };
-    let body = thread_body(&given, json!({}), json!({}))?;
+    let body = thread_body(&given, json!({}), json!({})).map_err(|e| match e {
+        Error::InvalidRequest(mut d) => {
+            d.param = d.param.map(|p| at(&p));
+            Error::InvalidRequest(d)
+        }
+        other => other,
+    })?;
     // Every message is checked against a placeholder thread before the thread exists.
     for (i, m) in messages.iter().enumerate() {
-        new_message(m, "thread_", &format!("messages[{i}]"))?;
+        new_message(m, "thread_", &at(&format!("messages[{i}]")))?;
     }
     let thread = host.create_object(
         THREADS,
@@ -229,10 +242,10 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
         },
     )?;
     for (i, m) in messages.iter().enumerate() {
-        let new = new_message(m, &thread.id, &format!("messages[{i}]"))?;
+        let new = new_message(m, &thread.id, &at(&format!("messages[{i}]")))?;
         host.create_object(MESSAGES, &new)?;
     }
-    host.respond_json(200, &shown_thread(&thread)?)
+    Ok(thread)
 }
 
 /// A thread's stored body: `metadata` and `tool_resources` from `given`, else as they were.
@@ -280,29 +293,36 @@ pub fn modify(id: &str, request: &Request, host: &dyn AgentHost) -> Result<(), E
     }
 }
 
-/// `DELETE /v1/threads/{id}`: the thread, then its messages a page at a time.
+/// `DELETE /v1/threads/{id}`: the thread, then its messages and runs (their jobs stopped,
+/// their steps removed) a page at a time.
 pub fn delete(id: &str, host: &dyn AgentHost) -> Result<(), Error> {
     find_thread(host, id)?;
     host.delete_object(THREADS, id)?;
-    loop {
-        let page = host.list_objects(
-            MESSAGES,
-            &Query {
-                limit: PAGE,
-                order: Order::Asc,
-                after: None,
-                before: None,
-                status: None,
-                metadata: vec![("thread".into(), id.to_owned())],
-            },
-        )?;
-        for m in &page.objects {
-            host.delete_object(MESSAGES, &m.id)?;
+    let by = |key: &str, value: &str| Query {
+        limit: PAGE,
+        order: Order::Asc,
+        after: None,
+        before: None,
+        status: None,
+        metadata: vec![(key.into(), value.to_owned())],
+    };
+    let drain = |collection: &str, query: &Query, each: &dyn Fn(&str) -> Result<(), Error>| {
+        loop {
+            let page = host.list_objects(collection, query)?;
+            for o in &page.objects {
+                each(&o.id)?;
+                host.delete_object(collection, &o.id)?;
+            }
+            if !page.has_more {
+                return Ok::<(), Error>(());
+            }
         }
-        if !page.has_more {
-            break;
-        }
-    }
+    };
+    drain(MESSAGES, &by("thread", id), &|_| Ok(()))?;
+    drain(crate::runs::RUNS, &by("thread", id), &|run| {
+        host.cancel_job(run)?;
+        drain(crate::runs::STEPS, &by("run", run), &|_| Ok(()))
+    })?;
     host.respond_json(
         200,
         &json!({"id": id, "object": "thread.deleted", "deleted": true}),
@@ -336,15 +356,7 @@ pub fn list_messages(thread: &str, request: &Request, host: &dyn AgentHost) -> R
         query.metadata.push(("run".into(), run));
     }
     let page = host.list_objects(MESSAGES, &query)?;
-    let data = page
-        .objects
-        .iter()
-        .map(shown_message)
-        .collect::<Result<Vec<_>, _>>()?;
-    host.respond_json(
-        200,
-        &cinder_sdk::openai::params::list::list_body(data, page.has_more),
-    )
+    crate::respond_page(host, &page, shown_message)
 }
 
 /// `GET /v1/threads/{id}/messages/{message_id}`.

@@ -1,0 +1,454 @@
+//! Runs: an assistant answering in a thread, as a durable job (kind `run`). Creating a run
+//! checks its settings, adds its `additional_messages` to the thread, stores it `queued` in
+//! `runs` (its thread in the store's metadata, one active run per thread) and queues the job,
+//! which `run_job.rs` answers; retrieving, listing, modifying and cancelling read and
+//! compare-and-set the stored run.
+//!
+//! Not built yet, and refused by name: function tools in runs (`requires_action`), streaming,
+//! structured `response_format` in runs.
+
+use serde_json::{Map, Value, json};
+
+use cinder_sdk::host::AgentHost;
+use cinder_sdk::openai::params::metadata;
+use cinder_sdk::store::{Change, NewObject, Object, Order, Query, Updated};
+use cinder_sdk::{Error, Request};
+
+use crate::bad;
+
+use crate::assistants::{self, list_query};
+use crate::threads::{self, MESSAGES};
+
+pub const RUNS: &str = "runs";
+pub const STEPS: &str = "run_steps";
+/// The job kind (the manifest's `jobs`).
+pub const KIND: &str = "run";
+
+/// Seconds a queued run waits before OpenAI would call it expired: shown as `expires_at`.
+const EXPIRES_AFTER: i64 = 600;
+/// Statuses of a run that is not over.
+const ACTIVE: [&str; 4] = ["queued", "in_progress", "requires_action", "cancelling"];
+
+const KEYS: [&str; 17] = [
+    "assistant_id",
+    "model",
+    "instructions",
+    "additional_instructions",
+    "additional_messages",
+    "tools",
+    "metadata",
+    "temperature",
+    "top_p",
+    "stream",
+    "max_prompt_tokens",
+    "max_completion_tokens",
+    "truncation_strategy",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "reasoning_effort",
+];
+
+fn not_found(id: &str) -> Error {
+    crate::not_found("run", id)
+}
+
+pub(crate) fn now() -> i64 {
+    i64::try_from(cinder_sdk::unix_time()).unwrap_or(0)
+}
+
+pub(crate) fn body_of(o: &Object) -> Result<Value, Error> {
+    serde_json::from_str(&o.body)
+        .map_err(|e| Error::Internal(format!("the stored run {} is unreadable: {e}", o.id)))
+}
+
+/// The run as OpenAI shows it.
+fn shown(o: &Object) -> Result<Value, Error> {
+    let mut v = body_of(o)?;
+    v["id"] = json!(o.id);
+    v["object"] = json!("thread.run");
+    v["created_at"] = json!(o.created_at);
+    v["status"] = json!(o.status.clone().unwrap_or_default());
+    Ok(v)
+}
+
+/// The run `id` of the thread `thread`.
+fn find(host: &dyn AgentHost, thread: &str, id: &str) -> Result<Object, Error> {
+    threads::find_thread(host, thread)?;
+    let o = match threads::well_formed(id, "run_") {
+        true => host.get_object(RUNS, id)?,
+        false => None,
+    };
+    o.filter(|o| o.metadata.iter().any(|(k, v)| k == "thread" && v == thread))
+        .ok_or_else(|| not_found(id))
+}
+
+/// A positive whole number, or null.
+fn count(v: &Value, param: &str) -> Result<Value, Error> {
+    match v {
+        Value::Null => Ok(Value::Null),
+        v if v.as_u64().is_some_and(|n| n >= 1) => Ok(v.clone()),
+        _ => Err(bad(format!("{param} is a positive integer"), param)),
+    }
+}
+
+/// `POST /v1/threads/{id}/runs`.
+pub fn create(thread: &str, request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
+    threads::find_thread(host, thread)?;
+    let given = cinder_sdk::object_body(&request.body, &KEYS)?;
+    let run = start(thread, given, host)?;
+    host.respond_json(200, &shown(&run)?)
+}
+
+/// `POST /v1/threads/runs`: a thread made from `thread` (as `POST /v1/threads` takes it),
+/// then a run on it.
+pub fn create_thread_and_run(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
+    let mut keys = KEYS.to_vec();
+    keys.extend(["thread", "tool_resources"]);
+    let mut given = cinder_sdk::object_body(&request.body, &keys)?;
+    if given.contains_key("tool_resources") {
+        return Err(bad(
+            "tool_resources of a run need vector stores or code_interpreter, which are not \
+             built in Cinder yet",
+            "tool_resources",
+        ));
+    }
+    let thread_body = match given.remove("thread") {
+        None | Some(Value::Null) => Map::new(),
+        Some(Value::Object(t)) => t,
+        Some(_) => return Err(bad("thread must be an object", "thread")),
+    };
+    // The run's own settings are checked before the thread exists.
+    check(&given, host)?;
+    let thread = threads::make(thread_body, "thread", host)?;
+    let run = start(&thread.id, given, host)?;
+    host.respond_json(200, &shown(&run)?)
+}
+
+/// The settings of a new run, checked: its assistant, what it overrides, and what Cinder
+/// does not run yet refused by name. Returns the assistant's settings.
+fn check(given: &Map<String, Value>, host: &dyn AgentHost) -> Result<Value, Error> {
+    let assistant_id = given
+        .get("assistant_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            bad(
+                "Missing required parameter: 'assistant_id'.",
+                "assistant_id",
+            )
+        })?;
+    let assistant = assistants::find(host, assistant_id).map_err(|e| match e {
+        Error::NotFound(mut d) => {
+            d.param = Some("assistant_id".into());
+            Error::NotFound(d)
+        }
+        other => other,
+    })?;
+    let settings = serde_json::from_str::<Value>(&assistant.body)
+        .map_err(|e| Error::Internal(format!("the stored assistant is unreadable: {e}")))?;
+    if given.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(bad("streaming runs are not built in Cinder yet", "stream"));
+    }
+    let tools = given.get("tools").unwrap_or(&settings["tools"]);
+    if tools
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t["type"] == "function"))
+    {
+        return Err(bad(
+            "function tools in runs (requires_action) are not built in Cinder yet",
+            "tools",
+        ));
+    }
+    let format = given
+        .get("response_format")
+        .unwrap_or(&settings["response_format"]);
+    if !(format.is_null() || format == "auto" || format["type"] == "text") {
+        return Err(bad(
+            "structured response_format in runs is not built in Cinder yet",
+            "response_format",
+        ));
+    }
+    if given.get("reasoning_effort").is_some_and(|v| !v.is_null()) {
+        return Err(bad(
+            "reasoning_effort is for reasoning models, and no served model is one",
+            "reasoning_effort",
+        ));
+    }
+    if let Some(m) = given.get("model").filter(|m| !m.is_null()) {
+        let m = m
+            .as_str()
+            .ok_or_else(|| bad("model must be a string", "model"))?;
+        host.describe_model(m)
+            .map_err(|e| assistants::name_param(e, "model"))?;
+    }
+    for (param, max) in [("temperature", 2.0), ("top_p", 1.0)] {
+        if let Some(v) = given.get(param).filter(|v| !v.is_null())
+            && !v.as_f64().is_some_and(|x| (0.0..=max).contains(&x))
+        {
+            return Err(bad(format!("{param} is a number from 0 to {max}"), param));
+        }
+    }
+    for param in ["max_prompt_tokens", "max_completion_tokens"] {
+        count(given.get(param).unwrap_or(&Value::Null), param)?;
+    }
+    match given.get("truncation_strategy") {
+        None | Some(Value::Null) => {}
+        Some(t) if t["type"] == "auto" => {}
+        Some(t) if t["type"] == "last_messages" => {
+            count(&t["last_messages"], "truncation_strategy.last_messages")?;
+        }
+        Some(_) => {
+            return Err(bad(
+                "truncation_strategy is {\"type\": \"auto\"} or {\"type\": \"last_messages\", \
+                 \"last_messages\": n}",
+                "truncation_strategy",
+            ));
+        }
+    }
+    if let Some(m) = given.get("metadata") {
+        metadata(Some(m.clone()))?;
+    }
+    if let Some(tc) = given.get("tool_choice").filter(|v| !v.is_null())
+        && !(tc == "auto" || tc == "none")
+    {
+        return Err(bad(
+            "tool_choice is auto or none while runs call no functions",
+            "tool_choice",
+        ));
+    }
+    Ok(settings)
+}
+
+/// Checks `given`, adds its `additional_messages` to the thread, stores the run `queued` and
+/// queues its job.
+fn start(thread: &str, given: Map<String, Value>, host: &dyn AgentHost) -> Result<Object, Error> {
+    let settings = check(&given, host)?;
+    let extra = match given.get("additional_messages") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(m)) if m.len() <= threads::MAX_INITIAL_MESSAGES => m.clone(),
+        Some(_) => {
+            return Err(bad(
+                format!(
+                    "additional_messages is an array of at most {} messages",
+                    threads::MAX_INITIAL_MESSAGES
+                ),
+                "additional_messages",
+            ));
+        }
+    };
+    let extra = extra
+        .iter()
+        .enumerate()
+        .map(|(i, m)| threads::new_message(m, thread, &format!("additional_messages[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    // One run at a time per thread, as OpenAI.
+    for status in ACTIVE {
+        let page = host.list_objects(
+            RUNS,
+            &Query {
+                limit: 1,
+                order: Order::Desc,
+                after: None,
+                before: None,
+                status: Some(status.into()),
+                metadata: vec![("thread".into(), thread.to_owned())],
+            },
+        )?;
+        if let Some(active) = page.objects.first() {
+            return Err(bad(
+                format!("Thread {thread} already has an active run {}.", active.id),
+                "thread_id",
+            ));
+        }
+    }
+    for new in &extra {
+        host.create_object(MESSAGES, new)?;
+    }
+    let pick = |key: &str| {
+        given
+            .get(key)
+            .filter(|v| !v.is_null())
+            .unwrap_or(&settings[key])
+            .clone()
+    };
+    let mut instructions = pick("instructions").as_str().unwrap_or_default().to_owned();
+    if let Some(more) = given.get("additional_instructions").and_then(Value::as_str) {
+        if !instructions.is_empty() {
+            instructions.push_str("\n\n");
+        }
+        instructions.push_str(more);
+    }
+    let created = now();
+    let body = json!({
+        "assistant_id": given["assistant_id"],
+        "thread_id": thread,
+        "started_at": null,
+        "expires_at": created + EXPIRES_AFTER,
+        "cancelled_at": null,
+        "failed_at": null,
+        "completed_at": null,
+        "required_action": null,
+        "last_error": null,
+        "model": pick("model"),
+        "instructions": instructions,
+        "tools": pick("tools"),
+        "tool_resources": settings["tool_resources"],
+        "metadata": given.get("metadata").filter(|m| !m.is_null()).cloned().unwrap_or(json!({})),
+        "incomplete_details": null,
+        "usage": null,
+        "temperature": pick("temperature"),
+        "top_p": pick("top_p"),
+        "max_prompt_tokens": given.get("max_prompt_tokens").cloned().unwrap_or(Value::Null),
+        "max_completion_tokens": given.get("max_completion_tokens").cloned().unwrap_or(Value::Null),
+        "truncation_strategy": given
+            .get("truncation_strategy")
+            .filter(|t| !t.is_null())
+            .cloned()
+            .unwrap_or(json!({"type": "auto", "last_messages": null})),
+        "response_format": pick("response_format"),
+        "tool_choice": given.get("tool_choice").filter(|v| !v.is_null()).cloned().unwrap_or(json!("auto")),
+        "parallel_tool_calls": given.get("parallel_tool_calls").cloned().unwrap_or(json!(true)),
+    });
+    let run = host.create_object(
+        RUNS,
+        &NewObject {
+            id_prefix: "run_".into(),
+            status: Some("queued".into()),
+            metadata: vec![("thread".into(), thread.to_owned())],
+            body: body.to_string(),
+        },
+    )?;
+    host.enqueue_job(KIND, &run.id, "{}")?;
+    Ok(run)
+}
+
+/// Writes `run` with `status` and the fields of `set`, if nobody wrote it since it was read.
+pub(crate) fn write(
+    host: &dyn AgentHost,
+    run: &Object,
+    status: &str,
+    set: &[(&str, Value)],
+) -> Result<Option<Object>, Error> {
+    let mut body = body_of(run)?;
+    for (k, v) in set {
+        body[*k] = v.clone();
+    }
+    let change = Change {
+        status: Some(status.into()),
+        metadata: run.metadata.clone(),
+        body: body.to_string(),
+        expect_version: Some(run.version),
+    };
+    Ok(match host.update_object(RUNS, &run.id, &change)? {
+        Updated::Done(o) => Some(o),
+        Updated::NotFound | Updated::Conflict(_) => None,
+    })
+}
+
+/// `GET /v1/threads/{id}/runs/{run_id}`.
+pub fn retrieve(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error> {
+    host.respond_json(200, &shown(&find(host, thread, id)?)?)
+}
+
+/// `GET /v1/threads/{id}/runs`: newest first by default, paged like every list.
+pub fn list(thread: &str, request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
+    let mut query = list_query(&request.query())?;
+    threads::find_thread(host, thread)?;
+    query.metadata = vec![("thread".into(), thread.to_owned())];
+    let page = host.list_objects(RUNS, &query)?;
+    crate::respond_page(host, &page, shown)
+}
+
+/// `POST /v1/threads/{id}/runs/{run_id}`: `metadata`.
+pub fn modify(
+    thread: &str,
+    id: &str,
+    request: &Request,
+    host: &dyn AgentHost,
+) -> Result<(), Error> {
+    let given = cinder_sdk::object_body(&request.body, &["metadata"])?;
+    for _ in 0..8 {
+        let run = find(host, thread, id)?;
+        let meta = metadata(given.get("metadata").cloned())?.unwrap_or_else(|| json!({}));
+        let status = run.status.clone().unwrap_or_default();
+        if let Some(o) = write(host, &run, &status, &[("metadata", meta)])? {
+            return host.respond_json(200, &shown(&o)?);
+        }
+    }
+    Err(Error::RateLimited(format!(
+        "run {id} is changing; try again"
+    )))
+}
+
+/// `POST /v1/threads/{id}/runs/{run_id}/cancel`: a queued run is cancelled at once, one in
+/// progress is `cancelling` until its step stops (within `run_job::CHECK_EVERY`); an ended run
+/// cannot be cancelled.
+pub fn cancel(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error> {
+    for _ in 0..8 {
+        let run = find(host, thread, id)?;
+        let written = match run.status.as_deref() {
+            Some("queued") => write(host, &run, "cancelled", &[("cancelled_at", json!(now()))])?,
+            Some("in_progress" | "requires_action") => write(host, &run, "cancelling", &[])?,
+            Some("cancelling") => Some(run),
+            other => {
+                return Err(bad(
+                    format!(
+                        "Cannot cancel run with status '{}'.",
+                        other.unwrap_or_default()
+                    ),
+                    "run_id",
+                ));
+            }
+        };
+        if let Some(o) = written {
+            return host.respond_json(200, &shown(&o)?);
+        }
+    }
+    Err(Error::RateLimited(format!(
+        "run {id} is changing; try again"
+    )))
+}
+
+/// `POST .../submit_tool_outputs`: no run here ever waits for tool outputs yet.
+pub fn submit_tool_outputs(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error> {
+    let run = find(host, thread, id)?;
+    Err(bad(
+        format!(
+            "Runs in status \"{}\" do not accept tool outputs.",
+            run.status.unwrap_or_default()
+        ),
+        "run_id",
+    ))
+}
+
+/// `GET .../runs/{run_id}/steps`.
+pub fn list_steps(
+    thread: &str,
+    id: &str,
+    request: &Request,
+    host: &dyn AgentHost,
+) -> Result<(), Error> {
+    let pairs: Vec<(String, String)> = request
+        .query()
+        .into_iter()
+        .filter(|(k, _)| k != "include[]" && k != "include")
+        .collect();
+    let mut query = list_query(&pairs)?;
+    find(host, thread, id)?;
+    query.metadata = vec![("run".into(), id.to_owned())];
+    let page = host.list_objects(STEPS, &query)?;
+    let data = page
+        .objects
+        .iter()
+        .map(|o| {
+            let mut v = body_of(o)?;
+            v["id"] = json!(o.id);
+            v["created_at"] = json!(o.created_at);
+            Ok(v)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
+    host.respond_json(
+        200,
+        &cinder_sdk::openai::params::list::list_body(data, page.has_more),
+    )
+}

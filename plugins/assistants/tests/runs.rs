@@ -1,0 +1,303 @@
+//! Runs against the SDK's fake host: queued by the request, answered by their job's step
+//! into the thread, listed with their steps, cancelled before they run, refused while another
+//! is active, and what is not built yet refused by name.
+
+// Test code: a panic here is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use cinder_plugin_assistants::FirstParty;
+use cinder_sdk::testing::FakeHost;
+use cinder_sdk::{Error, Route};
+use common::*;
+use serde_json::{Value, json};
+
+fn new_thread(host: &FakeHost, body: Value) -> String {
+    let t = call(
+        host,
+        Route::new("threads.create"),
+        "POST",
+        "/v1/threads",
+        body,
+    )
+    .unwrap();
+    t["id"].as_str().unwrap().to_owned()
+}
+
+fn run(host: &FakeHost, thread: &str, body: Value) -> Result<Value, Error> {
+    let path = format!("/v1/threads/{thread}/runs");
+    call(host, on("threads.runs.create", thread), "POST", &path, body)
+}
+
+fn on_run(route: &str, thread: &str, run: &str) -> Route {
+    on(route, thread).with_param("run_id", run)
+}
+
+fn get_run(host: &FakeHost, thread: &str, run: &str) -> Value {
+    let path = format!("/v1/threads/{thread}/runs/{run}");
+    call(
+        host,
+        on_run("threads.runs.retrieve", thread, run),
+        "GET",
+        &path,
+        Value::Null,
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_run_answers_in_its_thread_through_its_job() {
+    let host = FakeHost::new("m").generating(&["Four", "."]);
+    let a = create(&host, json!({"model": "m", "instructions": "Be brief."})).unwrap();
+    let asst = a["id"].as_str().unwrap();
+    let thread = new_thread(
+        &host,
+        json!({"messages": [{"role": "user", "content": "2+2?"}]}),
+    );
+    let r = run(
+        &host,
+        &thread,
+        json!({"assistant_id": asst, "additional_instructions": "Use digits."}),
+    )
+    .unwrap();
+    let id = r["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("run_"));
+    assert_eq!(
+        (&r["object"], &r["status"], &r["thread_id"], &r["model"]),
+        (
+            &json!("thread.run"),
+            &json!("queued"),
+            &json!(thread),
+            &json!("m")
+        )
+    );
+    assert_eq!(r["instructions"], "Be brief.\n\nUse digits.");
+    assert!(
+        host.generate_requests().is_empty(),
+        "nothing generated before the job runs"
+    );
+    // Another run on the thread while this one is active: refused, as OpenAI does.
+    let e = run(&host, &thread, json!({"assistant_id": asst})).unwrap_err();
+    assert_eq!(param(e), "thread_id");
+
+    host.jobs().run_agent(&id, &FirstParty, &host, 3).unwrap();
+    let done = get_run(&host, &thread, &id);
+    assert_eq!(done["status"], "completed", "{done}");
+    assert!(done["completed_at"].as_i64().is_some() && done["started_at"].as_i64().is_some());
+    assert_eq!(done["usage"]["completion_tokens"], 2);
+    // The prompt: the instructions as the system message, then the thread.
+    let prompt: String = host.generate_requests()[0]
+        .prompt
+        .iter()
+        .map(|&t| t as u8 as char)
+        .collect();
+    assert!(
+        prompt.contains("Be brief.") && prompt.contains("Use digits.") && prompt.contains("2+2?"),
+        "{prompt}"
+    );
+
+    let path = format!("/v1/threads/{thread}/messages");
+    let msgs = call(
+        &host,
+        on("threads.messages.list", &thread),
+        "GET",
+        &path,
+        Value::Null,
+    )
+    .unwrap();
+    let newest = &msgs["data"][0];
+    assert_eq!(
+        (&newest["role"], &newest["run_id"], &newest["assistant_id"]),
+        (&json!("assistant"), &json!(id), &json!(asst))
+    );
+    assert_eq!(newest["content"][0]["text"]["value"], "Four.");
+    let by_run = call(
+        &host,
+        on("threads.messages.list", &thread),
+        "GET",
+        &format!("{path}?run_id={id}"),
+        Value::Null,
+    )
+    .unwrap();
+    assert_eq!(by_run["data"].as_array().unwrap().len(), 1);
+
+    let steps_path = format!("/v1/threads/{thread}/runs/{id}/steps");
+    let steps = call(
+        &host,
+        on_run("threads.runs.steps.list", &thread, &id),
+        "GET",
+        &steps_path,
+        Value::Null,
+    )
+    .unwrap();
+    let step = &steps["data"][0];
+    assert_eq!(
+        (&step["type"], &step["status"]),
+        (&json!("message_creation"), &json!("completed"))
+    );
+    assert_eq!(
+        step["step_details"]["message_creation"]["message_id"],
+        newest["id"]
+    );
+
+    let runs = call(
+        &host,
+        on("threads.runs.list", &thread),
+        "GET",
+        &format!("/v1/threads/{thread}/runs"),
+        Value::Null,
+    )
+    .unwrap();
+    assert_eq!(runs["data"][0]["id"], json!(id));
+    // An ended run cannot be cancelled, nor take tool outputs; a new run may start.
+    let cancel = format!("/v1/threads/{thread}/runs/{id}/cancel");
+    let e = call(
+        &host,
+        on_run("threads.runs.cancel", &thread, &id),
+        "POST",
+        &cancel,
+        json!({}),
+    )
+    .unwrap_err();
+    assert_eq!(param(e), "run_id");
+    let e = call(
+        &host,
+        on_run("threads.runs.submit_tool_outputs", &thread, &id),
+        "POST",
+        "/x",
+        json!({}),
+    )
+    .unwrap_err();
+    assert_eq!(param(e), "run_id");
+    run(&host, &thread, json!({"assistant_id": asst})).unwrap();
+}
+
+#[test]
+fn a_queued_run_cancelled_never_generates_and_a_cut_answer_is_incomplete() {
+    let host = FakeHost::new("m").generating(&["a", "b", "c", "d"]);
+    let a = create(&host, json!({"model": "m"})).unwrap();
+    let asst = a["id"].as_str().unwrap();
+    let thread = new_thread(
+        &host,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let r = run(&host, &thread, json!({"assistant_id": asst})).unwrap();
+    let id = r["id"].as_str().unwrap();
+    let cancel = format!("/v1/threads/{thread}/runs/{id}/cancel");
+    let c = call(
+        &host,
+        on_run("threads.runs.cancel", &thread, id),
+        "POST",
+        &cancel,
+        json!({}),
+    )
+    .unwrap();
+    assert_eq!(c["status"], "cancelled");
+    host.jobs().run_agent(id, &FirstParty, &host, 3).unwrap();
+    assert!(host.generate_requests().is_empty());
+    assert_eq!(get_run(&host, &thread, id)["status"], "cancelled");
+
+    let r = run(
+        &host,
+        &thread,
+        json!({"assistant_id": asst, "max_completion_tokens": 2}),
+    )
+    .unwrap();
+    let id = r["id"].as_str().unwrap();
+    host.jobs().run_agent(id, &FirstParty, &host, 3).unwrap();
+    let cut = get_run(&host, &thread, id);
+    assert_eq!(
+        (&cut["status"], &cut["incomplete_details"]["reason"]),
+        (&json!("incomplete"), &json!("max_completion_tokens")),
+        "{cut}"
+    );
+    assert_eq!(host.generate_requests()[0].max_tokens, Some(2));
+
+    // last_messages keeps the newest only.
+    let r = run(&host, &thread, json!({"assistant_id": asst, "truncation_strategy": {"type": "last_messages", "last_messages": 1},
+        "additional_messages": [{"role": "user", "content": "only this"}]})).unwrap();
+    let id = r["id"].as_str().unwrap();
+    host.jobs().run_agent(id, &FirstParty, &host, 3).unwrap();
+    let prompt: String = host.generate_requests()[1]
+        .prompt
+        .iter()
+        .map(|&t| t as u8 as char)
+        .collect();
+    assert!(
+        prompt.contains("only this") && !prompt.contains("hi\n"),
+        "{prompt}"
+    );
+}
+
+#[test]
+fn what_runs_cannot_do_yet_is_refused_by_name() {
+    let host = FakeHost::new("m");
+    let plain = create(&host, json!({"model": "m"})).unwrap();
+    let asst = plain["id"].as_str().unwrap();
+    let with_fn = create(
+        &host,
+        json!({"model": "m", "tools": [{"type": "function", "function": {"name": "f"}}]}),
+    )
+    .unwrap();
+    let thread = new_thread(&host, Value::Null);
+    for (body, want) in [
+        (json!({}), "assistant_id"),
+        (json!({"assistant_id": with_fn["id"]}), "tools"),
+        (json!({"assistant_id": asst, "stream": true}), "stream"),
+        (
+            json!({"assistant_id": asst, "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            json!({"assistant_id": asst, "temperature": 5}),
+            "temperature",
+        ),
+        (json!({"assistant_id": asst, "model": "other"}), "model"),
+        (
+            json!({"assistant_id": asst, "max_completion_tokens": 0}),
+            "max_completion_tokens",
+        ),
+        (
+            json!({"assistant_id": asst, "truncation_strategy": {"type": "middle"}}),
+            "truncation_strategy",
+        ),
+        (
+            json!({"assistant_id": asst, "tool_choice": "required"}),
+            "tool_choice",
+        ),
+        (
+            json!({"assistant_id": asst, "additional_messages": [{"role": "system", "content": "x"}]}),
+            "additional_messages[0].role",
+        ),
+        (json!({"assistant_id": asst, "colour": 1}), "colour"),
+    ] {
+        let Err(e) = run(&host, &thread, body.clone()) else {
+            panic!("{body} was accepted");
+        };
+        assert_eq!(param(e), want, "{body}");
+    }
+    let e = run(&host, &thread, json!({"assistant_id": "asst_nope"})).unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+    let e = run(&host, "thread_nope", json!({"assistant_id": asst})).unwrap_err();
+    assert!(matches!(e, Error::NotFound(_)), "{e:?}");
+    // Create-thread-and-run: one request, a thread and a queued run on it.
+    let r = call(
+        &host,
+        Route::new("threads.create_and_run"),
+        "POST",
+        "/v1/threads/runs",
+        json!({"assistant_id": asst, "thread": {"messages": [{"role": "user", "content": "hey"}]}}),
+    )
+    .unwrap();
+    assert_eq!(r["status"], "queued");
+    let bad = call(
+        &host,
+        Route::new("threads.create_and_run"),
+        "POST",
+        "/v1/threads/runs",
+        json!({"assistant_id": asst, "thread": {"messages": [{"role": "bot", "content": "x"}]}}),
+    )
+    .unwrap_err();
+    assert_eq!(param(bad), "thread.messages[0].role");
+}
