@@ -4,6 +4,8 @@ with their cursors and deleted, bad input in OpenAI's envelope naming the parame
 runs answered by their jobs (create_and_poll, create_and_run_poll, cancel, steps), and vector
 stores, not built yet, answering 503 by name."""
 
+import json
+
 import httpx
 import openai
 import pytest
@@ -194,10 +196,39 @@ def test_runs_refuse_what_is_not_built_by_name(client):
     with_fn = client.beta.assistants.create(model=MODEL, tools=[{"type": "function", "function": {"name": "f"}}])
     plain = client.beta.assistants.create(model=MODEL)
     thread = client.beta.threads.create()
-    for kwargs, param in [({"assistant_id": with_fn.id}, "tools"),
+    for kwargs, param in [({"assistant_id": with_fn.id, "tool_choice": {"type": "function", "function": {"name": "g"}}},
+                           "tool_choice"),
                           ({"assistant_id": plain.id, "response_format": {"type": "json_object"}}, "response_format")]:
         with pytest.raises(openai.BadRequestError) as e:
             client.beta.threads.runs.create(thread_id=thread.id, **kwargs)
         assert e.value.param == param, e.value.body
     with pytest.raises(openai.NotFoundError):
         client.beta.threads.runs.create(thread_id=thread.id, assistant_id="asst_missing")
+
+
+def test_a_function_call_round_trip_with_the_polling_helpers(client):
+    weather = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city",
+               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+    asst = client.beta.assistants.create(model=MODEL, tools=[weather])
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "What is the weather in Oslo?"}])
+    # A named tool_choice makes the tiny model call it: grammar-constrained, like chat.
+    run = client.beta.threads.runs.create_and_poll(
+        thread_id=thread.id, assistant_id=asst.id, poll_interval_ms=100, max_completion_tokens=48,
+        tool_choice={"type": "function", "function": {"name": "get_weather"}})
+    assert run.status == "requires_action", run
+    calls = run.required_action.submit_tool_outputs.tool_calls
+    assert calls and calls[0].function.name == "get_weather"
+    assert isinstance(json.loads(calls[0].function.arguments), dict)
+    done = client.beta.threads.runs.submit_tool_outputs_and_poll(
+        run_id=run.id, thread_id=thread.id, poll_interval_ms=100,
+        tool_outputs=[{"tool_call_id": c.id, "output": '{"sky": "sunny", "celsius": 21}'} for c in calls])
+    assert done.status in ("completed", "incomplete"), done
+    steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc").data
+    assert [s.type for s in steps] == ["tool_calls", "message_creation"]
+    assert steps[0].step_details.tool_calls[0].function.output == '{"sky": "sunny", "celsius": 21}'
+    answer = client.beta.threads.messages.list(thread.id).data[0]
+    assert answer.role == "assistant" and answer.run_id == run.id
+    with pytest.raises(openai.BadRequestError) as e:
+        client.beta.threads.runs.submit_tool_outputs(run_id=run.id, thread_id=thread.id,
+                                                     tool_outputs=[{"tool_call_id": "call_x", "output": "1"}])
+    assert e.value.param == "run_id"

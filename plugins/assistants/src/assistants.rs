@@ -138,7 +138,7 @@ fn number(v: Value, param: &str, max: f64) -> Result<Value, Error> {
 
 /// `tools`: at most 128 of `function` and `file_search`; `code_interpreter` is refused by
 /// name, as Cinder has none.
-fn tools(v: Value) -> Result<Value, Error> {
+pub fn tools(v: Value) -> Result<Value, Error> {
     let Value::Array(list) = &v else {
         return Err(bad("tools must be an array", "tools"));
     };

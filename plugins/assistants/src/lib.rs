@@ -38,7 +38,9 @@ impl ServeAgent for FirstParty {
             "threads.runs.retrieve" => runs::retrieve(id(), run(), host),
             "threads.runs.modify" => runs::modify(id(), run(), &request, host),
             "threads.runs.cancel" => runs::cancel(id(), run(), host),
-            "threads.runs.submit_tool_outputs" => runs::submit_tool_outputs(id(), run(), host),
+            "threads.runs.submit_tool_outputs" => {
+                runs::submit_tool_outputs(id(), run(), &request, host)
+            }
             "threads.runs.steps.list" => runs::list_steps(id(), run(), &request, host),
             r if r.starts_with("vector_stores.") => Err(not_built("vector stores")),
             other => Err(Error::NotFound(ErrorDetail {

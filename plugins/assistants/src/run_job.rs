@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use cinder_sdk::host::AgentHost;
-use cinder_sdk::inference::{self, Event, GenerateRequest};
+use cinder_sdk::inference::{self, Constraint, Event, GenerateRequest};
 use cinder_sdk::openai::params::SamplingFields;
 use cinder_sdk::store::{NewObject, Object, Order, Query};
+use cinder_sdk::tools::{Call, Function, Message, ToolChoice, ToolUse};
 use cinder_sdk::types::FinishReason;
 use cinder_sdk::{Error, Job, Outcome};
 
@@ -36,6 +37,12 @@ fn end_cancelled(host: &dyn AgentHost, id: &str) -> Result<Outcome, Error> {
 
 /// The job's step: the whole run.
 pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
+    // A run's later jobs (after tool outputs) have ids of their own; the run is in progress.
+    let id = serde_json::from_str::<Value>(&job.progress)
+        .ok()
+        .and_then(|p| p["run"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| job.id.clone());
+    let job = Job { id, ..job };
     let Some(run) = host.get_object(RUNS, &job.id)? else {
         return Ok(Outcome::Done); // its thread was deleted
     };
@@ -81,7 +88,7 @@ pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
 
 /// The thread's messages as the model's chat messages, oldest first: the newest
 /// [`MAX_CONTEXT_MESSAGES`], then `last_messages` of them when the run says so.
-fn context(host: &dyn AgentHost, run: &Value) -> Result<Vec<inference::ChatMessage>, Error> {
+fn context(host: &dyn AgentHost, run: &Value) -> Result<Vec<Message>, Error> {
     let thread = run["thread_id"].as_str().unwrap_or_default();
     let page = host.list_objects(
         MESSAGES,
@@ -111,13 +118,97 @@ fn context(host: &dyn AgentHost, run: &Value) -> Result<Vec<inference::ChatMessa
             .flatten()
             .filter_map(|p| p["text"]["value"].as_str())
             .collect();
-        messages.push(inference::ChatMessage {
+        messages.push(Message {
             role: m["role"].as_str().unwrap_or("user").to_owned(),
             content: text.join("\n"),
+            calls: Vec::new(),
+            tool_call_id: None,
         });
     }
     messages.reverse();
     Ok(messages)
+}
+
+/// The run's functions as the tools plugin takes them, unless it has none or `tool_choice`
+/// is `none`. After outputs came back the model answers freely: a call forced every round
+/// would never end.
+fn tool_use(r: &Value) -> Option<ToolUse> {
+    let functions: Vec<Function> = r["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["type"] == "function")
+        .map(|t| {
+            let f = &t["function"];
+            Function {
+                name: f["name"].as_str().unwrap_or_default().to_owned(),
+                description: f["description"].as_str().map(str::to_owned),
+                parameters: match &f["parameters"] {
+                    Value::Null => json!({"type": "object", "properties": {}}).to_string(),
+                    p => p.to_string(),
+                },
+            }
+        })
+        .collect();
+    let answered = r["rounds"]
+        .as_array()
+        .is_some_and(|rs| rs.iter().any(|x| x["outputs"].is_array()));
+    let choice = match &r["tool_choice"] {
+        Value::String(c) if c == "none" => return None,
+        _ if answered => ToolChoice::Auto,
+        Value::String(c) if c == "required" => ToolChoice::Required,
+        Value::Object(o) => match o["function"]["name"].as_str() {
+            Some(n) => ToolChoice::Function(n.to_owned()),
+            None => ToolChoice::Auto,
+        },
+        _ => ToolChoice::Auto,
+    };
+    (!functions.is_empty()).then(|| ToolUse {
+        functions,
+        choice,
+        parallel: r["parallel_tool_calls"] != json!(false),
+    })
+}
+
+/// The run's earlier rounds as messages: each assistant turn of calls, then its outputs.
+fn rounds(r: &Value) -> Vec<Message> {
+    let mut out = Vec::new();
+    for round in r["rounds"].as_array().into_iter().flatten() {
+        let Some(outputs) = round["outputs"].as_array() else {
+            continue;
+        };
+        let calls = round["calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| Call {
+                id: c["id"].as_str().unwrap_or_default().to_owned(),
+                name: c["function"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                arguments: c["function"]["arguments"]
+                    .as_str()
+                    .unwrap_or("{}")
+                    .to_owned(),
+            })
+            .collect();
+        out.push(Message {
+            role: "assistant".into(),
+            content: String::new(),
+            calls,
+            tool_call_id: None,
+        });
+        for o in outputs {
+            out.push(Message {
+                role: "tool".into(),
+                content: o["output"].as_str().unwrap_or_default().to_owned(),
+                calls: Vec::new(),
+                tool_call_id: o["tool_call_id"].as_str().map(str::to_owned),
+            });
+        }
+    }
+    out
 }
 
 /// Generates the run's answer; `None` if it was cancelled meanwhile.
@@ -127,10 +218,14 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
     let info = host.describe_model(&model)?;
     let mut messages = context(host, &r)?;
     let instructions = r["instructions"].as_str().unwrap_or_default();
-    let system = (!instructions.is_empty()).then(|| inference::ChatMessage {
+    let system = (!instructions.is_empty()).then(|| Message {
         role: "system".into(),
         content: instructions.to_owned(),
+        calls: Vec::new(),
+        tool_call_id: None,
     });
+    let tools = tool_use(&r);
+    let earlier = rounds(&r);
     let max_completion = r["max_completion_tokens"].as_u64().map(|n| n as u32);
     let max_prompt = r["max_prompt_tokens"]
         .as_u64()
@@ -139,19 +234,33 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
         });
     // The oldest messages go first when the prompt is too long for the model (`auto`) or for
     // `max_prompt_tokens`.
-    let prompt = loop {
-        let all: Vec<_> = system
+    let (prompt, constraint) = loop {
+        let all: Vec<Message> = system
             .iter()
             .cloned()
             .chain(messages.iter().cloned())
+            .chain(earlier.iter().cloned())
             .collect();
-        let text = host.apply_chat_template(&model, &all, true)?;
+        let (text, constraint): (String, Option<Constraint>) =
+            if tools.is_some() || !earlier.is_empty() {
+                let p = host.render_tools(&model, &all, tools.as_ref())?;
+                (p.text, p.constraint.filter(|_| tools.is_some()))
+            } else {
+                let plain: Vec<inference::ChatMessage> = all
+                    .iter()
+                    .map(|m| inference::ChatMessage {
+                        role: m.role.clone(),
+                        content: m.content.clone(),
+                    })
+                    .collect();
+                (host.apply_chat_template(&model, &plain, true)?, None)
+            };
         let ids = host.tokenize(&model, &text, true)?;
         let room = max_prompt.min(
             u64::from(info.context_length).saturating_sub(u64::from(max_completion.unwrap_or(1))),
         );
         if ids.len() as u64 <= room {
-            break ids;
+            break (ids, constraint);
         }
         if messages.len() <= 1 {
             let reason = json!({"reason": "max_prompt_tokens"});
@@ -165,14 +274,18 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
         ..SamplingFields::default()
     }
     .check()?;
-    let generation = host.generate(&GenerateRequest {
+    let request = GenerateRequest {
         model: model.clone(),
         prompt: prompt.clone(),
         max_tokens: max_completion,
         sampling: sampling.into(),
         stop: Vec::new(),
         top_logprobs: None,
-    })?;
+    };
+    let generation = match &constraint {
+        Some(c) => host.generate_constrained(&request, c)?,
+        None => host.generate(&request)?,
+    };
     let mut text = String::new();
     let mut looked = Instant::now();
     let (reason, usage) = loop {
@@ -202,6 +315,18 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
     {
         return Ok(None);
     }
+    let usage = json!({
+        "prompt_tokens": usage.prompt_tokens + r["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as u32,
+        "completion_tokens": usage.completion_tokens + r["usage"]["completion_tokens"].as_u64().unwrap_or(0) as u32,
+        "total_tokens": usage.prompt_tokens + usage.completion_tokens + r["usage"]["total_tokens"].as_u64().unwrap_or(0) as u32,
+    });
+    if let Some(t) = &tools
+        && let Some(calls) = host
+            .parse_tool_calls(&model, &text, t)?
+            .filter(|c| !c.is_empty())
+    {
+        return requires_action(run, &r, &calls, usage, host);
+    }
     let thread = r["thread_id"].as_str().unwrap_or_default();
     let message = host.create_object(
         MESSAGES,
@@ -227,36 +352,17 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
             .to_string(),
         },
     )?;
-    let usage = json!({
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.prompt_tokens + usage.completion_tokens,
-    });
     let done = now();
-    host.create_object(
-        STEPS,
-        &NewObject {
-            id_prefix: "step_".into(),
-            status: Some("completed".into()),
-            metadata: vec![("run".into(), run.id.clone())],
-            body: json!({
-                "object": "thread.run.step",
-                "assistant_id": r["assistant_id"],
-                "thread_id": thread,
-                "run_id": run.id,
-                "type": "message_creation",
-                "status": "completed",
-                "step_details": {"type": "message_creation", "message_creation": {"message_id": message.id}},
-                "last_error": null,
-                "expired_at": null,
-                "cancelled_at": null,
-                "failed_at": null,
-                "completed_at": done,
-                "metadata": {},
-                "usage": usage,
-            })
-            .to_string(),
-        },
+    let details =
+        json!({"type": "message_creation", "message_creation": {"message_id": message.id}});
+    new_step(
+        host,
+        run,
+        &r,
+        "completed",
+        details,
+        Some(done),
+        usage.clone(),
     )?;
     let (status, details) = match reason {
         FinishReason::Length if max_completion.is_some() => {
@@ -278,5 +384,88 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
             ("usage", usage),
             ("incomplete_details", details),
         ],
+    )
+}
+
+/// The run stops for the client's tool outputs: its calls in `required_action`, a
+/// `tool_calls` step in progress, and the round kept for the step that continues.
+fn requires_action(
+    run: &Object,
+    r: &Value,
+    calls: &[Call],
+    usage: Value,
+    host: &dyn AgentHost,
+) -> Result<Option<Object>, Error> {
+    let n = r["rounds"].as_array().map_or(0, Vec::len);
+    let suffix = run.id.trim_start_matches("run_");
+    let calls: Vec<Value> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            json!({"id": format!("call_{suffix}_{n}_{i}"), "type": "function",
+                   "function": {"name": c.name, "arguments": c.arguments}})
+        })
+        .collect();
+    let pending: Vec<Value> = calls
+        .iter()
+        .map(|c| {
+            let mut c = c.clone();
+            c["function"]["output"] = Value::Null;
+            c
+        })
+        .collect();
+    let details = json!({"type": "tool_calls", "tool_calls": pending});
+    let step = new_step(host, run, r, "in_progress", details, None, Value::Null)?;
+    let mut rounds = r["rounds"].as_array().cloned().unwrap_or_default();
+    rounds.push(json!({"calls": calls, "outputs": null, "step": step.id}));
+    write(
+        host,
+        run,
+        "requires_action",
+        &[
+            (
+                "required_action",
+                json!({"type": "submit_tool_outputs", "submit_tool_outputs": {"tool_calls": calls}}),
+            ),
+            ("rounds", json!(rounds)),
+            ("usage", usage),
+        ],
+    )
+}
+
+/// A run step of `run` (whose body is `r`): `message_creation` or `tool_calls`.
+fn new_step(
+    host: &dyn AgentHost,
+    run: &Object,
+    r: &Value,
+    status: &str,
+    details: Value,
+    completed_at: Option<i64>,
+    usage: Value,
+) -> Result<Object, Error> {
+    host.create_object(
+        STEPS,
+        &NewObject {
+            id_prefix: "step_".into(),
+            status: Some(status.into()),
+            metadata: vec![("run".into(), run.id.clone())],
+            body: json!({
+                "object": "thread.run.step",
+                "assistant_id": r["assistant_id"],
+                "thread_id": r["thread_id"],
+                "run_id": run.id,
+                "type": details["type"],
+                "status": status,
+                "step_details": details,
+                "last_error": null,
+                "expired_at": null,
+                "cancelled_at": null,
+                "failed_at": null,
+                "completed_at": completed_at,
+                "metadata": {},
+                "usage": usage,
+            })
+            .to_string(),
+        },
     )
 }

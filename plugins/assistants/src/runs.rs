@@ -4,8 +4,7 @@
 //! which `run_job.rs` answers; retrieving, listing, modifying and cancelling read and
 //! compare-and-set the stored run.
 //!
-//! Not built yet, and refused by name: function tools in runs (`requires_action`), streaming,
-//! structured `response_format` in runs.
+//! Not built yet, and refused by name: streaming, structured `response_format` in runs.
 
 use serde_json::{Map, Value, json};
 
@@ -69,6 +68,9 @@ fn shown(o: &Object) -> Result<Value, Error> {
     v["object"] = json!("thread.run");
     v["created_at"] = json!(o.created_at);
     v["status"] = json!(o.status.clone().unwrap_or_default());
+    if let Some(m) = v.as_object_mut() {
+        m.remove("rounds");
+    }
     Ok(v)
 }
 
@@ -149,16 +151,10 @@ fn check(given: &Map<String, Value>, host: &dyn AgentHost) -> Result<Value, Erro
     if given.get("stream").and_then(Value::as_bool) == Some(true) {
         return Err(bad("streaming runs are not built in Cinder yet", "stream"));
     }
-    let tools = given.get("tools").unwrap_or(&settings["tools"]);
-    if tools
-        .as_array()
-        .is_some_and(|t| t.iter().any(|t| t["type"] == "function"))
-    {
-        return Err(bad(
-            "function tools in runs (requires_action) are not built in Cinder yet",
-            "tools",
-        ));
-    }
+    let tools = match given.get("tools").filter(|t| !t.is_null()) {
+        Some(t) => assistants::tools(t.clone())?,
+        None => settings["tools"].clone(),
+    };
     let format = given
         .get("response_format")
         .unwrap_or(&settings["response_format"]);
@@ -208,13 +204,30 @@ fn check(given: &Map<String, Value>, host: &dyn AgentHost) -> Result<Value, Erro
     if let Some(m) = given.get("metadata") {
         metadata(Some(m.clone()))?;
     }
-    if let Some(tc) = given.get("tool_choice").filter(|v| !v.is_null())
-        && !(tc == "auto" || tc == "none")
-    {
-        return Err(bad(
-            "tool_choice is auto or none while runs call no functions",
-            "tool_choice",
-        ));
+    if let Some(tc) = given.get("tool_choice").filter(|v| !v.is_null()) {
+        let names: Vec<&str> = tools
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["function"]["name"].as_str())
+            .collect();
+        let ok = match tc {
+            Value::String(c) => ["auto", "none", "required"].contains(&c.as_str()),
+            Value::Object(_) => {
+                tc["type"] == "function"
+                    && tc["function"]["name"]
+                        .as_str()
+                        .is_some_and(|n| names.contains(&n))
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(bad(
+                "tool_choice is auto, none, required, or {\"type\": \"function\", \"function\": \
+                 {\"name\": ...}} naming one of the run's functions",
+                "tool_choice",
+            ));
+        }
     }
     Ok(settings)
 }
@@ -308,6 +321,8 @@ fn start(thread: &str, given: Map<String, Value>, host: &dyn AgentHost) -> Resul
         "response_format": pick("response_format"),
         "tool_choice": given.get("tool_choice").filter(|v| !v.is_null()).cloned().unwrap_or(json!("auto")),
         "parallel_tool_calls": given.get("parallel_tool_calls").cloned().unwrap_or(json!(true)),
+        // Each round of calls the run made and the outputs given back (not shown).
+        "rounds": [],
     });
     let run = host.create_object(
         RUNS,
@@ -318,7 +333,7 @@ fn start(thread: &str, given: Map<String, Value>, host: &dyn AgentHost) -> Resul
             body: body.to_string(),
         },
     )?;
-    host.enqueue_job(KIND, &run.id, "{}")?;
+    host.enqueue_job(KIND, &run.id, &json!({"run": run.id}).to_string())?;
     Ok(run)
 }
 
@@ -388,7 +403,17 @@ pub fn cancel(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error>
         let run = find(host, thread, id)?;
         let written = match run.status.as_deref() {
             Some("queued") => write(host, &run, "cancelled", &[("cancelled_at", json!(now()))])?,
-            Some("in_progress" | "requires_action") => write(host, &run, "cancelling", &[])?,
+            // Nothing runs while the client owes tool outputs: it ends now.
+            Some("requires_action") => write(
+                host,
+                &run,
+                "cancelled",
+                &[
+                    ("cancelled_at", json!(now())),
+                    ("required_action", Value::Null),
+                ],
+            )?,
+            Some("in_progress") => write(host, &run, "cancelling", &[])?,
             Some("cancelling") => Some(run),
             other => {
                 return Err(bad(
@@ -409,16 +434,118 @@ pub fn cancel(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error>
     )))
 }
 
-/// `POST .../submit_tool_outputs`: no run here ever waits for tool outputs yet.
-pub fn submit_tool_outputs(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error> {
+/// `POST .../submit_tool_outputs`: an output for every call the run is waiting on; the run
+/// is queued again and its next step answers with them.
+pub fn submit_tool_outputs(
+    thread: &str,
+    id: &str,
+    request: &Request,
+    host: &dyn AgentHost,
+) -> Result<(), Error> {
+    let given = cinder_sdk::object_body(&request.body, &["tool_outputs", "stream"])?;
+    if given.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(bad("streaming runs are not built in Cinder yet", "stream"));
+    }
     let run = find(host, thread, id)?;
-    Err(bad(
-        format!(
-            "Runs in status \"{}\" do not accept tool outputs.",
-            run.status.unwrap_or_default()
-        ),
-        "run_id",
-    ))
+    if run.status.as_deref() != Some("requires_action") {
+        return Err(bad(
+            format!(
+                "Runs in status \"{}\" do not accept tool outputs.",
+                run.status.clone().unwrap_or_default()
+            ),
+            "run_id",
+        ));
+    }
+    let mut r = body_of(&run)?;
+    let mut rounds = r["rounds"].as_array().cloned().unwrap_or_default();
+    let Some(round) = rounds.last_mut() else {
+        return Err(Error::Internal(format!("run {id} waits with no calls")));
+    };
+    let pending: Vec<String> = round["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .collect();
+    let outputs = given
+        .get("tool_outputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            bad(
+                "Missing required parameter: 'tool_outputs'.",
+                "tool_outputs",
+            )
+        })?;
+    let mut given_ids = Vec::new();
+    for (i, o) in outputs.iter().enumerate() {
+        let call = o["tool_call_id"].as_str().unwrap_or_default();
+        if !pending.iter().any(|p| p == call) || given_ids.contains(&call) {
+            return Err(bad(
+                format!("No tool call '{call}' is waiting for an output in this run."),
+                &format!("tool_outputs[{i}].tool_call_id"),
+            ));
+        }
+        if !(o["output"].is_string() || o["output"].is_null()) {
+            return Err(bad(
+                "an output is a string",
+                &format!("tool_outputs[{i}].output"),
+            ));
+        }
+        given_ids.push(call);
+    }
+    if let Some(missing) = pending.iter().find(|p| !given_ids.contains(&p.as_str())) {
+        return Err(bad(
+            format!("Expected an output for tool call '{missing}'."),
+            "tool_outputs",
+        ));
+    }
+    let outputs: Vec<Value> = outputs
+        .iter()
+        .map(|o| json!({"tool_call_id": o["tool_call_id"], "output": o["output"].as_str().unwrap_or_default()}))
+        .collect();
+    round["outputs"] = json!(outputs);
+    let step = round["step"].as_str().unwrap_or_default().to_owned();
+    let n = rounds.len();
+    r["rounds"] = json!(rounds);
+    let change = Change {
+        status: Some("queued".into()),
+        metadata: run.metadata.clone(),
+        body: {
+            r["required_action"] = Value::Null;
+            r.to_string()
+        },
+        expect_version: Some(run.version),
+    };
+    let Updated::Done(queued) = host.update_object(RUNS, id, &change)? else {
+        return Err(bad(
+            "The run changed meanwhile (cancelled?); look at it again.",
+            "run_id",
+        ));
+    };
+    // The tool_calls step is over: its calls now carry their outputs.
+    if let Some(o) = host.get_object(STEPS, &step)? {
+        let mut s = body_of(&o)?;
+        if let Some(calls) = s["step_details"]["tool_calls"].as_array_mut() {
+            for c in calls {
+                let out = outputs.iter().find(|x| x["tool_call_id"] == c["id"]);
+                c["function"]["output"] = out.map_or(Value::Null, |x| x["output"].clone());
+            }
+        }
+        s["status"] = json!("completed");
+        s["completed_at"] = json!(now());
+        host.update_object(
+            STEPS,
+            &step,
+            &Change {
+                status: Some("completed".into()),
+                metadata: o.metadata.clone(),
+                body: s.to_string(),
+                expect_version: None,
+            },
+        )?;
+    }
+    host.enqueue_job(KIND, &format!("{id}-{n}"), &json!({"run": id}).to_string())?;
+    host.respond_json(200, &shown(&queued)?)
 }
 
 /// `GET .../runs/{run_id}/steps`.

@@ -8,6 +8,7 @@
 mod common;
 
 use cinder_plugin_assistants::FirstParty;
+use cinder_sdk::testing::FakeHost as Host;
 use cinder_sdk::testing::FakeHost;
 use cinder_sdk::{Error, Route};
 use common::*;
@@ -243,7 +244,14 @@ fn what_runs_cannot_do_yet_is_refused_by_name() {
     let thread = new_thread(&host, Value::Null);
     for (body, want) in [
         (json!({}), "assistant_id"),
-        (json!({"assistant_id": with_fn["id"]}), "tools"),
+        (
+            json!({"assistant_id": with_fn["id"], "tool_choice": {"type": "function", "function": {"name": "g"}}}),
+            "tool_choice",
+        ),
+        (
+            json!({"assistant_id": asst, "tools": [{"type": "code_interpreter"}]}),
+            "tools[0].type",
+        ),
         (json!({"assistant_id": asst, "stream": true}), "stream"),
         (
             json!({"assistant_id": asst, "response_format": {"type": "json_object"}}),
@@ -263,7 +271,7 @@ fn what_runs_cannot_do_yet_is_refused_by_name() {
             "truncation_strategy",
         ),
         (
-            json!({"assistant_id": asst, "tool_choice": "required"}),
+            json!({"assistant_id": asst, "tool_choice": "sometimes"}),
             "tool_choice",
         ),
         (
@@ -300,4 +308,139 @@ fn what_runs_cannot_do_yet_is_refused_by_name() {
     )
     .unwrap_err();
     assert_eq!(param(bad), "thread.messages[0].role");
+}
+
+#[test]
+fn a_run_that_calls_a_function_waits_for_its_output_and_then_answers() {
+    let host = Host::new("m")
+        .with_tools(cinder_plugin_tools::FirstParty)
+        .generating(&[
+            "[{\"name\": \"get_weather\", ",
+            "\"arguments\": {\"city\": \"Oslo\"}}]",
+        ])
+        .generating(&["Sunny in Oslo."])
+        // The third run calls again; it is cancelled while it waits.
+        .generating(&["[{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}]"]);
+    let weather = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]);
+    let a = create(&host, json!({"model": "m", "tools": weather})).unwrap();
+    let asst = a["id"].as_str().unwrap();
+    let thread = new_thread(
+        &host,
+        json!({"messages": [{"role": "user", "content": "Weather in Oslo?"}]}),
+    );
+    let r = run(&host, &thread, json!({"assistant_id": asst})).unwrap();
+    let id = r["id"].as_str().unwrap().to_owned();
+    assert!(r.get("rounds").is_none(), "internal state is not shown");
+    host.jobs().run_agent(&id, &FirstParty, &host, 3).unwrap();
+    let waiting = get_run(&host, &thread, &id);
+    assert_eq!(waiting["status"], "requires_action", "{waiting}");
+    let calls = &waiting["required_action"]["submit_tool_outputs"]["tool_calls"];
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(
+        serde_json::from_str::<Value>(calls[0]["function"]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"city": "Oslo"})
+    );
+    let call_id = calls[0]["id"].as_str().unwrap().to_owned();
+
+    let submit = |body: Value| {
+        call(
+            &host,
+            on_run("threads.runs.submit_tool_outputs", &thread, &id),
+            "POST",
+            "/x",
+            body,
+        )
+    };
+    assert_eq!(
+        param(submit(json!({"tool_outputs": []})).unwrap_err()),
+        "tool_outputs"
+    );
+    assert_eq!(
+        param(
+            submit(json!({"tool_outputs": [{"tool_call_id": "call_x", "output": "1"}]}))
+                .unwrap_err()
+        ),
+        "tool_outputs[0].tool_call_id"
+    );
+    assert_eq!(
+        param(
+            submit(
+                json!({"tool_outputs": [{"tool_call_id": call_id, "output": "{}"}], "stream": true})
+            )
+            .unwrap_err()
+        ),
+        "stream"
+    );
+    let queued = submit(
+        json!({"tool_outputs": [{"tool_call_id": call_id, "output": "{\"sky\": \"sunny\"}"}]}),
+    )
+    .unwrap();
+    assert_eq!(
+        (&queued["status"], &queued["required_action"]),
+        (&json!("queued"), &Value::Null)
+    );
+    host.jobs()
+        .run_agent(&format!("{id}-1"), &FirstParty, &host, 3)
+        .unwrap();
+    let done = get_run(&host, &thread, &id);
+    assert_eq!(done["status"], "completed", "{done}");
+    // The call and its output reached the model on the second round, freely answered.
+    let prompt: String = host.generate_requests()[1]
+        .prompt
+        .iter()
+        .map(|&t| t as u8 as char)
+        .collect();
+    assert!(
+        prompt.contains("get_weather") && prompt.contains("sunny"),
+        "{prompt}"
+    );
+    let path = format!("/v1/threads/{thread}/messages");
+    let msgs = call(
+        &host,
+        on("threads.messages.list", &thread),
+        "GET",
+        &path,
+        Value::Null,
+    )
+    .unwrap();
+    assert_eq!(
+        msgs["data"][0]["content"][0]["text"]["value"],
+        "Sunny in Oslo."
+    );
+    let steps_path = format!("/v1/threads/{thread}/runs/{id}/steps?order=asc");
+    let steps = call(
+        &host,
+        on_run("threads.runs.steps.list", &thread, &id),
+        "GET",
+        &steps_path,
+        Value::Null,
+    )
+    .unwrap();
+    let kinds: Vec<&str> = steps["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["tool_calls", "message_creation"]);
+    assert_eq!(steps["data"][0]["status"], "completed");
+    assert_eq!(
+        steps["data"][0]["step_details"]["tool_calls"][0]["function"]["output"],
+        "{\"sky\": \"sunny\"}"
+    );
+    // A run waiting for outputs that is cancelled ends at once.
+    let r = run(&host, &thread, json!({"assistant_id": asst})).unwrap();
+    let id2 = r["id"].as_str().unwrap().to_owned();
+    host.jobs().run_agent(&id2, &FirstParty, &host, 3).unwrap();
+    let cancel = format!("/v1/threads/{thread}/runs/{id2}/cancel");
+    let c = call(
+        &host,
+        on_run("threads.runs.cancel", &thread, &id2),
+        "POST",
+        &cancel,
+        json!({}),
+    )
+    .unwrap();
+    assert_eq!(c["status"], "cancelled");
 }
