@@ -1,6 +1,7 @@
 """Two Cinder processes on one PostgreSQL (a throwaway cluster of Debian's server, run as an
 unprivileged user) and one blob folder: what one stores, the other lists, serves and deletes;
-a batch created on one is seen and finished on either."""
+a batch created on one is seen and finished on either; an assistant's run on a thread made on
+the other replica is answered and seen by both."""
 
 import contextlib
 import json
@@ -50,6 +51,8 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
+# The SDK marks the Assistants API deprecated; apps using it are what this serves.
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_two_replicas_share_files():
     with postgres() as url:
         root = tempfile.mkdtemp(prefix="cinder-replicas-")
@@ -93,6 +96,14 @@ def test_two_replicas_share_files():
             assert ca.responses.retrieve(second.id).previous_response_id == first.id
             conv = cb.conversations.create(items=[{"role": "user", "content": "hello"}])
             assert [i.type for i in ca.conversations.items.list(conv.id).data] == ["message"]
+            # An assistant made on one replica runs in a thread made on the other; either
+            # replica's job runner may answer, and both see the run end and its message.
+            asst = ca.beta.assistants.create(model="smollm2-135m-instruct", instructions="Be brief.")
+            thread = cb.beta.threads.create(messages=[{"role": "user", "content": "Say hi."}])
+            run = ca.beta.threads.runs.create(thread_id=thread.id, assistant_id=asst.id, max_completion_tokens=4)
+            ended = cb.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=100)
+            assert ended.status in ("completed", "incomplete"), ended
+            assert [m.role for m in ca.beta.threads.messages.list(thread.id, order="asc").data] == ["user", "assistant"]
         finally:
             a.stop()
             b.stop()

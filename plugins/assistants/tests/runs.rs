@@ -444,3 +444,44 @@ fn a_run_that_calls_a_function_waits_for_its_output_and_then_answers() {
     .unwrap();
     assert_eq!(c["status"], "cancelled");
 }
+
+#[test]
+fn a_run_left_in_progress_by_a_dead_process_ends_failed_at_its_next_step() {
+    use cinder_plugin_assistants::runs::RUNS;
+    use cinder_sdk::host::Store;
+    use cinder_sdk::store::Change;
+    let host = FakeHost::new("m").generating(&["x"]);
+    let a = create(&host, json!({"model": "m"})).unwrap();
+    let thread = new_thread(
+        &host,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let r = run(&host, &thread, json!({"assistant_id": a["id"]})).unwrap();
+    let id = r["id"].as_str().unwrap();
+    // What a step leaves behind when its process dies mid-answer.
+    let o = host.get_object(RUNS, id).unwrap().unwrap();
+    let change = Change {
+        status: Some("in_progress".into()),
+        metadata: o.metadata.clone(),
+        body: o.body.clone(),
+        expect_version: None,
+    };
+    host.update_object(RUNS, id, &change).unwrap();
+    host.jobs().run_agent(id, &FirstParty, &host, 3).unwrap();
+    let failed = get_run(&host, &thread, id);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["last_error"]["code"], "server_error");
+    assert!(
+        failed["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stopped")
+    );
+    assert!(failed["failed_at"].as_i64().is_some());
+    assert!(
+        host.generate_requests().is_empty(),
+        "nothing generated again"
+    );
+    // The thread is free for a new run.
+    run(&host, &thread, json!({"assistant_id": a["id"]})).unwrap();
+}
