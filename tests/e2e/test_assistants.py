@@ -198,7 +198,7 @@ def test_runs_refuse_what_is_not_built_by_name(client):
     thread = client.beta.threads.create()
     for kwargs, param in [({"assistant_id": with_fn.id, "tool_choice": {"type": "function", "function": {"name": "g"}}},
                            "tool_choice"),
-                          ({"assistant_id": plain.id, "response_format": {"type": "json_object"}}, "response_format")]:
+                          ({"assistant_id": with_fn.id, "response_format": {"type": "json_object"}}, "response_format")]:
         with pytest.raises(openai.BadRequestError) as e:
             client.beta.threads.runs.create(thread_id=thread.id, **kwargs)
         assert e.value.param == param, e.value.body
@@ -232,3 +232,15 @@ def test_a_function_call_round_trip_with_the_polling_helpers(client):
         client.beta.threads.runs.submit_tool_outputs(run_id=run.id, thread_id=thread.id,
                                                      tool_outputs=[{"tool_call_id": "call_x", "output": "1"}])
     assert e.value.param == "run_id"
+
+
+def test_a_run_with_a_json_schema_answers_valid_json(client):
+    schema = {"type": "object", "properties": {"sky": {"enum": ["blue", "grey"]}}, "required": ["sky"]}
+    asst = client.beta.assistants.create(model=MODEL, response_format={
+        "type": "json_schema", "json_schema": {"name": "sky", "schema": schema}})
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "What colour is the sky?"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=asst.id,
+                                                   max_completion_tokens=32, poll_interval_ms=100)
+    assert run.status == "completed", run
+    answer = client.beta.threads.messages.list(thread.id).data[0].content[0].text.value
+    assert json.loads(answer)["sky"] in ("blue", "grey"), answer

@@ -232,7 +232,7 @@ pub fn tool_resources(v: Value) -> Result<Value, Error> {
 
 /// `response_format`: `auto`, or `{type: text | json_object | json_schema}` (a schema
 /// object for the last).
-fn response_format(v: Value) -> Result<Value, Error> {
+pub fn response_format(v: Value) -> Result<Value, Error> {
     let ok = match &v {
         Value::String(s) => s == "auto",
         Value::Object(o) => match o.get("type").and_then(Value::as_str) {

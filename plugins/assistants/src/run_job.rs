@@ -225,6 +225,17 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
         tool_call_id: None,
     });
     let tools = tool_use(&r);
+    // JSON by construction, as in chat (checked at creation: never with functions to call).
+    let format = match r["response_format"]["type"].as_str() {
+        Some("json_object") => Some(Constraint::JsonObject),
+        Some("json_schema") => Some(Constraint::JsonSchema(
+            cinder_sdk::schema::close_objects(
+                r["response_format"]["json_schema"]["schema"].clone(),
+            )
+            .to_string(),
+        )),
+        _ => None,
+    };
     let earlier = rounds(&r);
     let max_completion = r["max_completion_tokens"].as_u64().map(|n| n as u32);
     let max_prompt = r["max_prompt_tokens"]
@@ -253,7 +264,10 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
                         content: m.content.clone(),
                     })
                     .collect();
-                (host.apply_chat_template(&model, &plain, true)?, None)
+                (
+                    host.apply_chat_template(&model, &plain, true)?,
+                    format.clone(),
+                )
             };
         let ids = host.tokenize(&model, &text, true)?;
         let room = max_prompt.min(

@@ -4,7 +4,8 @@
 //! which `run_job.rs` answers; retrieving, listing, modifying and cancelling read and
 //! compare-and-set the stored run.
 //!
-//! Not built yet, and refused by name: streaming, structured `response_format` in runs.
+//! Not built yet, and refused by name: streaming, and a structured `response_format` in a run
+//! that may call functions.
 
 use serde_json::{Map, Value, json};
 
@@ -155,12 +156,19 @@ fn check(given: &Map<String, Value>, host: &dyn AgentHost) -> Result<Value, Erro
         Some(t) => assistants::tools(t.clone())?,
         None => settings["tools"].clone(),
     };
-    let format = given
-        .get("response_format")
-        .unwrap_or(&settings["response_format"]);
-    if !(format.is_null() || format == "auto" || format["type"] == "text") {
+    let format = match given.get("response_format").filter(|f| !f.is_null()) {
+        Some(f) => assistants::response_format(f.clone())?,
+        None => settings["response_format"].clone(),
+    };
+    let structured = format["type"] == "json_object" || format["type"] == "json_schema";
+    let functions = tools
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t["type"] == "function"));
+    let no_calls = given.get("tool_choice").is_some_and(|c| c == "none");
+    if structured && functions && !no_calls {
         return Err(bad(
-            "structured response_format in runs is not built in Cinder yet",
+            "a structured response_format together with function tools in one run is not \
+             built in Cinder yet (tool_choice \"none\" allows it)",
             "response_format",
         ));
     }

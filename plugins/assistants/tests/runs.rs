@@ -254,7 +254,11 @@ fn what_runs_cannot_do_yet_is_refused_by_name() {
         ),
         (json!({"assistant_id": asst, "stream": true}), "stream"),
         (
-            json!({"assistant_id": asst, "response_format": {"type": "json_object"}}),
+            json!({"assistant_id": with_fn["id"], "response_format": {"type": "json_object"}}),
+            "response_format",
+        ),
+        (
+            json!({"assistant_id": asst, "response_format": {"type": "json_schema"}}),
             "response_format",
         ),
         (
@@ -484,4 +488,49 @@ fn a_run_left_in_progress_by_a_dead_process_ends_failed_at_its_next_step() {
     );
     // The thread is free for a new run.
     run(&host, &thread, json!({"assistant_id": a["id"]})).unwrap();
+}
+
+#[test]
+fn a_structured_response_format_constrains_the_answer() {
+    use cinder_sdk::inference::Constraint;
+    let host = FakeHost::new("m").generating(&["{\"a\":", " 1}"]);
+    let a = create(
+        &host,
+        json!({"model": "m", "response_format": {"type": "json_object"}}),
+    )
+    .unwrap();
+    let thread = new_thread(
+        &host,
+        json!({"messages": [{"role": "user", "content": "JSON please"}]}),
+    );
+    let r = run(&host, &thread, json!({"assistant_id": a["id"]})).unwrap();
+    host.jobs()
+        .run_agent(r["id"].as_str().unwrap(), &FirstParty, &host, 3)
+        .unwrap();
+    let first = host.constraints();
+    assert!(
+        matches!(first.as_slice(), [Constraint::JsonObject]),
+        "{first:?}"
+    );
+    let schema = json!({"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object",
+        "properties": {"a": {"type": "integer"}}}}});
+    let r = run(
+        &host,
+        &thread,
+        json!({"assistant_id": a["id"], "response_format": schema}),
+    )
+    .unwrap();
+    host.jobs()
+        .run_agent(r["id"].as_str().unwrap(), &FirstParty, &host, 3)
+        .unwrap();
+    match &host.constraints()[1] {
+        Constraint::JsonSchema(s) => {
+            let s: Value = serde_json::from_str(s).unwrap();
+            assert_eq!(
+                s["additionalProperties"], false,
+                "objects closed, as in chat"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
