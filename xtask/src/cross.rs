@@ -12,9 +12,20 @@ use crate::{cargo, root, run};
 const TARGET: &str = "aarch64-unknown-linux-gnu";
 
 /// Clippy and the kernel unit tests of `cinder-core` for aarch64 (burn's GPU backend left
-/// out: the kernels do not touch it).
-pub(crate) fn aarch64_tests() -> Result<()> {
-    ensure_target()?;
+/// out: the kernels do not touch it). Inside `cargo xtask test` (`required: false`) a machine
+/// whose rustup cannot add the target skips them, saying so loudly, rather than failing every
+/// other test with it; `cargo xtask cross-test` requires them.
+pub(crate) fn aarch64_tests(required: bool) -> Result<()> {
+    if let Err(e) = ensure_target() {
+        if required {
+            return Err(e);
+        }
+        eprintln!(
+            "xtask: WARNING: the aarch64 kernel tests did not run: rustup could not add \
+             {TARGET}: {e:#}"
+        );
+        return Ok(());
+    }
     let with_env = |c: &mut Command| {
         c.env(
             "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER",

@@ -32,7 +32,7 @@ fn main() -> Result<()> {
             .map(|_| ()),
         "fetch-models" => models::fetch().map(|_| ()),
         "setup" => setup_test_machine(),
-        "cross-test" => setup_test_machine().and_then(|()| cross::aarch64_tests()),
+        "cross-test" => setup_test_machine().and_then(|()| cross::aarch64_tests(true)),
         _ => bail!("{USAGE}"),
     }
 }
@@ -367,7 +367,7 @@ fn test() -> Result<()> {
         .env("CINDER_MODELS", &models)
         .env("CINDER_FIXTURES", &fixtures)
         .env("CINDER_REFERENCE", root().join("../shared/reference")))?;
-    cross::aarch64_tests()?;
+    cross::aarch64_tests(false)?;
     let cinder = build_host()?;
     run(Command::new(venv_dir().join("bin/python"))
         .args(["-m", "pytest", "-q", "tests/e2e"])
