@@ -162,6 +162,8 @@ def test_a_run_answers_in_the_thread_through_create_and_poll(client):
     steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id)
     assert steps.data[0].type == "message_creation"
     assert steps.data[0].step_details.message_creation.message_id == answer.id
+    one = client.beta.threads.runs.steps.retrieve(steps.data[0].id, thread_id=thread.id, run_id=run.id)
+    assert one.id == steps.data[0].id and one.type == "message_creation"
     assert client.beta.threads.runs.retrieve(run.id, thread_id=thread.id).status == run.status
     # The thread's history carries into the next run: a second question, a second answer.
     client.beta.threads.messages.create(thread.id, role="user", content="And at night?")

@@ -2,6 +2,7 @@
 
 pub mod assistants;
 mod run_job;
+mod run_steps;
 pub mod runs;
 pub mod threads;
 
@@ -39,9 +40,15 @@ impl ServeAgent for FirstParty {
             "threads.runs.modify" => runs::modify(id(), run(), &request, host),
             "threads.runs.cancel" => runs::cancel(id(), run(), host),
             "threads.runs.submit_tool_outputs" => {
-                runs::submit_tool_outputs(id(), run(), &request, host)
+                run_steps::submit_tool_outputs(id(), run(), &request, host)
             }
-            "threads.runs.steps.list" => runs::list_steps(id(), run(), &request, host),
+            "threads.runs.steps.list" => run_steps::list_steps(id(), run(), &request, host),
+            "threads.runs.steps.retrieve" => run_steps::retrieve_step(
+                id(),
+                run(),
+                route.param("step_id").unwrap_or_default(),
+                host,
+            ),
             r if r.starts_with("vector_stores.") => Err(not_built("vector stores")),
             other => Err(Error::NotFound(ErrorDetail {
                 message: format!("the assistants plugin serves no route `{other}`"),

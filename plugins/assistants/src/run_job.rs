@@ -17,21 +17,38 @@ use cinder_sdk::tools::{Call, Function, Message, ToolChoice, ToolUse};
 use cinder_sdk::types::FinishReason;
 use cinder_sdk::{Error, Job, Outcome};
 
-use crate::runs::{RUNS, STEPS, body_of, now, write};
+use crate::runs::{RUNS, STEPS, advance, body_of, now, stopped};
 use crate::threads::MESSAGES;
 
 /// How often a generating step looks whether its run was cancelled.
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Thread messages a run reads at most (the newest), before any truncation strategy.
 pub const MAX_CONTEXT_MESSAGES: u32 = 1000;
+/// Messages read from the store per query.
+const PAGE: u32 = 50;
 
 /// Ends a run that asked to be cancelled, if it did.
 fn end_cancelled(host: &dyn AgentHost, id: &str) -> Result<Outcome, Error> {
-    if let Some(run) = host.get_object(RUNS, id)?
-        && run.status.as_deref() == Some("cancelling")
-    {
-        write(host, &run, "cancelled", &[("cancelled_at", json!(now()))])?;
-    }
+    advance(
+        host,
+        id,
+        &["cancelling"],
+        "cancelled",
+        &[("cancelled_at", json!(now()))],
+    )?;
+    Ok(Outcome::Done)
+}
+
+/// Ends a run that is not over yet `failed` with `message`.
+fn failed(host: &dyn AgentHost, id: &str, message: &str) -> Result<Outcome, Error> {
+    let error = json!({"code": "server_error", "message": message});
+    advance(
+        host,
+        id,
+        &["queued", "in_progress", "cancelling"],
+        "failed",
+        &[("failed_at", json!(now())), ("last_error", error)],
+    )?;
     Ok(Outcome::Done)
 }
 
@@ -42,88 +59,99 @@ pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
         .ok()
         .and_then(|p| p["run"].as_str().map(str::to_owned))
         .unwrap_or_else(|| job.id.clone());
-    let job = Job { id, ..job };
-    let Some(run) = host.get_object(RUNS, &job.id)? else {
+    let Some(run) = host.get_object(RUNS, &id)? else {
         return Ok(Outcome::Done); // its thread was deleted
     };
-    let failed = |run: &Object, message: &str| -> Result<Outcome, Error> {
-        let error = json!({"code": "server_error", "message": message});
-        write(
-            host,
-            run,
-            "failed",
-            &[("failed_at", json!(now())), ("last_error", error)],
-        )?;
-        Ok(Outcome::Done)
-    };
     match (&job.ending, run.status.as_deref()) {
-        (Some(reason), _) => return failed(&run, reason),
+        (Some(reason), _) => return failed(host, &id, reason),
         (None, Some("queued")) => {}
         (None, Some("in_progress")) => {
             return failed(
-                &run,
+                host,
+                &id,
                 "The server stopped while this run was in progress; create it again",
             );
         }
-        (None, Some("cancelling")) => return end_cancelled(host, &job.id),
+        (None, Some("cancelling")) => return end_cancelled(host, &id),
         _ => return Ok(Outcome::Done),
     }
-    let Some(run) = write(host, &run, "in_progress", &[("started_at", json!(now()))])? else {
-        return end_cancelled(host, &job.id);
+    let started = advance(
+        host,
+        &id,
+        &["queued"],
+        "in_progress",
+        &[("started_at", json!(now()))],
+    )?;
+    let Some(run) = started else {
+        return end_cancelled(host, &id);
     };
     match answer(&run, host) {
         Ok(Some(_)) => Ok(Outcome::Done),
-        // Cancelled meanwhile (or written by someone else: the cancel).
-        Ok(None) => end_cancelled(host, &job.id),
+        // Cancelled meanwhile.
+        Ok(None) => end_cancelled(host, &id),
         Err(e) => {
             let message = match &e {
                 Error::InvalidRequest(d) | Error::NotFound(d) => d.message.clone(),
                 Error::RateLimited(m) | Error::Unavailable(m) | Error::Internal(m) => m.clone(),
             };
-            let current = host.get_object(RUNS, &job.id)?.unwrap_or(run);
-            failed(&current, &message)
+            failed(host, &id, &message)
         }
     }
 }
 
-/// The thread's messages as the model's chat messages, oldest first: the newest
+/// The thread's messages as the model's chat messages, oldest first: the newest, read a page
+/// at a time until `budget` characters (more than the model's context can hold) or
 /// [`MAX_CONTEXT_MESSAGES`], then `last_messages` of them when the run says so.
-fn context(host: &dyn AgentHost, run: &Value) -> Result<Vec<Message>, Error> {
+fn context(host: &dyn AgentHost, run: &Value, budget: usize) -> Result<Vec<Message>, Error> {
     let thread = run["thread_id"].as_str().unwrap_or_default();
-    let page = host.list_objects(
-        MESSAGES,
-        &Query {
-            limit: MAX_CONTEXT_MESSAGES,
-            order: Order::Desc,
-            after: None,
-            before: None,
-            status: None,
-            metadata: vec![("thread".into(), thread.to_owned())],
-        },
-    )?;
     let keep = match run["truncation_strategy"]["type"].as_str() {
         Some("last_messages") => run["truncation_strategy"]["last_messages"]
             .as_u64()
             .map_or(usize::MAX, |n| n as usize),
         _ => usize::MAX,
-    };
+    }
+    .min(MAX_CONTEXT_MESSAGES as usize);
     let mut messages = Vec::new();
-    for o in page.objects.iter().take(keep) {
-        let m: Value = serde_json::from_str(&o.body).map_err(|e| {
-            Error::Internal(format!("the stored message {} is unreadable: {e}", o.id))
-        })?;
-        let text: Vec<&str> = m["content"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p["text"]["value"].as_str())
-            .collect();
-        messages.push(Message {
-            role: m["role"].as_str().unwrap_or("user").to_owned(),
-            content: text.join("\n"),
-            calls: Vec::new(),
-            tool_call_id: None,
-        });
+    let mut chars = 0;
+    let mut after = None;
+    'pages: loop {
+        let page = host.list_objects(
+            MESSAGES,
+            &Query {
+                limit: PAGE,
+                order: Order::Desc,
+                after: after.take(),
+                before: None,
+                status: None,
+                metadata: vec![("thread".into(), thread.to_owned())],
+            },
+        )?;
+        for o in &page.objects {
+            if messages.len() >= keep || chars > budget {
+                break 'pages;
+            }
+            let m: Value = serde_json::from_str(&o.body).map_err(|e| {
+                Error::Internal(format!("the stored message {} is unreadable: {e}", o.id))
+            })?;
+            let text: Vec<&str> = m["content"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["text"]["value"].as_str())
+                .collect();
+            let content = text.join("\n");
+            chars += content.len();
+            messages.push(Message {
+                role: m["role"].as_str().unwrap_or("user").to_owned(),
+                content,
+                calls: Vec::new(),
+                tool_call_id: None,
+            });
+        }
+        match page.objects.last() {
+            Some(last) if page.has_more => after = Some(last.id.clone()),
+            _ => break,
+        }
     }
     messages.reverse();
     Ok(messages)
@@ -216,7 +244,9 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
     let r = body_of(run)?;
     let model = r["model"].as_str().unwrap_or_default().to_owned();
     let info = host.describe_model(&model)?;
-    let mut messages = context(host, &r)?;
+    // Characters enough for any prompt the context holds (a token is rarely under 2).
+    let budget = 8 * info.context_length as usize;
+    let mut messages = context(host, &r, budget)?;
     let instructions = r["instructions"].as_str().unwrap_or_default();
     let system = (!instructions.is_empty()).then(|| Message {
         role: "system".into(),
@@ -237,7 +267,9 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
         _ => None,
     };
     let earlier = rounds(&r);
-    let max_completion = r["max_completion_tokens"].as_u64().map(|n| n as u32);
+    let max_completion = r["max_completion_tokens"]
+        .as_u64()
+        .map(|n| n.min(u64::from(u32::MAX)) as u32);
     let max_prompt = r["max_prompt_tokens"]
         .as_u64()
         .map_or(u64::from(info.context_length), |n| {
@@ -270,15 +302,21 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
                 )
             };
         let ids = host.tokenize(&model, &text, true)?;
-        let room = max_prompt.min(
-            u64::from(info.context_length).saturating_sub(u64::from(max_completion.unwrap_or(1))),
-        );
+        // Room kept for the answer: what it may take, at most half the context.
+        let reserve = max_completion.unwrap_or(1).min(info.context_length / 2);
+        let room = max_prompt.min(u64::from(info.context_length - reserve));
         if ids.len() as u64 <= room {
             break (ids, constraint);
         }
         if messages.len() <= 1 {
             let reason = json!({"reason": "max_prompt_tokens"});
-            return write(host, run, "incomplete", &[("incomplete_details", reason)]);
+            return advance(
+                host,
+                &run.id,
+                &["in_progress"],
+                "incomplete",
+                &[("incomplete_details", reason)],
+            );
         }
         messages.remove(0);
     };
@@ -291,7 +329,13 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
     let request = GenerateRequest {
         model: model.clone(),
         prompt: prompt.clone(),
-        max_tokens: max_completion,
+        max_tokens: max_completion.map(|m| {
+            m.min(
+                info.context_length
+                    .saturating_sub(prompt.len() as u32)
+                    .max(1),
+            )
+        }),
         sampling: sampling.into(),
         stop: Vec::new(),
         top_logprobs: None,
@@ -308,8 +352,7 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
                 text.push_str(&d.text);
                 if looked.elapsed() >= CHECK_EVERY {
                     looked = Instant::now();
-                    let now = host.get_object(RUNS, &run.id)?;
-                    if now.is_none_or(|o| o.version != run.version) {
+                    if stopped(host, &run.id)? {
                         return Ok(None);
                     }
                 }
@@ -323,10 +366,7 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
         }
     };
     // The last look before the answer is kept: a cancel that came meanwhile wins.
-    if host
-        .get_object(RUNS, &run.id)?
-        .is_none_or(|o| o.version != run.version)
-    {
+    if stopped(host, &run.id)? {
         return Ok(None);
     }
     let usage = json!({
@@ -369,7 +409,7 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
     let done = now();
     let details =
         json!({"type": "message_creation", "message_creation": {"message_id": message.id}});
-    new_step(
+    let step = new_step(
         host,
         run,
         &r,
@@ -389,16 +429,23 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
     } else {
         "incomplete_at"
     };
-    write(
+    let ended = advance(
         host,
-        run,
+        &run.id,
+        &["in_progress"],
         status,
         &[
             (stamp, json!(done)),
             ("usage", usage),
             ("incomplete_details", details),
         ],
-    )
+    )?;
+    if ended.is_none() {
+        // Cancelled between the last look and this write: the answer goes with the run.
+        host.delete_object(MESSAGES, &message.id)?;
+        host.delete_object(STEPS, &step.id)?;
+    }
+    Ok(ended)
 }
 
 /// The run stops for the client's tool outputs: its calls in `required_action`, a
@@ -432,9 +479,10 @@ fn requires_action(
     let step = new_step(host, run, r, "in_progress", details, None, Value::Null)?;
     let mut rounds = r["rounds"].as_array().cloned().unwrap_or_default();
     rounds.push(json!({"calls": calls, "outputs": null, "step": step.id}));
-    write(
+    let waiting = advance(
         host,
-        run,
+        &run.id,
+        &["in_progress"],
         "requires_action",
         &[
             (
@@ -444,7 +492,11 @@ fn requires_action(
             ("rounds", json!(rounds)),
             ("usage", usage),
         ],
-    )
+    )?;
+    if waiting.is_none() {
+        host.delete_object(STEPS, &step.id)?;
+    }
+    Ok(waiting)
 }
 
 /// A run step of `run` (whose body is `r`): `message_creation` or `tool_calls`.

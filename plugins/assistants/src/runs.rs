@@ -63,7 +63,7 @@ pub(crate) fn body_of(o: &Object) -> Result<Value, Error> {
 }
 
 /// The run as OpenAI shows it.
-fn shown(o: &Object) -> Result<Value, Error> {
+pub(crate) fn shown(o: &Object) -> Result<Value, Error> {
     let mut v = body_of(o)?;
     v["id"] = json!(o.id);
     v["object"] = json!("thread.run");
@@ -76,7 +76,7 @@ fn shown(o: &Object) -> Result<Value, Error> {
 }
 
 /// The run `id` of the thread `thread`.
-fn find(host: &dyn AgentHost, thread: &str, id: &str) -> Result<Object, Error> {
+pub(crate) fn find(host: &dyn AgentHost, thread: &str, id: &str) -> Result<Object, Error> {
     threads::find_thread(host, thread)?;
     let o = match threads::well_formed(id, "run_") {
         true => host.get_object(RUNS, id)?,
@@ -263,24 +263,11 @@ fn start(thread: &str, given: Map<String, Value>, host: &dyn AgentHost) -> Resul
         .map(|(i, m)| threads::new_message(m, thread, &format!("additional_messages[{i}]")))
         .collect::<Result<Vec<_>, _>>()?;
     // One run at a time per thread, as OpenAI.
-    for status in ACTIVE {
-        let page = host.list_objects(
-            RUNS,
-            &Query {
-                limit: 1,
-                order: Order::Desc,
-                after: None,
-                before: None,
-                status: Some(status.into()),
-                metadata: vec![("thread".into(), thread.to_owned())],
-            },
-        )?;
-        if let Some(active) = page.objects.first() {
-            return Err(bad(
-                format!("Thread {thread} already has an active run {}.", active.id),
-                "thread_id",
-            ));
-        }
+    if let Some(active) = active_run(host, thread)? {
+        return Err(bad(
+            format!("Thread {thread} already has an active run {}.", active.id),
+            "thread_id",
+        ));
     }
     for new in &extra {
         host.create_object(MESSAGES, new)?;
@@ -341,7 +328,17 @@ fn start(thread: &str, given: Map<String, Value>, host: &dyn AgentHost) -> Resul
             body: body.to_string(),
         },
     )?;
-    host.enqueue_job(KIND, &run.id, &json!({"run": run.id}).to_string())?;
+    if let Err(e) = host.enqueue_job(KIND, &run.id, &json!({"run": run.id}).to_string()) {
+        // No job will ever run it: it must not block the thread.
+        let error = json!({"code": "server_error", "message": "the run could not be queued"});
+        write(
+            host,
+            &run,
+            "failed",
+            &[("failed_at", json!(now())), ("last_error", error)],
+        )?;
+        return Err(e);
+    }
     Ok(run)
 }
 
@@ -368,6 +365,60 @@ pub(crate) fn write(
     })
 }
 
+/// Writes the run `id` with `status` and `set` on whatever version it is at now, as long as
+/// its status is one of `from`: another write (a metadata update) does not stop a step, a
+/// cancel does. `None` when the run left those statuses or is gone.
+pub(crate) fn advance(
+    host: &dyn AgentHost,
+    id: &str,
+    from: &[&str],
+    status: &str,
+    set: &[(&str, Value)],
+) -> Result<Option<Object>, Error> {
+    for _ in 0..8 {
+        let Some(run) = host.get_object(RUNS, id)? else {
+            return Ok(None);
+        };
+        if !from.contains(&run.status.as_deref().unwrap_or_default()) {
+            return Ok(None);
+        }
+        if let Some(o) = write(host, &run, status, set)? {
+            return Ok(Some(o));
+        }
+    }
+    Err(Error::Internal(format!(
+        "run {id} kept changing under its step"
+    )))
+}
+
+/// Whether the run `id` was cancelled (or is being cancelled), or is gone: its step stops.
+pub(crate) fn stopped(host: &dyn AgentHost, id: &str) -> Result<bool, Error> {
+    Ok(host
+        .get_object(RUNS, id)?
+        .is_none_or(|o| matches!(o.status.as_deref(), Some("cancelling" | "cancelled"))))
+}
+
+/// The thread's run that is not over, if any: one at a time, and no new message meanwhile.
+pub(crate) fn active_run(host: &dyn AgentHost, thread: &str) -> Result<Option<Object>, Error> {
+    for status in ACTIVE {
+        let page = host.list_objects(
+            RUNS,
+            &Query {
+                limit: 1,
+                order: Order::Desc,
+                after: None,
+                before: None,
+                status: Some(status.into()),
+                metadata: vec![("thread".into(), thread.to_owned())],
+            },
+        )?;
+        if let Some(run) = page.objects.into_iter().next() {
+            return Ok(Some(run));
+        }
+    }
+    Ok(None)
+}
+
 /// `GET /v1/threads/{id}/runs/{run_id}`.
 pub fn retrieve(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error> {
     host.respond_json(200, &shown(&find(host, thread, id)?)?)
@@ -392,7 +443,10 @@ pub fn modify(
     let given = cinder_sdk::object_body(&request.body, &["metadata"])?;
     for _ in 0..8 {
         let run = find(host, thread, id)?;
-        let meta = metadata(given.get("metadata").cloned())?.unwrap_or_else(|| json!({}));
+        let meta = match given.get("metadata") {
+            Some(m) => metadata(Some(m.clone()))?.unwrap_or_else(|| json!({})),
+            None => body_of(&run)?["metadata"].clone(),
+        };
         let status = run.status.clone().unwrap_or_default();
         if let Some(o) = write(host, &run, &status, &[("metadata", meta)])? {
             return host.respond_json(200, &shown(&o)?);
@@ -440,150 +494,4 @@ pub fn cancel(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error>
     Err(Error::RateLimited(format!(
         "run {id} is changing; try again"
     )))
-}
-
-/// `POST .../submit_tool_outputs`: an output for every call the run is waiting on; the run
-/// is queued again and its next step answers with them.
-pub fn submit_tool_outputs(
-    thread: &str,
-    id: &str,
-    request: &Request,
-    host: &dyn AgentHost,
-) -> Result<(), Error> {
-    let given = cinder_sdk::object_body(&request.body, &["tool_outputs", "stream"])?;
-    if given.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("streaming runs are not built in Cinder yet", "stream"));
-    }
-    let run = find(host, thread, id)?;
-    if run.status.as_deref() != Some("requires_action") {
-        return Err(bad(
-            format!(
-                "Runs in status \"{}\" do not accept tool outputs.",
-                run.status.clone().unwrap_or_default()
-            ),
-            "run_id",
-        ));
-    }
-    let mut r = body_of(&run)?;
-    let mut rounds = r["rounds"].as_array().cloned().unwrap_or_default();
-    let Some(round) = rounds.last_mut() else {
-        return Err(Error::Internal(format!("run {id} waits with no calls")));
-    };
-    let pending: Vec<String> = round["calls"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c["id"].as_str().map(str::to_owned))
-        .collect();
-    let outputs = given
-        .get("tool_outputs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            bad(
-                "Missing required parameter: 'tool_outputs'.",
-                "tool_outputs",
-            )
-        })?;
-    let mut given_ids = Vec::new();
-    for (i, o) in outputs.iter().enumerate() {
-        let call = o["tool_call_id"].as_str().unwrap_or_default();
-        if !pending.iter().any(|p| p == call) || given_ids.contains(&call) {
-            return Err(bad(
-                format!("No tool call '{call}' is waiting for an output in this run."),
-                &format!("tool_outputs[{i}].tool_call_id"),
-            ));
-        }
-        if !(o["output"].is_string() || o["output"].is_null()) {
-            return Err(bad(
-                "an output is a string",
-                &format!("tool_outputs[{i}].output"),
-            ));
-        }
-        given_ids.push(call);
-    }
-    if let Some(missing) = pending.iter().find(|p| !given_ids.contains(&p.as_str())) {
-        return Err(bad(
-            format!("Expected an output for tool call '{missing}'."),
-            "tool_outputs",
-        ));
-    }
-    let outputs: Vec<Value> = outputs
-        .iter()
-        .map(|o| json!({"tool_call_id": o["tool_call_id"], "output": o["output"].as_str().unwrap_or_default()}))
-        .collect();
-    round["outputs"] = json!(outputs);
-    let step = round["step"].as_str().unwrap_or_default().to_owned();
-    let n = rounds.len();
-    r["rounds"] = json!(rounds);
-    let change = Change {
-        status: Some("queued".into()),
-        metadata: run.metadata.clone(),
-        body: {
-            r["required_action"] = Value::Null;
-            r.to_string()
-        },
-        expect_version: Some(run.version),
-    };
-    let Updated::Done(queued) = host.update_object(RUNS, id, &change)? else {
-        return Err(bad(
-            "The run changed meanwhile (cancelled?); look at it again.",
-            "run_id",
-        ));
-    };
-    // The tool_calls step is over: its calls now carry their outputs.
-    if let Some(o) = host.get_object(STEPS, &step)? {
-        let mut s = body_of(&o)?;
-        if let Some(calls) = s["step_details"]["tool_calls"].as_array_mut() {
-            for c in calls {
-                let out = outputs.iter().find(|x| x["tool_call_id"] == c["id"]);
-                c["function"]["output"] = out.map_or(Value::Null, |x| x["output"].clone());
-            }
-        }
-        s["status"] = json!("completed");
-        s["completed_at"] = json!(now());
-        host.update_object(
-            STEPS,
-            &step,
-            &Change {
-                status: Some("completed".into()),
-                metadata: o.metadata.clone(),
-                body: s.to_string(),
-                expect_version: None,
-            },
-        )?;
-    }
-    host.enqueue_job(KIND, &format!("{id}-{n}"), &json!({"run": id}).to_string())?;
-    host.respond_json(200, &shown(&queued)?)
-}
-
-/// `GET .../runs/{run_id}/steps`.
-pub fn list_steps(
-    thread: &str,
-    id: &str,
-    request: &Request,
-    host: &dyn AgentHost,
-) -> Result<(), Error> {
-    let pairs: Vec<(String, String)> = request
-        .query()
-        .into_iter()
-        .filter(|(k, _)| k != "include[]" && k != "include")
-        .collect();
-    let mut query = list_query(&pairs)?;
-    find(host, thread, id)?;
-    query.metadata = vec![("run".into(), id.to_owned())];
-    let page = host.list_objects(STEPS, &query)?;
-    let data = page
-        .objects
-        .iter()
-        .map(|o| {
-            let mut v = body_of(o)?;
-            v["id"] = json!(o.id);
-            v["created_at"] = json!(o.created_at);
-            Ok(v)
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    host.respond_json(
-        200,
-        &cinder_sdk::openai::params::list::list_body(data, page.has_more),
-    )
 }

@@ -332,6 +332,15 @@ pub fn delete(id: &str, host: &dyn AgentHost) -> Result<(), Error> {
 /// `POST /v1/threads/{id}/messages`.
 pub fn create_message(thread: &str, request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     find_thread(host, thread)?;
+    if let Some(run) = crate::runs::active_run(host, thread)? {
+        return Err(bad(
+            format!(
+                "Can't add messages to {thread} while a run {} is active.",
+                run.id
+            ),
+            "thread_id",
+        ));
+    }
     let given = cinder_sdk::object_body(
         &request.body,
         &["role", "content", "attachments", "metadata"],

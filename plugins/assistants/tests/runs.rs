@@ -534,3 +534,98 @@ fn a_structured_response_format_constrains_the_answer() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn review_cases_a_metadata_update_mid_run_a_message_meanwhile_and_a_huge_budget() {
+    let host = FakeHost::new("m").generating(&["ok"]);
+    let a = create(&host, json!({"model": "m"})).unwrap();
+    let thread = new_thread(
+        &host,
+        json!({"messages": [{"role": "user", "content": "hi"}]}),
+    );
+    // More completion tokens than the context holds: the prompt still fits, the answer is
+    // capped at what is left.
+    let r = run(
+        &host,
+        &thread,
+        json!({"assistant_id": a["id"], "max_completion_tokens": 1_000_000, "metadata": {"k": "v"}}),
+    )
+    .unwrap();
+    let id = r["id"].as_str().unwrap().to_owned();
+    // A message while the run is active: refused, as OpenAI does.
+    let path = format!("/v1/threads/{thread}/messages");
+    let e = call(
+        &host,
+        on("threads.messages.create", &thread),
+        "POST",
+        &path,
+        json!({"role": "user", "content": "more"}),
+    )
+    .unwrap_err();
+    assert_eq!(param(e), "thread_id");
+    // A metadata update of the queued run: not a cancel, and an update without metadata keeps it.
+    let rpath = format!("/v1/threads/{thread}/runs/{id}");
+    let m = call(
+        &host,
+        on_run("threads.runs.modify", &thread, &id),
+        "POST",
+        &rpath,
+        json!({}),
+    )
+    .unwrap();
+    assert_eq!(m["metadata"], json!({"k": "v"}));
+    call(
+        &host,
+        on_run("threads.runs.modify", &thread, &id),
+        "POST",
+        &rpath,
+        json!({"metadata": {"k": "w"}}),
+    )
+    .unwrap();
+    host.jobs().run_agent(&id, &FirstParty, &host, 3).unwrap();
+    let done = get_run(&host, &thread, &id);
+    assert_eq!(
+        (&done["status"], &done["metadata"]),
+        (&json!("completed"), &json!({"k": "w"})),
+        "{done}"
+    );
+    let cap = host.generate_requests()[0].max_tokens.unwrap();
+    assert!(cap < 2048, "{cap}");
+    // A step by id, under its run only.
+    let steps_path = format!("{rpath}/steps");
+    let steps = call(
+        &host,
+        on_run("threads.runs.steps.list", &thread, &id),
+        "GET",
+        &steps_path,
+        Value::Null,
+    )
+    .unwrap();
+    let step = steps["data"][0]["id"].as_str().unwrap();
+    let got = call(
+        &host,
+        on_run("threads.runs.steps.retrieve", &thread, &id).with_param("step_id", step),
+        "GET",
+        "/x",
+        Value::Null,
+    )
+    .unwrap();
+    assert_eq!(got, steps["data"][0]);
+    let other = call(
+        &host,
+        on_run("threads.runs.steps.retrieve", &thread, &id).with_param("step_id", "step_nope"),
+        "GET",
+        "/x",
+        Value::Null,
+    );
+    assert!(matches!(other, Err(Error::NotFound(_))));
+    // The run is over: messages may be added again.
+    call(
+        &host,
+        on("threads.messages.create", &thread),
+        "POST",
+        &path,
+        json!({"role": "user", "content": "more"}),
+    )
+    .unwrap();
+}

@@ -1,0 +1,181 @@
+//! Submitting tool outputs to a run that waits for them, and reading a run's steps
+//! (`message_creation` and `tool_calls`, objects in `run_steps` with their run in the store's
+//! metadata).
+
+use serde_json::{Value, json};
+
+use cinder_sdk::host::AgentHost;
+use cinder_sdk::store::{Change, Object, Updated};
+use cinder_sdk::{Error, Request};
+
+use crate::assistants::list_query;
+use crate::bad;
+use crate::runs::{KIND, RUNS, STEPS, body_of, find, now, shown};
+use crate::threads;
+
+/// `POST .../submit_tool_outputs`: an output for every call the run is waiting on; the run
+/// is queued again and its next step answers with them.
+pub fn submit_tool_outputs(
+    thread: &str,
+    id: &str,
+    request: &Request,
+    host: &dyn AgentHost,
+) -> Result<(), Error> {
+    let given = cinder_sdk::object_body(&request.body, &["tool_outputs", "stream"])?;
+    if given.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(bad("streaming runs are not built in Cinder yet", "stream"));
+    }
+    let run = find(host, thread, id)?;
+    if run.status.as_deref() != Some("requires_action") {
+        return Err(bad(
+            format!(
+                "Runs in status \"{}\" do not accept tool outputs.",
+                run.status.clone().unwrap_or_default()
+            ),
+            "run_id",
+        ));
+    }
+    let mut r = body_of(&run)?;
+    let mut rounds = r["rounds"].as_array().cloned().unwrap_or_default();
+    let Some(round) = rounds.last_mut() else {
+        return Err(Error::Internal(format!("run {id} waits with no calls")));
+    };
+    let pending: Vec<String> = round["calls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["id"].as_str().map(str::to_owned))
+        .collect();
+    let outputs = given
+        .get("tool_outputs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| {
+            bad(
+                "Missing required parameter: 'tool_outputs'.",
+                "tool_outputs",
+            )
+        })?;
+    let mut given_ids = Vec::new();
+    for (i, o) in outputs.iter().enumerate() {
+        let call = o["tool_call_id"].as_str().unwrap_or_default();
+        if !pending.iter().any(|p| p == call) || given_ids.contains(&call) {
+            return Err(bad(
+                format!("No tool call '{call}' is waiting for an output in this run."),
+                &format!("tool_outputs[{i}].tool_call_id"),
+            ));
+        }
+        if !(o["output"].is_string() || o["output"].is_null()) {
+            return Err(bad(
+                "an output is a string",
+                &format!("tool_outputs[{i}].output"),
+            ));
+        }
+        given_ids.push(call);
+    }
+    if let Some(missing) = pending.iter().find(|p| !given_ids.contains(&p.as_str())) {
+        return Err(bad(
+            format!("Expected an output for tool call '{missing}'."),
+            "tool_outputs",
+        ));
+    }
+    let outputs: Vec<Value> = outputs
+        .iter()
+        .map(|o| json!({"tool_call_id": o["tool_call_id"], "output": o["output"].as_str().unwrap_or_default()}))
+        .collect();
+    round["outputs"] = json!(outputs);
+    let step = round["step"].as_str().unwrap_or_default().to_owned();
+    let n = rounds.len();
+    r["rounds"] = json!(rounds);
+    let change = Change {
+        status: Some("queued".into()),
+        metadata: run.metadata.clone(),
+        body: {
+            r["required_action"] = Value::Null;
+            r.to_string()
+        },
+        expect_version: Some(run.version),
+    };
+    let Updated::Done(queued) = host.update_object(RUNS, id, &change)? else {
+        return Err(bad(
+            "The run changed meanwhile (cancelled?); look at it again.",
+            "run_id",
+        ));
+    };
+    host.enqueue_job(KIND, &format!("{id}-{n}"), &json!({"run": id}).to_string())?;
+    // The tool_calls step is over: its calls now carry their outputs (best effort: the run
+    // goes on either way).
+    if let Err(e) = complete_step(host, &step, &outputs) {
+        cinder_sdk::debug(&format!("the tool_calls step {step} kept its state: {e:?}"));
+    }
+    host.respond_json(200, &shown(&queued)?)
+}
+
+fn complete_step(host: &dyn AgentHost, step: &str, outputs: &[Value]) -> Result<(), Error> {
+    let Some(o) = host.get_object(STEPS, step)? else {
+        return Ok(());
+    };
+    let mut s = body_of(&o)?;
+    if let Some(calls) = s["step_details"]["tool_calls"].as_array_mut() {
+        for c in calls {
+            let out = outputs.iter().find(|x| x["tool_call_id"] == c["id"]);
+            c["function"]["output"] = out.map_or(Value::Null, |x| x["output"].clone());
+        }
+    }
+    s["status"] = json!("completed");
+    s["completed_at"] = json!(now());
+    host.update_object(
+        STEPS,
+        step,
+        &Change {
+            status: Some("completed".into()),
+            metadata: o.metadata.clone(),
+            body: s.to_string(),
+            expect_version: None,
+        },
+    )?;
+    Ok(())
+}
+
+/// `GET .../runs/{run_id}/steps/{step_id}`.
+pub fn retrieve_step(
+    thread: &str,
+    id: &str,
+    step: &str,
+    host: &dyn AgentHost,
+) -> Result<(), Error> {
+    find(host, thread, id)?;
+    let o = match threads::well_formed(step, "step_") {
+        true => host.get_object(STEPS, step)?,
+        false => None,
+    };
+    let o = o
+        .filter(|o| o.metadata.iter().any(|(k, v)| k == "run" && v == id))
+        .ok_or_else(|| crate::not_found("run step", step))?;
+    host.respond_json(200, &shown_step(&o)?)
+}
+
+fn shown_step(o: &Object) -> Result<Value, Error> {
+    let mut v = body_of(o)?;
+    v["id"] = json!(o.id);
+    v["created_at"] = json!(o.created_at);
+    Ok(v)
+}
+
+/// `GET .../runs/{run_id}/steps`.
+pub fn list_steps(
+    thread: &str,
+    id: &str,
+    request: &Request,
+    host: &dyn AgentHost,
+) -> Result<(), Error> {
+    let pairs: Vec<(String, String)> = request
+        .query()
+        .into_iter()
+        .filter(|(k, _)| k != "include[]" && k != "include")
+        .collect();
+    let mut query = list_query(&pairs)?;
+    find(host, thread, id)?;
+    query.metadata = vec![("run".into(), id.to_owned())];
+    let page = host.list_objects(STEPS, &query)?;
+    crate::respond_page(host, &page, shown_step)
+}
