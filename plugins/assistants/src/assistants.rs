@@ -31,7 +31,7 @@ const KEYS: [&str; 11] = [
 /// OpenAI's limits on an assistant's texts and tools.
 const MAX_NAME: usize = 256;
 const MAX_DESCRIPTION: usize = 512;
-const MAX_INSTRUCTIONS: usize = 256_000;
+pub const MAX_INSTRUCTIONS: usize = 256_000;
 const MAX_TOOLS: usize = 128;
 /// Tries of a modification that another one raced.
 const UPDATE_TRIES: usize = 8;

@@ -27,7 +27,7 @@ pub const KIND: &str = "run";
 /// Seconds a queued run waits before OpenAI would call it expired: shown as `expires_at`.
 const EXPIRES_AFTER: i64 = 600;
 /// Statuses of a run that is not over.
-const ACTIVE: [&str; 4] = ["queued", "in_progress", "requires_action", "cancelling"];
+pub(crate) const ACTIVE: [&str; 4] = ["queued", "in_progress", "requires_action", "cancelling"];
 
 const KEYS: [&str; 17] = [
     "assistant_id",
@@ -82,8 +82,67 @@ pub(crate) fn find(host: &dyn AgentHost, thread: &str, id: &str) -> Result<Objec
         true => host.get_object(RUNS, id)?,
         false => None,
     };
-    o.filter(|o| o.metadata.iter().any(|(k, v)| k == "thread" && v == thread))
-        .ok_or_else(|| not_found(id))
+    let run = o
+        .filter(|o| o.metadata.iter().any(|(k, v)| k == "thread" && v == thread))
+        .ok_or_else(|| not_found(id))?;
+    expire_if_due(host, run)
+}
+
+/// A run left waiting for tool outputs past its `expires_at` is `expired` (its tool_calls
+/// step too), so it no longer blocks its thread; looked at whenever it is read.
+fn expire_if_due(host: &dyn AgentHost, run: Object) -> Result<Object, Error> {
+    let due = body_of(&run)?["expires_at"]
+        .as_i64()
+        .is_some_and(|at| now() > at);
+    if !due || run.status.as_deref() != Some("requires_action") {
+        return Ok(run);
+    }
+    let expired = advance(
+        host,
+        &run.id,
+        &["requires_action"],
+        "expired",
+        &[("required_action", Value::Null)],
+    )?;
+    end_pending_step(host, &run, "expired")?;
+    Ok(match expired {
+        Some(o) => o,
+        None => host.get_object(RUNS, &run.id)?.unwrap_or(run),
+    })
+}
+
+/// The tool_calls step a run was waiting on ends with it (`cancelled` or `expired`).
+fn end_pending_step(host: &dyn AgentHost, run: &Object, status: &str) -> Result<(), Error> {
+    let r = body_of(run)?;
+    let Some(step) = r["rounds"]
+        .as_array()
+        .and_then(|rs| rs.last())
+        .filter(|round| round["outputs"].is_null())
+        .and_then(|round| round["step"].as_str())
+    else {
+        return Ok(());
+    };
+    if let Some(o) = host.get_object(STEPS, step)? {
+        let mut b = body_of(&o)?;
+        b["status"] = json!(status);
+        let stamp = if status == "cancelled" {
+            "cancelled_at"
+        } else {
+            "expired_at"
+        };
+        b[stamp] = json!(now());
+        host.update_object(
+            STEPS,
+            step,
+            &Change {
+                status: Some(status.into()),
+                metadata: o.metadata.clone(),
+                body: b.to_string(),
+                expect_version: None,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// A positive whole number, or null.
@@ -171,6 +230,21 @@ fn check(given: &Map<String, Value>, host: &dyn AgentHost) -> Result<Value, Erro
              built in Cinder yet (tool_choice \"none\" allows it)",
             "response_format",
         ));
+    }
+    for (param, max) in [
+        ("instructions", assistants::MAX_INSTRUCTIONS),
+        ("additional_instructions", assistants::MAX_INSTRUCTIONS),
+    ] {
+        match given.get(param) {
+            None | Some(Value::Null) => {}
+            Some(Value::String(t)) if t.chars().count() <= max => {}
+            Some(_) => {
+                return Err(bad(
+                    format!("{param} is a string of at most {max} characters"),
+                    param,
+                ));
+            }
+        }
     }
     if given.get("reasoning_effort").is_some_and(|v| !v.is_null()) {
         return Err(bad(
@@ -413,7 +487,10 @@ pub(crate) fn active_run(host: &dyn AgentHost, thread: &str) -> Result<Option<Ob
             },
         )?;
         if let Some(run) = page.objects.into_iter().next() {
-            return Ok(Some(run));
+            let run = expire_if_due(host, run)?;
+            if ACTIVE.contains(&run.status.as_deref().unwrap_or_default()) {
+                return Ok(Some(run));
+            }
         }
     }
     Ok(None)
@@ -466,15 +543,21 @@ pub fn cancel(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error>
         let written = match run.status.as_deref() {
             Some("queued") => write(host, &run, "cancelled", &[("cancelled_at", json!(now()))])?,
             // Nothing runs while the client owes tool outputs: it ends now.
-            Some("requires_action") => write(
-                host,
-                &run,
-                "cancelled",
-                &[
-                    ("cancelled_at", json!(now())),
-                    ("required_action", Value::Null),
-                ],
-            )?,
+            Some("requires_action") => {
+                let done = write(
+                    host,
+                    &run,
+                    "cancelled",
+                    &[
+                        ("cancelled_at", json!(now())),
+                        ("required_action", Value::Null),
+                    ],
+                )?;
+                if done.is_some() {
+                    end_pending_step(host, &run, "cancelled")?;
+                }
+                done
+            }
             Some("in_progress") => write(host, &run, "cancelling", &[])?,
             Some("cancelling") => Some(run),
             other => {

@@ -283,6 +283,14 @@ fn what_runs_cannot_do_yet_is_refused_by_name() {
             "additional_messages[0].role",
         ),
         (json!({"assistant_id": asst, "colour": 1}), "colour"),
+        (
+            json!({"assistant_id": asst, "instructions": 5}),
+            "instructions",
+        ),
+        (
+            json!({"assistant_id": asst, "additional_instructions": "x".repeat(256_001)}),
+            "additional_instructions",
+        ),
     ] {
         let Err(e) = run(&host, &thread, body.clone()) else {
             panic!("{body} was accepted");
@@ -447,6 +455,51 @@ fn a_run_that_calls_a_function_waits_for_its_output_and_then_answers() {
     )
     .unwrap();
     assert_eq!(c["status"], "cancelled");
+    // Its tool_calls step ended with it.
+    let steps_path = format!("/v1/threads/{thread}/runs/{id2}/steps");
+    let steps = call(
+        &host,
+        on_run("threads.runs.steps.list", &thread, &id2),
+        "GET",
+        &steps_path,
+        Value::Null,
+    )
+    .unwrap();
+    assert_eq!(steps["data"][0]["status"], "cancelled", "{steps}");
+
+    // A run left waiting past its expires_at is expired when next read, and frees its thread.
+    let r = run(&host, &thread, json!({"assistant_id": asst})).unwrap();
+    let id3 = r["id"].as_str().unwrap().to_owned();
+    host.jobs().run_agent(&id3, &FirstParty, &host, 3).unwrap();
+    assert_eq!(get_run(&host, &thread, &id3)["status"], "requires_action");
+    {
+        use cinder_plugin_assistants::runs::RUNS;
+        use cinder_sdk::host::Store;
+        let o = host.get_object(RUNS, &id3).unwrap().unwrap();
+        let mut body: Value = serde_json::from_str(&o.body).unwrap();
+        body["expires_at"] = json!(1);
+        let change = cinder_sdk::store::Change {
+            status: o.status.clone(),
+            metadata: o.metadata.clone(),
+            body: body.to_string(),
+            expect_version: None,
+        };
+        host.update_object(RUNS, &id3, &change).unwrap();
+    }
+    let expired = get_run(&host, &thread, &id3);
+    assert_eq!(
+        (&expired["status"], &expired["required_action"]),
+        (&json!("expired"), &Value::Null)
+    );
+    let path = format!("/v1/threads/{thread}/messages");
+    call(
+        &host,
+        on("threads.messages.create", &thread),
+        "POST",
+        &path,
+        json!({"role": "user", "content": "again"}),
+    )
+    .unwrap();
 }
 
 #[test]
