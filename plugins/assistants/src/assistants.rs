@@ -5,6 +5,7 @@
 use serde_json::{Map, Value, json};
 
 use cinder_sdk::host::AgentHost;
+use cinder_sdk::openai::params::list::ListParams;
 use cinder_sdk::openai::params::metadata;
 use cinder_sdk::store::{Change, NewObject, Object, Order, Query, Updated};
 use cinder_sdk::{Error, Request};
@@ -274,10 +275,7 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
 
 /// The assistant `id`, if the caller has one.
 pub fn find(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
-    let well_formed = id.starts_with("asst_")
-        && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    match well_formed {
+    match crate::well_formed(id, "asst_") {
         true => host
             .get_object(COLLECTION, id)?
             .ok_or_else(|| not_found(id)),
@@ -336,36 +334,29 @@ pub fn delete(id: &str, host: &dyn AgentHost) -> Result<(), Error> {
 /// A list request's paging: `limit` (1 to 100, 20), `order` (`desc` by default), `after`,
 /// `before`; any other parameter is refused by name.
 pub fn list_query(pairs: &[(String, String)]) -> Result<Query, Error> {
-    let mut query = Query {
-        limit: 20,
-        order: Order::Desc,
-        after: None,
-        before: None,
+    if let Some((k, _)) = pairs
+        .iter()
+        .find(|(k, _)| !["limit", "order", "after", "before"].contains(&k.as_str()))
+    {
+        return Err(bad(format!("Unknown parameter: '{k}'."), k));
+    }
+    let p = ListParams::parse(pairs, 20, 100, true)?;
+    let before = pairs
+        .iter()
+        .find(|(k, v)| k == "before" && !v.is_empty())
+        .map(|(_, v)| v.clone());
+    Ok(Query {
+        limit: p.limit,
+        order: if p.newest_first {
+            Order::Desc
+        } else {
+            Order::Asc
+        },
+        after: p.after,
+        before,
         status: None,
         metadata: Vec::new(),
-    };
-    for (k, v) in pairs {
-        match k.as_str() {
-            "limit" => {
-                query.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or_else(|| bad("limit must be between 1 and 100", "limit"))?;
-            }
-            "order" => {
-                query.order = match v.as_str() {
-                    "asc" => Order::Asc,
-                    "desc" => Order::Desc,
-                    _ => return Err(bad("order is `asc` or `desc`", "order")),
-                };
-            }
-            "after" => query.after = Some(v.clone()).filter(|v| !v.is_empty()),
-            "before" => query.before = Some(v.clone()).filter(|v| !v.is_empty()),
-            other => return Err(bad(format!("Unknown parameter: '{other}'."), other)),
-        }
-    }
-    Ok(query)
+    })
 }
 
 /// `GET /v1/assistants`.

@@ -107,3 +107,10 @@ fn respond_page(
         &cinder_sdk::openai::params::list::list_body(data, page.has_more),
     )
 }
+
+/// Whether `id` could be one of the store's ids with `prefix` (anything else is not looked up).
+fn well_formed(id: &str, prefix: &str) -> bool {
+    id.starts_with(prefix)
+        && id.len() <= 64
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

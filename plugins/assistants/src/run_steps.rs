@@ -11,7 +11,6 @@ use cinder_sdk::{Error, Request};
 use crate::assistants::list_query;
 use crate::bad;
 use crate::runs::{KIND, RUNS, STEPS, body_of, find, now, shown};
-use crate::threads;
 
 /// `POST .../submit_tool_outputs`: an output for every call the run is waiting on; the run
 /// is queued again and its next step answers with them.
@@ -111,23 +110,36 @@ pub fn submit_tool_outputs(
 }
 
 fn complete_step(host: &dyn AgentHost, step: &str, outputs: &[Value]) -> Result<(), Error> {
+    end_step(host, step, "completed", "completed_at", |s| {
+        if let Some(calls) = s["step_details"]["tool_calls"].as_array_mut() {
+            for c in calls {
+                let out = outputs.iter().find(|x| x["tool_call_id"] == c["id"]);
+                c["function"]["output"] = out.map_or(Value::Null, |x| x["output"].clone());
+            }
+        }
+    })
+}
+
+/// Ends the run step `step` with `status`, stamping `stamp` now, after `edit` (no step: no-op).
+pub(crate) fn end_step(
+    host: &dyn AgentHost,
+    step: &str,
+    status: &str,
+    stamp: &str,
+    edit: impl FnOnce(&mut Value),
+) -> Result<(), Error> {
     let Some(o) = host.get_object(STEPS, step)? else {
         return Ok(());
     };
     let mut s = body_of(&o)?;
-    if let Some(calls) = s["step_details"]["tool_calls"].as_array_mut() {
-        for c in calls {
-            let out = outputs.iter().find(|x| x["tool_call_id"] == c["id"]);
-            c["function"]["output"] = out.map_or(Value::Null, |x| x["output"].clone());
-        }
-    }
-    s["status"] = json!("completed");
-    s["completed_at"] = json!(now());
+    edit(&mut s);
+    s["status"] = json!(status);
+    s[stamp] = json!(now());
     host.update_object(
         STEPS,
         step,
         &Change {
-            status: Some("completed".into()),
+            status: Some(status.into()),
             metadata: o.metadata.clone(),
             body: s.to_string(),
             expect_version: None,
@@ -144,7 +156,7 @@ pub fn retrieve_step(
     host: &dyn AgentHost,
 ) -> Result<(), Error> {
     find(host, thread, id)?;
-    let o = match threads::well_formed(step, "step_") {
+    let o = match crate::well_formed(step, "step_") {
         true => host.get_object(STEPS, step)?,
         false => None,
     };

@@ -78,7 +78,7 @@ pub(crate) fn shown(o: &Object) -> Result<Value, Error> {
 /// The run `id` of the thread `thread`.
 pub(crate) fn find(host: &dyn AgentHost, thread: &str, id: &str) -> Result<Object, Error> {
     threads::find_thread(host, thread)?;
-    let o = match threads::well_formed(id, "run_") {
+    let o = match crate::well_formed(id, "run_") {
         true => host.get_object(RUNS, id)?,
         false => None,
     };
@@ -122,26 +122,12 @@ fn end_pending_step(host: &dyn AgentHost, run: &Object, status: &str) -> Result<
     else {
         return Ok(());
     };
-    if let Some(o) = host.get_object(STEPS, step)? {
-        let mut b = body_of(&o)?;
-        b["status"] = json!(status);
-        let stamp = if status == "cancelled" {
-            "cancelled_at"
-        } else {
-            "expired_at"
-        };
-        b[stamp] = json!(now());
-        host.update_object(
-            STEPS,
-            step,
-            &Change {
-                status: Some(status.into()),
-                metadata: o.metadata.clone(),
-                body: b.to_string(),
-                expect_version: None,
-            },
-        )?;
-    }
+    let stamp = if status == "cancelled" {
+        "cancelled_at"
+    } else {
+        "expired_at"
+    };
+    crate::run_steps::end_step(host, step, status, stamp, |_| ())?;
     Ok(())
 }
 

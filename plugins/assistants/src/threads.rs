@@ -32,13 +32,6 @@ fn message_not_found(id: &str) -> Error {
     crate::not_found("message", id)
 }
 
-/// Whether `id` could be one of this store's ids with `prefix`.
-pub fn well_formed(id: &str, prefix: &str) -> bool {
-    id.starts_with(prefix)
-        && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
 fn stored(o: &Object) -> Result<Value, Error> {
     serde_json::from_str(&o.body)
         .map_err(|e| Error::Internal(format!("the stored object {} is unreadable: {e}", o.id)))
@@ -66,7 +59,7 @@ fn shown_message(o: &Object) -> Result<Value, Error> {
 
 /// The thread `id`, if the caller has one.
 pub fn find_thread(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
-    match well_formed(id, "thread_") {
+    match crate::well_formed(id, "thread_") {
         true => host
             .get_object(THREADS, id)?
             .ok_or_else(|| thread_not_found(id)),
@@ -77,7 +70,7 @@ pub fn find_thread(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
 /// The message `id` of the thread `thread`, if the caller has one.
 fn find_message(host: &dyn AgentHost, thread: &str, id: &str) -> Result<Object, Error> {
     find_thread(host, thread)?;
-    let o = match well_formed(id, "msg_") {
+    let o = match crate::well_formed(id, "msg_") {
         true => host.get_object(MESSAGES, id)?,
         false => None,
     };
@@ -228,7 +221,7 @@ pub fn make(given: Map<String, Value>, param: &str, host: &dyn AgentHost) -> Res
         }
         other => other,
     })?;
-    // Every message is checked against a placeholder thread before the thread exists.
+    // Every message is checked before the thread exists (against a prefix for its id).
     for (i, m) in messages.iter().enumerate() {
         new_message(m, "thread_", &at(&format!("messages[{i}]")))?;
     }

@@ -49,3 +49,36 @@ pub fn param(e: Error) -> String {
         other => panic!("not a 400: {other:?}"),
     }
 }
+
+pub fn new_thread(host: &FakeHost, body: Value) -> String {
+    let t = call(
+        host,
+        Route::new("threads.create"),
+        "POST",
+        "/v1/threads",
+        body,
+    )
+    .unwrap();
+    t["id"].as_str().unwrap().to_owned()
+}
+
+pub fn run(host: &FakeHost, thread: &str, body: Value) -> Result<Value, Error> {
+    let path = format!("/v1/threads/{thread}/runs");
+    call(host, on("threads.runs.create", thread), "POST", &path, body)
+}
+
+pub fn on_run(route: &str, thread: &str, run: &str) -> Route {
+    on(route, thread).with_param("run_id", run)
+}
+
+pub fn get_run(host: &FakeHost, thread: &str, run: &str) -> Value {
+    let path = format!("/v1/threads/{thread}/runs/{run}");
+    call(
+        host,
+        on_run("threads.runs.retrieve", thread, run),
+        "GET",
+        &path,
+        Value::Null,
+    )
+    .unwrap()
+}
