@@ -104,6 +104,15 @@ def test_two_replicas_share_files():
             ended = cb.beta.threads.runs.poll(run.id, thread_id=thread.id, poll_interval_ms=100)
             assert ended.status in ("completed", "incomplete"), ended
             assert [m.role for m in ca.beta.threads.messages.list(thread.id, order="asc").data] == ["user", "assistant"]
+            # A streamed run follows its events through the store, whichever replica's job
+            # writes them.
+            for c in (ca, cb):
+                with c.beta.threads.create_and_run_stream(
+                        assistant_id=asst.id, max_completion_tokens=4,
+                        thread={"messages": [{"role": "user", "content": "Say hi."}]}) as s:
+                    s.until_done()
+                assert s.get_final_run().status in ("completed", "incomplete")
+                assert s.get_final_messages()[0].role == "assistant"
         finally:
             a.stop()
             b.stop()

@@ -23,6 +23,7 @@ wasmtime::component::bindgen!({
         "cinder:plugin/documents.delete": async | trappable,
         "cinder:plugin/documents.page": async | trappable,
         "cinder:plugin/sink.[method]response-sink.send-event": async | trappable,
+        "cinder:plugin/sink.[method]response-sink.send-named-event": async | trappable,
         "cinder:plugin/sink.[method]response-sink.respond": async | trappable,
         // Forwarded to the tools plugin, which runs in a store of its own.
         "cinder:plugin/tools.render": async | trappable,

@@ -72,6 +72,8 @@ pub struct PluginRequest {
 pub enum Output {
     /// One SSE event's data.
     Event(String),
+    /// One SSE event with an `event:` name (WIT `send-named-event`, 0.1.12): `(name, data)`.
+    NamedEvent(String, String),
     /// A whole response.
     Respond { status: u16, body: String },
     /// The call failed; nothing follows.

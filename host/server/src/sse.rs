@@ -38,7 +38,12 @@ pub async fn respond(mut outputs: mpsc::Receiver<Output>) -> Result<Response, Ap
                 file,
             }) => break file_response(status, &content_type, length, file),
             Some(Output::Event(first)) => {
-                break Sse::new(event_stream(first, outputs))
+                break Sse::new(event_stream(None, first, outputs))
+                    .keep_alive(KeepAlive::default())
+                    .into_response();
+            }
+            Some(Output::NamedEvent(name, first)) => {
+                break Sse::new(event_stream(Some(name), first, outputs))
                     .keep_alive(KeepAlive::default())
                     .into_response();
             }
@@ -87,23 +92,45 @@ fn file_response(status: u16, content_type: &str, length: u64, file: tokio::fs::
 }
 
 enum State {
-    Open(mpsc::Receiver<Output>),
+    /// Still reading the plugin; `named` once it has named an event.
+    Open {
+        rx: mpsc::Receiver<Output>,
+        named: bool,
+    },
     Done,
 }
 
+/// An event, named as the stream's events are: a stream whose plugin names its events
+/// (the Assistants API's) ends with `event: done` and fails with `event: error`, as OpenAI's.
+fn framed(name: &str, data: String, named: bool) -> Event {
+    // axum writes fields in call order; OpenAI's `event:` line comes first.
+    let event = Event::default();
+    let event = if named { event.event(name) } else { event };
+    event.data(data)
+}
+
 fn event_stream(
+    first_name: Option<String>,
     first: String,
     rx: mpsc::Receiver<Output>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let rest = stream::unfold(State::Open(rx), |state| async move {
-        let State::Open(mut rx) = state else {
+    let named = first_name.is_some();
+    let rest = stream::unfold(State::Open { rx, named }, |state| async move {
+        let State::Open { mut rx, mut named } = state else {
             return None;
         };
         loop {
             return match rx.recv().await {
                 // Which other plugins the call used only matters before the headers are sent.
                 Some(Output::Uses(_)) => continue,
-                Some(Output::Event(data)) => Some((Event::default().data(data), State::Open(rx))),
+                Some(Output::Event(data)) => {
+                    Some((Event::default().data(data), State::Open { rx, named }))
+                }
+                Some(Output::NamedEvent(name, data)) => {
+                    named = true;
+                    let event = Event::default().event(name).data(data);
+                    Some((event, State::Open { rx, named }))
+                }
                 // A shape change mid-stream is a plugin bug; surface it as an error event.
                 Some(Output::Respond { .. } | Output::File { .. }) => {
                     let body = cinder_openai::ErrorBody::new(
@@ -112,19 +139,21 @@ fn event_stream(
                         None,
                         None,
                     );
-                    Some((Event::default().data(body.to_json()), State::Done))
+                    Some((framed("error", body.to_json(), named), State::Done))
                 }
                 Some(Output::Failed(e)) => {
                     let body = ApiError::from_call(&e).body;
-                    Some((Event::default().data(body.to_json()), State::Done))
+                    Some((framed("error", body.to_json(), named), State::Done))
                 }
-                None => Some((Event::default().data("[DONE]"), State::Done)),
+                None => Some((framed("done", "[DONE]".into(), named), State::Done)),
             };
         }
     });
-    stream::once(async move { Event::default().data(first) })
-        .chain(rest)
-        .map(Ok)
+    let first = match first_name {
+        Some(name) => Event::default().event(name).data(first),
+        None => Event::default().data(first),
+    };
+    stream::once(async move { first }).chain(rest).map(Ok)
 }
 
 #[cfg(test)]
@@ -176,6 +205,23 @@ mod tests {
         assert!(events[1].starts_with("data: {\"error\":"), "{body}");
         assert!(events[1].contains("boom"), "{body}");
         assert!(!body.contains("[DONE]"));
+    }
+
+    #[tokio::test]
+    async fn named_events_keep_their_names_and_so_do_done_and_error() {
+        let named = |n: &str, d: &str| Output::NamedEvent(n.into(), d.into());
+        let (_, body) = body_of(vec![named("thread.run.created", "{}"), named("x", "1")]).await;
+        assert_eq!(
+            body,
+            "event: thread.run.created\ndata: {}\n\nevent: x\ndata: 1\n\nevent: done\ndata: [DONE]\n\n"
+        );
+        let error = PluginError::Internal("boom".into());
+        let (_, body) = body_of(vec![
+            named("a", "1"),
+            Output::Failed(CallError::Plugin(error)),
+        ])
+        .await;
+        assert!(body.contains("event: error\ndata: {\"error\":"), "{body}");
     }
 
     #[tokio::test]

@@ -2,8 +2,11 @@
 
 pub mod assistants;
 mod run_job;
+mod run_output;
+mod run_settings;
 mod run_steps;
 pub mod runs;
+pub mod stream;
 pub mod threads;
 
 use cinder_sdk::host::AgentHost;

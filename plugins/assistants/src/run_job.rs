@@ -12,12 +12,14 @@ use serde_json::{Value, json};
 use cinder_sdk::host::AgentHost;
 use cinder_sdk::inference::{self, Constraint, Event, GenerateRequest};
 use cinder_sdk::openai::params::SamplingFields;
-use cinder_sdk::store::{NewObject, Object, Order, Query};
+use cinder_sdk::store::{Object, Order, Query};
 use cinder_sdk::tools::{Call, Function, Message, ToolChoice, ToolUse};
 use cinder_sdk::types::FinishReason;
 use cinder_sdk::{Error, Job, Outcome};
 
+use crate::run_output::{Answer, Ending, tool_calls_step};
 use crate::runs::{RUNS, STEPS, advance, body_of, now, stopped};
+use crate::stream::{Events, Log};
 use crate::threads::MESSAGES;
 
 /// How often a generating step looks whether its run was cancelled.
@@ -27,74 +29,112 @@ pub const MAX_CONTEXT_MESSAGES: u32 = 1000;
 /// Messages read from the store per query.
 const PAGE: u32 = 50;
 
-/// Ends a run that asked to be cancelled, if it did.
-fn end_cancelled(host: &dyn AgentHost, id: &str) -> Result<Outcome, Error> {
-    advance(
+/// Ends a run that asked to be cancelled, if it did; the run as it is now.
+fn end_cancelled(host: &dyn AgentHost, id: &str) -> Result<Option<Object>, Error> {
+    let ended = advance(
         host,
         id,
         &["cancelling"],
         "cancelled",
         &[("cancelled_at", json!(now()))],
     )?;
-    Ok(Outcome::Done)
+    as_now(host, id, ended)
 }
 
-/// Ends a run that is not over yet `failed` with `message`.
-fn failed(host: &dyn AgentHost, id: &str, message: &str) -> Result<Outcome, Error> {
+/// Ends a run that is not over yet `failed` with `message`; the run as it is now.
+fn failed(host: &dyn AgentHost, id: &str, message: &str) -> Result<Option<Object>, Error> {
     let error = json!({"code": "server_error", "message": message});
-    advance(
+    let ended = advance(
         host,
         id,
         &["queued", "in_progress", "cancelling"],
         "failed",
         &[("failed_at", json!(now())), ("last_error", error)],
     )?;
-    Ok(Outcome::Done)
+    as_now(host, id, ended)
 }
 
-/// The job's step: the whole run.
+/// `written`, or the run as another writer left it.
+fn as_now(
+    host: &dyn AgentHost,
+    id: &str,
+    written: Option<Object>,
+) -> Result<Option<Object>, Error> {
+    match written {
+        Some(o) => Ok(Some(o)),
+        None => host.get_object(RUNS, id),
+    }
+}
+
+/// The job's step: the whole run (up to its end or its tool calls). Its progress names the
+/// run (`run`: a run's later jobs, after tool outputs, have ids of their own) and, when a
+/// request follows its events, the log segment it writes (`stream`).
 pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
-    // A run's later jobs (after tool outputs) have ids of their own; the run is in progress.
-    let id = serde_json::from_str::<Value>(&job.progress)
-        .ok()
-        .and_then(|p| p["run"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| job.id.clone());
+    let progress = serde_json::from_str::<Value>(&job.progress).unwrap_or(Value::Null);
+    let id = progress["run"]
+        .as_str()
+        .map_or_else(|| job.id.clone(), str::to_owned);
     let Some(run) = host.get_object(RUNS, &id)? else {
         return Ok(Outcome::Done); // its thread was deleted
     };
-    match (&job.ending, run.status.as_deref()) {
-        (Some(reason), _) => return failed(host, &id, reason),
-        (None, Some("queued")) => {}
-        (None, Some("in_progress")) => {
-            return failed(
-                host,
-                &id,
-                "The server stopped while this run was in progress; create it again",
-            );
+    let mut ev = Events(match progress["stream"].as_u64() {
+        Some(segment) => {
+            let thread = body_of(&run)?["thread_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            Some(Log::resume(host, &id, &thread, segment as u32)?)
         }
-        (None, Some("cancelling")) => return end_cancelled(host, &id),
-        _ => return Ok(Outcome::Done),
+        None => None,
+    });
+    let last = match (&job.ending, run.status.as_deref()) {
+        (Some(reason), _) => failed(host, &id, reason)?,
+        (None, Some("queued")) => work(&id, host, &mut ev)?,
+        (None, Some("in_progress")) => failed(
+            host,
+            &id,
+            "The server stopped while this run was in progress; create it again",
+        )?,
+        (None, Some("cancelling")) => end_cancelled(host, &id)?,
+        // Over already (cancelled while queued, or ended by a step that died before it
+        // closed the log): its state is the last word.
+        _ => Some(run),
+    };
+    if let Some(o) = &last {
+        ev.run(o)?;
     }
+    ev.close(host)?;
+    Ok(Outcome::Done)
+}
+
+/// Starts the queued run `id` and answers; the run as it ended (or stopped for outputs).
+fn work(id: &str, host: &dyn AgentHost, ev: &mut Events) -> Result<Option<Object>, Error> {
     let started = advance(
         host,
-        &id,
+        id,
         &["queued"],
         "in_progress",
         &[("started_at", json!(now()))],
     )?;
     let Some(run) = started else {
-        return end_cancelled(host, &id);
+        return end_cancelled(host, id);
     };
-    match answer(&run, host) {
-        Ok(Some(_)) => Ok(Outcome::Done),
+    ev.run(&run)?;
+    let mut said = Answer::default();
+    match answer(&run, host, ev, &mut said) {
+        Ok(Some(o)) => Ok(Some(o)),
         // Cancelled meanwhile.
-        Ok(None) => end_cancelled(host, &id),
+        Ok(None) => {
+            said.abandon(host, "cancelled", ev)?;
+            end_cancelled(host, id)
+        }
         Err(e) => {
             let message = match &e {
                 Error::InvalidRequest(d) | Error::NotFound(d) => d.message.clone(),
                 Error::RateLimited(m) | Error::Unavailable(m) | Error::Internal(m) => m.clone(),
             };
-            failed(host, &id, &message)
+            said.abandon(host, "failed", ev)?;
+            failed(host, id, &message)
         }
     }
 }
@@ -239,8 +279,14 @@ fn rounds(r: &Value) -> Vec<Message> {
     out
 }
 
-/// Generates the run's answer; `None` if it was cancelled meanwhile.
-fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
+/// Generates the run's answer into `said`; the run as it ended, `None` if it was cancelled
+/// meanwhile.
+fn answer(
+    run: &Object,
+    host: &dyn AgentHost,
+    ev: &mut Events,
+    said: &mut Answer,
+) -> Result<Option<Object>, Error> {
     let r = body_of(run)?;
     let model = r["model"].as_str().unwrap_or_default().to_owned();
     let info = host.describe_model(&model)?;
@@ -344,12 +390,17 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
         Some(c) => host.generate_constrained(&request, c)?,
         None => host.generate(&request)?,
     };
-    let mut text = String::new();
+    // A run that may call functions is read whole first: only then is it known whether the
+    // text is calls or a message.
+    if ev.streaming() && tools.is_none() {
+        *said = Answer::open(host, run, &r, ev)?;
+    }
     let mut looked = Instant::now();
     let (reason, usage) = loop {
         match generation.next()? {
             Some(Event::Delta(d)) => {
-                text.push_str(&d.text);
+                said.delta(&d.text, ev)?;
+                ev.tick(host)?;
                 if looked.elapsed() >= CHECK_EVERY {
                     looked = Instant::now();
                     if stopped(host, &run.id)? {
@@ -376,58 +427,24 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
     });
     if let Some(t) = &tools
         && let Some(calls) = host
-            .parse_tool_calls(&model, &text, t)?
+            .parse_tool_calls(&model, said.text(), t)?
             .filter(|c| !c.is_empty())
     {
-        return requires_action(run, &r, &calls, usage, host);
+        return requires_action(run, &r, &calls, usage, host, ev);
     }
-    let thread = r["thread_id"].as_str().unwrap_or_default();
-    let message = host.create_object(
-        MESSAGES,
-        &NewObject {
-            id_prefix: "msg_".into(),
-            status: None,
-            metadata: vec![
-                ("thread".into(), thread.to_owned()),
-                ("run".into(), run.id.clone()),
-            ],
-            body: json!({
-                "thread_id": thread,
-                "status": "completed",
-                "incomplete_details": null,
-                "incomplete_at": null,
-                "role": "assistant",
-                "content": [{"type": "text", "text": {"value": text, "annotations": []}}],
-                "assistant_id": r["assistant_id"],
-                "run_id": run.id,
-                "attachments": [],
-                "metadata": {},
-            })
-            .to_string(),
-        },
-    )?;
-    let done = now();
-    let details =
-        json!({"type": "message_creation", "message_creation": {"message_id": message.id}});
-    let step = new_step(
-        host,
-        run,
-        &r,
-        "completed",
-        details,
-        Some(done),
-        usage.clone(),
-    )?;
-    let (status, details) = match reason {
-        FinishReason::Length if max_completion.is_some() => {
-            ("incomplete", json!({"reason": "max_completion_tokens"}))
-        }
-        _ => ("completed", Value::Null),
+    let cut = matches!(reason, FinishReason::Length) && max_completion.is_some();
+    let ending = match cut {
+        true => Ending::MaxTokens,
+        false => Ending::Completed,
     };
-    let stamp = if status == "completed" {
-        "completed_at"
-    } else {
-        "incomplete_at"
+    let (message, step) = std::mem::take(said).finish(host, run, &r, ending, usage.clone(), ev)?;
+    let (status, details, stamp) = match cut {
+        true => (
+            "incomplete",
+            json!({"reason": "max_completion_tokens"}),
+            "incomplete_at",
+        ),
+        false => ("completed", Value::Null, "completed_at"),
     };
     let ended = advance(
         host,
@@ -435,15 +452,14 @@ fn answer(run: &Object, host: &dyn AgentHost) -> Result<Option<Object>, Error> {
         &["in_progress"],
         status,
         &[
-            (stamp, json!(done)),
+            (stamp, json!(now())),
             ("usage", usage),
             ("incomplete_details", details),
         ],
     )?;
     if ended.is_none() {
         // Cancelled between the last look and this write: the answer goes with the run.
-        host.delete_object(MESSAGES, &message.id)?;
-        host.delete_object(STEPS, &step.id)?;
+        Answer::remove(host, &message, &step)?;
     }
     Ok(ended)
 }
@@ -456,27 +472,9 @@ fn requires_action(
     calls: &[Call],
     usage: Value,
     host: &dyn AgentHost,
+    ev: &mut Events,
 ) -> Result<Option<Object>, Error> {
-    let n = r["rounds"].as_array().map_or(0, Vec::len);
-    let suffix = run.id.trim_start_matches("run_");
-    let calls: Vec<Value> = calls
-        .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            json!({"id": format!("call_{suffix}_{n}_{i}"), "type": "function",
-                   "function": {"name": c.name, "arguments": c.arguments}})
-        })
-        .collect();
-    let pending: Vec<Value> = calls
-        .iter()
-        .map(|c| {
-            let mut c = c.clone();
-            c["function"]["output"] = Value::Null;
-            c
-        })
-        .collect();
-    let details = json!({"type": "tool_calls", "tool_calls": pending});
-    let step = new_step(host, run, r, "in_progress", details, None, Value::Null)?;
+    let (step, calls) = tool_calls_step(host, run, r, calls, ev)?;
     let mut rounds = r["rounds"].as_array().cloned().unwrap_or_default();
     rounds.push(json!({"calls": calls, "outputs": null, "step": step.id}));
     let waiting = advance(
@@ -497,41 +495,4 @@ fn requires_action(
         host.delete_object(STEPS, &step.id)?;
     }
     Ok(waiting)
-}
-
-/// A run step of `run` (whose body is `r`): `message_creation` or `tool_calls`.
-fn new_step(
-    host: &dyn AgentHost,
-    run: &Object,
-    r: &Value,
-    status: &str,
-    details: Value,
-    completed_at: Option<i64>,
-    usage: Value,
-) -> Result<Object, Error> {
-    host.create_object(
-        STEPS,
-        &NewObject {
-            id_prefix: "step_".into(),
-            status: Some(status.into()),
-            metadata: vec![("run".into(), run.id.clone())],
-            body: json!({
-                "object": "thread.run.step",
-                "assistant_id": r["assistant_id"],
-                "thread_id": r["thread_id"],
-                "run_id": run.id,
-                "type": details["type"],
-                "status": status,
-                "step_details": details,
-                "last_error": null,
-                "expired_at": null,
-                "cancelled_at": null,
-                "failed_at": null,
-                "completed_at": completed_at,
-                "metadata": {},
-                "usage": usage,
-            })
-            .to_string(),
-        },
-    )
 }

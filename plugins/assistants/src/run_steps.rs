@@ -11,6 +11,7 @@ use cinder_sdk::{Error, Request};
 use crate::assistants::list_query;
 use crate::bad;
 use crate::runs::{KIND, RUNS, STEPS, body_of, find, now, shown};
+use crate::stream::Log;
 
 /// `POST .../submit_tool_outputs`: an output for every call the run is waiting on; the run
 /// is queued again and its next step answers with them.
@@ -21,9 +22,11 @@ pub fn submit_tool_outputs(
     host: &dyn AgentHost,
 ) -> Result<(), Error> {
     let given = cinder_sdk::object_body(&request.body, &["tool_outputs", "stream"])?;
-    if given.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("streaming runs are not built in Cinder yet", "stream"));
-    }
+    let streaming = match given.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad("stream must be a boolean", "stream")),
+    };
     let run = find(host, thread, id)?;
     if run.status.as_deref() != Some("requires_action") {
         return Err(bad(
@@ -100,16 +103,36 @@ pub fn submit_tool_outputs(
             "run_id",
         ));
     };
-    host.enqueue_job(KIND, &format!("{id}-{n}"), &json!({"run": id}).to_string())?;
     // The tool_calls step is over: its calls now carry their outputs (best effort: the run
     // goes on either way).
-    if let Err(e) = complete_step(host, &step, &outputs) {
+    let completed = complete_step(host, &step, &outputs).unwrap_or_else(|e| {
         cinder_sdk::debug(&format!("the tool_calls step {step} kept its state: {e:?}"));
+        None
+    });
+    let mut progress = json!({"run": id});
+    if streaming {
+        // The run's next segment of events, which this request follows.
+        let thread = r["thread_id"].as_str().unwrap_or_default();
+        let mut log = Log::new(id, thread, n as u32);
+        if let Some(step) = &completed {
+            log.push("thread.run.step.completed", shown_step(step)?);
+        }
+        log.push("thread.run.queued", shown(&queued)?);
+        log.flush(host, false)?;
+        progress["stream"] = json!(n);
     }
-    host.respond_json(200, &shown(&queued)?)
+    host.enqueue_job(KIND, &format!("{id}-{n}"), &progress.to_string())?;
+    match streaming {
+        true => crate::stream::follow(host, id, n as u32),
+        false => host.respond_json(200, &shown(&queued)?),
+    }
 }
 
-fn complete_step(host: &dyn AgentHost, step: &str, outputs: &[Value]) -> Result<(), Error> {
+fn complete_step(
+    host: &dyn AgentHost,
+    step: &str,
+    outputs: &[Value],
+) -> Result<Option<Object>, Error> {
     end_step(host, step, "completed", "completed_at", |s| {
         if let Some(calls) = s["step_details"]["tool_calls"].as_array_mut() {
             for c in calls {
@@ -120,22 +143,23 @@ fn complete_step(host: &dyn AgentHost, step: &str, outputs: &[Value]) -> Result<
     })
 }
 
-/// Ends the run step `step` with `status`, stamping `stamp` now, after `edit` (no step: no-op).
+/// Ends the run step `step` with `status`, stamping `stamp` now, after `edit`; the step as
+/// written (no step: none).
 pub(crate) fn end_step(
     host: &dyn AgentHost,
     step: &str,
     status: &str,
     stamp: &str,
     edit: impl FnOnce(&mut Value),
-) -> Result<(), Error> {
+) -> Result<Option<Object>, Error> {
     let Some(o) = host.get_object(STEPS, step)? else {
-        return Ok(());
+        return Ok(None);
     };
     let mut s = body_of(&o)?;
     edit(&mut s);
     s["status"] = json!(status);
     s[stamp] = json!(now());
-    host.update_object(
+    let written = host.update_object(
         STEPS,
         step,
         &Change {
@@ -145,7 +169,10 @@ pub(crate) fn end_step(
             expect_version: None,
         },
     )?;
-    Ok(())
+    Ok(match written {
+        Updated::Done(o) => Some(o),
+        Updated::NotFound | Updated::Conflict(_) => None,
+    })
 }
 
 /// `GET .../runs/{run_id}/steps/{step_id}`.
@@ -166,7 +193,7 @@ pub fn retrieve_step(
     host.respond_json(200, &shown_step(&o)?)
 }
 
-fn shown_step(o: &Object) -> Result<Value, Error> {
+pub(crate) fn shown_step(o: &Object) -> Result<Value, Error> {
     let mut v = body_of(o)?;
     v["id"] = json!(o.id);
     v["created_at"] = json!(o.created_at);

@@ -4,8 +4,11 @@
 //! which `run_job.rs` answers; retrieving, listing, modifying and cancelling read and
 //! compare-and-set the stored run.
 //!
-//! Not built yet, and refused by name: streaming, and a structured `response_format` in a run
-//! that may call functions.
+//! With `stream: true` the request follows the run's events (`stream.rs`) instead of
+//! answering with the queued run.
+//!
+//! Not built yet, and refused by name: a structured `response_format` in a run that may call
+//! functions.
 
 use serde_json::{Map, Value, json};
 
@@ -14,9 +17,9 @@ use cinder_sdk::openai::params::metadata;
 use cinder_sdk::store::{Change, NewObject, Object, Order, Query, Updated};
 use cinder_sdk::{Error, Request};
 
-use crate::bad;
+use crate::{bad, run_settings, stream};
 
-use crate::assistants::{self, list_query};
+use crate::assistants::list_query;
 use crate::threads::{self, MESSAGES};
 
 pub const RUNS: &str = "runs";
@@ -131,21 +134,31 @@ fn end_pending_step(host: &dyn AgentHost, run: &Object, status: &str) -> Result<
     Ok(())
 }
 
-/// A positive whole number, or null.
-fn count(v: &Value, param: &str) -> Result<Value, Error> {
-    match v {
-        Value::Null => Ok(Value::Null),
-        v if v.as_u64().is_some_and(|n| n >= 1) => Ok(v.clone()),
-        _ => Err(bad(format!("{param} is a positive integer"), param)),
-    }
-}
-
 /// `POST /v1/threads/{id}/runs`.
 pub fn create(thread: &str, request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     threads::find_thread(host, thread)?;
     let given = cinder_sdk::object_body(&request.body, &KEYS)?;
-    let run = start(thread, given, host)?;
-    host.respond_json(200, &shown(&run)?)
+    let streaming = streams(&given)?;
+    let run = start(thread, given, streaming.then(Vec::new), host)?;
+    answer(&run, streaming, host)
+}
+
+/// Whether the request asks to stream (`stream: true`).
+fn streams(given: &Map<String, Value>) -> Result<bool, Error> {
+    match given.get("stream") {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(bad("stream must be a boolean", "stream")),
+    }
+}
+
+/// The new run, or, when its request streams, its events until it ends or waits for tool
+/// outputs.
+fn answer(run: &Object, streaming: bool, host: &dyn AgentHost) -> Result<(), Error> {
+    match streaming {
+        true => stream::follow(host, &run.id, 0),
+        false => host.respond_json(200, &shown(run)?),
+    }
 }
 
 /// `POST /v1/threads/runs`: a thread made from `thread` (as `POST /v1/threads` takes it),
@@ -167,143 +180,27 @@ pub fn create_thread_and_run(request: &Request, host: &dyn AgentHost) -> Result<
         Some(_) => return Err(bad("thread must be an object", "thread")),
     };
     // The run's own settings are checked before the thread exists.
-    check(&given, host)?;
+    run_settings::check(&given, host)?;
+    let streaming = streams(&given)?;
     let thread = threads::make(thread_body, "thread", host)?;
-    let run = start(&thread.id, given, host)?;
-    host.respond_json(200, &shown(&run)?)
-}
-
-/// The settings of a new run, checked: its assistant, what it overrides, and what Cinder
-/// does not run yet refused by name. Returns the assistant's settings.
-fn check(given: &Map<String, Value>, host: &dyn AgentHost) -> Result<Value, Error> {
-    let assistant_id = given
-        .get("assistant_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            bad(
-                "Missing required parameter: 'assistant_id'.",
-                "assistant_id",
-            )
-        })?;
-    let assistant = assistants::find(host, assistant_id).map_err(|e| match e {
-        Error::NotFound(mut d) => {
-            d.param = Some("assistant_id".into());
-            Error::NotFound(d)
-        }
-        other => other,
-    })?;
-    let settings = serde_json::from_str::<Value>(&assistant.body)
-        .map_err(|e| Error::Internal(format!("the stored assistant is unreadable: {e}")))?;
-    if given.get("stream").and_then(Value::as_bool) == Some(true) {
-        return Err(bad("streaming runs are not built in Cinder yet", "stream"));
-    }
-    let tools = match given.get("tools").filter(|t| !t.is_null()) {
-        Some(t) => assistants::tools(t.clone())?,
-        None => settings["tools"].clone(),
+    let prelude = match streaming {
+        true => Some(vec![("thread.created", threads::shown_thread(&thread)?)]),
+        false => None,
     };
-    let format = match given.get("response_format").filter(|f| !f.is_null()) {
-        Some(f) => assistants::response_format(f.clone())?,
-        None => settings["response_format"].clone(),
-    };
-    let structured = format["type"] == "json_object" || format["type"] == "json_schema";
-    let functions = tools
-        .as_array()
-        .is_some_and(|t| t.iter().any(|t| t["type"] == "function"));
-    let no_calls = given.get("tool_choice").is_some_and(|c| c == "none");
-    if structured && functions && !no_calls {
-        return Err(bad(
-            "a structured response_format together with function tools in one run is not \
-             built in Cinder yet (tool_choice \"none\" allows it)",
-            "response_format",
-        ));
-    }
-    for (param, max) in [
-        ("instructions", assistants::MAX_INSTRUCTIONS),
-        ("additional_instructions", assistants::MAX_INSTRUCTIONS),
-    ] {
-        match given.get(param) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(t)) if t.chars().count() <= max => {}
-            Some(_) => {
-                return Err(bad(
-                    format!("{param} is a string of at most {max} characters"),
-                    param,
-                ));
-            }
-        }
-    }
-    if given.get("reasoning_effort").is_some_and(|v| !v.is_null()) {
-        return Err(bad(
-            "reasoning_effort is for reasoning models, and no served model is one",
-            "reasoning_effort",
-        ));
-    }
-    if let Some(m) = given.get("model").filter(|m| !m.is_null()) {
-        let m = m
-            .as_str()
-            .ok_or_else(|| bad("model must be a string", "model"))?;
-        host.describe_model(m)
-            .map_err(|e| assistants::name_param(e, "model"))?;
-    }
-    for (param, max) in [("temperature", 2.0), ("top_p", 1.0)] {
-        if let Some(v) = given.get(param).filter(|v| !v.is_null())
-            && !v.as_f64().is_some_and(|x| (0.0..=max).contains(&x))
-        {
-            return Err(bad(format!("{param} is a number from 0 to {max}"), param));
-        }
-    }
-    for param in ["max_prompt_tokens", "max_completion_tokens"] {
-        count(given.get(param).unwrap_or(&Value::Null), param)?;
-    }
-    match given.get("truncation_strategy") {
-        None | Some(Value::Null) => {}
-        Some(t) if t["type"] == "auto" => {}
-        Some(t) if t["type"] == "last_messages" => {
-            count(&t["last_messages"], "truncation_strategy.last_messages")?;
-        }
-        Some(_) => {
-            return Err(bad(
-                "truncation_strategy is {\"type\": \"auto\"} or {\"type\": \"last_messages\", \
-                 \"last_messages\": n}",
-                "truncation_strategy",
-            ));
-        }
-    }
-    if let Some(m) = given.get("metadata") {
-        metadata(Some(m.clone()))?;
-    }
-    if let Some(tc) = given.get("tool_choice").filter(|v| !v.is_null()) {
-        let names: Vec<&str> = tools
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t["function"]["name"].as_str())
-            .collect();
-        let ok = match tc {
-            Value::String(c) => ["auto", "none", "required"].contains(&c.as_str()),
-            Value::Object(_) => {
-                tc["type"] == "function"
-                    && tc["function"]["name"]
-                        .as_str()
-                        .is_some_and(|n| names.contains(&n))
-            }
-            _ => false,
-        };
-        if !ok {
-            return Err(bad(
-                "tool_choice is auto, none, required, or {\"type\": \"function\", \"function\": \
-                 {\"name\": ...}} naming one of the run's functions",
-                "tool_choice",
-            ));
-        }
-    }
-    Ok(settings)
+    let run = start(&thread.id, given, prelude, host)?;
+    answer(&run, streaming, host)
 }
 
 /// Checks `given`, adds its `additional_messages` to the thread, stores the run `queued` and
-/// queues its job.
-fn start(thread: &str, given: Map<String, Value>, host: &dyn AgentHost) -> Result<Object, Error> {
-    let settings = check(&given, host)?;
+/// queues its job. With `prelude` (a streaming request's first events) the run's event log
+/// starts with them, then the run created and queued.
+fn start(
+    thread: &str,
+    given: Map<String, Value>,
+    prelude: Option<Vec<(&str, Value)>>,
+    host: &dyn AgentHost,
+) -> Result<Object, Error> {
+    let settings = run_settings::check(&given, host)?;
     let extra = match given.get("additional_messages") {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(m)) if m.len() <= threads::MAX_INITIAL_MESSAGES => m.clone(),
@@ -388,7 +285,25 @@ fn start(thread: &str, given: Map<String, Value>, host: &dyn AgentHost) -> Resul
             body: body.to_string(),
         },
     )?;
-    if let Err(e) = host.enqueue_job(KIND, &run.id, &json!({"run": run.id}).to_string()) {
+    let mut progress = json!({"run": run.id});
+    let log = match prelude {
+        Some(events) => {
+            let mut log = stream::Log::new(&run.id, thread, 0);
+            for (name, data) in events {
+                log.push(name, data);
+            }
+            log.push("thread.run.created", shown(&run)?);
+            log.push("thread.run.queued", shown(&run)?);
+            log.flush(host, false)?;
+            progress["stream"] = json!(0);
+            Some(log)
+        }
+        None => None,
+    };
+    if let Err(e) = host.enqueue_job(KIND, &run.id, &progress.to_string()) {
+        if let Some(log) = log {
+            log.discard(host)?;
+        }
         // No job will ever run it: it must not block the thread.
         let error = json!({"code": "server_error", "message": "the run could not be queued"});
         write(

@@ -37,7 +37,7 @@ fn stored(o: &Object) -> Result<Value, Error> {
         .map_err(|e| Error::Internal(format!("the stored object {} is unreadable: {e}", o.id)))
 }
 
-fn shown_thread(o: &Object) -> Result<Value, Error> {
+pub(crate) fn shown_thread(o: &Object) -> Result<Value, Error> {
     let body = stored(o)?;
     Ok(json!({
         "id": o.id,
@@ -48,12 +48,15 @@ fn shown_thread(o: &Object) -> Result<Value, Error> {
     }))
 }
 
-fn shown_message(o: &Object) -> Result<Value, Error> {
+pub(crate) fn shown_message(o: &Object) -> Result<Value, Error> {
     let mut v = stored(o)?;
     v["id"] = json!(o.id);
     v["object"] = json!("thread.message");
     v["created_at"] = json!(o.created_at);
-    v["completed_at"] = json!(o.created_at);
+    // A run's answer keeps its own (null while it is written); any other is whole at once.
+    if v.get("completed_at").is_none() {
+        v["completed_at"] = json!(o.created_at);
+    }
     Ok(v)
 }
 
@@ -314,6 +317,7 @@ pub fn delete(id: &str, host: &dyn AgentHost) -> Result<(), Error> {
     drain(MESSAGES, &by("thread", id), &|_| Ok(()))?;
     drain(crate::runs::RUNS, &by("thread", id), &|run| {
         host.cancel_job(run)?;
+        drain(crate::stream::EVENTS, &by("run", run), &|_| Ok(()))?;
         drain(crate::runs::STEPS, &by("run", run), &|_| Ok(()))
     })?;
     host.respond_json(

@@ -69,7 +69,7 @@ fn a_run_that_calls_a_function_waits_for_its_output_and_then_answers() {
     assert_eq!(
         param(
             submit(
-                json!({"tool_outputs": [{"tool_call_id": call_id, "output": "{}"}], "stream": true})
+                json!({"tool_outputs": [{"tool_call_id": call_id, "output": "{}"}], "stream": 1})
             )
             .unwrap_err()
         ),

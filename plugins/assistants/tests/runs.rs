@@ -218,7 +218,7 @@ fn what_runs_cannot_do_yet_is_refused_by_name() {
             json!({"assistant_id": asst, "tools": [{"type": "code_interpreter"}]}),
             "tools[0].type",
         ),
-        (json!({"assistant_id": asst, "stream": true}), "stream"),
+        (json!({"assistant_id": asst, "stream": "yes"}), "stream"),
         (
             json!({"assistant_id": with_fn["id"], "response_format": {"type": "json_object"}}),
             "response_format",

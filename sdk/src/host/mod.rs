@@ -145,12 +145,25 @@ pub trait Tools {
 pub trait Sink {
     /// Sends one SSE event's data (the host frames it and ends the stream with `[DONE]`).
     fn send_event(&self, data: &str) -> Result<(), Error>;
+    /// Sends one SSE event named `event` (WIT 0.1.12): the Assistants API's clients dispatch
+    /// on the name. The stream then ends with `event: done`. Defaults to an error, for hosts
+    /// written before it.
+    fn send_named_event(&self, event: &str, data: &str) -> Result<(), Error> {
+        let _ = (event, data);
+        Err(Error::Internal(
+            "this host cannot name events (WIT 0.1.12)".into(),
+        ))
+    }
     /// Sends the whole response.
     fn respond(&self, status: u16, body: &str) -> Result<(), Error>;
 
     /// Serializes `value` and sends it as one SSE event.
     fn send_json(&self, value: &dyn erased::Serialize) -> Result<(), Error> {
         self.send_event(&erased::to_string(value)?)
+    }
+    /// Serializes `value` and sends it as one SSE event named `event`.
+    fn send_named_json(&self, event: &str, value: &dyn erased::Serialize) -> Result<(), Error> {
+        self.send_named_event(event, &erased::to_string(value)?)
     }
     /// Serializes `value` and sends it as the whole response.
     fn respond_json(&self, status: u16, value: &dyn erased::Serialize) -> Result<(), Error> {

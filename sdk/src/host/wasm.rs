@@ -176,6 +176,12 @@ impl Sink for Wasm<'_> {
         self.sink()?.send_event(data).map_err(sink_error)
     }
 
+    fn send_named_event(&self, event: &str, data: &str) -> Result<(), Error> {
+        self.sink()?
+            .send_named_event(event, data)
+            .map_err(sink_error)
+    }
+
     fn respond(&self, status: u16, body: &str) -> Result<(), Error> {
         self.sink()?.respond(status, body).map_err(sink_error)
     }

@@ -38,7 +38,8 @@ pub struct FakeHost {
     model: ModelInfo,
     scripts: Vec<Vec<String>>,
     generated: RefCell<Vec<GenerateRequest>>,
-    events: RefCell<Vec<String>>,
+    /// Each SSE event's name (`None`: unnamed) and data.
+    events: RefCell<Vec<(Option<String>, String)>>,
     response: RefCell<Option<(u16, String)>>,
     settings: Vec<(String, String)>,
     /// (collection, key, value) in first-write order.
@@ -223,7 +224,20 @@ impl FakeHost {
         self.events
             .borrow()
             .iter()
-            .map(|e| serde_json::from_str(e).unwrap_or(serde_json::Value::String(e.clone())))
+            .map(|(_, e)| serde_json::from_str(e).unwrap_or(serde_json::Value::String(e.clone())))
+            .collect()
+    }
+
+    /// The SSE events sent with their names (WIT 0.1.12 `send-named-event`; an unnamed
+    /// event's name is empty), data parsed as JSON.
+    pub fn named_events(&self) -> Vec<(String, serde_json::Value)> {
+        self.events
+            .borrow()
+            .iter()
+            .map(|(n, e)| {
+                let data = serde_json::from_str(e).unwrap_or(serde_json::Value::String(e.clone()));
+                (n.clone().unwrap_or_default(), data)
+            })
             .collect()
     }
 
@@ -466,7 +480,24 @@ impl Sink for FakeHost {
         if self.response.borrow().is_some() {
             return Err(Error::Internal("the plugin wrote two responses".into()));
         }
-        self.events.borrow_mut().push(data.to_owned());
+        self.events.borrow_mut().push((None, data.to_owned()));
+        Ok(())
+    }
+
+    fn send_named_event(&self, event: &str, data: &str) -> Result<(), Error> {
+        if self.response.borrow().is_some() {
+            return Err(Error::Internal("the plugin wrote two responses".into()));
+        }
+        if event.is_empty() || event.len() > 64 || !event.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::Internal(format!(
+                "the plugin named an event {event:?}"
+            )));
+        }
+        serde_json::from_str::<serde_json::Value>(data)
+            .map_err(|e| Error::Internal(format!("an event's data is not JSON: {e}")))?;
+        self.events
+            .borrow_mut()
+            .push((Some(event.to_owned()), data.to_owned()));
         Ok(())
     }
 

@@ -158,7 +158,7 @@ async fn one(
                 return Ok(dispatch::Answer { status, body });
             }
             Some(Output::Failed(e)) => return Err(wit_error(e)),
-            Some(Output::Event(_)) => {
+            Some(Output::Event(_) | Output::NamedEvent(..)) => {
                 return Err(invalid_argument(
                     "body",
                     "a dispatched request cannot stream (`stream` must be false)",

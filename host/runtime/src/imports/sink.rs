@@ -38,6 +38,19 @@ impl sink::HostResponseSink for HostState {
             .await)
     }
 
+    async fn send_named_event(
+        &mut self,
+        _sink: Resource<SinkHandle>,
+        event: String,
+        data: String,
+    ) -> wasmtime::Result<Result<(), sink::SinkError>> {
+        ensure_event_name(&event)?;
+        ensure_json(&data, "an event")?;
+        Ok(self
+            .send(Output::NamedEvent(event, data), ResponseState::Streaming)
+            .await)
+    }
+
     async fn respond(
         &mut self,
         _sink: Resource<SinkHandle>,
@@ -86,8 +99,29 @@ fn ensure_json(text: &str, what: &str) -> wasmtime::Result<()> {
     }
 }
 
+/// An event name becomes an `event:` line: a newline in it would forge other fields.
+fn ensure_event_name(name: &str) -> wasmtime::Result<()> {
+    let ok = (1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_graphic());
+    match ok {
+        true => Ok(()),
+        false => Err(PluginFault(format!(
+            "it named an event {name:?} (names are 1 to 64 printable ASCII characters)"
+        ))
+        .into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn event_names_are_one_line_of_printable_ascii() {
+        assert!(super::ensure_event_name("thread.run.created").is_ok());
+        assert!(super::ensure_event_name("").is_err());
+        assert!(super::ensure_event_name("a\ndata: x").is_err());
+        assert!(super::ensure_event_name("a b").is_err());
+        assert!(super::ensure_event_name(&"x".repeat(65)).is_err());
+    }
+
     #[test]
     fn only_json_passes() {
         assert!(super::ensure_json("{\"a\": [1, 2]}", "x").is_ok());
