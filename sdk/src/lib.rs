@@ -81,7 +81,7 @@ pub mod testing;
 
 pub use bindings::cinder::plugin::{
     config, dispatch, documents, embeddings, inference, jobs, log, multipart, route, sink, store,
-    tools, types,
+    tools, types, vectors,
 };
 pub use cinder_openai as openai;
 pub use export::{
@@ -213,6 +213,73 @@ pub fn object_body(
         }));
     }
     Ok(map)
+}
+
+/// A stateful family's list request as a store query: `limit` (1 to 100, 20 by default),
+/// `order` (`desc` by default), `after`, `before`. A key neither these nor one of `filters`
+/// (which the caller reads) is refused by name, as OpenAI does.
+pub fn list_query(pairs: &[(String, String)], filters: &[&str]) -> Result<store::Query, Error> {
+    let paging = ["limit", "order", "after", "before"];
+    if let Some((k, _)) = pairs
+        .iter()
+        .find(|(k, _)| !paging.contains(&k.as_str()) && !filters.contains(&k.as_str()))
+    {
+        return Err(invalid_request(
+            &format!("Unknown parameter: '{k}'."),
+            Some(k),
+        ));
+    }
+    let p = openai::params::list::ListParams::parse(pairs, 20, 100, true)?;
+    let before = pairs
+        .iter()
+        .find(|(k, v)| k == "before" && !v.is_empty())
+        .map(|(_, v)| v.clone());
+    Ok(store::Query {
+        limit: p.limit,
+        order: if p.newest_first {
+            store::Order::Desc
+        } else {
+            store::Order::Asc
+        },
+        after: p.after,
+        before,
+        status: None,
+        metadata: Vec::new(),
+    })
+}
+
+/// One page of a store listing answered as OpenAI's list object, each object shown by
+/// `shown`.
+pub fn respond_page(
+    sink: &dyn host::Sink,
+    page: &store::Page,
+    shown: impl Fn(&store::Object) -> Result<serde_json::Value, Error>,
+) -> Result<(), Error> {
+    let data = page
+        .objects
+        .iter()
+        .map(shown)
+        .collect::<Result<Vec<_>, _>>()?;
+    sink.respond_json(200, &openai::params::list::list_body(data, page.has_more))
+}
+
+/// Whether `id` could be an id the store made with `prefix` (anything else is not looked up:
+/// a path segment is never a query).
+pub fn well_formed_id(id: &str, prefix: &str) -> bool {
+    id.starts_with(prefix)
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// OpenAI's 404 for an object of a stateful family: `No assistant found with id '...'.`
+pub fn no_such(what: &str, id: &str) -> Error {
+    Error::NotFound(ErrorDetail {
+        message: format!("No {what} found with id '{id}'."),
+        param: None,
+        code: None,
+    })
 }
 
 /// Seconds since the Unix epoch (OpenAI's `created`).

@@ -1,8 +1,7 @@
 """The Assistants API (v2) through the official SDK's `client.beta.assistants` and
 `client.beta.threads`: assistants, threads and messages created, retrieved, updated, listed
 with their cursors and deleted, bad input in OpenAI's envelope naming the parameter, tenants,
-runs answered by their jobs (create_and_poll, create_and_run_poll, cancel, steps), and vector
-stores, not built yet, answering 503 by name."""
+runs answered by their jobs (create_and_poll, create_and_run_poll, cancel, steps)."""
 
 import json
 
@@ -75,7 +74,7 @@ def test_bad_settings_are_a_400_naming_the_parameter(client, extra, param):
     assert e.value.status_code == 400 and e.value.param == param, e.value.body
 
 
-def test_raw_http_shapes_and_unbuilt_families(http):
+def test_raw_http_shapes(http):
     r = http.post("/v1/assistants", json={"model": MODEL}, headers={"OpenAI-Beta": "assistants=v2"})
     assert r.status_code == 200, r.text
     a = r.json()
@@ -84,10 +83,6 @@ def test_raw_http_shapes_and_unbuilt_families(http):
     assert http.delete(f"/v1/assistants/{a['id']}").status_code == 200
     r = http.post("/v1/assistants", content=b"{not json", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
-    for method, path in [("POST", "/v1/vector_stores"), ("GET", "/v1/vector_stores")]:
-        r = http.request(method, path, json={} if method == "POST" else None)
-        assert r.status_code == 503, (path, r.text)
-        assert "not built" in r.json()["error"]["message"], r.text
 
 
 def test_tenants_see_only_their_own_assistants():

@@ -133,6 +133,11 @@ fn build_plugins() -> Result<PathBuf> {
                 "plugins/assistants",
                 "cinder_plugin_assistants",
             ),
+            (
+                "vector-stores",
+                "plugins/vector-stores",
+                "cinder_plugin_vector_stores",
+            ),
         ],
     )
 }
@@ -354,6 +359,8 @@ fn test() -> Result<()> {
         "cinder-plugin-responses",
         "-p",
         "cinder-plugin-assistants",
+        "-p",
+        "cinder-plugin-vector-stores",
         "--features",
         "cinder-sdk/testing",
     ];

@@ -63,6 +63,7 @@ pub(crate) mod embeddings_world {
         imports: {
             "cinder:plugin/embeddings.embed": async | trappable,
             "cinder:plugin/embeddings.embed-within": async | trappable,
+            "cinder:plugin/embeddings.token-spans": async | trappable,
             default: trappable,
         },
         exports: { default: async },
@@ -113,6 +114,34 @@ pub(crate) mod job_world {
             "cinder:plugin/route": crate::bindings::cinder::plugin::route,
             "cinder:plugin/store": crate::bindings::store_world::cinder::plugin::store,
             "cinder:plugin/multipart": crate::bindings::store_world::cinder::plugin::multipart,
+        },
+    });
+}
+
+/// Bindings for the `agent-plugin` world: only its `vectors` import (`@since 0.1.12`) is
+/// generated here; every other interface is the one the worlds above generate. Its handler
+/// and steps are called through the `chat-plugin` and `job-plugin` bindings.
+pub(crate) mod agent_world {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1",
+        world: "agent-plugin",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "cinder:plugin/types": crate::bindings::cinder::plugin::types,
+            "cinder:plugin/log": crate::bindings::cinder::plugin::log,
+            "cinder:plugin/sink": crate::bindings::cinder::plugin::sink,
+            "cinder:plugin/config": crate::bindings::cinder::plugin::config,
+            "cinder:plugin/route": crate::bindings::cinder::plugin::route,
+            "cinder:plugin/inference": crate::bindings::cinder::plugin::inference,
+            "cinder:plugin/tools": crate::bindings::cinder::plugin::tools,
+            "cinder:plugin/embeddings": crate::bindings::embeddings_world::cinder::plugin::embeddings,
+            "cinder:plugin/store": crate::bindings::store_world::cinder::plugin::store,
+            "cinder:plugin/multipart": crate::bindings::store_world::cinder::plugin::multipart,
+            "cinder:plugin/jobs": crate::bindings::job_world::cinder::plugin::jobs,
+            "cinder:plugin/dispatch": crate::bindings::job_world::cinder::plugin::dispatch,
+            "cinder:plugin/handler": crate::bindings::exports::cinder::plugin::handler,
+            "cinder:plugin/job-runner": crate::bindings::job_world::exports::cinder::plugin::job_runner,
         },
     });
 }

@@ -110,6 +110,7 @@ fn needed(import: &str) -> Result<Option<Capability>, ()> {
         // Like `documents`: linked into every SDK plugin; each call checks the grant.
         | "cinder:plugin/store"
         | "cinder:plugin/multipart"
+        | "cinder:plugin/vectors"
         // `jobs` needs `storage` (checked per call); `dispatch` works only inside a job step,
         // and the calls it makes are held to their own plugins' grants.
         | "cinder:plugin/jobs"

@@ -41,6 +41,12 @@ pub enum StoreError {
     /// An id that the store did not make (blob ids are never built from client input).
     #[error("`{0}` is not an id this store makes")]
     InvalidId(String),
+    /// A vector entry, query or search the index cannot take (the caller's mistake).
+    #[error("{0}")]
+    BadVector(String),
+    /// A search's pass over the vectors stopped (a panic in it, or shutdown).
+    #[error("a vector search stopped: {0}")]
+    SearchStopped(String),
     /// A stored row that does not read back (a bug, or a database edited by hand).
     #[error("stored object `{id}` is corrupt: {reason}")]
     Corrupt { id: String, reason: String },

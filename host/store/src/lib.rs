@@ -5,12 +5,14 @@ mod error;
 mod ids;
 mod jobs;
 mod objects;
+mod vectors;
 
 pub use blobs::{Blob, BlobWriter, Pending};
 pub use error::StoreError;
 pub use ids::{is_store_id, new_id};
 pub use jobs::{Job, JobState, NewJob, Renewal};
 pub use objects::{Change, Key, ListQuery, NewObject, Object, Order, Page};
+pub use vectors::{IndexKey, MAX_K, VectorEntry, VectorHit};
 
 use std::path::Path;
 
@@ -38,7 +40,7 @@ pub enum Backend {
 
 /// The schema's versions, applied in order at start-up (the same files on both databases).
 /// Embedded here rather than by sqlx's `migrate!` macro: no proc-macro crate to build.
-const MIGRATIONS: [(i64, &str, &str); 6] = [
+const MIGRATIONS: [(i64, &str, &str); 7] = [
     (1, "objects", include_str!("../migrations/0001_objects.sql")),
     (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
     (3, "blobs", include_str!("../migrations/0003_blobs.sql")),
@@ -57,6 +59,7 @@ const MIGRATIONS: [(i64, &str, &str); 6] = [
         "job_not_before",
         include_str!("../migrations/0006_job_not_before.sql"),
     ),
+    (7, "vectors", include_str!("../migrations/0007_vectors.sql")),
 ];
 
 fn migrator() -> Migrator {
@@ -82,6 +85,8 @@ pub struct Store {
     pool: Pool<Any>,
     backend: Backend,
     blobs: blobs::Folder,
+    /// Vector indexes' in-memory copies, shared by the store's clones.
+    vectors: std::sync::Arc<vectors::Cache>,
 }
 
 impl Store {
@@ -125,6 +130,7 @@ impl Store {
             pool,
             backend,
             blobs: blobs::Folder::open(dir).await?,
+            vectors: std::sync::Arc::default(),
         };
         store.sweep_unindexed_blobs().await?;
         Ok(store)

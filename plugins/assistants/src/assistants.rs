@@ -5,9 +5,8 @@
 use serde_json::{Map, Value, json};
 
 use cinder_sdk::host::AgentHost;
-use cinder_sdk::openai::params::list::ListParams;
 use cinder_sdk::openai::params::metadata;
-use cinder_sdk::store::{Change, NewObject, Object, Order, Query, Updated};
+use cinder_sdk::store::{Change, NewObject, Object, Query, Updated};
 use cinder_sdk::{Error, Request};
 
 use crate::bad;
@@ -38,7 +37,7 @@ const MAX_TOOLS: usize = 128;
 const UPDATE_TRIES: usize = 8;
 
 fn not_found(id: &str) -> Error {
-    crate::not_found("assistant", id)
+    cinder_sdk::no_such("assistant", id)
 }
 
 /// The assistant as OpenAI shows it: the stored settings with the store's id and time.
@@ -275,7 +274,7 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
 
 /// The assistant `id`, if the caller has one.
 pub fn find(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
-    match crate::well_formed(id, "asst_") {
+    match cinder_sdk::well_formed_id(id, "asst_") {
         true => host
             .get_object(COLLECTION, id)?
             .ok_or_else(|| not_found(id)),
@@ -331,37 +330,15 @@ pub fn delete(id: &str, host: &dyn AgentHost) -> Result<(), Error> {
     )
 }
 
-/// A list request's paging: `limit` (1 to 100, 20), `order` (`desc` by default), `after`,
-/// `before`; any other parameter is refused by name.
+/// A list request's paging (the SDK's [`cinder_sdk::list_query`]); any other parameter is
+/// refused by name.
 pub fn list_query(pairs: &[(String, String)]) -> Result<Query, Error> {
-    if let Some((k, _)) = pairs
-        .iter()
-        .find(|(k, _)| !["limit", "order", "after", "before"].contains(&k.as_str()))
-    {
-        return Err(bad(format!("Unknown parameter: '{k}'."), k));
-    }
-    let p = ListParams::parse(pairs, 20, 100, true)?;
-    let before = pairs
-        .iter()
-        .find(|(k, v)| k == "before" && !v.is_empty())
-        .map(|(_, v)| v.clone());
-    Ok(Query {
-        limit: p.limit,
-        order: if p.newest_first {
-            Order::Desc
-        } else {
-            Order::Asc
-        },
-        after: p.after,
-        before,
-        status: None,
-        metadata: Vec::new(),
-    })
+    cinder_sdk::list_query(pairs, &[])
 }
 
 /// `GET /v1/assistants`.
 pub fn list(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let query = list_query(&request.query())?;
     let page = host.list_objects(COLLECTION, &query)?;
-    crate::respond_page(host, &page, shown)
+    cinder_sdk::respond_page(host, &page, shown)
 }

@@ -52,7 +52,6 @@ impl ServeAgent for FirstParty {
                 route.param("step_id").unwrap_or_default(),
                 host,
             ),
-            r if r.starts_with("vector_stores.") => Err(not_built("vector stores")),
             other => Err(Error::NotFound(ErrorDetail {
                 message: format!("the assistants plugin serves no route `{other}`"),
                 param: None,
@@ -73,47 +72,7 @@ impl ServeAgent for FirstParty {
 
 cinder_sdk::export_agent_plugin!(FirstParty);
 
-/// The honest answer of a route whose family is not built yet: 503, naming it.
-fn not_built(what: &str) -> Error {
-    Error::Unavailable(format!(
-        "{what} are not built in Cinder yet (assistants, threads, messages and runs are)"
-    ))
-}
-
 /// A 400 naming `param`.
 fn bad(message: impl Into<String>, param: &str) -> Error {
     cinder_sdk::openai::params::Invalid::new(message, param).into()
-}
-
-/// OpenAI's 404 for an object of this family (`assistant`, `thread`, `message`, `run`).
-fn not_found(what: &str, id: &str) -> Error {
-    Error::NotFound(ErrorDetail {
-        message: format!("No {what} found with id '{id}'."),
-        param: None,
-        code: None,
-    })
-}
-
-/// One page of a listing as OpenAI's list object, each object shown by `shown`.
-fn respond_page(
-    host: &dyn AgentHost,
-    page: &cinder_sdk::store::Page,
-    shown: impl Fn(&cinder_sdk::store::Object) -> Result<serde_json::Value, Error>,
-) -> Result<(), Error> {
-    let data = page
-        .objects
-        .iter()
-        .map(shown)
-        .collect::<Result<Vec<_>, _>>()?;
-    host.respond_json(
-        200,
-        &cinder_sdk::openai::params::list::list_body(data, page.has_more),
-    )
-}
-
-/// Whether `id` could be one of the store's ids with `prefix` (anything else is not looked up).
-fn well_formed(id: &str, prefix: &str) -> bool {
-    id.starts_with(prefix)
-        && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -17,6 +17,10 @@ use crate::runs::{STEPS, body_of, now};
 use crate::stream::Events;
 use crate::threads::{MESSAGES, shown_message};
 
+/// The events of a step created and started at once, and of a message.
+const STEP_STARTED: [&str; 2] = ["thread.run.step.created", "thread.run.step.in_progress"];
+const MESSAGE_STARTED: [&str; 2] = ["thread.message.created", "thread.message.in_progress"];
+
 /// How an answer's message ended.
 pub enum Ending {
     Completed,
@@ -84,10 +88,8 @@ impl Answer {
         let details =
             json!({"type": "message_creation", "message_creation": {"message_id": message.id}});
         let step = new_step(host, run, r, "in_progress", details, None, Value::Null)?;
-        ev.push("thread.run.step.created", || shown_step(&step))?;
-        ev.push("thread.run.step.in_progress", || shown_step(&step))?;
-        ev.push("thread.message.created", || shown_message(&message))?;
-        ev.push("thread.message.in_progress", || shown_message(&message))?;
+        ev.push_each(&STEP_STARTED, || shown_step(&step))?;
+        ev.push_each(&MESSAGE_STARTED, || shown_message(&message))?;
         Ok(Answer {
             written: Some((message, step)),
             text: String::new(),
@@ -137,18 +139,8 @@ impl Answer {
                     Some(done),
                     usage.clone(),
                 )?;
-                ev.push("thread.run.step.created", || {
-                    shown_step(&step).map(step_starting)
-                })?;
-                ev.push("thread.run.step.in_progress", || {
-                    shown_step(&step).map(step_starting)
-                })?;
-                ev.push("thread.message.created", || {
-                    shown_message(&message).map(starting)
-                })?;
-                ev.push("thread.message.in_progress", || {
-                    shown_message(&message).map(starting)
-                })?;
+                ev.push_each(&STEP_STARTED, || shown_step(&step).map(step_starting))?;
+                ev.push_each(&MESSAGE_STARTED, || shown_message(&message).map(starting))?;
                 ev.push("thread.message.delta", || {
                     Ok(delta(&message.id, &self.text))
                 })?;
@@ -295,12 +287,7 @@ pub fn tool_calls_step(
         .collect();
     let details = json!({"type": "tool_calls", "tool_calls": pending});
     let step = new_step(host, run, r, "in_progress", details, None, Value::Null)?;
-    ev.push("thread.run.step.created", || {
-        shown_step(&step).map(step_starting)
-    })?;
-    ev.push("thread.run.step.in_progress", || {
-        shown_step(&step).map(step_starting)
-    })?;
+    ev.push_each(&STEP_STARTED, || shown_step(&step).map(step_starting))?;
     ev.push("thread.run.step.delta", || {
         let indexed: Vec<Value> = pending
             .iter()

@@ -183,13 +183,13 @@ pub fn retrieve_step(
     host: &dyn AgentHost,
 ) -> Result<(), Error> {
     find(host, thread, id)?;
-    let o = match crate::well_formed(step, "step_") {
+    let o = match cinder_sdk::well_formed_id(step, "step_") {
         true => host.get_object(STEPS, step)?,
         false => None,
     };
     let o = o
         .filter(|o| o.metadata.iter().any(|(k, v)| k == "run" && v == id))
-        .ok_or_else(|| crate::not_found("run step", step))?;
+        .ok_or_else(|| cinder_sdk::no_such("run step", step))?;
     host.respond_json(200, &shown_step(&o)?)
 }
 
@@ -216,5 +216,5 @@ pub fn list_steps(
     find(host, thread, id)?;
     query.metadata = vec![("run".into(), id.to_owned())];
     let page = host.list_objects(STEPS, &query)?;
-    crate::respond_page(host, &page, shown_step)
+    cinder_sdk::respond_page(host, &page, shown_step)
 }

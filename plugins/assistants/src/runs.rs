@@ -53,7 +53,7 @@ const KEYS: [&str; 17] = [
 ];
 
 fn not_found(id: &str) -> Error {
-    crate::not_found("run", id)
+    cinder_sdk::no_such("run", id)
 }
 
 pub(crate) fn now() -> i64 {
@@ -81,7 +81,7 @@ pub(crate) fn shown(o: &Object) -> Result<Value, Error> {
 /// The run `id` of the thread `thread`.
 pub(crate) fn find(host: &dyn AgentHost, thread: &str, id: &str) -> Result<Object, Error> {
     threads::find_thread(host, thread)?;
-    let o = match crate::well_formed(id, "run_") {
+    let o = match cinder_sdk::well_formed_id(id, "run_") {
         true => host.get_object(RUNS, id)?,
         false => None,
     };
@@ -408,7 +408,7 @@ pub fn list(thread: &str, request: &Request, host: &dyn AgentHost) -> Result<(),
     threads::find_thread(host, thread)?;
     query.metadata = vec![("thread".into(), thread.to_owned())];
     let page = host.list_objects(RUNS, &query)?;
-    crate::respond_page(host, &page, shown)
+    cinder_sdk::respond_page(host, &page, shown)
 }
 
 /// `POST /v1/threads/{id}/runs/{run_id}`: `metadata`.

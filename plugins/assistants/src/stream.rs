@@ -163,6 +163,21 @@ impl Events {
         Ok(())
     }
 
+    /// Each of `names` with the same data (an object created and started at once).
+    pub fn push_each(
+        &mut self,
+        names: &[&str],
+        data: impl FnOnce() -> Result<Value, Error>,
+    ) -> Result<(), Error> {
+        if let Some(log) = &mut self.0 {
+            let data = data()?;
+            for name in names {
+                log.push(name, data.clone());
+            }
+        }
+        Ok(())
+    }
+
     /// Whether anyone reads these events.
     pub fn streaming(&self) -> bool {
         self.0.is_some()

@@ -25,11 +25,11 @@ pub const MAX_MESSAGE_CHARS: usize = 256_000;
 const PAGE: u32 = 100;
 
 fn thread_not_found(id: &str) -> Error {
-    crate::not_found("thread", id)
+    cinder_sdk::no_such("thread", id)
 }
 
 fn message_not_found(id: &str) -> Error {
-    crate::not_found("message", id)
+    cinder_sdk::no_such("message", id)
 }
 
 fn stored(o: &Object) -> Result<Value, Error> {
@@ -62,7 +62,7 @@ pub(crate) fn shown_message(o: &Object) -> Result<Value, Error> {
 
 /// The thread `id`, if the caller has one.
 pub fn find_thread(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
-    match crate::well_formed(id, "thread_") {
+    match cinder_sdk::well_formed_id(id, "thread_") {
         true => host
             .get_object(THREADS, id)?
             .ok_or_else(|| thread_not_found(id)),
@@ -73,7 +73,7 @@ pub fn find_thread(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
 /// The message `id` of the thread `thread`, if the caller has one.
 fn find_message(host: &dyn AgentHost, thread: &str, id: &str) -> Result<Object, Error> {
     find_thread(host, thread)?;
-    let o = match crate::well_formed(id, "msg_") {
+    let o = match cinder_sdk::well_formed_id(id, "msg_") {
         true => host.get_object(MESSAGES, id)?,
         false => None,
     };
@@ -362,7 +362,7 @@ pub fn list_messages(thread: &str, request: &Request, host: &dyn AgentHost) -> R
         query.metadata.push(("run".into(), run));
     }
     let page = host.list_objects(MESSAGES, &query)?;
-    crate::respond_page(host, &page, shown_message)
+    cinder_sdk::respond_page(host, &page, shown_message)
 }
 
 /// `GET /v1/threads/{id}/messages/{message_id}`.

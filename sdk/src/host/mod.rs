@@ -121,6 +121,43 @@ pub trait Embeddings {
         }
         Ok(out)
     }
+    /// Where each token of `text` lies in it (byte ranges, in order, special tokens left
+    /// out), as `model` tokenizes it (WIT 0.1.12): a text cut into chunks of so many tokens,
+    /// each a slice of the original. Defaults to an error, for hosts written before it.
+    fn token_spans(&self, model: &str, text: &str) -> Result<Vec<(u32, u32)>, Error> {
+        let _ = (model, text);
+        Err(Error::Internal(
+            "this host cannot tell where tokens lie (WIT 0.1.12)".into(),
+        ))
+    }
+}
+
+/// `cinder:plugin/vectors` (WIT 0.1.12): vector indexes kept by the host and searched exactly
+/// (cosine similarity), in a `space` the manifest names as a collection. Needs `storage`.
+pub trait Vectors {
+    /// Adds or replaces entries (at most 1024) of the index `index`, creating it.
+    fn upsert_vectors(
+        &self,
+        space: &str,
+        index: &str,
+        entries: &[crate::vectors::Entry],
+    ) -> Result<(), Error>;
+    /// Removes the entries of `group`; how many there were.
+    fn remove_vector_group(&self, space: &str, index: &str, group: &str) -> Result<u64, Error>;
+    /// Removes the index; how many entries it had.
+    fn drop_vector_index(&self, space: &str, index: &str) -> Result<u64, Error>;
+    /// How many entries the index holds.
+    fn count_vectors(&self, space: &str, index: &str) -> Result<u64, Error>;
+    /// The `k` (at most 100) entries most similar to `query`, best first, among `groups`
+    /// (none: all).
+    fn search_vectors(
+        &self,
+        space: &str,
+        index: &str,
+        query: &[f32],
+        k: u32,
+        groups: Option<&[String]>,
+    ) -> Result<Vec<crate::vectors::Hit>, Error>;
 }
 
 /// `cinder:plugin/tools` (WIT 0.1.3): the loaded tools plugin, reached from a chat plugin.
@@ -310,11 +347,14 @@ impl<T: Sink + Config + Store + Multipart> StoreHost for T {}
 /// Every import at once: what a family's pipeline takes, so one `&dyn Host` reaches all.
 /// Implemented for anything that implements each trait.
 pub trait Host:
-    Inference + Embeddings + Tools + Sink + Config + Documents + Store + Multipart
+    Inference + Embeddings + Tools + Sink + Config + Documents + Store + Multipart + Vectors
 {
 }
 
-impl<T: Inference + Embeddings + Tools + Sink + Config + Documents + Store + Multipart> Host for T {}
+impl<T: Inference + Embeddings + Tools + Sink + Config + Documents + Store + Multipart + Vectors>
+    Host for T
+{
+}
 
 /// `dyn`-compatible serialization for [`Sink::send_json`]: the response types are all
 /// `serde::Serialize`, which is not object safe, so they cross as this.

@@ -2,7 +2,7 @@
 
 use super::{
     BlobWriter, Config, Dispatch, Documents, Embeddings, Generation, Inference, Jobs, Multipart,
-    Sink, Store, Tools,
+    Sink, Store, Tools, Vectors,
 };
 use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
 use crate::inference::{
@@ -147,6 +147,11 @@ impl Tools for Wasm<'_> {
 impl Embeddings for Wasm<'_> {
     fn describe_embedder(&self, model: &str) -> Result<EmbedderInfo, Error> {
         crate::bindings::cinder::plugin::embeddings::describe_embedder(model)
+    }
+
+    fn token_spans(&self, model: &str, text: &str) -> Result<Vec<(u32, u32)>, Error> {
+        let spans = crate::bindings::cinder::plugin::embeddings::token_spans(model, text)?;
+        Ok(spans.into_iter().map(|s| (s.start, s.end)).collect())
     }
 
     fn embed(
@@ -324,5 +329,39 @@ impl Jobs for Wasm<'_> {
 impl Dispatch for Wasm<'_> {
     fn dispatch(&self, calls: &[dispatch::Call]) -> Vec<Result<dispatch::Answer, Error>> {
         dispatch::run(calls)
+    }
+}
+
+impl Vectors for Wasm<'_> {
+    fn upsert_vectors(
+        &self,
+        space: &str,
+        index: &str,
+        entries: &[crate::vectors::Entry],
+    ) -> Result<(), Error> {
+        crate::vectors::upsert(space, index, entries)
+    }
+
+    fn remove_vector_group(&self, space: &str, index: &str, group: &str) -> Result<u64, Error> {
+        crate::vectors::remove_group(space, index, group)
+    }
+
+    fn drop_vector_index(&self, space: &str, index: &str) -> Result<u64, Error> {
+        crate::vectors::drop_index(space, index)
+    }
+
+    fn count_vectors(&self, space: &str, index: &str) -> Result<u64, Error> {
+        crate::vectors::count(space, index)
+    }
+
+    fn search_vectors(
+        &self,
+        space: &str,
+        index: &str,
+        query: &[f32],
+        k: u32,
+        groups: Option<&[String]>,
+    ) -> Result<Vec<crate::vectors::Hit>, Error> {
+        crate::vectors::search(space, index, query, k, groups)
     }
 }

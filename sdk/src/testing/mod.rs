@@ -15,6 +15,7 @@
 
 mod jobs;
 mod store;
+mod vectors;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -565,6 +566,15 @@ impl Documents for FakeHost {
 impl Embeddings for FakeHost {
     fn describe_embedder(&self, model: &str) -> Result<EmbedderInfo, Error> {
         self.embedder(model).cloned()
+    }
+
+    /// The fake embedder reads a character as a token (as its `embed` counts them).
+    fn token_spans(&self, model: &str, text: &str) -> Result<Vec<(u32, u32)>, Error> {
+        self.embedder(model)?;
+        Ok(text
+            .char_indices()
+            .map(|(i, c)| (i as u32, (i + c.len_utf8()) as u32))
+            .collect())
     }
 
     fn embed(

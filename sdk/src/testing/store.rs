@@ -24,6 +24,8 @@ struct Inner {
     max_blob: Option<u64>,
     /// The blob a request answered with, and its content type.
     sent: Option<(String, String)>,
+    /// Vector entries: ((space, index), entry) in first-write order.
+    pub(super) vectors: Vec<((String, String), crate::vectors::Entry)>,
 }
 
 /// Objects and blobs in memory; clones share them.
@@ -31,6 +33,14 @@ struct Inner {
 pub struct FakeStore(Rc<RefCell<Inner>>);
 
 impl FakeStore {
+    /// Runs `f` on the vector entries (the fake `vectors` import's state).
+    pub(super) fn with_vectors<T>(
+        &self,
+        f: impl FnOnce(&mut Vec<((String, String), crate::vectors::Entry)>) -> T,
+    ) -> T {
+        f(&mut self.0.borrow_mut().vectors)
+    }
+
     /// Blobs past `bytes` are refused, as the host's `[limits] max_file_bytes` does.
     pub fn with_max_blob_bytes(self, bytes: u64) -> Self {
         self.0.borrow_mut().max_blob = Some(bytes);

@@ -35,6 +35,8 @@ enum Route {
     Encoder {
         tx: std_mpsc::Sender<Job>,
         tokenizer: Arc<tokenizers::Tokenizer>,
+        /// The same tokenizer without truncation: where every token of a whole text lies.
+        spans: Arc<tokenizers::Tokenizer>,
         /// The model's live requests in flight ([`LiveRequest`]).
         own_live: Arc<AtomicUsize>,
     },
@@ -55,10 +57,15 @@ impl EmbedHandle {
     /// Starts the thread that owns `embedder`.
     pub fn spawn(name: &str, embedder: Embedder) -> Result<Self, CoreError> {
         let (tx, rx) = std_mpsc::channel::<Job>();
+        let mut spans = embedder.tokenizer().clone();
+        spans.with_truncation(None).map_err(|e| {
+            CoreError::Tokenizer(format!("cannot turn the tokenizer's truncation off: {e}"))
+        })?;
         let handle = EmbedHandle {
             route: Route::Encoder {
                 tx,
                 tokenizer: Arc::new(embedder.tokenizer().clone()),
+                spans: Arc::new(spans),
                 own_live: embedder.own_live(),
             },
             max_tokens: embedder.max_tokens(),
@@ -93,6 +100,29 @@ impl EmbedHandle {
                 ids.truncate(self.max_tokens);
                 Ok((ids, cut))
             }
+        }
+    }
+
+    /// Where each token of `text` lies in it (byte ranges, in order; no special tokens, no
+    /// truncation): how a family cuts a long text into chunks of so many tokens, each a
+    /// slice of the original. Only sentence-transformers models keep their tokens' places.
+    pub fn token_spans(&self, text: &str) -> Result<Vec<(u32, u32)>, CoreError> {
+        match &self.route {
+            Route::Encoder { spans, .. } => {
+                let enc = spans
+                    .encode(text, false)
+                    .map_err(|e| CoreError::Tokenizer(e.to_string()))?;
+                Ok(enc
+                    .get_offsets()
+                    .iter()
+                    .map(|&(a, b)| (a as u32, b as u32))
+                    .collect())
+            }
+            Route::Chat(_) => Err(CoreError::Tokenizer(
+                "token spans come from a sentence-transformers model's tokenizer, and this \
+                 embedder is a chat model"
+                    .into(),
+            )),
         }
     }
 

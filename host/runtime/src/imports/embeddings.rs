@@ -6,7 +6,7 @@ use cinder_core::{CoreError, LoadedEmbedder};
 
 use crate::bindings::cinder::plugin::types;
 use crate::bindings::embeddings_world::cinder::plugin::embeddings::{
-    self, EmbedInput, Embedded, EmbedderInfo, Overflow,
+    self, EmbedInput, Embedded, EmbedderInfo, Overflow, TokenSpan,
 };
 use crate::imports::{invalid_argument, wit_error};
 use crate::state::HostState;
@@ -49,7 +49,38 @@ impl embeddings::Host for HostState {
         self.embed_bounded(model, inputs, overflow, Some(max_tokens))
             .await
     }
+
+    async fn token_spans(
+        &mut self,
+        model: String,
+        text: String,
+    ) -> wasmtime::Result<Result<Vec<TokenSpan>, types::Error>> {
+        if text.len() > MAX_SPAN_TEXT {
+            return Ok(Err(invalid_argument(
+                "text",
+                format!("a text is at most {MAX_SPAN_TEXT} bytes; cut it first"),
+                None,
+            )));
+        }
+        let model = match self.models.embedder(&model) {
+            Ok(m) => m,
+            Err(e) => return Ok(Err(wit_error(e))),
+        };
+        // A long document's tokenization is real work: off the async workers.
+        let spans = self
+            .blocking(move || model.engine.token_spans(&text).map_err(wit_error))
+            .await?;
+        self.touch();
+        Ok(spans.map(|s| {
+            s.into_iter()
+                .map(|(start, end)| TokenSpan { start, end })
+                .collect()
+        }))
+    }
 }
+
+/// The longest text one `token-spans` call takes (a family cuts longer documents first).
+const MAX_SPAN_TEXT: usize = 8 << 20;
 
 impl HostState {
     async fn embed_bounded(

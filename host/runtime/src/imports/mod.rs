@@ -13,6 +13,7 @@ pub(crate) mod route;
 pub(crate) mod sink;
 pub(crate) mod store;
 pub(crate) mod tools;
+pub(crate) mod vectors;
 
 use cinder_core::{CoreError, SamplingField};
 

@@ -1,0 +1,116 @@
+"""Vector stores through the official SDK's `client.vector_stores`, on the real default
+embedder (all-MiniLM-L6-v2): files uploaded and ingested (`upload_and_poll`,
+`create_and_poll`), searched (the document that answers a question ranks first), filtered by
+attributes, listed and paged, their content read back, unreadable files failing with
+OpenAI's codes, bad input refused by name, and deletion taking the chunks along."""
+
+import io
+
+import openai
+import pytest
+
+DOCS = {
+    "volcanoes.txt": "Volcanoes form where magma rises through the crust. Basaltic lava flows far "
+                     "and fast; rhyolitic magma is sticky and erupts explosively. Mauna Loa in "
+                     "Hawaii is the largest active volcano on Earth.",
+    "bread.md": "# Baking bread\n\nMix flour, water, salt and yeast. Knead the dough until it is "
+                "smooth, let it rise for two hours, shape the loaf and bake it at 230 degrees "
+                "until the crust is brown and it sounds hollow.",
+    "chess.html": "<html><body><h1>Chess openings</h1><p>The Sicilian Defence answers 1.e4 with "
+                  "1...c5. The Queen's Gambit offers a pawn on c4 for control of the centre.</p>"
+                  "<script>ignored()</script></body></html>",
+}
+
+
+def upload(client, name, text):
+    return client.files.create(file=(name, io.BytesIO(text.encode())), purpose="assistants")
+
+
+@pytest.fixture(scope="module")
+def store(client):
+    vs = client.vector_stores.create(name="notes", metadata={"suite": "e2e"})
+    files = [(n, io.BytesIO(t.encode())) for n, t in DOCS.items()]
+    batch = client.vector_stores.file_batches.upload_and_poll(vs.id, files=files, poll_interval_ms=100)
+    assert batch.status == "completed" and batch.file_counts.completed == 3, batch
+    yield client.vector_stores.retrieve(vs.id)
+    client.vector_stores.delete(vs.id)
+
+
+def test_a_question_finds_the_document_that_answers_it(client, store):
+    assert store.status == "completed" and store.file_counts.total == 3 and store.usage_bytes > 0
+    names = {f.id: client.files.retrieve(f.id).filename for f in client.vector_stores.files.list(store.id)}
+    for question, want in [("How do I bake a loaf?", "bread.md"),
+                           ("Which volcano is the largest?", "volcanoes.txt"),
+                           ("What is a good reply to 1.e4?", "chess.html")]:
+        page = client.vector_stores.search(store.id, query=question, max_num_results=3)
+        results = list(page)
+        assert results[0].filename == want, [(r.filename, r.score) for r in results]
+        assert names[results[0].file_id] == want
+        assert results[0].score > results[-1].score
+        assert results[0].content[0].type == "text" and results[0].content[0].text
+    # The HTML file was read without its markup or script.
+    chess = next(f for f, n in names.items() if n == "chess.html")
+    text = "".join(c.text for c in client.vector_stores.files.content(chess, vector_store_id=store.id))
+    assert "Sicilian" in text and "<p>" not in text and "ignored()" not in text
+
+
+def test_attributes_filter_the_search(client, store):
+    files = list(client.vector_stores.files.list(store.id))
+    for f in files:
+        name = client.files.retrieve(f.id).filename
+        client.vector_stores.files.update(f.id, vector_store_id=store.id,
+                                          attributes={"kind": "food" if name == "bread.md" else "other"})
+    page = client.vector_stores.search(store.id, query="How do I bake a loaf?",
+                                       filters={"type": "eq", "key": "kind", "value": "other"})
+    assert page.data and all(r.attributes == {"kind": "other"} for r in page.data)
+    page = client.vector_stores.search(store.id, query="volcano", ranking_options={"score_threshold": 0.99})
+    assert page.data == []
+
+
+def test_files_list_by_status_and_page(client, store):
+    first = client.vector_stores.files.list(store.id, limit=2, order="asc")
+    assert len(first.data) == 2 and first.has_more
+    rest = client.vector_stores.files.list(store.id, limit=2, order="asc", after=first.data[-1].id)
+    assert len(rest.data) == 1 and not rest.has_more
+    assert client.vector_stores.files.list(store.id, filter="failed").data == []
+
+
+def test_unreadable_files_fail_with_openais_codes_and_removal_takes_the_chunks(client):
+    vs = client.vector_stores.create()
+    pdf = upload(client, "paper.pdf", "%PDF-1.7 not really")
+    done = client.vector_stores.files.create_and_poll(file_id=pdf.id, vector_store_id=vs.id, poll_interval_ms=100)
+    assert done.status == "failed" and done.last_error.code == "unsupported_file", done
+    assert ".pdf" in done.last_error.message
+    note = upload(client, "note.txt", "Otters hold hands while they sleep so they do not drift apart.")
+    done = client.vector_stores.files.create_and_poll(file_id=note.id, vector_store_id=vs.id, poll_interval_ms=100)
+    assert done.status == "completed"
+    assert client.vector_stores.search(vs.id, query="otters").data
+    client.vector_stores.files.delete(note.id, vector_store_id=vs.id)
+    assert client.vector_stores.search(vs.id, query="otters").data == []
+    assert client.files.retrieve(note.id).id == note.id, "the file itself stays"
+    assert client.vector_stores.delete(vs.id).deleted
+    with pytest.raises(openai.NotFoundError):
+        client.vector_stores.retrieve(vs.id)
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    ({"file_ids": ["file-missing"]}, "file_ids"),
+    ({"expires_after": {"anchor": "created_at", "days": 1}}, "expires_after"),
+    ({"chunking_strategy": {"type": "static", "static": {"max_chunk_size_tokens": 800, "chunk_overlap_tokens": 400}},
+      "file_ids": ["FILE"]}, "chunking_strategy.static.max_chunk_size_tokens"),
+])
+def test_bad_stores_are_refused_by_name(client, kwargs, param):
+    if kwargs.get("file_ids") == ["FILE"]:
+        kwargs["file_ids"] = [upload(client, "x.txt", "some words").id]
+    with pytest.raises((openai.BadRequestError, openai.NotFoundError)) as e:
+        client.vector_stores.create(**kwargs)
+    assert e.value.param == param, e.value.body
+
+
+def test_bad_searches_are_refused_by_name(client, store):
+    for kwargs, param in [({"query": ""}, "query"), ({"query": "a", "max_num_results": 51}, "max_num_results"),
+                          ({"query": "a", "rewrite_query": True}, "rewrite_query"),
+                          ({"query": "a", "filters": {"type": "like", "key": "k", "value": 1}}, "filters")]:
+        with pytest.raises(openai.BadRequestError) as e:
+            client.vector_stores.search(store.id, **kwargs)
+        assert e.value.param == param, e.value.body
