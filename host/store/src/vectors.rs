@@ -12,6 +12,7 @@ use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
+use futures::TryStreamExt;
 use sqlx::Row;
 
 use crate::{Store, StoreError};
@@ -431,13 +432,13 @@ impl Store {
             data: Vec::new(),
         };
         let mut group_of: HashMap<String, u32> = HashMap::new();
-        for r in sqlx::query(q)
+        // Row by row: the rows of a large index never sit in memory beside its copy.
+        let mut rows = sqlx::query(q)
             .bind(key.owner)
             .bind(key.space)
             .bind(key.index)
-            .fetch_all(&self.pool)
-            .await?
-        {
+            .fetch(&self.pool);
+        while let Some(r) = rows.try_next().await? {
             let id: String = r.try_get("id")?;
             let bytes: Vec<u8> = r.try_get("vec")?;
             if bytes.len() != dims * 4 {
