@@ -62,7 +62,8 @@ def test_listing_walks_every_page_newest_first(client):
 @pytest.mark.parametrize("extra, param", [
     ({"model": "no-such-model"}, "model"),
     ({"tools": [{"type": "code_interpreter"}]}, "tools[0].type"),
-    ({"tool_resources": {"file_search": {"vector_store_ids": ["vs_x"]}}}, "tool_resources.file_search"),
+    ({"tool_resources": {"file_search": {"vector_store_ids": ["vs_x", "vs_y"]}}},
+     "tool_resources.file_search.vector_store_ids"),
     ({"temperature": 3}, "temperature"),
     ({"name": "x" * 257}, "name"),
     ({"metadata": {"k" * 65: "v"}}, "metadata"),

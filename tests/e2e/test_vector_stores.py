@@ -2,12 +2,17 @@
 embedder (all-MiniLM-L6-v2): files uploaded and ingested (`upload_and_poll`,
 `create_and_poll`), searched (the document that answers a question ranks first), filtered by
 attributes, listed and paged, their content read back, unreadable files failing with
-OpenAI's codes, bad input refused by name, and deletion taking the chunks along."""
+OpenAI's codes, bad input refused by name, and deletion taking the chunks along; an
+assistant's run with file_search over the store (its step's results rank the answering file
+first, the answer cites it)."""
 
 import io
 
 import openai
 import pytest
+
+# The SDK marks the Assistants API (the file_search run) deprecated.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 DOCS = {
     "volcanoes.txt": "Volcanoes form where magma rises through the crust. Basaltic lava flows far "
@@ -114,3 +119,26 @@ def test_bad_searches_are_refused_by_name(client, store):
         with pytest.raises(openai.BadRequestError) as e:
             client.vector_stores.search(store.id, **kwargs)
         assert e.value.param == param, e.value.body
+
+
+def test_a_file_search_run_ranks_and_cites_the_file_that_answers(client, store):
+    asst = client.beta.assistants.create(
+        model="smollm2-135m-instruct", instructions="Answer briefly.", tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_store_ids": [store.id]}})
+    thread = client.beta.threads.create(messages=[{"role": "user", "content": "How long should bread dough rise?"}])
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=asst.id, poll_interval_ms=100,
+                                                   max_completion_tokens=32, temperature=0)
+    assert run.status in ("completed", "incomplete"), run
+    steps = client.beta.threads.runs.steps.list(
+        run.id, thread_id=thread.id, order="asc",
+        include=["step_details.tool_calls[*].file_search.results[*].content"]).data
+    assert [s.type for s in steps] == ["tool_calls", "message_creation"]
+    results = steps[0].step_details.tool_calls[0].file_search.results
+    assert results[0].file_name == "bread.md", [(r.file_name, r.score) for r in results]
+    assert "rise" in results[0].content[0].text
+    message = client.beta.threads.messages.list(thread.id).data[0]
+    notes = message.content[0].text.annotations
+    assert notes and notes[0].type == "file_citation"
+    assert notes[0].file_citation.file_id == results[0].file_id
+    value = message.content[0].text.value
+    assert value[notes[0].start_index:notes[0].end_index] == notes[0].text

@@ -149,6 +149,9 @@ pub fn bench(args: &[String]) -> Result<()> {
     if args.iter().any(|a| a == "--files") {
         return crate::bench_files::bench(args);
     }
+    if args.iter().any(|a| a == "--retrieval") {
+        return crate::bench_retrieval::bench();
+    }
     if args.iter().any(|a| a == "--vector-stores") {
         return crate::bench_vectors::bench(args);
     }

@@ -84,7 +84,7 @@ pub fn bench(args: &[String]) -> Result<()> {
 }
 
 /// A venv with sentence-transformers (which brings torch) and the openai SDK, made once.
-fn sentence_transformers_venv() -> Result<std::path::PathBuf> {
+pub(crate) fn sentence_transformers_venv() -> Result<std::path::PathBuf> {
     let venv = cache_dir().join("st-venv");
     let python = venv.join("bin/python");
     let ready = Command::new(&python)

@@ -10,11 +10,12 @@ mod bench;
 mod bench_batch;
 mod bench_embed;
 mod bench_files;
+mod bench_retrieval;
 mod bench_vectors;
 mod cross;
 mod models;
 
-const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE] [--activations q8] [--avx2] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] [--vector-stores [--mb N]] | plugins | fetch-models [--test-models] | setup | cross-test>";
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE] [--activations q8] [--avx2] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] [--vector-stores [--mb N]] [--retrieval] | plugins | fetch-models [--test-models] | setup | cross-test>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

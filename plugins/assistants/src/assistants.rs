@@ -196,22 +196,43 @@ pub fn tools(v: Value) -> Result<Value, Error> {
     Ok(v)
 }
 
-/// `tool_resources`: empty until vector stores exist (file_search's `vector_store_ids` are
-/// refused by name until then; code_interpreter has none in Cinder).
+/// `tool_resources`: file_search's `vector_store_ids` (at most one store, as OpenAI allows
+/// an assistant or a thread; it must exist when a run searches it). Creating a store inline
+/// (`vector_stores`) is refused by name; code_interpreter has none in Cinder.
 pub fn tool_resources(v: Value) -> Result<Value, Error> {
     let Value::Object(map) = &v else {
         return Err(bad("tool_resources must be an object", "tool_resources"));
     };
+    let mut out = serde_json::Map::new();
     for (k, r) in map {
-        let empty = |key: &str| r[key].as_array().is_none_or(Vec::is_empty);
         match k.as_str() {
-            "file_search" if empty("vector_store_ids") && empty("vector_stores") => {}
             "file_search" => {
-                return Err(bad(
-                    "vector stores are not built in Cinder yet, so file_search has none to \
-                     search",
-                    "tool_resources.file_search",
-                ));
+                if r["vector_stores"].as_array().is_some_and(|a| !a.is_empty()) {
+                    return Err(bad(
+                        "creating a vector store inside tool_resources is not built in Cinder                          yet: create it with POST /v1/vector_stores and pass its id in                          vector_store_ids",
+                        "tool_resources.file_search.vector_stores",
+                    ));
+                }
+                let ids = match &r["vector_store_ids"] {
+                    Value::Null => Vec::new(),
+                    Value::Array(a) if a.len() <= 1 => a.clone(),
+                    _ => {
+                        return Err(bad(
+                            "vector_store_ids is an array of at most one vector store id",
+                            "tool_resources.file_search.vector_store_ids",
+                        ));
+                    }
+                };
+                if !ids.iter().all(|i| {
+                    i.as_str()
+                        .is_some_and(|i| cinder_sdk::well_formed_id(i, "vs_"))
+                }) {
+                    return Err(bad(
+                        "a vector store id starts with vs_",
+                        "tool_resources.file_search.vector_store_ids",
+                    ));
+                }
+                out.insert(k.clone(), json!({"vector_store_ids": ids}));
             }
             "code_interpreter" => {
                 return Err(bad(
@@ -227,7 +248,7 @@ pub fn tool_resources(v: Value) -> Result<Value, Error> {
             }
         }
     }
-    Ok(v)
+    Ok(Value::Object(out))
 }
 
 /// `response_format`: `auto`, or `{type: text | json_object | json_schema}` (a schema

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod assistants;
+mod file_search;
 mod run_job;
 mod run_output;
 mod run_settings;
@@ -50,6 +51,7 @@ impl ServeAgent for FirstParty {
                 id(),
                 run(),
                 route.param("step_id").unwrap_or_default(),
+                &request,
                 host,
             ),
             other => Err(Error::NotFound(ErrorDetail {

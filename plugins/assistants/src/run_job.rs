@@ -17,10 +17,11 @@ use cinder_sdk::tools::{Call, Function, Message, ToolChoice, ToolUse};
 use cinder_sdk::types::FinishReason;
 use cinder_sdk::{Error, Job, Outcome};
 
+use crate::file_search;
 use crate::run_output::{Answer, Ending, tool_calls_step};
 use crate::runs::{RUNS, STEPS, advance, body_of, now, stopped};
 use crate::stream::{Events, Log};
-use crate::threads::MESSAGES;
+use crate::threads::{MESSAGES, THREADS};
 
 /// How often a generating step looks whether its run was cancelled.
 pub const CHECK_EVERY: Duration = Duration::from_millis(100);
@@ -279,6 +280,48 @@ fn rounds(r: &Value) -> Vec<Message> {
     out
 }
 
+/// What file_search found for the run: searched at its first step (the last user message
+/// in its vector stores), kept in the run for the steps after tool outputs.
+fn search_files(
+    run: &Object,
+    r: &Value,
+    messages: &[Message],
+    context_length: u32,
+    host: &dyn AgentHost,
+    ev: &mut Events,
+) -> Result<Option<file_search::Retrieved>, Error> {
+    if let Some(kept) = file_search::Retrieved::from_json(&r["retrieved"]) {
+        return Ok(Some(kept));
+    }
+    if r["rounds"].as_array().is_some_and(|rs| !rs.is_empty()) {
+        return Ok(None);
+    }
+    let thread = match host.get_object(THREADS, r["thread_id"].as_str().unwrap_or_default())? {
+        Some(t) => serde_json::from_str(&t.body).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    let query = messages
+        .iter()
+        .rev()
+        .find(|m| m.role == "user")
+        .map(|m| m.content.clone())
+        .unwrap_or_default();
+    // The excerpts take at most about half the context (a token is rarely under 4 characters
+    // of English).
+    let budget = 2 * context_length as usize;
+    let found = file_search::retrieve(host, run, r, &thread, &query, budget, ev)?;
+    if let Some(f) = &found {
+        advance(
+            host,
+            &run.id,
+            &["in_progress"],
+            "in_progress",
+            &[("retrieved", f.to_json())],
+        )?;
+    }
+    Ok(found)
+}
+
 /// Generates the run's answer into `said`; the run as it ended, `None` if it was cancelled
 /// meanwhile.
 fn answer(
@@ -293,10 +336,15 @@ fn answer(
     // Characters enough for any prompt the context holds (a token is rarely under 2).
     let budget = 8 * info.context_length as usize;
     let mut messages = context(host, &r, budget)?;
+    let retrieved = search_files(run, &r, &messages, info.context_length, host, ev)?;
     let instructions = r["instructions"].as_str().unwrap_or_default();
+    let instructions = match &retrieved {
+        Some(x) => file_search::instructions(instructions, x),
+        None => instructions.to_owned(),
+    };
     let system = (!instructions.is_empty()).then(|| Message {
         role: "system".into(),
-        content: instructions.to_owned(),
+        content: instructions.clone(),
         calls: Vec::new(),
         tool_call_id: None,
     });
@@ -394,6 +442,9 @@ fn answer(
     // text is calls or a message.
     if ev.streaming() && tools.is_none() {
         *said = Answer::open(host, run, &r, ev)?;
+    }
+    if let Some(x) = &retrieved {
+        said.cite(x.cited.clone());
     }
     let mut looked = Instant::now();
     let (reason, usage) = loop {

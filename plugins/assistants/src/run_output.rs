@@ -18,7 +18,7 @@ use crate::stream::Events;
 use crate::threads::{MESSAGES, shown_message};
 
 /// The events of a step created and started at once, and of a message.
-const STEP_STARTED: [&str; 2] = ["thread.run.step.created", "thread.run.step.in_progress"];
+pub const STEP_STARTED: [&str; 2] = ["thread.run.step.created", "thread.run.step.in_progress"];
 const MESSAGE_STARTED: [&str; 2] = ["thread.message.created", "thread.message.in_progress"];
 
 /// How an answer's message ended.
@@ -33,6 +33,8 @@ pub enum Ending {
 pub struct Answer {
     written: Option<(Object, Object)>,
     text: String,
+    /// The files the answer cites (file_search's): (id, name).
+    cited: Vec<(String, String)>,
 }
 
 /// A message's JSON with `status`, as the SDK's snapshots start: in progress and empty.
@@ -92,7 +94,7 @@ impl Answer {
         ev.push_each(&MESSAGE_STARTED, || shown_message(&message))?;
         Ok(Answer {
             written: Some((message, step)),
-            text: String::new(),
+            ..Answer::default()
         })
     }
 
@@ -103,6 +105,11 @@ impl Answer {
             ev.push("thread.message.delta", || Ok(delta(&message.id, text)))?;
         }
         Ok(())
+    }
+
+    /// The answer will cite these files (file_search's excerpts came from them).
+    pub fn cite(&mut self, cited: Vec<(String, String)>) {
+        self.cited = cited;
     }
 
     /// The text so far.
@@ -122,12 +129,16 @@ impl Answer {
         ev: &mut Events,
     ) -> Result<(Object, Object), Error> {
         let done = now();
+        // What the model said, then the markers of the files it was given.
+        let (marks, annotations) = crate::file_search::citations(&self.text, &self.cited);
+        let mut text = self.text.clone();
+        text.push_str(&marks);
         let (message, step) = match self.written {
             Some(written) => written,
             None => {
                 // Not streamed so far (a run that may call functions is read whole first):
                 // its events say at once what a streamed one says token by token.
-                let message = write_message(host, run, r, &self.text, "completed")?;
+                let message = write_message(host, run, r, &text, "completed")?;
                 let details = json!({"type": "message_creation",
                                      "message_creation": {"message_id": message.id}});
                 let step = new_step(
@@ -147,6 +158,13 @@ impl Answer {
                 (message, step)
             }
         };
+        if !marks.is_empty() {
+            ev.push("thread.message.delta", || {
+                let mut d = delta(&message.id, &marks);
+                d["delta"]["content"][0]["text"]["annotations"] = json!(annotations);
+                Ok(d)
+            })?;
+        }
         let (status, details, stamp) = match ending {
             Ending::Completed => ("completed", Value::Null, "completed_at"),
             Ending::MaxTokens => (
@@ -155,7 +173,9 @@ impl Answer {
                 "incomplete_at",
             ),
         };
-        let message = end_message(host, &message, status, details, stamp, &self.text)?;
+        let content =
+            json!([{"type": "text", "text": {"value": text, "annotations": annotations}}]);
+        let message = end_message(host, &message, status, details, stamp, content)?;
         ev.push(&format!("thread.message.{status}"), || {
             shown_message(&message)
         })?;
@@ -175,13 +195,15 @@ impl Answer {
         };
         let reason = json!({"reason": format!("run_{why}")});
         if host.get_object(MESSAGES, &message.id)?.is_some() {
+            let content =
+                json!([{"type": "text", "text": {"value": self.text, "annotations": []}}]);
             let message = end_message(
                 host,
                 &message,
                 "incomplete",
                 reason,
                 "incomplete_at",
-                &self.text,
+                content,
             )?;
             ev.push("thread.message.incomplete", || shown_message(&message))?;
         }
@@ -231,20 +253,20 @@ fn write_message(
     )
 }
 
-/// The message `message` with its final text and `status`, stamped `stamp` now.
+/// The message `message` with its final `content` and `status`, stamped `stamp` now.
 fn end_message(
     host: &dyn AgentHost,
     message: &Object,
     status: &str,
     details: Value,
     stamp: &str,
-    text: &str,
+    content: Value,
 ) -> Result<Object, Error> {
     let mut m = body_of(message)?;
     m["status"] = json!(status);
     m["incomplete_details"] = details;
     m[stamp] = json!(now());
-    m["content"] = json!([{"type": "text", "text": {"value": text, "annotations": []}}]);
+    m["content"] = content;
     let change = Change {
         status: None,
         metadata: message.metadata.clone(),

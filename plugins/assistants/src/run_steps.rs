@@ -175,13 +175,52 @@ pub(crate) fn end_step(
     })
 }
 
+/// What `include[]` asks a step listing to show: file_search results' content (OpenAI's only
+/// value), refused by name otherwise.
+fn includes_content(request: &Request) -> Result<bool, Error> {
+    let mut content = false;
+    for (k, v) in request.query() {
+        if k == "include[]" || k == "include" {
+            if v != CONTENT {
+                return Err(bad(
+                    format!("include[] takes {CONTENT}, not `{v}`"),
+                    "include[]",
+                ));
+            }
+            content = true;
+        }
+    }
+    Ok(content)
+}
+
+const CONTENT: &str = "step_details.tool_calls[*].file_search.results[*].content";
+
+/// The step as shown, file_search results without their content unless it was asked for.
+fn shown_with(o: &Object, content: bool) -> Result<Value, Error> {
+    let mut v = shown_step(o)?;
+    if !content && let Some(calls) = v["step_details"]["tool_calls"].as_array_mut() {
+        for c in calls {
+            if let Some(results) = c["file_search"]["results"].as_array_mut() {
+                for r in results {
+                    if let Some(m) = r.as_object_mut() {
+                        m.remove("content");
+                    }
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
 /// `GET .../runs/{run_id}/steps/{step_id}`.
 pub fn retrieve_step(
     thread: &str,
     id: &str,
     step: &str,
+    request: &Request,
     host: &dyn AgentHost,
 ) -> Result<(), Error> {
+    let content = includes_content(request)?;
     find(host, thread, id)?;
     let o = match cinder_sdk::well_formed_id(step, "step_") {
         true => host.get_object(STEPS, step)?,
@@ -190,7 +229,7 @@ pub fn retrieve_step(
     let o = o
         .filter(|o| o.metadata.iter().any(|(k, v)| k == "run" && v == id))
         .ok_or_else(|| cinder_sdk::no_such("run step", step))?;
-    host.respond_json(200, &shown_step(&o)?)
+    host.respond_json(200, &shown_with(&o, content)?)
 }
 
 pub(crate) fn shown_step(o: &Object) -> Result<Value, Error> {
@@ -212,9 +251,10 @@ pub fn list_steps(
         .into_iter()
         .filter(|(k, _)| k != "include[]" && k != "include")
         .collect();
+    let content = includes_content(request)?;
     let mut query = list_query(&pairs)?;
     find(host, thread, id)?;
     query.metadata = vec![("run".into(), id.to_owned())];
     let page = host.list_objects(STEPS, &query)?;
-    cinder_sdk::respond_page(host, &page, shown_step)
+    cinder_sdk::respond_page(host, &page, |o| shown_with(o, content))
 }

@@ -19,7 +19,7 @@ use cinder_sdk::{Error, Request};
 
 use crate::{bad, run_settings, stream};
 
-use crate::assistants::list_query;
+use crate::assistants::{self, list_query};
 use crate::threads::{self, MESSAGES};
 
 pub const RUNS: &str = "runs";
@@ -74,6 +74,7 @@ pub(crate) fn shown(o: &Object) -> Result<Value, Error> {
     v["status"] = json!(o.status.clone().unwrap_or_default());
     if let Some(m) = v.as_object_mut() {
         m.remove("rounds");
+        m.remove("retrieved");
     }
     Ok(v)
 }
@@ -167,12 +168,12 @@ pub fn create_thread_and_run(request: &Request, host: &dyn AgentHost) -> Result<
     let mut keys = KEYS.to_vec();
     keys.extend(["thread", "tool_resources"]);
     let mut given = cinder_sdk::object_body(&request.body, &keys)?;
-    if given.contains_key("tool_resources") {
-        return Err(bad(
-            "tool_resources of a run need vector stores or code_interpreter, which are not \
-             built in Cinder yet",
-            "tool_resources",
-        ));
+    // The run's own resources replace the assistant's (checked like theirs).
+    if let Some(r) = given.get_mut("tool_resources") {
+        *r = match r.take() {
+            Value::Null => Value::Null,
+            v => assistants::tool_resources(v)?,
+        };
     }
     let thread_body = match given.remove("thread") {
         None | Some(Value::Null) => Map::new(),
@@ -257,7 +258,7 @@ fn start(
         "model": pick("model"),
         "instructions": instructions,
         "tools": pick("tools"),
-        "tool_resources": settings["tool_resources"],
+        "tool_resources": pick("tool_resources"),
         "metadata": given.get("metadata").filter(|m| !m.is_null()).cloned().unwrap_or(json!({})),
         "incomplete_details": null,
         "usage": null,

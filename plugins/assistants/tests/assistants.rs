@@ -193,8 +193,8 @@ fn every_setting_is_checked_and_the_error_names_it() {
             "tools[0].file_search.max_num_results",
         ),
         (
-            json!({"model": "m", "tool_resources": {"file_search": {"vector_store_ids": ["vs_1"]}}}),
-            "tool_resources.file_search",
+            json!({"model": "m", "tool_resources": {"file_search": {"vector_store_ids": ["vs_1", "vs_2"]}}}),
+            "tool_resources.file_search.vector_store_ids",
         ),
         (
             json!({"model": "m", "tool_resources": {"code_interpreter": {"file_ids": []}}}),
