@@ -92,22 +92,27 @@ pub(crate) fn find(host: &dyn AgentHost, thread: &str, id: &str) -> Result<Objec
     expire_if_due(host, run)
 }
 
-/// A run left waiting for tool outputs past its `expires_at` is `expired` (its tool_calls
-/// step too), so it no longer blocks its thread; looked at whenever it is read.
+/// A run left waiting for tool outputs, or queued and never started, past its `expires_at`
+/// is `expired` (a waiting run's tool_calls step too, a queued one's job stopped), so it no
+/// longer blocks its thread; looked at whenever it is read.
 fn expire_if_due(host: &dyn AgentHost, run: Object) -> Result<Object, Error> {
     let due = body_of(&run)?["expires_at"]
         .as_i64()
         .is_some_and(|at| now() > at);
-    if !due || run.status.as_deref() != Some("requires_action") {
+    let waiting = matches!(run.status.as_deref(), Some("requires_action" | "queued"));
+    if !due || !waiting {
         return Ok(run);
     }
     let expired = advance(
         host,
         &run.id,
-        &["requires_action"],
+        &["requires_action", "queued"],
         "expired",
         &[("required_action", Value::Null)],
     )?;
+    if run.status.as_deref() == Some("queued") {
+        host.cancel_job(&run.id)?;
+    }
     end_pending_step(host, &run, "expired")?;
     Ok(match expired {
         Some(o) => o,
@@ -227,9 +232,6 @@ fn start(
             "thread_id",
         ));
     }
-    for new in &extra {
-        host.create_object(MESSAGES, new)?;
-    }
     let pick = |key: &str| {
         given
             .get(key)
@@ -286,6 +288,14 @@ fn start(
             body: body.to_string(),
         },
     )?;
+    // Two creates may both have passed the check above: the thread is claimed by one.
+    if let Err(e) = claim(host, thread, &run.id) {
+        host.delete_object(RUNS, &run.id)?;
+        return Err(e);
+    }
+    for new in &extra {
+        host.create_object(MESSAGES, new)?;
+    }
     let mut progress = json!({"run": run.id});
     let log = match prelude {
         Some(events) => {
@@ -316,6 +326,43 @@ fn start(
         return Err(e);
     }
     Ok(run)
+}
+
+/// Marks `run` as its thread's active run, compare-and-set on the thread: of two creates that
+/// both found no active run, one claims the thread and the other is refused as OpenAI refuses
+/// a second run.
+pub(crate) fn claim(host: &dyn AgentHost, thread: &str, run: &str) -> Result<(), Error> {
+    for _ in 0..8 {
+        let t = threads::find_thread(host, thread)?;
+        let mut body: Value = serde_json::from_str(&t.body).map_err(|e| {
+            Error::Internal(format!("the stored thread {thread} is unreadable: {e}"))
+        })?;
+        if let Some(other) = body["active_run"].as_str().filter(|o| *o != run)
+            && host
+                .get_object(RUNS, other)?
+                .is_some_and(|o| ACTIVE.contains(&o.status.as_deref().unwrap_or_default()))
+        {
+            return Err(bad(
+                format!("Thread {thread} already has an active run {other}."),
+                "thread_id",
+            ));
+        }
+        body["active_run"] = json!(run);
+        let change = Change {
+            status: t.status.clone(),
+            metadata: t.metadata.clone(),
+            body: body.to_string(),
+            expect_version: Some(t.version),
+        };
+        match host.update_object(threads::THREADS, thread, &change)? {
+            Updated::Done(_) => return Ok(()),
+            Updated::Conflict(_) => continue,
+            Updated::NotFound => return Err(cinder_sdk::no_such("thread", thread)),
+        }
+    }
+    Err(Error::RateLimited(format!(
+        "thread {thread} is changing; try again"
+    )))
 }
 
 /// Writes `run` with `status` and the fields of `set`, if nobody wrote it since it was read.
@@ -479,4 +526,74 @@ pub fn cancel(thread: &str, id: &str, host: &dyn AgentHost) -> Result<(), Error>
     Err(Error::RateLimited(format!(
         "run {id} is changing; try again"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use cinder_sdk::host::Store;
+    use cinder_sdk::store::NewObject;
+    use cinder_sdk::testing::FakeHost;
+
+    use super::*;
+
+    fn object(
+        host: &FakeHost,
+        collection: &str,
+        prefix: &str,
+        status: Option<&str>,
+        body: &str,
+    ) -> String {
+        let new = NewObject {
+            id_prefix: prefix.into(),
+            status: status.map(str::to_owned),
+            metadata: Vec::new(),
+            body: body.into(),
+        };
+        host.create_object(collection, &new).unwrap().id
+    }
+
+    #[test]
+    fn of_two_creates_that_raced_past_the_check_one_claims_the_thread() {
+        let host = FakeHost::new("m");
+        let thread = object(
+            &host,
+            threads::THREADS,
+            "thread_",
+            None,
+            r#"{"metadata": {}}"#,
+        );
+        let a = object(&host, RUNS, "run_", Some("queued"), "{}");
+        let b = object(&host, RUNS, "run_", Some("queued"), "{}");
+        claim(&host, &thread, &a).unwrap();
+        let e = claim(&host, &thread, &b).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidRequest(d) if d.message.contains(&a)),
+            "{e:?}"
+        );
+        // Once the first is over, the thread is free again.
+        let run = host.get_object(RUNS, &a).unwrap().unwrap();
+        write(&host, &run, "completed", &[]).unwrap();
+        claim(&host, &thread, &b).unwrap();
+    }
+
+    #[test]
+    fn a_queued_run_that_never_started_expires_and_frees_its_thread() {
+        let host = FakeHost::new("m");
+        let past = r#"{"expires_at": 1, "rounds": []}"#;
+        let id = object(&host, RUNS, "run_", Some("queued"), past);
+        let run = host.get_object(RUNS, &id).unwrap().unwrap();
+        assert_eq!(
+            expire_if_due(&host, run).unwrap().status.as_deref(),
+            Some("expired")
+        );
+        let fresh = r#"{"expires_at": 99999999999, "rounds": []}"#;
+        let id = object(&host, RUNS, "run_", Some("queued"), fresh);
+        let run = host.get_object(RUNS, &id).unwrap().unwrap();
+        assert_eq!(
+            expire_if_due(&host, run).unwrap().status.as_deref(),
+            Some("queued")
+        );
+    }
 }

@@ -270,23 +270,31 @@ pub fn retrieve(id: &str, host: &dyn AgentHost) -> Result<(), Error> {
 /// `POST /v1/threads/{id}`: `metadata` and `tool_resources`.
 pub fn modify(id: &str, request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let given = cinder_sdk::object_body(&request.body, &["metadata", "tool_resources"])?;
-    let o = find_thread(host, id)?;
-    let was = stored(&o)?;
-    let body = thread_body(
-        &given,
-        was["metadata"].clone(),
-        was["tool_resources"].clone(),
-    )?;
-    let change = Change {
-        status: None,
-        metadata: Vec::new(),
-        body: body.to_string(),
-        expect_version: None,
-    };
-    match host.update_object(THREADS, id, &change)? {
-        Updated::Done(o) => host.respond_json(200, &shown_thread(&o)?),
-        Updated::NotFound | Updated::Conflict(_) => Err(thread_not_found(id)),
+    for _ in 0..8 {
+        let o = find_thread(host, id)?;
+        let was = stored(&o)?;
+        let mut body = thread_body(
+            &given,
+            was["metadata"].clone(),
+            was["tool_resources"].clone(),
+        )?;
+        // The claim of its active run stays (`runs::claim`).
+        body["active_run"] = was["active_run"].clone();
+        let change = Change {
+            status: None,
+            metadata: Vec::new(),
+            body: body.to_string(),
+            expect_version: Some(o.version),
+        };
+        match host.update_object(THREADS, id, &change)? {
+            Updated::Done(o) => return host.respond_json(200, &shown_thread(&o)?),
+            Updated::Conflict(_) => continue,
+            Updated::NotFound => return Err(thread_not_found(id)),
+        }
     }
+    Err(Error::RateLimited(format!(
+        "thread {id} is changing; try again"
+    )))
 }
 
 /// `DELETE /v1/threads/{id}`: the thread, then its messages and runs (their jobs stopped,

@@ -10,7 +10,6 @@ mod common;
 
 use cinder_plugin_assistants::FirstParty;
 use cinder_sdk::dispatch::Answer;
-use cinder_sdk::host::Store;
 use cinder_sdk::testing::{FakeHost, FakeJobs, FakeStore};
 use cinder_sdk::{Request, Route, ServeAgent};
 use common::*;
@@ -54,11 +53,7 @@ fn vector_stores(host: &FakeHost, method: &str, path: &str, body: &str) -> Answe
 }
 
 fn file(host: &FakeHost, name: &str, content: &str) -> String {
-    let mut w = host.blob_writer().unwrap();
-    w.write(content.as_bytes()).unwrap();
-    let blob = w.finish().unwrap();
-    let f = cinder_sdk::files::save(host, None, name, "assistants", &blob, None).unwrap();
-    f["id"].as_str().unwrap().to_owned()
+    host.add_file(name, content.as_bytes())
 }
 
 #[test]

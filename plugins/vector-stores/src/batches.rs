@@ -76,6 +76,7 @@ pub fn create(store: &str, request: &Request, host: &dyn AgentHost) -> Result<()
         .get("chunking_strategy")
         .cloned()
         .unwrap_or(Value::Null);
+    let model = stores::model_of(host, &s)?;
     let attrs = files::attributes(
         given.get("attributes").unwrap_or(&Value::Null),
         "attributes",
@@ -84,7 +85,7 @@ pub fn create(store: &str, request: &Request, host: &dyn AgentHost) -> Result<()
     match (given.get("file_ids"), given.get("files")) {
         (Some(ids), None) => {
             let ids = files::id_list(Some(ids), "file_ids")?;
-            for mut p in files::plan(host, &ids, &strategy, "file_ids")? {
+            for mut p in files::plan(host, &model, &ids, &strategy, "file_ids")? {
                 p.attributes = attrs.clone();
                 planned.push(p);
             }
@@ -101,8 +102,13 @@ pub fn create(store: &str, request: &Request, host: &dyn AgentHost) -> Result<()
                     .get("chunking_strategy")
                     .cloned()
                     .unwrap_or(strategy.clone());
-                let mut p =
-                    files::plan(host, &[id.to_owned()], &own, &format!("files[{i}].file_id"))?;
+                let mut p = files::plan(
+                    host,
+                    &model,
+                    &[id.to_owned()],
+                    &own,
+                    &format!("files[{i}].file_id"),
+                )?;
                 let mut p = p.remove(0);
                 p.attributes = match f.get("attributes") {
                     Some(a) => files::attributes(a, &format!("files[{i}].attributes"))?,

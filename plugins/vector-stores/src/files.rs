@@ -124,9 +124,8 @@ pub struct Planned {
 
 /// How files will be cut (`chunking_strategy`), checked against the embedding model: a chunk
 /// longer than the model reads would lose its end.
-fn chunking(host: &dyn AgentHost, v: &Value) -> Result<Chunking, Error> {
-    let model = model(host);
-    let info = host.describe_embedder(&model).map_err(|e| {
+fn chunking(host: &dyn AgentHost, model: &str, v: &Value) -> Result<Chunking, Error> {
+    let info = host.describe_embedder(model).map_err(|e| {
         Error::Unavailable(format!(
             "vector stores embed with `{model}` ([plugins.settings.vector-stores] \
              embedding_model), which is not served: {e:?}"
@@ -182,6 +181,7 @@ fn chunking(host: &dyn AgentHost, v: &Value) -> Result<Chunking, Error> {
 /// Checks files to add (each must be the caller's) and how they will be cut.
 pub fn plan(
     host: &dyn AgentHost,
+    model: &str,
     ids: &[String],
     strategy: &Value,
     param: &str,
@@ -189,7 +189,7 @@ pub fn plan(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let c = chunking(host, strategy)?;
+    let c = chunking(host, model, strategy)?;
     ids.iter()
         .map(|id| {
             cinder_sdk::files::load(host, id).map_err(|e| match e {
@@ -314,7 +314,8 @@ pub fn create(store: &str, request: &Request, host: &dyn AgentHost) -> Result<()
         .get("chunking_strategy")
         .cloned()
         .unwrap_or(Value::Null);
-    let mut plan = plan(host, &[file.to_owned()], &strategy, "file_id")?;
+    let model = stores::model_of(host, &s)?;
+    let mut plan = plan(host, &model, &[file.to_owned()], &strategy, "file_id")?;
     let mut p = plan.remove(0);
     p.attributes = attrs;
     let o = add(host, &s, p, None)?;

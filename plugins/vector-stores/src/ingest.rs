@@ -15,7 +15,7 @@ use cinder_sdk::{Error, Job, Outcome};
 
 use crate::chunking::{self, Chunking};
 use crate::extract::{self, Unreadable};
-use crate::files::{COLLECTION, body_of, model};
+use crate::files::{COLLECTION, body_of};
 use crate::stores::SPACE;
 
 /// Chunks one step embeds at most (a few seconds of the CPU for 250-token chunks).
@@ -156,7 +156,10 @@ pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
         Err(Failure::File(code, message)) => return fail(host, &key, &job.id, code, &message),
         Err(Failure::Error(e)) => return Err(e),
     };
-    let model = model(host);
+    let Some(owner) = host.get_object(crate::stores::COLLECTION, &store)? else {
+        return Ok(Outcome::Done); // the store was deleted, and its files with it
+    };
+    let model = crate::stores::model_of(host, &owner)?;
     let spans = host.token_spans(&model, &text)?;
     let chunks = chunking::cut(&spans, c);
     if chunks.is_empty() {

@@ -11,7 +11,7 @@ use cinder_sdk::host::AgentHost;
 use cinder_sdk::{Error, Request};
 
 use crate::bad;
-use crate::files::{self, model};
+use crate::files;
 use crate::filters::{self, Filter};
 use crate::stores::{self, SPACE, each};
 
@@ -34,6 +34,7 @@ pub struct Found {
 pub fn search(
     host: &dyn AgentHost,
     store: &str,
+    model: &str,
     queries: &[String],
     k: u32,
     filter: Option<&Filter>,
@@ -54,12 +55,11 @@ pub fn search(
         return Ok(Vec::new());
     }
     let groups: Vec<String> = attributes.keys().cloned().collect();
-    let model = model(host);
     let inputs: Vec<EmbedInput> = queries
         .iter()
         .map(|q| EmbedInput::Text(q.clone()))
         .collect();
-    let embedded = host.embed(&model, &inputs, Overflow::Truncate)?;
+    let embedded = host.embed(model, &inputs, Overflow::Truncate)?;
     let mut best: HashMap<String, Found> = HashMap::new();
     for v in &embedded.vectors {
         for hit in host.search_vectors(SPACE, store, v, k, Some(&groups))? {
@@ -151,7 +151,8 @@ pub fn route(store: &str, request: &Request, host: &dyn AgentHost) -> Result<(),
         None | Some(Value::Null) => None,
         Some(f) => Some(filters::parse(f).map_err(|m| bad(m, "filters"))?),
     };
-    let found = search(host, store, &queries, k, filter.as_ref(), threshold)?;
+    let model = stores::model_of(host, &s)?;
+    let found = search(host, store, &model, &queries, k, filter.as_ref(), threshold)?;
     stores::touch(host, &s)?;
     let mut names: HashMap<String, String> = HashMap::new();
     let data = found

@@ -35,6 +35,15 @@ pub fn body_of(o: &Object) -> Result<Value, Error> {
     })
 }
 
+/// The embedding model of the store's chunks (the setting's, for a store made before stores
+/// kept theirs).
+pub fn model_of(host: &dyn AgentHost, o: &Object) -> Result<String, Error> {
+    Ok(match body_of(o)?["embedding_model"].as_str() {
+        Some(m) => m.to_owned(),
+        None => files::model(host),
+    })
+}
+
 /// When the store expires, if it does: `days` after it was last active.
 fn expires_at(b: &Value) -> Option<i64> {
     let days = b["expires_after"]["days"].as_i64()?;
@@ -129,8 +138,11 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
             "metadata",
         ],
     )?;
+    // The store keeps the model its chunks are embedded with: a later change of the setting
+    // must not search its vectors with another model's queries.
+    let model = files::model(host);
     let mut body = json!({"name": null, "description": null, "expires_after": null,
-                          "metadata": {}, "last_active_at": now()});
+                          "metadata": {}, "last_active_at": now(), "embedding_model": model});
     apply(&mut body, &given)?;
     let file_ids = files::id_list(given.get("file_ids"), "file_ids")?;
     let chunking = given
@@ -144,7 +156,7 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
         ));
     }
     // Every file is checked before the store exists: a bad id leaves nothing behind.
-    let plan = files::plan(host, &file_ids, &chunking, "file_ids")?;
+    let plan = files::plan(host, &model, &file_ids, &chunking, "file_ids")?;
     let store = host.create_object(
         COLLECTION,
         &NewObject {

@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use cinder_plugin_vector_stores::FirstParty;
-use cinder_sdk::host::{Store, Vectors};
+use cinder_sdk::host::Vectors;
 use cinder_sdk::testing::FakeHost;
 use cinder_sdk::{Error, Request, Route, ServeAgent};
 use serde_json::{Value, json};
@@ -43,13 +43,8 @@ fn param(e: Error) -> String {
     }
 }
 
-/// A file in the files collection, as the files plugin would keep it.
 fn file(host: &FakeHost, name: &str, content: &str) -> String {
-    let mut w = host.blob_writer().unwrap();
-    w.write(content.as_bytes()).unwrap();
-    let blob = w.finish().unwrap();
-    let f = cinder_sdk::files::save(host, None, name, "assistants", &blob, None).unwrap();
-    f["id"].as_str().unwrap().to_owned()
+    host.add_file(name, content.as_bytes())
 }
 
 /// Runs every queued ingestion job to its end.
@@ -377,4 +372,34 @@ fn bad_input_is_a_400_or_404_naming_the_parameter() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::NotFound(_)), "a file not in the store");
+}
+
+#[test]
+fn a_store_keeps_the_embedding_model_it_was_made_with() {
+    let store = cinder_sdk::testing::FakeStore::default();
+    let made_with = host().with_store(store.clone());
+    let f = file(&made_with, "a.txt", "Owls hunt at night.");
+    let vs = call(
+        &made_with,
+        Route::new("vector_stores.create"),
+        "POST",
+        json!({"file_ids": [f]}),
+    )
+    .unwrap();
+    let id = vs["id"].as_str().unwrap().to_owned();
+    ingest(&made_with);
+    // The setting now names a model this host does not serve: the store still searches with
+    // its own.
+    let later = host()
+        .with_setting("embedding_model", "another-model")
+        .with_store(store);
+    let found = search(&later, &id, json!({"query": "Owls hunt at night."})).unwrap();
+    assert_eq!(found["data"][0]["file_id"], json!(f));
+    let fresh = call(
+        &later,
+        Route::new("vector_stores.create"),
+        "POST",
+        json!({"file_ids": [f]}),
+    );
+    assert!(matches!(fresh, Err(Error::Unavailable(m)) if m.contains("another-model")));
 }

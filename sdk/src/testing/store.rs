@@ -139,6 +139,23 @@ impl BlobWriter for FakeWriter {
     }
 }
 
+impl FakeHost {
+    /// Keeps `content` as a file named `filename` (purpose `assistants`), as the files plugin
+    /// would: its id.
+    pub fn add_file(&self, filename: &str, content: &[u8]) -> String {
+        let added = (|| {
+            let mut w = self.blob_writer()?;
+            w.write(content)?;
+            let blob = w.finish()?;
+            crate::files::save(self, None, filename, "assistants", &blob, None)
+        })();
+        match added {
+            Ok(file) => file["id"].as_str().unwrap_or_default().to_owned(),
+            Err(e) => panic!("the fake store could not keep {filename}: {e:?}"),
+        }
+    }
+}
+
 impl Store for FakeHost {
     fn create_object(&self, collection: &str, new: &NewObject) -> Result<Object, Error> {
         let object = Object {
