@@ -1,8 +1,8 @@
 """Vector stores through the official SDK's `client.vector_stores`, on the real default
 embedder (all-MiniLM-L6-v2): files uploaded and ingested (`upload_and_poll`,
 `create_and_poll`), searched (the document that answers a question ranks first), filtered by
-attributes, listed and paged, their content read back, unreadable files failing with
-OpenAI's codes, bad input refused by name, and deletion taking the chunks along; an
+attributes, listed and paged, their content read back, a PDF read, other formats failing
+with OpenAI's codes, bad input refused by name, and deletion taking the chunks along; an
 assistant's run with file_search over the store (its step's results rank the answering file
 first, the answer cites it)."""
 
@@ -80,19 +80,46 @@ def test_files_list_by_status_and_page(client, store):
     assert client.vector_stores.files.list(store.id, filter="failed").data == []
 
 
-def test_unreadable_files_fail_with_openais_codes_and_removal_takes_the_chunks(client):
+def tiny_pdf(text):
+    """A one-page PDF showing `text` in Helvetica, its cross-reference table exact."""
+    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 /MediaBox [0 0 612 792] >>",
+        b"<< /Type /Page /Parent 2 0 R /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
+    ]
+    out, offsets = b"%PDF-1.4\n", []
+    for i, o in enumerate(objects, 1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % i + o + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return out
+
+
+def test_pdfs_are_read_other_formats_fail_with_openais_codes_and_removal_takes_the_chunks(client):
     vs = client.vector_stores.create()
-    pdf = upload(client, "paper.pdf", "%PDF-1.7 not really")
+    pdf = client.files.create(file=("owls.pdf", io.BytesIO(tiny_pdf("Owls hunt at night and sleep by day."))),
+                              purpose="assistants")
     done = client.vector_stores.files.create_and_poll(file_id=pdf.id, vector_store_id=vs.id, poll_interval_ms=100)
+    assert done.status == "completed", done
+    text = "".join(c.text for c in client.vector_stores.files.content(pdf.id, vector_store_id=vs.id))
+    assert "Owls hunt at night" in text
+    assert client.vector_stores.search(vs.id, query="When do owls hunt?").data[0].file_id == pdf.id
+    slides = upload(client, "deck.pptx", "PK not really")
+    done = client.vector_stores.files.create_and_poll(file_id=slides.id, vector_store_id=vs.id, poll_interval_ms=100)
     assert done.status == "failed" and done.last_error.code == "unsupported_file", done
-    assert ".pdf" in done.last_error.message
-    note = upload(client, "note.txt", "Otters hold hands while they sleep so they do not drift apart.")
-    done = client.vector_stores.files.create_and_poll(file_id=note.id, vector_store_id=vs.id, poll_interval_ms=100)
-    assert done.status == "completed"
-    assert client.vector_stores.search(vs.id, query="otters").data
-    client.vector_stores.files.delete(note.id, vector_store_id=vs.id)
-    assert client.vector_stores.search(vs.id, query="otters").data == []
-    assert client.files.retrieve(note.id).id == note.id, "the file itself stays"
+    assert ".pptx" in done.last_error.message
+    broken = upload(client, "broken.pdf", "%PDF-1.7 not really")
+    done = client.vector_stores.files.create_and_poll(file_id=broken.id, vector_store_id=vs.id, poll_interval_ms=100)
+    assert done.status == "failed" and done.last_error.code == "invalid_file", done
+    client.vector_stores.files.delete(pdf.id, vector_store_id=vs.id)
+    assert client.vector_stores.search(vs.id, query="owls").data == []
+    assert client.files.retrieve(pdf.id).id == pdf.id, "the file itself stays"
     assert client.vector_stores.delete(vs.id).deleted
     with pytest.raises(openai.NotFoundError):
         client.vector_stores.retrieve(vs.id)

@@ -198,7 +198,7 @@ fn files_are_ingested_by_their_jobs_and_searched_exactly_with_filters() {
 #[test]
 fn unreadable_files_fail_with_openais_codes() {
     let host = host();
-    let pdf = file(&host, "paper.pdf", "%PDF-1.7");
+    let pdf = file(&host, "slides.pptx", "PK");
     let empty = file(&host, "empty.txt", "");
     let vs = call(
         &host,
