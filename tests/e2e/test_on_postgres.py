@@ -12,7 +12,7 @@ import openai
 import pytest
 
 import test_replicas
-from conftest import DEFAULT_STORAGE, REQUEST_TIMEOUT_S, start_server, write_config
+from conftest import DEFAULT_STORAGE, REQUEST_TIMEOUT_S, own_server
 from test_assistants import (  # noqa: F401 (collected by pytest from here)
     test_a_function_call_round_trip_with_the_polling_helpers,
     test_a_run_answers_in_the_thread_through_create_and_poll,
@@ -49,16 +49,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 @pytest.fixture(scope="module")
 def server():
-    with test_replicas.postgres() as url:
-        root = tempfile.mkdtemp(prefix="cinder-on-pg-")
-        srv = start_server(config=write_config(root, {DEFAULT_STORAGE: f'dir = "{root}/state"\nurl = "{url}"'}))
-        try:
-            yield srv
-        finally:
-            died = srv.proc.poll()
-            srv.stop()
-            shutil.rmtree(root, ignore_errors=True)
-        assert died is None, srv.log()
+    blobs = tempfile.mkdtemp(prefix="cinder-on-pg-blobs-")
+    try:
+        with test_replicas.postgres() as url:
+            with own_server("cinder-on-pg-", {DEFAULT_STORAGE: f'dir = "{blobs}"\nurl = "{url}"'}) as srv:
+                yield srv
+    finally:
+        shutil.rmtree(blobs, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
