@@ -9,44 +9,19 @@ import io
 import json
 import random
 import sqlite3
+import os
 import statistics
-import threading
+import sys
 import time
 
 import openai
 
+sys.path.insert(0, os.path.dirname(__file__))
+from files import Peak  # noqa: E402 (the server's peak RSS while a phase runs)
+
 WORDS = ("river stone lamp orbit copper violin harbor meadow glacier engine lantern pepper "
          "thunder velvet compass falcon orchard marble canyon ribbon saddle beacon quartz "
          "walnut tundra monsoon cobalt ember prism harvest signal anchor mosaic summit").split()
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-class Peak:
-    """The server's peak RSS while a phase runs, sampled every 20 ms."""
-
-    def __init__(self, pid):
-        self.pid, self.peak, self.stop = pid, 0.0, threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, rss_mib(self.pid))
-            time.sleep(0.02)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
 
 def document(mb, rng):

@@ -128,8 +128,7 @@ fn event_stream(
                 }
                 Some(Output::NamedEvent(name, data)) => {
                     named = true;
-                    let event = Event::default().event(name).data(data);
-                    Some((event, State::Open { rx, named }))
+                    Some((framed(&name, data, true), State::Open { rx, named }))
                 }
                 // A shape change mid-stream is a plugin bug; surface it as an error event.
                 Some(Output::Respond { .. } | Output::File { .. }) => {
@@ -149,10 +148,7 @@ fn event_stream(
             };
         }
     });
-    let first = match first_name {
-        Some(name) => Event::default().event(name).data(first),
-        None => Event::default().data(first),
-    };
+    let first = framed(first_name.as_deref().unwrap_or_default(), first, named);
     stream::once(async move { first }).chain(rest).map(Ok)
 }
 

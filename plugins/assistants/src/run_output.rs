@@ -58,7 +58,8 @@ fn step_starting(mut shown: Value) -> Value {
     shown
 }
 
-fn message_body(r: &Value, run: &str, text: &str, status: &str) -> Value {
+/// A new assistant message with no content yet (`conclude` gives it its last).
+fn message_body(r: &Value, run: &str, status: &str) -> Value {
     json!({
         "thread_id": r["thread_id"],
         "status": status,
@@ -66,11 +67,7 @@ fn message_body(r: &Value, run: &str, text: &str, status: &str) -> Value {
         "incomplete_at": null,
         "completed_at": null,
         "role": "assistant",
-        "content": if text.is_empty() && status == "in_progress" {
-            json!([])
-        } else {
-            json!([{"type": "text", "text": {"value": text, "annotations": []}}])
-        },
+        "content": [],
         "assistant_id": r["assistant_id"],
         "run_id": run,
         "attachments": [],
@@ -86,7 +83,8 @@ impl Answer {
         r: &Value,
         ev: &mut Events,
     ) -> Result<Answer, Error> {
-        let message = write_message(host, run, r, "", "in_progress")?;
+        let body = message_body(r, &run.id, "in_progress");
+        let message = write_message(host, run, r, body)?;
         let details =
             json!({"type": "message_creation", "message_creation": {"message_id": message.id}});
         let step = new_step(host, run, r, "in_progress", details, None, Value::Null)?;
@@ -133,23 +131,35 @@ impl Answer {
         let (marks, annotations) = crate::file_search::citations(&self.text, &self.cited);
         let mut text = self.text.clone();
         text.push_str(&marks);
+        let (status, details, stamp) = match ending {
+            Ending::Completed => ("completed", Value::Null, "completed_at"),
+            Ending::MaxTokens => (
+                "incomplete",
+                json!({"reason": "max_tokens"}),
+                "incomplete_at",
+            ),
+        };
+        let content =
+            json!([{"type": "text", "text": {"value": text, "annotations": &annotations}}]);
         let (message, step) = match self.written {
-            Some(written) => written,
+            Some((message, step)) => {
+                let message = end_message(host, &message, status, details, stamp, content)?;
+                let step = end_step(host, &step.id, "completed", "completed_at", |s| {
+                    s["usage"] = usage;
+                })?
+                .unwrap_or(step);
+                (message, step)
+            }
             None => {
                 // Not streamed so far (a run that may call functions is read whole first):
-                // its events say at once what a streamed one says token by token.
-                let message = write_message(host, run, r, &text, "completed")?;
+                // written once, as it ends, and its events say at once what a streamed
+                // one says token by token.
+                let mut body = message_body(r, &run.id, status);
+                conclude(&mut body, status, details, stamp, content);
+                let message = write_message(host, run, r, body)?;
                 let details = json!({"type": "message_creation",
                                      "message_creation": {"message_id": message.id}});
-                let step = new_step(
-                    host,
-                    run,
-                    r,
-                    "completed",
-                    details,
-                    Some(done),
-                    usage.clone(),
-                )?;
+                let step = new_step(host, run, r, "completed", details, Some(done), usage)?;
                 ev.push_each(&STEP_STARTED, || shown_step(&step).map(step_starting))?;
                 ev.push_each(&MESSAGE_STARTED, || shown_message(&message).map(starting))?;
                 ev.push("thread.message.delta", || {
@@ -165,24 +175,9 @@ impl Answer {
                 Ok(d)
             })?;
         }
-        let (status, details, stamp) = match ending {
-            Ending::Completed => ("completed", Value::Null, "completed_at"),
-            Ending::MaxTokens => (
-                "incomplete",
-                json!({"reason": "max_tokens"}),
-                "incomplete_at",
-            ),
-        };
-        let content =
-            json!([{"type": "text", "text": {"value": text, "annotations": annotations}}]);
-        let message = end_message(host, &message, status, details, stamp, content)?;
         ev.push(&format!("thread.message.{status}"), || {
             shown_message(&message)
         })?;
-        let step = end_step(host, &step.id, "completed", "completed_at", |s| {
-            s["usage"] = usage;
-        })?
-        .unwrap_or(step);
         ev.push("thread.run.step.completed", || shown_step(&step))?;
         Ok((message, step))
     }
@@ -235,8 +230,7 @@ fn write_message(
     host: &dyn AgentHost,
     run: &Object,
     r: &Value,
-    text: &str,
-    status: &str,
+    body: Value,
 ) -> Result<Object, Error> {
     let thread = r["thread_id"].as_str().unwrap_or_default();
     host.create_object(
@@ -248,9 +242,17 @@ fn write_message(
                 ("thread".into(), thread.to_owned()),
                 ("run".into(), run.id.clone()),
             ],
-            body: message_body(r, &run.id, text, status).to_string(),
+            body: body.to_string(),
         },
     )
+}
+
+/// A message body as its answer ended: `status`, why it is incomplete, stamped `stamp` now.
+fn conclude(m: &mut Value, status: &str, details: Value, stamp: &str, content: Value) {
+    m["status"] = json!(status);
+    m["incomplete_details"] = details;
+    m[stamp] = json!(now());
+    m["content"] = content;
 }
 
 /// The message `message` with its final `content` and `status`, stamped `stamp` now.
@@ -263,10 +265,7 @@ fn end_message(
     content: Value,
 ) -> Result<Object, Error> {
     let mut m = body_of(message)?;
-    m["status"] = json!(status);
-    m["incomplete_details"] = details;
-    m[stamp] = json!(now());
-    m["content"] = content;
+    conclude(&mut m, status, details, stamp, content);
     let change = Change {
         status: None,
         metadata: message.metadata.clone(),

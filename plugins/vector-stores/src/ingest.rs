@@ -151,6 +151,9 @@ pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
         max_tokens: s["max_chunk_size_tokens"].as_u64().unwrap_or(254) as u32,
         overlap: s["chunk_overlap_tokens"].as_u64().unwrap_or(0) as u32,
     };
+    // Each step reads and cuts the file again: steps keep no state but their progress, and
+    // a step's 256 embeddings take far longer than reading and tokenizing (most files are
+    // one step).
     let text = match file_text(host, &file) {
         Ok(t) => t,
         Err(Failure::File(code, message)) => return fail(host, &key, &job.id, code, &message),

@@ -203,9 +203,20 @@ pub fn modify(id: &str, request: &Request, host: &dyn AgentHost) -> Result<(), E
     )))
 }
 
-/// Marks the store active now (its expiry counts from here); best effort.
+/// How stale `last_active_at` may be before a search writes it again: a search is a read, and
+/// expiry counts in days.
+const TOUCH_EVERY: i64 = 60;
+
+/// Marks the store active now (its expiry counts from here); best effort, and at most once a
+/// [`TOUCH_EVERY`].
 pub fn touch(host: &dyn AgentHost, o: &Object) -> Result<(), Error> {
     let mut body = body_of(o)?;
+    if body["last_active_at"]
+        .as_i64()
+        .is_some_and(|at| now() - at < TOUCH_EVERY)
+    {
+        return Ok(());
+    }
     body["last_active_at"] = json!(now());
     let change = Change {
         status: None,
