@@ -132,7 +132,7 @@ def test_threads_and_messages_through_the_sdk(client):
     ([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x"}}]}],
      "messages[0].content[0].type"),
     ([{"role": "user", "content": "x", "attachments": [{"file_id": "file-x", "tools": [{"type": "file_search"}]}]}],
-     "messages[0].attachments"),
+     "messages[0].attachments[0].file_id"),
     ([{"role": "user", "content": "x"}] * 33, "messages"),
 ])
 def test_bad_thread_messages_are_a_400_naming_the_parameter(client, messages, param):

@@ -1,8 +1,8 @@
 """The stateful agent families' end-to-end tests again, on PostgreSQL: the same test
-functions as `test_assistants.py`, `test_assistants_stream.py` and `test_vector_stores.py`
-(imported here, so they are one suite), served by a Cinder whose store is a throwaway
-PostgreSQL cluster instead of the embedded SQLite. This module's `server`, `client` and
-`http` fixtures replace the session's for them."""
+functions as `test_assistants.py`, `test_assistants_stream.py`, `test_vector_stores.py` and
+`test_responses_file_search.py` (imported here, so they are one suite), served by a Cinder
+whose store is a throwaway PostgreSQL cluster instead of the embedded SQLite. This module's
+`server`, `client` and `http` fixtures replace the session's for them."""
 
 import shutil
 import tempfile
@@ -33,10 +33,15 @@ from test_assistants_stream import (  # noqa: F401
     test_raw_framing_names_every_event_and_ends_with_done,
     test_runs_stream_with_an_event_handler,
 )
+from test_responses_file_search import (  # noqa: F401
+    test_a_background_response_searches_and_its_output_continues,
+    test_a_response_searches_ranks_and_cites_the_file_that_answers,
+)
 from test_vector_stores import (  # noqa: F401
     store,
     test_a_file_search_run_ranks_and_cites_the_file_that_answers,
     test_a_question_finds_the_document_that_answers_it,
+    test_attachments_and_an_inline_store_are_stored_then_searched,
     test_attributes_filter_the_search,
     test_bad_searches_are_refused_by_name,
     test_bad_stores_are_refused_by_name,

@@ -169,3 +169,43 @@ def test_a_file_search_run_ranks_and_cites_the_file_that_answers(client, store):
     assert notes[0].file_citation.file_id == results[0].file_id
     value = message.content[0].text.value
     assert value[notes[0].start_index:notes[0].end_index] == notes[0].text
+
+
+def test_attachments_and_an_inline_store_are_stored_then_searched(client):
+    bread = upload(client, "bread.md", DOCS["bread.md"])
+    volcano = upload(client, "volcanoes.txt", DOCS["volcanoes.txt"])
+    asst = client.beta.assistants.create(model="smollm2-135m-instruct", tools=[{"type": "file_search"}])
+    question = "How long should bread dough rise?"
+    thread = client.beta.threads.create(messages=[{
+        "role": "user", "content": question,
+        "attachments": [{"file_id": bread.id, "tools": [{"type": "file_search"}]},
+                        {"file_id": volcano.id, "tools": [{"type": "file_search"}]}]}])
+    message = client.beta.threads.messages.list(thread.id).data[0]
+    assert [a.file_id for a in message.attachments] == [bread.id, volcano.id]
+    # The run waits until the thread's store is made and its files are ingested.
+    run = client.beta.threads.runs.create_and_poll(thread_id=thread.id, assistant_id=asst.id, poll_interval_ms=100,
+                                                   max_completion_tokens=16, temperature=0)
+    assert run.status in ("completed", "incomplete"), run
+    store_ids = client.beta.threads.retrieve(thread.id).tool_resources.file_search.vector_store_ids
+    assert len(store_ids) == 1
+    made = client.vector_stores.retrieve(store_ids[0])
+    assert made.file_counts.completed == 2 and made.expires_after.days == 7
+    steps = client.beta.threads.runs.steps.list(run.id, thread_id=thread.id, order="asc").data
+    assert steps[0].step_details.tool_calls[0].file_search.results[0].file_name == "bread.md"
+
+    # An assistant made with its own store inline.
+    inline = client.beta.assistants.create(
+        model="smollm2-135m-instruct", tools=[{"type": "file_search"}],
+        tool_resources={"file_search": {"vector_stores": [{"file_ids": [volcano.id], "metadata": {"k": "v"}}]}})
+    run = client.beta.threads.create_and_run_poll(
+        assistant_id=inline.id, thread={"messages": [{"role": "user", "content": "Which volcano is the largest?"}]},
+        poll_interval_ms=100, max_completion_tokens=16, temperature=0)
+    assert run.status in ("completed", "incomplete"), run
+    ids = client.beta.assistants.retrieve(inline.id).tool_resources.file_search.vector_store_ids
+    assert len(ids) == 1 and client.vector_stores.retrieve(ids[0]).metadata == {"k": "v"}
+    steps = client.beta.threads.runs.steps.list(run.id, thread_id=run.thread_id, order="asc").data
+    assert steps[0].step_details.tool_calls[0].file_search.results[0].file_name == "volcanoes.txt"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.beta.threads.messages.create(thread.id, role="user", content="x", attachments=[
+            {"file_id": bread.id, "tools": [{"type": "code_interpreter"}]}])
+    assert e.value.param == "attachments[0].tools[0].type"

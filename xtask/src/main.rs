@@ -363,6 +363,8 @@ fn test() -> Result<()> {
         "cinder-plugin-assistants",
         "-p",
         "cinder-plugin-vector-stores",
+        "-p",
+        "cinder-file-search",
         "--features",
         "cinder-sdk/testing",
     ];

@@ -149,6 +149,16 @@ pub enum OutputItem {
         output: String,
         status: String,
     },
+    /// A search of vector stores by the `file_search` tool.
+    FileSearchCall {
+        id: String,
+        /// `in_progress`, `searching`, `completed` or `failed`.
+        status: String,
+        queries: Vec<String>,
+        /// The chunks found, when `include` asks for `file_search_call.results`.
+        #[serde(default)]
+        results: Option<Vec<Value>>,
+    },
 }
 
 impl OutputItem {
@@ -157,7 +167,8 @@ impl OutputItem {
         match self {
             OutputItem::Message { id, .. }
             | OutputItem::FunctionCall { id, .. }
-            | OutputItem::FunctionCallOutput { id, .. } => id,
+            | OutputItem::FunctionCallOutput { id, .. }
+            | OutputItem::FileSearchCall { id, .. } => id,
         }
     }
 }
@@ -305,6 +316,34 @@ pub enum StreamEvent {
         name: String,
         arguments: String,
     },
+    #[serde(rename = "response.file_search_call.in_progress")]
+    FileSearchCallInProgress {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+    },
+    #[serde(rename = "response.file_search_call.searching")]
+    FileSearchCallSearching {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+    },
+    #[serde(rename = "response.file_search_call.completed")]
+    FileSearchCallCompleted {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+    },
+    /// An annotation of output text (a `file_citation`), once its text is said.
+    #[serde(rename = "response.output_text.annotation.added")]
+    OutputTextAnnotationAdded {
+        sequence_number: u64,
+        item_id: String,
+        output_index: u32,
+        content_index: u32,
+        annotation_index: u32,
+        annotation: Value,
+    },
     #[serde(rename = "response.output_item.done")]
     OutputItemDone {
         sequence_number: u64,
@@ -353,6 +392,12 @@ impl StreamEvent {
             }
             StreamEvent::FunctionCallArgumentsDone { .. } => {
                 "response.function_call_arguments.done"
+            }
+            StreamEvent::FileSearchCallInProgress { .. } => "response.file_search_call.in_progress",
+            StreamEvent::FileSearchCallSearching { .. } => "response.file_search_call.searching",
+            StreamEvent::FileSearchCallCompleted { .. } => "response.file_search_call.completed",
+            StreamEvent::OutputTextAnnotationAdded { .. } => {
+                "response.output_text.annotation.added"
             }
             StreamEvent::OutputItemDone { .. } => "response.output_item.done",
             StreamEvent::Completed { .. } => "response.completed",

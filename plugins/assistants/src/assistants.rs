@@ -45,6 +45,9 @@ fn shown(o: &Object) -> Result<Value, Error> {
     let mut v: Value = serde_json::from_str(&o.body).map_err(|e| {
         Error::Internal(format!("the stored assistant {} is unreadable: {e}", o.id))
     })?;
+    if let Some(m) = v.as_object_mut() {
+        m.remove("attach");
+    }
     v["id"] = json!(o.id);
     v["object"] = json!("assistant");
     v["created_at"] = json!(o.created_at);
@@ -197,8 +200,9 @@ pub fn tools(v: Value) -> Result<Value, Error> {
 }
 
 /// `tool_resources`: file_search's `vector_store_ids` (at most one store, as OpenAI allows
-/// an assistant or a thread; it must exist when a run searches it). Creating a store inline
-/// (`vector_stores`) is refused by name; code_interpreter has none in Cinder.
+/// an assistant or a thread; it must exist when a run searches it). A store made inline
+/// (`vector_stores`) is taken out before, where it is allowed (`attach::inline_store`), and
+/// refused by name elsewhere; code_interpreter has none in Cinder.
 pub fn tool_resources(v: Value) -> Result<Value, Error> {
     let Value::Object(map) = &v else {
         return Err(bad("tool_resources must be an object", "tool_resources"));
@@ -209,7 +213,9 @@ pub fn tool_resources(v: Value) -> Result<Value, Error> {
             "file_search" => {
                 if r["vector_stores"].as_array().is_some_and(|a| !a.is_empty()) {
                     return Err(bad(
-                        "creating a vector store inside tool_resources is not built in Cinder                          yet: create it with POST /v1/vector_stores and pass its id in                          vector_store_ids",
+                        "a vector store is made inside tool_resources only when an assistant or \
+                         thread is created: create it with POST /v1/vector_stores and pass its \
+                         id in vector_store_ids",
                         "tool_resources.file_search.vector_stores",
                     ));
                 }
@@ -277,7 +283,11 @@ pub fn response_format(v: Value) -> Result<Value, Error> {
 
 /// `POST /v1/assistants`.
 pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
-    let given = cinder_sdk::object_body(&request.body, &KEYS)?;
+    let mut given = cinder_sdk::object_body(&request.body, &KEYS)?;
+    let inline = match given.get_mut("tool_resources") {
+        Some(r) => crate::attach::inline_store(host, r, "tool_resources")?,
+        None => None,
+    };
     if !given.get("model").is_some_and(Value::is_string) {
         return Err(bad("Missing required parameter: 'model'.", "model"));
     }
@@ -290,6 +300,9 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
         body: Value::Object(settings).to_string(),
     };
     let o = host.create_object(COLLECTION, &new)?;
+    if inline.is_some() {
+        crate::attach::add(host, COLLECTION, &o.id, &[], inline)?;
+    }
     host.respond_json(200, &shown(&o)?)
 }
 

@@ -48,9 +48,10 @@ impl Retrieved {
     }
 }
 
-/// The vector stores a run searches: its own (or its assistant's) and its thread's.
-fn stores(r: &Value, thread: &Value) -> Vec<String> {
-    let mut ids: Vec<String> = Vec::new();
+/// The vector stores a run searches: its own (or its assistant's), its thread's, and `extra`
+/// (its assistant's store made since the run was).
+pub fn stores(r: &Value, thread: &Value, extra: &[String]) -> Vec<String> {
+    let mut ids: Vec<String> = extra.to_vec();
     for res in [&r["tool_resources"], &thread["tool_resources"]] {
         for id in res["file_search"]["vector_store_ids"]
             .as_array()
@@ -67,13 +68,13 @@ fn stores(r: &Value, thread: &Value) -> Vec<String> {
     ids
 }
 
-/// Searches the run's stores for `query` when it has the file_search tool and stores to
+/// Searches `stores` for `query` when the run has the file_search tool and stores to
 /// search; the excerpts fit in `budget` characters. Writes the `file_search` step.
 pub fn retrieve(
     host: &dyn AgentHost,
     run: &Object,
     r: &Value,
-    thread: &Value,
+    stores: Vec<String>,
     query: &str,
     budget: usize,
     ev: &mut Events,
@@ -84,7 +85,6 @@ pub fn retrieve(
     else {
         return Ok(None);
     };
-    let stores = stores(r, thread);
     if stores.is_empty() || query.trim().is_empty() {
         return Ok(None);
     }

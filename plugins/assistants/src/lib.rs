@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod assistants;
+mod attach;
 mod file_search;
 mod run_job;
 mod run_output;
@@ -65,6 +66,7 @@ impl ServeAgent for FirstParty {
     fn step(&self, job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
         match job.kind.as_str() {
             runs::KIND => run_job::step(job, host),
+            attach::KIND => attach::step(job, host),
             other => Err(Error::Internal(format!(
                 "the assistants plugin runs no `{other}` jobs"
             ))),

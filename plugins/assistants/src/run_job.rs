@@ -17,6 +17,7 @@ use cinder_sdk::tools::{Call, Function, Message, ToolChoice, ToolUse};
 use cinder_sdk::types::FinishReason;
 use cinder_sdk::{Error, Job, Outcome};
 
+use crate::attach;
 use crate::file_search;
 use crate::run_output::{Answer, Ending, tool_calls_step};
 use crate::runs::{RUNS, STEPS, advance, body_of, now, stopped};
@@ -296,6 +297,17 @@ fn search_files(
     if r["rounds"].as_array().is_some_and(|rs| !rs.is_empty()) {
         return Ok(None);
     }
+    if !r["tools"]
+        .as_array()
+        .is_some_and(|ts| ts.iter().any(|t| t["type"] == "file_search"))
+    {
+        return Ok(None);
+    }
+    // The files given inline are stored and ingested first, as OpenAI's runs wait for them.
+    let extra = match attach::wait(host, &run.id, r)? {
+        attach::Files::Ready(stores) => stores,
+        attach::Files::Stopped => return Ok(None),
+    };
     let thread = match host.get_object(THREADS, r["thread_id"].as_str().unwrap_or_default())? {
         Some(t) => serde_json::from_str(&t.body).unwrap_or(Value::Null),
         None => Value::Null,
@@ -309,7 +321,8 @@ fn search_files(
     // The excerpts take at most about half the context (a token is rarely under 4 characters
     // of English).
     let budget = 2 * context_length as usize;
-    let found = file_search::retrieve(host, run, r, &thread, &query, budget, ev)?;
+    let stores = file_search::stores(r, &thread, &extra);
+    let found = file_search::retrieve(host, run, r, stores, &query, budget, ev)?;
     if let Some(f) = &found {
         advance(
             host,

@@ -223,7 +223,7 @@ fn start(
     let extra = extra
         .iter()
         .enumerate()
-        .map(|(i, m)| threads::new_message(m, thread, &format!("additional_messages[{i}]")))
+        .map(|(i, m)| threads::new_message(m, thread, &format!("additional_messages[{i}]"), host))
         .collect::<Result<Vec<_>, _>>()?;
     // One run at a time per thread, as OpenAI.
     if let Some(active) = active_run(host, thread)? {
@@ -293,9 +293,11 @@ fn start(
         host.delete_object(RUNS, &run.id)?;
         return Err(e);
     }
-    for new in &extra {
+    for (new, _) in &extra {
         host.create_object(MESSAGES, new)?;
     }
+    let files: Vec<String> = extra.into_iter().flat_map(|(_, f)| f).collect();
+    crate::attach::add(host, threads::THREADS, thread, &files, None)?;
     let mut progress = json!({"run": run.id});
     let log = match prelude {
         Some(events) => {

@@ -10,7 +10,7 @@ use cinder_sdk::openai::params::{Invalid, metadata};
 use cinder_sdk::store::{Change, NewObject, Object, Order, Query, Updated};
 use cinder_sdk::{Error, Request};
 
-use crate::bad;
+use crate::{attach, bad};
 
 use crate::assistants::{list_query, tool_resources};
 
@@ -128,8 +128,14 @@ fn content(v: &Value, at: &str) -> Result<Value, Error> {
     Ok(Value::Array(parts))
 }
 
-/// A new message's stored body from a request's message (`param` prefixes error names).
-pub fn new_message(v: &Value, thread: &str, param: &str) -> Result<NewObject, Error> {
+/// A new message's stored body from a request's message (`param` prefixes error names),
+/// and the files its attachments give file_search.
+pub fn new_message(
+    v: &Value,
+    thread: &str,
+    param: &str,
+    host: &dyn AgentHost,
+) -> Result<(NewObject, Vec<String>), Error> {
     let at = |k: &str| match param {
         "" => k.to_owned(),
         p => format!("{p}.{k}"),
@@ -148,16 +154,7 @@ pub fn new_message(v: &Value, thread: &str, param: &str) -> Result<NewObject, Er
         _ => return Err(bad("role is user or assistant", &at("role"))),
     };
     let content = content(m.get("content").unwrap_or(&Value::Null), &at("content"))?;
-    if m.get("attachments")
-        .and_then(Value::as_array)
-        .is_some_and(|a| !a.is_empty())
-    {
-        return Err(bad(
-            "attachments need vector stores or code_interpreter, which are not built in \
-             Cinder yet",
-            &at("attachments"),
-        ));
-    }
+    let (attachments, files) = attach::attachments(host, m.get("attachments"), &at("attachments"))?;
     let meta = metadata(m.get("metadata").cloned())
         .map_err(|mut e| {
             e.param = Some(at("metadata"));
@@ -173,15 +170,16 @@ pub fn new_message(v: &Value, thread: &str, param: &str) -> Result<NewObject, Er
         "content": content,
         "assistant_id": null,
         "run_id": null,
-        "attachments": [],
+        "attachments": attachments,
         "metadata": meta,
     });
-    Ok(NewObject {
+    let new = NewObject {
         id_prefix: "msg_".into(),
         status: None,
         metadata: vec![("thread".into(), thread.to_owned())],
         body: body.to_string(),
-    })
+    };
+    Ok((new, files))
 }
 
 /// `POST /v1/threads`: with up to [`MAX_INITIAL_MESSAGES`] messages, all checked before
@@ -195,7 +193,11 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
 
 /// A new thread from a request's thread object (`param` prefixes the names in errors: the
 /// `thread` of create-thread-and-run).
-pub fn make(given: Map<String, Value>, param: &str, host: &dyn AgentHost) -> Result<Object, Error> {
+pub fn make(
+    mut given: Map<String, Value>,
+    param: &str,
+    host: &dyn AgentHost,
+) -> Result<Object, Error> {
     let at = |k: &str| match param {
         "" => k.to_owned(),
         p => format!("{p}.{k}"),
@@ -217,6 +219,10 @@ pub fn make(given: Map<String, Value>, param: &str, host: &dyn AgentHost) -> Res
         }
         Some(_) => return Err(bad("messages must be an array", &at("messages"))),
     };
+    let inline = match given.get_mut("tool_resources") {
+        Some(r) => attach::inline_store(host, r, &at("tool_resources"))?,
+        None => None,
+    };
     let body = thread_body(&given, json!({}), json!({})).map_err(|e| match e {
         Error::InvalidRequest(mut d) => {
             d.param = d.param.map(|p| at(&p));
@@ -226,7 +232,7 @@ pub fn make(given: Map<String, Value>, param: &str, host: &dyn AgentHost) -> Res
     })?;
     // Every message is checked before the thread exists (against a prefix for its id).
     for (i, m) in messages.iter().enumerate() {
-        new_message(m, "thread_", &at(&format!("messages[{i}]")))?;
+        new_message(m, "thread_", &at(&format!("messages[{i}]")), host)?;
     }
     let thread = host.create_object(
         THREADS,
@@ -237,10 +243,13 @@ pub fn make(given: Map<String, Value>, param: &str, host: &dyn AgentHost) -> Res
             body: body.to_string(),
         },
     )?;
+    let mut files = Vec::new();
     for (i, m) in messages.iter().enumerate() {
-        let new = new_message(m, &thread.id, &at(&format!("messages[{i}]")))?;
+        let (new, attached) = new_message(m, &thread.id, &at(&format!("messages[{i}]")), host)?;
         host.create_object(MESSAGES, &new)?;
+        files.extend(attached);
     }
+    attach::add(host, THREADS, &thread.id, &files, inline)?;
     Ok(thread)
 }
 
@@ -278,8 +287,9 @@ pub fn modify(id: &str, request: &Request, host: &dyn AgentHost) -> Result<(), E
             was["metadata"].clone(),
             was["tool_resources"].clone(),
         )?;
-        // The claim of its active run stays (`runs::claim`).
+        // The claim of its active run stays (`runs::claim`), and its files being stored.
         body["active_run"] = was["active_run"].clone();
+        body["attach"] = was["attach"].clone();
         let change = Change {
             status: None,
             metadata: Vec::new(),
@@ -350,8 +360,9 @@ pub fn create_message(thread: &str, request: &Request, host: &dyn AgentHost) -> 
         &request.body,
         &["role", "content", "attachments", "metadata"],
     )?;
-    let new = new_message(&Value::Object(given), thread, "")?;
+    let (new, files) = new_message(&Value::Object(given), thread, "", host)?;
     let o = host.create_object(MESSAGES, &new)?;
+    attach::add(host, THREADS, thread, &files, None)?;
     host.respond_json(200, &shown_message(&o)?)
 }
 

@@ -17,41 +17,6 @@ use serde_json::{Value, json};
 
 const EMBEDDER: &str = "text-embedding-3-small";
 
-/// The vector stores plugin on `host`: a route by path, as the host's router would.
-fn vector_stores(host: &FakeHost, method: &str, path: &str, body: &str) -> Answer {
-    let parts: Vec<&str> = path
-        .trim_start_matches("/v1/vector_stores")
-        .split('/')
-        .collect();
-    let route = match (method, parts.as_slice()) {
-        ("POST", [""]) => Route::new("vector_stores.create"),
-        ("POST", ["", id, "search"]) => Route::new("vector_stores.search").with_param("id", id),
-        other => panic!("no such route in this test: {other:?}"),
-    };
-    let request = Request {
-        method: method.into(),
-        path: path.into(),
-        body: body.into(),
-        request_id: "d".into(),
-    };
-    match cinder_plugin_vector_stores::FirstParty.serve(&route, request, host) {
-        Ok(()) => {
-            let (status, body) = host.take_response().expect("answered");
-            Answer {
-                status,
-                body: body.to_string(),
-            }
-        }
-        Err(e) => {
-            let (status, body) = e.to_http();
-            Answer {
-                status,
-                body: body.to_string(),
-            }
-        }
-    }
-}
-
 fn file(host: &FakeHost, name: &str, content: &str) -> String {
     host.add_file(name, content.as_bytes())
 }
@@ -218,7 +183,15 @@ fn tool_resources_are_checked_and_a_missing_store_fails_the_run_by_name() {
             "tool_resources.file_search.vector_store_ids",
         ),
         (
-            json!({"file_search": {"vector_stores": [{"file_ids": []}]}}),
+            json!({"file_search": {"vector_stores": [{"file_ids": ["file-gone"]}]}}),
+            "tool_resources.file_search.vector_stores[0].file_ids[0]",
+        ),
+        (
+            json!({"file_search": {"vector_stores": [{}, {}]}}),
+            "tool_resources.file_search.vector_stores",
+        ),
+        (
+            json!({"file_search": {"vector_store_ids": ["vs_a"], "vector_stores": [{}]}}),
             "tool_resources.file_search.vector_stores",
         ),
     ] {

@@ -261,7 +261,7 @@ fn refused_input_names_its_parameter_and_stores_nothing() {
         ),
         (
             json!({"messages": [{"role": "user", "content": "x", "attachments": [{"file_id": "file-1"}]}]}),
-            "messages[0].attachments",
+            "messages[0].attachments[0].file_id",
         ),
         (
             json!({"messages": [{"role": "user", "content": "x", "metadata": {"k": 1}}]}),

@@ -20,6 +20,7 @@ use cinder_sdk::store::NewObject;
 use cinder_sdk::{Error, Job, Outcome, Request};
 
 use crate::emit::Emitter;
+use crate::file_search;
 use crate::run::{self, Generated, Plan};
 use crate::stored::{self, Stored};
 
@@ -288,7 +289,11 @@ pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
         body: progress.body,
         request_id: progress.request_id,
     };
-    let plan = match Plan::build(&request, host) {
+    let built = Plan::build(&request, host).and_then(|mut plan| {
+        file_search::search(&mut plan, host)?;
+        Ok(plan)
+    });
+    let plan = match built {
         Ok(plan) => plan,
         Err(e) => {
             let emit = Emitter::new(progress.stream, false, response, host).watched(watch);

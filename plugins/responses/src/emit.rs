@@ -2,7 +2,7 @@
 //! step as OpenAI's semantic events (`sequence_number` counting from 0). A streamed answer and
 //! a whole one are the same response: both are this one fold.
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use cinder_sdk::host::Host;
 use cinder_sdk::openai::responses::{
@@ -12,6 +12,7 @@ use cinder_sdk::tools::Call;
 use cinder_sdk::{Error, unix_time};
 
 use crate::background::Watch;
+use crate::file_search::Searched;
 
 /// The response being answered.
 pub struct Emitter<'h> {
@@ -27,6 +28,8 @@ pub struct Emitter<'h> {
     with_logprobs: bool,
     /// A background response: its events go to its event log, and a client may cancel it.
     watch: Option<Watch>,
+    /// (file id, file name) the next message to end cites (what file_search found).
+    cite: Vec<(String, String)>,
 }
 
 impl<'h> Emitter<'h> {
@@ -40,6 +43,7 @@ impl<'h> Emitter<'h> {
             logprobs: Vec::new(),
             with_logprobs,
             watch: None,
+            cite: Vec::new(),
         }
     }
 
@@ -190,14 +194,31 @@ impl<'h> Emitter<'h> {
         };
         let logprobs = std::mem::take(&mut self.logprobs);
         let with_logprobs = self.with_logprobs;
+        let cite = std::mem::take(&mut self.cite);
+        let mut notes = Vec::new();
         let item = &mut self.response.output[index];
         if let OutputItem::Message {
             status: s, content, ..
         } = item
         {
             *s = status.into();
-            if let Some(ContentPart::OutputText { logprobs: lp, .. }) = content.first_mut() {
+            if let Some(ContentPart::OutputText {
+                text,
+                annotations,
+                logprobs: lp,
+            }) = content.first_mut()
+            {
                 *lp = with_logprobs.then(|| logprobs.clone());
+                // The files are cited where the answer ends (offsets in characters).
+                let at = text.chars().count();
+                notes = cite
+                    .into_iter()
+                    .map(|(file_id, filename)| {
+                        json!({"type": "file_citation", "file_id": file_id,
+                               "filename": filename, "index": at})
+                    })
+                    .collect();
+                annotations.extend(notes.iter().cloned());
             }
         }
         // Whole answers need no events (and so no copies of the text for them).
@@ -212,6 +233,17 @@ impl<'h> Emitter<'h> {
         let part = part.unwrap_or_else(|| ContentPart::output_text(""));
         let text = part.text().to_owned();
         let (i, id2) = (index as u32, id.clone());
+        for (k, annotation) in notes.into_iter().enumerate() {
+            let item_id = id.clone();
+            self.send(|n| StreamEvent::OutputTextAnnotationAdded {
+                sequence_number: n,
+                item_id,
+                output_index: i,
+                content_index: 0,
+                annotation_index: k as u32,
+                annotation,
+            })?;
+        }
         self.send(|n| StreamEvent::OutputTextDone {
             sequence_number: n,
             item_id: id2,
@@ -232,6 +264,60 @@ impl<'h> Emitter<'h> {
             sequence_number: n,
             output_index: i,
             item,
+        })
+    }
+
+    /// The file_search tool's search, done before the answer: an item of its own, said as it
+    /// would have been while it ran; the answer's text will cite what it found.
+    pub fn file_search(&mut self, searched: &Searched) -> Result<(), Error> {
+        let index = self.response.output.len();
+        let (id, started) = match &searched.item {
+            OutputItem::FileSearchCall { id, queries, .. } => (
+                id.clone(),
+                OutputItem::FileSearchCall {
+                    id: id.clone(),
+                    status: "in_progress".into(),
+                    queries: queries.clone(),
+                    results: None,
+                },
+            ),
+            _ => return Err(Error::Internal("a search is a file_search_call".into())),
+        };
+        let i = index as u32;
+        self.send(|n| StreamEvent::OutputItemAdded {
+            sequence_number: n,
+            output_index: i,
+            item: started,
+        })?;
+        type Phase = fn(u64, String, u32) -> StreamEvent;
+        let phases: [Phase; 3] = [
+            |n, item_id, output_index| StreamEvent::FileSearchCallInProgress {
+                sequence_number: n,
+                item_id,
+                output_index,
+            },
+            |n, item_id, output_index| StreamEvent::FileSearchCallSearching {
+                sequence_number: n,
+                item_id,
+                output_index,
+            },
+            |n, item_id, output_index| StreamEvent::FileSearchCallCompleted {
+                sequence_number: n,
+                item_id,
+                output_index,
+            },
+        ];
+        for phase in phases {
+            let item_id = id.clone();
+            self.send(|n| phase(n, item_id, i))?;
+        }
+        let done = searched.item.clone();
+        self.response.output.push(done.clone());
+        self.cite = searched.cited.clone();
+        self.send(|n| StreamEvent::OutputItemDone {
+            sequence_number: n,
+            output_index: i,
+            item: done,
         })
     }
 

@@ -105,6 +105,12 @@ pub fn stored_input(
                         status: "completed".into(),
                     }
                 }
+                InputItem::FileSearchCall { queries, results } => OutputItem::FileSearchCall {
+                    id: format!("fs_{suffix}_in{i}"),
+                    status: "completed".into(),
+                    queries,
+                    results,
+                },
             })
         })
         .collect()
@@ -230,6 +236,9 @@ pub fn messages(
                 result.tool_call_id = Some(call_id.clone());
                 out.push(result);
             }
+            // The excerpts a search found served its own turn's prompt; the answer that used
+            // them is in the history, so a later turn reads that.
+            OutputItem::FileSearchCall { .. } => {}
         }
     }
     Ok(out)

@@ -3,6 +3,7 @@
 pub mod background;
 pub mod conversations;
 mod emit;
+pub mod file_search;
 pub mod items;
 pub mod run;
 pub mod stored;

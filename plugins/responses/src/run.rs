@@ -18,6 +18,7 @@ use cinder_sdk::{Error, Request};
 use crate::background;
 use crate::conversations;
 use crate::emit::Emitter;
+use crate::file_search::{self, Searched};
 use crate::items;
 use crate::stored::{self, Stored};
 
@@ -42,6 +43,8 @@ pub struct Plan {
     pub constraint: Option<Constraint>,
     /// This request's input as stored items.
     pub input: Vec<OutputItem>,
+    /// What the file_search tool found, once [`file_search::search`] ran.
+    pub searched: Option<Searched>,
 }
 
 impl Plan {
@@ -79,6 +82,7 @@ impl Plan {
             tools,
             constraint,
             input,
+            searched: None,
         })
     }
 }
@@ -143,7 +147,9 @@ pub fn prompt_tokens(plan: &Plan, host: &dyn Host) -> Result<(Prompt, Vec<u32>),
     }
     // The fewest oldest turns to leave out, found by halving (a render per probe, not per
     // turn: a long history is thousands of turns). Instructions and the last message stay.
-    let first = usize::from(plan.params.instructions.is_some());
+    let first = usize::from(
+        plan.params.instructions.is_some() || plan.searched.as_ref().is_some_and(|s| s.in_prompt),
+    );
     let most = plan.messages.len().saturating_sub(first + 1);
     let (mut lo, mut hi) = (1, most);
     let mut best = None;
@@ -187,10 +193,12 @@ pub fn create(request: Request, host: &dyn AgentHost) -> Result<(), Error> {
 }
 
 fn run(request: Request, host: &dyn AgentHost) -> Result<(), Error> {
-    let plan = Plan::build(&request, host)?;
+    let mut plan = Plan::build(&request, host)?;
     if plan.params.background {
+        file_search::check_stores(&plan, host)?;
         return background::start(&request, &plan, host);
     }
+    file_search::search(&mut plan, host)?;
     let p = &plan.params;
     let emit = Emitter::new(
         p.stream,
@@ -284,6 +292,11 @@ pub fn generate<'h>(plan: &Plan, mut emit: Emitter<'h>, host: &'h dyn Host) -> G
         Err(e) => return Generated::Refused(emit, e),
     };
     if let Err(e) = emit.start() {
+        return Generated::Failed(emit, e);
+    }
+    if let Some(searched) = &plan.searched
+        && let Err(e) = emit.file_search(searched)
+    {
         return Generated::Failed(emit, e);
     }
     let hold = Hold::start(plan.tools.is_some(), prompt.calls_constraint.is_some());

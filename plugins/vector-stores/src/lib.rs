@@ -4,7 +4,6 @@ pub mod batches;
 pub mod chunking;
 pub mod extract;
 pub mod files;
-pub mod filters;
 pub mod ingest;
 pub mod search;
 pub mod stores;

@@ -1,94 +1,22 @@
-//! `POST /v1/vector_stores/{id}/search`: the query embedded by the stores' embedding model,
-//! the store's index searched exactly among its completed files that pass `filters`, each
-//! result a chunk with its file's name, attributes and score.
-
-use std::collections::HashMap;
+//! `POST /v1/vector_stores/{id}/search`: the request checked, then searched by
+//! `cinder_file_search::search` (the query embedded by the store's embedding model, the
+//! store's index searched exactly among its completed files that pass `filters`), each result
+//! a chunk with its file's name, attributes and score.
 
 use serde_json::{Map, Value, json};
 
-use cinder_sdk::embeddings::{EmbedInput, Overflow};
+use cinder_file_search::search;
 use cinder_sdk::host::AgentHost;
+use cinder_sdk::openai::params::filters;
 use cinder_sdk::{Error, Request};
 
 use crate::bad;
-use crate::files;
-use crate::filters::{self, Filter};
-use crate::stores::{self, SPACE, each};
+use crate::stores;
 
 /// Queries one search takes at most (each embedded and searched).
 const MAX_QUERIES: usize = 8;
 /// The longest query, in characters.
 const MAX_QUERY_CHARS: usize = 4096;
-
-/// One result: a chunk of a file.
-#[derive(Debug, Clone)]
-pub struct Found {
-    pub file_id: String,
-    pub score: f32,
-    pub text: String,
-    pub attributes: Value,
-}
-
-/// The `k` chunks of `store` most similar to any of `queries`, best first, among its
-/// completed files whose attributes pass `filter`, none scoring under `threshold`.
-pub fn search(
-    host: &dyn AgentHost,
-    store: &str,
-    model: &str,
-    queries: &[String],
-    k: u32,
-    filter: Option<&Filter>,
-    threshold: f32,
-) -> Result<Vec<Found>, Error> {
-    let mut attributes: HashMap<String, Value> = HashMap::new();
-    let by_store = [("vector_store".to_owned(), store.to_owned())];
-    each(host, files::COLLECTION, &by_store, Some("completed"), |o| {
-        let b = files::body_of(o)?;
-        let attrs = b["attributes"].as_object().cloned().unwrap_or_default();
-        if filter.is_none_or(|f| f.matches(&attrs)) {
-            let id = b["file_id"].as_str().unwrap_or_default().to_owned();
-            attributes.insert(id, Value::Object(attrs));
-        }
-        Ok(())
-    })?;
-    if attributes.is_empty() {
-        return Ok(Vec::new());
-    }
-    let groups: Vec<String> = attributes.keys().cloned().collect();
-    let inputs: Vec<EmbedInput> = queries
-        .iter()
-        .map(|q| EmbedInput::Text(q.clone()))
-        .collect();
-    let embedded = host.embed(model, &inputs, Overflow::Truncate)?;
-    let mut best: HashMap<String, Found> = HashMap::new();
-    for v in &embedded.vectors {
-        for hit in host.search_vectors(SPACE, store, v, k, Some(&groups))? {
-            if hit.score < threshold {
-                continue;
-            }
-            let text = serde_json::from_str::<Value>(&hit.payload)
-                .ok()
-                .and_then(|p| p["text"].as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let found = Found {
-                attributes: attributes.get(&hit.group).cloned().unwrap_or(json!({})),
-                file_id: hit.group,
-                score: hit.score,
-                text,
-            };
-            match best.get(&hit.id) {
-                Some(f) if f.score >= found.score => {}
-                _ => {
-                    best.insert(hit.id, found);
-                }
-            }
-        }
-    }
-    let mut out: Vec<Found> = best.into_values().collect();
-    out.sort_by(|a, b| b.score.total_cmp(&a.score));
-    out.truncate(k as usize);
-    Ok(out)
-}
 
 /// The query or queries of a request (`query`: a string or an array of strings).
 fn queries(v: Option<&Value>) -> Result<Vec<String>, Error> {
@@ -154,21 +82,10 @@ pub fn route(store: &str, request: &Request, host: &dyn AgentHost) -> Result<(),
     let model = stores::model_of(host, &s)?;
     let found = search(host, store, &model, &queries, k, filter.as_ref(), threshold)?;
     stores::touch(host, &s)?;
-    let mut names: HashMap<String, String> = HashMap::new();
     let data = found
-        .into_iter()
+        .iter()
         .map(|f| {
-            let name = match names.get(&f.file_id) {
-                Some(n) => n.clone(),
-                None => {
-                    let n = cinder_sdk::files::load(host, &f.file_id)
-                        .map(|(_, file)| file.filename)
-                        .unwrap_or_default();
-                    names.insert(f.file_id.clone(), n.clone());
-                    n
-                }
-            };
-            json!({"file_id": f.file_id, "filename": name, "score": f.score,
+            json!({"file_id": f.file_id, "filename": f.filename, "score": f.score,
                    "attributes": f.attributes, "content": [{"type": "text", "text": f.text}]})
         })
         .collect::<Vec<_>>();

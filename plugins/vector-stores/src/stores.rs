@@ -6,53 +6,28 @@ use serde_json::{Map, Value, json};
 
 use cinder_sdk::host::AgentHost;
 use cinder_sdk::openai::params::metadata;
-use cinder_sdk::store::{Change, NewObject, Object, Order, Query, Updated};
+use cinder_sdk::store::{Change, NewObject, Object, Updated};
 use cinder_sdk::{Error, Request};
 
 use crate::{bad, files, now};
 
-pub const COLLECTION: &str = "vector_stores";
-/// The space (a collection name) of the stores' vector indexes, one index per store.
-pub const SPACE: &str = "vector_chunks";
-/// Files one store lists at once when counting (and holds at most).
-pub const MAX_FILES: u32 = 10_000;
+pub use cinder_file_search::{
+    PAGE as MAX_FILES, SPACE, STORES as COLLECTION, each, expired, touch,
+};
 
 /// The store `id` of the caller's, or OpenAI's 404.
 pub fn find(host: &dyn AgentHost, id: &str) -> Result<Object, Error> {
-    let found = match cinder_sdk::well_formed_id(id, "vs_") {
-        true => host.get_object(COLLECTION, id)?,
-        false => None,
-    };
-    found.ok_or_else(|| cinder_sdk::no_such("vector store", id))
+    cinder_file_search::find_store(host, id)
 }
 
 pub fn body_of(o: &Object) -> Result<Value, Error> {
-    serde_json::from_str(&o.body).map_err(|e| {
-        Error::Internal(format!(
-            "the stored vector store {} is unreadable: {e}",
-            o.id
-        ))
-    })
+    cinder_file_search::body_of(o, "vector store")
 }
 
 /// The embedding model of the store's chunks (the setting's, for a store made before stores
 /// kept theirs).
 pub fn model_of(host: &dyn AgentHost, o: &Object) -> Result<String, Error> {
-    Ok(match body_of(o)?["embedding_model"].as_str() {
-        Some(m) => m.to_owned(),
-        None => files::model(host),
-    })
-}
-
-/// When the store expires, if it does: `days` after it was last active.
-fn expires_at(b: &Value) -> Option<i64> {
-    let days = b["expires_after"]["days"].as_i64()?;
-    Some(b["last_active_at"].as_i64().unwrap_or(0) + days * 86_400)
-}
-
-/// Whether the store has expired (it can no longer be searched or given files).
-pub fn expired(o: &Object) -> Result<bool, Error> {
-    Ok(expires_at(&body_of(o)?).is_some_and(|at| now() >= at))
+    Ok(cinder_file_search::model_of(o)?.unwrap_or_else(|| files::model(host)))
 }
 
 /// The store as OpenAI shows it.
@@ -76,7 +51,7 @@ pub fn shown(host: &dyn AgentHost, o: &Object) -> Result<Value, Error> {
         "file_counts": c.shown(),
         "status": status,
         "expires_after": b["expires_after"],
-        "expires_at": expires_at(&b),
+        "expires_at": cinder_file_search::expires_at(&b),
         "last_active_at": b["last_active_at"],
         "metadata": b["metadata"],
     }))
@@ -203,31 +178,6 @@ pub fn modify(id: &str, request: &Request, host: &dyn AgentHost) -> Result<(), E
     )))
 }
 
-/// How stale `last_active_at` may be before a search writes it again: a search is a read, and
-/// expiry counts in days.
-const TOUCH_EVERY: i64 = 60;
-
-/// Marks the store active now (its expiry counts from here); best effort, and at most once a
-/// [`TOUCH_EVERY`].
-pub fn touch(host: &dyn AgentHost, o: &Object) -> Result<(), Error> {
-    let mut body = body_of(o)?;
-    if body["last_active_at"]
-        .as_i64()
-        .is_some_and(|at| now() - at < TOUCH_EVERY)
-    {
-        return Ok(());
-    }
-    body["last_active_at"] = json!(now());
-    let change = Change {
-        status: None,
-        metadata: o.metadata.clone(),
-        body: body.to_string(),
-        expect_version: Some(o.version),
-    };
-    host.update_object(COLLECTION, &o.id, &change)?;
-    Ok(())
-}
-
 /// `DELETE /v1/vector_stores/{id}`: its index, files and batches go with it.
 pub fn delete(id: &str, host: &dyn AgentHost) -> Result<(), Error> {
     find(host, id)?;
@@ -245,35 +195,4 @@ pub fn list(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let query = cinder_sdk::list_query(&request.query(), &[])?;
     let page = host.list_objects(COLLECTION, &query)?;
     cinder_sdk::respond_page(host, &page, |o| shown(host, o))
-}
-
-/// Every object of `collection` with the metadata pair `filter`, a page at a time.
-pub fn each(
-    host: &dyn AgentHost,
-    collection: &str,
-    filter: &[(String, String)],
-    status: Option<&str>,
-    mut f: impl FnMut(&Object) -> Result<(), Error>,
-) -> Result<(), Error> {
-    let mut after = None;
-    loop {
-        let page = host.list_objects(
-            collection,
-            &Query {
-                limit: MAX_FILES,
-                order: Order::Asc,
-                after: after.take(),
-                before: None,
-                status: status.map(str::to_owned),
-                metadata: filter.to_vec(),
-            },
-        )?;
-        for o in &page.objects {
-            f(o)?;
-        }
-        match page.objects.last() {
-            Some(last) if page.has_more => after = Some(last.id.clone()),
-            _ => return Ok(()),
-        }
-    }
 }

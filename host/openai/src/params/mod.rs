@@ -19,6 +19,7 @@ use crate::chat::{StopSequences, StreamOptions};
 pub mod chat;
 pub mod completions;
 pub mod embeddings;
+pub mod filters;
 pub mod list;
 pub mod responses;
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use cinder_plugin_assistants::FirstParty;
+use cinder_sdk::dispatch::Answer;
 use cinder_sdk::testing::FakeHost;
 use cinder_sdk::{Error, Request, Route, ServeAgent};
 use serde_json::Value;
@@ -81,4 +82,43 @@ pub fn get_run(host: &FakeHost, thread: &str, run: &str) -> Value {
         Value::Null,
     )
     .unwrap()
+}
+
+/// The vector stores plugin on `host`: a route by path, as the host's router would.
+pub fn vector_stores(host: &FakeHost, method: &str, path: &str, body: &str) -> Answer {
+    let parts: Vec<&str> = path
+        .trim_start_matches("/v1/vector_stores")
+        .split('/')
+        .collect();
+    let route = match (method, parts.as_slice()) {
+        ("POST", [""]) => Route::new("vector_stores.create"),
+        ("GET", ["", id]) => Route::new("vector_stores.retrieve").with_param("id", id),
+        ("POST", ["", id, "search"]) => Route::new("vector_stores.search").with_param("id", id),
+        ("POST", ["", id, "file_batches"]) => {
+            Route::new("vector_stores.file_batches.create").with_param("id", id)
+        }
+        other => panic!("no such route in this test: {other:?}"),
+    };
+    let request = Request {
+        method: method.into(),
+        path: path.into(),
+        body: body.into(),
+        request_id: "d".into(),
+    };
+    match cinder_plugin_vector_stores::FirstParty.serve(&route, request, host) {
+        Ok(()) => {
+            let (status, body) = host.take_response().expect("answered");
+            Answer {
+                status,
+                body: body.to_string(),
+            }
+        }
+        Err(e) => {
+            let (status, body) = e.to_http();
+            Answer {
+                status,
+                body: body.to_string(),
+            }
+        }
+    }
 }

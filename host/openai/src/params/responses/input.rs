@@ -38,6 +38,12 @@ pub enum InputItem {
     },
     /// A function's result.
     FunctionCallOutput { call_id: String, output: String },
+    /// An earlier response's file search, given back with its output: kept in the history,
+    /// not read by the model (the excerpts served that turn only).
+    FileSearchCall {
+        queries: Vec<String>,
+        results: Option<Vec<Value>>,
+    },
 }
 
 /// One part of an input message.
@@ -141,9 +147,28 @@ pub(super) fn item(list: &str, i: usize, item: &Value) -> Checked<InputItem> {
                 output,
             })
         }
+        Some("file_search_call") => {
+            let queries = match obj.get("queries") {
+                None | Some(Value::Null) => Some(Vec::new()),
+                Some(Value::Array(q)) => q
+                    .iter()
+                    .map(|q| q.as_str().map(str::to_owned))
+                    .collect::<Option<Vec<_>>>(),
+                Some(_) => None,
+            }
+            .ok_or_else(|| Invalid::new("queries is an array of strings", at("queries")))?;
+            let results = match obj.get("results") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(r)) => Some(r.clone()),
+                Some(_) => {
+                    return Err(Invalid::new("results is an array", at("results")));
+                }
+            };
+            Ok(InputItem::FileSearchCall { queries, results })
+        }
         Some(other) => Err(Invalid::new(
             format!(
-                "Input items of type `{other}` are not supported by this server yet: message, function_call and function_call_output are"
+                "Input items of type `{other}` are not supported by this server yet: message, function_call, function_call_output and file_search_call are"
             ),
             at("type"),
         )),

@@ -4,7 +4,10 @@
 
 use serde_json::{Map, Value, json};
 
+mod file_search;
 mod input;
+
+pub use file_search::FileSearchTool;
 
 pub use input::{InputItem, InputPart, Role, items};
 
@@ -107,8 +110,12 @@ pub struct ResponseParams {
     /// Alternatives per token when `include` asks for logprobs (0 without `top_logprobs`).
     pub logprobs: Option<u32>,
     pub top_logprobs: Option<u32>,
-    /// `None` when no tool may be called.
+    /// `None` when no function may be called.
     pub tools: Option<Tools>,
+    /// The `file_search` tool, when `tool_choice` lets the response search.
+    pub file_search: Option<FileSearchTool>,
+    /// `include` asks for `file_search_call.results`.
+    pub file_search_results: bool,
     /// `tools` and `tool_choice` as given, echoed in the response.
     pub tools_given: Vec<Value>,
     pub tool_choice_given: Value,
@@ -248,7 +255,8 @@ impl ResponseParams {
             .cloned()
             .unwrap_or_else(|| json!("auto"));
         let parallel_tool_calls = boolean(body, "parallel_tool_calls")?.unwrap_or(true);
-        let tools = tools(&tools_given, body.get("tool_choice"), parallel_tool_calls)?;
+        let (tools, file_search) =
+            tools(&tools_given, body.get("tool_choice"), parallel_tool_calls)?;
         if integer(body, "max_tool_calls")?.is_some() {
             // Accepted: every call a response makes is one of its own output items, and
             // `parallel_tool_calls` bounds them; a cap beyond that changes nothing here.
@@ -308,6 +316,8 @@ impl ResponseParams {
             logprobs,
             top_logprobs,
             tools,
+            file_search,
+            file_search_results: include.iter().any(|i| i == "file_search_call.results"),
             tools_given,
             tool_choice_given,
             parallel_tool_calls,
@@ -351,16 +361,33 @@ fn includes(include: Option<&Value>) -> Checked<Vec<String>> {
         .collect()
 }
 
-/// `tools` (flat function tools) and `tool_choice`, through chat's rules with chat's shapes.
-fn tools(given: &[Value], choice: Option<&Value>, parallel: bool) -> Checked<Option<Tools>> {
+/// `tools` (flat function tools, and one `file_search`) and `tool_choice`, the functions
+/// through chat's rules with chat's shapes; the file_search tool is kept when the choice lets
+/// the response search (`auto`, `required`, or `{"type": "file_search"}`).
+fn tools(
+    given: &[Value],
+    choice: Option<&Value>,
+    parallel: bool,
+) -> Checked<(Option<Tools>, Option<FileSearchTool>)> {
     let mut chat_tools = Vec::with_capacity(given.len());
+    let mut search = None;
     for (i, t) in given.iter().enumerate() {
         match t.get("type").and_then(Value::as_str) {
             Some("function") => {}
+            Some("file_search") if search.is_some() => {
+                return Err(Invalid::new(
+                    "A request has at most one file_search tool",
+                    format!("tools[{i}]"),
+                ));
+            }
+            Some("file_search") => {
+                search = Some(file_search::tool(i, t)?);
+                continue;
+            }
             Some(kind) => {
                 return Err(Invalid::new(
                     format!(
-                        "The tool type `{kind}` is not supported by this server yet: only `function` tools are"
+                        "The tool type `{kind}` is not supported by this server yet: only `function` and `file_search` tools are"
                     ),
                     format!("tools[{i}].type"),
                 ));
@@ -380,24 +407,44 @@ fn tools(given: &[Value], choice: Option<&Value>, parallel: bool) -> Checked<Opt
         }
         chat_tools.push(json!({"type": "function", "function": function}));
     }
-    let chat_choice = match choice.filter(|c| !c.is_null()) {
-        Some(Value::Object(c)) if c.get("type").and_then(Value::as_str) == Some("function") => {
-            Some(
-                json!({"type": "function", "function": {"name": c.get("name").cloned().unwrap_or(Value::Null)}}),
-            )
+    let choice = choice.filter(|c| !c.is_null());
+    let kind = choice.and_then(|c| c.get("type")).and_then(Value::as_str);
+    let searching = match choice {
+        None => true,
+        Some(Value::String(s)) => s == "auto" || s == "required",
+        Some(_) => kind == Some("file_search"),
+    };
+    let given_search = search.is_some();
+    let search = search.filter(|_| searching);
+    let chat_choice = match choice {
+        Some(Value::Object(c)) if kind == Some("function") => Some(
+            json!({"type": "function", "function": {"name": c.get("name").cloned().unwrap_or(Value::Null)}}),
+        ),
+        Some(Value::Object(_)) if kind == Some("file_search") => {
+            if search.is_none() {
+                return Err(Invalid::new(
+                    "tool_choice names file_search, which is not in tools",
+                    "tool_choice",
+                ));
+            }
+            None
         }
-        Some(Value::Object(c)) => {
-            let kind = c.get("type").and_then(Value::as_str).unwrap_or("");
+        Some(Value::Object(_)) => {
             return Err(Invalid::new(
                 format!(
-                    "tool_choice of type `{kind}` is not supported by this server: use none, auto, required or a function"
+                    "tool_choice of type `{}` is not supported by this server: use none, auto, required, a function or file_search",
+                    kind.unwrap_or("")
                 ),
                 "tool_choice",
             ));
         }
         other => other.cloned(),
     };
-    tools_of(
+    // Only file_search: `auto` and `required` name the search, `none` leaves it out.
+    if chat_tools.is_empty() && given_search && chat_choice.as_ref().is_none_or(Value::is_string) {
+        return Ok((None, search));
+    }
+    let functions = tools_of(
         Some(&Value::Array(chat_tools)),
         chat_choice.as_ref(),
         Some(parallel),
@@ -405,7 +452,8 @@ fn tools(given: &[Value], choice: Option<&Value>, parallel: bool) -> Checked<Opt
     .map_err(|mut e| {
         e.param = e.param.map(|p| p.replace(".function.", "."));
         e
-    })
+    })?;
+    Ok((functions, search))
 }
 
 /// `text.format`: `text`, `json_object`, or `json_schema` with its `schema` (flat).

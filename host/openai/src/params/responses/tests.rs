@@ -34,7 +34,7 @@ fn unknown_and_unsupported_fields_are_refused_by_name() {
         "prompt"
     );
     assert_eq!(
-        param_of(json!({"model": "m", "tools": [{"type": "file_search"}]})),
+        param_of(json!({"model": "m", "tools": [{"type": "web_search"}]})),
         "tools[0].type"
     );
     let url = json!({"model": "m", "input": [{"role": "user", "content": [
@@ -125,6 +125,81 @@ fn items_tools_and_formats_are_read_in_the_responses_shapes() {
         param_of(
             json!({"model": "m", "tools": [{"type": "function", "name": "f"}], "tool_choice": {"type": "function", "name": "g"}})
         ),
+        "tool_choice"
+    );
+}
+
+#[test]
+fn file_search_tool_is_checked_and_follows_tool_choice() {
+    let fs = json!({"type": "file_search", "vector_store_ids": ["vs_1"], "max_num_results": 3,
+                    "filters": {"type": "eq", "key": "lang", "value": "en"},
+                    "ranking_options": {"ranker": "auto", "score_threshold": 0.2}});
+    let p = check(json!({"model": "m", "input": "x", "tools": [fs.clone()]})).unwrap();
+    let tool = p.file_search.unwrap();
+    assert_eq!(tool.vector_store_ids, vec!["vs_1".to_owned()]);
+    assert_eq!(tool.max_num_results, Some(3));
+    assert_eq!(tool.score_threshold, Some(0.2));
+    assert!(tool.filter.is_some());
+    assert!(p.tools.is_none());
+    for (choice, searches) in [
+        (json!("auto"), true),
+        (json!("required"), true),
+        (json!("none"), false),
+        (json!({"type": "file_search"}), true),
+    ] {
+        let p = check(
+            json!({"model": "m", "input": "x", "tools": [fs.clone()], "tool_choice": choice}),
+        )
+        .unwrap();
+        assert_eq!(p.file_search.is_some(), searches, "{choice}");
+    }
+    let f = json!({"type": "function", "name": "f", "parameters": {"type": "object"}});
+    let both = check(
+        json!({"model": "m", "input": "x", "tools": [fs.clone(), f.clone()],
+                            "tool_choice": {"type": "function", "name": "f"}}),
+    )
+    .unwrap();
+    assert!(both.file_search.is_none() && both.tools.is_some());
+    let both =
+        check(json!({"model": "m", "input": "x", "tools": [f.clone(), fs.clone()]})).unwrap();
+    assert!(both.file_search.is_some() && both.tools.is_some());
+    for (bad, param) in [
+        (
+            json!([{"type": "file_search"}]),
+            "tools[0].vector_store_ids",
+        ),
+        (
+            json!([{"type": "file_search", "vector_store_ids": []}]),
+            "tools[0].vector_store_ids",
+        ),
+        (
+            json!([{"type": "file_search", "vector_store_ids": ["vs_1"], "max_num_results": 51}]),
+            "tools[0].max_num_results",
+        ),
+        (
+            json!([{"type": "file_search", "vector_store_ids": ["vs_1"], "filters": {"type": "like"}}]),
+            "tools[0].filters",
+        ),
+        (
+            json!([{"type": "file_search", "vector_store_ids": ["vs_1"],
+                 "ranking_options": {"score_threshold": 2}}]),
+            "tools[0].ranking_options.score_threshold",
+        ),
+        (
+            json!([{"type": "file_search", "vector_store_ids": ["vs_1"], "colour": 1}]),
+            "tools[0].colour",
+        ),
+        (json!([fs.clone(), fs.clone()]), "tools[1]"),
+        (json!([{"type": "web_search"}]), "tools[0].type"),
+    ] {
+        assert_eq!(
+            param_of(json!({"model": "m", "tools": bad})),
+            param,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        param_of(json!({"model": "m", "tools": [f], "tool_choice": {"type": "file_search"}})),
         "tool_choice"
     );
 }
