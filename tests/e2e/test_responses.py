@@ -92,7 +92,7 @@ def test_refusals_are_400s_naming_the_parameter(client):
         ({"extra_body": {"frobnicate": 1}}, "frobnicate"),
         ({"background": "soon"}, "background"),
         ({"previous_response_id": "resp_nope"}, "previous_response_id"),
-        ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0].type"),
         ({"max_output_tokens": 3}, "max_output_tokens"),
     ]
     for extra, param in cases:

@@ -50,15 +50,18 @@ def test_a_response_searches_ranks_and_cites_the_file_that_answers(client, store
 def test_a_streamed_search_says_its_phases_and_the_citation(client, store):  # noqa: F811
     with client.responses.stream(model=CHAT, input=QUESTION, tools=tool(store.id, max_num_results=2),
                                  temperature=0, max_output_tokens=16) as stream:
-        types = [e.type for e in stream]
-        final = stream.get_final_response()
+        events = list(stream)
+    types = [e.type for e in events]
+    # The last event carries the response (`completed`, or `incomplete` at the token limit;
+    # the SDK's get_final_response wants `completed` only).
+    final = events[-1].response
     searched = ["response.output_item.added", "response.file_search_call.in_progress",
                 "response.file_search_call.searching", "response.file_search_call.completed",
                 "response.output_item.done"]
     assert types[2:7] == searched, types
     assert "response.output_text.annotation.added" in types
     assert types.index("response.output_text.annotation.added") < types.index("response.output_text.done")
-    assert types[-1] == "response.completed" or types[-1] == "response.incomplete"
+    assert types[-1] in ("response.completed", "response.incomplete")
     assert final.output[0].type == "file_search_call"
     assert final.output[1].content[0].annotations[0].filename == "bread.md"
 
