@@ -1,0 +1,24 @@
+//! The Stable Diffusion family from a diffusers folder (`model_index.json`, one folder per
+//! component, safetensors in f32): the parts built so far, each exact against diffusers on
+//! the tiny fixture in `tests/fixtures/sd-tiny` (`host/core/tests/diffusion.rs`).
+
+pub mod blocks;
+pub mod clip;
+pub mod tokenizer;
+pub mod unet;
+pub mod vae;
+pub mod weights;
+
+use burn::tensor::Device;
+
+use crate::error::CoreError;
+use crate::models::backend::{BackendKind, BackendPreference, Target, select};
+
+/// The device for a preference: burn's CPU backend where the preference is the CPU (the
+/// CPU fast path is the language models'; diffusion runs on burn).
+pub(crate) fn device(pref: BackendPreference) -> Result<(Device, BackendKind), CoreError> {
+    Ok(match select(pref)? {
+        Target::Cpu => (Device::flex(), BackendKind::Flex),
+        Target::Burn(device, kind) => (device, kind),
+    })
+}

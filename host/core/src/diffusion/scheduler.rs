@@ -1,0 +1,314 @@
+//! Noise schedulers as diffusers computes them (SD's `scaled_linear` betas): which timesteps
+//! a generation of `n` steps visits, how the UNet's input is scaled, and one step from the
+//! guided noise prediction to the next latents. Euler, DDIM (η = 0) and DPM-Solver++ 2M are
+//! deterministic; Euler ancestral and LCM draw fresh noise each step, which the caller gives
+//! (so a test can give diffusers' own draws).
+//!
+//! Schedules are computed in f64 (as diffusers' numpy set-up is) and applied in f32.
+
+use serde::Deserialize;
+
+use crate::error::CoreError;
+
+/// `scheduler/scheduler_config.json`'s fields these read.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SchedulerConfig {
+    #[serde(default = "default_train")]
+    pub num_train_timesteps: usize,
+    #[serde(default = "default_start")]
+    pub beta_start: f64,
+    #[serde(default = "default_end")]
+    pub beta_end: f64,
+    #[serde(default = "default_schedule")]
+    pub beta_schedule: String,
+    #[serde(default = "default_prediction")]
+    pub prediction_type: String,
+    #[serde(default)]
+    pub steps_offset: usize,
+}
+
+fn default_train() -> usize {
+    1000
+}
+fn default_start() -> f64 {
+    0.00085
+}
+fn default_end() -> f64 {
+    0.012
+}
+fn default_schedule() -> String {
+    "scaled_linear".into()
+}
+fn default_prediction() -> String {
+    "epsilon".into()
+}
+
+/// Which scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Euler,
+    EulerAncestral,
+    Ddim,
+    DpmSolverPp2M,
+    Lcm,
+}
+
+impl Kind {
+    /// diffusers' class name for it.
+    pub fn from_class(class: &str) -> Option<Kind> {
+        Some(match class {
+            "EulerDiscreteScheduler" => Kind::Euler,
+            "EulerAncestralDiscreteScheduler" => Kind::EulerAncestral,
+            "DDIMScheduler" => Kind::Ddim,
+            "DPMSolverMultistepScheduler" => Kind::DpmSolverPp2M,
+            "LCMScheduler" => Kind::Lcm,
+            _ => return None,
+        })
+    }
+}
+
+/// A scheduler set up for one generation of `n` steps.
+pub struct Scheduler {
+    kind: Kind,
+    alphas_cumprod: Vec<f64>,
+    timesteps: Vec<f64>,
+    /// Euler's and DPM-Solver's noise levels per step, and 0 after the last.
+    sigmas: Vec<f64>,
+    /// DDIM's stride between timesteps.
+    stride: usize,
+    /// DPM-Solver's previous data prediction.
+    previous: Option<Vec<f32>>,
+}
+
+impl Scheduler {
+    /// Sets up `kind` for `steps` steps.
+    pub fn new(kind: Kind, config: &SchedulerConfig, steps: usize) -> Result<Self, CoreError> {
+        let n = config.num_train_timesteps;
+        if config.beta_schedule != "scaled_linear" && config.beta_schedule != "linear" {
+            return Err(CoreError::Weights(format!(
+                "beta_schedule {} is not supported (scaled_linear, linear)",
+                config.beta_schedule
+            )));
+        }
+        if config.prediction_type != "epsilon" {
+            return Err(CoreError::Weights(format!(
+                "prediction_type {} is not supported (epsilon)",
+                config.prediction_type
+            )));
+        }
+        if steps == 0 || steps > n || n < 2 {
+            return Err(CoreError::Backend(format!(
+                "{steps} steps; 1 to {n} are possible"
+            )));
+        }
+        let (s, e) = (config.beta_start, config.beta_end);
+        let betas: Vec<f64> = (0..n)
+            .map(|i| {
+                let f = i as f64 / (n - 1) as f64;
+                match config.beta_schedule.as_str() {
+                    "linear" => s + f * (e - s),
+                    _ => (s.sqrt() + f * (e.sqrt() - s.sqrt())).powi(2),
+                }
+            })
+            .collect();
+        let mut alphas_cumprod = Vec::with_capacity(n);
+        let mut acc = 1.0;
+        for b in &betas {
+            acc *= 1.0 - b;
+            alphas_cumprod.push(acc);
+        }
+        let train_sigmas: Vec<f64> = alphas_cumprod
+            .iter()
+            .map(|a| ((1.0 - a) / a).sqrt())
+            .collect();
+        let linspace = |count: usize| -> Vec<f64> {
+            (0..count)
+                .map(|i| (n - 1) as f64 * i as f64 / (count - 1).max(1) as f64)
+                .collect()
+        };
+        let stride = n / steps;
+        let timesteps: Vec<f64> = match kind {
+            Kind::Euler | Kind::EulerAncestral => linspace(steps).into_iter().rev().collect(),
+            Kind::DpmSolverPp2M => {
+                let mut t: Vec<f64> = linspace(steps + 1).into_iter().map(f64::round).rev().collect();
+                t.truncate(steps);
+                t
+            }
+            Kind::Ddim => (0..steps)
+                .rev()
+                .map(|i| (i * stride + config.steps_offset) as f64)
+                .collect(),
+            Kind::Lcm => {
+                // LCM's original 50-step schedule, of which `steps` are taken evenly.
+                let original = 50usize.min(n);
+                let k = n / original;
+                let lcm: Vec<usize> = (1..=original).map(|i| i * k - 1).rev().collect();
+                (0..steps)
+                    .map(|i| lcm[((i * lcm.len()) as f64 / steps as f64).floor() as usize] as f64)
+                    .collect()
+            }
+        };
+        let sigmas = {
+            let mut s: Vec<f64> = timesteps.iter().map(|&t| interp(t, &train_sigmas)).collect();
+            s.push(0.0);
+            s
+        };
+        Ok(Scheduler {
+            kind,
+            alphas_cumprod,
+            timesteps,
+            sigmas,
+            stride,
+            previous: None,
+        })
+    }
+
+    /// The timesteps the UNet is given, in order.
+    pub fn timesteps(&self) -> Vec<f32> {
+        self.timesteps.iter().map(|&t| t as f32).collect()
+    }
+
+    /// The noise levels of Euler and DPM-Solver (one more than the steps: 0 at the end).
+    pub fn sigmas(&self) -> Vec<f32> {
+        self.sigmas.iter().map(|&s| s as f32).collect()
+    }
+
+    /// What the initial Gaussian noise is multiplied by.
+    pub fn init_noise_sigma(&self) -> f32 {
+        match self.kind {
+            Kind::Euler | Kind::EulerAncestral => {
+                let max = self.sigmas.iter().copied().fold(0.0, f64::max);
+                (max * max + 1.0).sqrt() as f32
+            }
+            _ => 1.0,
+        }
+    }
+
+    /// The UNet's input at step `i` for `sample`.
+    pub fn scale_model_input(&self, sample: &mut [f32], i: usize) {
+        if matches!(self.kind, Kind::Euler | Kind::EulerAncestral) {
+            let sigma = self.sigmas[i];
+            let scale = (1.0 / (sigma * sigma + 1.0).sqrt()) as f32;
+            sample.iter_mut().for_each(|v| *v *= scale);
+        }
+    }
+
+    fn alpha(&self, t: f64) -> f64 {
+        self.alphas_cumprod[t as usize]
+    }
+
+    /// The latents after step `i`, from `sample` and the guided noise prediction `eps`;
+    /// `noise` is the fresh noise Euler ancestral and LCM add (ignored by the others).
+    pub fn step(&mut self, eps: &[f32], i: usize, sample: &[f32], noise: Option<&[f32]>) -> Vec<f32> {
+        let t = self.timesteps[i];
+        match self.kind {
+            Kind::Euler => {
+                let dt = (self.sigmas[i + 1] - self.sigmas[i]) as f32;
+                sample.iter().zip(eps).map(|(x, e)| x + e * dt).collect()
+            }
+            Kind::EulerAncestral => {
+                let (from, to) = (self.sigmas[i], self.sigmas[i + 1]);
+                let up = (to * to * (from * from - to * to) / (from * from)).sqrt();
+                let down = (to * to - up * up).sqrt();
+                let dt = (down - from) as f32;
+                let up = up as f32;
+                sample
+                    .iter()
+                    .zip(eps)
+                    .enumerate()
+                    .map(|(k, (x, e))| x + e * dt + noise.map_or(0.0, |n| n[k]) * up)
+                    .collect()
+            }
+            Kind::Ddim => {
+                let a_t = self.alpha(t);
+                let prev = t - self.stride as f64;
+                let a_prev = if prev >= 0.0 { self.alpha(prev) } else { self.alphas_cumprod[0] };
+                let (sa, sb) = (a_t.sqrt() as f32, (1.0 - a_t).sqrt() as f32);
+                let (pa, pb) = (a_prev.sqrt() as f32, (1.0 - a_prev).sqrt() as f32);
+                sample
+                    .iter()
+                    .zip(eps)
+                    .map(|(x, e)| pa * ((x - sb * e) / sa) + pb * e)
+                    .collect()
+            }
+            Kind::DpmSolverPp2M => self.dpm_step(eps, i, sample),
+            Kind::Lcm => {
+                let a_t = self.alpha(t);
+                let prev = self.timesteps.get(i + 1).copied();
+                let a_prev = prev.map_or(self.alphas_cumprod[0], |p| self.alpha(p));
+                // Boundary conditions for the consistency model (timestep scaling 10).
+                let scaled = t * 10.0;
+                let c_skip = 0.25 / (scaled * scaled + 0.25);
+                let c_out = scaled / (scaled * scaled + 0.25).sqrt();
+                let (sa, sb) = (a_t.sqrt() as f32, (1.0 - a_t).sqrt() as f32);
+                let (c_skip, c_out) = (c_skip as f32, c_out as f32);
+                let denoised: Vec<f32> = sample
+                    .iter()
+                    .zip(eps)
+                    .map(|(x, e)| c_out * ((x - sb * e) / sa) + c_skip * x)
+                    .collect();
+                match (prev, noise) {
+                    (Some(_), Some(n)) => {
+                        let (pa, pb) = (a_prev.sqrt() as f32, (1.0 - a_prev).sqrt() as f32);
+                        denoised.iter().zip(n).map(|(d, z)| pa * d + pb * z).collect()
+                    }
+                    _ => denoised,
+                }
+            }
+        }
+    }
+
+    /// DPM-Solver++ (2M, midpoint): first order at the first and last steps, second order
+    /// between (diffusers' `lower_order_final` for short schedules).
+    fn dpm_step(&mut self, eps: &[f32], i: usize, sample: &[f32]) -> Vec<f32> {
+        let alpha_sigma = |s: f64| {
+            let a = 1.0 / (s * s + 1.0).sqrt();
+            (a, s * a)
+        };
+        let lambda = |s: f64| {
+            let (a, sg) = alpha_sigma(s);
+            a.ln() - sg.ln()
+        };
+        let (a_s, s_s) = alpha_sigma(self.sigmas[i]);
+        let x0: Vec<f32> = sample
+            .iter()
+            .zip(eps)
+            .map(|(x, e)| (x - s_s as f32 * e) / a_s as f32)
+            .collect();
+        let (a_t, s_t) = alpha_sigma(self.sigmas[i + 1]);
+        let h = lambda(self.sigmas[i + 1]) - lambda(self.sigmas[i]);
+        let ratio = if s_t == 0.0 { 0.0 } else { (s_t / s_s) as f32 };
+        let coef = (a_t * ((-h).exp() - 1.0)) as f32;
+        let last = i + 1 == self.timesteps.len();
+        let out = match (&self.previous, last) {
+            (Some(m1), false) if i > 0 => {
+                let h0 = lambda(self.sigmas[i]) - lambda(self.sigmas[i - 1]);
+                let r = (h0 / h) as f32;
+                sample
+                    .iter()
+                    .zip(&x0)
+                    .zip(m1)
+                    .map(|((x, d0), m)| {
+                        let d1 = (d0 - m) / r;
+                        ratio * x - coef * d0 - 0.5 * coef * d1
+                    })
+                    .collect()
+            }
+            _ => sample
+                .iter()
+                .zip(&x0)
+                .map(|(x, d0)| ratio * x - coef * d0)
+                .collect(),
+        };
+        self.previous = Some(x0);
+        out
+    }
+}
+
+/// Linear interpolation of `table` (indexed 0, 1, ...) at `t`.
+fn interp(t: f64, table: &[f64]) -> f64 {
+    let lo = (t.floor() as usize).min(table.len() - 1);
+    let hi = (lo + 1).min(table.len() - 1);
+    let f = t - lo as f64;
+    table[lo] * (1.0 - f) + table[hi] * f
+}

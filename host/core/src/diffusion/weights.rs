@@ -1,0 +1,120 @@
+//! f32 tensors of a diffusers component's `diffusion_pytorch_model.safetensors` (or a text
+//! encoder's `model.safetensors`), by name, with the shape checked where the caller knows it.
+
+use std::path::Path;
+
+use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::error::CoreError;
+use crate::models::bert::f32_values;
+
+/// A component's weights, read whole (diffusion checkpoints are read once, at load).
+pub struct Weights {
+    bytes: Vec<u8>,
+    device: Device,
+    /// Tensor names prefixed to every name asked for (`text_model.` in a CLIP checkpoint).
+    prefix: String,
+}
+
+/// A linear layer: `[in, out]` (PyTorch's `[out, in]` transposed once at load) and a bias.
+pub struct Linear {
+    pub w: Tensor<2>,
+    pub b: Option<Tensor<1>>,
+}
+
+impl Linear {
+    /// `x · W + b` over the last dimension of `[n, in]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let y = x.matmul(self.w.clone());
+        match &self.b {
+            Some(b) => y + b.clone().unsqueeze::<2>(),
+            None => y,
+        }
+    }
+}
+
+/// A layer norm's (or group norm's) scale and shift.
+pub struct Norm {
+    pub w: Tensor<1>,
+    pub b: Tensor<1>,
+}
+
+impl Weights {
+    /// Reads `file` of the component folder `dir`.
+    pub fn open(dir: &Path, file: &str, device: &Device) -> Result<Self, CoreError> {
+        let path = dir.join(file);
+        let bytes = std::fs::read(&path)
+            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        // Checked once here, so that each lookup's parse cannot fail for the file's sake.
+        safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        Ok(Weights {
+            bytes,
+            device: device.clone(),
+            prefix: String::new(),
+        })
+    }
+
+    /// These weights with `prefix` before every name.
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        self.prefix = prefix.to_owned();
+        self
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The values and shape of the tensor `name`.
+    pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), CoreError> {
+        let st = safetensors::SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| CoreError::Weights(format!("safetensors: {e}")))?;
+        f32_values(&st, &format!("{}{name}", self.prefix))
+    }
+
+    /// The tensor `name`, which must have `D` dimensions.
+    pub fn tensor<const D: usize>(&self, name: &str) -> Result<Tensor<D>, CoreError> {
+        let (v, shape) = self.values(name)?;
+        let dims: [usize; D] = shape.as_slice().try_into().map_err(|_| {
+            CoreError::Weights(format!(
+                "tensor {}{name} has shape {shape:?}; {D} dimensions were expected",
+                self.prefix
+            ))
+        })?;
+        Ok(Tensor::from_data(TensorData::new(v, dims), &self.device))
+    }
+
+    /// `prefix.weight` (transposed) and `prefix.bias` if there is one.
+    pub fn linear(&self, prefix: &str) -> Result<Linear, CoreError> {
+        let b = match self.has(&format!("{prefix}.bias")) {
+            true => Some(self.tensor::<1>(&format!("{prefix}.bias"))?),
+            false => None,
+        };
+        Ok(Linear {
+            w: self.tensor::<2>(&format!("{prefix}.weight"))?.transpose(),
+            b,
+        })
+    }
+
+    pub fn norm(&self, prefix: &str) -> Result<Norm, CoreError> {
+        Ok(Norm {
+            w: self.tensor(&format!("{prefix}.weight"))?,
+            b: self.tensor(&format!("{prefix}.bias"))?,
+        })
+    }
+
+    /// Whether the tensor `name` is there.
+    pub fn has(&self, name: &str) -> bool {
+        safetensors::SafeTensors::deserialize(&self.bytes)
+            .is_ok_and(|st| st.tensor(&format!("{}{name}", self.prefix)).is_ok())
+    }
+}
+
+/// Layer norm over the last dimension of `[n, d]`.
+pub fn layer_norm(x: Tensor<2>, n: &Norm, eps: f64) -> Tensor<2> {
+    let mean = x.clone().mean_dim(1);
+    let centered = x - mean;
+    let var = centered.clone().powf_scalar(2.0).mean_dim(1);
+    let scale = var.add_scalar(eps).sqrt().recip();
+    centered * scale * n.w.clone().unsqueeze::<2>() + n.b.clone().unsqueeze::<2>()
+}
