@@ -68,8 +68,14 @@ fn the_prompt_tokenizer_gives_the_pipelines_ids() {
     let prompts = index()["prompts"].as_object().expect("prompts").clone();
     assert!(prompts.len() >= 5);
     for (name, prompt) in prompts {
-        let (got, cut) = tokenizer.encode(prompt.as_str().expect("text")).expect("encodes");
-        assert_eq!(got, ids("text.safetensors", &format!("{name}.input_ids")), "{name}");
+        let (got, cut) = tokenizer
+            .encode(prompt.as_str().expect("text"))
+            .expect("encodes");
+        assert_eq!(
+            got,
+            ids("text.safetensors", &format!("{name}.input_ids")),
+            "{name}"
+        );
         // Only the long prompt is cut (and keeps its end token).
         assert_eq!(cut > 0, name == "long", "{name}: {cut} cut");
     }
@@ -138,16 +144,31 @@ fn unet_golden(pref: BackendPreference) {
         let sample = [latents.clone(), latents.clone()].concat();
         let context = [uncond.clone(), cond.clone()].concat();
         let got = unet
-            .predict(&sample, [2, dims[1], dims[2], dims[3]], t as f32, &context, [2, cdims[1], cdims[2]])
+            .predict(
+                &sample,
+                [2, dims[1], dims[2], dims[3]],
+                t as f32,
+                &context,
+                [2, cdims[1], cdims[2]],
+            )
             .expect("predicts");
         let (want, _) = floats("unet.safetensors", &format!("t{t}.batch2"));
         let worst = max_delta(&got, &want);
         assert!(worst <= OUTPUT_TOLERANCE, "t{t} batch: max |Δ| {worst}");
     }
     // Shapes that cannot be are errors, not panics.
-    assert!(unet.predict(&latents, [1, 3, 32, 32], 1.0, &cond, cdims).is_err());
-    assert!(unet.predict(&latents, [1, 4, 31, 33], 1.0, &cond, cdims).is_err());
-    assert!(unet.predict(&latents, dims, 1.0, &cond, [1, 77, 5]).is_err());
+    assert!(
+        unet.predict(&latents, [1, 3, 32, 32], 1.0, &cond, cdims)
+            .is_err()
+    );
+    assert!(
+        unet.predict(&latents, [1, 4, 31, 33], 1.0, &cond, cdims)
+            .is_err()
+    );
+    assert!(
+        unet.predict(&latents, dims, 1.0, &cond, [1, 77, 5])
+            .is_err()
+    );
 }
 
 #[test]
@@ -163,7 +184,10 @@ fn the_unet_matches_diffusers_on_wgpu() {
 fn vae_golden(pref: BackendPreference) {
     let (vae, kind) = VaeDecoder::load(&fixture().join("pipeline/vae"), pref).expect("loads");
     let (latents, dims) = floats("inputs.safetensors", "latents");
-    let scaled: Vec<f32> = latents.iter().map(|v| v / vae.config().scaling_factor).collect();
+    let scaled: Vec<f32> = latents
+        .iter()
+        .map(|v| v / vae.config().scaling_factor)
+        .collect();
     let (got, shape) = vae
         .decode_values(&scaled, dims.try_into().expect("4 dims"))
         .expect("decodes");
@@ -241,10 +265,18 @@ fn pipeline_golden(name: &str, pref: BackendPreference) {
     assert_eq!(scheduler.timesteps(), want_t, "{name}: timesteps");
     if ["euler", "euler_a", "dpmpp_2m"].contains(&name) {
         let (want, _) = floats(&file, "sigmas");
-        assert!(relative_delta(&scheduler.sigmas(), &want) <= 1e-5, "{name}: sigmas");
+        assert!(
+            relative_delta(&scheduler.sigmas(), &want) <= 1e-5,
+            "{name}: sigmas"
+        );
     }
     let (init, _) = floats(&file, "init_noise_sigma");
-    assert!((scheduler.init_noise_sigma() - init[0]).abs() <= 1e-5 * init[0]);
+    assert!(
+        (scheduler.init_noise_sigma() - init[0]).abs() <= 1e-5 * init[0],
+        "{name}: init_noise_sigma {} against {}",
+        scheduler.init_noise_sigma(),
+        init[0]
+    );
 
     let (unet, kind_name) = UNet::load(&fixture().join("pipeline/unet"), pref).expect("unet");
     let (vae, _) = VaeDecoder::load(&fixture().join("pipeline/vae"), pref).expect("vae");
@@ -257,33 +289,58 @@ fn pipeline_golden(name: &str, pref: BackendPreference) {
     let (step_latents, _) = floats(&file, "step_latents");
     let step_noise = reference_exists(&file, "step_noise").then(|| floats(&file, "step_noise").0);
     let per = noise0.len();
-    let mut latents: Vec<f32> = noise0.iter().map(|v| v * scheduler.init_noise_sigma()).collect();
+    let mut latents: Vec<f32> = noise0
+        .iter()
+        .map(|v| v * scheduler.init_noise_sigma())
+        .collect();
     let batch = [2, dims[1], dims[2], dims[3]];
     for (i, t) in scheduler.timesteps().into_iter().enumerate() {
         let mut input = [latents.clone(), latents.clone()].concat();
         scheduler.scale_model_input(&mut input, i);
         let d_in = relative_delta(&input, row(&unet_in, steps, i));
-        assert!(d_in <= LATENT_RELATIVE, "{name} step {i}: UNet input {d_in}");
+        assert!(
+            d_in <= LATENT_RELATIVE,
+            "{name} step {i}: UNet input {d_in}"
+        );
         // Each step from diffusers' own input, so one step's error is not the next one's.
         let out = unet
-            .predict(row(&unet_in, steps, i), batch, t, &context, [2, cdims[1], cdims[2]])
+            .predict(
+                row(&unet_in, steps, i),
+                batch,
+                t,
+                &context,
+                [2, cdims[1], cdims[2]],
+            )
             .expect("predicts");
         let d_out = relative_delta(&out, row(&unet_out, steps, i));
-        assert!(d_out <= LATENT_RELATIVE, "{name} step {i}: UNet output {d_out}");
-        let guided: Vec<f32> = (0..per).map(|k| out[k] + 7.5 * (out[per + k] - out[k])).collect();
+        assert!(
+            d_out <= LATENT_RELATIVE,
+            "{name} step {i}: UNet output {d_out}"
+        );
+        let guided: Vec<f32> = (0..per)
+            .map(|k| out[k] + 7.5 * (out[per + k] - out[k]))
+            .collect();
         let noise = step_noise.as_ref().and_then(|n| {
             let rows = n.len() / per;
             (i < rows).then(|| row(n, rows, i).to_vec())
         });
         latents = scheduler.step(&guided, i, &latents, noise.as_deref());
         let d = relative_delta(&latents, row(&step_latents, steps, i));
-        eprintln!("{} {name} step {i}: latents relative |Δ| {d:.2e}", kind_name.name());
+        eprintln!(
+            "{} {name} step {i}: latents relative |Δ| {d:.2e}",
+            kind_name.name()
+        );
         assert!(d <= LATENT_RELATIVE, "{name} step {i}: latents {d}");
     }
     let (want_final, _) = floats(&file, "final_latents");
     assert!(relative_delta(&latents, &want_final) <= LATENT_RELATIVE);
-    let scaled: Vec<f32> = want_final.iter().map(|v| v / vae.config().scaling_factor).collect();
-    let (image, _) = vae.decode_values(&scaled, dims.clone().try_into().expect("4 dims")).expect("decodes");
+    let scaled: Vec<f32> = want_final
+        .iter()
+        .map(|v| v / vae.config().scaling_factor)
+        .collect();
+    let (image, _) = vae
+        .decode_values(&scaled, dims.clone().try_into().expect("4 dims"))
+        .expect("decodes");
     let (want_u8, _) = reference(&file, "image_u8");
     let (c, h, w) = (3, 64, 64);
     let mut off = 0u8;
@@ -318,7 +375,8 @@ fn a_scheduler_refuses_what_it_cannot_do() {
     assert!(Scheduler::new(SchedulerKind::Euler, &config, 0).is_err());
     assert!(Scheduler::new(SchedulerKind::Euler, &config, 1001).is_err());
     let v: SchedulerConfig =
-        serde_json::from_value(serde_json::json!({"prediction_type": "v_prediction"})).expect("parses");
+        serde_json::from_value(serde_json::json!({"prediction_type": "v_prediction"}))
+            .expect("parses");
     assert!(Scheduler::new(SchedulerKind::Ddim, &v, 4).is_err());
     assert!(SchedulerKind::from_class("PNDMScheduler").is_none());
 }

@@ -6,6 +6,7 @@ mod admission;
 mod batching;
 mod chat_embeddings;
 mod constrained;
+mod diffusion;
 mod embeddings;
 mod faults;
 mod fuzz_schemas;

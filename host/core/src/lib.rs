@@ -3,6 +3,7 @@
 //! This is the only crate that imports burn. Everything above it sees [`ModelRegistry`],
 //! [`LoadedModel`] and [`EngineHandle`].
 
+mod diffusion;
 mod embed;
 mod engine;
 mod error;
@@ -11,6 +12,11 @@ mod kernels;
 mod models;
 mod registry;
 
+pub use diffusion::clip::ClipText;
+pub use diffusion::scheduler::{Kind as SchedulerKind, Scheduler, SchedulerConfig};
+pub use diffusion::tokenizer::ClipTokenizer;
+pub use diffusion::unet::UNet;
+pub use diffusion::vae::VaeDecoder;
 pub use embed::embedder::Embedder;
 pub use embed::engine::EmbedHandle;
 pub use engine::admission::EngineLimits;

@@ -36,12 +36,7 @@ impl Conv {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let options = ConvOptions::new(
-            [self.stride; 2],
-            [self.padding; 2],
-            [1, 1],
-            1,
-        );
+        let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
         conv2d(x, self.w.clone(), self.b.clone(), options)
     }
 }
@@ -71,7 +66,8 @@ impl GroupNorm {
         let centered = grouped - mean;
         let var = centered.clone().powf_scalar(2.0).mean_dim(2);
         let normed = (centered * var.add_scalar(self.eps).sqrt().recip()).reshape([b, c, h, wd]);
-        normed * self.norm.w.clone().reshape([1, c, 1, 1]) + self.norm.b.clone().reshape([1, c, 1, 1])
+        normed * self.norm.w.clone().reshape([1, c, 1, 1])
+            + self.norm.b.clone().reshape([1, c, 1, 1])
     }
 }
 

@@ -86,7 +86,12 @@ impl ClipText {
                 "text encoder hidden_size is not a multiple of num_attention_heads".into(),
             ));
         }
-        let w = Weights::open(dir, "model.safetensors", device)?.prefixed("text_model.");
+        let w = Weights::open(dir, "model.safetensors", device)?;
+        // transformers up to 4.x saves `CLIPTextModel` with `text_model.` before every name.
+        let w = match w.has("text_model.embeddings.token_embedding.weight") {
+            true => w.prefixed("text_model."),
+            false => w,
+        };
         let layers = (0..config.num_hidden_layers)
             .map(|i| {
                 let l = |s: &str| format!("encoder.layers.{i}.{s}");
@@ -145,7 +150,11 @@ impl ClipText {
                 c.max_position_embeddings
             )));
         }
-        if let Some(&id) = batch.iter().flatten().find(|&&id| id as usize >= c.vocab_size) {
+        if let Some(&id) = batch
+            .iter()
+            .flatten()
+            .find(|&&id| id as usize >= c.vocab_size)
+        {
             return Err(CoreError::Backend(format!(
                 "token id {id} is outside the text encoder's vocabulary"
             )));
@@ -161,9 +170,16 @@ impl ClipText {
         let hd = h / heads;
         // Causal: position i attends to positions up to i.
         let causal: Vec<f32> = (0..t * t)
-            .map(|k| if k % t > k / t { f32::NEG_INFINITY } else { 0.0 })
+            .map(|k| {
+                if k % t > k / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
             .collect();
-        let causal = Tensor::<2>::from_data(TensorData::new(causal, [t, t]), dev).reshape([1, 1, t, t]);
+        let causal =
+            Tensor::<2>::from_data(TensorData::new(causal, [t, t]), dev).reshape([1, 1, t, t]);
         let split = |y: Tensor<2>| y.reshape([b, t, heads, hd]).swap_dims(1, 2);
         let eps = c.layer_norm_eps;
         for layer in &self.layers {

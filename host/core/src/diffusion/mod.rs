@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod clip;
+pub mod scheduler;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;

@@ -25,6 +25,9 @@ pub struct SchedulerConfig {
     pub prediction_type: String,
     #[serde(default)]
     pub steps_offset: usize,
+    /// `linspace`, `leading` or `trailing` (each scheduler's own default when absent).
+    #[serde(default)]
+    pub timestep_spacing: Option<String>,
 }
 
 fn default_train() -> usize {
@@ -76,6 +79,8 @@ pub struct Scheduler {
     sigmas: Vec<f64>,
     /// DDIM's stride between timesteps.
     stride: usize,
+    /// The `leading` spacing (Euler's initial noise is scaled differently then).
+    leading: bool,
     /// DPM-Solver's previous data prediction.
     previous: Option<Vec<f32>>,
 }
@@ -127,18 +132,14 @@ impl Scheduler {
                 .collect()
         };
         let stride = n / steps;
-        let timesteps: Vec<f64> = match kind {
-            Kind::Euler | Kind::EulerAncestral => linspace(steps).into_iter().rev().collect(),
-            Kind::DpmSolverPp2M => {
-                let mut t: Vec<f64> = linspace(steps + 1).into_iter().map(f64::round).rev().collect();
-                t.truncate(steps);
-                t
-            }
-            Kind::Ddim => (0..steps)
-                .rev()
-                .map(|i| (i * stride + config.steps_offset) as f64)
-                .collect(),
-            Kind::Lcm => {
+        let spacing = config.timestep_spacing.as_deref().unwrap_or(match kind {
+            Kind::Ddim => "leading",
+            _ => "linspace",
+        });
+        // DPM-Solver spaces one point more and drops the last (diffusers' set_timesteps).
+        let points = steps + usize::from(kind == Kind::DpmSolverPp2M);
+        let timesteps: Vec<f64> = match (kind, spacing) {
+            (Kind::Lcm, _) => {
                 // LCM's original 50-step schedule, of which `steps` are taken evenly.
                 let original = 50usize.min(n);
                 let k = n / original;
@@ -147,9 +148,38 @@ impl Scheduler {
                     .map(|i| lcm[((i * lcm.len()) as f64 / steps as f64).floor() as usize] as f64)
                     .collect()
             }
+            (_, "linspace") => {
+                let t = linspace(points).into_iter().rev();
+                match kind {
+                    Kind::Euler | Kind::EulerAncestral => t.take(steps).collect(),
+                    _ => t.map(f64::round).take(steps).collect(),
+                }
+            }
+            (_, "leading") => {
+                let ratio = n / points;
+                (0..points)
+                    .rev()
+                    .map(|i| (i * ratio + config.steps_offset) as f64)
+                    .take(steps)
+                    .collect()
+            }
+            (_, "trailing") => {
+                let ratio = n as f64 / steps as f64;
+                (0..steps)
+                    .map(|i| (n as f64 - i as f64 * ratio).round() - 1.0)
+                    .collect()
+            }
+            (_, other) => {
+                return Err(CoreError::Weights(format!(
+                    "timestep_spacing {other} is not supported (linspace, leading, trailing)"
+                )));
+            }
         };
         let sigmas = {
-            let mut s: Vec<f64> = timesteps.iter().map(|&t| interp(t, &train_sigmas)).collect();
+            let mut s: Vec<f64> = timesteps
+                .iter()
+                .map(|&t| interp(t, &train_sigmas))
+                .collect();
             s.push(0.0);
             s
         };
@@ -159,6 +189,7 @@ impl Scheduler {
             timesteps,
             sigmas,
             stride,
+            leading: spacing == "leading",
             previous: None,
         })
     }
@@ -178,7 +209,10 @@ impl Scheduler {
         match self.kind {
             Kind::Euler | Kind::EulerAncestral => {
                 let max = self.sigmas.iter().copied().fold(0.0, f64::max);
-                (max * max + 1.0).sqrt() as f32
+                match self.leading {
+                    true => (max * max + 1.0).sqrt() as f32,
+                    false => max as f32,
+                }
             }
             _ => 1.0,
         }
@@ -199,7 +233,13 @@ impl Scheduler {
 
     /// The latents after step `i`, from `sample` and the guided noise prediction `eps`;
     /// `noise` is the fresh noise Euler ancestral and LCM add (ignored by the others).
-    pub fn step(&mut self, eps: &[f32], i: usize, sample: &[f32], noise: Option<&[f32]>) -> Vec<f32> {
+    pub fn step(
+        &mut self,
+        eps: &[f32],
+        i: usize,
+        sample: &[f32],
+        noise: Option<&[f32]>,
+    ) -> Vec<f32> {
         let t = self.timesteps[i];
         match self.kind {
             Kind::Euler => {
@@ -222,7 +262,11 @@ impl Scheduler {
             Kind::Ddim => {
                 let a_t = self.alpha(t);
                 let prev = t - self.stride as f64;
-                let a_prev = if prev >= 0.0 { self.alpha(prev) } else { self.alphas_cumprod[0] };
+                let a_prev = if prev >= 0.0 {
+                    self.alpha(prev)
+                } else {
+                    self.alphas_cumprod[0]
+                };
                 let (sa, sb) = (a_t.sqrt() as f32, (1.0 - a_t).sqrt() as f32);
                 let (pa, pb) = (a_prev.sqrt() as f32, (1.0 - a_prev).sqrt() as f32);
                 sample
@@ -250,7 +294,11 @@ impl Scheduler {
                 match (prev, noise) {
                     (Some(_), Some(n)) => {
                         let (pa, pb) = (a_prev.sqrt() as f32, (1.0 - a_prev).sqrt() as f32);
-                        denoised.iter().zip(n).map(|(d, z)| pa * d + pb * z).collect()
+                        denoised
+                            .iter()
+                            .zip(n)
+                            .map(|(d, z)| pa * d + pb * z)
+                            .collect()
                     }
                     _ => denoised,
                 }

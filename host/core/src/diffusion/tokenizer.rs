@@ -41,9 +41,9 @@ impl ClipTokenizer {
             .map_err(|e| CoreError::Tokenizer(format!("{}: {e}", path.display())))?;
         let id = |token: Option<&str>, what: &str| {
             let token = token.unwrap_or("<|endoftext|>");
-            inner
-                .token_to_id(token)
-                .ok_or_else(|| CoreError::Tokenizer(format!("the {what} token {token} is not in the vocabulary")))
+            inner.token_to_id(token).ok_or_else(|| {
+                CoreError::Tokenizer(format!("the {what} token {token} is not in the vocabulary"))
+            })
         };
         let eos = id(config.eos_token.as_deref(), "end")?;
         let pad = id(config.pad_token.as_deref(), "pad")?;

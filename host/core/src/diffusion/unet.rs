@@ -11,7 +11,9 @@ use burn::tensor::activation::{gelu, silu};
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::blocks::{Attention, Conv, GroupNorm, Resnet, to_image, to_sequence, upsample_nearest_2x};
+use super::blocks::{
+    Attention, Conv, GroupNorm, Resnet, to_image, to_sequence, upsample_nearest_2x,
+};
 use super::weights::{Linear, Norm, Weights, layer_norm};
 use crate::error::CoreError;
 use crate::models::backend::{BackendKind, BackendPreference};
@@ -91,14 +93,20 @@ fn one_layer() -> OneOrMany {
 
 impl UNetConfig {
     fn check(&self) -> Result<(), CoreError> {
-        let refuse = |what: String| Err(CoreError::Weights(format!("unet: {what} is not supported")));
+        let refuse =
+            |what: String| Err(CoreError::Weights(format!("unet: {what} is not supported")));
         let n = self.block_out_channels.len();
         if n == 0 || self.down_block_types.len() != n || self.up_block_types.len() != n {
             return refuse("a block count that differs between block lists".into());
         }
         for t in self.down_block_types.iter().chain(&self.up_block_types) {
-            if !["DownBlock2D", "CrossAttnDownBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"]
-                .contains(&t.as_str())
+            if ![
+                "DownBlock2D",
+                "CrossAttnDownBlock2D",
+                "UpBlock2D",
+                "CrossAttnUpBlock2D",
+            ]
+            .contains(&t.as_str())
             {
                 return refuse(format!("block type {t}"));
             }
@@ -116,7 +124,10 @@ impl UNetConfig {
             return refuse("time_cond_proj_dim (LCM-distilled UNets)".into());
         }
         if self.resnet_time_scale_shift != "default" {
-            return refuse(format!("resnet_time_scale_shift {}", self.resnet_time_scale_shift));
+            return refuse(format!(
+                "resnet_time_scale_shift {}",
+                self.resnet_time_scale_shift
+            ));
         }
         Ok(())
     }
@@ -239,8 +250,13 @@ impl SpatialTransformer {
         };
         for block in &self.blocks {
             s = block.attn1.forward(ln(s.clone(), &block.norm1), None) + s;
-            s = block.attn2.forward(ln(s.clone(), &block.norm2), Some(context)) + s;
-            let proj = block.geglu.forward(ln(s.clone(), &block.norm3).reshape([b * n, inner]));
+            s = block
+                .attn2
+                .forward(ln(s.clone(), &block.norm2), Some(context))
+                + s;
+            let proj = block
+                .geglu
+                .forward(ln(s.clone(), &block.norm3).reshape([b * n, inner]));
             let half = proj.dims()[1] / 2;
             let (value, gate) = (proj.clone().narrow(1, 0, half), proj.narrow(1, half, half));
             let ff = block.ff_out.forward(value * gelu(gate));
@@ -283,7 +299,13 @@ impl UNet {
                         true => (0..c.layers_per_block)
                             .map(|j| {
                                 let layers = c.transformer_layers_per_block.at(i);
-                                transformer(&w, &p(format!("attentions.{j}")), &c, c.heads(i), layers)
+                                transformer(
+                                    &w,
+                                    &p(format!("attentions.{j}")),
+                                    &c,
+                                    c.heads(i),
+                                    layers,
+                                )
                             })
                             .collect::<Result<_, _>>()?,
                         false => Vec::new(),
@@ -308,7 +330,13 @@ impl UNet {
                         true => (0..=c.layers_per_block)
                             .map(|j| {
                                 let layers = c.transformer_layers_per_block.at(block);
-                                transformer(&w, &p(format!("attentions.{j}")), &c, c.heads(block), layers)
+                                transformer(
+                                    &w,
+                                    &p(format!("attentions.{j}")),
+                                    &c,
+                                    c.heads(block),
+                                    layers,
+                                )
                             })
                             .collect::<Result<_, _>>()?,
                         false => Vec::new(),
@@ -384,10 +412,15 @@ impl UNet {
         if sample.len() != dims.iter().product::<usize>()
             || context.len() != context_dims.iter().product::<usize>()
         {
-            return Err(CoreError::Backend("values do not match their shapes".into()));
+            return Err(CoreError::Backend(
+                "values do not match their shapes".into(),
+            ));
         }
         let x = Tensor::<4>::from_data(TensorData::new(sample.to_vec(), dims), &self.device);
-        let ctx = Tensor::<3>::from_data(TensorData::new(context.to_vec(), context_dims), &self.device);
+        let ctx = Tensor::<3>::from_data(
+            TensorData::new(context.to_vec(), context_dims),
+            &self.device,
+        );
         self.forward(x, timestep, &ctx)
             .try_into_vec_as::<f32>()
             .map_err(|e| CoreError::Backend(format!("reading the noise prediction: {e:?}")))
@@ -419,7 +452,12 @@ impl UNet {
 
     /// The predicted noise for `sample` (`[b, c, h, w]`) at `timestep`, given `context`
     /// (`[b, tokens, cross_attention_dim]`).
-    pub(crate) fn forward(&self, sample: Tensor<4>, timestep: f32, context: &Tensor<3>) -> Tensor<4> {
+    pub(crate) fn forward(
+        &self,
+        sample: Tensor<4>,
+        timestep: f32,
+        context: &Tensor<3>,
+    ) -> Tensor<4> {
         let b = sample.dims()[0];
         let temb = self.time_embedding(timestep, b);
         let mut x = self.conv_in.forward(sample);

@@ -9,7 +9,9 @@ use burn::tensor::activation::silu;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::blocks::{Attention, Conv, GroupNorm, Resnet, to_image, to_sequence, upsample_nearest_2x};
+use super::blocks::{
+    Attention, Conv, GroupNorm, Resnet, to_image, to_sequence, upsample_nearest_2x,
+};
 use super::weights::Weights;
 use crate::error::CoreError;
 use crate::models::backend::{BackendKind, BackendPreference};
@@ -77,7 +79,11 @@ impl VaeDecoder {
                     .map(|j| Resnet::load(&w, &d(&format!("up_blocks.{i}.resnets.{j}")), g, EPS))
                     .collect::<Result<Vec<_>, _>>()?;
                 let upsample = match i + 1 < levels {
-                    true => Some(Conv::load(&w, &d(&format!("up_blocks.{i}.upsamplers.0.conv")), 1)?),
+                    true => Some(Conv::load(
+                        &w,
+                        &d(&format!("up_blocks.{i}.upsamplers.0.conv")),
+                        1,
+                    )?),
                     false => None,
                 };
                 Ok((resnets, upsample))

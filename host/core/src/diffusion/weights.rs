@@ -61,10 +61,6 @@ impl Weights {
         self
     }
 
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     /// The values and shape of the tensor `name`.
     pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), CoreError> {
         let st = safetensors::SafeTensors::deserialize(&self.bytes)
