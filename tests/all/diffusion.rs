@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use cinder_core::{
-    BackendPreference, ClipText, ClipTokenizer, Scheduler, SchedulerConfig, SchedulerKind, UNet,
-    VaeDecoder,
+    BackendPreference, ClipText, ClipTokenizer, Scheduler, SchedulerConfig, SchedulerKind,
+    TinyDecoder, UNet, VaeDecoder,
 };
 use serde_json::Value;
 
@@ -211,6 +211,22 @@ fn vae_golden(pref: BackendPreference) {
     }
     assert!(off <= 1, "pixels differ by {off}");
     assert!(vae.decode_values(&scaled, [1, 3, 32, 32]).is_err());
+}
+
+#[test]
+fn the_tiny_decoder_matches_diffusers() {
+    for pref in [BackendPreference::Flex, BackendPreference::Wgpu] {
+        let (taesd, kind) = TinyDecoder::load(&fixture().join("taesd"), pref).expect("loads");
+        let (latents, dims) = floats("inputs.safetensors", "latents");
+        let (got, shape) = taesd
+            .decode_values(&latents, dims.try_into().expect("4 dims"))
+            .expect("decodes");
+        assert_eq!(shape, [1, 3, 64, 64]);
+        let (want, _) = floats("taesd.safetensors", "decode.sample");
+        let worst = max_delta(&got, &want);
+        eprintln!("{} taesd: max |Δ| {worst:.2e}", kind.name());
+        assert!(worst <= OUTPUT_TOLERANCE, "taesd: max |Δ| {worst}");
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod registry;
 
 pub use diffusion::clip::ClipText;
 pub use diffusion::scheduler::{Kind as SchedulerKind, Scheduler, SchedulerConfig};
+pub use diffusion::taesd::TinyDecoder;
 pub use diffusion::tokenizer::ClipTokenizer;
 pub use diffusion::unet::UNet;
 pub use diffusion::vae::VaeDecoder;

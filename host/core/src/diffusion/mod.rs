@@ -5,6 +5,7 @@
 pub mod blocks;
 pub mod clip;
 pub mod scheduler;
+pub mod taesd;
 pub mod tokenizer;
 pub mod unet;
 pub mod vae;
