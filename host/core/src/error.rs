@@ -122,6 +122,22 @@ pub enum CoreError {
     /// A model alias that names nothing loaded or shadows a model id.
     #[error("{0}")]
     InvalidAlias(String),
+    /// An image size the diffusion model cannot make.
+    #[error(
+        "{width}x{height} is not a size this model makes: each side is a multiple of {multiple} from {multiple} to {max}"
+    )]
+    ImageSize {
+        width: usize,
+        height: usize,
+        multiple: usize,
+        max: usize,
+    },
+    /// An image generation's step count or guidance is out of range.
+    #[error("{0}")]
+    ImageSetting(String),
+    /// The caller stopped an image generation between two steps.
+    #[error("the generation was cancelled")]
+    Cancelled,
 }
 
 impl CoreError {
@@ -141,6 +157,8 @@ impl CoreError {
                 | CoreError::InputRejected { .. }
                 | CoreError::InvalidAlias(_)
                 | CoreError::WrongKind { .. }
+                | CoreError::ImageSize { .. }
+                | CoreError::ImageSetting(_)
         )
     }
 

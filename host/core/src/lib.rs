@@ -13,6 +13,7 @@ mod models;
 mod registry;
 
 pub use diffusion::clip::ClipText;
+pub use diffusion::pipeline::{ImageRequest, Picture, Pipeline};
 pub use diffusion::scheduler::{Kind as SchedulerKind, Scheduler, SchedulerConfig};
 pub use diffusion::taesd::TinyDecoder;
 pub use diffusion::tokenizer::ClipTokenizer;

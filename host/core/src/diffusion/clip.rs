@@ -65,7 +65,7 @@ impl ClipText {
         Ok((Self::load_on(dir, &device)?, kind))
     }
 
-    fn load_on(dir: &Path, device: &Device) -> Result<Self, CoreError> {
+    pub(crate) fn load_on(dir: &Path, device: &Device) -> Result<Self, CoreError> {
         let path = dir.join("config.json");
         let text = std::fs::read(&path)
             .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;

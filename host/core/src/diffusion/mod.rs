@@ -4,6 +4,7 @@
 
 pub mod blocks;
 pub mod clip;
+pub mod pipeline;
 pub mod scheduler;
 pub mod taesd;
 pub mod tokenizer;

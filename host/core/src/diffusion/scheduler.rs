@@ -194,6 +194,10 @@ impl Scheduler {
         })
     }
 
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
     /// The timesteps the UNet is given, in order.
     pub fn timesteps(&self) -> Vec<f32> {
         self.timesteps.iter().map(|&t| t as f32).collect()

@@ -44,10 +44,11 @@ struct Block {
     skip: Option<Conv>,
 }
 
+/// A layer (burn tensors are large values: the blocks are boxed).
 enum Layer {
-    Conv(Conv),
+    Conv(Box<Conv>),
     Relu,
-    Block(Block),
+    Block(Box<Block>),
     Upsample,
 }
 
@@ -87,7 +88,10 @@ impl TinyDecoder {
         let w = Weights::open(dir, "diffusion_pytorch_model.safetensors", device)?;
         let at = |n: usize, s: &str| format!("decoder.layers.{n}{s}");
         // The layer numbering of diffusers' `nn.Sequential`, rebuilt from the config.
-        let mut layers = vec![Layer::Conv(Conv::load(&w, &at(0, ""), 1)?), Layer::Relu];
+        let mut layers = vec![
+            Layer::Conv(Box::new(Conv::load(&w, &at(0, ""), 1)?)),
+            Layer::Relu,
+        ];
         let levels = c.num_decoder_blocks.len();
         for (i, &blocks) in c.num_decoder_blocks.iter().enumerate() {
             for _ in 0..blocks {
@@ -97,16 +101,16 @@ impl TinyDecoder {
                     true => Some(Conv::load(&w, &at(n, ".skip"), 1)?),
                     false => None,
                 };
-                layers.push(Layer::Block(Block {
+                layers.push(Layer::Block(Box::new(Block {
                     convs: [conv(0)?, conv(2)?, conv(4)?],
                     skip,
-                }));
+                })));
             }
             if i + 1 < levels {
                 layers.push(Layer::Upsample);
             }
             let n = layers.len();
-            layers.push(Layer::Conv(Conv::load(&w, &at(n, ""), 1)?));
+            layers.push(Layer::Conv(Box::new(Conv::load(&w, &at(n, ""), 1)?)));
         }
         Ok(TinyDecoder {
             config: c,

@@ -56,6 +56,9 @@ pub struct UNetConfig {
     pub resnet_time_scale_shift: String,
     #[serde(default = "one_layer")]
     pub transformer_layers_per_block: OneOrMany,
+    /// The latent side it was trained at.
+    #[serde(default)]
+    pub sample_size: Option<usize>,
 }
 
 /// A number for every block, or one for all.
