@@ -25,7 +25,10 @@ fn rss_mib() -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = PathBuf::from(args.first().ok_or_else(|| anyhow::anyhow!("UNET_DIR SIDE [STEPS] [flex|wgpu]"))?);
+    let dir = PathBuf::from(
+        args.first()
+            .ok_or_else(|| anyhow::anyhow!("UNET_DIR SIDE [STEPS] [flex|wgpu]"))?,
+    );
     let side: usize = args.get(1).map_or(Ok(64), |s| s.parse())?;
     let steps: usize = args.get(2).map_or(Ok(3), |s| s.parse())?;
     let pref = match args.get(3).map(String::as_str) {
@@ -45,7 +48,13 @@ fn main() -> anyhow::Result<()> {
     // The first step also warms up (kernels, allocations); it is reported apart.
     for i in 0..=steps {
         let t = Instant::now();
-        let out = unet.predict(&sample, dims, 999.0 - i as f32, &context, [2, 77, c.cross_attention_dim])?;
+        let out = unet.predict(
+            &sample,
+            dims,
+            999.0 - i as f32,
+            &context,
+            [2, 77, c.cross_attention_dim],
+        )?;
         std::hint::black_box(out);
         times.push(t.elapsed().as_secs_f64());
     }

@@ -8,9 +8,10 @@ use burn::tensor::{Device, Tensor, TensorData};
 use crate::error::CoreError;
 use crate::models::bert::f32_values;
 
-/// A component's weights, read whole (diffusion checkpoints are read once, at load).
+/// A component's weights, memory-mapped while the model is built (each tensor is copied out
+/// once, so a whole read would hold the checkpoint twice).
 pub struct Weights {
-    bytes: Vec<u8>,
+    bytes: memmap2::Mmap,
     device: Device,
     /// Tensor names prefixed to every name asked for (`text_model.` in a CLIP checkpoint).
     prefix: String,
@@ -43,7 +44,12 @@ impl Weights {
     /// Reads `file` of the component folder `dir`.
     pub fn open(dir: &Path, file: &str, device: &Device) -> Result<Self, CoreError> {
         let path = dir.join(file);
-        let bytes = std::fs::read(&path)
+        let file = std::fs::File::open(&path)
+            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        // SAFETY: the mapping is read-only and lives while the model is built; a checkpoint
+        // changed underneath a load is the operator's doing, as for the GGUF files mapped the
+        // same way (formats/gguf.rs).
+        let bytes = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
         // Checked once here, so that each lookup's parse cannot fail for the file's sake.
         safetensors::SafeTensors::deserialize(&bytes)
