@@ -3,9 +3,9 @@
 //! (self or cross), and nearest 2× upsampling.
 
 use burn::tensor::Tensor;
-use burn::tensor::activation::{silu, softmax};
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::activation::silu;
+use burn::tensor::module::{attention, conv2d};
+use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
 
 use super::weights::{Linear, Norm, Weights};
 use crate::error::CoreError;
@@ -151,13 +151,18 @@ impl Attention {
         let heads = self.heads;
         let hd = inner / heads;
         let split = |y: Tensor<2>, len: usize| y.reshape([b, len, heads, hd]).swap_dims(1, 2);
-        let scores = split(q, n)
-            .matmul(split(k, m).swap_dims(2, 3))
-            .mul_scalar(1.0 / (hd as f64).sqrt());
-        let ctx = softmax(scores, 3)
-            .matmul(split(v, m))
-            .swap_dims(1, 2)
-            .reshape([b * n, inner]);
+        // burn's fused attention: on the CPU backend a flash (tiled, online-softmax) kernel
+        // once the score matrix is large, so 4 096 positions never materialise 4 096² scores.
+        let ctx = attention(
+            split(q, n),
+            split(k, m),
+            split(v, m),
+            None,
+            None,
+            AttentionModuleOptions::default(),
+        )
+        .swap_dims(1, 2)
+        .reshape([b * n, inner]);
         self.out.forward(ctx).reshape([b, n, d])
     }
 }
