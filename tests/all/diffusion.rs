@@ -530,3 +530,61 @@ fn a_seed_gives_its_image_and_bad_requests_are_refused() {
         assert!(e.is_callers(), "{bad:?}: {e:?}");
     }
 }
+
+#[test]
+fn image_limits_name_their_setting() {
+    let pipe = pipeline();
+    // The fixture's native side is 64 px: at most four times its area.
+    let big = ImageRequest {
+        width: 256,
+        height: 128,
+        ..request(1)
+    };
+    assert!(matches!(
+        pipe.check(&big),
+        Err(CoreError::ImageSize {
+            max_pixels: 16_384,
+            ..
+        })
+    ));
+    let square = ImageRequest {
+        width: 128,
+        height: 128,
+        ..request(1)
+    };
+    assert!(pipe.check(&square).is_ok());
+    let lcm = ImageRequest {
+        scheduler: Some(SchedulerKind::Lcm),
+        steps: 51,
+        ..request(1)
+    };
+    for (bad, want) in [
+        (lcm, "steps"),
+        (
+            ImageRequest {
+                steps: 201,
+                ..request(1)
+            },
+            "steps",
+        ),
+        (
+            ImageRequest {
+                guidance: -1.0,
+                ..request(1)
+            },
+            "guidance",
+        ),
+        (
+            ImageRequest {
+                fast_decode: true,
+                ..request(1)
+            },
+            "decoder",
+        ),
+    ] {
+        match pipe.check(&bad) {
+            Err(CoreError::ImageSetting { param, .. }) => assert_eq!(param, want, "{bad:?}"),
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+}

@@ -124,17 +124,21 @@ pub enum CoreError {
     InvalidAlias(String),
     /// An image size the diffusion model cannot make.
     #[error(
-        "{width}x{height} is not a size this model makes: each side is a multiple of {multiple} from {multiple} to {max}"
+        "{width}x{height} is not a size this model makes: each side is a multiple of {multiple} from {multiple} to {max_side}, and the image at most {max_pixels} pixels"
     )]
     ImageSize {
         width: usize,
         height: usize,
         multiple: usize,
-        max: usize,
+        max_side: usize,
+        max_pixels: usize,
     },
-    /// An image generation's step count or guidance is out of range.
-    #[error("{0}")]
-    ImageSetting(String),
+    /// An image generation's setting (`param`: steps, guidance, decoder) is out of range.
+    #[error("{message}")]
+    ImageSetting {
+        param: &'static str,
+        message: String,
+    },
     /// The caller stopped an image generation between two steps.
     #[error("the generation was cancelled")]
     Cancelled,
@@ -158,7 +162,7 @@ impl CoreError {
                 | CoreError::InvalidAlias(_)
                 | CoreError::WrongKind { .. }
                 | CoreError::ImageSize { .. }
-                | CoreError::ImageSetting(_)
+                | CoreError::ImageSetting { .. }
         )
     }
 

@@ -29,10 +29,12 @@ pub const MAX_INLINE_FILES: usize = 500;
 const THREAD_STORE_DAYS: i64 = 7;
 /// How long a run waits for its files before it fails.
 pub const FILE_WAIT: Duration = Duration::from_secs(60);
-/// How often a waiting run looks again.
-const LOOK_EVERY: Duration = Duration::from_millis(200);
+/// How often a waiting run looks again (each look counts the stores' files).
+const LOOK_EVERY: Duration = Duration::from_millis(500);
 /// Compare-and-set tries before a change is given up as contended.
 const TRIES: usize = 16;
+/// File ids one call to the vector stores plugin carries (its own bound per request).
+const PER_CALL: usize = 500;
 
 /// The caller's file `id`, or a 400 naming `param`.
 fn check_file(host: &dyn AgentHost, id: &Value, param: &str) -> Result<String, Error> {
@@ -195,7 +197,15 @@ pub fn add(
         return Ok(());
     }
     let progress = json!({"collection": collection, "id": id}).to_string();
-    host.enqueue_job(KIND, &format!("{id}-attach-{seq}"), &progress)
+    if let Err(e) = host.enqueue_job(KIND, &format!("{id}-attach-{seq}"), &progress) {
+        // No job will take the files: say so to the next run instead of waiting for one.
+        update_with(host, collection, id, |b| {
+            b["attach"]["running"] = json!(false);
+            b["attach"]["error"] = json!(format!("no job could store the files: {e:?}"));
+        })?;
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// One request to the vector stores plugin; its JSON answer, or the error it gave.
@@ -259,17 +269,29 @@ pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
     else {
         return Ok(Outcome::Done);
     };
+    // The host ends a job whose steps keep failing (or whose process kept dying): the owner
+    // must not wait for it forever, nor keep files no job will store.
+    if let Some(reason) = &job.ending {
+        update_with(host, collection, id, |b| {
+            b["attach"]["files"] = json!([]);
+            b["attach"]["running"] = json!(false);
+            b["attach"]["error"] = json!(reason);
+        })?;
+        return Ok(Outcome::Done);
+    }
     loop {
         let Some(o) = host.get_object(collection, id)? else {
             return Ok(Outcome::Done);
         };
         let body: Value = serde_json::from_str(&o.body)
             .map_err(|e| Error::Internal(format!("the stored {id} is unreadable: {e}")))?;
+        // A call at a time, each within the vector stores plugin's bound.
         let files: Vec<String> = body["attach"]["files"]
             .as_array()
             .into_iter()
             .flatten()
             .filter_map(|f| f.as_str().map(str::to_owned))
+            .take(PER_CALL)
             .collect();
         if files.is_empty() {
             // Done, unless files came between the read and this write (then go again).
@@ -318,8 +340,12 @@ pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
                     p.retain(|f| !files.iter().any(|x| f == x.as_str()));
                 }
             }
+            // The files of the failed call are given up (the reason is said to the next
+            // run); files added since stay for the next call.
             Err(message) => {
-                b["attach"]["files"] = json!([]);
+                if let Some(p) = b["attach"]["files"].as_array_mut() {
+                    p.retain(|f| !files.iter().any(|x| f == x.as_str()));
+                }
                 b["attach"]["error"] = json!(message);
             }
         })?;
@@ -337,8 +363,9 @@ pub enum Files {
     Stopped,
 }
 
-/// Waits until the run's thread and assistant have no files pending, then until no store
-/// the run searches is still ingesting; at most [`FILE_WAIT`].
+/// Waits until the run's thread and assistant have no files pending (at most [`FILE_WAIT`],
+/// then the run fails saying so), then until the stores those files went to are ingested (at
+/// most [`FILE_WAIT`] in all, then it searches what is).
 pub fn wait(host: &dyn AgentHost, run: &str, r: &Value) -> Result<Files, Error> {
     let started = Instant::now();
     let owners = [
@@ -356,8 +383,11 @@ pub fn wait(host: &dyn AgentHost, run: &str, r: &Value) -> Result<Files, Error> 
         if crate::runs::stopped(host, run)? {
             return Ok(Files::Stopped);
         }
-        let mut busy = false;
+        let mut pending = false;
         let mut stores = own.clone();
+        // Only the stores the inline files went to are waited for: a store of the user's
+        // that other uploads are filling is searched as it is, as before.
+        let mut watched: Vec<String> = Vec::new();
         for (collection, id) in owners {
             let Some(o) = host.get_object(collection, id)? else {
                 continue;
@@ -369,7 +399,10 @@ pub fn wait(host: &dyn AgentHost, run: &str, r: &Value) -> Result<Files, Error> 
                 update_with(host, collection, id, |b| b["attach"]["error"] = Value::Null)?;
                 return Err(bad(message, "attachments"));
             }
-            busy |= b["attach"]["running"] == json!(true);
+            pending |= b["attach"]["running"] == json!(true);
+            if b["attach"].is_object() {
+                watched.extend(ids(&b["tool_resources"]));
+            }
             // The assistant's own stores count when the run has none of its own (a run made
             // while its assistant's store was being made holds an empty copy).
             if collection == crate::threads::THREADS || own.is_empty() {
@@ -380,21 +413,22 @@ pub fn wait(host: &dyn AgentHost, run: &str, r: &Value) -> Result<Files, Error> 
                 }
             }
         }
-        if !busy {
-            busy = stores.iter().any(|s| {
+        let ingesting = !pending
+            && watched.iter().any(|s| {
                 call(host, "GET", format!("/v1/vector_stores/{s}"), Value::Null)
                     .is_ok_and(|v| v["file_counts"]["in_progress"].as_u64().unwrap_or(0) > 0)
             });
-        }
-        if !busy {
-            stores.retain(|s| !own.contains(s));
-            return Ok(Files::Ready(stores));
-        }
-        if started.elapsed() > FILE_WAIT {
+        let late = started.elapsed() > FILE_WAIT;
+        if pending && late {
             return Err(Error::Unavailable(format!(
                 "The run's files were still being stored after {} s",
                 FILE_WAIT.as_secs()
             )));
+        }
+        // Stored: searched once ingested, or as far as ingested when that takes too long.
+        if !pending && (!ingesting || late) {
+            stores.retain(|s| !own.contains(s));
+            return Ok(Files::Ready(stores));
         }
         std::thread::sleep(LOOK_EVERY);
     }

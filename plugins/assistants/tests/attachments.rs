@@ -10,6 +10,7 @@
 mod common;
 
 use cinder_plugin_assistants::FirstParty;
+use cinder_sdk::ServeAgent;
 use cinder_sdk::host::Store;
 use cinder_sdk::testing::{FakeHost, FakeJobs, FakeStore};
 use common::*;
@@ -262,4 +263,58 @@ fn bad_attachments_are_400s_and_a_file_gone_fails_the_run_by_name() {
     let id = r["id"].as_str().unwrap().to_owned();
     host.jobs().run_agent(&id, &FirstParty, &host, 3).unwrap();
     assert_eq!(get_run(&host, &thread, &id)["status"], "completed");
+}
+
+#[test]
+fn more_files_than_one_call_takes_go_in_several_and_a_job_given_up_is_said() {
+    let (host, vs_host, _, tea) = hosts();
+    let many: Vec<String> = (0..500)
+        .map(|i| vs_host.add_file(&format!("f{i}.txt"), b"text"))
+        .collect();
+    let thread = new_thread(
+        &host,
+        json!({"tool_resources": {"file_search": {"vector_stores": [{"file_ids": many}]}},
+               "messages": [{"role": "user", "content": "x",
+                             "attachments": [{"file_id": tea, "tools": [{"type": "file_search"}]}]}]}),
+    );
+    run_jobs(&host, "attach");
+    let vs = thread_of(&host, &thread)["tool_resources"]["file_search"]["vector_store_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let store = vector_stores(&vs_host, "GET", &format!("/v1/vector_stores/{vs}"), "");
+    let store: Value = serde_json::from_str(&store.body).unwrap();
+    assert_eq!(store["file_counts"]["total"], 501, "{store}");
+
+    // A job the host ended (its steps kept failing) lets the owner go, and says why.
+    let a = create(
+        &host,
+        json!({"model": "m", "tools": [{"type": "file_search"}]}),
+    )
+    .unwrap();
+    let other = new_thread(
+        &host,
+        json!({"messages": [{"role": "user", "content": "x",
+                             "attachments": [{"file_id": tea, "tools": [{"type": "file_search"}]}]}]}),
+    );
+    let job = host
+        .jobs()
+        .jobs()
+        .into_iter()
+        .find(|j| j.job.kind == "attach" && j.job.id.starts_with(&other))
+        .unwrap();
+    let mut ended = job.job.clone();
+    ended.ending = Some("the step failed 5 times".into());
+    FirstParty.step(ended, &host).unwrap();
+    let r = run(&host, &other, json!({"assistant_id": a["id"]})).unwrap();
+    let id = r["id"].as_str().unwrap().to_owned();
+    host.jobs().run_agent(&id, &FirstParty, &host, 3).unwrap();
+    let done = get_run(&host, &other, &id);
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed 5 times")
+    );
 }

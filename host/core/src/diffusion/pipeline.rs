@@ -21,6 +21,11 @@ use crate::models::backend::{BackendKind, BackendPreference};
 pub const MAX_SIDE: usize = 2048;
 /// The most steps one image takes.
 pub const MAX_STEPS: usize = 200;
+/// The largest image, as a multiple of the model's native area (a request's cost grows with
+/// the area, and its self-attention with its square).
+pub const MAX_AREA_FACTOR: usize = 4;
+/// LCM's original schedule, which its steps are taken from.
+const LCM_MAX_STEPS: usize = 50;
 
 /// One image to make.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +95,8 @@ impl Pipeline {
         let config_path = dir.join("scheduler/scheduler_config.json");
         let scheduler: SchedulerConfig = serde_json::from_slice(&read(&config_path)?)
             .map_err(|e| CoreError::Weights(format!("scheduler_config.json: {e}")))?;
+        // A schedule this core cannot run fails the load, not each request.
+        Scheduler::new(kind, &scheduler, 1)?;
         let (device, backend) = super::device(pref)?;
         let tiny_dir = dir.join("taesd");
         let tiny = match tiny_dir.join("config.json").exists() {
@@ -144,30 +151,35 @@ impl Pipeline {
     pub fn check(&self, r: &ImageRequest) -> Result<(), CoreError> {
         let m = self.size_multiple();
         let fits = |s: usize| s >= m && s <= MAX_SIDE && s.is_multiple_of(m);
-        if !fits(r.width) || !fits(r.height) {
+        let area = self
+            .native_side()
+            .map_or(MAX_SIDE * MAX_SIDE, |n| n * n * MAX_AREA_FACTOR);
+        if !fits(r.width) || !fits(r.height) || r.width * r.height > area {
             return Err(CoreError::ImageSize {
                 width: r.width,
                 height: r.height,
                 multiple: m,
-                max: MAX_SIDE,
+                max_side: MAX_SIDE,
+                max_pixels: area,
             });
         }
-        if r.steps == 0 || r.steps > MAX_STEPS {
-            return Err(CoreError::ImageSetting(format!(
-                "steps is 1 to {MAX_STEPS}; got {}",
-                r.steps
-            )));
+        let kind = r.scheduler.unwrap_or(self.kind);
+        let most = match kind {
+            Kind::Lcm => LCM_MAX_STEPS,
+            _ => MAX_STEPS.min(self.scheduler.num_train_timesteps),
+        };
+        let setting = |param, message: String| Err(CoreError::ImageSetting { param, message });
+        if r.steps == 0 || r.steps > most {
+            return setting("steps", format!("steps is 1 to {most}; got {}", r.steps));
         }
         if !r.guidance.is_finite() || !(0.0..=30.0).contains(&r.guidance) {
-            return Err(CoreError::ImageSetting(format!(
-                "guidance is 0 to 30; got {}",
-                r.guidance
-            )));
+            return setting(
+                "guidance",
+                format!("guidance is 0 to 30; got {}", r.guidance),
+            );
         }
         if r.fast_decode && self.tiny.is_none() {
-            return Err(CoreError::ImageSetting(
-                "this model has no fast decoder".into(),
-            ));
+            return setting("decoder", "this model has no fast decoder".into());
         }
         Ok(())
     }

@@ -57,6 +57,10 @@ pub fn tool(i: usize, t: &Value) -> Checked<FileSearchTool> {
                 at("vector_store_ids"),
             )
         })?;
+    // A store named twice is searched once.
+    let mut ids = ids;
+    let mut seen = std::collections::HashSet::new();
+    ids.retain(|id| seen.insert(id.clone()));
     let max_num_results = match obj.get("max_num_results") {
         None | Some(Value::Null) => None,
         Some(v) => Some(

@@ -408,6 +408,16 @@ fn tools(
         chat_tools.push(json!({"type": "function", "function": function}));
     }
     let choice = choice.filter(|c| !c.is_null());
+    if let Some(Value::String(c)) = choice
+        && !["none", "auto", "required"].contains(&c.as_str())
+    {
+        return Err(Invalid::new(
+            format!(
+                "Invalid tool_choice `{c}`: expected none, auto, required, a function or file_search"
+            ),
+            "tool_choice",
+        ));
+    }
     let kind = choice.and_then(|c| c.get("type")).and_then(Value::as_str);
     let searching = match choice {
         None => true,

@@ -202,4 +202,11 @@ fn file_search_tool_is_checked_and_follows_tool_choice() {
         param_of(json!({"model": "m", "tools": [f], "tool_choice": {"type": "file_search"}})),
         "tool_choice"
     );
+    assert_eq!(
+        param_of(json!({"model": "m", "tools": [fs.clone()], "tool_choice": "bogus"})),
+        "tool_choice"
+    );
+    let twice = json!([{"type": "file_search", "vector_store_ids": ["vs_1", "vs_2", "vs_1"]}]);
+    let p = check(json!({"model": "m", "input": "x", "tools": twice})).unwrap();
+    assert_eq!(p.file_search.unwrap().vector_store_ids, ["vs_1", "vs_2"]);
 }
