@@ -128,6 +128,26 @@ pub fn inline_store(
         return Err(bad("give vector_store_ids or vector_stores, not both", &at));
     }
     let spec = &stores[0];
+    let Some(fields) = spec.as_object() else {
+        return Err(bad("a vector store is an object", &format!("{at}[0]")));
+    };
+    if let Some(k) = fields
+        .keys()
+        .find(|k| !["file_ids", "chunking_strategy", "metadata"].contains(&k.as_str()))
+    {
+        return Err(bad(
+            format!("Unknown parameter: '{k}'."),
+            &format!("{at}[0].{k}"),
+        ));
+    }
+    chunking(
+        &spec["chunking_strategy"],
+        &format!("{at}[0].chunking_strategy"),
+    )?;
+    cinder_sdk::openai::params::metadata(spec.get("metadata").cloned()).map_err(|mut e| {
+        e.param = Some(format!("{at}[0].metadata"));
+        Error::from(e)
+    })?;
     let files = match &spec["file_ids"] {
         Value::Null => Vec::new(),
         Value::Array(f) if f.len() <= MAX_INLINE_FILES => f.clone(),
@@ -149,9 +169,34 @@ pub fn inline_store(
             made.insert(key.into(), v.clone());
         }
     }
+    // `make`: the store is made even with no files (OpenAI makes an empty one).
     Ok(Some(
-        json!({"files": files, "store": made, "running": false, "seq": 0}),
+        json!({"files": files, "store": made, "running": false, "seq": 0, "make": true}),
     ))
+}
+
+/// A `chunking_strategy` as OpenAI takes it: `auto`, or `static` with 100 to 4096 tokens a
+/// chunk and an overlap of at most half of that (what the model's own limit allows is the
+/// vector stores plugin's to say when the files are added).
+fn chunking(v: &Value, param: &str) -> Result<(), Error> {
+    let ok = match v["type"].as_str() {
+        _ if v.is_null() => true,
+        Some("auto") => v.as_object().is_some_and(|o| o.len() == 1),
+        Some("static") => {
+            let size = v["static"]["max_chunk_size_tokens"].as_u64();
+            let overlap = v["static"]["chunk_overlap_tokens"].as_u64();
+            matches!((size, overlap), (Some(s), Some(o)) if (100..=4096).contains(&s) && o <= s / 2)
+        }
+        _ => false,
+    };
+    match ok {
+        true => Ok(()),
+        false => Err(bad(
+            "chunking_strategy is {\"type\": \"auto\"} or {\"type\": \"static\", \"static\": \
+             {\"max_chunk_size_tokens\": 100 to 4096, \"chunk_overlap_tokens\": at most half}}",
+            param,
+        )),
+    }
 }
 
 /// What a thread's attachments start: pending files for a store made for the thread.
@@ -293,6 +338,29 @@ pub fn step(job: Job, host: &dyn AgentHost) -> Result<Outcome, Error> {
             .filter_map(|f| f.as_str().map(str::to_owned))
             .take(PER_CALL)
             .collect();
+        let no_store = body["tool_resources"]["file_search"]["vector_store_ids"][0].is_null();
+        if files.is_empty() && body["attach"]["make"] == json!(true) && no_store {
+            // An inline store given no files is made empty, as OpenAI's.
+            let made = call(
+                host,
+                "POST",
+                "/v1/vector_stores".into(),
+                body["attach"]["store"].clone(),
+            );
+            let found = update_with(host, collection, id, |b| {
+                b["attach"]["make"] = json!(false);
+                match &made {
+                    Ok(v) => {
+                        b["tool_resources"]["file_search"]["vector_store_ids"] = json!([v["id"]])
+                    }
+                    Err(message) => b["attach"]["error"] = json!(message),
+                }
+            })?;
+            if !found {
+                return Ok(Outcome::Done);
+            }
+            continue;
+        }
         if files.is_empty() {
             // Done, unless files came between the read and this write (then go again).
             let mut more = false;

@@ -68,6 +68,22 @@ fn ingest(vs_host: &FakeHost) {
     }
 }
 
+/// The vector store an assistant's tool_resources name.
+fn assistant_store(host: &FakeHost, id: &str) -> String {
+    let got = call(
+        host,
+        on("assistants.retrieve", id),
+        "GET",
+        &format!("/v1/assistants/{id}"),
+        Value::Null,
+    )
+    .unwrap();
+    got["tool_resources"]["file_search"]["vector_store_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn thread_of(host: &FakeHost, id: &str) -> Value {
     call(
         host,
@@ -176,18 +192,7 @@ fn an_assistants_inline_store_is_made_and_searched() {
     let r = run(&host, &thread, json!({"assistant_id": id})).unwrap();
     run_jobs(&host, "attach");
     ingest(&vs_host);
-    let got = call(
-        &host,
-        on("assistants.retrieve", &id),
-        "GET",
-        &format!("/v1/assistants/{id}"),
-        Value::Null,
-    )
-    .unwrap();
-    let vs = got["tool_resources"]["file_search"]["vector_store_ids"][0]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let vs = assistant_store(&host, &id);
     let files = vector_stores(&vs_host, "GET", &format!("/v1/vector_stores/{vs}"), "");
     assert!(files.body.contains("\"completed\":1"), "{}", files.body);
     let run_id = r["id"].as_str().unwrap().to_owned();
@@ -316,5 +321,46 @@ fn more_files_than_one_call_takes_go_in_several_and_a_job_given_up_is_said() {
             .as_str()
             .unwrap()
             .contains("failed 5 times")
+    );
+}
+
+#[test]
+fn inline_stores_are_checked_at_once_and_one_without_files_is_made_empty() {
+    let (host, vs_host, _, tea) = hosts();
+    let at = "tool_resources.file_search.vector_stores[0]";
+    for (store, want) in [
+        (
+            json!({"file_ids": [tea], "chunking_strategy": {"type": "static",
+                   "static": {"max_chunk_size_tokens": 5, "chunk_overlap_tokens": 0}}}),
+            format!("{at}.chunking_strategy"),
+        ),
+        (
+            json!({"chunking_strategy": {"type": "auto", "extra": 1}}),
+            format!("{at}.chunking_strategy"),
+        ),
+        (json!({"metadata": {"k": 1}}), format!("{at}.metadata")),
+        (json!({"colour": "red"}), format!("{at}.colour")),
+        (json!(5), at.to_owned()),
+    ] {
+        let e = create(
+            &host,
+            json!({"model": "m", "tool_resources": {"file_search": {"vector_stores": [store]}}}),
+        )
+        .unwrap_err();
+        assert_eq!(param(e), want);
+    }
+    let a = create(
+        &host,
+        json!({"model": "m", "tool_resources": {"file_search": {"vector_stores": [{"metadata": {"k": "v"}}]}}}),
+    )
+    .unwrap();
+    run_jobs(&host, "attach");
+    let id = a["id"].as_str().unwrap();
+    let vs = assistant_store(&host, id);
+    let store = vector_stores(&vs_host, "GET", &format!("/v1/vector_stores/{vs}"), "");
+    let store: Value = serde_json::from_str(&store.body).unwrap();
+    assert_eq!(
+        (&store["file_counts"]["total"], &store["metadata"]),
+        (&json!(0), &json!({"k": "v"}))
     );
 }

@@ -71,7 +71,18 @@ pub fn search(plan: &mut Plan, host: &dyn Host) -> Result<(), Error> {
         DEFAULT_MODEL,
         ask,
     )?;
-    let budget = 2 * host.describe_model(&plan.params.model)?.context_length as usize;
+    // The excerpts get what the prompt leaves of the context after the answer's room, at
+    // two characters a token (few tokens are shorter; code and other scripts come close).
+    let context = host.describe_model(&plan.params.model)?.context_length;
+    let room = plan
+        .params
+        .max_output_tokens
+        .unwrap_or(256)
+        .min(context / 2);
+    let prompt = crate::run::render(plan, &plan.messages, host)?;
+    let used = host.tokenize(&plan.params.model, &prompt.text, true)?.len();
+    let left = (context as usize).saturating_sub(room as usize + used);
+    let budget = 2 * left;
     let excerpts = Excerpts::of(&found, budget, MAX_CITED);
     let in_prompt = !excerpts.text.is_empty();
     if in_prompt {

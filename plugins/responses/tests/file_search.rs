@@ -234,3 +234,25 @@ fn unknown_or_foreign_stores_are_404_before_anything_is_said() {
         assert!(host.jobs().jobs().is_empty());
     }
 }
+
+#[test]
+fn excerpts_take_only_what_the_prompt_leaves_of_the_context() {
+    let (store, vs, _, _) = two_files();
+    // The fake model reads 2048 tokens (a byte each): a 1 780-byte question and 256 tokens of
+    // room leave no space for an excerpt, so the prompt carries none, the search is still said.
+    let host = searching(store, &["Eighty."]);
+    let question = format!(
+        "Green tea is brewed at eighty degrees. {}",
+        "x".repeat(1740)
+    );
+    create(
+        &host,
+        "r1",
+        json!({"model": "m", "input": question, "tools": tool(&vs)}),
+    )
+    .unwrap();
+    let r = host.take_response().unwrap().1;
+    assert_eq!(r["output"][0]["type"], "file_search_call");
+    assert!(!prompt_of(&host, 0).contains("excerpts"), "no room left");
+    assert_eq!(r["output"][1]["content"][0]["annotations"], json!([]));
+}
