@@ -87,11 +87,15 @@ impl Pipeline {
             )));
         }
         let class = index.scheduler.1.unwrap_or_default();
-        let kind = Kind::from_class(&class).ok_or_else(|| {
-            CoreError::Weights(format!(
-                "scheduler {class} is not supported (Euler, Euler ancestral, DDIM, DPM-Solver++, LCM)"
-            ))
-        })?;
+        // SD 1.x folders name PNDM, which is not built: such a pipeline runs Euler on the same
+        // schedule config (diffusers users swap the scheduler the same way), and says so.
+        let kind = Kind::from_class(&class).unwrap_or_else(|| {
+            tracing::warn!(
+                scheduler = %class,
+                "the pipeline's scheduler is not built; it runs Euler with the same config"
+            );
+            Kind::Euler
+        });
         let config_path = dir.join("scheduler/scheduler_config.json");
         let scheduler: SchedulerConfig = serde_json::from_slice(&read(&config_path)?)
             .map_err(|e| CoreError::Weights(format!("scheduler_config.json: {e}")))?;
