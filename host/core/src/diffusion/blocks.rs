@@ -2,10 +2,10 @@
 //! group norm, the residual block with its optional time embedding, multi-head attention
 //! (self or cross), and nearest 2× upsampling.
 
-use burn::tensor::Tensor;
 use burn::tensor::activation::silu;
 use burn::tensor::module::{attention, conv2d};
 use burn::tensor::ops::{AttentionModuleOptions, ConvOptions};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::weights::{Linear, Norm, Weights};
 use crate::error::CoreError;
@@ -165,6 +165,32 @@ impl Attention {
         .reshape([b * n, inner]);
         self.out.forward(ctx).reshape([b, n, d])
     }
+}
+
+/// A decoder run on plain values: `latents` of shape `[b, channels, h, w]` (row-major)
+/// checked, made a tensor on `device`, given to `decode`, read back with its shape; `what`
+/// names the decoder in errors.
+pub fn decode_values(
+    latents: &[f32],
+    dims: [usize; 4],
+    channels: usize,
+    device: &Device,
+    what: &str,
+    decode: impl FnOnce(Tensor<4>) -> Tensor<4>,
+) -> Result<(Vec<f32>, [usize; 4]), CoreError> {
+    if dims[1] != channels || dims[0] == 0 || latents.len() != dims.iter().product::<usize>() {
+        return Err(CoreError::Backend(format!(
+            "{what} latents are [batch, {channels}, h, w]; got {dims:?} with {} values",
+            latents.len()
+        )));
+    }
+    let x = Tensor::<4>::from_data(TensorData::new(latents.to_vec(), dims), device);
+    let image = decode(x);
+    let shape = image.dims();
+    let values = image
+        .try_into_vec_as::<f32>()
+        .map_err(|e| CoreError::Backend(format!("reading the image: {e:?}")))?;
+    Ok((values, shape))
 }
 
 /// Nearest-neighbour 2× upsampling of `[b, c, h, w]`.

@@ -9,7 +9,7 @@ use burn::tensor::activation::{gelu, sigmoid, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::Deserialize;
 
-use super::weights::{Linear, Norm, Weights, layer_norm};
+use super::weights::{Linear, Norm, Weights, layer_norm, read_json};
 use crate::error::CoreError;
 use crate::models::backend::{BackendKind, BackendPreference};
 
@@ -66,11 +66,7 @@ impl ClipText {
     }
 
     pub(crate) fn load_on(dir: &Path, device: &Device) -> Result<Self, CoreError> {
-        let path = dir.join("config.json");
-        let text = std::fs::read(&path)
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
-        let config: ClipTextConfig = serde_json::from_slice(&text)
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        let config: ClipTextConfig = read_json(&dir.join("config.json"))?;
         if !["quick_gelu", "gelu"].contains(&config.hidden_act.as_str()) {
             return Err(CoreError::Weights(format!(
                 "text encoder hidden_act `{}` is not supported (quick_gelu, gelu)",

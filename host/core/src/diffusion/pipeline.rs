@@ -13,6 +13,7 @@ use super::taesd::TinyDecoder;
 use super::tokenizer::ClipTokenizer;
 use super::unet::UNet;
 use super::vae::VaeDecoder;
+use super::weights::read_json;
 use crate::engine::sampler::Rng;
 use crate::error::CoreError;
 use crate::models::backend::{BackendKind, BackendPreference};
@@ -75,11 +76,7 @@ impl Pipeline {
     /// Loads a `StableDiffusionPipeline` folder; a TAESD folder beside the components
     /// (`taesd/`) is the fast decoder when present.
     pub fn load(dir: &Path, pref: BackendPreference) -> Result<(Self, BackendKind), CoreError> {
-        let read = |p: &Path| -> Result<Vec<u8>, CoreError> {
-            std::fs::read(p).map_err(|e| CoreError::Weights(format!("{}: {e}", p.display())))
-        };
-        let index: ModelIndex = serde_json::from_slice(&read(&dir.join("model_index.json"))?)
-            .map_err(|e| CoreError::Weights(format!("model_index.json: {e}")))?;
+        let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
         if index.class != "StableDiffusionPipeline" {
             return Err(CoreError::Weights(format!(
                 "pipeline class {} is not supported (StableDiffusionPipeline)",
@@ -96,9 +93,7 @@ impl Pipeline {
             );
             Kind::Euler
         });
-        let config_path = dir.join("scheduler/scheduler_config.json");
-        let scheduler: SchedulerConfig = serde_json::from_slice(&read(&config_path)?)
-            .map_err(|e| CoreError::Weights(format!("scheduler_config.json: {e}")))?;
+        let scheduler: SchedulerConfig = read_json(&dir.join("scheduler/scheduler_config.json"))?;
         // A schedule this core cannot run fails the load, not each request.
         Scheduler::new(kind, &scheduler, 1)?;
         let (device, backend) = super::device(pref)?;

@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
 
-use super::blocks::{Conv, upsample_nearest_2x};
-use super::weights::Weights;
+use super::blocks::{self, Conv, upsample_nearest_2x};
+use super::weights::{Weights, read_json};
 use crate::error::CoreError;
 use crate::models::backend::{BackendKind, BackendPreference};
 
@@ -67,11 +67,7 @@ impl TinyDecoder {
     }
 
     pub(crate) fn load_on(dir: &Path, device: &Device) -> Result<Self, CoreError> {
-        let path = dir.join("config.json");
-        let text = std::fs::read(&path)
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
-        let c: TinyConfig = serde_json::from_slice(&text)
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        let c: TinyConfig = read_json(&dir.join("config.json"))?;
         if c.act_fn != "relu" || c.upsample_fn != "nearest" || c.upsampling_scaling_factor != 2 {
             return Err(CoreError::Weights(format!(
                 "tiny autoencoder: act_fn {}, upsample_fn {} x{} are not supported (relu, nearest x2)",
@@ -148,21 +144,10 @@ impl TinyDecoder {
         latents: &[f32],
         dims: [usize; 4],
     ) -> Result<(Vec<f32>, [usize; 4]), CoreError> {
-        if dims[1] != self.config.latent_channels
-            || dims[0] == 0
-            || latents.len() != dims.iter().product::<usize>()
-        {
-            return Err(CoreError::Backend(format!(
-                "tiny autoencoder latents are [batch, {}, h, w]; got {dims:?}",
-                self.config.latent_channels
-            )));
-        }
-        let x = Tensor::<4>::from_data(TensorData::new(latents.to_vec(), dims), &self.device);
-        let image = self.decode(x);
-        let shape = image.dims();
-        let values = image
-            .try_into_vec_as::<f32>()
-            .map_err(|e| CoreError::Backend(format!("reading the image: {e:?}")))?;
-        Ok((values, shape))
+        let channels = self.config.latent_channels;
+        let what = "tiny autoencoder";
+        blocks::decode_values(latents, dims, channels, &self.device, what, |x| {
+            self.decode(x)
+        })
     }
 }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::blocks::{
     Attention, Conv, GroupNorm, Resnet, to_image, to_sequence, upsample_nearest_2x,
 };
-use super::weights::{Linear, Norm, Weights, layer_norm};
+use super::weights::{Linear, Norm, Weights, layer_norm, read_json};
 use crate::error::CoreError;
 use crate::models::backend::{BackendKind, BackendPreference};
 
@@ -281,11 +281,7 @@ impl UNet {
     /// Loads `config.json` and `diffusion_pytorch_model.safetensors` from a pipeline's
     /// `unet/`.
     pub(crate) fn load_on(dir: &Path, device: &Device) -> Result<Self, CoreError> {
-        let path = dir.join("config.json");
-        let text = std::fs::read(&path)
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
-        let c: UNetConfig = serde_json::from_slice(&text)
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        let c: UNetConfig = read_json(&dir.join("config.json"))?;
         c.check()?;
         let w = Weights::open(dir, "diffusion_pytorch_model.safetensors", device)?;
         let (groups, eps) = (c.norm_num_groups, c.norm_eps);

@@ -6,13 +6,13 @@
 use std::path::Path;
 
 use burn::tensor::activation::silu;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor};
 use serde::Deserialize;
 
 use super::blocks::{
-    Attention, Conv, GroupNorm, Resnet, to_image, to_sequence, upsample_nearest_2x,
+    self, Attention, Conv, GroupNorm, Resnet, to_image, to_sequence, upsample_nearest_2x,
 };
-use super::weights::Weights;
+use super::weights::{Weights, read_json};
 use crate::error::CoreError;
 use crate::models::backend::{BackendKind, BackendPreference};
 
@@ -61,11 +61,7 @@ pub struct VaeDecoder {
 impl VaeDecoder {
     /// Loads the decoder half of a pipeline's `vae/`.
     pub(crate) fn load_on(dir: &Path, device: &Device) -> Result<Self, CoreError> {
-        let path = dir.join("config.json");
-        let text = std::fs::read(&path)
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
-        let c: VaeConfig = serde_json::from_slice(&text)
-            .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+        let c: VaeConfig = read_json(&dir.join("config.json"))?;
         if c.block_out_channels.is_empty() {
             return Err(CoreError::Weights("vae: no blocks".into()));
         }
@@ -135,23 +131,10 @@ impl VaeDecoder {
         latents: &[f32],
         dims: [usize; 4],
     ) -> Result<(Vec<f32>, [usize; 4]), CoreError> {
-        if dims[1] != self.config.latent_channels
-            || dims[0] == 0
-            || latents.len() != dims.iter().product::<usize>()
-        {
-            return Err(CoreError::Backend(format!(
-                "VAE latents are [batch, {}, h, w]; got {dims:?} with {} values",
-                self.config.latent_channels,
-                latents.len()
-            )));
-        }
-        let x = Tensor::<4>::from_data(TensorData::new(latents.to_vec(), dims), &self.device);
-        let image = self.decode(x);
-        let shape = image.dims();
-        let values = image
-            .try_into_vec_as::<f32>()
-            .map_err(|e| CoreError::Backend(format!("reading the image: {e:?}")))?;
-        Ok((values, shape))
+        let channels = self.config.latent_channels;
+        blocks::decode_values(latents, dims, channels, &self.device, "VAE", |x| {
+            self.decode(x)
+        })
     }
 
     /// The image (`[b, 3, 8h, 8w]` for SD, values about -1 to 1) of `latents` already

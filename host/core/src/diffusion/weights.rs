@@ -4,14 +4,26 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use serde::de::DeserializeOwned;
 
 use crate::error::CoreError;
-use crate::models::bert::f32_values;
+
+/// A JSON file of a pipeline folder (`model_index.json`, a component's `config.json`).
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, CoreError> {
+    let text =
+        std::fs::read(path).map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))
+}
 
 /// A component's weights, memory-mapped while the model is built (each tensor is copied out
-/// once, so a whole read would hold the checkpoint twice).
+/// once, so a whole read would hold the checkpoint twice), with the header parsed once.
 pub struct Weights {
     bytes: memmap2::Mmap,
+    /// The header: each tensor's type, shape and byte range (after the header).
+    metadata: safetensors::tensor::Metadata,
+    /// Where the tensors' bytes start (the header's length and its 8-byte size).
+    data_start: usize,
     device: Device,
     /// Tensor names prefixed to every name asked for (`text_model.` in a CLIP checkpoint).
     prefix: String,
@@ -51,11 +63,12 @@ impl Weights {
         // same way (formats/gguf.rs).
         let bytes = unsafe { memmap2::Mmap::map(&file) }
             .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
-        // Checked once here, so that each lookup's parse cannot fail for the file's sake.
-        safetensors::SafeTensors::deserialize(&bytes)
+        let (header, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
         Ok(Weights {
             bytes,
+            metadata,
+            data_start: header + 8,
             device: device.clone(),
             prefix: String::new(),
         })
@@ -67,11 +80,26 @@ impl Weights {
         self
     }
 
-    /// The values and shape of the tensor `name`.
+    /// The values and shape of the f32 tensor `name`.
     pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), CoreError> {
-        let st = safetensors::SafeTensors::deserialize(&self.bytes)
-            .map_err(|e| CoreError::Weights(format!("safetensors: {e}")))?;
-        f32_values(&st, &format!("{}{name}", self.prefix))
+        let full = format!("{}{name}", self.prefix);
+        let info = self
+            .metadata
+            .info(&full)
+            .ok_or_else(|| CoreError::Weights(format!("tensor {full} not found")))?;
+        if info.dtype != safetensors::Dtype::F32 {
+            return Err(CoreError::Weights(format!(
+                "tensor {full} is {:?}; f32 is supported",
+                info.dtype
+            )));
+        }
+        // The header was validated against the file's length when it was read.
+        let (start, end) = info.data_offsets;
+        let values = self.bytes[self.data_start + start..self.data_start + end]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        Ok((values, info.shape.clone()))
     }
 
     /// The tensor `name`, which must have `D` dimensions.
@@ -107,8 +135,9 @@ impl Weights {
 
     /// Whether the tensor `name` is there.
     pub fn has(&self, name: &str) -> bool {
-        safetensors::SafeTensors::deserialize(&self.bytes)
-            .is_ok_and(|st| st.tensor(&format!("{}{name}", self.prefix)).is_ok())
+        self.metadata
+            .info(&format!("{}{name}", self.prefix))
+            .is_some()
     }
 }
 
