@@ -7,6 +7,7 @@
 
 use serde_json::{Value, json};
 
+use cinder_file_search::{Excerpts, Found};
 use cinder_sdk::dispatch::Call;
 use cinder_sdk::host::AgentHost;
 use cinder_sdk::store::Object;
@@ -21,31 +22,21 @@ const DEFAULT_RESULTS: u64 = 5;
 /// Files an answer cites at most.
 const MAX_CITED: usize = 3;
 
-/// What the model is given, and whom the answer cites.
-#[derive(Debug, Clone, Default)]
-pub struct Retrieved {
-    /// The excerpts, numbered, for the instructions.
-    pub excerpts: String,
-    /// (file id, file name) of the excerpts' files, best first.
-    pub cited: Vec<(String, String)>,
+/// The excerpts (what the model is given, and whom the answer cites: `cinder_file_search`'s,
+/// as the Responses API's file_search makes them) as kept in the run's body between its steps.
+pub fn to_json(e: &Excerpts) -> Value {
+    json!({"excerpts": e.text, "cited": e.cited})
 }
 
-impl Retrieved {
-    /// As kept in the run's body between its steps.
-    pub fn to_json(&self) -> Value {
-        json!({"excerpts": self.excerpts, "cited": self.cited})
-    }
-
-    pub fn from_json(v: &Value) -> Option<Retrieved> {
-        Some(Retrieved {
-            excerpts: v["excerpts"].as_str()?.to_owned(),
-            cited: v["cited"]
-                .as_array()?
-                .iter()
-                .filter_map(|c| Some((c[0].as_str()?.to_owned(), c[1].as_str()?.to_owned())))
-                .collect(),
-        })
-    }
+pub fn from_json(v: &Value) -> Option<Excerpts> {
+    Some(Excerpts {
+        text: v["excerpts"].as_str()?.to_owned(),
+        cited: v["cited"]
+            .as_array()?
+            .iter()
+            .filter_map(|c| Some((c[0].as_str()?.to_owned(), c[1].as_str()?.to_owned())))
+            .collect(),
+    })
 }
 
 /// The vector stores a run searches: its own (or its assistant's), its thread's, and `extra`
@@ -78,7 +69,7 @@ pub fn retrieve(
     query: &str,
     budget: usize,
     ev: &mut Events,
-) -> Result<Option<Retrieved>, Error> {
+) -> Result<Option<Excerpts>, Error> {
     let Some(tool) = r["tools"]
         .as_array()
         .and_then(|ts| ts.iter().find(|t| t["type"] == "file_search"))
@@ -154,32 +145,21 @@ pub fn retrieve(
     )?;
     ev.push_each(&STEP_STARTED, || shown_step(&step))?;
     ev.push("thread.run.step.completed", || shown_step(&step))?;
-    let mut retrieved = Retrieved::default();
-    for (i, x) in results.iter().enumerate() {
-        let text = x["content"][0]["text"].as_str().unwrap_or_default();
-        let name = x["filename"].as_str().unwrap_or_default();
-        let entry = format!("[{i}] ({name}) {text}\n");
-        if retrieved.excerpts.len() + entry.len() > budget {
-            break;
-        }
-        retrieved.excerpts.push_str(&entry);
-        let id = x["file_id"].as_str().unwrap_or_default().to_owned();
-        if retrieved.cited.len() < MAX_CITED && !retrieved.cited.iter().any(|c| c.0 == id) {
-            retrieved.cited.push((id, name.to_owned()));
-        }
-    }
-    Ok((!retrieved.excerpts.is_empty()).then_some(retrieved))
-}
-
-/// The instructions with the excerpts after them.
-pub fn instructions(instructions: &str, retrieved: &Retrieved) -> String {
-    let mut out = instructions.to_owned();
-    if !out.is_empty() {
-        out.push_str("\n\n");
-    }
-    out.push_str("Answer with the help of these excerpts from the user's files:\n");
-    out.push_str(&retrieved.excerpts);
-    out
+    let found: Vec<Found> = results
+        .iter()
+        .map(|x| Found {
+            file_id: x["file_id"].as_str().unwrap_or_default().to_owned(),
+            filename: x["filename"].as_str().unwrap_or_default().to_owned(),
+            score: x["score"].as_f64().unwrap_or(0.0) as f32,
+            text: x["content"][0]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            attributes: x["attributes"].clone(),
+        })
+        .collect();
+    let retrieved = Excerpts::of(&found, budget, MAX_CITED);
+    Ok((!retrieved.text.is_empty()).then_some(retrieved))
 }
 
 /// The citation markers appended to an answer and their annotations: `【i†name】` for each

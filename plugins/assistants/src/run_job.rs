@@ -290,8 +290,8 @@ fn search_files(
     context_length: u32,
     host: &dyn AgentHost,
     ev: &mut Events,
-) -> Result<Option<file_search::Retrieved>, Error> {
-    if let Some(kept) = file_search::Retrieved::from_json(&r["retrieved"]) {
+) -> Result<Option<cinder_file_search::Excerpts>, Error> {
+    if let Some(kept) = file_search::from_json(&r["retrieved"]) {
         return Ok(Some(kept));
     }
     if r["rounds"].as_array().is_some_and(|rs| !rs.is_empty()) {
@@ -329,7 +329,7 @@ fn search_files(
             &run.id,
             &["in_progress"],
             "in_progress",
-            &[("retrieved", f.to_json())],
+            &[("retrieved", file_search::to_json(f))],
         )?;
     }
     Ok(found)
@@ -352,7 +352,7 @@ fn answer(
     let retrieved = search_files(run, &r, &messages, info.context_length, host, ev)?;
     let instructions = r["instructions"].as_str().unwrap_or_default();
     let instructions = match &retrieved {
-        Some(x) => file_search::instructions(instructions, x),
+        Some(x) => x.into_instructions(instructions),
         None => instructions.to_owned(),
     };
     let system = (!instructions.is_empty()).then(|| Message {
