@@ -152,6 +152,7 @@ fn load_smollm2_full(
         engine,
         q8_decode: false,
         q8_products: false,
+        image: Default::default(),
     })
     .expect("model loads")
 }

@@ -78,6 +78,7 @@ fn post(path: &str, body: &str) -> PluginRequest {
         owner: cinder_runtime::LOCAL_OWNER.into(),
         multipart: None,
         background: false,
+        public_url: None,
     }
 }
 
@@ -169,7 +170,7 @@ async fn routes_know_methods_and_paths() {
     let info = &rt.plugins()[0];
     assert_eq!(
         (info.id.as_str(), info.wit_version.as_str()),
-        ("misbehave", "0.1.12")
+        ("misbehave", "0.1.13")
     );
 }
 

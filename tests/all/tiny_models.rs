@@ -179,6 +179,7 @@ pub(crate) fn spec(id: &str, path: PathBuf) -> cinder_core::ModelSpec {
         engine: cinder_core::EngineLimits::default(),
         q8_decode: false,
         q8_products: false,
+        image: Default::default(),
     }
 }
 

@@ -52,6 +52,7 @@ async fn call(rt: &Arc<Runtime>, body: &str) -> Vec<Output> {
             owner: cinder_runtime::LOCAL_OWNER.into(),
             multipart: None,
             background: false,
+            public_url: None,
         },
     );
     let mut out = Vec::new();

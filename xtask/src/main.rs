@@ -140,6 +140,7 @@ fn build_plugins() -> Result<PathBuf> {
                 "plugins/vector-stores",
                 "cinder_plugin_vector_stores",
             ),
+            ("images", "plugins/images", "cinder_plugin_images"),
         ],
     )
 }
@@ -365,6 +366,8 @@ fn test() -> Result<()> {
         "cinder-plugin-vector-stores",
         "-p",
         "cinder-file-search",
+        "-p",
+        "cinder-plugin-images",
         "--features",
         "cinder-sdk/testing",
     ];

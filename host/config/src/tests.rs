@@ -213,3 +213,38 @@ fn storage_url_and_file_limit_are_checked() {
 fn c_with(text: &str) -> Config {
     toml::from_str(text).unwrap()
 }
+
+#[test]
+fn an_image_models_table_is_checked_by_name() {
+    let base = "[[models]]\nid = \"sd\"\npath = \"/x\"\n[models.image]\n";
+    let ok: Config = toml::from_str(&format!(
+        "{base}sizes = [\"512x512\", \"768x512\"]\nsteps = 25\nguidance = 5.0\nscheduler = \"dpmpp_2m\"\nmax_waiting = 2\n"
+    ))
+    .unwrap();
+    ok.validate().unwrap();
+    assert_eq!(
+        ok.models[0].image.parsed_sizes().unwrap(),
+        [(512, 512), (768, 512)]
+    );
+    assert_eq!(ok.models[0].image.scheduler.as_deref(), Some("dpmpp_2m"));
+    for (bad, names) in [
+        ("sizes = [\"512\"]", "sizes"),
+        ("sizes = [\"0x512\"]", "sizes"),
+        ("sizes = [\"512x99999\"]", "sizes"),
+        ("scheduler = \"pndm\"", "scheduler"),
+        ("guidance = 31.0", "guidance"),
+        ("steps = 0", "steps"),
+        ("max_waiting = 5000", "max_waiting"),
+    ] {
+        let c: Config = toml::from_str(&format!("{base}{bad}\n")).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("image.{names}")) && e.contains("`sd`"),
+            "{bad}: {e}"
+        );
+    }
+    let e = toml::from_str::<Config>(&format!("{base}stepz = 3\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stepz"), "{e}");
+}

@@ -34,6 +34,26 @@ pub enum ModelKind {
     Generator,
     /// Embeds text.
     Embedder,
+    /// Makes images from text.
+    Image,
+}
+
+impl ModelKind {
+    fn what(self) -> &'static str {
+        match self {
+            ModelKind::Generator => "a text generation model",
+            ModelKind::Embedder => "an embedding model",
+            ModelKind::Image => "an image model",
+        }
+    }
+
+    fn serves(self) -> &'static str {
+        match self {
+            ModelKind::Generator => "generate text",
+            ModelKind::Embedder => "serve embeddings",
+            ModelKind::Image => "generate images",
+        }
+    }
 }
 
 /// What can go wrong in the inference core.
@@ -58,12 +78,13 @@ pub enum CoreError {
     /// The model is configured but did not load (the server serves the others).
     #[error("The model `{model}` is configured but did not load: {reason}")]
     ModelNotLoaded { model: String, reason: String },
-    /// The model exists but is of the other kind.
-    #[error("The model `{model}` {}", match .wanted {
-        ModelKind::Generator => "is an embedding model: it embeds text and does not generate it",
-        ModelKind::Embedder => "does not serve embeddings",
-    })]
-    WrongKind { model: String, wanted: ModelKind },
+    /// The model exists but is of another kind.
+    #[error("The model `{model}` is {}: it does not {}", .is.what(), .wanted.serves())]
+    WrongKind {
+        model: String,
+        wanted: ModelKind,
+        is: ModelKind,
+    },
     /// The compute backend failed to start or to run.
     #[error("backend: {0}")]
     Backend(String),

@@ -13,7 +13,11 @@ mod models;
 mod registry;
 
 pub use diffusion::clip::ClipText;
-pub use diffusion::pipeline::{ImageRequest, Picture, Pipeline};
+pub use diffusion::engine::{
+    ImageEvent, ImageHandle, ImageJob, MAX_IMAGES_PER_JOB, MAX_PARTIAL_IMAGES,
+};
+pub use diffusion::model::{ImageModelInfo, ImageSettings, LoadedImageModel};
+pub use diffusion::pipeline::{ImageRequest, Picture, Pipeline, Step};
 pub use diffusion::scheduler::{Kind as SchedulerKind, Scheduler, SchedulerConfig};
 pub use diffusion::taesd::TinyDecoder;
 pub use diffusion::tokenizer::ClipTokenizer;

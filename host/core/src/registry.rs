@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{error, info, warn};
 
+use crate::diffusion::model::{ImageSettings, LoadedImageModel};
 use crate::embed::embedder::Embedder;
 use crate::embed::engine::EmbedHandle;
 use crate::engine::thread::EngineHandle;
@@ -38,13 +39,20 @@ pub struct ModelSpec {
     /// Every product on the CPU path on activations rounded to 8 bits, the weights re-laid
     /// for integer kernels ([`crate::quant::Activations::Q8`]).
     pub q8_products: bool,
+    /// An image model's sizes, steps, guidance, scheduler and queue.
+    pub image: ImageSettings,
 }
 
 impl ModelSpec {
     /// A sentence-transformers folder is an embedding model; a GGUF file, or a Hugging Face
     /// folder of a causal language model, is a chat model.
     pub fn is_embedder(&self) -> bool {
-        self.path.is_dir() && !crate::formats::hf::is_causal_lm(&self.path)
+        self.path.is_dir() && !crate::formats::hf::is_causal_lm(&self.path) && !self.is_image()
+    }
+
+    /// A diffusers folder (`model_index.json`) is an image model.
+    pub fn is_image(&self) -> bool {
+        self.path.join("model_index.json").is_file()
     }
 }
 
@@ -255,7 +263,8 @@ fn weights_digest(gguf: &Gguf) -> String {
 pub struct ModelRegistry {
     models: HashMap<String, Arc<LoadedModel>>,
     embedders: HashMap<String, Arc<LoadedEmbedder>>,
-    /// Every id, chat and embedding, in configuration order.
+    images: HashMap<String, Arc<LoadedImageModel>>,
+    /// Every id, chat, embedding and image, in configuration order.
     order: Vec<String>,
     /// Other names for loaded models (alias → id), as OpenAI tools expect (`gpt-4o-mini`);
     /// replaced as a whole when the config changes.
@@ -281,7 +290,10 @@ impl ModelRegistry {
         let mut reg = ModelRegistry::default();
         let mut first_error = None;
         for spec in specs {
-            let loaded = if spec.is_embedder() {
+            let loaded = if spec.is_image() {
+                LoadedImageModel::load(&spec.id, &spec.path, spec.backend, &spec.image, unix_now())
+                    .map(|m| reg.insert_image_model(m))
+            } else if spec.is_embedder() {
                 LoadedEmbedder::load(spec).map(|e| reg.insert_embedder(e))
             } else {
                 LoadedModel::load_reporting(spec, &|done, total| progress(&spec.id, done, total))
@@ -326,6 +338,13 @@ impl ModelRegistry {
         self.embedders.insert(id, Arc::new(model));
     }
 
+    /// Adds an image model (replacing one with its id).
+    pub fn insert_image_model(&mut self, model: LoadedImageModel) {
+        let id = model.info.id.clone();
+        self.listed(&id);
+        self.images.insert(id, Arc::new(model));
+    }
+
     fn listed(&mut self, id: &str) {
         if !self.order.iter().any(|o| o == id) {
             self.order.push(id.to_owned());
@@ -336,7 +355,7 @@ impl ModelRegistry {
     /// An exact match wins; otherwise ids and aliases match regardless of case, as model
     /// hubs and READMEs spell them (`all-MiniLM-L6-v2` for `all-minilm-l6-v2`).
     fn resolve(&self, name: &str) -> Result<Option<String>, CoreError> {
-        if self.models.contains_key(name) || self.embedders.contains_key(name) {
+        if self.known(name) {
             return Ok(Some(name.to_owned()));
         }
         let aliases = self.aliases.read().map_err(|_| CoreError::EngineStopped)?;
@@ -380,7 +399,31 @@ impl ModelRegistry {
         kind.get(&id).cloned().ok_or_else(|| CoreError::WrongKind {
             model: name.to_owned(),
             wanted,
+            is: self.kind_of(&id),
         })
+    }
+
+    /// Whether `id` is a loaded model's id (any kind).
+    fn known(&self, id: &str) -> bool {
+        self.models.contains_key(id)
+            || self.embedders.contains_key(id)
+            || self.images.contains_key(id)
+    }
+
+    /// What the loaded model `id` is (a chat model that also embeds is a generator).
+    fn kind_of(&self, id: &str) -> ModelKind {
+        if self.models.contains_key(id) {
+            ModelKind::Generator
+        } else if self.images.contains_key(id) {
+            ModelKind::Image
+        } else {
+            ModelKind::Embedder
+        }
+    }
+
+    /// The image model called `name`: its id or one of its aliases.
+    pub fn image_model(&self, name: &str) -> Result<Arc<LoadedImageModel>, CoreError> {
+        self.lookup(name, &self.images, ModelKind::Image)
     }
 
     /// The text-generation model called `name`: its id or one of its aliases.
@@ -400,12 +443,13 @@ impl ModelRegistry {
             .get(&id)
             .map(|m| m.info.created)
             .or_else(|| self.embedders.get(&id).map(|m| m.info.created))
+            .or_else(|| self.images.get(&id).map(|m| m.info.created))
     }
 
     /// Replaces every alias (alias → model id). Refused as a whole, leaving the old ones in
     /// place, when an alias names a model that is not loaded or shadows a model id.
     pub fn set_aliases(&self, aliases: HashMap<String, String>) -> Result<(), CoreError> {
-        let known = |id: &str| self.models.contains_key(id) || self.embedders.contains_key(id);
+        let known = |id: &str| self.known(id);
         let shadows = |alias: &str| {
             let folded = alias.to_lowercase();
             self.order.iter().any(|id| id.to_lowercase() == folded)
@@ -443,7 +487,7 @@ impl ModelRegistry {
         self.order.iter().filter_map(|id| self.models.get(id))
     }
 
-    /// Every model's id, chat and embedding, in configuration order.
+    /// Every model's id, chat, embedding and image, in configuration order.
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.order.iter().map(String::as_str)
     }

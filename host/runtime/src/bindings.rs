@@ -118,8 +118,8 @@ pub(crate) mod job_world {
     });
 }
 
-/// Bindings for the `agent-plugin` world: only its `vectors` import (`@since 0.1.12`) is
-/// generated here; every other interface is the one the worlds above generate. Its handler
+/// Bindings for the `agent-plugin` world: only its `vectors` (`@since 0.1.12`) and `images`
+/// (`@since 0.1.13`) imports are generated here; every other interface is the one the worlds above generate. Its handler
 /// and steps are called through the `chat-plugin` and `job-plugin` bindings.
 pub(crate) mod agent_world {
     wasmtime::component::bindgen!({
@@ -142,6 +142,7 @@ pub(crate) mod agent_world {
             "cinder:plugin/dispatch": crate::bindings::job_world::cinder::plugin::dispatch,
             "cinder:plugin/handler": crate::bindings::exports::cinder::plugin::handler,
             "cinder:plugin/job-runner": crate::bindings::job_world::exports::cinder::plugin::job_runner,
+            "cinder:plugin/images.image-generation": crate::imports::images::ImageGenerationHandle,
         },
     });
 }

@@ -64,6 +64,9 @@ pub struct PluginRequest {
     /// Made by a job step (`dispatch`): it waits for a slot however long the queue is, and
     /// its generations yield to live requests.
     pub background: bool,
+    /// The URL clients reach the server at, for links the call makes (`store.share-blob`);
+    /// `None` where it is not known (a job step without `server.public_url`).
+    pub public_url: Option<String>,
 }
 
 /// What a plugin call produces, in order, on its channel. The channel closing after events
@@ -257,6 +260,7 @@ impl Runtime {
             max_file_bytes: limits.max_file_bytes,
             open_blob_writers: 0,
             multipart: None,
+            public_url: None,
             body_done: None,
             body_failure: None,
             settings: self
@@ -307,6 +311,7 @@ impl Runtime {
         store.data_mut().request_id = request.request_id.as_str().into();
         store.data_mut().route = request.route;
         store.data_mut().multipart = request.multipart;
+        store.data_mut().public_url = request.public_url.map(Arc::from);
         store.data_mut().jobs.background = request.background;
         let result = async {
             let crate::plugin::Pre::Handler(pre, _) = &plugin.pre else {

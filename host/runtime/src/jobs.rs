@@ -137,8 +137,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(600);
 const SWEEP_GRACE: Duration = Duration::from_secs(300);
 
 /// Removes, at start and every [`SWEEP_EVERY`], the blobs left pending by requests that are
-/// over (a crash between a blob and its object, a plugin that failed after writing one). Any
-/// replica may: it goes by age alone.
+/// over (a crash between a blob and its object, a plugin that failed after writing one), and
+/// expired links with their blobs. Any replica may: it goes by age alone.
 async fn sweep(me: std::sync::Weak<Runtime>) {
     loop {
         let Some(runtime) = me.upgrade() else { return };
@@ -147,6 +147,9 @@ async fn sweep(me: std::sync::Weak<Runtime>) {
             let before = cinder_store::now() - seconds(grace);
             if let Err(e) = store.sweep_request_blobs(before).await {
                 warn!(error = %e, "cannot sweep blobs left by ended requests");
+            }
+            if let Err(e) = store.sweep_links(cinder_store::now()).await {
+                warn!(error = %e, "cannot sweep expired links");
             }
         }
         drop(runtime);

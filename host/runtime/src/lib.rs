@@ -164,6 +164,11 @@ impl Runtime {
             wasmtime::component::HasSelf<_>,
         >(&mut linker, |s| s)
         .map_err(|e| RuntimeError::Engine(e.to_string()))?;
+        bindings::agent_world::cinder::plugin::images::add_to_linker::<
+            _,
+            wasmtime::component::HasSelf<_>,
+        >(&mut linker, |s| s)
+        .map_err(|e| RuntimeError::Engine(e.to_string()))?;
 
         let weak = engine.weak();
         std::thread::Builder::new()

@@ -69,8 +69,8 @@ pub(crate) fn valid_collection(name: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Capability {
-    /// `cinder:plugin/inference` (tokenize, templates, generation) and
-    /// `cinder:plugin/embeddings`.
+    /// `cinder:plugin/inference` (tokenize, templates, generation),
+    /// `cinder:plugin/embeddings` and `cinder:plugin/images`.
     Inference,
     /// `cinder:plugin/log`: structured log records.
     Log,
@@ -118,7 +118,9 @@ fn needed(import: &str) -> Result<Option<Capability>, ()> {
         | "cinder:plugin/route"
         // Calls into the tools plugin: it can reach no more than the caller could.
         | "cinder:plugin/tools" => Ok(None),
-        "cinder:plugin/inference" | "cinder:plugin/embeddings" => Ok(Some(Capability::Inference)),
+        "cinder:plugin/inference" | "cinder:plugin/embeddings" | "cinder:plugin/images" => {
+            Ok(Some(Capability::Inference))
+        }
         "cinder:plugin/log" => Ok(Some(Capability::Log)),
         p if p.starts_with("wasi:sockets/") => Ok(Some(Capability::Network)),
         p if p.starts_with("wasi:io/")

@@ -54,6 +54,9 @@ pub struct HostState {
     pub(crate) max_file_bytes: u64,
     /// Blob writers open now (each holds a temporary file).
     pub(crate) open_blob_writers: u32,
+    /// The URL clients reach the server at, for links (`store.share-blob`); none in a job
+    /// step.
+    pub(crate) public_url: Option<Arc<str>>,
     /// The request's multipart body, on routes that take one.
     pub(crate) multipart: Option<crate::body::Multipart>,
     /// When the multipart body ended (ms since `started`; MAX while it arrives): the

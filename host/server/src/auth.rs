@@ -1,5 +1,6 @@
-//! API keys: with `server.api_keys` set, every route but `/health` needs one, and the key a
-//! request carries decides whose stored objects it sees.
+//! API keys: with `server.api_keys` set, every route but `/health` and the links to blobs
+//! (`/links/{token}`, whose unguessable token is their key) needs one, and the key a request
+//! carries decides whose stored objects it sees.
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -64,7 +65,12 @@ pub async fn require_key(State(s): State<AppState>, mut req: Request, next: Next
         _ => cinder_runtime::LOCAL_OWNER.to_owned(),
     };
     req.extensions_mut().insert(Owner(owner));
-    if trusted || normalised(req.uri().path()) == "/health" {
+    // A link's token is its key (an image's `url` is fetched as OpenAI's are, with none).
+    let path = normalised(req.uri().path());
+    let link = path
+        .strip_prefix("/links/")
+        .is_some_and(|token| !token.contains('/'));
+    if trusted || path == "/health" || link {
         return next.run(req).await;
     }
     let message = match given {

@@ -71,6 +71,7 @@ pub fn settings(c: &Config) -> Settings {
         cors_origins: c.server.cors_origins.clone(),
         allowed_hosts: c.server.allowed_hosts.clone(),
         body_read_timeout: Duration::from_secs(c.server.body_read_timeout_secs),
+        public_url: c.server.public_url.clone(),
     }
 }
 

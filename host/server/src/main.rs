@@ -18,6 +18,7 @@ mod config_watch;
 mod cors;
 mod error;
 mod guard;
+mod links;
 mod load_progress;
 mod multipart;
 mod routes;
@@ -152,6 +153,7 @@ fn main() -> Result<()> {
             raw_control_tokens: m.raw_control_tokens,
             q8_decode: m.decode_activations == cinder_config::Activations::Q8,
             q8_products: m.activations == cinder_config::Activations::Q8,
+            image: image_settings(&m.image),
             engine: cinder_core::EngineLimits {
                 max_running: config.limits.max_running_sequences as usize,
                 max_kv_bytes: usize::try_from(config.limits.max_kv_mib << 20).unwrap_or(usize::MAX),
@@ -201,7 +203,7 @@ fn main() -> Result<()> {
         info!(backend = ?store.backend(), moved, "store open");
         anyhow::Ok(store)
     })?;
-    runtime.set_store(store);
+    runtime.set_store(store.clone());
     runtime.set_plugin_settings(config_watch::plugin_settings(&config));
     runtime.set_network_grants(config.plugins.network_grants()?);
     for p in runtime.load_dir(&plugin_dir)? {
@@ -255,6 +257,7 @@ fn main() -> Result<()> {
         let app = routes::router(routes::AppState {
             models,
             runtime,
+            store: Some(store),
             settings,
             bound_loopback,
         });
@@ -292,6 +295,21 @@ fn grammar_limits(g: &cinder_config::GrammarLimits) -> cinder_core::GrammarLimit
         max_definitions: n(g.max_definitions),
         max_properties: n(g.max_properties),
         max_text_bytes: n(g.max_text_kib).saturating_mul(1024),
+    }
+}
+
+/// `[models.image]` in the core's terms (the config checked every value when it loaded).
+fn image_settings(c: &cinder_config::ImageModelConfig) -> cinder_core::ImageSettings {
+    let defaults = cinder_core::ImageSettings::default();
+    cinder_core::ImageSettings {
+        sizes: c.parsed_sizes().unwrap_or_default(),
+        steps: c.steps.map(|s| s as usize),
+        guidance: c.guidance,
+        scheduler: c
+            .scheduler
+            .as_deref()
+            .and_then(cinder_core::SchedulerKind::from_name),
+        max_waiting: c.max_waiting.map_or(defaults.max_waiting, |w| w as usize),
     }
 }
 

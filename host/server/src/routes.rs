@@ -25,6 +25,9 @@ use crate::sse::respond;
 pub struct AppState {
     pub models: Arc<ModelRegistry>,
     pub runtime: Arc<Runtime>,
+    /// The store, for the links to blobs the host serves itself (`/links/{token}`); none in
+    /// unit tests of the router.
+    pub store: Option<cinder_store::Store>,
     /// The settings a config edit changes while serving.
     pub settings: Arc<ArcSwap<Settings>>,
     /// The server listens on a loopback address only: `Host` must name this machine.
@@ -45,6 +48,8 @@ pub struct Settings {
     pub allowed_hosts: Vec<String>,
     /// How long a client may take to send a request body.
     pub body_read_timeout: std::time::Duration,
+    /// The URL clients reach this server at (`server.public_url`), for links.
+    pub public_url: Option<String>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -62,6 +67,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/models/{*id}",
             get(get_model).fallback(host_method_not_allowed),
+        )
+        .route(
+            "/links/{token}",
+            get(crate::links::serve).fallback(host_method_not_allowed),
         )
         .fallback(dispatch)
         // Inside the span and the key check: what they answer is already in the envelope.
@@ -241,12 +250,13 @@ async fn dispatch(
             ));
         }
     };
-    let (limit, file_limit, read_timeout) = {
+    let (limit, file_limit, read_timeout, public_url) = {
         let settings = s.settings.load();
         (
             settings.max_body_bytes,
             settings.max_file_bytes,
             settings.body_read_timeout,
+            crate::links::public_url(settings.public_url.as_deref(), &headers),
         )
     };
     let (body, multipart) = if route.multipart {
@@ -282,6 +292,7 @@ async fn dispatch(
             owner,
             multipart,
             background: false,
+            public_url,
         },
     );
     let mut res = respond(outputs)
@@ -346,6 +357,7 @@ mod tests {
         router(AppState {
             models,
             runtime,
+            store: None,
             settings: Arc::new(ArcSwap::from_pointee(Settings {
                 max_body_bytes: 1024,
                 max_file_bytes: 4096,
@@ -353,6 +365,7 @@ mod tests {
                 cors_origins: vec!["http://app.example".into()],
                 allowed_hosts: Vec::new(),
                 body_read_timeout: std::time::Duration::from_secs(5),
+                public_url: None,
             })),
             bound_loopback: true,
         })
@@ -418,6 +431,19 @@ mod tests {
             ct,
             serde_json::from_slice(&body).expect("a JSON body"),
         )
+    }
+
+    #[tokio::test]
+    async fn links_need_no_key_and_an_unknown_one_is_a_404_envelope() {
+        let (status, body) = get(app(&["sk-right"]), "/links/link-nope", None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_envelope(&body, "link_not_found");
+        let (status, _, _) = send(app(&[]), "POST", "/links/link-nope").await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+        for other in ["/linksx/a", "/links/a/../../v1/models"] {
+            let (status, _) = get(app(&["sk-right"]), other, None).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{other}");
+        }
     }
 
     #[tokio::test]

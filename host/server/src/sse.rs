@@ -61,7 +61,12 @@ pub async fn respond(mut outputs: mpsc::Receiver<Output>) -> Result<Response, Ap
 const FILE_CHUNK: usize = 256 << 10;
 
 /// A stored blob as the whole body, read from disk a chunk at a time as the client takes it.
-fn file_response(status: u16, content_type: &str, length: u64, file: tokio::fs::File) -> Response {
+pub(crate) fn file_response(
+    status: u16,
+    content_type: &str,
+    length: u64,
+    file: tokio::fs::File,
+) -> Response {
     use tokio::io::AsyncReadExt;
     let chunks = stream::unfold(Some(file), |file| async move {
         let mut file = file?;

@@ -44,6 +44,9 @@ pub enum StoreError {
     /// A vector entry, query or search the index cannot take (the caller's mistake).
     #[error("{0}")]
     BadVector(String),
+    /// A link the store cannot make (its content type), the caller's mistake.
+    #[error("{0}")]
+    BadLink(String),
     /// A search's pass over the vectors stopped (a panic in it, or shutdown).
     #[error("a vector search stopped: {0}")]
     SearchStopped(String),

@@ -4,6 +4,7 @@ mod blobs;
 mod error;
 mod ids;
 mod jobs;
+mod links;
 mod objects;
 mod vectors;
 
@@ -11,6 +12,7 @@ pub use blobs::{Blob, BlobWriter, Pending};
 pub use error::StoreError;
 pub use ids::{is_store_id, new_id};
 pub use jobs::{Job, JobState, NewJob, Renewal};
+pub use links::{SharedBlob, is_link_token};
 pub use objects::{Change, Key, ListQuery, NewObject, Object, Order, Page};
 pub use vectors::{IndexKey, MAX_K, VectorEntry, VectorHit};
 
@@ -40,7 +42,7 @@ pub enum Backend {
 
 /// The schema's versions, applied in order at start-up (the same files on both databases).
 /// Embedded here rather than by sqlx's `migrate!` macro: no proc-macro crate to build.
-const MIGRATIONS: [(i64, &str, &str); 7] = [
+const MIGRATIONS: [(i64, &str, &str); 8] = [
     (1, "objects", include_str!("../migrations/0001_objects.sql")),
     (2, "jobs", include_str!("../migrations/0002_jobs.sql")),
     (3, "blobs", include_str!("../migrations/0003_blobs.sql")),
@@ -60,6 +62,11 @@ const MIGRATIONS: [(i64, &str, &str); 7] = [
         include_str!("../migrations/0006_job_not_before.sql"),
     ),
     (7, "vectors", include_str!("../migrations/0007_vectors.sql")),
+    (
+        8,
+        "blob_links",
+        include_str!("../migrations/0008_blob_links.sql"),
+    ),
 ];
 
 fn migrator() -> Migrator {

@@ -121,6 +121,25 @@ const LEGACY_KEYS: &[&str] = &[
 ];
 
 const EMBED_KEYS: &[&str] = &["model", "input", "encoding_format", "dimensions", "user"];
+const IMAGE_KEYS: &[&str] = &[
+    "model",
+    "prompt",
+    "n",
+    "size",
+    "quality",
+    "response_format",
+    "output_format",
+    "output_compression",
+    "background",
+    "moderation",
+    "style",
+    "stream",
+    "partial_images",
+    "user",
+    "seed",
+    "negative_prompt",
+    "steps",
+];
 
 fn key() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -188,6 +207,7 @@ fn host() -> FakeHost {
         .generating(&["{", "\"a\"", ":", "1", "}"])
         .with_embedder("e", 8, 16)
         .with_tools(cinder_plugin_tools::FirstParty)
+        .with_image_model(cinder_sdk::testing::image_model("i", &[(16, 16), (32, 16)]))
 }
 
 /// Answered, or refused as the client's mistake: never a server error.
@@ -235,6 +255,17 @@ proptest! {
         let host = host();
         let request = with_path(&body, "/v1/embeddings");
         let r = cinder_plugin_embeddings::FirstParty.serve(&Route::new("embeddings.create"), request, &host);
+        client_outcome(&body.to_string(), r)?;
+    }
+
+    #[test]
+    fn image_bodies_are_answered_or_refused_by_name(
+        body in mutated(json!({"model": "i", "prompt": "a cat", "steps": 2}), IMAGE_KEYS)
+    ) {
+        use cinder_sdk::ServeAgent;
+        let host = host();
+        let request = with_path(&body, "/v1/images/generations");
+        let r = cinder_plugin_images::FirstParty.serve(&Route::new("images.generate"), request, &host);
         client_outcome(&body.to_string(), r)?;
     }
 

@@ -1,6 +1,6 @@
 //! What plugin code needs from the host: one small trait per WIT import ([`Inference`],
 //! [`Embeddings`], [`Tools`], [`Sink`], [`Config`], [`Documents`], [`Store`], [`Multipart`],
-//! [`Jobs`], [`Dispatch`]),
+//! [`Jobs`], [`Dispatch`], [`Vectors`], [`Images`]),
 //! and [`Host`], which is all of them. In a plugin the host is [`Wasm`]; with the `testing` feature, unit tests run
 //! the same code natively against [`crate::testing::FakeHost`].
 
@@ -160,6 +160,34 @@ pub trait Vectors {
     ) -> Result<Vec<crate::vectors::Hit>, Error>;
 }
 
+/// Images being made: yields `started`, steps, partial images and each image, then `None`.
+pub trait ImageGeneration {
+    /// The next event; blocks (in a plugin: parks in the host) until there is one.
+    fn next(&self) -> Result<Option<crate::images::ImageEvent>, Error>;
+}
+
+/// `cinder:plugin/images` (WIT 0.1.13): image models. Both default to an error, for hosts
+/// written before it.
+pub trait Images {
+    /// What the host knows of the image model `model`.
+    fn describe_image_model(&self, model: &str) -> Result<crate::images::ImageModelInfo, Error> {
+        let _ = model;
+        Err(no_images())
+    }
+    /// Starts making `request`'s images; dropping the result stops the work.
+    fn generate_images(
+        &self,
+        request: &crate::images::ImageRequest,
+    ) -> Result<Box<dyn ImageGeneration>, Error> {
+        let _ = request;
+        Err(no_images())
+    }
+}
+
+fn no_images() -> Error {
+    Error::Unavailable("this host makes no images (WIT 0.1.13)".into())
+}
+
 /// `cinder:plugin/tools` (WIT 0.1.3): the loaded tools plugin, reached from a chat plugin.
 pub trait Tools {
     /// Renders a conversation with tool calling.
@@ -286,6 +314,15 @@ pub trait Store {
     fn delete_blob(&self, id: &str) -> Result<bool, Error>;
     /// Answers the request with the blob as its body, streamed by the host.
     fn send_blob(&self, id: &str, content_type: &str) -> Result<(), Error>;
+    /// A URL anyone may fetch the blob at, with no API key, until `expires_at` (Unix
+    /// seconds, at most 7 days ahead), served as `content_type`; the link owns the blob from
+    /// then on (WIT 0.1.13). Defaults to an error, for hosts written before it.
+    fn share_blob(&self, id: &str, content_type: &str, expires_at: u64) -> Result<String, Error> {
+        let _ = (id, content_type, expires_at);
+        Err(Error::Unavailable(
+            "this host cannot link to blobs (WIT 0.1.13)".into(),
+        ))
+    }
 }
 
 /// `cinder:plugin/multipart` (WIT 0.1.7): the request's `multipart/form-data` body, a part
@@ -347,12 +384,22 @@ impl<T: Sink + Config + Store + Multipart> StoreHost for T {}
 /// Every import at once: what a family's pipeline takes, so one `&dyn Host` reaches all.
 /// Implemented for anything that implements each trait.
 pub trait Host:
-    Inference + Embeddings + Tools + Sink + Config + Documents + Store + Multipart + Vectors
+    Inference + Embeddings + Tools + Sink + Config + Documents + Store + Multipart + Vectors + Images
 {
 }
 
-impl<T: Inference + Embeddings + Tools + Sink + Config + Documents + Store + Multipart + Vectors>
-    Host for T
+impl<
+    T: Inference
+        + Embeddings
+        + Tools
+        + Sink
+        + Config
+        + Documents
+        + Store
+        + Multipart
+        + Vectors
+        + Images,
+> Host for T
 {
 }
 

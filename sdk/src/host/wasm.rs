@@ -1,8 +1,8 @@
 //! The real host, seen from inside a plugin: each trait forwards to its WIT import.
 
 use super::{
-    BlobWriter, Config, Dispatch, Documents, Embeddings, Generation, Inference, Jobs, Multipart,
-    Sink, Store, Tools, Vectors,
+    BlobWriter, Config, Dispatch, Documents, Embeddings, Generation, ImageGeneration, Images,
+    Inference, Jobs, Multipart, Sink, Store, Tools, Vectors,
 };
 use crate::embeddings::{EmbedInput, Embedded, EmbedderInfo, Overflow};
 use crate::inference::{
@@ -294,6 +294,10 @@ impl Store for Wasm<'_> {
     fn send_blob(&self, id: &str, content_type: &str) -> Result<(), Error> {
         store::send_blob(self.sink()?, id, content_type)
     }
+
+    fn share_blob(&self, id: &str, content_type: &str, expires_at: u64) -> Result<String, Error> {
+        store::share_blob(id, content_type, expires_at)
+    }
 }
 
 impl Multipart for Wasm<'_> {
@@ -363,5 +367,24 @@ impl Vectors for Wasm<'_> {
         groups: Option<&[String]>,
     ) -> Result<Vec<crate::vectors::Hit>, Error> {
         crate::vectors::search(space, index, query, k, groups)
+    }
+}
+
+impl ImageGeneration for crate::images::ImageGeneration {
+    fn next(&self) -> Result<Option<crate::images::ImageEvent>, Error> {
+        crate::images::ImageGeneration::next(self)
+    }
+}
+
+impl Images for Wasm<'_> {
+    fn describe_image_model(&self, model: &str) -> Result<crate::images::ImageModelInfo, Error> {
+        crate::images::describe_image_model(model)
+    }
+
+    fn generate_images(
+        &self,
+        request: &crate::images::ImageRequest,
+    ) -> Result<Box<dyn ImageGeneration>, Error> {
+        Ok(Box::new(crate::images::generate_images(request)?))
     }
 }

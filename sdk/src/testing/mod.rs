@@ -14,6 +14,7 @@
 //! ```
 
 mod embeddings;
+mod images;
 mod jobs;
 mod store;
 mod vectors;
@@ -21,6 +22,7 @@ mod vectors;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 
+pub use images::{fake_picture, image_model};
 pub use jobs::{FakeJob, FakeJobs};
 pub use store::{FakeForm, FakeStore};
 
@@ -63,6 +65,10 @@ pub struct FakeHost {
     form: FakeForm,
     /// Queued jobs and dispatched requests (WIT `jobs`, `dispatch`).
     jobs: FakeJobs,
+    /// The image model, if any (see [`FakeHost::with_image_model`]).
+    image_model: Option<crate::images::ImageModelInfo>,
+    /// Every `generate-images` request, in order.
+    image_requests: RefCell<Vec<crate::images::ImageRequest>>,
 }
 
 /// A `POST /v1/chat/completions` request with `body`.
@@ -107,6 +113,8 @@ impl FakeHost {
             store: FakeStore::default(),
             form: FakeForm::default(),
             jobs: FakeJobs::default(),
+            image_model: None,
+            image_requests: RefCell::new(Vec::new()),
         }
     }
 

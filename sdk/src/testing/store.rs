@@ -24,6 +24,8 @@ struct Inner {
     max_blob: Option<u64>,
     /// The blob a request answered with, and its content type.
     sent: Option<(String, String)>,
+    /// Links made (`share-blob`): blob, content type, expiry.
+    links: Vec<(String, String, u64)>,
     /// Vector entries: ((space, index), entry) in first-write order.
     pub(super) vectors: Vec<((String, String), crate::vectors::Entry)>,
 }
@@ -71,6 +73,11 @@ impl FakeStore {
     /// The blob the last request answered with (`send_blob`), and its content type.
     pub fn sent_blob(&self) -> Option<(String, String)> {
         self.0.borrow().sent.clone()
+    }
+
+    /// The links made to blobs (`share-blob`): blob id, content type, expiry.
+    pub fn links(&self) -> Vec<(String, String, u64)> {
+        self.0.borrow().links.clone()
     }
 
     fn id(&self, prefix: &str) -> String {
@@ -335,6 +342,22 @@ impl Store for FakeHost {
         }
         self.store.0.borrow_mut().sent = Some((id.to_owned(), content_type.to_owned()));
         Ok(())
+    }
+
+    fn share_blob(&self, id: &str, content_type: &str, expires_at: u64) -> Result<String, Error> {
+        if self.store.blob(id).is_none() {
+            return Err(invalid(format!("no blob `{id}`"), "id"));
+        }
+        let now = crate::unix_time();
+        if expires_at <= now || expires_at - now > 7 * 86_400 {
+            return Err(invalid("a link expires within 7 days".into(), "expires-at"));
+        }
+        self.store
+            .0
+            .borrow_mut()
+            .links
+            .push((id.to_owned(), content_type.to_owned(), expires_at));
+        Ok(format!("http://fake.test/links/{id}"))
     }
 }
 

@@ -402,4 +402,5 @@ fn a_scheduler_refuses_what_it_cannot_do() {
     assert!(SchedulerKind::from_class("PNDMScheduler").is_none());
 }
 
+mod engine;
 mod pipeline;

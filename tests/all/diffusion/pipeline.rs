@@ -59,8 +59,8 @@ fn the_pipeline_makes_diffusers_images_from_the_same_noise() {
                 dims,
                 initial.clone(),
                 &mut step_noise,
-                &mut |i, n| {
-                    seen.push((i, n));
+                &mut |step| {
+                    seen.push((step.done, step.of));
                     true
                 },
             )
@@ -86,16 +86,15 @@ fn the_pipeline_makes_diffusers_images_from_the_same_noise() {
 fn a_seed_gives_its_image_and_bad_requests_are_refused() {
     let pipe = pipeline();
     let one = pipe
-        .generate(&request(7), &mut |_, _| true)
+        .generate(&request(7), &mut |_| true)
         .expect("generates");
     assert_eq!(one.rgb.len(), 64 * 64 * 3);
     assert_eq!(
-        pipe.generate(&request(7), &mut |_, _| true).expect("again"),
+        pipe.generate(&request(7), &mut |_| true).expect("again"),
         one
     );
     assert_ne!(
-        pipe.generate(&request(8), &mut |_, _| true)
-            .expect("another"),
+        pipe.generate(&request(8), &mut |_| true).expect("another"),
         one
     );
     let wide = ImageRequest {
@@ -103,12 +102,12 @@ fn a_seed_gives_its_image_and_bad_requests_are_refused() {
         guidance: 1.0,
         ..request(7)
     };
-    let p = pipe
-        .generate(&wide, &mut |_, _| true)
-        .expect("unguided, wide");
+    let p = pipe.generate(&wide, &mut |_| true).expect("unguided, wide");
     assert_eq!((p.width, p.height), (96, 64));
     // Stopped after its second step.
-    let e = pipe.generate(&request(7), &mut |i, _| i < 2).unwrap_err();
+    let e = pipe
+        .generate(&request(7), &mut |step| step.done < 2)
+        .unwrap_err();
     assert!(matches!(e, CoreError::Cancelled), "{e:?}");
     for bad in [
         ImageRequest {
@@ -132,7 +131,7 @@ fn a_seed_gives_its_image_and_bad_requests_are_refused() {
             ..request(1)
         },
     ] {
-        let e = pipe.generate(&bad, &mut |_, _| true).unwrap_err();
+        let e = pipe.generate(&bad, &mut |_| true).unwrap_err();
         assert!(e.is_callers(), "{bad:?}: {e:?}");
     }
 }

@@ -4,6 +4,8 @@
 
 pub mod blocks;
 pub mod clip;
+pub mod engine;
+pub mod model;
 pub mod pipeline;
 pub mod scheduler;
 pub mod taesd;

@@ -61,6 +61,26 @@ struct ModelIndex {
     scheduler: (Option<String>, Option<String>),
 }
 
+/// One finished step of a generation, as the caller's progress callback sees it.
+pub struct Step<'a> {
+    /// Steps done (1 after the first) and in all.
+    pub done: usize,
+    pub of: usize,
+    /// The latents' shape.
+    pub dims: [usize; 4],
+    scheduler: &'a Scheduler,
+    eps: &'a [f32],
+    sample: &'a [f32],
+}
+
+impl Step<'_> {
+    /// The clean latents the step predicts (for a partial image: decode them).
+    pub fn estimate(&self) -> Vec<f32> {
+        self.scheduler
+            .predicted_original(self.eps, self.done - 1, self.sample)
+    }
+}
+
 /// A loaded pipeline.
 pub struct Pipeline {
     tokenizer: ClipTokenizer,
@@ -137,6 +157,11 @@ impl Pipeline {
             .map(|s| s * self.pixels_per_latent())
     }
 
+    /// How many tokens of `prompt` the text encoder reads.
+    pub fn prompt_tokens(&self, prompt: &str) -> Result<usize, CoreError> {
+        self.tokenizer.count(prompt)
+    }
+
     pub fn has_fast_decoder(&self) -> bool {
         self.tiny.is_some()
     }
@@ -144,6 +169,14 @@ impl Pipeline {
     /// The pipeline's own scheduler.
     pub fn scheduler_kind(&self) -> Kind {
         self.kind
+    }
+
+    /// The most steps `kind` takes on this pipeline.
+    pub fn max_steps(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Lcm => LCM_MAX_STEPS,
+            _ => MAX_STEPS.min(self.scheduler.num_train_timesteps),
+        }
     }
 
     /// Checks `r` against what this pipeline makes.
@@ -162,11 +195,7 @@ impl Pipeline {
                 max_pixels: area,
             });
         }
-        let kind = r.scheduler.unwrap_or(self.kind);
-        let most = match kind {
-            Kind::Lcm => LCM_MAX_STEPS,
-            _ => MAX_STEPS.min(self.scheduler.num_train_timesteps),
-        };
+        let most = self.max_steps(r.scheduler.unwrap_or(self.kind));
         let setting = |param, message: String| Err(CoreError::ImageSetting { param, message });
         if r.steps == 0 || r.steps > most {
             return setting("steps", format!("steps is 1 to {most}; got {}", r.steps));
@@ -183,12 +212,12 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Makes the image `r` asks for. `on_step(done, of)` is called after each step; it
-    /// returns `false` to stop (the generation then ends [`CoreError::Cancelled`]).
+    /// Makes the image `r` asks for. `on_step` is called after each step; it returns
+    /// `false` to stop (the generation then ends [`CoreError::Cancelled`]).
     pub fn generate(
         &self,
         r: &ImageRequest,
-        on_step: &mut dyn FnMut(usize, usize) -> bool,
+        on_step: &mut dyn FnMut(&Step) -> bool,
     ) -> Result<Picture, CoreError> {
         self.check(r)?;
         let p = self.pixels_per_latent();
@@ -217,7 +246,7 @@ impl Pipeline {
         dims: [usize; 4],
         initial: Vec<f32>,
         step_noise: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
-        on_step: &mut dyn FnMut(usize, usize) -> bool,
+        on_step: &mut dyn FnMut(&Step) -> bool,
     ) -> Result<Vec<f32>, CoreError> {
         let guided = r.guidance > 1.0;
         let (cond, _) = self.tokenizer.encode(&r.prompt)?;
@@ -253,10 +282,19 @@ impl Pipeline {
                 Kind::EulerAncestral | Kind::Lcm => step_noise(per),
                 _ => None,
             };
-            latents = scheduler.step(&eps, i, &latents, noise.as_deref());
-            if !on_step(i + 1, steps.len()) {
+            let next = scheduler.step(&eps, i, &latents, noise.as_deref());
+            let step = Step {
+                done: i + 1,
+                of: steps.len(),
+                dims,
+                scheduler: &scheduler,
+                eps: &eps,
+                sample: &latents,
+            };
+            if !on_step(&step) {
                 return Err(CoreError::Cancelled);
             }
+            latents = next;
         }
         Ok(latents)
     }

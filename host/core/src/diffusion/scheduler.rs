@@ -68,6 +68,32 @@ impl Kind {
             _ => return None,
         })
     }
+
+    /// Every kind built.
+    pub const ALL: [Kind; 5] = [
+        Kind::Euler,
+        Kind::EulerAncestral,
+        Kind::Ddim,
+        Kind::DpmSolverPp2M,
+        Kind::Lcm,
+    ];
+
+    /// The short name a config (and a request) uses: `euler`, `euler_a`, `ddim`,
+    /// `dpmpp_2m`, `lcm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Euler => "euler",
+            Kind::EulerAncestral => "euler_a",
+            Kind::Ddim => "ddim",
+            Kind::DpmSolverPp2M => "dpmpp_2m",
+            Kind::Lcm => "lcm",
+        }
+    }
+
+    /// The kind a short name (see [`Kind::name`]) names.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.name() == name)
+    }
 }
 
 /// A scheduler set up for one generation of `n` steps.
@@ -233,6 +259,27 @@ impl Scheduler {
 
     fn alpha(&self, t: f64) -> f64 {
         self.alphas_cumprod[t as usize]
+    }
+
+    /// What the latents would be with all the predicted noise `eps` taken out at step `i`
+    /// (the clean estimate a partial image shows: the noisy latents themselves decode to
+    /// noise until the last steps).
+    pub fn predicted_original(&self, eps: &[f32], i: usize, sample: &[f32]) -> Vec<f32> {
+        match self.kind {
+            Kind::Euler | Kind::EulerAncestral => {
+                let sigma = self.sigmas[i] as f32;
+                sample.iter().zip(eps).map(|(x, e)| x - sigma * e).collect()
+            }
+            _ => {
+                let a_t = self.alpha(self.timesteps[i]);
+                let (sa, sb) = (a_t.sqrt() as f32, (1.0 - a_t).sqrt() as f32);
+                sample
+                    .iter()
+                    .zip(eps)
+                    .map(|(x, e)| (x - sb * e) / sa)
+                    .collect()
+            }
+        }
     }
 
     /// The latents after step `i`, from `sample` and the guided noise prediction `eps`;

@@ -152,4 +152,19 @@ impl ClipTokenizer {
         ids.resize(self.length, self.pad);
         Ok((ids, cut))
     }
+
+    /// How many tokens of `prompt` the text encoder reads (start and end tokens included,
+    /// padding not): what a request is billed for as its input.
+    pub fn count(&self, prompt: &str) -> Result<usize, CoreError> {
+        let (_, cut) = self.encode(prompt)?;
+        let encoding = self
+            .inner
+            .encode(prompt, true)
+            .map_err(|e| CoreError::Tokenizer(format!("tokenizing a prompt: {e}")))?;
+        Ok(encoding
+            .get_ids()
+            .len()
+            .saturating_sub(cut)
+            .min(self.length))
+    }
 }

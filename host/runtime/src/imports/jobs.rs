@@ -149,6 +149,8 @@ async fn one(
             owner: owner.to_owned(),
             multipart: None,
             background: true,
+            // A dispatched call's links would name no address a client knows.
+            public_url: None,
         },
     );
     loop {

@@ -5,6 +5,7 @@
 pub(crate) mod config;
 pub(crate) mod documents;
 pub(crate) mod embeddings;
+pub(crate) mod images;
 pub(crate) mod inference;
 pub(crate) mod jobs;
 pub(crate) mod log;

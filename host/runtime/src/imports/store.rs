@@ -26,6 +26,8 @@ const MAX_CHUNK: u32 = 4 << 20;
 const MAX_OPEN_WRITERS: u32 = 16;
 /// Largest page one `list` returns.
 const MAX_PAGE: u32 = 10_000;
+/// The longest a link to a blob may live: 7 days.
+const MAX_LINK_SECS: i64 = 7 * 86_400;
 
 /// A blob being written by the guest (`blob-writer`): dropped unfinished, it leaves nothing.
 pub struct BlobWriterHandle(Option<cinder_store::BlobWriter>);
@@ -433,6 +435,35 @@ impl store::Host for HostState {
             .await
             // Already answered, or the client left: the guest's own sink calls say which.
             .map_err(|e| types::Error::Internal(format!("the response was not sent: {e:?}"))))
+    }
+
+    async fn share_blob(
+        &mut self,
+        id: String,
+        content_type: String,
+        expires_at: u64,
+    ) -> wasmtime::Result<Result<String, types::Error>> {
+        let Some(base) = self.public_url.clone() else {
+            return Ok(Err(types::Error::Unavailable(
+                "this call has no URL clients reach the server at (a job step): links are made in requests".into(),
+            )));
+        };
+        let now = cinder_store::now();
+        let expires = i64::try_from(expires_at).unwrap_or(i64::MAX);
+        if expires <= now || expires - now > MAX_LINK_SECS {
+            return Ok(Err(bad(
+                format!("a link expires in 1 second to {MAX_LINK_SECS} seconds"),
+                "expires-at",
+            )));
+        }
+        self.with_store(None, async |store, owner| {
+            match store.share_blob(owner, &id, &content_type, expires).await {
+                Ok(token) => Ok(format!("{base}/links/{token}")),
+                Err(StoreError::BadLink(m)) => Err(bad(m, "content-type")),
+                Err(e) => Err(wit_error(e)),
+            }
+        })
+        .await
     }
 }
 
