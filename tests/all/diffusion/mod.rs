@@ -404,3 +404,4 @@ fn a_scheduler_refuses_what_it_cannot_do() {
 
 mod engine;
 mod pipeline;
+mod train;

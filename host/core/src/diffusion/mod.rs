@@ -10,7 +10,9 @@ pub mod pipeline;
 pub mod scheduler;
 pub mod taesd;
 pub mod tokenizer;
+pub mod train;
 pub mod unet;
+pub mod unet_params;
 pub mod vae;
 pub mod weights;
 

@@ -333,7 +333,7 @@ impl Pipeline {
 }
 
 /// `n` standard normal values (Box–Muller on the seeded generator).
-fn gaussian(rng: &mut Rng, n: usize) -> Vec<f32> {
+pub(crate) fn gaussian(rng: &mut Rng, n: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(n + 1);
     while out.len() < n {
         // 1 - u keeps the logarithm's argument in (0, 1].

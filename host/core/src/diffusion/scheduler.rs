@@ -111,6 +111,32 @@ pub struct Scheduler {
     previous: Option<Vec<f32>>,
 }
 
+impl SchedulerConfig {
+    /// ᾱ at every training timestep: the running product of 1 − β over the beta schedule
+    /// (`linear`, or `scaled_linear`: linear in √β).
+    pub fn alphas_cumprod(&self) -> Result<Vec<f64>, CoreError> {
+        let n = self.num_train_timesteps;
+        if n < 2 {
+            return Err(CoreError::Weights(format!(
+                "num_train_timesteps {n}: at least 2"
+            )));
+        }
+        let (s, e) = (self.beta_start, self.beta_end);
+        let mut acc = 1.0;
+        Ok((0..n)
+            .map(|i| {
+                let f = i as f64 / (n - 1) as f64;
+                let beta = match self.beta_schedule.as_str() {
+                    "linear" => s + f * (e - s),
+                    _ => (s.sqrt() + f * (e.sqrt() - s.sqrt())).powi(2),
+                };
+                acc *= 1.0 - beta;
+                acc
+            })
+            .collect())
+    }
+}
+
 impl Scheduler {
     /// Sets up `kind` for `steps` steps.
     pub fn new(kind: Kind, config: &SchedulerConfig, steps: usize) -> Result<Self, CoreError> {
@@ -132,22 +158,7 @@ impl Scheduler {
                 "{steps} steps; 1 to {n} are possible"
             )));
         }
-        let (s, e) = (config.beta_start, config.beta_end);
-        let betas: Vec<f64> = (0..n)
-            .map(|i| {
-                let f = i as f64 / (n - 1) as f64;
-                match config.beta_schedule.as_str() {
-                    "linear" => s + f * (e - s),
-                    _ => (s.sqrt() + f * (e.sqrt() - s.sqrt())).powi(2),
-                }
-            })
-            .collect();
-        let mut alphas_cumprod = Vec::with_capacity(n);
-        let mut acc = 1.0;
-        for b in &betas {
-            acc *= 1.0 - b;
-            alphas_cumprod.push(acc);
-        }
+        let alphas_cumprod = config.alphas_cumprod()?;
         let train_sigmas: Vec<f64> = alphas_cumprod
             .iter()
             .map(|a| ((1.0 - a) / a).sqrt())

@@ -70,7 +70,7 @@ pub enum OneOrMany {
 }
 
 impl OneOrMany {
-    fn at(&self, i: usize) -> usize {
+    pub(crate) fn at(&self, i: usize) -> usize {
         match self {
             OneOrMany::One(n) => *n,
             OneOrMany::Many(v) => v.get(i).or(v.last()).copied().unwrap_or(1),
@@ -282,8 +282,14 @@ impl UNet {
     /// `unet/`.
     pub(crate) fn load_on(dir: &Path, device: &Device) -> Result<Self, CoreError> {
         let c: UNetConfig = read_json(&dir.join("config.json"))?;
-        c.check()?;
         let w = Weights::open(dir, "diffusion_pytorch_model.safetensors", device)?;
+        Self::build(c, &w, device)
+    }
+
+    /// The UNet `c` describes, on the tensors of `w` (a checkpoint, or parameters being
+    /// trained).
+    pub(crate) fn build(c: UNetConfig, w: &Weights, device: &Device) -> Result<Self, CoreError> {
+        c.check()?;
         let (groups, eps) = (c.norm_num_groups, c.norm_eps);
         let levels = c.block_out_channels.len();
         let down = (0..levels)
@@ -292,14 +298,14 @@ impl UNet {
                 let cross = c.down_block_types[i].starts_with("CrossAttn");
                 Ok(Level {
                     resnets: (0..c.layers_per_block)
-                        .map(|j| Resnet::load(&w, &p(format!("resnets.{j}")), groups, eps))
+                        .map(|j| Resnet::load(w, &p(format!("resnets.{j}")), groups, eps))
                         .collect::<Result<_, _>>()?,
                     attentions: match cross {
                         true => (0..c.layers_per_block)
                             .map(|j| {
                                 let layers = c.transformer_layers_per_block.at(i);
                                 transformer(
-                                    &w,
+                                    w,
                                     &p(format!("attentions.{j}")),
                                     &c,
                                     c.heads(i),
@@ -310,7 +316,7 @@ impl UNet {
                         false => Vec::new(),
                     },
                     resample: match i + 1 < levels {
-                        true => Some(Conv::load(&w, &p("downsamplers.0.conv".into()), 2)?),
+                        true => Some(Conv::load(w, &p("downsamplers.0.conv".into()), 2)?),
                         false => None,
                     },
                 })
@@ -323,14 +329,14 @@ impl UNet {
                 let block = levels - 1 - i;
                 Ok(Level {
                     resnets: (0..=c.layers_per_block)
-                        .map(|j| Resnet::load(&w, &p(format!("resnets.{j}")), groups, eps))
+                        .map(|j| Resnet::load(w, &p(format!("resnets.{j}")), groups, eps))
                         .collect::<Result<_, _>>()?,
                     attentions: match cross {
                         true => (0..=c.layers_per_block)
                             .map(|j| {
                                 let layers = c.transformer_layers_per_block.at(block);
                                 transformer(
-                                    &w,
+                                    w,
                                     &p(format!("attentions.{j}")),
                                     &c,
                                     c.heads(block),
@@ -341,7 +347,7 @@ impl UNet {
                         false => Vec::new(),
                     },
                     resample: match i + 1 < levels {
-                        true => Some(Conv::load(&w, &p("upsamplers.0.conv".into()), 1)?),
+                        true => Some(Conv::load(w, &p("upsamplers.0.conv".into()), 1)?),
                         false => None,
                     },
                 })
@@ -351,22 +357,22 @@ impl UNet {
         Ok(UNet {
             time1: w.linear("time_embedding.linear_1")?,
             time2: w.linear("time_embedding.linear_2")?,
-            conv_in: Conv::load(&w, "conv_in", 1)?,
+            conv_in: Conv::load(w, "conv_in", 1)?,
             down,
             mid_resnets: [
-                Resnet::load(&w, "mid_block.resnets.0", groups, eps)?,
-                Resnet::load(&w, "mid_block.resnets.1", groups, eps)?,
+                Resnet::load(w, "mid_block.resnets.0", groups, eps)?,
+                Resnet::load(w, "mid_block.resnets.1", groups, eps)?,
             ],
             mid_attention: transformer(
-                &w,
+                w,
                 "mid_block.attentions.0",
                 &c,
                 c.heads(last),
                 c.transformer_layers_per_block.at(last),
             )?,
             up,
-            norm_out: GroupNorm::load(&w, "conv_norm_out", groups, eps)?,
-            conv_out: Conv::load(&w, "conv_out", 1)?,
+            norm_out: GroupNorm::load(w, "conv_norm_out", groups, eps)?,
+            conv_out: Conv::load(w, "conv_out", 1)?,
             config: c,
             device: device.clone(),
         })
@@ -425,28 +431,36 @@ impl UNet {
             .map_err(|e| CoreError::Backend(format!("reading the noise prediction: {e:?}")))
     }
 
-    /// The sinusoidal embedding of `timestep` for a batch of `b` (diffusers'
-    /// `get_timestep_embedding`), through the time MLP, then SiLU as every resnet takes it.
-    fn time_embedding(&self, timestep: f32, b: usize) -> Tensor<2> {
+    /// The sinusoidal embedding of `timesteps` (one for the whole batch of `b`, or one per
+    /// row) as diffusers' `get_timestep_embedding`, through the time MLP, then SiLU as every
+    /// resnet takes it.
+    fn time_embedding(&self, timesteps: &[f32], b: usize) -> Tensor<2> {
         let dim = self.time1.w.dims()[0];
         let half = dim / 2;
         let shift = self.config.freq_shift;
-        let mut values = vec![0f32; dim];
-        for i in 0..half {
-            let exponent = -(10_000f64.ln()) * i as f64 / (half as f64 - shift);
-            let arg = f64::from(timestep) * exponent.exp();
-            let (sin, cos) = (arg.sin() as f32, arg.cos() as f32);
-            let (first, second) = match self.config.flip_sin_to_cos {
-                true => (cos, sin),
-                false => (sin, cos),
-            };
-            values[i] = first;
-            values[half + i] = second;
+        let mut values = vec![0f32; dim * timesteps.len()];
+        for (row, &timestep) in timesteps.iter().enumerate() {
+            let out = &mut values[row * dim..(row + 1) * dim];
+            for i in 0..half {
+                let exponent = -(10_000f64.ln()) * i as f64 / (half as f64 - shift);
+                let arg = f64::from(timestep) * exponent.exp();
+                let (sin, cos) = (arg.sin() as f32, arg.cos() as f32);
+                let (first, second) = match self.config.flip_sin_to_cos {
+                    true => (cos, sin),
+                    false => (sin, cos),
+                };
+                out[i] = first;
+                out[half + i] = second;
+            }
         }
-        let t = Tensor::<2>::from_data(TensorData::new(values, [1, dim]), &self.device);
-        let emb = self.time2.forward(silu(self.time1.forward(t)));
+        let rows = timesteps.len();
+        let t = Tensor::<2>::from_data(TensorData::new(values, [rows, dim]), &self.device);
+        let emb = silu(self.time2.forward(silu(self.time1.forward(t))));
         let width = emb.dims()[1];
-        silu(emb).expand([b, width])
+        match rows {
+            1 => emb.expand([b, width]),
+            _ => emb,
+        }
     }
 
     /// The predicted noise for `sample` (`[b, c, h, w]`) at `timestep`, given `context`
@@ -457,8 +471,19 @@ impl UNet {
         timestep: f32,
         context: &Tensor<3>,
     ) -> Tensor<4> {
+        self.forward_at(sample, &[timestep], context)
+    }
+
+    /// [`Self::forward`] with a timestep per row (training draws one per sample), or one for
+    /// all.
+    pub(crate) fn forward_at(
+        &self,
+        sample: Tensor<4>,
+        timesteps: &[f32],
+        context: &Tensor<3>,
+    ) -> Tensor<4> {
         let b = sample.dims()[0];
-        let temb = self.time_embedding(timestep, b);
+        let temb = self.time_embedding(timesteps, b);
         let mut x = self.conv_in.forward(sample);
         let mut skips = vec![x.clone()];
         for level in &self.down {

@@ -17,16 +17,26 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, CoreError> {
 }
 
 /// A component's weights, memory-mapped while the model is built (each tensor is copied out
-/// once, so a whole read would hold the checkpoint twice), with the header parsed once.
+/// once, so a whole read would hold the checkpoint twice), with the header parsed once; or
+/// tensors in memory (a model being trained: its parameters, whose gradients flow back
+/// through every view the model takes of them).
 pub struct Weights {
-    bytes: memmap2::Mmap,
-    /// The header: each tensor's type, shape and byte range (after the header).
-    metadata: safetensors::tensor::Metadata,
-    /// Where the tensors' bytes start (the header's length and its 8-byte size).
-    data_start: usize,
+    source: Source,
     device: Device,
     /// Tensor names prefixed to every name asked for (`text_model.` in a CLIP checkpoint).
     prefix: String,
+}
+
+enum Source {
+    Mapped {
+        bytes: memmap2::Mmap,
+        /// The header: each tensor's type, shape and byte range (after the header).
+        metadata: safetensors::tensor::Metadata,
+        /// Where the tensors' bytes start (the header's length and its 8-byte size).
+        data_start: usize,
+    },
+    /// Flattened tensors by name, with their shapes.
+    Memory(std::collections::HashMap<String, (Tensor<1>, Vec<usize>)>),
 }
 
 /// A linear layer: `[in, out]` (PyTorch's `[out, in]` transposed once at load) and a bias.
@@ -66,12 +76,27 @@ impl Weights {
         let (header, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| CoreError::Weights(format!("{}: {e}", path.display())))?;
         Ok(Weights {
-            bytes,
-            metadata,
-            data_start: header + 8,
+            source: Source::Mapped {
+                bytes,
+                metadata,
+                data_start: header + 8,
+            },
             device: device.clone(),
             prefix: String::new(),
         })
+    }
+
+    /// Weights held in memory: each name's flattened tensor and its shape. The model built
+    /// from them computes with these very tensors (autodiff leaves stay leaves).
+    pub fn from_tensors(
+        tensors: std::collections::HashMap<String, (Tensor<1>, Vec<usize>)>,
+        device: &Device,
+    ) -> Self {
+        Weights {
+            source: Source::Memory(tensors),
+            device: device.clone(),
+            prefix: String::new(),
+        }
     }
 
     /// These weights with `prefix` before every name.
@@ -83,8 +108,24 @@ impl Weights {
     /// The values and shape of the f32 tensor `name`.
     pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), CoreError> {
         let full = format!("{}{name}", self.prefix);
-        let info = self
-            .metadata
+        let (bytes, metadata, data_start) = match &self.source {
+            Source::Mapped {
+                bytes,
+                metadata,
+                data_start,
+            } => (bytes, metadata, *data_start),
+            Source::Memory(map) => {
+                let (t, shape) = map
+                    .get(&full)
+                    .ok_or_else(|| CoreError::Weights(format!("tensor {full} not found")))?;
+                let v = t
+                    .clone()
+                    .try_into_vec_as::<f32>()
+                    .map_err(|e| CoreError::Backend(format!("reading {full}: {e:?}")))?;
+                return Ok((v, shape.clone()));
+            }
+        };
+        let info = metadata
             .info(&full)
             .ok_or_else(|| CoreError::Weights(format!("tensor {full} not found")))?;
         if info.dtype != safetensors::Dtype::F32 {
@@ -95,7 +136,7 @@ impl Weights {
         }
         // The header was validated against the file's length when it was read.
         let (start, end) = info.data_offsets;
-        let values = self.bytes[self.data_start + start..self.data_start + end]
+        let values = bytes[data_start + start..data_start + end]
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
@@ -104,6 +145,18 @@ impl Weights {
 
     /// The tensor `name`, which must have `D` dimensions.
     pub fn tensor<const D: usize>(&self, name: &str) -> Result<Tensor<D>, CoreError> {
+        if let Source::Memory(map) = &self.source {
+            let full = format!("{}{name}", self.prefix);
+            let (t, shape) = map
+                .get(&full)
+                .ok_or_else(|| CoreError::Weights(format!("tensor {full} not found")))?;
+            let dims: [usize; D] = shape.as_slice().try_into().map_err(|_| {
+                CoreError::Weights(format!(
+                    "tensor {full} has shape {shape:?}; {D} dimensions were expected"
+                ))
+            })?;
+            return Ok(t.clone().reshape(dims));
+        }
         let (v, shape) = self.values(name)?;
         let dims: [usize; D] = shape.as_slice().try_into().map_err(|_| {
             CoreError::Weights(format!(
@@ -135,9 +188,11 @@ impl Weights {
 
     /// Whether the tensor `name` is there.
     pub fn has(&self, name: &str) -> bool {
-        self.metadata
-            .info(&format!("{}{name}", self.prefix))
-            .is_some()
+        let full = format!("{}{name}", self.prefix);
+        match &self.source {
+            Source::Mapped { metadata, .. } => metadata.info(&full).is_some(),
+            Source::Memory(map) => map.contains_key(&full),
+        }
     }
 }
 
