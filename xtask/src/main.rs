@@ -14,8 +14,9 @@ mod bench_retrieval;
 mod bench_vectors;
 mod cross;
 mod models;
+mod train_image;
 
-const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE] [--activations q8] [--avx2] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] [--vector-stores [--mb N]] [--retrieval] | plugins | fetch-models [--test-models] | setup | cross-test>";
+const USAGE: &str = "usage: cargo xtask <serve [-- cinder args] | test | bench [--compare llama-server [--llama-cpp-avx2]] [--model FILE] [--activations q8] [--avx2] [--embeddings [--compare sentence-transformers]] [--files [--size-mb N] [--count N]] [--batch [--count N]] [--vector-stores [--mb N]] [--retrieval] | plugins | fetch-models [--test-models] | train-image-model [--steps N] [--batch B] [--seed S] | setup | cross-test>";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -28,6 +29,7 @@ fn main() -> Result<()> {
         "serve" => serve(&rest),
         "test" => test(),
         "bench" => bench::bench(&rest),
+        "train-image-model" => train_image::train_image_model(&rest),
         "plugins" => build_plugins().map(|_| ()),
         "fetch-models" if rest.iter().any(|a| a == "--test-models") => models::fetch()
             .and_then(|_| models::fetch_test_models())

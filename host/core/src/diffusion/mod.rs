@@ -9,6 +9,7 @@ pub mod model;
 pub mod pipeline;
 pub mod scheduler;
 pub mod taesd;
+pub mod text;
 pub mod tokenizer;
 pub mod train;
 pub mod unet;

@@ -152,7 +152,16 @@ impl LoadedImageModel {
 
 /// The native square first, then half of it, then 3:2 and 2:3 at the native height (or
 /// width), each side rounded to what the pipeline needs; sizes it cannot make are left out.
+/// A pixel model: its native square enlarged 8 times, then 1, 2, 4 and 16 times.
 fn default_sizes(pipeline: &Pipeline) -> Vec<(usize, usize)> {
+    if let (true, Some(n)) = (pipeline.is_pixels(), pipeline.native_side()) {
+        // A pixel model makes its native size, enlarged 8 times by default.
+        return [8, 1, 2, 4, 16]
+            .into_iter()
+            .filter(|&k| k <= super::pipeline::MAX_PIXEL_UPSCALE)
+            .map(|k| (n * k, n * k))
+            .collect();
+    }
     let m = pipeline.size_multiple();
     let n = pipeline.native_side().unwrap_or(512);
     let round = |s: usize| (s / m).max(1) * m;

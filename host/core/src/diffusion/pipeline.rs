@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::clip::ClipText;
 use super::scheduler::{Kind, Scheduler, SchedulerConfig};
 use super::taesd::TinyDecoder;
+use super::text::TextEncoder;
 use super::tokenizer::ClipTokenizer;
 use super::unet::UNet;
 use super::vae::VaeDecoder;
@@ -83,26 +84,41 @@ impl Step<'_> {
 
 /// A loaded pipeline.
 pub struct Pipeline {
-    tokenizer: ClipTokenizer,
-    text: ClipText,
+    text: TextEncoder,
     unet: UNet,
-    vae: VaeDecoder,
+    /// The latents' decoder; none for a model that denoises pixels themselves.
+    vae: Option<VaeDecoder>,
     tiny: Option<TinyDecoder>,
     scheduler: SchedulerConfig,
     kind: Kind,
 }
 
+/// Where the folder of a pixel pipeline's sentence-transformers text encoder is
+/// (`text_encoder/cinder.json`).
+#[derive(Deserialize)]
+struct SentenceEncoder {
+    /// `~/` is the home folder; a relative path is from the pipeline's folder.
+    path: String,
+}
+
+/// The largest factor a pixel model's images are enlarged by on output.
+pub const MAX_PIXEL_UPSCALE: usize = 16;
+
 impl Pipeline {
-    /// Loads a `StableDiffusionPipeline` folder; a TAESD folder beside the components
-    /// (`taesd/`) is the fast decoder when present.
+    /// Loads a `StableDiffusionPipeline` folder (a TAESD folder beside the components,
+    /// `taesd/`, is the fast decoder when present), or a `CinderPixelPipeline` (a UNet on
+    /// pixels, conditioned on a sentence-transformers model's vector).
     pub fn load(dir: &Path, pref: BackendPreference) -> Result<(Self, BackendKind), CoreError> {
         let index: ModelIndex = read_json(&dir.join("model_index.json"))?;
-        if index.class != "StableDiffusionPipeline" {
-            return Err(CoreError::Weights(format!(
-                "pipeline class {} is not supported (StableDiffusionPipeline)",
-                index.class
-            )));
-        }
+        let pixels = match index.class.as_str() {
+            "StableDiffusionPipeline" => false,
+            "CinderPixelPipeline" => true,
+            other => {
+                return Err(CoreError::Weights(format!(
+                    "pipeline class {other} is not supported (StableDiffusionPipeline, CinderPixelPipeline)"
+                )));
+            }
+        };
         let class = index.scheduler.1.unwrap_or_default();
         // SD 1.x folders name PNDM, which is not built: such a pipeline runs Euler on the same
         // schedule config (diffusers users swap the scheduler the same way), and says so.
@@ -122,16 +138,40 @@ impl Pipeline {
             true => Some(TinyDecoder::load_on(&tiny_dir, &device)?),
             false => None,
         };
+        let (text, vae) = match pixels {
+            false => (
+                TextEncoder::Clip {
+                    tokenizer: Box::new(ClipTokenizer::load(&dir.join("tokenizer"))?),
+                    model: Box::new(ClipText::load_on(&dir.join("text_encoder"), &device)?),
+                },
+                Some(VaeDecoder::load_on(&dir.join("vae"), &device)?),
+            ),
+            true => {
+                let at: SentenceEncoder = read_json(&dir.join("text_encoder/cinder.json"))?;
+                let path = match at.path.strip_prefix("~/") {
+                    Some(rest) => std::env::var_os("HOME")
+                        .map(std::path::PathBuf::from)
+                        .unwrap_or_default()
+                        .join(rest),
+                    None => dir.join(&at.path),
+                };
+                (TextEncoder::sentence(&path, pref)?, None)
+            }
+        };
         let pipeline = Pipeline {
-            tokenizer: ClipTokenizer::load(&dir.join("tokenizer"))?,
-            text: ClipText::load_on(&dir.join("text_encoder"), &device)?,
+            text,
             unet: UNet::load_on(&dir.join("unet"), &device)?,
-            vae: VaeDecoder::load_on(&dir.join("vae"), &device)?,
+            vae,
             tiny,
             scheduler,
             kind,
         };
-        if pipeline.text.hidden_size() != pipeline.unet.config().cross_attention_dim {
+        if pixels && pipeline.unet.config().sample_size.is_none() {
+            return Err(CoreError::Weights(
+                "a pixel pipeline's UNet must give its sample_size".into(),
+            ));
+        }
+        if pipeline.text.width() != pipeline.unet.config().cross_attention_dim {
             return Err(CoreError::Weights(
                 "the text encoder's width is not the UNet's cross-attention width".into(),
             ));
@@ -139,9 +179,18 @@ impl Pipeline {
         Ok((pipeline, backend))
     }
 
-    /// Pixels per latent position (2 to the number of the VAE's levels less one).
+    /// Pixels per latent position (2 to the number of the VAE's levels less one; 1 for a
+    /// pixel model).
     pub fn pixels_per_latent(&self) -> usize {
-        1 << (self.vae.config().block_out_channels.len() - 1)
+        self.vae
+            .as_ref()
+            .map_or(1, |v| 1 << (v.config().block_out_channels.len() - 1))
+    }
+
+    /// Whether the UNet denoises pixels (no VAE): images are made at its native size and
+    /// enlarged to the size asked for.
+    pub fn is_pixels(&self) -> bool {
+        self.vae.is_none()
     }
 
     /// What every side must be a multiple of.
@@ -159,7 +208,7 @@ impl Pipeline {
 
     /// How many tokens of `prompt` the text encoder reads.
     pub fn prompt_tokens(&self, prompt: &str) -> Result<usize, CoreError> {
-        self.tokenizer.count(prompt)
+        self.text.count(prompt)
     }
 
     pub fn has_fast_decoder(&self) -> bool {
@@ -181,22 +230,37 @@ impl Pipeline {
 
     /// Checks `r` against what this pipeline makes.
     pub fn check(&self, r: &ImageRequest) -> Result<(), CoreError> {
-        let m = self.size_multiple();
-        let fits = |s: usize| s >= m && s <= MAX_SIDE && s.is_multiple_of(m);
-        let area = self
-            .native_side()
-            .map_or(MAX_SIDE * MAX_SIDE, |n| n * n * MAX_AREA_FACTOR);
-        if !fits(r.width) || !fits(r.height) || r.width * r.height > area {
-            return Err(CoreError::ImageSize {
-                width: r.width,
-                height: r.height,
-                multiple: m,
-                max_side: MAX_SIDE,
-                max_pixels: area,
-            });
+        let setting = |param, message: String| Err(CoreError::ImageSetting { param, message });
+        if self.is_pixels() {
+            let n = self.native_side().unwrap_or(1);
+            let k = r.width / n;
+            if r.width != r.height || !r.width.is_multiple_of(n) || k == 0 || k > MAX_PIXEL_UPSCALE
+            {
+                return setting(
+                    "size",
+                    format!(
+                        "this model makes {n}x{n} images, enlarged by a whole factor up to {MAX_PIXEL_UPSCALE}: square sizes that are multiples of {n}; got {}x{}",
+                        r.width, r.height
+                    ),
+                );
+            }
+        } else {
+            let m = self.size_multiple();
+            let fits = |s: usize| s >= m && s <= MAX_SIDE && s.is_multiple_of(m);
+            let area = self
+                .native_side()
+                .map_or(MAX_SIDE * MAX_SIDE, |n| n * n * MAX_AREA_FACTOR);
+            if !fits(r.width) || !fits(r.height) || r.width * r.height > area {
+                return Err(CoreError::ImageSize {
+                    width: r.width,
+                    height: r.height,
+                    multiple: m,
+                    max_side: MAX_SIDE,
+                    max_pixels: area,
+                });
+            }
         }
         let most = self.max_steps(r.scheduler.unwrap_or(self.kind));
-        let setting = |param, message: String| Err(CoreError::ImageSetting { param, message });
         if r.steps == 0 || r.steps > most {
             return setting("steps", format!("steps is 1 to {most}; got {}", r.steps));
         }
@@ -222,14 +286,22 @@ impl Pipeline {
         self.check(r)?;
         let p = self.pixels_per_latent();
         let channels = self.unet.config().in_channels;
-        let dims = [1, channels, r.height / p, r.width / p];
+        let (h, w) = match (self.is_pixels(), self.native_side()) {
+            (true, Some(n)) => (n, n),
+            _ => (r.height / p, r.width / p),
+        };
+        let dims = [1, channels, h, w];
         let mut rng = Rng::new(r.seed);
         let count = dims.iter().product::<usize>();
         let initial = gaussian(&mut rng, count);
         let scheduler = self.scheduler(r.scheduler.unwrap_or(self.kind), r.steps)?;
         let mut noise = |n: usize| Some(gaussian(&mut rng, n));
         let latents = self.denoise(r, scheduler, dims, initial, &mut noise, on_step)?;
-        self.decode(&latents, dims, r.fast_decode)
+        let picture = self.decode(&latents, dims, r.fast_decode)?;
+        match self.is_pixels() {
+            true => Ok(enlarge(picture, r.width / dims[3].max(1))),
+            false => Ok(picture),
+        }
     }
 
     /// `kind` set up for `steps` steps with the pipeline's scheduler config.
@@ -249,14 +321,12 @@ impl Pipeline {
         on_step: &mut dyn FnMut(&Step) -> bool,
     ) -> Result<Vec<f32>, CoreError> {
         let guided = r.guidance > 1.0;
-        let (cond, _) = self.tokenizer.encode(&r.prompt)?;
-        let batch = match guided {
-            true => vec![self.tokenizer.encode(&r.negative_prompt)?.0, cond],
-            false => vec![cond],
+        let prompts = match guided {
+            true => vec![r.negative_prompt.as_str(), r.prompt.as_str()],
+            false => vec![r.prompt.as_str()],
         };
-        let rows = batch.len();
-        let context = self.text.hidden_states(&batch)?;
-        let context_dims = [rows, self.tokenizer.length(), self.text.hidden_size()];
+        let rows = prompts.len();
+        let (context, context_dims) = self.text.encode(&prompts)?;
         let kind = scheduler.kind();
         let per = initial.len();
         let sigma = scheduler.init_noise_sigma();
@@ -306,13 +376,15 @@ impl Pipeline {
         dims: [usize; 4],
         fast: bool,
     ) -> Result<Picture, CoreError> {
-        let (image, shape) = match (&self.tiny, fast) {
-            (Some(tiny), true) => tiny.decode_values(latents, dims)?,
-            _ => {
-                let scale = self.vae.config().scaling_factor;
+        let (image, shape) = match (&self.tiny, &self.vae, fast) {
+            (Some(tiny), _, true) => tiny.decode_values(latents, dims)?,
+            (_, Some(vae), _) => {
+                let scale = vae.config().scaling_factor;
                 let scaled: Vec<f32> = latents.iter().map(|v| v / scale).collect();
-                self.vae.decode_values(&scaled, dims)?
+                vae.decode_values(&scaled, dims)?
             }
+            // A pixel model's latents are the image.
+            (_, None, _) => (latents.to_vec(), dims),
         };
         let [_, c, h, w] = shape;
         let mut rgb = Vec::with_capacity(h * w * 3);
@@ -346,4 +418,26 @@ pub(crate) fn gaussian(rng: &mut Rng, n: usize) -> Vec<f32> {
     }
     out.truncate(n);
     out
+}
+
+/// `picture` enlarged `factor` times (each pixel a `factor`-wide square: a pixel model's
+/// small images stay crisp).
+fn enlarge(picture: Picture, factor: usize) -> Picture {
+    if factor <= 1 {
+        return picture;
+    }
+    let (w, h) = (picture.width * factor, picture.height * factor);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for y in 0..h {
+        let row = (y / factor) * picture.width;
+        for x in 0..w {
+            let at = (row + x / factor) * 3;
+            rgb.extend_from_slice(&picture.rgb[at..at + 3]);
+        }
+    }
+    Picture {
+        width: w,
+        height: h,
+        rgb,
+    }
 }
