@@ -232,7 +232,7 @@ impl LoadedEmbedder {
     }
 }
 
-fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
+pub(crate) fn fnv(bytes: impl Iterator<Item = u8>) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in bytes {
         h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);

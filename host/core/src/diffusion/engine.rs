@@ -115,16 +115,6 @@ impl ImageHandle {
         }
         Ok(rx)
     }
-
-    /// The pipeline the thread runs (its sizes, decoders, scheduler).
-    pub fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
-    }
-
-    /// Jobs queued or running now.
-    pub fn in_flight(&self) -> usize {
-        self.waiting.load(Ordering::Acquire)
-    }
 }
 
 fn check_job(job: &ImageJob) -> Result<(), CoreError> {

@@ -183,12 +183,7 @@ fn default_sizes(pipeline: &Pipeline) -> Vec<(usize, usize)> {
 /// A digest of the pipeline's JSON files and the sizes of its weights (hashing gigabytes on
 /// every start is not worth it).
 fn folder_digest(dir: &Path) -> u32 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-        }
-    };
+    let mut bytes = Vec::new();
     for part in ["", "text_encoder", "unet", "vae", "scheduler", "taesd"] {
         let Ok(entries) = std::fs::read_dir(dir.join(part)) else {
             continue;
@@ -196,16 +191,17 @@ fn folder_digest(dir: &Path) -> u32 {
         let mut names: Vec<_> = entries.flatten().map(|e| e.path()).collect();
         names.sort();
         for path in names {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            eat(name.unwrap_or_default().as_bytes());
+            if let Some(name) = path.file_name() {
+                bytes.extend_from_slice(name.as_encoded_bytes());
+            }
             match path.extension().and_then(|e| e.to_str()) {
-                Some("json") => eat(&std::fs::read(&path).unwrap_or_default()),
-                _ => eat(&std::fs::metadata(&path)
-                    .map(|m| m.len())
-                    .unwrap_or(0)
-                    .to_le_bytes()),
+                Some("json") => bytes.extend(std::fs::read(&path).unwrap_or_default()),
+                _ => {
+                    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+                    bytes.extend_from_slice(&len.to_le_bytes());
+                }
             }
         }
     }
-    h as u32
+    crate::registry::fnv(bytes.into_iter()) as u32
 }

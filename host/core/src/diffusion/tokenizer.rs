@@ -156,15 +156,11 @@ impl ClipTokenizer {
     /// How many tokens of `prompt` the text encoder reads (start and end tokens included,
     /// padding not): what a request is billed for as its input.
     pub fn count(&self, prompt: &str) -> Result<usize, CoreError> {
-        let (_, cut) = self.encode(prompt)?;
         let encoding = self
             .inner
             .encode(prompt, true)
             .map_err(|e| CoreError::Tokenizer(format!("tokenizing a prompt: {e}")))?;
-        Ok(encoding
-            .get_ids()
-            .len()
-            .saturating_sub(cut)
-            .min(self.length))
+        // A longer prompt is cut to the encoder's length (its end token kept).
+        Ok(encoding.get_ids().len().min(self.length))
     }
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
 
+use super::pipeline::gaussian;
 use super::scheduler::SchedulerConfig;
 use super::unet::{UNet, UNetConfig};
 use super::unet_params::{Param, initial_values, parameters};
@@ -241,9 +242,4 @@ fn weights(params: &[Param], values: &[Tensor<1>], device: &Device) -> Weights {
         .map(|(p, t)| (p.name.clone(), (t.clone(), p.shape.clone())))
         .collect();
     Weights::from_tensors(map, device)
-}
-
-/// `n` standard normal values.
-fn gaussian(rng: &mut Rng, n: usize) -> Vec<f32> {
-    super::pipeline::gaussian(rng, n)
 }

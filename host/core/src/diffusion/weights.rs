@@ -105,66 +105,47 @@ impl Weights {
         self
     }
 
-    /// The values and shape of the f32 tensor `name`.
-    pub fn values(&self, name: &str) -> Result<(Vec<f32>, Vec<usize>), CoreError> {
+    /// The tensor `name`, which must have `D` dimensions.
+    pub fn tensor<const D: usize>(&self, name: &str) -> Result<Tensor<D>, CoreError> {
         let full = format!("{}{name}", self.prefix);
-        let (bytes, metadata, data_start) = match &self.source {
+        let missing = || CoreError::Weights(format!("tensor {full} not found"));
+        let shape_of = |shape: &[usize]| -> Result<[usize; D], CoreError> {
+            shape.try_into().map_err(|_| {
+                CoreError::Weights(format!(
+                    "tensor {full} has shape {shape:?}; {D} dimensions were expected"
+                ))
+            })
+        };
+        match &self.source {
+            Source::Memory(map) => {
+                let (t, shape) = map.get(&full).ok_or_else(missing)?;
+                Ok(t.clone().reshape(shape_of(shape)?))
+            }
             Source::Mapped {
                 bytes,
                 metadata,
                 data_start,
-            } => (bytes, metadata, *data_start),
-            Source::Memory(map) => {
-                let (t, shape) = map
-                    .get(&full)
-                    .ok_or_else(|| CoreError::Weights(format!("tensor {full} not found")))?;
-                let v = t
-                    .clone()
-                    .try_into_vec_as::<f32>()
-                    .map_err(|e| CoreError::Backend(format!("reading {full}: {e:?}")))?;
-                return Ok((v, shape.clone()));
-            }
-        };
-        let info = metadata
-            .info(&full)
-            .ok_or_else(|| CoreError::Weights(format!("tensor {full} not found")))?;
-        if info.dtype != safetensors::Dtype::F32 {
-            return Err(CoreError::Weights(format!(
-                "tensor {full} is {:?}; f32 is supported",
-                info.dtype
-            )));
-        }
-        // The header was validated against the file's length when it was read.
-        let (start, end) = info.data_offsets;
-        let values = bytes[data_start + start..data_start + end]
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        Ok((values, info.shape.clone()))
-    }
-
-    /// The tensor `name`, which must have `D` dimensions.
-    pub fn tensor<const D: usize>(&self, name: &str) -> Result<Tensor<D>, CoreError> {
-        if let Source::Memory(map) = &self.source {
-            let full = format!("{}{name}", self.prefix);
-            let (t, shape) = map
-                .get(&full)
-                .ok_or_else(|| CoreError::Weights(format!("tensor {full} not found")))?;
-            let dims: [usize; D] = shape.as_slice().try_into().map_err(|_| {
-                CoreError::Weights(format!(
-                    "tensor {full} has shape {shape:?}; {D} dimensions were expected"
+            } => {
+                let info = metadata.info(&full).ok_or_else(missing)?;
+                if info.dtype != safetensors::Dtype::F32 {
+                    return Err(CoreError::Weights(format!(
+                        "tensor {full} is {:?}; f32 is supported",
+                        info.dtype
+                    )));
+                }
+                // The header was validated against the file's length when it was read.
+                let (start, end) = info.data_offsets;
+                let values = bytes[data_start + start..data_start + end]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                let dims = shape_of(&info.shape)?;
+                Ok(Tensor::from_data(
+                    TensorData::new(values, dims),
+                    &self.device,
                 ))
-            })?;
-            return Ok(t.clone().reshape(dims));
+            }
         }
-        let (v, shape) = self.values(name)?;
-        let dims: [usize; D] = shape.as_slice().try_into().map_err(|_| {
-            CoreError::Weights(format!(
-                "tensor {}{name} has shape {shape:?}; {D} dimensions were expected",
-                self.prefix
-            ))
-        })?;
-        Ok(Tensor::from_data(TensorData::new(v, dims), &self.device))
     }
 
     /// `prefix.weight` (transposed) and `prefix.bias` if there is one.
