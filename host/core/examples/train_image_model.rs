@@ -8,7 +8,7 @@
 //!
 //! `cargo run --release -p cinder-core --example train_image_model -- --data PACKAGE_DIR
 //! --text-encoder MINILM_DIR --out MODEL_DIR --report REPORT_DIR [--steps N] [--batch B]
-//! [--seed S] [--lr LR] [--samples-every N]`
+//! [--seed S] [--lr LR] [--channels 32,64,96] [--samples-every EPOCHS] [--f32]`
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -35,7 +35,9 @@ struct Args {
     batch: usize,
     seed: u64,
     lr: f32,
+    channels: Vec<usize>,
     samples_every: usize,
+    half: bool,
 }
 
 fn args() -> Result<Args> {
@@ -48,10 +50,16 @@ fn args() -> Result<Args> {
         batch: 32,
         seed: 23,
         lr: 1e-3,
-        samples_every: 1000,
+        channels: vec![32, 64, 96],
+        samples_every: 1,
+        half: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--f32" {
+            a.half = false;
+            continue;
+        }
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--data" => a.data = value.into(),
@@ -62,7 +70,10 @@ fn args() -> Result<Args> {
             "--batch" => a.batch = value.parse()?,
             "--seed" => a.seed = value.parse()?,
             "--lr" => a.lr = value.parse()?,
-            "--samples-every" => a.samples_every = value.parse()?,
+            "--samples-every" => a.samples_every = value.parse::<usize>()?.max(1),
+            "--channels" => {
+                a.channels = value.split(',').map(str::parse).collect::<Result<_, _>>()?
+            }
             other => bail!("unknown flag {other}"),
         }
     }
@@ -143,16 +154,30 @@ fn emoji(data: &Path) -> Result<Vec<Emoji>> {
     Ok(out)
 }
 
-fn unet_config() -> Value {
+/// The UNet: a block per entry of `channels`, the first without attention.
+fn unet_config(channels: &[usize]) -> Value {
+    let n = channels.len();
+    let down: Vec<&str> = (0..n)
+        .map(|i| match i {
+            0 => "DownBlock2D",
+            _ => "CrossAttnDownBlock2D",
+        })
+        .collect();
+    let up: Vec<&str> = (0..n)
+        .map(|i| match i + 1 == n {
+            true => "UpBlock2D",
+            false => "CrossAttnUpBlock2D",
+        })
+        .collect();
     json!({
         "_class_name": "UNet2DConditionModel",
         "_diffusers_version": "0.42.1",
         "act_fn": "silu",
         "attention_head_dim": 4,
-        "block_out_channels": [32, 64, 128],
+        "block_out_channels": channels,
         "center_input_sample": false,
         "cross_attention_dim": 384,
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        "down_block_types": down,
         "downsample_padding": 1,
         "flip_sin_to_cos": true,
         "freq_shift": 0,
@@ -163,7 +188,7 @@ fn unet_config() -> Value {
         "norm_num_groups": 16,
         "out_channels": 3,
         "sample_size": SIDE,
-        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+        "up_block_types": up
     })
 }
 
@@ -201,8 +226,9 @@ fn write_json(path: &Path, v: &Value) -> Result<()> {
 
 /// The folder the server loads: a `CinderPixelPipeline` with its UNet, scheduler and the
 /// text encoder it was trained on.
-fn save_pipeline(trainer: &Trainer, out: &Path, text_encoder: &str) -> Result<()> {
-    trainer.save(&out.join("unet"), &unet_config())?;
+fn save_pipeline(trainer: &Trainer, a: &Args, text_encoder: &str) -> Result<()> {
+    let out = &a.out;
+    trainer.save(&out.join("unet"), &unet_config(&a.channels), a.half)?;
     write_json(
         &out.join("scheduler/scheduler_config.json"),
         &scheduler_config(),
@@ -255,17 +281,18 @@ fn to_bytes(pixels: &[f32]) -> Vec<u8> {
         .collect()
 }
 
-fn generate(pipe: &Pipeline, prompt: &str, seed: u64) -> Result<Vec<u8>> {
+fn generate(pipe: &Pipeline, prompt: &str, seed: u64, steps: usize) -> Result<Vec<u8>> {
     let r = ImageRequest {
         prompt: prompt.into(),
         negative_prompt: String::new(),
         width: SIDE,
         height: SIDE,
-        steps: 25,
+        steps,
         guidance: 3.0,
         seed,
         scheduler: Some(SchedulerKind::Ddim),
         fast_decode: false,
+        source: None,
     };
     Ok(pipe.generate(&r, &mut |_| true)?.rgb)
 }
@@ -297,7 +324,7 @@ fn evaluate(pipe: &Pipeline, data: &[Emoji], report: &Path) -> Result<Value> {
     let images: Vec<Vec<u8>> = held
         .iter()
         .enumerate()
-        .map(|(i, e)| generate(pipe, &e.texts[0], 1000 + i as u64))
+        .map(|(i, e)| generate(pipe, &e.texts[0], 1000 + i as u64, 25))
         .collect::<Result<_>>()?;
     let hits = held
         .iter()
@@ -347,7 +374,7 @@ fn main() -> Result<()> {
         vectors.iter().map(Vec::len).sum::<usize>(),
         started.elapsed().as_secs_f32()
     );
-    let config: UNetConfig = serde_json::from_value(unet_config())?;
+    let config: UNetConfig = serde_json::from_value(unet_config(&a.channels))?;
     let schedule: SchedulerConfig = serde_json::from_value(scheduler_config())?;
     let mut trainer = Trainer::new(config, &schedule, TrainSettings::default(), a.seed)?;
     eprintln!("UNet: {} parameters", trainer.parameter_count());
@@ -358,7 +385,19 @@ fn main() -> Result<()> {
     )?);
     let mut curve = String::from("step,loss,learning_rate,seconds\n");
     let (mut ema, dims) = (None::<f32>, [a.batch, 3, SIDE, SIDE]);
-    let text_encoder = a.text_encoder.display().to_string();
+    // Written as `~/...` when under the home folder, as the config's paths are, so the
+    // committed folder loads on any machine that set up the default models.
+    let text_encoder = match std::env::var_os("HOME").and_then(|home| {
+        a.text_encoder
+            .strip_prefix(home)
+            .ok()
+            .map(Path::to_path_buf)
+    }) {
+        Some(rest) => format!("~/{}", rest.display()),
+        None => a.text_encoder.display().to_string(),
+    };
+    // An epoch: as many rows as there are training emoji (rows are drawn with replacement).
+    let epoch = train.len().div_ceil(a.batch).max(1);
     for step in 0..a.steps {
         let mut clean = Vec::with_capacity(a.batch * 3 * SIDE * SIDE);
         let mut context = Vec::with_capacity(a.batch * 384);
@@ -386,20 +425,26 @@ fn main() -> Result<()> {
                 started.elapsed().as_secs_f32()
             ));
         }
-        if (step + 1) % a.samples_every == 0 || step + 1 == a.steps {
+        if (step + 1) % (epoch * a.samples_every) == 0 || step + 1 == a.steps {
+            // Per epoch: the curve so far, the model so far and a grid of eight training
+            // names at ten DDIM steps (cheap next to an epoch; the final measure uses 25).
             std::fs::create_dir_all(&a.report)?;
             std::fs::write(a.report.join("loss.csv"), &curve)?;
-            save_pipeline(&trainer, &a.out, &text_encoder)?;
+            save_pipeline(&trainer, &a, &text_encoder)?;
             let (pipe, _) = Pipeline::load(&a.out, BackendPreference::Flex)?;
             let shown: Vec<Vec<u8>> = data
                 .iter()
-                .step_by(data.len() / 16)
-                .take(16)
+                .filter(|e| !e.held_out)
+                .step_by(train.len() / 8)
+                .take(8)
                 .enumerate()
-                .map(|(k, e)| generate(&pipe, &e.texts[0], k as u64))
+                .map(|(k, e)| generate(&pipe, &e.texts[0], k as u64, 10))
                 .collect::<Result<_>>()?;
             grid(
-                &a.report.join(format!("samples_{:06}.png", step + 1)),
+                &a.report.join(format!(
+                    "samples_epoch_{:03}.png",
+                    (step + 1).div_ceil(epoch)
+                )),
                 &shown,
                 SIDE,
                 8,
@@ -413,6 +458,8 @@ fn main() -> Result<()> {
     eval["batch"] = json!(a.batch);
     eval["seed"] = json!(a.seed);
     eval["parameters"] = json!(trainer.parameter_count());
+    eval["channels"] = json!(a.channels);
+    eval["epochs"] = json!(a.steps as f64 / epoch as f64);
     eval["train_seconds"] = json!(started.elapsed().as_secs_f64());
     eval["final_loss_ema"] = json!(ema);
     write_json(&a.report.join("eval.json"), &eval)?;

@@ -13,6 +13,7 @@ mod models;
 mod registry;
 
 pub use diffusion::clip::ClipText;
+pub use diffusion::edit::{MAX_SOURCE_SIDE, SourceImage, resize_mask, resize_rgb};
 pub use diffusion::engine::{
     ImageEvent, ImageHandle, ImageJob, MAX_IMAGES_PER_JOB, MAX_PARTIAL_IMAGES,
 };
@@ -25,6 +26,7 @@ pub use diffusion::train::{TrainSettings, Trainer};
 pub use diffusion::unet::{UNet, UNetConfig};
 pub use diffusion::unet_params::{Param as UNetParam, parameters as unet_parameters};
 pub use diffusion::vae::VaeDecoder;
+pub use diffusion::vae_encoder::VaeEncoder;
 pub use embed::embedder::Embedder;
 pub use embed::engine::EmbedHandle;
 pub use engine::admission::EngineLimits;

@@ -31,6 +31,7 @@ fn job(seed: u64, count: usize, partial_images: usize, steps: usize) -> ImageJob
             seed,
             scheduler: None,
             fast_decode: false,
+            source: None,
         },
         count,
         partial_images,

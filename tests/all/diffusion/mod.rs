@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use cinder_core::{
     BackendPreference, ClipText, ClipTokenizer, CoreError, ImageRequest, Pipeline, Scheduler,
-    SchedulerConfig, SchedulerKind, TinyDecoder, UNet, VaeDecoder,
+    SchedulerConfig, SchedulerKind, SourceImage, TinyDecoder, UNet, VaeDecoder, VaeEncoder,
 };
 use serde_json::Value;
 
@@ -402,6 +402,7 @@ fn a_scheduler_refuses_what_it_cannot_do() {
     assert!(SchedulerKind::from_class("PNDMScheduler").is_none());
 }
 
+mod edit;
 mod engine;
 mod pipeline;
 mod train;

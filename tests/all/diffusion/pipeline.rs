@@ -23,6 +23,7 @@ fn request(seed: u64) -> ImageRequest {
         seed,
         scheduler: None,
         fast_decode: false,
+        source: None,
     }
 }
 

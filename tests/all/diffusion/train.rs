@@ -41,6 +41,23 @@ fn a_configs_parameters_are_the_checkpoints() {
     assert_eq!(got, want);
 }
 
+#[test]
+fn a_config_whose_channels_do_not_divide_is_refused_by_name() {
+    let (_, json) = tiny_config();
+    for (key, value, named) in [
+        ("norm_num_groups", serde_json::json!(3), "norm_num_groups 3"),
+        ("attention_head_dim", serde_json::json!(3), "3 heads"),
+    ] {
+        let mut bad = json.clone();
+        bad[key] = value;
+        let config: UNetConfig = serde_json::from_value(bad).expect("a UNet config");
+        let e = Trainer::new(config, &schedule(), TrainSettings::default(), 1)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains(named), "{key}: {e}");
+    }
+}
+
 /// Four fixed 16x16 "images" with their one-token contexts.
 fn batch() -> (Vec<f32>, [usize; 4], Vec<f32>, [usize; 3]) {
     let dims = [4, 4, 16, 16];
@@ -86,7 +103,7 @@ fn a_saved_unet_loads_back_and_predicts_the_same() {
     let (trainer, _) = train(5, 3);
     let (_, json) = tiny_config();
     let dir = std::env::temp_dir().join(format!("cinder-train-{}", std::process::id()));
-    trainer.save(&dir, &json).expect("saves");
+    trainer.save(&dir, &json, false).expect("saves");
     let (loaded, _) = UNet::load(&dir, BackendPreference::Flex).expect("loads");
     let (clean, dims, context, context_dims) = batch();
     let a = trainer
@@ -98,6 +115,30 @@ fn a_saved_unet_loads_back_and_predicts_the_same() {
         .predict(&clean, dims, 500.0, &context, context_dims)
         .expect("predicts");
     assert_eq!(a, b);
+    // In f16 (as the committed default model is): half the bytes, the same prediction
+    // within f16's rounding of the weights.
+    let f32_bytes = std::fs::metadata(dir.join("diffusion_pytorch_model.safetensors"))
+        .expect("saved")
+        .len();
+    trainer.save(&dir, &json, true).expect("saves");
+    let f16_bytes = std::fs::metadata(dir.join("diffusion_pytorch_model.safetensors"))
+        .expect("saved")
+        .len();
+    // (The JSON header, a line per tensor, is the same size in both.)
+    assert!(f16_bytes * 10 < f32_bytes * 7, "{f16_bytes} vs {f32_bytes}");
+    let (half, _) = UNet::load(&dir, BackendPreference::Flex).expect("loads f16");
+    let c = half
+        .predict(&clean, dims, 500.0, &context, context_dims)
+        .expect("predicts");
+    let worst = a
+        .iter()
+        .zip(&c)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst > 0.0 && worst < 2e-2,
+        "f16 weights moved a prediction by {worst}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -124,7 +165,7 @@ fn pixel_pipeline() -> std::path::PathBuf {
             .expect("a step");
     }
     let dir = std::env::temp_dir().join(format!("cinder-pixel-{}", std::process::id()));
-    t.save(&dir.join("unet"), &unet).expect("saves");
+    t.save(&dir.join("unet"), &unet, false).expect("saves");
     let write = |path: &str, v: serde_json::Value| {
         let p = dir.join(path);
         std::fs::create_dir_all(p.parent().expect("folder")).expect("folder");
@@ -164,7 +205,7 @@ fn a_pixel_pipeline_serves_its_native_size_enlarged() {
     .expect("loads");
     assert_eq!(
         model.info.sizes,
-        [(64, 64), (8, 8), (16, 16), (32, 32), (128, 128)]
+        [(64, 64), (8, 8), (16, 16), (32, 32), (128, 128), (256, 256)]
     );
     let (pipe, _) = Pipeline::load(&dir, BackendPreference::Flex).expect("loads");
     assert!(pipe.is_pixels());
@@ -178,6 +219,7 @@ fn a_pixel_pipeline_serves_its_native_size_enlarged() {
         seed: 5,
         scheduler: Some(SchedulerKind::Ddim),
         fast_decode: false,
+        source: None,
     };
     let small = pipe.generate(&request(8), &mut |_| true).expect("8x8");
     let big = pipe.generate(&request(32), &mut |_| true).expect("32x32");
@@ -202,7 +244,7 @@ fn a_pixel_pipeline_serves_its_native_size_enlarged() {
         small.rgb,
         "the prompt conditions the image"
     );
-    for (w, h) in [(20, 20), (16, 8), (256, 256)] {
+    for (w, h) in [(20, 20), (16, 8), (264, 264), (512, 512)] {
         let e = pipe
             .generate(
                 &ImageRequest {

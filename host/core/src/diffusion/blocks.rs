@@ -35,6 +35,13 @@ impl Conv {
         })
     }
 
+    /// The same conv with `padding` on every side (diffusers' VAE downsampler pads its
+    /// input itself, on two sides only).
+    pub fn with_padding(mut self, padding: usize) -> Self {
+        self.padding = padding;
+        self
+    }
+
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let options = ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1);
         conv2d(x, self.w.clone(), self.b.clone(), options)

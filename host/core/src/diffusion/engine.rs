@@ -167,7 +167,7 @@ fn run(model: &str, pipeline: &Pipeline, work: Work) {
     for image in 0..job.count {
         let mut request = job.request.clone();
         request.seed = request.seed.wrapping_add(image as u64);
-        let partials = partial_steps(request.steps, job.partial_images);
+        let partials = partial_steps(pipeline.steps_run(&request), job.partial_images);
         let mut shown = 0;
         let mut on_step = |step: &Step| {
             let mut ok = events

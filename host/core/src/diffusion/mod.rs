@@ -1,9 +1,11 @@
 //! The Stable Diffusion family from a diffusers folder (`model_index.json`, one folder per
-//! component, safetensors in f32): the parts built so far, each exact against diffusers on
-//! the tiny fixture in `tests/fixtures/sd-tiny` (`host/core/tests/diffusion.rs`).
+//! component, safetensors in f32, f16 or bf16), each part exact against diffusers on the tiny
+//! fixture in `tests/fixtures/sd-tiny` (`tests/all/diffusion`); edits and variations start
+//! from an image (`edit.rs`); Cinder's own pixel models are trained here (`train.rs`).
 
 pub mod blocks;
 pub mod clip;
+pub mod edit;
 pub mod engine;
 pub mod model;
 pub mod pipeline;
@@ -15,6 +17,7 @@ pub mod train;
 pub mod unet;
 pub mod unet_params;
 pub mod vae;
+pub mod vae_encoder;
 pub mod weights;
 
 use burn::tensor::Device;

@@ -113,6 +113,7 @@ impl LoadedImageModel {
                 seed: 0,
                 scheduler: Some(scheduler),
                 fast_decode: false,
+                source: None,
             })?;
         }
         let engine = ImageHandle::spawn(id, pipeline, settings.max_waiting)?;
@@ -152,11 +153,12 @@ impl LoadedImageModel {
 
 /// The native square first, then half of it, then 3:2 and 2:3 at the native height (or
 /// width), each side rounded to what the pipeline needs; sizes it cannot make are left out.
-/// A pixel model: its native square enlarged 8 times, then 1, 2, 4 and 16 times.
+/// A pixel model: its native square enlarged 8 times, then 1, 2, 4, 16 and 32 times (a
+/// 32-pixel model's 1024x1024, the size OpenAI clients ask for most).
 fn default_sizes(pipeline: &Pipeline) -> Vec<(usize, usize)> {
     if let (true, Some(n)) = (pipeline.is_pixels(), pipeline.native_side()) {
         // A pixel model makes its native size, enlarged 8 times by default.
-        return [8, 1, 2, 4, 16]
+        return [8, 1, 2, 4, 16, 32]
             .into_iter()
             .filter(|&k| k <= super::pipeline::MAX_PIXEL_UPSCALE)
             .map(|k| (n * k, n * k))

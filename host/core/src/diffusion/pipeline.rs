@@ -8,12 +8,14 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::clip::ClipText;
+use super::edit::SourceImage;
 use super::scheduler::{Kind, Scheduler, SchedulerConfig};
 use super::taesd::TinyDecoder;
 use super::text::TextEncoder;
 use super::tokenizer::ClipTokenizer;
 use super::unet::UNet;
 use super::vae::VaeDecoder;
+use super::vae_encoder::VaeEncoder;
 use super::weights::read_json;
 use crate::engine::sampler::Rng;
 use crate::error::CoreError;
@@ -45,6 +47,8 @@ pub struct ImageRequest {
     pub scheduler: Option<Kind>,
     /// Decode with the tiny autoencoder, when the pipeline has one.
     pub fast_decode: bool,
+    /// The image an edit or a variation starts from; `None` starts from noise.
+    pub source: Option<SourceImage>,
 }
 
 /// An image: `width × height` RGB bytes, row-major.
@@ -69,6 +73,8 @@ pub struct Step<'a> {
     pub of: usize,
     /// The latents' shape.
     pub dims: [usize; 4],
+    /// The scheduler's step (an edit's first step is not the schedule's first).
+    index: usize,
     scheduler: &'a Scheduler,
     eps: &'a [f32],
     sample: &'a [f32],
@@ -78,7 +84,7 @@ impl Step<'_> {
     /// The clean latents the step predicts (for a partial image: decode them).
     pub fn estimate(&self) -> Vec<f32> {
         self.scheduler
-            .predicted_original(self.eps, self.done - 1, self.sample)
+            .predicted_original(self.eps, self.index, self.sample)
     }
 }
 
@@ -88,6 +94,8 @@ pub struct Pipeline {
     unet: UNet,
     /// The latents' decoder; none for a model that denoises pixels themselves.
     vae: Option<VaeDecoder>,
+    /// The VAE's encoder, where the folder has one (edits and variations need it).
+    encoder: Option<VaeEncoder>,
     tiny: Option<TinyDecoder>,
     scheduler: SchedulerConfig,
     kind: Kind,
@@ -102,7 +110,7 @@ struct SentenceEncoder {
 }
 
 /// The largest factor a pixel model's images are enlarged by on output.
-pub const MAX_PIXEL_UPSCALE: usize = 16;
+pub const MAX_PIXEL_UPSCALE: usize = 32;
 
 impl Pipeline {
     /// Loads a `StableDiffusionPipeline` folder (a TAESD folder beside the components,
@@ -138,13 +146,18 @@ impl Pipeline {
             true => Some(TinyDecoder::load_on(&tiny_dir, &device)?),
             false => None,
         };
-        let (text, vae) = match pixels {
+        let vae_dir = dir.join("vae");
+        let (text, vae, encoder) = match pixels {
             false => (
                 TextEncoder::Clip {
                     tokenizer: Box::new(ClipTokenizer::load(&dir.join("tokenizer"))?),
                     model: Box::new(ClipText::load_on(&dir.join("text_encoder"), &device)?),
                 },
-                Some(VaeDecoder::load_on(&dir.join("vae"), &device)?),
+                Some(VaeDecoder::load_on(&vae_dir, &device)?),
+                match VaeEncoder::present(&vae_dir, &device)? {
+                    true => Some(VaeEncoder::load_on(&vae_dir, &device)?),
+                    false => None,
+                },
             ),
             true => {
                 let at: SentenceEncoder = read_json(&dir.join("text_encoder/cinder.json"))?;
@@ -155,13 +168,14 @@ impl Pipeline {
                         .join(rest),
                     None => dir.join(&at.path),
                 };
-                (TextEncoder::sentence(&path, pref)?, None)
+                (TextEncoder::sentence(&path, pref)?, None, None)
             }
         };
         let pipeline = Pipeline {
             text,
             unet: UNet::load_on(&dir.join("unet"), &device)?,
             vae,
+            encoder,
             tiny,
             scheduler,
             kind,
@@ -273,6 +287,9 @@ impl Pipeline {
         if r.fast_decode && self.tiny.is_none() {
             return setting("decoder", "this model has no fast decoder".into());
         }
+        if let Some(source) = &r.source {
+            self.check_source(source)?;
+        }
         Ok(())
     }
 
@@ -284,24 +301,53 @@ impl Pipeline {
         on_step: &mut dyn FnMut(&Step) -> bool,
     ) -> Result<Picture, CoreError> {
         self.check(r)?;
-        let p = self.pixels_per_latent();
-        let channels = self.unet.config().in_channels;
-        let (h, w) = match (self.is_pixels(), self.native_side()) {
-            (true, Some(n)) => (n, n),
-            _ => (r.height / p, r.width / p),
-        };
-        let dims = [1, channels, h, w];
+        let dims = self.latent_dims(r);
+        if let Some(source) = &r.source {
+            return self.generate_from(r, source, dims, on_step);
+        }
         let mut rng = Rng::new(r.seed);
         let count = dims.iter().product::<usize>();
         let initial = gaussian(&mut rng, count);
         let scheduler = self.scheduler(r.scheduler.unwrap_or(self.kind), r.steps)?;
         let mut noise = |n: usize| Some(gaussian(&mut rng, n));
         let latents = self.denoise(r, scheduler, dims, initial, &mut noise, on_step)?;
-        let picture = self.decode(&latents, dims, r.fast_decode)?;
+        self.finish(r, &latents, dims)
+    }
+
+    /// The latents' shape for `r`: its size over the VAE's factor, or a pixel model's native
+    /// square.
+    pub(crate) fn latent_dims(&self, r: &ImageRequest) -> [usize; 4] {
+        let p = self.pixels_per_latent();
+        let channels = self.unet.config().in_channels;
+        let (h, w) = match (self.is_pixels(), self.native_side()) {
+            (true, Some(n)) => (n, n),
+            _ => (r.height / p, r.width / p),
+        };
+        [1, channels, h, w]
+    }
+
+    /// Final latents as the picture `r` asked for (a pixel model's enlarged to its size).
+    pub(crate) fn finish(
+        &self,
+        r: &ImageRequest,
+        latents: &[f32],
+        dims: [usize; 4],
+    ) -> Result<Picture, CoreError> {
+        let picture = self.decode(latents, dims, r.fast_decode)?;
         match self.is_pixels() {
             true => Ok(enlarge(picture, r.width / dims[3].max(1))),
             false => Ok(picture),
         }
+    }
+
+    /// The VAE's encoder, where the folder has one.
+    pub(crate) fn encoder(&self) -> Option<&VaeEncoder> {
+        self.encoder.as_ref()
+    }
+
+    /// The VAE's scaling factor (1 for a pixel model).
+    pub(crate) fn latent_scale(&self) -> f32 {
+        self.vae.as_ref().map_or(1.0, |v| v.config().scaling_factor)
     }
 
     /// `kind` set up for `steps` steps with the pipeline's scheduler config.
@@ -314,12 +360,41 @@ impl Pipeline {
     pub fn denoise(
         &self,
         r: &ImageRequest,
-        mut scheduler: Scheduler,
+        scheduler: Scheduler,
         dims: [usize; 4],
         initial: Vec<f32>,
         step_noise: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
         on_step: &mut dyn FnMut(&Step) -> bool,
     ) -> Result<Vec<f32>, CoreError> {
+        let sigma = scheduler.init_noise_sigma();
+        let latents: Vec<f32> = initial.iter().map(|v| v * sigma).collect();
+        let mut keep = |_: usize, _: &Scheduler, _: &mut Vec<f32>| {};
+        self.denoise_from(
+            r,
+            scheduler,
+            dims,
+            (0, latents),
+            step_noise,
+            &mut keep,
+            on_step,
+        )
+    }
+
+    /// The denoising loop from step `start.0` on the latents `start.1` (already at that
+    /// step's noise level); `after_step(i, scheduler, latents)` may change the latents after
+    /// step `i` (an edit puts back what its mask keeps).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn denoise_from(
+        &self,
+        r: &ImageRequest,
+        mut scheduler: Scheduler,
+        dims: [usize; 4],
+        start: (usize, Vec<f32>),
+        step_noise: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
+        after_step: &mut dyn FnMut(usize, &Scheduler, &mut Vec<f32>),
+        on_step: &mut dyn FnMut(&Step) -> bool,
+    ) -> Result<Vec<f32>, CoreError> {
+        let (first, mut latents) = start;
         let guided = r.guidance > 1.0;
         let prompts = match guided {
             true => vec![r.negative_prompt.as_str(), r.prompt.as_str()],
@@ -328,11 +403,9 @@ impl Pipeline {
         let rows = prompts.len();
         let (context, context_dims) = self.text.encode(&prompts)?;
         let kind = scheduler.kind();
-        let per = initial.len();
-        let sigma = scheduler.init_noise_sigma();
-        let mut latents: Vec<f32> = initial.iter().map(|v| v * sigma).collect();
+        let per = latents.len();
         let steps = scheduler.timesteps();
-        for (i, &t) in steps.iter().enumerate() {
+        for (i, &t) in steps.iter().enumerate().skip(first) {
             let mut input = latents.repeat(rows);
             scheduler.scale_model_input(&mut input, i);
             let out = self.unet.predict(
@@ -352,11 +425,13 @@ impl Pipeline {
                 Kind::EulerAncestral | Kind::Lcm => step_noise(per),
                 _ => None,
             };
-            let next = scheduler.step(&eps, i, &latents, noise.as_deref());
+            let mut next = scheduler.step(&eps, i, &latents, noise.as_deref());
+            after_step(i, &scheduler, &mut next);
             let step = Step {
-                done: i + 1,
-                of: steps.len(),
+                done: i + 1 - first,
+                of: steps.len() - first,
                 dims,
+                index: i,
                 scheduler: &scheduler,
                 eps: &eps,
                 sample: &latents,

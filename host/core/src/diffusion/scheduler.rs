@@ -259,6 +259,33 @@ impl Scheduler {
         }
     }
 
+    /// `clean` latents noised with `noise` to the level step `i` starts from (past the last
+    /// step: `clean` itself), as diffusers' `add_noise`: where an edit or a variation
+    /// starts, and what an edit's kept region is put back as after each step.
+    pub fn add_noise(&self, clean: &[f32], noise: &[f32], i: usize) -> Vec<f32> {
+        if i >= self.timesteps.len() {
+            return clean.to_vec();
+        }
+        let (a, b) = match self.kind {
+            Kind::Euler | Kind::EulerAncestral => (1.0, self.sigmas[i]),
+            Kind::DpmSolverPp2M => {
+                let s = self.sigmas[i];
+                let a = 1.0 / (s * s + 1.0).sqrt();
+                (a, s * a)
+            }
+            Kind::Ddim | Kind::Lcm => {
+                let a = self.alpha(self.timesteps[i]);
+                (a.sqrt(), (1.0 - a).sqrt())
+            }
+        };
+        let (a, b) = (a as f32, b as f32);
+        clean
+            .iter()
+            .zip(noise)
+            .map(|(x, n)| a * x + b * n)
+            .collect()
+    }
+
     /// The UNet's input at step `i` for `sample`.
     pub fn scale_model_input(&self, sample: &mut [f32], i: usize) {
         if matches!(self.kind, Kind::Euler | Kind::EulerAncestral) {

@@ -204,21 +204,37 @@ impl Trainer {
     }
 
     /// Writes `config.json` and `diffusion_pytorch_model.safetensors` into `dir` (a
-    /// pipeline's `unet/`), as diffusers saves them.
-    pub fn save(&self, dir: &Path, config_json: &serde_json::Value) -> Result<(), CoreError> {
+    /// pipeline's `unet/`), as diffusers saves them: f32, or f16 when `half` (half the bytes,
+    /// as diffusers' fp16 variant).
+    pub fn save(
+        &self,
+        dir: &Path,
+        config_json: &serde_json::Value,
+        half: bool,
+    ) -> Result<(), CoreError> {
         let io = |e: std::io::Error| CoreError::Weights(format!("{}: {e}", dir.display()));
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut bytes = Vec::with_capacity(self.params.len());
         for t in &self.values {
             let v = t.clone().try_into_vec_as::<f32>().map_err(backend)?;
-            bytes.push(v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>());
+            bytes.push(match half {
+                true => v
+                    .iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect::<Vec<u8>>(),
+                false => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            });
         }
+        let dtype = match half {
+            true => safetensors::Dtype::F16,
+            false => safetensors::Dtype::F32,
+        };
         let views: Vec<(String, safetensors::tensor::TensorView)> = self
             .params
             .iter()
             .zip(&bytes)
             .map(|(p, b)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, p.shape.clone(), b)
+                safetensors::tensor::TensorView::new(dtype, p.shape.clone(), b)
                     .map(|view| (p.name.clone(), view))
                     .map_err(backend)
             })

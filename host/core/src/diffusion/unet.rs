@@ -126,6 +126,21 @@ impl UNetConfig {
         if self.time_cond_proj_dim.is_some() {
             return refuse("time_cond_proj_dim (LCM-distilled UNets)".into());
         }
+        // Group norms split each block's channels into groups and attention splits them
+        // into heads: a config whose channels do not divide fails here, not in a reshape.
+        for (i, &c) in self.block_out_channels.iter().enumerate() {
+            if self.norm_num_groups == 0 || c % self.norm_num_groups != 0 {
+                return refuse(format!(
+                    "block_out_channels {c} with norm_num_groups {}",
+                    self.norm_num_groups
+                ));
+            }
+            let attends = self.down_block_types[i].starts_with("CrossAttn") || i + 1 == n;
+            let heads = self.heads(i);
+            if attends && (heads == 0 || c % heads != 0) {
+                return refuse(format!("block_out_channels {c} with {heads} heads"));
+            }
+        }
         if self.resnet_time_scale_shift != "default" {
             return refuse(format!(
                 "resnet_time_scale_shift {}",

@@ -27,6 +27,8 @@ pub struct VaeConfig {
     #[serde(default)]
     pub shift_factor: Option<f32>,
     #[serde(default = "yes")]
+    pub use_quant_conv: bool,
+    #[serde(default = "yes")]
     pub use_post_quant_conv: bool,
     #[serde(default = "yes")]
     pub mid_block_add_attention: bool,

@@ -127,18 +127,30 @@ impl Weights {
                 data_start,
             } => {
                 let info = metadata.info(&full).ok_or_else(missing)?;
-                if info.dtype != safetensors::Dtype::F32 {
-                    return Err(CoreError::Weights(format!(
-                        "tensor {full} is {:?}; f32 is supported",
-                        info.dtype
-                    )));
-                }
                 // The header was validated against the file's length when it was read.
                 let (start, end) = info.data_offsets;
-                let values = bytes[data_start + start..data_start + end]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
+                let raw = &bytes[data_start + start..data_start + end];
+                let values: Vec<f32> = match info.dtype {
+                    safetensors::Dtype::F32 => raw
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .collect(),
+                    // Half-precision checkpoints (diffusers' `variant="fp16"`, and Cinder's
+                    // own, half the bytes to commit) widen to f32 once, at load.
+                    safetensors::Dtype::F16 => raw
+                        .chunks_exact(2)
+                        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                    safetensors::Dtype::BF16 => raw
+                        .chunks_exact(2)
+                        .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                        .collect(),
+                    other => {
+                        return Err(CoreError::Weights(format!(
+                            "tensor {full} is {other:?}; f32, f16 and bf16 are supported"
+                        )));
+                    }
+                };
                 let dims = shape_of(&info.shape)?;
                 Ok(Tensor::from_data(
                     TensorData::new(values, dims),

@@ -140,6 +140,7 @@ impl images::Host for HostState {
                 seed: request.seed,
                 scheduler: None,
                 fast_decode: false,
+                source: None,
             },
             count: count as usize,
             partial_images: request.partial_images as usize,
