@@ -1,7 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 
-/// Generated WIT bindings (`cinder:plugin@0.1.13`). The imports every family shares are
+/// Generated WIT bindings (`cinder:plugin@0.1.14`). The imports every family shares are
 /// generated once, from the export-less world `plugin-imports`; each family's world is
 /// generated beside them with its imports mapped onto those, so that a plugin exports only
 /// what its family serves (the export macros in [`export`] pick the world).
@@ -20,14 +20,14 @@ pub mod bindings {
             path: "../wit/v0.1",
             world: "chat-plugin",
             with: {
-                "cinder:plugin/types@0.1.13": crate::bindings::cinder::plugin::types,
-                "cinder:plugin/log@0.1.13": crate::bindings::cinder::plugin::log,
-                "cinder:plugin/inference@0.1.13": crate::bindings::cinder::plugin::inference,
-                "cinder:plugin/sink@0.1.13": crate::bindings::cinder::plugin::sink,
-                "cinder:plugin/config@0.1.13": crate::bindings::cinder::plugin::config,
-                "cinder:plugin/documents@0.1.13": crate::bindings::cinder::plugin::documents,
-                "cinder:plugin/tools@0.1.13": crate::bindings::cinder::plugin::tools,
-                "cinder:plugin/route@0.1.13": crate::bindings::cinder::plugin::route,
+                "cinder:plugin/types@0.1.14": crate::bindings::cinder::plugin::types,
+                "cinder:plugin/log@0.1.14": crate::bindings::cinder::plugin::log,
+                "cinder:plugin/inference@0.1.14": crate::bindings::cinder::plugin::inference,
+                "cinder:plugin/sink@0.1.14": crate::bindings::cinder::plugin::sink,
+                "cinder:plugin/config@0.1.14": crate::bindings::cinder::plugin::config,
+                "cinder:plugin/documents@0.1.14": crate::bindings::cinder::plugin::documents,
+                "cinder:plugin/tools@0.1.14": crate::bindings::cinder::plugin::tools,
+                "cinder:plugin/route@0.1.14": crate::bindings::cinder::plugin::route,
             },
             pub_export_macro: true,
             export_macro_name: "export_handler_world",
@@ -44,7 +44,7 @@ pub mod bindings {
             path: "../wit/v0.1",
             world: "job-runner-export",
             with: {
-                "cinder:plugin/types@0.1.13": crate::bindings::cinder::plugin::types,
+                "cinder:plugin/types@0.1.14": crate::bindings::cinder::plugin::types,
             },
             pub_export_macro: true,
             export_macro_name: "export_job_runner_world",
@@ -58,10 +58,10 @@ pub mod bindings {
             path: "../wit/v0.1",
             world: "tools-plugin",
             with: {
-                "cinder:plugin/types@0.1.13": crate::bindings::cinder::plugin::types,
-                "cinder:plugin/log@0.1.13": crate::bindings::cinder::plugin::log,
-                "cinder:plugin/inference@0.1.13": crate::bindings::cinder::plugin::inference,
-                "cinder:plugin/config@0.1.13": crate::bindings::cinder::plugin::config,
+                "cinder:plugin/types@0.1.14": crate::bindings::cinder::plugin::types,
+                "cinder:plugin/log@0.1.14": crate::bindings::cinder::plugin::log,
+                "cinder:plugin/inference@0.1.14": crate::bindings::cinder::plugin::inference,
+                "cinder:plugin/config@0.1.14": crate::bindings::cinder::plugin::config,
             },
             pub_export_macro: true,
             export_macro_name: "export_tools_world",

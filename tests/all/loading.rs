@@ -81,7 +81,7 @@ async fn the_matched_route_reaches_the_plugin_as_data() {
     let info = rt.plugins().into_iter().next().expect("loaded");
     assert_eq!(
         info.exports,
-        ["cinder:plugin/handler@0.1.13"],
+        ["cinder:plugin/handler@0.1.14"],
         "an SDK plugin exports only its world's interface"
     );
 
@@ -246,7 +246,7 @@ fn one_tools_plugin_serves_and_it_owns_no_routes() {
     let plugins = rt.plugins();
     assert_eq!(plugins.len(), 1);
     assert_eq!(plugins[0].world, "tools-plugin");
-    assert_eq!(plugins[0].wit_version, "0.1.13");
+    assert_eq!(plugins[0].wit_version, "0.1.14");
     assert!(plugins[0].routes.is_empty());
 
     let routed = root.join("c-routed");

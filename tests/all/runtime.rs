@@ -170,7 +170,7 @@ async fn routes_know_methods_and_paths() {
     let info = &rt.plugins()[0];
     assert_eq!(
         (info.id.as_str(), info.wit_version.as_str()),
-        ("misbehave", "0.1.13")
+        ("misbehave", "0.1.14")
     );
 }
 

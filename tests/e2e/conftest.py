@@ -132,6 +132,9 @@ def write_config(root, edits=None):
     for old, new in edits.items():
         assert old in text, old
         text = text.replace(old, new)
+    # Paths relative to the default config (the committed image model) stay where they are.
+    repo = os.path.dirname(os.path.abspath(_required_env("CINDER_CONFIG")))
+    text = text.replace('path = "models/', f'path = "{repo}/models/')
     with open(config, "w") as f:
         f.write(text)
     return config

@@ -1,7 +1,8 @@
-"""Images through the official SDK: `client.images.generate` on the tiny random-weight Stable
-Diffusion pipeline of tests/fixtures/sd-tiny (what it paints is noise, but the pipeline, its
-sizes, seeds, encoders and limits are the real ones), served as an image model beside the
-default chat model."""
+"""Images through the official SDK: `client.images.generate`, `images.edit` and
+`images.create_variation` on the tiny random-weight Stable Diffusion pipeline of
+tests/fixtures/sd-tiny (what it paints is noise, but the pipeline, its sizes, seeds, encoders
+and limits are the real ones), served beside the default chat model and Cinder's own default
+image model (`cinder-emoji`, aliased `gpt-image-1`)."""
 
 import base64
 import io
@@ -21,7 +22,7 @@ MODEL = "sd-tiny"
 
 def images_config(image_table="", edits=None):
     block = (
-        f'[[models]]\nid = "{MODEL}"\npath = "{SD_TINY}"\nbackend = "cpu"\naliases = ["gpt-image-1"]\n'
+        f'[[models]]\nid = "{MODEL}"\npath = "{SD_TINY}"\nbackend = "cpu"\n'
         f"[models.image]\nsteps = 4\n{image_table}\n"
     )
     return {ANCHOR: block + ANCHOR, **(edits or {})}
@@ -79,12 +80,21 @@ def test_the_same_seed_gives_the_same_image_and_n_gives_distinct_ones(ic):
     assert len({pixels(three, i) for i in range(3)}) == 3
 
 
-def test_the_alias_and_quality_and_the_default_size(ic):
-    # `gpt-image-1` is the fixture's alias here, and the plugin's default model.
-    r = ic.images.generate(prompt="a snowy owl", quality="low", extra_body={"seed": 1})
-    assert decoded(r.data[0].b64_json).size == (64, 64) and r.quality == "low"
-    r = ic.images.generate(model="gpt-image-1", prompt="a snowy owl", size="auto", quality="medium")
-    assert decoded(r.data[0].b64_json).size == (64, 64)
+def test_the_default_model_is_cinders_own_and_paints_emoji_on_white(ic):
+    # `gpt-image-1` is the default model's alias, and the plugin's default model: Cinder's
+    # emoji model, 32x32 pixels enlarged 8 times by default (each pixel an 8x8 square).
+    r = ic.images.generate(prompt="grinning face", quality="low", extra_body={"seed": 1})
+    img = decoded(r.data[0].b64_json)
+    assert img.size == (256, 256) and r.quality == "low" and r.size == "256x256"
+    # Trained on emoji drawn on white: the corners are background, the middle is not.
+    corners = [img.getpixel((x, y)) for x in (4, 251) for y in (4, 251)]
+    assert all(min(c) > 180 for c in corners), corners
+    middle = img.getpixel((128, 128))
+    assert min(middle) < 200, middle
+    big = ic.images.generate(model="gpt-image-1", prompt="a red apple", size="1024x1024", quality="low")
+    assert decoded(big.data[0].b64_json).size == (1024, 1024)
+    r = ic.images.generate(model="dall-e-2", prompt="a red apple", size="auto", quality="low")
+    assert decoded(r.data[0].b64_json).size == (256, 256)
 
 
 def test_streaming_sends_partial_images_and_the_completed_one(ic):
@@ -124,7 +134,7 @@ def test_bad_input_is_a_400_naming_the_parameter(ic, kwargs, param):
     assert e.value.body["param"] == param, e.value.body
 
 
-def test_models_that_do_not_make_images_and_routes_not_built(ic, images_server):
+def test_models_that_do_not_make_images_and_a_wrong_method(ic, images_server):
     with pytest.raises(openai.BadRequestError) as e:
         ic.images.generate(model="smollm2-135m-instruct", prompt="x")
     assert e.value.body["param"] == "model" and "does not generate images" in e.value.body["message"]
@@ -133,17 +143,90 @@ def test_models_that_do_not_make_images_and_routes_not_built(ic, images_server):
     with pytest.raises(openai.BadRequestError) as e:
         ic.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert "is an image model" in e.value.body["message"]
-    png = io.BytesIO()
-    Image.new("RGB", (64, 64)).save(png, format="PNG")
-    with pytest.raises(openai.BadRequestError) as e:
-        ic.images.edit(model=MODEL, image=("a.png", png.getvalue(), "image/png"), prompt="x")
-    assert e.value.body["param"] == "image"
-    with pytest.raises(openai.BadRequestError) as e:
-        ic.images.create_variation(model=MODEL, image=("a.png", png.getvalue(), "image/png"))
-    assert e.value.body["param"] == "image"
     import httpx
     r = httpx.get(f"{images_server.url}/v1/images/generations")
     assert r.status_code == 405
+
+
+def rgba_png(size, clear=lambda x, y: False):
+    """A gradient PNG of `size`, fully transparent where `clear(x, y)`."""
+    img = Image.new("RGBA", size)
+    px = img.load()
+    for y in range(size[1]):
+        for x in range(size[0]):
+            px[x, y] = (x * 4 % 256, y * 4 % 256, 200, 0 if clear(x, y) else 255)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def opened(x, y):
+    return 16 <= x < 48 and 16 <= y < 48
+
+
+def outside_kept(out, source):
+    """Pixels outside the opened square equal the source's; how many inside differ."""
+    src = Image.open(io.BytesIO(source)).convert("RGB")
+    changed = 0
+    for y in range(64):
+        for x in range(64):
+            same = out.getpixel((x, y)) == src.getpixel((x, y))
+            if not opened(x, y):
+                assert same, f"({x}, {y}) is outside the mask and changed"
+            elif not same:
+                changed += 1
+    return changed
+
+
+def test_an_edit_changes_only_what_the_mask_opens(ic):
+    source = rgba_png((64, 64))
+    mask = rgba_png((64, 64), opened)
+    kwargs = dict(model=MODEL, image=("room.png", source, "image/png"), mask=("mask.png", mask, "image/png"),
+                  prompt="a red sofa", size="64x64", extra_body={"seed": 3})
+    r = ic.images.edit(**kwargs)
+    out = decoded(r.data[0].b64_json)
+    assert out.size == (64, 64) and out.format == "PNG"
+    assert outside_kept(out, source) > 32 * 32 // 2
+    # The image is billed as input (one token per 16x16 patch), and the same seed edits the same.
+    assert r.usage.input_tokens_details.image_tokens == 16
+    assert r.usage.input_tokens == r.usage.input_tokens_details.text_tokens + 16
+    assert ic.images.edit(**kwargs).data[0].b64_json == r.data[0].b64_json
+    # Without a mask file, the image's own transparency is the mask.
+    own = rgba_png((64, 64), opened)
+    r = ic.images.edit(model=MODEL, image=("own.png", own, "image/png"), prompt="a lamp", size="64x64",
+                       extra_body={"seed": 5})
+    assert outside_kept(decoded(r.data[0].b64_json), own) > 32 * 32 // 2
+
+
+def test_an_unmasked_edit_and_a_variation_redraw_the_image(ic):
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(rgba_png((96, 80)))).convert("RGB").save(jpeg, format="JPEG")
+    r = ic.images.edit(model=MODEL, image=("a.jpg", jpeg.getvalue(), "image/jpeg"), prompt="snow",
+                       size="64x64", output_format="webp", extra_body={"seed": 2, "strength": 0.5})
+    assert decoded(r.data[0].b64_json).size == (64, 64)
+    v = ic.images.create_variation(model=MODEL, image=("a.png", rgba_png((64, 64)), "image/png"), n=2,
+                                   size="64x64", extra_body={"seed": 4})
+    assert len(v.data) == 2
+    a, b = (decoded(d.b64_json) for d in v.data)
+    assert a.size == b.size == (64, 64) and a.tobytes() != b.tobytes()
+
+
+@pytest.mark.parametrize(
+    "image,mask,extra,param",
+    [
+        (b"GIF89a not an image", None, {}, "image"),
+        (None, rgba_png((32, 32), opened), {}, "mask"),
+        (None, None, {"strength": 2}, "strength"),
+        (None, None, {"n": 11}, "n"),
+        (rgba_png((5000, 1)), None, {}, "image"),
+    ],
+)
+def test_bad_edits_are_a_400_naming_the_parameter(ic, image, mask, extra, param):
+    kwargs = {"mask": ("m.png", mask, "image/png")} if mask else {}
+    with pytest.raises(openai.BadRequestError) as e:
+        ic.images.edit(model=MODEL, image=("a.png", image or rgba_png((64, 64)), "image/png"), prompt="x",
+                       size="64x64", extra_body=extra, **kwargs)
+    assert e.value.body["param"] == param, e.value.body
 
 
 def test_urls_serve_without_a_key_and_a_full_queue_is_a_429_with_retry_after():
@@ -190,3 +273,16 @@ def test_urls_serve_without_a_key_and_a_full_queue_is_a_429_with_retry_after():
             assert refused is not None, "a second request was never refused"
             assert int(refused.response.headers["retry-after"]) >= 1
             assert len(first.result().data) == 10
+
+
+def test_an_image_model_that_fails_to_load_takes_only_its_aliases_with_it():
+    # The default image model's folder missing: the server still starts and serves the rest;
+    # its aliases name nothing.
+    with own_server("cinder-images-missing-", {'path = "models/cinder-emoji"': 'path = "models/no-such-folder"'}) as srv:
+        c = openai.OpenAI(base_url=f"{srv.url}/v1", api_key="x", max_retries=0, timeout=120)
+        ids = {m.id for m in c.models.list().data}
+        assert "smollm2-135m-instruct" in ids and "cinder-emoji" not in ids
+        with pytest.raises(openai.NotFoundError):
+            c.images.generate(prompt="a red apple")
+        r = c.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
+        assert r.choices[0].message.content is not None

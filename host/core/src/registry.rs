@@ -355,7 +355,7 @@ impl ModelRegistry {
     /// An exact match wins; otherwise ids and aliases match regardless of case, as model
     /// hubs and READMEs spell them (`all-MiniLM-L6-v2` for `all-minilm-l6-v2`).
     fn resolve(&self, name: &str) -> Result<Option<String>, CoreError> {
-        if self.known(name) {
+        if self.is_loaded(name) {
             return Ok(Some(name.to_owned()));
         }
         let aliases = self.aliases.read().map_err(|_| CoreError::EngineStopped)?;
@@ -404,7 +404,8 @@ impl ModelRegistry {
     }
 
     /// Whether `id` is a loaded model's id (any kind).
-    fn known(&self, id: &str) -> bool {
+    /// Whether a model of this id (of any kind) loaded.
+    pub fn is_loaded(&self, id: &str) -> bool {
         self.models.contains_key(id)
             || self.embedders.contains_key(id)
             || self.images.contains_key(id)
@@ -449,7 +450,7 @@ impl ModelRegistry {
     /// Replaces every alias (alias → model id). Refused as a whole, leaving the old ones in
     /// place, when an alias names a model that is not loaded or shadows a model id.
     pub fn set_aliases(&self, aliases: HashMap<String, String>) -> Result<(), CoreError> {
-        let known = |id: &str| self.known(id);
+        let known = |id: &str| self.is_loaded(id);
         let shadows = |alias: &str| {
             let folded = alias.to_lowercase();
             self.order.iter().any(|id| id.to_lowercase() == folded)

@@ -118,3 +118,6 @@ pub struct ImageStreamEvent {
 /// The stream event names.
 pub const PARTIAL_IMAGE_EVENT: &str = "image_generation.partial_image";
 pub const COMPLETED_EVENT: &str = "image_generation.completed";
+/// The same events of a streamed edit (`POST /v1/images/edits`).
+pub const EDIT_PARTIAL_IMAGE_EVENT: &str = "image_edit.partial_image";
+pub const EDIT_COMPLETED_EVENT: &str = "image_edit.completed";

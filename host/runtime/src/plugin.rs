@@ -19,7 +19,7 @@ use crate::state::HostState;
 /// The WIT minor a plugin must be built against (any 0.1.x).
 const WIT_MINOR: &str = "0.1.";
 /// The newest WIT this host implements (`wit/v0.1/worlds.wit`).
-pub const WIT_SERVED: &str = "0.1.13";
+pub const WIT_SERVED: &str = "0.1.14";
 
 /// A compiled plugin of one of the worlds this host serves.
 pub(crate) enum Pre {

@@ -51,9 +51,18 @@ pub fn limits(c: &Config) -> cinder_runtime::Limits {
 }
 
 /// alias → model id, from every `[[models]]` entry.
-pub fn aliases(c: &Config) -> HashMap<String, String> {
+/// The configured aliases of the models that loaded: a model that failed to load (its error
+/// is logged) takes its aliases with it, and the others keep theirs.
+pub fn aliases(c: &Config, models: &cinder_core::ModelRegistry) -> HashMap<String, String> {
     c.models
         .iter()
+        .filter(|m| {
+            let loaded = models.is_loaded(&m.id);
+            if !loaded && !m.aliases.is_empty() {
+                warn!(model = %m.id, aliases = ?m.aliases, "the model is not loaded; its aliases name nothing");
+            }
+            loaded
+        })
         .flat_map(|m| m.aliases.iter().map(|a| (a.clone(), m.id.clone())))
         .collect()
 }
@@ -111,7 +120,7 @@ impl Live {
         let mut next = running.clone();
         next.apply_live(&new);
         if changes.live.contains(&"models.aliases")
-            && let Err(e) = self.models.set_aliases(aliases(&next))
+            && let Err(e) = self.models.set_aliases(aliases(&next, &self.models))
         {
             warn!(error = %e, "aliases not applied");
             // Only aliases can differ here (other model changes need a restart).

@@ -176,7 +176,7 @@ fn main() -> Result<()> {
     progress.finish();
     let models = Arc::new(models?);
     models
-        .set_aliases(config_watch::aliases(&config))
+        .set_aliases(config_watch::aliases(&config, &models))
         .context("model aliases")?;
 
     let runtime = cinder_runtime::Runtime::new(

@@ -3,7 +3,7 @@
 //! as OpenAI's image generation events with partial images.
 
 use base64::Engine as _;
-use cinder_sdk::host::AgentHost;
+use cinder_sdk::host::{AgentHost, ImageGeneration};
 use cinder_sdk::images::{ImageEvent, ImageModelInfo, ImageRequest, ImageSize};
 use cinder_sdk::openai::images::{
     COMPLETED_EVENT, ImageData, ImageGenerationRequest, ImageStreamEvent, ImageUsage,
@@ -24,13 +24,16 @@ pub const DEFAULT_MODEL: &str = "gpt-image-1";
 pub const URL_EXPIRES_SECS: u64 = 3600;
 
 /// What the host's names for a request's fields are as OpenAI's parameters.
-const NAMES: &[(&str, &str)] = &[
+pub(crate) const NAMES: &[(&str, &str)] = &[
     ("count", "n"),
     ("partial-images", "partial_images"),
     ("size", "size"),
     ("steps", "steps"),
     ("prompt", "prompt"),
     ("model", "model"),
+    ("image", "image"),
+    ("mask", "mask"),
+    ("strength", "strength"),
 ];
 
 /// Denoising steps for `quality` on a model whose default-quality image takes `default`
@@ -51,7 +54,7 @@ pub fn image_tokens(width: u32, height: u32) -> u64 {
     u64::from(width.div_ceil(16)) * u64::from(height.div_ceil(16))
 }
 
-fn size_name(s: ImageSize) -> String {
+pub(crate) fn size_name(s: ImageSize) -> String {
     format!("{}x{}", s.width, s.height)
 }
 
@@ -102,6 +105,18 @@ fn random_seed() -> u64 {
 pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let req: ImageGenerationRequest = cinder_sdk::parse_body(&request.body)?;
     let p = ImageParams::check(req)?;
+    let (_, wanted) = prepare(&p, host)?;
+    let generation = host.generate_images(&wanted).map_err(|e| e.naming(NAMES))?;
+    let events = (PARTIAL_IMAGE_EVENT, COMPLETED_EVENT);
+    respond(&p, wanted.size, generation.as_ref(), events, 0, host)
+}
+
+/// The model `p` names (or the default), and the request its images are made by: its size
+/// and steps checked against the model, the things no model here can do refused by name.
+pub(crate) fn prepare(
+    p: &ImageParams,
+    host: &dyn AgentHost,
+) -> Result<(ImageModelInfo, ImageRequest), Error> {
     let model = p
         .model
         .clone()
@@ -148,9 +163,23 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
         count: p.n,
         partial_images: if p.stream { p.partial_images } else { 0 },
     };
-    let generation = host.generate_images(&wanted).map_err(|e| e.naming(NAMES))?;
+    Ok((info, wanted))
+}
+
+/// Reads `generation` to its end and answers: the images whole (as `b64_json` or `url`), or
+/// streamed as the named `events` (partial, completed). `image_tokens_in` is what the
+/// source image of an edit is billed as (0 for a generation).
+pub(crate) fn respond(
+    p: &ImageParams,
+    size: ImageSize,
+    generation: &dyn ImageGeneration,
+    events: (&str, &str),
+    image_tokens_in: u64,
+    host: &dyn AgentHost,
+) -> Result<(), Error> {
+    let (partial_event, completed_event) = events;
     let out = Output {
-        params: &p,
+        params: p,
         size: size_name(size),
         created: cinder_sdk::unix_time(),
     };
@@ -170,8 +199,8 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
                 let picture = &partial.picture;
                 let bytes = out.encode(&picture.rgb, picture.width, picture.height)?;
                 host.send_named_json(
-                    PARTIAL_IMAGE_EVENT,
-                    &out.event(PARTIAL_IMAGE_EVENT, &bytes, Some(partial.index), None),
+                    partial_event,
+                    &out.event(partial_event, &bytes, Some(partial.index), None),
                 )?;
             }
             ImageEvent::Partial(_) => {}
@@ -179,13 +208,15 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
                 let picture = &made.picture;
                 let bytes = out.encode(&picture.rgb, picture.width, picture.height)?;
                 if p.stream {
+                    let first = made.image == 0;
                     let usage = usage(
-                        if made.image == 0 { prompt_tokens } else { 0 },
+                        if first { prompt_tokens } else { 0 },
+                        if first { image_tokens_in } else { 0 },
                         image_tokens(picture.width, picture.height),
                     );
                     host.send_named_json(
-                        COMPLETED_EVENT,
-                        &out.event(COMPLETED_EVENT, &bytes, None, Some(usage)),
+                        completed_event,
+                        &out.event(completed_event, &bytes, None, Some(usage)),
                     )?;
                 } else if as_url {
                     data.push(ImageData {
@@ -214,7 +245,7 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
             output_format: Some(p.output_format.name().into()),
             quality: Some(p.quality.echoed().into()),
             size: Some(out.size.clone()),
-            usage: Some(usage(prompt_tokens, output_tokens)),
+            usage: Some(usage(prompt_tokens, image_tokens_in, output_tokens)),
         },
     )
 }
@@ -235,15 +266,15 @@ fn link(
     host.share_blob(&blob.id, mime, cinder_sdk::unix_time() + expires_secs)
 }
 
-fn usage(text_tokens: u64, output_tokens: u64) -> ImageUsage {
+fn usage(text_tokens: u64, image_tokens_in: u64, output_tokens: u64) -> ImageUsage {
     ImageUsage {
-        input_tokens: text_tokens,
+        input_tokens: text_tokens + image_tokens_in,
         input_tokens_details: InputTokensDetails {
-            image_tokens: 0,
+            image_tokens: image_tokens_in,
             text_tokens,
         },
         output_tokens,
-        total_tokens: text_tokens + output_tokens,
+        total_tokens: text_tokens + image_tokens_in + output_tokens,
     }
 }
 

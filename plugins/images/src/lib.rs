@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod edit;
 pub mod encode;
 pub mod generate;
 
@@ -14,14 +15,8 @@ impl ServeAgent for FirstParty {
     fn serve(&self, route: &Route, request: Request, host: &dyn AgentHost) -> Result<(), Error> {
         match route.id.as_str() {
             "images.generate" => generate::create(&request, host),
-            "images.edit" => Err(bad(
-                "Cinder's image models make images from a prompt only: editing an image (inpainting with a mask) is not built yet",
-                "image",
-            )),
-            "images.variation" => Err(bad(
-                "Cinder's image models make images from a prompt only: variations of an image (image to image) are not built yet",
-                "image",
-            )),
+            "images.edit" => edit::edit(&request, host),
+            "images.variation" => edit::variation(&request, host),
             other => Err(Error::NotFound(ErrorDetail {
                 message: format!("the images plugin serves no route `{other}`"),
                 param: None,

@@ -1,6 +1,7 @@
 //! The images plugin against the SDK's fake host (its image model paints a pattern from the
 //! seed): OpenAI's request shapes, sizes and steps from the model, every output format
-//! decoded back, streaming with partial images, and bad input refused by name.
+//! decoded back, streaming with partial images, and bad input refused by name (edits and
+//! variations: tests/edits.rs).
 
 // Test code: a panic here is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -345,17 +346,4 @@ fn bad_input_is_refused_by_name() {
         "nothing reached the model"
     );
     generate(&host, json!({"model": MODEL, "prompt": "p", "moderation": "low", "user": "u", "background": "opaque"})).unwrap();
-}
-
-#[test]
-fn edits_and_variations_say_what_is_not_built() {
-    let host = host();
-    for route in ["images.edit", "images.variation"] {
-        let e = call(&host, route, json!({})).unwrap_err();
-        let Error::InvalidRequest(d) = e else {
-            panic!("{route}: not a 400")
-        };
-        assert_eq!(d.param.as_deref(), Some("image"));
-        assert!(d.message.contains("not built yet"), "{}", d.message);
-    }
 }

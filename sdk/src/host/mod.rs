@@ -166,8 +166,8 @@ pub trait ImageGeneration {
     fn next(&self) -> Result<Option<crate::images::ImageEvent>, Error>;
 }
 
-/// `cinder:plugin/images` (WIT 0.1.13): image models. Both default to an error, for hosts
-/// written before it.
+/// `cinder:plugin/images` (WIT 0.1.13; `edit_images` 0.1.14): image models. Each defaults to
+/// an error, for hosts written before it.
 pub trait Images {
     /// What the host knows of the image model `model`.
     fn describe_image_model(&self, model: &str) -> Result<crate::images::ImageModelInfo, Error> {
@@ -181,6 +181,18 @@ pub trait Images {
     ) -> Result<Box<dyn ImageGeneration>, Error> {
         let _ = request;
         Err(no_images())
+    }
+    /// Starts making `request`'s images from `source` (an edit with a mask, a variation
+    /// without); dropping the result stops the work.
+    fn edit_images(
+        &self,
+        request: &crate::images::ImageRequest,
+        source: &crate::images::ImageSource,
+    ) -> Result<Box<dyn ImageGeneration>, Error> {
+        let _ = (request, source);
+        Err(Error::Unavailable(
+            "this host makes no images from images (WIT 0.1.14)".into(),
+        ))
     }
 }
 

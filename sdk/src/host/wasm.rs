@@ -387,4 +387,12 @@ impl Images for Wasm<'_> {
     ) -> Result<Box<dyn ImageGeneration>, Error> {
         Ok(Box::new(crate::images::generate_images(request)?))
     }
+
+    fn edit_images(
+        &self,
+        request: &crate::images::ImageRequest,
+        source: &crate::images::ImageSource,
+    ) -> Result<Box<dyn ImageGeneration>, Error> {
+        Ok(Box::new(crate::images::edit_images(request, source)?))
+    }
 }

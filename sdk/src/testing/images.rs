@@ -1,6 +1,8 @@
 //! The `images` import, faked: an image model that makes a pattern from the seed (the same
-//! request and seed make the same bytes), with the host's checks on size, steps, count and
-//! partial images, and every request kept for assertions.
+//! request and seed make the same bytes), with the host's checks on size, steps, count,
+//! partial images and an edit's source, and every request kept for assertions. An edit's
+//! picture keeps the source's pixels where the mask is 0 when the source is the request's
+//! size (the real host resizes; the fake does not).
 
 use std::cell::RefCell;
 
@@ -8,7 +10,8 @@ use super::FakeHost;
 use crate::Error;
 use crate::host::{ImageGeneration, Images};
 use crate::images::{
-    Image, ImageEvent, ImageModelInfo, ImageRequest, ImageSize, ImageStep, MadeImage, PartialImage,
+    Image, ImageEvent, ImageModelInfo, ImageRequest, ImageSize, ImageSource, ImageStep, MadeImage,
+    PartialImage,
 };
 
 fn bad(message: String, field: &str) -> Error {
@@ -59,9 +62,14 @@ impl FakeHost {
         self
     }
 
-    /// Every `generate-images` request, in order.
+    /// Every `generate-images` and `edit-images` request, in order.
     pub fn image_requests(&self) -> Vec<ImageRequest> {
         self.image_requests.borrow().clone()
+    }
+
+    /// Every `edit-images` source, in order.
+    pub fn image_sources(&self) -> Vec<ImageSource> {
+        self.image_sources.borrow().clone()
     }
 
     fn image_info(&self, model: &str) -> Result<&ImageModelInfo, Error> {
@@ -82,6 +90,24 @@ impl Images for FakeHost {
     }
 
     fn generate_images(&self, r: &ImageRequest) -> Result<Box<dyn ImageGeneration>, Error> {
+        self.fake_images(r, None)
+    }
+
+    fn edit_images(
+        &self,
+        r: &ImageRequest,
+        source: &ImageSource,
+    ) -> Result<Box<dyn ImageGeneration>, Error> {
+        self.fake_images(r, Some(source))
+    }
+}
+
+impl FakeHost {
+    fn fake_images(
+        &self,
+        r: &ImageRequest,
+        source: Option<&ImageSource>,
+    ) -> Result<Box<dyn ImageGeneration>, Error> {
         let info = self.image_info(&r.model)?;
         if !info
             .sizes
@@ -105,6 +131,22 @@ impl Images for FakeHost {
         if r.partial_images > 3 {
             return Err(bad("0 to 3 partial images".into(), "partial-images"));
         }
+        let mut steps = r.steps;
+        if let Some(s) = source {
+            let p = &s.picture;
+            let pixels = u64::from(p.width) * u64::from(p.height);
+            if p.width == 0 || p.height == 0 || p.rgb.len() as u64 != pixels * 3 {
+                return Err(bad("the image's bytes are not its size".into(), "image"));
+            }
+            if s.mask.as_ref().is_some_and(|m| m.len() as u64 != pixels) {
+                return Err(bad("the mask must be the image's size".into(), "mask"));
+            }
+            if !(s.strength > 0.0 && s.strength <= 1.0) {
+                return Err(bad("strength is above 0 and at most 1".into(), "strength"));
+            }
+            steps = ((r.steps as f32 * s.strength) as u32).clamp(1, r.steps);
+            self.image_sources.borrow_mut().push(s.clone());
+        }
         self.image_requests.borrow_mut().push(r.clone());
         // One token per word, plus the start and end tokens, as a stand-in for CLIP's count.
         let tokens = r.prompt.split_whitespace().count() as u32 + 2;
@@ -112,16 +154,12 @@ impl Images for FakeHost {
         for image in 0..r.count {
             let seed = r.seed.wrapping_add(u64::from(image));
             let partial_at: Vec<u32> = (1..=r.partial_images)
-                .map(|k| (k * r.steps / (r.partial_images + 1)).max(1))
-                .filter(|&s| s < r.steps)
+                .map(|k| (k * steps / (r.partial_images + 1)).max(1))
+                .filter(|&s| s < steps)
                 .collect();
             let mut shown = 0;
-            for done in 1..=r.steps {
-                events.push_back(ImageEvent::Step(ImageStep {
-                    image,
-                    done,
-                    steps: r.steps,
-                }));
+            for done in 1..=steps {
+                events.push_back(ImageEvent::Step(ImageStep { image, done, steps }));
                 if partial_at.contains(&done) {
                     events.push_back(ImageEvent::Partial(PartialImage {
                         image,
@@ -131,10 +169,21 @@ impl Images for FakeHost {
                     shown += 1;
                 }
             }
-            events.push_back(ImageEvent::Done(MadeImage {
-                image,
-                picture: fake_picture(r.size.width, r.size.height, seed),
-            }));
+            let mut picture = fake_picture(r.size.width, r.size.height, seed);
+            if let Some(ImageSource {
+                picture: p,
+                mask: Some(mask),
+                ..
+            }) = source
+                && (p.width, p.height) == (picture.width, picture.height)
+            {
+                for (i, &m) in mask.iter().enumerate() {
+                    if m == 0 {
+                        picture.rgb[i * 3..i * 3 + 3].copy_from_slice(&p.rgb[i * 3..i * 3 + 3]);
+                    }
+                }
+            }
+            events.push_back(ImageEvent::Done(MadeImage { image, picture }));
         }
         Ok(Box::new(FakeImages(RefCell::new(events))))
     }

@@ -69,6 +69,8 @@ pub struct FakeHost {
     image_model: Option<crate::images::ImageModelInfo>,
     /// Every `generate-images` request, in order.
     image_requests: RefCell<Vec<crate::images::ImageRequest>>,
+    /// Every `edit-images` source, beside its request in `image_requests`.
+    image_sources: RefCell<Vec<crate::images::ImageSource>>,
 }
 
 /// A `POST /v1/chat/completions` request with `body`.
@@ -115,6 +117,7 @@ impl FakeHost {
             jobs: FakeJobs::default(),
             image_model: None,
             image_requests: RefCell::new(Vec::new()),
+            image_sources: RefCell::new(Vec::new()),
         }
     }
 

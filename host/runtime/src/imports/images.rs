@@ -1,8 +1,8 @@
-//! The host side of `images` (WIT 0.1.13): image requests queued on the core's thread for
-//! the model, their events read back one `next` at a time. Dropping the handle (or the call
+//! The host side of `images` (WIT 0.1.13; edits 0.1.14): image requests queued on the core's
+//! thread for the model, their events read back one `next` at a time. Dropping the handle (or the call
 //! ending) drops the receiver, which stops the work at the next step.
 
-use cinder_core::{ImageEvent, ImageJob, ImageRequest, Picture};
+use cinder_core::{ImageEvent, ImageJob, ImageRequest, Picture, SourceImage};
 use tokio::sync::mpsc;
 use wasmtime::component::Resource;
 
@@ -119,6 +119,32 @@ impl images::Host for HostState {
         &mut self,
         request: images::ImageRequest,
     ) -> wasmtime::Result<Result<Resource<ImageGenerationHandle>, types::Error>> {
+        self.start_images(request, None)
+    }
+
+    async fn edit_images(
+        &mut self,
+        request: images::ImageRequest,
+        source: images::ImageSource,
+    ) -> wasmtime::Result<Result<Resource<ImageGenerationHandle>, types::Error>> {
+        let source = SourceImage {
+            width: source.picture.width as usize,
+            height: source.picture.height as usize,
+            rgb: source.picture.rgb,
+            mask: source.mask,
+            strength: source.strength,
+        };
+        self.start_images(request, Some(source))
+    }
+}
+
+impl HostState {
+    /// Checks and queues a job on the model's thread (the work is there: cheap enough here).
+    fn start_images(
+        &mut self,
+        request: images::ImageRequest,
+        source: Option<SourceImage>,
+    ) -> wasmtime::Result<Result<Resource<ImageGenerationHandle>, types::Error>> {
         let model = match self.models.image_model(&request.model) {
             Ok(m) => m,
             Err(e) => return Ok(Err(wit_error(e))),
@@ -140,12 +166,11 @@ impl images::Host for HostState {
                 seed: request.seed,
                 scheduler: None,
                 fast_decode: false,
-                source: None,
+                source,
             },
             count: count as usize,
             partial_images: request.partial_images as usize,
         };
-        // Checks and queues only (the work is on the model's thread): cheap enough here.
         match model.submit(job).map_err(wit_error) {
             Ok(events) => {
                 self.quota.open_generations += 1;
