@@ -8,7 +8,8 @@
 //!
 //! `cargo run --release -p cinder-core --example train_image_model -- --data PACKAGE_DIR
 //! --text-encoder MINILM_DIR --out MODEL_DIR --report REPORT_DIR [--steps N] [--batch B]
-//! [--seed S] [--lr LR] [--channels 32,64,96] [--samples-every EPOCHS] [--f32]`
+//! [--seed S] [--lr LR] [--channels 32,64,96] [--samples-every EPOCHS] [--f32]
+//! [--init UNET_DIR]` (`--init` goes on from a saved UNet: training spread over runs)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,6 +39,7 @@ struct Args {
     channels: Vec<usize>,
     samples_every: usize,
     half: bool,
+    init: Option<PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -53,6 +55,7 @@ fn args() -> Result<Args> {
         channels: vec![32, 64, 96],
         samples_every: 1,
         half: true,
+        init: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -70,6 +73,7 @@ fn args() -> Result<Args> {
             "--batch" => a.batch = value.parse()?,
             "--seed" => a.seed = value.parse()?,
             "--lr" => a.lr = value.parse()?,
+            "--init" => a.init = Some(value.into()),
             "--samples-every" => a.samples_every = value.parse::<usize>()?.max(1),
             "--channels" => {
                 a.channels = value.split(',').map(str::parse).collect::<Result<_, _>>()?
@@ -199,7 +203,7 @@ fn scheduler_config() -> Value {
         "beta_end": 0.02,
         "beta_schedule": "linear",
         "beta_start": 0.0001,
-        "clip_sample": false,
+        "clip_sample": true,
         "num_train_timesteps": 1000,
         "prediction_type": "epsilon",
         "set_alpha_to_one": false,
@@ -376,7 +380,10 @@ fn main() -> Result<()> {
     );
     let config: UNetConfig = serde_json::from_value(unet_config(&a.channels))?;
     let schedule: SchedulerConfig = serde_json::from_value(scheduler_config())?;
-    let mut trainer = Trainer::new(config, &schedule, TrainSettings::default(), a.seed)?;
+    let mut trainer = match &a.init {
+        Some(dir) => Trainer::resume(config, dir, &schedule, TrainSettings::default(), a.seed)?,
+        None => Trainer::new(config, &schedule, TrainSettings::default(), a.seed)?,
+    };
     eprintln!("UNet: {} parameters", trainer.parameter_count());
     let mut rng = cinder_core::Rng::new(a.seed ^ 0x5eed);
     let bar = indicatif::ProgressBar::new(a.steps as u64);

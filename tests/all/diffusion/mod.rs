@@ -400,6 +400,61 @@ fn a_scheduler_refuses_what_it_cannot_do() {
             .expect("parses");
     assert!(Scheduler::new(SchedulerKind::Ddim, &v, 4).is_err());
     assert!(SchedulerKind::from_class("PNDMScheduler").is_none());
+    for key in [
+        "thresholding",
+        "rescale_betas_zero_snr",
+        "use_karras_sigmas",
+        "use_exponential_sigmas",
+        "use_beta_sigmas",
+    ] {
+        let c: SchedulerConfig =
+            serde_json::from_value(serde_json::json!({ key: true })).expect("parses");
+        let e = Scheduler::new(SchedulerKind::Euler, &c, 4)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains(key), "{e}");
+    }
+}
+
+#[test]
+fn ddim_clamps_its_clean_estimate_and_ends_where_set_alpha_to_one_says() {
+    // One step of 1: from t = 1 (leading, offset 1) to the final ᾱ.
+    let config = |clip: bool, to_one: bool| -> SchedulerConfig {
+        serde_json::from_value(serde_json::json!({
+            "beta_schedule": "linear", "beta_start": 0.0001, "beta_end": 0.02,
+            "steps_offset": 1, "clip_sample": clip, "set_alpha_to_one": to_one,
+        }))
+        .expect("config")
+    };
+    let (sample, eps) = ([3.0f32, -0.5], [0.1f32, 0.2]);
+    let a: Vec<f64> = config(false, false).alphas_cumprod().expect("alphas");
+    let x0 = |x: f32, e: f32| ((x as f64 - (1.0 - a[1]).sqrt() * e as f64) / a[1].sqrt()) as f32;
+    for (clip, to_one) in [(false, false), (true, false), (true, true)] {
+        let mut s = Scheduler::new(SchedulerKind::Ddim, &config(clip, to_one), 1).expect("ddim");
+        assert_eq!(s.timesteps(), [1.0]);
+        let got = s.step(&eps, 0, &sample, None);
+        let end = if to_one { 1.0 } else { a[0] };
+        for k in 0..2 {
+            let mut want_x0 = x0(sample[k], eps[k]);
+            if clip {
+                want_x0 = want_x0.clamp(-1.0, 1.0);
+            }
+            let want = end.sqrt() as f32 * want_x0 + (1.0 - end).sqrt() as f32 * eps[k];
+            assert!(
+                (got[k] - want).abs() < 1e-5,
+                "{clip} {to_one}: {} vs {want}",
+                got[k]
+            );
+        }
+        if clip {
+            assert!(got[0] <= 1.0 + 1e-3, "clamped: {}", got[0]);
+        }
+    }
+    // Absent, the classes' defaults: DDIM clamps, to ᾱ = 1.
+    let plain: SchedulerConfig =
+        serde_json::from_value(serde_json::json!({"steps_offset": 1})).expect("config");
+    let mut s = Scheduler::new(SchedulerKind::Ddim, &plain, 1).expect("ddim");
+    assert!(s.step(&eps, 0, &sample, None)[0] <= 1.0);
 }
 
 mod edit;

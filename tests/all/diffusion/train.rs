@@ -115,6 +115,25 @@ fn a_saved_unet_loads_back_and_predicts_the_same() {
         .predict(&clean, dims, 500.0, &context, context_dims)
         .expect("predicts");
     assert_eq!(a, b);
+    // Training goes on from what was saved: the same weights.
+    let (config, _) = tiny_config();
+    let resumed = Trainer::resume(
+        config.clone(),
+        &dir,
+        &schedule(),
+        TrainSettings::default(),
+        1,
+    )
+    .expect("resumes");
+    let c = resumed
+        .unet()
+        .expect("unet")
+        .predict(&clean, dims, 500.0, &context, context_dims)
+        .expect("predicts");
+    assert_eq!(a, c);
+    let mut narrow = config;
+    narrow.cross_attention_dim += 1;
+    assert!(Trainer::resume(narrow, &dir, &schedule(), TrainSettings::default(), 1).is_err());
     // In f16 (as the committed default model is): half the bytes, the same prediction
     // within f16's rounding of the weights.
     let f32_bytes = std::fs::metadata(dir.join("diffusion_pytorch_model.safetensors"))

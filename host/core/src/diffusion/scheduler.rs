@@ -1,6 +1,7 @@
-//! Noise schedulers as diffusers computes them (SD's `scaled_linear` betas): which timesteps
-//! a generation of `n` steps visits, how the UNet's input is scaled, and one step from the
-//! guided noise prediction to the next latents. Euler, DDIM (η = 0) and DPM-Solver++ 2M are
+//! Noise schedulers as diffusers computes them (SD's `scaled_linear` betas, or `linear`):
+//! which timesteps a generation of `n` steps visits, how the UNet's input is scaled, and one
+//! step from the guided noise prediction to the next latents (with DDIM's and LCM's
+//! `clip_sample` and `set_alpha_to_one`; config keys that would need more are refused). Euler, DDIM (η = 0) and DPM-Solver++ 2M are
 //! deterministic; Euler ancestral and LCM draw fresh noise each step, which the caller gives
 //! (so a test can give diffusers' own draws).
 //!
@@ -28,6 +29,33 @@ pub struct SchedulerConfig {
     /// `linspace`, `leading` or `trailing` (each scheduler's own default when absent).
     #[serde(default)]
     pub timestep_spacing: Option<String>,
+    /// DDIM and LCM: clamp each step's clean estimate to ±`clip_sample_range` (what keeps a
+    /// pixel-space model's first steps, where ᾱ is tiny, from blowing its errors up). When
+    /// absent, the class's default: on for DDIM, off for LCM.
+    #[serde(default)]
+    pub clip_sample: Option<bool>,
+    #[serde(default = "one")]
+    pub clip_sample_range: f64,
+    /// DDIM and LCM: the last step goes to ᾱ = 1 (true) or to ᾱ₀ (false). When absent, the
+    /// class's default: true.
+    #[serde(default)]
+    pub set_alpha_to_one: Option<bool>,
+    /// Keys that would change the schedule in ways not built: refused when set, so a config
+    /// never runs silently differently from diffusers.
+    #[serde(default)]
+    pub thresholding: bool,
+    #[serde(default)]
+    pub rescale_betas_zero_snr: bool,
+    #[serde(default)]
+    pub use_karras_sigmas: bool,
+    #[serde(default)]
+    pub use_exponential_sigmas: bool,
+    #[serde(default)]
+    pub use_beta_sigmas: bool,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn default_train() -> usize {
@@ -109,6 +137,10 @@ pub struct Scheduler {
     leading: bool,
     /// DPM-Solver's previous data prediction.
     previous: Option<Vec<f32>>,
+    /// DDIM's and LCM's clamp of the clean estimate, if on.
+    clip: Option<f32>,
+    /// ᾱ after the last step (DDIM, LCM).
+    final_alpha: f64,
 }
 
 impl SchedulerConfig {
@@ -152,6 +184,19 @@ impl Scheduler {
                 "prediction_type {} is not supported (epsilon)",
                 config.prediction_type
             )));
+        }
+        for (set, key) in [
+            (config.thresholding, "thresholding"),
+            (config.rescale_betas_zero_snr, "rescale_betas_zero_snr"),
+            (config.use_karras_sigmas, "use_karras_sigmas"),
+            (config.use_exponential_sigmas, "use_exponential_sigmas"),
+            (config.use_beta_sigmas, "use_beta_sigmas"),
+        ] {
+            if set {
+                return Err(CoreError::Weights(format!(
+                    "scheduler config: {key} is not supported"
+                )));
+            }
         }
         if steps == 0 || steps > n || n < 2 {
             return Err(CoreError::Backend(format!(
@@ -220,6 +265,16 @@ impl Scheduler {
             s.push(0.0);
             s
         };
+        let clip = match kind {
+            Kind::Ddim => config.clip_sample.unwrap_or(true),
+            Kind::Lcm => config.clip_sample.unwrap_or(false),
+            _ => false,
+        }
+        .then_some(config.clip_sample_range as f32);
+        let final_alpha = match config.set_alpha_to_one.unwrap_or(true) {
+            true => 1.0,
+            false => alphas_cumprod[0],
+        };
         Ok(Scheduler {
             kind,
             alphas_cumprod,
@@ -228,6 +283,8 @@ impl Scheduler {
             stride,
             leading: spacing == "leading",
             previous: None,
+            clip,
+            final_alpha,
         })
     }
 
@@ -314,9 +371,17 @@ impl Scheduler {
                 sample
                     .iter()
                     .zip(eps)
-                    .map(|(x, e)| (x - sb * e) / sa)
+                    .map(|(x, e)| self.clipped((x - sb * e) / sa))
                     .collect()
             }
+        }
+    }
+
+    /// A clean estimate clamped where the config asks it to be (`clip_sample`).
+    fn clipped(&self, x0: f32) -> f32 {
+        match self.clip {
+            Some(r) => x0.clamp(-r, r),
+            None => x0,
         }
     }
 
@@ -354,14 +419,15 @@ impl Scheduler {
                 let a_prev = if prev >= 0.0 {
                     self.alpha(prev)
                 } else {
-                    self.alphas_cumprod[0]
+                    self.final_alpha
                 };
                 let (sa, sb) = (a_t.sqrt() as f32, (1.0 - a_t).sqrt() as f32);
                 let (pa, pb) = (a_prev.sqrt() as f32, (1.0 - a_prev).sqrt() as f32);
+                // diffusers keeps the predicted noise as it is when it clamps the estimate.
                 sample
                     .iter()
                     .zip(eps)
-                    .map(|(x, e)| pa * ((x - sb * e) / sa) + pb * e)
+                    .map(|(x, e)| pa * self.clipped((x - sb * e) / sa) + pb * e)
                     .collect()
             }
             Kind::DpmSolverPp2M => self.dpm_step(eps, i, sample),
@@ -378,7 +444,7 @@ impl Scheduler {
                 let denoised: Vec<f32> = sample
                     .iter()
                     .zip(eps)
-                    .map(|(x, e)| c_out * ((x - sb * e) / sa) + c_skip * x)
+                    .map(|(x, e)| c_out * self.clipped((x - sb * e) / sa) + c_skip * x)
                     .collect();
                 match (prev, noise) {
                     (Some(_), Some(n)) => {

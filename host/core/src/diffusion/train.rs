@@ -100,6 +100,62 @@ impl Trainer {
         })
     }
 
+    /// A trainer that goes on from the UNet saved in `dir` (the `unet/` folder
+    /// [`Trainer::save`] wrote, f32 or f16): the weights carry over, AdamW's moments and the
+    /// data order start again from `seed`.
+    pub fn resume(
+        config: UNetConfig,
+        dir: &Path,
+        schedule: &SchedulerConfig,
+        settings: TrainSettings,
+        seed: u64,
+    ) -> Result<Self, CoreError> {
+        let mut t = Self::new(config, schedule, settings, seed)?;
+        let w = Weights::open(dir, "diffusion_pytorch_model.safetensors", &t.plain)?;
+        for (p, v) in t.params.iter().zip(t.values.iter_mut()) {
+            let n: usize = p.shape.iter().product();
+            let mismatch = |dims: &[usize]| {
+                CoreError::Weights(format!(
+                    "{}: {dims:?} in {}, {:?} in the config",
+                    p.name,
+                    dir.display(),
+                    p.shape
+                ))
+            };
+            let flat: Tensor<1> = match p.shape.len() {
+                1 => {
+                    let x = w.tensor::<1>(&p.name)?;
+                    if x.dims()[..] != p.shape[..] {
+                        return Err(mismatch(&x.dims()));
+                    }
+                    x
+                }
+                2 => {
+                    let x = w.tensor::<2>(&p.name)?;
+                    if x.dims()[..] != p.shape[..] {
+                        return Err(mismatch(&x.dims()));
+                    }
+                    x.reshape([n])
+                }
+                4 => {
+                    let x = w.tensor::<4>(&p.name)?;
+                    if x.dims()[..] != p.shape[..] {
+                        return Err(mismatch(&x.dims()));
+                    }
+                    x.reshape([n])
+                }
+                r => {
+                    return Err(CoreError::Weights(format!(
+                        "{}: a parameter of {r} dimensions",
+                        p.name
+                    )));
+                }
+            };
+            *v = flat;
+        }
+        Ok(t)
+    }
+
     /// The parameters' count.
     pub fn parameter_count(&self) -> usize {
         self.params
