@@ -232,7 +232,7 @@ def test_bad_edits_are_a_400_naming_the_parameter(ic, image, mask, extra, param)
 def test_urls_serve_without_a_key_and_a_full_queue_is_a_429_with_retry_after():
     # API keys required; no request may wait behind the running one.
     edits = {'api_keys = []': 'api_keys = ["sk-images"]',
-             "[plugins.settings.images]": "[plugins.settings.images]\nurl_expires_secs = 2"}
+             "url_expires_secs = 3600": "url_expires_secs = 2"}
     with own_server("cinder-images-queue-", images_config("max_waiting = 0\n", edits)) as srv:
         import concurrent.futures
         import httpx

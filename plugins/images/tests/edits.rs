@@ -323,3 +323,27 @@ fn bad_forms_are_refused_by_name() {
         assert_eq!(param(out.unwrap_err()), want, "{route} {parts:?}");
     }
 }
+
+#[test]
+fn an_image_over_max_image_bytes_is_refused_before_it_is_decoded() {
+    let png = rgba_png(64, 64, |_, _| false);
+    let host = FakeHost::new("chat")
+        .with_image_model(image_model(MODEL, &[(64, 64)]))
+        .with_setting("max_image_bytes", "100")
+        .with_form(&[("image", Some("a.png"), &png), ("prompt", None, b"p")]);
+    let request = Request {
+        method: "POST".into(),
+        path: "/v1/images/edits".into(),
+        body: String::new(),
+        request_id: "r".into(),
+    };
+    let e = FirstParty
+        .serve(&Route::new("images.edit"), request, &host)
+        .unwrap_err();
+    let Error::InvalidRequest(d) = e else {
+        panic!("not a 400")
+    };
+    assert_eq!(d.param.as_deref(), Some("image"));
+    assert!(d.message.contains("larger than 100 bytes"), "{}", d.message);
+    assert!(host.image_requests().is_empty());
+}
