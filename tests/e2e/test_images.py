@@ -211,6 +211,28 @@ def test_an_unmasked_edit_and_a_variation_redraw_the_image(ic):
     assert a.size == b.size == (64, 64) and a.tobytes() != b.tobytes()
 
 
+def test_the_largest_image_and_mask_fit_the_plugins_memory(ic):
+    # 2048x2048 RGBA image and mask (small files: flat colours), decoded inside the plugin's
+    # default 64 MiB, then refused one pixel past the limit, by name.
+    def flat(size, hole):
+        img = Image.new("RGBA", size, (10, 200, 30, 255))
+        if hole:
+            img.paste((0, 0, 0, 0), (512, 512, 1536, 1536))
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+
+    r = ic.images.edit(model=MODEL, image=("big.png", flat((2048, 2048), False), "image/png"),
+                       mask=("mask.png", flat((2048, 2048), True), "image/png"), prompt="a pond",
+                       size="64x64", extra_body={"seed": 1, "steps": 2})
+    out = decoded(r.data[0].b64_json).convert("RGB")
+    assert out.size == (64, 64) and out.getpixel((2, 2)) == (10, 200, 30)
+    with pytest.raises(openai.BadRequestError) as e:
+        ic.images.edit(model=MODEL, image=("big.png", flat((2049, 2048), False), "image/png"), prompt="x",
+                       size="64x64")
+    assert e.value.body["param"] == "image"
+
+
 @pytest.mark.parametrize(
     "image,mask,extra,param",
     [

@@ -9,7 +9,9 @@
 //! `cargo run --release -p cinder-core --example train_image_model -- --data PACKAGE_DIR
 //! --text-encoder MINILM_DIR --out MODEL_DIR --report REPORT_DIR [--steps N] [--batch B]
 //! [--seed S] [--lr LR] [--channels 32,64,96] [--samples-every EPOCHS] [--f32]
-//! [--init UNET_DIR]` (`--init` goes on from a saved UNet: training spread over runs)
+//! [--init UNET_DIR] [--regrid SNAPSHOT_DIR]` (`--init` goes on from a saved UNet: training
+//! spread over runs; `--steps 0 --init` only evaluates; `--regrid` samples each epoch's saved
+//! UNet, `NNN.safetensors`, again with this build)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -40,6 +42,7 @@ struct Args {
     samples_every: usize,
     half: bool,
     init: Option<PathBuf>,
+    regrid: Option<PathBuf>,
 }
 
 fn args() -> Result<Args> {
@@ -56,6 +59,7 @@ fn args() -> Result<Args> {
         samples_every: 1,
         half: true,
         init: None,
+        regrid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -74,6 +78,7 @@ fn args() -> Result<Args> {
             "--seed" => a.seed = value.parse()?,
             "--lr" => a.lr = value.parse()?,
             "--init" => a.init = Some(value.into()),
+            "--regrid" => a.regrid = Some(value.into()),
             "--samples-every" => a.samples_every = value.parse::<usize>()?.max(1),
             "--channels" => {
                 a.channels = value.split(',').map(str::parse).collect::<Result<_, _>>()?
@@ -301,6 +306,21 @@ fn generate(pipe: &Pipeline, prompt: &str, seed: u64, steps: usize) -> Result<Ve
     Ok(pipe.generate(&r, &mut |_| true)?.rgb)
 }
 
+/// Eight training names at ten DDIM steps with the model in `a.out` (cheap next to an
+/// epoch; the final measure uses 25), as a grid at `path`.
+fn sample_grid(a: &Args, data: &[Emoji], path: &Path) -> Result<()> {
+    let (pipe, _) = Pipeline::load(&a.out, BackendPreference::Flex)?;
+    let train: Vec<&Emoji> = data.iter().filter(|e| !e.held_out).collect();
+    let shown: Vec<Vec<u8>> = train
+        .iter()
+        .step_by((train.len() / 8).max(1))
+        .take(8)
+        .enumerate()
+        .map(|(k, e)| generate(&pipe, &e.texts[0], k as u64, 10))
+        .collect::<Result<_>>()?;
+    grid(path, &shown, SIDE, 8)
+}
+
 /// Held-out names: how often one of the 5 training images nearest (by pixel distance) to a
 /// name's image shares its subcategory; and the same for the image of another held-out name.
 fn evaluate(pipe: &Pipeline, data: &[Emoji], report: &Path) -> Result<Value> {
@@ -433,35 +453,47 @@ fn main() -> Result<()> {
             ));
         }
         if (step + 1) % (epoch * a.samples_every) == 0 || step + 1 == a.steps {
-            // Per epoch: the curve so far, the model so far and a grid of eight training
-            // names at ten DDIM steps (cheap next to an epoch; the final measure uses 25).
+            // Per epoch: the curve so far, the model so far and a grid of samples.
             std::fs::create_dir_all(&a.report)?;
             std::fs::write(a.report.join("loss.csv"), &curve)?;
             save_pipeline(&trainer, &a, &text_encoder)?;
-            let (pipe, _) = Pipeline::load(&a.out, BackendPreference::Flex)?;
-            let shown: Vec<Vec<u8>> = data
-                .iter()
-                .filter(|e| !e.held_out)
-                .step_by(train.len() / 8)
-                .take(8)
-                .enumerate()
-                .map(|(k, e)| generate(&pipe, &e.texts[0], k as u64, 10))
-                .collect::<Result<_>>()?;
-            grid(
-                &a.report.join(format!(
-                    "samples_epoch_{:03}.png",
-                    (step + 1).div_ceil(epoch)
-                )),
-                &shown,
-                SIDE,
-                8,
+            let n = (step + 1).div_ceil(epoch);
+            sample_grid(
+                &a,
+                &data,
+                &a.report.join(format!("samples_epoch_{n:03}.png")),
             )?;
         }
     }
     bar.finish();
+    if a.steps == 0 {
+        // Evaluation only (of `--init`): the folder as this build writes it.
+        save_pipeline(&trainer, &a, &text_encoder)?;
+    }
+    if let Some(dir) = &a.regrid {
+        // Each saved epoch's UNet (NNN.safetensors) sampled again, then the final one back.
+        let mut saved: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        saved.sort();
+        let unet = a.out.join("unet/diffusion_pytorch_model.safetensors");
+        for snapshot in saved {
+            let n = snapshot
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
+            std::fs::copy(&snapshot, &unet)?;
+            sample_grid(&a, &data, &a.report.join(format!("samples_epoch_{n}.png")))?;
+        }
+        save_pipeline(&trainer, &a, &text_encoder)?;
+    }
     let (pipe, _) = Pipeline::load(&a.out, BackendPreference::Flex)?;
     let mut eval = evaluate(&pipe, &data, &a.report)?;
     eval["steps"] = json!(a.steps);
+    eval["evaluated_only"] = json!(a.steps == 0);
     eval["batch"] = json!(a.batch);
     eval["seed"] = json!(a.seed);
     eval["parameters"] = json!(trainer.parameter_count());

@@ -25,12 +25,14 @@ use crate::bad;
 use crate::generate::{NAMES, image_tokens, prepare, respond};
 
 /// Bytes an image or mask file may have, unless the `max_image_bytes` setting says
-/// otherwise (OpenAI's limit for GPT image models is 50 MB; DALL·E 2's 4 MB).
-pub const MAX_IMAGE_BYTES: u64 = 16 << 20;
+/// otherwise (DALL·E 2's limit is 4 MB; GPT image models take 50 MB, which would not fit a
+/// plugin's default 64 MiB of memory beside the decoded pixels).
+pub const MAX_IMAGE_BYTES: u64 = 8 << 20;
 /// The largest side of an image or mask, in pixels, and the most pixels it may have: what
-/// is decoded is bounded before any pixel is.
+/// is decoded is bounded before any pixel is. A 2048x2048 image and its mask, decoded one
+/// after the other with their files, stay under 48 MiB of the plugin's memory.
 pub const MAX_SIDE: u32 = 4096;
-pub const MAX_PIXELS: u64 = 16 << 20;
+pub const MAX_PIXELS: u64 = 2048 * 2048;
 /// Bytes a text field may have (a prompt of 32,000 characters fits).
 const MAX_FIELD_BYTES: usize = 256 << 10;
 /// Bytes asked of the host per read.
@@ -51,18 +53,21 @@ pub struct Decoded {
 /// The multipart form of an edit or a variation.
 struct Form {
     fields: Map<String, Value>,
-    images: Vec<Vec<u8>>,
+    image: Option<Vec<u8>>,
     mask: Option<Vec<u8>>,
     strength: Option<f32>,
 }
 
 /// Serves `POST /v1/images/edits`.
 pub fn edit(_request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
-    let form = read_form(host)?;
-    let image = one_image(&form)?;
-    let mask = match &form.mask {
+    let mut form = read_form(host)?;
+    let strength = form.strength;
+    check_strength(strength)?;
+    let image = one_image(&mut form)?;
+    let mask = match form.mask.take() {
         Some(bytes) => {
-            let m = decode(bytes, "mask")?;
+            let m = decode(&bytes, "mask")?;
+            drop(bytes);
             if (m.width, m.height) != (image.width, image.height) {
                 return Err(bad(
                     format!(
@@ -78,6 +83,8 @@ pub fn edit(_request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
                     "mask",
                 ));
             };
+            // Only the opening is kept: the mask's colours are never used.
+            drop(m.rgb);
             Some(opening(&alpha))
         }
         // No mask: the image's own transparency is the mask, where it has any.
@@ -87,9 +94,7 @@ pub fn edit(_request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
             .filter(|a| a.iter().any(|&v| v < 255))
             .map(|a| opening(a)),
     };
-    let strength = form
-        .strength
-        .unwrap_or(if mask.is_some() { 1.0 } else { 0.8 });
+    let strength = strength.unwrap_or(if mask.is_some() { 1.0 } else { 0.8 });
     let req: ImageGenerationRequest = serde_json::from_value(Value::Object(form.fields))
         .map_err(|e| bad(format!("the form's fields: {e}"), "prompt"))?;
     let p = ImageParams::check(req)?;
@@ -100,22 +105,48 @@ pub fn edit(_request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
 /// Serves `POST /v1/images/variations`.
 pub fn variation(_request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let mut form = read_form(host)?;
-    let image = one_image(&form)?;
+    check_strength(form.strength)?;
+    if form.fields.get("stream") == Some(&Value::Bool(true)) {
+        return Err(bad(
+            "variations are not streamed (OpenAI's are not)",
+            "stream",
+        ));
+    }
+    let image = one_image(&mut form)?;
     let strength = form.strength.unwrap_or(0.7);
-    // A variation has no prompt: the check wants one, so it sees a stand-in, and the
-    // request goes with the prompt given as an extra field, or none.
-    let prompt = match form.fields.remove("prompt") {
-        Some(Value::String(s)) => s,
-        _ => String::new(),
+    // A variation has no prompt: without one the check sees a stand-in and the request
+    // goes with none; a `prompt` sent as an extra field is checked as any prompt.
+    let given = match form.fields.get("prompt") {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        _ => None,
     };
-    form.fields
-        .insert("prompt".into(), Value::String("variation".into()));
+    if given.is_none() {
+        form.fields
+            .insert("prompt".into(), Value::String("variation".into()));
+    }
     let req: ImageGenerationRequest = serde_json::from_value(Value::Object(form.fields))
         .map_err(|e| bad(format!("the form's fields: {e}"), "image"))?;
     let mut p = ImageParams::check(req)?;
-    p.prompt = prompt;
-    let events = (PARTIAL_IMAGE_EVENT, COMPLETED_EVENT);
-    run(&p, image, None, strength, events, host)
+    p.prompt = given.unwrap_or_default();
+    run(
+        &p,
+        image,
+        None,
+        strength,
+        (PARTIAL_IMAGE_EVENT, COMPLETED_EVENT),
+        host,
+    )
+}
+
+/// `strength`, when given, is above 0 and at most 1 (checked before anything is decoded).
+fn check_strength(strength: Option<f32>) -> Result<(), Error> {
+    match strength {
+        Some(s) if !(s > 0.0 && s <= 1.0) => Err(bad(
+            format!("strength must be above 0 and at most 1; got {s}"),
+            "strength",
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn run(
@@ -126,13 +157,8 @@ fn run(
     events: (&str, &str),
     host: &dyn AgentHost,
 ) -> Result<(), Error> {
-    if !(strength > 0.0 && strength <= 1.0) {
-        return Err(bad(
-            format!("strength must be above 0 and at most 1; got {strength}"),
-            "strength",
-        ));
-    }
-    let (_, wanted) = prepare(p, host)?;
+    check_strength(Some(strength))?;
+    let wanted = prepare(p, host)?;
     let source = ImageSource {
         picture: Image {
             width: image.width,
@@ -145,22 +171,17 @@ fn run(
     let generation = host
         .edit_images(&wanted, &source)
         .map_err(|e| e.naming(NAMES))?;
+    // The host has its own copy: the plugin's memory is for the images coming back.
+    drop(source);
     let tokens_in = image_tokens(wanted.size.width, wanted.size.height);
     respond(p, wanted.size, generation.as_ref(), events, tokens_in, host)
 }
 
-/// The one image of the form, decoded.
-fn one_image(form: &Form) -> Result<Decoded, Error> {
-    match form.images.as_slice() {
-        [] => Err(bad("an image file is required", "image")),
-        [one] => decode(one, "image"),
-        many => Err(bad(
-            format!(
-                "Cinder's image models edit one image at a time; got {}",
-                many.len()
-            ),
-            "image",
-        )),
+/// The form's image, decoded (its file dropped once it is).
+fn one_image(form: &mut Form) -> Result<Decoded, Error> {
+    match form.image.take() {
+        Some(bytes) => decode(&bytes, "image"),
+        None => Err(bad("an image file is required", "image")),
     }
 }
 
@@ -178,14 +199,24 @@ fn read_form(host: &dyn AgentHost) -> Result<Form, Error> {
         .unwrap_or(MAX_IMAGE_BYTES);
     let mut form = Form {
         fields: Map::new(),
-        images: Vec::new(),
+        image: None,
         mask: None,
         strength: None,
     };
     while let Some(part) = host.next_part()? {
         let name = part.name.as_str();
         match name {
-            "image" | "image[]" => form.images.push(read(host, "image", max_bytes)?),
+            // A second image is refused before it is read (the models edit one at a time).
+            "image" | "image[]" if form.image.is_some() => {
+                return Err(bad(
+                    "Cinder's image models edit one image at a time; the form has more",
+                    "image",
+                ));
+            }
+            "image" | "image[]" => form.image = Some(read(host, "image", max_bytes)?),
+            "mask" if form.mask.is_some() => {
+                return Err(bad("the form has more than one mask", "mask"));
+            }
             "mask" => form.mask = Some(read(host, "mask", max_bytes)?),
             _ => {
                 let text = String::from_utf8(read(host, name, MAX_FIELD_BYTES as u64)?)
@@ -221,10 +252,12 @@ fn read(host: &dyn AgentHost, param: &str, max: u64) -> Result<Vec<u8>, Error> {
         if chunk.is_empty() {
             return Ok(out);
         }
-        out.extend_from_slice(&chunk);
-        if out.len() as u64 > max {
+        if (out.len() + chunk.len()) as u64 > max {
             return Err(bad(format!("`{param}` is larger than {max} bytes"), param));
         }
+        // Grown a chunk at a time, not doubled: a file near the limit takes its own size.
+        out.reserve_exact(chunk.len());
+        out.extend_from_slice(&chunk);
     }
 }
 
@@ -261,8 +294,7 @@ pub fn decode(bytes: &[u8], param: &str) -> Result<Decoded, Error> {
         let mut buf = vec![0; size];
         let info = reader.next_frame(&mut buf).map_err(|e| broken(&e))?;
         buf.truncate(info.buffer_size());
-        let channels = info.color_type.samples();
-        return Ok(split(w, h, &buf, channels));
+        return split(w, h, buf, info.color_type.samples(), param);
     }
     if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
         use zune_jpeg::JpegDecoder;
@@ -280,7 +312,7 @@ pub fn decode(bytes: &[u8], param: &str) -> Result<Decoded, Error> {
             return Err(e);
         }
         let rgb = decoder.decode().map_err(|e| broken(&e))?;
-        return Ok(split(w as u32, h as u32, &rgb, 3));
+        return split(w as u32, h as u32, rgb, 3, param);
     }
     if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
         let mut decoder =
@@ -295,7 +327,7 @@ pub fn decode(bytes: &[u8], param: &str) -> Result<Decoded, Error> {
         let channels = if decoder.has_alpha() { 4 } else { 3 };
         let mut buf = vec![0; size];
         decoder.read_image(&mut buf).map_err(|e| broken(&e))?;
-        return Ok(split(w, h, &buf, channels));
+        return split(w, h, buf, channels, param);
     }
     Err(bad(
         format!("`{param}` must be a PNG, JPEG or WebP image"),
@@ -303,23 +335,48 @@ pub fn decode(bytes: &[u8], param: &str) -> Result<Decoded, Error> {
     ))
 }
 
-/// Pixels of 1 to 4 channels (gray, gray+alpha, RGB, RGBA) as RGB and alpha.
-fn split(width: u32, height: u32, buf: &[u8], channels: usize) -> Decoded {
-    let mut rgb = Vec::with_capacity(buf.len() / channels.max(1) * 3);
-    let mut alpha = (channels == 2 || channels == 4).then(Vec::new);
-    for px in buf.chunks_exact(channels.max(1)) {
-        match channels {
-            1 | 2 => rgb.extend_from_slice(&[px[0]; 3]),
-            _ => rgb.extend_from_slice(&px[..3]),
-        }
-        if let Some(a) = alpha.as_mut() {
-            a.push(px[channels - 1]);
-        }
+/// Pixels of 1 to 4 channels (gray, gray+alpha, RGB, RGBA) as RGB and alpha, rewritten in
+/// the decoder's own buffer (no second copy of the picture); a buffer that is not the size
+/// the header gave is a 400 naming `param`.
+fn split(
+    width: u32,
+    height: u32,
+    mut buf: Vec<u8>,
+    channels: usize,
+    param: &str,
+) -> Result<Decoded, Error> {
+    let pixels = width as usize * height as usize;
+    if channels == 0 || channels > 4 || buf.len() < pixels * channels {
+        return Err(bad(
+            format!("`{param}` decoded to fewer pixels than its {width}x{height} header"),
+            param,
+        ));
     }
-    Decoded {
+    let mut alpha = (channels == 2 || channels == 4).then(|| Vec::with_capacity(pixels));
+    if channels == 3 {
+        buf.truncate(pixels * 3);
+    } else {
+        // Front to back: pixel i's three bytes land at or before where pixel i was read.
+        for i in 0..pixels {
+            let at = i * channels;
+            let (r, g, b) = match channels {
+                1 | 2 => (buf[at], buf[at], buf[at]),
+                _ => (buf[at], buf[at + 1], buf[at + 2]),
+            };
+            if let Some(a) = alpha.as_mut() {
+                a.push(buf[at + channels - 1]);
+            }
+            buf[i * 3] = r;
+            buf[i * 3 + 1] = g;
+            buf[i * 3 + 2] = b;
+        }
+        buf.truncate(pixels * 3);
+        buf.shrink_to_fit();
+    }
+    Ok(Decoded {
         width,
         height,
-        rgb,
+        rgb: buf,
         alpha,
-    }
+    })
 }

@@ -105,18 +105,15 @@ fn random_seed() -> u64 {
 pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let req: ImageGenerationRequest = cinder_sdk::parse_body(&request.body)?;
     let p = ImageParams::check(req)?;
-    let (_, wanted) = prepare(&p, host)?;
+    let wanted = prepare(&p, host)?;
     let generation = host.generate_images(&wanted).map_err(|e| e.naming(NAMES))?;
     let events = (PARTIAL_IMAGE_EVENT, COMPLETED_EVENT);
     respond(&p, wanted.size, generation.as_ref(), events, 0, host)
 }
 
-/// The model `p` names (or the default), and the request its images are made by: its size
+/// The request `p`'s images are made by, on the model it names (or the default): its size
 /// and steps checked against the model, the things no model here can do refused by name.
-pub(crate) fn prepare(
-    p: &ImageParams,
-    host: &dyn AgentHost,
-) -> Result<(ImageModelInfo, ImageRequest), Error> {
+pub(crate) fn prepare(p: &ImageParams, host: &dyn AgentHost) -> Result<ImageRequest, Error> {
     let model = p
         .model
         .clone()
@@ -163,7 +160,7 @@ pub(crate) fn prepare(
         count: p.n,
         partial_images: if p.stream { p.partial_images } else { 0 },
     };
-    Ok((info, wanted))
+    Ok(wanted)
 }
 
 /// Reads `generation` to its end and answers: the images whole (as `b64_json` or `url`), or

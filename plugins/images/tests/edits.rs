@@ -317,6 +317,25 @@ fn bad_forms_are_refused_by_name() {
             ],
             "stream",
         ),
+        (
+            "variations",
+            vec![
+                ("image", Some("a"), &png),
+                ("model", None, m),
+                ("stream", None, b"true"),
+            ],
+            "stream",
+        ),
+        (
+            "edits",
+            vec![
+                ("image", Some("a"), &png),
+                ("mask", Some("m"), &png),
+                ("mask", Some("m2"), &png),
+                ("prompt", None, b"p"),
+            ],
+            "mask",
+        ),
     ];
     for (route, parts, want) in cases {
         let (_, out) = call(route, &parts);

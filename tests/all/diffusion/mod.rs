@@ -409,11 +409,20 @@ fn a_scheduler_refuses_what_it_cannot_do() {
     ] {
         let c: SchedulerConfig =
             serde_json::from_value(serde_json::json!({ key: true })).expect("parses");
-        let e = Scheduler::new(SchedulerKind::Euler, &c, 4)
-            .err()
-            .expect("refused");
+        let kind = match key {
+            "thresholding" => SchedulerKind::Ddim,
+            _ => SchedulerKind::Euler,
+        };
+        let e = Scheduler::new(kind, &c, 4).err().expect("refused");
         assert!(e.to_string().contains(key), "{e}");
     }
+    // Keys another kind reads do not stop this one; a bad clamp range is refused.
+    let karras: SchedulerConfig =
+        serde_json::from_value(serde_json::json!({"use_karras_sigmas": true})).expect("parses");
+    assert!(Scheduler::new(SchedulerKind::Ddim, &karras, 4).is_ok());
+    let range: SchedulerConfig =
+        serde_json::from_value(serde_json::json!({"clip_sample_range": -1.0})).expect("parses");
+    assert!(Scheduler::new(SchedulerKind::Ddim, &range, 4).is_err());
 }
 
 #[test]

@@ -281,3 +281,64 @@ fn a_pixel_pipeline_serves_its_native_size_enlarged() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_masked_edit_at_full_strength_keeps_nothing_of_what_the_mask_opens() {
+    // A pixel model (no VAE mixing neighbours): two sources that differ only inside the
+    // opening give the same picture, since the opening starts from pure noise.
+    let dir = pixel_pipeline();
+    let (pipe, _) = Pipeline::load(&dir, BackendPreference::Flex).expect("loads");
+    let mask: Vec<u8> = (0..64)
+        .map(|i| {
+            if (2..6).contains(&(i % 8)) && (2..6).contains(&(i / 8)) {
+                255
+            } else {
+                0
+            }
+        })
+        .collect();
+    let source = |inside: u8| SourceImage {
+        width: 8,
+        height: 8,
+        rgb: (0..64)
+            .flat_map(|i| match mask[i] {
+                255 => [inside; 3],
+                _ => [(i * 4) as u8, 90, 200],
+            })
+            .collect(),
+        mask: Some(mask.clone()),
+        strength: 1.0,
+    };
+    let request = |s: SourceImage| ImageRequest {
+        prompt: "a red apple".into(),
+        negative_prompt: String::new(),
+        width: 8,
+        height: 8,
+        steps: 3,
+        guidance: 3.0,
+        seed: 2,
+        scheduler: Some(SchedulerKind::Ddim),
+        fast_decode: false,
+        source: Some(s),
+    };
+    let dark = pipe
+        .generate(&request(source(0)), &mut |_| true)
+        .expect("an edit");
+    let light = pipe
+        .generate(&request(source(255)), &mut |_| true)
+        .expect("an edit");
+    assert_eq!(dark.rgb, light.rgb);
+    // Below full strength the source under the opening shows through.
+    let mut half = source(0);
+    half.strength = 0.5;
+    let mut half_light = source(255);
+    half_light.strength = 0.5;
+    let a = pipe
+        .generate(&request(half), &mut |_| true)
+        .expect("an edit");
+    let b = pipe
+        .generate(&request(half_light), &mut |_| true)
+        .expect("an edit");
+    assert_ne!(a.rgb, b.rgb);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -29,10 +29,11 @@ pub struct SourceImage {
     pub strength: f32,
 }
 
-/// The first step an edit runs of `steps` at `strength`: at least one step runs.
+/// The first step an edit runs of `steps` at `strength`: at least one step runs (diffusers'
+/// `get_timesteps`, in f64 as its Python floats are).
 pub fn first_step(steps: usize, strength: f32) -> usize {
-    let run = ((steps as f32 * strength) as usize).clamp(1, steps.max(1));
-    steps - run
+    let run = ((steps as f64 * f64::from(strength)) as usize).clamp(1, steps.max(1));
+    steps.saturating_sub(run)
 }
 
 impl Pipeline {
@@ -45,17 +46,25 @@ impl Pipeline {
                 "this model's VAE has no encoder, so it cannot start from an image".into(),
             );
         }
-        if s.width == 0
-            || s.height == 0
-            || s.width > MAX_SOURCE_SIDE
-            || s.height > MAX_SOURCE_SIDE
-            || s.rgb.len() != s.width * s.height * 3
+        if s.width == 0 || s.height == 0 || s.width > MAX_SOURCE_SIDE || s.height > MAX_SOURCE_SIDE
         {
             return setting(
                 "image",
                 format!(
                     "an image is 1 to {MAX_SOURCE_SIDE} pixels a side; got {}x{}",
                     s.width, s.height
+                ),
+            );
+        }
+        if s.rgb.len() != s.width * s.height * 3 {
+            return setting(
+                "image",
+                format!(
+                    "a {}x{} image is {} RGB bytes; got {}",
+                    s.width,
+                    s.height,
+                    s.width * s.height * 3,
+                    s.rgb.len()
                 ),
             );
         }
@@ -99,7 +108,16 @@ impl Pipeline {
         let noise = gaussian(&mut rng, clean.len());
         let scheduler = self.scheduler(r.scheduler.unwrap_or(self.scheduler_kind()), r.steps)?;
         let first = first_step(r.steps, source.strength);
-        let start = scheduler.add_noise(&clean, &noise, first);
+        // A masked edit at full strength starts from pure noise, as diffusers' inpainting
+        // does (the opened region keeps nothing of what was under it; the rest is put back
+        // after each step); otherwise from the source noised to the first step's level.
+        let start = match (&source.mask, first) {
+            (Some(_), 0) => {
+                let sigma = scheduler.init_noise_sigma();
+                noise.iter().map(|v| v * sigma).collect()
+            }
+            _ => scheduler.add_noise(&clean, &noise, first),
+        };
         // The mask at the latents' size, as a weight per position and channel.
         let keep: Option<Vec<f32>> = source.mask.as_ref().map(|m| {
             let small = resize_mask(m, source.width, source.height, lw, lh);
@@ -225,6 +243,9 @@ mod tests {
         assert_eq!(first_step(20, 0.75), 5);
         assert_eq!(first_step(20, 0.01), 19);
         assert_eq!(first_step(3, 0.5), 2);
+        // diffusers computes in f64: 100 x 0.29 is 28 steps there, not f32's 29.
+        assert_eq!(first_step(100, 0.29), 72);
+        assert_eq!(first_step(0, 1.0), 0);
     }
 
     #[test]

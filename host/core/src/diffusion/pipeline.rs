@@ -395,7 +395,9 @@ impl Pipeline {
         on_step: &mut dyn FnMut(&Step) -> bool,
     ) -> Result<Vec<f32>, CoreError> {
         let (first, mut latents) = start;
-        let guided = r.guidance > 1.0;
+        // Guidance between two identical prompts (a variation's empty one) changes nothing:
+        // one UNet pass a step instead of two.
+        let guided = r.guidance > 1.0 && r.prompt != r.negative_prompt;
         let prompts = match guided {
             true => vec![r.negative_prompt.as_str(), r.prompt.as_str()],
             false => vec![r.prompt.as_str()],

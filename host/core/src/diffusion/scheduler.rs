@@ -1,7 +1,8 @@
 //! Noise schedulers as diffusers computes them (SD's `scaled_linear` betas, or `linear`):
 //! which timesteps a generation of `n` steps visits, how the UNet's input is scaled, and one
 //! step from the guided noise prediction to the next latents (with DDIM's and LCM's
-//! `clip_sample` and `set_alpha_to_one`; config keys that would need more are refused). Euler, DDIM (η = 0) and DPM-Solver++ 2M are
+//! `clip_sample`, DDIM's `set_alpha_to_one`; config keys that would need more are
+//! refused). Euler, DDIM (η = 0) and DPM-Solver++ 2M are
 //! deterministic; Euler ancestral and LCM draw fresh noise each step, which the caller gives
 //! (so a test can give diffusers' own draws).
 //!
@@ -36,8 +37,9 @@ pub struct SchedulerConfig {
     pub clip_sample: Option<bool>,
     #[serde(default = "one")]
     pub clip_sample_range: f64,
-    /// DDIM and LCM: the last step goes to ᾱ = 1 (true) or to ᾱ₀ (false). When absent, the
-    /// class's default: true.
+    /// DDIM: the last step goes to ᾱ = 1 (true) or to ᾱ₀ (false). When absent, the class's
+    /// default: true. (LCM's last step returns its clean estimate, so the key changes
+    /// nothing there.)
     #[serde(default)]
     pub set_alpha_to_one: Option<bool>,
     /// Keys that would change the schedule in ways not built: refused when set, so a config
@@ -139,7 +141,7 @@ pub struct Scheduler {
     previous: Option<Vec<f32>>,
     /// DDIM's and LCM's clamp of the clean estimate, if on.
     clip: Option<f32>,
-    /// ᾱ after the last step (DDIM, LCM).
+    /// ᾱ after DDIM's last step.
     final_alpha: f64,
 }
 
@@ -185,18 +187,33 @@ impl Scheduler {
                 config.prediction_type
             )));
         }
+        let sigmas_kind = matches!(
+            kind,
+            Kind::Euler | Kind::EulerAncestral | Kind::DpmSolverPp2M
+        );
+        let thresholds = matches!(kind, Kind::Ddim | Kind::DpmSolverPp2M | Kind::Lcm);
+        // Each key only where the scheduler of this kind reads it, as diffusers.
         for (set, key) in [
-            (config.thresholding, "thresholding"),
+            (config.thresholding && thresholds, "thresholding"),
             (config.rescale_betas_zero_snr, "rescale_betas_zero_snr"),
-            (config.use_karras_sigmas, "use_karras_sigmas"),
-            (config.use_exponential_sigmas, "use_exponential_sigmas"),
-            (config.use_beta_sigmas, "use_beta_sigmas"),
+            (config.use_karras_sigmas && sigmas_kind, "use_karras_sigmas"),
+            (
+                config.use_exponential_sigmas && sigmas_kind,
+                "use_exponential_sigmas",
+            ),
+            (config.use_beta_sigmas && sigmas_kind, "use_beta_sigmas"),
         ] {
             if set {
                 return Err(CoreError::Weights(format!(
                     "scheduler config: {key} is not supported"
                 )));
             }
+        }
+        if !(config.clip_sample_range.is_finite() && config.clip_sample_range > 0.0) {
+            return Err(CoreError::Weights(format!(
+                "scheduler config: clip_sample_range {} is not a positive number",
+                config.clip_sample_range
+            )));
         }
         if steps == 0 || steps > n || n < 2 {
             return Err(CoreError::Backend(format!(
