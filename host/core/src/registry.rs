@@ -404,7 +404,6 @@ impl ModelRegistry {
     }
 
     /// Whether `id` is a loaded model's id (any kind).
-    /// Whether a model of this id (of any kind) loaded.
     pub fn is_loaded(&self, id: &str) -> bool {
         self.models.contains_key(id)
             || self.embedders.contains_key(id)

@@ -50,8 +50,7 @@ pub fn limits(c: &Config) -> cinder_runtime::Limits {
     }
 }
 
-/// alias → model id, from every `[[models]]` entry.
-/// The configured aliases of the models that loaded: a model that failed to load (its error
+/// alias → model id, from every `[[models]]` entry: the configured aliases of the models that loaded: a model that failed to load (its error
 /// is logged) takes its aliases with it, and the others keep theirs.
 pub fn aliases(c: &Config, models: &cinder_core::ModelRegistry) -> HashMap<String, String> {
     c.models

@@ -342,3 +342,47 @@ fn a_masked_edit_at_full_strength_keeps_nothing_of_what_the_mask_opens() {
     assert_ne!(a.rgb, b.rgb);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_pixel_models_partial_images_are_the_size_asked() {
+    let dir = pixel_pipeline();
+    let model = cinder_core::LoadedImageModel::load(
+        "pixels",
+        &dir,
+        BackendPreference::Flex,
+        &cinder_core::ImageSettings::default(),
+        0,
+    )
+    .expect("loads");
+    let request = ImageRequest {
+        prompt: "a red apple".into(),
+        negative_prompt: String::new(),
+        width: 32,
+        height: 32,
+        steps: 4,
+        guidance: 3.0,
+        seed: 1,
+        scheduler: None,
+        fast_decode: false,
+        source: None,
+    };
+    let job = cinder_core::ImageJob {
+        request,
+        count: 1,
+        partial_images: 1,
+    };
+    let mut rx = model.submit(job).expect("queued");
+    let mut sizes = Vec::new();
+    while let Some(e) = rx.blocking_recv() {
+        match e {
+            cinder_core::ImageEvent::Partial { picture, .. }
+            | cinder_core::ImageEvent::Done { picture, .. } => {
+                sizes.push((picture.width, picture.height));
+            }
+            cinder_core::ImageEvent::Failed(e) => panic!("{e}"),
+            _ => {}
+        }
+    }
+    assert_eq!(sizes, [(32, 32), (32, 32)], "the partial and the image");
+    let _ = std::fs::remove_dir_all(&dir);
+}

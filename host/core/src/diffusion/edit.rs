@@ -132,13 +132,14 @@ impl Pipeline {
             }
         };
         let mut step_noise = |n: usize| Some(gaussian(&mut rng, n));
+        let kept = keep.as_deref().map(|open| (clean.as_slice(), open));
         let latents = self.denoise_from(
             r,
             scheduler,
             dims,
             (first, start),
             &mut step_noise,
-            &mut put_back,
+            (&mut put_back, kept),
             on_step,
         )?;
         let mut picture = self.finish(r, &latents, dims)?;

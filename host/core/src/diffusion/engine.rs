@@ -179,8 +179,7 @@ fn run(model: &str, pipeline: &Pipeline, work: Work) {
                 .is_ok();
             if ok && partials.contains(&step.done) {
                 // A preview is worth little detail: the fast decoder when there is one.
-                let fast = pipeline.has_fast_decoder();
-                match pipeline.decode(&step.estimate(), step.dims, fast) {
+                match pipeline.preview(&request, step, true) {
                     Ok(picture) => {
                         ok = events
                             .blocking_send(ImageEvent::Partial {

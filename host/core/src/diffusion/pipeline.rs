@@ -75,6 +75,8 @@ pub struct Step<'a> {
     pub dims: [usize; 4],
     /// The scheduler's step (an edit's first step is not the schedule's first).
     index: usize,
+    /// An edit's clean latents and the mask's opening per value: what the estimate keeps.
+    kept: Option<(&'a [f32], &'a [f32])>,
     scheduler: &'a Scheduler,
     eps: &'a [f32],
     sample: &'a [f32],
@@ -83,10 +85,21 @@ pub struct Step<'a> {
 impl Step<'_> {
     /// The clean latents the step predicts (for a partial image: decode them).
     pub fn estimate(&self) -> Vec<f32> {
-        self.scheduler
-            .predicted_original(self.eps, self.index, self.sample)
+        let mut x0 = self
+            .scheduler
+            .predicted_original(self.eps, self.index, self.sample);
+        // An edit's preview shows the kept region as it will end, not the model's guess.
+        if let Some((clean, open)) = self.kept {
+            for ((x, c), o) in x0.iter_mut().zip(clean).zip(open) {
+                *x = o * *x + (1.0 - o) * c;
+            }
+        }
+        x0
     }
 }
+
+/// What an edit does to the latents after each step (step, scheduler, latents).
+pub(crate) type AfterStep<'a> = &'a mut dyn FnMut(usize, &Scheduler, &mut Vec<f32>);
 
 /// A loaded pipeline.
 pub struct Pipeline {
@@ -340,6 +353,16 @@ impl Pipeline {
         }
     }
 
+    /// A step's partial image for `r`: its clean estimate decoded (by the fast decoder when
+    /// `fast` and there is one), a pixel model's enlarged to `r`'s size.
+    pub fn preview(&self, r: &ImageRequest, step: &Step, fast: bool) -> Result<Picture, CoreError> {
+        let picture = self.decode(&step.estimate(), step.dims, fast && self.tiny.is_some())?;
+        match self.is_pixels() {
+            true => Ok(enlarge(picture, r.width / step.dims[3].max(1))),
+            false => Ok(picture),
+        }
+    }
+
     /// The VAE's encoder, where the folder has one.
     pub(crate) fn encoder(&self) -> Option<&VaeEncoder> {
         self.encoder.as_ref()
@@ -375,14 +398,15 @@ impl Pipeline {
             dims,
             (0, latents),
             step_noise,
-            &mut keep,
+            (&mut keep, None),
             on_step,
         )
     }
 
     /// The denoising loop from step `start.0` on the latents `start.1` (already at that
-    /// step's noise level); `after_step(i, scheduler, latents)` may change the latents after
-    /// step `i` (an edit puts back what its mask keeps).
+    /// step's noise level); `after_step.0(i, scheduler, latents)` may change the latents
+    /// after step `i` (an edit puts back what its mask keeps), and `after_step.1` is the
+    /// clean latents and opening the steps' estimates keep.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn denoise_from(
         &self,
@@ -391,10 +415,11 @@ impl Pipeline {
         dims: [usize; 4],
         start: (usize, Vec<f32>),
         step_noise: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
-        after_step: &mut dyn FnMut(usize, &Scheduler, &mut Vec<f32>),
+        after_step: (AfterStep, Option<(&[f32], &[f32])>),
         on_step: &mut dyn FnMut(&Step) -> bool,
     ) -> Result<Vec<f32>, CoreError> {
         let (first, mut latents) = start;
+        let (after_step, kept) = after_step;
         // Guidance between two identical prompts (a variation's empty one) changes nothing:
         // one UNet pass a step instead of two.
         let guided = r.guidance > 1.0 && r.prompt != r.negative_prompt;
@@ -434,6 +459,7 @@ impl Pipeline {
                 of: steps.len() - first,
                 dims,
                 index: i,
+                kept,
                 scheduler: &scheduler,
                 eps: &eps,
                 sample: &latents,

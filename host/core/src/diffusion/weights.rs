@@ -1,5 +1,6 @@
-//! f32 tensors of a diffusers component's `diffusion_pytorch_model.safetensors` (or a text
-//! encoder's `model.safetensors`), by name, with the shape checked where the caller knows it.
+//! The tensors of a diffusers component's `diffusion_pytorch_model.safetensors` (or a text
+//! encoder's `model.safetensors`; f32, f16 or bf16, widened to f32), by name, with the shape
+//! checked where the caller knows it.
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
-//! The host side of `images` (WIT 0.1.13; edits 0.1.14): image requests queued on the core's
-//! thread for the model, their events read back one `next` at a time. Dropping the handle (or the call
-//! ending) drops the receiver, which stops the work at the next step.
+//! The host side of `images` (WIT 0.1.13; edits 0.1.14): image requests queued on the
+//! core's thread for the model, their events read back one `next` at a time. Dropping the
+//! handle (or the call ending) drops the receiver, which stops the work at the next step.
 
 use cinder_core::{ImageEvent, ImageJob, ImageRequest, Picture, SourceImage};
 use tokio::sync::mpsc;
