@@ -76,7 +76,7 @@ pub struct Step<'a> {
     /// The scheduler's step (an edit's first step is not the schedule's first).
     index: usize,
     /// An edit's clean latents and the mask's opening per value: what the estimate keeps.
-    kept: Option<(&'a [f32], &'a [f32])>,
+    kept: Option<Kept<'a>>,
     scheduler: &'a Scheduler,
     eps: &'a [f32],
     sample: &'a [f32],
@@ -100,6 +100,8 @@ impl Step<'_> {
 
 /// What an edit does to the latents after each step (step, scheduler, latents).
 pub(crate) type AfterStep<'a> = &'a mut dyn FnMut(usize, &Scheduler, &mut Vec<f32>);
+/// An edit's clean latents and the mask's opening per value.
+pub(crate) type Kept<'a> = (&'a [f32], &'a [f32]);
 
 /// A loaded pipeline.
 pub struct Pipeline {
@@ -415,7 +417,7 @@ impl Pipeline {
         dims: [usize; 4],
         start: (usize, Vec<f32>),
         step_noise: &mut dyn FnMut(usize) -> Option<Vec<f32>>,
-        after_step: (AfterStep, Option<(&[f32], &[f32])>),
+        after_step: (AfterStep, Option<Kept>),
         on_step: &mut dyn FnMut(&Step) -> bool,
     ) -> Result<Vec<f32>, CoreError> {
         let (first, mut latents) = start;

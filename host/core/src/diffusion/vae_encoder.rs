@@ -16,6 +16,9 @@ use super::weights::{Weights, read_json};
 use crate::error::CoreError;
 use crate::models::backend::{BackendKind, BackendPreference};
 
+/// The latent distribution's mean and log-variance as values, and their shape.
+pub type Encoded = (Vec<f32>, Vec<f32>, [usize; 4]);
+
 /// diffusers' VAE norms.
 const EPS: f64 = 1e-6;
 
@@ -129,16 +132,12 @@ impl VaeEncoder {
 
     /// [`Self::encode`] on plain values: `image` `[b, 3, h, w]` row-major (sides multiples
     /// of the VAE's factor); the mean and log-variance as values, and their shape.
-    pub fn encode_values(
-        &self,
-        image: &[f32],
-        dims: [usize; 4],
-    ) -> Result<(Vec<f32>, Vec<f32>, [usize; 4]), CoreError> {
+    pub fn encode_values(&self, image: &[f32], dims: [usize; 4]) -> Result<Encoded, CoreError> {
         let factor = 1 << (self.config.block_out_channels.len() - 1);
         if dims[1] != 3
             || dims[0] == 0
-            || dims[2] % factor != 0
-            || dims[3] % factor != 0
+            || !dims[2].is_multiple_of(factor)
+            || !dims[3].is_multiple_of(factor)
             || image.len() != dims.iter().product::<usize>()
         {
             return Err(CoreError::Backend(format!(
