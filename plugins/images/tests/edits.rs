@@ -18,6 +18,9 @@ use serde_json::Value;
 
 const MODEL: &str = "tiny-sd";
 
+/// A form part: name, file name, content.
+type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
 /// An RGBA PNG of `w x h`: a gradient, transparent where `clear(x, y)`.
 fn rgba_png(w: u32, h: u32, clear: impl Fn(u32, u32) -> bool) -> Vec<u8> {
     let mut out = Vec::new();
@@ -219,7 +222,7 @@ fn bad_forms_are_refused_by_name() {
     let small_mask = rgba_png(4, 4, |_, _| true);
     let wide = rgba_png(5000, 1, |_, _| false);
     let m = MODEL.as_bytes();
-    let cases: Vec<(&str, Vec<(&str, Option<&str>, &[u8])>, &str)> = vec![
+    let cases: Vec<(&str, Vec<Part>, &str)> = vec![
         (
             "edits",
             vec![("prompt", None, b"p"), ("model", None, m)],
