@@ -11,5 +11,6 @@ pub mod images;
 pub mod models;
 pub mod params;
 pub mod responses;
+pub mod videos;
 
 pub use error::{ErrorBody, ErrorDetail};

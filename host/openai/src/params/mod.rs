@@ -23,6 +23,7 @@ pub mod filters;
 pub mod images;
 pub mod list;
 pub mod responses;
+pub mod videos;
 
 /// A request that breaks one of OpenAI's rules: a 400 `invalid_request_error` naming `param`.
 #[derive(Debug, Clone, PartialEq, Eq)]
