@@ -9,7 +9,7 @@
 //! `cargo run --release -p cinder-core --example train_image_model -- --data PACKAGE_DIR
 //! --text-encoder MINILM_DIR --out MODEL_DIR --report REPORT_DIR [--steps N] [--batch B]
 //! [--seed S] [--lr LR] [--channels 32,64,96] [--samples-every EPOCHS] [--f32]
-//! [--init UNET_DIR] [--regrid SNAPSHOT_DIR]` (`--init` goes on from a saved UNet: training
+//! [--init UNET_DIR] [--regrid SNAPSHOT_DIR] [--ema DECAY]` (`--init` goes on from a saved UNet: training
 //! spread over runs; `--steps 0 --init` only evaluates; `--regrid` samples each epoch's saved
 //! UNet, `NNN.safetensors`, again with this build)
 
@@ -43,6 +43,7 @@ struct Args {
     half: bool,
     init: Option<PathBuf>,
     regrid: Option<PathBuf>,
+    ema: Option<f32>,
 }
 
 fn args() -> Result<Args> {
@@ -60,6 +61,7 @@ fn args() -> Result<Args> {
         half: true,
         init: None,
         regrid: None,
+        ema: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -79,6 +81,7 @@ fn args() -> Result<Args> {
             "--lr" => a.lr = value.parse()?,
             "--init" => a.init = Some(value.into()),
             "--regrid" => a.regrid = Some(value.into()),
+            "--ema" => a.ema = Some(value.parse()?),
             "--samples-every" => a.samples_every = value.parse::<usize>()?.max(1),
             "--channels" => {
                 a.channels = value.split(',').map(str::parse).collect::<Result<_, _>>()?
@@ -400,9 +403,13 @@ fn main() -> Result<()> {
     );
     let config: UNetConfig = serde_json::from_value(unet_config(&a.channels))?;
     let schedule: SchedulerConfig = serde_json::from_value(scheduler_config())?;
+    let settings = TrainSettings {
+        ema_decay: a.ema,
+        ..TrainSettings::default()
+    };
     let mut trainer = match &a.init {
-        Some(dir) => Trainer::resume(config, dir, &schedule, TrainSettings::default(), a.seed)?,
-        None => Trainer::new(config, &schedule, TrainSettings::default(), a.seed)?,
+        Some(dir) => Trainer::resume(config, dir, &schedule, settings, a.seed)?,
+        None => Trainer::new(config, &schedule, settings, a.seed)?,
     };
     eprintln!("UNet: {} parameters", trainer.parameter_count());
     let mut rng = cinder_core::Rng::new(a.seed ^ 0x5eed);
@@ -498,6 +505,7 @@ fn main() -> Result<()> {
     eval["seed"] = json!(a.seed);
     eval["parameters"] = json!(trainer.parameter_count());
     eval["channels"] = json!(a.channels);
+    eval["ema_decay"] = json!(a.ema);
     eval["epochs"] = json!(a.steps as f64 / epoch as f64);
     eval["train_seconds"] = json!(started.elapsed().as_secs_f64());
     eval["final_loss_ema"] = json!(ema);

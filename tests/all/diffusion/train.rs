@@ -69,8 +69,12 @@ fn batch() -> (Vec<f32>, [usize; 4], Vec<f32>, [usize; 3]) {
 }
 
 fn train(seed: u64, steps: usize) -> (Trainer, Vec<f32>) {
+    train_with(seed, steps, TrainSettings::default())
+}
+
+fn train_with(seed: u64, steps: usize, settings: TrainSettings) -> (Trainer, Vec<f32>) {
     let (config, _) = tiny_config();
-    let mut t = Trainer::new(config, &schedule(), TrainSettings::default(), seed).expect("trainer");
+    let mut t = Trainer::new(config, &schedule(), settings, seed).expect("trainer");
     let (clean, dims, context, context_dims) = batch();
     let losses = (0..steps)
         .map(|_| {
@@ -163,7 +167,8 @@ fn a_saved_unet_loads_back_and_predicts_the_same() {
 
 /// A pixel pipeline (`CinderPixelPipeline`): a tiny UNet on 8x8 RGB, conditioned on
 /// all-MiniLM-L6-v2, trained two steps and saved as the server loads it.
-fn pixel_pipeline() -> std::path::PathBuf {
+/// (`tag` names the folder: tests running at once each build their own.)
+fn pixel_pipeline(tag: &str) -> std::path::PathBuf {
     let unet = serde_json::json!({
         "in_channels": 3, "out_channels": 3, "sample_size": 8,
         "block_out_channels": [8, 16], "layers_per_block": 1,
@@ -183,7 +188,7 @@ fn pixel_pipeline() -> std::path::PathBuf {
         t.step(&clean, [2, 3, 8, 8], &context, [2, 1, 384], 1e-3)
             .expect("a step");
     }
-    let dir = std::env::temp_dir().join(format!("cinder-pixel-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("cinder-pixel-{tag}-{}", std::process::id()));
     t.save(&dir.join("unet"), &unet, false).expect("saves");
     let write = |path: &str, v: serde_json::Value| {
         let p = dir.join(path);
@@ -213,7 +218,7 @@ fn schedule_json() -> serde_json::Value {
 
 #[test]
 fn a_pixel_pipeline_serves_its_native_size_enlarged() {
-    let dir = pixel_pipeline();
+    let dir = pixel_pipeline("enlarged");
     let model = cinder_core::LoadedImageModel::load(
         "pixels",
         &dir,
@@ -286,7 +291,7 @@ fn a_pixel_pipeline_serves_its_native_size_enlarged() {
 fn a_masked_edit_at_full_strength_keeps_nothing_of_what_the_mask_opens() {
     // A pixel model (no VAE mixing neighbours): two sources that differ only inside the
     // opening give the same picture, since the opening starts from pure noise.
-    let dir = pixel_pipeline();
+    let dir = pixel_pipeline("masked");
     let (pipe, _) = Pipeline::load(&dir, BackendPreference::Flex).expect("loads");
     let mask: Vec<u8> = (0..64)
         .map(|i| {
@@ -345,7 +350,7 @@ fn a_masked_edit_at_full_strength_keeps_nothing_of_what_the_mask_opens() {
 
 #[test]
 fn a_pixel_models_partial_images_are_the_size_asked() {
-    let dir = pixel_pipeline();
+    let dir = pixel_pipeline("partials");
     let model = cinder_core::LoadedImageModel::load(
         "pixels",
         &dir,
@@ -385,4 +390,26 @@ fn a_pixel_models_partial_images_are_the_size_asked() {
     }
     assert_eq!(sizes, [(32, 32), (32, 32)], "the partial and the image");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_moving_average_is_what_is_sampled_when_one_is_kept() {
+    let (clean, dims, context, context_dims) = batch();
+    let predict = |t: &Trainer| {
+        t.unet()
+            .expect("unet")
+            .predict(&clean, dims, 500.0, &context, context_dims)
+            .expect("predicts")
+    };
+    let (plain, losses) = train(4, 6);
+    let with = |decay| TrainSettings {
+        ema_decay: Some(decay),
+        ..TrainSettings::default()
+    };
+    // The average does not change training itself; decay 0 is the last step's weights.
+    let (zero, zero_losses) = train_with(4, 6, with(0.0));
+    assert_eq!(losses, zero_losses);
+    assert_eq!(predict(&plain), predict(&zero));
+    let (averaged, _) = train_with(4, 6, with(0.99));
+    assert_ne!(predict(&plain), predict(&averaged));
 }
