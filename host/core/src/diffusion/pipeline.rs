@@ -161,19 +161,19 @@ impl Pipeline {
             true => Some(TinyDecoder::load_on(&tiny_dir, &device)?),
             false => None,
         };
-        let vae_dir = dir.join("vae");
         let (text, vae, encoder) = match pixels {
-            false => (
-                TextEncoder::Clip {
-                    tokenizer: Box::new(ClipTokenizer::load(&dir.join("tokenizer"))?),
-                    model: Box::new(ClipText::load_on(&dir.join("text_encoder"), &device)?),
-                },
-                Some(VaeDecoder::load_on(&vae_dir, &device)?),
-                match VaeEncoder::present(&vae_dir, &device)? {
-                    true => Some(VaeEncoder::load_on(&vae_dir, &device)?),
-                    false => None,
-                },
-            ),
+            false => {
+                // One read of `vae/` for both halves.
+                let (config, weights) = super::vae::open(&dir.join("vae"), &device)?;
+                (
+                    TextEncoder::Clip {
+                        tokenizer: Box::new(ClipTokenizer::load(&dir.join("tokenizer"))?),
+                        model: Box::new(ClipText::load_on(&dir.join("text_encoder"), &device)?),
+                    },
+                    Some(VaeDecoder::build(config.clone(), &weights, &device)?),
+                    VaeEncoder::build(config, &weights, &device)?,
+                )
+            }
             true => {
                 let at: SentenceEncoder = read_json(&dir.join("text_encoder/cinder.json"))?;
                 let path = match at.path.strip_prefix("~/") {

@@ -38,6 +38,17 @@ fn yes() -> bool {
     true
 }
 
+/// A pipeline's `vae/`: its config (checked) and its weights, opened once for the decoder
+/// and the encoder.
+pub(crate) fn open(dir: &Path, device: &Device) -> Result<(VaeConfig, Weights), CoreError> {
+    let c: VaeConfig = read_json(&dir.join("config.json"))?;
+    if c.block_out_channels.is_empty() {
+        return Err(CoreError::Weights("vae: no blocks".into()));
+    }
+    let w = Weights::open(dir, "diffusion_pytorch_model.safetensors", device)?;
+    Ok((c, w))
+}
+
 /// diffusers' VAE norms.
 const EPS: f64 = 1e-6;
 
@@ -63,22 +74,23 @@ pub struct VaeDecoder {
 impl VaeDecoder {
     /// Loads the decoder half of a pipeline's `vae/`.
     pub(crate) fn load_on(dir: &Path, device: &Device) -> Result<Self, CoreError> {
-        let c: VaeConfig = read_json(&dir.join("config.json"))?;
-        if c.block_out_channels.is_empty() {
-            return Err(CoreError::Weights("vae: no blocks".into()));
-        }
-        let w = Weights::open(dir, "diffusion_pytorch_model.safetensors", device)?;
+        let (c, w) = open(dir, device)?;
+        Self::build(c, &w, device)
+    }
+
+    /// The decoder from an open `vae/` (the pipeline opens it once for both halves).
+    pub(crate) fn build(c: VaeConfig, w: &Weights, device: &Device) -> Result<Self, CoreError> {
         let g = c.norm_num_groups;
         let d = |s: &str| format!("decoder.{s}");
         let levels = c.block_out_channels.len();
         let up = (0..levels)
             .map(|i| {
                 let resnets = (0..=c.layers_per_block)
-                    .map(|j| Resnet::load(&w, &d(&format!("up_blocks.{i}.resnets.{j}")), g, EPS))
+                    .map(|j| Resnet::load(w, &d(&format!("up_blocks.{i}.resnets.{j}")), g, EPS))
                     .collect::<Result<Vec<_>, _>>()?;
                 let upsample = match i + 1 < levels {
                     true => Some(Conv::load(
-                        &w,
+                        w,
                         &d(&format!("up_blocks.{i}.upsamplers.0.conv")),
                         1,
                     )?),
@@ -89,27 +101,27 @@ impl VaeDecoder {
             .collect::<Result<Vec<_>, CoreError>>()?;
         let mid_attention = match c.mid_block_add_attention {
             true => Some(MidAttention {
-                norm: GroupNorm::load(&w, &d("mid_block.attentions.0.group_norm"), g, EPS)?,
+                norm: GroupNorm::load(w, &d("mid_block.attentions.0.group_norm"), g, EPS)?,
                 // One head as wide as the block (diffusers' `attention_head_dim` for the
                 // VAE's mid block is its last width).
-                attention: Attention::load(&w, &d("mid_block.attentions.0"), 1)?,
+                attention: Attention::load(w, &d("mid_block.attentions.0"), 1)?,
             }),
             false => None,
         };
         Ok(VaeDecoder {
             post_quant: match c.use_post_quant_conv {
-                true => Some(Conv::load(&w, "post_quant_conv", 1)?),
+                true => Some(Conv::load(w, "post_quant_conv", 1)?),
                 false => None,
             },
-            conv_in: Conv::load(&w, &d("conv_in"), 1)?,
+            conv_in: Conv::load(w, &d("conv_in"), 1)?,
             mid: [
-                Resnet::load(&w, &d("mid_block.resnets.0"), g, EPS)?,
-                Resnet::load(&w, &d("mid_block.resnets.1"), g, EPS)?,
+                Resnet::load(w, &d("mid_block.resnets.0"), g, EPS)?,
+                Resnet::load(w, &d("mid_block.resnets.1"), g, EPS)?,
             ],
             mid_attention,
             up,
-            norm_out: GroupNorm::load(&w, &d("conv_norm_out"), g, EPS)?,
-            conv_out: Conv::load(&w, &d("conv_out"), 1)?,
+            norm_out: GroupNorm::load(w, &d("conv_norm_out"), g, EPS)?,
+            conv_out: Conv::load(w, &d("conv_out"), 1)?,
             config: c,
             device: device.clone(),
         })

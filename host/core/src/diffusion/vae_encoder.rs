@@ -12,7 +12,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::blocks::{Attention, Conv, GroupNorm, Resnet, to_image, to_sequence};
 use super::vae::VaeConfig;
-use super::weights::{Weights, read_json};
+use super::weights::Weights;
 use crate::error::CoreError;
 use crate::models::backend::{BackendKind, BackendPreference};
 
@@ -37,30 +37,33 @@ pub struct VaeEncoder {
 }
 
 impl VaeEncoder {
-    /// Whether the pipeline's `vae/` holds an encoder (a decoder-only export does not).
-    pub(crate) fn present(dir: &Path, device: &Device) -> Result<bool, CoreError> {
-        let w = Weights::open(dir, "diffusion_pytorch_model.safetensors", device)?;
-        Ok(w.has("encoder.conv_in.weight"))
-    }
-
     /// Loads the encoder half of a pipeline's `vae/`.
     pub(crate) fn load_on(dir: &Path, device: &Device) -> Result<Self, CoreError> {
-        let c: VaeConfig = read_json(&dir.join("config.json"))?;
-        if c.block_out_channels.is_empty() {
-            return Err(CoreError::Weights("vae: no blocks".into()));
+        let (c, w) = super::vae::open(dir, device)?;
+        Self::build(c, &w, device)?
+            .ok_or_else(|| CoreError::Weights(format!("{}: no VAE encoder", dir.display())))
+    }
+
+    /// The encoder from an open `vae/`, or `None` where it has none (a decoder-only export).
+    pub(crate) fn build(
+        c: VaeConfig,
+        w: &Weights,
+        device: &Device,
+    ) -> Result<Option<Self>, CoreError> {
+        if !w.has("encoder.conv_in.weight") {
+            return Ok(None);
         }
-        let w = Weights::open(dir, "diffusion_pytorch_model.safetensors", device)?;
         let g = c.norm_num_groups;
         let e = |s: &str| format!("encoder.{s}");
         let levels = c.block_out_channels.len();
         let down = (0..levels)
             .map(|i| {
                 let resnets = (0..c.layers_per_block)
-                    .map(|j| Resnet::load(&w, &e(&format!("down_blocks.{i}.resnets.{j}")), g, EPS))
+                    .map(|j| Resnet::load(w, &e(&format!("down_blocks.{i}.resnets.{j}")), g, EPS))
                     .collect::<Result<Vec<_>, _>>()?;
                 let downsample = match i + 1 < levels {
                     true => Some(
-                        Conv::load(&w, &e(&format!("down_blocks.{i}.downsamplers.0.conv")), 2)?
+                        Conv::load(w, &e(&format!("down_blocks.{i}.downsamplers.0.conv")), 2)?
                             .with_padding(0),
                     ),
                     false => None,
@@ -70,28 +73,28 @@ impl VaeEncoder {
             .collect::<Result<Vec<_>, CoreError>>()?;
         let mid_attention = match c.mid_block_add_attention {
             true => Some((
-                GroupNorm::load(&w, &e("mid_block.attentions.0.group_norm"), g, EPS)?,
-                Attention::load(&w, &e("mid_block.attentions.0"), 1)?,
+                GroupNorm::load(w, &e("mid_block.attentions.0.group_norm"), g, EPS)?,
+                Attention::load(w, &e("mid_block.attentions.0"), 1)?,
             )),
             false => None,
         };
-        Ok(VaeEncoder {
-            conv_in: Conv::load(&w, &e("conv_in"), 1)?,
+        Ok(Some(VaeEncoder {
+            conv_in: Conv::load(w, &e("conv_in"), 1)?,
             down,
             mid: [
-                Resnet::load(&w, &e("mid_block.resnets.0"), g, EPS)?,
-                Resnet::load(&w, &e("mid_block.resnets.1"), g, EPS)?,
+                Resnet::load(w, &e("mid_block.resnets.0"), g, EPS)?,
+                Resnet::load(w, &e("mid_block.resnets.1"), g, EPS)?,
             ],
             mid_attention,
-            norm_out: GroupNorm::load(&w, &e("conv_norm_out"), g, EPS)?,
-            conv_out: Conv::load(&w, &e("conv_out"), 1)?,
+            norm_out: GroupNorm::load(w, &e("conv_norm_out"), g, EPS)?,
+            conv_out: Conv::load(w, &e("conv_out"), 1)?,
             quant: match c.use_quant_conv {
-                true => Some(Conv::load(&w, "quant_conv", 1)?),
+                true => Some(Conv::load(w, "quant_conv", 1)?),
                 false => None,
             },
             config: c,
             device: device.clone(),
-        })
+        }))
     }
 
     /// [`Self::load_on`] on the backend `pref` picks.
