@@ -143,6 +143,7 @@ fn build_plugins() -> Result<PathBuf> {
                 "cinder_plugin_vector_stores",
             ),
             ("images", "plugins/images", "cinder_plugin_images"),
+            ("videos", "plugins/videos", "cinder_plugin_videos"),
         ],
     )
 }
@@ -298,6 +299,10 @@ fn setup_test_machine() -> Result<()> {
     if !have("qemu-aarch64") {
         packages.push("qemu-user");
     }
+    // The videos e2e tests decode the MP4s Cinder makes with an independent decoder.
+    if !have("ffprobe") {
+        packages.push("ffmpeg");
+    }
     if !packages.is_empty() {
         let sudo = if Command::new("id")
             .arg("-u")
@@ -370,6 +375,10 @@ fn test() -> Result<()> {
         "cinder-file-search",
         "-p",
         "cinder-plugin-images",
+        "-p",
+        "cinder-pictures",
+        "-p",
+        "cinder-plugin-videos",
         "--features",
         "cinder-sdk/testing",
     ];

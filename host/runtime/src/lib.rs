@@ -40,7 +40,7 @@ pub use manifest::Capability;
 use plugin::{Plugin, Registry};
 pub use plugin::{PluginInfo, RouteMatch};
 pub use reload::{MAX_DELAY as RELOAD_MAX_DELAY, settle};
-pub use routing::MatchedRoute;
+pub use routing::{MatchedRoute, RouteBody};
 use state::TICK;
 pub use state::{HostState, Settings};
 

@@ -6,6 +6,8 @@
 
 use serde::Deserialize;
 
+use crate::routing::RouteBody;
+
 /// `plugin.toml`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,19 +39,11 @@ pub(crate) struct RouteSpec {
     pub(crate) id: Option<String>,
     pub(crate) method: String,
     pub(crate) path: String,
-    /// How the host reads the request body: `json` (the default: whole, as text) or
-    /// `multipart` (parsed by the host, read by the plugin a part at a time).
+    /// How the host reads the request body: `json` (the default: whole, as text),
+    /// `multipart` (parsed by the host, read by the plugin a part at a time) or
+    /// `json-or-multipart` (either, as the request's `Content-Type` says).
     #[serde(default)]
-    pub(crate) body: BodyKind,
-}
-
-/// A route's body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum BodyKind {
-    #[default]
-    Json,
-    Multipart,
+    pub(crate) body: RouteBody,
 }
 
 /// A collection name as a manifest may write it: `[a-z0-9_]{1,64}`.

@@ -12,7 +12,7 @@ use crate::bindings::job_world::JobPluginPre;
 use crate::bindings::tools_world::ToolsPluginPre;
 use crate::cache::CompileCache;
 use crate::failure::RuntimeError;
-use crate::manifest::{BodyKind, Capability, Manifest, check_imports, valid_collection};
+use crate::manifest::{Capability, Manifest, check_imports, valid_collection};
 use crate::routing::{HOST_ROUTES, MatchedRoute, Route, overlaps, path_params, valid_route_id};
 use crate::state::HostState;
 
@@ -101,7 +101,7 @@ pub struct Plugin {
     /// Each route's id (the manifest's, or `METHOD /pattern`), in the order of `info.routes`.
     pub(crate) route_ids: Vec<String>,
     /// Whether each route's body is a multipart form, in the order of `info.routes`.
-    pub(crate) route_multipart: Vec<bool>,
+    pub(crate) route_bodies: Vec<crate::routing::RouteBody>,
     /// The store collections its manifest names.
     pub(crate) collections: std::sync::Arc<[String]>,
     /// A `job-plugin`'s steps (its `job-runner` export) and the job kinds its manifest names.
@@ -336,11 +336,7 @@ impl Plugin {
             },
             pre,
             route_ids,
-            route_multipart: manifest
-                .routes
-                .iter()
-                .map(|r| r.body == BodyKind::Multipart)
-                .collect(),
+            route_bodies: manifest.routes.iter().map(|r| r.body).collect(),
             collections: manifest.collections.into(),
             jobs,
             capabilities: manifest.capabilities,
@@ -490,12 +486,12 @@ impl Registry {
         }
         let index = self.plugins.len();
         let mut new_routes = Vec::new();
-        for ((route, id), multipart) in plugin
+        for ((route, id), body) in plugin
             .info
             .routes
             .iter()
             .zip(&plugin.route_ids)
-            .zip(&plugin.route_multipart)
+            .zip(&plugin.route_bodies)
         {
             let (method, path) = route.split_once(' ').unwrap_or(("POST", route));
             // Routing takes the first match, so any path both patterns match would be
@@ -517,7 +513,7 @@ impl Registry {
                 method: method.to_owned(),
                 pattern: path.to_owned(),
                 id: id.clone(),
-                multipart: *multipart,
+                body: *body,
                 plugin: index,
             });
         }
@@ -540,7 +536,7 @@ impl Registry {
                     let matched = MatchedRoute {
                         id: r.id.clone(),
                         params,
-                        multipart: r.multipart,
+                        body: r.body,
                     };
                     return RouteMatch::Found(self.plugins[r.plugin].clone(), matched);
                 }

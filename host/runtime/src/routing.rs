@@ -9,8 +9,43 @@ pub struct MatchedRoute {
     pub id: String,
     /// `{name}` segments of the pattern and what the path had there, in order.
     pub params: Vec<(String, String)>,
-    /// Whether the route takes a multipart form (the host parses it; WIT `multipart`).
-    pub multipart: bool,
+    /// How the route takes its body.
+    pub body: RouteBody,
+}
+
+/// How a route takes its request body (`body` in a manifest's route).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RouteBody {
+    /// Whole, as text (JSON).
+    #[default]
+    Json,
+    /// A multipart form the host parses and the plugin reads a part at a time (WIT
+    /// `multipart`).
+    Multipart,
+    /// A form when the request's `Content-Type` is `multipart/form-data`, else JSON: OpenAI's
+    /// routes that take a file only sometimes (`POST /v1/videos` with an `input_reference`).
+    JsonOrMultipart,
+}
+
+impl RouteBody {
+    /// Whether a request with this `Content-Type` is read as a form.
+    pub fn reads_form(self, content_type: Option<&str>) -> bool {
+        match self {
+            RouteBody::Json => false,
+            RouteBody::Multipart => true,
+            RouteBody::JsonOrMultipart => content_type.is_some_and(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|m| m.trim().eq_ignore_ascii_case("multipart/form-data"))
+            }),
+        }
+    }
+
+    /// Whether the route may take a form at all.
+    pub fn takes_forms(self) -> bool {
+        self != RouteBody::Json
+    }
 }
 
 /// One route of a loaded plugin.
@@ -19,7 +54,7 @@ pub(crate) struct Route {
     pub(crate) method: String,
     pub(crate) pattern: String,
     pub(crate) id: String,
-    pub(crate) multipart: bool,
+    pub(crate) body: RouteBody,
     /// Index of the plugin in the registry.
     pub(crate) plugin: usize,
 }
@@ -79,6 +114,31 @@ pub(crate) fn overlaps(a: &str, b: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_route_reads_a_form_as_its_body_kind_and_content_type_say() {
+        let form = Some("multipart/form-data; boundary=x");
+        let json = Some("application/json");
+        assert!(!RouteBody::Json.reads_form(form));
+        assert!(RouteBody::Multipart.reads_form(json));
+        assert!(RouteBody::Multipart.reads_form(None));
+        assert!(RouteBody::JsonOrMultipart.reads_form(form));
+        assert!(RouteBody::JsonOrMultipart.reads_form(Some("Multipart/Form-Data ;boundary=y")));
+        assert!(!RouteBody::JsonOrMultipart.reads_form(json));
+        assert!(!RouteBody::JsonOrMultipart.reads_form(None));
+        for (text, body) in [
+            ("json", RouteBody::Json),
+            ("multipart", RouteBody::Multipart),
+            ("json-or-multipart", RouteBody::JsonOrMultipart),
+        ] {
+            #[derive(serde::Deserialize)]
+            struct Spec {
+                body: RouteBody,
+            }
+            let spec: Spec = toml::from_str(&format!("body = \"{text}\"")).expect(text);
+            assert_eq!(spec.body, body);
+        }
+    }
 
     #[test]
     fn patterns_match_one_segment_per_parameter() {

@@ -259,10 +259,10 @@ async fn dispatch(
             crate::links::public_url(settings.public_url.as_deref(), &headers),
         )
     };
-    let (body, multipart) = if route.multipart {
-        let content_type = headers
-            .get(axum::http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
+    let content_type = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let (body, multipart) = if route.body.reads_form(content_type) {
         let form = crate::multipart::Form::new(body, content_type, file_limit, read_timeout)
             .map_err(|m| ApiError::bad_request(m, None))?;
         (String::new(), Some(Multipart::new(Box::new(form))))

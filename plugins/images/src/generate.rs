@@ -13,7 +13,7 @@ use cinder_sdk::openai::params::images::{Background, ImageParams, Quality, Respo
 use cinder_sdk::{Error, Request};
 
 use crate::bad;
-use crate::encode::encode;
+use cinder_pictures::encode;
 
 /// The model a request without `model` gets, unless the `default_model` setting names
 /// another: an id or alias (the example config aliases its image model so).

@@ -1,7 +1,6 @@
 #![doc = include_str!("../README.md")]
 
 pub mod edit;
-pub mod encode;
 pub mod generate;
 
 use cinder_sdk::host::AgentHost;

@@ -7,9 +7,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use base64::Engine as _;
+use cinder_pictures::{decode, encode};
 use cinder_plugin_images::FirstParty;
-use cinder_plugin_images::edit::decode;
-use cinder_plugin_images::encode::encode;
 use cinder_plugin_images::generate::image_tokens;
 use cinder_sdk::openai::params::images::OutputFormat;
 use cinder_sdk::testing::{FakeHost, image_model};

@@ -345,6 +345,27 @@ pub trait Multipart {
     fn next_part(&self) -> Result<Option<multipart::Part>, Error>;
     /// Up to `max` bytes (at most 4 MiB) of the current part; empty at its end.
     fn read_part(&self, max: u32) -> Result<Vec<u8>, Error>;
+
+    /// The rest of the current part, at most `max` bytes: past it, a 400 naming `param`
+    /// (the form field the part is), before more than `max` is held.
+    fn read_part_within(&self, max: u64, param: &str) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        loop {
+            let chunk = self.read_part(1 << 20)?;
+            if chunk.is_empty() {
+                return Ok(out);
+            }
+            if (out.len() + chunk.len()) as u64 > max {
+                return Err(crate::invalid_request(
+                    &format!("`{param}` is larger than {max} bytes"),
+                    Some(param),
+                ));
+            }
+            // Grown a chunk at a time, not doubled: a file near the limit takes its own size.
+            out.reserve_exact(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+    }
 }
 
 /// `cinder:plugin/jobs` (WIT 0.1.8): background work of the kinds the manifest declares

@@ -128,7 +128,7 @@ async fn one(
         }
     };
     // A job may not call its own family (a batch of batches) or a route that reads a form.
-    if plugin.info.id == caller || route.multipart {
+    if plugin.info.id == caller || route.body.takes_forms() {
         return Err(refused(format!(
             "{method} {path} cannot be dispatched by a job"
         )));
