@@ -154,6 +154,7 @@ fn second(host: &dyn AgentHost, object: &Object, record: &Record) -> Result<Outc
     let plan = &record.plan;
     let (w, h) = (record.width, record.height);
     let first_key = s * plan.keyframes_per_second;
+    let began = std::time::Instant::now();
     let start = match (s, &record.carry, &record.reference) {
         (0, _, Some(blob)) => {
             let from = reference(host, blob)?;
@@ -182,8 +183,18 @@ fn second(host: &dyn AgentHost, object: &Object, record: &Record) -> Result<Outc
         )?;
         keys.push(next);
     }
+    let imaged = began.elapsed();
     let frames: Vec<Vec<u8>> = (0..plan.fps).map(|j| frame(&keys, j, plan.fps)).collect();
     let packets = encode_second(&frames, w, h, plan.fps, plan.encoder_speed)?;
+    // What a second costs, model and encoder apart (docs/benchmarks.md reads these lines).
+    cinder_sdk::info(&format!(
+        "video {} second {}/{}: keyframes {:.3} s, frames and encoding {:.3} s",
+        object.id,
+        s + 1,
+        record.seconds,
+        imaged.as_secs_f64(),
+        (began.elapsed() - imaged).as_secs_f64()
+    ));
     let made = Second {
         tile: tile(&frames[0], w, h),
         packets,
@@ -233,6 +244,7 @@ fn second(host: &dyn AgentHost, object: &Object, record: &Record) -> Result<Outc
 /// Puts the seconds into the MP4, tiles the spritesheet and completes the video.
 fn finish(host: &dyn AgentHost, object: &Object, record: &Record) -> Result<Outcome, Error> {
     let (w, h) = (record.width, record.height);
+    let began = std::time::Instant::now();
     let mut tiles = Vec::with_capacity(record.segments.len());
     let mut seconds = Vec::with_capacity(record.segments.len());
     for id in &record.segments {
@@ -243,6 +255,12 @@ fn finish(host: &dyn AgentHost, object: &Object, record: &Record) -> Result<Outc
     let mp4 = mux(seconds, w, h, record.plan.fps)?;
     let (sw, sh, sprites) = sheet(&tiles, SHEET_COLUMNS)?;
     let jpeg = encode(&sprites, sw, sh, OutputFormat::Jpeg, Some(SHEET_QUALITY))?;
+    cinder_sdk::info(&format!(
+        "video {}: MP4 ({} bytes) and spritesheet in {:.3} s",
+        object.id,
+        mp4.len(),
+        began.elapsed().as_secs_f64()
+    ));
     let mut written = Vec::new();
     let mut next = record.clone();
     let stored = (|| -> Result<(), Error> {

@@ -35,6 +35,7 @@ fn job(seed: u64, count: usize, partial_images: usize, steps: usize) -> ImageJob
         },
         count,
         partial_images,
+        background: false,
     }
 }
 
@@ -99,6 +100,28 @@ fn an_image_model_lists_its_sizes_and_makes_each_images_events_in_order() {
             pipe.generate(&alone, &mut |_| true).expect("same")
         );
     }
+}
+
+#[test]
+fn a_background_job_makes_the_same_image_as_a_live_one() {
+    let m = model(ImageSettings::default());
+    let made = |background: bool| {
+        let mut rx = m
+            .submit(ImageJob {
+                background,
+                ..job(5, 1, 0, 3)
+            })
+            .expect("queued");
+        let mut picture = None;
+        while let Some(e) = rx.blocking_recv() {
+            if let ImageEvent::Done { picture: p, .. } = e {
+                picture = Some(p);
+            }
+        }
+        picture.expect("an image")
+    };
+    // On the niced pool, pausing between blocks for live work (none here): the same bytes.
+    assert_eq!(made(true), made(false));
 }
 
 #[test]

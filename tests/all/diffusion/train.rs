@@ -375,6 +375,7 @@ fn a_pixel_models_partial_images_are_the_size_asked() {
         request,
         count: 1,
         partial_images: 1,
+        background: false,
     };
     let mut rx = model.submit(job).expect("queued");
     let mut sizes = Vec::new();

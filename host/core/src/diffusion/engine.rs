@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::pipeline::{ImageRequest, Picture, Pipeline, Step};
 use crate::error::{CoreError, contain};
+use crate::kernels::pools::Pools;
 
 /// The most images one job makes (OpenAI's `n` is 1 to 10).
 pub const MAX_IMAGES_PER_JOB: usize = 10;
@@ -26,6 +27,9 @@ pub struct ImageJob {
     pub count: usize,
     /// Partial images per image, at evenly spaced steps (0 to [`MAX_PARTIAL_IMAGES`]).
     pub partial_images: usize,
+    /// Work only a background job waits on (a video's frames): it runs on niced threads and
+    /// pauses between the UNet's blocks while a live request is in the process.
+    pub background: bool,
 }
 
 /// What a job's caller hears, in order.
@@ -75,11 +79,15 @@ impl ImageHandle {
         let waiting = Arc::new(AtomicUsize::new(0));
         let counter = waiting.clone();
         let model = id.to_owned();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // burn's CPU ops run on the pool they are called from: a background job's on niced,
+        // idle-class threads.
+        let pools = Pools::new("images", threads)?;
         std::thread::Builder::new()
             .name(format!("images-{id}"))
             .spawn(move || {
                 while let Ok(work) = jobs.recv() {
-                    run(&model, &owned, work);
+                    run(&model, &owned, &pools, work);
                     counter.fetch_sub(1, Ordering::AcqRel);
                 }
             })
@@ -148,7 +156,7 @@ pub fn partial_steps(steps: usize, partials: usize) -> Vec<usize> {
     at
 }
 
-fn run(model: &str, pipeline: &Pipeline, work: Work) {
+fn run(model: &str, pipeline: &Pipeline, pools: &Pools, work: Work) {
     let Work { job, events } = work;
     let prompt_tokens = match pipeline.prompt_tokens(&job.request.prompt) {
         Ok(n) => n,
@@ -195,8 +203,10 @@ fn run(model: &str, pipeline: &Pipeline, work: Work) {
             }
             ok
         };
-        let made = contain("image generation", || {
-            pipeline.generate(&request, &mut on_step)
+        let made = pools.install_for(job.background, || {
+            contain("image generation", || {
+                pipeline.generate(&request, &mut on_step)
+            })
         });
         let sent = match made {
             Ok(picture) => events.blocking_send(ImageEvent::Done { image, picture }),

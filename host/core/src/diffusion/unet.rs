@@ -16,6 +16,7 @@ use super::blocks::{
 };
 use super::weights::{Linear, Norm, Weights, layer_norm, read_json};
 use crate::error::CoreError;
+use crate::kernels::pools::pause_for_live;
 use crate::models::backend::{BackendKind, BackendPreference};
 
 /// `unet/config.json`'s fields this model reads; others must keep their SD defaults, which
@@ -504,8 +505,10 @@ impl UNet {
         for level in &self.down {
             for (j, resnet) in level.resnets.iter().enumerate() {
                 x = resnet.forward(x, Some(&temb));
+                pause_for_live();
                 if let Some(attn) = level.attentions.get(j) {
                     x = attn.forward(x, context);
+                    pause_for_live();
                 }
                 skips.push(x.clone());
             }
@@ -516,6 +519,7 @@ impl UNet {
         }
         x = self.mid_resnets[0].forward(x, Some(&temb));
         x = self.mid_attention.forward(x, context);
+        pause_for_live();
         x = self.mid_resnets[1].forward(x, Some(&temb));
         for level in &self.up {
             for (j, resnet) in level.resnets.iter().enumerate() {
@@ -525,8 +529,10 @@ impl UNet {
                     x = Tensor::cat(vec![x, skip], 1);
                 }
                 x = resnet.forward(x, Some(&temb));
+                pause_for_live();
                 if let Some(attn) = level.attentions.get(j) {
                     x = attn.forward(x, context);
+                    pause_for_live();
                 }
             }
             if let Some(conv) = &level.resample {

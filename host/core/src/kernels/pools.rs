@@ -180,6 +180,21 @@ pub(crate) fn between_layers() -> impl Fn() + Sync + Send {
     }
 }
 
+/// What background work whose kernels are not cut by a pool (a diffusion model's, in
+/// burn) calls between two pieces of a step (a UNet's blocks): while any live request or
+/// live pass is in the process, a sleep, at most [`MAX_LIVE_WAIT`] each time. A live chat
+/// request's first token then shares the cores with no more than one such piece.
+pub(crate) fn pause_for_live() {
+    if BACKGROUND.with(Cell::get) {
+        let start = Instant::now();
+        while (LIVE_PASSES.load(Ordering::Relaxed) > 0 || LIVE_REQUESTS.load(Ordering::Relaxed) > 0)
+            && start.elapsed() < MAX_LIVE_WAIT
+        {
+            std::thread::sleep(LIVE_POLL);
+        }
+    }
+}
+
 /// A model's two pools.
 pub(crate) struct Pools {
     live: rayon::ThreadPool,
@@ -221,6 +236,19 @@ impl Pools {
     /// The counter the model's engine keeps its live requests in.
     pub(crate) fn own_live(&self) -> Arc<AtomicUsize> {
         self.own_live.clone()
+    }
+
+    /// Runs `op` on the background pool, marked background there too (so that what it
+    /// calls pauses for live work: [`pause_for_live`]), when `background`; else on the live
+    /// pool.
+    pub(crate) fn install_for<R: Send>(
+        &self,
+        background: bool,
+        op: impl FnOnce() -> R + Send,
+    ) -> R {
+        as_background(background, || {
+            self.install(|| as_background(background, op))
+        })
     }
 
     /// Runs `op` on the pool the calling thread asked for.
@@ -297,6 +325,25 @@ mod tests {
             priority_of_this_thread()
         });
         assert_eq!(thread.join().unwrap(), ((base.0 + 5).min(19), base.1));
+    }
+
+    #[test]
+    fn background_work_pauses_between_pieces_while_a_live_request_waits() {
+        let own = Arc::new(AtomicUsize::new(0));
+        let live = LiveRequest::new(&own);
+        // Live work never pauses.
+        let t = Instant::now();
+        pause_for_live();
+        assert!(t.elapsed() < MAX_LIVE_WAIT);
+        // Background work pauses, up to its bound, on whichever pool thread runs it.
+        let pools = Pools::new("test-pause", 1).unwrap();
+        let waited = pools.install_for(true, || {
+            let t = Instant::now();
+            pause_for_live();
+            t.elapsed()
+        });
+        assert!(waited >= MAX_LIVE_WAIT, "{waited:?}");
+        drop(live);
     }
 
     #[test]

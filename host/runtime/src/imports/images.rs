@@ -170,6 +170,8 @@ impl HostState {
             },
             count: count as usize,
             partial_images: request.partial_images as usize,
+            // A job step's images (a video's frames) wait behind live requests.
+            background: self.jobs.background,
         };
         match model.submit(job).map_err(wit_error) {
             Ok(events) => {
