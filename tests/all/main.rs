@@ -14,6 +14,7 @@ mod gemma;
 mod golden;
 mod hf_folders;
 mod loading;
+mod lora;
 mod prefix;
 mod q8_decode;
 mod refusals;

@@ -88,6 +88,9 @@ pub enum CoreError {
     /// The compute backend failed to start or to run.
     #[error("backend: {0}")]
     Backend(String),
+    /// A LoRA adapter that does not fit its model, or settings it cannot have.
+    #[error("adapter: {0}")]
+    Adapter(String),
     /// A background step stopped between two layers for a live request that arrived; the
     /// engine runs the step again later, so this never reaches a request.
     #[error("a background step gave way to a live request")]

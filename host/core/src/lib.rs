@@ -45,6 +45,10 @@ pub use kernels::pools::{Background, lower_priority, set_background};
 pub use kernels::quant;
 pub use models::backend::{BackendKind, BackendPreference};
 pub use models::llama::LlamaConfig;
+pub use models::lora::{
+    LoraConfig, LoraPair, LoraTarget, LoraWeights, gguf_rows_to_hf, hf_rows_to_gguf, permutes_qk,
+};
+pub use models::lora_train::{Example as TrainingExample, Gradients as LoraGradients, LoraTrainer};
 pub use models::{KvCache, Llama};
 pub use registry::{
     EmbedderInfo, LoadedEmbedder, LoadedModel, ModelInfo, ModelRegistry, ModelSpec,

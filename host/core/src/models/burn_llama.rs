@@ -17,6 +17,7 @@ use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
 use crate::models::arch::{Activation, RopeLayout};
 use crate::models::llama::LlamaConfig;
+use crate::models::lora::{LoraTarget, LoraTensors};
 
 struct Layer {
     attn_norm: Tensor<1>,
@@ -335,6 +336,12 @@ impl BurnLlama {
     /// Final norm and output head over `[rows, dim]` hidden states, soft-capped where the
     /// variant says.
     fn head(&self, x: Tensor<2>) -> Result<Vec<f32>, CoreError> {
+        self.head_tensor(x)
+            .try_into_vec_as::<f32>()
+            .map_err(|e| CoreError::Backend(format!("reading logits: {e:?}")))
+    }
+
+    fn head_tensor(&self, x: Tensor<2>) -> Tensor<2> {
         let mut logits = self
             .rms_norm(x, &self.out_norm)
             .matmul(self.lm_head.clone().transpose());
@@ -342,12 +349,32 @@ impl BurnLlama {
             logits = logits.div_scalar(cap).tanh().mul_scalar(cap);
         }
         logits
-            .try_into_vec_as::<f32>()
-            .map_err(|e| CoreError::Backend(format!("reading logits: {e:?}")))
+    }
+
+    /// Every position's logits (`[tokens, vocab]`) of a whole sequence, `adapter` applied:
+    /// a tensor, so that on an autodiff device the graph to the adapter's leaves is kept.
+    pub(crate) fn logits_with(
+        &self,
+        tokens: &[u32],
+        adapter: Option<&LoraTensors>,
+    ) -> Result<Tensor<2>, CoreError> {
+        let mut cache = self.new_cache();
+        let x = self.hidden_with(tokens, &mut cache, adapter)?;
+        Ok(self.head_tensor(x))
     }
 
     /// The hidden states after the last layer, one row per token.
     fn hidden(&self, tokens: &[u32], cache: &mut BurnCache) -> Result<Tensor<2>, CoreError> {
+        self.hidden_with(tokens, cache, None)
+    }
+
+    /// [`BurnLlama::hidden`] with an adapter's deltas added to the projections it sits on.
+    fn hidden_with(
+        &self,
+        tokens: &[u32],
+        cache: &mut BurnCache,
+        adapter: Option<&LoraTensors>,
+    ) -> Result<Tensor<2>, CoreError> {
         let c = &self.config;
         let t = tokens.len();
         let offset = cache.len;
@@ -374,17 +401,25 @@ impl BurnLlama {
                 (Some(_), Some(local)) => local,
                 _ => &self.rope,
             };
+            // `input · Wᵀ`, plus the adapter's delta where it sits on this projection.
+            let project = |input: &Tensor<2>, w: &Tensor<2>, target: LoraTarget| {
+                let y = input.clone().matmul(w.clone().transpose());
+                match adapter.and_then(|a| a.delta(l, target, input)) {
+                    Some(d) => y + d,
+                    None => y,
+                }
+            };
             let h = self.rms_norm(x.clone(), &layer.attn_norm);
-            let heads = |w: &Tensor<2>, bias: &Option<Tensor<1>>, n: usize| {
-                let mut y = h.clone().matmul(w.clone().transpose());
+            let heads = |w: &Tensor<2>, bias: &Option<Tensor<1>>, n: usize, target| {
+                let mut y = project(&h, w, target);
                 if let Some(b) = bias {
                     y = y + b.clone().unsqueeze::<2>();
                 }
                 y.reshape([t, n, c.head_dim]).swap_dims(0, 1)
             };
-            let mut q = heads(&layer.wq, &layer.biases[0], c.n_heads);
-            let mut k = heads(&layer.wk, &layer.biases[1], c.n_kv_heads);
-            let v = heads(&layer.wv, &layer.biases[2], c.n_kv_heads);
+            let mut q = heads(&layer.wq, &layer.biases[0], c.n_heads, LoraTarget::Q);
+            let mut k = heads(&layer.wk, &layer.biases[1], c.n_kv_heads, LoraTarget::K);
+            let v = heads(&layer.wv, &layer.biases[2], c.n_kv_heads, LoraTarget::V);
             if let Some((q_norm, k_norm)) = &layer.qk_norm {
                 q = self.head_norm(q, q_norm);
                 k = self.head_norm(k, k_norm);
@@ -406,7 +441,7 @@ impl BurnLlama {
                 .matmul(v)
                 .swap_dims(0, 1)
                 .reshape([t, c.q_dim()]);
-            let mut o = attn.matmul(layer.wo.clone().transpose());
+            let mut o = project(&attn, &layer.wo, LoraTarget::O);
             if let Some(b) = &layer.biases[3] {
                 o = o + b.clone().unsqueeze::<2>();
             }
@@ -416,13 +451,13 @@ impl BurnLlama {
             x = x + o;
 
             let h = self.rms_norm(x.clone(), &layer.ffn_norm);
-            let gate = h.clone().matmul(layer.w_gate.clone().transpose());
+            let gate = project(&h, &layer.w_gate, LoraTarget::Gate);
             let gate = match c.variant.activation {
                 Activation::Silu => silu(gate),
                 Activation::GeluTanh => gelu_tanh(gate),
             };
-            let up = h.matmul(layer.w_up.clone().transpose());
-            let mut down = (gate * up).matmul(layer.w_down.clone().transpose());
+            let up = project(&h, &layer.w_up, LoraTarget::Up);
+            let mut down = project(&(gate * up), &layer.w_down, LoraTarget::Down);
             if let Some((_, after_ffn)) = &layer.post_norms {
                 down = self.rms_norm(down, after_ffn);
             }

@@ -15,6 +15,8 @@ pub(crate) mod cpu_llama;
 pub(crate) mod kv_blocks;
 pub(crate) mod llama;
 pub(crate) mod llama_embed;
+pub(crate) mod lora;
+pub(crate) mod lora_train;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;

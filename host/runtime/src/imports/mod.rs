@@ -56,6 +56,7 @@ pub(crate) fn wit_error_at(e: CoreError, tokens: &str) -> types::Error {
         CoreError::WrongKind { .. } => invalid("model", Some("model_not_supported")),
         CoreError::ImageSize { .. } => invalid("size", None),
         CoreError::ImageSetting { param, .. } => invalid(param, None),
+        CoreError::Adapter(_) => invalid("adapter", None),
         CoreError::Cancelled => types::Error::Unavailable(e.to_string()),
         CoreError::UnknownModel(_) | CoreError::ModelNotLoaded { .. } => types::Error::NotFound(
             argument_detail("model", e.to_string(), Some("model_not_found")),

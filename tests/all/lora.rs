@@ -1,0 +1,204 @@
+//! LoRA (issue 25) against PyTorch + PEFT (tests/fixtures/lora/make_lora_ref.py): on the tiny
+//! Llama 3 folder, an adapter of rank 4 on all seven projections with the reference's
+//! values gives PEFT's loss, last-position logits and the gradient of every adapter matrix;
+//! and training an adapter on a made-up fact makes the model say it.
+
+use std::path::PathBuf;
+
+use cinder_core::{
+    Gguf, LlamaConfig, LoraConfig, LoraPair, LoraTarget, LoraTrainer, LoraWeights, TrainSettings,
+    TrainingExample, gguf_rows_to_hf, hf_rows_to_gguf, permutes_qk,
+};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+fn reference() -> Value {
+    let text =
+        std::fs::read_to_string(fixtures().join("lora/lora_ref.json")).expect("lora_ref.json");
+    serde_json::from_str(&text).expect("json")
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|x| x.as_f64().expect("a number") as f32)
+        .collect()
+}
+
+/// Heads whose rows a q or k `B` matrix holds, when the model keeps them permuted.
+fn permuted_heads(arch: &str, c: &LlamaConfig, target: LoraTarget) -> Option<usize> {
+    match (permutes_qk(arch), target) {
+        (true, LoraTarget::Q) => Some(c.n_heads),
+        (true, LoraTarget::K) => Some(c.n_kv_heads),
+        _ => None,
+    }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn an_adapter_gives_pefts_loss_logits_and_gradients() {
+    let r = reference();
+    let g = Gguf::open(&fixtures().join("hf/llama3")).expect("the folder");
+    let arch = g.get_str("general.architecture").expect("arch").to_owned();
+    let c = LlamaConfig::from_gguf(&g).expect("config");
+    let rank = r["rank"].as_u64().unwrap() as usize;
+    let targets: Vec<LoraTarget> = r["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| LoraTarget::from_module_name(t.as_str().unwrap()).expect("a target"))
+        .collect();
+    let config = LoraConfig {
+        rank,
+        alpha: r["alpha"].as_f64().unwrap() as f32,
+        targets,
+    };
+    let mut weights = LoraWeights::new(config, &c, 0).expect("an adapter");
+    let mut wanted = Vec::new();
+    for m in r["adapters"].as_array().unwrap() {
+        let layer = m["layer"].as_u64().unwrap() as usize;
+        let target = LoraTarget::from_module_name(m["module"].as_str().unwrap()).unwrap();
+        let pair = weights.pairs.get_mut(&(layer, target)).expect("a pair");
+        let (mut value, grad) = (floats(&m["value"]), floats(&m["grad"]));
+        match m["matrix"].as_str().unwrap() {
+            "A" => pair.a = value,
+            _ => {
+                if let Some(heads) = permuted_heads(&arch, &c, target) {
+                    value = hf_rows_to_gguf(&value, heads, rank);
+                }
+                pair.b = value;
+            }
+        }
+        wanted.push((
+            layer,
+            target,
+            m["matrix"].as_str().unwrap().to_owned(),
+            grad,
+        ));
+    }
+    let prompts: Vec<usize> = r["prompt_tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap() as usize)
+        .collect();
+    let batch: Vec<TrainingExample> = r["sequences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&prompts)
+        .map(|(s, &prompt)| {
+            let tokens: Vec<u32> = s
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_u64().unwrap() as u32)
+                .collect();
+            let answer = (0..tokens.len()).map(|i| i >= prompt).collect();
+            TrainingExample { tokens, answer }
+        })
+        .collect();
+    let trainer = LoraTrainer::new(&g, weights, TrainSettings::default()).expect("a trainer");
+
+    for (example, want) in batch.iter().zip(r["last_logits"].as_array().unwrap()) {
+        let got = trainer.last_logits(&example.tokens).expect("logits");
+        let d = max_diff(&got, &floats(want));
+        assert!(d < 1e-4, "last-position logits differ by {d}");
+    }
+    let grads = trainer.gradients(&batch).expect("gradients");
+    let loss = r["loss"].as_f64().unwrap() as f32;
+    assert_eq!(grads.tokens, 19);
+    assert!(
+        (grads.loss - loss).abs() < 1e-5,
+        "loss {} vs PEFT's {loss}",
+        grads.loss
+    );
+    let mut worst = 0f32;
+    for (layer, target, matrix, want) in wanted {
+        let (_, got) = grads
+            .pairs
+            .iter()
+            .find(|(k, _)| *k == (layer, target))
+            .expect("a gradient");
+        let got = match matrix.as_str() {
+            "A" => got.a.clone(),
+            _ => match permuted_heads(&arch, &c, target) {
+                Some(heads) => gguf_rows_to_hf(&got.b, heads, rank),
+                None => got.b.clone(),
+            },
+        };
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+        let d = max_diff(&got, &want) / scale;
+        worst = worst.max(d);
+        assert!(
+            d < 1e-3,
+            "layer {layer} {target:?} {matrix}: relative difference {d}"
+        );
+    }
+    eprintln!("worst relative gradient difference from PEFT: {worst:e}");
+}
+
+#[test]
+fn training_an_adapter_teaches_the_model_a_made_up_answer() {
+    let g = Gguf::open(&fixtures().join("hf/llama3")).expect("the folder");
+    let config = LoraConfig {
+        rank: 8,
+        alpha: 16.0,
+        targets: LoraTarget::ALL.to_vec(),
+    };
+    let settings = TrainSettings {
+        weight_decay: 0.0,
+        ..TrainSettings::default()
+    };
+    let mut t = LoraTrainer::start(&g, config, settings, 7).expect("a trainer");
+    // A made-up fact: after this prompt, these four tokens.
+    let prompt = [307u32, 40, 41, 42, 43];
+    let answer = [120u32, 121, 122, 123];
+    let tokens: Vec<u32> = prompt.iter().chain(&answer).copied().collect();
+    let example = TrainingExample {
+        answer: (0..tokens.len()).map(|i| i >= prompt.len()).collect(),
+        tokens,
+    };
+    let greedy = |t: &LoraTrainer| {
+        let mut seq = prompt.to_vec();
+        for _ in 0..answer.len() {
+            let logits = t.last_logits(&seq).expect("logits");
+            seq.push(cinder_core::argmax(&logits) as u32);
+        }
+        seq[prompt.len()..].to_vec()
+    };
+    assert_ne!(
+        greedy(&t),
+        answer,
+        "the base model does not know it already"
+    );
+    let first = t
+        .step(std::slice::from_ref(&example), 1e-2)
+        .expect("a step");
+    let mut last = first;
+    for _ in 0..40 {
+        last = t
+            .step(std::slice::from_ref(&example), 1e-2)
+            .expect("a step");
+    }
+    assert!(last < first * 0.1, "loss {first} -> {last}");
+    assert_eq!(greedy(&t), answer);
+    // The base weights are untouched: an untrained adapter (B zero) gives the base model.
+    let zero = LoraWeights::new(t.weights().config.clone(), t.config(), 1).expect("adapter");
+    assert!(
+        zero.pairs
+            .values()
+            .all(|p: &LoraPair| p.b.iter().all(|&v| v == 0.0))
+    );
+}
