@@ -7,6 +7,7 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod error;
+pub mod fine_tuning;
 pub mod images;
 pub mod models;
 pub mod params;

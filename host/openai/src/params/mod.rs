@@ -20,6 +20,7 @@ pub mod chat;
 pub mod completions;
 pub mod embeddings;
 pub mod filters;
+pub mod fine_tuning;
 pub mod images;
 pub mod list;
 pub mod responses;
