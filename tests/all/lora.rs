@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 
 use cinder_core::{
-    Gguf, LlamaConfig, LoraConfig, LoraPair, LoraTarget, LoraTrainer, LoraWeights, TrainSettings,
-    TrainingExample, gguf_rows_to_hf, hf_rows_to_gguf, permutes_qk,
+    ChatTemplate, Gguf, LlamaConfig, LoraConfig, LoraPair, LoraTarget, LoraTrainer, LoraWeights,
+    Tokenizer, TrainSettings, TrainingExample, chat_example, gguf_rows_to_hf, hf_rows_to_gguf,
+    permutes_qk,
 };
 use serde_json::Value;
 
@@ -200,5 +201,82 @@ fn training_an_adapter_teaches_the_model_a_made_up_answer() {
         zero.pairs
             .values()
             .all(|p: &LoraPair| p.b.iter().all(|&v| v == 0.0))
+    );
+}
+
+#[test]
+fn a_chat_example_counts_only_the_assistants_trained_turns() {
+    let g = Gguf::open(&crate::smollm2_path()).expect("SmolLM2");
+    let tok = Tokenizer::from_gguf(&g).expect("tokenizer");
+    let template = ChatTemplate::from_gguf(&g, &tok).expect("template");
+    let line = serde_json::json!({"messages": [
+        {"role": "system", "content": "Answer in one word."},
+        {"role": "user", "content": "Capital of Zorbia?"},
+        {"role": "assistant", "content": "Quexton", "weight": 0},
+        {"role": "user", "content": "Again?"},
+        {"role": "assistant", "content": "Quexton!"},
+    ]});
+    let ex = chat_example(&template, &tok, &line, 2048).expect("an example");
+    assert_eq!(ex.tokens.len(), ex.answer.len());
+    let answered: Vec<u32> = ex
+        .tokens
+        .iter()
+        .zip(&ex.answer)
+        .filter(|(_, a)| **a)
+        .map(|(t, _)| *t)
+        .collect();
+    let text = tok.decode(&answered).expect("text");
+    // Only the second answer (the first has weight 0)...
+    assert_eq!(text.trim_end(), "Quexton!");
+    // ...and the template's end of turn (a control token, which decodes to no text).
+    let end = tok.encode("<|im_end|>", true).expect("ids");
+    assert_eq!(end.len(), 1);
+    assert!(answered.contains(&end[0]));
+    // The whole conversation is what the model reads.
+    let all = tok.decode(&ex.tokens).expect("text");
+    assert!(
+        all.contains("Capital of Zorbia?") && all.contains("Quexton\n"),
+        "{all:?}"
+    );
+    let long = chat_example(&template, &tok, &line, 10).expect_err("too long");
+    assert!(matches!(
+        long,
+        cinder_core::CoreError::ContextOverflow { limit: 10, .. }
+    ));
+}
+
+#[test]
+fn a_saved_training_state_resumes_where_it_stopped_and_an_adapter_round_trips() {
+    let g = Gguf::open(&fixtures().join("hf/llama3")).expect("the folder");
+    let config = LoraConfig {
+        rank: 2,
+        alpha: 4.0,
+        targets: vec![LoraTarget::Q, LoraTarget::Down],
+    };
+    let example = TrainingExample {
+        tokens: vec![307, 5, 6, 7, 8, 9],
+        answer: vec![false, false, false, true, true, true],
+    };
+    let batch = std::slice::from_ref(&example);
+    let mut a = LoraTrainer::start(&g, config, TrainSettings::default(), 3).expect("trainer");
+    for _ in 0..3 {
+        a.step(batch, 1e-2).expect("step");
+    }
+    let state = a.save_state().expect("state");
+    let mut b = LoraTrainer::resume(&g, &state, TrainSettings::default()).expect("resumed");
+    assert_eq!(b.steps_taken(), 3);
+    assert_eq!(a.step(batch, 1e-2).unwrap(), b.step(batch, 1e-2).unwrap());
+    assert_eq!(
+        a.weights(),
+        b.weights(),
+        "the same step from the same state"
+    );
+    let bytes = cinder_core::lora_to_bytes(a.weights()).expect("bytes");
+    let back = cinder_core::lora_from_bytes(&bytes, a.config().n_layers).expect("read");
+    assert_eq!(&back, a.weights());
+    assert!(cinder_core::lora_from_bytes(&bytes[..bytes.len() / 2], 3).is_err());
+    assert!(
+        LoraTrainer::resume(&g, &bytes, TrainSettings::default()).is_err(),
+        "no moments, no step"
     );
 }

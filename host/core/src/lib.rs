@@ -48,6 +48,8 @@ pub use models::llama::LlamaConfig;
 pub use models::lora::{
     LoraConfig, LoraPair, LoraTarget, LoraWeights, gguf_rows_to_hf, hf_rows_to_gguf, permutes_qk,
 };
+pub use models::lora_data::chat_example;
+pub use models::lora_file::{from_bytes as lora_from_bytes, to_bytes as lora_to_bytes};
 pub use models::lora_train::{Example as TrainingExample, Gradients as LoraGradients, LoraTrainer};
 pub use models::{KvCache, Llama};
 pub use registry::{

@@ -15,6 +15,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::error::CoreError;
 use crate::formats::gguf::Gguf;
+use crate::kernels::pools::pause_for_live;
 use crate::models::arch::{Activation, RopeLayout};
 use crate::models::llama::LlamaConfig;
 use crate::models::lora::{LoraTarget, LoraTensors};
@@ -396,6 +397,8 @@ impl BurnLlama {
         let scale = 1.0 / (c.variant.attention_width.unwrap_or(c.head_dim) as f64).sqrt();
 
         for (l, (layer, slot)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
+            // Background work (a fine-tuning step) gives way to live requests between layers.
+            pause_for_live();
             let window = c.variant.window(l);
             let rope = match (window, &self.local_rope) {
                 (Some(_), Some(local)) => local,

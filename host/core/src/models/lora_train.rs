@@ -14,6 +14,7 @@ use crate::formats::gguf::Gguf;
 use crate::models::burn_llama::BurnLlama;
 use crate::models::llama::LlamaConfig;
 use crate::models::lora::{LoraConfig, LoraPair, LoraTarget, LoraTensors, LoraWeights};
+use crate::models::lora_file::{Moments, state_from_bytes, state_to_bytes};
 
 /// One training sequence: its tokens and, per token, whether it is an answer token (in the
 /// loss, predicted from the tokens before it).
@@ -49,7 +50,7 @@ pub struct LoraTrainer {
     model: BurnLlama,
     weights: LoraWeights,
     /// AdamW's first and second moments, per pair: (A, B).
-    moments: Vec<[(Vec<f32>, Vec<f32>); 2]>,
+    moments: Moments,
     step: i32,
     settings: TrainSettings,
     device: Device,
@@ -90,6 +91,38 @@ impl LoraTrainer {
     ) -> Result<Self, CoreError> {
         let c = LlamaConfig::from_gguf(g)?;
         Self::new(g, LoraWeights::new(config, &c, seed)?, settings)
+    }
+
+    /// A trainer that goes on from `state` ([`LoraTrainer::save_state`]'s bytes): the same
+    /// adapter, moments and step count, so the next step is the one the saved trainer
+    /// would have taken.
+    pub fn resume(g: &Gguf, state: &[u8], settings: TrainSettings) -> Result<Self, CoreError> {
+        let c = LlamaConfig::from_gguf(g)?;
+        let (weights, moments, step) = state_from_bytes(state, c.n_layers)?;
+        let mut t = Self::new(g, weights, settings)?;
+        let fits = moments.len() == t.moments.len()
+            && moments
+                .iter()
+                .zip(&t.moments)
+                .all(|(a, b)| a[0].0.len() == b[0].0.len() && a[1].0.len() == b[1].0.len());
+        if !fits {
+            return Err(CoreError::Adapter(
+                "a training state whose moments do not fit its adapter".into(),
+            ));
+        }
+        t.moments = moments;
+        t.step = step;
+        Ok(t)
+    }
+
+    /// Everything [`LoraTrainer::resume`] needs, as bytes (a safetensors file).
+    pub fn save_state(&self) -> Result<Vec<u8>, CoreError> {
+        state_to_bytes(&self.weights, &self.moments, self.step)
+    }
+
+    /// AdamW steps taken.
+    pub fn steps_taken(&self) -> u32 {
+        self.step.max(0) as u32
     }
 
     pub fn config(&self) -> &LlamaConfig {

@@ -16,6 +16,8 @@ pub(crate) mod kv_blocks;
 pub(crate) mod llama;
 pub(crate) mod llama_embed;
 pub(crate) mod lora;
+pub(crate) mod lora_data;
+pub(crate) mod lora_file;
 pub(crate) mod lora_train;
 
 use std::sync::Arc;
