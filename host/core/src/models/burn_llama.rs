@@ -18,7 +18,7 @@ use crate::formats::gguf::Gguf;
 use crate::kernels::pools::pause_for_live;
 use crate::models::arch::{Activation, RopeLayout};
 use crate::models::llama::LlamaConfig;
-use crate::models::lora::{LoraTarget, LoraTensors};
+use crate::models::lora::{LoraTarget, LoraTensors, LoraWeights};
 
 struct Layer {
     attn_norm: Tensor<1>,
@@ -306,6 +306,19 @@ impl BurnLlama {
     /// returns the logits of the last position.
     pub fn forward(&self, tokens: &[u32], cache: &mut BurnCache) -> Result<Vec<f32>, CoreError> {
         let x = self.hidden(tokens, cache)?;
+        let t = tokens.len();
+        self.head(x.slice([t - 1..t, 0..self.config.dim]))
+    }
+
+    /// [`BurnLlama::forward`] with a LoRA adapter on the projections it sits on.
+    pub fn forward_adapted(
+        &self,
+        tokens: &[u32],
+        cache: &mut BurnCache,
+        adapter: Option<&LoraWeights>,
+    ) -> Result<Vec<f32>, CoreError> {
+        let tensors = adapter.map(|a| LoraTensors::new(a, &self.config, &self.device, false));
+        let x = self.hidden_with(tokens, cache, tensors.as_ref())?;
         let t = tokens.len();
         self.head(x.slice([t - 1..t, 0..self.config.dim]))
     }

@@ -19,6 +19,7 @@ use crate::kernels::vecmath::{self, dot};
 use crate::models::arch::{Activation, RopeLayout};
 use crate::models::kv_blocks::{CpuCache, Shape};
 use crate::models::llama::LlamaConfig;
+use crate::models::lora::{LoraTarget, LoraWeights};
 
 /// Positions (summed over a run of heads) worth one hand-off to another thread.
 const ATTENTION_GRAIN: usize = 2048;
@@ -205,7 +206,19 @@ impl CpuLlama {
         items: &mut [(&[u32], &mut CpuCache)],
         logits: &mut Vec<f32>,
     ) -> Result<(), CoreError> {
-        let x = self.hidden(items)?;
+        self.forward_adapted_into(items, &[], logits)
+    }
+
+    /// [`CpuLlama::forward_batch_into`] with a LoRA adapter per item (`adapters[i]` for item
+    /// `i`; missing or `None`: the base model): the base weights are read once for every
+    /// item, and each adapter's f32 delta is added to its own item's rows.
+    pub fn forward_adapted_into(
+        &self,
+        items: &mut [(&[u32], &mut CpuCache)],
+        adapters: &[Option<&LoraWeights>],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), CoreError> {
+        let x = self.hidden_with(items, adapters)?;
         let dim = self.config.dim;
         let mut last = Vec::with_capacity(items.len() * dim);
         let mut end = 0;
@@ -258,7 +271,41 @@ impl CpuLlama {
     /// The hidden states after the last layer of every sequence's new tokens, concatenated:
     /// `[Σ t × dim]`.
     fn hidden(&self, items: &mut [(&[u32], &mut CpuCache)]) -> Result<Vec<f32>, CoreError> {
+        self.hidden_with(items, &[])
+    }
+
+    /// [`CpuLlama::hidden`] with each item's adapter (if any) on its rows.
+    fn hidden_with(
+        &self,
+        items: &mut [(&[u32], &mut CpuCache)],
+        adapters: &[Option<&LoraWeights>],
+    ) -> Result<Vec<f32>, CoreError> {
         let c = &self.config;
+        for a in adapters.iter().flatten() {
+            a.check_shapes(c)?;
+        }
+        // Each adapted item's rows, and its adapter.
+        let mut adapted = Vec::new();
+        let mut start = 0;
+        for (i, (tokens, _)) in items.iter().enumerate() {
+            if let Some(Some(a)) = adapters.get(i) {
+                adapted.push((start..start + tokens.len(), *a));
+            }
+            start += tokens.len();
+        }
+        // Adds every adapted item's delta on `target` of layer `l` (`x` of `inp` wide in,
+        // `out` of `width` wide).
+        let lora =
+            |l: usize, target: LoraTarget, x: &[f32], inp: usize, out: &mut [f32], width: usize| {
+                for (rows, a) in &adapted {
+                    a.add_delta(
+                        l,
+                        target,
+                        &x[rows.start * inp..rows.end * inp],
+                        &mut out[rows.start * width..rows.end * width],
+                    );
+                }
+            };
         for (tokens, cache) in items.iter() {
             if tokens.is_empty() || cache.len() + tokens.len() > c.context_length {
                 return Err(CoreError::ContextOverflow {
@@ -327,6 +374,9 @@ impl CpuLlama {
                         (&layer.wv, &mut v),
                     ],
                 );
+                lora(l, LoraTarget::Q, &h, c.dim, &mut q, c.q_dim());
+                lora(l, LoraTarget::K, &h, c.dim, &mut k, kv_dim);
+                lora(l, LoraTarget::V, &h, c.dim, &mut v, kv_dim);
                 for (out, bias) in [&mut q, &mut k, &mut v].into_iter().zip(&layer.biases) {
                     add_bias(out, bias.as_deref());
                 }
@@ -347,6 +397,7 @@ impl CpuLlama {
                 }
                 let attn = self.attention(&q, items, l, window, &rows);
                 layer.wo.matmul(&attn, t, &mut o);
+                lora(l, LoraTarget::O, &attn, c.q_dim(), &mut o, c.dim);
                 add_bias(&mut o, layer.biases[3].as_deref());
                 if let Some((after_attn, _)) = &layer.post_norms {
                     rms_norm_in_place(&mut o, after_attn, c.rms_eps);
@@ -359,11 +410,14 @@ impl CpuLlama {
                     t,
                     &mut [(&layer.w_gate, &mut gate), (&layer.w_up, &mut up)],
                 );
+                lora(l, LoraTarget::Gate, &h, c.dim, &mut gate, c.ffn_dim);
+                lora(l, LoraTarget::Up, &h, c.dim, &mut up, c.ffn_dim);
                 match c.variant.activation {
                     Activation::Silu => vecmath::silu_mul(&mut gate, &up),
                     Activation::GeluTanh => vecmath::gelu_tanh_mul(&mut gate, &up),
                 }
                 layer.w_down.matmul(&gate, t, &mut down);
+                lora(l, LoraTarget::Down, &gate, c.ffn_dim, &mut down, c.dim);
                 if let Some((_, after_ffn)) = &layer.post_norms {
                     rms_norm_in_place(&mut down, after_ffn, c.rms_eps);
                 }

@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::engine::sampler::Rng;
 use crate::error::CoreError;
+use crate::kernels::vecmath::dot;
 use crate::models::llama::LlamaConfig;
 
 /// A projection an adapter may sit on, by PEFT's module names.
@@ -167,6 +168,26 @@ impl LoraWeights {
     /// Parameters the adapter trains.
     pub fn parameter_count(&self) -> usize {
         self.pairs.values().map(|p| p.a.len() + p.b.len()).sum()
+    }
+
+    /// Adds the adapter's delta on projection `target` of `layer` to `out` (`[rows × out]`)
+    /// for inputs `x` (`[rows × in]`): the CPU path's, in f32 beside quantized base weights.
+    pub(crate) fn add_delta(&self, layer: usize, target: LoraTarget, x: &[f32], out: &mut [f32]) {
+        let Some(p) = self.pairs.get(&(layer, target)) else {
+            return;
+        };
+        let r = self.config.rank;
+        let (inp, width) = (p.a.len() / r, p.b.len() / r);
+        let s = self.config.scaling();
+        let mut low = vec![0f32; r];
+        for (xr, or) in x.chunks_exact(inp).zip(out.chunks_exact_mut(width)) {
+            for (k, l) in low.iter_mut().enumerate() {
+                *l = dot(xr, &p.a[k * inp..(k + 1) * inp]);
+            }
+            for (o, b_row) in or.iter_mut().zip(p.b.chunks_exact(r)) {
+                *o += s * dot(&low, b_row);
+            }
+        }
     }
 }
 

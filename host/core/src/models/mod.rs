@@ -187,6 +187,31 @@ impl Llama {
         }
     }
 
+    /// [`Llama::forward_batch_into`] with a LoRA adapter per item (`adapters[i]` for item
+    /// `i`, `None` or missing for the base model): on the CPU path one forward for all items,
+    /// the base weights shared and each adapter's f32 delta on its own item's rows.
+    pub fn forward_adapted_into(
+        &self,
+        items: &mut [(&[u32], &mut KvCache)],
+        adapters: &[Option<&lora::LoraWeights>],
+        logits: &mut Vec<f32>,
+    ) -> Result<(), CoreError> {
+        match self {
+            Llama::Cpu(m) => m.forward_adapted_into(&mut cpu_items(items)?, adapters, logits),
+            Llama::Burn(m) => {
+                logits.clear();
+                for (i, (tokens, cache)) in items.iter_mut().enumerate() {
+                    let KvCache::Burn(c) = cache else {
+                        return Err(mismatch());
+                    };
+                    let adapter = adapters.get(i).copied().flatten();
+                    logits.extend(m.forward_adapted(tokens, c, adapter)?);
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Every new token's hidden state after the final norm, the items' rows one after
     /// another (`[Σ t × dim]`). On the CPU path one forward for all items.
     pub fn forward_normed(
