@@ -43,6 +43,7 @@ fn request(question: &str, constraint: Constraint, max_tokens: u32) -> GenerateR
         group: 0,
         label: "test".into(),
         background: false,
+        adapter: None,
     }
 }
 

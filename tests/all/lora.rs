@@ -356,3 +356,63 @@ fn adapters_on_the_quantized_cpu_path_match_burn_and_share_one_batch() {
         );
     }
 }
+
+/// A greedy generation through the engine: the tokens and how many prompt tokens came from
+/// the prefix cache.
+fn engine_greedy(
+    model: &cinder_core::LoadedModel,
+    prompt: Vec<u32>,
+    adapter: Option<std::sync::Arc<LoraWeights>>,
+) -> (Vec<u32>, u32) {
+    let mut request = crate::greedy_request(prompt, 8);
+    request.adapter = adapter;
+    let mut rx = model.engine.submit(request).expect("submitted");
+    let mut got = Vec::new();
+    while let Some(ev) = rx.blocking_recv() {
+        match ev {
+            cinder_core::GenEvent::Delta { tokens, .. } => got.extend(tokens),
+            cinder_core::GenEvent::Finished { cached_tokens, .. } => return (got, cached_tokens),
+            cinder_core::GenEvent::Failed(e) => panic!("{e}"),
+        }
+    }
+    panic!("the stream ended without finishing")
+}
+
+#[test]
+fn the_engine_runs_adapted_sequences_beside_base_ones_without_sharing_their_cache() {
+    use cinder_core::{BackendPreference, Llama};
+    let model = crate::load_smollm2();
+    let g = Gguf::open(&crate::smollm2_path()).expect("SmolLM2");
+    let c = LlamaConfig::from_gguf(&g).expect("config");
+    let adapter = std::sync::Arc::new(random_adapter(&c, 4, 9));
+    let prompt = model
+        .tokenizer
+        .encode("Once upon a time, in a small village,", false)
+        .expect("ids");
+    // The base model first, so that its blocks are in the prefix cache.
+    let (base, _) = engine_greedy(&model, prompt.clone(), None);
+    let (again, cached) = engine_greedy(&model, prompt.clone(), None);
+    assert_eq!(base, again);
+    assert!(cached > 0, "the base model's prompt is reused");
+    let (adapted, cached) = engine_greedy(&model, prompt.clone(), Some(adapter.clone()));
+    assert_eq!(cached, 0, "an adapted sequence reads no base blocks");
+    assert_ne!(adapted, base, "the adapter changes the answer");
+    // The same greedy loop by hand on the model with the adapter.
+    let (cpu, _) = Llama::load(&g, BackendPreference::Cpu, 2, |_, _| {}).expect("cpu");
+    let mut cache = cpu.new_cache();
+    let mut input = prompt.clone();
+    let mut by_hand = Vec::new();
+    for _ in 0..adapted.len() {
+        let mut logits = Vec::new();
+        cpu.forward_adapted_into(
+            &mut [(&input[..], &mut cache)],
+            &[Some(&*adapter)],
+            &mut logits,
+        )
+        .expect("forward");
+        let next = cinder_core::argmax(&logits);
+        by_hand.push(next);
+        input = vec![next];
+    }
+    assert_eq!(adapted, by_hand);
+}

@@ -74,6 +74,7 @@ pub fn greedy_request(prompt: Vec<u32>, max_tokens: u32) -> cinder_core::Generat
         group: 0,
         label: "test".into(),
         background: false,
+        adapter: None,
     }
 }
 

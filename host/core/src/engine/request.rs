@@ -28,6 +28,10 @@ pub struct GenerateRequest {
     /// of the running slots, and paused while a live prompt is read, so that live requests
     /// keep their time to first token.
     pub background: bool,
+    /// A LoRA adapter over the model (a fine-tuned model's): its deltas are added to this
+    /// sequence's rows, in a batch with any other sequences. Its keys and values differ from
+    /// the base model's, so it neither reads nor feeds the prefix cache.
+    pub adapter: Option<Arc<crate::models::lora::LoraWeights>>,
 }
 
 /// Why a generation ended.

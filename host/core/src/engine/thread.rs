@@ -341,8 +341,12 @@ impl Engine {
         };
         for seq in &mut self.running {
             if let KvCache::Cpu(c) = &mut seq.cache {
+                let adapted = seq.request.adapter.is_some();
                 for block in c.take_fresh() {
-                    prefix.insert(block);
+                    // An adapted sequence's keys and values are not the base model's.
+                    if !adapted {
+                        prefix.insert(block);
+                    }
                 }
             }
         }
@@ -393,6 +397,7 @@ impl Engine {
         let (cache, reused) = match self
             .prefix
             .as_mut()
+            .filter(|_| s.request.adapter.is_none())
             .and_then(|p| p.lookup(&s.request.prompt))
         {
             Some(r) => (KvCache::Cpu(r.cache), r.positions),
@@ -472,6 +477,7 @@ impl Engine {
 
         let result = {
             let mut items: Vec<(&[u32], &mut KvCache)> = Vec::with_capacity(plan.len());
+            let mut adapters = Vec::with_capacity(plan.len());
             let mut next = plan.iter().peekable();
             for (i, seq) in self.running.iter_mut().enumerate() {
                 let Some((j, input)) = next.peek() else { break };
@@ -490,13 +496,21 @@ impl Engine {
                     (Input::Decode, None) => &[],
                 };
                 items.push((tokens, cache));
+                adapters.push(request.adapter.as_deref());
                 next.next();
             }
             // A bug in a kernel must fail this step's requests, not stop the engine for
             // every later one; the failed sequences (and their caches) are dropped below.
             catch_panic(|| {
                 let logits = &mut self.logits;
-                let forward = || self.model.forward_batch_into(&mut items, logits);
+                // Without adapters, the plain path (no per-item bookkeeping).
+                if adapters.iter().all(Option::is_none) {
+                    adapters.clear();
+                }
+                let forward = || {
+                    self.model
+                        .forward_adapted_into(&mut items, &adapters, logits)
+                };
                 match (background, preemptible_step) {
                     // Stops between layers for a live request that comes in meanwhile.
                     (true, true) => as_background(true, || preemptible(&live_arrived, forward)),

@@ -376,6 +376,7 @@ impl HostState {
             group: self.group,
             label: self.request_id.clone(),
             background: self.jobs.background,
+            adapter: None,
         };
         let engine = model.engine.clone();
         let submitted = self
