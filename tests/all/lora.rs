@@ -416,3 +416,59 @@ fn the_engine_runs_adapted_sequences_beside_base_ones_without_sharing_their_cach
     }
     assert_eq!(adapted, by_hand);
 }
+
+#[test]
+fn a_peft_adapter_folder_reads_as_the_reference_and_round_trips() {
+    let r = reference();
+    let g = Gguf::open(&fixtures().join("hf/llama3")).expect("the folder");
+    let arch = g.get_str("general.architecture").expect("arch").to_owned();
+    let c = LlamaConfig::from_gguf(&g).expect("config");
+    let read = cinder_core::read_peft(&fixtures().join("lora/peft-adapter"), &c, &arch)
+        .expect("PEFT's files");
+    assert_eq!((read.config.rank, read.config.alpha), (4, 8.0));
+    assert_eq!(read.config.targets.len(), 7);
+    // The same values as the reference's, in the model's row order.
+    for m in r["adapters"].as_array().unwrap() {
+        let layer = m["layer"].as_u64().unwrap() as usize;
+        let target = LoraTarget::from_module_name(m["module"].as_str().unwrap()).unwrap();
+        let pair = &read.pairs[&(layer, target)];
+        let mut want = floats(&m["value"]);
+        let got = match m["matrix"].as_str().unwrap() {
+            "A" => &pair.a,
+            _ => {
+                if let Some(heads) = permuted_heads(&arch, &c, target) {
+                    want = hf_rows_to_gguf(&want, heads, 4);
+                }
+                &pair.b
+            }
+        };
+        assert_eq!(got, &want, "layer {layer} {target:?}");
+    }
+    // Served, it gives PEFT's logits.
+    let trainer = LoraTrainer::new(&g, read.clone(), TrainSettings::default()).expect("trainer");
+    let tokens: Vec<u32> = r["sequences"][0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    let d = max_diff(
+        &trainer.last_logits(&tokens).unwrap(),
+        &floats(&r["last_logits"][0]),
+    );
+    assert!(d < 1e-4, "{d}");
+    // Written and read back: the same adapter.
+    let dir = std::env::temp_dir().join(format!("cinder-peft-{}", std::process::id()));
+    cinder_core::write_peft(&read, &dir, &c, &arch, "tiny-llama3").expect("written");
+    let back = cinder_core::read_peft(&dir, &c, &arch).expect("read back");
+    assert_eq!(back, read);
+    // What Cinder cannot serve is refused by name.
+    let cfg_path = dir.join("adapter_config.json");
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["use_dora"] = Value::Bool(true);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let e = cinder_core::read_peft(&dir, &c, &arch).expect_err("DoRA");
+    assert!(e.to_string().contains("use_dora"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

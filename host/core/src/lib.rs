@@ -50,6 +50,7 @@ pub use models::lora::{
 };
 pub use models::lora_data::chat_example;
 pub use models::lora_file::{from_bytes as lora_from_bytes, to_bytes as lora_to_bytes};
+pub use models::lora_peft::{read_peft, write_peft};
 pub use models::lora_train::{Example as TrainingExample, Gradients as LoraGradients, LoraTrainer};
 pub use models::{KvCache, Llama};
 pub use registry::{

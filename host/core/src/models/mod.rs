@@ -18,6 +18,7 @@ pub(crate) mod llama_embed;
 pub(crate) mod lora;
 pub(crate) mod lora_data;
 pub(crate) mod lora_file;
+pub(crate) mod lora_peft;
 pub(crate) mod lora_train;
 
 use std::sync::Arc;
