@@ -472,3 +472,56 @@ fn a_peft_adapter_folder_reads_as_the_reference_and_round_trips() {
     assert!(e.to_string().contains("use_dora"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_tenants_adapter_is_theirs_alone_and_must_fit_its_base() {
+    let spec = cinder_core::ModelSpec {
+        id: "tiny".into(),
+        path: fixtures().join("hf/llama3"),
+        backend: cinder_core::BackendPreference::Cpu,
+        threads: Some(1),
+        prefix_cache_mib: None,
+        embeddings: false,
+        raw_control_tokens: false,
+        engine: Default::default(),
+        q8_decode: false,
+        q8_products: false,
+        image: Default::default(),
+    };
+    let reg = cinder_core::ModelRegistry::load_all(&[spec]).expect("registry");
+    let g = Gguf::open(&fixtures().join("hf/llama3")).expect("folder");
+    let c = LlamaConfig::from_gguf(&g).expect("config");
+    let a = random_adapter(&c, 2, 4);
+    let made = reg
+        .add_adapter("ft:tiny:alice:x", "tiny", a.clone(), Some("alice"))
+        .expect("added");
+    assert_eq!(made.base, "tiny");
+    assert_ne!(
+        made.info.fingerprint,
+        reg.get("tiny").unwrap().info.fingerprint
+    );
+    assert!(reg.adapter("ft:tiny:alice:x", "alice").is_some());
+    assert!(
+        reg.adapter("ft:tiny:alice:x", "bob").is_none(),
+        "another tenant's"
+    );
+    assert_eq!(reg.adapters_for("bob").len(), 0);
+    assert!(
+        reg.add_adapter("ft:tiny:alice:x", "tiny", a.clone(), Some("bob"))
+            .is_err(),
+        "a taken id"
+    );
+    assert!(
+        reg.add_adapter("tiny", "tiny", a.clone(), None).is_err(),
+        "a model's id"
+    );
+    let mut misfit = a.clone();
+    misfit.pairs.values_mut().next().unwrap().a.pop();
+    let e = reg
+        .add_adapter("y", "tiny", misfit, None)
+        .expect_err("a matrix of the wrong size");
+    assert!(e.to_string().contains("the model needs"), "{e}");
+    assert!(!reg.remove_adapter("ft:tiny:alice:x", "bob"));
+    assert!(reg.remove_adapter("ft:tiny:alice:x", "alice"));
+    assert!(reg.adapter("ft:tiny:alice:x", "alice").is_none());
+}

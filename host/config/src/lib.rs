@@ -46,6 +46,23 @@ pub struct Config {
     pub jobs: JobsConfig,
     #[serde(default)]
     pub models: Vec<ModelConfig>,
+    /// LoRA adapters served as models of their own over a `[[models]]` chat model.
+    #[serde(default)]
+    pub adapters: Vec<AdapterConfig>,
+}
+
+/// `[[adapters]]`: a LoRA adapter (a PEFT folder: `adapter_config.json` and
+/// `adapter_model.safetensors`) served as the model `id` over the chat model `base`, whose
+/// weights it shares (loaded once, and batched with it).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// The id clients put in `model`.
+    pub id: String,
+    /// The `[[models]]` id it adapts.
+    pub base: String,
+    /// The adapter's folder; `~` and paths relative to the config file are resolved.
+    pub path: PathBuf,
 }
 
 /// `[server]`.
@@ -291,6 +308,9 @@ impl Config {
         for m in &mut config.models {
             m.path = resolve(base, &m.path);
         }
+        for a in &mut config.adapters {
+            a.path = resolve(base, &a.path);
+        }
         if let Some(dir) = &config.plugins.dir {
             config.plugins.dir = Some(resolve(base, dir));
         }
@@ -319,6 +339,20 @@ impl Config {
                         "model name `{name}` is empty or used twice (ids and aliases share one namespace)"
                     )));
                 }
+            }
+        }
+        for a in &self.adapters {
+            if a.id.is_empty() || !names.insert(a.id.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "adapter id `{}` is empty or names a model, an alias or another adapter",
+                    a.id
+                )));
+            }
+            if !self.models.iter().any(|m| m.id == a.base) {
+                return Err(ConfigError::Invalid(format!(
+                    "adapter `{}`: base `{}` is not a [[models]] id",
+                    a.id, a.base
+                )));
             }
         }
         self.plugins.network_grants()?;
@@ -492,6 +526,7 @@ impl Config {
         };
         let same_models = without_aliases(&self.models) == without_aliases(&new.models);
         c.note(!same_models, "models", false);
+        c.note(self.adapters != new.adapters, "adapters", false);
         c.note(
             same_models && self.models != new.models,
             "models.aliases",

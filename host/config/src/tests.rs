@@ -248,3 +248,36 @@ fn an_image_models_table_is_checked_by_name() {
         .to_string();
     assert!(e.contains("stepz"), "{e}");
 }
+
+#[test]
+fn adapters_name_a_model_and_take_a_name_of_their_own() {
+    let model = "[[models]]\nid = \"m\"\npath = \"/x\"\naliases = [\"gpt\"]\n";
+    let ok = c_with(&format!(
+        "{model}[[adapters]]\nid = \"m-lora\"\nbase = \"m\"\npath = \"/a\"\n"
+    ));
+    ok.validate().unwrap();
+    assert_eq!(ok.adapters[0].base, "m");
+    for (adapter, why) in [
+        (
+            "id = \"x\"\nbase = \"nope\"\npath = \"/a\"",
+            "not a [[models]] id",
+        ),
+        ("id = \"m\"\nbase = \"m\"\npath = \"/a\"", "names a model"),
+        ("id = \"gpt\"\nbase = \"m\"\npath = \"/a\"", "names a model"),
+    ] {
+        let c = c_with(&format!("{model}[[adapters]]\n{adapter}\n"));
+        let e = c.validate().expect_err(adapter).to_string();
+        assert!(e.contains(why), "{adapter}: {e}");
+    }
+    assert!(
+        toml::from_str::<Config>(&format!(
+            "{model}[[adapters]]\nid = \"a\"\nbase = \"m\"\npath = \"/a\"\nrank = 8\n"
+        ))
+        .is_err()
+    );
+    // Adapters need a restart.
+    let other = c_with(&format!(
+        "{model}[[adapters]]\nid = \"m-lora\"\nbase = \"m\"\npath = \"/b\"\n"
+    ));
+    assert_eq!(ok.changes(&other).restart, ["adapters"]);
+}

@@ -3,6 +3,7 @@
 //! This is the only crate that imports burn. Everything above it sees [`ModelRegistry`],
 //! [`LoadedModel`] and [`EngineHandle`].
 
+mod adapters;
 mod diffusion;
 mod embed;
 mod engine;
@@ -12,6 +13,7 @@ mod kernels;
 mod models;
 mod registry;
 
+pub use adapters::AdapterModel;
 pub use diffusion::clip::ClipText;
 pub use diffusion::edit::{MAX_SOURCE_SIDE, SourceImage, resize_mask, resize_rgb};
 pub use diffusion::engine::{

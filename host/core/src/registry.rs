@@ -80,6 +80,8 @@ pub struct LoadedModel {
     pub tokenizer: Arc<Tokenizer>,
     pub template: ChatTemplate,
     pub engine: EngineHandle,
+    /// Its hyper-parameters (what an adapter over it must fit).
+    config: crate::models::llama::LlamaConfig,
 }
 
 impl LoadedModel {
@@ -154,7 +156,12 @@ impl LoadedModel {
             tokenizer,
             template,
             engine,
+            config,
         })
+    }
+
+    pub fn config(&self) -> &crate::models::llama::LlamaConfig {
+        &self.config
     }
 }
 
@@ -271,6 +278,8 @@ pub struct ModelRegistry {
     aliases: std::sync::RwLock<HashMap<String, String>>,
     /// Configured models that did not load (id → why), so a request for one says why.
     failed: HashMap<String, String>,
+    /// LoRA adapters served as models over the chat models.
+    adapters: crate::adapters::Adapters,
 }
 
 impl ModelRegistry {
@@ -316,6 +325,69 @@ impl ModelRegistry {
             Some(e) if reg.order.is_empty() => Err(e),
             _ => Ok(reg),
         }
+    }
+
+    /// Serves `weights` as the model `id` over the chat model `base` (for `owner` only, or
+    /// for everyone): an id that names a model or alias, or another owner's adapter, is
+    /// refused, and so is an adapter that does not fit the base.
+    pub fn add_adapter(
+        &self,
+        id: &str,
+        base: &str,
+        weights: crate::models::lora::LoraWeights,
+        owner: Option<&str>,
+    ) -> Result<Arc<crate::adapters::AdapterModel>, CoreError> {
+        if id.is_empty() || self.resolve(id)?.is_some() {
+            return Err(CoreError::Adapter(format!(
+                "`{id}` is empty or names a model"
+            )));
+        }
+        let model = self.get(base)?;
+        weights.check_shapes(model.config())?;
+        let info = ModelInfo {
+            id: id.to_owned(),
+            created: unix_now(),
+            fingerprint: format!(
+                "{}_lora_{}",
+                model.info.fingerprint,
+                crate::adapters::digest(&weights)
+            ),
+            ..model.info.clone()
+        };
+        self.adapters.insert(crate::adapters::AdapterModel {
+            info,
+            base: model.info.id.clone(),
+            weights: Arc::new(weights),
+            owner: owner.map(str::to_owned),
+        })
+    }
+
+    /// Serves the PEFT adapter folder `dir` as the model `id` over `base`, for everyone.
+    pub fn load_adapter_folder(
+        &self,
+        id: &str,
+        base: &str,
+        dir: &std::path::Path,
+    ) -> Result<Arc<crate::adapters::AdapterModel>, CoreError> {
+        let model = self.get(base)?;
+        let weights =
+            crate::models::lora_peft::read_peft(dir, model.config(), &model.info.architecture)?;
+        self.add_adapter(id, base, weights, None)
+    }
+
+    /// The adapter served as `id`, if `owner` may use it.
+    pub fn adapter(&self, id: &str, owner: &str) -> Option<Arc<crate::adapters::AdapterModel>> {
+        self.adapters.get(id, owner)
+    }
+
+    /// Stops serving `owner`'s adapter `id`; false if there is none of theirs.
+    pub fn remove_adapter(&self, id: &str, owner: &str) -> bool {
+        self.adapters.remove(id, owner)
+    }
+
+    /// Every adapter `owner` may use.
+    pub fn adapters_for(&self, owner: &str) -> Vec<Arc<crate::adapters::AdapterModel>> {
+        self.adapters.visible(owner)
     }
 
     /// Configured models that did not load, with why.

@@ -106,8 +106,18 @@ impl HostState {
         self.progress.store(ms, Ordering::Relaxed);
     }
 
+    /// The chat model called `id`; for an adapter the caller's owner may use, its base
+    /// (whose tokenizer, template and engine it shares).
     pub(crate) fn model(&self, id: &str) -> Result<Arc<LoadedModel>, types::Error> {
+        if let Some(adapter) = self.adapter(id) {
+            return self.models.get(&adapter.base).map_err(wit_error);
+        }
         self.models.get(id).map_err(wit_error)
+    }
+
+    /// The adapter served as `id`, if the caller's owner may use it.
+    pub(crate) fn adapter(&self, id: &str) -> Option<Arc<cinder_core::AdapterModel>> {
+        self.models.adapter(id, &self.owner)
     }
 }
 

@@ -178,6 +178,15 @@ fn main() -> Result<()> {
     models
         .set_aliases(config_watch::aliases(&config, &models))
         .context("model aliases")?;
+    // An adapter that does not load (its folder, its fit to the base) is left out, as a
+    // model that does not load is: the rest serve.
+    for a in &config.adapters {
+        match models.load_adapter_folder(&a.id, &a.base, &a.path) {
+            Ok(_) => tracing::info!(adapter = %a.id, base = %a.base, "adapter ready"),
+            Err(e) => tracing::error!(adapter = %a.id, path = %a.path.display(), error = %e,
+                "the adapter did not load; the rest serve"),
+        }
+    }
 
     let runtime = cinder_runtime::Runtime::new(
         models.clone(),

@@ -163,7 +163,10 @@ async fn health(
 
 /// Ids first, in config order, then aliases: OpenAI tools look for names such as
 /// `gpt-4o-mini` in this list before they use them.
-async fn list_models(State(s): State<AppState>) -> Response {
+async fn list_models(
+    State(s): State<AppState>,
+    axum::Extension(crate::auth::Owner(owner)): axum::Extension<crate::auth::Owner>,
+) -> Response {
     let mut data: Vec<Model> = s
         .models
         .ids()
@@ -174,14 +177,31 @@ async fn list_models(State(s): State<AppState>) -> Response {
             data.push(Model::new(alias, created));
         }
     }
+    // Adapters last: the config's, and the caller's own fine-tuned models.
+    for a in s.models.adapters_for(&owner) {
+        data.push(adapter_model(&a));
+    }
     axum::Json(ModelList::new(data)).into_response()
+}
+
+/// An adapter as OpenAI's `Model`: a tenant's is owned by them.
+fn adapter_model(a: &cinder_core::AdapterModel) -> Model {
+    let mut m = Model::new(a.info.id.clone(), a.info.created);
+    if let Some(owner) = &a.owner {
+        m.owned_by = owner.clone();
+    }
+    m
 }
 
 async fn get_model(
     State(s): State<AppState>,
+    axum::Extension(crate::auth::Owner(owner)): axum::Extension<crate::auth::Owner>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = normalised(&id).trim_start_matches('/').to_owned();
+    if let Some(a) = s.models.adapter(&id, &owner) {
+        return Ok(axum::Json(adapter_model(&a)).into_response());
+    }
     // Resolved once (any case, aliases); `created` then looks the exact id up.
     let canonical = s
         .models

@@ -126,6 +126,11 @@ impl inference::Host for HostState {
         tokens: Vec<u32>,
         top_logprobs: u32,
     ) -> wasmtime::Result<Result<Vec<inference::TokenLogprob>, types::Error>> {
+        if self.adapter(&model).is_some() {
+            return Ok(Err(types::Error::Unavailable(format!(
+                "scoring a prompt's tokens (echo, prompt logprobs) is not built for adapter models such as `{model}`"
+            ))));
+        }
         let model = match self.model(&model) {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
@@ -323,8 +328,9 @@ impl inference::Host for HostState {
         &mut self,
         model: String,
     ) -> wasmtime::Result<Result<inference::ModelInfo, types::Error>> {
+        let adapter = self.adapter(&model);
         Ok(self.model(&model).map(|m| {
-            let i = &m.info;
+            let i = adapter.as_ref().map_or(&m.info, |a| &a.info);
             inference::ModelInfo {
                 id: i.id.clone(),
                 architecture: i.architecture.clone(),
@@ -350,6 +356,7 @@ impl HostState {
                 crate::quota::MAX_OPEN_GENERATIONS
             ))));
         }
+        let adapter = self.adapter(&request.model).map(|a| a.weights.clone());
         let model = match self.model(&request.model) {
             Ok(m) => m,
             Err(e) => return Ok(Err(e)),
@@ -376,7 +383,7 @@ impl HostState {
             group: self.group,
             label: self.request_id.clone(),
             background: self.jobs.background,
-            adapter: None,
+            adapter,
         };
         let engine = model.engine.clone();
         let submitted = self
