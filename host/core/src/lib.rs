@@ -15,7 +15,7 @@ mod registry;
 
 pub use adapters::AdapterModel;
 pub use diffusion::clip::ClipText;
-pub use diffusion::edit::{MAX_SOURCE_SIDE, SourceImage, resize_mask, resize_rgb};
+pub use diffusion::edit::{MAX_SOURCE_SIDE, SourceImage, first_step, resize_mask, resize_rgb};
 pub use diffusion::engine::{
     ImageEvent, ImageHandle, ImageJob, MAX_IMAGES_PER_JOB, MAX_PARTIAL_IMAGES,
 };

@@ -167,3 +167,82 @@ fn a_source_out_of_bounds_is_refused_by_name() {
         }
     }
 }
+
+/// Image to image as diffusers runs it (reference/img2img.safetensors, make_img2img.py): the
+/// source encoded to the distribution's mean, noised to the first step's level by each
+/// scheduler's `add_noise`, then the remaining steps with guidance.
+fn img2img_golden(name: &str, pref: BackendPreference) {
+    let file = "img2img.safetensors";
+    let (encoder, _) = VaeEncoder::load(&fixture().join("pipeline/vae"), pref).expect("encoder");
+    let (src, _) = reference(file, "source_u8");
+    let (h, w) = (64, 64);
+    let mut values = vec![0f32; 3 * h * w];
+    for (i, px) in src.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            values[c * h * w + i] = f32::from(px[c]) / 127.5 - 1.0;
+        }
+    }
+    let (mean, _, dims) = encoder
+        .encode_values(&values, [1, 3, h, w])
+        .expect("encodes");
+    let (unet, _) = UNet::load(&fixture().join("pipeline/unet"), pref).expect("unet");
+    let (vae, _) = VaeDecoder::load(&fixture().join("pipeline/vae"), pref).expect("vae");
+    let clean: Vec<f32> = mean
+        .iter()
+        .map(|v| v * vae.config().scaling_factor)
+        .collect();
+    let (want_clean, _) = floats(file, "clean");
+    let d = relative_delta(&clean, &want_clean);
+    assert!(d <= 1e-3, "{name}: clean latents {d}");
+
+    let index = index();
+    let sched = &index["schedulers"][name];
+    let kind = SchedulerKind::from_class(sched["class"].as_str().expect("class")).expect("known");
+    let config: SchedulerConfig = serde_json::from_value(sched["config"].clone()).expect("config");
+    let steps = 4;
+    let mut scheduler = Scheduler::new(kind, &config, steps).expect("scheduler");
+    let (t_start, _) = reference(file, &format!("{name}.t_start"));
+    let first = i64::from_le_bytes(t_start[..8].try_into().expect("8 bytes")) as usize;
+    assert_eq!(
+        first,
+        cinder_core::first_step(steps, 0.5),
+        "{name}: the first step"
+    );
+    let (noise, _) = floats("inputs.safetensors", "latents");
+    let mut latents = scheduler.add_noise(&want_clean, &noise, first);
+    let d = relative_delta(&latents, &floats(file, &format!("{name}.start")).0);
+    assert!(d <= 1e-5, "{name}: noised start {d}");
+
+    let (cond, cdims) = floats("text.safetensors", "cat.last_hidden_state");
+    let (uncond, _) = floats("text.safetensors", "uncond.last_hidden_state");
+    let context = [uncond, cond].concat();
+    let per = latents.len();
+    let timesteps = scheduler.timesteps();
+    for (i, &t) in timesteps.iter().enumerate().skip(first) {
+        let mut input = [latents.clone(), latents.clone()].concat();
+        scheduler.scale_model_input(&mut input, i);
+        let out = unet
+            .predict(
+                &input,
+                [2, dims[1], dims[2], dims[3]],
+                t,
+                &context,
+                [2, cdims[1], cdims[2]],
+            )
+            .expect("predicts");
+        let guided: Vec<f32> = (0..per)
+            .map(|k| out[k] + 7.5 * (out[per + k] - out[k]))
+            .collect();
+        latents = scheduler.step(&guided, i, &latents, None);
+    }
+    let d = relative_delta(&latents, &floats(file, &format!("{name}.final")).0);
+    eprintln!("{name}: image to image final latents relative |Δ| {d:.2e}");
+    assert!(d <= LATENT_RELATIVE, "{name}: final latents {d}");
+}
+
+#[test]
+fn image_to_image_matches_diffusers_with_each_scheduler() {
+    for name in ["euler", "ddim", "dpmpp_2m"] {
+        img2img_golden(name, BackendPreference::Flex);
+    }
+}
