@@ -290,6 +290,15 @@ pub fn unix_time() -> u64 {
         .unwrap_or(0)
 }
 
+/// A seed from the host's randomness, for a request that gives none: at most 2^53 - 1, so
+/// JSON clients (which read numbers as doubles) get it back exactly.
+pub fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(unix_time());
+    h.finish() >> 11
+}
+
 /// Writes one log record under the plugin's id. Natively (unit tests with the `testing`
 /// feature) there is no host: records go to stderr.
 pub fn log_at(level: log::Level, message: &str) {

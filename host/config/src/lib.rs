@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod adapters;
 mod images;
 mod jobs;
 mod limits;
+pub use adapters::AdapterConfig;
 pub use images::{IMAGE_SCHEDULERS, ImageModelConfig};
 pub use jobs::JobsConfig;
 use limits::MAX_SECONDS;
@@ -49,20 +51,6 @@ pub struct Config {
     /// LoRA adapters served as models of their own over a `[[models]]` chat model.
     #[serde(default)]
     pub adapters: Vec<AdapterConfig>,
-}
-
-/// `[[adapters]]`: a LoRA adapter (a PEFT folder: `adapter_config.json` and
-/// `adapter_model.safetensors`) served as the model `id` over the chat model `base`, whose
-/// weights it shares (loaded once, and batched with it).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdapterConfig {
-    /// The id clients put in `model`.
-    pub id: String,
-    /// The `[[models]]` id it adapts.
-    pub base: String,
-    /// The adapter's folder; `~` and paths relative to the config file are resolved.
-    pub path: PathBuf,
 }
 
 /// `[server]`.

@@ -92,15 +92,6 @@ fn pick_size(size: Size, info: &ImageModelInfo) -> Result<ImageSize, Error> {
     }
 }
 
-/// A seed from the host's randomness, for a request that gives none.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(cinder_sdk::unix_time());
-    // JSON clients read seeds as doubles: keep them exact.
-    h.finish() >> 11
-}
-
 /// Serves `POST /v1/images/generations`.
 pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let req: ImageGenerationRequest = cinder_sdk::parse_body(&request.body)?;
@@ -156,7 +147,7 @@ pub(crate) fn prepare(p: &ImageParams, host: &dyn AgentHost) -> Result<ImageRequ
         negative_prompt: p.negative_prompt.clone().unwrap_or_default(),
         size,
         steps,
-        seed: p.seed.unwrap_or_else(random_seed),
+        seed: p.seed.unwrap_or_else(cinder_sdk::random_seed),
         count: p.n,
         partial_images: if p.stream { p.partial_images } else { 0 },
     };

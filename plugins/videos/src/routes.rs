@@ -45,7 +45,7 @@ pub fn create(request: &Request, host: &dyn AgentHost) -> Result<(), Error> {
     let picture = given
         .map(|r| reference::load(host, r, settings.max_image_bytes))
         .transpose()?;
-    let seed = p.seed.unwrap_or_else(random_seed);
+    let seed = p.seed.unwrap_or_else(cinder_sdk::random_seed);
     let record = Record::new(model, p.prompt, p.seconds, size, seed, settings.plan());
     start(host, record, picture)
 }
@@ -137,15 +137,6 @@ fn pick_size(
             Some("size"),
         )),
     }
-}
-
-/// A seed from the host's randomness, for a request that gives none.
-fn random_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(cinder_sdk::unix_time());
-    // JSON clients read seeds as doubles: keep them exact.
-    h.finish() >> 11
 }
 
 /// `GET /v1/videos`.

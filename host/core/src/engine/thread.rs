@@ -70,6 +70,9 @@ pub struct EngineHandle {
     tx: std_mpsc::Sender<Job>,
     tokenizer: Arc<Tokenizer>,
     context_length: usize,
+    /// The model's hyper-parameters: what a request's adapter must fit, checked once at
+    /// submission rather than at every step.
+    config: Arc<crate::models::llama::LlamaConfig>,
     /// The vocabulary compiled for grammars, built by the first constrained request.
     grammars: Arc<LazyGrammars>,
     limits: EngineLimits,
@@ -95,6 +98,7 @@ impl EngineHandle {
     ) -> Result<Self, CoreError> {
         let (tx, rx) = std_mpsc::channel();
         let context_length = model.config().context_length;
+        let config = Arc::new(model.config().clone());
         let prefix = match &model {
             Llama::Cpu(m) if prefix_bytes > 0 => {
                 Some(PrefixCache::new(m.cache_shape(), prefix_bytes))
@@ -129,6 +133,7 @@ impl EngineHandle {
             tx,
             tokenizer,
             context_length,
+            config,
             grammars: Arc::new(LazyGrammars::new(limits.grammar)),
             limits,
             waiting,
@@ -178,6 +183,9 @@ impl EngineHandle {
         mut request: GenerateRequest,
     ) -> Result<mpsc::Receiver<GenEvent>, CoreError> {
         request.sampling.validate(self.tokenizer.vocab_size())?;
+        if let Some(adapter) = &request.adapter {
+            adapter.check_shapes(&self.config)?;
+        }
         // Room for at least one generated token.
         self.check_prompt(&request.prompt, 1)?;
         if request.max_tokens == Some(0) {
